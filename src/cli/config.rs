@@ -1,0 +1,274 @@
+//! `netcompose config`: the normalized project, with interpolation, merging and defaults applied,
+//! in the shape `docker compose config` prints (plus the extension keys).
+
+use super::Format;
+use crate::spec::{self, Project};
+use indexmap::IndexMap;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Serialize)]
+struct View<'a> {
+    name: &'a str,
+    services: IndexMap<&'a str, ServiceView<'a>>,
+    #[serde(skip_serializing_if = "IndexMap::is_empty")]
+    networks: IndexMap<&'a str, NetworkView<'a>>,
+    #[serde(rename = "x-checks", skip_serializing_if = "<[_]>::is_empty")]
+    checks: &'a [spec::Check],
+}
+
+#[derive(Serialize)]
+struct NetworkView<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    driver: Option<&'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    driver_opts: BTreeMap<&'a str, &'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    external: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    internal: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    attachable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enable_ipv6: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ipam: Option<IpamView>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: &'a BTreeMap<String, String>,
+    #[serde(rename = "x-policy", skip_serializing_if = "Option::is_none")]
+    policy: Option<&'a spec::Policy>,
+}
+
+#[derive(Serialize)]
+struct IpamView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    driver: Option<String>,
+    config: Vec<BTreeMap<&'static str, serde_json::Value>>,
+}
+
+#[derive(Serialize)]
+struct ServiceView<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    network_mode: Option<String>,
+    #[serde(skip_serializing_if = "IndexMap::is_empty")]
+    networks: IndexMap<&'a str, Option<BTreeMap<&'static str, serde_json::Value>>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ports: Vec<PortView>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    expose: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    dns: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    dns_search: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    dns_opt: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    extra_hosts: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hostname: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    domainname: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mac_address: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    depends_on: Vec<&'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    sysctls: BTreeMap<&'a str, &'a str>,
+    deploy: DeployView,
+    #[serde(rename = "x-policy", skip_serializing_if = "Option::is_none")]
+    policy: Option<&'a spec::Policy>,
+    #[serde(rename = "x-run", skip_serializing_if = "Option::is_none")]
+    run: Option<&'a [String]>,
+}
+
+#[derive(Serialize)]
+struct DeployView {
+    replicas: u32,
+    endpoint_mode: spec::EndpointMode,
+}
+
+#[derive(Serialize)]
+struct PortView {
+    target: spec::PortRange,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    published: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_ip: Option<String>,
+    protocol: spec::Protocol,
+    mode: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_protocol: Option<String>,
+}
+
+pub fn render(project: &Project, format: Format) -> miette::Result<String> {
+    let view = view(project);
+    match format {
+        Format::Json => serde_json::to_string_pretty(&view)
+            .map(|s| s + "\n")
+            .map_err(|e| miette::miette!("{e}")),
+        Format::Yaml => serde_saphyr::to_string(&view).map_err(|e| miette::miette!("{e}")),
+    }
+}
+
+fn view(project: &Project) -> View<'_> {
+    View {
+        name: &project.name,
+        services: project
+            .services
+            .iter()
+            .map(|(k, s)| (k.as_str(), service(s)))
+            .collect(),
+        networks: project
+            .networks
+            .iter()
+            .map(|(k, n)| (k.as_str(), network(n)))
+            .collect(),
+        checks: &project.checks,
+    }
+}
+
+fn network(n: &spec::Network) -> NetworkView<'_> {
+    let ipam = (!n.ipam.config.is_empty() || n.ipam.driver.is_some()).then(|| IpamView {
+        driver: n.ipam.driver.as_ref().map(|d| d.value.clone()),
+        config: n.ipam.config.iter().map(pool).collect(),
+    });
+    NetworkView {
+        name: &n.name.value,
+        driver: n.external.is_none().then(|| n.driver_name()),
+        driver_opts: n
+            .driver_opts
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.value.as_str()))
+            .collect(),
+        external: n.external.is_some(),
+        internal: n.internal,
+        attachable: n.attachable,
+        enable_ipv6: n.enable_ipv6.as_ref().map(|e| e.value),
+        ipam,
+        labels: &n.labels,
+        policy: n.policy.as_ref(),
+    }
+}
+
+fn pool(c: &spec::IpamConfig) -> BTreeMap<&'static str, serde_json::Value> {
+    let mut m = BTreeMap::new();
+    let s = |v: &dyn ToString| serde_json::Value::String(v.to_string());
+    if let Some(v) = &c.subnet {
+        m.insert("subnet", s(&v.value));
+    }
+    if let Some(v) = &c.ip_range {
+        m.insert("ip_range", s(&v.value));
+    }
+    if let Some(v) = &c.gateway {
+        m.insert("gateway", s(&v.value));
+    }
+    if !c.aux_addresses.is_empty() {
+        m.insert(
+            "aux_addresses",
+            c.aux_addresses
+                .iter()
+                .map(|(k, v)| (k.clone(), s(&v.value)))
+                .collect(),
+        );
+    }
+    m
+}
+
+fn service(s: &spec::Service) -> ServiceView<'_> {
+    ServiceView {
+        network_mode: s.network_mode.as_ref().map(|m| mode(&m.value)),
+        networks: s
+            .networks
+            .iter()
+            .map(|(k, a)| (k.as_str(), attachment(a)))
+            .collect(),
+        ports: s.ports.iter().map(port).collect(),
+        expose: s.expose.iter().map(|e| e.value.to_string()).collect(),
+        dns: strs(&s.dns),
+        dns_search: strs(&s.dns_search),
+        dns_opt: strs(&s.dns_opt),
+        extra_hosts: s
+            .extra_hosts
+            .iter()
+            .map(|h| format!("{}={}", h.host, h.addr))
+            .collect(),
+        hostname: s.hostname.as_ref().map(|h| h.value.as_str()),
+        domainname: s.domainname.as_ref().map(|h| h.value.as_str()),
+        mac_address: s.mac_address.as_ref().map(|h| h.value.as_str()),
+        depends_on: strs(&s.depends_on),
+        sysctls: s
+            .sysctls
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.value.as_str()))
+            .collect(),
+        deploy: DeployView {
+            replicas: s.replicas(),
+            endpoint_mode: s
+                .deploy
+                .endpoint_mode
+                .as_ref()
+                .map_or_else(Default::default, |m| m.value),
+        },
+        policy: s.policy.as_ref(),
+        run: s.run.as_ref().map(|r| r.value.as_slice()),
+    }
+}
+
+fn strs(v: &[spec::Spanned<String>]) -> Vec<&str> {
+    v.iter().map(|x| x.value.as_str()).collect()
+}
+
+fn mode(m: &spec::NetworkMode) -> String {
+    match m {
+        spec::NetworkMode::None => "none".into(),
+        spec::NetworkMode::Host => "host".into(),
+        spec::NetworkMode::Bridge => "bridge".into(),
+        spec::NetworkMode::Service(s) => format!("service:{s}"),
+        spec::NetworkMode::Container(c) => format!("container:{c}"),
+    }
+}
+
+fn attachment(a: &spec::Attachment) -> Option<BTreeMap<&'static str, serde_json::Value>> {
+    use serde_json::json;
+    let mut m = BTreeMap::new();
+    if !a.aliases.is_empty() {
+        m.insert(
+            "aliases",
+            json!(a.aliases.iter().map(|x| &x.value).collect::<Vec<_>>()),
+        );
+    }
+    if let Some(v) = &a.ipv4_address {
+        m.insert("ipv4_address", json!(v.value.to_string()));
+    }
+    if let Some(v) = &a.ipv6_address {
+        m.insert("ipv6_address", json!(v.value.to_string()));
+    }
+    if let Some(v) = &a.mac_address {
+        m.insert("mac_address", json!(v.value));
+    }
+    if let Some(v) = &a.interface_name {
+        m.insert("interface_name", json!(v.value));
+    }
+    if a.priority != 0 {
+        m.insert("priority", json!(a.priority));
+    }
+    if a.gw_priority != 0 {
+        m.insert("gw_priority", json!(a.gw_priority));
+    }
+    (!m.is_empty()).then_some(m)
+}
+
+fn port(p: &spec::Port) -> PortView {
+    PortView {
+        target: p.target,
+        published: p.published.map(|r| r.to_string()),
+        host_ip: p.host_ip.map(|i| i.to_string()),
+        protocol: p.protocol,
+        mode: p.mode.clone(),
+        name: p.name.clone(),
+        app_protocol: p.app_protocol.clone(),
+    }
+}

@@ -1,0 +1,136 @@
+//! The command line: global options as docker compose has them, one module per command.
+//! Diagnostics become miette reports here, at the edge.
+
+mod config;
+
+use crate::load::LoadOptions;
+use crate::pipeline::{self, Checked, Failure};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "netcompose",
+    version,
+    about = "Build the network a Compose file describes out of real kernel objects",
+    after_help = "Examples:\n  netcompose -f examples/quickstart/compose.yaml plan\n  sudo netcompose -f examples/quickstart/compose.yaml up\n  sudo netcompose exec client -- ping -c1 web\n  netcompose validate"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Compose file(s); later files override earlier ones.
+    #[arg(short = 'f', long = "file", global = true)]
+    pub files: Vec<PathBuf>,
+    /// Project name (default: top-level `name:`, else the directory name).
+    #[arg(short = 'p', long = "project-name", global = true)]
+    pub project_name: Option<String>,
+    /// Directory for the project (default: the first file's directory).
+    #[arg(long, global = true)]
+    pub project_directory: Option<PathBuf>,
+    /// Environment file(s) for interpolation (default: .env in the project directory).
+    #[arg(long = "env-file", global = true)]
+    pub env_files: Vec<PathBuf>,
+    /// Enable services of a profile.
+    #[arg(long = "profile", global = true)]
+    pub profiles: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the normalized model, as `docker compose config` does.
+    #[command(
+        after_help = "Examples:\n  netcompose config\n  netcompose -f a.yaml -f b.yaml config --format json"
+    )]
+    Config {
+        #[arg(long, value_enum, default_value_t = Format::Yaml)]
+        format: Format,
+    },
+    /// Check the file(s) and print every problem; exit 0 if valid, 1 if not.
+    #[command(
+        after_help = "Examples:\n  netcompose validate\n  netcompose -f compose.yaml -f override.yaml validate"
+    )]
+    Validate,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Yaml,
+    Json,
+}
+
+impl Global {
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            files: self.files.clone(),
+            project_name: self.project_name.clone(),
+            project_directory: self.project_directory.clone(),
+            env_files: self.env_files.clone(),
+            profiles: self.profiles.clone(),
+            environment: None,
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => code,
+        Err(report) => {
+            eprintln!("{report:?}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> miette::Result<ExitCode> {
+    match &cli.command {
+        Command::Config { format } => {
+            let checked = checked(&cli.global)?;
+            print!("{}", config::render(&checked.project, *format)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate => {
+            let checked = checked(&cli.global)?;
+            eprintln!(
+                "{}: valid ({} services, {} networks)",
+                checked.project.name,
+                checked.project.services.len(),
+                checked.project.networks.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Load and validate, printing warnings; on failure print every diagnostic and stop.
+fn checked(global: &Global) -> miette::Result<Checked> {
+    match pipeline::checked_project(&global.load_options()) {
+        Ok(c) => {
+            for w in &c.warnings {
+                eprintln!("warning: {w}");
+            }
+            Ok(c)
+        }
+        Err(Failure::Load(e)) => Err(e.into()),
+        Err(Failure::Invalid { diags, sources }) => {
+            for w in &diags.warnings {
+                eprintln!("warning: {w}");
+            }
+            for report in crate::diag::reports(&diags, &sources) {
+                eprintln!("{report:?}");
+            }
+            let n = diags.errors.len();
+            Err(miette::miette!(
+                "{n} error{} found; nothing was done",
+                if n == 1 { "" } else { "s" }
+            ))
+        }
+    }
+}

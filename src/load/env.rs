@@ -1,0 +1,95 @@
+//! `.env` files as Compose reads them: `KEY=value` lines, optional `export`, comments, single
+//! quotes (literal), double quotes (with `\n`-style escapes and interpolation of earlier keys),
+//! and ` #` comments after unquoted values.
+
+use super::interpolate::{expand, Vars};
+use std::collections::BTreeSet;
+
+/// A line that is not `KEY=value`: its 1-based number and text.
+#[derive(Debug, PartialEq)]
+pub struct EnvSyntaxError {
+    pub line: usize,
+    pub text: String,
+}
+
+/// Parse a `.env` file; values may refer to variables defined earlier or in `base`.
+pub fn parse(text: &str, base: &Vars) -> Result<Vars, EnvSyntaxError> {
+    let mut vars = Vars::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
+        let err = || EnvSyntaxError {
+            line: i + 1,
+            text: raw.to_string(),
+        };
+        let (key, value) = match line.split_once('=') {
+            Some((k, v)) => (k.trim(), v.trim()),
+            None => (line, ""),
+        };
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
+        {
+            return Err(err());
+        }
+        let mut scope = base.clone();
+        scope.extend(vars.clone());
+        vars.insert(key.to_string(), value_of(value, &scope));
+    }
+    Ok(vars)
+}
+
+fn value_of(value: &str, scope: &Vars) -> String {
+    let interp = |s: &str| expand(s, scope, &mut BTreeSet::new()).unwrap_or_else(|_| s.to_string());
+    if let Some(inner) = value
+        .strip_prefix('\'')
+        .and_then(|v| v.rsplit_once('\''))
+        .map(|(v, _)| v)
+    {
+        return inner.to_string();
+    }
+    if let Some(inner) = value
+        .strip_prefix('"')
+        .and_then(|v| v.rsplit_once('"'))
+        .map(|(v, _)| v)
+    {
+        let unescaped = inner
+            .replace("\\n", "\n")
+            .replace("\\t", "\t")
+            .replace("\\\"", "\"")
+            .replace("\\\\", "\\");
+        return interp(&unescaped);
+    }
+    let unquoted = match value.find(" #") {
+        Some(pos) => value[..pos].trim_end(),
+        None => value,
+    };
+    interp(unquoted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms() {
+        let text =
+            "# c\nA=1\nexport B = two # note\nC='lit $A'\nD=\"x${A}\\ny\"\nE=\nF=${A}-${B}\n";
+        let v = parse(text, &Vars::new()).unwrap();
+        assert_eq!(v["A"], "1");
+        assert_eq!(v["B"], "two");
+        assert_eq!(v["C"], "lit $A");
+        assert_eq!(v["D"], "x1\ny");
+        assert_eq!(v["E"], "");
+        assert_eq!(v["F"], "1-two");
+    }
+
+    #[test]
+    fn bad_line() {
+        assert_eq!(parse("A=1\n=x\n", &Vars::new()).unwrap_err().line, 2);
+    }
+}

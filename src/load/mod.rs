@@ -1,0 +1,316 @@
+//! The `load` stage: Compose files (+ overrides, .env) → [`Project`]. YAML with spans,
+//! interpolation, merging of several files, schema key checks and typed decoding.
+
+pub mod decode;
+pub mod env;
+pub mod interpolate;
+pub mod merge;
+pub mod node;
+pub mod schema;
+pub mod yaml;
+
+use crate::diag::{ConfigError, Diagnostics};
+use crate::source::{Sources, Span};
+use crate::spec::Project;
+use interpolate::Vars;
+use node::Node;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// File names tried, in order, when no `-f` is given.
+pub const DEFAULT_FILES: &[&str] = &[
+    "compose.yaml",
+    "compose.yml",
+    "docker-compose.yaml",
+    "docker-compose.yml",
+];
+
+/// What to load, as the CLI's global options say.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    pub files: Vec<PathBuf>,
+    pub project_name: Option<String>,
+    pub project_directory: Option<PathBuf>,
+    pub env_files: Vec<PathBuf>,
+    pub profiles: Vec<String>,
+    /// The environment to interpolate from; the process environment when None.
+    pub environment: Option<Vars>,
+}
+
+/// Problems that stop loading before any file could be read.
+#[derive(Debug, Error, miette::Diagnostic)]
+pub enum LoadError {
+    #[error("no Compose file found in {dir}")]
+    #[diagnostic(
+        code(netcompose::no_file),
+        help("create compose.yaml there, or name a file with -f")
+    )]
+    NoFile { dir: String },
+    #[error("cannot read {path}: {source}")]
+    #[diagnostic(code(netcompose::io))]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("project name `{name}` is invalid: {reason}")]
+    #[diagnostic(code(netcompose::project_name), help("a project name is lowercase letters, digits, `_` and `-`, starting with a letter or digit"))]
+    ProjectName { name: String, reason: String },
+}
+
+/// The outcome of loading: the project (possibly partial), every file read, every problem.
+#[derive(Debug)]
+pub struct Loaded {
+    pub project: Project,
+    pub sources: Sources,
+    pub diags: Diagnostics,
+    pub working_dir: PathBuf,
+}
+
+pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let files = resolve_files(opts, &cwd)?;
+    let working_dir = opts
+        .project_directory
+        .clone()
+        .or_else(|| {
+            files
+                .first()
+                .and_then(|f| f.parent())
+                .map(Path::to_path_buf)
+        })
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(cwd);
+    let mut sources = Sources::default();
+    let mut diags = Diagnostics::default();
+    let vars = variables(opts, &working_dir, &mut sources, &mut diags)?;
+    let mut texts = Vec::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        texts.push((display_path(path), text));
+    }
+    let merged = parse_and_merge(texts, &vars, &mut sources, &mut diags);
+    let name = project_name(opts, &vars, &merged, &working_dir)?;
+    let mut profiles = opts.profiles.clone();
+    if let Some(p) = vars.get("COMPOSE_PROFILES") {
+        profiles.extend(
+            p.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from),
+        );
+    }
+    let project = decode::project(&merged, &name, &profiles, &mut diags);
+    Ok(Loaded {
+        project,
+        sources,
+        diags,
+        working_dir,
+    })
+}
+
+/// Parse, check keys and interpolate each file, then merge them in order.
+pub fn parse_and_merge(
+    texts: Vec<(String, String)>,
+    vars: &Vars,
+    sources: &mut Sources,
+    diags: &mut Diagnostics,
+) -> Node {
+    let mut merged: Option<Node> = None;
+    let mut unset = std::collections::BTreeSet::new();
+    for (name, text) in texts {
+        let file = sources.add(name, text.as_str());
+        let mut tree = match yaml::parse(&text, file) {
+            Ok(t) => t,
+            Err(e) => {
+                diags.push(ConfigError::Yaml {
+                    message: e.message,
+                    at: e.span,
+                });
+                continue;
+            }
+        };
+        if tree.as_map().is_none() {
+            diags.push(ConfigError::WrongType {
+                key: "the file".into(),
+                expected: "a mapping".into(),
+                found: tree.kind().into(),
+                at: tree.span,
+            });
+            continue;
+        }
+        schema::check_keys(&tree, diags);
+        let mut outcome = interpolate::Outcome::default();
+        interpolate::interpolate_tree(&mut tree, vars, &mut outcome);
+        unset.extend(outcome.unset);
+        for e in outcome.errors {
+            diags.push(match e {
+                interpolate::InterpolationError::Required { var, message, span } => {
+                    ConfigError::RequiredVariable {
+                        var,
+                        message,
+                        at: span,
+                    }
+                }
+                interpolate::InterpolationError::Syntax { message, span } => {
+                    ConfigError::Interpolation { message, at: span }
+                }
+            });
+        }
+        match &mut merged {
+            None => merged = Some(tree),
+            Some(base) => merge::merge(base, tree),
+        }
+    }
+    for var in unset {
+        diags.warn(format!(
+            "the variable `{var}` is not set; using an empty string"
+        ));
+    }
+    merged.unwrap_or_else(|| Node::new(node::Value::Map(Vec::new()), Span::default()))
+}
+
+fn resolve_files(opts: &LoadOptions, cwd: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    if !opts.files.is_empty() {
+        return Ok(opts.files.clone());
+    }
+    let dir = opts
+        .project_directory
+        .clone()
+        .unwrap_or_else(|| cwd.to_path_buf());
+    DEFAULT_FILES
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+        .map(|p| vec![p])
+        .ok_or_else(|| LoadError::NoFile {
+            dir: dir.display().to_string(),
+        })
+}
+
+fn display_path(path: &Path) -> String {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    path.strip_prefix(&cwd)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// The process environment over the `.env` file (or the `--env-file`s, in order).
+fn variables(
+    opts: &LoadOptions,
+    dir: &Path,
+    sources: &mut Sources,
+    diags: &mut Diagnostics,
+) -> Result<Vars, LoadError> {
+    let process: Vars = opts
+        .environment
+        .clone()
+        .unwrap_or_else(|| std::env::vars().collect());
+    let env_files = if opts.env_files.is_empty() {
+        Some(dir.join(".env"))
+            .filter(|p| p.is_file())
+            .into_iter()
+            .collect()
+    } else {
+        opts.env_files.clone()
+    };
+    let mut vars = Vars::new();
+    for path in env_files {
+        let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        match env::parse(&text, &vars) {
+            Ok(v) => vars.extend(v),
+            Err(e) => {
+                let file = sources.add(display_path(&path), text.as_str());
+                let offset: usize = text.lines().take(e.line - 1).map(|l| l.len() + 1).sum();
+                diags.push(ConfigError::EnvFile {
+                    line: e.line,
+                    at: Span::new(file, offset, e.text.len()),
+                });
+            }
+        }
+    }
+    vars.extend(process);
+    Ok(vars)
+}
+
+/// `-p`, else COMPOSE_PROJECT_NAME, else the top-level `name:`, else the directory's name.
+fn project_name(
+    opts: &LoadOptions,
+    vars: &Vars,
+    root: &Node,
+    dir: &Path,
+) -> Result<String, LoadError> {
+    if let Some(p) = &opts.project_name {
+        return check_project_name(p);
+    }
+    if let Some(p) = vars.get("COMPOSE_PROJECT_NAME").filter(|p| !p.is_empty()) {
+        return check_project_name(p);
+    }
+    if let Some(n) = root
+        .get("name")
+        .and_then(Node::as_str)
+        .filter(|n| !n.is_empty())
+    {
+        return check_project_name(n);
+    }
+    let base = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let raw = base
+        .file_name()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let normalized = normalize_project_name(&raw);
+    if normalized.is_empty() {
+        return Err(LoadError::ProjectName {
+            name: raw,
+            reason: "nothing is left after normalizing; pass -p NAME".into(),
+        });
+    }
+    Ok(normalized)
+}
+
+fn check_project_name(name: &str) -> Result<String, LoadError> {
+    let ok = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(name.to_string())
+    } else {
+        Err(LoadError::ProjectName {
+            name: name.into(),
+            reason: "it must be lowercase letters, digits, `_` and `-`".into(),
+        })
+    }
+}
+
+/// Compose's normalization of a directory name: lowercase, keep `[a-z0-9_-]`, drop leading
+/// characters that are not a letter or a digit.
+pub fn normalize_project_name(raw: &str) -> String {
+    let kept: String = raw
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-')
+        .collect();
+    kept.trim_start_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_name_normalization() {
+        assert_eq!(normalize_project_name("My.App_1"), "myapp_1");
+        assert_eq!(normalize_project_name("__x-Y"), "x-y");
+    }
+}

@@ -1,0 +1,330 @@
+//! YAML text → [`Node`] tree with a span on every node. Anchors and aliases are expanded, and
+//! merge keys (`<<`, YAML 1.1's merge type, which Compose files use widely) are applied here so
+//! that later stages never see them.
+
+use super::node::{Node, Value};
+use crate::source::{FileId, Span};
+use saphyr_parser::{Event, Parser, ScalarStyle, ScanError};
+use std::collections::HashMap;
+
+/// A YAML syntax problem, located in its file.
+#[derive(Debug, Clone)]
+pub struct SyntaxError {
+    pub message: String,
+    pub span: Span,
+}
+
+/// Parse one YAML document. An empty file gives an empty mapping.
+pub fn parse(text: &str, file: FileId) -> Result<Node, SyntaxError> {
+    let offsets = CharOffsets::new(text);
+    let mut builder = Builder {
+        file,
+        offsets: &offsets,
+        anchors: HashMap::new(),
+        stack: Vec::new(),
+        root: None,
+    };
+    for item in Parser::new_from_str(text) {
+        let (event, span) = item.map_err(|e| builder.scan_error(&e))?;
+        let span = builder.span(span.start.index(), span.end.index());
+        builder.event(event, span)?;
+    }
+    Ok(builder
+        .root
+        .unwrap_or_else(|| Node::new(Value::Map(Vec::new()), Span::new(file, 0, 0))))
+}
+
+/// Converts the parser's character indices to byte offsets (miette wants bytes).
+struct CharOffsets {
+    /// Byte offset of each char, present only when the text is not pure ASCII.
+    table: Option<Vec<usize>>,
+    len: usize,
+}
+
+impl CharOffsets {
+    fn new(text: &str) -> Self {
+        let table = (!text.is_ascii()).then(|| text.char_indices().map(|(b, _)| b).collect());
+        CharOffsets {
+            table,
+            len: text.len(),
+        }
+    }
+
+    fn byte(&self, char_index: usize) -> usize {
+        match &self.table {
+            None => char_index.min(self.len),
+            Some(t) => t.get(char_index).copied().unwrap_or(self.len),
+        }
+    }
+}
+
+enum Frame {
+    Seq {
+        items: Vec<Node>,
+        anchor: usize,
+        start: Span,
+    },
+    Map {
+        entries: Vec<(Node, Node)>,
+        pending_key: Option<Node>,
+        anchor: usize,
+        start: Span,
+    },
+}
+
+struct Builder<'a> {
+    file: FileId,
+    offsets: &'a CharOffsets,
+    anchors: HashMap<usize, Node>,
+    stack: Vec<Frame>,
+    root: Option<Node>,
+}
+
+impl Builder<'_> {
+    fn span(&self, start: usize, end: usize) -> Span {
+        let (s, e) = (self.offsets.byte(start), self.offsets.byte(end));
+        Span::new(self.file, s, e.saturating_sub(s))
+    }
+
+    fn scan_error(&self, e: &ScanError) -> SyntaxError {
+        let at = e.marker().index();
+        SyntaxError {
+            message: e.info().to_string(),
+            span: self.span(at, at + 1),
+        }
+    }
+
+    fn event(&mut self, event: Event<'_>, span: Span) -> Result<(), SyntaxError> {
+        match event {
+            Event::Scalar(text, style, anchor, _tag) => {
+                let node = scalar(text.into_owned(), style, span);
+                self.remember(anchor, &node);
+                self.push(node)?;
+            }
+            Event::Alias(id) => {
+                let Some(node) = self.anchors.get(&id).cloned() else {
+                    return Err(SyntaxError {
+                        message: "alias to an unknown anchor".into(),
+                        span,
+                    });
+                };
+                self.push(Node { span, ..node })?;
+            }
+            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq {
+                items: Vec::new(),
+                anchor,
+                start: span,
+            }),
+            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map {
+                entries: Vec::new(),
+                pending_key: None,
+                anchor,
+                start: span,
+            }),
+            Event::SequenceEnd | Event::MappingEnd => self.close(span)?,
+            Event::DocumentStart(_) if self.root.is_some() => {
+                return Err(SyntaxError {
+                    message: "a Compose file holds one YAML document; found a second one".into(),
+                    span,
+                })
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, end: Span) -> Result<(), SyntaxError> {
+        let Some(frame) = self.stack.pop() else {
+            return Ok(());
+        };
+        // A block collection's end event sits at the next token, possibly lines later: end the
+        // span at its last child instead (or at the closing bracket of a flow collection).
+        let (node, anchor) = match frame {
+            Frame::Seq {
+                items,
+                anchor,
+                start,
+            } => {
+                let last = items.last().map_or(end, |n| n.span);
+                (
+                    Node::new(Value::Seq(items), cover(start, flow_end(start, end, last))),
+                    anchor,
+                )
+            }
+            Frame::Map {
+                entries,
+                anchor,
+                start,
+                ..
+            } => {
+                let last = entries.last().map_or(end, |(_, v)| v.span);
+                let span = cover(start, flow_end(start, end, last));
+                (
+                    Node::new(Value::Map(apply_merge_keys(entries)?), span),
+                    anchor,
+                )
+            }
+        };
+        self.remember(anchor, &node);
+        self.push(node)
+    }
+
+    fn remember(&mut self, anchor: usize, node: &Node) {
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+    }
+
+    fn push(&mut self, node: Node) -> Result<(), SyntaxError> {
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map {
+                entries,
+                pending_key,
+                ..
+            }) => match pending_key.take() {
+                None => {
+                    if !matches!(node.value, Value::Scalar { .. } | Value::Null) {
+                        return Err(SyntaxError {
+                            message: "mapping keys must be plain strings".into(),
+                            span: node.span,
+                        });
+                    }
+                    *pending_key = Some(node)
+                }
+                Some(key) => {
+                    let duplicate = !is_merge_key(&key)
+                        && entries.iter().any(|(k, _)| k.as_str() == key.as_str());
+                    if duplicate {
+                        return Err(SyntaxError {
+                            message: format!(
+                                "duplicate key `{}` in a mapping",
+                                key.as_str().unwrap_or_default()
+                            ),
+                            span: key.span,
+                        });
+                    }
+                    entries.push((key, node))
+                }
+            },
+        }
+        Ok(())
+    }
+}
+
+fn scalar(text: String, style: ScalarStyle, span: Span) -> Node {
+    let plain = style == ScalarStyle::Plain;
+    if plain && matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL") {
+        return Node::new(Value::Null, span);
+    }
+    Node::new(Value::Scalar { text, plain }, span)
+}
+
+/// Where a collection ends: at its closing bracket for flow style (`[...]`, `{...}`, whose end
+/// event has a width), else at its last child.
+fn flow_end(start: Span, end: Span, last: Span) -> Span {
+    if end.len > 0 && start.len > 0 {
+        end
+    } else {
+        last
+    }
+}
+
+/// A span from the start of `a` to the end of `b` (same file).
+fn cover(a: Span, b: Span) -> Span {
+    let end = (b.offset + b.len).max(a.offset + a.len);
+    Span {
+        file: a.file,
+        offset: a.offset,
+        len: end - a.offset,
+    }
+}
+
+/// Apply `<<` entries: keys written in the mapping win over merged ones, and among several
+/// merged mappings the first that has a key wins (YAML 1.1 merge semantics).
+fn apply_merge_keys(entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, SyntaxError> {
+    if !entries.iter().any(|(k, _)| is_merge_key(k)) {
+        return Ok(entries);
+    }
+    let (merges, mut own): (Vec<_>, Vec<_>) =
+        entries.into_iter().partition(|(k, _)| is_merge_key(k));
+    for (_, value) in merges {
+        let sources: Vec<Node> = match value.value {
+            Value::Map(_) => vec![value],
+            Value::Seq(items) => items,
+            _ => {
+                return Err(SyntaxError {
+                    message: "a merge key `<<` takes a mapping or a list of mappings".into(),
+                    span: value.span,
+                })
+            }
+        };
+        for source in sources {
+            let Value::Map(pairs) = source.value else {
+                return Err(SyntaxError {
+                    message: "a merge key `<<` takes a mapping or a list of mappings".into(),
+                    span: source.span,
+                });
+            };
+            for (k, v) in pairs {
+                if !own.iter().any(|(ok, _)| ok.as_str() == k.as_str()) {
+                    own.push((k, v));
+                }
+            }
+        }
+    }
+    Ok(own)
+}
+
+fn is_merge_key(k: &Node) -> bool {
+    matches!(&k.value, Value::Scalar { text, plain: true } if text == "<<")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(s: &str) -> serde_json::Value {
+        parse(s, 0)
+            .map(|n| n.to_json())
+            .unwrap_or_else(|e| panic!("{}", e.message))
+    }
+
+    #[test]
+    fn anchors_aliases_and_merge_keys() {
+        let v = load("base: &b {a: 1, b: 2}\nx:\n  <<: *b\n  b: 3\n");
+        assert_eq!(v["x"], serde_json::json!({"b": 3, "a": 1}));
+    }
+
+    #[test]
+    fn merge_list_first_wins() {
+        let v = load("a: &a {k: 1}\nb: &b {k: 2, j: 2}\nc:\n  <<: [*a, *b]\n");
+        assert_eq!(v["c"], serde_json::json!({"k": 1, "j": 2}));
+    }
+
+    #[test]
+    fn duplicate_key_is_an_error() {
+        let e = parse("a: 1\na: 2\n", 0).unwrap_err();
+        assert!(e.message.contains("duplicate key"));
+        assert_eq!(e.span.offset, 5);
+    }
+
+    #[test]
+    fn spans_are_byte_offsets_with_unicode() {
+        let n = parse("é: ü\nk: v\n", 0).unwrap();
+        let v = n.get("k").unwrap();
+        assert_eq!(v.span.offset as usize, "é: ü\nk: ".len());
+    }
+
+    #[test]
+    fn syntax_error_is_located() {
+        let e = parse("a: [1, 2\nb: 3\n", 0).unwrap_err();
+        assert!(e.span.offset > 0);
+    }
+
+    #[test]
+    fn empty_file_is_empty_map() {
+        assert_eq!(load(""), serde_json::json!({}));
+    }
+}

@@ -1,0 +1,4 @@
+//! The `model` stage: the validated project normalized into the desired state.
+
+pub mod demand;
+pub mod mac;

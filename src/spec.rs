@@ -1,0 +1,329 @@
+//! The typed Compose project: every networking key of the Compose specification plus
+//! netcompose's extensions, each value with the span it was read from. `load` produces it,
+//! `validate` checks it, `model` normalizes it.
+
+use crate::source::Span;
+use indexmap::IndexMap;
+use ipnetwork::IpNetwork;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// A value and where it was written.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Spanned<T> {
+    pub value: T,
+    pub span: Span,
+}
+
+impl<T> Spanned<T> {
+    pub fn new(value: T, span: Span) -> Self {
+        Spanned { value, span }
+    }
+}
+
+impl<T: Serialize> Serialize for Spanned<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(s)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Project {
+    pub name: String,
+    pub networks: IndexMap<String, Network>,
+    pub services: IndexMap<String, Service>,
+    /// Services left out because none of their profiles is active, with their profiles.
+    pub inactive: BTreeMap<String, Vec<String>>,
+    pub checks: Vec<Check>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Network {
+    /// The key under top-level `networks`.
+    pub key: Spanned<String>,
+    /// `name:` or `<project>_<key>`.
+    pub name: Spanned<String>,
+    pub driver: Option<Spanned<String>>,
+    pub driver_opts: BTreeMap<String, Spanned<String>>,
+    pub attachable: bool,
+    pub enable_ipv4: Option<bool>,
+    pub enable_ipv6: Option<Spanned<bool>>,
+    pub external: Option<Span>,
+    pub internal: bool,
+    pub ipam: Ipam,
+    pub labels: BTreeMap<String, String>,
+    pub policy: Option<Policy>,
+    /// Settings written next to `external: true` (which Compose forbids).
+    pub local_settings: Vec<Spanned<String>>,
+    /// True for the implicit `default` network no file declares.
+    pub implicit: bool,
+}
+
+impl Network {
+    pub fn driver_name(&self) -> &str {
+        self.driver.as_ref().map_or("bridge", |d| d.value.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Ipam {
+    pub driver: Option<Spanned<String>>,
+    pub config: Vec<IpamConfig>,
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IpamConfig {
+    pub span: Span,
+    pub subnet: Option<Spanned<IpNetwork>>,
+    pub ip_range: Option<Spanned<IpNetwork>>,
+    pub gateway: Option<Spanned<IpAddr>>,
+    pub aux_addresses: BTreeMap<String, Spanned<IpAddr>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Service {
+    pub key: Spanned<String>,
+    /// Attached networks by key; empty with no `network_mode` means the `default` network.
+    pub networks: IndexMap<String, Attachment>,
+    pub networks_span: Option<Span>,
+    pub network_mode: Option<Spanned<NetworkMode>>,
+    pub dns: Vec<Spanned<String>>,
+    pub dns_search: Vec<Spanned<String>>,
+    pub dns_opt: Vec<Spanned<String>>,
+    pub extra_hosts: Vec<ExtraHost>,
+    pub hostname: Option<Spanned<String>>,
+    pub domainname: Option<Spanned<String>>,
+    pub mac_address: Option<Spanned<String>>,
+    pub ports: Vec<Port>,
+    pub expose: Vec<Spanned<PortRange>>,
+    pub deploy: Deploy,
+    pub scale: Option<Spanned<u32>>,
+    pub depends_on: Vec<Spanned<String>>,
+    pub links: Vec<Link>,
+    pub sysctls: BTreeMap<String, Spanned<String>>,
+    pub container_name: Option<Spanned<String>>,
+    pub restart: Option<Spanned<String>>,
+    pub policy: Option<Policy>,
+    pub run: Option<Spanned<Vec<String>>>,
+}
+
+impl Service {
+    /// Replica count: deploy.replicas, else scale, else 1 (global mode counts one per host).
+    pub fn replicas(&self) -> u32 {
+        self.deploy
+            .replicas
+            .as_ref()
+            .or(self.scale.as_ref())
+            .map_or(1, |r| r.value)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Attachment {
+    pub key: Spanned<String>,
+    pub aliases: Vec<Spanned<String>>,
+    pub ipv4_address: Option<Spanned<IpAddr>>,
+    pub ipv6_address: Option<Spanned<IpAddr>>,
+    pub link_local_ips: Vec<Spanned<IpAddr>>,
+    pub mac_address: Option<Spanned<String>>,
+    pub driver_opts: BTreeMap<String, String>,
+    pub priority: i64,
+    pub gw_priority: i64,
+    pub interface_name: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkMode {
+    None,
+    Host,
+    Bridge,
+    /// `service:NAME`: share the first replica's namespace of a service of this project.
+    Service(String),
+    /// `container:NAME`: a container name (here: a replica name or a service's container_name).
+    Container(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraHost {
+    pub host: String,
+    pub addr: String,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        })
+    }
+}
+
+/// An inclusive port range; a single port has `start == end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl PortRange {
+    pub fn len(&self) -> u32 {
+        u32::from(self.end) - u32::from(self.start) + 1
+    }
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.start == self.end {
+            write!(f, "{}", self.start)
+        } else {
+            write!(f, "{}-{}", self.start, self.end)
+        }
+    }
+}
+
+impl Serialize for PortRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.start == self.end {
+            s.serialize_u16(self.start)
+        } else {
+            s.serialize_str(&self.to_string())
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    pub span: Span,
+    pub target: PortRange,
+    /// None: an ephemeral host port, as Docker picks one.
+    pub published: Option<PortRange>,
+    pub host_ip: Option<IpAddr>,
+    pub protocol: Protocol,
+    pub mode: String,
+    pub name: Option<String>,
+    pub app_protocol: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Deploy {
+    pub replicas: Option<Spanned<u32>>,
+    pub mode: Option<Spanned<String>>,
+    pub endpoint_mode: Option<Spanned<EndpointMode>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointMode {
+    #[default]
+    Vip,
+    Dnsrr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub service: Spanned<String>,
+    pub alias: Option<String>,
+}
+
+/// `x-policy`: allow and deny lists for each direction.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Policy {
+    #[serde(skip_serializing_if = "Rules::is_empty")]
+    pub ingress: Rules,
+    #[serde(skip_serializing_if = "Rules::is_empty")]
+    pub egress: Rules,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Rules {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<Spanned<PolicyEntry>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<Spanned<PolicyEntry>>,
+}
+
+impl Rules {
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_empty() && self.deny.is_empty()
+    }
+}
+
+/// One `x-policy` entry: a peer (CIDR or service) with an optional port and protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyEntry {
+    pub peer: Peer,
+    pub port: Option<PortRange>,
+    pub protocol: Option<Protocol>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    Cidr(IpNetwork),
+    Service(String),
+}
+
+impl std::fmt::Display for PolicyEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.peer {
+            Peer::Cidr(c) => write!(f, "{c}")?,
+            Peer::Service(s) => write!(f, "{s}")?,
+        }
+        if let Some(p) = self.port {
+            write!(f, ":{p}")?;
+        }
+        if let Some(proto) = self.protocol {
+            write!(f, "/{proto}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for PolicyEntry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// One `x-checks` entry: a reachability assertion.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    #[serde(skip)]
+    pub span: Span,
+    pub from: Spanned<String>,
+    pub to: Spanned<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    pub protocol: CheckProtocol,
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckProtocol {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expect {
+    Reach,
+    Blocked,
+}

@@ -1,0 +1,50 @@
+//! Published ports: one host address, port and protocol belongs to one publication; a service
+//! reachable only on internal networks cannot publish.
+
+use crate::diag::{same_file, ConfigError, Diagnostics};
+use crate::spec::{Port, Project};
+
+pub(super) fn check(project: &Project, diags: &mut Diagnostics) {
+    let mut seen: Vec<&Port> = Vec::new();
+    for svc in project.services.values() {
+        for port in &svc.ports {
+            if let Some(first) = seen.iter().find(|p| clash(p, port)) {
+                diags.push(ConfigError::PortConflict {
+                    port: format!(
+                        "{}/{}",
+                        port.published.map(|p| p.to_string()).unwrap_or_default(),
+                        port.protocol
+                    ),
+                    at: port.span,
+                    first_at: same_file(port.span, first.span),
+                });
+            }
+            seen.push(port);
+        }
+        let internal_only = !svc.networks.is_empty()
+            && svc
+                .networks
+                .keys()
+                .all(|k| project.networks.get(k).is_some_and(|n| n.internal));
+        if let (true, Some(p)) = (internal_only, svc.ports.first()) {
+            diags.push(ConfigError::Invalid {
+                message: format!("service `{}` publishes ports but is attached only to internal networks", svc.key.value),
+                hint: "internal networks have no way in from the host; attach a non-internal network or drop the ports".into(),
+                at: p.span,
+            });
+        }
+    }
+}
+
+/// Two publications collide when protocol, host address (or a wildcard) and port ranges meet.
+fn clash(a: &Port, b: &Port) -> bool {
+    let (Some(pa), Some(pb)) = (a.published, b.published) else {
+        return false;
+    };
+    let ip_meets = match (a.host_ip, b.host_ip) {
+        (Some(x), Some(y)) => x == y || x.is_unspecified() || y.is_unspecified(),
+        (Some(x), None) | (None, Some(x)) => x.is_ipv4() || x.is_unspecified(),
+        (None, None) => true,
+    };
+    a.protocol == b.protocol && ip_meets && pa.start <= pb.end && pb.start <= pa.end
+}

@@ -1,0 +1,313 @@
+//! References between parts of the file: networks used by services, services named by
+//! network_mode, depends_on, links, dns, x-policy and x-checks; and per-network settings that
+//! only make sense together (external, drivers, macvlan parent, IPv6).
+
+use super::SUPPORTED_DRIVERS;
+use crate::diag::{same_file, suggest, ConfigError, Diagnostics};
+use crate::source::Span;
+use crate::spec::{NetworkMode, Peer, Policy, Project, Service};
+
+pub(super) fn check(project: &Project, diags: &mut Diagnostics) {
+    for net in project.networks.values() {
+        network_settings(net, diags);
+    }
+    for svc in project.services.values() {
+        attachments(project, svc, diags);
+        network_mode(project, svc, diags);
+        service_refs(project, svc, diags);
+    }
+    for net in project.networks.values() {
+        if let Some(p) = &net.policy {
+            policy_refs(
+                project,
+                p,
+                &format!("x-policy of network `{}`", net.key.value),
+                diags,
+            );
+        }
+    }
+    for check in &project.checks {
+        for end in [&check.from, &check.to] {
+            let is_addr = end.value.parse::<std::net::IpAddr>().is_ok();
+            if !is_addr && !project.services.contains_key(&end.value) && end.value != "host" {
+                unknown_service(project, "x-checks", &end.value, end.span, diags);
+            }
+        }
+    }
+}
+
+fn network_settings(net: &crate::spec::Network, diags: &mut Diagnostics) {
+    for key in &net.local_settings {
+        diags.push(ConfigError::ExternalWithSettings {
+            network: net.key.value.clone(),
+            key: key.value.clone(),
+            at: key.span,
+        });
+    }
+    let driver = net.driver_name();
+    if let Some(d) = &net.driver {
+        if !SUPPORTED_DRIVERS.contains(&driver) && net.external.is_none() {
+            diags.push(ConfigError::UnsupportedDriver {
+                driver: driver.into(),
+                hint: driver_hint(driver),
+                at: d.span,
+            });
+        }
+    }
+    if driver == "macvlan" && net.external.is_none() && !net.driver_opts.contains_key("parent") {
+        diags.push(ConfigError::MacvlanWithoutParent {
+            network: net.key.value.clone(),
+            at: net.driver.as_ref().map_or(net.key.span, |d| d.span),
+        });
+    }
+    if let Some(mode) = net
+        .driver_opts
+        .get("macvlan_mode")
+        .or_else(|| net.driver_opts.get("mode"))
+        .filter(|_| driver == "macvlan")
+    {
+        if !["bridge", "vepa", "private", "passthru"].contains(&mode.value.as_str()) {
+            diags.push(ConfigError::Invalid {
+                message: format!("unknown macvlan mode `{}`", mode.value),
+                hint: "bridge, vepa, private or passthru".into(),
+                at: mode.span,
+            });
+        }
+    }
+    if let Some(mtu) = net.driver_opts.get("com.docker.network.driver.mtu") {
+        if !mtu
+            .value
+            .parse::<u32>()
+            .is_ok_and(|m| (68..=65535).contains(&m))
+        {
+            diags.push(ConfigError::InvalidValue {
+                what: "MTU".into(),
+                value: mtu.value.clone(),
+                reason: "must be a number from 68 to 65535".into(),
+                hint: "e.g. com.docker.network.driver.mtu: \"1400\"".into(),
+                at: mtu.span,
+            });
+        }
+    }
+    if net.driver_opts.contains_key("encrypted") && driver == "overlay" {
+        diags.push(ConfigError::Invalid {
+            message: "encrypted overlays need IPsec ESP, which this kernel lacks".into(),
+            hint: "kernel lacks xfrm/ESP".into(),
+            at: net
+                .driver_opts
+                .get("encrypted")
+                .map_or(net.key.span, |e| e.span),
+        });
+    }
+}
+
+fn driver_hint(driver: &str) -> String {
+    match driver {
+        "ipvlan" => {
+            "this kernel has no ipvlan support; use macvlan, which gives the same L2 attachment"
+                .into()
+        }
+        "host" | "none" => {
+            format!("use `network_mode: {driver}` on the service instead of a `{driver}` network")
+        }
+        _ => format!(
+            "netcompose builds {} networks",
+            SUPPORTED_DRIVERS.join(", ")
+        ),
+    }
+}
+
+fn attachments(project: &Project, svc: &Service, diags: &mut Diagnostics) {
+    for (key, att) in &svc.networks {
+        let Some(net) = project.networks.get(key) else {
+            let hint = suggest(key, project.networks.keys().map(String::as_str), "networks");
+            diags.push(ConfigError::UnknownNetwork {
+                service: svc.key.value.clone(),
+                network: key.clone(),
+                hint,
+                at: att.key.span,
+            });
+            continue;
+        };
+        if let Some(v6) = &att.ipv6_address {
+            if !net.enable_ipv6.as_ref().is_some_and(|e| e.value)
+                && !net
+                    .ipam
+                    .config
+                    .iter()
+                    .any(|c| c.subnet.as_ref().is_some_and(|s| s.value.is_ipv6()))
+            {
+                diags.push(ConfigError::Ipv6Disabled {
+                    network: key.clone(),
+                    at: v6.span,
+                });
+            }
+        }
+        for (what, addr) in [
+            ("ipv4_address", &att.ipv4_address),
+            ("ipv6_address", &att.ipv6_address),
+        ] {
+            let Some(addr) = addr else { continue };
+            if (what == "ipv4_address") != addr.value.is_ipv4() {
+                diags.push(ConfigError::InvalidValue {
+                    what: what.into(),
+                    value: addr.value.to_string(),
+                    reason: format!(
+                        "not an IPv{} address",
+                        if what == "ipv4_address" { 4 } else { 6 }
+                    ),
+                    hint: "ipv4_address takes an IPv4 address and ipv6_address an IPv6 one".into(),
+                    at: addr.span,
+                });
+            }
+            if svc.replicas() > 1 {
+                diags.push(ConfigError::Invalid {
+                    message: format!(
+                        "service `{}` has {} replicas but a static {what}",
+                        svc.key.value,
+                        svc.replicas()
+                    ),
+                    hint: "a static address fits one replica only".into(),
+                    at: addr.span,
+                });
+            }
+        }
+    }
+}
+
+fn network_mode(project: &Project, svc: &Service, diags: &mut Diagnostics) {
+    let Some(mode) = &svc.network_mode else {
+        return;
+    };
+    if let Some(span) = svc.networks_span {
+        diags.push(ConfigError::NetworkModeConflict {
+            key: "networks".into(),
+            at: span,
+            mode_at: same_file(span, mode.span),
+        });
+    }
+    if let Some(p) = svc.ports.first() {
+        if mode.value != NetworkMode::Bridge {
+            diags.push(ConfigError::NetworkModeConflict {
+                key: "ports".into(),
+                at: p.span,
+                mode_at: same_file(p.span, mode.span),
+            });
+        }
+    }
+    match &mode.value {
+        NetworkMode::Service(target) if !project.services.contains_key(target) => {
+            unknown_service(project, "network_mode", target, mode.span, diags)
+        }
+        NetworkMode::Container(target) if container_owner(project, target).is_none() => {
+            let hint = format!("container:NAME takes a service's container_name or a replica name such as `{}-SERVICE-1`", project.name);
+            diags.push(ConfigError::UnknownService {
+                context: "network_mode".into(),
+                name: target.clone(),
+                hint,
+                at: mode.span,
+            });
+        }
+        NetworkMode::Service(target) if target == &svc.key.value => {
+            diags.push(ConfigError::Cycle {
+                cycle: format!("{target} → {target}"),
+                at: mode.span,
+            })
+        }
+        _ => {}
+    }
+}
+
+/// The service a `container:NAME` refers to: by container_name or replica name.
+pub fn container_owner<'p>(project: &'p Project, name: &str) -> Option<&'p str> {
+    project.services.iter().find_map(|(key, svc)| {
+        let by_name = svc.container_name.as_ref().is_some_and(|c| c.value == name);
+        let by_replica =
+            (1..=svc.replicas().max(1)).any(|n| format!("{}-{key}-{n}", project.name) == name);
+        (by_name || by_replica).then_some(key.as_str())
+    })
+}
+
+fn service_refs(project: &Project, svc: &Service, diags: &mut Diagnostics) {
+    for dep in &svc.depends_on {
+        if let Some(profiles) = project.inactive.get(&dep.value) {
+            diags.push(ConfigError::InactiveDependency {
+                service: svc.key.value.clone(),
+                dependency: dep.value.clone(),
+                profiles: profiles.join(", "),
+                at: dep.span,
+            });
+        } else if !project.services.contains_key(&dep.value) {
+            unknown_service(project, "depends_on", &dep.value, dep.span, diags);
+        }
+    }
+    for link in &svc.links {
+        if !project.services.contains_key(&link.service.value) {
+            unknown_service(
+                project,
+                "links",
+                &link.service.value,
+                link.service.span,
+                diags,
+            );
+        }
+    }
+    for dns in &svc.dns {
+        if dns.value.parse::<std::net::IpAddr>().is_err()
+            && !project.services.contains_key(&dns.value)
+        {
+            let hint = "a dns server is an IP address or the name of a service of this project"
+                .to_string();
+            diags.push(ConfigError::UnknownService {
+                context: "dns".into(),
+                name: dns.value.clone(),
+                hint,
+                at: dns.span,
+            });
+        }
+    }
+    if let Some(p) = &svc.policy {
+        policy_refs(
+            project,
+            p,
+            &format!("x-policy of service `{}`", svc.key.value),
+            diags,
+        );
+    }
+}
+
+fn policy_refs(project: &Project, policy: &Policy, context: &str, diags: &mut Diagnostics) {
+    let entries = [
+        &policy.ingress.allow,
+        &policy.ingress.deny,
+        &policy.egress.allow,
+        &policy.egress.deny,
+    ];
+    for e in entries.into_iter().flatten() {
+        if let Peer::Service(name) = &e.value.peer {
+            if !project.services.contains_key(name) {
+                unknown_service(project, context, name, e.span, diags);
+            }
+        }
+    }
+}
+
+fn unknown_service(
+    project: &Project,
+    context: &str,
+    name: &str,
+    at: Span,
+    diags: &mut Diagnostics,
+) {
+    let hint = suggest(
+        name,
+        project.services.keys().map(String::as_str),
+        "services",
+    );
+    diags.push(ConfigError::UnknownService {
+        context: context.into(),
+        name: name.into(),
+        hint,
+        at,
+    });
+}
