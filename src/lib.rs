@@ -5,9 +5,16 @@
 
 pub mod cli;
 pub mod diag;
+pub mod kernel;
+pub mod firewall;
+pub mod graph;
+pub mod ipam;
 pub mod load;
 pub mod model;
+pub mod observe;
 pub mod pipeline;
+pub mod plan;
 pub mod source;
 pub mod spec;
+pub mod state;
 pub mod validate;

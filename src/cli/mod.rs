@@ -2,6 +2,8 @@
 //! Diagnostics become miette reports here, at the edge.
 
 mod config;
+mod context;
+mod plan;
 
 use crate::load::LoadOptions;
 use crate::pipeline::{self, Checked, Failure};
@@ -57,6 +59,8 @@ pub enum Command {
         after_help = "Examples:\n  netcompose validate\n  netcompose -f compose.yaml -f override.yaml validate"
     )]
     Validate,
+    /// Show what `up` would create, change or destroy, without root and without touching anything.
+    Plan(plan::PlanArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -96,6 +100,7 @@ fn run(cli: &Cli) -> miette::Result<ExitCode> {
             print!("{}", config::render(&checked.project, *format)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plan(args) => plan::run(&cli.global, args),
         Command::Validate => {
             let checked = checked(&cli.global)?;
             eprintln!(
@@ -111,7 +116,11 @@ fn run(cli: &Cli) -> miette::Result<ExitCode> {
 
 /// Load and validate, printing warnings; on failure print every diagnostic and stop.
 fn checked(global: &Global) -> miette::Result<Checked> {
-    match pipeline::checked_project(&global.load_options()) {
+    checked_with(&global.load_options())
+}
+
+fn checked_with(opts: &LoadOptions) -> miette::Result<Checked> {
+    match pipeline::checked_project(opts) {
         Ok(c) => {
             for w in &c.warnings {
                 eprintln!("warning: {w}");
@@ -123,14 +132,22 @@ fn checked(global: &Global) -> miette::Result<Checked> {
             for w in &diags.warnings {
                 eprintln!("warning: {w}");
             }
-            for report in crate::diag::reports(&diags, &sources) {
-                eprintln!("{report:?}");
-            }
-            let n = diags.errors.len();
-            Err(miette::miette!(
-                "{n} error{} found; nothing was done",
-                if n == 1 { "" } else { "s" }
-            ))
+            fail(&diags, &sources)
         }
     }
+}
+
+/// Print every diagnostic and stop.
+fn fail<T>(
+    diags: &crate::diag::Diagnostics,
+    sources: &crate::source::Sources,
+) -> miette::Result<T> {
+    for report in crate::diag::reports(diags, sources) {
+        eprintln!("{report:?}");
+    }
+    let n = diags.errors.len();
+    Err(miette::miette!(
+        "{n} error{} found; nothing was done",
+        if n == 1 { "" } else { "s" }
+    ))
 }

@@ -25,7 +25,7 @@ pub fn parse(text: &str, file: FileId) -> Result<Node, SyntaxError> {
         root: None,
     };
     for item in Parser::new_from_str(text) {
-        let (event, span) = item.map_err(|e| builder.scan_error(&e))?;
+        let (event, span) = item.map_err(|e| builder.scan_error(&e, text))?;
         let span = builder.span(span.start.index(), span.end.index());
         builder.event(event, span)?;
     }
@@ -86,12 +86,43 @@ impl Builder<'_> {
         Span::new(self.file, s, e.saturating_sub(s))
     }
 
-    fn scan_error(&self, e: &ScanError) -> SyntaxError {
+    fn scan_error(&self, e: &ScanError, text: &str) -> SyntaxError {
         let at = e.marker().index();
-        SyntaxError {
-            message: e.info().to_string(),
-            span: self.span(at, at + 1),
+        let mut span = self.span(at, at + 1);
+        let mut message = e.info().to_string();
+        // The scanner reports a tab in indentation at the character after it: point at the
+        // tab(s) themselves.
+        if message.contains("tab") {
+            let start = span.offset as usize;
+            let before = text.get(..start).unwrap_or_default();
+            let tabs = before.len() - before.trim_end_matches('\t').len();
+            if tabs > 0 {
+                span = Span::new(self.file, start - tabs, tabs);
+            }
         }
+        // An unclosed `[` or `{` is noticed where the parser gives up, often lines later and
+        // reported as an indentation problem: name the bracket that is still open.
+        if let Some((bracket, line, col)) = self.open_flow(text, span) {
+            message = format!(
+                "{message} (inside the `{bracket}` opened at line {line}, column {col}, which is not closed)"
+            );
+        }
+        SyntaxError { message, span }
+    }
+
+    /// The innermost flow collection still open at `at`, if it was opened on an earlier line.
+    fn open_flow(&self, text: &str, at: Span) -> Option<(char, usize, usize)> {
+        let start = self.stack.iter().rev().find_map(|f| {
+            let (Frame::Seq { start, .. } | Frame::Map { start, .. }) = f;
+            let c = text.get(start.offset as usize..)?.chars().next()?;
+            matches!(c, '[' | '{').then_some((c, start.offset as usize))
+        })?;
+        let (bracket, offset) = start;
+        let before = text.get(..offset)?;
+        let line = before.matches('\n').count() + 1;
+        let error_line = text.get(..at.offset as usize)?.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (error_line > line).then_some((bracket, line, col))
     }
 
     fn event(&mut self, event: Event<'_>, span: Span) -> Result<(), SyntaxError> {

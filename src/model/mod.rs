@@ -1,4 +1,69 @@
-//! The `model` stage: the validated project normalized into the desired state.
+//! The `model` stage: the validated project normalized into the desired state, a list of
+//! [`Resource`]s with every address, MAC, name and rule spelled out. Pure: everything it needs
+//! from the machine (previous allocations, subnets in use, host nameservers) comes in
+//! [`Context`].
 
 pub mod demand;
+mod dns;
+pub mod endpoints;
+mod files;
 pub mod mac;
+pub mod names;
+pub mod resource;
+
+use crate::ipam::{self, Allocations, IpamError, SubnetPools, Taken};
+use crate::spec::Project;
+pub use endpoints::{bridge_ifname as endpoints_bridge_name, Endpoint, Replica, Stack};
+pub use resource::{Resource, Spec};
+
+/// What the model needs from outside the file.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// The last applied allocations, so that nothing is renumbered.
+    pub previous: Allocations,
+    /// Subnets the host or other projects use.
+    pub taken: Taken,
+    pub pools: SubnetPools,
+    /// The host's upstream nameservers, for replicas' resolv.conf.
+    pub host_nameservers: Vec<String>,
+}
+
+/// The desired state of a project.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Desired {
+    pub project: String,
+    pub resources: Vec<Resource>,
+    pub allocations: Allocations,
+}
+
+pub fn build(project: &Project, ctx: &Context) -> Result<Desired, Vec<IpamError>> {
+    let replicas = endpoints::replicas(project);
+    let requests = endpoints::network_requests(project, &replicas);
+    let allocations = ipam::allocate(&requests, &ctx.previous, &ctx.taken, &ctx.pools)?;
+    let eps = endpoints::endpoints(project, &replicas, &allocations);
+    let mut resources = endpoints::network_resources(project, &allocations);
+    let bridges: Vec<&resource::Bridge> = resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::Bridge(b) => Some(b),
+            _ => None,
+        })
+        .collect();
+    let host_firewall = crate::firewall::host::resources(&project.name, &bridges);
+    resources.extend(host_firewall);
+    resources.extend(endpoints::namespace_resources(
+        project,
+        &replicas,
+        &eps,
+        &allocations,
+    ));
+    resources.extend(endpoints::vip_resources(project, &allocations, &eps));
+    resources.extend(files::resources(project, &replicas, &eps, ctx));
+    resources.extend(dns::resources(project, &replicas, &eps, &allocations));
+    resources.sort_by(|a, b| a.address.cmp(&b.address));
+    Ok(Desired {
+        project: project.name.clone(),
+        resources,
+        allocations,
+    })
+}

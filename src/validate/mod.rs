@@ -7,8 +7,10 @@ mod names;
 mod ports;
 mod refs;
 
-use crate::diag::Diagnostics;
+use crate::diag::{ConfigError, Diagnostics};
 use crate::spec::Project;
+
+pub use ipam::{is_reserved, overlap};
 
 /// Drivers netcompose builds, and what it says about the others.
 pub const SUPPORTED_DRIVERS: &[&str] = &["bridge", "macvlan", "overlay"];
@@ -19,4 +21,26 @@ pub fn check(project: &Project, diags: &mut Diagnostics) {
     ipam::check(project, diags);
     ports::check(project, diags);
     cycles::check(project, diags);
+    drop_follow_on_errors(diags);
+}
+
+/// A value whose interpolation failed is kept as written, so decoding and the checks above see
+/// `${...}` and report it again as a bad port, CIDR, host name...: those reports only repeat
+/// the interpolation error at the same place, and would send the user after the wrong problem.
+fn drop_follow_on_errors(diags: &mut Diagnostics) {
+    let is_root = |e: &ConfigError| {
+        matches!(
+            e,
+            ConfigError::Interpolation { .. } | ConfigError::RequiredVariable { .. }
+        )
+    };
+    let failed: Vec<_> = diags
+        .errors
+        .iter()
+        .filter(|e| is_root(e))
+        .map(ConfigError::at)
+        .collect();
+    diags
+        .errors
+        .retain(|e| is_root(e) || !failed.contains(&e.at()));
 }

@@ -73,19 +73,22 @@ pub fn parse_policy_entry(text: &str) -> Result<PolicyEntry, String> {
         Some((r, "udp")) => (r, Some(Protocol::Udp)),
         _ => (text, None),
     };
-    if let Ok(peer) = peer(rest) {
-        if protocol.is_some() {
-            return Err("a protocol needs a port (e.g. web:53/udp)".into());
+    let whole = match peer(rest) {
+        Ok(_) if protocol.is_some() => {
+            return Err("a protocol needs a port (e.g. web:53/udp)".into())
         }
-        return Ok(PolicyEntry {
-            peer,
-            port: None,
-            protocol,
-        });
-    }
-    let (peer_text, port_text) = rest
-        .rsplit_once(':')
-        .ok_or_else(|| format!("`{rest}` is neither a CIDR nor a service name"))?;
+        Ok(peer) => {
+            return Ok(PolicyEntry {
+                peer,
+                port: None,
+                protocol,
+            })
+        }
+        Err(e) => e,
+    };
+    // Without a `:PORT` part the entry is only a peer: its own error says what is wrong
+    // (e.g. a prefix length out of range), better than a generic one.
+    let (peer_text, port_text) = rest.rsplit_once(':').ok_or(whole)?;
     let port = port_range(port_text)?;
     let peer_text = peer_text.trim_start_matches('[').trim_end_matches(']');
     Ok(PolicyEntry {
@@ -168,7 +171,12 @@ fn check(d: &mut Decoder, node: &Node) -> Option<Check> {
     let required = |d: &mut Decoder, key: &str| {
         let v = d.opt_string(node, key);
         if v.is_none() {
-            d.invalid("check", node, format!("missing `{key}`"), "a check is {from: SERVICE, to: SERVICE|ADDRESS, port: N, protocol: tcp|udp|icmp, expect: reach|blocked}");
+            bad_check(
+                d,
+                node,
+                format!("an x-checks entry is missing `{key}`"),
+                "a check needs `from` and `to`",
+            );
         }
         v
     };
@@ -208,10 +216,10 @@ fn check(d: &mut Decoder, node: &Node) -> Option<Check> {
         },
     };
     if protocol != CheckProtocol::Icmp && port.is_none() {
-        d.invalid(
-            "check",
+        bad_check(
+            d,
             node,
-            "tcp and udp checks need a `port`",
+            "tcp and udp checks need a `port`".into(),
             "add `port: N`, or use `protocol: icmp`",
         );
     }
@@ -236,6 +244,16 @@ fn check(d: &mut Decoder, node: &Node) -> Option<Check> {
         protocol,
         expect,
     })
+}
+
+/// A problem with a whole x-checks entry: a mapping has no single value to quote, so this is
+/// not an InvalidValue (whose message would read "invalid check ``").
+fn bad_check(d: &mut Decoder, node: &Node, message: String, hint: &str) {
+    d.diags.push(crate::diag::ConfigError::Invalid {
+        message,
+        hint: hint.into(),
+        at: node.span,
+    });
 }
 
 #[cfg(test)]

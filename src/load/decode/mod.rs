@@ -50,10 +50,15 @@ pub(crate) struct Decoder<'d> {
 
 impl Decoder<'_> {
     pub fn wrong_type(&mut self, key: &str, expected: &str, node: &Node) {
+        // Quote a short scalar ("found `maybe`"): "found a scalar" does not say which value.
+        let found = match node.as_str() {
+            Some(t) if t.chars().count() <= 40 && !t.contains('\n') => format!("`{t}`"),
+            _ => node.kind().to_string(),
+        };
         self.diags.push(ConfigError::WrongType {
             key: key.to_string(),
             expected: expected.to_string(),
-            found: node.kind().to_string(),
+            found,
             at: node.span,
         });
     }
@@ -257,11 +262,21 @@ impl Decoder<'_> {
 
 /// A CIDR with a prefix length, rejecting the ambiguous bare address form.
 pub fn parse_cidr(s: &str) -> Result<IpNetwork, String> {
-    if !s.contains('/') {
+    let Some((addr, prefix)) = s.split_once('/') else {
         return Err("missing the /prefix length".into());
-    }
-    s.parse::<IpNetwork>()
-        .map_err(|e| format!("not a CIDR ({e})"))
+    };
+    // Parsed in two parts so that the reason names the part that is wrong (ipnetwork says
+    // "invalid address" for a prefix length out of range).
+    let ip = addr
+        .parse::<IpAddr>()
+        .map_err(|_| format!("`{addr}` is not an IP address"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix = prefix
+        .parse::<u8>()
+        .ok()
+        .filter(|p| *p <= max)
+        .ok_or_else(|| format!("the prefix length must be a number from 0 to {max}"))?;
+    IpNetwork::new(ip, prefix).map_err(|e| format!("not a CIDR ({e})"))
 }
 
 /// A span for a key that was not written (implicit values).

@@ -1,0 +1,52 @@
+//! `netcompose plan`: the diff, for people (text) and for CI (--json, --detailed-exitcode).
+
+use super::context::planning;
+use super::Global;
+use crate::plan::{render, Plan};
+use miette::IntoDiagnostic;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  netcompose plan\n  netcompose plan --json > plan.json\n  netcompose plan --against <(git show main:compose.yaml) --detailed-exitcode\n  netcompose plan --out demo.plan && sudo netcompose up --plan demo.plan"
+)]
+pub struct PlanArgs {
+    /// Print the plan as a JSON document (docs/plan-format.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Save the plan for `up --plan`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Exit 0 with no changes, 2 with changes (1 is an error).
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Plan against an older Compose file, a saved plan or a state file instead of the machine.
+    #[arg(long)]
+    pub against: Option<PathBuf>,
+}
+
+pub fn run(global: &Global, args: &PlanArgs) -> miette::Result<ExitCode> {
+    let p = planning(global, args.against.as_deref())?;
+    let plan = Plan::new(p.desired, &p.baseline, &p.baseline_name);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&plan).into_diagnostic()?);
+    } else {
+        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        print!("{}", render::render(&plan, color));
+    }
+    if let Some(out) = &args.out {
+        std::fs::write(out, serde_json::to_vec_pretty(&plan).into_diagnostic()?)
+            .into_diagnostic()?;
+        eprintln!(
+            "Saved the plan to {}; apply it with: netcompose up --plan {}",
+            out.display(),
+            out.display()
+        );
+    }
+    Ok(match (args.detailed_exitcode, plan.has_changes()) {
+        (true, true) => ExitCode::from(2),
+        _ => ExitCode::SUCCESS,
+    })
+}

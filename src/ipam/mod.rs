@@ -1,0 +1,219 @@
+//! The `ipam` stage: deterministic, sticky address allocation. Subnets come from the file, or
+//! from the previous allocation, or from the pools (skipping anything the host or another
+//! project uses); addresses from static requests first, then the previous allocation, then
+//! the lowest free address. The same inputs always give the same result, and an edit never
+//! renumbers an endpoint whose own network did not change.
+
+pub mod pool;
+mod subnets;
+
+pub use pool::AddressPool;
+pub use subnets::{SubnetPools, Taken};
+
+use crate::model::mac::{derive_mac, format_mac, parse_mac};
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use thiserror::Error;
+
+/// What one network needs.
+#[derive(Debug, Clone)]
+pub struct NetworkRequest {
+    pub key: String,
+    /// Seed of the automatic IPv6 prefix: unique per project and network.
+    pub seed: String,
+    /// Explicit ipam config entries.
+    pub pools: Vec<ExplicitPool>,
+    pub ipv6: bool,
+    pub owners: Vec<AddressRequest>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ExplicitPool {
+    pub subnet: Option<IpNetwork>,
+    pub ip_range: Option<IpNetwork>,
+    pub gateway: Option<IpAddr>,
+    pub aux: Vec<IpAddr>,
+}
+
+/// One holder of addresses on a network: an endpoint (`web[1]`) or a VIP (`web.vip`).
+#[derive(Debug, Clone)]
+pub struct AddressRequest {
+    pub owner: String,
+    pub static_v4: Option<IpAddr>,
+    pub static_v6: Option<IpAddr>,
+    /// A MAC is derived for endpoints, not for VIPs.
+    pub wants_mac: bool,
+    pub mac: Option<String>,
+    /// Seed of the derived MAC (stable across runs).
+    pub mac_seed: String,
+}
+
+/// The result, also what the state file keeps so that the next run is sticky.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Allocations {
+    pub networks: BTreeMap<String, NetworkAllocation>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetworkAllocation {
+    pub subnets: Vec<IpNetwork>,
+    pub gateways: Vec<IpAddr>,
+    /// Owner → addresses (IPv4 first).
+    pub addresses: BTreeMap<String, Vec<IpAddr>>,
+    /// Owner → MAC.
+    #[serde(default)]
+    pub macs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Error, PartialEq)]
+pub enum IpamError {
+    #[error(
+        "no free subnet left in the pools for network `{network}` ({needed} addresses needed)"
+    )]
+    PoolsExhausted { network: String, needed: u64 },
+    #[error("network `{network}`: no free address left in {block} for `{owner}`")]
+    Exhausted {
+        network: String,
+        block: String,
+        owner: String,
+    },
+    #[error("subnet {subnet} of network `{network}` overlaps {what}")]
+    Conflict {
+        network: String,
+        subnet: IpNetwork,
+        what: String,
+    },
+}
+
+/// Allocate every network, in key order: fixed subnets first, then sticky ones, then new ones.
+pub fn allocate(
+    requests: &[NetworkRequest],
+    previous: &Allocations,
+    taken: &Taken,
+    pools: &SubnetPools,
+) -> Result<Allocations, Vec<IpamError>> {
+    let mut errors = Vec::new();
+    let mut chosen = subnets::choose(requests, previous, taken, pools, &mut errors);
+    let mut out = Allocations::default();
+    for req in requests {
+        let Some(subnets) = chosen.remove(&req.key) else {
+            continue;
+        };
+        match network(req, subnets, previous.networks.get(&req.key)) {
+            Ok(a) => {
+                out.networks.insert(req.key.clone(), a);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+fn network(
+    req: &NetworkRequest,
+    subnets: Vec<(IpNetwork, Option<&ExplicitPool>)>,
+    previous: Option<&NetworkAllocation>,
+) -> Result<NetworkAllocation, IpamError> {
+    let mut pools: Vec<AddressPool> = subnets
+        .iter()
+        .map(|(s, explicit)| AddressPool::new(*s, *explicit))
+        .collect();
+    let gateways = pools.iter().filter_map(AddressPool::gateway).collect();
+    let mut alloc = NetworkAllocation {
+        subnets: subnets.iter().map(|(s, _)| *s).collect(),
+        gateways,
+        ..Default::default()
+    };
+    let unchanged_subnets = previous.is_some_and(|p| p.subnets == alloc.subnets);
+    let sticky = previous.filter(|_| unchanged_subnets);
+    // Statics first, so that no dynamic address can take one of them.
+    for r in &req.owners {
+        for ip in [r.static_v4, r.static_v6].into_iter().flatten() {
+            if let Some(p) = pools.iter_mut().find(|p| p.contains(ip)) {
+                p.reserve(ip);
+            }
+        }
+    }
+    // Then every previous address that is still valid, so nobody is renumbered.
+    let mut kept: BTreeMap<&str, Vec<IpAddr>> = BTreeMap::new();
+    if let Some(prev) = sticky {
+        for r in &req.owners {
+            for ip in prev.addresses.get(&r.owner).into_iter().flatten() {
+                let static_same_family = [r.static_v4, r.static_v6]
+                    .into_iter()
+                    .flatten()
+                    .any(|s| s.is_ipv4() == ip.is_ipv4());
+                if static_same_family {
+                    continue;
+                }
+                if let Some(p) = pools.iter_mut().find(|p| p.contains(*ip) && p.is_free(*ip)) {
+                    p.reserve(*ip);
+                    kept.entry(r.owner.as_str()).or_default().push(*ip);
+                }
+            }
+        }
+    }
+    for r in &req.owners {
+        let mut addrs = Vec::new();
+        for pool in pools.iter_mut() {
+            let family_static = [r.static_v4, r.static_v6]
+                .into_iter()
+                .flatten()
+                .find(|s| pool.contains(*s));
+            let prior = kept
+                .get(r.owner.as_str())
+                .and_then(|k| k.iter().find(|ip| pool.contains(**ip)).copied());
+            let ip = match family_static.or(prior) {
+                Some(ip) => ip,
+                None => pool.next_free().ok_or_else(|| IpamError::Exhausted {
+                    network: req.key.clone(),
+                    block: pool.block().to_string(),
+                    owner: r.owner.clone(),
+                })?,
+            };
+            addrs.push(ip);
+        }
+        addrs.sort_by_key(|a| a.is_ipv6());
+        alloc.addresses.insert(r.owner.clone(), addrs);
+    }
+    alloc.macs = macs(req, sticky);
+    Ok(alloc)
+}
+
+/// MACs: given ones, else sticky ones, else derived from a stable seed, unique on the network.
+fn macs(req: &NetworkRequest, sticky: Option<&NetworkAllocation>) -> BTreeMap<String, String> {
+    let mut used: HashSet<String> = req
+        .owners
+        .iter()
+        .filter_map(|r| r.mac.as_deref().and_then(parse_mac))
+        .map(|m| format_mac(&m))
+        .collect();
+    let mut out = BTreeMap::new();
+    for r in req.owners.iter().filter(|r| r.wants_mac) {
+        if let Some(m) = r.mac.as_deref().and_then(parse_mac) {
+            out.insert(r.owner.clone(), format_mac(&m));
+            continue;
+        }
+        if let Some(prev) = sticky
+            .and_then(|s| s.macs.get(&r.owner))
+            .filter(|m| !used.contains(*m))
+        {
+            used.insert(prev.clone());
+            out.insert(r.owner.clone(), prev.clone());
+            continue;
+        }
+        let mac = (0u32..)
+            .map(|salt| format_mac(&derive_mac(&r.mac_seed, salt)))
+            .find(|m| !used.contains(m))
+            .unwrap_or_default();
+        used.insert(mac.clone());
+        out.insert(r.owner.clone(), mac);
+    }
+    out
+}

@@ -1,0 +1,183 @@
+//! Resources: the kernel objects and files netcompose manages, each with a path-like address
+//! (`network.front`, `service.web[2]`, `service.web[2].link.front`) and typed desired
+//! attributes. The plan diffs them, the graph orders them, the applier builds them.
+
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resource {
+    pub address: String,
+    pub spec: Spec,
+    /// Addresses of the resources that must exist before this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Spec {
+    Bridge(Bridge),
+    Macvlan(MacvlanNetwork),
+    External(ExternalNetwork),
+    Namespace(Namespace),
+    Link(Link),
+    Route(Route),
+    Files(NetnsFiles),
+    Vip(Vip),
+    Dns(DnsZone),
+    Firewall(Firewall),
+}
+
+impl Spec {
+    /// The kind as written in plans (`bridge`, `namespace`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Spec::Bridge(_) => "bridge",
+            Spec::Macvlan(_) => "macvlan",
+            Spec::External(_) => "external",
+            Spec::Namespace(_) => "namespace",
+            Spec::Link(_) => "link",
+            Spec::Route(_) => "route",
+            Spec::Files(_) => "files",
+            Spec::Vip(_) => "vip",
+            Spec::Dns(_) => "dns",
+            Spec::Firewall(_) => "firewall",
+        }
+    }
+
+    /// Attributes whose change cannot be made in place: the object is deleted and made again.
+    pub fn forces_replacement(&self) -> &'static [&'static str] {
+        match self {
+            Spec::Bridge(_) => &["name"],
+            Spec::Macvlan(_) => &["parent", "mode"],
+            Spec::External(_) => &[],
+            Spec::Namespace(_) => &["name"],
+            Spec::Link(_) => &[
+                "type",
+                "namespace",
+                "ifname",
+                "host_ifname",
+                "bridge",
+                "parent",
+                "mode",
+            ],
+            Spec::Route(_) => &["namespace"],
+            Spec::Files(_) | Spec::Vip(_) | Spec::Dns(_) | Spec::Firewall(_) => &[],
+        }
+    }
+}
+
+/// A Linux bridge in the host namespace for a `bridge` network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bridge {
+    pub network: String,
+    pub name: String,
+    pub subnets: Vec<IpNetwork>,
+    /// Gateway addresses with their prefix length, as set on the bridge.
+    pub gateways: Vec<IpNetwork>,
+    pub mtu: u32,
+    pub internal: bool,
+    pub icc: bool,
+    pub masquerade: bool,
+}
+
+/// A macvlan network: no host object of its own, only a parent interface that must exist.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MacvlanNetwork {
+    pub network: String,
+    pub parent: String,
+    pub mode: String,
+    pub subnets: Vec<IpNetwork>,
+    pub gateways: Vec<IpAddr>,
+    pub mtu: u32,
+}
+
+/// A network made outside netcompose (`external: true`): looked up, used, never changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExternalNetwork {
+    pub network: String,
+    pub name: String,
+}
+
+/// A replica's network namespace, pinned at /run/netns/NAME.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Namespace {
+    pub name: String,
+    pub service: String,
+    pub replica: u32,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sysctls: std::collections::BTreeMap<String, String>,
+}
+
+/// A replica's default route, through the gateway of its gateway network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Route {
+    pub namespace: String,
+    pub destination: IpNetwork,
+    pub gateway: IpAddr,
+    pub ifname: String,
+}
+
+/// An endpoint's interface: a veth pair into a bridge, or a macvlan on a parent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Link {
+    #[serde(rename = "type")]
+    pub link_type: LinkType,
+    pub network: String,
+    pub namespace: String,
+    pub ifname: String,
+    /// The host end of a veth; None for macvlan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ifname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    pub mac: String,
+    pub addresses: Vec<IpNetwork>,
+    pub mtu: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkType {
+    Veth,
+    Macvlan,
+}
+
+/// /etc/netns/NAME/{hosts,resolv.conf}, seen by `ip netns exec` and `netcompose exec`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetnsFiles {
+    pub namespace: String,
+    pub hosts: Vec<String>,
+    pub resolv_conf: Vec<String>,
+}
+
+/// A service's virtual IP on one network, balanced over its replicas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Vip {
+    pub service: String,
+    pub network: String,
+    pub address: IpAddr,
+    pub backends: Vec<IpAddr>,
+}
+
+/// The names the embedded resolver answers on one network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsZone {
+    pub network: String,
+    pub records: std::collections::BTreeMap<String, Vec<IpAddr>>,
+}
+
+/// An nftables table: `table` in `namespace` (None: the host), with its base chains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Firewall {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub table: String,
+    pub chains: Vec<crate::firewall::rule::Chain>,
+}

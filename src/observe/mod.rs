@@ -1,0 +1,4 @@
+//! The `observe` stage: what exists on the machine. Host facts that planning needs (routes,
+//! nameservers) are read here without privileges.
+
+pub mod host;

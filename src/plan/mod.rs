@@ -1,0 +1,110 @@
+//! The `plan` stage: desired resources diffed against a baseline (the live machine, the state
+//! file, or an older file given with --against). A change is create, update in place, replace
+//! (with the attribute that forces it) or delete; unchanged resources are not listed.
+
+mod diff;
+pub mod render;
+
+pub use diff::diff;
+
+use crate::model::{Desired, Resource};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Version of the JSON plan document (docs/plan-format.md).
+pub const FORMAT_VERSION: &str = "1.0";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub address: String,
+    pub kind: String,
+    /// `["create"]`, `["update"]`, `["delete"]`, or `["delete", "create"]` for a replacement.
+    pub actions: Vec<Action>,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    /// Why a replacement is needed, or what drifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Change {
+    pub fn is_replace(&self) -> bool {
+        self.actions == [Action::Delete, Action::Create]
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub add: usize,
+    pub change: usize,
+    pub destroy: usize,
+}
+
+/// The plan document: printed with --json, saved with --out, applied with `up --plan`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: String,
+    pub project: String,
+    /// What the plan was computed against: `empty`, `state`, `live` or `file:PATH`.
+    pub baseline: String,
+    /// A hash of the baseline's resources: `up --plan` refuses when the world no longer matches.
+    pub fingerprint: String,
+    pub resource_changes: Vec<Change>,
+    /// Objects of the project changed or removed outside netcompose (live baseline only).
+    #[serde(default)]
+    pub drift: Vec<Change>,
+    pub summary: Summary,
+    /// Everything `up --plan` needs to apply this plan.
+    pub desired: Desired,
+}
+
+impl Plan {
+    pub fn new(desired: Desired, baseline: &[Resource], baseline_name: &str) -> Plan {
+        let changes = diff(baseline, &desired.resources);
+        Plan {
+            format_version: FORMAT_VERSION.into(),
+            project: desired.project.clone(),
+            baseline: baseline_name.into(),
+            fingerprint: fingerprint(baseline),
+            summary: summarize(&changes),
+            resource_changes: changes,
+            drift: Vec::new(),
+            desired,
+        }
+    }
+
+    pub fn has_changes(&self) -> bool {
+        !self.resource_changes.is_empty()
+    }
+}
+
+pub fn summarize(changes: &[Change]) -> Summary {
+    let mut s = Summary::default();
+    for c in changes {
+        s.add += usize::from(c.actions.contains(&Action::Create));
+        s.change += usize::from(c.actions == [Action::Update]);
+        s.destroy += usize::from(c.actions.contains(&Action::Delete));
+    }
+    s
+}
+
+/// A stable hash of a set of resources (order-independent).
+pub fn fingerprint(resources: &[Resource]) -> String {
+    let mut sorted: Vec<&Resource> = resources.iter().collect();
+    sorted.sort_by(|a, b| a.address.cmp(&b.address));
+    let mut h = Sha256::new();
+    for r in sorted {
+        h.update(serde_json::to_vec(r).unwrap_or_default());
+        h.update(b"\n");
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
