@@ -5,10 +5,10 @@
 
 pub mod cli;
 pub mod diag;
-pub mod kernel;
 pub mod firewall;
 pub mod graph;
 pub mod ipam;
+pub mod kernel;
 pub mod load;
 pub mod model;
 pub mod observe;
@@ -17,4 +17,5 @@ pub mod plan;
 pub mod source;
 pub mod spec;
 pub mod state;
+pub mod topology;
 pub mod validate;

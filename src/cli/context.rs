@@ -13,6 +13,7 @@ use miette::IntoDiagnostic;
 use std::path::{Path, PathBuf};
 
 pub struct Planning {
+    pub checked: Checked,
     pub desired: Desired,
     pub baseline: Vec<Resource>,
     pub baseline_name: String,
@@ -38,6 +39,7 @@ pub fn planning(global: &Global, against: Option<&Path>) -> miette::Result<Plann
     let ctx = context(&checked, &baseline.allocations);
     let desired = build(&checked, &ctx)?;
     Ok(Planning {
+        checked,
         desired,
         baseline: baseline.resources,
         baseline_name: baseline.name,

@@ -3,6 +3,7 @@
 
 mod config;
 mod context;
+mod graph;
 mod plan;
 
 use crate::load::LoadOptions;
@@ -61,6 +62,8 @@ pub enum Command {
     Validate,
     /// Show what `up` would create, change or destroy, without root and without touching anything.
     Plan(plan::PlanArgs),
+    /// Draw the topology: networks, services, replicas, VIPs and published ports.
+    Graph(graph::GraphArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -101,6 +104,7 @@ fn run(cli: &Cli) -> miette::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan(args) => plan::run(&cli.global, args),
+        Command::Graph(args) => graph::run(&cli.global, args),
         Command::Validate => {
             let checked = checked(&cli.global)?;
             eprintln!(

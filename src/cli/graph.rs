@@ -1,0 +1,21 @@
+//! `netcompose graph`: the topology for documentation and reviews.
+
+use super::context::planning;
+use super::Global;
+use crate::topology::{render, GraphFormat};
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  netcompose graph > topology.mmd\n  netcompose graph --format dot | dot -Tsvg > topology.svg"
+)]
+pub struct GraphArgs {
+    #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+    pub format: GraphFormat,
+}
+
+pub fn run(global: &Global, args: &GraphArgs) -> miette::Result<ExitCode> {
+    let p = planning(global, None)?;
+    print!("{}", render(&p.checked.project, &p.desired, args.format));
+    Ok(ExitCode::SUCCESS)
+}
