@@ -14,7 +14,7 @@ pub fn resources(project: &str, bridges: &[&Bridge]) -> Vec<Resource> {
         .iter()
         .map(|b| format!("network.{}", b.network))
         .collect();
-    let chains = vec![forward(&bridges), postrouting(&bridges)];
+    let chains = vec![forward(bridges), postrouting(bridges)];
     vec![Resource {
         address: "firewall.host".into(),
         spec: Spec::Firewall(Firewall {
