@@ -3,6 +3,7 @@
 //! Pipeline (docs/architecture.md): load → validate → model → ipam → graph → plan (pure),
 //! then observe → apply (kernel).
 
+pub mod apply;
 pub mod cli;
 pub mod diag;
 pub mod firewall;

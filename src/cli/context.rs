@@ -17,6 +17,8 @@ pub struct Planning {
     pub desired: Desired,
     pub baseline: Vec<Resource>,
     pub baseline_name: String,
+    /// Live objects that differ from the state (live baseline only).
+    pub drift: Vec<crate::plan::Change>,
 }
 
 /// The baseline a plan is computed against, with the allocations that keep addresses sticky.
@@ -38,11 +40,27 @@ pub fn planning(global: &Global, against: Option<&Path>) -> miette::Result<Plann
     };
     let ctx = context(&checked, &baseline.allocations);
     let desired = build(&checked, &ctx)?;
+    if against.is_none() && super::live::is_root() {
+        let live = super::live::observe_project(
+            &checked.project.name,
+            &baseline.resources,
+            &desired.resources,
+        )?;
+        let drift = crate::plan::drift(&baseline.resources, &live);
+        return Ok(Planning {
+            checked,
+            desired,
+            baseline: live,
+            baseline_name: "live".into(),
+            drift,
+        });
+    }
     Ok(Planning {
         checked,
         desired,
         baseline: baseline.resources,
         baseline_name: baseline.name,
+        drift: Vec::new(),
     })
 }
 

@@ -3,8 +3,13 @@
 
 mod config;
 mod context;
+mod down;
+mod exec;
 mod graph;
+mod live;
 mod plan;
+mod ps;
+mod up;
 
 use crate::load::LoadOptions;
 use crate::pipeline::{self, Checked, Failure};
@@ -64,6 +69,14 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Draw the topology: networks, services, replicas, VIPs and published ports.
     Graph(graph::GraphArgs),
+    /// Make the machine match the file: namespaces, links, addresses, routes, rules.
+    Up(up::UpArgs),
+    /// Remove everything of the project, and nothing else.
+    Down,
+    /// List replicas with their namespaces, interfaces, addresses and MACs.
+    Ps(ps::PsArgs),
+    /// Run a command inside a replica's namespace.
+    Exec(exec::ExecArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -105,6 +118,10 @@ fn run(cli: &Cli) -> miette::Result<ExitCode> {
         }
         Command::Plan(args) => plan::run(&cli.global, args),
         Command::Graph(args) => graph::run(&cli.global, args),
+        Command::Up(args) => up::run(&cli.global, args),
+        Command::Down => down::run(&cli.global),
+        Command::Ps(args) => ps::run(&cli.global, args),
+        Command::Exec(args) => exec::run(&cli.global, args),
         Command::Validate => {
             let checked = checked(&cli.global)?;
             eprintln!(

@@ -29,7 +29,8 @@ pub struct PlanArgs {
 
 pub fn run(global: &Global, args: &PlanArgs) -> miette::Result<ExitCode> {
     let p = planning(global, args.against.as_deref())?;
-    let plan = Plan::new(p.desired, &p.baseline, &p.baseline_name);
+    let mut plan = Plan::new(p.desired, &p.baseline, &p.baseline_name);
+    plan.drift = p.drift;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&plan).into_diagnostic()?);
     } else {

@@ -20,7 +20,9 @@ pub fn resources(project: &str, bridges: &[&Bridge]) -> Vec<Resource> {
         spec: Spec::Firewall(Firewall {
             namespace: None,
             table: host_table(project),
+            forwarding: bridges.iter().any(|b| b.masquerade),
             chains,
+            foreign_rules: vec![],
         }),
         depends_on,
     }]

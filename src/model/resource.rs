@@ -179,5 +179,11 @@ pub struct Firewall {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     pub table: String,
+    /// Turn on the host's IPv4 forwarding (needed by masqueraded networks).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forwarding: bool,
     pub chains: Vec<crate::firewall::rule::Chain>,
+    /// Tags of rules found in the live table that netcompose did not write (observe only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub foreign_rules: Vec<String>,
 }

@@ -2,3 +2,4 @@
 //! nameservers) are read here without privileges.
 
 pub mod host;
+pub mod live;

@@ -108,3 +108,42 @@ pub fn fingerprint(resources: &[Resource]) -> String {
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Drift: how the live objects differ from what the state says netcompose left.
+pub fn drift(state: &[Resource], observed: &[Resource]) -> Vec<Change> {
+    diff(state, observed)
+        .into_iter()
+        .map(|mut c| {
+            c.reason = Some(match c.actions.as_slice() {
+                [Action::Delete] => "removed outside netcompose".to_string(),
+                [Action::Create] => {
+                    "appeared without being recorded (an interrupted run?)".to_string()
+                }
+                _ => format!(
+                    "changed outside netcompose: {}",
+                    changed_keys(&c).join(", ")
+                ),
+            });
+            c
+        })
+        .collect()
+}
+
+fn changed_keys(c: &Change) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let before = c
+        .before
+        .as_ref()
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let after = c
+        .after
+        .as_ref()
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .collect()
+}

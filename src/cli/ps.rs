@@ -1,0 +1,219 @@
+//! `netcompose ps`: the project's replicas with their namespaces, interfaces, addresses, MACs
+//! and VIPs: live when run as root, else as the state file records them.
+
+use super::live::is_root;
+use super::Global;
+use crate::model::endpoints::{replicas, Stack};
+use crate::model::{Resource, Spec};
+use miette::IntoDiagnostic;
+use serde::Serialize;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct PsArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Ps {
+    project: String,
+    source: &'static str,
+    replicas: Vec<ReplicaView>,
+    vips: Vec<VipView>,
+}
+
+#[derive(Serialize)]
+struct ReplicaView {
+    service: String,
+    replica: u32,
+    /// `own`, `host`, or `shared:<namespace>`.
+    mode: String,
+    namespace: Option<String>,
+    running: bool,
+    interfaces: Vec<InterfaceView>,
+}
+
+#[derive(Serialize)]
+struct InterfaceView {
+    name: String,
+    network: String,
+    addresses: Vec<String>,
+    mac: String,
+}
+
+#[derive(Serialize)]
+struct VipView {
+    service: String,
+    network: String,
+    address: String,
+    backends: Vec<String>,
+}
+
+pub fn run(global: &Global, args: &PsArgs) -> miette::Result<ExitCode> {
+    let checked = super::checked(global)?;
+    let project = &checked.project;
+    let prior = crate::state::load(&super::context::state_root(), &project.name)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let (resources, source) = if is_root() {
+        (
+            super::live::observe_project(&project.name, &prior.resources, &[])?,
+            "live",
+        )
+    } else {
+        (prior.resources.clone(), "state")
+    };
+    let view = view(project, &resources, source);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&view).into_diagnostic()?);
+    } else {
+        print!("{}", table(&view));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn view(project: &crate::spec::Project, resources: &[Resource], source: &'static str) -> Ps {
+    let running: Vec<&str> = resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::Namespace(n) => Some(n.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    let replicas = replicas(project)
+        .into_iter()
+        .map(|rep| {
+            let interfaces = resources
+                .iter()
+                .filter_map(|r| match &r.spec {
+                    Spec::Link(l) if rep.netns.as_deref() == Some(l.namespace.as_str()) => {
+                        Some(InterfaceView {
+                            name: l.ifname.clone(),
+                            network: l.network.clone(),
+                            addresses: l.addresses.iter().map(|a| a.to_string()).collect(),
+                            mac: l.mac.clone(),
+                        })
+                    }
+                    _ => None,
+                })
+                .collect();
+            let mode = match &rep.stack {
+                Stack::Own => "own".to_string(),
+                Stack::Host => "host".to_string(),
+                Stack::Shared(ns) => format!("shared:{ns}"),
+            };
+            let is_running = rep.stack == Stack::Host
+                || rep.netns.as_deref().is_some_and(|n| running.contains(&n));
+            ReplicaView {
+                service: rep.service,
+                replica: rep.index,
+                mode,
+                namespace: rep.netns,
+                running: is_running,
+                interfaces,
+            }
+        })
+        .collect();
+    let vips = resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::Vip(v) => Some(VipView {
+                service: v.service.clone(),
+                network: v.network.clone(),
+                address: v.address.to_string(),
+                backends: v.backends.iter().map(|b| b.to_string()).collect(),
+            }),
+            _ => None,
+        })
+        .collect();
+    Ps {
+        project: project.name.clone(),
+        source,
+        replicas,
+        vips,
+    }
+}
+
+fn table(ps: &Ps) -> String {
+    let mut rows = vec![[
+        "SERVICE",
+        "#",
+        "NAMESPACE",
+        "STATE",
+        "IFACE",
+        "NETWORK",
+        "ADDRESSES",
+        "MAC",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for r in &ps.replicas {
+        let state = if r.running { "up" } else { "down" };
+        let ns = match r.mode.as_str() {
+            "own" => r.namespace.clone().unwrap_or_default(),
+            "host" => "(host)".into(),
+            other => other.to_string(),
+        };
+        let first = [
+            r.service.clone(),
+            r.replica.to_string(),
+            ns,
+            state.to_string(),
+        ];
+        if r.interfaces.is_empty() {
+            rows.push(
+                first
+                    .iter()
+                    .cloned()
+                    .chain(["-", "-", "-", "-"].map(String::from))
+                    .collect(),
+            );
+        }
+        for (i, iface) in r.interfaces.iter().enumerate() {
+            let lead: Vec<String> = if i == 0 {
+                first.to_vec()
+            } else {
+                vec![String::new(); 4]
+            };
+            rows.push(
+                lead.into_iter()
+                    .chain([
+                        iface.name.clone(),
+                        iface.network.clone(),
+                        iface.addresses.join(","),
+                        iface.mac.clone(),
+                    ])
+                    .collect(),
+            );
+        }
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    for v in &ps.vips {
+        out.push_str(&format!(
+            "VIP {} on {}: {} → {}\n",
+            v.service,
+            v.network,
+            v.address,
+            v.backends.join(", ")
+        ));
+    }
+    if ps.source == "state" {
+        out.push_str("(from the state file; run as root for live data)\n");
+    }
+    out
+}

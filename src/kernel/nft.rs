@@ -1,0 +1,243 @@
+//! nftables through its JSON API: documents are built with the nftables crate's schema types
+//! and fed to `nft -j -f -` on a thread inside the target namespace (a child process inherits
+//! the namespace of the thread that spawns it), with nft's error text kept for the message.
+//! A table is always replaced in one transaction, so a namespace never sees half a rule set.
+
+use super::netns::NetnsDir;
+use super::KernelError;
+use crate::firewall::rule::{Chain, Rule};
+use nftables::schema::{self, NfCmd, NfListObject, NfObject, Nftables};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::borrow::Cow;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+/// Each rule carries a comment with a hash of its text, so that `observe` can tell which of
+/// the desired rules a live table holds without parsing nft's normalized output back.
+pub fn rule_tag(rule: &Rule) -> String {
+    let digest = Sha256::digest(rule.to_string().as_bytes());
+    format!(
+        "nc:{}",
+        digest
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}
+
+/// The document that replaces `table` (family inet) with `chains`, atomically: add (so the
+/// delete cannot fail), delete, then create it again with its chains and rules.
+pub fn replace_document(table: &str, chains: &[Chain]) -> Result<String, serde_json::Error> {
+    let t = schema::Table {
+        family: NfFamily::INet,
+        name: Cow::Borrowed(table),
+        handle: None,
+    };
+    let mut objects = vec![
+        NfObject::CmdObject(NfCmd::Add(NfListObject::Table(t.clone()))),
+        NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(t.clone()))),
+        NfObject::CmdObject(NfCmd::Add(NfListObject::Table(t))),
+    ];
+    for c in chains {
+        objects.push(NfObject::CmdObject(NfCmd::Add(NfListObject::Chain(
+            base_chain(table, c),
+        ))));
+        for r in &c.rules {
+            let expr: Vec<nftables::stmt::Statement> = r
+                .to_json()
+                .into_iter()
+                .map(serde_json::from_value)
+                .collect::<Result<_, _>>()?;
+            let rule = schema::Rule {
+                family: NfFamily::INet,
+                table: Cow::Borrowed(table),
+                chain: Cow::Owned(c.name.clone()),
+                expr: Cow::Owned(expr),
+                handle: None,
+                index: None,
+                comment: Some(Cow::Owned(rule_tag(r))),
+            };
+            objects.push(NfObject::CmdObject(NfCmd::Add(NfListObject::Rule(rule))));
+        }
+    }
+    serde_json::to_string(&Nftables {
+        objects: Cow::Owned(objects),
+    })
+}
+
+fn base_chain<'a>(table: &'a str, c: &Chain) -> schema::Chain<'a> {
+    let hook = match c.hook.as_str() {
+        "prerouting" => NfHook::Prerouting,
+        "input" => NfHook::Input,
+        "output" => NfHook::Output,
+        "postrouting" => NfHook::Postrouting,
+        _ => NfHook::Forward,
+    };
+    schema::Chain {
+        family: NfFamily::INet,
+        table: Cow::Borrowed(table),
+        name: Cow::Owned(c.name.clone()),
+        _type: Some(if c.chain_type == "nat" {
+            NfChainType::NAT
+        } else {
+            NfChainType::Filter
+        }),
+        hook: Some(hook),
+        prio: Some(c.priority),
+        policy: Some(NfChainPolicy::Accept),
+        ..Default::default()
+    }
+}
+
+/// Run nft with `args` (and `input` on stdin) inside namespace `ns` (None: this one).
+fn nft(
+    dir: &NetnsDir,
+    ns: Option<&str>,
+    args: &[&str],
+    input: Option<&str>,
+    what: &str,
+) -> Result<String, KernelError> {
+    let ctx = super::Ctx::new(what, "nftables", ns);
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let input = input.map(str::to_string);
+    let out = dir.run_in(ns, move || {
+        let mut child = Command::new("nft")
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin.write_all(text.as_bytes())?;
+        }
+        child.wait_with_output()
+    })?;
+    let out = out.map_err(|e| ctx.os(e))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(ctx.invalid(String::from_utf8_lossy(&out.stderr).trim().to_string()))
+    }
+}
+
+pub fn replace_table(
+    dir: &NetnsDir,
+    ns: Option<&str>,
+    table: &str,
+    chains: &[Chain],
+) -> Result<(), KernelError> {
+    let doc = replace_document(table, chains)
+        .map_err(|e| super::Ctx::new("build rules", table, ns).invalid(e.to_string()))?;
+    nft(dir, ns, &["-j", "-f", "-"], Some(&doc), "load rules").map(|_| ())
+}
+
+pub fn delete_table(dir: &NetnsDir, ns: Option<&str>, table: &str) -> Result<(), KernelError> {
+    match nft(
+        dir,
+        ns,
+        &["delete", "table", "inet", table],
+        None,
+        "delete table",
+    ) {
+        Err(e) if e.to_string().contains("No such file") => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+/// The rule tags of each chain of a live table, in order; None when the table does not exist.
+pub fn table_tags(
+    dir: &NetnsDir,
+    ns: Option<&str>,
+    table: &str,
+) -> Result<Option<Vec<(String, Vec<String>)>>, KernelError> {
+    let text = match nft(
+        dir,
+        ns,
+        &["-j", "list", "table", "inet", table],
+        None,
+        "list table",
+    ) {
+        Ok(t) => t,
+        Err(e) if e.to_string().contains("No such file") => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let doc: Value = serde_json::from_str(&text)
+        .map_err(|e| super::Ctx::new("list table", table, ns).invalid(e.to_string()))?;
+    let mut chains: Vec<(String, Vec<String>)> = Vec::new();
+    for obj in doc
+        .get("nftables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(c) = obj.get("chain") {
+            chains.push((
+                c["name"].as_str().unwrap_or_default().to_string(),
+                Vec::new(),
+            ));
+        } else if let Some(r) = obj.get("rule") {
+            let chain = r["chain"].as_str().unwrap_or_default();
+            let tag = r
+                .get("comment")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_string();
+            if let Some((_, tags)) = chains.iter_mut().find(|(n, _)| n == chain) {
+                tags.push(tag);
+            }
+        }
+    }
+    Ok(Some(chains))
+}
+
+/// Names of the inet tables in a namespace.
+pub fn tables(dir: &NetnsDir, ns: Option<&str>) -> Result<Vec<String>, KernelError> {
+    let text = nft(
+        dir,
+        ns,
+        &["-j", "list", "tables", "inet"],
+        None,
+        "list tables",
+    )?;
+    let doc: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Ok(doc
+        .get("nftables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("table")?.get("name")?.as_str().map(String::from))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::firewall::rule::rule;
+
+    #[test]
+    fn replace_document_is_atomic_and_tagged() {
+        let chain = Chain {
+            name: "forward".into(),
+            chain_type: "filter".into(),
+            hook: "forward".into(),
+            priority: 0,
+            rules: vec![rule().iif("br0").accept()],
+        };
+        let doc: Value =
+            serde_json::from_str(&replace_document("netcompose-p", &[chain]).unwrap()).unwrap();
+        let objs = doc["nftables"].as_array().unwrap();
+        assert!(
+            objs[0]["add"]["table"].is_object()
+                && objs[1]["delete"]["table"].is_object()
+                && objs[2]["add"]["table"].is_object()
+        );
+        assert_eq!(objs[3]["add"]["chain"]["hook"], "forward");
+        assert!(objs[4]["add"]["rule"]["comment"]
+            .as_str()
+            .unwrap()
+            .starts_with("nc:"));
+    }
+}

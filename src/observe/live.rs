@@ -1,0 +1,378 @@
+//! Reading the project's objects back from the kernel: every bridge, veth, macvlan and
+//! namespace netcompose makes carries the mark `netcompose:<project>:<address>` (as ifalias,
+//! on lo for a namespace), and the host table is named after the project, so the live state
+//! is found from the kernel alone, even without the state file. What the kernel cannot tell
+//! (a bridge's network key, a VIP) is filled in from the state, else from the desired state.
+
+use crate::apply::{Kernel, ETC_NETNS};
+use crate::firewall::host_table;
+use crate::kernel::netlink::{Link as KLink, LinkKind, Netlink, LOOPBACK_INDEX};
+use crate::kernel::{nft, sysctl, KernelError};
+use crate::model::mac::format_mac;
+use crate::model::names::parse_mark;
+use crate::model::resource::{self as r, Resource, Spec};
+use ipnetwork::IpNetwork;
+use std::collections::{BTreeMap, HashMap};
+
+/// Earlier knowledge of each resource, by address: the state's, else the desired one.
+pub struct Templates<'a>(HashMap<&'a str, &'a Resource>);
+
+impl<'a> Templates<'a> {
+    pub fn new(state: &'a [Resource], desired: &'a [Resource]) -> Self {
+        let mut m: HashMap<&str, &Resource> =
+            desired.iter().map(|r| (r.address.as_str(), r)).collect();
+        m.extend(state.iter().map(|r| (r.address.as_str(), r)));
+        Templates(m)
+    }
+
+    fn get(&self, address: &str) -> Option<&'a Resource> {
+        self.0.get(address).copied()
+    }
+
+    fn by_kind<'s>(
+        &'s self,
+        pred: impl Fn(&Spec) -> bool + 's,
+    ) -> impl Iterator<Item = &'a Resource> + 's {
+        self.0.values().copied().filter(move |r| pred(&r.spec))
+    }
+}
+
+/// Everything of the project that exists now. VIPs and DNS zones, which live in the project
+/// daemon rather than in kernel objects, are taken from `state`.
+pub async fn observe(
+    k: &Kernel,
+    state: &[Resource],
+    desired: &[Resource],
+) -> Result<Vec<Resource>, KernelError> {
+    let t = Templates::new(state, desired);
+    let host_links = k.host.links().await?;
+    let host_addrs = k.host.addresses().await?;
+    let mut out = Vec::new();
+    let ours = |l: &KLink| {
+        l.alias
+            .as_deref()
+            .and_then(parse_mark)
+            .filter(|(p, _)| *p == k.project)
+            .map(|(_, a)| a.to_string())
+    };
+    let mut host_ends: HashMap<String, (String, Option<String>, u32)> = HashMap::new();
+    for l in &host_links {
+        let Some(address) = ours(l) else { continue };
+        match l.kind {
+            LinkKind::Bridge => out.push(bridge(&t, &address, l, &host_addrs)),
+            LinkKind::Veth => {
+                let master = l
+                    .master
+                    .and_then(|m| host_links.iter().find(|x| x.index == m))
+                    .map(|m| m.name.clone());
+                host_ends.insert(address, (l.name.clone(), master, l.mtu.unwrap_or(0)));
+            }
+            _ => {}
+        }
+    }
+    for r in t.by_kind(|s| matches!(s, Spec::Macvlan(_) | Spec::External(_))) {
+        out.push(r.clone());
+    }
+    let prefix = format!("{}-", k.project);
+    let names: Vec<String> = k
+        .dir
+        .list()?
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    let scans = futures::future::join_all(names.iter().map(|ns| namespace(k, &t, ns, &host_ends)));
+    for scanned in scans.await {
+        out.extend(scanned?);
+    }
+    out.extend(firewall(k, &t).await?);
+    out.extend(
+        state
+            .iter()
+            .filter(|r| matches!(r.spec, Spec::Vip(_) | Spec::Dns(_)))
+            .cloned(),
+    );
+    out.sort_by(|a, b| a.address.cmp(&b.address));
+    Ok(out)
+}
+
+fn bridge(t: &Templates, address: &str, l: &KLink, addrs: &[(u32, IpNetwork)]) -> Resource {
+    let gateways: Vec<IpNetwork> = addrs
+        .iter()
+        .filter(|(i, a)| *i == l.index && !link_local(a))
+        .map(|(_, a)| *a)
+        .collect();
+    let network = address.trim_start_matches("network.").to_string();
+    let mut b = match t.get(address).map(|r| &r.spec) {
+        Some(Spec::Bridge(b)) => b.clone(),
+        _ => r::Bridge {
+            network,
+            name: String::new(),
+            subnets: vec![],
+            gateways: vec![],
+            mtu: 0,
+            internal: false,
+            icc: true,
+            masquerade: false,
+        },
+    };
+    b.name = l.name.clone();
+    b.mtu = l.mtu.unwrap_or(0);
+    b.subnets = gateways
+        .iter()
+        .filter_map(|g| IpNetwork::new(g.network(), g.prefix()).ok())
+        .collect();
+    b.gateways = gateways;
+    Resource {
+        address: address.to_string(),
+        spec: Spec::Bridge(b),
+        depends_on: t
+            .get(address)
+            .map(|r| r.depends_on.clone())
+            .unwrap_or_default(),
+    }
+}
+
+fn link_local(a: &IpNetwork) -> bool {
+    matches!(a, IpNetwork::V6(v6) if v6.ip().segments()[0] & 0xffc0 == 0xfe80)
+}
+
+/// One of the project's namespaces: itself, its marked links, default routes and files.
+async fn namespace(
+    k: &Kernel,
+    t: &Templates<'_>,
+    ns: &str,
+    host_ends: &HashMap<String, (String, Option<String>, u32)>,
+) -> Result<Vec<Resource>, KernelError> {
+    let nl: Netlink = k.netlink(ns)?;
+    let links = nl.links().await?;
+    let Some(ns_address) = links
+        .iter()
+        .find(|l| l.index == LOOPBACK_INDEX)
+        .and_then(|l| l.alias.as_deref())
+        .and_then(parse_mark)
+        .filter(|(p, _)| *p == k.project)
+        .map(|(_, a)| a.to_string())
+    else {
+        return Ok(Vec::new());
+    };
+    let addrs = nl.addresses().await?;
+    let mut out = vec![namespace_resource(k, t, ns, &ns_address)];
+    for l in links.iter().filter(|l| l.index != LOOPBACK_INDEX) {
+        let Some((_, address)) = l
+            .alias
+            .as_deref()
+            .and_then(parse_mark)
+            .filter(|(p, _)| *p == k.project)
+        else {
+            continue;
+        };
+        out.push(link(t, ns, address, l, &addrs, host_ends.get(address)));
+    }
+    for route in nl
+        .routes()
+        .await?
+        .into_iter()
+        .filter(|r| r.dst.prefix() == 0)
+    {
+        let (Some(gateway), Some(oif)) = (route.gateway, route.oif) else {
+            continue;
+        };
+        let suffix = if route.dst.is_ipv4() {
+            "default"
+        } else {
+            "default6"
+        };
+        let address = format!("{ns_address}.route.{suffix}");
+        let ifname = links
+            .iter()
+            .find(|l| l.index == oif)
+            .map(|l| l.name.clone())
+            .unwrap_or_default();
+        let spec = Spec::Route(r::Route {
+            namespace: ns.to_string(),
+            destination: route.dst,
+            gateway,
+            ifname,
+        });
+        let depends_on = t
+            .get(&address)
+            .map(|r| r.depends_on.clone())
+            .unwrap_or_default();
+        out.push(Resource {
+            address,
+            spec,
+            depends_on,
+        });
+    }
+    out.extend(files(t, ns, &ns_address));
+    Ok(out)
+}
+
+fn namespace_resource(k: &Kernel, t: &Templates, ns: &str, address: &str) -> Resource {
+    let template = t.get(address);
+    let mut n = match template.map(|r| &r.spec) {
+        Some(Spec::Namespace(n)) => n.clone(),
+        _ => r::Namespace {
+            name: ns.to_string(),
+            service: String::new(),
+            replica: 0,
+            sysctls: BTreeMap::new(),
+        },
+    };
+    n.name = ns.to_string();
+    for (key, value) in n.sysctls.iter_mut() {
+        *value = sysctl::read_in(&k.dir, Some(ns), key)
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default();
+    }
+    Resource {
+        address: address.to_string(),
+        spec: Spec::Namespace(n),
+        depends_on: template.map(|r| r.depends_on.clone()).unwrap_or_default(),
+    }
+}
+
+fn link(
+    t: &Templates,
+    ns: &str,
+    address: &str,
+    l: &KLink,
+    addrs: &[(u32, IpNetwork)],
+    host_end: Option<&(String, Option<String>, u32)>,
+) -> Resource {
+    let template = t.get(address);
+    let mut link = match template.map(|r| &r.spec) {
+        Some(Spec::Link(x)) => x.clone(),
+        _ => r::Link {
+            link_type: if l.kind == LinkKind::Macvlan {
+                r::LinkType::Macvlan
+            } else {
+                r::LinkType::Veth
+            },
+            network: address.rsplit('.').next().unwrap_or_default().to_string(),
+            namespace: ns.to_string(),
+            ifname: String::new(),
+            host_ifname: None,
+            bridge: None,
+            parent: None,
+            mode: None,
+            mac: String::new(),
+            addresses: vec![],
+            mtu: 0,
+        },
+    };
+    link.namespace = ns.to_string();
+    link.ifname = l.name.clone();
+    link.mac = l.mac.as_ref().map(format_mac).unwrap_or_default();
+    link.mtu = l.mtu.unwrap_or(0);
+    link.addresses = addrs
+        .iter()
+        .filter(|(i, a)| *i == l.index && !link_local(a))
+        .map(|(_, a)| *a)
+        .collect();
+    if link.link_type == r::LinkType::Veth {
+        link.host_ifname = host_end.map(|h| h.0.clone());
+        link.bridge = host_end.and_then(|h| h.1.clone());
+    }
+    Resource {
+        address: address.to_string(),
+        spec: Spec::Link(link),
+        depends_on: template.map(|r| r.depends_on.clone()).unwrap_or_default(),
+    }
+}
+
+fn files(t: &Templates, ns: &str, ns_address: &str) -> Option<Resource> {
+    let dir = std::path::Path::new(ETC_NETNS).join(ns);
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .ok()
+            .map(|s| s.lines().map(String::from).collect::<Vec<_>>())
+    };
+    let (hosts, resolv_conf) = (read("hosts"), read("resolv.conf"));
+    if hosts.is_none() && resolv_conf.is_none() {
+        return None;
+    }
+    let address = format!("{ns_address}.files");
+    let spec = Spec::Files(r::NetnsFiles {
+        namespace: ns.to_string(),
+        hosts: hosts.unwrap_or_default(),
+        resolv_conf: resolv_conf.unwrap_or_default(),
+    });
+    let depends_on = t
+        .get(&address)
+        .map(|r| r.depends_on.clone())
+        .unwrap_or_default();
+    Some(Resource {
+        address,
+        spec,
+        depends_on,
+    })
+}
+
+/// The host table: the known rules whose tags are present, in order. A rule changed or added
+/// outside netcompose makes the observed chains differ from the desired ones, so `up` reloads.
+async fn firewall(k: &Kernel, t: &Templates<'_>) -> Result<Option<Resource>, KernelError> {
+    let table = host_table(&k.project);
+    let (dir, name) = (k.dir.clone(), table.clone());
+    let tags = tokio::task::spawn_blocking(move || nft::table_tags(&dir, None, &name))
+        .await
+        .map_err(|e| {
+            crate::kernel::Ctx::new("list table", &table, None).invalid(e.to_string())
+        })??;
+    let Some(tags) = tags else { return Ok(None) };
+    let address = "firewall.host";
+    let template = match t.get(address).map(|r| &r.spec) {
+        Some(Spec::Firewall(f)) => Some(f.clone()),
+        _ => None,
+    };
+    let mut fw = template.clone().unwrap_or(r::Firewall {
+        namespace: None,
+        table: table.clone(),
+        forwarding: false,
+        chains: vec![],
+        foreign_rules: vec![],
+    });
+    fw.foreign_rules = tags
+        .iter()
+        .flat_map(|(_, live)| live.iter())
+        .filter(|tag| {
+            !fw.chains
+                .iter()
+                .flat_map(|c| &c.rules)
+                .any(|r| &&nft::rule_tag(r) == tag)
+        })
+        .cloned()
+        .collect();
+    fw.chains = tags
+        .iter()
+        .map(|(name, live)| {
+            let known = template
+                .as_ref()
+                .and_then(|f| f.chains.iter().find(|c| &c.name == name));
+            let mut chain = known
+                .cloned()
+                .unwrap_or_else(|| crate::firewall::rule::Chain {
+                    name: name.clone(),
+                    chain_type: String::new(),
+                    hook: String::new(),
+                    priority: 0,
+                    rules: vec![],
+                });
+            chain.rules.retain(|r| live.contains(&nft::rule_tag(r)));
+            chain
+        })
+        .collect();
+    if fw.forwarding {
+        fw.forwarding =
+            sysctl::read_in(&k.dir, None, "net.ipv4.ip_forward").is_ok_and(|v| v.trim() == "1");
+    }
+    let depends_on = t
+        .get(address)
+        .map(|r| r.depends_on.clone())
+        .unwrap_or_default();
+    Ok(Some(Resource {
+        address: address.to_string(),
+        spec: Spec::Firewall(fw),
+        depends_on,
+    }))
+}
