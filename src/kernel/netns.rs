@@ -1,0 +1,356 @@
+//! Named network namespaces, compatible with iproute2 (`ip netns exec NAME ...` works).
+//!
+//! A named namespace is a file `<dir>/<name>` on which the namespace's nsfs inode is
+//! bind-mounted; the bind mount keeps the namespace alive with no process inside. The sequence
+//! follows iproute2's `netns_add` (ip/ipnetns.c):
+//!
+//! 1. `mkdir <dir>` (0755);
+//! 2. make `<dir>` a shared mount point: `mount("", dir, MS_SHARED|MS_REC)`, and if that fails with
+//!    EINVAL because it is not a mount point yet, bind-mount it onto itself (`MS_BIND|MS_REC`) and
+//!    retry — so that unmounting a namespace file in one mount namespace unmounts it in every
+//!    peer, and the namespace is freed promptly;
+//! 3. create the empty file `<dir>/<name>` (`O_CREAT|O_EXCL`);
+//! 4. on a dedicated thread: `unshare(CLONE_NEWNET)`, then bind-mount
+//!    `/proc/thread-self/ns/net` onto the file. iproute2 forks nothing either; it unshares the
+//!    whole (single-threaded) process and restores afterwards. We are multi-threaded, so a
+//!    throw-away thread does the unshare and dies.
+//!
+//! Deleting is `umount2(MNT_DETACH)` then `unlink`, tolerating "already gone".
+//!
+//! [`NetnsDir`] carries the directory (default `/run/netns`) so that tests can keep their
+//! namespaces elsewhere; the free functions use the default directory.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::statfs::{fstatfs, statfs, NSFS_MAGIC};
+
+use super::{Ctx, KernelError};
+
+/// The directory iproute2 uses for named network namespaces.
+pub const DEFAULT_DIR: &str = "/run/netns";
+
+/// The current thread's network namespace, as seen through procfs.
+pub const THREAD_SELF_NET: &str = "/proc/thread-self/ns/net";
+
+/// A directory of named network namespaces (`/run/netns` by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetnsDir {
+    root: PathBuf,
+}
+
+impl Default for NetnsDir {
+    fn default() -> Self {
+        NetnsDir::system()
+    }
+}
+
+impl NetnsDir {
+    /// `/run/netns`, the directory `ip netns` uses.
+    pub fn system() -> Self {
+        NetnsDir {
+            root: PathBuf::from(DEFAULT_DIR),
+        }
+    }
+
+    /// Any other directory (tests). It is created on first use.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        NetnsDir { root: root.into() }
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The pin file of namespace `name`.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Create a named network namespace. Fails with an `Exists` error if a live namespace of
+    /// that name is already there; a stale pin file (a plain file left by a crash, with nothing
+    /// mounted on it) is replaced.
+    pub fn create(&self, name: &str) -> Result<(), KernelError> {
+        let ctx = Ctx::new("create netns", name, None);
+        check_name(&ctx, name)?;
+        self.prepare_dir(&ctx)?;
+        let path = self.path(name);
+
+        match statfs(&path) {
+            Ok(st) if st.filesystem_type() == NSFS_MAGIC => return Err(ctx.errno(Errno::EEXIST)),
+            // A stale pin file: nothing is mounted on it. Remove it and start over.
+            Ok(_) => fs::remove_file(&path).map_err(|e| ctx.os(e))?,
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(ctx.errno(e)),
+        }
+
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o000)
+            .open(&path)
+            .map_err(|e| ctx.os(e))?;
+
+        let bind = std::thread::scope(|s| {
+            s.spawn(|| -> Result<(), Errno> {
+                unshare(CloneFlags::CLONE_NEWNET)?;
+                mount(
+                    Some(THREAD_SELF_NET),
+                    &path,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+            })
+            .join()
+        });
+        let result = match bind {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => ctx.errno(e),
+            Err(_) => ctx.protocol("the namespace thread panicked"),
+        };
+        let _ = fs::remove_file(&path);
+        Err(result)
+    }
+
+    /// Whether `name` is a live named namespace (a pin file with an nsfs inode mounted on it).
+    pub fn exists(&self, name: &str) -> bool {
+        if check_name(&Ctx::new("", name, None), name).is_err() {
+            return false;
+        }
+        matches!(statfs(&self.path(name)), Ok(st) if st.filesystem_type() == NSFS_MAGIC)
+    }
+
+    /// The names of the entries of the directory, sorted (empty if it does not exist).
+    pub fn list(&self) -> Result<Vec<String>, KernelError> {
+        let ctx = Ctx::new("list netns in", self.root.display(), None);
+        let entries = match fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(ctx.os(e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| ctx.os(e))?;
+            if let Some(name) = entry.file_name().to_str() {
+                if !name.starts_with('.') {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Delete a named namespace: detach the bind mount, then remove the pin file. Returns
+    /// `false` if there was nothing to delete. The namespace itself is freed by the kernel once
+    /// no process, socket or open file refers to it any more.
+    pub fn delete(&self, name: &str) -> Result<bool, KernelError> {
+        let ctx = Ctx::new("delete netns", name, None);
+        check_name(&ctx, name)?;
+        let path = self.path(name);
+        match umount2(&path, MntFlags::MNT_DETACH) {
+            // EINVAL: not a mount point (stale file); ENOENT: already gone.
+            Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(ctx.errno(e)),
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(ctx.os(e)),
+        }
+    }
+
+    /// Open a namespace file: `Some(name)` for a named namespace, `None` for the calling
+    /// thread's current network namespace. The descriptor is what `IFLA_NET_NS_FD` and
+    /// `setns` take.
+    pub fn open(&self, name: Option<&str>) -> Result<OwnedFd, KernelError> {
+        let Some(name) = name else {
+            let ctx = Ctx::new("open netns", "(current)", None);
+            return open_ro(Path::new(THREAD_SELF_NET)).map_err(|e| ctx.os(e));
+        };
+        let ctx = Ctx::new("open netns", name, None);
+        check_name(&ctx, name)?;
+        let fd = open_ro(&self.path(name)).map_err(|e| ctx.os(e))?;
+        match fstatfs(&fd) {
+            Ok(st) if st.filesystem_type() == NSFS_MAGIC => Ok(fd),
+            Ok(_) => Err(ctx.os(io::Error::new(
+                io::ErrorKind::NotFound,
+                "stale pin file: no network namespace is mounted on it",
+            ))),
+            Err(e) => Err(ctx.errno(e)),
+        }
+    }
+
+    /// Run `f` inside namespace `name` (`None`: the calling thread's namespace, run directly).
+    /// For a named namespace, `f` runs on a fresh thread that `setns`'ed into it; the caller's
+    /// thread is never moved. A panic in `f` is propagated.
+    pub fn run_in<R, F>(&self, name: Option<&str>, f: F) -> Result<R, KernelError>
+    where
+        R: Send,
+        F: FnOnce() -> R + Send,
+    {
+        match name {
+            None => Ok(f()),
+            Some(name) => {
+                let fd = self.open(Some(name))?;
+                run_in_fd(fd.as_fd(), f).map_err(|e| Ctx::new("enter netns", name, None).errno(e))
+            }
+        }
+    }
+
+    /// Create the directory and make it a shared mount point, as iproute2 does.
+    fn prepare_dir(&self, ctx: &Ctx) -> Result<(), KernelError> {
+        match fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&self.root)
+        {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(ctx.os(e)),
+        }
+        let mut made_mount = false;
+        loop {
+            match mount(
+                Some(""),
+                &self.root,
+                Some("none"),
+                MsFlags::MS_SHARED | MsFlags::MS_REC,
+                None::<&str>,
+            ) {
+                Ok(()) => return Ok(()),
+                Err(Errno::EINVAL) if !made_mount => {
+                    // Not a mount point yet: upgrade the directory to one.
+                    mount(
+                        Some(&self.root),
+                        &self.root,
+                        Some("none"),
+                        MsFlags::MS_BIND | MsFlags::MS_REC,
+                        None::<&str>,
+                    )
+                    .map_err(|e| Ctx::new("bind-mount", self.root.display(), None).errno(e))?;
+                    made_mount = true;
+                }
+                Err(e) => return Err(Ctx::new("make shared", self.root.display(), None).errno(e)),
+            }
+        }
+    }
+}
+
+/// Run `f` on a fresh thread that entered the network namespace `ns` (an nsfs descriptor).
+pub fn run_in_fd<R, F>(ns: BorrowedFd<'_>, f: F) -> Result<R, Errno>
+where
+    R: Send,
+    F: FnOnce() -> R + Send,
+{
+    let outcome = std::thread::scope(|s| {
+        s.spawn(move || -> Result<R, Errno> {
+            setns(ns, CloneFlags::CLONE_NEWNET)?;
+            Ok(f())
+        })
+        .join()
+    });
+    match outcome {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Whether an open descriptor refers to a namespace (nsfs inode).
+pub fn is_namespace_fd(fd: BorrowedFd<'_>) -> bool {
+    matches!(fstatfs(&fd), Ok(st) if st.filesystem_type() == NSFS_MAGIC)
+}
+
+/// The inode number of a namespace descriptor: two descriptors refer to the same namespace
+/// exactly when their inodes (and devices) are equal.
+pub fn namespace_id(fd: BorrowedFd<'_>) -> Result<u64, KernelError> {
+    nix::sys::stat::fstat(fd)
+        .map(|st| st.st_ino)
+        .map_err(|e| Ctx::new("stat netns", format!("fd {}", fd.as_raw_fd()), None).errno(e))
+}
+
+fn open_ro(path: &Path) -> io::Result<OwnedFd> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_CLOEXEC)
+        .open(path)
+        .map(OwnedFd::from)
+}
+
+fn check_name(ctx: &Ctx, name: &str) -> Result<(), KernelError> {
+    let bytes = OsStr::new(name).as_bytes();
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(ctx.invalid("invalid namespace name"));
+    }
+    if bytes.len() > 255 {
+        return Err(ctx.invalid("namespace name longer than 255 bytes"));
+    }
+    if bytes.iter().any(|b| *b == b'/' || *b == 0) {
+        return Err(ctx.invalid("namespace name contains '/' or NUL"));
+    }
+    Ok(())
+}
+
+/// [`NetnsDir::create`] in `/run/netns`.
+pub fn create(name: &str) -> Result<(), KernelError> {
+    NetnsDir::system().create(name)
+}
+
+/// [`NetnsDir::exists`] in `/run/netns`.
+pub fn exists(name: &str) -> bool {
+    NetnsDir::system().exists(name)
+}
+
+/// [`NetnsDir::list`] of `/run/netns`.
+pub fn list() -> Result<Vec<String>, KernelError> {
+    NetnsDir::system().list()
+}
+
+/// [`NetnsDir::delete`] in `/run/netns`.
+pub fn delete(name: &str) -> Result<bool, KernelError> {
+    NetnsDir::system().delete(name)
+}
+
+/// [`NetnsDir::open`] in `/run/netns` (`None`: the calling thread's namespace).
+pub fn open(name: Option<&str>) -> Result<OwnedFd, KernelError> {
+    NetnsDir::system().open(name)
+}
+
+/// [`NetnsDir::run_in`] in `/run/netns` (`None`: run directly).
+pub fn run_in<R, F>(name: Option<&str>, f: F) -> Result<R, KernelError>
+where
+    R: Send,
+    F: FnOnce() -> R + Send,
+{
+    NetnsDir::system().run_in(name, f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        let ctx = Ctx::new("create netns", "x", None);
+        assert!(check_name(&ctx, "demo-web-1").is_ok());
+        assert!(check_name(&ctx, "").is_err());
+        assert!(check_name(&ctx, "..").is_err());
+        assert!(check_name(&ctx, "a/b").is_err());
+        assert!(!NetnsDir::new("/nonexistent-netcompose").exists("x"));
+        assert!(NetnsDir::new("/nonexistent-netcompose")
+            .list()
+            .unwrap()
+            .is_empty());
+    }
+}
