@@ -41,7 +41,7 @@ pub async fn create(k: &Kernel, r: &Resource) -> Result<()> {
         Spec::Link(l) => create_link(k, a, l).await,
         Spec::Route(rt) => add_route(k, a, rt).await,
         Spec::Files(f) => write_files(k, a, f).await,
-        Spec::Firewall(f) => load_firewall(k, a, f).await,
+        Spec::Firewall(f) => load_firewall(k, a, None, f).await,
         Spec::Macvlan(m) => parent_exists(k, a, &m.parent).await,
         Spec::External(e) => parent_exists(k, a, &e.name).await,
         // Served by the project daemon and the replicas' rule sets, from the state.
@@ -55,6 +55,7 @@ pub async fn update(k: &Kernel, old: &Resource, new: &Resource) -> Result<()> {
         (Spec::Bridge(o), Spec::Bridge(n)) => update_bridge(k, a, o, n).await,
         (Spec::Namespace(_), Spec::Namespace(n)) => set_sysctls(k, a, n).await,
         (Spec::Link(o), Spec::Link(n)) => update_link(k, a, o, n).await,
+        (Spec::Firewall(o), Spec::Firewall(n)) => load_firewall(k, a, Some(o), n).await,
         _ => create(k, new).await,
     }
 }
@@ -464,20 +465,26 @@ async fn remove_files(k: &Kernel, a: &str, f: &NetnsFiles) -> Result<()> {
     .await
 }
 
-async fn load_firewall(k: &Kernel, a: &str, f: &Firewall) -> Result<()> {
-    let (dir, ns, table, chains) = (
+async fn load_firewall(k: &Kernel, a: &str, old: Option<&Firewall>, f: &Firewall) -> Result<()> {
+    let (dir, ns, table, chains, sysctls) = (
         k.dir.clone(),
         f.namespace.clone(),
         f.table.clone(),
         f.chains.clone(),
+        f.sysctls.clone(),
     );
-    let forwarding = f.forwarding;
+    // A table holding rules we did not write is reloaded whole; else only changed chains.
+    let old_chains = old
+        .filter(|o| o.foreign_rules.is_empty())
+        .map(|o| o.chains.clone());
     blocking(a, move || {
-        if forwarding {
-            // Masqueraded networks need the host to route; Docker sets the same switch.
-            sysctl::write_in(&dir, ns.as_deref(), "net.ipv4.ip_forward", "1")?;
+        for (key, value) in &sysctls {
+            sysctl::write_in(&dir, ns.as_deref(), key, value)?;
         }
-        nft::replace_table(&dir, ns.as_deref(), &table, &chains)
+        match old_chains {
+            Some(old) => nft::update_table(&dir, ns.as_deref(), &table, &old, &chains),
+            None => nft::replace_table(&dir, ns.as_deref(), &table, &chains),
+        }
     })
     .await
 }

@@ -1,12 +1,20 @@
 //! The project's host table: forwarding out of non-internal bridges with masquerade, no way
 //! out of internal ones, nothing into a network from another network or project unless it
-//! answers a connection that network started (or was published, DNAT), and `enable_icc`.
+//! answers a connection that network started or was published (DNAT), `enable_icc`; published
+//! ports (from outside, from the host and from 127.0.0.1) and the host's way to every VIP.
 
 use super::host_table;
-use super::rule::{rule, Chain, Rule};
-use crate::model::resource::{Bridge, Firewall, Resource, Spec};
+use super::rule::{rule, Chain, Rule, Verdict};
+use super::vip::{vip_chains, Dispatch};
+use crate::model::resource::{Bridge, Firewall, Publish, Resource, Spec};
+use std::collections::BTreeMap;
 
-pub fn resources(project: &str, bridges: &[&Bridge]) -> Vec<Resource> {
+pub fn resources(
+    project: &str,
+    bridges: &[&Bridge],
+    dispatch: &Dispatch,
+    publish: &[Publish],
+) -> Vec<Resource> {
     if bridges.is_empty() {
         return Vec::new();
     }
@@ -14,13 +22,44 @@ pub fn resources(project: &str, bridges: &[&Bridge]) -> Vec<Resource> {
         .iter()
         .map(|b| format!("network.{}", b.network))
         .collect();
-    let chains = vec![forward(bridges), postrouting(bridges)];
+    let mut chains = vec![forward(bridges), postrouting(bridges, publish)];
+    let published: Vec<Rule> = publish.iter().flat_map(publish_rules).collect();
+    if !published.is_empty() {
+        chains.push(Chain::base(
+            "prerouting",
+            "nat",
+            "prerouting",
+            -100,
+            published.clone(),
+        ));
+    }
+    let mut output = published;
+    output.extend(dispatch.rule());
+    if !output.is_empty() {
+        chains.push(Chain::base("output", "nat", "output", -100, output));
+    }
+    chains.extend(vip_chains(dispatch));
+    let mut sysctls = BTreeMap::new();
+    if bridges.iter().any(|b| b.masquerade) {
+        // Masqueraded networks need the host to route; Docker turns on the same switch.
+        sysctls.insert("net.ipv4.ip_forward".to_string(), "1".to_string());
+    }
+    for b in bridges
+        .iter()
+        .filter(|b| publish.iter().any(|p| p.bridge == b.name))
+    {
+        // Lets a connection to 127.0.0.1:PORT be DNATed onto the bridge (then masqueraded).
+        sysctls.insert(
+            format!("net.ipv4.conf.{}.route_localnet", b.name),
+            "1".to_string(),
+        );
+    }
     vec![Resource {
         address: "firewall.host".into(),
         spec: Spec::Firewall(Firewall {
             namespace: None,
             table: host_table(project),
-            forwarding: bridges.iter().any(|b| b.masquerade),
+            sysctls,
             chains,
             foreign_rules: vec![],
         }),
@@ -50,30 +89,71 @@ fn forward(bridges: &[&Bridge]) -> Chain {
             rule().iif(&b.name).accept()
         });
     }
-    Chain {
-        name: "forward".into(),
-        chain_type: "filter".into(),
-        hook: "forward".into(),
-        priority: 0,
-        rules,
-    }
+    Chain::base("forward", "filter", "forward", 0, rules)
 }
 
-fn postrouting(bridges: &[&Bridge]) -> Chain {
-    let rules = bridges
-        .iter()
-        .filter(|b| b.masquerade)
-        .flat_map(|b| {
-            b.subnets
-                .iter()
-                .map(move |s| rule().saddr(*s).not_oif(&b.name).masquerade())
-        })
-        .collect();
-    Chain {
-        name: "postrouting".into(),
-        chain_type: "nat".into(),
-        hook: "postrouting".into(),
-        priority: 100,
-        rules,
+fn postrouting(bridges: &[&Bridge], publish: &[Publish]) -> Chain {
+    let mut rules = Vec::new();
+    for b in bridges.iter().filter(|b| b.masquerade) {
+        for s in &b.subnets {
+            rules.push(rule().saddr(*s).not_oif(&b.name).masquerade());
+        }
     }
+    for b in bridges
+        .iter()
+        .filter(|b| publish.iter().any(|p| p.bridge == b.name))
+    {
+        // 127.0.0.1 cannot leave the host as a source, and a replica reaching its own
+        // published port through the host must get the answer back through the host too.
+        rules.push(
+            rule()
+                .saddr("127.0.0.0/8".parse().unwrap_or_else(|_| b.subnets[0]))
+                .oif(&b.name)
+                .masquerade(),
+        );
+        for s in b.subnets.iter().filter(|s| s.is_ipv4()) {
+            rules.push(rule().saddr(*s).oif(&b.name).dnat_ed().masquerade());
+        }
+    }
+    Chain::base("postrouting", "nat", "postrouting", 100, rules)
+}
+
+/// One publication: traffic to a local address on the host port goes to a random replica.
+fn publish_rules(p: &Publish) -> Vec<Rule> {
+    let proto = p.protocol.to_string();
+    let mut base = rule();
+    if let Some(ip) = p.host_ip.filter(|i| !i.is_unspecified()) {
+        base = base.daddr(ipnetwork::IpNetwork::from(ip));
+    }
+    let base = base.local_daddr();
+    // Same numbers on both sides: one rule for the whole range, the port kept.
+    if p.published == p.target {
+        return vec![base.dport(&proto, p.published.start, p.published.end).then(
+            Verdict::DnatRandom {
+                backends: p.backends.clone(),
+                port: None,
+            },
+        )];
+    }
+    (0..p.published.len())
+        .map(|i| {
+            let host_port = p.published.start + i as u16;
+            let target = if p.target.start == p.target.end {
+                p.target.start
+            } else {
+                p.target.start + i as u16
+            };
+            let mut r = rule();
+            r = match p.host_ip.filter(|i| !i.is_unspecified()) {
+                Some(ip) => r.daddr(ipnetwork::IpNetwork::from(ip)),
+                None => r,
+            };
+            r.local_daddr()
+                .dport(&proto, host_port, host_port)
+                .then(Verdict::DnatRandom {
+                    backends: p.backends.clone(),
+                    port: Some(target),
+                })
+        })
+        .collect()
 }

@@ -3,7 +3,9 @@
 //! with the builder; talking to nft lives in the kernel layer.
 
 pub mod host;
+pub mod replica;
 pub mod rule;
+pub mod vip;
 
 /// The project's table on the host (family inet).
 pub fn host_table(project: &str) -> String {

@@ -1,10 +1,11 @@
 //! A small nftables rule builder: rules read as nft rules in plans (`Display`) and become nft
-//! JSON for the kernel (`to_json`), from one description.
+//! JSON for the kernel (`to_json`, libnftables-json(5)), from one description.
 
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::fmt;
+use std::net::IpAddr;
 
 /// One match of a rule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,6 +18,16 @@ pub enum Match {
     Saddr(IpNetwork),
     NotSaddr(IpNetwork),
     Daddr(IpNetwork),
+    /// Source address in a set of networks.
+    SaddrIn(Vec<IpNetwork>),
+    /// Destination address in a set of networks.
+    DaddrIn(Vec<IpNetwork>),
+    /// `meta l4proto tcp|udp`.
+    L4proto(String),
+    /// `th dport N` or `th dport A-B` (after an l4proto match).
+    Dport(u16, u16),
+    /// The destination is an address of this machine (`fib daddr type local`).
+    LocalDaddr,
     /// `ct state` in the given states.
     CtState(Vec<String>),
     /// The connection was destination-NATed (a published port or a VIP).
@@ -29,6 +40,15 @@ pub enum Verdict {
     Accept,
     Drop,
     Masquerade,
+    Goto(String),
+    /// Spread new connections over `backends` at random (`numgen random mod N`), keeping the
+    /// destination port unless `port` is given.
+    DnatRandom {
+        backends: Vec<IpAddr>,
+        port: Option<u16>,
+    },
+    /// `ip daddr vmap { VIP : goto CHAIN, ... }`: one lookup dispatches every VIP.
+    VipMap(Vec<(IpAddr, String)>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,16 +57,46 @@ pub struct Rule {
     pub verdict: Verdict,
 }
 
-/// A base chain of a table.
+/// A chain of a table: a base chain when `hook` is set, else a regular chain to jump to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Chain {
     pub name: String,
-    /// `filter` or `nat`.
-    #[serde(rename = "type")]
+    /// `filter` or `nat` (base chains).
+    #[serde(rename = "type", default, skip_serializing_if = "String::is_empty")]
     pub chain_type: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hook: String,
+    #[serde(default)]
     pub priority: i32,
     pub rules: Vec<Rule>,
+}
+
+impl Chain {
+    pub fn base(
+        name: &str,
+        chain_type: &str,
+        hook: &str,
+        priority: i32,
+        rules: Vec<Rule>,
+    ) -> Chain {
+        Chain {
+            name: name.into(),
+            chain_type: chain_type.into(),
+            hook: hook.into(),
+            priority,
+            rules,
+        }
+    }
+
+    pub fn regular(name: &str, rules: Vec<Rule>) -> Chain {
+        Chain {
+            name: name.into(),
+            chain_type: String::new(),
+            hook: String::new(),
+            priority: 0,
+            rules,
+        }
+    }
 }
 
 /// Start a rule: `rule().iif("br0").not_oif("br0").drop()`.
@@ -57,57 +107,71 @@ pub fn rule() -> RuleBuilder {
 pub struct RuleBuilder(Vec<Match>);
 
 impl RuleBuilder {
-    pub fn iif(mut self, n: &str) -> Self {
-        self.0.push(Match::Iif(n.into()));
+    fn with(mut self, m: Match) -> Self {
+        self.0.push(m);
         self
     }
-    pub fn not_iif(mut self, n: &str) -> Self {
-        self.0.push(Match::NotIif(n.into()));
-        self
+    pub fn iif(self, n: &str) -> Self {
+        self.with(Match::Iif(n.into()))
     }
-    pub fn oif(mut self, n: &str) -> Self {
-        self.0.push(Match::Oif(n.into()));
-        self
+    pub fn not_iif(self, n: &str) -> Self {
+        self.with(Match::NotIif(n.into()))
     }
-    pub fn not_oif(mut self, n: &str) -> Self {
-        self.0.push(Match::NotOif(n.into()));
-        self
+    pub fn oif(self, n: &str) -> Self {
+        self.with(Match::Oif(n.into()))
     }
-    pub fn saddr(mut self, n: IpNetwork) -> Self {
-        self.0.push(Match::Saddr(n));
-        self
+    pub fn not_oif(self, n: &str) -> Self {
+        self.with(Match::NotOif(n.into()))
     }
-    pub fn not_saddr(mut self, n: IpNetwork) -> Self {
-        self.0.push(Match::NotSaddr(n));
-        self
+    pub fn saddr(self, n: IpNetwork) -> Self {
+        self.with(Match::Saddr(n))
     }
-    pub fn daddr(mut self, n: IpNetwork) -> Self {
-        self.0.push(Match::Daddr(n));
-        self
+    pub fn not_saddr(self, n: IpNetwork) -> Self {
+        self.with(Match::NotSaddr(n))
     }
-    pub fn established(mut self) -> Self {
-        self.0
-            .push(Match::CtState(vec!["established".into(), "related".into()]));
-        self
+    pub fn daddr(self, n: IpNetwork) -> Self {
+        self.with(Match::Daddr(n))
     }
-    pub fn dnat_ed(mut self) -> Self {
-        self.0.push(Match::CtDnat);
-        self
+    pub fn saddr_in(self, n: Vec<IpNetwork>) -> Self {
+        self.with(Match::SaddrIn(n))
     }
-    fn end(self, verdict: Verdict) -> Rule {
+    pub fn daddr_in(self, n: Vec<IpNetwork>) -> Self {
+        self.with(Match::DaddrIn(n))
+    }
+    /// `meta l4proto P th dport A[-B]`.
+    pub fn dport(self, proto: &str, start: u16, end: u16) -> Self {
+        self.with(Match::L4proto(proto.into()))
+            .with(Match::Dport(start, end))
+    }
+    pub fn l4proto(self, proto: &str) -> Self {
+        self.with(Match::L4proto(proto.into()))
+    }
+    pub fn local_daddr(self) -> Self {
+        self.with(Match::LocalDaddr)
+    }
+    pub fn established(self) -> Self {
+        self.with(Match::CtState(vec!["established".into(), "related".into()]))
+    }
+    pub fn dnat_ed(self) -> Self {
+        self.with(Match::CtDnat)
+    }
+    pub fn then(self, verdict: Verdict) -> Rule {
         Rule {
             matches: self.0,
             verdict,
         }
     }
     pub fn accept(self) -> Rule {
-        self.end(Verdict::Accept)
+        self.then(Verdict::Accept)
     }
     pub fn drop(self) -> Rule {
-        self.end(Verdict::Drop)
+        self.then(Verdict::Drop)
     }
     pub fn masquerade(self) -> Rule {
-        self.end(Verdict::Masquerade)
+        self.then(Verdict::Masquerade)
+    }
+    pub fn goto(self, chain: &str) -> Rule {
+        self.then(Verdict::Goto(chain.into()))
     }
 }
 
@@ -117,6 +181,11 @@ fn family(n: &IpNetwork) -> &'static str {
     } else {
         "ip6"
     }
+}
+
+fn set_text<T: fmt::Display>(items: &[T]) -> String {
+    let inner: Vec<String> = items.iter().map(|i| i.to_string()).collect();
+    format!("{{ {} }}", inner.join(", "))
 }
 
 impl fmt::Display for Match {
@@ -129,8 +198,64 @@ impl fmt::Display for Match {
             Match::Saddr(n) => write!(f, "{} saddr {n}", family(n)),
             Match::NotSaddr(n) => write!(f, "{} saddr != {n}", family(n)),
             Match::Daddr(n) => write!(f, "{} daddr {n}", family(n)),
+            Match::SaddrIn(s) => write!(
+                f,
+                "{} saddr {}",
+                s.first().map_or("ip", family),
+                set_text(s)
+            ),
+            Match::DaddrIn(s) => write!(
+                f,
+                "{} daddr {}",
+                s.first().map_or("ip", family),
+                set_text(s)
+            ),
+            Match::L4proto(p) => write!(f, "meta l4proto {p}"),
+            Match::Dport(a, b) if a == b => write!(f, "th dport {a}"),
+            Match::Dport(a, b) => write!(f, "th dport {a}-{b}"),
+            Match::LocalDaddr => write!(f, "fib daddr type local"),
             Match::CtState(s) => write!(f, "ct state {}", s.join(",")),
             Match::CtDnat => write!(f, "ct status dnat"),
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Accept => f.write_str("accept"),
+            Verdict::Drop => f.write_str("drop"),
+            Verdict::Masquerade => f.write_str("masquerade"),
+            Verdict::Goto(c) => write!(f, "goto {c}"),
+            Verdict::DnatRandom { backends, port } => {
+                let map: Vec<String> = backends
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| format!("{i} : {b}"))
+                    .collect();
+                let fam = if backends.first().is_some_and(IpAddr::is_ipv6) {
+                    "ip6"
+                } else {
+                    "ip"
+                };
+                write!(
+                    f,
+                    "dnat {fam} to numgen random mod {} map {{ {} }}",
+                    backends.len(),
+                    map.join(", ")
+                )?;
+                match port {
+                    Some(p) => write!(f, " : {p}"),
+                    None => Ok(()),
+                }
+            }
+            Verdict::VipMap(entries) => {
+                let map: Vec<String> = entries
+                    .iter()
+                    .map(|(ip, c)| format!("{ip} : goto {c}"))
+                    .collect();
+                write!(f, "ip daddr vmap {{ {} }}", map.join(", "))
+            }
         }
     }
 }
@@ -140,16 +265,17 @@ impl fmt::Display for Rule {
         for m in &self.matches {
             write!(f, "{m} ")?;
         }
-        f.write_str(match self.verdict {
-            Verdict::Accept => "accept",
-            Verdict::Drop => "drop",
-            Verdict::Masquerade => "masquerade",
-        })
+        write!(f, "{}", self.verdict)
     }
 }
 
 fn prefix(n: &IpNetwork) -> Value {
-    json!({"prefix": {"addr": n.network().to_string(), "len": n.prefix()}})
+    let full = if n.is_ipv4() { 32 } else { 128 };
+    if n.prefix() == full {
+        json!(n.ip().to_string())
+    } else {
+        json!({"prefix": {"addr": n.network().to_string(), "len": n.prefix()}})
+    }
 }
 
 fn cmp(op: &str, left: Value, right: Value) -> Value {
@@ -159,30 +285,89 @@ fn cmp(op: &str, left: Value, right: Value) -> Value {
 impl Match {
     pub fn to_json(&self) -> Value {
         let meta = |k: &str| json!({"meta": {"key": k}});
-        let addr = |n: &IpNetwork, field: &str| json!({"payload": {"protocol": family(n), "field": field}});
+        let addr = |fam: &str, field: &str| json!({"payload": {"protocol": fam, "field": field}});
+        let set = |s: &[IpNetwork]| json!({"set": s.iter().map(prefix).collect::<Vec<_>>()});
         match self {
             Match::Iif(n) => cmp("==", meta("iifname"), json!(n)),
             Match::NotIif(n) => cmp("!=", meta("iifname"), json!(n)),
             Match::Oif(n) => cmp("==", meta("oifname"), json!(n)),
             Match::NotOif(n) => cmp("!=", meta("oifname"), json!(n)),
-            Match::Saddr(n) => cmp("==", addr(n, "saddr"), prefix(n)),
-            Match::NotSaddr(n) => cmp("!=", addr(n, "saddr"), prefix(n)),
-            Match::Daddr(n) => cmp("==", addr(n, "daddr"), prefix(n)),
+            Match::Saddr(n) => cmp("==", addr(family(n), "saddr"), prefix(n)),
+            Match::NotSaddr(n) => cmp("!=", addr(family(n), "saddr"), prefix(n)),
+            Match::Daddr(n) => cmp("==", addr(family(n), "daddr"), prefix(n)),
+            Match::SaddrIn(s) => cmp("==", addr(s.first().map_or("ip", family), "saddr"), set(s)),
+            Match::DaddrIn(s) => cmp("==", addr(s.first().map_or("ip", family), "daddr"), set(s)),
+            Match::L4proto(p) => cmp("==", meta("l4proto"), json!(p)),
+            Match::Dport(a, b) => {
+                let right = if a == b {
+                    json!(a)
+                } else {
+                    json!({"range": [a, b]})
+                };
+                cmp(
+                    "==",
+                    json!({"payload": {"protocol": "th", "field": "dport"}}),
+                    right,
+                )
+            }
+            Match::LocalDaddr => cmp(
+                "==",
+                json!({"fib": {"result": "type", "flags": ["daddr"]}}),
+                json!("local"),
+            ),
             Match::CtState(s) => cmp("in", json!({"ct": {"key": "state"}}), json!({"set": s})),
             Match::CtDnat => cmp("in", json!({"ct": {"key": "status"}}), json!("dnat")),
         }
     }
 }
 
-impl Rule {
-    /// The rule's expression list in nft's JSON schema (libnftables-json(5)).
-    pub fn to_json(&self) -> Vec<Value> {
-        let mut expr: Vec<Value> = self.matches.iter().map(Match::to_json).collect();
-        expr.push(match self.verdict {
+impl Verdict {
+    pub fn to_json(&self) -> Value {
+        match self {
             Verdict::Accept => json!({"accept": null}),
             Verdict::Drop => json!({"drop": null}),
             Verdict::Masquerade => json!({"masquerade": null}),
-        });
+            Verdict::Goto(c) => json!({"goto": {"target": c}}),
+            Verdict::DnatRandom { backends, port } => {
+                let data: Vec<Value> = backends
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| json!([i, b.to_string()]))
+                    .collect();
+                let addr = json!({"map": {"key": {"numgen": {"mode": "random", "mod": backends.len(), "offset": 0}}, "data": {"set": data}}});
+                let fam = if backends.first().is_some_and(IpAddr::is_ipv6) {
+                    "ip6"
+                } else {
+                    "ip"
+                };
+                let mut nat = json!({"family": fam, "addr": addr});
+                if let Some(p) = port {
+                    nat["port"] = json!(p);
+                }
+                json!({"dnat": nat})
+            }
+            Verdict::VipMap(entries) => {
+                let data: Vec<Value> = entries
+                    .iter()
+                    .map(|(ip, c)| json!([ip.to_string(), {"goto": {"target": c}}]))
+                    .collect();
+                json!({"vmap": {"key": {"payload": {"protocol": "ip", "field": "daddr"}}, "data": {"set": data}}})
+            }
+        }
+    }
+
+    /// Whether the statement has to go through raw JSON (the nftables crate's types lack
+    /// anonymous verdict maps and numgen maps).
+    pub fn needs_raw_json(&self) -> bool {
+        matches!(self, Verdict::DnatRandom { .. } | Verdict::VipMap(_))
+    }
+}
+
+impl Rule {
+    /// The rule's expression list in nft's JSON schema.
+    pub fn to_json(&self) -> Vec<Value> {
+        let mut expr: Vec<Value> = self.matches.iter().map(Match::to_json).collect();
+        expr.push(self.verdict.to_json());
         expr
     }
 }
@@ -207,6 +392,19 @@ mod tests {
             rule().oif("b").established().accept().to_string(),
             "oifname \"b\" ct state established,related accept"
         );
+        let d = rule()
+            .local_daddr()
+            .dport("tcp", 8080, 8080)
+            .then(Verdict::DnatRandom {
+                backends: vec!["10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap()],
+                port: Some(80),
+            });
+        assert_eq!(d.to_string(), "fib daddr type local meta l4proto tcp th dport 8080 dnat ip to numgen random mod 2 map { 0 : 10.0.0.2, 1 : 10.0.0.3 } : 80");
+        let v = rule().then(Verdict::VipMap(vec![(
+            "10.0.0.9".parse().unwrap(),
+            "svc_web".into(),
+        )]));
+        assert_eq!(v.to_string(), "ip daddr vmap { 10.0.0.9 : goto svc_web }");
     }
 
     #[test]

@@ -29,7 +29,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::packet_core::{
     ErrorMessage, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE,
-    NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use rtnetlink::sys::AsyncSocket;
 use rtnetlink::{
@@ -927,7 +927,17 @@ impl Netlink {
         ctx: &Ctx,
         msg: RouteNetlinkMessage,
     ) -> Result<Vec<RouteNetlinkMessage>, KernelError> {
-        self.request(ctx, msg, NLM_F_REQUEST | NLM_F_DUMP).await
+        // A dump that raced with a change is flagged NLM_F_DUMP_INTR and may be inconsistent:
+        // take it again.
+        for _ in 0..8 {
+            let (out, interrupted) = self
+                .request_flagged(ctx, msg.clone(), NLM_F_REQUEST | NLM_F_DUMP)
+                .await?;
+            if !interrupted {
+                return Ok(out);
+            }
+        }
+        Err(ctx.protocol("the dump kept being interrupted by concurrent changes"))
     }
 
     /// Send one request and collect its replies; succeed only on the final ack / done.
@@ -937,6 +947,18 @@ impl Netlink {
         msg: RouteNetlinkMessage,
         flags: u16,
     ) -> Result<Vec<RouteNetlinkMessage>, KernelError> {
+        self.request_flagged(ctx, msg, flags)
+            .await
+            .map(|(out, _)| out)
+    }
+
+    /// [`Netlink::request`], also telling whether a reply carried `NLM_F_DUMP_INTR`.
+    async fn request_flagged(
+        &self,
+        ctx: &Ctx,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<(Vec<RouteNetlinkMessage>, bool), KernelError> {
         let mut req = NetlinkMessage::from(msg);
         req.header.flags = flags;
         let mut handle = self.handle.clone();
@@ -944,18 +966,20 @@ impl Netlink {
             .request(req)
             .map_err(|_| ctx.protocol("the connection is closed"))?;
         let mut out = Vec::new();
+        let mut interrupted = false;
         while let Some(reply) = replies.next().await {
+            interrupted |= reply.header.flags & NLM_F_DUMP_INTR != 0;
             match reply.payload {
                 NetlinkPayload::InnerMessage(m) => out.push(m),
                 NetlinkPayload::Error(e) => {
                     return match e.code {
-                        None => Ok(out),
+                        None => Ok((out, interrupted)),
                         Some(_) => Err(nl_error(ctx, &e)),
                     };
                 }
                 NetlinkPayload::Done(d) => {
                     return if d.code == 0 {
-                        Ok(out)
+                        Ok((out, interrupted))
                     } else {
                         Err(ctx.os(std::io::Error::from_raw_os_error(d.code.abs())))
                     };
@@ -968,7 +992,7 @@ impl Netlink {
         }
         // A GET without NLM_F_ACK legitimately ends after its single reply.
         if flags & (NLM_F_ACK | NLM_F_DUMP) == 0 && !out.is_empty() {
-            return Ok(out);
+            return Ok((out, interrupted));
         }
         Err(ctx.protocol("the connection closed before the kernel acknowledged the request"))
     }

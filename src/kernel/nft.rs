@@ -6,7 +6,7 @@
 use super::netns::NetnsDir;
 use super::KernelError;
 use crate::firewall::rule::{Chain, Rule};
-use nftables::schema::{self, NfCmd, NfListObject, NfObject, Nftables};
+use nftables::schema::{self, NfCmd, NfListObject, NfObject};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -28,68 +28,148 @@ pub fn rule_tag(rule: &Rule) -> String {
     )
 }
 
-/// The document that replaces `table` (family inet) with `chains`, atomically: add (so the
-/// delete cannot fail), delete, then create it again with its chains and rules.
-pub fn replace_document(table: &str, chains: &[Chain]) -> Result<String, serde_json::Error> {
-    let t = schema::Table {
+fn table_obj(table: &str) -> schema::Table<'_> {
+    schema::Table {
         family: NfFamily::INet,
         name: Cow::Borrowed(table),
         handle: None,
-    };
-    let mut objects = vec![
-        NfObject::CmdObject(NfCmd::Add(NfListObject::Table(t.clone()))),
-        NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(t.clone()))),
-        NfObject::CmdObject(NfCmd::Add(NfListObject::Table(t))),
-    ];
-    for c in chains {
-        objects.push(NfObject::CmdObject(NfCmd::Add(NfListObject::Chain(
-            base_chain(table, c),
-        ))));
-        for r in &c.rules {
-            let expr: Vec<nftables::stmt::Statement> = r
-                .to_json()
-                .into_iter()
-                .map(serde_json::from_value)
-                .collect::<Result<_, _>>()?;
-            let rule = schema::Rule {
-                family: NfFamily::INet,
-                table: Cow::Borrowed(table),
-                chain: Cow::Owned(c.name.clone()),
-                expr: Cow::Owned(expr),
-                handle: None,
-                index: None,
-                comment: Some(Cow::Owned(rule_tag(r))),
-            };
-            objects.push(NfObject::CmdObject(NfCmd::Add(NfListObject::Rule(rule))));
-        }
     }
-    serde_json::to_string(&Nftables {
-        objects: Cow::Owned(objects),
-    })
 }
 
-fn base_chain<'a>(table: &'a str, c: &Chain) -> schema::Chain<'a> {
-    let hook = match c.hook.as_str() {
+fn cmd(c: NfCmd<'_>) -> Result<Value, serde_json::Error> {
+    serde_json::to_value(NfObject::CmdObject(c))
+}
+
+/// A rule command: through the crate's typed schema, or as raw JSON for what its types lack
+/// (anonymous verdict maps, numgen maps).
+fn add_rule(table: &str, chain: &str, r: &Rule) -> Result<Value, serde_json::Error> {
+    let comment = rule_tag(r);
+    if r.verdict.needs_raw_json() {
+        return Ok(
+            serde_json::json!({"add": {"rule": {"family": "inet", "table": table, "chain": chain, "expr": r.to_json(), "comment": comment}}}),
+        );
+    }
+    let expr: Vec<nftables::stmt::Statement> = r
+        .to_json()
+        .into_iter()
+        .map(serde_json::from_value)
+        .collect::<Result<_, _>>()?;
+    let rule = schema::Rule {
+        family: NfFamily::INet,
+        table: Cow::Borrowed(table),
+        chain: Cow::Borrowed(chain),
+        expr: Cow::Owned(expr),
+        handle: None,
+        index: None,
+        comment: Some(Cow::Owned(comment)),
+    };
+    cmd(NfCmd::Add(NfListObject::Rule(rule)))
+}
+
+fn document(objects: Vec<Value>) -> String {
+    serde_json::json!({"nftables": objects}).to_string()
+}
+
+/// The document that replaces `table` (family inet) with `chains`, atomically: add (so the
+/// delete cannot fail), delete, then create it again with its chains and rules.
+pub fn replace_document(table: &str, chains: &[Chain]) -> Result<String, serde_json::Error> {
+    let t = table_obj(table);
+    let mut objects = vec![
+        cmd(NfCmd::Add(NfListObject::Table(t.clone())))?,
+        cmd(NfCmd::Delete(NfListObject::Table(t.clone())))?,
+        cmd(NfCmd::Add(NfListObject::Table(t)))?,
+    ];
+    for c in chains {
+        objects.push(cmd(NfCmd::Add(NfListObject::Chain(chain_obj(table, c))))?);
+    }
+    for c in chains {
+        for r in &c.rules {
+            objects.push(add_rule(table, &c.name, r)?);
+        }
+    }
+    Ok(document(objects))
+}
+
+/// The document that turns `old` into `new` chain by chain: new chains are added, changed
+/// ones flushed and refilled, dropped ones deleted, in one transaction. When a base chain's
+/// hook, type or priority changes, the whole table is replaced instead.
+pub fn update_document(
+    table: &str,
+    old: &[Chain],
+    new: &[Chain],
+) -> Result<String, serde_json::Error> {
+    let props = |c: &Chain| {
+        (
+            c.name.clone(),
+            c.chain_type.clone(),
+            c.hook.clone(),
+            c.priority,
+        )
+    };
+    let same_shape = new.iter().all(|n| {
+        old.iter()
+            .find(|o| o.name == n.name)
+            .is_none_or(|o| props(o) == props(n))
+    });
+    if !same_shape {
+        return replace_document(table, new);
+    }
+    let find = |list: &'_ [Chain], name: &str| list.iter().find(|c| c.name == name).cloned();
+    let mut objects = vec![cmd(NfCmd::Add(NfListObject::Table(table_obj(table))))?];
+    for c in new.iter().filter(|c| find(old, &c.name).is_none()) {
+        objects.push(cmd(NfCmd::Add(NfListObject::Chain(chain_obj(table, c))))?);
+    }
+    let changed: Vec<&Chain> = new
+        .iter()
+        .filter(|c| find(old, &c.name).is_none_or(|o| o.rules != c.rules))
+        .collect();
+    let dropped: Vec<&Chain> = old
+        .iter()
+        .filter(|c| find(new, &c.name).is_none())
+        .collect();
+    for c in changed.iter().copied().chain(dropped.iter().copied()) {
+        objects.push(cmd(NfCmd::Flush(nftables::schema::FlushObject::Chain(
+            chain_obj(table, c),
+        )))?);
+    }
+    for c in &changed {
+        for r in &c.rules {
+            objects.push(add_rule(table, &c.name, r)?);
+        }
+    }
+    for c in dropped {
+        objects.push(cmd(NfCmd::Delete(NfListObject::Chain(chain_obj(
+            table, c,
+        ))))?);
+    }
+    Ok(document(objects))
+}
+
+fn chain_obj<'a>(table: &'a str, c: &Chain) -> schema::Chain<'a> {
+    let mut chain = schema::Chain {
+        family: NfFamily::INet,
+        table: Cow::Borrowed(table),
+        name: Cow::Owned(c.name.clone()),
+        ..Default::default()
+    };
+    if c.hook.is_empty() {
+        return chain;
+    }
+    chain.hook = Some(match c.hook.as_str() {
         "prerouting" => NfHook::Prerouting,
         "input" => NfHook::Input,
         "output" => NfHook::Output,
         "postrouting" => NfHook::Postrouting,
         _ => NfHook::Forward,
-    };
-    schema::Chain {
-        family: NfFamily::INet,
-        table: Cow::Borrowed(table),
-        name: Cow::Owned(c.name.clone()),
-        _type: Some(if c.chain_type == "nat" {
-            NfChainType::NAT
-        } else {
-            NfChainType::Filter
-        }),
-        hook: Some(hook),
-        prio: Some(c.priority),
-        policy: Some(NfChainPolicy::Accept),
-        ..Default::default()
-    }
+    });
+    chain._type = Some(if c.chain_type == "nat" {
+        NfChainType::NAT
+    } else {
+        NfChainType::Filter
+    });
+    chain.prio = Some(c.priority);
+    chain.policy = Some(NfChainPolicy::Accept);
+    chain
 }
 
 /// Run nft with `args` (and `input` on stdin) inside namespace `ns` (None: this one).
@@ -132,6 +212,19 @@ pub fn replace_table(
     let doc = replace_document(table, chains)
         .map_err(|e| super::Ctx::new("build rules", table, ns).invalid(e.to_string()))?;
     nft(dir, ns, &["-j", "-f", "-"], Some(&doc), "load rules").map(|_| ())
+}
+
+/// Change a live table from `old` to `new` chains in one transaction.
+pub fn update_table(
+    dir: &NetnsDir,
+    ns: Option<&str>,
+    table: &str,
+    old: &[Chain],
+    new: &[Chain],
+) -> Result<(), KernelError> {
+    let doc = update_document(table, old, new)
+        .map_err(|e| super::Ctx::new("build rules", table, ns).invalid(e.to_string()))?;
+    nft(dir, ns, &["-j", "-f", "-"], Some(&doc), "update rules").map(|_| ())
 }
 
 pub fn delete_table(dir: &NetnsDir, ns: Option<&str>, table: &str) -> Result<(), KernelError> {

@@ -227,7 +227,13 @@ fn variables(
             Ok(v) => vars.extend(v),
             Err(e) => {
                 let file = sources.add(display_path(&path), text.as_str());
-                let offset: usize = text.lines().take(e.line - 1).map(|l| l.len() + 1).sum();
+                // Sum the lines with their own terminators: `lines()` drops a `\r` too, and
+                // counting one byte per line ends mid-line (even mid-character) in CRLF files.
+                let offset: usize = text
+                    .split_inclusive('\n')
+                    .take(e.line - 1)
+                    .map(str::len)
+                    .sum();
                 diags.push(ConfigError::EnvFile {
                     line: e.line,
                     at: Span::new(file, offset, e.text.len()),

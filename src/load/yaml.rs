@@ -5,7 +5,16 @@
 use super::node::{Node, Value};
 use crate::source::{FileId, Span};
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+/// Deepest nesting of collections accepted. Compose files need about ten levels; without a
+/// bound, a small file such as `- - - - ...` (two bytes a level) overflows the stack of every
+/// recursive walk over the tree.
+pub const MAX_DEPTH: usize = 128;
+
+/// Most values that aliases may add to a document. Without a bound, a few lines of nested
+/// aliases (a "billion laughs" document) expand to billions of values and exhaust memory.
+pub const MAX_ALIAS_VALUES: usize = 100_000;
 
 /// A YAML syntax problem, located in its file.
 #[derive(Debug, Clone)]
@@ -21,6 +30,7 @@ pub fn parse(text: &str, file: FileId) -> Result<Node, SyntaxError> {
         file,
         offsets: &offsets,
         anchors: HashMap::new(),
+        alias_values: 0,
         stack: Vec::new(),
         root: None,
     };
@@ -66,6 +76,9 @@ enum Frame {
     },
     Map {
         entries: Vec<(Node, Node)>,
+        /// The keys of `entries`, so that finding a duplicate is not a scan of the mapping
+        /// (which made a file of thousands of services quadratic to parse).
+        keys: HashSet<Option<String>>,
         pending_key: Option<Node>,
         anchor: usize,
         start: Span,
@@ -75,7 +88,10 @@ enum Frame {
 struct Builder<'a> {
     file: FileId,
     offsets: &'a CharOffsets,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes, with their number of values and depth.
+    anchors: HashMap<usize, (Node, usize, usize)>,
+    /// Values added so far by expanding aliases.
+    alias_values: usize,
     stack: Vec<Frame>,
     root: Option<Node>,
 }
@@ -133,13 +149,28 @@ impl Builder<'_> {
                 self.push(node)?;
             }
             Event::Alias(id) => {
-                let Some(node) = self.anchors.get(&id).cloned() else {
+                let Some((node, values, depth)) = self.anchors.get(&id).cloned() else {
                     return Err(SyntaxError {
                         message: "alias to an unknown anchor".into(),
                         span,
                     });
                 };
+                self.alias_values += values;
+                if self.alias_values > MAX_ALIAS_VALUES {
+                    return Err(SyntaxError {
+                        message: format!(
+                            "aliases expand this document to more than {MAX_ALIAS_VALUES} values"
+                        ),
+                        span,
+                    });
+                }
+                if self.stack.len() + depth > MAX_DEPTH {
+                    return Err(too_deep(span));
+                }
                 self.push(Node { span, ..node })?;
+            }
+            Event::SequenceStart(..) | Event::MappingStart(..) if self.stack.len() >= MAX_DEPTH => {
+                return Err(too_deep(span))
             }
             Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq {
                 items: Vec::new(),
@@ -148,6 +179,7 @@ impl Builder<'_> {
             }),
             Event::MappingStart(anchor, _) => self.stack.push(Frame::Map {
                 entries: Vec::new(),
+                keys: HashSet::new(),
                 pending_key: None,
                 anchor,
                 start: span,
@@ -202,7 +234,8 @@ impl Builder<'_> {
 
     fn remember(&mut self, anchor: usize, node: &Node) {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            let (values, depth) = measure(node);
+            self.anchors.insert(anchor, (node.clone(), values, depth));
         }
     }
 
@@ -212,6 +245,7 @@ impl Builder<'_> {
             Some(Frame::Seq { items, .. }) => items.push(node),
             Some(Frame::Map {
                 entries,
+                keys,
                 pending_key,
                 ..
             }) => match pending_key.take() {
@@ -225,8 +259,8 @@ impl Builder<'_> {
                     *pending_key = Some(node)
                 }
                 Some(key) => {
-                    let duplicate = !is_merge_key(&key)
-                        && entries.iter().any(|(k, _)| k.as_str() == key.as_str());
+                    let duplicate =
+                        !is_merge_key(&key) && !keys.insert(key.as_str().map(String::from));
                     if duplicate {
                         return Err(SyntaxError {
                             message: format!(
@@ -242,6 +276,26 @@ impl Builder<'_> {
         }
         Ok(())
     }
+}
+
+fn too_deep(span: Span) -> SyntaxError {
+    SyntaxError {
+        message: format!("collections are nested more than {MAX_DEPTH} levels deep"),
+        span,
+    }
+}
+
+/// The number of values in a node and its depth (a scalar has depth 0, `[x]` depth 1).
+fn measure(node: &Node) -> (usize, usize) {
+    let children: Vec<&Node> = match &node.value {
+        Value::Seq(items) => items.iter().collect(),
+        Value::Map(entries) => entries.iter().map(|(_, v)| v).collect(),
+        _ => return (1, 0),
+    };
+    children.iter().fold((1, 1), |(n, d), c| {
+        let (cn, cd) = measure(c);
+        (n + cn, d.max(cd + 1))
+    })
 }
 
 fn scalar(text: String, style: ScalarStyle, span: Span) -> Node {
@@ -352,6 +406,24 @@ mod tests {
     fn syntax_error_is_located() {
         let e = parse("a: [1, 2\nb: 3\n", 0).unwrap_err();
         assert!(e.span.offset > 0);
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let e = parse(&format!("x:\n  {}1\n", "- ".repeat(10_000)), 0).unwrap_err();
+        assert!(e.message.contains("nested"), "{}", e.message);
+        assert!(parse(&format!("x:\n  {}1\n", "- ".repeat(20)), 0).is_ok());
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut doc = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..8 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            doc += &format!("a{i}: &a{i} [{refs}]\n");
+        }
+        let e = parse(&doc, 0).unwrap_err();
+        assert!(e.message.contains("aliases expand"), "{}", e.message);
     }
 
     #[test]

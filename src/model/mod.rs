@@ -9,6 +9,7 @@ pub mod endpoints;
 mod files;
 pub mod mac;
 pub mod names;
+pub mod ports;
 pub mod resource;
 
 use crate::ipam::{self, Allocations, IpamError, SubnetPools, Taken};
@@ -41,25 +42,39 @@ pub fn build(project: &Project, ctx: &Context) -> Result<Desired, Vec<IpamError>
     let requests = endpoints::network_requests(project, &replicas);
     let allocations = ipam::allocate(&requests, &ctx.previous, &ctx.taken, &ctx.pools)?;
     let eps = endpoints::endpoints(project, &replicas, &allocations);
-    let mut resources = endpoints::network_resources(project, &allocations);
-    let bridges: Vec<&resource::Bridge> = resources
+    let networks = endpoints::network_resources(project, &allocations);
+    let vips = endpoints::vip_resources(project, &allocations, &eps);
+    let vip_specs: Vec<&resource::Vip> = vips
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::Vip(v) => Some(v),
+            _ => None,
+        })
+        .collect();
+    let bridges: Vec<&resource::Bridge> = networks
         .iter()
         .filter_map(|r| match &r.spec {
             Spec::Bridge(b) => Some(b),
             _ => None,
         })
         .collect();
-    let host_firewall = crate::firewall::host::resources(&project.name, &bridges);
-    resources.extend(host_firewall);
+    let publish = ports::publications(project, &eps, &bridges);
+    let dispatch = crate::firewall::vip::Dispatch::new(vip_specs.iter().copied());
+    let mut resources =
+        crate::firewall::host::resources(&project.name, &bridges, &dispatch, &publish);
+    resources.extend(crate::firewall::replica::resources(
+        project, &replicas, &eps, &vip_specs,
+    ));
     resources.extend(endpoints::namespace_resources(
         project,
         &replicas,
         &eps,
         &allocations,
     ));
-    resources.extend(endpoints::vip_resources(project, &allocations, &eps));
     resources.extend(files::resources(project, &replicas, &eps, ctx));
     resources.extend(dns::resources(project, &replicas, &eps, &allocations));
+    resources.extend(vips);
+    resources.extend(networks);
     resources.sort_by(|a, b| a.address.cmp(&b.address));
     Ok(Desired {
         project: project.name.clone(),

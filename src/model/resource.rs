@@ -179,11 +179,26 @@ pub struct Firewall {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     pub table: String,
-    /// Turn on the host's IPv4 forwarding (needed by masqueraded networks).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub forwarding: bool,
+    /// Sysctls the rules rely on (IPv4 forwarding for masquerade, route_localnet on bridges
+    /// that receive published ports from 127.0.0.1).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sysctls: std::collections::BTreeMap<String, String>,
     pub chains: Vec<crate::firewall::rule::Chain>,
     /// Tags of rules found in the live table that netcompose did not write (observe only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub foreign_rules: Vec<String>,
+}
+
+/// A published port: a host port (range) balanced over the service's replicas. It becomes
+/// rules of the host table; kept apart here so the rules can be built from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publish {
+    pub service: String,
+    pub protocol: crate::spec::Protocol,
+    pub host_ip: Option<IpAddr>,
+    pub published: crate::spec::PortRange,
+    pub target: crate::spec::PortRange,
+    pub backends: Vec<IpAddr>,
+    /// The bridge the backends are reached through.
+    pub bridge: String,
 }

@@ -6,6 +6,8 @@
 
 use crate::apply::{Kernel, ETC_NETNS};
 use crate::firewall::host_table;
+use crate::firewall::replica::REPLICA_TABLE;
+use crate::firewall::rule::Chain;
 use crate::kernel::netlink::{Link as KLink, LinkKind, Netlink, LOOPBACK_INDEX};
 use crate::kernel::{nft, sysctl, KernelError};
 use crate::model::mac::format_mac;
@@ -205,6 +207,16 @@ async fn namespace(
         });
     }
     out.extend(files(t, ns, &ns_address));
+    out.extend(
+        table(
+            k,
+            t,
+            Some(ns),
+            &format!("{ns_address}.firewall"),
+            REPLICA_TABLE,
+        )
+        .await?,
+    );
     Ok(out)
 }
 
@@ -309,62 +321,66 @@ fn files(t: &Templates, ns: &str, ns_address: &str) -> Option<Resource> {
     })
 }
 
-/// The host table: the known rules whose tags are present, in order. A rule changed or added
-/// outside netcompose makes the observed chains differ from the desired ones, so `up` reloads.
+/// The host table.
 async fn firewall(k: &Kernel, t: &Templates<'_>) -> Result<Option<Resource>, KernelError> {
-    let table = host_table(&k.project);
-    let (dir, name) = (k.dir.clone(), table.clone());
-    let tags = tokio::task::spawn_blocking(move || nft::table_tags(&dir, None, &name))
-        .await
-        .map_err(|e| {
-            crate::kernel::Ctx::new("list table", &table, None).invalid(e.to_string())
-        })??;
+    table(k, t, None, "firewall.host", &host_table(&k.project)).await
+}
+
+/// A table of the project: the known rules whose tags are present, in order, and the tags of
+/// rules netcompose did not write, so that any change made outside shows as a difference.
+async fn table(
+    k: &Kernel,
+    t: &Templates<'_>,
+    ns: Option<&str>,
+    address: &str,
+    name: &str,
+) -> Result<Option<Resource>, KernelError> {
+    let (dir, owned_ns, owned_name) = (k.dir.clone(), ns.map(str::to_string), name.to_string());
+    let tags = tokio::task::spawn_blocking(move || {
+        nft::table_tags(&dir, owned_ns.as_deref(), &owned_name)
+    })
+    .await
+    .map_err(|e| crate::kernel::Ctx::new("list table", name, ns).invalid(e.to_string()))??;
     let Some(tags) = tags else { return Ok(None) };
-    let address = "firewall.host";
     let template = match t.get(address).map(|r| &r.spec) {
         Some(Spec::Firewall(f)) => Some(f.clone()),
         _ => None,
     };
     let mut fw = template.clone().unwrap_or(r::Firewall {
-        namespace: None,
-        table: table.clone(),
-        forwarding: false,
+        namespace: ns.map(str::to_string),
+        table: name.to_string(),
+        sysctls: BTreeMap::new(),
         chains: vec![],
         foreign_rules: vec![],
     });
+    let known: Vec<String> = fw
+        .chains
+        .iter()
+        .flat_map(|c| &c.rules)
+        .map(nft::rule_tag)
+        .collect();
     fw.foreign_rules = tags
         .iter()
         .flat_map(|(_, live)| live.iter())
-        .filter(|tag| {
-            !fw.chains
-                .iter()
-                .flat_map(|c| &c.rules)
-                .any(|r| &&nft::rule_tag(r) == tag)
-        })
+        .filter(|tag| !known.contains(tag))
         .cloned()
         .collect();
     fw.chains = tags
         .iter()
-        .map(|(name, live)| {
-            let known = template
+        .map(|(chain_name, live)| {
+            let mut chain = template
                 .as_ref()
-                .and_then(|f| f.chains.iter().find(|c| &c.name == name));
-            let mut chain = known
+                .and_then(|f| f.chains.iter().find(|c| &c.name == chain_name))
                 .cloned()
-                .unwrap_or_else(|| crate::firewall::rule::Chain {
-                    name: name.clone(),
-                    chain_type: String::new(),
-                    hook: String::new(),
-                    priority: 0,
-                    rules: vec![],
-                });
+                .unwrap_or_else(|| Chain::regular(chain_name, vec![]));
             chain.rules.retain(|r| live.contains(&nft::rule_tag(r)));
             chain
         })
         .collect();
-    if fw.forwarding {
-        fw.forwarding =
-            sysctl::read_in(&k.dir, None, "net.ipv4.ip_forward").is_ok_and(|v| v.trim() == "1");
+    for (key, value) in fw.sysctls.iter_mut() {
+        *value = sysctl::read_in(&k.dir, ns, key)
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default();
     }
     let depends_on = t
         .get(address)

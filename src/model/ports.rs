@@ -1,0 +1,60 @@
+//! Published ports: each `ports:` entry with a host port becomes a publication balanced over
+//! the service's replicas, reached through the first non-internal bridge network of the
+//! service (in interface order).
+
+use super::endpoints::Endpoint;
+use super::resource::{Bridge, Publish};
+use crate::spec::{NetworkMode, Project};
+
+pub fn publications(project: &Project, eps: &[Endpoint], bridges: &[&Bridge]) -> Vec<Publish> {
+    let mut out = Vec::new();
+    let mut keys: Vec<&String> = project.services.keys().collect();
+    keys.sort();
+    for key in keys {
+        let svc = &project.services[key];
+        if matches!(
+            svc.network_mode.as_ref().map(|m| &m.value),
+            Some(NetworkMode::Host)
+        ) {
+            continue;
+        }
+        // Interface order: eth0 first.
+        let mut mine: Vec<&Endpoint> = eps
+            .iter()
+            .filter(|e| &e.service == key && e.index == 1)
+            .collect();
+        mine.sort_by_key(|e| e.ifname.clone());
+        let Some(bridge) = mine.iter().find_map(|e| {
+            bridges
+                .iter()
+                .find(|b| b.network == e.network && !b.internal)
+        }) else {
+            continue;
+        };
+        for p in &svc.ports {
+            let Some(published) = p.published else {
+                continue;
+            };
+            let v6 = p.host_ip.is_some_and(|ip| ip.is_ipv6());
+            let backends = eps
+                .iter()
+                .filter(|e| &e.service == key && e.network == bridge.network)
+                .flat_map(|e| e.ips())
+                .filter(|ip| ip.is_ipv6() == v6)
+                .collect::<Vec<_>>();
+            if backends.is_empty() {
+                continue;
+            }
+            out.push(Publish {
+                service: key.clone(),
+                protocol: p.protocol,
+                host_ip: p.host_ip,
+                published,
+                target: p.target,
+                backends,
+                bridge: bridge.name.clone(),
+            });
+        }
+    }
+    out
+}
