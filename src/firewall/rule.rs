@@ -410,10 +410,10 @@ mod tests {
     #[test]
     fn json_shape() {
         let r = rule().saddr("10.0.0.0/24".parse().unwrap()).accept();
-        let j = serde_json::to_string(&r.to_json()).unwrap();
-        assert_eq!(
-            j,
-            r#"[{"match":{"left":{"payload":{"field":"saddr","protocol":"ip"}},"op":"==","right":{"prefix":{"addr":"10.0.0.0","len":24}}}},{"accept":null}]"#
-        );
+        let want = json!([
+            {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": {"prefix": {"addr": "10.0.0.0", "len": 24}}}},
+            {"accept": null}
+        ]);
+        assert_eq!(Value::Array(r.to_json()), want);
     }
 }
