@@ -4,6 +4,7 @@
 //! then observe → apply (kernel).
 
 pub mod apply;
+pub mod check;
 pub mod cli;
 pub mod diag;
 pub mod firewall;

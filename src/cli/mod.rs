@@ -1,6 +1,7 @@
 //! The command line: global options as docker compose has them, one module per command.
 //! Diagnostics become miette reports here, at the edge.
 
+mod check;
 mod config;
 mod context;
 mod down;
@@ -77,6 +78,8 @@ pub enum Command {
     Ps(ps::PsArgs),
     /// Run a command inside a replica's namespace.
     Exec(exec::ExecArgs),
+    /// Probe the file's x-checks from inside the replicas; exit 1 if any fails.
+    Check(check::CheckArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -122,6 +125,7 @@ fn run(cli: &Cli) -> miette::Result<ExitCode> {
         Command::Down => down::run(&cli.global),
         Command::Ps(args) => ps::run(&cli.global, args),
         Command::Exec(args) => exec::run(&cli.global, args),
+        Command::Check(args) => check::run(&cli.global, args),
         Command::Validate => {
             let checked = checked(&cli.global)?;
             eprintln!(

@@ -239,6 +239,16 @@ impl Netlink {
         netns::run_in_fd(fd, || Self::connect(label, rt)).map_err(|e| ctx.errno(e))?
     }
 
+    /// Open a connection in the calling thread's current namespace, naming it `label` in
+    /// errors: for code already running inside a namespace (`NetnsDir::create_then`,
+    /// `NetnsDir::run_in`).
+    pub fn open_current(
+        label: Option<&str>,
+        rt: &tokio::runtime::Handle,
+    ) -> Result<Self, KernelError> {
+        Self::connect(label, rt)
+    }
+
     fn connect(label: Option<&str>, rt: &tokio::runtime::Handle) -> Result<Self, KernelError> {
         let ctx = Ctx::new("open netlink socket", "NETLINK_ROUTE", label);
         // The socket registers with the runtime's reactor when it is created.

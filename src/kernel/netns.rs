@@ -80,6 +80,18 @@ impl NetnsDir {
     /// that name is already there; a stale pin file (a plain file left by a crash, with nothing
     /// mounted on it) is replaced.
     pub fn create(&self, name: &str) -> Result<(), KernelError> {
+        self.create_then(name, || ())
+    }
+
+    /// [`NetnsDir::create`], then run `f` inside the new namespace on the very thread that
+    /// created it, which saves a thread when the next step needs to be inside anyway (e.g.
+    /// opening a netlink socket there with `Netlink::open_current`). `f` runs only if the
+    /// namespace was created and pinned; a panic in `f` is propagated (the namespace stays).
+    pub fn create_then<R, F>(&self, name: &str, f: F) -> Result<R, KernelError>
+    where
+        R: Send,
+        F: FnOnce() -> R + Send,
+    {
         let ctx = Ctx::new("create netns", name, None);
         check_name(&ctx, name)?;
         self.prepare_dir(&ctx)?;
@@ -101,8 +113,8 @@ impl NetnsDir {
             .open(&path)
             .map_err(|e| ctx.os(e))?;
 
-        let bind = std::thread::scope(|s| {
-            s.spawn(|| -> Result<(), Errno> {
+        let outcome = std::thread::scope(|s| {
+            s.spawn(|| -> Result<R, Errno> {
                 unshare(CloneFlags::CLONE_NEWNET)?;
                 mount(
                     Some(THREAD_SELF_NET),
@@ -110,17 +122,19 @@ impl NetnsDir {
                     None::<&str>,
                     MsFlags::MS_BIND,
                     None::<&str>,
-                )
+                )?;
+                Ok(f())
             })
             .join()
         });
-        let result = match bind {
-            Ok(Ok(())) => return Ok(()),
+        let error = match outcome {
+            Ok(Ok(r)) => return Ok(r),
             Ok(Err(e)) => ctx.errno(e),
+            Err(panic) if self.exists(name) => std::panic::resume_unwind(panic),
             Err(_) => ctx.protocol("the namespace thread panicked"),
         };
         let _ = fs::remove_file(&path);
-        Err(result)
+        Err(error)
     }
 
     /// Whether `name` is a live named namespace (a pin file with an nsfs inode mounted on it).
@@ -305,6 +319,15 @@ fn check_name(ctx: &Ctx, name: &str) -> Result<(), KernelError> {
 /// [`NetnsDir::create`] in `/run/netns`.
 pub fn create(name: &str) -> Result<(), KernelError> {
     NetnsDir::system().create(name)
+}
+
+/// [`NetnsDir::create_then`] in `/run/netns`.
+pub fn create_then<R, F>(name: &str, f: F) -> Result<R, KernelError>
+where
+    R: Send,
+    F: FnOnce() -> R + Send,
+{
+    NetnsDir::system().create_then(name, f)
 }
 
 /// [`NetnsDir::exists`] in `/run/netns`.
