@@ -164,19 +164,22 @@ pub fn context(checked: &Checked, previous: &Allocations) -> Context {
         taken,
         pools: Default::default(),
         host_nameservers: crate::observe::host::nameservers(),
+        listening: crate::observe::host::listening(),
     }
 }
 
 /// Build the desired state; IPAM failures become diagnostics at the network's key.
 pub fn build(checked: &Checked, ctx: &Context) -> miette::Result<Desired> {
+    let mut diags = Diagnostics::default();
+    crate::validate::ports_in_use(&checked.project, &ctx.listening, &mut diags);
     let errors = match model::build(&checked.project, ctx) {
-        Ok(d) => {
+        Ok(d) if !diags.has_errors() => {
             crate::graph::build(&d.resources).map_err(|e| miette::miette!("{e}"))?;
             return Ok(d);
         }
+        Ok(_) => Vec::new(),
         Err(errors) => errors,
     };
-    let mut diags = Diagnostics::default();
     for e in errors {
         let network = match &e {
             crate::ipam::IpamError::PoolsExhausted { network, .. }

@@ -27,6 +27,8 @@ pub struct Context {
     pub pools: SubnetPools,
     /// The host's upstream nameservers, for replicas' resolv.conf.
     pub host_nameservers: Vec<String>,
+    /// Sockets bound on the host, which published ports must not collide with.
+    pub listening: Vec<crate::observe::host::Listening>,
 }
 
 /// The desired state of a project.

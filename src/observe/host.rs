@@ -101,10 +101,94 @@ mod tests {
     }
 
     #[test]
+    fn parses_proc_sockets() {
+        let tcp = "  sl  local_address rem_address   st\n   0: 0100007F:1F90 00000000:0000 0A 0\n   1: 0100007F:1F91 00000000:0000 01 0\n";
+        let l = parse_sockets(tcp, crate::spec::Protocol::Tcp, false);
+        assert_eq!(l.len(), 1);
+        assert_eq!(
+            (l[0].addr.to_string(), l[0].port),
+            ("127.0.0.1".to_string(), 8080)
+        );
+        let tcp6 = "  sl  local_address rem_address   st\n   0: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 0\n";
+        assert_eq!(
+            parse_sockets(tcp6, crate::spec::Protocol::Tcp, true)[0]
+                .addr
+                .to_string(),
+            "::"
+        );
+    }
+
+    #[test]
     fn resolv_conf() {
         assert_eq!(
             parse_resolv_conf("# x\nnameserver 10.0.0.1\nsearch a\nnameserver ::1\n"),
             ["10.0.0.1", "::1"]
         );
     }
+}
+
+/// A socket bound on the host: protocol, address and port.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Listening {
+    pub protocol: crate::spec::Protocol,
+    pub addr: std::net::IpAddr,
+    pub port: u16,
+}
+
+/// TCP sockets in LISTEN and bound UDP sockets of this namespace (/proc/net/{tcp,udp}{,6}).
+pub fn listening() -> Vec<Listening> {
+    use crate::spec::Protocol;
+    let mut out = Vec::new();
+    for (file, protocol, v6) in [
+        ("tcp", Protocol::Tcp, false),
+        ("tcp6", Protocol::Tcp, true),
+        ("udp", Protocol::Udp, false),
+        ("udp6", Protocol::Udp, true),
+    ] {
+        let text = std::fs::read_to_string(format!("/proc/net/{file}")).unwrap_or_default();
+        out.extend(parse_sockets(&text, protocol, v6));
+    }
+    out
+}
+
+/// `sl local_address rem_address st ...`; TCP state 0A is LISTEN, UDP 07 is a bound socket.
+pub fn parse_sockets(text: &str, protocol: crate::spec::Protocol, v6: bool) -> Vec<Listening> {
+    let wanted = if protocol == crate::spec::Protocol::Tcp {
+        "0A"
+    } else {
+        "07"
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.get(3) != Some(&wanted) {
+                return None;
+            }
+            let (addr, port) = f.get(1)?.split_once(':')?;
+            let port = u16::from_str_radix(port, 16).ok()?;
+            let addr = if v6 {
+                proc_v6(addr)?
+            } else {
+                std::net::IpAddr::V4(Ipv4Addr::from(
+                    u32::from_str_radix(addr, 16).ok()?.to_ne_bytes(),
+                ))
+            };
+            Some(Listening {
+                protocol,
+                addr,
+                port,
+            })
+        })
+        .collect()
+}
+
+/// /proc/net/*6 prints an IPv6 address as four native-endian 32-bit words.
+fn proc_v6(hex: &str) -> Option<std::net::IpAddr> {
+    let mut bytes = [0u8; 16];
+    for (i, chunk) in bytes.chunks_mut(4).enumerate() {
+        let word = u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16).ok()?;
+        chunk.copy_from_slice(&word.to_ne_bytes());
+    }
+    Some(std::net::IpAddr::V6(Ipv6Addr::from(bytes)))
 }

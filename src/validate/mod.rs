@@ -11,6 +11,7 @@ use crate::diag::{ConfigError, Diagnostics};
 use crate::spec::Project;
 
 pub use ipam::{is_reserved, overlap};
+pub use ports::in_use as ports_in_use;
 
 /// Drivers netcompose builds, and what it says about the others.
 pub const SUPPORTED_DRIVERS: &[&str] = &["bridge", "macvlan", "overlay"];

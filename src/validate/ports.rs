@@ -48,3 +48,39 @@ fn clash(a: &Port, b: &Port) -> bool {
     };
     a.protocol == b.protocol && ip_meets && pa.start <= pb.end && pb.start <= pa.end
 }
+
+/// Published host ports that a socket of the host already holds (a plan-time check: it reads
+/// the machine, so the CLI calls it with what it found).
+pub fn in_use(
+    project: &Project,
+    listening: &[crate::observe::host::Listening],
+    diags: &mut Diagnostics,
+) {
+    for svc in project.services.values() {
+        for port in &svc.ports {
+            let Some(range) = port.published else {
+                continue;
+            };
+            let taken = listening.iter().find(|l| {
+                let ip_meets = match port.host_ip {
+                    Some(ip) if !ip.is_unspecified() => l.addr == ip || l.addr.is_unspecified(),
+                    _ => true,
+                };
+                l.protocol == port.protocol
+                    && ip_meets
+                    && range.start <= l.port
+                    && l.port <= range.end
+            });
+            if let Some(l) = taken {
+                diags.push(ConfigError::Invalid {
+                    message: format!(
+                        "host port {}/{} is already in use on this machine ({}:{})",
+                        l.port, l.protocol, l.addr, l.port
+                    ),
+                    hint: "a process of the host holds it; pick another published port".into(),
+                    at: port.span,
+                });
+            }
+        }
+    }
+}
