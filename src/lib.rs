@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod check;
 pub mod cli;
+pub mod daemon;
 pub mod diag;
 pub mod firewall;
 pub mod graph;

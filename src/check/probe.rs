@@ -18,8 +18,10 @@ pub enum Outcome {
     Open,
     /// The peer answered that nothing listens (TCP reset, ICMP port unreachable).
     Refused,
-    /// Nothing came back: dropped on the way.
-    Timeout,
+    /// Nothing came back, or a local rule refused to send: dropped on the way.
+    Filtered,
+    /// No route to the target.
+    Unreachable,
     /// No address, or the probe could not run.
     Error,
 }
@@ -50,13 +52,7 @@ pub fn run(dir: &NetnsDir, p: &Probe) -> (Outcome, String) {
 fn tcp(to: SocketAddr) -> (Outcome, String) {
     match TcpStream::connect_timeout(&to, TIMEOUT) {
         Ok(_) => (Outcome::Open, format!("connected to {to}")),
-        Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
-            (Outcome::Refused, format!("{to} refused"))
-        }
-        Err(e) if e.kind() == ErrorKind::TimedOut => {
-            (Outcome::Timeout, format!("no answer from {to}"))
-        }
-        Err(e) => (Outcome::Error, e.to_string()),
+        Err(e) => classify(e, to),
     }
 }
 
@@ -74,13 +70,25 @@ fn udp(to: SocketAddr) -> (Outcome, String) {
     };
     match attempt() {
         Ok(()) => (Outcome::Open, format!("answer from {to}")),
-        Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
-            (Outcome::Refused, format!("{to}: port unreachable"))
+        Err(e) => classify(e, to),
+    }
+}
+
+/// What an error says about reachability: refused (the target answered), filtered (a timeout,
+/// or EPERM from a local rule), unreachable (no route).
+fn classify(e: std::io::Error, to: SocketAddr) -> (Outcome, String) {
+    match e.kind() {
+        ErrorKind::ConnectionRefused => (Outcome::Refused, format!("{to}: refused")),
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => {
+            (Outcome::Filtered, format!("no answer from {to}"))
         }
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-            (Outcome::Timeout, format!("no answer from {to}"))
+        ErrorKind::PermissionDenied => {
+            (Outcome::Filtered, format!("{to}: dropped by a local rule"))
         }
-        Err(e) => (Outcome::Error, e.to_string()),
+        ErrorKind::NetworkUnreachable | ErrorKind::HostUnreachable => {
+            (Outcome::Unreachable, format!("{to}: {e}"))
+        }
+        _ => (Outcome::Error, e.to_string()),
     }
 }
 
@@ -92,7 +100,7 @@ fn icmp(to: std::net::IpAddr) -> (Outcome, String) {
         .output();
     match out {
         Ok(o) if o.status.success() => (Outcome::Open, format!("echo reply from {to}")),
-        Ok(_) => (Outcome::Timeout, format!("no echo reply from {to}")),
+        Ok(_) => (Outcome::Filtered, format!("no echo reply from {to}")),
         Err(e) => (Outcome::Error, format!("cannot run ping: {e}")),
     }
 }

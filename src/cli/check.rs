@@ -64,7 +64,10 @@ fn run_one(dir: &NetnsDir, probe: Probe) -> Row {
     let passed = match probe.expect {
         Expect::Reach => outcome.reached(),
         Expect::Blocked => {
-            matches!(outcome, Outcome::Timeout | Outcome::Refused) && probe.address.is_some()
+            matches!(
+                outcome,
+                Outcome::Filtered | Outcome::Refused | Outcome::Unreachable
+            )
         }
     };
     Row {

@@ -4,10 +4,12 @@
 mod check;
 mod config;
 mod context;
+mod daemon;
 mod down;
 mod exec;
 mod graph;
 mod live;
+mod logs;
 mod plan;
 mod ps;
 mod up;
@@ -80,6 +82,11 @@ pub enum Command {
     Exec(exec::ExecArgs),
     /// Probe the file's x-checks from inside the replicas; exit 1 if any fails.
     Check(check::CheckArgs),
+    /// Print the output of the replicas' `x-run` processes.
+    Logs(logs::LogsArgs),
+    /// The project daemon (DNS resolver and x-run processes); started by `up`.
+    #[command(hide = true)]
+    Daemon(daemon::DaemonArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -125,6 +132,8 @@ fn run(cli: &Cli) -> miette::Result<ExitCode> {
         Command::Down => down::run(&cli.global),
         Command::Ps(args) => ps::run(&cli.global, args),
         Command::Exec(args) => exec::run(&cli.global, args),
+        Command::Logs(args) => logs::run(&cli.global, args),
+        Command::Daemon(args) => daemon::run(args),
         Command::Check(args) => check::run(&cli.global, args),
         Command::Validate => {
             let checked = checked(&cli.global)?;

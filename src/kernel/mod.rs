@@ -51,59 +51,42 @@ pub enum ErrorKind {
 /// An error from the kernel layer. The message always reads
 /// `<operation> <object>[ in netns <name>]: <cause>`, for example
 /// `create veth vh-3f2a1b in netns demo-web-1: File exists (os error 17)`.
+///
+/// The subject (operation, object, namespace) is boxed so that the error stays small enough to
+/// be carried around in `Result`s cheaply.
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
     /// A syscall or a netlink request failed with an errno.
-    #[error("{op} {object}{}: {source}{}", in_ns(.netns), kernel_says(.extack))]
+    #[error("{subject}: {source}{}", kernel_says(.extack))]
     Os {
-        op: String,
-        object: String,
-        netns: Option<String>,
+        subject: Box<Ctx>,
         #[source]
         source: io::Error,
-        /// The kernel's extended-ack message, when it sent one (e.g. "Unknown device type").
-        extack: Option<String>,
+        /// The kernel's extended-ack message, when it sent one (e.g. "Nexthop has invalid
+        /// gateway").
+        extack: Option<Box<str>>,
     },
     /// The kernel does not know a link kind: its module is neither built in nor loadable.
     #[error(
-        "{op} {object}{}: link kind `{kind}` is not supported by this kernel \
+        "{subject}: link kind `{kind}` is not supported by this kernel \
          (module `{module}` is neither built in nor loadable; try `modprobe {module}`)",
-        in_ns(.netns)
+        module = module_for_kind(.kind)
     )]
     Unsupported {
-        op: String,
-        object: String,
-        netns: Option<String>,
-        kind: String,
-        module: String,
+        subject: Box<Ctx>,
+        kind: Box<str>,
         #[source]
         source: io::Error,
     },
     /// The netlink conversation itself failed (connection closed, unexpected reply).
-    #[error("{op} {object}{}: netlink: {detail}", in_ns(.netns))]
-    Protocol {
-        op: String,
-        object: String,
-        netns: Option<String>,
-        detail: String,
-    },
+    #[error("{subject}: netlink: {detail}")]
+    Protocol { subject: Box<Ctx>, detail: Box<str> },
     /// The request was refused before reaching the kernel (bad name, bad value).
-    #[error("{op} {object}: {reason}")]
-    Invalid {
-        op: String,
-        object: String,
-        reason: String,
-    },
+    #[error("{subject}: {reason}")]
+    Invalid { subject: Box<Ctx>, reason: Box<str> },
 }
 
-fn in_ns(ns: &Option<String>) -> String {
-    match ns {
-        Some(ns) => format!(" in netns {ns}"),
-        None => String::new(),
-    }
-}
-
-fn kernel_says(extack: &Option<String>) -> String {
+fn kernel_says(extack: &Option<Box<str>>) -> String {
     match extack {
         Some(m) if !m.is_empty() => format!(" (kernel: {m})"),
         _ => String::new(),
@@ -146,23 +129,36 @@ impl KernelError {
         self.kind() == ErrorKind::Unsupported
     }
 
+    /// What was being done, to what, where.
+    pub fn subject(&self) -> &Ctx {
+        match self {
+            KernelError::Os { subject, .. }
+            | KernelError::Unsupported { subject, .. }
+            | KernelError::Protocol { subject, .. }
+            | KernelError::Invalid { subject, .. } => subject,
+        }
+    }
+
     /// The operation, e.g. `create veth`.
     pub fn op(&self) -> &str {
-        match self {
-            KernelError::Os { op, .. }
-            | KernelError::Unsupported { op, .. }
-            | KernelError::Protocol { op, .. }
-            | KernelError::Invalid { op, .. } => op,
-        }
+        &self.subject().op
     }
 
     /// The object the operation was about, e.g. `vh-3f2a1b` or `ifindex 7`.
     pub fn object(&self) -> &str {
+        &self.subject().object
+    }
+
+    /// The namespace the operation ran in, when it was a named one.
+    pub fn netns(&self) -> Option<&str> {
+        self.subject().netns.as_deref()
+    }
+
+    /// The kernel's own explanation (netlink extended ack), when it gave one.
+    pub fn kernel_message(&self) -> Option<&str> {
         match self {
-            KernelError::Os { object, .. }
-            | KernelError::Unsupported { object, .. }
-            | KernelError::Protocol { object, .. }
-            | KernelError::Invalid { object, .. } => object,
+            KernelError::Os { extack, .. } => extack.as_deref(),
+            _ => None,
         }
     }
 }
@@ -194,12 +190,23 @@ fn classify_io(e: &io::Error) -> ErrorKind {
     }
 }
 
-/// Describes an operation while it is in flight, to build [`KernelError`]s tersely.
-#[derive(Debug, Clone)]
-pub(crate) struct Ctx {
+/// The subject of an operation: what is done (`create veth`), to what (`vh-3f2a1b`), in which
+/// named namespace. Builds [`KernelError`]s tersely.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ctx {
     pub op: String,
     pub object: String,
     pub netns: Option<String>,
+}
+
+impl fmt::Display for Ctx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.op, self.object)?;
+        if let Some(ns) = &self.netns {
+            write!(f, " in netns {ns}")?;
+        }
+        Ok(())
+    }
 }
 
 impl Ctx {
@@ -211,13 +218,21 @@ impl Ctx {
         }
     }
 
+    /// An errno-carrying failure of this operation.
     pub fn os(&self, source: io::Error) -> KernelError {
         KernelError::Os {
-            op: self.op.clone(),
-            object: self.object.clone(),
-            netns: self.netns.clone(),
+            subject: Box::new(self.clone()),
             source,
             extack: None,
+        }
+    }
+
+    /// [`Ctx::os`] with the kernel's extended-ack text.
+    pub fn os_with_message(&self, source: io::Error, extack: Option<String>) -> KernelError {
+        KernelError::Os {
+            subject: Box::new(self.clone()),
+            source,
+            extack: extack.map(String::into_boxed_str),
         }
     }
 
@@ -225,20 +240,28 @@ impl Ctx {
         self.os(io::Error::from_raw_os_error(e as i32))
     }
 
+    /// Refused before reaching the kernel.
     pub fn invalid(&self, reason: impl Into<String>) -> KernelError {
         KernelError::Invalid {
-            op: self.op.clone(),
-            object: self.object.clone(),
-            reason: reason.into(),
+            subject: Box::new(self.clone()),
+            reason: reason.into().into_boxed_str(),
         }
     }
 
+    /// The netlink conversation failed.
     pub fn protocol(&self, detail: impl Into<String>) -> KernelError {
         KernelError::Protocol {
-            op: self.op.clone(),
-            object: self.object.clone(),
-            netns: self.netns.clone(),
-            detail: detail.into(),
+            subject: Box::new(self.clone()),
+            detail: detail.into().into_boxed_str(),
+        }
+    }
+
+    /// The kernel lacks link kind `kind`.
+    pub fn unsupported_kind(&self, kind: &str, source: io::Error) -> KernelError {
+        KernelError::Unsupported {
+            subject: Box::new(self.clone()),
+            kind: kind.into(),
+            source,
         }
     }
 }
@@ -272,6 +295,12 @@ mod tests {
         );
         assert!(e.is_exists());
         assert_eq!(e.errno(), Some(17));
+        assert_eq!(e.netns(), Some("demo-web-1"));
+        assert!(std::mem::size_of::<KernelError>() <= 48, "stays small");
+        let u = Ctx::new("create ipvlan", "x", None)
+            .unsupported_kind("ipvlan", io::Error::from_raw_os_error(95));
+        assert!(u.is_unsupported());
+        assert!(u.to_string().contains("module `ipvlan`"), "{u}");
     }
 
     #[test]

@@ -38,7 +38,7 @@ use rtnetlink::{
 };
 
 use super::netns::{self, NetnsDir};
-use super::{module_for_kind, Ctx, KernelError};
+use super::{Ctx, KernelError};
 
 /// The loopback device is ifindex 1 in every network namespace.
 pub const LOOPBACK_INDEX: u32 = 1;
@@ -908,25 +908,13 @@ impl Netlink {
             .request(ctx, RouteNetlinkMessage::NewLink(msg), flags)
             .await
         {
-            Err(KernelError::Os {
-                op,
-                object,
-                netns,
-                source,
-                extack,
-            }) if source.raw_os_error() == Some(nix::libc::EOPNOTSUPP)
-                && extack
-                    .as_deref()
-                    .is_none_or(|m| m.contains("Unknown device type")) =>
+            Err(KernelError::Os { source, extack, .. })
+                if source.raw_os_error() == Some(nix::libc::EOPNOTSUPP)
+                    && extack
+                        .as_deref()
+                        .is_none_or(|m| m.contains("Unknown device type")) =>
             {
-                Err(KernelError::Unsupported {
-                    op,
-                    object,
-                    netns,
-                    kind: kind.to_string(),
-                    module: module_for_kind(kind).to_string(),
-                    source,
-                })
+                Err(ctx.unsupported_kind(kind, source))
             }
             other => other,
         }
@@ -1010,13 +998,10 @@ impl Netlink {
 
 fn nl_error(ctx: &Ctx, e: &ErrorMessage) -> KernelError {
     let errno = e.raw_code().abs();
-    KernelError::Os {
-        op: ctx.op.clone(),
-        object: ctx.object.clone(),
-        netns: ctx.netns.clone(),
-        source: std::io::Error::from_raw_os_error(errno),
-        extack: extack_message(&e.header),
-    }
+    ctx.os_with_message(
+        std::io::Error::from_raw_os_error(errno),
+        extack_message(&e.header),
+    )
 }
 
 /// The `NLMSGERR_ATTR_MSG` text of an extended ack. `payload` is what follows the error code:

@@ -1,0 +1,395 @@
+//! What the daemon serves: built by `up` from the checked project and its desired state, written
+//! to `/run/netcompose/<project>/daemon.json`, and read by the daemon on start and on reload.
+//!
+//! The resolver's records are the model's `dns.<network>` zones (so `plan` shows exactly what
+//! the resolver will answer); this file adds what the daemon needs on top: which networks each
+//! namespace is attached to (in interface order), where each namespace forwards the names the
+//! project does not know, the reverse (PTR) map, and the `x-run` processes.
+
+use crate::model::endpoints::{replicas, Stack};
+use crate::model::{Desired, Spec};
+use crate::spec::Project;
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+/// At most this many upstream servers per namespace (as resolv.conf's MAXNS).
+pub const MAX_UPSTREAMS: usize = 3;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DaemonConfig {
+    pub project: String,
+    /// Directory of the named network namespaces (`/run/netns`).
+    pub netns_dir: PathBuf,
+    /// Directory of the per-namespace files laid over /etc (`/etc/netns`).
+    pub etc_netns: PathBuf,
+    /// Working directory of the `x-run` processes (the project directory).
+    pub working_dir: PathBuf,
+    pub networks: BTreeMap<String, NetworkView>,
+    /// Every namespace the resolver listens in, by name.
+    pub namespaces: BTreeMap<String, NamespaceView>,
+    pub processes: Vec<Process>,
+}
+
+/// The names of one network, as the resolver answers them to replicas attached to it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetworkView {
+    /// Names under which `<name>.<network>` is also answered: the key and the network's name.
+    pub names: Vec<String>,
+    pub internal: bool,
+    pub subnets: Vec<IpNetwork>,
+    /// Lower-case name → addresses on this network.
+    pub records: BTreeMap<String, Vec<IpAddr>>,
+    /// Names whose answer does not change with scaling (replica names): a longer TTL.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub stable: BTreeSet<String>,
+    /// Address → names, for PTR.
+    pub reverse: BTreeMap<IpAddr, Vec<String>>,
+}
+
+/// One namespace the resolver serves (a replica with its own stack).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceView {
+    pub service: String,
+    pub replica: u32,
+    /// Attached networks, in interface order: a name found on two networks answers from the
+    /// first.
+    pub networks: Vec<String>,
+    /// Where names outside the project go; empty: nowhere (REFUSED).
+    pub upstreams: Vec<Upstream>,
+}
+
+/// An upstream DNS server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    /// Query it from the daemon's own (host) namespace: the host's loopback resolvers
+    /// (127.0.0.53 and the like), which a replica's loopback does not have.
+    #[serde(default)]
+    pub from_host: bool,
+}
+
+/// An `x-run` process of one replica.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Process {
+    /// `<service>-<n>`, the prefix of its log lines.
+    pub name: String,
+    pub service: String,
+    pub replica: u32,
+    /// The namespace it runs in (None: the host's, for `network_mode: host`).
+    pub netns: Option<String>,
+    pub argv: Vec<String>,
+    pub restart: RestartPolicy,
+}
+
+/// Compose's `restart:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "policy")]
+pub enum RestartPolicy {
+    #[default]
+    No,
+    Always,
+    OnFailure {
+        /// `on-failure:N`: at most N restarts.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max: Option<u32>,
+    },
+    UnlessStopped,
+}
+
+impl RestartPolicy {
+    /// `no`, `always`, `on-failure[:N]`, `unless-stopped`; anything else is `no`.
+    pub fn parse(s: &str) -> RestartPolicy {
+        let s = s.trim();
+        match s {
+            "always" => RestartPolicy::Always,
+            "unless-stopped" => RestartPolicy::UnlessStopped,
+            "on-failure" => RestartPolicy::OnFailure { max: None },
+            _ => match s.strip_prefix("on-failure:") {
+                Some(n) => RestartPolicy::OnFailure {
+                    max: n.trim().parse().ok(),
+                },
+                None => RestartPolicy::No,
+            },
+        }
+    }
+
+    /// Whether a process that exited with `success` (after `restarts` restarts) runs again.
+    pub fn restarts(&self, success: bool, restarts: u32) -> bool {
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+            RestartPolicy::OnFailure { max } => !success && max.is_none_or(|m| restarts < m),
+        }
+    }
+}
+
+impl DaemonConfig {
+    /// Whether there is anything for a daemon to do.
+    pub fn is_empty(&self) -> bool {
+        self.namespaces.is_empty() && self.processes.is_empty()
+    }
+}
+
+/// Build the daemon's configuration. `host_nameservers` are the host's upstreams (see
+/// [`crate::observe::host::nameservers`]).
+pub fn build(
+    project: &Project,
+    desired: &Desired,
+    host_nameservers: &[String],
+    working_dir: PathBuf,
+) -> DaemonConfig {
+    let mut networks: BTreeMap<String, NetworkView> = BTreeMap::new();
+    for r in &desired.resources {
+        match &r.spec {
+            Spec::Dns(z) => {
+                let net = networks.entry(z.network.clone()).or_default();
+                for (name, ips) in &z.records {
+                    let e = net.records.entry(name.to_ascii_lowercase()).or_default();
+                    for ip in ips {
+                        if !e.contains(ip) {
+                            e.push(*ip);
+                        }
+                    }
+                }
+            }
+            Spec::Bridge(b) => {
+                let net = networks.entry(b.network.clone()).or_default();
+                net.internal = b.internal;
+                net.subnets = b.subnets.clone();
+            }
+            Spec::Macvlan(m) => {
+                networks.entry(m.network.clone()).or_default().subnets = m.subnets.clone();
+            }
+            _ => {}
+        }
+    }
+    for (key, net) in &project.networks {
+        let view = networks.entry(key.clone()).or_default();
+        view.internal |= net.internal;
+        view.names = vec![key.to_ascii_lowercase()];
+        let full = net.name.value.to_ascii_lowercase();
+        if !view.names.contains(&full) {
+            view.names.push(full);
+        }
+    }
+    // Reverse map and stable names: replica names from the links, service names from VIPs.
+    for r in &desired.resources {
+        match &r.spec {
+            Spec::Link(l) => {
+                let Some(net) = networks.get_mut(&l.network) else {
+                    continue;
+                };
+                net.stable.insert(l.namespace.to_ascii_lowercase());
+                for a in &l.addresses {
+                    push_unique(
+                        net.reverse.entry(a.ip()).or_default(),
+                        l.namespace.to_ascii_lowercase(),
+                    );
+                }
+            }
+            Spec::Vip(v) => {
+                if let Some(net) = networks.get_mut(&v.network) {
+                    push_unique(
+                        net.reverse.entry(v.address).or_default(),
+                        v.service.to_ascii_lowercase(),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    let attached = attachments(desired);
+    let host_upstreams = host_upstreams(host_nameservers);
+    let mut namespaces = BTreeMap::new();
+    let mut processes = Vec::new();
+    for rep in replicas(project) {
+        let svc = &project.services[&rep.service];
+        if rep.stack == Stack::Own {
+            if let Some(ns) = &rep.netns {
+                let nets = attached.get(ns.as_str()).cloned().unwrap_or_default();
+                let upstreams = upstreams(svc, &nets, &networks, &host_upstreams);
+                namespaces.insert(
+                    ns.clone(),
+                    NamespaceView {
+                        service: rep.service.clone(),
+                        replica: rep.index,
+                        networks: nets,
+                        upstreams,
+                    },
+                );
+            }
+        }
+        if let Some(run) = svc.run.as_ref().filter(|r| !r.value.is_empty()) {
+            processes.push(Process {
+                name: format!("{}-{}", rep.service, rep.index),
+                service: rep.service.clone(),
+                replica: rep.index,
+                netns: match &rep.stack {
+                    Stack::Host => None,
+                    _ => rep.netns.clone(),
+                },
+                argv: run.value.clone(),
+                restart: svc
+                    .restart
+                    .as_ref()
+                    .map_or(RestartPolicy::No, |r| RestartPolicy::parse(&r.value)),
+            });
+        }
+    }
+    DaemonConfig {
+        project: project.name.clone(),
+        netns_dir: PathBuf::from(crate::kernel::netns::DEFAULT_DIR),
+        etc_netns: PathBuf::from(crate::apply::ETC_NETNS),
+        working_dir,
+        networks,
+        namespaces,
+        processes,
+    }
+}
+
+fn push_unique(v: &mut Vec<String>, s: String) {
+    if !v.contains(&s) {
+        v.push(s);
+    }
+}
+
+/// Each namespace's networks in interface order (eth0, eth1, ...; named interfaces last).
+fn attachments(desired: &Desired) -> BTreeMap<&str, Vec<String>> {
+    let mut links: BTreeMap<&str, Vec<(u32, &str, &str)>> = BTreeMap::new();
+    for r in &desired.resources {
+        if let Spec::Link(l) = &r.spec {
+            let order = l
+                .ifname
+                .strip_prefix("eth")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(u32::MAX);
+            links
+                .entry(l.namespace.as_str())
+                .or_default()
+                .push((order, &l.ifname, &l.network));
+        }
+    }
+    links
+        .into_iter()
+        .map(|(ns, mut v)| {
+            v.sort();
+            (ns, v.into_iter().map(|(_, _, n)| n.to_string()).collect())
+        })
+        .collect()
+}
+
+fn host_upstreams(host: &[String]) -> Vec<Upstream> {
+    host.iter()
+        .filter_map(|s| parse_server(s))
+        .map(|addr| Upstream {
+            addr,
+            from_host: addr.ip().is_loopback(),
+        })
+        .take(MAX_UPSTREAMS)
+        .collect()
+}
+
+/// `1.2.3.4`, `fd00::1`, `1.2.3.4:5353`, `[fd00::1]:5353`; a zone index (`fe80::1%eth0`) is
+/// dropped.
+pub fn parse_server(s: &str) -> Option<SocketAddr> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    let ip: IpAddr = s.split('%').next()?.parse().ok()?;
+    Some(SocketAddr::new(ip, 53))
+}
+
+/// The service's `dns:` servers (addresses, or names of services of the project, resolved as
+/// this replica would), else the host's. A replica attached only to internal networks (or to
+/// none) forwards nowhere, except to `dns:` servers inside its own networks' subnets.
+fn upstreams(
+    svc: &crate::spec::Service,
+    nets: &[String],
+    views: &BTreeMap<String, NetworkView>,
+    host: &[Upstream],
+) -> Vec<Upstream> {
+    let mut out: Vec<Upstream> = Vec::new();
+    if svc.dns.is_empty() {
+        out.extend_from_slice(host);
+    } else {
+        for d in &svc.dns {
+            if let Some(addr) = parse_server(&d.value) {
+                out.push(Upstream {
+                    addr,
+                    from_host: false,
+                });
+                continue;
+            }
+            let name = d.value.to_ascii_lowercase();
+            if let Some(ips) = nets
+                .iter()
+                .filter_map(|n| views.get(n))
+                .find_map(|v| v.records.get(&name))
+            {
+                out.extend(ips.iter().map(|ip| Upstream {
+                    addr: SocketAddr::new(*ip, 53),
+                    from_host: false,
+                }));
+            }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    out.retain(|u| seen.insert(u.addr));
+    let outside = nets
+        .iter()
+        .any(|n| views.get(n).is_some_and(|v| !v.internal));
+    if !outside {
+        let subnets: Vec<&IpNetwork> = nets
+            .iter()
+            .filter_map(|n| views.get(n))
+            .flat_map(|v| &v.subnets)
+            .collect();
+        out.retain(|u| !u.from_host && subnets.iter().any(|s| s.contains(u.addr.ip())));
+    }
+    out.truncate(MAX_UPSTREAMS);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policies() {
+        assert_eq!(RestartPolicy::parse("no"), RestartPolicy::No);
+        assert_eq!(RestartPolicy::parse("always"), RestartPolicy::Always);
+        assert_eq!(
+            RestartPolicy::parse("on-failure:3"),
+            RestartPolicy::OnFailure { max: Some(3) }
+        );
+        assert_eq!(RestartPolicy::parse("bogus"), RestartPolicy::No);
+        let f = RestartPolicy::OnFailure { max: Some(2) };
+        assert!(f.restarts(false, 1) && !f.restarts(false, 2) && !f.restarts(true, 0));
+        assert!(RestartPolicy::UnlessStopped.restarts(true, 100));
+        assert!(!RestartPolicy::No.restarts(false, 0));
+    }
+
+    #[test]
+    fn servers() {
+        assert_eq!(
+            parse_server("10.0.0.1"),
+            Some("10.0.0.1:53".parse().unwrap())
+        );
+        assert_eq!(
+            parse_server("[fd00::1]:5353"),
+            Some("[fd00::1]:5353".parse().unwrap())
+        );
+        assert_eq!(
+            parse_server("fe80::1%eth0"),
+            Some("[fe80::1]:53".parse().unwrap())
+        );
+        assert_eq!(parse_server("resolver"), None);
+        let h = host_upstreams(&["127.0.0.53".into(), "10.0.0.1".into()]);
+        assert!(h[0].from_host && !h[1].from_host);
+    }
+}

@@ -1,0 +1,441 @@
+//! The request handler: one packet in, one decision out. Pure and total: any byte string gives
+//! an [`Outcome`] without panicking (the fuzz test in tests/dns.rs holds it to that).
+//!
+//! - Too short to carry a header, or a response (QR set): dropped, so that two resolvers can
+//!   never ping-pong.
+//! - Not a standard query: NOTIMP. Not exactly one question, or counts no query carries
+//!   (answers, or more than a few records in the other sections), or undecodable: FORMERR,
+//!   checked on the raw header before decoding so that a 12-byte packet claiming 65,535
+//!   records costs nothing.
+//! - EDNS version above 0: BADVERS. An EDNS query gets an OPT record back; the UDP answer fits
+//!   the client's advertised size (512 bytes without EDNS), else it is sent with TC set and no
+//!   answers, and the client retries over TCP.
+//! - A, AAAA, ANY and PTR for the project's names are answered here, authoritatively; other
+//!   types of a project name get an empty NOERROR (the name exists). Everything else is
+//!   forwarded when the namespace has upstreams, and REFUSED when it has none.
+
+use super::{parse_arpa, Snapshot};
+use hickory_proto::op::{Edns, Message, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, PTR};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use std::net::IpAddr;
+
+/// The largest UDP answer we send, whatever the client advertises.
+pub const MAX_UDP: usize = 4096;
+/// Our EDNS buffer size (the largest query we read).
+pub const EDNS_PAYLOAD: u16 = 4096;
+/// A query has no business carrying more records than this in authority or additional.
+const MAX_EXTRA_RECORDS: u16 = 8;
+
+/// What to do with a packet.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    /// Send this back.
+    Reply(Vec<u8>),
+    /// Ask the namespace's upstreams (the packet is forwarded as it is, under a new ID).
+    Forward,
+    /// Say nothing.
+    Drop,
+}
+
+/// The transport a query came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// Handle one query that arrived in namespace `ns`.
+pub fn handle(snap: &Snapshot, ns: &str, packet: &[u8], transport: Transport) -> Outcome {
+    if packet.len() < 12 || packet[2] & 0x80 != 0 {
+        return Outcome::Drop;
+    }
+    let count = |i: usize| u16::from_be_bytes([packet[i], packet[i + 1]]);
+    let opcode = (packet[2] >> 3) & 0x0f;
+    if opcode != 0 {
+        return Outcome::Reply(header_only(packet, ResponseCode::NotImp));
+    }
+    if count(4) != 1
+        || count(6) != 0
+        || count(8) > MAX_EXTRA_RECORDS
+        || count(10) > MAX_EXTRA_RECORDS
+    {
+        return Outcome::Reply(header_only(packet, ResponseCode::FormErr));
+    }
+    let Ok(req) = Message::from_vec(packet) else {
+        return Outcome::Reply(header_only(packet, ResponseCode::FormErr));
+    };
+    let Some(view) = snap.namespaces.get(ns) else {
+        return Outcome::Reply(header_only(packet, ResponseCode::Refused));
+    };
+    let forwards = !view.upstreams.is_empty();
+    let Some(query) = req.queries.first() else {
+        return Outcome::Reply(header_only(packet, ResponseCode::FormErr));
+    };
+    let mut resp = Message::response(req.metadata.id, OpCode::Query);
+    resp.metadata = Metadata::response_from_request(&req.metadata);
+    resp.metadata.recursion_available = forwards;
+    resp.add_query(query.clone());
+    if let Some(edns) = &req.edns {
+        let mut e = Edns::new();
+        e.set_max_payload(EDNS_PAYLOAD);
+        resp.set_edns(e);
+        if edns.version() > 0 {
+            resp.metadata.response_code = ResponseCode::BADVERS;
+            return finish(resp, &req, transport);
+        }
+    }
+    let class = query.query_class();
+    if class != DNSClass::IN && class != DNSClass::ANY {
+        return refuse_or_forward(resp, &req, transport, forwards);
+    }
+    let qname = query.name();
+    let name = lower_name(qname);
+    let qtype = query.query_type();
+
+    if qtype == RecordType::PTR {
+        if let Some(ip) = parse_arpa(&name) {
+            return match snap.reverse(view, ip) {
+                Ok(names) => {
+                    resp.metadata.authoritative = true;
+                    for n in names {
+                        if let Ok(target) = Name::from_ascii(format!("{n}.")) {
+                            resp.add_answer(Record::from_rdata(
+                                qname.clone(),
+                                super::STABLE_TTL,
+                                RData::PTR(PTR(target)),
+                            ));
+                        }
+                    }
+                    finish(resp, &req, transport)
+                }
+                Err(true) => {
+                    resp.metadata.authoritative = true;
+                    resp.metadata.response_code = ResponseCode::NXDomain;
+                    finish(resp, &req, transport)
+                }
+                Err(false) => refuse_or_forward(resp, &req, transport, forwards),
+            };
+        }
+    }
+    let Some(entry) = snap.lookup(view, &name) else {
+        return refuse_or_forward(resp, &req, transport, forwards);
+    };
+    resp.metadata.authoritative = true;
+    let want_v4 = matches!(qtype, RecordType::A | RecordType::ANY);
+    let want_v6 = matches!(qtype, RecordType::AAAA | RecordType::ANY);
+    let mut addrs: Vec<IpAddr> = entry
+        .addrs
+        .iter()
+        .copied()
+        .filter(|a| (a.is_ipv4() && want_v4) || (a.is_ipv6() && want_v6))
+        .collect();
+    if addrs.len() > 1 {
+        fastrand::shuffle(&mut addrs);
+    }
+    for a in addrs {
+        let rdata = match a {
+            IpAddr::V4(v4) => RData::A(A(v4)),
+            IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+        };
+        resp.add_answer(Record::from_rdata(qname.clone(), entry.ttl, rdata));
+    }
+    finish(resp, &req, transport)
+}
+
+fn refuse_or_forward(mut resp: Message, req: &Message, t: Transport, forwards: bool) -> Outcome {
+    if forwards {
+        return Outcome::Forward;
+    }
+    resp.metadata.response_code = ResponseCode::Refused;
+    finish(resp, req, t)
+}
+
+/// Encode, truncating to what the transport and the client allow.
+fn finish(mut resp: Message, req: &Message, transport: Transport) -> Outcome {
+    let limit = match transport {
+        Transport::Tcp => usize::from(u16::MAX),
+        Transport::Udp => req
+            .edns
+            .as_ref()
+            .map_or(512, |e| usize::from(e.max_payload()).clamp(512, MAX_UDP)),
+    };
+    match resp.to_vec() {
+        Ok(bytes) if bytes.len() <= limit => Outcome::Reply(bytes),
+        Ok(_) => {
+            resp.answers.clear();
+            resp.metadata.truncation = true;
+            resp.to_vec().map_or(Outcome::Drop, Outcome::Reply)
+        }
+        Err(_) => Outcome::Drop,
+    }
+}
+
+/// The query name in lower case, without the trailing dot.
+pub fn lower_name(name: &Name) -> String {
+    let mut s = name.to_lowercase().to_ascii();
+    if s.ends_with('.') {
+        s.pop();
+    }
+    s
+}
+
+/// A 12-byte answer: the query's ID, opcode and RD, QR and RA set, the given code, no sections.
+pub fn header_only(packet: &[u8], code: ResponseCode) -> Vec<u8> {
+    let mut h = vec![0u8; 12];
+    h[0] = packet[0];
+    h[1] = packet[1];
+    h[2] = 0x80 | (packet[2] & 0x79); // QR, opcode, RD
+    h[3] = 0x80 | (u16::from(code) & 0x0f) as u8; // RA, rcode
+    h
+}
+
+/// SERVFAIL for a query (the upstreams failed): the question is copied when it decodes.
+pub fn servfail(packet: &[u8]) -> Vec<u8> {
+    if packet.len() < 12 {
+        return Vec::new();
+    }
+    if let Ok(req) = Message::from_vec(packet) {
+        let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
+        resp.metadata = Metadata::response_from_request(&req.metadata);
+        resp.metadata.recursion_available = true;
+        resp.metadata.response_code = ResponseCode::ServFail;
+        resp.add_queries(req.queries.iter().cloned());
+        if req.edns.is_some() {
+            let mut e = Edns::new();
+            e.set_max_payload(EDNS_PAYLOAD);
+            resp.set_edns(e);
+        }
+        if let Ok(b) = resp.to_vec() {
+            return b;
+        }
+    }
+    header_only(packet, ResponseCode::ServFail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::config::{DaemonConfig, NamespaceView, NetworkView, Upstream};
+    use hickory_proto::op::Query;
+
+    fn snap() -> Snapshot {
+        let mut cfg = DaemonConfig::default();
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let mut front = NetworkView {
+            names: vec!["front".into(), "p_front".into()],
+            subnets: vec!["10.1.0.0/24".parse().unwrap()],
+            ..Default::default()
+        };
+        front.records.insert("web".into(), vec![ip("10.1.0.100")]);
+        front
+            .records
+            .insert("tasks.web".into(), vec![ip("10.1.0.2"), ip("10.1.0.3")]);
+        front.records.insert("p-web-1".into(), vec![ip("10.1.0.2")]);
+        front.stable.insert("p-web-1".into());
+        front.reverse.insert(ip("10.1.0.2"), vec!["p-web-1".into()]);
+        let big: Vec<IpAddr> = (2..60).map(|i| ip(&format!("10.1.0.{i}"))).collect();
+        front.records.insert("tasks.big".into(), big);
+        let mut back = NetworkView {
+            names: vec!["back".into()],
+            subnets: vec!["10.2.0.0/24".parse().unwrap()],
+            internal: true,
+            ..Default::default()
+        };
+        back.records.insert("db".into(), vec![ip("10.2.0.5")]);
+        cfg.networks.insert("front".into(), front);
+        cfg.networks.insert("back".into(), back);
+        cfg.namespaces.insert(
+            "p-client-1".into(),
+            NamespaceView {
+                service: "client".into(),
+                replica: 1,
+                networks: vec!["front".into()],
+                upstreams: vec![Upstream {
+                    addr: "198.18.0.1:53".parse().unwrap(),
+                    from_host: false,
+                }],
+            },
+        );
+        cfg.namespaces.insert(
+            "p-db-1".into(),
+            NamespaceView {
+                service: "db".into(),
+                replica: 1,
+                networks: vec!["back".into()],
+                upstreams: vec![],
+            },
+        );
+        Snapshot::compile(&cfg, 1)
+    }
+
+    fn query(name: &str, t: RecordType, edns: Option<u16>) -> Vec<u8> {
+        let mut m = Message::query();
+        m.metadata.recursion_desired = true;
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+        if let Some(p) = edns {
+            let mut e = Edns::new();
+            e.set_max_payload(p);
+            m.set_edns(e);
+        }
+        m.to_vec().unwrap()
+    }
+
+    fn reply(o: Outcome) -> Message {
+        match o {
+            Outcome::Reply(b) => Message::from_vec(&b).unwrap(),
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    fn ips(m: &Message) -> Vec<String> {
+        let mut v: Vec<String> = m
+            .answers
+            .iter()
+            .map(|r| match &r.data {
+                RData::A(a) => a.0.to_string(),
+                RData::AAAA(a) => a.0.to_string(),
+                RData::PTR(p) => p.0.to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn answers_names_of_shared_networks_only() {
+        let s = snap();
+        let q = query("web.", RecordType::A, None);
+        let m = reply(handle(&s, "p-client-1", &q, Transport::Udp));
+        assert_eq!(ips(&m), ["10.1.0.100"]);
+        assert!(m.metadata.authoritative && m.metadata.recursion_available);
+        assert_eq!(m.answers[0].ttl, crate::daemon::resolver::SCALING_TTL);
+        let m = reply(handle(
+            &s,
+            "p-client-1",
+            &query("TASKS.Web.", RecordType::A, None),
+            Transport::Udp,
+        ));
+        assert_eq!(ips(&m), ["10.1.0.2", "10.1.0.3"]);
+        let m = reply(handle(
+            &s,
+            "p-client-1",
+            &query("p-web-1.p_front.", RecordType::A, None),
+            Transport::Udp,
+        ));
+        assert_eq!(ips(&m), ["10.1.0.2"]);
+        assert_eq!(m.answers[0].ttl, crate::daemon::resolver::STABLE_TTL);
+        // db is on `back` only: the client forwards the name, as any other.
+        assert_eq!(
+            handle(
+                &s,
+                "p-client-1",
+                &query("db.", RecordType::A, None),
+                Transport::Udp
+            ),
+            Outcome::Forward
+        );
+        // db itself has no upstream: REFUSED, fast.
+        let m = reply(handle(
+            &s,
+            "p-db-1",
+            &query("example.com.", RecordType::A, None),
+            Transport::Udp,
+        ));
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        assert!(!m.metadata.recursion_available);
+        // A name that exists but has no AAAA: NODATA.
+        let m = reply(handle(
+            &s,
+            "p-client-1",
+            &query("web.", RecordType::AAAA, None),
+            Transport::Udp,
+        ));
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.answers.is_empty());
+    }
+
+    #[test]
+    fn reverse_lookups() {
+        let s = snap();
+        let m = reply(handle(
+            &s,
+            "p-client-1",
+            &query("2.0.1.10.in-addr.arpa.", RecordType::PTR, None),
+            Transport::Udp,
+        ));
+        assert_eq!(ips(&m), ["p-web-1."]);
+        let m = reply(handle(
+            &s,
+            "p-client-1",
+            &query("77.0.1.10.in-addr.arpa.", RecordType::PTR, None),
+            Transport::Udp,
+        ));
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(
+            handle(
+                &s,
+                "p-client-1",
+                &query("5.0.2.10.in-addr.arpa.", RecordType::PTR, None),
+                Transport::Udp
+            ),
+            Outcome::Forward
+        );
+    }
+
+    #[test]
+    fn truncation_and_edns() {
+        let s = snap();
+        let q = query("tasks.big.", RecordType::A, None);
+        let m = reply(handle(&s, "p-client-1", &q, Transport::Udp));
+        assert!(m.metadata.truncation && m.answers.is_empty());
+        let m = reply(handle(&s, "p-client-1", &q, Transport::Tcp));
+        assert!(!m.metadata.truncation);
+        assert_eq!(m.answers.len(), 58);
+        let q = query("tasks.big.", RecordType::A, Some(1232));
+        let m = reply(handle(&s, "p-client-1", &q, Transport::Udp));
+        assert!(!m.metadata.truncation && m.edns.is_some());
+        assert_eq!(m.answers.len(), 58);
+        // EDNS version 1: BADVERS.
+        let mut bad = Message::from_vec(&q).unwrap();
+        bad.edns.as_mut().unwrap().set_version(1);
+        let m = reply(handle(
+            &s,
+            "p-client-1",
+            &bad.to_vec().unwrap(),
+            Transport::Udp,
+        ));
+        assert_eq!(m.metadata.response_code, ResponseCode::BADVERS);
+    }
+
+    #[test]
+    fn malformed_packets() {
+        let s = snap();
+        assert_eq!(
+            handle(&s, "p-client-1", &[1, 2, 3], Transport::Udp),
+            Outcome::Drop
+        );
+        let mut q = query("web.", RecordType::A, None);
+        q[2] |= 0x80;
+        assert_eq!(handle(&s, "p-client-1", &q, Transport::Udp), Outcome::Drop);
+        let mut q = query("web.", RecordType::A, None);
+        q[5] = 2;
+        let m = reply(handle(&s, "p-client-1", &q, Transport::Udp));
+        assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+        let q = query("web.", RecordType::A, None);
+        let m = reply(handle(&s, "p-client-1", &q[..q.len() - 2], Transport::Udp));
+        assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+        let mut q = query("web.", RecordType::A, None);
+        q[2] |= 2 << 3;
+        let m = reply(handle(&s, "p-client-1", &q, Transport::Udp));
+        assert_eq!(m.metadata.response_code, ResponseCode::NotImp);
+        let m = reply(handle(
+            &s,
+            "nobody",
+            &query("web.", RecordType::A, None),
+            Transport::Udp,
+        ));
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    }
+}

@@ -1,0 +1,585 @@
+//! `x-run`: a service's command, once per replica, inside the replica's namespace.
+//!
+//! Each process is started as `netcompose exec` would run it: in the replica's network
+//! namespace, in a mount namespace of its own where /etc/netns/<ns>/* is bind-mounted over
+//! /etc/* and /sys is the namespace's. All of that happens in the child between fork and exec
+//! (`pre_exec`), so no thread of the daemon ever changes namespace. The child leads a process
+//! group of its own (stop signals go to the whole group) and has PR_SET_PDEATHSIG=SIGKILL, so
+//! if the daemon dies (even by SIGKILL) its processes die with it and the next daemon starts
+//! them afresh, never twice. Children are forked from the daemon's main thread, which lives as
+//! long as the daemon: the death signal follows the thread that forked.
+//!
+//! stdout and stderr go line by line to the project log (`web-1 | ...`). `restart:` is
+//! honoured with Docker's back-off (100 ms doubling to 10 s, reset after 10 s of running);
+//! `unless-stopped` behaves as `always`, since only `down` stops a process. A process whose
+//! command or namespace changed is stopped (SIGTERM to its group, SIGKILL after
+//! [`GRACE`]) and the new one started once the old one is gone, so a port is never held twice.
+
+use super::config::{DaemonConfig, Process, RestartPolicy};
+use super::logs::{LogSink, EVENT, OUTPUT};
+use crate::kernel::NetnsDir;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::mpsc;
+
+/// Between SIGTERM and SIGKILL.
+pub const GRACE: Duration = Duration::from_secs(5);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A process that ran this long restarts with the minimal back-off again.
+const RESET_AFTER: Duration = Duration::from_secs(10);
+/// Longest line kept from a process's output.
+const MAX_LINE: usize = 16 << 10;
+
+/// What the runner's tasks report to the supervisor loop.
+#[derive(Debug)]
+pub enum Event {
+    Exited {
+        name: String,
+        pid: i32,
+        status: Option<ExitStatus>,
+    },
+    RestartDue {
+        name: String,
+        token: u64,
+    },
+    Kill {
+        name: String,
+        pid: i32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum State {
+    Running {
+        pid: i32,
+    },
+    /// Asked to stop; `next` starts once it is gone (None: removed, or stopped for good).
+    Stopping {
+        pid: i32,
+        next: Option<Box<Process>>,
+    },
+    Waiting {
+        until: Instant,
+    },
+    Exited {
+        status: String,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+struct Proc {
+    def: Process,
+    ns_ino: Option<u64>,
+    state: State,
+    restarts: u32,
+    started: Instant,
+    backoff: Duration,
+    token: u64,
+    removed: bool,
+}
+
+/// One process as `ps` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcStatus {
+    pub name: String,
+    pub service: String,
+    /// `running`, `stopping`, `restarting`, `exited`, `failed`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    pub restarts: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+pub struct Runner {
+    procs: HashMap<String, Proc>,
+    events: mpsc::UnboundedSender<Event>,
+    log: Arc<LogSink>,
+    netns_dir: PathBuf,
+    etc_netns: PathBuf,
+    working_dir: PathBuf,
+    shutting_down: bool,
+}
+
+impl Runner {
+    pub fn new(log: Arc<LogSink>, events: mpsc::UnboundedSender<Event>) -> Runner {
+        Runner {
+            procs: HashMap::new(),
+            events,
+            log,
+            netns_dir: PathBuf::from(crate::kernel::netns::DEFAULT_DIR),
+            etc_netns: PathBuf::from(crate::apply::ETC_NETNS),
+            working_dir: PathBuf::from("/"),
+            shutting_down: false,
+        }
+    }
+
+    /// Bring the processes in line with `cfg`. Must run on the daemon's main thread.
+    pub fn apply(&mut self, cfg: &DaemonConfig) -> Vec<String> {
+        self.netns_dir = cfg.netns_dir.clone();
+        self.etc_netns = cfg.etc_netns.clone();
+        self.working_dir = cfg.working_dir.clone();
+        let mut errors = Vec::new();
+        let wanted: HashMap<&str, &Process> =
+            cfg.processes.iter().map(|p| (p.name.as_str(), p)).collect();
+        let gone: Vec<String> = self
+            .procs
+            .keys()
+            .filter(|n| !wanted.contains_key(n.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.remove(&name);
+        }
+        let mut names: Vec<&&str> = wanted.keys().collect();
+        names.sort();
+        for name in names {
+            let def = wanted[*name];
+            let ino = self.ns_ino(def.netns.as_deref());
+            match self.procs.get_mut(*name) {
+                None => {
+                    self.procs.insert(
+                        def.name.clone(),
+                        Proc {
+                            def: def.clone(),
+                            ns_ino: ino,
+                            state: State::Exited {
+                                status: "not started".into(),
+                            },
+                            restarts: 0,
+                            started: Instant::now(),
+                            backoff: BACKOFF_MIN,
+                            token: 0,
+                            removed: false,
+                        },
+                    );
+                    if let Err(e) = self.start(name) {
+                        errors.push(e);
+                    }
+                }
+                Some(p) => {
+                    let changed = p.def.argv != def.argv || p.def.netns != def.netns;
+                    let moved = ino.is_some() && p.ns_ino != ino;
+                    p.def.restart = def.restart;
+                    p.removed = false;
+                    if !(changed || moved) {
+                        continue;
+                    }
+                    let why = if changed {
+                        "its command changed"
+                    } else {
+                        "its namespace was made again"
+                    };
+                    self.log.line(name, EVENT, &format!("restarting: {why}"));
+                    match p.state.clone() {
+                        State::Running { pid } => {
+                            p.state = State::Stopping {
+                                pid,
+                                next: Some(Box::new(def.clone())),
+                            };
+                            terminate(pid, &self.events, name);
+                        }
+                        State::Stopping { pid, .. } => {
+                            p.state = State::Stopping {
+                                pid,
+                                next: Some(Box::new(def.clone())),
+                            };
+                        }
+                        _ => {
+                            p.def = def.clone();
+                            p.restarts = 0;
+                            if let Err(e) = self.start(name) {
+                                errors.push(e);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        errors
+    }
+
+    fn ns_ino(&self, ns: Option<&str>) -> Option<u64> {
+        let ns = ns?;
+        std::fs::metadata(self.netns_dir.join(ns))
+            .ok()
+            .map(|m| m.ino())
+    }
+
+    fn remove(&mut self, name: &str) {
+        let Some(p) = self.procs.get_mut(name) else {
+            return;
+        };
+        p.removed = true;
+        match p.state {
+            State::Running { pid } => {
+                p.state = State::Stopping { pid, next: None };
+                self.log
+                    .line(name, EVENT, "stopping: removed from the project");
+                terminate(pid, &self.events, name);
+            }
+            State::Stopping { pid, .. } => p.state = State::Stopping { pid, next: None },
+            _ => {
+                self.procs.remove(name);
+            }
+        }
+    }
+
+    /// Start (or start again) `name` from its current definition.
+    fn start(&mut self, name: &str) -> Result<(), String> {
+        let netns_dir = NetnsDir::new(&self.netns_dir);
+        let etc = self.etc_netns.clone();
+        let wd = self.working_dir.clone();
+        let Some(p) = self.procs.get_mut(name) else {
+            return Ok(());
+        };
+        p.ns_ino = p
+            .def
+            .netns
+            .as_deref()
+            .and_then(|ns| std::fs::metadata(netns_dir.path(ns)).ok().map(|m| m.ino()));
+        match spawn(&p.def, &netns_dir, &etc, &wd) {
+            Ok(mut child) => {
+                let pid = child.id().map_or(0, |id| id as i32);
+                p.state = State::Running { pid };
+                p.started = Instant::now();
+                self.log.line(name, EVENT, &format!("started (pid {pid})"));
+                if let Some(out) = child.stdout.take() {
+                    tokio::spawn(pump(out, name.to_string(), self.log.clone()));
+                }
+                if let Some(err) = child.stderr.take() {
+                    tokio::spawn(pump(err, name.to_string(), self.log.clone()));
+                }
+                let tx = self.events.clone();
+                let n = name.to_string();
+                tokio::spawn(async move {
+                    let status = child.wait().await.ok();
+                    let _ = tx.send(Event::Exited {
+                        name: n,
+                        pid,
+                        status,
+                    });
+                });
+                Ok(())
+            }
+            Err(e) => {
+                let msg = format!("{name}: cannot start {:?}: {e}", p.def.argv);
+                self.log.line(name, EVENT, &format!("cannot start: {e}"));
+                p.state = State::Failed { error: e };
+                Err(msg)
+            }
+        }
+    }
+
+    /// Handle what a task reported.
+    pub fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Kill { name, pid } => {
+                let still = self
+                    .procs
+                    .get(&name)
+                    .is_some_and(|p| matches!(p.state, State::Stopping { pid: q, .. } if q == pid));
+                if still {
+                    self.log.line(&name, EVENT, "did not stop in time: SIGKILL");
+                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+            Event::RestartDue { name, token } => {
+                let due = self
+                    .procs
+                    .get(&name)
+                    .is_some_and(|p| p.token == token && matches!(p.state, State::Waiting { .. }));
+                if due && !self.shutting_down {
+                    if let Some(p) = self.procs.get_mut(&name) {
+                        p.restarts += 1;
+                    }
+                    let _ = self.start(&name);
+                }
+            }
+            Event::Exited { name, pid, status } => self.exited(&name, pid, status),
+        }
+    }
+
+    fn exited(&mut self, name: &str, pid: i32, status: Option<ExitStatus>) {
+        let Some(p) = self.procs.get_mut(name) else {
+            return;
+        };
+        let described = describe(status);
+        // Whatever is left of its group goes too.
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        match p.state.clone() {
+            State::Stopping { pid: q, next } if q == pid => {
+                self.log
+                    .line(name, EVENT, &format!("stopped ({described})"));
+                match next {
+                    Some(def) if !self.shutting_down => {
+                        p.def = *def;
+                        p.restarts = 0;
+                        p.backoff = BACKOFF_MIN;
+                        let _ = self.start(name);
+                    }
+                    _ if p.removed => {
+                        self.procs.remove(name);
+                    }
+                    _ => p.state = State::Exited { status: described },
+                }
+            }
+            State::Running { pid: q } if q == pid => {
+                let success = status.is_some_and(|s| s.success());
+                let ran = p.started.elapsed();
+                if ran >= RESET_AFTER {
+                    p.backoff = BACKOFF_MIN;
+                }
+                if !self.shutting_down && p.def.restart.restarts(success, p.restarts) {
+                    let delay = p.backoff;
+                    p.backoff = (p.backoff * 2).min(BACKOFF_MAX);
+                    p.token += 1;
+                    p.state = State::Waiting {
+                        until: Instant::now() + delay,
+                    };
+                    self.log.line(
+                        name,
+                        EVENT,
+                        &format!(
+                            "{described}; restarting in {} ms ({})",
+                            delay.as_millis(),
+                            policy_name(p.def.restart)
+                        ),
+                    );
+                    let tx = self.events.clone();
+                    let (n, token) = (name.to_string(), p.token);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = tx.send(Event::RestartDue { name: n, token });
+                    });
+                } else {
+                    self.log.line(name, EVENT, &described);
+                    p.state = State::Exited { status: described };
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether some process is still running or stopping.
+    pub fn busy(&self) -> bool {
+        self.procs
+            .values()
+            .any(|p| matches!(p.state, State::Running { .. } | State::Stopping { .. }))
+    }
+
+    /// Stop everything (SIGTERM now, SIGKILL after [`GRACE`]) and restart nothing.
+    pub fn begin_shutdown(&mut self) {
+        self.shutting_down = true;
+        let names: Vec<String> = self.procs.keys().cloned().collect();
+        for name in names {
+            let Some(p) = self.procs.get_mut(&name) else {
+                continue;
+            };
+            match p.state {
+                State::Running { pid } => {
+                    p.state = State::Stopping { pid, next: None };
+                    self.log.line(&name, EVENT, "stopping");
+                    terminate(pid, &self.events, &name);
+                }
+                State::Waiting { .. } => {
+                    p.state = State::Exited {
+                        status: "stopped".into(),
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// SIGKILL every process group still there (the last step of a shutdown).
+    pub fn kill_all(&mut self) {
+        for p in self.procs.values() {
+            if let State::Running { pid } | State::Stopping { pid, .. } = p.state {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+
+    pub fn status(&self) -> Vec<ProcStatus> {
+        let mut v: Vec<ProcStatus> = self
+            .procs
+            .values()
+            .map(|p| {
+                let (state, pid, detail) = match &p.state {
+                    State::Running { pid } => ("running", Some(*pid), String::new()),
+                    State::Stopping { pid, .. } => ("stopping", Some(*pid), String::new()),
+                    State::Waiting { until } => (
+                        "restarting",
+                        None,
+                        format!(
+                            "in {} ms",
+                            until.saturating_duration_since(Instant::now()).as_millis()
+                        ),
+                    ),
+                    State::Exited { status } => ("exited", None, status.clone()),
+                    State::Failed { error } => ("failed", None, error.clone()),
+                };
+                ProcStatus {
+                    name: p.def.name.clone(),
+                    service: p.def.service.clone(),
+                    state: state.into(),
+                    pid,
+                    restarts: p.restarts,
+                    detail,
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+}
+
+fn policy_name(p: RestartPolicy) -> &'static str {
+    match p {
+        RestartPolicy::No => "no",
+        RestartPolicy::Always => "always",
+        RestartPolicy::OnFailure { .. } => "on-failure",
+        RestartPolicy::UnlessStopped => "unless-stopped",
+    }
+}
+
+fn describe(status: Option<ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Some(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => format!("exited with status {c}"),
+            (None, Some(sig)) => {
+                let name =
+                    Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.to_string());
+                format!("killed by {name}")
+            }
+            _ => "exited".into(),
+        },
+        None => "lost (cannot wait for it)".into(),
+    }
+}
+
+/// SIGTERM to the group now; a SIGKILL request after the grace period.
+fn terminate(pid: i32, events: &mpsc::UnboundedSender<Event>, name: &str) {
+    let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+    let tx = events.clone();
+    let name = name.to_string();
+    tokio::spawn(async move {
+        tokio::time::sleep(GRACE).await;
+        let _ = tx.send(Event::Kill { name, pid });
+    });
+}
+
+/// Copy a process's output to the log, a line at a time.
+async fn pump(stream: impl AsyncRead + Unpin, name: String, log: Arc<LogSink>) {
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                buf.truncate(MAX_LINE);
+                log.line(&name, OUTPUT, &String::from_utf8_lossy(&buf));
+            }
+        }
+    }
+}
+
+fn cstring(p: &Path) -> Result<CString, String> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| format!("{} holds a NUL", p.display()))
+}
+
+/// Fork and exec one process in its namespace, with its /etc/netns files.
+fn spawn(
+    def: &Process,
+    dir: &NetnsDir,
+    etc_netns: &Path,
+    working_dir: &Path,
+) -> Result<tokio::process::Child, String> {
+    let (program, args) = def.argv.split_first().ok_or("an empty command")?;
+    let mut nsfd: Option<OwnedFd> = None;
+    let mut binds: Vec<(CString, CString)> = Vec::new();
+    if let Some(ns) = &def.netns {
+        nsfd = Some(dir.open(Some(ns)).map_err(|e| e.to_string())?);
+        let etc = etc_netns.join(ns);
+        for entry in std::fs::read_dir(&etc).into_iter().flatten().flatten() {
+            let target = Path::new("/etc").join(entry.file_name());
+            if target.exists() {
+                binds.push((cstring(&entry.path())?, cstring(&target)?));
+            }
+        }
+    }
+    let wd = if working_dir.is_dir() {
+        working_dir
+    } else {
+        Path::new("/")
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .current_dir(wd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false);
+    // SAFETY: between fork and exec only system calls run (setpgid, prctl, setns, unshare,
+    // mount); the paths were prepared above, so nothing allocates.
+    unsafe {
+        cmd.pre_exec(move || child_setup(nsfd.as_ref(), &binds));
+    }
+    cmd.spawn().map_err(|e| e.to_string())
+}
+
+fn child_setup(nsfd: Option<&OwnedFd>, binds: &[(CString, CString)]) -> std::io::Result<()> {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    use nix::sched::{setns, unshare, CloneFlags};
+    nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    let Some(fd) = nsfd else {
+        return Ok(());
+    };
+    setns(fd, CloneFlags::CLONE_NEWNET)?;
+    unshare(CloneFlags::CLONE_NEWNS)?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )?;
+    if umount2("/sys", MntFlags::MNT_DETACH).is_ok() {
+        let _ = mount(
+            Some("sysfs"),
+            "/sys",
+            Some("sysfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        );
+    }
+    for (src, dst) in binds {
+        mount(
+            Some(src.as_c_str()),
+            dst.as_c_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )?;
+    }
+    Ok(())
+}
