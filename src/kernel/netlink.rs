@@ -393,10 +393,25 @@ impl Netlink {
         mtu: Option<u32>,
         alias: Option<&str>,
     ) -> Result<u32, KernelError> {
+        self.create_bridge_with_mac(name, mtu, None, alias).await
+    }
+
+    /// [`Netlink::create_bridge`] with a fixed MAC address, set in the creating request itself
+    /// (a bridge without one takes its ports' lowest MAC, and changes it as ports come and go).
+    pub async fn create_bridge_with_mac(
+        &self,
+        name: &str,
+        mtu: Option<u32>,
+        mac: Option<[u8; 6]>,
+        alias: Option<&str>,
+    ) -> Result<u32, KernelError> {
         let ctx = self.ctx("create bridge", name);
         let mut b = LinkBridge::new(name);
         if let Some(mtu) = mtu {
             b = b.mtu(mtu);
+        }
+        if let Some(mac) = mac {
+            b = b.address(mac.to_vec());
         }
         let index = self.create_link(&ctx, "bridge", name, b.build()).await?;
         if let Some(alias) = alias {

@@ -83,6 +83,59 @@ impl NetnsDir {
         self.create_then(name, || ())
     }
 
+    /// Create a named namespace whose name appears only once `init` has run inside it: `init`
+    /// runs on the thread that unshared the new namespace, *before* it is bind-mounted under
+    /// its name. A caller that marks the namespace in `init` (an ifalias on lo) thus never
+    /// leaves a named but unmarked namespace behind, even if it is killed half-way: a crash
+    /// before the mount leaves at most a stale pin file, which the next create replaces. If
+    /// `init` fails, nothing is mounted and the pin file is removed.
+    pub fn create_init<R, F>(&self, name: &str, init: F) -> Result<R, KernelError>
+    where
+        R: Send,
+        F: FnOnce() -> Result<R, KernelError> + Send,
+    {
+        let ctx = Ctx::new("create netns", name, None);
+        check_name(&ctx, name)?;
+        self.prepare_dir(&ctx)?;
+        let path = self.path(name);
+        match statfs(&path) {
+            Ok(st) if st.filesystem_type() == NSFS_MAGIC => return Err(ctx.errno(Errno::EEXIST)),
+            Ok(_) => fs::remove_file(&path).map_err(|e| ctx.os(e))?,
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(ctx.errno(e)),
+        }
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o000)
+            .open(&path)
+            .map_err(|e| ctx.os(e))?;
+        let outcome = std::thread::scope(|s| {
+            s.spawn(|| -> Result<R, KernelError> {
+                unshare(CloneFlags::CLONE_NEWNET).map_err(|e| ctx.errno(e))?;
+                let r = init()?;
+                mount(
+                    Some(THREAD_SELF_NET),
+                    &path,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(|e| ctx.errno(e))?;
+                Ok(r)
+            })
+            .join()
+        });
+        let error = match outcome {
+            Ok(Ok(r)) => return Ok(r),
+            Ok(Err(e)) => e,
+            Err(_) => ctx.protocol("the namespace thread panicked"),
+        };
+        let _ = fs::remove_file(&path);
+        Err(error)
+    }
+
     /// [`NetnsDir::create`], then run `f` inside the new namespace on the very thread that
     /// created it, which saves a thread when the next step needs to be inside anyway (e.g.
     /// opening a netlink socket there with `Netlink::open_current`). `f` runs only if the
