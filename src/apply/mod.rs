@@ -8,6 +8,7 @@ mod ops;
 
 pub use kernel::{Kernel, ETC_NETNS};
 
+use crate::firewall::replica::expand_all;
 use crate::graph;
 use crate::kernel::KernelError;
 use crate::model::{Resource, Spec};
@@ -71,9 +72,14 @@ pub async fn apply(
         by_action(Action::Create),
         by_action(Action::Update),
     );
+    // Replica tables name their networks' VIPs; the kernel needs the chains themselves.
+    let (observed, desired) = (&expand_all(observed), &expand_all(desired));
     let gone = deleted_namespaces(observed, &deletes);
     let old: HashMap<&str, &Resource> = observed.iter().map(|r| (r.address.as_str(), r)).collect();
+    let rebuilt = taken_along(observed, desired, &deletes, &creates);
+    sweep(k);
 
+    let timings = Timings::from_env();
     for wave in graph::build(observed)
         .map_err(|e| vec![e.into()])?
         .destroy_waves()
@@ -83,24 +89,43 @@ pub async fn apply(
             .map(|i| &observed[i])
             .filter(|r| deletes.contains(r.address.as_str()) && !inside_gone(r, &gone))
             .collect();
+        let t = timings.start(&todo);
         out.deleted += run(todo, |r| async move {
             timed("-", r, progress, ops::delete(k, r)).await
         })
         .await?;
+        timings.wave("destroy", t);
     }
+    // What went with the deleted namespaces counts as deleted; the veth host ends are waited
+    // for (they must be gone before a link of the same name is created again).
+    let with_namespaces: Vec<&Resource> = observed
+        .iter()
+        .filter(|r| deletes.contains(r.address.as_str()) && inside_gone(r, &gone))
+        .collect();
+    let host_ends: Vec<&Resource> = with_namespaces
+        .iter()
+        .copied()
+        .filter(|r| matches!(&r.spec, Spec::Link(l) if l.host_ifname.is_some()))
+        .collect();
+    let t = timings.start(&host_ends);
+    out.deleted += with_namespaces.len() - host_ends.len();
+    out.deleted += reap(k, &host_ends, progress).await?;
+    timings.wave("reap", t);
     for wave in graph::build(desired).map_err(|e| vec![e.into()])?.waves() {
         let todo: Vec<&Resource> = wave
             .into_iter()
             .map(|i| &desired[i])
             .filter(|r| {
-                creates.contains(r.address.as_str()) || updates.contains(r.address.as_str())
+                creates.contains(r.address.as_str())
+                    || updates.contains(r.address.as_str())
+                    || rebuilt.contains(r.address.as_str())
             })
             .collect();
+        let t = timings.start(&todo);
         let n = run(todo.clone(), |r| {
-            let prev = old
-                .get(r.address.as_str())
-                .copied()
-                .filter(|_| updates.contains(r.address.as_str()));
+            let prev = old.get(r.address.as_str()).copied().filter(|_| {
+                updates.contains(r.address.as_str()) && !rebuilt.contains(r.address.as_str())
+            });
             async move {
                 match prev {
                     Some(p) => timed("~", r, progress, ops::update(k, p, r)).await,
@@ -111,10 +136,13 @@ pub async fn apply(
         .await?;
         let upd = todo
             .iter()
-            .filter(|r| updates.contains(r.address.as_str()))
+            .filter(|r| {
+                updates.contains(r.address.as_str()) && !rebuilt.contains(r.address.as_str())
+            })
             .count();
         out.updated += upd;
         out.created += n - upd;
+        timings.wave("build", t);
     }
     out.elapsed = start.elapsed();
     Ok(out)
@@ -166,13 +194,176 @@ fn deleted_namespaces<'a>(observed: &'a [Resource], deletes: &HashSet<&str>) -> 
         .collect()
 }
 
-/// Routes and macvlan links inside a namespace that is deleted need no work of their own
-/// (veth host ends are deleted explicitly: the kernel frees a namespace asynchronously).
+/// Routes, links, nft tables and files of a namespace that is deleted need no work of their
+/// own: the kernel takes them away with the namespace (and the namespace's deletion removes
+/// its /etc/netns files). A veth goes as a pair, so its host end goes too, once the kernel has
+/// freed the namespace, which it does asynchronously: see [`reap`].
 fn inside_gone(r: &Resource, gone: &HashSet<&str>) -> bool {
     match &r.spec {
         Spec::Route(rt) => gone.contains(rt.namespace.as_str()),
-        Spec::Link(l) if l.host_ifname.is_none() => gone.contains(l.namespace.as_str()),
+        Spec::Link(l) => gone.contains(l.namespace.as_str()),
         Spec::Files(f) => gone.contains(f.namespace.as_str()),
+        Spec::Firewall(f) => f.namespace.as_deref().is_some_and(|ns| gone.contains(ns)),
         _ => false,
+    }
+}
+
+/// Wait until the kernel has freed the deleted namespaces and, with them, the host ends of
+/// their veths (`links`, by address and host-side name); delete explicitly whatever is still
+/// there once the kernel stops making progress (a process that still holds a namespace keeps
+/// it alive). Freeing namespaces in one batch is much cheaper for the kernel than deleting each
+/// veth: every link deletion waits for an RCU grace period under the RTNL lock, while the
+/// namespace cleanup unregisters all the devices of all dying namespaces at once.
+async fn reap(
+    k: &Kernel,
+    links: &[&Resource],
+    progress: Progress<'_>,
+) -> Result<usize, Vec<ApplyError>> {
+    let host_name = |r: &Resource| match &r.spec {
+        Spec::Link(l) => l.host_ifname.clone().unwrap_or_default(),
+        _ => String::new(),
+    };
+    let mut left: Vec<&Resource> = links.to_vec();
+    let mut last_progress = Instant::now();
+    while !left.is_empty() && last_progress.elapsed() < REAP_PATIENCE {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let present: HashSet<String> = match k.host.links().await {
+            Ok(l) => l.into_iter().map(|l| l.name).collect(),
+            Err(_) => break,
+        };
+        let before = left.len();
+        left.retain(|r| present.contains(&host_name(r)));
+        if left.len() < before {
+            last_progress = Instant::now();
+        }
+    }
+    let gone = links.len() - left.len();
+    for r in links
+        .iter()
+        .filter(|r| !left.iter().any(|x| x.address == r.address))
+    {
+        progress("-", &r.address, Duration::ZERO);
+    }
+    let deleted = run(left, |r| async move {
+        timed("-", r, progress, ops::delete(k, r)).await
+    })
+    .await?;
+    Ok(gone + deleted)
+}
+
+/// How long [`reap`] waits for the kernel without seeing a single host end go.
+const REAP_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Resources that the kernel takes away with one that is replaced (deleted, then created), and
+/// that must be built again even though the plan has no change of their own for them: what
+/// lives in a namespace goes with it, routes go with their link, a bridge's ports are released
+/// when it goes (and its per-device sysctls with it). Transitively: a link rebuilt because its
+/// bridge was takes its routes along.
+fn taken_along<'a>(
+    observed: &'a [Resource],
+    desired: &'a [Resource],
+    deletes: &HashSet<&str>,
+    creates: &HashSet<&str>,
+) -> HashSet<&'a str> {
+    let mut parents: Vec<&Resource> = observed
+        .iter()
+        .chain(desired)
+        .filter(|r| deletes.contains(r.address.as_str()) && creates.contains(r.address.as_str()))
+        .collect();
+    let mut out: HashSet<&str> = HashSet::new();
+    loop {
+        let more: Vec<&Resource> = desired
+            .iter()
+            .filter(|r| !creates.contains(r.address.as_str()) && !out.contains(r.address.as_str()))
+            .filter(|r| parents.iter().any(|p| lives_on(r, p)))
+            .collect();
+        if more.is_empty() {
+            return out;
+        }
+        out.extend(more.iter().map(|r| r.address.as_str()));
+        parents.extend(more);
+    }
+}
+
+/// Whether the kernel destroys (or detaches) `r` when `parent` is deleted.
+fn lives_on(r: &Resource, parent: &Resource) -> bool {
+    match (&parent.spec, &r.spec) {
+        (Spec::Namespace(n), Spec::Link(l)) => l.namespace == n.name,
+        (Spec::Namespace(n), Spec::Route(x)) => x.namespace == n.name,
+        (Spec::Namespace(n), Spec::Files(f)) => f.namespace == n.name,
+        (Spec::Namespace(n), Spec::Firewall(f)) => f.namespace.as_deref() == Some(n.name.as_str()),
+        (Spec::Link(l), Spec::Route(x)) => x.namespace == l.namespace && x.ifname == l.ifname,
+        (Spec::Bridge(b), Spec::Link(l)) => l.bridge.as_deref() == Some(b.name.as_str()),
+        (Spec::Bridge(b), Spec::Firewall(f)) => {
+            f.namespace.is_none() && f.sysctls.keys().any(|k| k.contains(b.name.as_str()))
+        }
+        _ => false,
+    }
+}
+
+/// Leftovers of a run killed half-way that no observe reports, because they carry no mark and
+/// cannot: pin files under /run/netns with nothing mounted on them (a kill between creating
+/// the file and mounting the namespace on it, or between unmounting and unlinking), and
+/// /etc/netns directories of a namespace that no longer exists, holding only the files
+/// netcompose writes. Only names of this project (`<project>-...`) are looked at; a live
+/// namespace, or a directory with anything else in it, is never touched.
+fn sweep(k: &Kernel) {
+    let prefix = format!("{}-", k.project);
+    for name in k.dir.list().unwrap_or_default() {
+        if name.starts_with(&prefix) && !k.dir.exists(&name) {
+            let _ = k.dir.delete(&name);
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(ETC_NETNS) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(&prefix) || k.dir.exists(&name) {
+            continue;
+        }
+        let only_ours = std::fs::read_dir(e.path()).is_ok_and(|d| {
+            d.flatten().all(|f| {
+                matches!(
+                    f.file_name().to_str(),
+                    Some("hosts" | "resolv.conf" | ".hosts.tmp" | ".resolv.conf.tmp")
+                )
+            })
+        });
+        if only_ours {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// `NETCOMPOSE_TIMINGS=1`: a line per wave on stderr (`timing: build wave: 200 link in 812
+/// ms`), to see where an apply spends its time.
+struct Timings(bool);
+
+impl Timings {
+    fn from_env() -> Timings {
+        Timings(std::env::var_os("NETCOMPOSE_TIMINGS").is_some_and(|v| !v.is_empty() && v != "0"))
+    }
+
+    /// What the wave holds (counts by kind) and when it started.
+    fn start(&self, todo: &[&Resource]) -> Option<(String, Instant)> {
+        if !self.0 || todo.is_empty() {
+            return None;
+        }
+        let mut kinds: std::collections::BTreeMap<&str, usize> = Default::default();
+        for r in todo {
+            *kinds.entry(r.spec.kind()).or_default() += 1;
+        }
+        let what: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        Some((what.join(", "), Instant::now()))
+    }
+
+    fn wave(&self, phase: &str, started: Option<(String, Instant)>) {
+        if let Some((what, t)) = started {
+            eprintln!(
+                "timing: {phase} wave: {what} in {:.1} ms",
+                t.elapsed().as_secs_f64() * 1e3
+            );
+        }
     }
 }

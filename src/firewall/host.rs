@@ -60,6 +60,8 @@ pub fn resources(
             namespace: None,
             table: host_table(project),
             sysctls,
+            vip_networks: vec![],
+            vip_digest: String::new(),
             chains,
             foreign_rules: vec![],
         }),

@@ -31,7 +31,7 @@ pub fn build(resources: &[Resource]) -> Result<Graph, CycleError> {
     for (r, &node) in resources.iter().zip(&nodes) {
         for dep in &r.depends_on {
             if let Some(&d) = by_address.get(dep.as_str()) {
-                dag.update_edge(d, node, ());
+                dag.add_edge(d, node, ());
             }
         }
     }

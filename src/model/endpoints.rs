@@ -6,6 +6,7 @@ use super::resource::{self as r, LinkType, Resource, Spec};
 use crate::ipam::{AddressRequest, Allocations, ExplicitPool, NetworkRequest};
 use crate::spec::{EndpointMode, Network, NetworkMode, Project, Service};
 use ipnetwork::IpNetwork;
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// Default MTU of bridges and links when the file sets none.
@@ -54,6 +55,35 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
         self.addresses.iter().map(|a| a.ip())
+    }
+}
+
+/// Endpoints grouped by replica and by service, so that building resources stays linear in
+/// the number of endpoints.
+pub struct EndpointIndex<'a> {
+    by_replica: HashMap<(String, u32), Vec<&'a Endpoint>>,
+    by_service: HashMap<String, Vec<&'a Endpoint>>,
+}
+
+impl<'a> EndpointIndex<'a> {
+    pub fn new(eps: &'a [Endpoint]) -> Self {
+        let mut by_replica: HashMap<(String, u32), Vec<&Endpoint>> = HashMap::new();
+        let mut by_service: HashMap<String, Vec<&Endpoint>> = HashMap::new();
+        for e in eps {
+            by_replica.entry((e.service.clone(), e.index)).or_default().push(e);
+            by_service.entry(e.service.clone()).or_default().push(e);
+        }
+        EndpointIndex { by_replica, by_service }
+    }
+
+    /// A replica's endpoints, in interface order.
+    pub fn replica(&self, service: &str, index: u32) -> &[&'a Endpoint] {
+        self.by_replica.get(&(service.to_string(), index)).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every endpoint of a service (all replicas, all networks).
+    pub fn service(&self, service: &str) -> &[&'a Endpoint] {
+        self.by_service.get(service).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -324,7 +354,7 @@ fn network_spec(
 pub fn namespace_resources(
     project: &Project,
     replicas: &[Replica],
-    eps: &[Endpoint],
+    index: &EndpointIndex,
     alloc: &Allocations,
 ) -> Vec<Resource> {
     let mut out = Vec::new();
@@ -357,10 +387,7 @@ pub fn namespace_resources(
             }),
             depends_on,
         });
-        let mine: Vec<&Endpoint> = eps
-            .iter()
-            .filter(|e| e.service == rep.service && e.index == rep.index)
-            .collect();
+        let mine: Vec<&Endpoint> = index.replica(&rep.service, rep.index).to_vec();
         for ep in &mine {
             out.push(link_resource(project, rep, ep));
         }
@@ -464,7 +491,7 @@ fn default_routes(
         .collect()
 }
 
-pub fn vip_resources(project: &Project, alloc: &Allocations, eps: &[Endpoint]) -> Vec<Resource> {
+pub fn vip_resources(project: &Project, alloc: &Allocations, index: &EndpointIndex) -> Vec<Resource> {
     let mut out = Vec::new();
     for (key, svc) in sorted_services(project)
         .into_iter()
@@ -479,9 +506,10 @@ pub fn vip_resources(project: &Project, alloc: &Allocations, eps: &[Endpoint]) -
             else {
                 continue;
             };
-            let backends = eps
+            let backends = index
+                .service(key)
                 .iter()
-                .filter(|e| &e.service == key && &e.network == net)
+                .filter(|e| &e.network == net)
                 .flat_map(|e| e.ips().filter(|ip| ip.is_ipv4() == vip.is_ipv4()))
                 .collect();
             out.push(Resource {

@@ -1,7 +1,7 @@
 //! /etc/netns/<ns>/hosts and resolv.conf of every replica namespace: `ip netns exec` and
 //! `netcompose exec` bind-mount them over /etc, so a replica sees its own names and resolver.
 
-use super::endpoints::{Endpoint, Replica, Stack};
+use super::endpoints::{Endpoint, EndpointIndex, Replica, Stack};
 use super::resource::{NetnsFiles, Resource, Spec};
 use super::Context;
 use crate::spec::Project;
@@ -12,17 +12,14 @@ pub const RESOLVER: &str = "127.0.0.11";
 pub fn resources(
     project: &Project,
     replicas: &[Replica],
-    eps: &[Endpoint],
+    index: &EndpointIndex,
     ctx: &Context,
 ) -> Vec<Resource> {
     replicas
         .iter()
         .filter(|r| r.stack == Stack::Own)
         .map(|rep| {
-            let mine: Vec<&Endpoint> = eps
-                .iter()
-                .filter(|e| e.service == rep.service && e.index == rep.index)
-                .collect();
+            let mine: Vec<&Endpoint> = index.replica(&rep.service, rep.index).to_vec();
             let ns = rep.netns.clone().unwrap_or_default();
             Resource {
                 address: format!("{}.files", rep.address()),

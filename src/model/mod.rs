@@ -44,8 +44,9 @@ pub fn build(project: &Project, ctx: &Context) -> Result<Desired, Vec<IpamError>
     let requests = endpoints::network_requests(project, &replicas);
     let allocations = ipam::allocate(&requests, &ctx.previous, &ctx.taken, &ctx.pools)?;
     let eps = endpoints::endpoints(project, &replicas, &allocations);
+    let index = endpoints::EndpointIndex::new(&eps);
     let networks = endpoints::network_resources(project, &allocations);
-    let vips = endpoints::vip_resources(project, &allocations, &eps);
+    let vips = endpoints::vip_resources(project, &allocations, &index);
     let vip_specs: Vec<&resource::Vip> = vips
         .iter()
         .filter_map(|r| match &r.spec {
@@ -60,20 +61,13 @@ pub fn build(project: &Project, ctx: &Context) -> Result<Desired, Vec<IpamError>
             _ => None,
         })
         .collect();
-    let publish = ports::publications(project, &eps, &bridges);
+    let publish = ports::publications(project, &index, &bridges);
     let dispatch = crate::firewall::vip::Dispatch::new(vip_specs.iter().copied());
     let mut resources =
         crate::firewall::host::resources(&project.name, &bridges, &dispatch, &publish);
-    resources.extend(crate::firewall::replica::resources(
-        project, &replicas, &eps, &vip_specs,
-    ));
-    resources.extend(endpoints::namespace_resources(
-        project,
-        &replicas,
-        &eps,
-        &allocations,
-    ));
-    resources.extend(files::resources(project, &replicas, &eps, ctx));
+    resources.extend(crate::firewall::replica::resources(project, &replicas, &index, &vip_specs));
+    resources.extend(endpoints::namespace_resources(project, &replicas, &index, &allocations));
+    resources.extend(files::resources(project, &replicas, &index, ctx));
     resources.extend(dns::resources(project, &replicas, &eps, &allocations));
     resources.extend(vips);
     resources.extend(networks);

@@ -2,11 +2,11 @@
 //! the service's replicas, reached through the first non-internal bridge network of the
 //! service (in interface order).
 
-use super::endpoints::Endpoint;
+use super::endpoints::{Endpoint, EndpointIndex};
 use super::resource::{Bridge, Publish};
 use crate::spec::{NetworkMode, Project};
 
-pub fn publications(project: &Project, eps: &[Endpoint], bridges: &[&Bridge]) -> Vec<Publish> {
+pub fn publications(project: &Project, index: &EndpointIndex, bridges: &[&Bridge]) -> Vec<Publish> {
     let mut out = Vec::new();
     let mut keys: Vec<&String> = project.services.keys().collect();
     keys.sort();
@@ -19,10 +19,7 @@ pub fn publications(project: &Project, eps: &[Endpoint], bridges: &[&Bridge]) ->
             continue;
         }
         // Interface order: eth0 first.
-        let mut mine: Vec<&Endpoint> = eps
-            .iter()
-            .filter(|e| &e.service == key && e.index == 1)
-            .collect();
+        let mut mine: Vec<&Endpoint> = index.replica(key, 1).to_vec();
         mine.sort_by_key(|e| e.ifname.clone());
         let Some(bridge) = mine.iter().find_map(|e| {
             bridges
@@ -36,9 +33,10 @@ pub fn publications(project: &Project, eps: &[Endpoint], bridges: &[&Bridge]) ->
                 continue;
             };
             let v6 = p.host_ip.is_some_and(|ip| ip.is_ipv6());
-            let backends = eps
+            let backends = index
+                .service(key)
                 .iter()
-                .filter(|e| &e.service == key && e.network == bridge.network)
+                .filter(|e| e.network == bridge.network)
                 .flat_map(|e| e.ips())
                 .filter(|ip| ip.is_ipv6() == v6)
                 .collect::<Vec<_>>();

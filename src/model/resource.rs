@@ -183,6 +183,12 @@ pub struct Firewall {
     /// that receive published ports from 127.0.0.1).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub sysctls: std::collections::BTreeMap<String, String>,
+    /// Networks whose VIPs this table dispatches (replica tables; expanded when applied).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vip_networks: Vec<String>,
+    /// A digest of those VIPs and their backends: it changes when they do.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub vip_digest: String,
     pub chains: Vec<crate::firewall::rule::Chain>,
     /// Tags of rules found in the live table that netcompose did not write (observe only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -6,10 +6,9 @@
 
 use crate::apply::{Kernel, ETC_NETNS};
 use crate::firewall::host_table;
-use crate::firewall::replica::REPLICA_TABLE;
-use crate::firewall::rule::Chain;
+use crate::firewall::replica::{expand, vip_index, REPLICA_TABLE};
 use crate::kernel::netlink::{Link as KLink, LinkKind, Netlink, LOOPBACK_INDEX};
-use crate::kernel::{nft, sysctl, KernelError};
+use crate::kernel::{nfnl, nft, sysctl, KernelError};
 use crate::model::mac::format_mac;
 use crate::model::names::parse_mark;
 use crate::model::resource::{self as r, Resource, Spec};
@@ -31,6 +30,29 @@ impl<'a> Templates<'a> {
         self.0.get(address).copied()
     }
 
+    /// The address of the bridge called `name`, if one is known.
+    fn bridge_named(&self, name: &str) -> Option<&'a str> {
+        let mut found: Vec<&str> = self
+            .0
+            .values()
+            .filter(|r| matches!(&r.spec, Spec::Bridge(b) if b.name == name))
+            .map(|r| r.address.as_str())
+            .collect();
+        found.sort();
+        found.first().copied()
+    }
+
+    /// Every VIP known to the templates.
+    fn vips(&self) -> Vec<&'a r::Vip> {
+        self.0
+            .values()
+            .filter_map(|r| match &r.spec {
+                Spec::Vip(v) => Some(v),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn by_kind<'s>(
         &'s self,
         pred: impl Fn(&Spec) -> bool + 's,
@@ -46,16 +68,23 @@ pub async fn observe(
     state: &[Resource],
     desired: &[Resource],
 ) -> Result<Vec<Resource>, KernelError> {
+    let started = std::time::Instant::now();
     let t = Templates::new(state, desired);
     let host_links = k.host.links().await?;
     let host_addrs = k.host.addresses().await?;
     let mut out = Vec::new();
-    let ours = |l: &KLink| {
-        l.alias
-            .as_deref()
-            .and_then(parse_mark)
+    let ours = |l: &KLink| match l.alias.as_deref().filter(|a| !a.is_empty()) {
+        Some(alias) => parse_mark(alias)
             .filter(|(p, _)| *p == k.project)
-            .map(|(_, a)| a.to_string())
+            .map(|(_, a)| a.to_string()),
+        // A bridge made by a run killed before it set the mark: its MAC proves it ours (see
+        // Kernel::owner_mac). Unmarked veth host ends need no such care: they go with their
+        // peer, which lives in one of the project's namespaces.
+        None if l.kind == LinkKind::Bridge && l.mac == Some(k.owner_mac(&l.name)) => Some(
+            t.bridge_named(&l.name)
+                .map_or_else(|| format!("network.{}", l.name), str::to_string),
+        ),
+        None => None,
     };
     let mut host_ends: HashMap<String, (String, Option<String>, u32)> = HashMap::new();
     for l in &host_links {
@@ -80,12 +109,14 @@ pub async fn observe(
         .dir
         .list()?
         .into_iter()
-        .filter(|n| n.starts_with(&prefix))
+        // A pin file with nothing mounted on it (a run killed half-way) is no namespace.
+        .filter(|n| n.starts_with(&prefix) && k.dir.exists(n))
         .collect();
     let scans = futures::future::join_all(names.iter().map(|ns| namespace(k, &t, ns, &host_ends)));
     for scanned in scans.await {
         out.extend(scanned?);
     }
+    out.extend(orphan_host_ends(&t, &out, &host_ends));
     out.extend(firewall(k, &t).await?);
     out.extend(
         state
@@ -94,7 +125,62 @@ pub async fn observe(
             .cloned(),
     );
     out.sort_by(|a, b| a.address.cmp(&b.address));
+    if std::env::var_os("NETCOMPOSE_TIMINGS").is_some_and(|v| !v.is_empty() && v != "0") {
+        eprintln!(
+            "timing: observe: {} namespaces, {} resources in {:.1} ms",
+            names.len(),
+            out.len(),
+            started.elapsed().as_secs_f64() * 1e3
+        );
+    }
     Ok(out)
+}
+
+/// Veth host ends of the project whose other end no scanned namespace holds: the namespace was
+/// deleted (the kernel frees it, and the pair, asynchronously; a process inside may keep it
+/// alive) or the other end lacks its mark (a run killed between marking the two ends). They
+/// are reported under their own address, with nothing known inside, so that `down` deletes
+/// them and `up` rebuilds or completes the link.
+fn orphan_host_ends(
+    t: &Templates,
+    found: &[Resource],
+    host_ends: &HashMap<String, (String, Option<String>, u32)>,
+) -> Vec<Resource> {
+    let mut orphans: Vec<Resource> = host_ends
+        .iter()
+        .filter(|(address, _)| !found.iter().any(|r| &r.address == *address))
+        .map(|(address, (name, master, mtu))| {
+            let template = t.get(address);
+            let mut link = match template.map(|r| &r.spec) {
+                Some(Spec::Link(x)) => x.clone(),
+                _ => r::Link {
+                    link_type: r::LinkType::Veth,
+                    network: address.rsplit('.').next().unwrap_or_default().to_string(),
+                    namespace: String::new(),
+                    ifname: String::new(),
+                    host_ifname: None,
+                    bridge: None,
+                    parent: None,
+                    mode: None,
+                    mac: String::new(),
+                    addresses: vec![],
+                    mtu: 0,
+                },
+            };
+            link.host_ifname = Some(name.clone());
+            link.bridge = master.clone();
+            link.mtu = *mtu;
+            link.mac = String::new();
+            link.addresses = vec![];
+            Resource {
+                address: address.clone(),
+                spec: Spec::Link(link),
+                depends_on: template.map(|r| r.depends_on.clone()).unwrap_or_default(),
+            }
+        })
+        .collect();
+    orphans.sort_by(|a, b| a.address.cmp(&b.address));
+    orphans
 }
 
 fn bridge(t: &Templates, address: &str, l: &KLink, addrs: &[(u32, IpNetwork)]) -> Resource {
@@ -336,8 +422,10 @@ async fn table(
     name: &str,
 ) -> Result<Option<Resource>, KernelError> {
     let (dir, owned_ns, owned_name) = (k.dir.clone(), ns.map(str::to_string), name.to_string());
+    // Over nfnetlink (no process per namespace); through `nft` if that fails for any reason.
     let tags = tokio::task::spawn_blocking(move || {
-        nft::table_tags(&dir, owned_ns.as_deref(), &owned_name)
+        nfnl::table_tags(&dir, owned_ns.as_deref(), &owned_name)
+            .or_else(|_| nft::table_tags(&dir, owned_ns.as_deref(), &owned_name))
     })
     .await
     .map_err(|e| crate::kernel::Ctx::new("list table", name, ns).invalid(e.to_string()))??;
@@ -350,33 +438,44 @@ async fn table(
         namespace: ns.map(str::to_string),
         table: name.to_string(),
         sysctls: BTreeMap::new(),
+        vip_networks: vec![],
+        vip_digest: String::new(),
         chains: vec![],
         foreign_rules: vec![],
     });
-    let known: Vec<String> = fw
-        .chains
+    // What the table should hold, VIP chains included, as the last apply wrote it.
+    let vips = t.vips();
+    let expected = expand(&fw, &vip_index(vips.iter().copied()));
+    let tag_sets: Vec<(&str, Vec<String>)> = expected
         .iter()
-        .flat_map(|c| &c.rules)
-        .map(nft::rule_tag)
+        .map(|c| (c.name.as_str(), c.rules.iter().map(nft::rule_tag).collect()))
         .collect();
+    let known: Vec<&String> = tag_sets.iter().flat_map(|(_, t)| t).collect();
     fw.foreign_rules = tags
         .iter()
         .flat_map(|(_, live)| live.iter())
         .filter(|tag| !known.contains(tag))
         .cloned()
         .collect();
-    fw.chains = tags
+    let live_of = |chain: &str| {
+        tags.iter()
+            .find(|(n, _)| n == chain)
+            .map(|(_, l)| l.clone())
+            .unwrap_or_default()
+    };
+    let own: Vec<String> = fw.chains.iter().map(|c| c.name.clone()).collect();
+    let vip_intact = tag_sets
         .iter()
-        .map(|(chain_name, live)| {
-            let mut chain = template
-                .as_ref()
-                .and_then(|f| f.chains.iter().find(|c| &c.name == chain_name))
-                .cloned()
-                .unwrap_or_else(|| Chain::regular(chain_name, vec![]));
-            chain.rules.retain(|r| live.contains(&nft::rule_tag(r)));
-            chain
-        })
-        .collect();
+        .filter(|(n, _)| !own.iter().any(|o| o == n))
+        .all(|(n, want)| &live_of(n) == want);
+    if !vip_intact {
+        fw.vip_digest = String::new();
+    }
+    for chain in fw.chains.iter_mut() {
+        let live = live_of(&chain.name);
+        chain.rules.retain(|r| live.contains(&nft::rule_tag(r)));
+    }
+    fw.chains.retain(|c| tags.iter().any(|(n, _)| n == &c.name));
     for (key, value) in fw.sysctls.iter_mut() {
         *value = sysctl::read_in(&k.dir, ns, key)
             .map(|v| v.trim().to_string())

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Benchmark `netcompose plan` (model + IPAM + graph + diff) on a generated project:
+# SERVICES services x REPLICAS replicas on NETWORKS networks, from scratch and against a saved
+# baseline with one service changed. Prints wall time and peak RSS of each.
+#
+#   bench/plan.sh                 # 5000 services x 3 replicas on 50 networks
+#   bench/plan.sh 1000 3 20
+set -euo pipefail
+
+services=${1:-5000}
+replicas=${2:-3}
+networks=${3:-50}
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+(cd "$repo" && cargo build --release --quiet --bin netcompose)
+bin=$repo/target/release/netcompose
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+python3 "$repo/bench/gen.py" -s "$services" -n "$networks" --replicas "$replicas" -o "$work/compose.yaml"
+# Plans run against a state that does not exist on this machine; -p keeps every run's project
+# name (and so every generated name) the same.
+measure() {
+    local label=$1
+    shift
+    /usr/bin/time -f "%e s  %M KiB" -o "$work/time" "$bin" -p bench "$@" >"$work/out" 2>"$work/err" || {
+        cat "$work/err"
+        exit 1
+    }
+    printf '%-34s %s   %s\n' "$label" "$(cat "$work/time")" "$(tail -1 "$work/out")"
+}
+
+echo "project: $services services x $replicas replicas on $networks networks"
+measure "plan from scratch" -f "$work/compose.yaml" plan
+measure "plan --json from scratch" -f "$work/compose.yaml" plan --json
+"$bin" -p bench -f "$work/compose.yaml" plan --out "$work/base.json" >/dev/null 2>&1
+# One service changes: svc17 gets one more replica.
+python3 - "$work/compose.yaml" "$work/changed.yaml" <<'PY'
+import sys
+text = open(sys.argv[1]).read()
+head, sep, tail = text.partition("  svc17:\n")
+tail = tail.replace("replicas: ", "replicas: 1", 1) if "replicas: " in tail.split("  svc18:")[0] else tail
+open(sys.argv[2], "w").write(head + sep + tail)
+PY
+measure "plan against baseline (1 changed)" -f "$work/changed.yaml" plan --against "$work/base.json"
