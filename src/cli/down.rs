@@ -17,6 +17,8 @@ pub fn run(global: &Global) -> miette::Result<ExitCode> {
     require_root("down")?;
     let project = project_name(global)?;
     let _lock = lock(&project)?;
+    // The daemon's processes live in the namespaces: stop them before the namespaces go.
+    super::daemon::before_down(&project)?;
     let rt = runtime()?;
     let k = Kernel::open(&project, rt.handle().clone()).into_diagnostic()?;
     let root = state_root();

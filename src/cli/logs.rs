@@ -1,4 +1,4 @@
-//! `netcompose logs [SERVICE...] [-f]`: the output of the replicas' `x-run` processes, with a
+//! `netcompose logs [SERVICE...] [--follow]`: the output of the replicas' `x-run` processes, with a
 //! `<service>-<n> |` prefix per line (lifecycle events use `#`).
 
 use super::Global;
@@ -8,13 +8,13 @@ use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  netcompose logs\n  netcompose logs web -f\n  netcompose -p demo logs db"
+    after_help = "Examples:\n  netcompose logs\n  netcompose logs web --follow\n  netcompose -p demo logs db"
 )]
 pub struct LogsArgs {
     /// Only these services.
     pub services: Vec<String>,
-    /// Keep printing new lines.
-    #[arg(short, long)]
+    /// Keep printing new lines (`-f` is the global --file option, so there is no short form).
+    #[arg(long)]
     pub follow: bool,
 }
 

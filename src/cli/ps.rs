@@ -22,6 +22,9 @@ struct Ps {
     source: &'static str,
     replicas: Vec<ReplicaView>,
     vips: Vec<VipView>,
+    /// The project daemon (DNS resolver, x-run processes); live only (as root).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    daemon: Option<super::daemon::DaemonView>,
 }
 
 #[derive(Serialize)]
@@ -66,11 +69,15 @@ pub fn run(global: &Global, args: &PsArgs) -> miette::Result<ExitCode> {
     } else {
         (prior.resources.clone(), "state")
     };
-    let view = view(project, &resources, source);
+    let mut view = view(project, &resources, source);
+    view.daemon = is_root().then(|| super::daemon::view(&project.name));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&view).into_diagnostic()?);
     } else {
         print!("{}", table(&view));
+        if let Some(d) = &view.daemon {
+            print!("{}", super::daemon::render(d));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -134,6 +141,7 @@ fn view(project: &crate::spec::Project, resources: &[Resource], source: &'static
         source,
         replicas,
         vips,
+        daemon: None,
     }
 }
 

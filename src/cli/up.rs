@@ -85,6 +85,8 @@ pub fn run(global: &Global, args: &UpArgs) -> miette::Result<ExitCode> {
     if changes.is_empty() {
         save(desired.resources.clone())?;
         println!("No changes.");
+        // The daemon (DNS, x-run) is not in the kernel diff: start it if it died, update it.
+        super::daemon::after_up(global, checked.as_ref(), &desired)?;
         return Ok(ExitCode::SUCCESS);
     }
     // Allocations first: an interrupted run keeps its addresses on the next try.
@@ -111,6 +113,7 @@ pub fn run(global: &Global, args: &UpArgs) -> miette::Result<ExitCode> {
                 o.updated,
                 o.deleted
             );
+            super::daemon::after_up(global, checked.as_ref(), &desired)?;
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => report(errors),

@@ -10,6 +10,13 @@
 //! namespaces that stay are untouched (no query is lost); new namespaces get sockets, removed
 //! ones lose theirs, and a namespace that was deleted and made again under the same name
 //! (another nsfs inode) gets fresh sockets.
+//!
+//! A DNS server run by `x-run` in a replica shares port 53 with the resolver: over UDP a
+//! wildcard bind works when it sets SO_REUSEADDR (ours does too), but over TCP Linux refuses
+//! a wildcard bind next to our listening 127.0.0.11:53. Such a server must bind its own
+//! addresses (dnsmasq: `--bind-interfaces --listen-address=...`). Docker avoids this by
+//! listening on a random port and DNAT-ing 127.0.0.11:53 to it; that would put rules in every
+//! replica's nft table, for the sake of one rare case.
 
 use super::answer::{self, Outcome, Transport};
 use super::forward::{self, Route, UdpHandle, UdpUpstream};

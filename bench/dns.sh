@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Benchmark the embedded resolver against aardvark-dns and dnsmasq, and measure the daemon's
+# peak memory with many replicas.
+#
+#   sudo bench/dns.sh                    # 50 records, 10 s per server, 1000 replicas for RSS
+#   DURATION=30 ROUNDS=5 RSS_REPLICAS=2000 sudo bench/dns.sh
+#   NETCOMPOSE_BIN=/path/to/netcompose sudo bench/dns.sh
+#
+# What runs: a project with 50 replicas (50 names, one A record each) and a client, brought up
+# by netcompose. From the client's namespace, `dnsperf -c 4 -q 100` asks for the 50 names in
+# turn for DURATION seconds: first netcompose's resolver (127.0.0.11:53), then aardvark-dns
+# (Podman's, from Debian's aardvark-dns package, configured by hand with the same 50 records,
+# listening on 127.0.0.12:5533) and dnsmasq (dnsmasq-base, the same records as a hosts file,
+# on 127.0.0.13:53), each alone, in turn, ROUNDS times (the median round is reported). Every
+# server is checked to answer the names correctly first.
+# Then the daemon's peak RSS (VmHWM) is read with RSS_REPLICAS replicas up.
+#
+# Everything happens in a private mount and network namespace (unshare): /run, /etc/netns and
+# /var/lib/netcompose are tmpfs there, the "host" is a fresh network namespace, and all of it
+# vanishes when the script ends. Needs root, dnsperf, dnsmasq, python3 and (optionally)
+# aardvark-dns:  apt-get install dnsperf dnsmasq-base aardvark-dns
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DURATION=${DURATION:-10}
+RECORDS=${RECORDS:-50}
+RSS_REPLICAS=${RSS_REPLICAS:-1000}
+ROUNDS=${ROUNDS:-3}
+
+if [[ ${1:-} != --inside ]]; then
+    if [[ $EUID -ne 0 ]]; then
+        echo "bench/dns.sh needs root (namespaces)" >&2
+        exit 1
+    fi
+    for t in dnsperf dnsmasq python3 unshare; do
+        command -v "$t" >/dev/null || { echo "missing $t (apt-get install dnsperf dnsmasq-base python3)" >&2; exit 1; }
+    done
+    if [[ -z ${NETCOMPOSE_BIN:-} ]]; then
+        (cd "$repo" && cargo build --release --quiet --bin netcompose)
+        NETCOMPOSE_BIN=$repo/target/release/netcompose
+    fi
+    export NETCOMPOSE_BIN DURATION RECORDS RSS_REPLICAS ROUNDS
+    # /etc/netns and /var/lib/netcompose get a tmpfs inside; they must exist to be mounted on.
+    mkdir -p /etc/netns /var/lib/netcompose
+    exec unshare --mount --net --propagation private bash "${BASH_SOURCE[0]}" --inside
+fi
+
+# ---------------------------------------------------------------- inside the private namespaces
+mount -t tmpfs -o mode=0755 nc-bench /run
+mkdir -p /run/netns /run/netcompose
+mount -t tmpfs -o mode=0755 nc-bench /etc/netns
+mount -t tmpfs -o mode=0755 nc-bench /var/lib/netcompose
+ip link set lo up
+
+work=$(mktemp -d /tmp/nc-dnsbench.XXXXXX)
+chmod 755 "$work"
+nc() { "$NETCOMPOSE_BIN" -f "$work/compose.yaml" "$@"; }
+cleanup() {
+    [[ -f $work/aardvark/aardvark.pid ]] && kill "$(cat "$work/aardvark/aardvark.pid")" 2>/dev/null || true
+    [[ -f $work/dnsmasq.pid ]] && kill "$(cat "$work/dnsmasq.pid")" 2>/dev/null || true
+    [[ -f $work/compose.yaml ]] && nc down >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+cat >"$work/compose.yaml" <<EOF
+name: nb
+networks:
+  front:
+    ipam: {config: [{subnet: 10.77.0.0/16}]}
+services:
+  app:
+    deploy: {replicas: $RECORDS}
+    networks: [front]
+  client:
+    networks: [front]
+EOF
+nc up >/dev/null 2>"$work/up.log" || { cat "$work/up.log"; exit 1; }
+client=nb-client-1
+inns() { ip netns exec "$client" "$@"; }
+
+# Names and addresses, from ps --json.
+nc ps --json | python3 -c '
+import json, sys
+ps = json.load(sys.stdin)
+for r in ps["replicas"]:
+    ip = r["interfaces"][0]["addresses"][0].split("/")[0]
+    print(r["service"], r["replica"], ip)
+' >"$work/replicas"
+client_ip=$(awk '$1 == "client" { print $3 }' "$work/replicas")
+: >"$work/queries"
+: >"$work/hosts"
+mkdir -p "$work/aardvark"
+echo "127.0.0.12" >"$work/aardvark/front"
+n=0
+while read -r svc idx ip; do
+    name="nb-$svc-$idx"
+    id=$(printf '%s' "$name" | sha256sum | cut -c1-64)
+    printf '%s %s  %s\n' "$id" "$ip" "$name" >>"$work/aardvark/front"
+    if [[ $svc == app ]]; then
+        echo "$name A" >>"$work/queries"
+        printf '%s\t%s\n' "$ip" "$name" >>"$work/hosts"
+        n=$((n + 1))
+    fi
+done <"$work/replicas"
+echo "records: $n names (one A record each), asked from $client ($client_ip)"
+
+# The other two servers, in the client's namespace.
+aardvark=$(command -v aardvark-dns || echo /usr/lib/podman/aardvark-dns)
+have_aardvark=0
+if [[ -x $aardvark ]]; then
+    inns "$aardvark" --config "$work/aardvark" --port 5533 run >"$work/aardvark.log" 2>&1 &
+    echo $! >"$work/aardvark/aardvark.pid"
+    have_aardvark=1
+else
+    echo "aardvark-dns not installed: skipped (apt-get install aardvark-dns)"
+fi
+inns dnsmasq --keep-in-foreground --no-resolv --no-hosts --conf-file=/dev/null \
+    --addn-hosts="$work/hosts" --listen-address=127.0.0.13 --bind-interfaces \
+    --pid-file="$work/dnsmasq.pid" --user=root --group=root >"$work/dnsmasq.log" 2>&1 &
+sleep 1
+
+check() { # server port extra-dig-args...
+    local server=$1 port=$2
+    shift 2
+    local want got
+    want=$(awk '$1 == "app" && $2 == 1 { print $3 }' "$work/replicas")
+    got=$(inns dig +short +tries=1 +timeout=2 -p "$port" "@$server" "$@" nb-app-1 A | head -1)
+    [[ $got == "$want" ]] || { echo "$server:$port answers nb-app-1 with '$got', not $want" >&2; return 1; }
+}
+check 127.0.0.11 53
+check 127.0.0.13 53
+if ((have_aardvark)); then
+    check 127.0.0.12 5533 -b "$client_ip" || have_aardvark=0
+fi
+
+# Each server is measured ROUNDS times, in turn (so that a burst of load from elsewhere on the
+# machine hits all three alike); the round with the median rate is reported.
+declare -A results
+run() { # label server port extra-dnsperf-args...
+    local label=$1 server=$2 port=$3
+    shift 3
+    local out q l lost
+    out=$(inns dnsperf -s "$server" -p "$port" -d "$work/queries" -c 4 -q 100 -l "$DURATION" "$@" 2>&1)
+    q=$(awk '/Queries per second:/ { printf "%.0f", $4 }' <<<"$out")
+    l=$(awk '/Average Latency/ { printf "%.3f", $4 * 1000 }' <<<"$out")
+    lost=$(awk '/Queries lost:/ { print $3 }' <<<"$out")
+    echo "  round $round $label: $q queries/s, average latency $l ms, lost $lost"
+    results[$label]+="$q $l $lost"$'\n'
+}
+echo "dnsperf -c 4 -q 100 -l $DURATION, $ROUNDS rounds, one server at a time:"
+for round in $(seq "$ROUNDS"); do
+    run netcompose 127.0.0.11 53
+    if ((have_aardvark)); then run aardvark-dns 127.0.0.12 5533 -a "$client_ip"; fi
+    run dnsmasq 127.0.0.13 53
+done
+echo "median of $ROUNDS rounds ($RECORDS records, dnsperf -c 4 -q 100 from a replica namespace):"
+for label in netcompose aardvark-dns dnsmasq; do
+    [[ -n ${results[$label]:-} ]] || continue
+    sort -n <<<"${results[$label]}" | sed '/^$/d' | awk -v label="$label" -v n="$ROUNDS" \
+        'NR == int((n + 1) / 2) { printf "  %-13s %8d queries/s   average latency %.3f ms   lost %s\n", label, $1, $2, $3 }'
+done
+
+daemon_pid=$(cat /run/netcompose/nb/daemon.pid)
+echo "daemon with $((n + 1)) replicas: $(grep VmHWM "/proc/$daemon_pid/status" | tr -s '\t ' ' ')"
+nc down >/dev/null 2>&1
+
+# Peak memory with many replicas.
+cat >"$work/compose.yaml" <<EOF
+name: nb
+networks:
+  front:
+    ipam: {config: [{subnet: 10.78.0.0/16}]}
+services:
+  app:
+    deploy: {replicas: $RSS_REPLICAS}
+    networks: [front]
+EOF
+start=$(date +%s)
+nc up >/dev/null 2>"$work/up.log" || { cat "$work/up.log"; exit 1; }
+took=$(($(date +%s) - start))
+daemon_pid=$(cat /run/netcompose/nb/daemon.pid)
+ip netns exec nb-app-1 dig +short @127.0.0.11 "nb-app-$RSS_REPLICAS" >/dev/null
+tasks=$(ip netns exec nb-app-1 dig +short +tcp @127.0.0.11 tasks.app | wc -l)
+echo "daemon with $RSS_REPLICAS replicas (up in ${took} s; tasks.app over TCP: $tasks records):" \
+    "$(grep -E 'VmHWM|VmRSS' "/proc/$daemon_pid/status" | tr -s '\t ' ' ' | tr '\n' ' ')," \
+    "$(ls "/proc/$daemon_pid/fd" | wc -l) fds, $(ls "/proc/$daemon_pid/task" | wc -l) threads"
