@@ -107,8 +107,9 @@ fn scaling_keeps_open_connections_and_spreads_new_ones() {
             break (child, reader);
         }
         let _ = child.kill();
+        let _ = child.wait();
     };
-    let mut echo = |held: &mut std::process::Child,
+    let echo = |held: &mut std::process::Child,
                     reader: &mut BufReader<std::process::ChildStdout>,
                     text: &str| {
         let stdin = held.stdin.as_mut().expect("stdin");
@@ -145,8 +146,10 @@ fn scaling_keeps_open_connections_and_spreads_new_ones() {
         "the open connection died when scaling down"
     );
     let _ = held.kill();
+    let _ = held.wait();
     for mut s in servers {
         let _ = s.kill();
+        let _ = s.wait();
     }
 }
 

@@ -240,12 +240,15 @@ pub fn delete_table(dir: &NetnsDir, ns: Option<&str>, table: &str) -> Result<(),
     }
 }
 
+/// Each chain of a live table with the tags of its rules, in order.
+pub type ChainTags = Vec<(String, Vec<String>)>;
+
 /// The rule tags of each chain of a live table, in order; None when the table does not exist.
 pub fn table_tags(
     dir: &NetnsDir,
     ns: Option<&str>,
     table: &str,
-) -> Result<Option<Vec<(String, Vec<String>)>>, KernelError> {
+) -> Result<Option<ChainTags>, KernelError> {
     let text = match nft(
         dir,
         ns,

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Benchmark VIPs and policies (root): `up` of 200 replicas of 20 services, all with VIPs and
+# policies; the time to scale one service by one replica; and iperf3 throughput between two
+# replicas through the VIP against the replica's own address. Everything runs inside a private
+# network + mount namespace, so nothing reaches the real host.
+#
+#   bench/lb.sh            # 20 services x 10 replicas
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+services=${1:-20}
+replicas=${2:-10}
+(cd "$repo" && cargo build --release --quiet --bin netcompose)
+export NC=$repo/target/release/netcompose SERVICES=$services REPLICAS=$replicas
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export WORK=$work
+
+unshare --net --mount --propagation private bash -euo pipefail <<'INNER'
+mkdir -p /run/netns /etc/netns /var/lib/netcompose /run/netcompose
+for d in /run/netns /etc/netns /var/lib/netcompose /run/netcompose; do mount -t tmpfs tmpfs "$d"; done
+ip link set lo up
+gen() { # $1: replicas of svc0
+  echo "name: lbbench"
+  echo "networks: {front: {ipam: {config: [{subnet: 10.90.0.0/16}]}}}"
+  echo "services:"
+  for i in $(seq 0 $((SERVICES - 1))); do
+    r=$REPLICAS; [ "$i" = 0 ] && r=$1
+    prev=$(( (i + SERVICES - 1) % SERVICES ))
+    echo "  svc$i:"
+    echo "    deploy: {replicas: $r}"
+    echo "    networks: [front]"
+    echo "    x-policy: {ingress: {allow: [\"svc$prev\", \"svc0:5201/tcp\"], deny: [\"0.0.0.0/0\"]}}"
+  done
+}
+ms() { date +%s%N; }
+gen "$REPLICAS" > "$WORK/compose.yaml"
+n=$((SERVICES * REPLICAS))
+t0=$(ms); $NC -f "$WORK/compose.yaml" up >/dev/null; t1=$(ms)
+echo "up: $n replicas of $SERVICES services with VIPs and policies: $(( (t1 - t0) / 1000000 )) ms, $(( (t1 - t0) / 1000 / n )) us per endpoint"
+gen "$((REPLICAS + 1))" > "$WORK/compose.yaml"
+t0=$(ms); $NC -f "$WORK/compose.yaml" up >/dev/null; t1=$(ms)
+echo "scale svc0 by one replica: $(( (t1 - t0) / 1000000 )) ms"
+t0=$(ms); $NC -f "$WORK/compose.yaml" up >/dev/null; t1=$(ms)
+echo "up with no changes: $(( (t1 - t0) / 1000000 )) ms"
+
+# Throughput: a client and a one-replica server; iperf3 to the server's own address, then
+# to its VIP (DNAT in the client's namespace).
+cat > "$WORK/pair.yaml" <<'YAML'
+name: iperf
+services:
+  server: {networks: [net]}
+  client: {networks: [net]}
+networks: {net: {}}
+YAML
+$NC -f "$WORK/pair.yaml" up >/dev/null
+ip netns exec iperf-server-1 iperf3 -s -D -1 >/dev/null
+sleep 0.5
+vip=$($NC -f "$WORK/pair.yaml" ps --json | python3 -c 'import json,sys; print([v["address"] for v in json.load(sys.stdin)["vips"] if v["service"]=="server"][0])')
+direct=$($NC -f "$WORK/pair.yaml" ps --json | python3 -c 'import json,sys; print([i["addresses"][0].split("/")[0] for r in json.load(sys.stdin)["replicas"] if r["service"]=="server" for i in r["interfaces"]][0])')
+d=$(ip netns exec iperf-client-1 iperf3 -c "$direct" -t 5 -J | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9, 2))')
+ip netns exec iperf-server-1 iperf3 -s -D -1 >/dev/null; sleep 0.5
+v=$(ip netns exec iperf-client-1 iperf3 -c "$vip" -t 5 -J | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9, 2))')
+echo "iperf3 client->server: direct $d Gbit/s, through the VIP $v Gbit/s"
+$NC -f "$WORK/pair.yaml" down >/dev/null
+t0=$(ms); $NC -f "$WORK/compose.yaml" down >/dev/null; t1=$(ms)
+echo "down: $(( (t1 - t0) / 1000000 )) ms"
+INNER
