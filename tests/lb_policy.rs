@@ -110,8 +110,8 @@ fn scaling_keeps_open_connections_and_spreads_new_ones() {
         let _ = child.wait();
     };
     let echo = |held: &mut std::process::Child,
-                    reader: &mut BufReader<std::process::ChildStdout>,
-                    text: &str| {
+                reader: &mut BufReader<std::process::ChildStdout>,
+                text: &str| {
         let stdin = held.stdin.as_mut().expect("stdin");
         writeln!(stdin, "{text}").expect("write");
         stdin.flush().expect("flush");

@@ -32,7 +32,11 @@ pub fn vip_index<'a>(vips: impl IntoIterator<Item = &'a Vip>) -> VipIndex<'a> {
 
 /// A replica table's full chains: the VIP dispatch of its networks, then its own chains.
 pub fn expand(fw: &Firewall, vips: &VipIndex) -> Vec<Chain> {
-    let dispatch = Dispatch::new(fw.vip_networks.iter().flat_map(|n| vips.get(n.as_str()).into_iter().flatten().copied()));
+    let dispatch = Dispatch::new(
+        fw.vip_networks
+            .iter()
+            .flat_map(|n| vips.get(n.as_str()).into_iter().flatten().copied()),
+    );
     let mut chains = Vec::new();
     if let Some(r) = dispatch.rule() {
         chains.push(Chain::base("vip", "nat", "output", -100, vec![r]));
@@ -48,7 +52,11 @@ fn network_digest(network: &str, vips: &VipIndex) -> String {
     for v in vips.get(network).into_iter().flatten() {
         h.update(format!("{} {} {:?}\n", v.service, v.address, v.backends));
     }
-    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -57,19 +65,34 @@ enum Direction {
     Egress,
 }
 
-pub fn resources(project: &Project, replicas: &[Replica], index: &EndpointIndex, vips: &[&Vip]) -> Vec<Resource> {
+pub fn resources(
+    project: &Project,
+    replicas: &[Replica],
+    index: &EndpointIndex,
+    vips: &[&Vip],
+) -> Vec<Resource> {
     let by_network = vip_index(vips.iter().copied());
     // Computed once per network: every replica on it shares the digest.
-    let digests: HashMap<&str, String> = by_network.keys().map(|n| (*n, network_digest(n, &by_network))).collect();
+    let digests: HashMap<&str, String> = by_network
+        .keys()
+        .map(|n| (*n, network_digest(n, &by_network)))
+        .collect();
     replicas
         .iter()
         .filter(|r| r.stack == Stack::Own)
         .filter_map(|rep| {
             let mine = index.replica(&rep.service, rep.index);
-            let mut vip_networks: Vec<String> = mine.iter().filter(|e| by_network.contains_key(e.network.as_str())).map(|e| e.network.clone()).collect();
+            let mut vip_networks: Vec<String> = mine
+                .iter()
+                .filter(|e| by_network.contains_key(e.network.as_str()))
+                .map(|e| e.network.clone())
+                .collect();
             vip_networks.sort();
             let mut chains = Vec::new();
-            for (dir, name, hook) in [(Direction::Ingress, "ingress", "input"), (Direction::Egress, "egress", "output")] {
+            for (dir, name, hook) in [
+                (Direction::Ingress, "ingress", "input"),
+                (Direction::Egress, "egress", "output"),
+            ] {
                 let rules = policy_rules(project, rep, mine, index, vips, dir);
                 if !rules.is_empty() {
                     chains.push(Chain::base(name, "filter", hook, 0, rules));
@@ -79,11 +102,27 @@ pub fn resources(project: &Project, replicas: &[Replica], index: &EndpointIndex,
                 return None;
             }
             let ns = rep.netns.clone().unwrap_or_default();
-            let vip_digest = vip_networks.iter().filter_map(|n| digests.get(n.as_str()).cloned()).collect::<Vec<_>>().join("-");
+            let vip_digest = vip_networks
+                .iter()
+                .filter_map(|n| digests.get(n.as_str()).cloned())
+                .collect::<Vec<_>>()
+                .join("-");
             Some(Resource {
                 address: format!("{}.firewall", rep.address()),
-                spec: Spec::Firewall(Firewall { namespace: Some(ns), table: REPLICA_TABLE.into(), sysctls: BTreeMap::new(), vip_networks, vip_digest, chains, foreign_rules: vec![] }),
-                depends_on: mine.iter().map(|e| format!("{}.link.{}", rep.address(), e.network)).chain([rep.address()]).collect(),
+                spec: Spec::Firewall(Firewall {
+                    namespace: Some(ns),
+                    table: REPLICA_TABLE.into(),
+                    sysctls: BTreeMap::new(),
+                    vip_networks,
+                    vip_digest,
+                    chains,
+                    foreign_rules: vec![],
+                }),
+                depends_on: mine
+                    .iter()
+                    .map(|e| format!("{}.link.{}", rep.address(), e.network))
+                    .chain([rep.address()])
+                    .collect(),
             })
         })
         .collect()
@@ -92,51 +131,101 @@ pub fn resources(project: &Project, replicas: &[Replica], index: &EndpointIndex,
 /// The service's policy, then each attached network's (limited to its interface). Denies
 /// first, then allows, then catch-all denies (`0.0.0.0/0`, `::/0`), which act as the default:
 /// deny wins over allow for the same match, and `deny: [0.0.0.0/0]` with allows is default-deny.
-fn policy_rules(project: &Project, rep: &Replica, mine: &[&Endpoint], index: &EndpointIndex, vips: &[&Vip], dir: Direction) -> Vec<Rule> {
+fn policy_rules(
+    project: &Project,
+    rep: &Replica,
+    mine: &[&Endpoint],
+    index: &EndpointIndex,
+    vips: &[&Vip],
+    dir: Direction,
+) -> Vec<Rule> {
     let svc = &project.services[&rep.service];
-    let pick = |p: &'_ crate::spec::Policy| -> Rules { if dir == Direction::Ingress { p.ingress.clone() } else { p.egress.clone() } };
+    let pick = |p: &'_ crate::spec::Policy| -> Rules {
+        if dir == Direction::Ingress {
+            p.ingress.clone()
+        } else {
+            p.egress.clone()
+        }
+    };
     let mut scoped: Vec<(Option<&str>, Rules)> = Vec::new();
     if let Some(p) = &svc.policy {
         scoped.push((None, pick(p)));
     }
     for e in mine {
-        if let Some(p) = project.networks.get(&e.network).and_then(|n| n.policy.as_ref()) {
+        if let Some(p) = project
+            .networks
+            .get(&e.network)
+            .and_then(|n| n.policy.as_ref())
+        {
             scoped.push((Some(e.ifname.as_str()), pick(p)));
         }
     }
     if scoped.iter().all(|(_, r)| r.is_empty()) {
         return Vec::new();
     }
-    let lo = if dir == Direction::Ingress { rule().iif("lo") } else { rule().oif("lo") };
+    let lo = if dir == Direction::Ingress {
+        rule().iif("lo")
+    } else {
+        rule().oif("lo")
+    };
     let mut out = vec![rule().established().accept(), lo.accept()];
-    let catch_all = |e: &Spanned<PolicyEntry>| matches!(e.value.peer, Peer::Cidr(c) if c.prefix() == 0) && e.value.port.is_none();
+    let catch_all = |e: &Spanned<PolicyEntry>| {
+        matches!(e.value.peer, Peer::Cidr(c) if c.prefix() == 0) && e.value.port.is_none()
+    };
     let rules_of = |e: &PolicyEntry, iface: Option<&str>| entry(index, vips, iface, e, dir);
     for (iface, rules) in &scoped {
         for e in rules.deny.iter().filter(|e| !catch_all(e)) {
-            out.extend(rules_of(&e.value, *iface).into_iter().map(RuleBuilder::drop));
+            out.extend(
+                rules_of(&e.value, *iface)
+                    .into_iter()
+                    .map(RuleBuilder::drop),
+            );
         }
     }
     for (iface, rules) in &scoped {
         for e in &rules.allow {
-            out.extend(rules_of(&e.value, *iface).into_iter().map(RuleBuilder::accept));
+            out.extend(
+                rules_of(&e.value, *iface)
+                    .into_iter()
+                    .map(RuleBuilder::accept),
+            );
         }
     }
     for (iface, rules) in &scoped {
         for e in rules.deny.iter().filter(|e| catch_all(e)) {
-            out.extend(rules_of(&e.value, *iface).into_iter().map(RuleBuilder::drop));
+            out.extend(
+                rules_of(&e.value, *iface)
+                    .into_iter()
+                    .map(RuleBuilder::drop),
+            );
         }
     }
     out
 }
 
 /// The matches of one policy entry: one rule per address family of the peer.
-fn entry(index: &EndpointIndex, vips: &[&Vip], iface: Option<&str>, e: &PolicyEntry, dir: Direction) -> Vec<RuleBuilder> {
+fn entry(
+    index: &EndpointIndex,
+    vips: &[&Vip],
+    iface: Option<&str>,
+    e: &PolicyEntry,
+    dir: Direction,
+) -> Vec<RuleBuilder> {
     let peers: Vec<IpNetwork> = match &e.peer {
         Peer::Cidr(c) => vec![*c],
         Peer::Service(s) => {
-            let mut v: Vec<IpNetwork> = index.service(s).iter().flat_map(|x| x.ips()).map(IpNetwork::from).collect();
+            let mut v: Vec<IpNetwork> = index
+                .service(s)
+                .iter()
+                .flat_map(|x| x.ips())
+                .map(IpNetwork::from)
+                .collect();
             if dir == Direction::Egress {
-                v.extend(vips.iter().filter(|x| &x.service == s).map(|x| IpNetwork::from(x.address)));
+                v.extend(
+                    vips.iter()
+                        .filter(|x| &x.service == s)
+                        .map(|x| IpNetwork::from(x.address)),
+                );
             }
             v
         }
@@ -148,9 +237,17 @@ fn entry(index: &EndpointIndex, vips: &[&Vip], iface: Option<&str>, e: &PolicyEn
         .map(|set| {
             let mut r = rule();
             if let Some(i) = iface {
-                r = if dir == Direction::Ingress { r.iif(i) } else { r.oif(i) };
+                r = if dir == Direction::Ingress {
+                    r.iif(i)
+                } else {
+                    r.oif(i)
+                };
             }
-            r = if dir == Direction::Ingress { r.saddr_in(set) } else { r.daddr_in(set) };
+            r = if dir == Direction::Ingress {
+                r.saddr_in(set)
+            } else {
+                r.daddr_in(set)
+            };
             match (e.port, e.protocol) {
                 (Some(p), Some(proto)) => r.dport(&proto.to_string(), p.start, p.end),
                 _ => r,
@@ -173,10 +270,14 @@ pub fn expand_all(resources: &[Resource]) -> Vec<Resource> {
                 let mut full = f.clone();
                 full.chains = expand(f, &vips);
                 if f.vip_digest.is_empty() {
-                    full.foreign_rules.push("vip chains changed outside netcompose".into());
+                    full.foreign_rules
+                        .push("vip chains changed outside netcompose".into());
                 }
                 full.vip_networks.clear();
-                Resource { spec: Spec::Firewall(full), ..r.clone() }
+                Resource {
+                    spec: Spec::Firewall(full),
+                    ..r.clone()
+                }
             }
             _ => r.clone(),
         })

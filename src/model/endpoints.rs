@@ -70,15 +70,23 @@ impl<'a> EndpointIndex<'a> {
         let mut by_replica: HashMap<(String, u32), Vec<&Endpoint>> = HashMap::new();
         let mut by_service: HashMap<String, Vec<&Endpoint>> = HashMap::new();
         for e in eps {
-            by_replica.entry((e.service.clone(), e.index)).or_default().push(e);
+            by_replica
+                .entry((e.service.clone(), e.index))
+                .or_default()
+                .push(e);
             by_service.entry(e.service.clone()).or_default().push(e);
         }
-        EndpointIndex { by_replica, by_service }
+        EndpointIndex {
+            by_replica,
+            by_service,
+        }
     }
 
     /// A replica's endpoints, in interface order.
     pub fn replica(&self, service: &str, index: u32) -> &[&'a Endpoint] {
-        self.by_replica.get(&(service.to_string(), index)).map_or(&[], Vec::as_slice)
+        self.by_replica
+            .get(&(service.to_string(), index))
+            .map_or(&[], Vec::as_slice)
     }
 
     /// Every endpoint of a service (all replicas, all networks).
@@ -491,7 +499,11 @@ fn default_routes(
         .collect()
 }
 
-pub fn vip_resources(project: &Project, alloc: &Allocations, index: &EndpointIndex) -> Vec<Resource> {
+pub fn vip_resources(
+    project: &Project,
+    alloc: &Allocations,
+    index: &EndpointIndex,
+) -> Vec<Resource> {
     let mut out = Vec::new();
     for (key, svc) in sorted_services(project)
         .into_iter()

@@ -65,8 +65,15 @@ pub fn build(project: &Project, ctx: &Context) -> Result<Desired, Vec<IpamError>
     let dispatch = crate::firewall::vip::Dispatch::new(vip_specs.iter().copied());
     let mut resources =
         crate::firewall::host::resources(&project.name, &bridges, &dispatch, &publish);
-    resources.extend(crate::firewall::replica::resources(project, &replicas, &index, &vip_specs));
-    resources.extend(endpoints::namespace_resources(project, &replicas, &index, &allocations));
+    resources.extend(crate::firewall::replica::resources(
+        project, &replicas, &index, &vip_specs,
+    ));
+    resources.extend(endpoints::namespace_resources(
+        project,
+        &replicas,
+        &index,
+        &allocations,
+    ));
     resources.extend(files::resources(project, &replicas, &index, ctx));
     resources.extend(dns::resources(project, &replicas, &eps, &allocations));
     resources.extend(vips);
