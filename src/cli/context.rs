@@ -46,7 +46,8 @@ pub fn planning(global: &Global, against: Option<&Path>) -> miette::Result<Plann
             &baseline.resources,
             &desired.resources,
         )?;
-        let drift = crate::plan::drift(&baseline.resources, &live);
+        let mut drift = crate::plan::drift(&baseline.resources, &live);
+        drift.extend(daemon_drift(&checked.project.name, &live));
         return Ok(Planning {
             checked,
             desired,
@@ -61,6 +62,26 @@ pub fn planning(global: &Global, against: Option<&Path>) -> miette::Result<Plann
         baseline: baseline.resources,
         baseline_name: baseline.name,
         drift: Vec::new(),
+    })
+}
+
+/// A project that is up without its daemon (killed, or the machine rebooted) has no resolver
+/// and no x-run processes: `up` restarts it.
+fn daemon_drift(project: &str, live: &[Resource]) -> Option<crate::plan::Change> {
+    let up = live
+        .iter()
+        .any(|r| matches!(r.spec, crate::model::Spec::Namespace(_)));
+    let stopped = matches!(
+        crate::daemon::status(project),
+        crate::daemon::Status::Stopped
+    );
+    (up && stopped).then(|| crate::plan::Change {
+        address: "daemon".into(),
+        kind: "daemon".into(),
+        actions: vec![crate::plan::Action::Create],
+        before: None,
+        after: None,
+        reason: Some("the project daemon (resolver, x-run) is not running; up restarts it".into()),
     })
 }
 
