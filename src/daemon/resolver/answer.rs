@@ -119,12 +119,12 @@ fn general(snap: &Snapshot, ns: &str, packet: &[u8], transport: Transport) -> Ou
                     }
                     finish(resp, &req, transport)
                 }
-                Err(true) => {
+                Err(ours) if ours || locally_served(ip) => {
                     resp.metadata.authoritative = true;
                     resp.metadata.response_code = ResponseCode::NXDomain;
                     finish(resp, &req, transport)
                 }
-                Err(false) => refuse_or_forward(resp, &req, transport, forwards),
+                Err(_) => refuse_or_forward(resp, &req, transport, forwards),
             };
         }
     }
@@ -257,6 +257,23 @@ fn fast_path(snap: &Snapshot, view: &super::NsView, p: &[u8]) -> Option<Vec<u8>>
         out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
     }
     (out.len() <= limit).then_some(out)
+}
+
+/// Reverse zones no public server answers (RFC 6303): private, loopback, link-local and
+/// unspecified addresses, unique local IPv6. Forwarding them only waits for a timeout (Python's
+/// http.server, for one, looks up `::` before it listens), so they get NXDOMAIN here.
+fn locally_served(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_private() || v4.is_loopback() || v4.is_link_local() || v4.is_unspecified()
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
 }
 
 fn refuse_or_forward(mut resp: Message, req: &Message, t: Transport, forwards: bool) -> Outcome {
@@ -493,11 +510,21 @@ mod tests {
             handle(
                 &s,
                 "p-client-1",
-                &query("5.0.2.10.in-addr.arpa.", RecordType::PTR, None),
+                &query("5.2.0.192.in-addr.arpa.", RecordType::PTR, None),
                 Transport::Udp
             ),
             Outcome::Forward
         );
+        // Private addresses that are not ours: answered here (RFC 6303), never forwarded.
+        for name in ["5.0.2.10.in-addr.arpa.", "0.0.0.0.in-addr.arpa."] {
+            let m = reply(handle(
+                &s,
+                "p-client-1",
+                &query(name, RecordType::PTR, None),
+                Transport::Udp,
+            ));
+            assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{name}");
+        }
     }
 
     #[test]
