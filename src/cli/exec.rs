@@ -61,7 +61,12 @@ pub fn run(global: &Global, args: &ExecArgs) -> miette::Result<ExitCode> {
         .map_err(|_| miette::miette!("a command argument holds a NUL byte"))?;
     if rep.stack != Stack::Host {
         let ns = rep.netns.clone().unwrap_or_default();
-        enter(&ns).map_err(|e| {
+        let svc = &project.services[&args.service];
+        let hostname = svc.hostname.as_ref().map_or_else(
+            || crate::model::names::netns_name(&project.name, &rep.service, rep.index),
+            |h| h.value.clone(),
+        );
+        enter(&ns, &hostname).map_err(|e| {
             miette::miette!(
                 help = "is the project up? run `netcompose up`",
                 "cannot enter namespace {ns}: {e}"
@@ -76,11 +81,13 @@ pub fn run(global: &Global, args: &ExecArgs) -> miette::Result<ExitCode> {
 }
 
 /// Join the namespace and lay its files over /etc in a private mount namespace (the same steps
-/// as iproute2's netns_switch). Called on the main thread before anything else runs.
-fn enter(ns: &str) -> Result<(), String> {
+/// as iproute2's netns_switch), under the replica's host name. Called on the main thread before anything else runs.
+fn enter(ns: &str, hostname: &str) -> Result<(), String> {
     let file = std::fs::File::open(Path::new("/run/netns").join(ns)).map_err(|e| e.to_string())?;
     setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
-    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| e.to_string())?;
+    // The replica's own host name too, as a container has (its /etc/hosts resolves it).
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS).map_err(|e| e.to_string())?;
+    nix::unistd::sethostname(hostname).map_err(|e| e.to_string())?;
     mount(
         None::<&str>,
         "/",

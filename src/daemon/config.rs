@@ -82,6 +82,10 @@ pub struct Process {
     pub netns: Option<String>,
     pub argv: Vec<String>,
     pub restart: RestartPolicy,
+    /// Its own host name (the service's `hostname`, else the replica's name), which the
+    /// replica's /etc/hosts resolves, as a container's does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
 }
 
 /// Compose's `restart:`.
@@ -233,6 +237,13 @@ pub fn build(
                     _ => rep.netns.clone(),
                 },
                 argv: run.value.clone(),
+                hostname: match &rep.stack {
+                    Stack::Host => None,
+                    _ => Some(svc.hostname.as_ref().map_or_else(
+                        || crate::model::names::netns_name(&project.name, &rep.service, rep.index),
+                        |h| h.value.clone(),
+                    )),
+                },
                 restart: svc
                     .restart
                     .as_ref()

@@ -531,6 +531,7 @@ fn spawn(
     } else {
         Path::new("/")
     };
+    let hostname = def.hostname.clone().unwrap_or_default();
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .current_dir(wd)
@@ -541,12 +542,16 @@ fn spawn(
     // SAFETY: between fork and exec only system calls run (setpgid, prctl, setns, unshare,
     // mount); the paths were prepared above, so nothing allocates.
     unsafe {
-        cmd.pre_exec(move || child_setup(nsfd.as_ref(), &binds));
+        cmd.pre_exec(move || child_setup(nsfd.as_ref(), &binds, &hostname));
     }
     cmd.spawn().map_err(|e| e.to_string())
 }
 
-fn child_setup(nsfd: Option<&OwnedFd>, binds: &[(CString, CString)]) -> std::io::Result<()> {
+fn child_setup(
+    nsfd: Option<&OwnedFd>,
+    binds: &[(CString, CString)],
+    hostname: &str,
+) -> std::io::Result<()> {
     use nix::mount::{mount, umount2, MntFlags, MsFlags};
     use nix::sched::{setns, unshare, CloneFlags};
     nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
@@ -555,7 +560,11 @@ fn child_setup(nsfd: Option<&OwnedFd>, binds: &[(CString, CString)]) -> std::io:
         return Ok(());
     };
     setns(fd, CloneFlags::CLONE_NEWNET)?;
-    unshare(CloneFlags::CLONE_NEWNS)?;
+    // Its own mount namespace (for the /etc/netns files) and host name, as a container has.
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS)?;
+    if !hostname.is_empty() {
+        nix::unistd::sethostname(hostname)?;
+    }
     mount(
         None::<&str>,
         "/",
