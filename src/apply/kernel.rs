@@ -51,12 +51,36 @@ impl Kernel {
         }
     }
 
+    /// Keep a socket opened elsewhere (on the thread that created the namespace).
+    pub fn remember(&self, ns: &str, socket: Netlink) {
+        if let Ok(mut m) = self.sockets.lock() {
+            m.insert(ns.to_string(), socket);
+        }
+    }
+
     /// The ifalias that marks an object as this project's.
     pub fn mark(&self, address: &str) -> String {
         ownership_mark(&self.project, address)
     }
 
+    /// The MAC address a host-side link of this project named `ifname` is created with.
+    ///
+    /// The ifalias mark takes a second request after the creation (the kernel ignores
+    /// `IFLA_IFALIAS` in RTM_NEWLINK), so a run killed between the two leaves a link of ours
+    /// without its mark. The MAC, set in the creating request itself, proves it ours then: it is
+    /// a hash of the project and the name, so nobody else's link has it by chance.
+    pub fn owner_mac(&self, ifname: &str) -> [u8; 6] {
+        owner_mac(&self.project, ifname)
+    }
+
     pub fn etc_dir(&self, ns: &str) -> PathBuf {
         PathBuf::from(ETC_NETNS).join(ns)
     }
+}
+
+/// See [`Kernel::owner_mac`]: locally administered, unicast.
+pub fn owner_mac(project: &str, ifname: &str) -> [u8; 6] {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("netcompose-owner:{project}:{ifname}").as_bytes());
+    [(d[0] & 0xfc) | 0x02, d[1], d[2], d[3], d[4], d[5]]
 }

@@ -4,7 +4,9 @@
 
 use super::kernel::Kernel;
 use super::ApplyError;
-use crate::kernel::netlink::{Link as KLink, MacvlanMode, MacvlanSpec, VethSpec, LOOPBACK_INDEX};
+use crate::kernel::netlink::{
+    Link as KLink, MacvlanMode, MacvlanSpec, Netlink, VethSpec, LOOPBACK_INDEX,
+};
 use crate::kernel::{nft, sysctl, KernelError};
 use crate::model::mac::parse_mac;
 use crate::model::resource::{
@@ -22,9 +24,19 @@ fn kernel_err(address: &str) -> impl Fn(KernelError) -> ApplyError + '_ {
     }
 }
 
-/// Refuse to go on when `link` exists and is not ours.
+/// Refuse to go on when `link` exists and is not ours: ours carries our mark, or (made by a
+/// run killed before it could set the mark) no alias and the MAC it was created with.
 fn owned(k: &Kernel, address: &str, link: &KLink) -> Result<()> {
+    owned_with_mac(k, address, link, k.owner_mac(&link.name))
+}
+
+/// [`owned`], where an unmarked link proves itself ours with `mac` (inside a replica's
+/// namespace, the endpoint's own MAC: the namespace itself is ours).
+fn owned_with_mac(k: &Kernel, address: &str, link: &KLink, mac: [u8; 6]) -> Result<()> {
     if link.alias.as_deref() == Some(k.mark(address).as_str()) {
+        return Ok(());
+    }
+    if link.alias.as_deref().is_none_or(str::is_empty) && link.mac == Some(mac) {
         return Ok(());
     }
     Err(ApplyError::NotOurs {
@@ -111,16 +123,24 @@ async fn create_bridge(k: &Kernel, a: &str, b: &Bridge) -> Result<()> {
     }
     let index = k
         .host
-        .create_bridge(&b.name, Some(b.mtu), Some(&k.mark(a)))
+        .create_bridge_with_mac(
+            &b.name,
+            Some(b.mtu),
+            Some(k.owner_mac(&b.name)),
+            Some(&k.mark(a)),
+        )
         .await
         .map_err(kernel_err(a))?;
+    // Up before the addresses: a run killed in between leaves a difference that the next
+    // observe sees (missing addresses), never a complete-looking bridge that is down.
+    k.host.set_up(index).await.map_err(kernel_err(a))?;
     for gw in &b.gateways {
         k.host
             .add_address(index, *gw)
             .await
             .map_err(kernel_err(a))?;
     }
-    k.host.set_up(index).await.map_err(kernel_err(a))
+    Ok(())
 }
 
 async fn update_bridge(k: &Kernel, a: &str, old: &Bridge, new: &Bridge) -> Result<()> {
@@ -133,14 +153,20 @@ async fn update_bridge(k: &Kernel, a: &str, old: &Bridge, new: &Bridge) -> Resul
         return create_bridge(k, a, new).await;
     };
     owned(k, a, &link)?;
+    if link.alias.as_deref() != Some(k.mark(a).as_str()) {
+        k.host
+            .set_alias(link.index, Some(&k.mark(a)))
+            .await
+            .map_err(kernel_err(a))?;
+    }
     if old.mtu != new.mtu {
         k.host
             .set_mtu(link.index, new.mtu)
             .await
             .map_err(kernel_err(a))?;
     }
-    sync_addresses(k, a, &k.host, link.index, &old.gateways, &new.gateways).await?;
-    k.host.set_up(link.index).await.map_err(kernel_err(a))
+    k.host.set_up(link.index).await.map_err(kernel_err(a))?;
+    sync_addresses(k, a, &k.host, link.index, &old.gateways, &new.gateways).await
 }
 
 async fn sync_addresses(
@@ -192,15 +218,27 @@ async fn create_namespace(k: &Kernel, a: &str, n: &Namespace) -> Result<()> {
                 object: format!("network namespace {}", n.name),
             });
         }
+        let nl = k.netlink(&n.name).map_err(kernel_err(a))?;
+        nl.lo_up().await.map_err(kernel_err(a))?;
     } else {
-        let (dir, name) = (k.dir.clone(), n.name.clone());
-        blocking(a, move || dir.create(&name)).await?;
+        // lo is marked and up before the namespace gets its name: a run killed at any point
+        // leaves either no namespace (at most a stale pin file) or a marked one.
+        let (dir, name, mark, rt) = (k.dir.clone(), n.name.clone(), k.mark(a), k.rt.clone());
+        let nl = blocking(a, move || {
+            dir.create_init(&name, || {
+                // Interfaces made here start without IPv6 (see `ipv6_on`). lo keeps ::1.
+                let _ = std::fs::write(IPV6_DEFAULT_OFF.0, IPV6_DEFAULT_OFF.1);
+                let nl = Netlink::open_current(Some(&name), &rt)?;
+                rt.block_on(async {
+                    nl.set_alias(LOOPBACK_INDEX, Some(&mark)).await?;
+                    nl.lo_up().await
+                })?;
+                Ok(nl)
+            })
+        })
+        .await?;
+        k.remember(&n.name, nl);
     }
-    let nl = k.netlink(&n.name).map_err(kernel_err(a))?;
-    nl.lo_up().await.map_err(kernel_err(a))?;
-    nl.set_alias(LOOPBACK_INDEX, Some(&k.mark(a)))
-        .await
-        .map_err(kernel_err(a))?;
     set_sysctls(k, a, n).await
 }
 
@@ -235,14 +273,16 @@ async fn delete_namespace(k: &Kernel, a: &str, n: &Namespace) -> Result<()> {
     }
     k.forget(&n.name);
     let (dir, name, etc) = (k.dir.clone(), n.name.clone(), k.etc_dir(&n.name));
+    // The files first: a run killed in between leaves the (marked) namespace, which the next
+    // run finds and deletes, rather than files nothing points to any more.
     blocking(a, move || {
-        dir.delete(&name)?;
         match std::fs::remove_dir_all(&etc) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(crate::kernel::Ctx::new("remove", etc.display(), None).os(e))
+                return Err(crate::kernel::Ctx::new("remove", etc.display(), None).os(e))
             }
-            _ => Ok(()),
+            _ => {}
         }
+        dir.delete(&name).map(drop)
     })
     .await
 }
@@ -267,7 +307,7 @@ async fn create_link(k: &Kernel, a: &str, l: &Link) -> Result<()> {
         .await
         .map_err(kernel_err(a))?
     {
-        owned(k, a, &old)?;
+        owned_with_mac(k, a, &old, mac(a, &l.mac)?)?;
         inside.delete_link(old.index).await.map_err(kernel_err(a))?;
     }
     let fd = k.dir.open(Some(&l.namespace)).map_err(kernel_err(a))?;
@@ -287,7 +327,7 @@ async fn create_link(k: &Kernel, a: &str, l: &Link) -> Result<()> {
                 name: l.host_ifname.clone().unwrap_or_default(),
                 alias: Some(k.mark(a)),
                 mtu: Some(l.mtu),
-                mac: None,
+                mac: Some(k.owner_mac(l.host_ifname.as_deref().unwrap_or_default())),
                 master: Some(master),
                 up: true,
                 peer_name: l.ifname.clone(),
@@ -331,13 +371,16 @@ async fn create_link(k: &Kernel, a: &str, l: &Link) -> Result<()> {
         .set_alias(index, Some(&k.mark(a)))
         .await
         .map_err(kernel_err(a))?;
+    ipv6_on(k, a, l).await?;
+    // Up before the addresses, as for bridges: a complete-looking link is never down.
+    inside.set_up(index).await.map_err(kernel_err(a))?;
     for addr in &l.addresses {
         inside
             .add_address(index, *addr)
             .await
             .map_err(kernel_err(a))?;
     }
-    inside.set_up(index).await.map_err(kernel_err(a))
+    Ok(())
 }
 
 fn macvlan_mode(mode: Option<&str>) -> MacvlanMode {
@@ -358,7 +401,13 @@ async fn update_link(k: &Kernel, a: &str, old: &Link, new: &Link) -> Result<()> 
     else {
         return create_link(k, a, new).await;
     };
-    owned(k, a, &link)?;
+    owned_with_mac(k, a, &link, mac(a, &new.mac)?)?;
+    if link.alias.as_deref() != Some(k.mark(a).as_str()) {
+        inside
+            .set_alias(link.index, Some(&k.mark(a)))
+            .await
+            .map_err(kernel_err(a))?;
+    }
     if old.mtu != new.mtu {
         inside
             .set_mtu(link.index, new.mtu)
@@ -382,8 +431,31 @@ async fn update_link(k: &Kernel, a: &str, old: &Link, new: &Link) -> Result<()> 
             .await
             .map_err(kernel_err(a))?;
     }
-    sync_addresses(k, a, &inside, link.index, &old.addresses, &new.addresses).await?;
-    inside.set_up(link.index).await.map_err(kernel_err(a))
+    ipv6_on(k, a, new).await?;
+    inside.set_up(link.index).await.map_err(kernel_err(a))?;
+    sync_addresses(k, a, &inside, link.index, &old.addresses, &new.addresses).await
+}
+
+/// `net.ipv6.conf.default.disable_ipv6=1`, written in every new replica namespace before any
+/// link is made in it. An interface with IPv6 sends router solicitations, duplicate address
+/// detection and MLD reports as soon as it is up, all multicast, which a bridge floods to every
+/// port: N endpoints joining one network cost O(N²) packets, each handled in a namespace
+/// (measured: most of the kernel time of `up` with hundreds of replicas). An endpoint without
+/// IPv6 addresses does not need any of it, as Docker also decides; one with IPv6 addresses gets
+/// IPv6 turned back on for its interface by [`ipv6_on`].
+const IPV6_DEFAULT_OFF: (&str, &str) = ("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1");
+
+/// Turn IPv6 on for a link that has IPv6 addresses (before they are added).
+async fn ipv6_on(k: &Kernel, a: &str, l: &Link) -> Result<()> {
+    if !l.addresses.iter().any(IpNetwork::is_ipv6) {
+        return Ok(());
+    }
+    let (dir, ns, key) = (
+        k.dir.clone(),
+        l.namespace.clone(),
+        format!("net/ipv6/conf/{}/disable_ipv6", l.ifname),
+    );
+    blocking(a, move || sysctl::write_in(&dir, Some(&ns), &key, "0")).await
 }
 
 async fn delete_link(k: &Kernel, a: &str, l: &Link) -> Result<()> {

@@ -19,6 +19,7 @@
 
 pub mod netlink;
 pub mod netns;
+pub mod nfnl;
 pub mod nft;
 pub mod sysctl;
 
