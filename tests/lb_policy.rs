@@ -334,3 +334,39 @@ fn reachability_matrix_matches_policies_and_check_agrees() {
     );
     assert!(out.status.success());
 }
+
+#[test]
+fn quickstart_checks_pass() {
+    if !require_root("quickstart_checks_pass") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let file = format!(
+        "{}/examples/quickstart/compose.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let up = sb.netcompose(&["-f", &file, "up"]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    // The x-run servers take a moment to listen; check is retried until they do.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let out = loop {
+        let out = sb.netcompose(&["-f", &file, "check"]);
+        if out.status.success() || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "quickstart checks failed:\n{text}");
+    assert!(text.contains("5 passed, 0 failed"), "{text}");
+    let down = sb.netcompose(&["-f", &file, "down"]);
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+}
