@@ -34,10 +34,16 @@ fn tally(lines: &[String]) -> HashMap<String, usize> {
     counts
 }
 
-fn assert_spread(counts: &HashMap<String, usize>, replicas: &[&str], total: usize) {
+/// Every replica got a fair part: at least `min_share` of the probes (20% of 300 for three
+/// replicas, as the issue asks; elsewhere half the even share, which random spreading over
+/// smaller samples meets with a margin of several standard deviations).
+fn assert_spread(counts: &HashMap<String, usize>, replicas: &[&str], total: usize, min_share: f64) {
     for r in replicas {
         let n = counts.get(*r).copied().unwrap_or(0);
-        assert!(n * 5 >= total, "{r} got {n} of {total}: {counts:?}");
+        assert!(
+            n as f64 >= min_share * total as f64,
+            "{r} got {n} of {total}: {counts:?}"
+        );
     }
     assert_eq!(
         counts.values().sum::<usize>(),
@@ -60,7 +66,7 @@ fn vip_spreads_tcp_and_udp_and_keeps_client_addresses() {
     p.wait_open(Some(("client", 1)), &vip, 80);
     for proto in ["tcp", "udp"] {
         let lines = p.probe(Some(("client", 1)), &[proto, &vip, "80", "300"]);
-        assert_spread(&tally(&lines), &["web-1", "web-2", "web-3"], 300);
+        assert_spread(&tally(&lines), &["web-1", "web-2", "web-3"], 300, 0.2);
         assert!(
             lines.iter().all(|l| l.ends_with(&format!(" {client}"))),
             "a replica saw another source than {client}: {:?}",
@@ -126,7 +132,12 @@ fn scaling_keeps_open_connections_and_spreads_new_ones() {
     servers.push(p.serve("web", 4, 80));
     p.wait_open(Some(("web", 1)), &p.addr("web", 4, "front"), 80);
     let lines = p.probe(Some(("client", 1)), &["tcp", &vip, "80", "200"]);
-    assert_spread(&tally(&lines), &["web-1", "web-2", "web-3", "web-4"], 200);
+    assert_spread(
+        &tally(&lines),
+        &["web-1", "web-2", "web-3", "web-4"],
+        200,
+        0.125,
+    );
     assert!(
         echo(&mut held, &mut reader, "after-up").contains("after-up"),
         "the open connection died when scaling up"
@@ -136,7 +147,7 @@ fn scaling_keeps_open_connections_and_spreads_new_ones() {
     p.up();
     let lines = p.probe(Some(("client", 1)), &["tcp", &vip, "80", "100"]);
     let counts = tally(&lines);
-    assert_spread(&counts, &["web-1", "web-2"], 100);
+    assert_spread(&counts, &["web-1", "web-2"], 100, 0.25);
     assert!(
         !counts.contains_key("web-3") && !counts.contains_key("web-4"),
         "{counts:?}"
@@ -165,27 +176,27 @@ fn published_ports_from_outside_host_and_loopback() {
     p.wait_open(None, "127.0.0.1", 8080);
     // From the outside namespace, through the uplink: the other machines' view.
     let script = common::project::support("probe.py");
-    let out = sb.run_in_outside(&["python3", &script, "tcp", UPLINK_HOST_IP, "8080", "90"]);
+    let out = sb.run_in_outside(&["python3", &script, "tcp", UPLINK_HOST_IP, "8080", "150"]);
     let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(String::from)
         .collect();
-    assert_spread(&tally(&lines), &["web-1", "web-2", "web-3"], 90);
+    assert_spread(&tally(&lines), &["web-1", "web-2", "web-3"], 150, 1.0 / 6.0);
     assert!(
         lines.iter().all(|l| l.ends_with(" 198.18.0.1")),
         "the outside's address must be preserved: {:?}",
         &lines[..3]
     );
-    let udp = sb.run_in_outside(&["python3", &script, "udp", UPLINK_HOST_IP, "8080", "60"]);
+    let udp = sb.run_in_outside(&["python3", &script, "udp", UPLINK_HOST_IP, "8080", "150"]);
     let lines: Vec<String> = String::from_utf8_lossy(&udp.stdout)
         .lines()
         .map(String::from)
         .collect();
-    assert_spread(&tally(&lines), &["web-1", "web-2", "web-3"], 60);
+    assert_spread(&tally(&lines), &["web-1", "web-2", "web-3"], 150, 1.0 / 6.0);
     // From the host itself, to its own address and to 127.0.0.1.
     for addr in [UPLINK_HOST_IP, "127.0.0.1"] {
-        let lines = p.probe(None, &["tcp", addr, "8080", "60"]);
-        assert_spread(&tally(&lines), &["web-1", "web-2", "web-3"], 60);
+        let lines = p.probe(None, &["tcp", addr, "8080", "150"]);
+        assert_spread(&tally(&lines), &["web-1", "web-2", "web-3"], 150, 1.0 / 6.0);
     }
 }
 
