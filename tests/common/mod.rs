@@ -5,4 +5,5 @@
 pub mod project;
 pub mod sandbox;
 
+#[allow(unused_imports)]
 pub use sandbox::{require_root, Sandbox};
