@@ -314,15 +314,7 @@ async fn create_link(k: &Kernel, a: &str, l: &Link) -> Result<()> {
     match l.link_type {
         LinkType::Veth => {
             let bridge = l.bridge.as_deref().unwrap_or_default();
-            let master = k
-                .host
-                .link_index(bridge)
-                .await
-                .map_err(kernel_err(a))?
-                .ok_or_else(|| ApplyError::Missing {
-                    address: a.into(),
-                    object: format!("bridge {bridge}"),
-                })?;
+            let master = host_index(k, a, bridge, "bridge").await?;
             let spec = VethSpec {
                 name: l.host_ifname.clone().unwrap_or_default(),
                 alias: Some(k.mark(a)),
@@ -338,15 +330,7 @@ async fn create_link(k: &Kernel, a: &str, l: &Link) -> Result<()> {
         }
         LinkType::Macvlan => {
             let parent_name = l.parent.as_deref().unwrap_or_default();
-            let parent = k
-                .host
-                .link_index(parent_name)
-                .await
-                .map_err(kernel_err(a))?
-                .ok_or_else(|| ApplyError::Missing {
-                    address: a.into(),
-                    object: format!("parent interface {parent_name}"),
-                })?;
+            let parent = host_index(k, a, parent_name, "parent interface").await?;
             let spec = MacvlanSpec {
                 name: l.ifname.clone(),
                 parent,
@@ -381,6 +365,18 @@ async fn create_link(k: &Kernel, a: &str, l: &Link) -> Result<()> {
             .map_err(kernel_err(a))?;
     }
     Ok(())
+}
+
+/// The index of a host interface that must exist (a bridge, a macvlan parent).
+async fn host_index(k: &Kernel, a: &str, name: &str, what: &str) -> Result<u32> {
+    k.host
+        .link_index(name)
+        .await
+        .map_err(kernel_err(a))?
+        .ok_or_else(|| ApplyError::Missing {
+            address: a.into(),
+            object: format!("{what} {name}"),
+        })
 }
 
 fn macvlan_mode(mode: Option<&str>) -> MacvlanMode {

@@ -83,20 +83,11 @@ impl NetnsDir {
         self.create_then(name, || ())
     }
 
-    /// Create a named namespace whose name appears only once `init` has run inside it: `init`
-    /// runs on the thread that unshared the new namespace, *before* it is bind-mounted under
-    /// its name. A caller that marks the namespace in `init` (an ifalias on lo) thus never
-    /// leaves a named but unmarked namespace behind, even if it is killed half-way: a crash
-    /// before the mount leaves at most a stale pin file, which the next create replaces. If
-    /// `init` fails, nothing is mounted and the pin file is removed.
-    pub fn create_init<R, F>(&self, name: &str, init: F) -> Result<R, KernelError>
-    where
-        R: Send,
-        F: FnOnce() -> Result<R, KernelError> + Send,
-    {
-        let ctx = Ctx::new("create netns", name, None);
-        check_name(&ctx, name)?;
-        self.prepare_dir(&ctx)?;
+    /// The empty pin file a new namespace is mounted on. A live namespace of that name is an
+    /// `Exists` error; a stale pin file (nothing mounted on it) is replaced.
+    fn fresh_pin(&self, ctx: &Ctx, name: &str) -> Result<PathBuf, KernelError> {
+        check_name(ctx, name)?;
+        self.prepare_dir(ctx)?;
         let path = self.path(name);
         match statfs(&path) {
             Ok(st) if st.filesystem_type() == NSFS_MAGIC => return Err(ctx.errno(Errno::EEXIST)),
@@ -111,6 +102,22 @@ impl NetnsDir {
             .mode(0o000)
             .open(&path)
             .map_err(|e| ctx.os(e))?;
+        Ok(path)
+    }
+
+    /// Create a named namespace whose name appears only once `init` has run inside it: `init`
+    /// runs on the thread that unshared the new namespace, *before* it is bind-mounted under
+    /// its name. A caller that marks the namespace in `init` (an ifalias on lo) thus never
+    /// leaves a named but unmarked namespace behind, even if it is killed half-way: a crash
+    /// before the mount leaves at most a stale pin file, which the next create replaces. If
+    /// `init` fails, nothing is mounted and the pin file is removed.
+    pub fn create_init<R, F>(&self, name: &str, init: F) -> Result<R, KernelError>
+    where
+        R: Send,
+        F: FnOnce() -> Result<R, KernelError> + Send,
+    {
+        let ctx = Ctx::new("create netns", name, None);
+        let path = self.fresh_pin(&ctx, name)?;
         let outcome = std::thread::scope(|s| {
             s.spawn(|| -> Result<R, KernelError> {
                 unshare(CloneFlags::CLONE_NEWNET).map_err(|e| ctx.errno(e))?;
@@ -146,25 +153,7 @@ impl NetnsDir {
         F: FnOnce() -> R + Send,
     {
         let ctx = Ctx::new("create netns", name, None);
-        check_name(&ctx, name)?;
-        self.prepare_dir(&ctx)?;
-        let path = self.path(name);
-
-        match statfs(&path) {
-            Ok(st) if st.filesystem_type() == NSFS_MAGIC => return Err(ctx.errno(Errno::EEXIST)),
-            // A stale pin file: nothing is mounted on it. Remove it and start over.
-            Ok(_) => fs::remove_file(&path).map_err(|e| ctx.os(e))?,
-            Err(Errno::ENOENT) => {}
-            Err(e) => return Err(ctx.errno(e)),
-        }
-
-        fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o000)
-            .open(&path)
-            .map_err(|e| ctx.os(e))?;
+        let path = self.fresh_pin(&ctx, name)?;
 
         let outcome = std::thread::scope(|s| {
             s.spawn(|| -> Result<R, Errno> {
