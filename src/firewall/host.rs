@@ -107,18 +107,19 @@ fn postrouting(bridges: &[&Bridge], publish: &[Publish]) -> Chain {
     {
         // 127.0.0.1 cannot leave the host as a source, and a replica reaching its own
         // published port through the host must get the answer back through the host too.
-        rules.push(
-            rule()
-                .saddr("127.0.0.0/8".parse().unwrap_or_else(|_| b.subnets[0]))
-                .oif(&b.name)
-                .masquerade(),
-        );
+        if let Some(lo) = LOOPBACK {
+            rules.push(rule().saddr(lo.into()).oif(&b.name).masquerade());
+        }
         for s in b.subnets.iter().filter(|s| s.is_ipv4()) {
             rules.push(rule().saddr(*s).oif(&b.name).dnat_ed().masquerade());
         }
     }
     Chain::base("postrouting", "nat", "postrouting", 100, rules)
 }
+
+/// 127.0.0.0/8 (built at compile time: the prefix is valid).
+const LOOPBACK: Option<ipnetwork::Ipv4Network> =
+    ipnetwork::Ipv4Network::new_checked(std::net::Ipv4Addr::new(127, 0, 0, 0), 8);
 
 /// One publication: traffic to a local address on the host port goes to a random replica.
 fn publish_rules(p: &Publish) -> Vec<Rule> {

@@ -267,11 +267,12 @@ fn stream_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpStream> {
 
 /// A UDP socket of the calling thread's namespace connected to `addr` (non-blocking).
 pub fn connected_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let bind: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0".parse().expect("an address")
+    let any: std::net::IpAddr = if addr.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
     } else {
-        "[::]:0".parse().expect("an address")
+        std::net::Ipv6Addr::UNSPECIFIED.into()
     };
+    let bind = SocketAddr::new(any, 0);
     let s = std::net::UdpSocket::bind(bind)?;
     s.connect(addr)?;
     s.set_nonblocking(true)?;

@@ -260,7 +260,9 @@ impl Resolver {
     }
 
     fn start_space(&self, o: Opened, report: &mut ReloadReport) -> std::io::Result<SpaceHandle> {
-        let (udp, tcp) = o.listeners.expect("listeners of a new namespace");
+        let (udp, tcp) = o
+            .listeners
+            .ok_or_else(|| std::io::Error::other("a new namespace without its listeners"))?;
         let udp = Arc::new(UdpSocket::from_std(udp)?);
         let tcp = TcpListener::from_std(tcp)?;
         let space = Arc::new(Space {
