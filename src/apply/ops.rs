@@ -206,18 +206,7 @@ async fn delete_named_link(k: &Kernel, a: &str, name: &str) -> Result<()> {
 async fn create_namespace(k: &Kernel, a: &str, n: &Namespace) -> Result<()> {
     if k.dir.exists(&n.name) {
         // Ours from an interrupted run (lo carries the mark), or somebody else's.
-        let lo = k
-            .netlink(&n.name)
-            .map_err(kernel_err(a))?
-            .link_by_index(LOOPBACK_INDEX)
-            .await
-            .map_err(kernel_err(a))?;
-        if lo.and_then(|l| l.alias) != Some(k.mark(a)) {
-            return Err(ApplyError::NotOurs {
-                address: a.to_string(),
-                object: format!("network namespace {}", n.name),
-            });
-        }
+        namespace_owned(k, a, n).await?;
         let nl = k.netlink(&n.name).map_err(kernel_err(a))?;
         nl.lo_up().await.map_err(kernel_err(a))?;
     } else {
@@ -255,22 +244,28 @@ async fn set_sysctls(k: &Kernel, a: &str, n: &Namespace) -> Result<()> {
     .await
 }
 
-async fn delete_namespace(k: &Kernel, a: &str, n: &Namespace) -> Result<()> {
-    if !k.dir.exists(&n.name) {
-        return Ok(());
-    }
+/// Refuse to go on when an existing namespace is not ours (its lo lacks our mark).
+async fn namespace_owned(k: &Kernel, a: &str, n: &Namespace) -> Result<()> {
     let lo = k
         .netlink(&n.name)
         .map_err(kernel_err(a))?
         .link_by_index(LOOPBACK_INDEX)
         .await
         .map_err(kernel_err(a))?;
-    if lo.and_then(|l| l.alias) != Some(k.mark(a)) {
-        return Err(ApplyError::NotOurs {
-            address: a.to_string(),
-            object: format!("network namespace {}", n.name),
-        });
+    if lo.and_then(|l| l.alias) == Some(k.mark(a)) {
+        return Ok(());
     }
+    Err(ApplyError::NotOurs {
+        address: a.to_string(),
+        object: format!("network namespace {}", n.name),
+    })
+}
+
+async fn delete_namespace(k: &Kernel, a: &str, n: &Namespace) -> Result<()> {
+    if !k.dir.exists(&n.name) {
+        return Ok(());
+    }
+    namespace_owned(k, a, n).await?;
     k.forget(&n.name);
     let (dir, name, etc) = (k.dir.clone(), n.name.clone(), k.etc_dir(&n.name));
     // The files first: a run killed in between leaves the (marked) namespace, which the next

@@ -2,10 +2,10 @@
 //! (the state file helps but is not needed), and nothing else.
 
 use super::context::state_root;
-use super::live::{lock, require_root, runtime};
+use super::live::{lock, open_project, require_root};
 use super::up::{progress_printer, report};
 use super::Global;
-use crate::apply::{self, Kernel};
+use crate::apply;
 use crate::load::LoadError;
 use crate::pipeline::{checked_project, Failure};
 use crate::plan;
@@ -19,12 +19,8 @@ pub fn run(global: &Global) -> miette::Result<ExitCode> {
     let _lock = lock(&project)?;
     // The daemon's processes live in the namespaces: stop them before the namespaces go.
     super::daemon::before_down(&project)?;
-    let rt = runtime()?;
-    let k = Kernel::open(&project, rt.handle().clone()).into_diagnostic()?;
+    let (rt, k, prior) = open_project(&project)?;
     let root = state_root();
-    let prior = state::load(&root, &project)
-        .into_diagnostic()?
-        .unwrap_or_default();
     let observed = rt
         .block_on(crate::observe::live::observe(&k, &prior.resources, &[]))
         .into_diagnostic()?;

@@ -42,6 +42,19 @@ pub fn lock(project: &str) -> miette::Result<state::Lock> {
     }
 }
 
+/// What `up` and `down` work with: a runtime, the kernel handle of the project, and its state
+/// (empty when there is none).
+pub fn open_project(
+    project: &str,
+) -> miette::Result<(tokio::runtime::Runtime, Kernel, state::State)> {
+    let rt = runtime()?;
+    let k = Kernel::open(project, rt.handle().clone()).into_diagnostic()?;
+    let prior = state::load(&super::context::state_root(), project)
+        .into_diagnostic()?
+        .unwrap_or_default();
+    Ok((rt, k, prior))
+}
+
 /// The project's live objects, read with a short-lived runtime.
 pub fn observe_project(
     project: &str,

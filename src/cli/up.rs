@@ -1,9 +1,9 @@
 //! `netcompose up`: make the machine match the file (or a saved plan), then record the state.
 
 use super::context::{build, context, state_root};
-use super::live::{lock, require_root, runtime};
+use super::live::{lock, open_project, require_root};
 use super::Global;
-use crate::apply::{self, Kernel};
+use crate::apply;
 use crate::model::Desired;
 use crate::plan::{self, Plan};
 use crate::state::{self, State};
@@ -40,12 +40,8 @@ pub fn run(global: &Global, args: &UpArgs) -> miette::Result<ExitCode> {
         |p| p.project.clone(),
     );
     let _lock = lock(&project)?;
-    let rt = runtime()?;
-    let k = Kernel::open(&project, rt.handle().clone()).into_diagnostic()?;
+    let (rt, k, prior) = open_project(&project)?;
     let root = state_root();
-    let prior = state::load(&root, &project)
-        .into_diagnostic()?
-        .unwrap_or_default();
     let desired: Desired = match (&saved, &checked) {
         (Some(p), _) => p.desired.clone(),
         (None, Some(c)) => build(c, &context(c, &prior.allocations))?,

@@ -153,19 +153,7 @@ fn orphan_host_ends(
             let template = t.get(address);
             let mut link = match template.map(|r| &r.spec) {
                 Some(Spec::Link(x)) => x.clone(),
-                _ => r::Link {
-                    link_type: r::LinkType::Veth,
-                    network: address.rsplit('.').next().unwrap_or_default().to_string(),
-                    namespace: String::new(),
-                    ifname: String::new(),
-                    host_ifname: None,
-                    bridge: None,
-                    parent: None,
-                    mode: None,
-                    mac: String::new(),
-                    addresses: vec![],
-                    mtu: 0,
-                },
+                _ => unknown_link(address, r::LinkType::Veth, ""),
             };
             link.host_ifname = Some(name.clone());
             link.bridge = master.clone();
@@ -341,23 +329,15 @@ fn link(
     let template = t.get(address);
     let mut link = match template.map(|r| &r.spec) {
         Some(Spec::Link(x)) => x.clone(),
-        _ => r::Link {
-            link_type: if l.kind == LinkKind::Macvlan {
+        _ => unknown_link(
+            address,
+            if l.kind == LinkKind::Macvlan {
                 r::LinkType::Macvlan
             } else {
                 r::LinkType::Veth
             },
-            network: address.rsplit('.').next().unwrap_or_default().to_string(),
-            namespace: ns.to_string(),
-            ifname: String::new(),
-            host_ifname: None,
-            bridge: None,
-            parent: None,
-            mode: None,
-            mac: String::new(),
-            addresses: vec![],
-            mtu: 0,
-        },
+            ns,
+        ),
     };
     link.namespace = ns.to_string();
     link.ifname = l.name.clone();
@@ -376,6 +356,23 @@ fn link(
         address: address.to_string(),
         spec: Spec::Link(link),
         depends_on: template.map(|r| r.depends_on.clone()).unwrap_or_default(),
+    }
+}
+
+/// A link of ours that neither the state nor the file knows: what its address tells.
+fn unknown_link(address: &str, link_type: r::LinkType, ns: &str) -> r::Link {
+    r::Link {
+        link_type,
+        network: address.rsplit('.').next().unwrap_or_default().to_string(),
+        namespace: ns.to_string(),
+        ifname: String::new(),
+        host_ifname: None,
+        bridge: None,
+        parent: None,
+        mode: None,
+        mac: String::new(),
+        addresses: vec![],
+        mtu: 0,
     }
 }
 

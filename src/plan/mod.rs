@@ -37,6 +37,21 @@ pub struct Change {
 }
 
 impl Change {
+    /// The attributes before and after, as maps (empty on the side that does not exist).
+    pub fn sides(
+        &self,
+    ) -> (
+        &serde_json::Map<String, Value>,
+        &serde_json::Map<String, Value>,
+    ) {
+        static EMPTY: std::sync::LazyLock<serde_json::Map<String, Value>> =
+            std::sync::LazyLock::new(serde_json::Map::new);
+        fn side(v: &Option<Value>) -> &serde_json::Map<String, Value> {
+            v.as_ref().and_then(Value::as_object).unwrap_or(&EMPTY)
+        }
+        (side(&self.before), side(&self.after))
+    }
+
     pub fn is_replace(&self) -> bool {
         self.actions == [Action::Delete, Action::Create]
     }
@@ -130,17 +145,7 @@ pub fn drift(state: &[Resource], observed: &[Resource]) -> Vec<Change> {
 }
 
 fn changed_keys(c: &Change) -> Vec<String> {
-    let empty = serde_json::Map::new();
-    let before = c
-        .before
-        .as_ref()
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
-    let after = c
-        .after
-        .as_ref()
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
+    let (before, after) = c.sides();
     after
         .iter()
         .filter(|(k, v)| before.get(*k) != Some(*v))

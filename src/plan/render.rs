@@ -104,17 +104,7 @@ fn block(out: &mut String, c: &Change, st: &Style) {
         c.kind,
         reason
     );
-    let empty = serde_json::Map::new();
-    let before = c
-        .before
-        .as_ref()
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
-    let after = c
-        .after
-        .as_ref()
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
+    let (before, after) = c.sides();
     let shown = if c.after.is_some() { after } else { before };
     for (key, value) in shown.iter().filter(|(k, _)| *k != "kind") {
         let old = before.get(key);
