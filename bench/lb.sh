@@ -5,15 +5,20 @@
 # network + mount namespace, so nothing reaches the real host.
 #
 #   bench/lb.sh            # 20 services x 10 replicas
+#   NETCOMPOSE_BIN=/path/to/netcompose bench/lb.sh   # a binary built elsewhere (before/after)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 services=${1:-20}
 replicas=${2:-10}
-(cd "$repo" && cargo build --release --quiet --bin netcompose)
-export NC=$repo/target/release/netcompose SERVICES=$services REPLICAS=$replicas
+if [[ -z ${NETCOMPOSE_BIN:-} ]]; then
+    (cd "$repo" && cargo build --release --quiet --bin netcompose)
+    NETCOMPOSE_BIN=$repo/target/release/netcompose
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-export WORK=$work
+# A copy, so that a concurrent build cannot swap the binary in the middle of the run.
+cp "$NETCOMPOSE_BIN" "$work/netcompose"
+export NC=$work/netcompose SERVICES=$services REPLICAS=$replicas WORK=$work
 
 unshare --net --mount --propagation private bash -euo pipefail <<'INNER'
 mkdir -p /run/netns /etc/netns /var/lib/netcompose /run/netcompose
