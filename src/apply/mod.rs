@@ -4,6 +4,8 @@
 //! converges: the next `observe` sees what the last one left, by its ownership marks.
 
 mod ops;
+#[cfg(test)]
+mod tests;
 
 use crate::firewall::replica::expand_all;
 use crate::graph;

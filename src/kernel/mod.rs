@@ -20,6 +20,8 @@
 //! inside a namespace runs on a short-lived dedicated thread ([`netns::run_in`]); a netlink socket
 //! is created on such a thread and then keeps operating in that namespace from anywhere.
 
+#[cfg(test)]
+pub mod fake;
 pub mod handle;
 pub mod machine;
 pub mod netlink;
