@@ -64,7 +64,8 @@ pub struct NetnsInit {
     pub sysctls: Vec<(String, String)>,
 }
 
-/// Links, addresses and routes of one namespace (rtnetlink).
+/// Links, addresses and routes of one namespace (rtnetlink). The listings of one handle may
+/// be asked for concurrently; they are answered one after the other.
 pub trait Links: Clone + Send + Sync {
     fn links(&self) -> impl Future<Output = Res<Vec<Link>>> + Send;
     fn link_by_name(&self, name: &str) -> impl Future<Output = Res<Option<Link>>> + Send;

@@ -17,7 +17,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Where replica files for `ip netns exec` live.
 pub const ETC_NETNS: &str = "/etc/netns";
@@ -30,7 +30,7 @@ pub struct System {
     etc: PathBuf,
     rt: tokio::runtime::Handle,
     host: Net,
-    sockets: Mutex<HashMap<String, Netlink>>,
+    sockets: Mutex<HashMap<String, Net>>,
 }
 
 /// A namespace's netlink socket, with the directory that names the namespaces a veth peer or
@@ -39,6 +39,9 @@ pub struct System {
 pub struct Net {
     nl: Netlink,
     dir: NetnsDir,
+    /// The kernel runs one dump at a time per socket (a second one is EBUSY): the dumps of
+    /// the clones of this handle take turns.
+    dumps: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl System {
@@ -46,10 +49,7 @@ impl System {
     /// whose connection task runs on `rt`.
     pub fn open(rt: tokio::runtime::Handle) -> Res<System> {
         let dir = NetnsDir::system();
-        let host = Net {
-            nl: Netlink::open_in(&dir, None, &rt)?,
-            dir: dir.clone(),
-        };
+        let host = Net::new(Netlink::open_in(&dir, None, &rt)?, &dir);
         Ok(System {
             dir,
             etc: PathBuf::from(ETC_NETNS),
@@ -59,14 +59,16 @@ impl System {
         })
     }
 
-    fn cached(&self, ns: &str) -> Option<Netlink> {
+    fn cached(&self, ns: &str) -> Option<Net> {
         self.sockets.lock().ok().and_then(|m| m.get(ns).cloned())
     }
 
-    fn remember(&self, ns: &str, socket: Netlink) {
+    fn remember(&self, ns: &str, socket: Netlink) -> Net {
+        let net = Net::new(socket, &self.dir);
         if let Ok(mut m) = self.sockets.lock() {
-            m.insert(ns.to_string(), socket);
+            m.insert(ns.to_string(), net.clone());
         }
+        net
     }
 
     fn forget(&self, ns: &str) {
@@ -93,6 +95,14 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Net {
+    fn new(nl: Netlink, dir: &NetnsDir) -> Net {
+        Net {
+            nl,
+            dir: dir.clone(),
+            dumps: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
     /// The descriptor of namespace `ns`, opened off the runtime.
     async fn open_ns(&self, ns: &str) -> Res<OwnedFd> {
         let (dir, name) = (self.dir.clone(), ns.to_string());
@@ -105,6 +115,7 @@ impl Net {
 
 impl Links for Net {
     async fn links(&self) -> Res<Vec<Link>> {
+        let _turn = self.dumps.lock().await;
         self.nl.links().await
     }
 
@@ -117,10 +128,12 @@ impl Links for Net {
     }
 
     async fn addresses(&self) -> Res<Vec<(u32, IpNetwork)>> {
+        let _turn = self.dumps.lock().await;
         self.nl.addresses().await
     }
 
     async fn routes(&self) -> Res<Vec<Route>> {
+        let _turn = self.dumps.lock().await;
         self.nl.routes().await
     }
 
@@ -457,21 +470,14 @@ impl Machine for System {
     }
 
     async fn netns(&self, ns: &str) -> Res<Net> {
-        let nl = match self.cached(ns) {
-            Some(nl) => nl,
-            None => {
-                let (dir, name, rt) = (self.dir.clone(), ns.to_string(), self.rt.clone());
-                let nl = blocking(Ctx::new("open netlink socket", ns, None), move || {
-                    Netlink::open_in(&dir, Some(&name), &rt)
-                })
-                .await?;
-                self.remember(ns, nl.clone());
-                nl
-            }
-        };
-        Ok(Net {
-            nl,
-            dir: self.dir.clone(),
+        if let Some(net) = self.cached(ns) {
+            return Ok(net);
+        }
+        let (dir, name, rt) = (self.dir.clone(), ns.to_string(), self.rt.clone());
+        let nl = blocking(Ctx::new("open netlink socket", ns, None), move || {
+            Netlink::open_in(&dir, Some(&name), &rt)
         })
+        .await?;
+        Ok(self.remember(ns, nl))
     }
 }
