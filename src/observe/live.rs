@@ -12,8 +12,14 @@ use crate::kernel::{nft, Kernel, KernelError, Machine};
 use crate::model::mac::format_mac;
 use crate::model::names::parse_mark;
 use crate::model::resource::{self as r, Resource, Spec};
+use futures::stream::{self, StreamExt};
 use ipnetwork::IpNetwork;
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// How many namespaces are read at once: enough to keep the kernel busy, few enough that the
+/// blocking steps of each (a thread inside it, sysctls, files, the table) stay within a
+/// modest thread pool.
+const PARALLEL: usize = 64;
 
 /// Earlier knowledge of each resource, by address: the state's, else the desired one. Indexed
 /// once, so that scanning a namespace costs what is in it, not what the project holds.
@@ -132,14 +138,18 @@ pub async fn observe<M: Machine>(
         .filter(|n| n.starts_with(&prefix))
         .collect();
     // A pin file with nothing mounted on it (a run killed half-way) is no namespace.
-    let live = futures::future::join_all(pinned.iter().map(|n| k.netns_exists(n))).await;
-    let names: Vec<&String> = pinned
-        .iter()
-        .zip(live)
-        .filter_map(|(n, live)| live.then_some(n))
-        .collect();
-    let scans = futures::future::join_all(names.iter().map(|ns| namespace(k, &t, ns, &host_ends)));
-    for scanned in scans.await {
+    let names: Vec<&String> = stream::iter(&pinned)
+        .map(|n| async move { k.netns_exists(n).await.then_some(n) })
+        .buffered(PARALLEL)
+        .filter_map(|n| async move { n })
+        .collect()
+        .await;
+    let scans: Vec<_> = stream::iter(&names)
+        .map(|ns| namespace(k, &t, ns, &host_ends))
+        .buffered(PARALLEL)
+        .collect()
+        .await;
+    for scanned in scans {
         out.extend(scanned?);
     }
     out.extend(orphan_host_ends(&t, &out, &host_ends));
