@@ -3,14 +3,14 @@
 //! in parallel. Each operation is idempotent enough that an interrupted run, run again,
 //! converges: the next `observe` sees what the last one left, by its ownership marks.
 
-mod kernel;
 mod ops;
-
-pub use kernel::{Kernel, ETC_NETNS};
+#[cfg(test)]
+mod tests;
 
 use crate::firewall::replica::expand_all;
 use crate::graph;
-use crate::kernel::KernelError;
+use crate::kernel::machine::Links;
+use crate::kernel::{Kernel, KernelError, Machine};
 use crate::model::{Resource, Spec};
 use crate::plan::{Action, Change};
 use futures::stream::{self, StreamExt};
@@ -51,8 +51,8 @@ pub struct Outcome {
 pub type Progress<'a> = &'a (dyn Fn(&str, &str, Duration) + Sync);
 
 /// Apply `changes` (computed from `observed` to `desired`).
-pub async fn apply(
-    k: &Kernel,
+pub async fn apply<M: Machine>(
+    k: &Kernel<M>,
     observed: &[Resource],
     desired: &[Resource],
     changes: &[Change],
@@ -77,7 +77,7 @@ pub async fn apply(
     let gone = deleted_namespaces(observed, &deletes);
     let old: HashMap<&str, &Resource> = observed.iter().map(|r| (r.address.as_str(), r)).collect();
     let rebuilt = taken_along(observed, desired, &deletes, &creates);
-    sweep(k);
+    sweep(k).await;
 
     let timings = Timings::from_env();
     for wave in graph::build(observed)
@@ -214,8 +214,8 @@ fn inside_gone(r: &Resource, gone: &HashSet<&str>) -> bool {
 /// it alive). Freeing namespaces in one batch is much cheaper for the kernel than deleting each
 /// veth: every link deletion waits for an RCU grace period under the RTNL lock, while the
 /// namespace cleanup unregisters all the devices of all dying namespaces at once.
-async fn reap(
-    k: &Kernel,
+async fn reap<M: Machine>(
+    k: &Kernel<M>,
     links: &[&Resource],
     progress: Progress<'_>,
 ) -> Result<usize, Vec<ApplyError>> {
@@ -227,7 +227,7 @@ async fn reap(
     let mut last_progress = Instant::now();
     while !left.is_empty() && last_progress.elapsed() < REAP_PATIENCE {
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let present: HashSet<String> = match k.host.links().await {
+        let present: HashSet<String> = match k.host().links().await {
             Ok(l) => l.into_iter().map(|l| l.name).collect(),
             Err(_) => break,
         };
@@ -307,31 +307,27 @@ fn lives_on(r: &Resource, parent: &Resource) -> bool {
 /// /etc/netns directories of a namespace that no longer exists, holding only the files
 /// netcompose writes. Only names of this project (`<project>-...`) are looked at; a live
 /// namespace, or a directory with anything else in it, is never touched.
-fn sweep(k: &Kernel) {
+async fn sweep<M: Machine>(k: &Kernel<M>) {
     let prefix = format!("{}-", k.project);
-    for name in k.dir.list().unwrap_or_default() {
-        if name.starts_with(&prefix) && !k.dir.exists(&name) {
-            let _ = k.dir.delete(&name);
+    for name in k.list_netns().await.unwrap_or_default() {
+        if name.starts_with(&prefix) && !k.netns_exists(&name).await {
+            let _ = k.delete_netns(&name).await;
         }
     }
-    let Ok(entries) = std::fs::read_dir(ETC_NETNS) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.starts_with(&prefix) || k.dir.exists(&name) {
+    for name in k.file_dirs().await.unwrap_or_default() {
+        if !name.starts_with(&prefix) || k.netns_exists(&name).await {
             continue;
         }
-        let only_ours = std::fs::read_dir(e.path()).is_ok_and(|d| {
-            d.flatten().all(|f| {
+        let only_ours = k.file_names(&name).await.is_ok_and(|files| {
+            files.iter().all(|f| {
                 matches!(
-                    f.file_name().to_str(),
-                    Some("hosts" | "resolv.conf" | ".hosts.tmp" | ".resolv.conf.tmp")
+                    f.as_str(),
+                    "hosts" | "resolv.conf" | ".hosts.tmp" | ".resolv.conf.tmp"
                 )
             })
         });
         if only_ours {
-            let _ = std::fs::remove_dir_all(e.path());
+            let _ = k.remove_dir(&name).await;
         }
     }
 }

@@ -3,7 +3,7 @@
 //! process becomes CMD (exec), so its exit code is CMD's.
 
 use super::Global;
-use crate::apply::ETC_NETNS;
+use crate::kernel::ETC_NETNS;
 use crate::model::endpoints::{replicas, Stack};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};

@@ -1,7 +1,7 @@
 //! Shared plumbing of the commands that touch the kernel: the root check, the async runtime,
 //! the project lock, and observing a project's live objects.
 
-use crate::apply::Kernel;
+use crate::kernel::Kernel;
 use crate::model::Resource;
 use crate::state;
 use miette::IntoDiagnostic;

@@ -11,23 +11,34 @@
 //! - [`netlink`]: [`netlink::Netlink`], an rtnetlink handle whose socket lives inside a given
 //!   namespace, with typed operations on links, addresses, routes, FDB and neighbours.
 //! - [`sysctl`]: read and write `net.*` sysctls inside a namespace.
+//! - [`machine`]: those mechanisms as traits (what `observe` and `apply` use), implemented by
+//!   [`system::System`] and, in memory, by [`fake::Fake`]; [`handle::Kernel`] pairs a machine
+//!   with the project it works for.
 //!
 //! Threading rule: a thread's network namespace is per-thread state, so this module never calls
 //! `setns` on a caller's thread (in particular never on a tokio worker). Code that must run
 //! inside a namespace runs on a short-lived dedicated thread ([`netns::run_in`]); a netlink socket
 //! is created on such a thread and then keeps operating in that namespace from anywhere.
 
+#[cfg(test)]
+pub mod fake;
+pub mod handle;
+pub mod machine;
 pub mod netlink;
 pub mod netns;
 pub mod nfnl;
 pub mod nft;
 pub mod sysctl;
+pub mod system;
 
 use std::fmt;
 use std::io;
 
+pub use handle::{owner_mac, Kernel};
+pub use machine::Machine;
 pub use netlink::{Link, LinkKind, MacvlanMode, MacvlanSpec, Netlink, Route, VethSpec, VxlanSpec};
 pub use netns::NetnsDir;
+pub use system::{System, ETC_NETNS};
 
 /// A broad classification of a [`KernelError`], for callers that need to branch
 /// (idempotent create: `Exists` is fine; idempotent delete: `NotFound` is fine).

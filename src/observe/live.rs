@@ -4,74 +4,96 @@
 //! is found from the kernel alone, even without the state file. What the kernel cannot tell
 //! (a bridge's network key, a VIP) is filled in from the state, else from the desired state.
 
-use crate::apply::{Kernel, ETC_NETNS};
 use crate::firewall::host_table;
-use crate::firewall::replica::{expand, vip_index, REPLICA_TABLE};
-use crate::kernel::netlink::{Link as KLink, LinkKind, Netlink, LOOPBACK_INDEX};
-use crate::kernel::{nfnl, nft, sysctl, KernelError};
+use crate::firewall::replica::{expand, vip_index, VipIndex, REPLICA_TABLE};
+use crate::kernel::machine::Links;
+use crate::kernel::netlink::{Link as KLink, LinkKind, LOOPBACK_INDEX};
+use crate::kernel::{nft, Kernel, KernelError, Machine};
 use crate::model::mac::format_mac;
 use crate::model::names::parse_mark;
 use crate::model::resource::{self as r, Resource, Spec};
+use futures::stream::{self, StreamExt};
 use ipnetwork::IpNetwork;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-/// Earlier knowledge of each resource, by address: the state's, else the desired one.
-pub struct Templates<'a>(HashMap<&'a str, &'a Resource>);
+/// How many namespaces are read at once: enough to keep the kernel busy, few enough that the
+/// blocking steps of each (a thread inside it, sysctls, files, the table) stay within a
+/// modest thread pool.
+const PARALLEL: usize = 64;
+
+/// Earlier knowledge of each resource, by address: the state's, else the desired one. Indexed
+/// once, so that scanning a namespace costs what is in it, not what the project holds.
+pub struct Templates<'a> {
+    by_address: HashMap<&'a str, &'a Resource>,
+    /// Bridge name → the lowest address of a bridge of that name.
+    bridges: HashMap<&'a str, &'a str>,
+    vips: VipIndex<'a>,
+}
 
 impl<'a> Templates<'a> {
     pub fn new(state: &'a [Resource], desired: &'a [Resource]) -> Self {
-        let mut m: HashMap<&str, &Resource> =
+        let mut by_address: HashMap<&str, &Resource> =
             desired.iter().map(|r| (r.address.as_str(), r)).collect();
-        m.extend(state.iter().map(|r| (r.address.as_str(), r)));
-        Templates(m)
+        by_address.extend(state.iter().map(|r| (r.address.as_str(), r)));
+        let mut known: Vec<&Resource> = by_address.values().copied().collect();
+        known.sort_by(|a, b| a.address.cmp(&b.address));
+        let mut bridges = HashMap::new();
+        for r in &known {
+            if let Spec::Bridge(b) = &r.spec {
+                bridges.entry(b.name.as_str()).or_insert(r.address.as_str());
+            }
+        }
+        let vips = vip_index(known.iter().filter_map(|r| match &r.spec {
+            Spec::Vip(v) => Some(v),
+            _ => None,
+        }));
+        Templates {
+            by_address,
+            bridges,
+            vips,
+        }
     }
 
     fn get(&self, address: &str) -> Option<&'a Resource> {
-        self.0.get(address).copied()
+        self.by_address.get(address).copied()
+    }
+
+    fn depends_on(&self, address: &str) -> Vec<String> {
+        self.get(address)
+            .map(|r| r.depends_on.clone())
+            .unwrap_or_default()
     }
 
     /// The address of the bridge called `name`, if one is known.
     fn bridge_named(&self, name: &str) -> Option<&'a str> {
-        let mut found: Vec<&str> = self
-            .0
-            .values()
-            .filter(|r| matches!(&r.spec, Spec::Bridge(b) if b.name == name))
-            .map(|r| r.address.as_str())
-            .collect();
-        found.sort();
-        found.first().copied()
-    }
-
-    /// Every VIP known to the templates.
-    fn vips(&self) -> Vec<&'a r::Vip> {
-        self.0
-            .values()
-            .filter_map(|r| match &r.spec {
-                Spec::Vip(v) => Some(v),
-                _ => None,
-            })
-            .collect()
+        self.bridges.get(name).copied()
     }
 
     fn by_kind<'s>(
         &'s self,
         pred: impl Fn(&Spec) -> bool + 's,
     ) -> impl Iterator<Item = &'a Resource> + 's {
-        self.0.values().copied().filter(move |r| pred(&r.spec))
+        self.by_address
+            .values()
+            .copied()
+            .filter(move |r| pred(&r.spec))
     }
 }
 
+/// A veth host end of the project: its name, its bridge, its MTU.
+type HostEnd = (String, Option<String>, u32);
+
 /// Everything of the project that exists now. VIPs and DNS zones, which live in the project
-/// daemon rather than in kernel objects, are taken from `state`.
-pub async fn observe(
-    k: &Kernel,
+/// daemon rather than in kernel objects, are taken from `state`. The namespaces are read
+/// concurrently; what blocks runs off the runtime (see [`crate::kernel::system`]).
+pub async fn observe<M: Machine>(
+    k: &Kernel<M>,
     state: &[Resource],
     desired: &[Resource],
 ) -> Result<Vec<Resource>, KernelError> {
     let started = std::time::Instant::now();
     let t = Templates::new(state, desired);
-    let host_links = k.host.links().await?;
-    let host_addrs = k.host.addresses().await?;
+    let (host_links, host_addrs) = futures::try_join!(k.host().links(), k.host().addresses())?;
     let mut out = Vec::new();
     let ours = |l: &KLink| match l.alias.as_deref().filter(|a| !a.is_empty()) {
         Some(alias) => parse_mark(alias)
@@ -86,7 +108,11 @@ pub async fn observe(
         ),
         None => None,
     };
-    let mut host_ends: HashMap<String, (String, Option<String>, u32)> = HashMap::new();
+    let names_by_index: HashMap<u32, &str> = host_links
+        .iter()
+        .map(|l| (l.index, l.name.as_str()))
+        .collect();
+    let mut host_ends: HashMap<String, HostEnd> = HashMap::new();
     for l in &host_links {
         let Some(address) = ours(l) else { continue };
         match l.kind {
@@ -94,30 +120,40 @@ pub async fn observe(
             LinkKind::Veth => {
                 let master = l
                     .master
-                    .and_then(|m| host_links.iter().find(|x| x.index == m))
-                    .map(|m| m.name.clone());
+                    .and_then(|m| names_by_index.get(&m))
+                    .map(|m| m.to_string());
                 host_ends.insert(address, (l.name.clone(), master, l.mtu.unwrap_or(0)));
             }
-            _ => {}
+            LinkKind::Macvlan | LinkKind::Vxlan | LinkKind::Device | LinkKind::Other(_) => {}
         }
     }
     for r in t.by_kind(|s| matches!(s, Spec::Macvlan(_) | Spec::External(_))) {
         out.push(r.clone());
     }
     let prefix = format!("{}-", k.project);
-    let names: Vec<String> = k
-        .dir
-        .list()?
+    let pinned: Vec<String> = k
+        .list_netns()
+        .await?
         .into_iter()
-        // A pin file with nothing mounted on it (a run killed half-way) is no namespace.
-        .filter(|n| n.starts_with(&prefix) && k.dir.exists(n))
+        .filter(|n| n.starts_with(&prefix))
         .collect();
-    let scans = futures::future::join_all(names.iter().map(|ns| namespace(k, &t, ns, &host_ends)));
-    for scanned in scans.await {
+    // A pin file with nothing mounted on it (a run killed half-way) is no namespace.
+    let names: Vec<&String> = stream::iter(&pinned)
+        .map(|n| async move { k.netns_exists(n).await.then_some(n) })
+        .buffered(PARALLEL)
+        .filter_map(|n| async move { n })
+        .collect()
+        .await;
+    let scans: Vec<_> = stream::iter(&names)
+        .map(|ns| namespace(k, &t, ns, &host_ends))
+        .buffered(PARALLEL)
+        .collect()
+        .await;
+    for scanned in scans {
         out.extend(scanned?);
     }
     out.extend(orphan_host_ends(&t, &out, &host_ends));
-    out.extend(firewall(k, &t).await?);
+    out.extend(table(k, &t, None, "firewall.host", &host_table(&k.project)).await?);
     out.extend(
         state
             .iter()
@@ -144,14 +180,14 @@ pub async fn observe(
 fn orphan_host_ends(
     t: &Templates,
     found: &[Resource],
-    host_ends: &HashMap<String, (String, Option<String>, u32)>,
+    host_ends: &HashMap<String, HostEnd>,
 ) -> Vec<Resource> {
+    let found: HashSet<&str> = found.iter().map(|r| r.address.as_str()).collect();
     let mut orphans: Vec<Resource> = host_ends
         .iter()
-        .filter(|(address, _)| !found.iter().any(|r| &r.address == *address))
+        .filter(|(address, _)| !found.contains(address.as_str()))
         .map(|(address, (name, master, mtu))| {
-            let template = t.get(address);
-            let mut link = match template.map(|r| &r.spec) {
+            let mut link = match t.get(address).map(|r| &r.spec) {
                 Some(Spec::Link(x)) => x.clone(),
                 _ => unknown_link(address, r::LinkType::Veth, ""),
             };
@@ -163,7 +199,7 @@ fn orphan_host_ends(
             Resource {
                 address: address.clone(),
                 spec: Spec::Link(link),
-                depends_on: template.map(|r| r.depends_on.clone()).unwrap_or_default(),
+                depends_on: t.depends_on(address),
             }
         })
         .collect();
@@ -201,10 +237,7 @@ fn bridge(t: &Templates, address: &str, l: &KLink, addrs: &[(u32, IpNetwork)]) -
     Resource {
         address: address.to_string(),
         spec: Spec::Bridge(b),
-        depends_on: t
-            .get(address)
-            .map(|r| r.depends_on.clone())
-            .unwrap_or_default(),
+        depends_on: t.depends_on(address),
     }
 }
 
@@ -212,14 +245,14 @@ fn link_local(a: &IpNetwork) -> bool {
     matches!(a, IpNetwork::V6(v6) if v6.ip().segments()[0] & 0xffc0 == 0xfe80)
 }
 
-/// One of the project's namespaces: itself, its marked links, default routes and files.
-async fn namespace(
-    k: &Kernel,
+/// One of the project's namespaces: itself, its marked links, default routes, files and table.
+async fn namespace<M: Machine>(
+    k: &Kernel<M>,
     t: &Templates<'_>,
     ns: &str,
-    host_ends: &HashMap<String, (String, Option<String>, u32)>,
+    host_ends: &HashMap<String, HostEnd>,
 ) -> Result<Vec<Resource>, KernelError> {
-    let nl: Netlink = k.netlink(ns)?;
+    let nl = k.netns(ns).await?;
     let links = nl.links().await?;
     let Some(ns_address) = links
         .iter()
@@ -231,8 +264,15 @@ async fn namespace(
     else {
         return Ok(Vec::new());
     };
-    let addrs = nl.addresses().await?;
-    let mut out = vec![namespace_resource(k, t, ns, &ns_address)];
+    let table_address = format!("{ns_address}.firewall");
+    let (addrs, routes, itself, files, table) = futures::try_join!(
+        nl.addresses(),
+        nl.routes(),
+        namespace_resource(k, t, ns, &ns_address),
+        files(k, t, ns, &ns_address),
+        table(k, t, Some(ns), &table_address, REPLICA_TABLE),
+    )?;
+    let mut out = vec![itself];
     for l in links.iter().filter(|l| l.index != LOOPBACK_INDEX) {
         let Some((_, address)) = l
             .alias
@@ -244,12 +284,7 @@ async fn namespace(
         };
         out.push(link(t, ns, address, l, &addrs, host_ends.get(address)));
     }
-    for route in nl
-        .routes()
-        .await?
-        .into_iter()
-        .filter(|r| r.dst.prefix() == 0)
-    {
+    for route in routes.into_iter().filter(|r| r.dst.prefix() == 0) {
         let (Some(gateway), Some(oif)) = (route.gateway, route.oif) else {
             continue;
         };
@@ -270,33 +305,42 @@ async fn namespace(
             gateway,
             ifname,
         });
-        let depends_on = t
-            .get(&address)
-            .map(|r| r.depends_on.clone())
-            .unwrap_or_default();
+        let depends_on = t.depends_on(&address);
         out.push(Resource {
             address,
             spec,
             depends_on,
         });
     }
-    out.extend(files(t, ns, &ns_address));
-    out.extend(
-        table(
-            k,
-            t,
-            Some(ns),
-            &format!("{ns_address}.firewall"),
-            REPLICA_TABLE,
-        )
-        .await?,
-    );
+    out.extend(files);
+    out.extend(table);
     Ok(out)
 }
 
-fn namespace_resource(k: &Kernel, t: &Templates, ns: &str, address: &str) -> Resource {
-    let template = t.get(address);
-    let mut n = match template.map(|r| &r.spec) {
+/// The live values of `sysctls`' keys; a key the kernel does not have (its device is gone)
+/// reads as empty, so that it shows as a difference.
+async fn read_sysctls<M: Machine>(
+    k: &Kernel<M>,
+    ns: Option<&str>,
+    sysctls: &mut BTreeMap<String, String>,
+) -> Result<(), KernelError> {
+    for (key, value) in sysctls.iter_mut() {
+        *value = match k.read_sysctl(ns, key).await {
+            Ok(v) => v.trim().to_string(),
+            Err(e) if e.is_not_found() => String::new(),
+            Err(e) => return Err(e),
+        };
+    }
+    Ok(())
+}
+
+async fn namespace_resource<M: Machine>(
+    k: &Kernel<M>,
+    t: &Templates<'_>,
+    ns: &str,
+    address: &str,
+) -> Result<Resource, KernelError> {
+    let mut n = match t.get(address).map(|r| &r.spec) {
         Some(Spec::Namespace(n)) => n.clone(),
         _ => r::Namespace {
             name: ns.to_string(),
@@ -306,16 +350,12 @@ fn namespace_resource(k: &Kernel, t: &Templates, ns: &str, address: &str) -> Res
         },
     };
     n.name = ns.to_string();
-    for (key, value) in n.sysctls.iter_mut() {
-        *value = sysctl::read_in(&k.dir, Some(ns), key)
-            .map(|v| v.trim().to_string())
-            .unwrap_or_default();
-    }
-    Resource {
+    read_sysctls(k, Some(ns), &mut n.sysctls).await?;
+    Ok(Resource {
         address: address.to_string(),
         spec: Spec::Namespace(n),
-        depends_on: template.map(|r| r.depends_on.clone()).unwrap_or_default(),
-    }
+        depends_on: t.depends_on(address),
+    })
 }
 
 fn link(
@@ -324,10 +364,9 @@ fn link(
     address: &str,
     l: &KLink,
     addrs: &[(u32, IpNetwork)],
-    host_end: Option<&(String, Option<String>, u32)>,
+    host_end: Option<&HostEnd>,
 ) -> Resource {
-    let template = t.get(address);
-    let mut link = match template.map(|r| &r.spec) {
+    let mut link = match t.get(address).map(|r| &r.spec) {
         Some(Spec::Link(x)) => x.clone(),
         _ => unknown_link(
             address,
@@ -355,7 +394,7 @@ fn link(
     Resource {
         address: address.to_string(),
         spec: Spec::Link(link),
-        depends_on: template.map(|r| r.depends_on.clone()).unwrap_or_default(),
+        depends_on: t.depends_on(address),
     }
 }
 
@@ -376,62 +415,52 @@ fn unknown_link(address: &str, link_type: r::LinkType, ns: &str) -> r::Link {
     }
 }
 
-fn files(t: &Templates, ns: &str, ns_address: &str) -> Option<Resource> {
-    let dir = std::path::Path::new(ETC_NETNS).join(ns);
-    let read = |name: &str| {
-        std::fs::read_to_string(dir.join(name))
-            .ok()
-            .map(|s| s.lines().map(String::from).collect::<Vec<_>>())
-    };
-    let (hosts, resolv_conf) = (read("hosts"), read("resolv.conf"));
+async fn files<M: Machine>(
+    k: &Kernel<M>,
+    t: &Templates<'_>,
+    ns: &str,
+    ns_address: &str,
+) -> Result<Option<Resource>, KernelError> {
+    let (hosts, resolv_conf) =
+        futures::try_join!(k.read_file(ns, "hosts"), k.read_file(ns, "resolv.conf"))?;
     if hosts.is_none() && resolv_conf.is_none() {
-        return None;
+        return Ok(None);
     }
+    let lines = |text: Option<String>| {
+        text.map(|s| s.lines().map(String::from).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
     let address = format!("{ns_address}.files");
     let spec = Spec::Files(r::NetnsFiles {
         namespace: ns.to_string(),
-        hosts: hosts.unwrap_or_default(),
-        resolv_conf: resolv_conf.unwrap_or_default(),
+        hosts: lines(hosts),
+        resolv_conf: lines(resolv_conf),
     });
-    let depends_on = t
-        .get(&address)
-        .map(|r| r.depends_on.clone())
-        .unwrap_or_default();
-    Some(Resource {
+    let depends_on = t.depends_on(&address);
+    Ok(Some(Resource {
         address,
         spec,
         depends_on,
-    })
-}
-
-/// The host table.
-async fn firewall(k: &Kernel, t: &Templates<'_>) -> Result<Option<Resource>, KernelError> {
-    table(k, t, None, "firewall.host", &host_table(&k.project)).await
+    }))
 }
 
 /// A table of the project: the known rules whose tags are present, in order, and the tags of
 /// rules netcompose did not write, so that any change made outside shows as a difference.
-async fn table(
-    k: &Kernel,
+async fn table<M: Machine>(
+    k: &Kernel<M>,
     t: &Templates<'_>,
     ns: Option<&str>,
     address: &str,
     name: &str,
 ) -> Result<Option<Resource>, KernelError> {
-    let (dir, owned_ns, owned_name) = (k.dir.clone(), ns.map(str::to_string), name.to_string());
-    // Over nfnetlink (no process per namespace); through `nft` if that fails for any reason.
-    let tags = tokio::task::spawn_blocking(move || {
-        nfnl::table_tags(&dir, owned_ns.as_deref(), &owned_name)
-            .or_else(|_| nft::table_tags(&dir, owned_ns.as_deref(), &owned_name))
-    })
-    .await
-    .map_err(|e| crate::kernel::Ctx::new("list table", name, ns).invalid(e.to_string()))??;
-    let Some(tags) = tags else { return Ok(None) };
+    let Some(tags) = k.table_tags(ns, name).await? else {
+        return Ok(None);
+    };
     let template = match t.get(address).map(|r| &r.spec) {
         Some(Spec::Firewall(f)) => Some(f.clone()),
         _ => None,
     };
-    let mut fw = template.clone().unwrap_or(r::Firewall {
+    let mut fw = template.unwrap_or(r::Firewall {
         namespace: ns.map(str::to_string),
         table: name.to_string(),
         sysctls: BTreeMap::new(),
@@ -441,13 +470,12 @@ async fn table(
         foreign_rules: vec![],
     });
     // What the table should hold, VIP chains included, as the last apply wrote it.
-    let vips = t.vips();
-    let expected = expand(&fw, &vip_index(vips.iter().copied()));
+    let expected = expand(&fw, &t.vips);
     let tag_sets: Vec<(&str, Vec<String>)> = expected
         .iter()
         .map(|c| (c.name.as_str(), c.rules.iter().map(nft::rule_tag).collect()))
         .collect();
-    let known: Vec<&String> = tag_sets.iter().flat_map(|(_, t)| t).collect();
+    let known: HashSet<&String> = tag_sets.iter().flat_map(|(_, t)| t).collect();
     fw.foreign_rules = tags
         .iter()
         .flat_map(|(_, live)| live.iter())
@@ -473,18 +501,10 @@ async fn table(
         chain.rules.retain(|r| live.contains(&nft::rule_tag(r)));
     }
     fw.chains.retain(|c| tags.iter().any(|(n, _)| n == &c.name));
-    for (key, value) in fw.sysctls.iter_mut() {
-        *value = sysctl::read_in(&k.dir, ns, key)
-            .map(|v| v.trim().to_string())
-            .unwrap_or_default();
-    }
-    let depends_on = t
-        .get(address)
-        .map(|r| r.depends_on.clone())
-        .unwrap_or_default();
+    read_sysctls(k, ns, &mut fw.sysctls).await?;
     Ok(Some(Resource {
         address: address.to_string(),
         spec: Spec::Firewall(fw),
-        depends_on,
+        depends_on: t.depends_on(address),
     }))
 }

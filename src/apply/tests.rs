@@ -1,0 +1,277 @@
+//! The applier and the observer against the in-memory kernel: a desired state built by the real
+//! pure pipeline from a Compose text is applied, observed back, drifted and repaired, and
+//! taken down, without root.
+
+use super::{apply, ApplyError};
+use crate::kernel::fake::Fake;
+use crate::kernel::machine::{Namespaces, NetnsInit};
+use crate::kernel::netlink::LinkKind;
+use crate::kernel::Kernel;
+use crate::load::LoadOptions;
+use crate::model::resource::Resource;
+use crate::model::{self, Context, Spec};
+use crate::observe::live::observe;
+use crate::pipeline::checked_project;
+use crate::plan::{self, Action};
+use std::collections::HashMap;
+
+const PROJECT: &str = "t";
+
+const COMPOSE: &str = "
+name: t
+services:
+  web:
+    deploy: {replicas: 2}
+    networks:
+      front: {}
+      back: {}
+    ports: ['8080:80']
+    sysctls: {net.ipv4.tcp_syncookies: '1'}
+    x-policy:
+      ingress: {allow: [10.40.0.0/16], deny: [0.0.0.0/0]}
+  db:
+    networks: [back]
+networks:
+  front:
+    enable_ipv6: true
+    ipam: {config: [{subnet: 10.40.1.0/24}, {subnet: 'fd00:40::/64'}]}
+  back:
+    internal: true
+";
+
+fn desired() -> Vec<Resource> {
+    desired_of(COMPOSE)
+}
+
+fn desired_of(text: &str) -> Vec<Resource> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yaml");
+    std::fs::write(&file, text).unwrap();
+    let opts = LoadOptions {
+        files: vec![file],
+        environment: Some(HashMap::new()),
+        ..Default::default()
+    };
+    let checked = checked_project(&opts).unwrap_or_else(|e| panic!("{e:?}"));
+    model::build(&checked.project, &Context::default())
+        .unwrap()
+        .resources
+}
+
+fn quiet(_: &str, _: &str, _: std::time::Duration) {}
+
+/// Observe (with `state`, what the last run applied, as `up` and `down` do), diff against
+/// `desired`, apply; returns what the diff held.
+async fn converge(k: &Kernel<Fake>, state: &[Resource], desired: &[Resource]) -> Vec<plan::Change> {
+    let observed = observe(k, state, desired).await.unwrap();
+    let changes = plan::diff(&observed, desired);
+    if let Err(errors) = apply(k, &observed, desired, &changes, &quiet).await {
+        panic!("apply failed: {errors:?}");
+    }
+    changes
+}
+
+async fn assert_converged(k: &Kernel<Fake>, desired: &[Resource]) {
+    let observed = observe(k, desired, desired).await.unwrap();
+    let changes = plan::diff(&observed, desired);
+    assert!(changes.is_empty(), "left over: {changes:#?}");
+}
+
+fn find(desired: &[Resource], pred: impl Fn(&Spec) -> bool) -> &Resource {
+    desired.iter().find(|r| pred(&r.spec)).unwrap()
+}
+
+fn changed(changes: &[plan::Change]) -> Vec<&str> {
+    changes.iter().map(|c| c.address.as_str()).collect()
+}
+
+#[tokio::test]
+async fn applied_then_observed_is_no_change() {
+    let desired = desired();
+    let k = Kernel::new(PROJECT, Fake::new());
+    let first = converge(&k, &[], &desired).await;
+    assert!(first.iter().all(|c| c.actions == vec![Action::Create]));
+    assert_converged(&k, &desired).await;
+    // The namespaces, links, tables and files are really there.
+    k.with(|w| {
+        assert_eq!(w.namespaces.len(), 3, "{:?}", w.namespaces.keys());
+        assert_eq!(w.files.len(), 3);
+        assert!(w.host.tables.contains_key("netcompose-t"));
+    });
+}
+
+#[tokio::test]
+async fn drift_is_observed_and_repaired() {
+    let desired = desired();
+    let k = Kernel::new(PROJECT, Fake::new());
+    converge(&k, &[], &desired).await;
+    let link = find(
+        &desired,
+        |s| matches!(s, Spec::Link(l) if l.namespace == "t-web-1"),
+    );
+    let Spec::Link(l) = &link.spec else { panic!() };
+    let bridge = find(
+        &desired,
+        |s| matches!(s, Spec::Bridge(b) if !b.gateways.is_empty()),
+    );
+    let Spec::Bridge(b) = &bridge.spec else {
+        panic!()
+    };
+    let host_fw = find(
+        &desired,
+        |s| matches!(s, Spec::Firewall(f) if f.namespace.is_none()),
+    );
+    let ns = find(
+        &desired,
+        |s| matches!(s, Spec::Namespace(n) if n.name == "t-web-2"),
+    );
+    k.with(|w| {
+        let index = w.link_named(Some("t-web-1"), &l.ifname).unwrap().link.index;
+        w.remove_link(Some("t-web-1"), index);
+        w.link_named(None, &b.name).unwrap().addresses.clear();
+        let chains = w.host.tables.get_mut("netcompose-t").unwrap();
+        let chain = chains
+            .iter_mut()
+            .find(|(_, tags)| !tags.is_empty())
+            .unwrap();
+        chain.1.remove(0);
+        let web2 = w.namespaces.get_mut("t-web-2").unwrap();
+        web2.sysctls
+            .insert("net.ipv4.tcp_syncookies".into(), "0".into());
+    });
+    let observed = observe(&k, &desired, &desired).await.unwrap();
+    let changes = plan::diff(&observed, &desired);
+    let addresses = changed(&changes);
+    for drifted in [link, bridge, host_fw, ns] {
+        assert!(
+            addresses.contains(&drifted.address.as_str()),
+            "{} not seen in {addresses:?}",
+            drifted.address
+        );
+    }
+    converge(&k, &desired, &desired).await;
+    assert_converged(&k, &desired).await;
+}
+
+#[tokio::test]
+async fn a_replaced_bridge_gets_its_ports_back() {
+    let before = desired();
+    let after = desired_of(&COMPOSE.replace(
+        "  front:\n",
+        "  front:\n    driver_opts: {com.docker.network.bridge.name: ncfront0}\n",
+    ));
+    let k = Kernel::new(PROJECT, Fake::new());
+    converge(&k, &[], &before).await;
+    let changes = converge(&k, &before, &after).await;
+    assert!(
+        changes.iter().any(|c| c.actions.contains(&Action::Delete)
+            && c.actions.contains(&Action::Create)
+            && c.kind == "bridge"),
+        "{changes:#?}"
+    );
+    assert_converged(&k, &after).await;
+    k.with(|w| {
+        let bridge = w.link_named(None, "ncfront0").unwrap().link.index;
+        let ports = w
+            .host
+            .links
+            .values()
+            .filter(|l| l.link.master == Some(bridge))
+            .count();
+        assert_eq!(ports, 2, "both web replicas are on the new bridge");
+    });
+}
+
+/// What the fake logs when `r` is deleted on its own (not with its namespace).
+fn delete_entry(r: &Resource) -> Option<String> {
+    match &r.spec {
+        Spec::Namespace(n) => Some(format!("delete netns {}", n.name)),
+        Spec::Bridge(b) => Some(format!("delete link {}", b.name)),
+        Spec::Firewall(f) if f.namespace.is_none() => Some(format!("delete table {}", f.table)),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn down_deletes_everything_in_reverse_dependency_order() {
+    let desired = desired();
+    let k = Kernel::new(PROJECT, Fake::new());
+    converge(&k, &[], &desired).await;
+    k.take_log();
+    let changes = converge(&k, &desired, &[]).await;
+    assert!(changes.iter().all(|c| c.actions == vec![Action::Delete]));
+    let log = k.take_log();
+    let at = |entry: &str| log.iter().position(|l| l == entry);
+    let by_address: HashMap<&str, &Resource> =
+        desired.iter().map(|r| (r.address.as_str(), r)).collect();
+    let mut pairs = 0;
+    for r in &desired {
+        let Some(mine) = delete_entry(r) else {
+            continue;
+        };
+        let mine = at(&mine).unwrap_or_else(|| panic!("{mine} not in {log:#?}"));
+        for dep in r
+            .depends_on
+            .iter()
+            .filter_map(|d| by_address.get(d.as_str()))
+        {
+            if let Some(theirs) = delete_entry(dep).and_then(|e| at(&e)) {
+                assert!(
+                    mine < theirs,
+                    "{} deleted after {}: {log:#?}",
+                    r.address,
+                    dep.address
+                );
+                pairs += 1;
+            }
+        }
+    }
+    assert!(pairs > 0, "no ordered pair checked: {log:#?}");
+    k.with(|w| {
+        assert!(w.namespaces.is_empty() && w.files.is_empty() && w.host.tables.is_empty());
+        let left: Vec<&str> = w
+            .host
+            .links
+            .values()
+            .map(|l| l.link.name.as_str())
+            .collect();
+        assert_eq!(left, ["lo"], "host links left");
+    });
+}
+
+#[tokio::test]
+async fn a_foreign_object_of_the_same_name_is_refused() {
+    let desired = desired();
+    let bridge = find(&desired, |s| matches!(s, Spec::Bridge(_)));
+    let Spec::Bridge(b) = &bridge.spec else {
+        panic!()
+    };
+    let k = Kernel::new(PROJECT, Fake::new());
+    k.with(|w| w.add_foreign_link(None, &b.name, LinkKind::Bridge));
+    let init = NetnsInit {
+        lo_alias: "somebody else".into(),
+        sysctls: vec![],
+    };
+    k.create_netns("t-db-1", &init).await.unwrap();
+    let observed = observe(&k, &[], &desired).await.unwrap();
+    let changes = plan::diff(&observed, &desired);
+    let errors = apply(&k, &observed, &desired, &changes, &quiet)
+        .await
+        .unwrap_err();
+    let refused: Vec<&str> = errors
+        .iter()
+        .filter_map(|e| match e {
+            ApplyError::NotOurs { address, .. } => Some(address.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        refused.contains(&bridge.address.as_str()) && refused.contains(&"service.db[1]"),
+        "{errors:?}"
+    );
+    // Neither was touched.
+    k.with(|w| {
+        assert!(w.link_named(None, &b.name).unwrap().link.alias.is_none());
+        assert!(w.namespaces.contains_key("t-db-1"));
+    });
+}

@@ -1,0 +1,194 @@
+//! The kernel mechanisms that `observe` and `apply` use, as traits: links, addresses and
+//! routes of one namespace ([`Links`]), named namespaces ([`Namespaces`]), nftables tables
+//! ([`Firewall`]), `net.*` sysctls ([`Sysctls`]) and the replica files under /etc/netns
+//! ([`ReplicaFiles`]). [`Machine`] is all of them with a handle per namespace.
+//!
+//! The real machine is [`super::system::System`]; [`super::fake::Fake`] keeps the same facts in
+//! memory so that the applier and the observer are tested without root. The methods mirror the
+//! kernel's own operations one for one (no policy), and fail with the same [`KernelError`]
+//! kinds (`Exists`, `NotFound`) as the kernel does.
+//!
+//! Methods return `Send` futures so that a caller may run a reconciliation on any runtime
+//! thread; what blocks (a thread inside a namespace, a file, a process) runs off the runtime.
+
+use super::netlink::{Link, MacvlanMode, Route};
+use super::nft::ChainTags;
+use super::KernelError;
+use ipnetwork::IpNetwork;
+use std::future::Future;
+use std::net::IpAddr;
+
+/// The chain type the nftables layer loads.
+pub type Chain = crate::firewall::rule::Chain;
+
+type Res<T> = Result<T, KernelError>;
+
+/// A veth pair made from one namespace, its peer created directly inside namespace `peer_ns`
+/// with its name and MAC in the same request. The peer starts down.
+#[derive(Debug, Clone, Default)]
+pub struct NewVeth {
+    pub name: String,
+    /// Set with a second request (the kernel ignores an alias in the creating one).
+    pub alias: Option<String>,
+    /// MTU of both ends.
+    pub mtu: Option<u32>,
+    pub mac: Option<[u8; 6]>,
+    /// Enslave this end to the bridge with this index.
+    pub master: Option<u32>,
+    pub up: bool,
+    pub peer_name: String,
+    pub peer_ns: String,
+    pub peer_mac: Option<[u8; 6]>,
+}
+
+/// A macvlan sub-interface of `parent` (an index in the creating namespace), created inside
+/// namespace `ns`.
+#[derive(Debug, Clone)]
+pub struct NewMacvlan {
+    pub name: String,
+    pub parent: u32,
+    pub mode: MacvlanMode,
+    pub ns: String,
+    pub mac: Option<[u8; 6]>,
+    pub mtu: Option<u32>,
+    pub up: bool,
+}
+
+/// What a new namespace is given before it gets its name, so that a run killed at any point
+/// leaves either no namespace or a complete one: `lo` carries `lo_alias` and is up, and each
+/// sysctl is written (one the kernel lacks, such as IPv6 keys on a kernel without IPv6, is
+/// skipped).
+#[derive(Debug, Clone, Default)]
+pub struct NetnsInit {
+    pub lo_alias: String,
+    pub sysctls: Vec<(String, String)>,
+}
+
+/// Links, addresses and routes of one namespace (rtnetlink). The listings of one handle may
+/// be asked for concurrently; they are answered one after the other.
+pub trait Links: Clone + Send + Sync {
+    fn links(&self) -> impl Future<Output = Res<Vec<Link>>> + Send;
+    fn link_by_name(&self, name: &str) -> impl Future<Output = Res<Option<Link>>> + Send;
+    fn link_by_index(&self, index: u32) -> impl Future<Output = Res<Option<Link>>> + Send;
+    /// Every address, as (ifindex, address/prefix).
+    fn addresses(&self) -> impl Future<Output = Res<Vec<(u32, IpNetwork)>>> + Send;
+    fn routes(&self) -> impl Future<Output = Res<Vec<Route>>> + Send;
+
+    /// A bridge with a MAC fixed in the creating request; returns its index.
+    fn create_bridge(
+        &self,
+        name: &str,
+        mtu: Option<u32>,
+        mac: Option<[u8; 6]>,
+        alias: Option<&str>,
+    ) -> impl Future<Output = Res<u32>> + Send;
+    /// Returns the index of this namespace's end.
+    fn create_veth(&self, spec: &NewVeth) -> impl Future<Output = Res<u32>> + Send;
+    fn create_macvlan(&self, spec: &NewMacvlan) -> impl Future<Output = Res<()>> + Send;
+    fn set_up(&self, index: u32) -> impl Future<Output = Res<()>> + Send;
+    fn set_mtu(&self, index: u32, mtu: u32) -> impl Future<Output = Res<()>> + Send;
+    fn set_mac(&self, index: u32, mac: [u8; 6]) -> impl Future<Output = Res<()>> + Send;
+    fn set_alias(&self, index: u32, alias: Option<&str>) -> impl Future<Output = Res<()>> + Send;
+    /// Deleting one end of a veth deletes the pair; deleting a bridge releases its ports.
+    fn delete_link(&self, index: u32) -> impl Future<Output = Res<()>> + Send;
+    /// Adds or replaces.
+    fn add_address(&self, index: u32, addr: IpNetwork) -> impl Future<Output = Res<()>> + Send;
+    fn delete_address(&self, index: u32, addr: IpNetwork) -> impl Future<Output = Res<()>> + Send;
+    /// Adds or replaces a route of the main table.
+    fn add_route(
+        &self,
+        dst: IpNetwork,
+        gateway: Option<IpAddr>,
+        oif: Option<u32>,
+    ) -> impl Future<Output = Res<()>> + Send;
+    fn delete_route(
+        &self,
+        dst: IpNetwork,
+        gateway: Option<IpAddr>,
+        oif: Option<u32>,
+    ) -> impl Future<Output = Res<()>> + Send;
+}
+
+/// Named network namespaces (`/run/netns`).
+pub trait Namespaces: Send + Sync {
+    /// Create namespace `name`, set up as `init` says before it is named. `Exists` when a live
+    /// namespace of that name is there.
+    fn create_netns(&self, name: &str, init: &NetnsInit) -> impl Future<Output = Res<()>> + Send;
+    /// Whether `name` is a live namespace (not a pin file left with nothing mounted on it).
+    fn netns_exists(&self, name: &str) -> impl Future<Output = bool> + Send;
+    /// The names pinned in the directory, live or stale, sorted.
+    fn list_netns(&self) -> impl Future<Output = Res<Vec<String>>> + Send;
+    /// Unpin `name` (live or stale); false when there was nothing. The kernel frees the
+    /// namespace, with every link in it and the peers of its veths, once nothing holds it.
+    fn delete_netns(&self, name: &str) -> impl Future<Output = Res<bool>> + Send;
+}
+
+/// nftables tables of family inet, in a namespace (`None`: the host).
+pub trait Firewall: Send + Sync {
+    /// Replace the table with `chains` in one transaction (created if missing).
+    fn replace_table(
+        &self,
+        ns: Option<&str>,
+        table: &str,
+        chains: &[Chain],
+    ) -> impl Future<Output = Res<()>> + Send;
+    /// Turn the live table from `old` into `new` chain by chain, in one transaction.
+    fn update_table(
+        &self,
+        ns: Option<&str>,
+        table: &str,
+        old: &[Chain],
+        new: &[Chain],
+    ) -> impl Future<Output = Res<()>> + Send;
+    /// Delete the table; nothing to do when it does not exist.
+    fn delete_table(&self, ns: Option<&str>, table: &str) -> impl Future<Output = Res<()>> + Send;
+    /// Each chain with the tags of its rules in order; None when the table does not exist.
+    fn table_tags(
+        &self,
+        ns: Option<&str>,
+        table: &str,
+    ) -> impl Future<Output = Res<Option<ChainTags>>> + Send;
+    /// The names of the inet tables.
+    fn tables(&self, ns: Option<&str>) -> impl Future<Output = Res<Vec<String>>> + Send;
+}
+
+/// `net.*` sysctls of a namespace (`None`: the host).
+pub trait Sysctls: Send + Sync {
+    /// The value, without its trailing newline.
+    fn read_sysctl(&self, ns: Option<&str>, key: &str) -> impl Future<Output = Res<String>> + Send;
+    fn write_sysctl(
+        &self,
+        ns: Option<&str>,
+        key: &str,
+        value: &str,
+    ) -> impl Future<Output = Res<()>> + Send;
+}
+
+/// The files `ip netns exec` binds over /etc for a namespace: /etc/netns/<ns>/<name>.
+pub trait ReplicaFiles: Send + Sync {
+    /// None when the file does not exist.
+    fn read_file(&self, ns: &str, name: &str) -> impl Future<Output = Res<Option<String>>> + Send;
+    /// Write each file atomically (a temporary file renamed over it), creating the directory.
+    fn write_files(
+        &self,
+        ns: &str,
+        files: &[(&str, String)],
+    ) -> impl Future<Output = Res<()>> + Send;
+    /// Remove these files, then the directory if that left it empty.
+    fn remove_files(&self, ns: &str, names: &[&str]) -> impl Future<Output = Res<()>> + Send;
+    /// Remove the namespace's directory with everything in it.
+    fn remove_dir(&self, ns: &str) -> impl Future<Output = Res<()>> + Send;
+    /// The namespaces that have a directory.
+    fn file_dirs(&self) -> impl Future<Output = Res<Vec<String>>> + Send;
+    /// The entries of a namespace's directory.
+    fn file_names(&self, ns: &str) -> impl Future<Output = Res<Vec<String>>> + Send;
+}
+
+/// Everything the applier and the observer use of a machine.
+pub trait Machine: Namespaces + Firewall + Sysctls + ReplicaFiles {
+    type Net: Links;
+    /// The host namespace's handle.
+    fn host(&self) -> &Self::Net;
+    /// The handle of namespace `ns`, opened on first use and kept.
+    fn netns(&self, ns: &str) -> impl Future<Output = Res<Self::Net>> + Send;
+}

@@ -1,0 +1,483 @@
+//! The real [`Machine`]: rtnetlink sockets (one per namespace, opened once on a thread inside
+//! it, then reused from the runtime), the namespace directory, `nft` and nfnetlink, sysctls
+//! and /etc/netns. Whatever blocks (a thread entering a namespace, a file, the `nft` process)
+//! runs on tokio's blocking pool, so that many namespaces are worked on at once.
+
+use super::machine::{
+    Chain, Firewall, Links, Machine, Namespaces, NetnsInit, NewMacvlan, NewVeth, ReplicaFiles,
+    Sysctls,
+};
+use super::netlink::{Link, MacvlanSpec, Netlink, Route, VethSpec, LOOPBACK_INDEX};
+use super::netns::NetnsDir;
+use super::nft::ChainTags;
+use super::{nfnl, nft, sysctl, Ctx, KernelError};
+use ipnetwork::IpNetwork;
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Where replica files for `ip netns exec` live.
+pub const ETC_NETNS: &str = "/etc/netns";
+
+type Res<T> = Result<T, KernelError>;
+
+/// The machine netcompose runs on.
+pub struct System {
+    dir: NetnsDir,
+    etc: PathBuf,
+    rt: tokio::runtime::Handle,
+    host: Net,
+    sockets: Mutex<HashMap<String, Net>>,
+}
+
+/// A namespace's netlink socket, with the directory that names the namespaces a veth peer or
+/// a macvlan is created in.
+#[derive(Clone, Debug)]
+pub struct Net {
+    nl: Netlink,
+    dir: NetnsDir,
+    /// The kernel runs one dump at a time per socket (a second one is EBUSY): the dumps of
+    /// the clones of this handle take turns.
+    dumps: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl System {
+    /// The system's namespaces (/run/netns) and files (/etc/netns). Opens the host's socket,
+    /// whose connection task runs on `rt`.
+    pub fn open(rt: tokio::runtime::Handle) -> Res<System> {
+        let dir = NetnsDir::system();
+        let host = Net::new(Netlink::open_in(&dir, None, &rt)?, &dir);
+        Ok(System {
+            dir,
+            etc: PathBuf::from(ETC_NETNS),
+            rt,
+            host,
+            sockets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn cached(&self, ns: &str) -> Option<Net> {
+        self.sockets.lock().ok().and_then(|m| m.get(ns).cloned())
+    }
+
+    fn remember(&self, ns: &str, socket: Netlink) -> Net {
+        let net = Net::new(socket, &self.dir);
+        if let Ok(mut m) = self.sockets.lock() {
+            m.insert(ns.to_string(), net.clone());
+        }
+        net
+    }
+
+    fn forget(&self, ns: &str) {
+        if let Ok(mut m) = self.sockets.lock() {
+            m.remove(ns);
+        }
+    }
+
+    fn etc_dir(&self, ns: &str) -> PathBuf {
+        self.etc.join(ns)
+    }
+}
+
+/// Run `f` on the blocking pool. A panic there is carried over to the caller.
+async fn blocking<T: Send + 'static>(
+    ctx: Ctx,
+    f: impl FnOnce() -> Res<T> + Send + 'static,
+) -> Res<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(ctx.errno(nix::errno::Errno::ECANCELED)),
+    }
+}
+
+impl Net {
+    fn new(nl: Netlink, dir: &NetnsDir) -> Net {
+        Net {
+            nl,
+            dir: dir.clone(),
+            dumps: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// The descriptor of namespace `ns`, opened off the runtime.
+    async fn open_ns(&self, ns: &str) -> Res<OwnedFd> {
+        let (dir, name) = (self.dir.clone(), ns.to_string());
+        blocking(Ctx::new("open netns", ns, None), move || {
+            dir.open(Some(&name))
+        })
+        .await
+    }
+}
+
+impl Links for Net {
+    async fn links(&self) -> Res<Vec<Link>> {
+        let _turn = self.dumps.lock().await;
+        self.nl.links().await
+    }
+
+    async fn link_by_name(&self, name: &str) -> Res<Option<Link>> {
+        self.nl.link_by_name(name).await
+    }
+
+    async fn link_by_index(&self, index: u32) -> Res<Option<Link>> {
+        self.nl.link_by_index(index).await
+    }
+
+    async fn addresses(&self) -> Res<Vec<(u32, IpNetwork)>> {
+        let _turn = self.dumps.lock().await;
+        self.nl.addresses().await
+    }
+
+    async fn routes(&self) -> Res<Vec<Route>> {
+        let _turn = self.dumps.lock().await;
+        self.nl.routes().await
+    }
+
+    async fn create_bridge(
+        &self,
+        name: &str,
+        mtu: Option<u32>,
+        mac: Option<[u8; 6]>,
+        alias: Option<&str>,
+    ) -> Res<u32> {
+        self.nl.create_bridge_with_mac(name, mtu, mac, alias).await
+    }
+
+    async fn create_veth(&self, spec: &NewVeth) -> Res<u32> {
+        let fd = self.open_ns(&spec.peer_ns).await?;
+        let spec = VethSpec {
+            name: spec.name.clone(),
+            alias: spec.alias.clone(),
+            mtu: spec.mtu,
+            mac: spec.mac,
+            master: spec.master,
+            up: spec.up,
+            peer_name: spec.peer_name.clone(),
+            peer_ns: Some(fd.as_fd()),
+            peer_mac: spec.peer_mac,
+        };
+        self.nl.create_veth(&spec).await
+    }
+
+    async fn create_macvlan(&self, spec: &NewMacvlan) -> Res<()> {
+        let fd = self.open_ns(&spec.ns).await?;
+        let spec = MacvlanSpec {
+            name: spec.name.clone(),
+            parent: spec.parent,
+            mode: spec.mode,
+            ns: Some(fd.as_fd()),
+            mac: spec.mac,
+            mtu: spec.mtu,
+            up: spec.up,
+        };
+        self.nl.create_macvlan(&spec).await.map(drop)
+    }
+
+    async fn set_up(&self, index: u32) -> Res<()> {
+        self.nl.set_up(index).await
+    }
+
+    async fn set_mtu(&self, index: u32, mtu: u32) -> Res<()> {
+        self.nl.set_mtu(index, mtu).await
+    }
+
+    async fn set_mac(&self, index: u32, mac: [u8; 6]) -> Res<()> {
+        self.nl.set_mac(index, mac).await
+    }
+
+    async fn set_alias(&self, index: u32, alias: Option<&str>) -> Res<()> {
+        self.nl.set_alias(index, alias).await
+    }
+
+    async fn delete_link(&self, index: u32) -> Res<()> {
+        self.nl.delete_link(index).await
+    }
+
+    async fn add_address(&self, index: u32, addr: IpNetwork) -> Res<()> {
+        self.nl.add_address(index, addr).await
+    }
+
+    async fn delete_address(&self, index: u32, addr: IpNetwork) -> Res<()> {
+        self.nl.delete_address(index, addr).await
+    }
+
+    async fn add_route(
+        &self,
+        dst: IpNetwork,
+        gateway: Option<IpAddr>,
+        oif: Option<u32>,
+    ) -> Res<()> {
+        self.nl.add_route(dst, gateway, oif).await
+    }
+
+    async fn delete_route(
+        &self,
+        dst: IpNetwork,
+        gateway: Option<IpAddr>,
+        oif: Option<u32>,
+    ) -> Res<()> {
+        self.nl.delete_route(dst, gateway, oif).await
+    }
+}
+
+impl Namespaces for System {
+    async fn create_netns(&self, name: &str, init: &NetnsInit) -> Res<()> {
+        let ctx = Ctx::new("create netns", name, None);
+        let (dir, owned, init, rt) = (
+            self.dir.clone(),
+            name.to_string(),
+            init.clone(),
+            self.rt.clone(),
+        );
+        let nl = blocking(ctx, move || {
+            dir.create_init(&owned, || {
+                for (key, value) in &init.sysctls {
+                    // This thread is inside the new namespace: no namespace to name.
+                    match sysctl::write_in(&dir, None, key, value) {
+                        Err(e) if e.is_not_found() => {}
+                        other => other?,
+                    }
+                }
+                let nl = Netlink::open_current(Some(&owned), &rt)?;
+                rt.block_on(async {
+                    nl.set_alias(LOOPBACK_INDEX, Some(&init.lo_alias)).await?;
+                    nl.lo_up().await
+                })?;
+                Ok(nl)
+            })
+        })
+        .await?;
+        self.remember(name, nl);
+        Ok(())
+    }
+
+    async fn netns_exists(&self, name: &str) -> bool {
+        let (dir, name) = (self.dir.clone(), name.to_string());
+        blocking(Ctx::new("stat netns", &name, None), move || {
+            Ok(dir.exists(&name))
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    async fn list_netns(&self) -> Res<Vec<String>> {
+        let dir = self.dir.clone();
+        blocking(
+            Ctx::new("list netns", dir.root().display(), None),
+            move || dir.list(),
+        )
+        .await
+    }
+
+    async fn delete_netns(&self, name: &str) -> Res<bool> {
+        self.forget(name);
+        let (dir, owned) = (self.dir.clone(), name.to_string());
+        blocking(Ctx::new("delete netns", name, None), move || {
+            dir.delete(&owned)
+        })
+        .await
+    }
+}
+
+impl Firewall for System {
+    async fn replace_table(&self, ns: Option<&str>, table: &str, chains: &[Chain]) -> Res<()> {
+        let (dir, ns, table, chains) = (
+            self.dir.clone(),
+            ns.map(str::to_string),
+            table.to_string(),
+            chains.to_vec(),
+        );
+        blocking(Ctx::new("load rules", &table, ns.as_deref()), move || {
+            nft::replace_table(&dir, ns.as_deref(), &table, &chains)
+        })
+        .await
+    }
+
+    async fn update_table(
+        &self,
+        ns: Option<&str>,
+        table: &str,
+        old: &[Chain],
+        new: &[Chain],
+    ) -> Res<()> {
+        let (dir, ns, table, old, new) = (
+            self.dir.clone(),
+            ns.map(str::to_string),
+            table.to_string(),
+            old.to_vec(),
+            new.to_vec(),
+        );
+        blocking(Ctx::new("update rules", &table, ns.as_deref()), move || {
+            nft::update_table(&dir, ns.as_deref(), &table, &old, &new)
+        })
+        .await
+    }
+
+    async fn delete_table(&self, ns: Option<&str>, table: &str) -> Res<()> {
+        let (dir, ns, table) = (self.dir.clone(), ns.map(str::to_string), table.to_string());
+        blocking(Ctx::new("delete table", &table, ns.as_deref()), move || {
+            nft::delete_table(&dir, ns.as_deref(), &table)
+        })
+        .await
+    }
+
+    async fn table_tags(&self, ns: Option<&str>, table: &str) -> Res<Option<ChainTags>> {
+        let (dir, ns, table) = (self.dir.clone(), ns.map(str::to_string), table.to_string());
+        blocking(Ctx::new("list table", &table, ns.as_deref()), move || {
+            // Over nfnetlink (no process per namespace); through `nft` if that fails.
+            nfnl::table_tags(&dir, ns.as_deref(), &table)
+                .or_else(|_| nft::table_tags(&dir, ns.as_deref(), &table))
+        })
+        .await
+    }
+
+    async fn tables(&self, ns: Option<&str>) -> Res<Vec<String>> {
+        let (dir, ns) = (self.dir.clone(), ns.map(str::to_string));
+        blocking(Ctx::new("list tables", "inet", ns.as_deref()), move || {
+            nft::tables(&dir, ns.as_deref())
+        })
+        .await
+    }
+}
+
+impl Sysctls for System {
+    async fn read_sysctl(&self, ns: Option<&str>, key: &str) -> Res<String> {
+        let (dir, ns, key) = (self.dir.clone(), ns.map(str::to_string), key.to_string());
+        blocking(Ctx::new("read sysctl", &key, ns.as_deref()), move || {
+            sysctl::read_in(&dir, ns.as_deref(), &key)
+        })
+        .await
+    }
+
+    async fn write_sysctl(&self, ns: Option<&str>, key: &str, value: &str) -> Res<()> {
+        let (dir, ns, key, value) = (
+            self.dir.clone(),
+            ns.map(str::to_string),
+            key.to_string(),
+            value.to_string(),
+        );
+        blocking(Ctx::new("write sysctl", &key, ns.as_deref()), move || {
+            sysctl::write_in(&dir, ns.as_deref(), &key, &value)
+        })
+        .await
+    }
+}
+
+/// Not found is no error for a removal.
+fn absent_ok(r: io::Result<()>, ctx: &Ctx) -> Res<()> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other.map_err(|e| ctx.os(e)),
+    }
+}
+
+/// The names in a directory (none when it does not exist).
+fn entries(dir: &std::path::Path, ctx: &Ctx) -> Res<Vec<String>> {
+    let list = match std::fs::read_dir(dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ctx.os(e)),
+    };
+    let mut names = Vec::new();
+    for entry in list {
+        let entry = entry.map_err(|e| ctx.os(e))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(names)
+}
+
+impl ReplicaFiles for System {
+    async fn read_file(&self, ns: &str, name: &str) -> Res<Option<String>> {
+        let path = self.etc_dir(ns).join(name);
+        let ctx = Ctx::new("read", path.display(), None);
+        blocking(ctx.clone(), move || match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(ctx.os(e)),
+        })
+        .await
+    }
+
+    async fn write_files(&self, ns: &str, files: &[(&str, String)]) -> Res<()> {
+        let dir = self.etc_dir(ns);
+        let files: Vec<(String, String)> = files
+            .iter()
+            .map(|(n, b)| (n.to_string(), b.clone()))
+            .collect();
+        let ctx = Ctx::new("write", dir.display(), None);
+        blocking(ctx.clone(), move || {
+            std::fs::create_dir_all(&dir).map_err(|e| ctx.os(e))?;
+            for (name, body) in files {
+                let tmp = dir.join(format!(".{name}.tmp"));
+                std::fs::write(&tmp, body)
+                    .and_then(|_| std::fs::rename(&tmp, dir.join(name)))
+                    .map_err(|e| ctx.os(e))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_files(&self, ns: &str, names: &[&str]) -> Res<()> {
+        let dir = self.etc_dir(ns);
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let ctx = Ctx::new("remove", dir.display(), None);
+        blocking(ctx.clone(), move || {
+            for name in names {
+                absent_ok(std::fs::remove_file(dir.join(name)), &ctx)?;
+            }
+            match std::fs::remove_dir(&dir) {
+                // Something else lives there: the directory stays.
+                Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Ok(()),
+                other => absent_ok(other, &ctx),
+            }
+        })
+        .await
+    }
+
+    async fn remove_dir(&self, ns: &str) -> Res<()> {
+        let dir = self.etc_dir(ns);
+        let ctx = Ctx::new("remove", dir.display(), None);
+        blocking(ctx.clone(), move || {
+            absent_ok(std::fs::remove_dir_all(&dir), &ctx)
+        })
+        .await
+    }
+
+    async fn file_dirs(&self) -> Res<Vec<String>> {
+        let etc = self.etc.clone();
+        let ctx = Ctx::new("list", etc.display(), None);
+        blocking(ctx.clone(), move || entries(&etc, &ctx)).await
+    }
+
+    async fn file_names(&self, ns: &str) -> Res<Vec<String>> {
+        let dir = self.etc_dir(ns);
+        let ctx = Ctx::new("list", dir.display(), None);
+        blocking(ctx.clone(), move || entries(&dir, &ctx)).await
+    }
+}
+
+impl Machine for System {
+    type Net = Net;
+
+    fn host(&self) -> &Net {
+        &self.host
+    }
+
+    async fn netns(&self, ns: &str) -> Res<Net> {
+        if let Some(net) = self.cached(ns) {
+            return Ok(net);
+        }
+        let (dir, name, rt) = (self.dir.clone(), ns.to_string(), self.rt.clone());
+        let nl = blocking(Ctx::new("open netlink socket", ns, None), move || {
+            Netlink::open_in(&dir, Some(&name), &rt)
+        })
+        .await?;
+        Ok(self.remember(ns, nl))
+    }
+}
