@@ -17,6 +17,7 @@ pub mod model;
 pub mod observe;
 pub mod pipeline;
 pub mod plan;
+pub mod project_name;
 pub mod source;
 pub mod spec;
 pub mod state;
