@@ -18,6 +18,7 @@ pub mod observe;
 pub mod pipeline;
 pub mod plan;
 pub mod project_name;
+pub mod reconcile;
 pub mod source;
 pub mod spec;
 pub mod state;

@@ -27,9 +27,7 @@ pub enum NameError {
     Empty,
     #[error("project name `{name}` is longer than {MAX_LEN} characters")]
     TooLong { name: String },
-    #[error(
-        "project name `{name}` is invalid: it must be lowercase letters, digits, `_` and `-`, starting with a letter or digit"
-    )]
+    #[error("project name `{name}` is invalid")]
     Characters { name: String },
 }
 
