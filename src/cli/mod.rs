@@ -187,12 +187,17 @@ fn fail<T>(
     diags: &crate::diag::Diagnostics,
     sources: &crate::source::Sources,
 ) -> miette::Result<T> {
+    Err(failure(diags, sources))
+}
+
+/// Print every diagnostic; the report that ends the run.
+fn failure(diags: &crate::diag::Diagnostics, sources: &crate::source::Sources) -> miette::Report {
     for report in crate::diag::reports(diags, sources) {
         eprintln!("{report:?}");
     }
     let n = diags.errors.len();
-    Err(miette::miette!(
+    miette::miette!(
         "{n} error{} found; nothing was done",
         if n == 1 { "" } else { "s" }
-    ))
+    )
 }

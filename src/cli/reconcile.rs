@@ -147,7 +147,7 @@ pub fn report(e: ReconcileError) -> miette::Report {
             for w in &diags.warnings {
                 eprintln!("warning: {w}");
             }
-            super::fail::<()>(&diags, &sources).unwrap_err()
+            super::failure(&diags, &sources)
         }
         ReconcileError::OthersUnreadable(errors) => {
             for e in &errors {

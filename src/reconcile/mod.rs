@@ -186,3 +186,6 @@ pub fn resources(
     }
     session::Session::open(project)?.observe(&prior.resources, &[])
 }
+
+#[cfg(test)]
+mod tests;

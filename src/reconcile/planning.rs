@@ -198,7 +198,7 @@ pub(super) fn others_taken(
             Unreadable::Warn => {
                 for e in &others.unreadable {
                     events.warning(&format!(
-                        "{e}; the subnets it uses are not known to this plan, and `up` refuses to allocate until it can be read"
+                        "{e}; this plan does not know the subnets recorded there (`up` refuses to allocate until it can read them)"
                     ));
                 }
             }
