@@ -1,7 +1,7 @@
 //! The reconciler: load → plan → observe → diff → apply → daemon update, the one sequence
 //! behind `plan`, `up`, `up --plan` and `down` (and, later, a per-host agent running it in a
 //! loop against a shared store). It reads and writes state only through a [`Store`], reaches
-//! the kernel only through [`session`], reports progress through [`Events`] and fails with a
+//! the kernel only through `session.rs`, reports progress through [`Events`] and fails with a
 //! typed [`ReconcileError`]; it never prints, so any front end can render it.
 
 mod daemon;

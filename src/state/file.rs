@@ -329,7 +329,7 @@ mod tests {
     }
 
     #[test]
-    fn modes_are_private_whatever_the_umask() {
+    fn lax_modes_left_by_others_are_made_private() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         fs::create_dir(&root).unwrap();
