@@ -17,6 +17,8 @@ pub mod model;
 pub mod observe;
 pub mod pipeline;
 pub mod plan;
+pub mod project_name;
+pub mod reconcile;
 pub mod source;
 pub mod spec;
 pub mod state;

@@ -1,8 +1,8 @@
 //! `netcompose check`: run the file's `x-checks` as real probes and compare with what each
 //! expects; exit 1 if any check fails.
 
-use super::context::planning;
-use super::live::require_root;
+use super::reconcile::planning;
+use super::reconcile::require_root;
 use super::Global;
 use crate::check::probe::{self, Outcome};
 use crate::check::{probes, Probe};
@@ -32,7 +32,7 @@ struct Row {
 pub fn run(global: &Global, args: &CheckArgs) -> miette::Result<ExitCode> {
     require_root("check")?;
     let p = planning(global, None)?;
-    let list = probes(&p.checked.project, &p.desired);
+    let list = probes(&p.checked.project, &p.plan.desired);
     if list.is_empty() {
         println!("No x-checks in the file.");
         return Ok(ExitCode::SUCCESS);

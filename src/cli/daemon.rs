@@ -1,10 +1,8 @@
 //! The hidden `netcompose daemon` subcommand (the project daemon itself, started by `up`), and
-//! the hooks through which `up`, `down` and `ps` drive it.
+//! the daemon as `ps` shows it.
 
-use super::Global;
-use crate::daemon::{self, DaemonConfig, Status};
-use crate::model::Desired;
-use crate::pipeline::Checked;
+use crate::daemon::{self, Status};
+use crate::project_name::ProjectName;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
@@ -15,79 +13,10 @@ pub struct DaemonArgs {
 }
 
 pub fn run(args: &DaemonArgs) -> miette::Result<ExitCode> {
-    super::live::require_root("daemon")?;
-    daemon::run(&args.project).map_err(|e| miette::miette!("daemon of {}: {e}", args.project))?;
+    super::reconcile::require_root("daemon")?;
+    let project = ProjectName::new(args.project.clone())?;
+    daemon::run(project.as_str()).map_err(|e| miette::miette!("daemon of {project}: {e}"))?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// After a successful `up` (or "No changes."): hand the new configuration to the daemon, or
-/// start it (again). With a saved plan the project is loaded from the files to learn its
-/// `x-run` commands and `dns:` servers; if that fails the daemon is left as it is.
-pub fn after_up(
-    global: &Global,
-    checked: Option<&Checked>,
-    desired: &Desired,
-) -> miette::Result<()> {
-    let loaded;
-    let checked = match checked {
-        Some(c) => c,
-        None => match crate::pipeline::checked_project(&global.load_options()) {
-            Ok(c) if c.project.name == desired.project => {
-                loaded = c;
-                &loaded
-            }
-            _ => {
-                eprintln!(
-                    "warning: the Compose file of {} could not be read; the daemon (DNS, x-run) was not updated",
-                    desired.project
-                );
-                return Ok(());
-            }
-        },
-    };
-    let cfg = daemon::config::build(
-        &checked.project,
-        desired,
-        &crate::observe::host::nameservers(),
-        checked.working_dir.clone(),
-    );
-    sync(&cfg)
-}
-
-/// Serve `cfg` (or stop the daemon when there is nothing to serve).
-pub fn sync(cfg: &DaemonConfig) -> miette::Result<()> {
-    if cfg.is_empty() {
-        if let Some(pid) = daemon::stop(&cfg.project).map_err(|e| miette::miette!("{e}"))? {
-            eprintln!("Daemon: stopped (pid {pid}): nothing to serve.");
-        }
-        return Ok(());
-    }
-    let done = daemon::ensure(cfg).map_err(|e| {
-        miette::miette!(
-            help = "see /run/netcompose/<project>/daemon.log; run `netcompose up` again",
-            "{e}"
-        )
-    })?;
-    let errors = &done.reply.errors;
-    eprintln!(
-        "Daemon: {} (pid {}): DNS in {} namespaces, {} processes.",
-        done.action,
-        done.pid,
-        done.reply.serving,
-        done.reply.processes.len()
-    );
-    for e in errors {
-        eprintln!("warning: daemon: {e}");
-    }
-    Ok(())
-}
-
-/// Before `down` deletes the namespaces: stop the daemon and its processes.
-pub fn before_down(project: &str) -> miette::Result<()> {
-    if let Some(pid) = daemon::stop(project).map_err(|e| miette::miette!("{e}"))? {
-        eprintln!("Daemon: stopped (pid {pid}).");
-    }
-    Ok(())
 }
 
 /// The daemon as `ps` shows it.

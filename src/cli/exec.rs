@@ -27,7 +27,7 @@ pub struct ExecArgs {
 }
 
 pub fn run(global: &Global, args: &ExecArgs) -> miette::Result<ExitCode> {
-    super::live::require_root("exec")?;
+    super::reconcile::require_root("exec")?;
     let checked = super::checked(global)?;
     let project = &checked.project;
     if !project.services.contains_key(&args.service) {

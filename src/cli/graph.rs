@@ -1,6 +1,6 @@
 //! `netcompose graph`: the topology for documentation and reviews.
 
-use super::context::planning;
+use super::reconcile::planning;
 use super::Global;
 use crate::topology::{render, GraphFormat};
 use std::process::ExitCode;
@@ -16,6 +16,9 @@ pub struct GraphArgs {
 
 pub fn run(global: &Global, args: &GraphArgs) -> miette::Result<ExitCode> {
     let p = planning(global, None)?;
-    print!("{}", render(&p.checked.project, &p.desired, args.format));
+    print!(
+        "{}",
+        render(&p.checked.project, &p.plan.desired, args.format)
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -2,8 +2,8 @@
 //! `<service>-<n> |` prefix per line (lifecycle events use `#`).
 
 use super::Global;
-use crate::load::LoadError;
-use crate::pipeline::{checked_project, Failure};
+use crate::pipeline::checked_project;
+use crate::project_name::ProjectName;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
@@ -37,12 +37,13 @@ pub fn run(global: &Global, args: &LogsArgs) -> miette::Result<ExitCode> {
             }
             c.project.name
         }
-        Err(Failure::Load(LoadError::NoFile { .. })) | Err(_) if global.project_name.is_some() => {
-            global.project_name.clone().unwrap_or_default()
-        }
-        Err(_) => super::checked(global)?.project.name,
+        Err(_) => match global.named_project()? {
+            Some(name) => name.into(),
+            None => super::checked(global)?.project.name,
+        },
     };
-    let path = crate::daemon::run_log_path(&project);
+    let project = ProjectName::new(project)?;
+    let path = crate::daemon::run_log_path(project.as_str());
     let mut out = std::io::stdout().lock();
     match crate::daemon::logs::print(&path, &args.services, args.follow, &mut out) {
         Ok(true) => Ok(ExitCode::SUCCESS),

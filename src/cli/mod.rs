@@ -3,19 +3,19 @@
 
 mod check;
 mod config;
-mod context;
 mod daemon;
 mod down;
 mod exec;
 mod graph;
-mod live;
 mod logs;
 mod plan;
 mod ps;
+mod reconcile;
 mod up;
 
 use crate::load::LoadOptions;
 use crate::pipeline::{self, Checked, Failure};
+use crate::project_name::ProjectName;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -106,6 +106,16 @@ impl Global {
             environment: None,
         }
     }
+
+    /// `-p`, validated: a name that could lead outside the state and run directories (`..`,
+    /// `a/b`) stops every command before anything is read or touched.
+    pub fn named_project(&self) -> miette::Result<Option<ProjectName>> {
+        Ok(self
+            .project_name
+            .clone()
+            .map(ProjectName::new)
+            .transpose()?)
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -120,6 +130,7 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> miette::Result<ExitCode> {
+    cli.global.named_project()?;
     match &cli.command {
         Command::Config { format } => {
             let checked = checked(&cli.global)?;
@@ -176,12 +187,17 @@ fn fail<T>(
     diags: &crate::diag::Diagnostics,
     sources: &crate::source::Sources,
 ) -> miette::Result<T> {
+    Err(failure(diags, sources))
+}
+
+/// Print every diagnostic; the report that ends the run.
+fn failure(diags: &crate::diag::Diagnostics, sources: &crate::source::Sources) -> miette::Report {
     for report in crate::diag::reports(diags, sources) {
         eprintln!("{report:?}");
     }
     let n = diags.errors.len();
-    Err(miette::miette!(
+    miette::miette!(
         "{n} error{} found; nothing was done",
         if n == 1 { "" } else { "s" }
-    ))
+    )
 }

@@ -1,8 +1,8 @@
 //! `netcompose plan`: the diff, for people (text) and for CI (--json, --detailed-exitcode).
 
-use super::context::planning;
+use super::reconcile::planning;
 use super::Global;
-use crate::plan::{render, Plan};
+use crate::plan::render;
 use miette::IntoDiagnostic;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -28,9 +28,7 @@ pub struct PlanArgs {
 }
 
 pub fn run(global: &Global, args: &PlanArgs) -> miette::Result<ExitCode> {
-    let p = planning(global, args.against.as_deref())?;
-    let mut plan = Plan::new(p.desired, &p.baseline, &p.baseline_name);
-    plan.drift = p.drift;
+    let plan = planning(global, args.against.as_deref())?.plan;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&plan).into_diagnostic()?);
     } else {

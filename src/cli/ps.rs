@@ -1,10 +1,11 @@
 //! `netcompose ps`: the project's replicas with their namespaces, interfaces, addresses, MACs
 //! and VIPs: live when run as root, else as the state file records them.
 
-use super::live::is_root;
+use super::reconcile::{is_root, report, store, Terminal};
 use super::Global;
 use crate::model::endpoints::{replicas, Stack};
 use crate::model::{Resource, Spec};
+use crate::project_name::ProjectName;
 use miette::IntoDiagnostic;
 use serde::Serialize;
 use std::process::ExitCode;
@@ -57,18 +58,11 @@ struct VipView {
 pub fn run(global: &Global, args: &PsArgs) -> miette::Result<ExitCode> {
     let checked = super::checked(global)?;
     let project = &checked.project;
-    let prior = crate::state::load(&super::context::state_root(), &project.name)
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    let (resources, source) = if is_root() {
-        (
-            super::live::observe_project(&project.name, &prior.resources, &[])?,
-            "live",
-        )
-    } else {
-        (prior.resources.clone(), "state")
-    };
+    let name = ProjectName::new(project.name.clone())?;
+    let live = is_root();
+    let resources =
+        crate::reconcile::resources(&store(), &name, live, &Terminal::new()).map_err(report)?;
+    let source = if live { "live" } else { "state" };
     let mut view = view(project, &resources, source);
     view.daemon = is_root().then(|| super::daemon::view(&project.name));
     if args.json {

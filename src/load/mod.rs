@@ -10,6 +10,7 @@ pub mod schema;
 pub mod yaml;
 
 use crate::diag::{ConfigError, Diagnostics};
+use crate::project_name::{NameError, MAX_LEN};
 use crate::source::{Sources, Span};
 use crate::spec::Project;
 use interpolate::Vars;
@@ -277,25 +278,22 @@ fn project_name(
             reason: "nothing is left after normalizing; pass -p NAME".into(),
         });
     }
-    Ok(normalized)
+    check_project_name(&normalized)
 }
 
 fn check_project_name(name: &str) -> Result<String, LoadError> {
-    let ok = name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
-    if ok {
-        Ok(name.to_string())
-    } else {
-        Err(LoadError::ProjectName {
+    crate::project_name::ProjectName::new(name)
+        .map(String::from)
+        .map_err(|e| LoadError::ProjectName {
             name: name.into(),
-            reason: "it must be lowercase letters, digits, `_` and `-`".into(),
+            reason: match e {
+                NameError::Empty => "it is empty".into(),
+                NameError::TooLong { .. } => format!("it is longer than {MAX_LEN} characters"),
+                NameError::Characters { .. } => {
+                    "it must be lowercase letters, digits, `_` and `-`".into()
+                }
+            },
         })
-    }
 }
 
 /// Compose's normalization of a directory name: lowercase, keep `[a-z0-9_-]`, drop leading

@@ -7,13 +7,14 @@ pub mod render;
 
 pub use diff::diff;
 
+use crate::daemon::DaemonConfig;
 use crate::model::{Desired, Resource};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// Version of the JSON plan document (docs/plan-format.md).
-pub const FORMAT_VERSION: &str = "1.0";
+pub const FORMAT_VERSION: &str = "1.1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -80,6 +81,10 @@ pub struct Plan {
     pub summary: Summary,
     /// Everything `up --plan` needs to apply this plan.
     pub desired: Desired,
+    /// What the project daemon serves (DNS, x-run), so that `up --plan` needs no Compose file.
+    /// Absent from plans of format 1.0, which leave the daemon as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<DaemonConfig>,
 }
 
 impl Plan {
@@ -94,6 +99,7 @@ impl Plan {
             resource_changes: changes,
             drift: Vec::new(),
             desired,
+            daemon: None,
         }
     }
 

@@ -1,13 +1,17 @@
-//! The embedded state store: /var/lib/netcompose/<project>/state.json holds the allocations
-//! and the resources last applied (what the kernel cannot tell, such as why an address was
-//! chosen). Written atomically (temp file + rename) and guarded by a per-project lock.
+//! What the kernel cannot tell, kept in a [`Store`]: each project's allocations and the
+//! resources last applied (why an address was chosen, what a link's peer was), other projects'
+//! allocations (for IPAM), and a per-project lock. [`FileStore`] keeps them under
+//! /var/lib/netcompose; a shared store for several hosts implements the same trait.
+
+mod file;
+
+pub use file::FileStore;
 
 use crate::ipam::Allocations;
 use crate::model::Resource;
+use crate::project_name::ProjectName;
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::any::Any;
 use thiserror::Error;
 
 pub const STATE_ROOT: &str = "/var/lib/netcompose";
@@ -40,125 +44,69 @@ pub enum StateError {
     },
     #[error("another netcompose is working on project `{project}` (lock {path} held)")]
     Locked { project: String, path: String },
+    #[error("the state of project `{project}` was written under the lock of `{lock}`")]
+    WrongLock { project: String, lock: String },
 }
 
-pub fn project_dir(root: &Path, project: &str) -> PathBuf {
-    root.join(project)
+/// Other projects' states, and those that could not be read: their subnets are unknown, so a
+/// caller that allocates must not treat them as free.
+#[derive(Debug, Default)]
+pub struct Others {
+    pub states: Vec<State>,
+    pub unreadable: Vec<StateError>,
 }
 
-fn state_path(root: &Path, project: &str) -> PathBuf {
-    project_dir(root, project).join("state.json")
-}
-
-/// The project's state, or None when there is none.
-pub fn load(root: &Path, project: &str) -> Result<Option<State>, StateError> {
-    let path = state_path(root, project);
-    let text = match fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(StateError::Read {
-                path: path.display().to_string(),
-                source,
-            })
-        }
-    };
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|source| StateError::Parse {
-            path: path.display().to_string(),
-            source,
-        })
-}
-
-pub fn save(root: &Path, state: &State) -> Result<(), StateError> {
-    let path = state_path(root, &state.project);
-    let err = |source| StateError::Write {
-        path: path.display().to_string(),
-        source,
-    };
-    fs::create_dir_all(project_dir(root, &state.project)).map_err(err)?;
-    let tmp = path.with_extension("json.tmp");
-    let body = serde_json::to_vec(state).map_err(|e| err(std::io::Error::other(e)))?;
-    let mut f = File::create(&tmp).map_err(err)?;
-    f.write_all(&body).and_then(|_| f.sync_all()).map_err(err)?;
-    fs::rename(&tmp, &path).map_err(err)
-}
-
-/// Remove the project's state directory (after `down`).
-pub fn remove(root: &Path, project: &str) -> Result<(), StateError> {
-    let dir = project_dir(root, project);
-    match fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StateError::Write {
-            path: dir.display().to_string(),
-            source: e,
-        }),
-        _ => Ok(()),
-    }
-}
-
-/// Every other project's state under `root`, for subnets already in use.
-pub fn others(root: &Path, project: &str) -> Vec<State> {
-    let Ok(entries) = fs::read_dir(root) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n != project))
-        .filter_map(|e| load(root, &e.file_name().to_string_lossy()).ok().flatten())
-        .collect()
-}
-
-/// An exclusive lock on a project, released on drop (flock: the kernel drops it if we die).
+/// Proof that a project is locked; the lock is released when this is dropped. Writes take it,
+/// so a store can check (or, for a compare-and-swap backend, use the lease it holds) that the
+/// writer owns the project.
 pub struct Lock {
-    _held: nix::fcntl::Flock<File>,
+    project: ProjectName,
+    held: Box<dyn Any + Send>,
 }
 
-pub fn lock(root: &Path, project: &str, wait: bool) -> Result<Lock, StateError> {
-    use nix::fcntl::{Flock, FlockArg};
-    let dir = project_dir(root, project);
-    let path = dir.join("lock");
-    let err = |source| StateError::Write {
-        path: path.display().to_string(),
-        source,
-    };
-    fs::create_dir_all(&dir).map_err(err)?;
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(err)?;
-    let arg = if wait {
-        FlockArg::LockExclusive
-    } else {
-        FlockArg::LockExclusiveNonblock
-    };
-    match Flock::lock(file, arg) {
-        Ok(held) => Ok(Lock { _held: held }),
-        Err((_, _)) => Err(StateError::Locked {
-            project: project.into(),
-            path: path.display().to_string(),
-        }),
+impl Lock {
+    /// For [`Store`] implementations: `held` releases the lock when dropped.
+    pub fn new(project: ProjectName, held: Box<dyn Any + Send>) -> Lock {
+        Lock { project, held }
+    }
+
+    pub fn project(&self) -> &ProjectName {
+        &self.project
+    }
+
+    /// What the store keeps while the lock is held (a file lock, a lease).
+    pub fn held(&self) -> &(dyn Any + Send) {
+        self.held.as_ref()
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Whether [`Store::lock`] waits for another holder or fails with [`StateError::Locked`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    No,
+    Yes,
+}
 
-    #[test]
-    fn save_load_remove() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = State {
-            format_version: FORMAT_VERSION,
-            project: "p".into(),
-            ..Default::default()
-        };
-        save(dir.path(), &s).unwrap();
-        assert_eq!(load(dir.path(), "p").unwrap(), Some(s));
-        assert!(others(dir.path(), "q").len() == 1 && others(dir.path(), "p").is_empty());
-        remove(dir.path(), "p").unwrap();
-        assert_eq!(load(dir.path(), "p").unwrap(), None);
+/// Where the state lives. Reads need no lock; every write names the lock it is made under.
+pub trait Store: Send + Sync {
+    /// The project's state, or None when there is none.
+    fn load(&self, project: &ProjectName) -> Result<Option<State>, StateError>;
+    /// Replace the locked project's state (`state.project` must be the lock's project).
+    fn save(&self, lock: &Lock, state: &State) -> Result<(), StateError>;
+    /// Forget the locked project (after `down`).
+    fn remove(&self, lock: &Lock) -> Result<(), StateError>;
+    /// Every other project's state.
+    fn others(&self, project: &ProjectName) -> Others;
+    /// An exclusive lock on a project, held until the returned [`Lock`] is dropped.
+    fn lock(&self, project: &ProjectName, wait: Wait) -> Result<Lock, StateError>;
+}
+
+fn check_lock(lock: &Lock, state: &State) -> Result<(), StateError> {
+    if state.project == lock.project().as_str() {
+        return Ok(());
     }
+    Err(StateError::WrongLock {
+        project: state.project.clone(),
+        lock: lock.project().to_string(),
+    })
 }

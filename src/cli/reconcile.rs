@@ -1,0 +1,192 @@
+//! The CLI's side of the reconciler: the root check, the store of this machine, the events of
+//! a run printed on the terminal, and its errors turned into miette reports.
+
+use super::Global;
+use crate::plan::Summary;
+use crate::project_name::ProjectName;
+use crate::reconcile::{self, Applied, Baseline, DaemonEvent, Events, Planning, ReconcileError};
+use crate::state::FileStore;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Duration;
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Commands that change the kernel say plainly that they need root.
+pub fn require_root(command: &str) -> miette::Result<()> {
+    if is_root() {
+        return Ok(());
+    }
+    Err(miette::miette!(
+        help = "run it with sudo; `netcompose plan` shows what it would do without root",
+        "`netcompose {command}` needs root: it creates network namespaces, links and firewall rules"
+    ))
+}
+
+pub fn store() -> FileStore {
+    FileStore::system()
+}
+
+/// The plan of the file(s) against `against`, else the live machine as root, else the state.
+pub fn planning(global: &Global, against: Option<&Path>) -> miette::Result<Planning> {
+    let baseline = match against {
+        Some(path) => Baseline::File(path.to_path_buf()),
+        None if is_root() => Baseline::Live,
+        None => Baseline::State,
+    };
+    reconcile::plan(
+        &store(),
+        &global.load_options(),
+        &baseline,
+        &Terminal::new(),
+    )
+    .map_err(report)
+}
+
+/// Prints a run's events: results on stdout, the rest on stderr, a line per resource only on
+/// a terminal (the summary line says it all).
+pub struct Terminal {
+    verbose: bool,
+}
+
+impl Terminal {
+    pub fn new() -> Terminal {
+        Terminal {
+            verbose: std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+impl Events for Terminal {
+    fn warning(&self, message: &str) {
+        eprintln!("warning: {message}");
+    }
+
+    fn waiting_for_lock(&self, project: &ProjectName) {
+        eprintln!("Waiting for another netcompose working on project {project}...");
+    }
+
+    fn drift(&self, change: &crate::plan::Change) {
+        eprintln!(
+            "drift: {} {}",
+            change.address,
+            change.reason.as_deref().unwrap_or_default()
+        );
+    }
+
+    fn applying(&self, s: &Summary) {
+        eprintln!(
+            "Applying: {} to add, {} to change, {} to destroy.",
+            s.add, s.change, s.destroy
+        );
+    }
+
+    fn progress(&self, symbol: &str, address: &str, took: Duration) {
+        if self.verbose {
+            eprintln!("  {symbol} {address} ({} ms)", took.as_millis());
+        }
+    }
+
+    fn applied(&self, applied: &Applied) {
+        match applied {
+            Applied::NoChanges => println!("No changes."),
+            Applied::Up(o) => println!(
+                "Applied in {} ms: {} created, {} changed, {} destroyed.",
+                o.elapsed.as_millis(),
+                o.created,
+                o.updated,
+                o.deleted
+            ),
+            Applied::Down { project, outcome } => println!(
+                "Removed project {project} in {} ms: {} objects destroyed.",
+                outcome.elapsed.as_millis(),
+                outcome.deleted
+            ),
+        }
+    }
+
+    fn daemon(&self, event: &DaemonEvent) {
+        match event {
+            DaemonEvent::Stopped {
+                pid,
+                nothing_to_serve: true,
+            } => eprintln!("Daemon: stopped (pid {pid}): nothing to serve."),
+            DaemonEvent::Stopped {
+                pid,
+                nothing_to_serve: false,
+            } => eprintln!("Daemon: stopped (pid {pid})."),
+            DaemonEvent::Serving {
+                action,
+                pid,
+                namespaces,
+                processes,
+                errors,
+            } => {
+                eprintln!(
+                    "Daemon: {action} (pid {pid}): DNS in {namespaces} namespaces, {processes} processes."
+                );
+                for e in errors {
+                    eprintln!("warning: daemon: {e}");
+                }
+            }
+            DaemonEvent::NotUpdated { project } => eprintln!(
+                "warning: the plan of {project} carries no daemon configuration (plan format 1.0); the daemon (DNS, x-run) was not updated"
+            ),
+        }
+    }
+}
+
+/// The report a failed run ends with; diagnostics and per-operation errors are printed first.
+pub fn report(e: ReconcileError) -> miette::Report {
+    match e {
+        ReconcileError::Load(e) => e.into(),
+        ReconcileError::Name(e) => e.into(),
+        ReconcileError::Invalid { diags, sources } => {
+            for w in &diags.warnings {
+                eprintln!("warning: {w}");
+            }
+            super::failure(&diags, &sources)
+        }
+        ReconcileError::OthersUnreadable(errors) => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            miette::miette!(
+                help = "repair or remove that state file; if the project is gone, `netcompose -p NAME down` clears it",
+                "{}",
+                ReconcileError::OthersUnreadable(errors)
+            )
+        }
+        e @ ReconcileError::NotAPlanOrState { .. } => miette::miette!(
+            help = "--against takes a Compose file, a plan saved with --out, or a state file",
+            "{e}"
+        ),
+        e @ ReconcileError::StalePlan => {
+            miette::miette!(help = "make a new plan with `netcompose plan --out`", "{e}")
+        }
+        ReconcileError::Apply(errors) => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            miette::miette!(
+                help = "run the command again: it picks up where this one stopped",
+                "{}",
+                ReconcileError::Apply(errors)
+            )
+        }
+        e @ ReconcileError::Daemon(_) => miette::miette!(
+            help = "see /run/netcompose/<project>/daemon.log; run `netcompose up` again",
+            "{e}"
+        ),
+        e @ (ReconcileError::State(_)
+        | ReconcileError::Read { .. }
+        | ReconcileError::NotAPlan { .. }
+        | ReconcileError::InconsistentPlan { .. }
+        | ReconcileError::Runtime(_)
+        | ReconcileError::Kernel(_)
+        | ReconcileError::Graph(_)
+        | ReconcileError::DaemonStop(_)) => miette::miette!("{e}"),
+    }
+}

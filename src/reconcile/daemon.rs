@@ -1,0 +1,53 @@
+//! The project daemon's part of a run: after the kernel matches, hand the daemon its new
+//! configuration (starting it if it died); before `down`, stop it and its processes.
+
+use super::{DaemonEvent, Events, ReconcileError};
+use crate::daemon::{self, DaemonConfig};
+use crate::project_name::ProjectName;
+
+/// Serve `cfg` (or stop the daemon when there is nothing to serve); without a configuration
+/// (a plan of format 1.0) leave the daemon as it is.
+pub(super) fn after_up(
+    project: &ProjectName,
+    cfg: Option<&DaemonConfig>,
+    events: &dyn Events,
+) -> Result<(), ReconcileError> {
+    let Some(cfg) = cfg else {
+        events.daemon(&DaemonEvent::NotUpdated {
+            project: project.to_string(),
+        });
+        return Ok(());
+    };
+    if cfg.is_empty() {
+        if let Some(pid) = daemon::stop(project.as_str()).map_err(ReconcileError::DaemonStop)? {
+            events.daemon(&DaemonEvent::Stopped {
+                pid,
+                nothing_to_serve: true,
+            });
+        }
+        return Ok(());
+    }
+    let done = daemon::ensure(cfg).map_err(ReconcileError::Daemon)?;
+    events.daemon(&DaemonEvent::Serving {
+        action: done.action,
+        pid: done.pid,
+        namespaces: done.reply.serving,
+        processes: done.reply.processes.len(),
+        errors: done.reply.errors,
+    });
+    Ok(())
+}
+
+/// Before `down` deletes the namespaces: the daemon's processes live in them.
+pub(super) fn before_down(
+    project: &ProjectName,
+    events: &dyn Events,
+) -> Result<(), ReconcileError> {
+    if let Some(pid) = daemon::stop(project.as_str()).map_err(ReconcileError::DaemonStop)? {
+        events.daemon(&DaemonEvent::Stopped {
+            pid,
+            nothing_to_serve: false,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,36 @@
+//! `down`: remove every object of the project, found by its marks in the kernel (the stored
+//! state helps but is not needed), and nothing else; then forget the project.
+
+use super::session::Session;
+use super::{daemon, lock, Applied, Events, ReconcileError};
+use crate::apply::Outcome;
+use crate::plan;
+use crate::project_name::ProjectName;
+use crate::state::Store;
+
+pub type DownOutcome = Outcome;
+
+pub fn down(
+    store: &dyn Store,
+    project: &ProjectName,
+    events: &dyn Events,
+) -> Result<DownOutcome, ReconcileError> {
+    let lock = lock(store, project, events)?;
+    // The daemon's processes live in the namespaces: stop them before the namespaces go.
+    daemon::before_down(project, events)?;
+    let session = Session::open(project)?;
+    let prior = store.load(project)?.unwrap_or_default();
+    let observed = session.observe(&prior.resources, &[])?;
+    let changes = plan::diff(&observed, &[]);
+    let outcome = session
+        .apply(&observed, &[], &changes, &|symbol, address, took| {
+            events.progress(symbol, address, took)
+        })
+        .map_err(ReconcileError::Apply)?;
+    store.remove(&lock)?;
+    events.applied(&Applied::Down {
+        project: project.clone(),
+        outcome,
+    });
+    Ok(outcome)
+}

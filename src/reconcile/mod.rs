@@ -1,0 +1,191 @@
+//! The reconciler: load → plan → observe → diff → apply → daemon update, the one sequence
+//! behind `plan`, `up`, `up --plan` and `down` (and, later, a per-host agent running it in a
+//! loop against a shared store). It reads and writes state only through a [`Store`], reaches
+//! the kernel only through `session.rs`, reports progress through [`Events`] and fails with a
+//! typed [`ReconcileError`]; it never prints, so any front end can render it.
+
+mod daemon;
+mod down;
+mod planning;
+mod session;
+mod up;
+
+pub use down::{down, DownOutcome};
+pub use planning::{plan, Baseline, Planning};
+pub use up::{read_plan, up, up_plan, UpOutcome};
+
+use crate::apply::{ApplyError, Outcome};
+use crate::daemon::DaemonError;
+use crate::diag::Diagnostics;
+use crate::graph::CycleError;
+use crate::kernel::KernelError;
+use crate::load::LoadError;
+use crate::model::Resource;
+use crate::pipeline::{self, Checked, Failure};
+use crate::plan::{Change, Summary};
+use crate::project_name::{NameError, ProjectName};
+use crate::source::Sources;
+use crate::state::{Lock, StateError, Store, Wait};
+use std::time::Duration;
+use thiserror::Error;
+
+/// Why a reconciliation stopped. Variants carry what a front end needs to explain it.
+#[derive(Debug, Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The file (or the allocation it asks for) is invalid: every diagnostic, with the sources
+    /// they point into.
+    #[error("{} error{} found; nothing was done", .diags.errors.len(), if .diags.errors.len() == 1 { "" } else { "s" })]
+    Invalid {
+        diags: Box<Diagnostics>,
+        sources: Box<Sources>,
+    },
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Other projects' states that could not be read: their subnets are unknown, and `up`
+    /// does not allocate over a project it cannot see.
+    #[error("the state of {} other project{} cannot be read, so the subnets in use are not known; nothing was done", .0.len(), if .0.len() == 1 { "" } else { "s" })]
+    OthersUnreadable(Vec<StateError>),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a netcompose plan: {source}")]
+    NotAPlan {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("{name} is neither a netcompose plan nor a state file: {source}")]
+    NotAPlanOrState {
+        name: String,
+        source: serde_json::Error,
+    },
+    #[error("the plan names project `{plan}` but its {part} is for `{other}`")]
+    InconsistentPlan {
+        plan: String,
+        part: &'static str,
+        other: String,
+    },
+    #[error("the machine changed since the plan was made; nothing was applied")]
+    StalePlan,
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error(transparent)]
+    Graph(#[from] CycleError),
+    #[error("{} operation(s) failed", .0.len())]
+    Apply(Vec<ApplyError>),
+    /// The daemon could not be started or updated.
+    #[error(transparent)]
+    Daemon(DaemonError),
+    /// The daemon could not be stopped.
+    #[error(transparent)]
+    DaemonStop(DaemonError),
+}
+
+/// What a run did, as it happens; the front end decides how (and whether) to show it.
+pub trait Events: Sync {
+    /// Something the user should know that does not stop the run.
+    fn warning(&self, message: &str);
+    /// Another process holds the project's lock; this run waits for it.
+    fn waiting_for_lock(&self, project: &ProjectName);
+    /// A live object differs from what the state says was applied.
+    fn drift(&self, change: &Change);
+    /// About to apply this many changes.
+    fn applying(&self, summary: &Summary);
+    /// One resource done: its symbol (`+`, `~`, `-`), address and time taken.
+    fn progress(&self, symbol: &str, address: &str, took: Duration);
+    /// The kernel now matches (before the daemon is updated).
+    fn applied(&self, applied: &Applied);
+    fn daemon(&self, event: &DaemonEvent);
+}
+
+/// The kernel side of a run, once it is done.
+#[derive(Debug, Clone)]
+pub enum Applied {
+    NoChanges,
+    Up(Outcome),
+    Down {
+        project: ProjectName,
+        outcome: Outcome,
+    },
+}
+
+/// What happened to the project daemon (DNS resolver, x-run processes).
+#[derive(Debug, Clone)]
+pub enum DaemonEvent {
+    /// Stopped before `down`, or because there is nothing left to serve.
+    Stopped { pid: u32, nothing_to_serve: bool },
+    /// Started, restarted or updated, with what it serves and what it could not do.
+    Serving {
+        action: &'static str,
+        pid: u32,
+        namespaces: usize,
+        processes: usize,
+        errors: Vec<String>,
+    },
+    /// The plan carries no daemon configuration (format 1.0): the daemon was left as it is.
+    NotUpdated { project: String },
+}
+
+/// Load and validate, handing warnings to `events`.
+fn load(opts: &crate::load::LoadOptions, events: &dyn Events) -> Result<Checked, ReconcileError> {
+    match pipeline::checked_project(opts) {
+        Ok(c) => {
+            for w in &c.warnings {
+                events.warning(w);
+            }
+            Ok(c)
+        }
+        Err(Failure::Load(e)) => Err(ReconcileError::Load(e)),
+        Err(Failure::Invalid { diags, sources }) => Err(ReconcileError::Invalid {
+            diags: Box::new(diags),
+            sources: Box::new(sources),
+        }),
+    }
+}
+
+/// Hold the project's lock; wait (saying so) when another run holds it.
+fn lock(
+    store: &dyn Store,
+    project: &ProjectName,
+    events: &dyn Events,
+) -> Result<Lock, ReconcileError> {
+    match store.lock(project, Wait::No) {
+        Ok(l) => Ok(l),
+        Err(StateError::Locked { .. }) => {
+            events.waiting_for_lock(project);
+            Ok(store.lock(project, Wait::Yes)?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The project's resources for display (`ps`): read back from the kernel when `live`, else as
+/// the store records them. An unreadable state is a warning: the kernel's marks suffice.
+pub fn resources(
+    store: &dyn Store,
+    project: &ProjectName,
+    live: bool,
+    events: &dyn Events,
+) -> Result<Vec<Resource>, ReconcileError> {
+    let prior = match store.load(project) {
+        Ok(s) => s.unwrap_or_default(),
+        Err(e) => {
+            events.warning(&e.to_string());
+            Default::default()
+        }
+    };
+    if !live {
+        return Ok(prior.resources);
+    }
+    session::Session::open(project)?.observe(&prior.resources, &[])
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,299 @@
+//! What `plan` and `up` compute before they differ: the checked project, the baseline it is
+//! compared with (a file given with --against, the state, or the live machine), and the
+//! desired state built against the machine's routes and other projects' subnets.
+
+use super::{load, session::Session, Events, ReconcileError};
+use crate::daemon::DaemonConfig;
+use crate::diag::{ConfigError, Diagnostics};
+use crate::ipam::{Allocations, IpamError, Taken};
+use crate::load::LoadOptions;
+use crate::model::{self, Context, Desired, Resource, Spec};
+use crate::pipeline::Checked;
+use crate::plan::{Action, Change, Plan};
+use crate::project_name::ProjectName;
+use crate::state::{State, Store};
+use ipnetwork::IpNetwork;
+use std::path::{Path, PathBuf};
+
+/// What a plan is computed against.
+#[derive(Debug, Clone)]
+pub enum Baseline {
+    /// A saved plan, a state file, or an older Compose file (`--against`).
+    File(PathBuf),
+    /// The state as the store records it (what an unprivileged `plan` can see).
+    State,
+    /// The kernel's objects, with drift from the state (root).
+    Live,
+}
+
+/// A baseline's resources, with the allocations that keep addresses sticky.
+struct Base {
+    name: String,
+    resources: Vec<Resource>,
+    allocations: Allocations,
+}
+
+/// What to do about other projects whose state cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unreadable {
+    /// `plan` changes nothing: say so and go on.
+    Warn,
+    /// `up` would allocate over subnets it cannot see: stop.
+    Refuse,
+}
+
+/// A plan with the checked project it was made from (`graph` and `check` draw and probe it).
+#[derive(Debug)]
+pub struct Planning {
+    pub checked: Checked,
+    pub plan: Plan,
+}
+
+/// `netcompose plan`: the plan document, including what the daemon will serve.
+pub fn plan(
+    store: &dyn Store,
+    opts: &LoadOptions,
+    baseline: &Baseline,
+    events: &dyn Events,
+) -> Result<Planning, ReconcileError> {
+    let checked = load(opts, events)?;
+    let project = ProjectName::new(checked.project.name.clone())?;
+    let others = others_taken(store, &project, Unreadable::Warn, events)?;
+    let base = match baseline {
+        Baseline::File(path) => against_file(opts, &project, path, &others, events)?,
+        Baseline::State | Baseline::Live => from_state(store, &project, events),
+    };
+    let ctx = context(&checked, &base.allocations, &others);
+    let desired = build(&checked, &ctx)?;
+    let daemon = daemon_config(&checked, &desired);
+    let mut plan = match baseline {
+        Baseline::Live => {
+            let live = Session::open(&project)?.observe(&base.resources, &desired.resources)?;
+            let mut drift = crate::plan::drift(&base.resources, &live);
+            drift.extend(daemon_drift(&project, &live));
+            let mut plan = Plan::new(desired, &live, "live");
+            plan.drift = drift;
+            plan
+        }
+        Baseline::File(_) | Baseline::State => Plan::new(desired, &base.resources, &base.name),
+    };
+    plan.daemon = Some(daemon);
+    Ok(Planning { checked, plan })
+}
+
+/// What the daemon serves, from the checked project: `up --plan` needs no Compose file.
+pub(super) fn daemon_config(checked: &Checked, desired: &Desired) -> DaemonConfig {
+    crate::daemon::config::build(
+        &checked.project,
+        desired,
+        &crate::observe::host::nameservers(),
+        checked.working_dir.clone(),
+    )
+}
+
+/// A project that is up without its daemon (killed, or the machine rebooted) has no resolver
+/// and no x-run processes: `up` restarts it.
+fn daemon_drift(project: &ProjectName, live: &[Resource]) -> Option<Change> {
+    let up = live.iter().any(|r| matches!(r.spec, Spec::Namespace(_)));
+    let stopped = match crate::daemon::status(project.as_str()) {
+        crate::daemon::Status::Stopped => true,
+        crate::daemon::Status::Running { .. } => false,
+    };
+    (up && stopped).then(|| Change {
+        address: "daemon".into(),
+        kind: "daemon".into(),
+        actions: vec![Action::Create],
+        before: None,
+        after: None,
+        reason: Some("the project daemon (resolver, x-run) is not running; up restarts it".into()),
+    })
+}
+
+/// The stored state's resources, or nothing (an unreadable state is a warning: `plan` must
+/// work for users who cannot read /var/lib/netcompose).
+fn from_state(store: &dyn Store, project: &ProjectName, events: &dyn Events) -> Base {
+    match store.load(project) {
+        Ok(Some(s)) => Base {
+            name: "state".into(),
+            resources: s.resources,
+            allocations: s.allocations,
+        },
+        Ok(None) => empty(),
+        Err(e) => {
+            events.warning(&format!("{e}; planning as if nothing exists"));
+            empty()
+        }
+    }
+}
+
+fn empty() -> Base {
+    Base {
+        name: "empty".into(),
+        resources: Vec::new(),
+        allocations: Allocations::default(),
+    }
+}
+
+/// `--against FILE`: a saved plan, a state file, or an older Compose file.
+fn against_file(
+    opts: &LoadOptions,
+    project: &ProjectName,
+    path: &Path,
+    others: &[(IpNetwork, String)],
+    events: &dyn Events,
+) -> Result<Base, ReconcileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ReconcileError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let name = format!("file:{}", path.display());
+    if text.trim_start().starts_with('{') {
+        return saved_json(&text, name);
+    }
+    let mut opts = opts.clone();
+    opts.files = vec![path.to_path_buf()];
+    opts.project_name = Some(project.to_string());
+    let old = load(&opts, events)?;
+    let ctx = context(&old, &Allocations::default(), others);
+    let desired = build(&old, &ctx)?;
+    Ok(Base {
+        name,
+        resources: desired.resources,
+        allocations: desired.allocations,
+    })
+}
+
+/// A saved plan (its desired state) or a state file.
+fn saved_json(text: &str, name: String) -> Result<Base, ReconcileError> {
+    if let Ok(plan) = serde_json::from_str::<Plan>(text) {
+        return Ok(Base {
+            name,
+            resources: plan.desired.resources,
+            allocations: plan.desired.allocations,
+        });
+    }
+    match serde_json::from_str::<State>(text) {
+        Ok(s) => Ok(Base {
+            name,
+            resources: s.resources,
+            allocations: s.allocations,
+        }),
+        Err(source) => Err(ReconcileError::NotAPlanOrState { name, source }),
+    }
+}
+
+/// Other projects' subnets, each with who uses it.
+pub(super) fn others_taken(
+    store: &dyn Store,
+    project: &ProjectName,
+    unreadable: Unreadable,
+    events: &dyn Events,
+) -> Result<Vec<(IpNetwork, String)>, ReconcileError> {
+    let others = store.others(project);
+    if !others.unreadable.is_empty() {
+        match unreadable {
+            Unreadable::Refuse => {
+                return Err(ReconcileError::OthersUnreadable(others.unreadable));
+            }
+            Unreadable::Warn => {
+                for e in &others.unreadable {
+                    events.warning(&format!(
+                        "{e}; this plan does not know the subnets recorded there (`up` refuses to allocate until it can read them)"
+                    ));
+                }
+            }
+        }
+    }
+    let mut taken = Vec::new();
+    for other in &others.states {
+        for (key, a) in &other.allocations.networks {
+            for s in &a.subnets {
+                taken.push((
+                    *s,
+                    format!("network `{key}` of project `{}`", other.project),
+                ));
+            }
+        }
+    }
+    Ok(taken)
+}
+
+/// Routes of the host (but not this project's own bridges) and other projects' subnets.
+pub(super) fn context(
+    checked: &Checked,
+    previous: &Allocations,
+    others: &[(IpNetwork, String)],
+) -> Context {
+    let project = &checked.project;
+    let own_bridges: Vec<String> = project
+        .networks
+        .keys()
+        .map(|k| model::endpoints_bridge_name(project, k))
+        .collect();
+    let mut taken = Taken::default();
+    for r in crate::observe::host::routes()
+        .into_iter()
+        .filter(|r| !own_bridges.contains(&r.device))
+    {
+        taken.entries.push((
+            r.destination,
+            format!("a route of the host via {}", r.device),
+        ));
+    }
+    taken.entries.extend(others.iter().cloned());
+    Context {
+        previous: previous.clone(),
+        taken,
+        pools: Default::default(),
+        host_nameservers: crate::observe::host::nameservers(),
+        listening: crate::observe::host::listening(),
+    }
+}
+
+/// Build the desired state; IPAM failures become diagnostics at the network's key.
+pub(super) fn build(checked: &Checked, ctx: &Context) -> Result<Desired, ReconcileError> {
+    let mut diags = Diagnostics::default();
+    crate::validate::ports_in_use(&checked.project, &ctx.listening, &mut diags);
+    let errors = match model::build(&checked.project, ctx) {
+        Ok(d) if !diags.has_errors() => {
+            crate::graph::build(&d.resources)?;
+            return Ok(d);
+        }
+        Ok(_) => Vec::new(),
+        Err(errors) => errors,
+    };
+    for e in errors {
+        let network = match &e {
+            IpamError::PoolsExhausted { network, .. }
+            | IpamError::Exhausted { network, .. }
+            | IpamError::Conflict { network, .. } => network.clone(),
+        };
+        let at = checked
+            .project
+            .networks
+            .get(&network)
+            .map(|n| {
+                n.ipam
+                    .config
+                    .first()
+                    .and_then(|c| c.subnet.as_ref())
+                    .map_or(n.key.span, |s| s.span)
+            })
+            .unwrap_or_default();
+        let hint = match e {
+            IpamError::Conflict { .. } => "choose a subnet nothing else on this machine uses",
+            IpamError::PoolsExhausted { .. } | IpamError::Exhausted { .. } => {
+                "give the network a larger subnet"
+            }
+        };
+        diags.push(ConfigError::Invalid {
+            message: e.to_string(),
+            hint: hint.to_string(),
+            at,
+        });
+    }
+    Err(ReconcileError::Invalid {
+        diags: Box::new(diags),
+        sources: Box::new(checked.sources.clone()),
+    })
+}

@@ -1,0 +1,56 @@
+//! The reconciler's one handle on the kernel: an async runtime and the project's kernel
+//! adapter, opened here and nowhere else, so that how the kernel is reached can change in
+//! one place.
+
+use super::ReconcileError;
+use crate::apply::{self, ApplyError, Outcome};
+use crate::kernel::Kernel;
+use crate::model::Resource;
+use crate::plan::Change;
+use crate::project_name::ProjectName;
+use std::time::Duration;
+
+pub(super) struct Session {
+    rt: tokio::runtime::Runtime,
+    kernel: Kernel,
+}
+
+impl Session {
+    pub(super) fn open(project: &ProjectName) -> Result<Session, ReconcileError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .map_err(ReconcileError::Runtime)?;
+        let kernel = Kernel::open(project.as_str(), rt.handle().clone())?;
+        Ok(Session { rt, kernel })
+    }
+
+    /// The project's live objects, rebuilt from their marks (`state` and `desired` fill in
+    /// what the kernel cannot tell).
+    pub(super) fn observe(
+        &self,
+        state: &[Resource],
+        desired: &[Resource],
+    ) -> Result<Vec<Resource>, ReconcileError> {
+        Ok(self
+            .rt
+            .block_on(crate::observe::live::observe(&self.kernel, state, desired))?)
+    }
+
+    pub(super) fn apply(
+        &self,
+        observed: &[Resource],
+        desired: &[Resource],
+        changes: &[Change],
+        progress: &(dyn Fn(&str, &str, Duration) + Sync),
+    ) -> Result<Outcome, Vec<ApplyError>> {
+        self.rt.block_on(apply::apply(
+            &self.kernel,
+            observed,
+            desired,
+            changes,
+            progress,
+        ))
+    }
+}

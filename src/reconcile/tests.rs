@@ -1,0 +1,93 @@
+//! Planning against a store, without root: other projects' subnets are avoided, and one whose
+//! state cannot be read is reported, not skipped.
+
+use super::*;
+use crate::ipam::{Allocations, NetworkAllocation};
+use crate::load::LoadOptions;
+use crate::state::{FileStore, State};
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct Recorder {
+    warnings: Mutex<Vec<String>>,
+}
+
+impl Events for Recorder {
+    fn warning(&self, message: &str) {
+        self.warnings.lock().unwrap().push(message.to_string());
+    }
+    fn waiting_for_lock(&self, _: &ProjectName) {}
+    fn drift(&self, _: &Change) {}
+    fn applying(&self, _: &Summary) {}
+    fn progress(&self, _: &str, _: &str, _: Duration) {}
+    fn applied(&self, _: &Applied) {}
+    fn daemon(&self, _: &DaemonEvent) {}
+}
+
+fn subnet_of_front(
+    store: &FileStore,
+    opts: &LoadOptions,
+    events: &Recorder,
+) -> ipnetwork::IpNetwork {
+    let p = plan(store, opts, &Baseline::State, events).unwrap();
+    p.plan.desired.allocations.networks["front"].subnets[0]
+}
+
+fn save_other(store: &FileStore, name: &str, allocations: Allocations) {
+    let project = ProjectName::new(name).unwrap();
+    let lock = store.lock(&project, Wait::No).unwrap();
+    let state = State {
+        format_version: crate::state::FORMAT_VERSION,
+        project: name.into(),
+        allocations,
+        resources: Vec::new(),
+    };
+    store.save(&lock, &state).unwrap();
+}
+
+#[test]
+fn plans_avoid_other_projects_and_report_unreadable_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yaml");
+    std::fs::write(
+        &file,
+        "name: rt\nnetworks:\n  front: {}\nservices:\n  web:\n    networks: [front]\n",
+    )
+    .unwrap();
+    let opts = LoadOptions {
+        files: vec![file],
+        ..Default::default()
+    };
+    let store = FileStore::new(dir.path().join("state"));
+    let events = Recorder::default();
+    let first = subnet_of_front(&store, &opts, &events);
+    assert!(events.warnings.lock().unwrap().is_empty());
+
+    let mut taken = Allocations::default();
+    taken.networks.insert(
+        "net".into(),
+        NetworkAllocation {
+            subnets: vec![first],
+            ..Default::default()
+        },
+    );
+    save_other(&store, "other", taken);
+    let p = plan(&store, &opts, &Baseline::State, &events).unwrap();
+    assert_eq!(
+        p.plan.daemon.as_ref().map(|d| d.project.as_str()),
+        Some("rt")
+    );
+    assert_ne!(
+        p.plan.desired.allocations.networks["front"].subnets[0],
+        first
+    );
+
+    std::fs::create_dir_all(dir.path().join("state/broken")).unwrap();
+    std::fs::write(dir.path().join("state/broken/state.json"), "{").unwrap();
+    subnet_of_front(&store, &opts, &events);
+    let warnings = events.warnings.lock().unwrap();
+    assert!(
+        matches!(warnings.as_slice(), [w] if w.contains("broken/state.json")),
+        "{warnings:?}"
+    );
+}

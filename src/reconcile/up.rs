@@ -1,0 +1,167 @@
+//! `up` and `up --plan`: make the kernel match the desired state, record it in the store
+//! (allocations first, so an interrupted run keeps its addresses), then update the daemon.
+
+use super::planning::{build, context, daemon_config, others_taken, Unreadable};
+use super::session::Session;
+use super::{daemon, load, lock, Applied, Events, ReconcileError};
+use crate::apply::Outcome;
+use crate::daemon::DaemonConfig;
+use crate::load::LoadOptions;
+use crate::model::{Desired, Resource};
+use crate::plan::{self, Plan};
+use crate::project_name::ProjectName;
+use crate::state::{self, Lock, State, Store};
+use std::path::Path;
+
+/// What `up` did to the kernel (the daemon's part is reported through [`Events`]).
+#[derive(Debug, Clone, Copy)]
+pub enum UpOutcome {
+    NoChanges,
+    Applied(Outcome),
+}
+
+/// `up` from the Compose file(s).
+pub fn up(
+    store: &dyn Store,
+    opts: &LoadOptions,
+    events: &dyn Events,
+) -> Result<UpOutcome, ReconcileError> {
+    let checked = load(opts, events)?;
+    let project = ProjectName::new(checked.project.name.clone())?;
+    let lock = lock(store, &project, events)?;
+    let session = Session::open(&project)?;
+    let prior = store.load(&project)?.unwrap_or_default();
+    let others = others_taken(store, &project, Unreadable::Refuse, events)?;
+    let desired = build(&checked, &context(&checked, &prior.allocations, &others))?;
+    let daemon = daemon_config(&checked, &desired);
+    converge(
+        store,
+        &lock,
+        &session,
+        &prior,
+        Target {
+            desired,
+            daemon: Some(daemon),
+            fingerprint: None,
+        },
+        events,
+    )
+}
+
+/// A plan saved with `plan --out`.
+pub fn read_plan(path: &Path) -> Result<Plan, ReconcileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ReconcileError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| ReconcileError::NotAPlan {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// `up --plan`: apply a saved plan, refused if the machine changed since it was made. The
+/// plan carries everything (resources, allocations, the daemon's configuration).
+pub fn up_plan(
+    store: &dyn Store,
+    saved: Plan,
+    events: &dyn Events,
+) -> Result<UpOutcome, ReconcileError> {
+    let project = ProjectName::new(saved.project.clone())?;
+    let parts = [
+        ("desired state", Some(saved.desired.project.as_str())),
+        (
+            "daemon configuration",
+            saved.daemon.as_ref().map(|d| d.project.as_str()),
+        ),
+    ];
+    for (part, other) in parts {
+        if let Some(other) = other.filter(|o| *o != project.as_str()) {
+            return Err(ReconcileError::InconsistentPlan {
+                plan: project.to_string(),
+                part,
+                other: other.to_string(),
+            });
+        }
+    }
+    let lock = lock(store, &project, events)?;
+    let session = Session::open(&project)?;
+    let prior = store.load(&project)?.unwrap_or_default();
+    converge(
+        store,
+        &lock,
+        &session,
+        &prior,
+        Target {
+            desired: saved.desired,
+            daemon: saved.daemon,
+            fingerprint: Some(saved.fingerprint),
+        },
+        events,
+    )
+}
+
+/// Where a run is going: the desired state, what the daemon serves, and (for a saved plan)
+/// the fingerprint the machine must still have.
+struct Target {
+    desired: Desired,
+    daemon: Option<DaemonConfig>,
+    fingerprint: Option<String>,
+}
+
+fn converge(
+    store: &dyn Store,
+    lock: &Lock,
+    session: &Session,
+    prior: &State,
+    target: Target,
+    events: &dyn Events,
+) -> Result<UpOutcome, ReconcileError> {
+    let Target {
+        desired,
+        daemon,
+        fingerprint,
+    } = target;
+    let project = lock.project().clone();
+    let observed = session.observe(&prior.resources, &desired.resources)?;
+    if fingerprint.is_some_and(|f| f != plan::fingerprint(&observed)) {
+        return Err(ReconcileError::StalePlan);
+    }
+    for d in plan::drift(&prior.resources, &observed) {
+        events.drift(&d);
+    }
+    let changes = plan::diff(&observed, &desired.resources);
+    let save = |resources: Vec<Resource>| {
+        store.save(
+            lock,
+            &State {
+                format_version: state::FORMAT_VERSION,
+                project: project.to_string(),
+                allocations: desired.allocations.clone(),
+                resources,
+            },
+        )
+    };
+    if changes.is_empty() {
+        save(desired.resources.clone())?;
+        events.applied(&Applied::NoChanges);
+        // The daemon (DNS, x-run) is not in the kernel diff: start it if it died, update it.
+        daemon::after_up(&project, daemon.as_ref(), events)?;
+        return Ok(UpOutcome::NoChanges);
+    }
+    // Allocations first: an interrupted run keeps its addresses on the next try.
+    save(observed.clone())?;
+    events.applying(&plan::summarize(&changes));
+    let outcome = session
+        .apply(
+            &observed,
+            &desired.resources,
+            &changes,
+            &|symbol, address, took| events.progress(symbol, address, took),
+        )
+        .map_err(ReconcileError::Apply)?;
+    save(desired.resources.clone())?;
+    events.applied(&Applied::Up(outcome));
+    daemon::after_up(&project, daemon.as_ref(), events)?;
+    Ok(UpOutcome::Applied(outcome))
+}
