@@ -11,12 +11,14 @@
 //! - [`netlink`]: [`netlink::Netlink`], an rtnetlink handle whose socket lives inside a given
 //!   namespace, with typed operations on links, addresses, routes, FDB and neighbours.
 //! - [`sysctl`]: read and write `net.*` sysctls inside a namespace.
+//! - [`cgroup`]: cgroup v2 directories: make, enter, kill until empty, remove.
 //!
 //! Threading rule: a thread's network namespace is per-thread state, so this module never calls
 //! `setns` on a caller's thread (in particular never on a tokio worker). Code that must run
 //! inside a namespace runs on a short-lived dedicated thread ([`netns::run_in`]); a netlink socket
 //! is created on such a thread and then keeps operating in that namespace from anywhere.
 
+pub mod cgroup;
 pub mod netlink;
 pub mod netns;
 pub mod nfnl;
