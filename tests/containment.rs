@@ -350,3 +350,44 @@ fn one_daemon_per_project_and_private_run_files_whatever_the_umask() {
     p.nc_ok(&["down"]);
     assert_all_gone(&sb, &cg, &name, &netns);
 }
+
+#[test]
+fn without_cgroup_v2_down_kills_the_daemons_session() {
+    if !require_root("without_cgroup_v2_down_kills_the_daemons_session") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let name = unique("s");
+    // Out of reach anyway: the sandbox will not see the hierarchy.
+    let cg = CgroupGuard::new(&name);
+    let mount = netcompose::kernel::cgroup::hierarchy().expect("a cgroup v2 hierarchy");
+    // Only in the sandbox's private mount namespace.
+    sb.run_ok(&["umount", "-l", mount.path().to_str().expect("a UTF-8 path")]);
+    let p = Project::new(&sb, &name, YAML);
+    let up = p.nc(&["up"]);
+    let stderr = String::from_utf8_lossy(&up.stderr);
+    assert!(up.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no cgroup v2 hierarchy is mounted"),
+        "no warning: {stderr}"
+    );
+    let netns = project_netns(&sb, &name);
+    assert!(
+        wait_for(Duration::from_secs(10), || in_netns(&netns).len()
+            == 2 + 2 * 3),
+        "{:?}",
+        in_netns(&netns)
+    );
+    let daemon = daemon_pid(&sb, &name).expect("the daemon's pid file");
+    sb.run_ok(&["kill", "-9", &daemon.to_string()]);
+    assert!(wait_for(Duration::from_secs(5), || !alive(daemon)));
+    assert!(
+        wait_for(Duration::from_secs(5), || in_netns(&netns).len() == 2 * 2),
+        "{:?}",
+        in_netns(&netns)
+    );
+    p.nc_ok(&["down"]);
+    assert_eq!(in_netns(&netns), Vec::<i32>::new(), "processes left");
+    assert!(daemons(&name).is_empty());
+    assert!(cg.pids().is_empty());
+}

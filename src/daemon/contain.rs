@@ -122,8 +122,7 @@ fn is_the_file(fd: RawFd, path: &Path) -> bool {
     };
     // SAFETY: only borrowed for the fstat; an invalid number makes fstat fail with EBADF.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    nix::sys::stat::fstat(fd)
-        .is_ok_and(|st| st.st_dev == want.dev() && st.st_ino == want.ino())
+    nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_dev == want.dev() && st.st_ino == want.ino())
 }
 
 /// Between fork and exec: let the lock descriptor survive exec (a single fcntl).
@@ -180,23 +179,26 @@ pub fn kill_project(project: &str, last_daemon: Option<u32>) -> Result<(), Daemo
         project: project.to_string(),
         source,
     };
-    match Cgroups::find(project) {
-        Ok(cg) => cg.kill_and_remove().map_err(failed)?,
-        Err(CgroupError::NotMounted) => {}
-        Err(e) => return Err(failed(e)),
-    }
-    // Also when cgroups exist: a daemon that could not set its own up ran by session only.
-    match last_daemon {
-        Some(sid) => kill_session(project, sid, KILL_WAIT).map_err(failed),
-        None => Ok(()),
+    match (Cgroups::find(project), last_daemon) {
+        (Ok(cg), _) => cg.kill_and_remove().map_err(failed),
+        (Err(CgroupError::NotMounted), Some(sid)) => {
+            kill_session(project, sid, KILL_WAIT).map_err(failed)
+        }
+        (Err(CgroupError::NotMounted), None) => Ok(()),
+        (Err(e), _) => Err(failed(e)),
     }
 }
 
 /// SIGKILL every process of session `sid` until none is left. The session is the daemon's only
-/// if its leader is gone or is that daemon: a live process with that pid that is something
-/// else means our session ended and the number was given to someone else's.
+/// if its leader is gone (or a zombie) or is that daemon: a live process with that pid that is
+/// something else means our session ended and the number was given to someone else's.
 fn kill_session(project: &str, sid: u32, wait: Duration) -> Result<(), CgroupError> {
-    if Path::new(&format!("/proc/{sid}")).exists() && !super::is_our_daemon(sid, project) {
+    let leader = std::fs::read_to_string(format!("/proc/{sid}/stat")).ok();
+    let leader_lives = leader
+        .as_deref()
+        .and_then(|stat| stat.rsplit_once(')'))
+        .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'));
+    if leader_lives && !super::is_our_daemon(sid, project) {
         return Ok(());
     }
     let start = Instant::now();

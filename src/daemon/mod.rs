@@ -419,7 +419,12 @@ pub fn run(project: &str) -> Result<(), String> {
     // Before any thread or child exists, so that everything the daemon starts is inside.
     let (x_run, uncontained) = match enter_cgroups(project) {
         Ok(x_run) => (Some(x_run), None),
-        Err(e) => {
+        Err(
+            e @ DaemonError::Processes {
+                source: crate::kernel::cgroup::CgroupError::NotMounted,
+                ..
+            },
+        ) => {
             let msg = format!(
                 "{e}: x-run processes are contained by the daemon's session only \
                  (one that calls setsid can outlive `down`)"
@@ -427,6 +432,7 @@ pub fn run(project: &str) -> Result<(), String> {
             say!("{msg}");
             (None, Some(msg))
         }
+        Err(e) => return Err(e.to_string()),
     };
     raise_nofile();
     let rt = tokio::runtime::Builder::new_multi_thread()
