@@ -60,7 +60,7 @@ pub enum DaemonError {
     NoAnswer { project: String, reason: String },
     #[error("the daemon of project {project} exited at start: {log}")]
     StartFailed { project: String, log: String },
-    #[error("cannot stop the processes of project {project}: {source}")]
+    #[error("cannot contain the processes of project {project}: {source}")]
     Processes {
         project: String,
         #[source]
