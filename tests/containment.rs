@@ -391,3 +391,48 @@ fn without_cgroup_v2_down_kills_the_daemons_session() {
     assert!(daemons(&name).is_empty());
     assert!(cg.pids().is_empty());
 }
+
+#[test]
+fn a_shell_command_is_stopped_with_its_whole_group() {
+    if !require_root("a_shell_command_is_stopped_with_its_whole_group") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let name = unique("g");
+    let cg = CgroupGuard::new(&name);
+    let marks = tempfile::tempdir().expect("temp dir");
+    let dir = marks.path().to_str().expect("a UTF-8 path");
+    // The inner shell runs in the background of the outer one: only a signal to the whole
+    // process group reaches it (the cgroup kill after it would leave no mark).
+    let yaml = format!(
+        r#"
+networks:
+  front:
+    ipam: {{config: [{{subnet: 10.77.2.0/24}}]}}
+services:
+  grouped:
+    deploy: {{replicas: 2}}
+    networks: [front]
+    x-run: "sh -c 'trap \"echo term > {dir}/$(hostname); exit 0\" TERM; while :; do sleep 0.1; done' & wait"
+"#
+    );
+    let p = Project::new(&sb, &name, &yaml);
+    p.up();
+    // The daemon, two outer shells, two inner ones in their loops (so with their traps set),
+    // and a sleep of each.
+    assert!(
+        wait_for(Duration::from_secs(10), || cg.pids().len() == 1 + 2 * 3),
+        "{:?}",
+        cg.pids()
+    );
+    let netns = project_netns(&sb, &name);
+    let out = p.nc_ok(&["down"]);
+    let mut marked: Vec<String> = std::fs::read_dir(marks.path())
+        .expect("the marks directory")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    marked.sort();
+    assert_eq!(marked.len(), 2, "SIGTERM reached {marked:?}\n{out}");
+    assert_all_gone(&sb, &cg, &name, &netns);
+}

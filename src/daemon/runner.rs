@@ -34,6 +34,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -98,6 +99,8 @@ struct Proc {
     removed: bool,
     /// The cgroup leaf of the current run.
     leaf: Option<Cgroup>,
+    /// Whether the current run was sent SIGTERM (its group then gets the grace period too).
+    terminated: Arc<AtomicBool>,
 }
 
 /// One process as `ps` shows it.
@@ -185,6 +188,7 @@ impl Runner {
                             token: 0,
                             removed: false,
                             leaf: None,
+                            terminated: Arc::default(),
                         },
                     );
                     if let Err(e) = self.start(name) {
@@ -211,7 +215,7 @@ impl Runner {
                                 pid,
                                 next: Some(Box::new(def.clone())),
                             };
-                            terminate(pid, &self.events, name);
+                            terminate(pid, &p.terminated, &self.events, name);
                         }
                         State::Stopping { pid, .. } => {
                             p.state = State::Stopping {
@@ -250,7 +254,7 @@ impl Runner {
                 p.state = State::Stopping { pid, next: None };
                 self.log
                     .line(name, EVENT, "stopping: removed from the project");
-                terminate(pid, &self.events, name);
+                terminate(pid, &p.terminated, &self.events, name);
             }
             State::Stopping { pid, .. } => p.state = State::Stopping { pid, next: None },
             _ => {
@@ -289,6 +293,8 @@ impl Runner {
                 let pid = child.id().map_or(0, |id| id as i32);
                 p.state = State::Running { pid };
                 p.leaf = leaf.clone();
+                p.terminated = Arc::default();
+                let terminated = p.terminated.clone();
                 p.started = Instant::now();
                 self.log.line(name, EVENT, &format!("started (pid {pid})"));
                 if let Some(out) = child.stdout.take() {
@@ -303,7 +309,13 @@ impl Runner {
                 tokio::spawn(async move {
                     let status = child.wait().await.ok();
                     if let Some(leaf) = leaf {
+                        // After a SIGTERM the rest of its group may still be finishing: the
+                        // Kill event SIGKILLs the leaf when the grace period is over.
+                        let grace = terminated.load(Ordering::SeqCst).then_some(GRACE);
                         let cleared = tokio::task::spawn_blocking(move || {
+                            if let Some(grace) = grace {
+                                leaf.wait_empty(grace + Duration::from_secs(1))?;
+                            }
                             leaf.kill_all(super::contain::KILL_WAIT)?;
                             leaf.remove()
                         })
@@ -439,7 +451,7 @@ impl Runner {
                 State::Running { pid } => {
                     p.state = State::Stopping { pid, next: None };
                     self.log.line(&name, EVENT, "stopping");
-                    terminate(pid, &self.events, &name);
+                    terminate(pid, &p.terminated, &self.events, &name);
                 }
                 State::Waiting { .. } => {
                     p.state = State::Exited {
@@ -537,7 +549,8 @@ fn describe(status: Option<ExitStatus>) -> String {
 }
 
 /// SIGTERM to the group now; a SIGKILL request after the grace period.
-fn terminate(pid: i32, events: &mpsc::UnboundedSender<Event>, name: &str) {
+fn terminate(pid: i32, terminated: &AtomicBool, events: &mpsc::UnboundedSender<Event>, name: &str) {
+    terminated.store(true, Ordering::SeqCst);
     let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
     let tx = events.clone();
     let name = name.to_string();

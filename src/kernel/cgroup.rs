@@ -256,6 +256,18 @@ impl Cgroup {
         }
     }
 
+    /// Wait until nothing lives in this cgroup or below, for at most `wait`; whether it is empty.
+    pub fn wait_empty(&self, wait: Duration) -> Result<bool, CgroupError> {
+        let start = Instant::now();
+        while self.populated()? {
+            if start.elapsed() > wait {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(true)
+    }
+
     /// Remove this cgroup and every cgroup below it (they must hold no process). One that does
     /// not exist is fine.
     pub fn remove(&self) -> Result<(), CgroupError> {
