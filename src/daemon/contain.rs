@@ -4,10 +4,10 @@
 //!
 //! Cgroups, under the cgroup v2 hierarchy found in /proc/self/mountinfo:
 //!
-//! | cgroup                              | holds                                             |
-//! |-------------------------------------|---------------------------------------------------|
-//! | `netcompose/<project>/daemon`       | the daemon (it joins before it forks anything)    |
-//! | `netcompose/<project>/x-run/<n>.<k>` | one start of an `x-run` process and all it forks |
+//! | cgroup                                  | holds                                         |
+//! |-----------------------------------------|-----------------------------------------------|
+//! | `netcompose/<project>/daemon`           | the daemon (it joins before it forks anything) |
+//! | `netcompose/<project>/x-run/<name>.<k>` | the k-th start of process `<name>`, all it forks |
 //!
 //! Processes live in leaves only (cgroup v2's no-internal-process rule, should controllers
 //! ever be enabled). A leaf per start, never reused, lets the daemon kill and remove the
