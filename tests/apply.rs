@@ -1592,9 +1592,14 @@ fn down_works_without_the_state_file_or_the_compose_file() {
         return;
     }
     let lab = Lab::new();
-    let f = lab.compose("compose.yaml", TWO_NETWORKS);
+    // A name of its own: the cgroups of a project are the machine's, shared by the sandboxes
+    // of tests running at the same time.
+    let f = lab.compose(
+        "compose.yaml",
+        &TWO_NETWORKS.replace("name: ap-net", "name: ap-gone"),
+    );
     lab.up(&f);
-    lab.sh_ok(&["rm", "-rf", "/var/lib/netcompose/ap-net"]);
+    lab.sh_ok(&["rm", "-rf", "/var/lib/netcompose/ap-gone"]);
     // plan still sees every kernel object from its mark: nothing to create or change but what
     // only the state records (VIPs and DNS zones, which live in the project's daemon).
     let plan: Value =
@@ -1609,13 +1614,13 @@ fn down_works_without_the_state_file_or_the_compose_file() {
         );
     }
     lab.down(&f);
-    lab.assert_clean("ap-net", &[], &[], &[]);
+    lab.assert_clean("ap-gone", &[], &[], &[]);
 
     lab.up(&f);
     std::fs::remove_file(&f).unwrap();
-    let out = lab.run_nc(&["-p", "ap-net", "down"]);
+    let out = lab.run_nc(&["-p", "ap-gone", "down"]);
     assert!(out.status.success(), "{}", text(&out));
-    lab.assert_clean("ap-net", &[], &[], &[]);
+    lab.assert_clean("ap-gone", &[], &[], &[]);
 }
 
 #[test]

@@ -273,14 +273,16 @@ fn a_killed_daemon_is_restarted_by_the_next_up() {
     let lab = Lab::new("nc-dkill-");
     let f = lab.file(
         "compose.yaml",
+        // A command of its own: pgrep sees the other tests' processes too.
         &RUN.replace("name: dr", "name: dk")
-            .replace("10.74.1.0", "10.75.1.0"),
+            .replace("10.74.1.0", "10.75.1.0")
+            .replace("exec sleep 600", "exec sleep 602"),
     );
     lab.nc_ok(&f, &["up"]);
     let pid = lab.daemon_pid("dk").unwrap();
     assert!(wait_for(Duration::from_secs(10), || pids_of(
         &lab,
-        "^sleep 600"
+        "^sleep 602"
     )
     .len()
         == 2));
@@ -290,7 +292,7 @@ fn a_killed_daemon_is_restarted_by_the_next_up() {
     assert!(wait_for(Duration::from_secs(5), || !lab.alive(pid)));
     // Its processes die with it (PR_SET_PDEATHSIG), and the resolver is gone.
     assert!(
-        wait_for(Duration::from_secs(5), || pids_of(&lab, "^sleep 600")
+        wait_for(Duration::from_secs(5), || pids_of(&lab, "^sleep 602")
             .is_empty()),
         "x-run processes outlived their daemon"
     );
@@ -308,13 +310,13 @@ fn a_killed_daemon_is_restarted_by_the_next_up() {
     assert_eq!(lab.addrs("dk-echo-1", "echo").len(), 1);
     assert!(wait_for(Duration::from_secs(10), || pids_of(
         &lab,
-        "^sleep 600"
+        "^sleep 602"
     )
     .len()
         == 2));
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(pids_of(&lab, "^sleep 600").len(), 2, "started twice");
+    assert_eq!(pids_of(&lab, "^sleep 602").len(), 2, "started twice");
     let out = text(&lab.nc(&f, &["down"]));
     assert!(out.contains("Daemon: stopped"), "{out}");
-    assert!(pids_of(&lab, "^sleep 600").is_empty());
+    assert!(pids_of(&lab, "^sleep 602").is_empty());
 }

@@ -5,6 +5,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -47,10 +48,16 @@ impl LogSink {
             let _ = std::fs::rename(&self.path, old);
         }
         if guard.is_none() {
+            // Root's only, even if an older version made it readable: output can hold secrets.
             *guard = OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(&self.path)
+                .and_then(|f| {
+                    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                    Ok(f)
+                })
                 .ok()
                 .map(|f| {
                     let size = f.metadata().map(|m| m.len()).unwrap_or(0);

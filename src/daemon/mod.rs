@@ -2,39 +2,46 @@
 //! (127.0.0.11:53 in every replica namespace) and the replicas' `x-run` processes.
 //!
 //! Files, all under `/run/netcompose/<project>/` (a tmpfs: nothing of it survives a reboot,
-//! and neither do the namespaces it serves):
+//! and neither do the namespaces it serves). The directories are 0700 and the files 0600,
+//! whatever the umask: the socket drives the daemon and `x-run` output can hold secrets.
 //!
 //! | file           | what                                                            |
 //! |----------------|-----------------------------------------------------------------|
 //! | `daemon.json`  | the [`DaemonConfig`], written atomically by `up`                |
 //! | `daemon.pid`   | the daemon's pid, written once it serves                        |
+//! | `daemon.lock`  | flock'd by the daemon for its whole life ([`contain`])          |
 //! | `control.sock` | the control socket: one JSON request, one JSON reply            |
 //! | `daemon.log`   | the daemon's own stdout and stderr                              |
 //! | `run.log`      | the `x-run` processes' output ([`logs`]), read by `netcompose logs` |
 //!
-//! Life cycle: `up` writes the configuration, then asks a running daemon to `reload` (it
-//! swaps its records atomically, opens and closes sockets, starts, stops and restarts
-//! processes, and replies when done), or starts one (`netcompose daemon --project P`,
-//! detached with setsid) and waits until it answers. `down` asks it to `stop` before the
-//! namespaces go (processes get SIGTERM, then SIGKILL after a grace period), and kills it if
-//! it does not answer. SIGHUP makes the daemon reload, SIGTERM stop. A daemon that died is
-//! seen by [`status`] and started again by the next `up`.
+//! Life cycle: `up` writes the configuration, then asks a running daemon (one holds the lock)
+//! to `reload` (it swaps its records atomically, opens and closes sockets, starts, stops and
+//! restarts processes, and replies when done), or starts one (`netcompose daemon --project
+//! P`, detached with setsid, in the project's cgroup, holding the lock `up` took) and waits
+//! until it answers. A daemon that holds the lock but does not answer is killed with every
+//! process of the project first. `down` asks a live daemon to `stop` before the namespaces go
+//! (processes get SIGTERM, then SIGKILL after a grace period), then kills whatever is left in
+//! the project's cgroups and returns once they are empty. SIGHUP makes the daemon reload,
+//! SIGTERM stop. A daemon that died is seen by [`status`] and started again by the next `up`,
+//! after the processes it left behind are killed.
 
 pub mod config;
+pub mod contain;
 pub mod logs;
 pub mod resolver;
 pub mod runner;
+mod serve;
 
 pub use config::DaemonConfig;
+pub use serve::run;
 
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -54,6 +61,14 @@ pub enum DaemonError {
     NoAnswer { project: String, reason: String },
     #[error("the daemon of project {project} exited at start: {log}")]
     StartFailed { project: String, log: String },
+    #[error("cannot contain the processes of project {project}: {source}")]
+    Processes {
+        project: String,
+        #[source]
+        source: crate::kernel::cgroup::CgroupError,
+    },
+    #[error("another daemon of project {project} is running (it holds {path})")]
+    AlreadyRunning { project: String, path: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
@@ -182,76 +197,139 @@ pub struct Ensured {
 /// Write `cfg` and make the daemon serve it: reload a running daemon, or start one.
 pub fn ensure(cfg: &DaemonConfig) -> Result<Ensured, DaemonError> {
     let project = &cfg.project;
-    let dir = run_dir(project);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(&dir)
-        .map_err(io_err(&dir))?;
+    prepare_run_dir(project)?;
     write_atomic(
         &config_path(project),
         &serde_json::to_vec_pretty(cfg).unwrap_or_default(),
     )?;
-    let mut action = "started";
-    if let Status::Running { pid } = status(project) {
-        match request(project, &Request::Reload, START_TIMEOUT) {
-            Ok(reply) => {
+    let mut action = if std::fs::metadata(pid_path(project)).is_ok() {
+        "restarted"
+    } else {
+        "started"
+    };
+    let lock = match contain::DaemonLock::try_acquire(project)? {
+        Some(lock) => lock,
+        None => {
+            if let Ok(reply) = request(project, &Request::Reload, START_TIMEOUT) {
                 return Ok(Ensured {
-                    pid,
+                    pid: reply.pid,
                     action: "updated",
                     reply,
-                })
+                });
             }
-            Err(_) => {
-                kill_and_wait(pid, Duration::from_secs(2));
-                action = "restarted";
-            }
+            // Hung, or started by an `up` that died before it answered: it goes with every
+            // process of the project, which the new daemon starts afresh.
+            contain::kill_project(project, pid_in_file(project))?;
+            action = "restarted";
+            contain::DaemonLock::try_acquire(project)?.ok_or_else(|| {
+                DaemonError::AlreadyRunning {
+                    project: project.clone(),
+                    path: contain::lock_path(project).display().to_string(),
+                }
+            })?
         }
-    } else if std::fs::metadata(pid_path(project)).is_ok() {
-        action = "restarted";
-    }
-    let (pid, reply) = start(project)?;
+    };
+    // No daemon: what a dead one left behind (orphans of its x-run processes) goes first, so
+    // that nothing runs twice.
+    contain::kill_project(project, pid_in_file(project))?;
+    let (pid, reply) = start(project, lock)?;
     Ok(Ensured { pid, action, reply })
+}
+
+/// Make /run/netcompose and the project's directory, root's only whatever the umask (and
+/// whatever an older version left).
+fn prepare_run_dir(project: &str) -> Result<(), DaemonError> {
+    let dir = run_dir(project);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(io_err(&dir))?;
+    for d in [Path::new(RUN_ROOT), dir.as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).map_err(io_err(d))?;
+    }
+    Ok(())
+}
+
+/// Open (create or append to) a file of the run directory, mode 0600 even if it existed.
+fn open_private(path: &Path, append: bool) -> Result<std::fs::File, DaemonError> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .append(append)
+        .truncate(!append)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(io_err(path))?;
+    Ok(f)
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DaemonError> {
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
+    let mut f = open_private(&tmp, false)?;
     f.write_all(bytes).map_err(io_err(&tmp))?;
     f.sync_all().ok();
     std::fs::rename(&tmp, path).map_err(io_err(path))
 }
 
-/// Start the daemon detached and wait until it answers.
-fn start(project: &str) -> Result<(u32, Reply), DaemonError> {
+/// The pid the pid file holds, whether or not that process still runs.
+fn pid_in_file(project: &str) -> Option<u32> {
+    std::fs::read_to_string(pid_path(project))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+}
+
+/// Start the daemon detached, holding `lock`, in the project's cgroup, and wait until it
+/// answers.
+fn start(project: &str, lock: contain::DaemonLock) -> Result<(u32, Reply), DaemonError> {
     let _ = std::fs::remove_file(pid_path(project));
     let _ = std::fs::remove_file(socket_path(project));
     let log_path = daemon_log_path(project);
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(io_err(&log_path))?;
+    let log = open_private(&log_path, true)?;
+    let cgroup_procs = match contain::Cgroups::find(project) {
+        Ok(cg) => {
+            let leaf = cg.daemon().and_then(|d| d.create().map(|()| d));
+            let procs = leaf.and_then(|d| d.procs_for_child());
+            Some(procs.map_err(|source| DaemonError::Processes {
+                project: project.to_string(),
+                source,
+            })?)
+        }
+        // The daemon says so in its replies; it runs contained by its session.
+        Err(crate::kernel::cgroup::CgroupError::NotMounted) => None,
+        Err(source) => {
+            return Err(DaemonError::Processes {
+                project: project.to_string(),
+                source,
+            })
+        }
+    };
     let exe = std::env::current_exe().map_err(io_err(Path::new("/proc/self/exe")))?;
     let mut cmd = Command::new(exe);
+    let lock_fd = lock.raw_fd();
     cmd.args(["daemon", "--project", project])
+        .env(contain::LOCK_FD_ENV, lock_fd.to_string())
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(io_err(&log_path))?)
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe.
+    // SAFETY: setsid, fcntl and write are async-signal-safe single system calls.
     unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(Into::into));
+        cmd.pre_exec(move || {
+            if let Some(procs) = &cgroup_procs {
+                crate::kernel::cgroup::enter(procs)?;
+            }
+            nix::unistd::setsid()?;
+            contain::pass_to_child(lock_fd)
+        });
     }
     let mut child = cmd
         .spawn()
         .map_err(io_err(Path::new("netcompose daemon")))?;
+    // The child holds the same open file, hence the lock, from now on.
+    drop(lock);
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if let Ok(Some(_)) = child.try_wait() {
@@ -278,252 +356,32 @@ fn start(project: &str) -> Result<(u32, Reply), DaemonError> {
     }
 }
 
-fn alive(pid: u32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-            s.rsplit_once(')')
-                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-        })
-}
-
-fn kill_and_wait(pid: u32, wait: Duration) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    let deadline = Instant::now() + wait;
-    while alive(pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Stop the daemon and its processes, then remove its directory. Returns the pid it had.
+/// Stop the daemon and every process of the project, then remove its directory; returns once
+/// no process of the project is left. Returns the pid the daemon had.
 pub fn stop(project: &str) -> Result<Option<u32>, DaemonError> {
     let was = match status(project) {
-        Status::Running { pid } => {
-            let grace = runner::GRACE + Duration::from_secs(5);
-            if request(project, &Request::Stop, grace).is_err() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-            }
-            let deadline = Instant::now() + grace;
-            while alive(pid) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if alive(pid) {
-                kill_and_wait(pid, Duration::from_secs(2));
-            }
-            Some(pid)
-        }
+        Status::Running { pid } => Some(pid),
         Status::Stopped => None,
     };
     let dir = run_dir(project);
+    let lock = match dir.is_dir() {
+        true => contain::DaemonLock::try_acquire(project)?,
+        false => None,
+    };
+    // Only a live daemon (it holds the lock) is asked: a dead one's socket cannot answer. It
+    // gives its processes SIGTERM and a grace period; the kill below is for what is left.
+    if lock.is_none() && dir.is_dir() {
+        let _ = request(
+            project,
+            &Request::Stop,
+            runner::GRACE + Duration::from_secs(5),
+        );
+    }
+    contain::kill_project(project, was.or_else(|| pid_in_file(project)))?;
+    drop(lock);
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => Ok(was),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(was),
         Err(e) => Err(io_err(&dir)(e)),
     }
-}
-
-/// Raise the soft limit of open files to the hard one: a namespace costs three sockets.
-fn raise_nofile() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
-}
-
-fn now() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    format!("{}.{:03}", t.as_secs(), t.subsec_millis())
-}
-
-macro_rules! say {
-    ($($arg:tt)*) => { eprintln!("[{}] {}", now(), format_args!($($arg)*)) };
-}
-
-/// The daemon itself (`netcompose daemon --project P`): serve until told to stop.
-pub fn run(project: &str) -> Result<(), String> {
-    raise_nofile();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    // The main loop runs on this (main) thread: x-run children are forked here.
-    rt.block_on(main_loop(project))
-}
-
-struct Daemon {
-    project: String,
-    resolver: resolver::server::Resolver,
-    runner: runner::Runner,
-    generation: u64,
-    last_errors: Vec<String>,
-}
-
-impl Daemon {
-    async fn reload(&mut self) -> Reply {
-        let path = config_path(&self.project);
-        let cfg: DaemonConfig = match std::fs::read(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-        {
-            Ok(c) => c,
-            Err(e) => {
-                let msg = format!("cannot read {}: {e}", path.display());
-                say!("{msg}");
-                let mut r = self.reply();
-                r.ok = false;
-                r.errors = vec![msg];
-                return r;
-            }
-        };
-        self.generation += 1;
-        let report = self.resolver.apply(&cfg, self.generation).await;
-        let mut errors = report.errors.clone();
-        errors.extend(self.runner.apply(&cfg));
-        say!(
-            "generation {}: serving {} namespaces (+{} -{}), {} processes{}",
-            self.generation,
-            report.serving,
-            report.opened.len(),
-            report.closed.len(),
-            cfg.processes.len(),
-            if errors.is_empty() {
-                String::new()
-            } else {
-                format!("; errors: {}", errors.join("; "))
-            }
-        );
-        self.last_errors = errors.clone();
-        let mut r = self.reply();
-        r.reload = Some(report);
-        r.errors = errors;
-        r
-    }
-
-    fn reply(&self) -> Reply {
-        Reply {
-            ok: true,
-            pid: std::process::id(),
-            generation: self.generation,
-            serving: self.resolver.serving().len(),
-            processes: self.runner.status(),
-            reload: None,
-            errors: self.last_errors.clone(),
-        }
-    }
-
-    /// Stop every process: SIGTERM, and SIGKILL what is left after the grace period.
-    async fn shutdown(&mut self, events: &mut tokio::sync::mpsc::UnboundedReceiver<runner::Event>) {
-        self.runner.begin_shutdown();
-        let deadline = tokio::time::Instant::now() + runner::GRACE;
-        while self.runner.busy() {
-            match tokio::time::timeout_at(deadline, events.recv()).await {
-                Ok(Some(ev)) => self.runner.on_event(ev),
-                _ => break,
-            }
-        }
-        self.runner.kill_all();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-        while self.runner.busy() {
-            match tokio::time::timeout_at(deadline, events.recv()).await {
-                Ok(Some(ev)) => self.runner.on_event(ev),
-                _ => break,
-            }
-        }
-    }
-}
-
-async fn main_loop(project: &str) -> Result<(), String> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-    let log = Arc::new(logs::LogSink::new(run_log_path(project)));
-    let mut d = Daemon {
-        project: project.to_string(),
-        resolver: resolver::server::Resolver::new(),
-        runner: runner::Runner::new(log, tx),
-        generation: 0,
-        last_errors: Vec::new(),
-    };
-    say!(
-        "netcompose daemon for project {project}, pid {}",
-        std::process::id()
-    );
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    d.reload().await;
-
-    let sock = socket_path(project);
-    let _ = std::fs::remove_file(&sock);
-    let listener =
-        tokio::net::UnixListener::bind(&sock).map_err(|e| format!("{}: {e}", sock.display()))?;
-    write_atomic(
-        &pid_path(project),
-        format!("{}\n", std::process::id()).as_bytes(),
-    )
-    .map_err(|e| e.to_string())?;
-
-    loop {
-        tokio::select! {
-            conn = listener.accept() => {
-                let Ok((stream, _)) = conn else { continue };
-                if control(&mut d, stream, &mut events).await {
-                    break;
-                }
-            }
-            _ = hup.recv() => { d.reload().await; }
-            _ = term.recv() => { say!("SIGTERM: stopping"); d.shutdown(&mut events).await; break; }
-            _ = int.recv() => { say!("SIGINT: stopping"); d.shutdown(&mut events).await; break; }
-            Some(ev) = events.recv() => d.runner.on_event(ev),
-        }
-    }
-    // Leave the directory to `down`; only say we are gone.
-    let _ = std::fs::remove_file(pid_path(project));
-    let _ = std::fs::remove_file(&sock);
-    say!("stopped");
-    Ok(())
-}
-
-/// Serve one control connection; true when the daemon must exit.
-async fn control(
-    d: &mut Daemon,
-    stream: tokio::net::UnixStream,
-    events: &mut tokio::sync::mpsc::UnboundedReceiver<runner::Event>,
-) -> bool {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    let (r, mut w) = stream.into_split();
-    let mut line = String::new();
-    let mut reader = tokio::io::BufReader::new(r);
-    let read = tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await;
-    if !matches!(read, Ok(Ok(n)) if n > 0) {
-        return false;
-    }
-    let (reply, exit) = match serde_json::from_str::<Request>(&line) {
-        Ok(Request::Status) => (d.reply(), false),
-        Ok(Request::Reload) => (d.reload().await, false),
-        Ok(Request::Stop) => {
-            say!("stop requested");
-            d.shutdown(events).await;
-            (d.reply(), true)
-        }
-        Err(e) => (
-            Reply {
-                ok: false,
-                errors: vec![format!("bad request: {e}")],
-                ..d.reply()
-            },
-            false,
-        ),
-    };
-    let mut out = serde_json::to_string(&reply).unwrap_or_default();
-    out.push('\n');
-    let _ = tokio::time::timeout(Duration::from_secs(5), w.write_all(out.as_bytes())).await;
-    exit
 }

@@ -3,11 +3,16 @@
 //! Each process is started as `netcompose exec` would run it: in the replica's network
 //! namespace, in a mount namespace of its own where /etc/netns/<ns>/* is bind-mounted over
 //! /etc/* and /sys is the namespace's. All of that happens in the child between fork and exec
-//! (`pre_exec`), so no thread of the daemon ever changes namespace. The child leads a process
-//! group of its own (stop signals go to the whole group) and has PR_SET_PDEATHSIG=SIGKILL, so
-//! if the daemon dies (even by SIGKILL) its processes die with it and the next daemon starts
-//! them afresh, never twice. Children are forked from the daemon's main thread, which lives as
-//! long as the daemon: the death signal follows the thread that forked.
+//! (`pre_exec`), so no thread of the daemon ever changes namespace. The child first moves into
+//! a cgroup leaf of its own (`netcompose/<project>/x-run/<name>.<k>`, see [`super::contain`]),
+//! so that it and everything it forks, whatever they do with sessions and groups, can be
+//! killed at once; it leads a process group of its own (SIGTERM goes to the whole group: a
+//! shell and what it started) and has PR_SET_PDEATHSIG=SIGKILL, so if the daemon dies (even by
+//! SIGKILL) its processes die with it; what they forked is left to the kill of the project's
+//! cgroups by the next `up` or `down`, so nothing runs twice. Children are forked from the
+//! daemon's main thread, which lives as long as the daemon: the death signal follows the thread
+//! that forked. When a process ends, what is left in its leaf is killed and the leaf removed
+//! before the runner hears of the end, so a restarted process never meets its predecessor.
 //!
 //! stdout and stderr go line by line to the project log (`web-1 | ...`). `restart:` is
 //! honoured with Docker's back-off (100 ms doubling to 10 s, reset after 10 s of running);
@@ -17,6 +22,7 @@
 
 use super::config::{DaemonConfig, Process, RestartPolicy};
 use super::logs::{LogSink, EVENT, OUTPUT};
+use crate::kernel::cgroup::{self, Cgroup};
 use crate::kernel::NetnsDir;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -28,6 +34,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -90,6 +97,10 @@ struct Proc {
     backoff: Duration,
     token: u64,
     removed: bool,
+    /// The cgroup leaf of the current run.
+    leaf: Option<Cgroup>,
+    /// Whether the current run was sent SIGTERM (its group then gets the grace period too).
+    terminated: Arc<AtomicBool>,
 }
 
 /// One process as `ps` shows it.
@@ -114,10 +125,18 @@ pub struct Runner {
     etc_netns: PathBuf,
     working_dir: PathBuf,
     shutting_down: bool,
+    /// The parent of the processes' cgroup leaves (None: no cgroup v2).
+    x_run: Option<Cgroup>,
+    /// Numbers the leaves: one per start, never reused.
+    starts: u64,
 }
 
 impl Runner {
-    pub fn new(log: Arc<LogSink>, events: mpsc::UnboundedSender<Event>) -> Runner {
+    pub fn new(
+        log: Arc<LogSink>,
+        events: mpsc::UnboundedSender<Event>,
+        x_run: Option<Cgroup>,
+    ) -> Runner {
         Runner {
             procs: HashMap::new(),
             events,
@@ -126,6 +145,8 @@ impl Runner {
             etc_netns: PathBuf::from(crate::kernel::ETC_NETNS),
             working_dir: PathBuf::from("/"),
             shutting_down: false,
+            x_run,
+            starts: 0,
         }
     }
 
@@ -166,6 +187,8 @@ impl Runner {
                             backoff: BACKOFF_MIN,
                             token: 0,
                             removed: false,
+                            leaf: None,
+                            terminated: Arc::default(),
                         },
                     );
                     if let Err(e) = self.start(name) {
@@ -192,7 +215,7 @@ impl Runner {
                                 pid,
                                 next: Some(Box::new(def.clone())),
                             };
-                            terminate(pid, &self.events, name);
+                            terminate(pid, &p.terminated, &self.events, name);
                         }
                         State::Stopping { pid, .. } => {
                             p.state = State::Stopping {
@@ -231,7 +254,7 @@ impl Runner {
                 p.state = State::Stopping { pid, next: None };
                 self.log
                     .line(name, EVENT, "stopping: removed from the project");
-                terminate(pid, &self.events, name);
+                terminate(pid, &p.terminated, &self.events, name);
             }
             State::Stopping { pid, .. } => p.state = State::Stopping { pid, next: None },
             _ => {
@@ -245,6 +268,11 @@ impl Runner {
         let netns_dir = NetnsDir::new(&self.netns_dir);
         let etc = self.etc_netns.clone();
         let wd = self.working_dir.clone();
+        self.starts += 1;
+        let leaf = match &self.x_run {
+            Some(parent) => Some(parent.child(&format!("{name}.{}", self.starts))),
+            None => None,
+        };
         let Some(p) = self.procs.get_mut(name) else {
             return Ok(());
         };
@@ -253,10 +281,20 @@ impl Runner {
             .netns
             .as_deref()
             .and_then(|ns| std::fs::metadata(netns_dir.path(ns)).ok().map(|m| m.ino()));
-        match spawn(&p.def, &netns_dir, &etc, &wd) {
-            Ok(mut child) => {
+        let spawned = match leaf {
+            Some(Err(e)) => Err(e.to_string()),
+            Some(Ok(leaf)) => {
+                spawn(&p.def, &netns_dir, &etc, &wd, Some(&leaf)).map(|c| (c, Some(leaf)))
+            }
+            None => spawn(&p.def, &netns_dir, &etc, &wd, None).map(|c| (c, None)),
+        };
+        match spawned {
+            Ok((mut child, leaf)) => {
                 let pid = child.id().map_or(0, |id| id as i32);
                 p.state = State::Running { pid };
+                p.leaf = leaf.clone();
+                p.terminated = Arc::default();
+                let terminated = p.terminated.clone();
                 p.started = Instant::now();
                 self.log.line(name, EVENT, &format!("started (pid {pid})"));
                 if let Some(out) = child.stdout.take() {
@@ -267,8 +305,25 @@ impl Runner {
                 }
                 let tx = self.events.clone();
                 let n = name.to_string();
+                let log = self.log.clone();
                 tokio::spawn(async move {
                     let status = child.wait().await.ok();
+                    if let Some(leaf) = leaf {
+                        // After a SIGTERM the rest of its group may still be finishing: the
+                        // Kill event SIGKILLs the leaf when the grace period is over.
+                        let grace = terminated.load(Ordering::SeqCst).then_some(GRACE);
+                        let cleared = tokio::task::spawn_blocking(move || {
+                            if let Some(grace) = grace {
+                                leaf.wait_empty(grace + Duration::from_secs(1))?;
+                            }
+                            leaf.kill_all(super::contain::KILL_WAIT)?;
+                            leaf.remove()
+                        })
+                        .await;
+                        if let Ok(Err(e)) = cleared {
+                            log.line(&n, EVENT, &format!("cannot clear its cgroup: {e}"));
+                        }
+                    }
                     let _ = tx.send(Event::Exited {
                         name: n,
                         pid,
@@ -297,6 +352,7 @@ impl Runner {
                 if still {
                     self.log.line(&name, EVENT, "did not stop in time: SIGKILL");
                     let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                    self.kill_leaf(&name);
                 }
             }
             Event::RestartDue { name, token } => {
@@ -395,7 +451,7 @@ impl Runner {
                 State::Running { pid } => {
                     p.state = State::Stopping { pid, next: None };
                     self.log.line(&name, EVENT, "stopping");
-                    terminate(pid, &self.events, &name);
+                    terminate(pid, &p.terminated, &self.events, &name);
                 }
                 State::Waiting { .. } => {
                     p.state = State::Exited {
@@ -407,12 +463,29 @@ impl Runner {
         }
     }
 
-    /// SIGKILL every process group still there (the last step of a shutdown).
+    /// SIGKILL every process group still there, and every process in the x-run cgroups (the
+    /// last step of a shutdown).
     pub fn kill_all(&mut self) {
         for p in self.procs.values() {
             if let State::Running { pid } | State::Stopping { pid, .. } = p.state {
                 let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
             }
+        }
+        if let Some(Err(e)) = self.x_run.as_ref().map(Cgroup::kill) {
+            self.log.line(
+                "daemon",
+                EVENT,
+                &format!("cannot kill the x-run cgroups: {e}"),
+            );
+        }
+    }
+
+    /// SIGKILL what is in the current leaf of `name` (one write to `cgroup.kill`).
+    fn kill_leaf(&self, name: &str) {
+        let leaf = self.procs.get(name).and_then(|p| p.leaf.as_ref());
+        if let Some(Err(e)) = leaf.map(Cgroup::kill) {
+            self.log
+                .line(name, EVENT, &format!("cannot kill its cgroup: {e}"));
         }
     }
 
@@ -476,7 +549,8 @@ fn describe(status: Option<ExitStatus>) -> String {
 }
 
 /// SIGTERM to the group now; a SIGKILL request after the grace period.
-fn terminate(pid: i32, events: &mpsc::UnboundedSender<Event>, name: &str) {
+fn terminate(pid: i32, terminated: &AtomicBool, events: &mpsc::UnboundedSender<Event>, name: &str) {
+    terminated.store(true, Ordering::SeqCst);
     let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
     let tx = events.clone();
     let name = name.to_string();
@@ -506,12 +580,14 @@ fn cstring(p: &Path) -> Result<CString, String> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| format!("{} holds a NUL", p.display()))
 }
 
-/// Fork and exec one process in its namespace, with its /etc/netns files.
+/// Fork and exec one process in its namespace, with its /etc/netns files, in cgroup `leaf`
+/// (made here).
 fn spawn(
     def: &Process,
     dir: &NetnsDir,
     etc_netns: &Path,
     working_dir: &Path,
+    leaf: Option<&Cgroup>,
 ) -> Result<tokio::process::Child, String> {
     let (program, args) = def.argv.split_first().ok_or("an empty command")?;
     let mut nsfd: Option<OwnedFd> = None;
@@ -531,6 +607,15 @@ fn spawn(
     } else {
         Path::new("/")
     };
+    // cgroupfs directories live in memory: making one does not wait on a disk.
+    let procs = match leaf {
+        Some(leaf) => Some(
+            leaf.create()
+                .and_then(|()| leaf.procs_for_child())
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
     let hostname = def.hostname.clone().unwrap_or_default();
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
@@ -539,21 +624,25 @@ fn spawn(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(false);
-    // SAFETY: between fork and exec only system calls run (setpgid, prctl, setns, unshare,
-    // mount); the paths were prepared above, so nothing allocates.
+    // SAFETY: between fork and exec only system calls run (write, setpgid, prctl, setns,
+    // unshare, mount); the paths were prepared above, so nothing allocates.
     unsafe {
-        cmd.pre_exec(move || child_setup(nsfd.as_ref(), &binds, &hostname));
+        cmd.pre_exec(move || child_setup(procs.as_ref(), nsfd.as_ref(), &binds, &hostname));
     }
     cmd.spawn().map_err(|e| e.to_string())
 }
 
 fn child_setup(
+    cgroup_procs: Option<&OwnedFd>,
     nsfd: Option<&OwnedFd>,
     binds: &[(CString, CString)],
     hostname: &str,
 ) -> std::io::Result<()> {
     use nix::mount::{mount, umount2, MntFlags, MsFlags};
     use nix::sched::{setns, unshare, CloneFlags};
+    if let Some(procs) = cgroup_procs {
+        cgroup::enter(procs)?;
+    }
     nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
     let Some(fd) = nsfd else {

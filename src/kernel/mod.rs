@@ -14,12 +14,14 @@
 //! - [`machine`]: those mechanisms as traits (what `observe` and `apply` use), implemented by
 //!   [`system::System`] and, in memory, by [`fake::Fake`]; [`handle::Kernel`] pairs a machine
 //!   with the project it works for.
+//! - [`cgroup`]: cgroup v2 directories: make, enter, kill until empty, remove.
 //!
 //! Threading rule: a thread's network namespace is per-thread state, so this module never calls
 //! `setns` on a caller's thread (in particular never on a tokio worker). Code that must run
 //! inside a namespace runs on a short-lived dedicated thread ([`netns::run_in`]); a netlink socket
 //! is created on such a thread and then keeps operating in that namespace from anywhere.
 
+pub mod cgroup;
 #[cfg(test)]
 pub mod fake;
 pub mod handle;

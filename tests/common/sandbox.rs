@@ -410,10 +410,12 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         let _serial = SETUP.lock().unwrap_or_else(|p| p.into_inner());
         if self.holder_pid != 0 {
+            let projects = projects_run(self.holder_pid);
             kill_sandbox_processes(
                 self.holder_pid,
                 &[&self.host_netns_path(), &self.outside_netns_path()],
             );
+            remove_empty_cgroups(&projects);
         }
         if let Some(mut holder) = self.holder.take() {
             let _ = holder.kill();
@@ -502,6 +504,27 @@ fn kill_sandbox_processes(holder: u32, extra_netns: &[&Path]) {
             );
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The projects netcompose ran in the sandbox (its `/run/netcompose`).
+fn projects_run(holder: u32) -> Vec<String> {
+    fs::read_dir(format!("/proc/{holder}/root/run/netcompose"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect()
+}
+
+/// The projects' cgroups live in the machine's hierarchy, not in the sandbox: remove those a
+/// test left without `down`. Only empty ones go (rmdir refuses the others), so a project of
+/// the same name in another sandbox keeps its processes.
+fn remove_empty_cgroups(projects: &[String]) {
+    for project in projects {
+        if let Ok(cg) = netcompose::daemon::contain::Cgroups::find(project) {
+            let _ = cg.project().remove();
+        }
     }
 }
 

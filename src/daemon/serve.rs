@@ -1,0 +1,267 @@
+//! The daemon process itself (`netcompose daemon --project P`): it takes the project's lock,
+//! joins the project's cgroup, then serves the resolver and the `x-run` processes and answers
+//! the control socket until told to stop.
+
+use super::{
+    config_path, contain, logs, pid_path, resolver, run_log_path, runner, socket_path,
+    write_atomic, DaemonConfig, DaemonError, Reply, Request,
+};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Raise the soft limit of open files to the hard one: a namespace costs three sockets.
+fn raise_nofile() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+fn now() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{:03}", t.as_secs(), t.subsec_millis())
+}
+
+macro_rules! say {
+    ($($arg:tt)*) => { eprintln!("[{}] {}", now(), format_args!($($arg)*)) };
+}
+
+/// The daemon itself (`netcompose daemon --project P`): serve until told to stop. Exits at
+/// once if another daemon of the project holds the lock.
+pub fn run(project: &str) -> Result<(), String> {
+    let Some(_lock) =
+        contain::DaemonLock::inherit_or_acquire(project).map_err(|e| e.to_string())?
+    else {
+        return Err(DaemonError::AlreadyRunning {
+            project: project.to_string(),
+            path: contain::lock_path(project).display().to_string(),
+        }
+        .to_string());
+    };
+    // Before any thread or child exists, so that everything the daemon starts is inside.
+    let (x_run, uncontained) = match enter_cgroups(project) {
+        Ok(x_run) => (Some(x_run), None),
+        Err(
+            e @ DaemonError::Processes {
+                source: crate::kernel::cgroup::CgroupError::NotMounted,
+                ..
+            },
+        ) => {
+            let msg = format!(
+                "{e}: x-run processes are contained by the daemon's session only \
+                 (one that calls setsid can outlive `down`)"
+            );
+            say!("{msg}");
+            (None, Some(msg))
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    raise_nofile();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    // The main loop runs on this (main) thread: x-run children are forked here.
+    rt.block_on(main_loop(project, x_run, uncontained))
+}
+
+/// Join the daemon's cgroup and make the parent of the x-run leaves; returns that parent.
+fn enter_cgroups(project: &str) -> Result<crate::kernel::cgroup::Cgroup, DaemonError> {
+    let failed = |source| DaemonError::Processes {
+        project: project.to_string(),
+        source,
+    };
+    let cg = contain::Cgroups::find(project).map_err(failed)?;
+    let daemon = cg.daemon().map_err(failed)?;
+    daemon.create().map_err(failed)?;
+    daemon.join().map_err(failed)?;
+    let x_run = cg.x_run().map_err(failed)?;
+    x_run.create().map_err(failed)?;
+    Ok(x_run)
+}
+
+struct Daemon {
+    project: String,
+    resolver: resolver::server::Resolver,
+    runner: runner::Runner,
+    generation: u64,
+    last_errors: Vec<String>,
+    /// Why x-run processes are not in cgroups, if they are not.
+    uncontained: Option<String>,
+}
+
+impl Daemon {
+    async fn reload(&mut self) -> Reply {
+        let path = config_path(&self.project);
+        let cfg: DaemonConfig = match std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("cannot read {}: {e}", path.display());
+                say!("{msg}");
+                let mut r = self.reply();
+                r.ok = false;
+                r.errors = vec![msg];
+                return r;
+            }
+        };
+        self.generation += 1;
+        let report = self.resolver.apply(&cfg, self.generation).await;
+        let mut errors = report.errors.clone();
+        errors.extend(self.runner.apply(&cfg));
+        if !cfg.processes.is_empty() {
+            errors.extend(self.uncontained.clone());
+        }
+        say!(
+            "generation {}: serving {} namespaces (+{} -{}), {} processes{}",
+            self.generation,
+            report.serving,
+            report.opened.len(),
+            report.closed.len(),
+            cfg.processes.len(),
+            if errors.is_empty() {
+                String::new()
+            } else {
+                format!("; errors: {}", errors.join("; "))
+            }
+        );
+        self.last_errors = errors.clone();
+        let mut r = self.reply();
+        r.reload = Some(report);
+        r.errors = errors;
+        r
+    }
+
+    fn reply(&self) -> Reply {
+        Reply {
+            ok: true,
+            pid: std::process::id(),
+            generation: self.generation,
+            serving: self.resolver.serving().len(),
+            processes: self.runner.status(),
+            reload: None,
+            errors: self.last_errors.clone(),
+        }
+    }
+
+    /// Stop every process: SIGTERM, and SIGKILL what is left after the grace period.
+    async fn shutdown(&mut self, events: &mut tokio::sync::mpsc::UnboundedReceiver<runner::Event>) {
+        self.runner.begin_shutdown();
+        let deadline = tokio::time::Instant::now() + runner::GRACE;
+        while self.runner.busy() {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(ev)) => self.runner.on_event(ev),
+                _ => break,
+            }
+        }
+        self.runner.kill_all();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while self.runner.busy() {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(ev)) => self.runner.on_event(ev),
+                _ => break,
+            }
+        }
+    }
+}
+
+async fn main_loop(
+    project: &str,
+    x_run: Option<crate::kernel::cgroup::Cgroup>,
+    uncontained: Option<String>,
+) -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let log = Arc::new(logs::LogSink::new(run_log_path(project)));
+    let mut d = Daemon {
+        project: project.to_string(),
+        resolver: resolver::server::Resolver::new(),
+        runner: runner::Runner::new(log, tx, x_run),
+        generation: 0,
+        last_errors: Vec::new(),
+        uncontained,
+    };
+    say!(
+        "netcompose daemon for project {project}, pid {}",
+        std::process::id()
+    );
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    d.reload().await;
+
+    let sock = socket_path(project);
+    let _ = std::fs::remove_file(&sock);
+    let listener =
+        tokio::net::UnixListener::bind(&sock).map_err(|e| format!("{}: {e}", sock.display()))?;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("{}: {e}", sock.display()))?;
+    write_atomic(
+        &pid_path(project),
+        format!("{}\n", std::process::id()).as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+
+    loop {
+        tokio::select! {
+            conn = listener.accept() => {
+                let Ok((stream, _)) = conn else { continue };
+                if control(&mut d, stream, &mut events).await {
+                    break;
+                }
+            }
+            _ = hup.recv() => { d.reload().await; }
+            _ = term.recv() => { say!("SIGTERM: stopping"); d.shutdown(&mut events).await; break; }
+            _ = int.recv() => { say!("SIGINT: stopping"); d.shutdown(&mut events).await; break; }
+            Some(ev) = events.recv() => d.runner.on_event(ev),
+        }
+    }
+    // Leave the directory to `down`; only say we are gone.
+    let _ = std::fs::remove_file(pid_path(project));
+    let _ = std::fs::remove_file(&sock);
+    say!("stopped");
+    Ok(())
+}
+
+/// Serve one control connection; true when the daemon must exit.
+async fn control(
+    d: &mut Daemon,
+    stream: tokio::net::UnixStream,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<runner::Event>,
+) -> bool {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let (r, mut w) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(r);
+    let read = tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await;
+    if !matches!(read, Ok(Ok(n)) if n > 0) {
+        return false;
+    }
+    let (reply, exit) = match serde_json::from_str::<Request>(&line) {
+        Ok(Request::Status) => (d.reply(), false),
+        Ok(Request::Reload) => (d.reload().await, false),
+        Ok(Request::Stop) => {
+            say!("stop requested");
+            d.shutdown(events).await;
+            (d.reply(), true)
+        }
+        Err(e) => (
+            Reply {
+                ok: false,
+                errors: vec![format!("bad request: {e}")],
+                ..d.reply()
+            },
+            false,
+        ),
+    };
+    let mut out = serde_json::to_string(&reply).unwrap_or_default();
+    out.push('\n');
+    let _ = tokio::time::timeout(Duration::from_secs(5), w.write_all(out.as_bytes())).await;
+    exit
+}
