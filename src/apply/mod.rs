@@ -11,7 +11,7 @@ pub use kernel::{Kernel, ETC_NETNS};
 use crate::firewall::replica::expand_all;
 use crate::graph;
 use crate::kernel::KernelError;
-use crate::model::{Resource, Spec};
+use crate::model::{Resource, ResourceId, Spec};
 use crate::plan::{Action, Change};
 use futures::stream::{self, StreamExt};
 use std::collections::{HashMap, HashSet};
@@ -60,11 +60,11 @@ pub async fn apply(
 ) -> Result<Outcome, Vec<ApplyError>> {
     let start = Instant::now();
     let mut out = Outcome::default();
-    let by_action = |a: Action| -> HashSet<&str> {
+    let by_action = |a: Action| -> HashSet<&ResourceId> {
         changes
             .iter()
             .filter(|c| c.actions.contains(&a))
-            .map(|c| c.address.as_str())
+            .map(|c| &c.address)
             .collect()
     };
     let (deletes, creates, updates) = (
@@ -75,7 +75,7 @@ pub async fn apply(
     // Replica tables name their networks' VIPs; the kernel needs the chains themselves.
     let (observed, desired) = (&expand_all(observed), &expand_all(desired));
     let gone = deleted_namespaces(observed, &deletes);
-    let old: HashMap<&str, &Resource> = observed.iter().map(|r| (r.address.as_str(), r)).collect();
+    let old: HashMap<&ResourceId, &Resource> = observed.iter().map(|r| (&r.address, r)).collect();
     let rebuilt = taken_along(observed, desired, &deletes, &creates);
     sweep(k);
 
@@ -87,7 +87,7 @@ pub async fn apply(
         let todo: Vec<&Resource> = wave
             .into_iter()
             .map(|i| &observed[i])
-            .filter(|r| deletes.contains(r.address.as_str()) && !inside_gone(r, &gone))
+            .filter(|r| deletes.contains(&r.address) && !inside_gone(r, &gone))
             .collect();
         let t = timings.start(&todo);
         out.deleted += run(todo, |r| async move {
@@ -100,7 +100,7 @@ pub async fn apply(
     // for (they must be gone before a link of the same name is created again).
     let with_namespaces: Vec<&Resource> = observed
         .iter()
-        .filter(|r| deletes.contains(r.address.as_str()) && inside_gone(r, &gone))
+        .filter(|r| deletes.contains(&r.address) && inside_gone(r, &gone))
         .collect();
     let host_ends: Vec<&Resource> = with_namespaces
         .iter()
@@ -116,16 +116,17 @@ pub async fn apply(
             .into_iter()
             .map(|i| &desired[i])
             .filter(|r| {
-                creates.contains(r.address.as_str())
-                    || updates.contains(r.address.as_str())
-                    || rebuilt.contains(r.address.as_str())
+                creates.contains(&r.address)
+                    || updates.contains(&r.address)
+                    || rebuilt.contains(&r.address)
             })
             .collect();
         let t = timings.start(&todo);
         let n = run(todo.clone(), |r| {
-            let prev = old.get(r.address.as_str()).copied().filter(|_| {
-                updates.contains(r.address.as_str()) && !rebuilt.contains(r.address.as_str())
-            });
+            let prev = old
+                .get(&r.address)
+                .copied()
+                .filter(|_| updates.contains(&r.address) && !rebuilt.contains(&r.address));
             async move {
                 match prev {
                     Some(p) => timed("~", r, progress, ops::update(k, p, r)).await,
@@ -136,9 +137,7 @@ pub async fn apply(
         .await?;
         let upd = todo
             .iter()
-            .filter(|r| {
-                updates.contains(r.address.as_str()) && !rebuilt.contains(r.address.as_str())
-            })
+            .filter(|r| updates.contains(&r.address) && !rebuilt.contains(&r.address))
             .count();
         out.updated += upd;
         out.created += n - upd;
@@ -157,7 +156,7 @@ async fn timed(
     let t = Instant::now();
     let result = op.await;
     if result.is_ok() {
-        progress(symbol, &r.address, t.elapsed());
+        progress(symbol, &r.address.to_string(), t.elapsed());
     }
     result
 }
@@ -183,10 +182,13 @@ where
 }
 
 /// Namespaces being deleted: what lives inside them goes with them.
-fn deleted_namespaces<'a>(observed: &'a [Resource], deletes: &HashSet<&str>) -> HashSet<&'a str> {
+fn deleted_namespaces<'a>(
+    observed: &'a [Resource],
+    deletes: &HashSet<&ResourceId>,
+) -> HashSet<&'a str> {
     observed
         .iter()
-        .filter(|r| deletes.contains(r.address.as_str()))
+        .filter(|r| deletes.contains(&r.address))
         .filter_map(|r| match &r.spec {
             Spec::Namespace(n) => Some(n.name.as_str()),
             _ => None,
@@ -242,7 +244,7 @@ async fn reap(
         .iter()
         .filter(|r| !left.iter().any(|x| x.address == r.address))
     {
-        progress("-", &r.address, Duration::ZERO);
+        progress("-", &r.address.to_string(), Duration::ZERO);
     }
     let deleted = run(left, |r| async move {
         timed("-", r, progress, ops::delete(k, r)).await
@@ -262,25 +264,25 @@ const REAP_PATIENCE: Duration = Duration::from_secs(2);
 fn taken_along<'a>(
     observed: &'a [Resource],
     desired: &'a [Resource],
-    deletes: &HashSet<&str>,
-    creates: &HashSet<&str>,
-) -> HashSet<&'a str> {
+    deletes: &HashSet<&ResourceId>,
+    creates: &HashSet<&ResourceId>,
+) -> HashSet<&'a ResourceId> {
     let mut parents: Vec<&Resource> = observed
         .iter()
         .chain(desired)
-        .filter(|r| deletes.contains(r.address.as_str()) && creates.contains(r.address.as_str()))
+        .filter(|r| deletes.contains(&r.address) && creates.contains(&r.address))
         .collect();
-    let mut out: HashSet<&str> = HashSet::new();
+    let mut out: HashSet<&ResourceId> = HashSet::new();
     loop {
         let more: Vec<&Resource> = desired
             .iter()
-            .filter(|r| !creates.contains(r.address.as_str()) && !out.contains(r.address.as_str()))
+            .filter(|r| !creates.contains(&r.address) && !out.contains(&r.address))
             .filter(|r| parents.iter().any(|p| lives_on(r, p)))
             .collect();
         if more.is_empty() {
             return out;
         }
-        out.extend(more.iter().map(|r| r.address.as_str()));
+        out.extend(more.iter().map(|r| &r.address));
         parents.extend(more);
     }
 }

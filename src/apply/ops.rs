@@ -46,7 +46,7 @@ fn owned_with_mac(k: &Kernel, address: &str, link: &KLink, mac: [u8; 6]) -> Resu
 }
 
 pub async fn create(k: &Kernel, r: &Resource) -> Result<()> {
-    let a = r.address.as_str();
+    let a = &r.address.to_string();
     match &r.spec {
         Spec::Bridge(b) => create_bridge(k, a, b).await,
         Spec::Namespace(n) => create_namespace(k, a, n).await,
@@ -62,7 +62,7 @@ pub async fn create(k: &Kernel, r: &Resource) -> Result<()> {
 }
 
 pub async fn update(k: &Kernel, old: &Resource, new: &Resource) -> Result<()> {
-    let a = new.address.as_str();
+    let a = &new.address.to_string();
     match (&old.spec, &new.spec) {
         (Spec::Bridge(o), Spec::Bridge(n)) => update_bridge(k, a, o, n).await,
         (Spec::Namespace(_), Spec::Namespace(n)) => set_sysctls(k, a, n).await,
@@ -73,7 +73,7 @@ pub async fn update(k: &Kernel, old: &Resource, new: &Resource) -> Result<()> {
 }
 
 pub async fn delete(k: &Kernel, r: &Resource) -> Result<()> {
-    let a = r.address.as_str();
+    let a = &r.address.to_string();
     match &r.spec {
         Spec::Bridge(b) => delete_named_link(k, a, &b.name).await,
         Spec::Namespace(n) => delete_namespace(k, a, n).await,

@@ -76,7 +76,7 @@ fn daemon_drift(project: &str, live: &[Resource]) -> Option<crate::plan::Change>
         crate::daemon::Status::Stopped
     );
     (up && stopped).then(|| crate::plan::Change {
-        address: "daemon".into(),
+        address: crate::model::ResourceId::Daemon,
         kind: "daemon".into(),
         actions: vec![crate::plan::Action::Create],
         before: None,

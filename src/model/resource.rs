@@ -2,17 +2,18 @@
 //! (`network.front`, `service.web[2]`, `service.web[2].link.front`) and typed desired
 //! attributes. The plan diffs them, the graph orders them, the applier builds them.
 
+pub use super::id::{ReplicaId, ResourceId, RouteFamily};
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Resource {
-    pub address: String,
+    pub address: ResourceId,
     pub spec: Spec,
     /// Addresses of the resources that must exist before this one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub depends_on: Vec<String>,
+    pub depends_on: Vec<ResourceId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

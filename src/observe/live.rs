@@ -11,32 +11,32 @@ use crate::kernel::netlink::{Link as KLink, LinkKind, Netlink, LOOPBACK_INDEX};
 use crate::kernel::{nfnl, nft, sysctl, KernelError};
 use crate::model::mac::format_mac;
 use crate::model::names::parse_mark;
-use crate::model::resource::{self as r, Resource, Spec};
+use crate::model::resource::{self as r, Resource, ResourceId, RouteFamily, Spec};
 use ipnetwork::IpNetwork;
 use std::collections::{BTreeMap, HashMap};
 
 /// Earlier knowledge of each resource, by address: the state's, else the desired one.
-pub struct Templates<'a>(HashMap<&'a str, &'a Resource>);
+pub struct Templates<'a>(HashMap<&'a ResourceId, &'a Resource>);
 
 impl<'a> Templates<'a> {
     pub fn new(state: &'a [Resource], desired: &'a [Resource]) -> Self {
-        let mut m: HashMap<&str, &Resource> =
-            desired.iter().map(|r| (r.address.as_str(), r)).collect();
-        m.extend(state.iter().map(|r| (r.address.as_str(), r)));
+        let mut m: HashMap<&ResourceId, &Resource> =
+            desired.iter().map(|r| (&r.address, r)).collect();
+        m.extend(state.iter().map(|r| (&r.address, r)));
         Templates(m)
     }
 
-    fn get(&self, address: &str) -> Option<&'a Resource> {
+    fn get(&self, address: &ResourceId) -> Option<&'a Resource> {
         self.0.get(address).copied()
     }
 
     /// The address of the bridge called `name`, if one is known.
-    fn bridge_named(&self, name: &str) -> Option<&'a str> {
-        let mut found: Vec<&str> = self
+    fn bridge_named(&self, name: &str) -> Option<&'a ResourceId> {
+        let mut found: Vec<&ResourceId> = self
             .0
             .values()
             .filter(|r| matches!(&r.spec, Spec::Bridge(b) if b.name == name))
-            .map(|r| r.address.as_str())
+            .map(|r| &r.address)
             .collect();
         found.sort();
         found.first().copied()
@@ -76,17 +76,17 @@ pub async fn observe(
     let ours = |l: &KLink| match l.alias.as_deref().filter(|a| !a.is_empty()) {
         Some(alias) => parse_mark(alias)
             .filter(|(p, _)| *p == k.project)
-            .map(|(_, a)| a.to_string()),
+            .map(|(_, a)| a),
         // A bridge made by a run killed before it set the mark: its MAC proves it ours (see
         // Kernel::owner_mac). Unmarked veth host ends need no such care: they go with their
         // peer, which lives in one of the project's namespaces.
         None if l.kind == LinkKind::Bridge && l.mac == Some(k.owner_mac(&l.name)) => Some(
             t.bridge_named(&l.name)
-                .map_or_else(|| format!("network.{}", l.name), str::to_string),
+                .map_or_else(|| ResourceId::network(&l.name), Clone::clone),
         ),
         None => None,
     };
-    let mut host_ends: HashMap<String, (String, Option<String>, u32)> = HashMap::new();
+    let mut host_ends: HashMap<ResourceId, (String, Option<String>, u32)> = HashMap::new();
     for l in &host_links {
         let Some(address) = ours(l) else { continue };
         match l.kind {
@@ -144,7 +144,7 @@ pub async fn observe(
 fn orphan_host_ends(
     t: &Templates,
     found: &[Resource],
-    host_ends: &HashMap<String, (String, Option<String>, u32)>,
+    host_ends: &HashMap<ResourceId, (String, Option<String>, u32)>,
 ) -> Vec<Resource> {
     let mut orphans: Vec<Resource> = host_ends
         .iter()
@@ -171,13 +171,16 @@ fn orphan_host_ends(
     orphans
 }
 
-fn bridge(t: &Templates, address: &str, l: &KLink, addrs: &[(u32, IpNetwork)]) -> Resource {
+fn bridge(t: &Templates, address: &ResourceId, l: &KLink, addrs: &[(u32, IpNetwork)]) -> Resource {
     let gateways: Vec<IpNetwork> = addrs
         .iter()
         .filter(|(i, a)| *i == l.index && !link_local(a))
         .map(|(_, a)| *a)
         .collect();
-    let network = address.trim_start_matches("network.").to_string();
+    let network = match address {
+        ResourceId::Network(key) => key.clone(),
+        other => other.to_string(),
+    };
     let mut b = match t.get(address).map(|r| &r.spec) {
         Some(Spec::Bridge(b)) => b.clone(),
         _ => r::Bridge {
@@ -199,7 +202,7 @@ fn bridge(t: &Templates, address: &str, l: &KLink, addrs: &[(u32, IpNetwork)]) -
         .collect();
     b.gateways = gateways;
     Resource {
-        address: address.to_string(),
+        address: address.clone(),
         spec: Spec::Bridge(b),
         depends_on: t
             .get(address)
@@ -217,20 +220,20 @@ async fn namespace(
     k: &Kernel,
     t: &Templates<'_>,
     ns: &str,
-    host_ends: &HashMap<String, (String, Option<String>, u32)>,
+    host_ends: &HashMap<ResourceId, (String, Option<String>, u32)>,
 ) -> Result<Vec<Resource>, KernelError> {
     let nl: Netlink = k.netlink(ns)?;
     let links = nl.links().await?;
-    let Some(ns_address) = links
+    let Some((_, ResourceId::Replica(replica))) = links
         .iter()
         .find(|l| l.index == LOOPBACK_INDEX)
         .and_then(|l| l.alias.as_deref())
         .and_then(parse_mark)
         .filter(|(p, _)| *p == k.project)
-        .map(|(_, a)| a.to_string())
     else {
         return Ok(Vec::new());
     };
+    let ns_address = ResourceId::Replica(replica.clone());
     let addrs = nl.addresses().await?;
     let mut out = vec![namespace_resource(k, t, ns, &ns_address)];
     for l in links.iter().filter(|l| l.index != LOOPBACK_INDEX) {
@@ -242,7 +245,7 @@ async fn namespace(
         else {
             continue;
         };
-        out.push(link(t, ns, address, l, &addrs, host_ends.get(address)));
+        out.push(link(t, ns, &address, l, &addrs, host_ends.get(&address)));
     }
     for route in nl
         .routes()
@@ -253,12 +256,12 @@ async fn namespace(
         let (Some(gateway), Some(oif)) = (route.gateway, route.oif) else {
             continue;
         };
-        let suffix = if route.dst.is_ipv4() {
-            "default"
+        let family = if route.dst.is_ipv4() {
+            RouteFamily::V4
         } else {
-            "default6"
+            RouteFamily::V6
         };
-        let address = format!("{ns_address}.route.{suffix}");
+        let address = ResourceId::Route(replica.clone(), family);
         let ifname = links
             .iter()
             .find(|l| l.index == oif)
@@ -280,13 +283,13 @@ async fn namespace(
             depends_on,
         });
     }
-    out.extend(files(t, ns, &ns_address));
+    out.extend(files(t, ns, ResourceId::Files(replica.clone())));
     out.extend(
         table(
             k,
             t,
             Some(ns),
-            &format!("{ns_address}.firewall"),
+            &ResourceId::ReplicaFirewall(replica),
             REPLICA_TABLE,
         )
         .await?,
@@ -294,7 +297,7 @@ async fn namespace(
     Ok(out)
 }
 
-fn namespace_resource(k: &Kernel, t: &Templates, ns: &str, address: &str) -> Resource {
+fn namespace_resource(k: &Kernel, t: &Templates, ns: &str, address: &ResourceId) -> Resource {
     let template = t.get(address);
     let mut n = match template.map(|r| &r.spec) {
         Some(Spec::Namespace(n)) => n.clone(),
@@ -312,7 +315,7 @@ fn namespace_resource(k: &Kernel, t: &Templates, ns: &str, address: &str) -> Res
             .unwrap_or_default();
     }
     Resource {
-        address: address.to_string(),
+        address: address.clone(),
         spec: Spec::Namespace(n),
         depends_on: template.map(|r| r.depends_on.clone()).unwrap_or_default(),
     }
@@ -321,7 +324,7 @@ fn namespace_resource(k: &Kernel, t: &Templates, ns: &str, address: &str) -> Res
 fn link(
     t: &Templates,
     ns: &str,
-    address: &str,
+    address: &ResourceId,
     l: &KLink,
     addrs: &[(u32, IpNetwork)],
     host_end: Option<&(String, Option<String>, u32)>,
@@ -353,17 +356,26 @@ fn link(
         link.bridge = host_end.and_then(|h| h.1.clone());
     }
     Resource {
-        address: address.to_string(),
+        address: address.clone(),
         spec: Spec::Link(link),
         depends_on: template.map(|r| r.depends_on.clone()).unwrap_or_default(),
     }
 }
 
 /// A link of ours that neither the state nor the file knows: what its address tells.
-fn unknown_link(address: &str, link_type: r::LinkType, ns: &str) -> r::Link {
+fn unknown_link(address: &ResourceId, link_type: r::LinkType, ns: &str) -> r::Link {
+    let network = match address {
+        ResourceId::Link(_, network) => network.clone(),
+        other => other
+            .to_string()
+            .rsplit('.')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    };
     r::Link {
         link_type,
-        network: address.rsplit('.').next().unwrap_or_default().to_string(),
+        network,
         namespace: ns.to_string(),
         ifname: String::new(),
         host_ifname: None,
@@ -376,7 +388,7 @@ fn unknown_link(address: &str, link_type: r::LinkType, ns: &str) -> r::Link {
     }
 }
 
-fn files(t: &Templates, ns: &str, ns_address: &str) -> Option<Resource> {
+fn files(t: &Templates, ns: &str, address: ResourceId) -> Option<Resource> {
     let dir = std::path::Path::new(ETC_NETNS).join(ns);
     let read = |name: &str| {
         std::fs::read_to_string(dir.join(name))
@@ -387,7 +399,6 @@ fn files(t: &Templates, ns: &str, ns_address: &str) -> Option<Resource> {
     if hosts.is_none() && resolv_conf.is_none() {
         return None;
     }
-    let address = format!("{ns_address}.files");
     let spec = Spec::Files(r::NetnsFiles {
         namespace: ns.to_string(),
         hosts: hosts.unwrap_or_default(),
@@ -406,7 +417,14 @@ fn files(t: &Templates, ns: &str, ns_address: &str) -> Option<Resource> {
 
 /// The host table.
 async fn firewall(k: &Kernel, t: &Templates<'_>) -> Result<Option<Resource>, KernelError> {
-    table(k, t, None, "firewall.host", &host_table(&k.project)).await
+    table(
+        k,
+        t,
+        None,
+        &ResourceId::HostFirewall,
+        &host_table(&k.project),
+    )
+    .await
 }
 
 /// A table of the project: the known rules whose tags are present, in order, and the tags of
@@ -415,7 +433,7 @@ async fn table(
     k: &Kernel,
     t: &Templates<'_>,
     ns: Option<&str>,
-    address: &str,
+    address: &ResourceId,
     name: &str,
 ) -> Result<Option<Resource>, KernelError> {
     let (dir, owned_ns, owned_name) = (k.dir.clone(), ns.map(str::to_string), name.to_string());
@@ -483,7 +501,7 @@ async fn table(
         .map(|r| r.depends_on.clone())
         .unwrap_or_default();
     Ok(Some(Resource {
-        address: address.to_string(),
+        address: address.clone(),
         spec: Spec::Firewall(fw),
         depends_on,
     }))

@@ -1,16 +1,16 @@
 //! Diffing two sets of resources by address.
 
 use super::{Action, Change};
-use crate::model::{Resource, Spec};
+use crate::model::{Resource, ResourceId, Spec};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Changes that turn `before` into `after`, sorted by address.
 pub fn diff(before: &[Resource], after: &[Resource]) -> Vec<Change> {
-    let old: HashMap<&str, &Resource> = before.iter().map(|r| (r.address.as_str(), r)).collect();
+    let old: HashMap<&ResourceId, &Resource> = before.iter().map(|r| (&r.address, r)).collect();
     let mut changes = Vec::new();
     for new in after {
-        match old.get(new.address.as_str()) {
+        match old.get(&new.address) {
             None => changes.push(change(
                 new,
                 vec![Action::Create],
@@ -22,11 +22,8 @@ pub fn diff(before: &[Resource], after: &[Resource]) -> Vec<Change> {
             Some(prev) => changes.push(compare(prev, new)),
         }
     }
-    let current: HashMap<&str, ()> = after.iter().map(|r| (r.address.as_str(), ())).collect();
-    for prev in before
-        .iter()
-        .filter(|r| !current.contains_key(r.address.as_str()))
-    {
+    let current: HashSet<&ResourceId> = after.iter().map(|r| &r.address).collect();
+    for prev in before.iter().filter(|r| !current.contains(&r.address)) {
         changes.push(change(
             prev,
             vec![Action::Delete],
