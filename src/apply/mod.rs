@@ -201,12 +201,22 @@ fn deleted_namespaces<'a>(
 /// its /etc/netns files). A veth goes as a pair, so its host end goes too, once the kernel has
 /// freed the namespace, which it does asynchronously: see [`reap`].
 fn inside_gone(r: &Resource, gone: &HashSet<&str>) -> bool {
-    match &r.spec {
-        Spec::Route(rt) => gone.contains(rt.namespace.as_str()),
-        Spec::Link(l) => gone.contains(l.namespace.as_str()),
-        Spec::Files(f) => gone.contains(f.namespace.as_str()),
-        Spec::Firewall(f) => f.namespace.as_deref().is_some_and(|ns| gone.contains(ns)),
-        _ => false,
+    namespace_of(&r.spec).is_some_and(|ns| gone.contains(ns))
+}
+
+/// The replica namespace `spec` lives in (None: the host, or no kernel object).
+fn namespace_of(spec: &Spec) -> Option<&str> {
+    match spec {
+        Spec::Route(rt) => Some(&rt.namespace),
+        Spec::Link(l) => Some(&l.namespace),
+        Spec::Files(f) => Some(&f.namespace),
+        Spec::Firewall(f) => f.namespace.as_deref(),
+        Spec::Bridge(_)
+        | Spec::Macvlan(_)
+        | Spec::External(_)
+        | Spec::Namespace(_)
+        | Spec::Vip(_)
+        | Spec::Dns(_) => None,
     }
 }
 
@@ -289,17 +299,42 @@ fn taken_along<'a>(
 
 /// Whether the kernel destroys (or detaches) `r` when `parent` is deleted.
 fn lives_on(r: &Resource, parent: &Resource) -> bool {
-    match (&parent.spec, &r.spec) {
-        (Spec::Namespace(n), Spec::Link(l)) => l.namespace == n.name,
-        (Spec::Namespace(n), Spec::Route(x)) => x.namespace == n.name,
-        (Spec::Namespace(n), Spec::Files(f)) => f.namespace == n.name,
-        (Spec::Namespace(n), Spec::Firewall(f)) => f.namespace.as_deref() == Some(n.name.as_str()),
-        (Spec::Link(l), Spec::Route(x)) => x.namespace == l.namespace && x.ifname == l.ifname,
-        (Spec::Bridge(b), Spec::Link(l)) => l.bridge.as_deref() == Some(b.name.as_str()),
-        (Spec::Bridge(b), Spec::Firewall(f)) => {
-            f.namespace.is_none() && f.sysctls.keys().any(|k| k.contains(b.name.as_str()))
-        }
-        _ => false,
+    match &parent.spec {
+        Spec::Namespace(n) => namespace_of(&r.spec) == Some(n.name.as_str()),
+        Spec::Link(l) => match &r.spec {
+            Spec::Route(x) => x.namespace == l.namespace && x.ifname == l.ifname,
+            Spec::Bridge(_)
+            | Spec::Macvlan(_)
+            | Spec::External(_)
+            | Spec::Namespace(_)
+            | Spec::Link(_)
+            | Spec::Files(_)
+            | Spec::Vip(_)
+            | Spec::Dns(_)
+            | Spec::Firewall(_) => false,
+        },
+        Spec::Bridge(b) => match &r.spec {
+            Spec::Link(l) => l.bridge.as_deref() == Some(b.name.as_str()),
+            Spec::Firewall(f) => {
+                f.namespace.is_none() && f.sysctls.keys().any(|k| k.contains(b.name.as_str()))
+            }
+            Spec::Bridge(_)
+            | Spec::Macvlan(_)
+            | Spec::External(_)
+            | Spec::Namespace(_)
+            | Spec::Route(_)
+            | Spec::Files(_)
+            | Spec::Vip(_)
+            | Spec::Dns(_) => false,
+        },
+        // No kernel object of its own, or nothing lives on it.
+        Spec::Macvlan(_)
+        | Spec::External(_)
+        | Spec::Route(_)
+        | Spec::Files(_)
+        | Spec::Vip(_)
+        | Spec::Dns(_)
+        | Spec::Firewall(_) => false,
     }
 }
 
@@ -367,5 +402,70 @@ impl Timings {
                 t.elapsed().as_secs_f64() * 1e3
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::LoadOptions;
+    use crate::model::{ReplicaId, ResourceId};
+
+    fn quickstart() -> Vec<Resource> {
+        let opts = LoadOptions {
+            files: vec![concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/quickstart/compose.yaml"
+            )
+            .into()],
+            environment: Some(Default::default()),
+            ..Default::default()
+        };
+        let checked = crate::pipeline::checked_project(&opts).unwrap();
+        crate::model::build(&checked.project, &Default::default())
+            .unwrap()
+            .resources
+    }
+
+    #[test]
+    fn a_replaced_namespace_or_bridge_takes_what_lives_on_it_along() {
+        let rs = quickstart();
+        let db = ReplicaId::new("db", 1);
+        let ns = ResourceId::Replica(db.clone());
+        let replaced: HashSet<&ResourceId> = [&ns].into();
+        let mut along: Vec<String> = taken_along(&rs, &rs, &replaced, &replaced)
+            .into_iter()
+            .map(ToString::to_string)
+            .collect();
+        along.sort();
+        assert_eq!(
+            along,
+            [
+                "service.db[1].files",
+                "service.db[1].firewall",
+                "service.db[1].link.back"
+            ]
+        );
+        let gone: HashSet<&str> = ["quickstart-db-1"].into();
+        assert!(rs
+            .iter()
+            .filter(|r| r.address.replica() == Some(&db) && r.address != ns)
+            .all(|r| inside_gone(r, &gone)));
+
+        let front = ResourceId::network("front");
+        let replaced: HashSet<&ResourceId> = [&front].into();
+        let along = taken_along(&rs, &rs, &replaced, &replaced);
+        let links = rs
+            .iter()
+            .filter(|r| matches!(&r.address, ResourceId::Link(_, n) if n == "front"));
+        for link in links {
+            assert!(along.contains(&link.address), "{}", link.address);
+        }
+        // Routes go with their rebuilt link; the host table sets route_localnet on the bridge.
+        assert!(along.contains(&ResourceId::Route(
+            ReplicaId::new("web", 1),
+            crate::model::resource::RouteFamily::V4
+        )));
+        assert!(along.contains(&ResourceId::HostFirewall));
     }
 }

@@ -68,7 +68,29 @@ pub async fn update(k: &Kernel, old: &Resource, new: &Resource) -> Result<()> {
         (Spec::Namespace(_), Spec::Namespace(n)) => set_sysctls(k, a, n).await,
         (Spec::Link(o), Spec::Link(n)) => update_link(k, a, o, n).await,
         (Spec::Firewall(o), Spec::Firewall(n)) => load_firewall(k, a, Some(o), n).await,
-        _ => create(k, new).await,
+        // Made again over the old one (routes are replaced, files rewritten, parents looked
+        // up); VIPs and zones are the daemon's.
+        (Spec::Route(_), Spec::Route(_))
+        | (Spec::Files(_), Spec::Files(_))
+        | (Spec::Macvlan(_), Spec::Macvlan(_))
+        | (Spec::External(_), Spec::External(_))
+        | (Spec::Vip(_), Spec::Vip(_))
+        | (Spec::Dns(_), Spec::Dns(_)) => create(k, new).await,
+        // A change of kind is a replacement (plan/diff.rs); every kind is listed so that a new
+        // one cannot be forgotten here.
+        (
+            Spec::Bridge(_)
+            | Spec::Macvlan(_)
+            | Spec::External(_)
+            | Spec::Namespace(_)
+            | Spec::Link(_)
+            | Spec::Route(_)
+            | Spec::Files(_)
+            | Spec::Vip(_)
+            | Spec::Dns(_)
+            | Spec::Firewall(_),
+            _,
+        ) => create(k, new).await,
     }
 }
 
