@@ -544,14 +544,20 @@ fn sysctls_are_per_namespace() {
     sb.enter(|| {
         netns::create("kt-s").unwrap();
         let before_host = sysctl::read(None, "net.ipv4.ip_forward").unwrap();
+        // A new namespace starts with forwarding off, or inherits the host's value where
+        // net.core.devconf_inherit_init_net says so: flip whatever it has.
+        let flipped = match sysctl::read(Some("kt-s"), "net.ipv4.ip_forward")
+            .unwrap()
+            .as_str()
+        {
+            "0" => "1",
+            "1" => "0",
+            other => panic!("net.ipv4.ip_forward in kt-s reads {other:?}"),
+        };
+        sysctl::write(Some("kt-s"), "net.ipv4.ip_forward", flipped).unwrap();
         assert_eq!(
             sysctl::read(Some("kt-s"), "net.ipv4.ip_forward").unwrap(),
-            "0"
-        );
-        sysctl::write(Some("kt-s"), "net.ipv4.ip_forward", "1").unwrap();
-        assert_eq!(
-            sysctl::read(Some("kt-s"), "net.ipv4.ip_forward").unwrap(),
-            "1"
+            flipped
         );
         assert_eq!(
             sysctl::read(None, "net.ipv4.ip_forward").unwrap(),
