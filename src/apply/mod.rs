@@ -405,8 +405,9 @@ impl Timings {
     }
 }
 
+/// What a replacement takes along, checked on a model alone (no kernel needed).
 #[cfg(test)]
-mod tests {
+mod taken_along_tests {
     use super::*;
     use crate::load::LoadOptions;
     use crate::model::{ReplicaId, ResourceId};
