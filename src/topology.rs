@@ -59,12 +59,7 @@ fn collect(project: &Project, desired: &Desired) -> Topology {
                 .or_default()
                 .push(v.address.to_string()),
             Spec::Link(l) => {
-                let svc = r
-                    .address
-                    .trim_start_matches("service.")
-                    .split('[')
-                    .next()
-                    .unwrap_or_default();
+                let svc = r.address.replica().map_or("", |rep| rep.service.as_str());
                 let a = addrs.entry((svc, l.network.as_str())).or_default();
                 a.extend(l.addresses.iter().map(|x| x.ip().to_string()));
             }

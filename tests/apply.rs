@@ -7,7 +7,7 @@
 //! temporary directory. Traffic is ICMP (`ping`) and TCP (`socat`), started with
 //! `ip netns exec` in the replicas, the outside namespace or namespaces the test made.
 //! Whatever a test creates dies with its sandbox, even when the test panics. Needs root;
-//! without it each test prints a notice and returns.
+//! without it each test fails, saying so.
 
 mod common;
 
@@ -464,9 +464,7 @@ services:
 
 #[test]
 fn replicas_on_one_network_talk_and_networks_are_isolated() {
-    if !require_root("replicas_on_one_network_talk_and_networks_are_isolated") {
-        return;
-    }
+    require_root("replicas_on_one_network_talk_and_networks_are_isolated");
     let lab = Lab::new();
     let f = lab.compose("compose.yaml", TWO_NETWORKS);
     lab.up(&f);
@@ -514,9 +512,7 @@ fn replicas_on_one_network_talk_and_networks_are_isolated() {
 
 #[test]
 fn two_projects_cannot_reach_each_other() {
-    if !require_root("two_projects_cannot_reach_each_other") {
-        return;
-    }
+    require_root("two_projects_cannot_reach_each_other");
     let lab = Lab::new();
     let a = lab.compose(
         "a.yaml",
@@ -569,9 +565,7 @@ services:
 
 #[test]
 fn internal_network_has_no_way_out_and_normal_one_is_masqueraded() {
-    if !require_root("internal_network_has_no_way_out_and_normal_one_is_masqueraded") {
-        return;
-    }
+    require_root("internal_network_has_no_way_out_and_normal_one_is_masqueraded");
     let lab = Lab::new();
     let f = lab.compose(
         "compose.yaml",
@@ -626,9 +620,7 @@ services:
 
 #[test]
 fn macvlan_endpoints_reach_a_host_on_the_parent_segment() {
-    if !require_root("macvlan_endpoints_reach_a_host_on_the_parent_segment") {
-        return;
-    }
+    require_root("macvlan_endpoints_reach_a_host_on_the_parent_segment");
     let lab = Lab::new();
     // The "LAN": a veth whose host end is the macvlan parent, whose other end is a LAN host
     // in a namespace made by the test.
@@ -730,9 +722,7 @@ services:
 
 #[test]
 fn network_modes_host_none_and_service() {
-    if !require_root("network_modes_host_none_and_service") {
-        return;
-    }
+    require_root("network_modes_host_none_and_service");
     let lab = Lab::new();
     let f = lab.compose(
         "compose.yaml",
@@ -858,9 +848,7 @@ services:
 
 #[test]
 fn up_twice_changes_nothing() {
-    if !require_root("up_twice_changes_nothing") {
-        return;
-    }
+    require_root("up_twice_changes_nothing");
     let lab = Lab::new();
     let f = lab.compose(
         "compose.yaml",
@@ -955,9 +943,7 @@ fn repair(lab: &Lab, f: &Path, expect: &[&str]) {
 
 #[test]
 fn drift_is_planned_and_repaired() {
-    if !require_root("drift_is_planned_and_repaired") {
-        return;
-    }
+    require_root("drift_is_planned_and_repaired");
     let lab = Lab::new();
     let f = lab.compose("compose.yaml", DRIFT);
     lab.up(&f);
@@ -1069,9 +1055,7 @@ fn kill_after(lab: &Lab, f: &Path, args: &[&str], ms: u64) -> bool {
 
 #[test]
 fn sigkilled_up_converges_when_run_again_and_down_leaves_nothing() {
-    if !require_root("sigkilled_up_converges_when_run_again_and_down_leaves_nothing") {
-        return;
-    }
+    require_root("sigkilled_up_converges_when_run_again_and_down_leaves_nothing");
     let lab = Lab::new();
     let f = lab.compose("compose.yaml", CRASH);
     let mut rng = Rng::new();
@@ -1139,9 +1123,7 @@ fn sigkilled_up_converges_when_run_again_and_down_leaves_nothing() {
 
 #[test]
 fn objects_that_are_not_the_projects_are_never_touched() {
-    if !require_root("objects_that_are_not_the_projects_are_never_touched") {
-        return;
-    }
+    require_root("objects_that_are_not_the_projects_are_never_touched");
     let lab = Lab::new();
     // Look-alikes: a bridge named and marked like a netcompose bridge of a similarly named
     // project, a namespace named like a replica of this project, a link marked for another
@@ -1232,9 +1214,7 @@ services:
 
 #[test]
 fn an_object_in_the_way_stops_up_and_is_left_alone() {
-    if !require_root("an_object_in_the_way_stops_up_and_is_left_alone") {
-        return;
-    }
+    require_root("an_object_in_the_way_stops_up_and_is_left_alone");
     let lab = Lab::new();
     // Someone else's bridge with the exact name the network asks for, and someone else's
     // namespace with the exact name of a replica.
@@ -1288,9 +1268,7 @@ services:
 
 #[test]
 fn a_saved_plan_applies_and_is_refused_once_the_world_changed() {
-    if !require_root("a_saved_plan_applies_and_is_refused_once_the_world_changed") {
-        return;
-    }
+    require_root("a_saved_plan_applies_and_is_refused_once_the_world_changed");
     let lab = Lab::new();
     let f = lab.compose(
         "compose.yaml",
@@ -1350,9 +1328,7 @@ services:
 
 #[test]
 fn concurrent_ups_wait_on_the_lock() {
-    if !require_root("concurrent_ups_wait_on_the_lock") {
-        return;
-    }
+    require_root("concurrent_ups_wait_on_the_lock");
     let lab = Lab::new();
     let f = lab.compose(
         "compose.yaml",
@@ -1414,9 +1390,7 @@ services:
 
 #[test]
 fn exec_runs_in_the_replica_and_returns_the_exit_code() {
-    if !require_root("exec_runs_in_the_replica_and_returns_the_exit_code") {
-        return;
-    }
+    require_root("exec_runs_in_the_replica_and_returns_the_exit_code");
     let lab = Lab::new();
     let f = lab.compose(
         "compose.yaml",
@@ -1477,9 +1451,7 @@ services:
 
 #[test]
 fn ps_json_lists_replicas_interfaces_addresses_and_macs() {
-    if !require_root("ps_json_lists_replicas_interfaces_addresses_and_macs") {
-        return;
-    }
+    require_root("ps_json_lists_replicas_interfaces_addresses_and_macs");
     let lab = Lab::new();
     let f = lab.compose(
         "compose.yaml",
@@ -1552,9 +1524,7 @@ services:
 
 #[test]
 fn a_subnet_overlapping_a_host_route_is_refused_at_plan_time() {
-    if !require_root("a_subnet_overlapping_a_host_route_is_refused_at_plan_time") {
-        return;
-    }
+    require_root("a_subnet_overlapping_a_host_route_is_refused_at_plan_time");
     let lab = Lab::new();
     let f = lab.compose(
         "compose.yaml",
@@ -1588,9 +1558,7 @@ services:
 
 #[test]
 fn down_works_without_the_state_file_or_the_compose_file() {
-    if !require_root("down_works_without_the_state_file_or_the_compose_file") {
-        return;
-    }
+    require_root("down_works_without_the_state_file_or_the_compose_file");
     let lab = Lab::new();
     // A name of its own: the cgroups of a project are the machine's, shared by the sandboxes
     // of tests running at the same time.
@@ -1625,9 +1593,7 @@ fn down_works_without_the_state_file_or_the_compose_file() {
 
 #[test]
 fn dual_stack_endpoints_talk_ipv6_and_ipv4_only_ones_stay_quiet() {
-    if !require_root("dual_stack_endpoints_talk_ipv6_and_ipv4_only_ones_stay_quiet") {
-        return;
-    }
+    require_root("dual_stack_endpoints_talk_ipv6_and_ipv4_only_ones_stay_quiet");
     let lab = Lab::new();
     let f = lab.compose(
         "compose.yaml",

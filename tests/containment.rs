@@ -189,9 +189,7 @@ fn assert_all_gone(sb: &Sandbox, cg: &CgroupGuard, project: &str, netns: &HashSe
 
 #[test]
 fn down_after_the_daemon_was_killed_leaves_no_process() {
-    if !require_root("down_after_the_daemon_was_killed_leaves_no_process") {
-        return;
-    }
+    require_root("down_after_the_daemon_was_killed_leaves_no_process");
     let sb = Sandbox::new();
     let name = unique("k");
     let cg = CgroupGuard::new(&name);
@@ -230,9 +228,7 @@ fn down_after_the_daemon_was_killed_leaves_no_process() {
 
 #[test]
 fn up_killed_at_random_points_never_leaves_a_second_daemon_or_an_orphan() {
-    if !require_root("up_killed_at_random_points_never_leaves_a_second_daemon_or_an_orphan") {
-        return;
-    }
+    require_root("up_killed_at_random_points_never_leaves_a_second_daemon_or_an_orphan");
     let sb = Sandbox::new();
     let name = unique("r");
     let cg = CgroupGuard::new(&name);
@@ -288,9 +284,7 @@ fn up_killed_at_random_points_never_leaves_a_second_daemon_or_an_orphan() {
 
 #[test]
 fn one_daemon_per_project_and_private_run_files_whatever_the_umask() {
-    if !require_root("one_daemon_per_project_and_private_run_files_whatever_the_umask") {
-        return;
-    }
+    require_root("one_daemon_per_project_and_private_run_files_whatever_the_umask");
     let sb = Sandbox::new();
     let name = unique("u");
     let cg = CgroupGuard::new(&name);
@@ -353,9 +347,7 @@ fn one_daemon_per_project_and_private_run_files_whatever_the_umask() {
 
 #[test]
 fn without_cgroup_v2_down_kills_the_daemons_session() {
-    if !require_root("without_cgroup_v2_down_kills_the_daemons_session") {
-        return;
-    }
+    require_root("without_cgroup_v2_down_kills_the_daemons_session");
     let sb = Sandbox::new();
     let name = unique("s");
     // Out of reach anyway: the sandbox will not see the hierarchy.
@@ -394,9 +386,7 @@ fn without_cgroup_v2_down_kills_the_daemons_session() {
 
 #[test]
 fn a_shell_command_is_stopped_with_its_whole_group() {
-    if !require_root("a_shell_command_is_stopped_with_its_whole_group") {
-        return;
-    }
+    require_root("a_shell_command_is_stopped_with_its_whole_group");
     let sb = Sandbox::new();
     let name = unique("g");
     let cg = CgroupGuard::new(&name);

@@ -4,7 +4,7 @@
 //! namespace, log with a prefix, restart as `restart:` says, restart when their command
 //! changes, and are gone after `down`.
 //!
-//! Every test builds its own sandbox host; needs root (else a notice and an early return).
+//! Every test builds its own sandbox host; needs root (else it fails, saying so).
 
 mod common;
 #[path = "dns/lab.rs"]
@@ -34,9 +34,7 @@ services:
 
 #[test]
 fn scaling_changes_tasks_without_a_restart_or_a_lost_query() {
-    if !require_root("scaling_changes_tasks_without_a_restart_or_a_lost_query") {
-        return;
-    }
+    require_root("scaling_changes_tasks_without_a_restart_or_a_lost_query");
     let lab = Lab::new("nc-dscale-");
     let f = lab.file("compose.yaml", &scale_yaml(2));
     lab.nc_ok(&f, &["up"]);
@@ -142,9 +140,7 @@ fn pids_of(lab: &Lab, needle: &str) -> Vec<u32> {
 
 #[test]
 fn x_run_processes_run_log_restart_and_stop() {
-    if !require_root("x_run_processes_run_log_restart_and_stop") {
-        return;
-    }
+    require_root("x_run_processes_run_log_restart_and_stop");
     let lab = Lab::new("nc-drun-");
     let f = lab.file("compose.yaml", RUN);
     lab.nc_ok(&f, &["up"]);
@@ -267,9 +263,7 @@ fn x_run_processes_run_log_restart_and_stop() {
 
 #[test]
 fn a_killed_daemon_is_restarted_by_the_next_up() {
-    if !require_root("a_killed_daemon_is_restarted_by_the_next_up") {
-        return;
-    }
+    require_root("a_killed_daemon_is_restarted_by_the_next_up");
     let lab = Lab::new("nc-dkill-");
     let f = lab.file(
         "compose.yaml",

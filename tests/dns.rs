@@ -6,8 +6,8 @@
 //! against a running daemon).
 //!
 //! Every test builds its own sandbox host (tests/common/sandbox.rs); the daemon `up` starts
-//! runs inside it and dies with it. Needs root; without it each test prints a notice and
-//! returns.
+//! runs inside it and dies with it. Needs root; without it each test fails, saying
+//! so.
 //!
 //! Fuzzing for longer: `NETCOMPOSE_FUZZ_SECONDS=600 cargo test --test dns fuzz -- --nocapture`.
 
@@ -56,9 +56,7 @@ fn in_subnet(addrs: &[String], prefix: &str) -> bool {
 
 #[test]
 fn names_resolve_only_where_a_network_is_shared() {
-    if !require_root("names_resolve_only_where_a_network_is_shared") {
-        return;
-    }
+    require_root("names_resolve_only_where_a_network_is_shared");
     let lab = Lab::new("nc-dns-");
     let (_up, _log) = lab.fake_upstream_outside("198.18.0.1");
     let f = lab.file("compose.yaml", NAMES);
@@ -238,9 +236,7 @@ services:
 
 #[test]
 fn forwarding_passes_the_upstream_answer_through_and_fails_fast() {
-    if !require_root("forwarding_passes_the_upstream_answer_through_and_fails_fast") {
-        return;
-    }
+    require_root("forwarding_passes_the_upstream_answer_through_and_fails_fast");
     let lab = Lab::new("nc-dnsfwd-");
     let (outside, host_log) = lab.fake_upstream_outside("198.18.0.1");
     let script = lab.fake_script();
@@ -340,9 +336,7 @@ fn forwarding_passes_the_upstream_answer_through_and_fails_fast() {
 /// The "done when": the quickstart's client resolves `web` (its VIP) through `exec`.
 #[test]
 fn quickstart_client_resolves_web() {
-    if !require_root("quickstart_client_resolves_web") {
-        return;
-    }
+    require_root("quickstart_client_resolves_web");
     let lab = Lab::new("nc-dnsqs-");
     let f =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/compose.yaml");
@@ -717,9 +711,7 @@ services:
 
     #[test]
     fn fuzz_live_daemon_with_udp_packets_and_tcp_streams() {
-        if !crate::common::require_root("fuzz_live_daemon_with_udp_packets_and_tcp_streams") {
-            return;
-        }
+        crate::common::require_root("fuzz_live_daemon_with_udp_packets_and_tcp_streams");
         let lab = crate::lab::Lab::new("nc-dnsfuzz-");
         let f = lab.file("compose.yaml", LIVE);
         lab.nc_ok(&f, &["up"]);

@@ -124,7 +124,7 @@ fn endpoints(d: &Desired) -> BTreeMap<String, (Vec<String>, String)> {
         .iter()
         .filter_map(|r| match &r.spec {
             Spec::Link(l) => Some((
-                r.address.clone(),
+                r.address.to_string(),
                 (
                     l.addresses.iter().map(|a| a.to_string()).collect(),
                     l.mac.clone(),

@@ -4,7 +4,7 @@
 //! ([`Sandbox::enter`]): `/run/netns` there is the sandbox's private tmpfs, and the "current"
 //! network namespace is the sandbox host. So the default paths of the library are exercised
 //! exactly as in production (including `ip netns exec` compatibility), and everything vanishes
-//! with the sandbox even if a test panics. Needs root; skipped with a notice otherwise.
+//! with the sandbox even if a test panics. Needs root; fails, saying so, otherwise.
 
 mod common;
 
@@ -64,9 +64,7 @@ fn ping(ns: &str, dst: &str) -> bool {
 
 #[test]
 fn netns_lifecycle_is_iproute2_compatible() {
-    if !require_root("netns_lifecycle_is_iproute2_compatible") {
-        return;
-    }
+    require_root("netns_lifecycle_is_iproute2_compatible");
     let sb = Sandbox::new();
     sb.enter(|| {
         let dir = NetnsDir::system();
@@ -159,9 +157,7 @@ fn netns_lifecycle_is_iproute2_compatible() {
 
 #[test]
 fn bridge_and_veths_carry_packets_and_are_reported() {
-    if !require_root("bridge_and_veths_carry_packets_and_are_reported") {
-        return;
-    }
+    require_root("bridge_and_veths_carry_packets_and_are_reported");
     let sb = Sandbox::new();
     sb.enter(|| {
         let rt = runtime();
@@ -368,9 +364,7 @@ fn bridge_and_veths_carry_packets_and_are_reported() {
 
 #[test]
 fn macvlan_bridge_mode_endpoints_talk() {
-    if !require_root("macvlan_bridge_mode_endpoints_talk") {
-        return;
-    }
+    require_root("macvlan_bridge_mode_endpoints_talk");
     let sb = Sandbox::new();
     sb.enter(|| {
         let rt = runtime();
@@ -475,9 +469,7 @@ fn macvlan_bridge_mode_endpoints_talk() {
 
 #[test]
 fn vxlan_without_learning_carries_an_overlay() {
-    if !require_root("vxlan_without_learning_carries_an_overlay") {
-        return;
-    }
+    require_root("vxlan_without_learning_carries_an_overlay");
     let sb = Sandbox::new();
     let outside = sb.open_outside_ns();
     sb.enter(|| {
@@ -547,21 +539,25 @@ fn vxlan_without_learning_carries_an_overlay() {
 
 #[test]
 fn sysctls_are_per_namespace() {
-    if !require_root("sysctls_are_per_namespace") {
-        return;
-    }
+    require_root("sysctls_are_per_namespace");
     let sb = Sandbox::new();
     sb.enter(|| {
         netns::create("kt-s").unwrap();
         let before_host = sysctl::read(None, "net.ipv4.ip_forward").unwrap();
+        // A new namespace starts with forwarding off, or inherits the host's value where
+        // net.core.devconf_inherit_init_net says so: flip whatever it has.
+        let flipped = match sysctl::read(Some("kt-s"), "net.ipv4.ip_forward")
+            .unwrap()
+            .as_str()
+        {
+            "0" => "1",
+            "1" => "0",
+            other => panic!("net.ipv4.ip_forward in kt-s reads {other:?}"),
+        };
+        sysctl::write(Some("kt-s"), "net.ipv4.ip_forward", flipped).unwrap();
         assert_eq!(
             sysctl::read(Some("kt-s"), "net.ipv4.ip_forward").unwrap(),
-            "0"
-        );
-        sysctl::write(Some("kt-s"), "net.ipv4.ip_forward", "1").unwrap();
-        assert_eq!(
-            sysctl::read(Some("kt-s"), "net.ipv4.ip_forward").unwrap(),
-            "1"
+            flipped
         );
         assert_eq!(
             sysctl::read(None, "net.ipv4.ip_forward").unwrap(),
@@ -587,9 +583,7 @@ fn sysctls_are_per_namespace() {
 
 #[test]
 fn errors_say_what_and_where() {
-    if !require_root("errors_say_what_and_where") {
-        return;
-    }
+    require_root("errors_say_what_and_where");
     let sb = Sandbox::new();
     sb.enter(|| {
         let rt = runtime();
@@ -661,9 +655,7 @@ fn errors_say_what_and_where() {
 
 #[test]
 fn sandbox_keeps_everything_inside() {
-    if !require_root("sandbox_keeps_everything_inside") {
-        return;
-    }
+    require_root("sandbox_keeps_everything_inside");
     let sb = Sandbox::new();
     let (host_ns, out_ns) = (sb.host_ns().to_string(), sb.outside_ns().to_string());
     let real_list = || {
@@ -747,9 +739,7 @@ fn sandbox_keeps_everything_inside() {
 #[test]
 #[ignore]
 fn bench_endpoints_api_vs_ip_batch() {
-    if !require_root("bench_endpoints_api_vs_ip_batch") {
-        return;
-    }
+    require_root("bench_endpoints_api_vs_ip_batch");
     let n: usize = std::env::var("NCT_BENCH_N")
         .ok()
         .and_then(|v| v.parse().ok())

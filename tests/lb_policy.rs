@@ -54,9 +54,7 @@ fn assert_spread(counts: &HashMap<String, usize>, replicas: &[&str], total: usiz
 
 #[test]
 fn vip_spreads_tcp_and_udp_and_keeps_client_addresses() {
-    if !require_root("vip_spreads_tcp_and_udp_and_keeps_client_addresses") {
-        return;
-    }
+    require_root("vip_spreads_tcp_and_udp_and_keeps_client_addresses");
     let sb = Sandbox::new();
     let p = Project::new(&sb, "lbvip", LB);
     p.up();
@@ -77,9 +75,7 @@ fn vip_spreads_tcp_and_udp_and_keeps_client_addresses() {
 
 #[test]
 fn scaling_keeps_open_connections_and_spreads_new_ones() {
-    if !require_root("scaling_keeps_open_connections_and_spreads_new_ones") {
-        return;
-    }
+    require_root("scaling_keeps_open_connections_and_spreads_new_ones");
     let sb = Sandbox::new();
     let p = Project::new(&sb, "lbscale", LB);
     p.up();
@@ -166,9 +162,7 @@ fn scaling_keeps_open_connections_and_spreads_new_ones() {
 
 #[test]
 fn published_ports_from_outside_host_and_loopback() {
-    if !require_root("published_ports_from_outside_host_and_loopback") {
-        return;
-    }
+    require_root("published_ports_from_outside_host_and_loopback");
     let sb = Sandbox::new();
     let p = Project::new(&sb, "lbpub", LB);
     p.up();
@@ -245,9 +239,7 @@ fn expected(from: &str, to: &str) -> (bool, bool, bool) {
 
 #[test]
 fn reachability_matrix_matches_policies_and_check_agrees() {
-    if !require_root("reachability_matrix_matches_policies_and_check_agrees") {
-        return;
-    }
+    require_root("reachability_matrix_matches_policies_and_check_agrees");
     let services = ["client", "web", "api", "db", "monitor"];
     let mut checks = String::from("x-checks:\n");
     for from in services {
@@ -348,9 +340,7 @@ fn reachability_matrix_matches_policies_and_check_agrees() {
 
 #[test]
 fn quickstart_checks_pass() {
-    if !require_root("quickstart_checks_pass") {
-        return;
-    }
+    require_root("quickstart_checks_pass");
     let sb = Sandbox::new();
     let file = format!(
         "{}/examples/quickstart/compose.yaml",

@@ -173,10 +173,11 @@ fn machine_snapshot() -> String {
 
 #[test]
 fn unprivileged_plan_changes_nothing() {
-    if !is_root() {
-        eprintln!("skipped: needs root to switch to the nobody user");
-        return;
-    }
+    assert!(
+        is_root(),
+        "unprivileged_plan_changes_nothing needs root (to run plan as the nobody user): run it \
+         as root, e.g. `sudo -E env PATH=$PATH cargo test --test plan_cli`"
+    );
     let file = root().join("examples/quickstart/compose.yaml");
     let before = machine_snapshot();
     // The binary and the example must be readable by nobody: copy both to a world-readable place.

@@ -28,9 +28,7 @@ services:
 
 #[test]
 fn a_saved_plan_needs_no_compose_file() {
-    if !require_root("a_saved_plan_needs_no_compose_file") {
-        return;
-    }
+    require_root("a_saved_plan_needs_no_compose_file");
     let lab = Lab::new("nc-rplan-");
     let f = lab.file("compose.yaml", DEMO);
     let saved = lab.dir.path().join("demo.plan");
@@ -53,9 +51,7 @@ fn a_saved_plan_needs_no_compose_file() {
 
 #[test]
 fn the_state_is_root_only_whatever_the_umask() {
-    if !require_root("the_state_is_root_only_whatever_the_umask") {
-        return;
-    }
+    require_root("the_state_is_root_only_whatever_the_umask");
     let lab = Lab::new("nc-rmode-");
     let f = lab.file("compose.yaml", DEMO);
     // Left lax by an older version: brought back to root-only.
@@ -95,9 +91,7 @@ fn the_state_is_root_only_whatever_the_umask() {
 
 #[test]
 fn a_refused_up_leaves_no_lock_file() {
-    if !require_root("a_refused_up_leaves_no_lock_file") {
-        return;
-    }
+    require_root("a_refused_up_leaves_no_lock_file");
     let lab = Lab::new("nc-rlock-");
     // The sandbox's uplink route covers this subnet: refused when allocating, under the lock.
     let f = lab.file(
@@ -116,9 +110,7 @@ fn a_refused_up_leaves_no_lock_file() {
 
 #[test]
 fn another_projects_unreadable_state_stops_up() {
-    if !require_root("another_projects_unreadable_state_stops_up") {
-        return;
-    }
+    require_root("another_projects_unreadable_state_stops_up");
     let lab = Lab::new("nc-rothers-");
     let f = lab.file("compose.yaml", DEMO);
     lab.sh_ok(&["mkdir", "-p", "/var/lib/netcompose/other"]);
@@ -141,9 +133,7 @@ fn another_projects_unreadable_state_stops_up() {
 
 #[test]
 fn a_name_that_leaves_the_state_directory_is_refused_everywhere() {
-    if !require_root("a_name_that_leaves_the_state_directory_is_refused_everywhere") {
-        return;
-    }
+    require_root("a_name_that_leaves_the_state_directory_is_refused_everywhere");
     let lab = Lab::new("nc-rname-");
     let f = lab.file("compose.yaml", DEMO);
     let canary = format!("../nc-canary-{}", std::process::id());

@@ -11,7 +11,7 @@ use crate::firewall::replica::expand_all;
 use crate::graph;
 use crate::kernel::machine::Links;
 use crate::kernel::{Kernel, KernelError, Machine};
-use crate::model::{Resource, Spec};
+use crate::model::{Resource, ResourceId, Spec};
 use crate::plan::{Action, Change};
 use futures::stream::{self, StreamExt};
 use std::collections::{HashMap, HashSet};
@@ -60,11 +60,11 @@ pub async fn apply<M: Machine>(
 ) -> Result<Outcome, Vec<ApplyError>> {
     let start = Instant::now();
     let mut out = Outcome::default();
-    let by_action = |a: Action| -> HashSet<&str> {
+    let by_action = |a: Action| -> HashSet<&ResourceId> {
         changes
             .iter()
             .filter(|c| c.actions.contains(&a))
-            .map(|c| c.address.as_str())
+            .map(|c| &c.address)
             .collect()
     };
     let (deletes, creates, updates) = (
@@ -75,7 +75,7 @@ pub async fn apply<M: Machine>(
     // Replica tables name their networks' VIPs; the kernel needs the chains themselves.
     let (observed, desired) = (&expand_all(observed), &expand_all(desired));
     let gone = deleted_namespaces(observed, &deletes);
-    let old: HashMap<&str, &Resource> = observed.iter().map(|r| (r.address.as_str(), r)).collect();
+    let old: HashMap<&ResourceId, &Resource> = observed.iter().map(|r| (&r.address, r)).collect();
     let rebuilt = taken_along(observed, desired, &deletes, &creates);
     sweep(k).await;
 
@@ -87,7 +87,7 @@ pub async fn apply<M: Machine>(
         let todo: Vec<&Resource> = wave
             .into_iter()
             .map(|i| &observed[i])
-            .filter(|r| deletes.contains(r.address.as_str()) && !inside_gone(r, &gone))
+            .filter(|r| deletes.contains(&r.address) && !inside_gone(r, &gone))
             .collect();
         let t = timings.start(&todo);
         out.deleted += run(todo, |r| async move {
@@ -100,7 +100,7 @@ pub async fn apply<M: Machine>(
     // for (they must be gone before a link of the same name is created again).
     let with_namespaces: Vec<&Resource> = observed
         .iter()
-        .filter(|r| deletes.contains(r.address.as_str()) && inside_gone(r, &gone))
+        .filter(|r| deletes.contains(&r.address) && inside_gone(r, &gone))
         .collect();
     let host_ends: Vec<&Resource> = with_namespaces
         .iter()
@@ -116,16 +116,17 @@ pub async fn apply<M: Machine>(
             .into_iter()
             .map(|i| &desired[i])
             .filter(|r| {
-                creates.contains(r.address.as_str())
-                    || updates.contains(r.address.as_str())
-                    || rebuilt.contains(r.address.as_str())
+                creates.contains(&r.address)
+                    || updates.contains(&r.address)
+                    || rebuilt.contains(&r.address)
             })
             .collect();
         let t = timings.start(&todo);
         let n = run(todo.clone(), |r| {
-            let prev = old.get(r.address.as_str()).copied().filter(|_| {
-                updates.contains(r.address.as_str()) && !rebuilt.contains(r.address.as_str())
-            });
+            let prev = old
+                .get(&r.address)
+                .copied()
+                .filter(|_| updates.contains(&r.address) && !rebuilt.contains(&r.address));
             async move {
                 match prev {
                     Some(p) => timed("~", r, progress, ops::update(k, p, r)).await,
@@ -136,9 +137,7 @@ pub async fn apply<M: Machine>(
         .await?;
         let upd = todo
             .iter()
-            .filter(|r| {
-                updates.contains(r.address.as_str()) && !rebuilt.contains(r.address.as_str())
-            })
+            .filter(|r| updates.contains(&r.address) && !rebuilt.contains(&r.address))
             .count();
         out.updated += upd;
         out.created += n - upd;
@@ -157,7 +156,7 @@ async fn timed(
     let t = Instant::now();
     let result = op.await;
     if result.is_ok() {
-        progress(symbol, &r.address, t.elapsed());
+        progress(symbol, &r.address.to_string(), t.elapsed());
     }
     result
 }
@@ -183,10 +182,13 @@ where
 }
 
 /// Namespaces being deleted: what lives inside them goes with them.
-fn deleted_namespaces<'a>(observed: &'a [Resource], deletes: &HashSet<&str>) -> HashSet<&'a str> {
+fn deleted_namespaces<'a>(
+    observed: &'a [Resource],
+    deletes: &HashSet<&ResourceId>,
+) -> HashSet<&'a str> {
     observed
         .iter()
-        .filter(|r| deletes.contains(r.address.as_str()))
+        .filter(|r| deletes.contains(&r.address))
         .filter_map(|r| match &r.spec {
             Spec::Namespace(n) => Some(n.name.as_str()),
             _ => None,
@@ -199,12 +201,22 @@ fn deleted_namespaces<'a>(observed: &'a [Resource], deletes: &HashSet<&str>) -> 
 /// its /etc/netns files). A veth goes as a pair, so its host end goes too, once the kernel has
 /// freed the namespace, which it does asynchronously: see [`reap`].
 fn inside_gone(r: &Resource, gone: &HashSet<&str>) -> bool {
-    match &r.spec {
-        Spec::Route(rt) => gone.contains(rt.namespace.as_str()),
-        Spec::Link(l) => gone.contains(l.namespace.as_str()),
-        Spec::Files(f) => gone.contains(f.namespace.as_str()),
-        Spec::Firewall(f) => f.namespace.as_deref().is_some_and(|ns| gone.contains(ns)),
-        _ => false,
+    namespace_of(&r.spec).is_some_and(|ns| gone.contains(ns))
+}
+
+/// The replica namespace `spec` lives in (None: the host, or no kernel object).
+fn namespace_of(spec: &Spec) -> Option<&str> {
+    match spec {
+        Spec::Route(rt) => Some(&rt.namespace),
+        Spec::Link(l) => Some(&l.namespace),
+        Spec::Files(f) => Some(&f.namespace),
+        Spec::Firewall(f) => f.namespace.as_deref(),
+        Spec::Bridge(_)
+        | Spec::Macvlan(_)
+        | Spec::External(_)
+        | Spec::Namespace(_)
+        | Spec::Vip(_)
+        | Spec::Dns(_) => None,
     }
 }
 
@@ -242,7 +254,7 @@ async fn reap<M: Machine>(
         .iter()
         .filter(|r| !left.iter().any(|x| x.address == r.address))
     {
-        progress("-", &r.address, Duration::ZERO);
+        progress("-", &r.address.to_string(), Duration::ZERO);
     }
     let deleted = run(left, |r| async move {
         timed("-", r, progress, ops::delete(k, r)).await
@@ -262,42 +274,67 @@ const REAP_PATIENCE: Duration = Duration::from_secs(2);
 fn taken_along<'a>(
     observed: &'a [Resource],
     desired: &'a [Resource],
-    deletes: &HashSet<&str>,
-    creates: &HashSet<&str>,
-) -> HashSet<&'a str> {
+    deletes: &HashSet<&ResourceId>,
+    creates: &HashSet<&ResourceId>,
+) -> HashSet<&'a ResourceId> {
     let mut parents: Vec<&Resource> = observed
         .iter()
         .chain(desired)
-        .filter(|r| deletes.contains(r.address.as_str()) && creates.contains(r.address.as_str()))
+        .filter(|r| deletes.contains(&r.address) && creates.contains(&r.address))
         .collect();
-    let mut out: HashSet<&str> = HashSet::new();
+    let mut out: HashSet<&ResourceId> = HashSet::new();
     loop {
         let more: Vec<&Resource> = desired
             .iter()
-            .filter(|r| !creates.contains(r.address.as_str()) && !out.contains(r.address.as_str()))
+            .filter(|r| !creates.contains(&r.address) && !out.contains(&r.address))
             .filter(|r| parents.iter().any(|p| lives_on(r, p)))
             .collect();
         if more.is_empty() {
             return out;
         }
-        out.extend(more.iter().map(|r| r.address.as_str()));
+        out.extend(more.iter().map(|r| &r.address));
         parents.extend(more);
     }
 }
 
 /// Whether the kernel destroys (or detaches) `r` when `parent` is deleted.
 fn lives_on(r: &Resource, parent: &Resource) -> bool {
-    match (&parent.spec, &r.spec) {
-        (Spec::Namespace(n), Spec::Link(l)) => l.namespace == n.name,
-        (Spec::Namespace(n), Spec::Route(x)) => x.namespace == n.name,
-        (Spec::Namespace(n), Spec::Files(f)) => f.namespace == n.name,
-        (Spec::Namespace(n), Spec::Firewall(f)) => f.namespace.as_deref() == Some(n.name.as_str()),
-        (Spec::Link(l), Spec::Route(x)) => x.namespace == l.namespace && x.ifname == l.ifname,
-        (Spec::Bridge(b), Spec::Link(l)) => l.bridge.as_deref() == Some(b.name.as_str()),
-        (Spec::Bridge(b), Spec::Firewall(f)) => {
-            f.namespace.is_none() && f.sysctls.keys().any(|k| k.contains(b.name.as_str()))
-        }
-        _ => false,
+    match &parent.spec {
+        Spec::Namespace(n) => namespace_of(&r.spec) == Some(n.name.as_str()),
+        Spec::Link(l) => match &r.spec {
+            Spec::Route(x) => x.namespace == l.namespace && x.ifname == l.ifname,
+            Spec::Bridge(_)
+            | Spec::Macvlan(_)
+            | Spec::External(_)
+            | Spec::Namespace(_)
+            | Spec::Link(_)
+            | Spec::Files(_)
+            | Spec::Vip(_)
+            | Spec::Dns(_)
+            | Spec::Firewall(_) => false,
+        },
+        Spec::Bridge(b) => match &r.spec {
+            Spec::Link(l) => l.bridge.as_deref() == Some(b.name.as_str()),
+            Spec::Firewall(f) => {
+                f.namespace.is_none() && f.sysctls.keys().any(|k| k.contains(b.name.as_str()))
+            }
+            Spec::Bridge(_)
+            | Spec::Macvlan(_)
+            | Spec::External(_)
+            | Spec::Namespace(_)
+            | Spec::Route(_)
+            | Spec::Files(_)
+            | Spec::Vip(_)
+            | Spec::Dns(_) => false,
+        },
+        // No kernel object of its own, or nothing lives on it.
+        Spec::Macvlan(_)
+        | Spec::External(_)
+        | Spec::Route(_)
+        | Spec::Files(_)
+        | Spec::Vip(_)
+        | Spec::Dns(_)
+        | Spec::Firewall(_) => false,
     }
 }
 
@@ -361,5 +398,71 @@ impl Timings {
                 t.elapsed().as_secs_f64() * 1e3
             );
         }
+    }
+}
+
+/// What a replacement takes along, checked on a model alone (no kernel needed).
+#[cfg(test)]
+mod taken_along_tests {
+    use super::*;
+    use crate::load::LoadOptions;
+    use crate::model::{ReplicaId, ResourceId};
+
+    fn quickstart() -> Vec<Resource> {
+        let opts = LoadOptions {
+            files: vec![concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/quickstart/compose.yaml"
+            )
+            .into()],
+            environment: Some(Default::default()),
+            ..Default::default()
+        };
+        let checked = crate::pipeline::checked_project(&opts).unwrap();
+        crate::model::build(&checked.project, &Default::default())
+            .unwrap()
+            .resources
+    }
+
+    #[test]
+    fn a_replaced_namespace_or_bridge_takes_what_lives_on_it_along() {
+        let rs = quickstart();
+        let db = ReplicaId::new("db", 1);
+        let ns = ResourceId::Replica(db.clone());
+        let replaced: HashSet<&ResourceId> = [&ns].into();
+        let mut along: Vec<String> = taken_along(&rs, &rs, &replaced, &replaced)
+            .into_iter()
+            .map(ToString::to_string)
+            .collect();
+        along.sort();
+        assert_eq!(
+            along,
+            [
+                "service.db[1].files",
+                "service.db[1].firewall",
+                "service.db[1].link.back"
+            ]
+        );
+        let gone: HashSet<&str> = ["quickstart-db-1"].into();
+        assert!(rs
+            .iter()
+            .filter(|r| r.address.replica() == Some(&db) && r.address != ns)
+            .all(|r| inside_gone(r, &gone)));
+
+        let front = ResourceId::network("front");
+        let replaced: HashSet<&ResourceId> = [&front].into();
+        let along = taken_along(&rs, &rs, &replaced, &replaced);
+        let links = rs
+            .iter()
+            .filter(|r| matches!(&r.address, ResourceId::Link(_, n) if n == "front"));
+        for link in links {
+            assert!(along.contains(&link.address), "{}", link.address);
+        }
+        // Routes go with their rebuilt link; the host table sets route_localnet on the bridge.
+        assert!(along.contains(&ResourceId::Route(
+            ReplicaId::new("web", 1),
+            crate::model::resource::RouteFamily::V4
+        )));
+        assert!(along.contains(&ResourceId::HostFirewall));
     }
 }

@@ -9,7 +9,7 @@ use crate::kernel::netlink::LinkKind;
 use crate::kernel::Kernel;
 use crate::load::LoadOptions;
 use crate::model::resource::Resource;
-use crate::model::{self, Context, Spec};
+use crate::model::{self, Context, ResourceId, Spec};
 use crate::observe::live::observe;
 use crate::pipeline::checked_project;
 use crate::plan::{self, Action};
@@ -81,8 +81,8 @@ fn find(desired: &[Resource], pred: impl Fn(&Spec) -> bool) -> &Resource {
     desired.iter().find(|r| pred(&r.spec)).unwrap()
 }
 
-fn changed(changes: &[plan::Change]) -> Vec<&str> {
-    changes.iter().map(|c| c.address.as_str()).collect()
+fn changed(changes: &[plan::Change]) -> Vec<&ResourceId> {
+    changes.iter().map(|c| &c.address).collect()
 }
 
 #[tokio::test]
@@ -144,7 +144,7 @@ async fn drift_is_observed_and_repaired() {
     let addresses = changed(&changes);
     for drifted in [link, bridge, host_fw, ns] {
         assert!(
-            addresses.contains(&drifted.address.as_str()),
+            addresses.contains(&&drifted.address),
             "{} not seen in {addresses:?}",
             drifted.address
         );
@@ -202,19 +202,15 @@ async fn down_deletes_everything_in_reverse_dependency_order() {
     assert!(changes.iter().all(|c| c.actions == vec![Action::Delete]));
     let log = k.take_log();
     let at = |entry: &str| log.iter().position(|l| l == entry);
-    let by_address: HashMap<&str, &Resource> =
-        desired.iter().map(|r| (r.address.as_str(), r)).collect();
+    let by_address: HashMap<&ResourceId, &Resource> =
+        desired.iter().map(|r| (&r.address, r)).collect();
     let mut pairs = 0;
     for r in &desired {
         let Some(mine) = delete_entry(r) else {
             continue;
         };
         let mine = at(&mine).unwrap_or_else(|| panic!("{mine} not in {log:#?}"));
-        for dep in r
-            .depends_on
-            .iter()
-            .filter_map(|d| by_address.get(d.as_str()))
-        {
+        for dep in r.depends_on.iter().filter_map(|d| by_address.get(d)) {
             if let Some(theirs) = delete_entry(dep).and_then(|e| at(&e)) {
                 assert!(
                     mine < theirs,
@@ -266,7 +262,8 @@ async fn a_foreign_object_of_the_same_name_is_refused() {
         })
         .collect();
     assert!(
-        refused.contains(&bridge.address.as_str()) && refused.contains(&"service.db[1]"),
+        refused.contains(&bridge.address.to_string().as_str())
+            && refused.contains(&"service.db[1]"),
         "{errors:?}"
     );
     // Neither was touched.

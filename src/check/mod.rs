@@ -4,7 +4,7 @@
 
 pub mod probe;
 
-use crate::model::{Desired, Spec};
+use crate::model::{Desired, ResourceId, Spec};
 use crate::spec::{Check, CheckProtocol, Expect, Project};
 use serde::Serialize;
 use std::net::IpAddr;
@@ -67,7 +67,7 @@ fn target(desired: &Desired, from: &str, shared: &[&str], to: &str) -> Option<Ip
     let replica_on = |on_shared: bool| {
         desired.resources.iter().find_map(|r| match &r.spec {
             Spec::Link(l)
-                if r.address.starts_with(&format!("service.{to}[1]."))
+                if first_replica_of(&r.address, to)
                     && (!on_shared || shared.contains(&l.network.as_str())) =>
             {
                 l.addresses.first().map(|a| a.ip())
@@ -79,14 +79,18 @@ fn target(desired: &Desired, from: &str, shared: &[&str], to: &str) -> Option<Ip
         .or_else(|| replica_on(false))
 }
 
+/// Whether `id` is part of the first replica of `service` (a link, a route, ...).
+fn first_replica_of(id: &ResourceId, service: &str) -> bool {
+    id.replica()
+        .is_some_and(|r| r.service == service && r.index == 1)
+}
+
 fn host_address(desired: &Desired, from: &str, shared: &[&str]) -> Option<IpAddr> {
     if from == "host" {
         return "127.0.0.1".parse().ok();
     }
     let route = desired.resources.iter().find_map(|r| match &r.spec {
-        Spec::Route(rt)
-            if r.address.starts_with(&format!("service.{from}[1].")) && rt.gateway.is_ipv4() =>
-        {
+        Spec::Route(rt) if first_replica_of(&r.address, from) && rt.gateway.is_ipv4() => {
             Some(rt.gateway)
         }
         _ => None,

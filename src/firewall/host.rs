@@ -6,7 +6,7 @@
 use super::host_table;
 use super::rule::{rule, Chain, Rule, Verdict};
 use super::vip::{vip_chains, Dispatch};
-use crate::model::resource::{Bridge, Firewall, Publish, Resource, Spec};
+use crate::model::resource::{Bridge, Firewall, Publish, Resource, ResourceId, Spec};
 use std::collections::BTreeMap;
 
 pub fn resources(
@@ -20,7 +20,7 @@ pub fn resources(
     }
     let depends_on = bridges
         .iter()
-        .map(|b| format!("network.{}", b.network))
+        .map(|b| ResourceId::network(&b.network))
         .collect();
     let mut chains = vec![forward(bridges), postrouting(bridges, publish)];
     let published: Vec<Rule> = publish.iter().flat_map(publish_rules).collect();
@@ -55,7 +55,7 @@ pub fn resources(
         );
     }
     vec![Resource {
-        address: "firewall.host".into(),
+        address: ResourceId::HostFirewall,
         spec: Spec::Firewall(Firewall {
             namespace: None,
             table: host_table(project),

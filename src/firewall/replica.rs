@@ -10,7 +10,7 @@
 use super::rule::{rule, Chain, Rule, RuleBuilder};
 use super::vip::{vip_chains, Dispatch};
 use crate::model::endpoints::{Endpoint, EndpointIndex, Replica, Stack};
-use crate::model::resource::{Firewall, Resource, Spec, Vip};
+use crate::model::resource::{Firewall, Resource, ResourceId, Spec, Vip};
 use crate::spec::{Peer, PolicyEntry, Project, Rules, Spanned};
 use ipnetwork::IpNetwork;
 use sha2::{Digest, Sha256};
@@ -108,7 +108,7 @@ pub fn resources(
                 .collect::<Vec<_>>()
                 .join("-");
             Some(Resource {
-                address: format!("{}.firewall", rep.address()),
+                address: ResourceId::ReplicaFirewall(rep.id()),
                 spec: Spec::Firewall(Firewall {
                     namespace: Some(ns),
                     table: REPLICA_TABLE.into(),
@@ -120,7 +120,7 @@ pub fn resources(
                 }),
                 depends_on: mine
                     .iter()
-                    .map(|e| format!("{}.link.{}", rep.address(), e.network))
+                    .map(|e| ResourceId::Link(rep.id(), e.network.clone()))
                     .chain([rep.address()])
                     .collect(),
             })

@@ -2,16 +2,16 @@
 //! Apply walks it in waves (every resource of a wave is independent of the others, so a wave
 //! runs in parallel); destroy walks the waves backwards.
 
-use crate::model::Resource;
+use crate::model::{Resource, ResourceId};
 use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
 use std::collections::HashMap;
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq)]
-#[error("dependency cycle between resources: {}", members.join(" → "))]
+#[error("dependency cycle between resources: {}", members.iter().map(ToString::to_string).collect::<Vec<_>>().join(" → "))]
 pub struct CycleError {
-    pub members: Vec<String>,
+    pub members: Vec<ResourceId>,
 }
 
 pub struct Graph {
@@ -23,14 +23,14 @@ pub struct Graph {
 pub fn build(resources: &[Resource]) -> Result<Graph, CycleError> {
     let mut dag = DiGraph::with_capacity(resources.len(), resources.len() * 2);
     let nodes: Vec<NodeIndex> = (0..resources.len()).map(|i| dag.add_node(i)).collect();
-    let by_address: HashMap<&str, NodeIndex> = resources
+    let by_address: HashMap<&ResourceId, NodeIndex> = resources
         .iter()
         .zip(&nodes)
-        .map(|(r, n)| (r.address.as_str(), *n))
+        .map(|(r, n)| (&r.address, *n))
         .collect();
     for (r, &node) in resources.iter().zip(&nodes) {
         for dep in &r.depends_on {
-            if let Some(&d) = by_address.get(dep.as_str()) {
+            if let Some(&d) = by_address.get(dep) {
                 dag.add_edge(d, node, ());
             }
         }
@@ -40,7 +40,7 @@ pub fn build(resources: &[Resource]) -> Result<Graph, CycleError> {
             .into_iter()
             .find(|c| c.len() > 1)
             .unwrap_or_default();
-        let mut members: Vec<String> = cycle
+        let mut members: Vec<ResourceId> = cycle
             .iter()
             .map(|n| resources[dag[*n]].address.clone())
             .collect();
@@ -90,14 +90,14 @@ mod tests {
     use super::*;
     use crate::model::resource::{ExternalNetwork, Spec};
 
-    fn res(addr: &str, deps: &[&str]) -> Resource {
+    fn res(net: &str, deps: &[&str]) -> Resource {
         Resource {
-            address: addr.into(),
+            address: ResourceId::network(net),
             spec: Spec::External(ExternalNetwork {
-                network: addr.into(),
-                name: addr.into(),
+                network: net.into(),
+                name: net.into(),
             }),
-            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            depends_on: deps.iter().map(|d| ResourceId::network(*d)).collect(),
         }
     }
 
@@ -123,6 +123,10 @@ mod tests {
             res("d", &[]),
         ];
         let e = build(&rs).err().unwrap();
-        assert_eq!(e.members, ["a", "b", "c"]);
+        assert_eq!(e.members, ["a", "b", "c"].map(ResourceId::network));
+        assert_eq!(
+            e.to_string(),
+            "dependency cycle between resources: network.a → network.b → network.c"
+        );
     }
 }

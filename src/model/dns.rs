@@ -3,7 +3,7 @@
 
 use super::endpoints::{Endpoint, Replica};
 use super::names::netns_name;
-use super::resource::{DnsZone, Resource, Spec};
+use super::resource::{DnsZone, Resource, ResourceId, Spec};
 use crate::ipam::Allocations;
 use crate::spec::Project;
 use std::collections::BTreeMap;
@@ -56,7 +56,7 @@ pub fn resources(
     zones
         .into_iter()
         .map(|(net, records)| Resource {
-            address: format!("dns.{net}"),
+            address: ResourceId::dns(net),
             spec: Spec::Dns(DnsZone {
                 network: net.to_string(),
                 records,

@@ -2,7 +2,7 @@
 //! and VIP resources built from them.
 
 use super::names::{bridge_name, netns_name, veth_host_name};
-use super::resource::{self as r, LinkType, Resource, Spec};
+use super::resource::{self as r, LinkType, ReplicaId, Resource, ResourceId, RouteFamily, Spec};
 use crate::ipam::{AddressRequest, Allocations, ExplicitPool, NetworkRequest};
 use crate::spec::{EndpointMode, Network, NetworkMode, Project, Service};
 use ipnetwork::IpNetwork;
@@ -33,11 +33,14 @@ pub struct Replica {
 }
 
 impl Replica {
-    pub fn owner(&self) -> String {
-        format!("{}[{}]", self.service, self.index)
+    pub fn id(&self) -> ReplicaId {
+        ReplicaId::new(&self.service, self.index)
     }
-    pub fn address(&self) -> String {
-        format!("service.{}", self.owner())
+    pub fn owner(&self) -> String {
+        self.id().to_string()
+    }
+    pub fn address(&self) -> ResourceId {
+        ResourceId::Replica(self.id())
     }
 }
 
@@ -304,7 +307,7 @@ pub fn network_resources(project: &Project, alloc: &Allocations) -> Vec<Resource
                 network_spec(project, key, net, a)
             };
             Some(Resource {
-                address: format!("network.{key}"),
+                address: ResourceId::network(key),
                 spec,
                 depends_on: vec![],
             })
@@ -379,7 +382,7 @@ pub fn namespace_resources(
                     .get(&d.value)
                     .is_some_and(|s| s.network_mode.is_none())
             })
-            .map(|d| format!("service.{}[1]", d.value))
+            .map(|d| ResourceId::Replica(ReplicaId::new(&d.value, 1)))
             .collect();
         out.push(Resource {
             address: rep.address(),
@@ -406,7 +409,7 @@ pub fn namespace_resources(
 
 fn link_resource(project: &Project, rep: &Replica, ep: &Endpoint) -> Resource {
     let net = &project.networks[&ep.network];
-    let network_address = format!("network.{}", ep.network);
+    let network_address = ResourceId::network(&ep.network);
     let macvlan = net.driver_name() == "macvlan";
     let external_bridge = net.external.as_ref().map(|_| net.name.value.clone());
     let link = r::Link {
@@ -439,7 +442,7 @@ fn link_resource(project: &Project, rep: &Replica, ep: &Endpoint) -> Resource {
         mtu: mtu(net),
     };
     Resource {
-        address: format!("{}.link.{}", rep.address(), ep.network),
+        address: ResourceId::Link(rep.id(), ep.network.clone()),
         spec: Spec::Link(link),
         depends_on: vec![rep.address(), network_address],
     }
@@ -480,20 +483,20 @@ fn default_routes(
         .iter()
         .filter_map(|a| {
             let gw = gateways.iter().find(|g| a.contains(**g)).copied()?;
-            let (suffix, dst) = if a.is_ipv4() {
-                ("default", "0.0.0.0/0")
+            let (family, dst) = if a.is_ipv4() {
+                (RouteFamily::V4, "0.0.0.0/0")
             } else {
-                ("default6", "::/0")
+                (RouteFamily::V6, "::/0")
             };
             Some(Resource {
-                address: format!("{}.route.{suffix}", rep.address()),
+                address: ResourceId::Route(rep.id(), family),
                 spec: Spec::Route(r::Route {
                     namespace: ep.netns.clone(),
                     destination: dst.parse().ok()?,
                     gateway: gw,
                     ifname: ep.ifname.clone(),
                 }),
-                depends_on: vec![format!("{}.link.{}", rep.address(), ep.network)],
+                depends_on: vec![ResourceId::Link(rep.id(), ep.network.clone())],
             })
         })
         .collect()
@@ -525,14 +528,14 @@ pub fn vip_resources(
                 .flat_map(|e| e.ips().filter(|ip| ip.is_ipv4() == vip.is_ipv4()))
                 .collect();
             out.push(Resource {
-                address: format!("service.{key}.vip.{net}"),
+                address: ResourceId::vip(key, net),
                 spec: Spec::Vip(r::Vip {
                     service: key.clone(),
                     network: net.clone(),
                     address: *vip,
                     backends,
                 }),
-                depends_on: vec![format!("network.{net}")],
+                depends_on: vec![ResourceId::network(net)],
             });
         }
     }

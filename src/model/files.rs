@@ -2,7 +2,7 @@
 //! `netcompose exec` bind-mount them over /etc, so a replica sees its own names and resolver.
 
 use super::endpoints::{Endpoint, EndpointIndex, Replica, Stack};
-use super::resource::{NetnsFiles, Resource, Spec};
+use super::resource::{NetnsFiles, Resource, ResourceId, Spec};
 use super::Context;
 use crate::spec::Project;
 
@@ -22,7 +22,7 @@ pub fn resources(
             let mine: Vec<&Endpoint> = index.replica(&rep.service, rep.index).to_vec();
             let ns = rep.netns.clone().unwrap_or_default();
             Resource {
-                address: format!("{}.files", rep.address()),
+                address: ResourceId::Files(rep.id()),
                 spec: Spec::Files(NetnsFiles {
                     namespace: ns,
                     hosts: hosts(project, rep, &mine),

@@ -7,6 +7,7 @@ pub mod demand;
 mod dns;
 pub mod endpoints;
 mod files;
+pub mod id;
 pub mod mac;
 pub mod names;
 pub mod ports;
@@ -15,7 +16,7 @@ pub mod resource;
 use crate::ipam::{self, Allocations, IpamError, SubnetPools, Taken};
 use crate::spec::Project;
 pub use endpoints::{bridge_ifname as endpoints_bridge_name, Endpoint, Replica, Stack};
-pub use resource::{Resource, Spec};
+pub use resource::{ReplicaId, Resource, ResourceId, Spec};
 
 /// What the model needs from outside the file.
 #[derive(Debug, Clone, Default)]

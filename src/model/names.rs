@@ -1,6 +1,7 @@
 //! Kernel names: namespaces `<project>-<service>-<n>` (as Compose names containers), and
 //! short stable interface names (IFNAMSIZ leaves 15 bytes) derived from a hash.
 
+use super::id::ResourceId;
 use sha2::{Digest, Sha256};
 
 pub fn netns_name(project: &str, service: &str, replica: u32) -> String {
@@ -31,8 +32,9 @@ pub fn ownership_mark(project: &str, address: &str) -> String {
 }
 
 /// The project and resource address in a mark, if the alias is one of ours.
-pub fn parse_mark(alias: &str) -> Option<(&str, &str)> {
-    alias.strip_prefix("netcompose:")?.split_once(':')
+pub fn parse_mark(alias: &str) -> Option<(&str, ResourceId)> {
+    let (project, address) = alias.strip_prefix("netcompose:")?.split_once(':')?;
+    Some((project, address.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -48,7 +50,9 @@ mod tests {
         assert!(veth_host_name("p", "web", 1, "front").len() <= 15);
         assert_eq!(
             parse_mark(&ownership_mark("p", "network.front")),
-            Some(("p", "network.front"))
+            Some(("p", ResourceId::network("front")))
         );
+        assert_eq!(parse_mark("netcompose:p:nonsense"), None);
+        assert_eq!(parse_mark("other:p:network.front"), None);
     }
 }

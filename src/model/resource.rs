@@ -2,17 +2,18 @@
 //! (`network.front`, `service.web[2]`, `service.web[2].link.front`) and typed desired
 //! attributes. The plan diffs them, the graph orders them, the applier builds them.
 
+pub use super::id::{ReplicaId, ResourceId, RouteFamily};
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Resource {
-    pub address: String,
+    pub address: ResourceId,
     pub spec: Spec,
     /// Addresses of the resources that must exist before this one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub depends_on: Vec<String>,
+    pub depends_on: Vec<ResourceId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,25 +48,118 @@ impl Spec {
         }
     }
 
-    /// Attributes whose change cannot be made in place: the object is deleted and made again.
-    pub fn forces_replacement(&self) -> &'static [&'static str] {
-        match self {
-            Spec::Bridge(_) => &["name"],
-            Spec::Macvlan(_) => &["parent", "mode"],
-            Spec::External(_) => &[],
-            Spec::Namespace(_) => &["name"],
-            Spec::Link(_) => &[
-                "type",
-                "namespace",
-                "ifname",
-                "host_ifname",
-                "bridge",
-                "parent",
-                "mode",
-            ],
-            Spec::Route(_) => &["namespace"],
-            Spec::Files(_) | Spec::Vip(_) | Spec::Dns(_) | Spec::Firewall(_) => &[],
-        }
+    /// The attributes of `new` that differ from these and cannot change in place (the object
+    /// is deleted and made again), in the order plans name them; None when the kinds differ.
+    pub fn replacement_fields(&self, new: &Spec) -> Option<Vec<ReplaceField>> {
+        use Spec as S;
+        Some(match (self, new) {
+            (S::Bridge(a), S::Bridge(b)) => a.replacement_fields(b),
+            (S::Macvlan(a), S::Macvlan(b)) => a.replacement_fields(b),
+            (S::Namespace(a), S::Namespace(b)) => a.replacement_fields(b),
+            (S::Link(a), S::Link(b)) => a.replacement_fields(b),
+            (S::Route(a), S::Route(b)) => a.replacement_fields(b),
+            // Changed in place, or (VIPs, zones) served from the state by the daemon.
+            (S::External(_), S::External(_))
+            | (S::Files(_), S::Files(_))
+            | (S::Vip(_), S::Vip(_))
+            | (S::Dns(_), S::Dns(_))
+            | (S::Firewall(_), S::Firewall(_)) => Vec::new(),
+            // Every kind is listed, so that a new one cannot be forgotten here.
+            (
+                S::Bridge(_)
+                | S::Macvlan(_)
+                | S::External(_)
+                | S::Namespace(_)
+                | S::Link(_)
+                | S::Route(_)
+                | S::Files(_)
+                | S::Vip(_)
+                | S::Dns(_)
+                | S::Firewall(_),
+                _,
+            ) => return None,
+        })
+    }
+}
+
+/// An attribute whose change forces a replacement. Display gives its name in plans (the JSON
+/// field name of the spec).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplaceField {
+    Name,
+    Parent,
+    Mode,
+    Type,
+    Namespace,
+    Ifname,
+    HostIfname,
+    Bridge,
+}
+
+impl std::fmt::Display for ReplaceField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReplaceField::Name => "name",
+            ReplaceField::Parent => "parent",
+            ReplaceField::Mode => "mode",
+            ReplaceField::Type => "type",
+            ReplaceField::Namespace => "namespace",
+            ReplaceField::Ifname => "ifname",
+            ReplaceField::HostIfname => "host_ifname",
+            ReplaceField::Bridge => "bridge",
+        })
+    }
+}
+
+/// The fields of `changed` whose flag is set, in order.
+fn forcing<const N: usize>(changed: [(ReplaceField, bool); N]) -> Vec<ReplaceField> {
+    changed
+        .into_iter()
+        .filter_map(|(field, differs)| differs.then_some(field))
+        .collect()
+}
+
+impl Bridge {
+    fn replacement_fields(&self, new: &Bridge) -> Vec<ReplaceField> {
+        forcing([(ReplaceField::Name, self.name != new.name)])
+    }
+}
+
+impl MacvlanNetwork {
+    fn replacement_fields(&self, new: &MacvlanNetwork) -> Vec<ReplaceField> {
+        forcing([
+            (ReplaceField::Parent, self.parent != new.parent),
+            (ReplaceField::Mode, self.mode != new.mode),
+        ])
+    }
+}
+
+impl Namespace {
+    fn replacement_fields(&self, new: &Namespace) -> Vec<ReplaceField> {
+        forcing([(ReplaceField::Name, self.name != new.name)])
+    }
+}
+
+impl Link {
+    fn replacement_fields(&self, new: &Link) -> Vec<ReplaceField> {
+        forcing([
+            (ReplaceField::Type, self.link_type != new.link_type),
+            (ReplaceField::Namespace, self.namespace != new.namespace),
+            (ReplaceField::Ifname, self.ifname != new.ifname),
+            (
+                ReplaceField::HostIfname,
+                self.host_ifname != new.host_ifname,
+            ),
+            (ReplaceField::Bridge, self.bridge != new.bridge),
+            (ReplaceField::Parent, self.parent != new.parent),
+            (ReplaceField::Mode, self.mode != new.mode),
+        ])
+    }
+}
+
+impl Route {
+    fn replacement_fields(&self, new: &Route) -> Vec<ReplaceField> {
+        forcing([(ReplaceField::Namespace, self.namespace != new.namespace)])
     }
 }
 

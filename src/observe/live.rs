@@ -11,7 +11,7 @@ use crate::kernel::netlink::{Link as KLink, LinkKind, LOOPBACK_INDEX};
 use crate::kernel::{nft, Kernel, KernelError, Machine};
 use crate::model::mac::format_mac;
 use crate::model::names::parse_mark;
-use crate::model::resource::{self as r, Resource, Spec};
+use crate::model::resource::{self as r, Resource, ResourceId, RouteFamily, Spec};
 use futures::stream::{self, StreamExt};
 use ipnetwork::IpNetwork;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -24,23 +24,23 @@ const PARALLEL: usize = 64;
 /// Earlier knowledge of each resource, by address: the state's, else the desired one. Indexed
 /// once, so that scanning a namespace costs what is in it, not what the project holds.
 pub struct Templates<'a> {
-    by_address: HashMap<&'a str, &'a Resource>,
+    by_address: HashMap<&'a ResourceId, &'a Resource>,
     /// Bridge name → the lowest address of a bridge of that name.
-    bridges: HashMap<&'a str, &'a str>,
+    bridges: HashMap<&'a str, &'a ResourceId>,
     vips: VipIndex<'a>,
 }
 
 impl<'a> Templates<'a> {
     pub fn new(state: &'a [Resource], desired: &'a [Resource]) -> Self {
-        let mut by_address: HashMap<&str, &Resource> =
-            desired.iter().map(|r| (r.address.as_str(), r)).collect();
-        by_address.extend(state.iter().map(|r| (r.address.as_str(), r)));
+        let mut by_address: HashMap<&ResourceId, &Resource> =
+            desired.iter().map(|r| (&r.address, r)).collect();
+        by_address.extend(state.iter().map(|r| (&r.address, r)));
         let mut known: Vec<&Resource> = by_address.values().copied().collect();
         known.sort_by(|a, b| a.address.cmp(&b.address));
         let mut bridges = HashMap::new();
         for r in &known {
             if let Spec::Bridge(b) = &r.spec {
-                bridges.entry(b.name.as_str()).or_insert(r.address.as_str());
+                bridges.entry(b.name.as_str()).or_insert(&r.address);
             }
         }
         let vips = vip_index(known.iter().filter_map(|r| match &r.spec {
@@ -54,18 +54,18 @@ impl<'a> Templates<'a> {
         }
     }
 
-    fn get(&self, address: &str) -> Option<&'a Resource> {
+    fn get(&self, address: &ResourceId) -> Option<&'a Resource> {
         self.by_address.get(address).copied()
     }
 
-    fn depends_on(&self, address: &str) -> Vec<String> {
+    fn depends_on(&self, address: &ResourceId) -> Vec<ResourceId> {
         self.get(address)
             .map(|r| r.depends_on.clone())
             .unwrap_or_default()
     }
 
     /// The address of the bridge called `name`, if one is known.
-    fn bridge_named(&self, name: &str) -> Option<&'a str> {
+    fn bridge_named(&self, name: &str) -> Option<&'a ResourceId> {
         self.bridges.get(name).copied()
     }
 
@@ -98,13 +98,13 @@ pub async fn observe<M: Machine>(
     let ours = |l: &KLink| match l.alias.as_deref().filter(|a| !a.is_empty()) {
         Some(alias) => parse_mark(alias)
             .filter(|(p, _)| *p == k.project)
-            .map(|(_, a)| a.to_string()),
+            .map(|(_, a)| a),
         // A bridge made by a run killed before it set the mark: its MAC proves it ours (see
         // Kernel::owner_mac). Unmarked veth host ends need no such care: they go with their
         // peer, which lives in one of the project's namespaces.
         None if l.kind == LinkKind::Bridge && l.mac == Some(k.owner_mac(&l.name)) => Some(
             t.bridge_named(&l.name)
-                .map_or_else(|| format!("network.{}", l.name), str::to_string),
+                .map_or_else(|| ResourceId::network(&l.name), Clone::clone),
         ),
         None => None,
     };
@@ -112,7 +112,7 @@ pub async fn observe<M: Machine>(
         .iter()
         .map(|l| (l.index, l.name.as_str()))
         .collect();
-    let mut host_ends: HashMap<String, HostEnd> = HashMap::new();
+    let mut host_ends: HashMap<ResourceId, HostEnd> = HashMap::new();
     for l in &host_links {
         let Some(address) = ours(l) else { continue };
         match l.kind {
@@ -153,7 +153,16 @@ pub async fn observe<M: Machine>(
         out.extend(scanned?);
     }
     out.extend(orphan_host_ends(&t, &out, &host_ends));
-    out.extend(table(k, &t, None, "firewall.host", &host_table(&k.project)).await?);
+    out.extend(
+        table(
+            k,
+            &t,
+            None,
+            &ResourceId::HostFirewall,
+            &host_table(&k.project),
+        )
+        .await?,
+    );
     out.extend(
         state
             .iter()
@@ -180,12 +189,12 @@ pub async fn observe<M: Machine>(
 fn orphan_host_ends(
     t: &Templates,
     found: &[Resource],
-    host_ends: &HashMap<String, HostEnd>,
+    host_ends: &HashMap<ResourceId, HostEnd>,
 ) -> Vec<Resource> {
-    let found: HashSet<&str> = found.iter().map(|r| r.address.as_str()).collect();
+    let found: HashSet<&ResourceId> = found.iter().map(|r| &r.address).collect();
     let mut orphans: Vec<Resource> = host_ends
         .iter()
-        .filter(|(address, _)| !found.contains(address.as_str()))
+        .filter(|(address, _)| !found.contains(address))
         .map(|(address, (name, master, mtu))| {
             let mut link = match t.get(address).map(|r| &r.spec) {
                 Some(Spec::Link(x)) => x.clone(),
@@ -207,13 +216,16 @@ fn orphan_host_ends(
     orphans
 }
 
-fn bridge(t: &Templates, address: &str, l: &KLink, addrs: &[(u32, IpNetwork)]) -> Resource {
+fn bridge(t: &Templates, address: &ResourceId, l: &KLink, addrs: &[(u32, IpNetwork)]) -> Resource {
     let gateways: Vec<IpNetwork> = addrs
         .iter()
         .filter(|(i, a)| *i == l.index && !link_local(a))
         .map(|(_, a)| *a)
         .collect();
-    let network = address.trim_start_matches("network.").to_string();
+    let network = match address {
+        ResourceId::Network(key) => key.clone(),
+        other => other.to_string(),
+    };
     let mut b = match t.get(address).map(|r| &r.spec) {
         Some(Spec::Bridge(b)) => b.clone(),
         _ => r::Bridge {
@@ -235,7 +247,7 @@ fn bridge(t: &Templates, address: &str, l: &KLink, addrs: &[(u32, IpNetwork)]) -
         .collect();
     b.gateways = gateways;
     Resource {
-        address: address.to_string(),
+        address: address.clone(),
         spec: Spec::Bridge(b),
         depends_on: t.depends_on(address),
     }
@@ -250,26 +262,26 @@ async fn namespace<M: Machine>(
     k: &Kernel<M>,
     t: &Templates<'_>,
     ns: &str,
-    host_ends: &HashMap<String, HostEnd>,
+    host_ends: &HashMap<ResourceId, HostEnd>,
 ) -> Result<Vec<Resource>, KernelError> {
     let nl = k.netns(ns).await?;
     let links = nl.links().await?;
-    let Some(ns_address) = links
+    let Some((_, ResourceId::Replica(replica))) = links
         .iter()
         .find(|l| l.index == LOOPBACK_INDEX)
         .and_then(|l| l.alias.as_deref())
         .and_then(parse_mark)
         .filter(|(p, _)| *p == k.project)
-        .map(|(_, a)| a.to_string())
     else {
         return Ok(Vec::new());
     };
-    let table_address = format!("{ns_address}.firewall");
+    let ns_address = ResourceId::Replica(replica.clone());
+    let table_address = ResourceId::ReplicaFirewall(replica.clone());
     let (addrs, routes, itself, files, table) = futures::try_join!(
         nl.addresses(),
         nl.routes(),
         namespace_resource(k, t, ns, &ns_address),
-        files(k, t, ns, &ns_address),
+        files(k, t, ns, ResourceId::Files(replica.clone())),
         table(k, t, Some(ns), &table_address, REPLICA_TABLE),
     )?;
     let mut out = vec![itself];
@@ -282,18 +294,18 @@ async fn namespace<M: Machine>(
         else {
             continue;
         };
-        out.push(link(t, ns, address, l, &addrs, host_ends.get(address)));
+        out.push(link(t, ns, &address, l, &addrs, host_ends.get(&address)));
     }
     for route in routes.into_iter().filter(|r| r.dst.prefix() == 0) {
         let (Some(gateway), Some(oif)) = (route.gateway, route.oif) else {
             continue;
         };
-        let suffix = if route.dst.is_ipv4() {
-            "default"
+        let family = if route.dst.is_ipv4() {
+            RouteFamily::V4
         } else {
-            "default6"
+            RouteFamily::V6
         };
-        let address = format!("{ns_address}.route.{suffix}");
+        let address = ResourceId::Route(replica.clone(), family);
         let ifname = links
             .iter()
             .find(|l| l.index == oif)
@@ -338,7 +350,7 @@ async fn namespace_resource<M: Machine>(
     k: &Kernel<M>,
     t: &Templates<'_>,
     ns: &str,
-    address: &str,
+    address: &ResourceId,
 ) -> Result<Resource, KernelError> {
     let mut n = match t.get(address).map(|r| &r.spec) {
         Some(Spec::Namespace(n)) => n.clone(),
@@ -352,7 +364,7 @@ async fn namespace_resource<M: Machine>(
     n.name = ns.to_string();
     read_sysctls(k, Some(ns), &mut n.sysctls).await?;
     Ok(Resource {
-        address: address.to_string(),
+        address: address.clone(),
         spec: Spec::Namespace(n),
         depends_on: t.depends_on(address),
     })
@@ -361,7 +373,7 @@ async fn namespace_resource<M: Machine>(
 fn link(
     t: &Templates,
     ns: &str,
-    address: &str,
+    address: &ResourceId,
     l: &KLink,
     addrs: &[(u32, IpNetwork)],
     host_end: Option<&HostEnd>,
@@ -392,17 +404,26 @@ fn link(
         link.bridge = host_end.and_then(|h| h.1.clone());
     }
     Resource {
-        address: address.to_string(),
+        address: address.clone(),
         spec: Spec::Link(link),
         depends_on: t.depends_on(address),
     }
 }
 
 /// A link of ours that neither the state nor the file knows: what its address tells.
-fn unknown_link(address: &str, link_type: r::LinkType, ns: &str) -> r::Link {
+fn unknown_link(address: &ResourceId, link_type: r::LinkType, ns: &str) -> r::Link {
+    let network = match address {
+        ResourceId::Link(_, network) => network.clone(),
+        other => other
+            .to_string()
+            .rsplit('.')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    };
     r::Link {
         link_type,
-        network: address.rsplit('.').next().unwrap_or_default().to_string(),
+        network,
         namespace: ns.to_string(),
         ifname: String::new(),
         host_ifname: None,
@@ -419,7 +440,7 @@ async fn files<M: Machine>(
     k: &Kernel<M>,
     t: &Templates<'_>,
     ns: &str,
-    ns_address: &str,
+    address: ResourceId,
 ) -> Result<Option<Resource>, KernelError> {
     let (hosts, resolv_conf) =
         futures::try_join!(k.read_file(ns, "hosts"), k.read_file(ns, "resolv.conf"))?;
@@ -430,7 +451,6 @@ async fn files<M: Machine>(
         text.map(|s| s.lines().map(String::from).collect::<Vec<_>>())
             .unwrap_or_default()
     };
-    let address = format!("{ns_address}.files");
     let spec = Spec::Files(r::NetnsFiles {
         namespace: ns.to_string(),
         hosts: lines(hosts),
@@ -450,7 +470,7 @@ async fn table<M: Machine>(
     k: &Kernel<M>,
     t: &Templates<'_>,
     ns: Option<&str>,
-    address: &str,
+    address: &ResourceId,
     name: &str,
 ) -> Result<Option<Resource>, KernelError> {
     let Some(tags) = k.table_tags(ns, name).await? else {
@@ -503,7 +523,7 @@ async fn table<M: Machine>(
     fw.chains.retain(|c| tags.iter().any(|(n, _)| n == &c.name));
     read_sysctls(k, ns, &mut fw.sysctls).await?;
     Ok(Some(Resource {
-        address: address.to_string(),
+        address: address.clone(),
         spec: Spec::Firewall(fw),
         depends_on: t.depends_on(address),
     }))

@@ -1,16 +1,15 @@
 //! Diffing two sets of resources by address.
 
 use super::{Action, Change};
-use crate::model::{Resource, Spec};
-use serde_json::{Map, Value};
-use std::collections::HashMap;
+use crate::model::{Resource, ResourceId, Spec};
+use std::collections::{HashMap, HashSet};
 
 /// Changes that turn `before` into `after`, sorted by address.
 pub fn diff(before: &[Resource], after: &[Resource]) -> Vec<Change> {
-    let old: HashMap<&str, &Resource> = before.iter().map(|r| (r.address.as_str(), r)).collect();
+    let old: HashMap<&ResourceId, &Resource> = before.iter().map(|r| (&r.address, r)).collect();
     let mut changes = Vec::new();
     for new in after {
-        match old.get(new.address.as_str()) {
+        match old.get(&new.address) {
             None => changes.push(change(
                 new,
                 vec![Action::Create],
@@ -22,11 +21,8 @@ pub fn diff(before: &[Resource], after: &[Resource]) -> Vec<Change> {
             Some(prev) => changes.push(compare(prev, new)),
         }
     }
-    let current: HashMap<&str, ()> = after.iter().map(|r| (r.address.as_str(), ())).collect();
-    for prev in before
-        .iter()
-        .filter(|r| !current.contains_key(r.address.as_str()))
-    {
+    let current: HashSet<&ResourceId> = after.iter().map(|r| &r.address).collect();
+    for prev in before.iter().filter(|r| !current.contains(&r.address)) {
         changes.push(change(
             prev,
             vec![Action::Delete],
@@ -40,8 +36,7 @@ pub fn diff(before: &[Resource], after: &[Resource]) -> Vec<Change> {
 }
 
 fn compare(prev: &Resource, new: &Resource) -> Change {
-    let (a, b) = (to_map(&prev.spec), to_map(&new.spec));
-    if prev.spec.kind() != new.spec.kind() {
+    let Some(forcing) = prev.spec.replacement_fields(&new.spec) else {
         let reason = format!(
             "kind changed from {} to {}",
             prev.spec.kind(),
@@ -54,14 +49,7 @@ fn compare(prev: &Resource, new: &Resource) -> Change {
             Some(&new.spec),
             Some(reason),
         );
-    }
-    let forcing: Vec<&str> = new
-        .spec
-        .forces_replacement()
-        .iter()
-        .copied()
-        .filter(|k| a.get(*k) != b.get(*k))
-        .collect();
+    };
     if forcing.is_empty() {
         change(
             new,
@@ -71,7 +59,8 @@ fn compare(prev: &Resource, new: &Resource) -> Change {
             None,
         )
     } else {
-        let reason = format!("{} changed (cannot change in place)", forcing.join(", "));
+        let names: Vec<String> = forcing.iter().map(ToString::to_string).collect();
+        let reason = format!("{} changed (cannot change in place)", names.join(", "));
         change(
             new,
             vec![Action::Delete, Action::Create],
@@ -79,13 +68,6 @@ fn compare(prev: &Resource, new: &Resource) -> Change {
             Some(&new.spec),
             Some(reason),
         )
-    }
-}
-
-fn to_map(spec: &Spec) -> Map<String, Value> {
-    match serde_json::to_value(spec) {
-        Ok(Value::Object(m)) => m,
-        _ => Map::new(),
     }
 }
 
@@ -104,5 +86,55 @@ fn change(
         before: value(before),
         after: value(after),
         reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::resource::{Link, LinkType, ReplicaId};
+
+    fn link(ifname: &str, bridge: &str) -> Resource {
+        Resource {
+            address: ResourceId::Link(ReplicaId::new("web", 1), "front".into()),
+            spec: Spec::Link(Link {
+                link_type: LinkType::Veth,
+                network: "front".into(),
+                namespace: "p-web-1".into(),
+                ifname: ifname.into(),
+                host_ifname: Some("nc0".into()),
+                bridge: Some(bridge.into()),
+                parent: None,
+                mode: None,
+                mac: "02:00:00:00:00:01".into(),
+                addresses: vec![],
+                mtu: 1500,
+            }),
+            depends_on: vec![],
+        }
+    }
+
+    #[test]
+    fn names_the_fields_that_force_a_replacement_in_order() {
+        let old = link("eth0", "br0");
+        let mut moved = link("eth1", "br1");
+        let [c] = &diff(std::slice::from_ref(&old), std::slice::from_ref(&moved))[..] else {
+            panic!("one change expected");
+        };
+        assert_eq!(c.actions, [Action::Delete, Action::Create]);
+        assert_eq!(
+            c.reason.as_deref(),
+            Some("ifname, bridge changed (cannot change in place)")
+        );
+        if let Spec::Link(l) = &mut moved.spec {
+            l.ifname = "eth0".into();
+            l.bridge = Some("br0".into());
+            l.mtu = 9000;
+        }
+        let [c] = &diff(&[old], &[moved])[..] else {
+            panic!("one change expected");
+        };
+        assert_eq!(c.actions, [Action::Update]);
+        assert_eq!(c.reason, None);
     }
 }

@@ -8,7 +8,7 @@ pub mod render;
 pub use diff::diff;
 
 use crate::daemon::DaemonConfig;
-use crate::model::{Desired, Resource};
+use crate::model::{Desired, Resource, ResourceId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -26,7 +26,7 @@ pub enum Action {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Change {
-    pub address: String,
+    pub address: ResourceId,
     pub kind: String,
     /// `["create"]`, `["update"]`, `["delete"]`, or `["delete", "create"]` for a replacement.
     pub actions: Vec<Action>,

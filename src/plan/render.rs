@@ -4,6 +4,7 @@
 
 use super::{Change, Plan};
 use crate::firewall::rule::Chain;
+use crate::model::ResourceId;
 use serde_json::Value;
 use std::fmt::Write;
 
@@ -54,7 +55,11 @@ pub fn render(plan: &Plan, color: bool) -> String {
         out.push('\n');
     }
     let mut changes: Vec<&Change> = plan.resource_changes.iter().collect();
-    changes.sort_by_key(|c| (group(&c.address), c.address.as_str()));
+    changes.sort_by(|a, b| {
+        group(&a.address)
+            .cmp(&group(&b.address))
+            .then_with(|| a.address.cmp(&b.address))
+    });
     for c in changes {
         block(&mut out, c, &st);
     }
@@ -72,12 +77,17 @@ pub fn render(plan: &Plan, color: bool) -> String {
 }
 
 /// Networks first, then services, then what is derived from both.
-fn group(address: &str) -> u8 {
-    match address.split('.').next() {
-        Some("network") => 0,
-        Some("service") => 1,
-        Some("dns") => 2,
-        _ => 3,
+fn group(address: &ResourceId) -> u8 {
+    match address {
+        ResourceId::Network(_) => 0,
+        ResourceId::Replica(_)
+        | ResourceId::Link(..)
+        | ResourceId::Route(..)
+        | ResourceId::Files(_)
+        | ResourceId::ReplicaFirewall(_)
+        | ResourceId::Vip { .. } => 1,
+        ResourceId::Dns(_) => 2,
+        ResourceId::HostFirewall | ResourceId::Daemon => 3,
     }
 }
 
@@ -100,7 +110,7 @@ fn block(out: &mut String, c: &Change, st: &Style) {
         out,
         "  {} {} ({}){}",
         st.paint(code, symbol),
-        st.paint("1", &c.address),
+        st.paint("1", &c.address.to_string()),
         c.kind,
         reason
     );

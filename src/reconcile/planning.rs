@@ -100,7 +100,7 @@ fn daemon_drift(project: &ProjectName, live: &[Resource]) -> Option<Change> {
         crate::daemon::Status::Running { .. } => false,
     };
     (up && stopped).then(|| Change {
-        address: "daemon".into(),
+        address: crate::model::ResourceId::Daemon,
         kind: "daemon".into(),
         actions: vec![Action::Create],
         before: None,

@@ -61,19 +61,34 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 /// times would stack two mounts. Serialize sandbox setup and teardown within the process.
 static SETUP: Mutex<()> = Mutex::new(());
 
-/// Whether we run as root; tests print a notice and return early when not.
+/// Whether we run as root.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// `if !require_root("name") { return; }` at the top of a test.
-pub fn require_root(test: &str) -> bool {
-    if is_root() {
-        true
-    } else {
-        eprintln!("skipping {test}: needs root (network and mount namespaces)");
-        false
-    }
+/// `require_root("name");` at the top of a test that builds namespaces: without root it fails,
+/// saying so, rather than passing without having run.
+pub fn require_root(test: &str) {
+    assert!(
+        is_root(),
+        "{test} needs root (it builds network and mount namespaces): run the integration tests \
+         as root, e.g. `sudo -E env PATH=$PATH cargo test --test {file}`; `cargo test --lib` needs \
+         no root",
+        file = test_file(),
+    );
+}
+
+/// The name of the integration test binary running (`apply` for tests/apply.rs).
+fn test_file() -> String {
+    std::env::args()
+        .next()
+        .as_deref()
+        .and_then(|exe| Path::new(exe).file_name()?.to_str().map(str::to_string))
+        .map(|name| {
+            name.rsplit_once('-')
+                .map_or(name.clone(), |(base, _)| base.to_string())
+        })
+        .unwrap_or_else(|| "NAME".to_string())
 }
 
 /// Shell script run by the holder inside its fresh private mount namespace.
