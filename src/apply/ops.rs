@@ -4,11 +4,11 @@
 
 use super::kernel::Kernel;
 use super::ApplyError;
+use crate::ipam::mac::parse_mac;
 use crate::kernel::netlink::{
     Link as KLink, MacvlanMode, MacvlanSpec, Netlink, VethSpec, LOOPBACK_INDEX,
 };
 use crate::kernel::{nft, sysctl, KernelError};
-use crate::model::mac::parse_mac;
 use crate::model::resource::{
     Bridge, Firewall, Link, LinkType, Namespace, NetnsFiles, Resource, Route, Spec,
 };

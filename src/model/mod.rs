@@ -3,11 +3,9 @@
 //! from the machine (previous allocations, subnets in use, host nameservers) comes in
 //! [`Context`].
 
-pub mod demand;
 mod dns;
 pub mod endpoints;
 mod files;
-pub mod mac;
 pub mod names;
 pub mod ports;
 pub mod resource;
@@ -28,7 +26,15 @@ pub struct Context {
     /// The host's upstream nameservers, for replicas' resolv.conf.
     pub host_nameservers: Vec<String>,
     /// Sockets bound on the host, which published ports must not collide with.
-    pub listening: Vec<crate::observe::host::Listening>,
+    pub listening: Vec<Listening>,
+}
+
+/// A socket bound on the host: protocol, address and port.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Listening {
+    pub protocol: crate::spec::Protocol,
+    pub addr: std::net::IpAddr,
+    pub port: u16,
 }
 
 /// The desired state of a project.

@@ -1,6 +1,7 @@
 //! Host facts read from procfs and /etc, readable by any user: the routing table (so that no
 //! automatic subnet collides with a network the host reaches) and the upstream nameservers.
 
+use crate::model::Listening;
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -86,55 +87,6 @@ pub fn parse_resolv_conf(text: &str) -> Vec<String> {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_proc_routes() {
-        let v4 = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\neth0\t00000000\t0100A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\neth0\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
-        let r = parse_v4(v4);
-        assert_eq!(r[1].destination.to_string(), "192.168.0.0/24");
-        assert_eq!(r[1].device, "eth0");
-        let v6 = "fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001 br0\n";
-        assert_eq!(parse_v6(v6)[0].destination.to_string(), "fd00::/64");
-    }
-
-    #[test]
-    fn parses_proc_sockets() {
-        let tcp = "  sl  local_address rem_address   st\n   0: 0100007F:1F90 00000000:0000 0A 0\n   1: 0100007F:1F91 00000000:0000 01 0\n";
-        let l = parse_sockets(tcp, crate::spec::Protocol::Tcp, false);
-        assert_eq!(l.len(), 1);
-        assert_eq!(
-            (l[0].addr.to_string(), l[0].port),
-            ("127.0.0.1".to_string(), 8080)
-        );
-        let tcp6 = "  sl  local_address rem_address   st\n   0: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 0\n";
-        assert_eq!(
-            parse_sockets(tcp6, crate::spec::Protocol::Tcp, true)[0]
-                .addr
-                .to_string(),
-            "::"
-        );
-    }
-
-    #[test]
-    fn resolv_conf() {
-        assert_eq!(
-            parse_resolv_conf("# x\nnameserver 10.0.0.1\nsearch a\nnameserver ::1\n"),
-            ["10.0.0.1", "::1"]
-        );
-    }
-}
-
-/// A socket bound on the host: protocol, address and port.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Listening {
-    pub protocol: crate::spec::Protocol,
-    pub addr: std::net::IpAddr,
-    pub port: u16,
-}
-
 /// TCP sockets in LISTEN and bound UDP sockets of this namespace (/proc/net/{tcp,udp}{,6}).
 pub fn listening() -> Vec<Listening> {
     use crate::spec::Protocol;
@@ -191,4 +143,45 @@ fn proc_v6(hex: &str) -> Option<std::net::IpAddr> {
         chunk.copy_from_slice(&word.to_ne_bytes());
     }
     Some(std::net::IpAddr::V6(Ipv6Addr::from(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_routes() {
+        let v4 = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\neth0\t00000000\t0100A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\neth0\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        let r = parse_v4(v4);
+        assert_eq!(r[1].destination.to_string(), "192.168.0.0/24");
+        assert_eq!(r[1].device, "eth0");
+        let v6 = "fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001 br0\n";
+        assert_eq!(parse_v6(v6)[0].destination.to_string(), "fd00::/64");
+    }
+
+    #[test]
+    fn parses_proc_sockets() {
+        let tcp = "  sl  local_address rem_address   st\n   0: 0100007F:1F90 00000000:0000 0A 0\n   1: 0100007F:1F91 00000000:0000 01 0\n";
+        let l = parse_sockets(tcp, crate::spec::Protocol::Tcp, false);
+        assert_eq!(l.len(), 1);
+        assert_eq!(
+            (l[0].addr.to_string(), l[0].port),
+            ("127.0.0.1".to_string(), 8080)
+        );
+        let tcp6 = "  sl  local_address rem_address   st\n   0: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 0\n";
+        assert_eq!(
+            parse_sockets(tcp6, crate::spec::Protocol::Tcp, true)[0]
+                .addr
+                .to_string(),
+            "::"
+        );
+    }
+
+    #[test]
+    fn resolv_conf() {
+        assert_eq!(
+            parse_resolv_conf("# x\nnameserver 10.0.0.1\nsearch a\nnameserver ::1\n"),
+            ["10.0.0.1", "::1"]
+        );
+    }
 }
