@@ -8,9 +8,9 @@ mod ops;
 
 pub use kernel::{Kernel, ETC_NETNS};
 
-use crate::firewall::replica::expand_all;
 use crate::graph;
 use crate::kernel::KernelError;
+use crate::model::tables::replica::expand_all;
 use crate::model::{Resource, Spec};
 use crate::plan::{Action, Change};
 use futures::stream::{self, StreamExt};

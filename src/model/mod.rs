@@ -9,6 +9,7 @@ mod files;
 pub mod names;
 pub mod ports;
 pub mod resource;
+pub mod tables;
 
 use crate::ipam::{self, Allocations, IpamError, SubnetPools, Taken};
 use crate::spec::Project;
@@ -68,10 +69,9 @@ pub fn build(project: &Project, ctx: &Context) -> Result<Desired, Vec<IpamError>
         })
         .collect();
     let publish = ports::publications(project, &index, &bridges);
-    let dispatch = crate::firewall::vip::Dispatch::new(vip_specs.iter().copied());
-    let mut resources =
-        crate::firewall::host::resources(&project.name, &bridges, &dispatch, &publish);
-    resources.extend(crate::firewall::replica::resources(
+    let dispatch = tables::vip::Dispatch::new(vip_specs.iter().copied());
+    let mut resources = tables::host::resources(&project.name, &bridges, &dispatch, &publish);
+    resources.extend(tables::replica::resources(
         project, &replicas, &index, &vip_specs,
     ));
     resources.extend(endpoints::namespace_resources(

@@ -6,12 +6,12 @@
 
 use crate::apply::{Kernel, ETC_NETNS};
 use crate::firewall::host_table;
-use crate::firewall::replica::{expand, vip_index, REPLICA_TABLE};
 use crate::ipam::mac::format_mac;
 use crate::kernel::netlink::{Link as KLink, LinkKind, Netlink, LOOPBACK_INDEX};
 use crate::kernel::{nfnl, nft, sysctl, KernelError};
 use crate::model::names::parse_mark;
 use crate::model::resource::{self as r, Resource, Spec};
+use crate::model::tables::replica::{expand, vip_index, REPLICA_TABLE};
 use ipnetwork::IpNetwork;
 use std::collections::{BTreeMap, HashMap};
 
