@@ -9,8 +9,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-/// Where replica files for `ip netns exec` live.
-pub const ETC_NETNS: &str = "/etc/netns";
+pub use crate::kernel::ETC_NETNS;
 
 pub struct Kernel {
     pub project: String,

@@ -254,7 +254,7 @@ pub fn build(
     DaemonConfig {
         project: project.name.clone(),
         netns_dir: PathBuf::from(crate::kernel::netns::DEFAULT_DIR),
-        etc_netns: PathBuf::from(crate::apply::ETC_NETNS),
+        etc_netns: PathBuf::from(crate::kernel::ETC_NETNS),
         working_dir,
         networks,
         namespaces,

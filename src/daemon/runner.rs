@@ -123,7 +123,7 @@ impl Runner {
             events,
             log,
             netns_dir: PathBuf::from(crate::kernel::netns::DEFAULT_DIR),
-            etc_netns: PathBuf::from(crate::apply::ETC_NETNS),
+            etc_netns: PathBuf::from(crate::kernel::ETC_NETNS),
             working_dir: PathBuf::from("/"),
             shutting_down: false,
         }

@@ -27,7 +27,7 @@ use std::fmt;
 use std::io;
 
 pub use netlink::{Link, LinkKind, MacvlanMode, MacvlanSpec, Netlink, Route, VethSpec, VxlanSpec};
-pub use netns::NetnsDir;
+pub use netns::{NetnsDir, ETC_NETNS};
 
 /// A broad classification of a [`KernelError`], for callers that need to branch
 /// (idempotent create: `Exists` is fine; idempotent delete: `NotFound` is fine).

@@ -38,6 +38,9 @@ use super::{Ctx, KernelError};
 /// The directory iproute2 uses for named network namespaces.
 pub const DEFAULT_DIR: &str = "/run/netns";
 
+/// Where iproute2's `ip netns exec` finds a namespace's own files (hosts, resolv.conf).
+pub const ETC_NETNS: &str = "/etc/netns";
+
 /// The current thread's network namespace, as seen through procfs.
 pub const THREAD_SELF_NET: &str = "/proc/thread-self/ns/net";
 
