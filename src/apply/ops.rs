@@ -4,11 +4,12 @@
 
 use super::kernel::Kernel;
 use super::ApplyError;
+use crate::firewall::rule::kernel_chains;
 use crate::ipam::mac::parse_mac;
 use crate::kernel::netlink::{
     Link as KLink, MacvlanMode, MacvlanSpec, Netlink, VethSpec, LOOPBACK_INDEX,
 };
-use crate::kernel::{nft, sysctl, KernelError};
+use crate::kernel::{nfnl, nft, sysctl, KernelError};
 use crate::model::resource::{
     Bridge, Firewall, Link, LinkType, Namespace, NetnsFiles, Resource, Route, Spec,
 };
@@ -82,7 +83,10 @@ pub async fn delete(k: &Kernel, r: &Resource) -> Result<()> {
         Spec::Files(f) => remove_files(k, a, f).await,
         Spec::Firewall(f) => {
             let (dir, ns, table) = (k.dir.clone(), f.namespace.clone(), f.table.clone());
-            blocking(a, move || nft::delete_table(&dir, ns.as_deref(), &table)).await
+            blocking(a, move || {
+                nfnl::delete_table(&dir, ns.as_deref(), &table).map(|_| ())
+            })
+            .await
         }
         Spec::Macvlan(_) | Spec::External(_) | Spec::Vip(_) | Spec::Dns(_) => Ok(()),
     }
@@ -533,13 +537,13 @@ async fn load_firewall(k: &Kernel, a: &str, old: Option<&Firewall>, f: &Firewall
         k.dir.clone(),
         f.namespace.clone(),
         f.table.clone(),
-        f.chains.clone(),
+        kernel_chains(&f.chains),
         f.sysctls.clone(),
     );
     // A table holding rules we did not write is reloaded whole; else only changed chains.
     let old_chains = old
         .filter(|o| o.foreign_rules.is_empty())
-        .map(|o| o.chains.clone());
+        .map(|o| kernel_chains(&o.chains));
     blocking(a, move || {
         for (key, value) in &sysctls {
             sysctl::write_in(&dir, ns.as_deref(), key, value)?;

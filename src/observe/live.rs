@@ -6,9 +6,10 @@
 
 use crate::apply::{Kernel, ETC_NETNS};
 use crate::firewall::host_table;
+use crate::firewall::rule::rule_tag;
 use crate::ipam::mac::format_mac;
 use crate::kernel::netlink::{Link as KLink, LinkKind, Netlink, LOOPBACK_INDEX};
-use crate::kernel::{nfnl, nft, sysctl, KernelError};
+use crate::kernel::{nfnl, sysctl, KernelError};
 use crate::model::names::parse_mark;
 use crate::model::resource::{self as r, Resource, Spec};
 use crate::model::tables::replica::{expand, vip_index, REPLICA_TABLE};
@@ -419,10 +420,8 @@ async fn table(
     name: &str,
 ) -> Result<Option<Resource>, KernelError> {
     let (dir, owned_ns, owned_name) = (k.dir.clone(), ns.map(str::to_string), name.to_string());
-    // Over nfnetlink (no process per namespace); through `nft` if that fails for any reason.
     let tags = tokio::task::spawn_blocking(move || {
         nfnl::table_tags(&dir, owned_ns.as_deref(), &owned_name)
-            .or_else(|_| nft::table_tags(&dir, owned_ns.as_deref(), &owned_name))
     })
     .await
     .map_err(|e| crate::kernel::Ctx::new("list table", name, ns).invalid(e.to_string()))??;
@@ -445,7 +444,7 @@ async fn table(
     let expected = expand(&fw, &vip_index(vips.iter().copied()));
     let tag_sets: Vec<(&str, Vec<String>)> = expected
         .iter()
-        .map(|c| (c.name.as_str(), c.rules.iter().map(nft::rule_tag).collect()))
+        .map(|c| (c.name.as_str(), c.rules.iter().map(rule_tag).collect()))
         .collect();
     let known: Vec<&String> = tag_sets.iter().flat_map(|(_, t)| t).collect();
     fw.foreign_rules = tags
@@ -470,7 +469,7 @@ async fn table(
     }
     for chain in fw.chains.iter_mut() {
         let live = live_of(&chain.name);
-        chain.rules.retain(|r| live.contains(&nft::rule_tag(r)));
+        chain.rules.retain(|r| live.contains(&rule_tag(r)));
     }
     fw.chains.retain(|c| tags.iter().any(|(n, _)| n == &c.name));
     for (key, value) in fw.sysctls.iter_mut() {
