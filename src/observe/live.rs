@@ -233,7 +233,7 @@ async fn namespace(
         return Ok(Vec::new());
     };
     let addrs = nl.addresses().await?;
-    let mut out = vec![namespace_resource(k, t, ns, &ns_address)];
+    let mut out = vec![namespace_resource(k, t, ns, &ns_address)?];
     for l in links.iter().filter(|l| l.index != LOOPBACK_INDEX) {
         let Some((_, address)) = l
             .alias
@@ -295,7 +295,12 @@ async fn namespace(
     Ok(out)
 }
 
-fn namespace_resource(k: &Kernel, t: &Templates, ns: &str, address: &str) -> Resource {
+fn namespace_resource(
+    k: &Kernel,
+    t: &Templates,
+    ns: &str,
+    address: &str,
+) -> Result<Resource, KernelError> {
     let template = t.get(address);
     let mut n = match template.map(|r| &r.spec) {
         Some(Spec::Namespace(n)) => n.clone(),
@@ -308,14 +313,22 @@ fn namespace_resource(k: &Kernel, t: &Templates, ns: &str, address: &str) -> Res
     };
     n.name = ns.to_string();
     for (key, value) in n.sysctls.iter_mut() {
-        *value = sysctl::read_in(&k.dir, Some(ns), key)
-            .map(|v| v.trim().to_string())
-            .unwrap_or_default();
+        *value = read_sysctl(k, Some(ns), key)?;
     }
-    Resource {
+    Ok(Resource {
         address: address.to_string(),
         spec: Spec::Namespace(n),
         depends_on: template.map(|r| r.depends_on.clone()).unwrap_or_default(),
+    })
+}
+
+/// A sysctl's live value; empty when the kernel has no such key (its interface is gone), so
+/// that it shows as a difference. Any other failure is an error, not a value.
+fn read_sysctl(k: &Kernel, ns: Option<&str>, key: &str) -> Result<String, KernelError> {
+    match sysctl::read_in(&k.dir, ns, key) {
+        Ok(v) => Ok(v.trim().to_string()),
+        Err(e) if e.is_not_found() => Ok(String::new()),
+        Err(e) => Err(e),
     }
 }
 
@@ -473,9 +486,7 @@ async fn table(
     }
     fw.chains.retain(|c| tags.iter().any(|(n, _)| n == &c.name));
     for (key, value) in fw.sysctls.iter_mut() {
-        *value = sysctl::read_in(&k.dir, ns, key)
-            .map(|v| v.trim().to_string())
-            .unwrap_or_default();
+        *value = read_sysctl(k, ns, key)?;
     }
     let depends_on = t
         .get(address)
