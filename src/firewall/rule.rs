@@ -116,9 +116,6 @@ impl RuleBuilder {
     pub fn iif(self, n: &str) -> Self {
         self.with(Match::Iif(n.into()))
     }
-    pub fn not_iif(self, n: &str) -> Self {
-        self.with(Match::NotIif(n.into()))
-    }
     pub fn oif(self, n: &str) -> Self {
         self.with(Match::Oif(n.into()))
     }
@@ -127,9 +124,6 @@ impl RuleBuilder {
     }
     pub fn saddr(self, n: IpNetwork) -> Self {
         self.with(Match::Saddr(n))
-    }
-    pub fn not_saddr(self, n: IpNetwork) -> Self {
-        self.with(Match::NotSaddr(n))
     }
     pub fn daddr(self, n: IpNetwork) -> Self {
         self.with(Match::Daddr(n))

@@ -154,14 +154,6 @@ impl KernelError {
     pub fn netns(&self) -> Option<&str> {
         self.subject().netns.as_deref()
     }
-
-    /// The kernel's own explanation (netlink extended ack), when it gave one.
-    pub fn kernel_message(&self) -> Option<&str> {
-        match self {
-            KernelError::Os { extack, .. } => extack.as_deref(),
-            _ => None,
-        }
-    }
 }
 
 fn classify_io(e: &io::Error) -> ErrorKind {

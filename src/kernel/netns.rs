@@ -326,11 +326,6 @@ where
     }
 }
 
-/// Whether an open descriptor refers to a namespace (nsfs inode).
-pub fn is_namespace_fd(fd: BorrowedFd<'_>) -> bool {
-    matches!(fstatfs(fd), Ok(st) if st.filesystem_type() == NSFS_MAGIC)
-}
-
 /// The inode number of a namespace descriptor: two descriptors refer to the same namespace
 /// exactly when their inodes (and devices) are equal.
 pub fn namespace_id(fd: BorrowedFd<'_>) -> Result<u64, KernelError> {
