@@ -281,7 +281,7 @@ async fn namespace(
             depends_on,
         });
     }
-    out.extend(files(t, ns, &ns_address));
+    out.extend(files(t, ns, &ns_address)?);
     out.extend(
         table(
             k,
@@ -390,16 +390,21 @@ fn unknown_link(address: &str, link_type: r::LinkType, ns: &str) -> r::Link {
     }
 }
 
-fn files(t: &Templates, ns: &str, ns_address: &str) -> Option<Resource> {
+/// The replica's files under /etc/netns; None when neither is there. A file that is there but
+/// cannot be read is an error, not a missing file.
+fn files(t: &Templates, ns: &str, ns_address: &str) -> Result<Option<Resource>, KernelError> {
     let dir = std::path::Path::new(ETC_NETNS).join(ns);
     let read = |name: &str| {
-        std::fs::read_to_string(dir.join(name))
-            .ok()
-            .map(|s| s.lines().map(String::from).collect::<Vec<_>>())
+        let path = dir.join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(s) => Ok(Some(s.lines().map(String::from).collect::<Vec<_>>())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(crate::kernel::Ctx::new("read", path.display(), Some(ns)).os(e)),
+        }
     };
-    let (hosts, resolv_conf) = (read("hosts"), read("resolv.conf"));
+    let (hosts, resolv_conf) = (read("hosts")?, read("resolv.conf")?);
     if hosts.is_none() && resolv_conf.is_none() {
-        return None;
+        return Ok(None);
     }
     let address = format!("{ns_address}.files");
     let spec = Spec::Files(r::NetnsFiles {
@@ -411,11 +416,11 @@ fn files(t: &Templates, ns: &str, ns_address: &str) -> Option<Resource> {
         .get(&address)
         .map(|r| r.depends_on.clone())
         .unwrap_or_default();
-    Some(Resource {
+    Ok(Some(Resource {
         address,
         spec,
         depends_on,
-    })
+    }))
 }
 
 /// The host table.
