@@ -1,4 +1,5 @@
-//! The narrow kernel-facing layer: named network namespaces, rtnetlink and `net.*` sysctls.
+//! The narrow kernel-facing layer: named network namespaces, rtnetlink, `net.*` sysctls and
+//! nftables.
 //!
 //! Everything that touches the kernel for links, addresses and routes goes through this module,
 //! so that the planning logic never mixes with syscalls. It is deliberately small and mechanical:
@@ -11,6 +12,12 @@
 //! - [`netlink`]: [`netlink::Netlink`], an rtnetlink handle whose socket lives inside a given
 //!   namespace, with typed operations on links, addresses, routes, FDB and neighbours.
 //! - [`sysctl`]: read and write `net.*` sysctls inside a namespace.
+//! - [`nft`]: load nftables tables (inet) from a neutral description of chains and rules, in
+//!   one transaction; [`nfnl`]: read a table's chains and rule tags, and delete a table, over
+//!   nfnetlink.
+//!
+//! It imports nothing else of the crate: callers hand it plain descriptions, and it answers
+//! with errno-classified [`KernelError`]s ([`ErrorKind`]) rather than text to match.
 //!
 //! Threading rule: a thread's network namespace is per-thread state, so this module never calls
 //! `setns` on a caller's thread (in particular never on a tokio worker). Code that must run
