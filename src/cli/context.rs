@@ -38,7 +38,7 @@ pub fn planning(global: &Global, against: Option<&Path>) -> miette::Result<Plann
         Some(path) => against_file(global, &checked.project.name, path)?,
         None => from_state(&checked.project.name),
     };
-    let ctx = context(&checked, &baseline.allocations);
+    let ctx = context(&checked, &baseline.allocations)?;
     let desired = build(&checked, &ctx)?;
     if against.is_none() && super::live::is_root() {
         let live = super::live::observe_project(
@@ -121,7 +121,7 @@ fn against_file(global: &Global, project: &str, path: &Path) -> miette::Result<B
     opts.files = vec![path.to_path_buf()];
     opts.project_name = Some(project.to_string());
     let old = super::checked_with(&opts)?;
-    let ctx = context(&old, &Allocations::default());
+    let ctx = context(&old, &Allocations::default())?;
     let desired = build(&old, &ctx)?;
     Ok(Baseline {
         name,
@@ -153,7 +153,8 @@ fn saved_json(text: &str, name: String) -> miette::Result<Baseline> {
 }
 
 /// Routes of the host (but not this project's own bridges) and other projects' subnets.
-pub fn context(checked: &Checked, previous: &Allocations) -> Context {
+pub fn context(checked: &Checked, previous: &Allocations) -> miette::Result<Context> {
+    let host = |e: crate::observe::host::HostError| miette::miette!("{e}");
     let project = &checked.project;
     let own_bridges: Vec<String> = project
         .networks
@@ -162,6 +163,7 @@ pub fn context(checked: &Checked, previous: &Allocations) -> Context {
         .collect();
     let mut taken = Taken::default();
     for r in crate::observe::host::routes()
+        .map_err(host)?
         .into_iter()
         .filter(|r| !own_bridges.contains(&r.device))
     {
@@ -180,13 +182,13 @@ pub fn context(checked: &Checked, previous: &Allocations) -> Context {
             }
         }
     }
-    Context {
+    Ok(Context {
         previous: previous.clone(),
         taken,
         pools: Default::default(),
-        host_nameservers: crate::observe::host::nameservers(),
-        listening: crate::observe::host::listening(),
-    }
+        host_nameservers: crate::observe::host::nameservers().map_err(host)?,
+        listening: crate::observe::host::listening().map_err(host)?,
+    })
 }
 
 /// Build the desired state; IPAM failures become diagnostics at the network's key.

@@ -48,7 +48,7 @@ pub fn after_up(
     let cfg = daemon::config::build(
         &checked.project,
         desired,
-        &crate::observe::host::nameservers(),
+        &crate::observe::host::nameservers().map_err(|e| miette::miette!("{e}"))?,
         checked.working_dir.clone(),
     );
     sync(&cfg)

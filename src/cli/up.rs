@@ -44,7 +44,7 @@ pub fn run(global: &Global, args: &UpArgs) -> miette::Result<ExitCode> {
     let root = state_root();
     let desired: Desired = match (&saved, &checked) {
         (Some(p), _) => p.desired.clone(),
-        (None, Some(c)) => build(c, &context(c, &prior.allocations))?,
+        (None, Some(c)) => build(c, &context(c, &prior.allocations)?)?,
         (None, None) => return Err(miette::miette!("nothing to apply: no plan and no project")),
     };
     let observed = rt

@@ -1,5 +1,7 @@
 //! Host facts read from procfs and /etc, readable by any user: the routing table (so that no
-//! automatic subnet collides with a network the host reaches) and the upstream nameservers.
+//! automatic subnet collides with a network the host reaches), the listening sockets and the
+//! upstream nameservers. A file that does not exist holds nothing (no IPv6, no resolv.conf);
+//! one that exists but cannot be read is a [`HostError`], never an empty answer.
 
 use crate::model::Listening;
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
@@ -12,18 +14,33 @@ pub struct HostRoute {
     pub device: String,
 }
 
+/// A host file that exists but could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {path}: {source}")]
+pub struct HostError {
+    pub path: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// The text of `path`; empty when there is no such file.
+fn read(path: &str) -> Result<String, HostError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(source) => Err(HostError {
+            path: path.to_string(),
+            source,
+        }),
+    }
+}
+
 /// Every non-default route of the host's main table (IPv4 and IPv6).
-pub fn routes() -> Vec<HostRoute> {
-    let mut out = std::fs::read_to_string("/proc/net/route")
-        .map(|t| parse_v4(&t))
-        .unwrap_or_default();
-    out.extend(
-        std::fs::read_to_string("/proc/net/ipv6_route")
-            .map(|t| parse_v6(&t))
-            .unwrap_or_default(),
-    );
+pub fn routes() -> Result<Vec<HostRoute>, HostError> {
+    let mut out = parse_v4(&read("/proc/net/route")?);
+    out.extend(parse_v6(&read("/proc/net/ipv6_route")?));
     out.retain(|r| r.destination.prefix() > 0 && r.device != "lo");
-    out
+    Ok(out)
 }
 
 /// /proc/net/route: `Iface Destination Gateway Flags RefCnt Use Metric Mask ...`, addresses in
@@ -63,20 +80,15 @@ pub fn parse_v6(text: &str) -> Vec<HostRoute> {
 
 /// The host's upstream nameservers. When resolv.conf points at a local stub (systemd-resolved
 /// at 127.0.0.53), its real upstreams are in /run/systemd/resolve/resolv.conf.
-pub fn nameservers() -> Vec<String> {
-    let read = |p: &str| {
-        std::fs::read_to_string(p)
-            .map(|t| parse_resolv_conf(&t))
-            .unwrap_or_default()
-    };
-    let main = read("/etc/resolv.conf");
+pub fn nameservers() -> Result<Vec<String>, HostError> {
+    let main = parse_resolv_conf(&read("/etc/resolv.conf")?);
     if main.iter().all(|n| n.starts_with("127.")) {
-        let upstream = read("/run/systemd/resolve/resolv.conf");
+        let upstream = parse_resolv_conf(&read("/run/systemd/resolve/resolv.conf")?);
         if !upstream.is_empty() {
-            return upstream;
+            return Ok(upstream);
         }
     }
-    main
+    Ok(main)
 }
 
 pub fn parse_resolv_conf(text: &str) -> Vec<String> {
@@ -88,7 +100,7 @@ pub fn parse_resolv_conf(text: &str) -> Vec<String> {
 }
 
 /// TCP sockets in LISTEN and bound UDP sockets of this namespace (/proc/net/{tcp,udp}{,6}).
-pub fn listening() -> Vec<Listening> {
+pub fn listening() -> Result<Vec<Listening>, HostError> {
     use crate::spec::Protocol;
     let mut out = Vec::new();
     for (file, protocol, v6) in [
@@ -97,10 +109,10 @@ pub fn listening() -> Vec<Listening> {
         ("udp", Protocol::Udp, false),
         ("udp6", Protocol::Udp, true),
     ] {
-        let text = std::fs::read_to_string(format!("/proc/net/{file}")).unwrap_or_default();
+        let text = read(&format!("/proc/net/{file}"))?;
         out.extend(parse_sockets(&text, protocol, v6));
     }
-    out
+    Ok(out)
 }
 
 /// `sl local_address rem_address st ...`; TCP state 0A is LISTEN, UDP 07 is a bound socket.
