@@ -372,9 +372,9 @@ fn quickstart_client_resolves_web() {
 
 mod fuzz {
     use hickory_proto::op::Message;
-    use netcompose::daemon::config::{DaemonConfig, NamespaceView, NetworkView, Upstream};
     use netcompose::daemon::resolver::answer::{handle, Outcome, Transport, MAX_UDP};
     use netcompose::daemon::resolver::Snapshot;
+    use netcompose::model::daemon::{DaemonConfig, NamespaceView, NetworkView, Upstream};
     use proptest::prelude::*;
     use proptest::test_runner::{Config, TestCaseError, TestRunner};
     use std::net::IpAddr;

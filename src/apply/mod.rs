@@ -4,13 +4,11 @@
 //! converges: the next `observe` sees what the last one left, by its ownership marks.
 
 mod ops;
-#[cfg(test)]
-mod tests;
 
-use crate::firewall::replica::expand_all;
 use crate::graph;
 use crate::kernel::machine::Links;
 use crate::kernel::{Kernel, KernelError, Machine};
+use crate::model::tables::replica::expand_all;
 use crate::model::{Resource, ResourceId, Spec};
 use crate::plan::{Action, Change};
 use futures::stream::{self, StreamExt};

@@ -3,10 +3,11 @@
 //! over or rebuilt, one that is not ours is never touched and the apply stops.
 
 use super::ApplyError;
+use crate::firewall::rule::kernel_chains;
+use crate::ipam::mac::parse_mac;
 use crate::kernel::machine::{Links, NetnsInit, NewMacvlan, NewVeth};
 use crate::kernel::netlink::{Link as KLink, MacvlanMode, LOOPBACK_INDEX};
 use crate::kernel::{Kernel, KernelError, Machine};
-use crate::model::mac::parse_mac;
 use crate::model::names::ownership_mark;
 use crate::model::resource::{
     Bridge, Firewall, Link, LinkType, Namespace, NetnsFiles, Resource, Route, Spec,
@@ -539,10 +540,14 @@ async fn load_firewall<M: Machine>(
             .await
             .map_err(kernel_err(a))?;
     }
+    let chains = kernel_chains(&f.chains);
     // A table holding rules we did not write is reloaded whole; else only changed chains.
     match old.filter(|o| o.foreign_rules.is_empty()) {
-        Some(o) => k.update_table(ns, &f.table, &o.chains, &f.chains).await,
-        None => k.replace_table(ns, &f.table, &f.chains).await,
+        Some(o) => {
+            k.update_table(ns, &f.table, &kernel_chains(&o.chains), &chains)
+                .await
+        }
+        None => k.replace_table(ns, &f.table, &chains).await,
     }
     .map_err(kernel_err(a))
 }

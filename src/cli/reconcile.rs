@@ -181,6 +181,7 @@ pub fn report(e: ReconcileError) -> miette::Report {
             "{e}"
         ),
         e @ (ReconcileError::State(_)
+        | ReconcileError::Host(_)
         | ReconcileError::Read { .. }
         | ReconcileError::NotAPlan { .. }
         | ReconcileError::InconsistentPlan { .. }

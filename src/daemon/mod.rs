@@ -25,14 +25,13 @@
 //! SIGTERM stop. A daemon that died is seen by [`status`] and started again by the next `up`,
 //! after the processes it left behind are killed.
 
-pub mod config;
 pub mod contain;
 pub mod logs;
 pub mod resolver;
 pub mod runner;
 mod serve;
 
-pub use config::DaemonConfig;
+pub use crate::model::daemon::DaemonConfig;
 pub use serve::run;
 
 use serde::{Deserialize, Serialize};

@@ -20,10 +20,10 @@
 //! command or namespace changed is stopped (SIGTERM to its group, SIGKILL after
 //! [`GRACE`]) and the new one started once the old one is gone, so a port is never held twice.
 
-use super::config::{DaemonConfig, Process, RestartPolicy};
 use super::logs::{LogSink, EVENT, OUTPUT};
 use crate::kernel::cgroup::{self, Cgroup};
 use crate::kernel::NetnsDir;
+use crate::model::daemon::{DaemonConfig, Process, RestartPolicy};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};

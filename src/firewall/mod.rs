@@ -1,11 +1,9 @@
-//! nftables: rules described with a small builder ([`rule`]), grouped into one table per
-//! project on the host ([`host`]). Rendering to nft text (plans) and JSON (the kernel) lives
-//! with the builder; talking to nft lives in the kernel layer.
+//! nftables rules described with a small builder ([`rule`]): they read as nft rules in plans
+//! (`Display`) and become nft JSON for the kernel (`to_json`), from one description. Which
+//! tables the project has and what they hold is the model's ([`crate::model::tables`]);
+//! talking to nft is the kernel layer's.
 
-pub mod host;
-pub mod replica;
 pub mod rule;
-pub mod vip;
 
 /// The project's table on the host (family inet).
 pub fn host_table(project: &str) -> String {

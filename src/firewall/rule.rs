@@ -1,9 +1,11 @@
 //! A small nftables rule builder: rules read as nft rules in plans (`Display`) and become nft
 //! JSON for the kernel (`to_json`, libnftables-json(5)), from one description.
 
+use crate::kernel::nft;
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -114,9 +116,6 @@ impl RuleBuilder {
     pub fn iif(self, n: &str) -> Self {
         self.with(Match::Iif(n.into()))
     }
-    pub fn not_iif(self, n: &str) -> Self {
-        self.with(Match::NotIif(n.into()))
-    }
     pub fn oif(self, n: &str) -> Self {
         self.with(Match::Oif(n.into()))
     }
@@ -125,9 +124,6 @@ impl RuleBuilder {
     }
     pub fn saddr(self, n: IpNetwork) -> Self {
         self.with(Match::Saddr(n))
-    }
-    pub fn not_saddr(self, n: IpNetwork) -> Self {
-        self.with(Match::NotSaddr(n))
     }
     pub fn daddr(self, n: IpNetwork) -> Self {
         self.with(Match::Daddr(n))
@@ -355,12 +351,6 @@ impl Verdict {
             }
         }
     }
-
-    /// Whether the statement has to go through raw JSON (the nftables crate's types lack
-    /// anonymous verdict maps and numgen maps).
-    pub fn needs_raw_json(&self) -> bool {
-        matches!(self, Verdict::DnatRandom { .. } | Verdict::VipMap(_))
-    }
 }
 
 impl Rule {
@@ -370,6 +360,44 @@ impl Rule {
         expr.push(self.verdict.to_json());
         expr
     }
+}
+
+/// A rule's identity: a hash of its text, which it carries as its comment in the kernel, so
+/// that `observe` can tell which of the desired rules a live table holds without parsing
+/// nft's normalized output back.
+pub fn rule_tag(rule: &Rule) -> String {
+    let digest = Sha256::digest(rule.to_string().as_bytes());
+    format!(
+        "nc:{}",
+        digest
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}
+
+/// The chains as the kernel layer loads them: statements in nft JSON, each rule tagged.
+pub fn kernel_chains(chains: &[Chain]) -> Vec<nft::Chain> {
+    chains
+        .iter()
+        .map(|c| nft::Chain {
+            name: c.name.clone(),
+            base: (!c.hook.is_empty()).then(|| nft::BaseChain {
+                chain_type: c.chain_type.clone(),
+                hook: c.hook.clone(),
+                priority: c.priority,
+            }),
+            rules: c
+                .rules
+                .iter()
+                .map(|r| nft::Rule {
+                    expr: r.to_json(),
+                    tag: rule_tag(r),
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -415,5 +443,22 @@ mod tests {
             {"accept": null}
         ]);
         assert_eq!(Value::Array(r.to_json()), want);
+    }
+
+    #[test]
+    fn kernel_chains_carry_tags_and_base() {
+        let accept = rule().iif("br0").accept();
+        let chains = kernel_chains(&[
+            Chain::base("forward", "filter", "forward", 0, vec![accept.clone()]),
+            Chain::regular("vip_web_front", vec![]),
+        ]);
+        assert_eq!(
+            chains[0].base.as_ref().map(|b| b.hook.as_str()),
+            Some("forward")
+        );
+        assert_eq!(chains[0].rules[0].tag, rule_tag(&accept));
+        assert!(rule_tag(&accept).starts_with("nc:"));
+        assert_eq!(chains[0].rules[0].expr, accept.to_json());
+        assert_eq!(chains[1].base, None);
     }
 }

@@ -4,14 +4,16 @@
 //! the lowest free address. The same inputs always give the same result, and an edit never
 //! renumbers an endpoint whose own network did not change.
 
+pub mod demand;
+pub mod mac;
 pub mod pool;
 mod subnets;
 
 pub use pool::AddressPool;
-pub use subnets::{SubnetPools, Taken};
+pub use subnets::{overlap, SubnetPools, Taken};
 
-use crate::model::mac::{derive_mac, format_mac, parse_mac};
 use ipnetwork::IpNetwork;
+use mac::{derive_mac, format_mac, parse_mac};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;

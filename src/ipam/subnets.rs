@@ -3,9 +3,8 @@
 //! and overlaps nothing the host, another project or this project uses. IPv6 without a subnet
 //! gets a unique local /64 derived from the project and network names.
 
+use super::demand::block_size;
 use super::{ExplicitPool, IpamError, NetworkRequest};
-use crate::model::demand::block_size;
-use crate::validate::overlap;
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -130,6 +129,11 @@ pub(super) fn choose<'r>(
 
 /// Addresses a network's automatic subnet must hold: its owners plus network, gateway and
 /// broadcast.
+/// Two subnets of the same family share an address.
+pub fn overlap(a: &IpNetwork, b: &IpNetwork) -> bool {
+    a.is_ipv4() == b.is_ipv4() && (a.contains(b.network()) || b.contains(a.network()))
+}
+
 fn needed(req: &NetworkRequest) -> u64 {
     req.owners.len() as u64 + 3
 }

@@ -12,14 +12,14 @@
 //! thread; what blocks (a thread inside a namespace, a file, a process) runs off the runtime.
 
 use super::netlink::{Link, MacvlanMode, Route};
-use super::nft::ChainTags;
+use super::nfnl::ChainTags;
 use super::KernelError;
 use ipnetwork::IpNetwork;
 use std::future::Future;
 use std::net::IpAddr;
 
 /// The chain type the nftables layer loads.
-pub type Chain = crate::firewall::rule::Chain;
+pub use super::nft::Chain;
 
 type Res<T> = Result<T, KernelError>;
 
@@ -148,8 +148,6 @@ pub trait Firewall: Send + Sync {
         ns: Option<&str>,
         table: &str,
     ) -> impl Future<Output = Res<Option<ChainTags>>> + Send;
-    /// The names of the inet tables.
-    fn tables(&self, ns: Option<&str>) -> impl Future<Output = Res<Vec<String>>> + Send;
 }
 
 /// `net.*` sysctls of a namespace (`None`: the host).

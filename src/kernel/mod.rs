@@ -1,4 +1,5 @@
-//! The narrow kernel-facing layer: named network namespaces, rtnetlink and `net.*` sysctls.
+//! The narrow kernel-facing layer: named network namespaces, rtnetlink, `net.*` sysctls and
+//! nftables.
 //!
 //! Everything that touches the kernel for links, addresses and routes goes through this module,
 //! so that the planning logic never mixes with syscalls. It is deliberately small and mechanical:
@@ -15,6 +16,12 @@
 //!   [`system::System`] and, in memory, by [`fake::Fake`]; [`handle::Kernel`] pairs a machine
 //!   with the project it works for.
 //! - [`cgroup`]: cgroup v2 directories: make, enter, kill until empty, remove.
+//! - [`nft`]: load nftables tables (inet) from a neutral description of chains and rules, in
+//!   one transaction; [`nfnl`]: read a table's chains and rule tags, and delete a table, over
+//!   nfnetlink.
+//!
+//! It imports nothing else of the crate: callers hand it plain descriptions, and it answers
+//! with errno-classified [`KernelError`]s ([`ErrorKind`]) rather than text to match.
 //!
 //! Threading rule: a thread's network namespace is per-thread state, so this module never calls
 //! `setns` on a caller's thread (in particular never on a tokio worker). Code that must run
@@ -39,8 +46,8 @@ use std::io;
 pub use handle::{owner_mac, Kernel};
 pub use machine::Machine;
 pub use netlink::{Link, LinkKind, MacvlanMode, MacvlanSpec, Netlink, Route, VethSpec, VxlanSpec};
-pub use netns::NetnsDir;
-pub use system::{System, ETC_NETNS};
+pub use netns::{NetnsDir, ETC_NETNS};
+pub use system::System;
 
 /// A broad classification of a [`KernelError`], for callers that need to branch
 /// (idempotent create: `Exists` is fine; idempotent delete: `NotFound` is fine).
@@ -166,14 +173,6 @@ impl KernelError {
     /// The namespace the operation ran in, when it was a named one.
     pub fn netns(&self) -> Option<&str> {
         self.subject().netns.as_deref()
-    }
-
-    /// The kernel's own explanation (netlink extended ack), when it gave one.
-    pub fn kernel_message(&self) -> Option<&str> {
-        match self {
-            KernelError::Os { extack, .. } => extack.as_deref(),
-            _ => None,
-        }
     }
 }
 

@@ -457,28 +457,6 @@ impl Netlink {
         Ok(index)
     }
 
-    /// Convenience form of [`Netlink::create_veth`] with the brief's argument list.
-    pub async fn create_veth_pair(
-        &self,
-        host_name: &str,
-        host_alias: Option<&str>,
-        peer_name: &str,
-        peer_ns: Option<BorrowedFd<'_>>,
-        peer_mac: Option<[u8; 6]>,
-        mtu: Option<u32>,
-    ) -> Result<u32, KernelError> {
-        self.create_veth(&VethSpec {
-            name: host_name.to_string(),
-            alias: host_alias.map(str::to_string),
-            mtu,
-            peer_name: peer_name.to_string(),
-            peer_ns,
-            peer_mac,
-            ..VethSpec::default()
-        })
-        .await
-    }
-
     /// Create a macvlan sub-interface, directly in the target namespace when the kernel allows
     /// it, else through [`Netlink::create_macvlan_moved`].
     /// Returns its ifindex when it was created in this handle's namespace (`ns: None`); the

@@ -38,6 +38,9 @@ use super::{Ctx, KernelError};
 /// The directory iproute2 uses for named network namespaces.
 pub const DEFAULT_DIR: &str = "/run/netns";
 
+/// Where iproute2's `ip netns exec` finds a namespace's own files (hosts, resolv.conf).
+pub const ETC_NETNS: &str = "/etc/netns";
+
 /// The current thread's network namespace, as seen through procfs.
 pub const THREAD_SELF_NET: &str = "/proc/thread-self/ns/net";
 
@@ -321,11 +324,6 @@ where
         Ok(r) => r,
         Err(panic) => std::panic::resume_unwind(panic),
     }
-}
-
-/// Whether an open descriptor refers to a namespace (nsfs inode).
-pub fn is_namespace_fd(fd: BorrowedFd<'_>) -> bool {
-    matches!(fstatfs(fd), Ok(st) if st.filesystem_type() == NSFS_MAGIC)
 }
 
 /// The inode number of a namespace descriptor: two descriptors refer to the same namespace

@@ -8,8 +8,8 @@ use super::machine::{
     Sysctls,
 };
 use super::netlink::{Link, MacvlanSpec, Netlink, Route, VethSpec, LOOPBACK_INDEX};
-use super::netns::NetnsDir;
-use super::nft::ChainTags;
+use super::netns::{NetnsDir, ETC_NETNS};
+use super::nfnl::ChainTags;
 use super::{nfnl, nft, sysctl, Ctx, KernelError};
 use ipnetwork::IpNetwork;
 use std::collections::HashMap;
@@ -18,9 +18,6 @@ use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-
-/// Where replica files for `ip netns exec` live.
-pub const ETC_NETNS: &str = "/etc/netns";
 
 type Res<T> = Result<T, KernelError>;
 
@@ -320,7 +317,7 @@ impl Firewall for System {
     async fn delete_table(&self, ns: Option<&str>, table: &str) -> Res<()> {
         let (dir, ns, table) = (self.dir.clone(), ns.map(str::to_string), table.to_string());
         blocking(Ctx::new("delete table", &table, ns.as_deref()), move || {
-            nft::delete_table(&dir, ns.as_deref(), &table)
+            nfnl::delete_table(&dir, ns.as_deref(), &table).map(drop)
         })
         .await
     }
@@ -328,17 +325,7 @@ impl Firewall for System {
     async fn table_tags(&self, ns: Option<&str>, table: &str) -> Res<Option<ChainTags>> {
         let (dir, ns, table) = (self.dir.clone(), ns.map(str::to_string), table.to_string());
         blocking(Ctx::new("list table", &table, ns.as_deref()), move || {
-            // Over nfnetlink (no process per namespace); through `nft` if that fails.
             nfnl::table_tags(&dir, ns.as_deref(), &table)
-                .or_else(|_| nft::table_tags(&dir, ns.as_deref(), &table))
-        })
-        .await
-    }
-
-    async fn tables(&self, ns: Option<&str>) -> Res<Vec<String>> {
-        let (dir, ns) = (self.dir.clone(), ns.map(str::to_string));
-        blocking(Ctx::new("list tables", "inet", ns.as_deref()), move || {
-            nft::tables(&dir, ns.as_deref())
         })
         .await
     }

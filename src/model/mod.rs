@@ -3,15 +3,15 @@
 //! from the machine (previous allocations, subnets in use, host nameservers) comes in
 //! [`Context`].
 
-pub mod demand;
+pub mod daemon;
 mod dns;
 pub mod endpoints;
 mod files;
 pub mod id;
-pub mod mac;
 pub mod names;
 pub mod ports;
 pub mod resource;
+pub mod tables;
 
 use crate::ipam::{self, Allocations, IpamError, SubnetPools, Taken};
 use crate::spec::Project;
@@ -29,7 +29,15 @@ pub struct Context {
     /// The host's upstream nameservers, for replicas' resolv.conf.
     pub host_nameservers: Vec<String>,
     /// Sockets bound on the host, which published ports must not collide with.
-    pub listening: Vec<crate::observe::host::Listening>,
+    pub listening: Vec<Listening>,
+}
+
+/// A socket bound on the host: protocol, address and port.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Listening {
+    pub protocol: crate::spec::Protocol,
+    pub addr: std::net::IpAddr,
+    pub port: u16,
 }
 
 /// The desired state of a project.
@@ -63,10 +71,9 @@ pub fn build(project: &Project, ctx: &Context) -> Result<Desired, Vec<IpamError>
         })
         .collect();
     let publish = ports::publications(project, &index, &bridges);
-    let dispatch = crate::firewall::vip::Dispatch::new(vip_specs.iter().copied());
-    let mut resources =
-        crate::firewall::host::resources(&project.name, &bridges, &dispatch, &publish);
-    resources.extend(crate::firewall::replica::resources(
+    let dispatch = tables::vip::Dispatch::new(vip_specs.iter().copied());
+    let mut resources = tables::host::resources(&project.name, &bridges, &dispatch, &publish);
+    resources.extend(tables::replica::resources(
         project, &replicas, &index, &vip_specs,
     ));
     resources.extend(endpoints::namespace_resources(

@@ -1,6 +1,9 @@
 //! Host facts read from procfs and /etc, readable by any user: the routing table (so that no
-//! automatic subnet collides with a network the host reaches) and the upstream nameservers.
+//! automatic subnet collides with a network the host reaches), the listening sockets and the
+//! upstream nameservers. A file that does not exist holds nothing (no IPv6, no resolv.conf);
+//! one that exists but cannot be read is a [`HostError`], never an empty answer.
 
+use crate::model::Listening;
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -11,18 +14,33 @@ pub struct HostRoute {
     pub device: String,
 }
 
+/// A host file that exists but could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {path}: {source}")]
+pub struct HostError {
+    pub path: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// The text of `path`; empty when there is no such file.
+fn read(path: &str) -> Result<String, HostError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(source) => Err(HostError {
+            path: path.to_string(),
+            source,
+        }),
+    }
+}
+
 /// Every non-default route of the host's main table (IPv4 and IPv6).
-pub fn routes() -> Vec<HostRoute> {
-    let mut out = std::fs::read_to_string("/proc/net/route")
-        .map(|t| parse_v4(&t))
-        .unwrap_or_default();
-    out.extend(
-        std::fs::read_to_string("/proc/net/ipv6_route")
-            .map(|t| parse_v6(&t))
-            .unwrap_or_default(),
-    );
+pub fn routes() -> Result<Vec<HostRoute>, HostError> {
+    let mut out = parse_v4(&read("/proc/net/route")?);
+    out.extend(parse_v6(&read("/proc/net/ipv6_route")?));
     out.retain(|r| r.destination.prefix() > 0 && r.device != "lo");
-    out
+    Ok(out)
 }
 
 /// /proc/net/route: `Iface Destination Gateway Flags RefCnt Use Metric Mask ...`, addresses in
@@ -62,20 +80,15 @@ pub fn parse_v6(text: &str) -> Vec<HostRoute> {
 
 /// The host's upstream nameservers. When resolv.conf points at a local stub (systemd-resolved
 /// at 127.0.0.53), its real upstreams are in /run/systemd/resolve/resolv.conf.
-pub fn nameservers() -> Vec<String> {
-    let read = |p: &str| {
-        std::fs::read_to_string(p)
-            .map(|t| parse_resolv_conf(&t))
-            .unwrap_or_default()
-    };
-    let main = read("/etc/resolv.conf");
+pub fn nameservers() -> Result<Vec<String>, HostError> {
+    let main = parse_resolv_conf(&read("/etc/resolv.conf")?);
     if main.iter().all(|n| n.starts_with("127.")) {
-        let upstream = read("/run/systemd/resolve/resolv.conf");
+        let upstream = parse_resolv_conf(&read("/run/systemd/resolve/resolv.conf")?);
         if !upstream.is_empty() {
-            return upstream;
+            return Ok(upstream);
         }
     }
-    main
+    Ok(main)
 }
 
 pub fn parse_resolv_conf(text: &str) -> Vec<String> {
@@ -86,57 +99,8 @@ pub fn parse_resolv_conf(text: &str) -> Vec<String> {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_proc_routes() {
-        let v4 = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\neth0\t00000000\t0100A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\neth0\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
-        let r = parse_v4(v4);
-        assert_eq!(r[1].destination.to_string(), "192.168.0.0/24");
-        assert_eq!(r[1].device, "eth0");
-        let v6 = "fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001 br0\n";
-        assert_eq!(parse_v6(v6)[0].destination.to_string(), "fd00::/64");
-    }
-
-    #[test]
-    fn parses_proc_sockets() {
-        let tcp = "  sl  local_address rem_address   st\n   0: 0100007F:1F90 00000000:0000 0A 0\n   1: 0100007F:1F91 00000000:0000 01 0\n";
-        let l = parse_sockets(tcp, crate::spec::Protocol::Tcp, false);
-        assert_eq!(l.len(), 1);
-        assert_eq!(
-            (l[0].addr.to_string(), l[0].port),
-            ("127.0.0.1".to_string(), 8080)
-        );
-        let tcp6 = "  sl  local_address rem_address   st\n   0: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 0\n";
-        assert_eq!(
-            parse_sockets(tcp6, crate::spec::Protocol::Tcp, true)[0]
-                .addr
-                .to_string(),
-            "::"
-        );
-    }
-
-    #[test]
-    fn resolv_conf() {
-        assert_eq!(
-            parse_resolv_conf("# x\nnameserver 10.0.0.1\nsearch a\nnameserver ::1\n"),
-            ["10.0.0.1", "::1"]
-        );
-    }
-}
-
-/// A socket bound on the host: protocol, address and port.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Listening {
-    pub protocol: crate::spec::Protocol,
-    pub addr: std::net::IpAddr,
-    pub port: u16,
-}
-
 /// TCP sockets in LISTEN and bound UDP sockets of this namespace (/proc/net/{tcp,udp}{,6}).
-pub fn listening() -> Vec<Listening> {
+pub fn listening() -> Result<Vec<Listening>, HostError> {
     use crate::spec::Protocol;
     let mut out = Vec::new();
     for (file, protocol, v6) in [
@@ -145,10 +109,10 @@ pub fn listening() -> Vec<Listening> {
         ("udp", Protocol::Udp, false),
         ("udp6", Protocol::Udp, true),
     ] {
-        let text = std::fs::read_to_string(format!("/proc/net/{file}")).unwrap_or_default();
+        let text = read(&format!("/proc/net/{file}"))?;
         out.extend(parse_sockets(&text, protocol, v6));
     }
-    out
+    Ok(out)
 }
 
 /// `sl local_address rem_address st ...`; TCP state 0A is LISTEN, UDP 07 is a bound socket.
@@ -191,4 +155,45 @@ fn proc_v6(hex: &str) -> Option<std::net::IpAddr> {
         chunk.copy_from_slice(&word.to_ne_bytes());
     }
     Some(std::net::IpAddr::V6(Ipv6Addr::from(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_routes() {
+        let v4 = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\neth0\t00000000\t0100A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\neth0\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        let r = parse_v4(v4);
+        assert_eq!(r[1].destination.to_string(), "192.168.0.0/24");
+        assert_eq!(r[1].device, "eth0");
+        let v6 = "fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001 br0\n";
+        assert_eq!(parse_v6(v6)[0].destination.to_string(), "fd00::/64");
+    }
+
+    #[test]
+    fn parses_proc_sockets() {
+        let tcp = "  sl  local_address rem_address   st\n   0: 0100007F:1F90 00000000:0000 0A 0\n   1: 0100007F:1F91 00000000:0000 01 0\n";
+        let l = parse_sockets(tcp, crate::spec::Protocol::Tcp, false);
+        assert_eq!(l.len(), 1);
+        assert_eq!(
+            (l[0].addr.to_string(), l[0].port),
+            ("127.0.0.1".to_string(), 8080)
+        );
+        let tcp6 = "  sl  local_address rem_address   st\n   0: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 0\n";
+        assert_eq!(
+            parse_sockets(tcp6, crate::spec::Protocol::Tcp, true)[0]
+                .addr
+                .to_string(),
+            "::"
+        );
+    }
+
+    #[test]
+    fn resolv_conf() {
+        assert_eq!(
+            parse_resolv_conf("# x\nnameserver 10.0.0.1\nsearch a\nnameserver ::1\n"),
+            ["10.0.0.1", "::1"]
+        );
+    }
 }

@@ -5,13 +5,14 @@
 //! (a bridge's network key, a VIP) is filled in from the state, else from the desired state.
 
 use crate::firewall::host_table;
-use crate::firewall::replica::{expand, vip_index, VipIndex, REPLICA_TABLE};
+use crate::firewall::rule::rule_tag;
+use crate::ipam::mac::format_mac;
 use crate::kernel::machine::Links;
 use crate::kernel::netlink::{Link as KLink, LinkKind, LOOPBACK_INDEX};
-use crate::kernel::{nft, Kernel, KernelError, Machine};
-use crate::model::mac::format_mac;
+use crate::kernel::{Kernel, KernelError, Machine};
 use crate::model::names::parse_mark;
 use crate::model::resource::{self as r, Resource, ResourceId, RouteFamily, Spec};
+use crate::model::tables::replica::{expand, vip_index, VipIndex, REPLICA_TABLE};
 use futures::stream::{self, StreamExt};
 use ipnetwork::IpNetwork;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -493,7 +494,7 @@ async fn table<M: Machine>(
     let expected = expand(&fw, &t.vips);
     let tag_sets: Vec<(&str, Vec<String>)> = expected
         .iter()
-        .map(|c| (c.name.as_str(), c.rules.iter().map(nft::rule_tag).collect()))
+        .map(|c| (c.name.as_str(), c.rules.iter().map(rule_tag).collect()))
         .collect();
     let known: HashSet<&String> = tag_sets.iter().flat_map(|(_, t)| t).collect();
     fw.foreign_rules = tags
@@ -518,7 +519,7 @@ async fn table<M: Machine>(
     }
     for chain in fw.chains.iter_mut() {
         let live = live_of(&chain.name);
-        chain.rules.retain(|r| live.contains(&nft::rule_tag(r)));
+        chain.rules.retain(|r| live.contains(&rule_tag(r)));
     }
     fw.chains.retain(|c| tags.iter().any(|(n, _)| n == &c.name));
     read_sysctls(k, ns, &mut fw.sysctls).await?;

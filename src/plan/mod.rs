@@ -7,7 +7,7 @@ pub mod render;
 
 pub use diff::diff;
 
-use crate::daemon::DaemonConfig;
+use crate::model::daemon::DaemonConfig;
 use crate::model::{Desired, Resource, ResourceId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -45,6 +45,10 @@ pub enum ReconcileError {
     Name(#[from] NameError),
     #[error(transparent)]
     State(#[from] StateError),
+    /// A fact of the host that planning needs (routes, nameservers, listening sockets) could
+    /// not be read: planning without it could pick a subnet the host already routes.
+    #[error(transparent)]
+    Host(#[from] crate::observe::host::HostError),
     /// Other projects' states that could not be read: their subnets are unknown, and `up`
     /// does not allocate over a project it cannot see.
     #[error("the state of {} other project{} cannot be read, so the subnets in use are not known; nothing was done", .0.len(), if .0.len() == 1 { "" } else { "s" })]
@@ -187,5 +191,7 @@ pub fn resources(
     session::Session::open(project)?.observe(&prior.resources, &[])
 }
 
+#[cfg(test)]
+mod converge_tests;
 #[cfg(test)]
 mod tests;

@@ -3,10 +3,10 @@
 //! desired state built against the machine's routes and other projects' subnets.
 
 use super::{load, session::Session, Events, ReconcileError};
-use crate::daemon::DaemonConfig;
 use crate::diag::{ConfigError, Diagnostics};
 use crate::ipam::{Allocations, IpamError, Taken};
 use crate::load::LoadOptions;
+use crate::model::daemon::DaemonConfig;
 use crate::model::{self, Context, Desired, Resource, Spec};
 use crate::pipeline::Checked;
 use crate::plan::{Action, Change, Plan};
@@ -63,9 +63,9 @@ pub fn plan(
         Baseline::File(path) => against_file(opts, &project, path, &others, events)?,
         Baseline::State | Baseline::Live => from_state(store, &project, events),
     };
-    let ctx = context(&checked, &base.allocations, &others);
+    let ctx = context(&checked, &base.allocations, &others)?;
     let desired = build(&checked, &ctx)?;
-    let daemon = daemon_config(&checked, &desired);
+    let daemon = daemon_config(&checked, &desired)?;
     let mut plan = match baseline {
         Baseline::Live => {
             let live = Session::open(&project)?.observe(&base.resources, &desired.resources)?;
@@ -82,13 +82,20 @@ pub fn plan(
 }
 
 /// What the daemon serves, from the checked project: `up --plan` needs no Compose file.
-pub(super) fn daemon_config(checked: &Checked, desired: &Desired) -> DaemonConfig {
-    crate::daemon::config::build(
+pub(super) fn daemon_config(
+    checked: &Checked,
+    desired: &Desired,
+) -> Result<DaemonConfig, ReconcileError> {
+    Ok(crate::model::daemon::build(
         &checked.project,
         desired,
-        &crate::observe::host::nameservers(),
-        checked.working_dir.clone(),
-    )
+        &crate::observe::host::nameservers()?,
+        crate::model::daemon::Dirs {
+            netns_dir: crate::kernel::netns::DEFAULT_DIR.into(),
+            etc_netns: crate::kernel::ETC_NETNS.into(),
+            working_dir: checked.working_dir.clone(),
+        },
+    ))
 }
 
 /// A project that is up without its daemon (killed, or the machine rebooted) has no resolver
@@ -154,7 +161,7 @@ fn against_file(
     opts.files = vec![path.to_path_buf()];
     opts.project_name = Some(project.to_string());
     let old = load(&opts, events)?;
-    let ctx = context(&old, &Allocations::default(), others);
+    let ctx = context(&old, &Allocations::default(), others)?;
     let desired = build(&old, &ctx)?;
     Ok(Base {
         name,
@@ -223,7 +230,7 @@ pub(super) fn context(
     checked: &Checked,
     previous: &Allocations,
     others: &[(IpNetwork, String)],
-) -> Context {
+) -> Result<Context, ReconcileError> {
     let project = &checked.project;
     let own_bridges: Vec<String> = project
         .networks
@@ -231,7 +238,7 @@ pub(super) fn context(
         .map(|k| model::endpoints_bridge_name(project, k))
         .collect();
     let mut taken = Taken::default();
-    for r in crate::observe::host::routes()
+    for r in crate::observe::host::routes()?
         .into_iter()
         .filter(|r| !own_bridges.contains(&r.device))
     {
@@ -241,13 +248,13 @@ pub(super) fn context(
         ));
     }
     taken.entries.extend(others.iter().cloned());
-    Context {
+    Ok(Context {
         previous: previous.clone(),
         taken,
         pools: Default::default(),
-        host_nameservers: crate::observe::host::nameservers(),
-        listening: crate::observe::host::listening(),
-    }
+        host_nameservers: crate::observe::host::nameservers()?,
+        listening: crate::observe::host::listening()?,
+    })
 }
 
 /// Build the desired state; IPAM failures become diagnostics at the network's key.

@@ -5,8 +5,8 @@ use super::planning::{build, context, daemon_config, others_taken, Unreadable};
 use super::session::Session;
 use super::{daemon, load, lock, Applied, Events, ReconcileError};
 use crate::apply::Outcome;
-use crate::daemon::DaemonConfig;
 use crate::load::LoadOptions;
+use crate::model::daemon::DaemonConfig;
 use crate::model::{Desired, Resource};
 use crate::plan::{self, Plan};
 use crate::project_name::ProjectName;
@@ -32,8 +32,8 @@ pub fn up(
     let session = Session::open(&project)?;
     let prior = store.load(&project)?.unwrap_or_default();
     let others = others_taken(store, &project, Unreadable::Refuse, events)?;
-    let desired = build(&checked, &context(&checked, &prior.allocations, &others))?;
-    let daemon = daemon_config(&checked, &desired);
+    let desired = build(&checked, &context(&checked, &prior.allocations, &others)?)?;
+    let daemon = daemon_config(&checked, &desired)?;
     converge(
         store,
         &lock,

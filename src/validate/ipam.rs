@@ -3,7 +3,7 @@
 //! for every replica and virtual IP that will live on them.
 
 use crate::diag::{same_file, ConfigError, Diagnostics};
-use crate::model::demand;
+use crate::ipam::{demand, overlap};
 use crate::source::Span;
 use crate::spec::{IpamConfig, Network, Project};
 use ipnetwork::IpNetwork;
@@ -208,8 +208,4 @@ fn overlaps(project: &Project, diags: &mut Diagnostics) {
             }
         }
     }
-}
-
-pub fn overlap(a: &IpNetwork, b: &IpNetwork) -> bool {
-    a.is_ipv4() == b.is_ipv4() && (a.contains(b.network()) || b.contains(a.network()))
 }

@@ -10,7 +10,7 @@ mod refs;
 use crate::diag::{ConfigError, Diagnostics};
 use crate::spec::Project;
 
-pub use ipam::{is_reserved, overlap};
+pub use ipam::is_reserved;
 pub use ports::in_use as ports_in_use;
 
 /// Drivers netcompose builds, and what it says about the others.

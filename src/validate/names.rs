@@ -136,7 +136,7 @@ fn hostname(h: &Spanned<String>, diags: &mut Diagnostics) {
 }
 
 fn mac_address(mac: &Spanned<String>, diags: &mut Diagnostics) {
-    if crate::model::mac::parse_mac(&mac.value).is_none() {
+    if crate::ipam::mac::parse_mac(&mac.value).is_none() {
         diags.push(ConfigError::InvalidValue {
             what: "MAC address".into(),
             value: mac.value.clone(),

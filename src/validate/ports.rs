@@ -51,11 +51,7 @@ fn clash(a: &Port, b: &Port) -> bool {
 
 /// Published host ports that a socket of the host already holds (a plan-time check: it reads
 /// the machine, so the CLI calls it with what it found).
-pub fn in_use(
-    project: &Project,
-    listening: &[crate::observe::host::Listening],
-    diags: &mut Diagnostics,
-) {
+pub fn in_use(project: &Project, listening: &[crate::model::Listening], diags: &mut Diagnostics) {
     for svc in project.services.values() {
         for port in &svc.ports {
             let Some(range) = port.published else {

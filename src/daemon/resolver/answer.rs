@@ -349,7 +349,7 @@ pub fn servfail(packet: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::config::{DaemonConfig, NamespaceView, NetworkView, Upstream};
+    use crate::model::daemon::{DaemonConfig, NamespaceView, NetworkView, Upstream};
     use hickory_proto::op::Query;
 
     fn snap() -> Snapshot {

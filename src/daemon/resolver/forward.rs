@@ -25,7 +25,7 @@
 //! else our own SERVFAIL after at most [`BUDGET`].
 
 use super::answer::servfail;
-use crate::daemon::config::Upstream;
+use crate::model::daemon::Upstream;
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::HashMap;
 use std::net::SocketAddr;

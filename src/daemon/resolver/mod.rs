@@ -13,7 +13,7 @@ pub mod answer;
 pub mod forward;
 pub mod server;
 
-use super::config::{DaemonConfig, Upstream};
+use crate::model::daemon::{DaemonConfig, Upstream};
 use ipnetwork::IpNetwork;
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -21,8 +21,8 @@
 use super::answer::{self, Outcome, Transport};
 use super::forward::{self, Route, UdpHandle, UdpUpstream};
 use super::Snapshot;
-use crate::daemon::config::{DaemonConfig, Upstream};
 use crate::kernel::NetnsDir;
+use crate::model::daemon::{DaemonConfig, Upstream};
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsFd, OwnedFd};

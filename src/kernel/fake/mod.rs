@@ -11,7 +11,7 @@ pub use links::FakeNet;
 
 use super::machine::{Chain, Firewall, Machine, Namespaces, NetnsInit, ReplicaFiles, Sysctls};
 use super::netlink::{Link, LinkKind, Route, LOOPBACK_INDEX};
-use super::nft::{rule_tag, ChainTags};
+use super::nfnl::ChainTags;
 use super::{Ctx, KernelError};
 use ipnetwork::IpNetwork;
 use nix::errno::Errno;
@@ -239,7 +239,12 @@ impl Namespaces for Fake {
 fn tags(chains: &[Chain]) -> ChainTags {
     chains
         .iter()
-        .map(|c| (c.name.clone(), c.rules.iter().map(rule_tag).collect()))
+        .map(|c| {
+            (
+                c.name.clone(),
+                c.rules.iter().map(|r| r.tag.clone()).collect(),
+            )
+        })
         .collect()
 }
 
@@ -284,7 +289,7 @@ impl Firewall for Fake {
                 if prev == Some(&c.rules) {
                     continue;
                 }
-                let rules: Vec<String> = c.rules.iter().map(rule_tag).collect();
+                let rules: Vec<String> = c.rules.iter().map(|r| r.tag.clone()).collect();
                 match live.iter_mut().find(|(n, _)| *n == c.name) {
                     Some(chain) => chain.1 = rules,
                     None if prev.is_none() => live.push((c.name.clone(), rules)),
@@ -314,13 +319,6 @@ impl Firewall for Fake {
         let mut w = lock(&self.world);
         let space = w.space(ns).ok_or_else(|| ctx.errno(Errno::ENOENT))?;
         Ok(space.tables.get(table).cloned())
-    }
-
-    async fn tables(&self, ns: Option<&str>) -> Res<Vec<String>> {
-        let ctx = Ctx::new("list tables", "inet", ns);
-        let mut w = lock(&self.world);
-        let space = w.space(ns).ok_or_else(|| ctx.errno(Errno::ENOENT))?;
-        Ok(space.tables.keys().cloned().collect())
     }
 }
 

@@ -4,7 +4,7 @@
 //! established flows on their replica when the set changes. A VIP forwards every port, as
 //! Swarm's do: Compose files rarely list all the ports a service listens on.
 
-use super::rule::{rule, Chain, Rule, Verdict};
+use crate::firewall::rule::{rule, Chain, Rule, Verdict};
 use crate::model::resource::Vip;
 use std::net::IpAddr;
 

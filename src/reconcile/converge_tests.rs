@@ -2,7 +2,7 @@
 //! pure pipeline from a Compose text is applied, observed back, drifted and repaired, and
 //! taken down, without root.
 
-use super::{apply, ApplyError};
+use crate::apply::{apply, ApplyError};
 use crate::kernel::fake::Fake;
 use crate::kernel::machine::{Namespaces, NetnsInit};
 use crate::kernel::netlink::LinkKind;

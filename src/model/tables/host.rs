@@ -3,9 +3,9 @@
 //! answers a connection that network started or was published (DNAT), `enable_icc`; published
 //! ports (from outside, from the host and from 127.0.0.1) and the host's way to every VIP.
 
-use super::host_table;
-use super::rule::{rule, Chain, Rule, Verdict};
 use super::vip::{vip_chains, Dispatch};
+use crate::firewall::host_table;
+use crate::firewall::rule::{rule, Chain, Rule, Verdict};
 use crate::model::resource::{Bridge, Firewall, Publish, Resource, ResourceId, Spec};
 use std::collections::BTreeMap;
 

@@ -137,13 +137,22 @@ impl DaemonConfig {
     }
 }
 
+/// Where the daemon finds the machine's namespaces and files, and where x-run processes start:
+/// facts of the machine, handed in by the caller so that building the configuration stays pure.
+#[derive(Debug, Clone)]
+pub struct Dirs {
+    pub netns_dir: PathBuf,
+    pub etc_netns: PathBuf,
+    pub working_dir: PathBuf,
+}
+
 /// Build the daemon's configuration. `host_nameservers` are the host's upstreams (see
 /// [`crate::observe::host::nameservers`]).
 pub fn build(
     project: &Project,
     desired: &Desired,
     host_nameservers: &[String],
-    working_dir: PathBuf,
+    dirs: Dirs,
 ) -> DaemonConfig {
     let mut networks: BTreeMap<String, NetworkView> = BTreeMap::new();
     for r in &desired.resources {
@@ -253,9 +262,9 @@ pub fn build(
     }
     DaemonConfig {
         project: project.name.clone(),
-        netns_dir: PathBuf::from(crate::kernel::netns::DEFAULT_DIR),
-        etc_netns: PathBuf::from(crate::kernel::ETC_NETNS),
-        working_dir,
+        netns_dir: dirs.netns_dir,
+        etc_netns: dirs.etc_netns,
+        working_dir: dirs.working_dir,
         networks,
         namespaces,
         processes,

@@ -7,8 +7,8 @@
 //! networks (and a digest of their VIPs) instead of spelling out the chains: a project of N
 //! replicas would otherwise describe N × VIPs chains. The applier expands it ([`expand`]).
 
-use super::rule::{rule, Chain, Rule, RuleBuilder};
 use super::vip::{vip_chains, Dispatch};
+use crate::firewall::rule::{rule, Chain, Rule, RuleBuilder};
 use crate::model::endpoints::{Endpoint, EndpointIndex, Replica, Stack};
 use crate::model::resource::{Firewall, Resource, ResourceId, Spec, Vip};
 use crate::spec::{Peer, PolicyEntry, Project, Rules, Spanned};
