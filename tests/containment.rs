@@ -47,7 +47,8 @@ struct CgroupGuard(Cgroups);
 
 impl CgroupGuard {
     fn new(project: &str) -> CgroupGuard {
-        CgroupGuard(Cgroups::find(project).expect("a cgroup v2 hierarchy"))
+        let name = netcompose::project_name::ProjectName::new(project).expect("a valid name");
+        CgroupGuard(Cgroups::find(&name).expect("a cgroup v2 hierarchy"))
     }
 
     fn pids(&self) -> Vec<i32> {

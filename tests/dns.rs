@@ -511,7 +511,7 @@ mod fuzz {
 
     pub fn snapshot() -> Snapshot {
         let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
-        let mut cfg = DaemonConfig::default();
+        let mut cfg = DaemonConfig::new(netcompose::project_name::ProjectName::new("p").unwrap());
         let mut front = NetworkView {
             names: vec!["front".into()],
             subnets: vec!["10.1.0.0/24".parse().unwrap()],

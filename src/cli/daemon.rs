@@ -15,7 +15,7 @@ pub struct DaemonArgs {
 pub fn run(args: &DaemonArgs) -> miette::Result<ExitCode> {
     super::reconcile::require_root("daemon")?;
     let project = ProjectName::new(args.project.clone())?;
-    daemon::run(project.as_str()).map_err(|e| miette::miette!("daemon of {project}: {e}"))?;
+    daemon::run(&project).map_err(|e| miette::miette!("daemon of {project}: {e}"))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -31,7 +31,7 @@ pub struct DaemonView {
     pub processes: Vec<daemon::runner::ProcStatus>,
 }
 
-pub fn view(project: &str) -> DaemonView {
+pub fn view(project: &ProjectName) -> DaemonView {
     match daemon::status(project) {
         Status::Stopped => DaemonView {
             state: "stopped",

@@ -43,7 +43,7 @@ pub fn run(global: &Global, args: &LogsArgs) -> miette::Result<ExitCode> {
         },
     };
     let project = ProjectName::new(project)?;
-    let path = crate::daemon::run_log_path(project.as_str());
+    let path = crate::daemon::run_log_path(&project);
     let mut out = std::io::stdout().lock();
     match crate::daemon::logs::print(&path, &args.services, args.follow, &mut out) {
         Ok(true) => Ok(ExitCode::SUCCESS),

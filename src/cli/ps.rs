@@ -64,7 +64,7 @@ pub fn run(global: &Global, args: &PsArgs) -> miette::Result<ExitCode> {
         crate::reconcile::resources(&store(), &name, live, &Terminal::new()).map_err(report)?;
     let source = if live { "live" } else { "state" };
     let mut view = view(project, &resources, source);
-    view.daemon = is_root().then(|| super::daemon::view(&project.name));
+    view.daemon = is_root().then(|| super::daemon::view(&name));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&view).into_diagnostic()?);
     } else {

@@ -28,6 +28,7 @@
 
 use super::{run_dir, DaemonError};
 use crate::kernel::cgroup::{self, Cgroup, CgroupError};
+use crate::project_name::ProjectName;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::fs::File;
@@ -42,7 +43,7 @@ pub const LOCK_FD_ENV: &str = "NETCOMPOSE_DAEMON_LOCK_FD";
 /// takes more than a few milliseconds).
 pub const KILL_WAIT: Duration = Duration::from_secs(10);
 
-pub fn lock_path(project: &str) -> PathBuf {
+pub fn lock_path(project: &ProjectName) -> PathBuf {
     run_dir(project).join("daemon.lock")
 }
 
@@ -66,7 +67,7 @@ fn try_lock(file: &File) -> std::io::Result<bool> {
 
 impl DaemonLock {
     /// Take the lock if no daemon holds it (`None`: one does). The run directory must exist.
-    pub fn try_acquire(project: &str) -> Result<Option<DaemonLock>, DaemonError> {
+    pub fn try_acquire(project: &ProjectName) -> Result<Option<DaemonLock>, DaemonError> {
         let path = lock_path(project);
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -85,7 +86,7 @@ impl DaemonLock {
 
     /// For the daemon: the lock `up` handed over (named by [`LOCK_FD_ENV`]), else the lock
     /// taken afresh (a daemon started by hand). `None`: another daemon holds it.
-    pub fn inherit_or_acquire(project: &str) -> Result<Option<DaemonLock>, DaemonError> {
+    pub fn inherit_or_acquire(project: &ProjectName) -> Result<Option<DaemonLock>, DaemonError> {
         let path = lock_path(project);
         let inherited = std::env::var(LOCK_FD_ENV)
             .ok()
@@ -145,7 +146,7 @@ pub struct Cgroups {
 
 impl Cgroups {
     /// The project's cgroups in this machine's cgroup v2 hierarchy (not created yet).
-    pub fn find(project: &str) -> Result<Cgroups, CgroupError> {
+    pub fn find(project: &ProjectName) -> Result<Cgroups, CgroupError> {
         let project = cgroup::hierarchy()?.child("netcompose")?.child(project)?;
         Ok(Cgroups { project })
     }
@@ -174,7 +175,7 @@ impl Cgroups {
 
 /// Kill every process of `project` and return once none is left: through its cgroups, or
 /// (without cgroup v2) through the session of the daemon whose pid the pid file held.
-pub fn kill_project(project: &str, last_daemon: Option<u32>) -> Result<(), DaemonError> {
+pub fn kill_project(project: &ProjectName, last_daemon: Option<u32>) -> Result<(), DaemonError> {
     let failed = |source| DaemonError::Processes {
         project: project.to_string(),
         source,
@@ -192,7 +193,7 @@ pub fn kill_project(project: &str, last_daemon: Option<u32>) -> Result<(), Daemo
 /// SIGKILL every process of session `sid` until none is left. The session is the daemon's only
 /// if its leader is gone (or a zombie) or is that daemon: a live process with that pid that is
 /// something else means our session ended and the number was given to someone else's.
-fn kill_session(project: &str, sid: u32, wait: Duration) -> Result<(), CgroupError> {
+fn kill_session(project: &ProjectName, sid: u32, wait: Duration) -> Result<(), CgroupError> {
     let leader = std::fs::read_to_string(format!("/proc/{sid}/stat")).ok();
     let leader_lives = leader
         .as_deref()

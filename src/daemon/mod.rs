@@ -34,6 +34,7 @@ mod serve;
 pub use crate::model::daemon::DaemonConfig;
 pub use serve::run;
 
+use crate::project_name::ProjectName;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -78,22 +79,22 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
 }
 
 /// `/run/netcompose/<project>`.
-pub fn run_dir(project: &str) -> PathBuf {
-    Path::new(RUN_ROOT).join(project)
+pub fn run_dir(project: &ProjectName) -> PathBuf {
+    Path::new(RUN_ROOT).join(project.as_str())
 }
-pub fn config_path(project: &str) -> PathBuf {
+pub fn config_path(project: &ProjectName) -> PathBuf {
     run_dir(project).join("daemon.json")
 }
-pub fn pid_path(project: &str) -> PathBuf {
+pub fn pid_path(project: &ProjectName) -> PathBuf {
     run_dir(project).join("daemon.pid")
 }
-pub fn socket_path(project: &str) -> PathBuf {
+pub fn socket_path(project: &ProjectName) -> PathBuf {
     run_dir(project).join("control.sock")
 }
-pub fn daemon_log_path(project: &str) -> PathBuf {
+pub fn daemon_log_path(project: &ProjectName) -> PathBuf {
     run_dir(project).join("daemon.log")
 }
-pub fn run_log_path(project: &str) -> PathBuf {
+pub fn run_log_path(project: &ProjectName) -> PathBuf {
     run_dir(project).join("run.log")
 }
 
@@ -107,7 +108,7 @@ pub enum Status {
 
 /// The daemon's state from its pid file and /proc, without talking to it (any user can call
 /// this; `plan` reports a project that is up without a running daemon as drift).
-pub fn status(project: &str) -> Status {
+pub fn status(project: &ProjectName) -> Status {
     let Ok(text) = std::fs::read_to_string(pid_path(project)) else {
         return Status::Stopped;
     };
@@ -118,7 +119,7 @@ pub fn status(project: &str) -> Status {
 }
 
 /// Whether `pid` is `netcompose daemon --project <project>` (not a recycled pid).
-fn is_our_daemon(pid: u32, project: &str) -> bool {
+fn is_our_daemon(pid: u32, project: &ProjectName) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
@@ -164,7 +165,11 @@ pub struct Reply {
 }
 
 /// One request, one reply.
-pub fn request(project: &str, req: &Request, timeout: Duration) -> Result<Reply, DaemonError> {
+pub fn request(
+    project: &ProjectName,
+    req: &Request,
+    timeout: Duration,
+) -> Result<Reply, DaemonError> {
     let no_answer = |reason: String| DaemonError::NoAnswer {
         project: project.to_string(),
         reason,
@@ -222,7 +227,7 @@ pub fn ensure(cfg: &DaemonConfig) -> Result<Ensured, DaemonError> {
             action = "restarted";
             contain::DaemonLock::try_acquire(project)?.ok_or_else(|| {
                 DaemonError::AlreadyRunning {
-                    project: project.clone(),
+                    project: project.to_string(),
                     path: contain::lock_path(project).display().to_string(),
                 }
             })?
@@ -237,7 +242,7 @@ pub fn ensure(cfg: &DaemonConfig) -> Result<Ensured, DaemonError> {
 
 /// Make /run/netcompose and the project's directory, root's only whatever the umask (and
 /// whatever an older version left).
-fn prepare_run_dir(project: &str) -> Result<(), DaemonError> {
+fn prepare_run_dir(project: &ProjectName) -> Result<(), DaemonError> {
     let dir = run_dir(project);
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -274,7 +279,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DaemonError> {
 }
 
 /// The pid the pid file holds, whether or not that process still runs.
-fn pid_in_file(project: &str) -> Option<u32> {
+fn pid_in_file(project: &ProjectName) -> Option<u32> {
     std::fs::read_to_string(pid_path(project))
         .ok()
         .and_then(|t| t.trim().parse().ok())
@@ -282,7 +287,7 @@ fn pid_in_file(project: &str) -> Option<u32> {
 
 /// Start the daemon detached, holding `lock`, in the project's cgroup, and wait until it
 /// answers.
-fn start(project: &str, lock: contain::DaemonLock) -> Result<(u32, Reply), DaemonError> {
+fn start(project: &ProjectName, lock: contain::DaemonLock) -> Result<(u32, Reply), DaemonError> {
     let _ = std::fs::remove_file(pid_path(project));
     let _ = std::fs::remove_file(socket_path(project));
     let log_path = daemon_log_path(project);
@@ -357,7 +362,7 @@ fn start(project: &str, lock: contain::DaemonLock) -> Result<(u32, Reply), Daemo
 
 /// Stop the daemon and every process of the project, then remove its directory; returns once
 /// no process of the project is left. Returns the pid the daemon had.
-pub fn stop(project: &str) -> Result<Option<u32>, DaemonError> {
+pub fn stop(project: &ProjectName) -> Result<Option<u32>, DaemonError> {
     let was = match status(project) {
         Status::Running { pid } => Some(pid),
         Status::Stopped => None,

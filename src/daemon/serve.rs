@@ -6,6 +6,7 @@ use super::{
     config_path, contain, logs, pid_path, resolver, run_log_path, runner, socket_path,
     write_atomic, DaemonConfig, DaemonError, Reply, Request,
 };
+use crate::project_name::ProjectName;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +32,7 @@ macro_rules! say {
 
 /// The daemon itself (`netcompose daemon --project P`): serve until told to stop. Exits at
 /// once if another daemon of the project holds the lock.
-pub fn run(project: &str) -> Result<(), String> {
+pub fn run(project: &ProjectName) -> Result<(), String> {
     let Some(_lock) =
         contain::DaemonLock::inherit_or_acquire(project).map_err(|e| e.to_string())?
     else {
@@ -70,7 +71,7 @@ pub fn run(project: &str) -> Result<(), String> {
 }
 
 /// Join the daemon's cgroup and make the parent of the x-run leaves; returns that parent.
-fn enter_cgroups(project: &str) -> Result<crate::kernel::cgroup::Cgroup, DaemonError> {
+fn enter_cgroups(project: &ProjectName) -> Result<crate::kernel::cgroup::Cgroup, DaemonError> {
     let failed = |source| DaemonError::Processes {
         project: project.to_string(),
         source,
@@ -85,7 +86,7 @@ fn enter_cgroups(project: &str) -> Result<crate::kernel::cgroup::Cgroup, DaemonE
 }
 
 struct Daemon {
-    project: String,
+    project: ProjectName,
     resolver: resolver::server::Resolver,
     runner: runner::Runner,
     generation: u64,
@@ -172,7 +173,7 @@ impl Daemon {
 }
 
 async fn main_loop(
-    project: &str,
+    project: &ProjectName,
     x_run: Option<crate::kernel::cgroup::Cgroup>,
     uncontained: Option<String>,
 ) -> Result<(), String> {
@@ -180,7 +181,7 @@ async fn main_loop(
     let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let log = Arc::new(logs::LogSink::new(run_log_path(project)));
     let mut d = Daemon {
-        project: project.to_string(),
+        project: project.clone(),
         resolver: resolver::server::Resolver::new(),
         runner: runner::Runner::new(log, tx, x_run),
         generation: 0,

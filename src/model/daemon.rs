@@ -8,6 +8,7 @@
 
 use crate::model::endpoints::{replicas, Stack};
 use crate::model::{Desired, Spec};
+use crate::project_name::ProjectName;
 use crate::spec::Project;
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
@@ -18,9 +19,9 @@ use std::path::PathBuf;
 /// At most this many upstream servers per namespace (as resolv.conf's MAXNS).
 pub const MAX_UPSTREAMS: usize = 3;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DaemonConfig {
-    pub project: String,
+    pub project: ProjectName,
     /// Directory of the named network namespaces (`/run/netns`).
     pub netns_dir: PathBuf,
     /// Directory of the per-namespace files laid over /etc (`/etc/netns`).
@@ -131,6 +132,19 @@ impl RestartPolicy {
 }
 
 impl DaemonConfig {
+    /// Nothing to serve yet, for `project`.
+    pub fn new(project: ProjectName) -> DaemonConfig {
+        DaemonConfig {
+            project,
+            netns_dir: PathBuf::new(),
+            etc_netns: PathBuf::new(),
+            working_dir: PathBuf::new(),
+            networks: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
+            processes: Vec::new(),
+        }
+    }
+
     /// Whether there is anything for a daemon to do.
     pub fn is_empty(&self) -> bool {
         self.namespaces.is_empty() && self.processes.is_empty()
@@ -150,6 +164,7 @@ pub struct Dirs {
 /// [`crate::observe::host::nameservers`]).
 pub fn build(
     project: &Project,
+    name: &ProjectName,
     desired: &Desired,
     host_nameservers: &[String],
     dirs: Dirs,
@@ -261,7 +276,7 @@ pub fn build(
         }
     }
     DaemonConfig {
-        project: project.name.clone(),
+        project: name.clone(),
         netns_dir: dirs.netns_dir,
         etc_netns: dirs.etc_netns,
         working_dir: dirs.working_dir,

@@ -19,7 +19,7 @@ pub(super) fn after_up(
         return Ok(());
     };
     if cfg.is_empty() {
-        if let Some(pid) = daemon::stop(project.as_str()).map_err(ReconcileError::DaemonStop)? {
+        if let Some(pid) = daemon::stop(project).map_err(ReconcileError::DaemonStop)? {
             events.daemon(&DaemonEvent::Stopped {
                 pid,
                 nothing_to_serve: true,
@@ -43,7 +43,7 @@ pub(super) fn before_down(
     project: &ProjectName,
     events: &dyn Events,
 ) -> Result<(), ReconcileError> {
-    if let Some(pid) = daemon::stop(project.as_str()).map_err(ReconcileError::DaemonStop)? {
+    if let Some(pid) = daemon::stop(project).map_err(ReconcileError::DaemonStop)? {
         events.daemon(&DaemonEvent::Stopped {
             pid,
             nothing_to_serve: false,

@@ -88,6 +88,7 @@ pub(super) fn daemon_config(
 ) -> Result<DaemonConfig, ReconcileError> {
     Ok(crate::model::daemon::build(
         &checked.project,
+        &ProjectName::new(checked.project.name.clone())?,
         desired,
         &crate::observe::host::nameservers()?,
         crate::model::daemon::Dirs {
@@ -102,7 +103,7 @@ pub(super) fn daemon_config(
 /// and no x-run processes: `up` restarts it.
 fn daemon_drift(project: &ProjectName, live: &[Resource]) -> Option<Change> {
     let up = live.iter().any(|r| matches!(r.spec, Spec::Namespace(_)));
-    let stopped = match crate::daemon::status(project.as_str()) {
+    let stopped = match crate::daemon::status(project) {
         crate::daemon::Status::Stopped => true,
         crate::daemon::Status::Running { .. } => false,
     };

@@ -537,7 +537,10 @@ fn projects_run(holder: u32) -> Vec<String> {
 /// the same name in another sandbox keeps its processes.
 fn remove_empty_cgroups(projects: &[String]) {
     for project in projects {
-        if let Ok(cg) = netcompose::daemon::contain::Cgroups::find(project) {
+        let Ok(name) = netcompose::project_name::ProjectName::new(project.as_str()) else {
+            continue;
+        };
+        if let Ok(cg) = netcompose::daemon::contain::Cgroups::find(&name) {
             let _ = cg.project().remove();
         }
     }

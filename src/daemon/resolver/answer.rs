@@ -353,7 +353,7 @@ mod tests {
     use hickory_proto::op::Query;
 
     fn snap() -> Snapshot {
-        let mut cfg = DaemonConfig::default();
+        let mut cfg = DaemonConfig::new(crate::project_name::ProjectName::new("p").unwrap());
         let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
         let mut front = NetworkView {
             names: vec!["front".into(), "p_front".into()],
