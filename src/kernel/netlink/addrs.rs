@@ -1,0 +1,302 @@
+//! Addresses, routes, FDB and neighbour entries of a namespace.
+
+use super::*;
+
+impl Netlink {
+    // ---------------------------------------------------------------- reading
+
+    /// All addresses (IPv4 and IPv6) of the namespace, as (ifindex, address/prefix).
+    pub async fn addresses(&self) -> Result<Vec<(u32, IpNetwork)>, KernelError> {
+        let ctx = self.ctx("list", "addresses");
+        let replies = self
+            .dump(
+                &ctx,
+                RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            )
+            .await?;
+        let mut out = Vec::new();
+        for m in replies {
+            let RouteNetlinkMessage::NewAddress(a) = m else {
+                continue;
+            };
+            let mut local = None;
+            let mut address = None;
+            for attr in &a.attributes {
+                match attr {
+                    AddressAttribute::Local(ip) => local = Some(*ip),
+                    AddressAttribute::Address(ip) => address = Some(*ip),
+                    _ => {}
+                }
+            }
+            if let Some(ip) = local.or(address) {
+                if let Ok(net) = IpNetwork::new(ip, a.header.prefix_len) {
+                    out.push((a.header.index, net));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Unicast routes of the main table (IPv4 and IPv6).
+    pub async fn routes(&self) -> Result<Vec<Route>, KernelError> {
+        let ctx = self.ctx("list", "routes");
+        let replies = self
+            .dump(&ctx, RouteNetlinkMessage::GetRoute(RouteMessage::default()))
+            .await?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) => parse_route(r),
+                _ => None,
+            })
+            .collect())
+    }
+
+    // ---------------------------------------------------------------- changing
+
+    /// Add an address to a link; an identical address is replaced, not an error.
+    pub async fn add_address(&self, index: u32, addr: IpNetwork) -> Result<(), KernelError> {
+        let ctx = self.ctx("add address", format!("{addr} to ifindex {index}"));
+        let msg = address_message(index, addr);
+        self.request(
+            &ctx,
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Remove an address from a link.
+    pub async fn delete_address(&self, index: u32, addr: IpNetwork) -> Result<(), KernelError> {
+        let ctx = self.ctx("delete address", format!("{addr} from ifindex {index}"));
+        let msg = address_message(index, addr);
+        self.request(
+            &ctx,
+            RouteNetlinkMessage::DelAddress(msg),
+            NLM_F_REQUEST | NLM_F_ACK,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Add (or replace) a route in the main table: via `gateway` and/or out of `oif`. A route
+    /// without gateway gets link scope, like `ip route add DST dev IF`.
+    pub async fn add_route(
+        &self,
+        dst: IpNetwork,
+        gateway: Option<IpAddr>,
+        oif: Option<u32>,
+    ) -> Result<(), KernelError> {
+        let ctx = self.ctx("add route", describe_route(dst, gateway, oif));
+        let mut msg = route_message(&ctx, dst, gateway, oif)?;
+        if gateway.is_none() {
+            msg.header.scope = RouteScope::Link;
+        }
+        self.request(
+            &ctx,
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Add (or replace) the default route of the gateway's family.
+    pub async fn add_default_route(
+        &self,
+        gateway: IpAddr,
+        oif: Option<u32>,
+    ) -> Result<(), KernelError> {
+        self.add_route(default_net(gateway), Some(gateway), oif)
+            .await
+    }
+
+    /// Delete a route of the main table; `gateway` and `oif` narrow the match when given.
+    pub async fn delete_route(
+        &self,
+        dst: IpNetwork,
+        gateway: Option<IpAddr>,
+        oif: Option<u32>,
+    ) -> Result<(), KernelError> {
+        let ctx = self.ctx("delete route", describe_route(dst, gateway, oif));
+        let mut msg = route_message(&ctx, dst, gateway, oif)?;
+        // Wildcards, as `ip route del` sends them.
+        msg.header.scope = RouteScope::NoWhere;
+        msg.header.protocol = RouteProtocol::Unspec;
+        msg.header.kind = RouteType::Unspec;
+        self.request(
+            &ctx,
+            RouteNetlinkMessage::DelRoute(msg),
+            NLM_F_REQUEST | NLM_F_ACK,
+        )
+        .await
+        .map(drop)
+    }
+
+    // ---------------------------------------------------------------- overlay helpers
+
+    /// `bridge fdb append|replace MAC dev INDEX dst DST self permanent`: a static FDB entry of a
+    /// VXLAN device. The all-zero MAC is the flood list and is appended (several remotes);
+    /// other MACs are replaced.
+    pub async fn add_fdb(&self, index: u32, mac: [u8; 6], dst: IpAddr) -> Result<(), KernelError> {
+        let ctx = self.ctx(
+            "add fdb entry",
+            format!("{} dst {dst} on ifindex {index}", fmt_mac(&mac)),
+        );
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Bridge;
+        msg.header.ifindex = index;
+        msg.header.state = NeighbourState::Permanent;
+        msg.header.flags = NeighbourFlags::Own;
+        msg.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        msg.attributes
+            .push(NeighbourAttribute::Destination(neighbour_address(dst)));
+        let mode = if mac == [0; 6] {
+            NLM_F_APPEND
+        } else {
+            NLM_F_REPLACE
+        };
+        self.request(
+            &ctx,
+            RouteNetlinkMessage::NewNeighbour(msg),
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | mode,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `ip neigh replace IP lladdr MAC dev INDEX nud permanent`.
+    pub async fn add_neighbour(
+        &self,
+        index: u32,
+        ip: IpAddr,
+        mac: [u8; 6],
+    ) -> Result<(), KernelError> {
+        let ctx = self.ctx(
+            "add neighbour",
+            format!("{ip} lladdr {} on ifindex {index}", fmt_mac(&mac)),
+        );
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = match ip {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        };
+        msg.header.ifindex = index;
+        msg.header.state = NeighbourState::Permanent;
+        msg.attributes
+            .push(NeighbourAttribute::Destination(neighbour_address(ip)));
+        msg.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        self.request(
+            &ctx,
+            RouteNetlinkMessage::NewNeighbour(msg),
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await
+        .map(drop)
+    }
+}
+
+fn parse_route(r: RouteMessage) -> Option<Route> {
+    let mut table = u32::from(r.header.table);
+    let mut dst = None;
+    let mut gateway = None;
+    let mut oif = None;
+    let mut metric = None;
+    for attr in &r.attributes {
+        match attr {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Destination(a) => dst = route_ip(a),
+            RouteAttribute::Gateway(a) => gateway = route_ip(a),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Priority(p) => metric = Some(*p),
+            _ => {}
+        }
+    }
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN) || r.header.kind != RouteType::Unicast {
+        return None;
+    }
+    let dst = match dst {
+        Some(ip) => ip,
+        None => match r.header.address_family {
+            AddressFamily::Inet => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            AddressFamily::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            _ => return None,
+        },
+    };
+    Some(Route {
+        dst: IpNetwork::new(dst, r.header.destination_prefix_length).ok()?,
+        gateway,
+        oif,
+        protocol: r.header.protocol.into(),
+        scope: r.header.scope.into(),
+        metric,
+    })
+}
+
+fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(ip) => Some(IpAddr::V4(*ip)),
+        RouteAddress::Inet6(ip) => Some(IpAddr::V6(*ip)),
+        _ => None,
+    }
+}
+
+fn address_message(index: u32, addr: IpNetwork) -> AddressMessage {
+    match addr {
+        IpNetwork::V4(n) => AddressMessageBuilder::<Ipv4Addr>::new()
+            .index(index)
+            .address(n.ip(), n.prefix())
+            .build(),
+        IpNetwork::V6(n) => AddressMessageBuilder::<Ipv6Addr>::new()
+            .index(index)
+            .address(n.ip(), n.prefix())
+            .build(),
+    }
+}
+
+fn route_message(
+    ctx: &Ctx,
+    dst: IpNetwork,
+    gateway: Option<IpAddr>,
+    oif: Option<u32>,
+) -> Result<RouteMessage, KernelError> {
+    let mut b = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(dst.network(), dst.prefix())
+        .map_err(|e| ctx.invalid(e.to_string()))?;
+    if let Some(gw) = gateway {
+        b = b.gateway(gw).map_err(|e| ctx.invalid(e.to_string()))?;
+    }
+    if let Some(oif) = oif {
+        b = b.output_interface(oif);
+    }
+    Ok(b.build())
+}
+
+fn default_net(like: IpAddr) -> IpNetwork {
+    match like {
+        IpAddr::V4(_) => IpNetwork::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        IpAddr::V6(_) => IpNetwork::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+    }
+    .expect("prefix 0 is valid")
+}
+
+fn describe_route(dst: IpNetwork, gateway: Option<IpAddr>, oif: Option<u32>) -> String {
+    let mut s = dst.to_string();
+    if let Some(gw) = gateway {
+        s.push_str(&format!(" via {gw}"));
+    }
+    if let Some(oif) = oif {
+        s.push_str(&format!(" dev ifindex {oif}"));
+    }
+    s
+}
+
+fn neighbour_address(ip: IpAddr) -> NeighbourAddress {
+    match ip {
+        IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
+        IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
+    }
+}

@@ -1,0 +1,454 @@
+//! Links of a namespace: listing them, creating bridges, veths, macvlans and VXLAN devices, and
+//! changing their state, MTU, MAC, alias, master and bridge-port flags.
+
+use super::*;
+
+impl Netlink {
+    // ---------------------------------------------------------------- reading
+
+    /// All links of the namespace.
+    pub async fn links(&self) -> Result<Vec<Link>, KernelError> {
+        let ctx = self.ctx("list", "links");
+        let mut msg = LinkMessage::default();
+        msg.attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        let replies = self.dump(&ctx, RouteNetlinkMessage::GetLink(msg)).await?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(parse_link(l)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The link called `name`, if any.
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>, KernelError> {
+        let ctx = self.ctx("get link", name);
+        let msg = LinkUnspec::new_with_name(name).build();
+        self.get_link(&ctx, msg).await
+    }
+
+    /// The link with index `index`, if any.
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>, KernelError> {
+        let ctx = self.ctx("get link", format!("ifindex {index}"));
+        let msg = LinkUnspec::new_with_index(index).build();
+        self.get_link(&ctx, msg).await
+    }
+
+    /// The index of the link called `name`, if any.
+    pub async fn link_index(&self, name: &str) -> Result<Option<u32>, KernelError> {
+        Ok(self.link_by_name(name).await?.map(|l| l.index))
+    }
+
+    async fn get_link(&self, ctx: &Ctx, mut msg: LinkMessage) -> Result<Option<Link>, KernelError> {
+        msg.attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        match self
+            .request(
+                ctx,
+                RouteNetlinkMessage::GetLink(msg),
+                NLM_F_REQUEST | NLM_F_ACK,
+            )
+            .await
+        {
+            Ok(replies) => Ok(replies.into_iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(parse_link(l)),
+                _ => None,
+            })),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    // ---------------------------------------------------------------- creating links
+
+    /// Create a bridge (admin up). Returns its ifindex.
+    pub async fn create_bridge(
+        &self,
+        name: &str,
+        mtu: Option<u32>,
+        alias: Option<&str>,
+    ) -> Result<u32, KernelError> {
+        self.create_bridge_with_mac(name, mtu, None, alias).await
+    }
+
+    /// [`Netlink::create_bridge`] with a fixed MAC address, set in the creating request itself
+    /// (a bridge without one takes its ports' lowest MAC, and changes it as ports come and go).
+    pub async fn create_bridge_with_mac(
+        &self,
+        name: &str,
+        mtu: Option<u32>,
+        mac: Option<[u8; 6]>,
+        alias: Option<&str>,
+    ) -> Result<u32, KernelError> {
+        let ctx = self.ctx("create bridge", name);
+        let mut b = LinkBridge::new(name);
+        if let Some(mtu) = mtu {
+            b = b.mtu(mtu);
+        }
+        if let Some(mac) = mac {
+            b = b.address(mac.to_vec());
+        }
+        let index = self.create_link(&ctx, "bridge", name, b.build()).await?;
+        if let Some(alias) = alias {
+            self.set_alias(index, Some(alias)).await?;
+        }
+        Ok(index)
+    }
+
+    /// Create a veth pair (see [`VethSpec`]). Returns the host end's ifindex.
+    pub async fn create_veth(&self, spec: &VethSpec<'_>) -> Result<u32, KernelError> {
+        let ctx = self.ctx("create veth", &spec.name);
+        let mut peer = LinkUnspec::new_with_name(&spec.peer_name);
+        if let Some(mtu) = spec.mtu {
+            peer = peer.mtu(mtu);
+        }
+        if let Some(mac) = spec.peer_mac {
+            peer = peer.address(mac.to_vec());
+        }
+        if let Some(fd) = spec.peer_ns {
+            peer = peer.setns_by_fd(fd.as_raw_fd());
+        }
+        let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(spec.name.clone())
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
+        if let Some(mtu) = spec.mtu {
+            host = host.mtu(mtu);
+        }
+        if let Some(mac) = spec.mac {
+            host = host.address(mac.to_vec());
+        }
+        if let Some(master) = spec.master {
+            host = host.controller(master);
+        }
+        if spec.up {
+            host = host.up();
+        }
+        let index = self
+            .create_link(&ctx, "veth", &spec.name, host.build())
+            .await?;
+        if let Some(alias) = &spec.alias {
+            self.set_alias(index, Some(alias)).await?;
+        }
+        Ok(index)
+    }
+
+    /// Create a macvlan sub-interface, directly in the target namespace when the kernel allows
+    /// it, else through [`Netlink::create_macvlan_moved`].
+    /// Returns its ifindex when it was created in this handle's namespace (`ns: None`); the
+    /// index inside another namespace must be asked to that namespace.
+    pub async fn create_macvlan(&self, spec: &MacvlanSpec<'_>) -> Result<Option<u32>, KernelError> {
+        let ctx = self.ctx("create macvlan", &spec.name);
+        let build = |name: &str, ns: Option<BorrowedFd<'_>>| {
+            let mut b = LinkMacVlan::new(name, spec.parent, spec.mode.to_nl());
+            if let Some(mtu) = spec.mtu {
+                b = b.mtu(mtu);
+            }
+            if let Some(mac) = spec.mac {
+                b = b.address(mac.to_vec());
+            }
+            if let Some(fd) = ns {
+                b = b.setns_by_fd(fd.as_raw_fd());
+            }
+            if spec.up {
+                b = b.up();
+            }
+            b.build()
+        };
+        let Some(ns) = spec.ns else {
+            let index = self
+                .create_link(&ctx, "macvlan", &spec.name, build(&spec.name, None))
+                .await?;
+            return Ok(Some(index));
+        };
+        match self
+            .send_create(&ctx, "macvlan", build(&spec.name, Some(ns)))
+            .await
+        {
+            Ok(_) => Ok(None),
+            // Only a refusal of the cross-namespace creation itself warrants the fallback.
+            Err(e) if e.errno() == Some(nix::libc::EINVAL) => {
+                self.create_macvlan_moved(spec).await.map(|()| None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The two-step form of [`Netlink::create_macvlan`] for kernels that refuse to create a
+    /// macvlan directly in another namespace: create it down next to its parent under a
+    /// temporary name, then move it into `spec.ns` renaming it on the way, and set it up there
+    /// if asked (through a short-lived connection opened inside that namespace).
+    pub async fn create_macvlan_moved(&self, spec: &MacvlanSpec<'_>) -> Result<(), KernelError> {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let ctx = self.ctx("create macvlan", &spec.name);
+        let Some(ns) = spec.ns else {
+            return Err(ctx.invalid("no target namespace to move the macvlan to"));
+        };
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = format!("nc-tmp-{:08x}", (std::process::id() << 12) ^ seq);
+        let mut b = LinkMacVlan::new(&temp, spec.parent, spec.mode.to_nl());
+        if let Some(mtu) = spec.mtu {
+            b = b.mtu(mtu);
+        }
+        if let Some(mac) = spec.mac {
+            b = b.address(mac.to_vec());
+        }
+        let index = self.create_link(&ctx, "macvlan", &temp, b.build()).await?;
+        if let Err(e) = self.move_link(index, ns, Some(&spec.name)).await {
+            let _ = self.delete_link(index).await;
+            return Err(e);
+        }
+        if spec.up {
+            // Moving a link takes it down; bring it up from inside its new namespace.
+            let there = Netlink::open_fd(ns, None, &tokio::runtime::Handle::current())?;
+            let index = there
+                .link_index(&spec.name)
+                .await?
+                .ok_or_else(|| ctx.protocol("moved, but the link cannot be found by name"))?;
+            there.set_up(index).await?;
+        }
+        Ok(())
+    }
+
+    /// Create a VXLAN device (see [`VxlanSpec`]). Returns its ifindex.
+    pub async fn create_vxlan(&self, spec: &VxlanSpec) -> Result<u32, KernelError> {
+        let ctx = self.ctx("create vxlan", &spec.name);
+        let mut b = LinkVxlan::new(&spec.name, spec.vni)
+            .port(spec.port)
+            .learning(spec.learning);
+        match spec.local {
+            Some(IpAddr::V4(ip)) => b = b.local(ip),
+            Some(IpAddr::V6(ip)) => b = b.local6(ip),
+            None => {}
+        }
+        if let Some(dev) = spec.underlay {
+            b = b.dev(dev);
+        }
+        if let Some(mtu) = spec.mtu {
+            b = b.mtu(mtu);
+        }
+        if let Some(master) = spec.master {
+            b = b.controller(master);
+        }
+        if spec.up {
+            b = b.up();
+        }
+        let index = self
+            .create_link(&ctx, "vxlan", &spec.name, b.build())
+            .await?;
+        if let Some(alias) = &spec.alias {
+            self.set_alias(index, Some(alias)).await?;
+        }
+        Ok(index)
+    }
+
+    /// Create a link of any kind given as a prebuilt message (escape hatch); `kind` is used for
+    /// the "not supported" message. Returns the new ifindex.
+    pub async fn create_link_message(
+        &self,
+        kind: &str,
+        name: &str,
+        msg: LinkMessage,
+    ) -> Result<u32, KernelError> {
+        let ctx = self.ctx(&format!("create {kind}"), name);
+        self.create_link(&ctx, kind, name, msg).await
+    }
+
+    // ---------------------------------------------------------------- changing links
+
+    /// Set a link administratively up.
+    pub async fn set_up(&self, index: u32) -> Result<(), KernelError> {
+        let ctx = self.ctx("set up", format!("ifindex {index}"));
+        self.set_link(&ctx, LinkUnspec::new_with_index(index).up().build())
+            .await
+    }
+
+    /// Set a link administratively down.
+    pub async fn set_down(&self, index: u32) -> Result<(), KernelError> {
+        let ctx = self.ctx("set down", format!("ifindex {index}"));
+        self.set_link(&ctx, LinkUnspec::new_with_index(index).down().build())
+            .await
+    }
+
+    /// Bring `lo` up (every namespace starts with it down).
+    pub async fn lo_up(&self) -> Result<(), KernelError> {
+        self.set_up(LOOPBACK_INDEX).await
+    }
+
+    /// Enslave a link to a bridge (`Some(master)`) or release it (`None`).
+    pub async fn set_master(&self, index: u32, master: Option<u32>) -> Result<(), KernelError> {
+        let ctx = self.ctx("set master of", format!("ifindex {index}"));
+        let b = LinkUnspec::new_with_index(index);
+        let b = match master {
+            Some(m) => b.controller(m),
+            None => b.nocontroller(),
+        };
+        self.set_link(&ctx, b.build()).await
+    }
+
+    pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<(), KernelError> {
+        let ctx = self.ctx("set mtu of", format!("ifindex {index}"));
+        self.set_link(&ctx, LinkUnspec::new_with_index(index).mtu(mtu).build())
+            .await
+    }
+
+    pub async fn set_mac(&self, index: u32, mac: [u8; 6]) -> Result<(), KernelError> {
+        let ctx = self.ctx("set mac of", format!("ifindex {index}"));
+        self.set_link(
+            &ctx,
+            LinkUnspec::new_with_index(index)
+                .address(mac.to_vec())
+                .build(),
+        )
+        .await
+    }
+
+    /// Set (`Some`) or clear (`None`) the interface alias.
+    pub async fn set_alias(&self, index: u32, alias: Option<&str>) -> Result<(), KernelError> {
+        let ctx = self.ctx("set alias of", format!("ifindex {index}"));
+        if alias.is_some_and(|a| a.len() >= 256) {
+            return Err(ctx.invalid("alias longer than 255 bytes"));
+        }
+        self.set_link(
+            &ctx,
+            LinkUnspec::new_with_index(index)
+                .alias(alias.unwrap_or(""))
+                .build(),
+        )
+        .await
+    }
+
+    /// Rename a link (it must be down for most kinds).
+    pub async fn rename(&self, index: u32, name: &str) -> Result<(), KernelError> {
+        let ctx = self.ctx("rename", format!("ifindex {index} to {name}"));
+        self.set_link(&ctx, LinkUnspec::new_with_index(index).name(name).build())
+            .await
+    }
+
+    /// Move a link into the namespace behind `ns`, renaming it on the way when `new_name` is
+    /// given (one request).
+    pub async fn move_link(
+        &self,
+        index: u32,
+        ns: BorrowedFd<'_>,
+        new_name: Option<&str>,
+    ) -> Result<(), KernelError> {
+        let ctx = self.ctx("move to another netns", format!("ifindex {index}"));
+        let mut b = LinkUnspec::new_with_index(index).setns_by_fd(ns.as_raw_fd());
+        if let Some(name) = new_name {
+            b = b.name(name);
+        }
+        self.set_link(&ctx, b.build()).await
+    }
+
+    /// Delete a link (for a veth, both ends go).
+    pub async fn delete_link(&self, index: u32) -> Result<(), KernelError> {
+        let ctx = self.ctx("delete link", format!("ifindex {index}"));
+        let msg = LinkUnspec::new_with_index(index).build();
+        self.request(
+            &ctx,
+            RouteNetlinkMessage::DelLink(msg),
+            NLM_F_REQUEST | NLM_F_ACK,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Isolate a bridge port (isolated ports only talk to non-isolated ports).
+    pub async fn set_bridge_port_isolated(&self, index: u32, on: bool) -> Result<(), KernelError> {
+        let ctx = self.ctx("set bridge port isolation of", format!("ifindex {index}"));
+        self.set_port(&ctx, LinkBridgePort::new(index).isolated(on).build())
+            .await
+    }
+
+    /// Turn MAC learning of a bridge port on or off.
+    pub async fn set_bridge_port_learning(&self, index: u32, on: bool) -> Result<(), KernelError> {
+        let ctx = self.ctx("set bridge port learning of", format!("ifindex {index}"));
+        self.set_port(&ctx, LinkBridgePort::new(index).learning(on).build())
+            .await
+    }
+}
+
+pub(super) fn parse_link(m: LinkMessage) -> Link {
+    let mut link = Link {
+        index: m.header.index,
+        name: String::new(),
+        kind: LinkKind::Device,
+        alias: None,
+        mac: None,
+        mtu: None,
+        master: None,
+        up: m.header.flags.contains(LinkFlags::Up),
+        lower_up: m.header.flags.contains(LinkFlags::LowerUp),
+        link: None,
+        link_netnsid: None,
+        macvlan_mode: None,
+        vxlan: None,
+        bridge_port: None,
+    };
+    for attr in m.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => link.name = n,
+            LinkAttribute::IfAlias(a) => link.alias = Some(a),
+            LinkAttribute::Address(a) => link.mac = <[u8; 6]>::try_from(a.as_slice()).ok(),
+            LinkAttribute::Mtu(mtu) => link.mtu = Some(mtu),
+            LinkAttribute::Controller(m) if m != 0 => link.master = Some(m),
+            LinkAttribute::Link(l) => link.link = Some(l),
+            LinkAttribute::LinkNetNsId(id) => link.link_netnsid = Some(id),
+            LinkAttribute::LinkInfo(infos) => parse_link_info(&mut link, infos),
+            _ => {}
+        }
+    }
+    link
+}
+
+fn parse_link_info(link: &mut Link, infos: Vec<LinkInfo>) {
+    for info in infos {
+        match info {
+            LinkInfo::Kind(kind) => {
+                link.kind = match kind {
+                    InfoKind::Bridge => LinkKind::Bridge,
+                    InfoKind::Veth => LinkKind::Veth,
+                    InfoKind::MacVlan => LinkKind::Macvlan,
+                    InfoKind::Vxlan => LinkKind::Vxlan,
+                    other => LinkKind::Other(other.to_string()),
+                }
+            }
+            LinkInfo::Data(InfoData::MacVlan(data)) => {
+                for d in data {
+                    if let InfoMacVlan::Mode(m) = d {
+                        link.macvlan_mode = MacvlanMode::from_nl(&m);
+                    }
+                }
+            }
+            LinkInfo::Data(InfoData::Vxlan(data)) => {
+                let mut v = VxlanInfo::default();
+                for d in data {
+                    match d {
+                        InfoVxlan::Id(id) => v.vni = Some(id),
+                        InfoVxlan::Local(ip) => v.local = Some(IpAddr::V4(ip)),
+                        InfoVxlan::Local6(ip) => v.local = Some(IpAddr::V6(ip)),
+                        InfoVxlan::Port(p) => v.port = Some(p),
+                        InfoVxlan::Link(l) => v.underlay = Some(l),
+                        InfoVxlan::Learning(on) => v.learning = Some(on),
+                        _ => {}
+                    }
+                }
+                link.vxlan = Some(v);
+            }
+            LinkInfo::PortData(InfoPortData::BridgePort(data)) => {
+                let mut p = BridgePortInfo::default();
+                for d in data {
+                    match d {
+                        InfoBridgePort::Isolated(on) => p.isolated = Some(on),
+                        InfoBridgePort::Learning(on) => p.learning = Some(on),
+                        _ => {}
+                    }
+                }
+                link.bridge_port = Some(p);
+            }
+            _ => {}
+        }
+    }
+}
