@@ -122,6 +122,11 @@ fn detailed_exitcode_and_against() {
     let text = String::from_utf8_lossy(&changed.stdout);
     assert!(text.contains("+ service.web[3]"), "{text}");
     assert!(text.contains("~ service.web.vip.default"), "{text}");
+    // The scale reads element by element: the new name and backend, not two whole zones.
+    assert!(text.contains("+ ci-web-3 = 172.16."), "{text}");
+    assert!(text.contains("unchanged elements hidden)"), "{text}");
+    assert!(!text.contains("ci-web-1 = "), "{text}");
+    assert!(text.contains("      chain vip_web_default\n"), "{text}");
     assert!(
         !text.contains("service.db[1].link"),
         "db must not be renumbered: {text}"

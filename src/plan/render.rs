@@ -1,6 +1,10 @@
 //! The human form of a plan: one block per changed resource with the familiar symbols
 //! (`+` create, `~` update, `-/+` replace, `-` destroy), every attribute that matters, and the
-//! summary line. Colour only on a terminal.
+//! summary line. Creates and deletes show every attribute; updates and replacements show only
+//! what changes, element by element (collections.rs), with a count of what is hidden. Colour
+//! only on a terminal.
+
+mod collections;
 
 use super::{Change, Plan};
 use crate::firewall::rule::Chain;
@@ -116,24 +120,33 @@ fn block(out: &mut String, c: &Change, st: &Style) {
     );
     let (before, after) = c.sides();
     let shown = if c.after.is_some() { after } else { before };
-    for (key, value) in shown.iter().filter(|(k, _)| *k != "kind") {
-        let old = before.get(key);
-        let changed = c.before.is_some() && c.after.is_some() && old != Some(value);
-        if key == "chains" {
-            chains(out, old.filter(|_| changed), value, st);
-        } else if changed {
-            let from = old.map_or_else(|| "(none)".to_string(), scalar);
-            let _ = writeln!(
-                out,
-                "      {key:<14} {} → {}",
-                st.paint("31", &from),
-                st.paint("32", &scalar(value))
-            );
-        } else if c.actions.len() == 1 && c.before.is_some() && c.after.is_some() {
-            continue;
-        } else {
-            let _ = writeln!(out, "      {key:<14} {}", multiline(value));
+    if c.before.is_none() || c.after.is_none() {
+        for (key, value) in shown.iter().filter(|(k, _)| *k != "kind") {
+            if key == "chains" {
+                chains(out, None, value, st);
+            } else {
+                let _ = writeln!(out, "      {key:<14} {}", multiline(value));
+            }
         }
+        out.push('\n');
+        return;
+    }
+    let mut unchanged = 0;
+    for (key, value) in after.iter().filter(|(k, _)| *k != "kind") {
+        let old = before.get(key);
+        if old == Some(value) {
+            unchanged += 1;
+        } else if key == "chains" {
+            chains(out, old, value, st);
+        } else {
+            collections::attribute(out, key, old, Some(value), st);
+        }
+    }
+    for (key, value) in before.iter().filter(|(k, _)| !after.contains_key(*k)) {
+        collections::attribute(out, key, Some(value), None, st);
+    }
+    if let Some(line) = collections::hidden(unchanged, "attribute", st) {
+        let _ = writeln!(out, "      {line}");
     }
     out.push('\n');
 }
@@ -158,36 +171,81 @@ fn multiline(v: &Value) -> String {
     }
 }
 
-/// Firewall chains as nft rules; on update, only the rules that come and go.
+/// Firewall chains as nft rules. On update, only chains that come, go or change, and in a
+/// changed chain only the rules that come and go.
 fn chains(out: &mut String, old: Option<&Value>, new: &Value, st: &Style) {
     let parse = |v: &Value| serde_json::from_value::<Vec<Chain>>(v.clone()).unwrap_or_default();
-    let (old, new) = (old.map(parse), parse(new));
-    for chain in &new {
-        let _ = writeln!(
-            out,
-            "      chain {} ({} hook {}, priority {})",
-            chain.name, chain.chain_type, chain.hook, chain.priority
-        );
-        let before: Vec<String> = old
-            .as_ref()
-            .and_then(|o| o.iter().find(|c| c.name == chain.name))
-            .map(|c| c.rules.iter().map(|r| r.to_string()).collect())
-            .unwrap_or_default();
-        let now: Vec<String> = chain.rules.iter().map(|r| r.to_string()).collect();
-        for rule in &now {
-            match &old {
-                Some(_) if !before.contains(rule) => {
-                    let _ = writeln!(out, "        {}", st.paint("32", &format!("+ {rule}")));
-                }
-                Some(_) => {}
-                None => {
-                    let _ = writeln!(out, "        {rule}");
-                }
+    let new = parse(new);
+    let Some(old) = old.map(parse) else {
+        for chain in &new {
+            let _ = writeln!(out, "      {}", header(chain));
+            for rule in &chain.rules {
+                let _ = writeln!(out, "        {rule}");
             }
+        }
+        return;
+    };
+    let mut unchanged = 0;
+    for chain in &new {
+        let Some(prev) = old.iter().find(|c| c.name == chain.name) else {
+            let _ = writeln!(
+                out,
+                "      {}",
+                st.paint("32", &format!("+ {}", header(chain)))
+            );
+            for rule in &chain.rules {
+                let _ = writeln!(out, "        {}", st.paint("32", &format!("+ {rule}")));
+            }
+            continue;
+        };
+        if prev == chain {
+            unchanged += 1;
+            continue;
+        }
+        if header(prev) == header(chain) {
+            let _ = writeln!(out, "      {}", header(chain));
+        } else {
+            let _ = writeln!(
+                out,
+                "      {} → {}",
+                st.paint("31", &header(prev)),
+                st.paint("32", &header(chain))
+            );
+        }
+        let before: Vec<String> = prev.rules.iter().map(ToString::to_string).collect();
+        let now: Vec<String> = chain.rules.iter().map(ToString::to_string).collect();
+        for rule in now.iter().filter(|r| !before.contains(r)) {
+            let _ = writeln!(out, "        {}", st.paint("32", &format!("+ {rule}")));
         }
         for rule in before.iter().filter(|r| !now.contains(r)) {
             let _ = writeln!(out, "        {}", st.paint("31", &format!("- {rule}")));
         }
+        let kept = now.iter().filter(|r| before.contains(r)).count();
+        if let Some(line) = collections::hidden(kept, "rule", st) {
+            let _ = writeln!(out, "        {line}");
+        }
+    }
+    for prev in old.iter().filter(|p| new.iter().all(|c| c.name != p.name)) {
+        let _ = writeln!(
+            out,
+            "      {}",
+            st.paint("31", &format!("- {}", header(prev)))
+        );
+    }
+    if let Some(line) = collections::hidden(unchanged, "chain", st) {
+        let _ = writeln!(out, "      {line}");
+    }
+}
+
+/// A base chain with its hook and priority; a regular chain (a jump target) by name alone.
+fn header(chain: &Chain) -> String {
+    if chain.hook.is_empty() {
+        format!("chain {}", chain.name)
+    } else {
+        format!(
+            "chain {} ({} hook {}, priority {})",
+            chain.name, chain.chain_type, chain.hook, chain.priority
+        )
     }
 }
 
@@ -208,5 +266,101 @@ fn scalar(v: &Value) -> String {
         ),
         Value::Null => "(none)".into(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::firewall::rule::rule;
+    use crate::plan::Action;
+    use serde_json::json;
+
+    fn shown(actions: Vec<Action>, before: Option<Value>, after: Option<Value>) -> String {
+        let mut out = String::new();
+        let c = Change {
+            address: ResourceId::HostFirewall,
+            kind: "firewall".into(),
+            actions,
+            before,
+            after,
+            reason: None,
+        };
+        block(&mut out, &c, &Style { color: false });
+        out
+    }
+
+    fn table(chains: &[Chain]) -> Value {
+        json!({"kind": "firewall", "table": "t", "chains": chains})
+    }
+
+    #[test]
+    fn regular_chains_have_no_hook_or_priority() {
+        let chains = [
+            Chain::base("forward", "filter", "forward", 0, vec![rule().accept()]),
+            Chain::regular("vip_db_back", vec![]),
+        ];
+        assert_eq!(
+            shown(vec![Action::Create], None, Some(table(&chains))),
+            "  + firewall.host (firewall)\n\
+             \x20     table          t\n\
+             \x20     chain forward (filter hook forward, priority 0)\n\
+             \x20       accept\n\
+             \x20     chain vip_db_back\n\n"
+        );
+    }
+
+    #[test]
+    fn an_update_shows_changed_chains_and_rules_only() {
+        let keep = rule().iif("a").accept();
+        let old = [
+            Chain::base("forward", "filter", "forward", 0, vec![keep.clone()]),
+            Chain::regular("vip_web", vec![keep.clone(), rule().iif("b").drop()]),
+            Chain::regular("vip_gone", vec![]),
+        ];
+        let new = [
+            Chain::base("forward", "filter", "forward", 0, vec![keep.clone()]),
+            Chain::regular("vip_web", vec![keep.clone(), rule().iif("c").drop()]),
+            Chain::regular("vip_new", vec![keep]),
+        ];
+        assert_eq!(
+            shown(vec![Action::Update], Some(table(&old)), Some(table(&new))),
+            "  ~ firewall.host (firewall)\n\
+             \x20     chain vip_web\n\
+             \x20       + iifname \"c\" drop\n\
+             \x20       - iifname \"b\" drop\n\
+             \x20       # (1 unchanged rule hidden)\n\
+             \x20     + chain vip_new\n\
+             \x20       + iifname \"a\" accept\n\
+             \x20     - chain vip_gone\n\
+             \x20     # (1 unchanged chain hidden)\n\
+             \x20     # (1 unchanged attribute hidden)\n\n"
+        );
+    }
+
+    #[test]
+    fn an_update_hides_unchanged_attributes_and_diffs_collections() {
+        let before = json!({"kind": "vip", "service": "web", "network": "front",
+            "address": "10.0.0.7", "backends": ["10.0.0.3", "10.0.0.4"]});
+        let after = json!({"kind": "vip", "service": "web", "network": "front",
+            "address": "10.0.0.7", "backends": ["10.0.0.3", "10.0.0.4", "10.0.0.8"]});
+        assert_eq!(
+            shown(vec![Action::Update], Some(before), Some(after)),
+            "  ~ firewall.host (firewall)\n\
+             \x20     backends       + 10.0.0.8\n\
+             \x20                    # (2 unchanged elements hidden)\n\
+             \x20     # (3 unchanged attributes hidden)\n\n"
+        );
+    }
+
+    #[test]
+    fn deletes_show_every_attribute() {
+        let before = json!({"kind": "vip", "service": "web", "backends": ["10.0.0.3"]});
+        assert_eq!(
+            shown(vec![Action::Delete], Some(before), None),
+            "  - firewall.host (firewall)\n\
+             \x20     service        web\n\
+             \x20     backends       [10.0.0.3]\n\n"
+        );
     }
 }
