@@ -7,11 +7,13 @@
 mod daemon;
 mod down;
 mod planning;
+mod projects;
 mod session;
 mod up;
 
-pub use down::{down, DownOutcome};
+pub use down::{down, down_plan, DownOutcome};
 pub use planning::{plan, Baseline, Planning};
+pub use projects::{projects, ProjectStatus};
 pub use up::{read_plan, up, up_plan, UpOutcome};
 
 use crate::apply::{ApplyError, Outcome};

@@ -41,6 +41,7 @@ fn save_other(store: &FileStore, name: &str, allocations: Allocations) {
         project: name.into(),
         allocations,
         resources: Vec::new(),
+        files: Vec::new(),
     };
     store.save(&lock, &state).unwrap();
 }

@@ -43,6 +43,11 @@ pub fn up(
             desired,
             daemon: Some(daemon),
             fingerprint: None,
+            files: checked
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect(),
         },
         events,
     )
@@ -87,6 +92,8 @@ pub fn up_plan(
     let lock = lock(store, &project, events)?;
     let session = Session::open(&project)?;
     let prior = store.load(&project)?.unwrap_or_default();
+    // A plan does not name its Compose files: keep those the last `up` recorded.
+    let files = prior.files.clone();
     converge(
         store,
         &lock,
@@ -96,17 +103,19 @@ pub fn up_plan(
             desired: saved.desired,
             daemon: saved.daemon,
             fingerprint: Some(saved.fingerprint),
+            files,
         },
         events,
     )
 }
 
-/// Where a run is going: the desired state, what the daemon serves, and (for a saved plan)
-/// the fingerprint the machine must still have.
+/// Where a run is going: the desired state, what the daemon serves, (for a saved plan) the
+/// fingerprint the machine must still have, and the Compose files to record.
 struct Target {
     desired: Desired,
     daemon: Option<DaemonConfig>,
     fingerprint: Option<String>,
+    files: Vec<String>,
 }
 
 fn converge(
@@ -121,6 +130,7 @@ fn converge(
         desired,
         daemon,
         fingerprint,
+        files,
     } = target;
     let project = lock.project().clone();
     let observed = session.observe(&prior.resources, &desired.resources)?;
@@ -139,6 +149,7 @@ fn converge(
                 project: project.to_string(),
                 allocations: desired.allocations.clone(),
                 resources,
+                files: files.clone(),
             },
         )
     };

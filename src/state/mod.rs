@@ -23,6 +23,10 @@ pub struct State {
     pub project: String,
     pub allocations: Allocations,
     pub resources: Vec<Resource>,
+    /// The Compose files the project was last brought up from (`ls` shows them); absent from
+    /// states written before it was recorded, and empty after an `up --plan`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
 }
 
 #[derive(Debug, Error)]
@@ -97,6 +101,8 @@ pub trait Store: Send + Sync {
     fn remove(&self, lock: &Lock) -> Result<(), StateError>;
     /// Every other project's state.
     fn others(&self, project: &ProjectName) -> Others;
+    /// Every project's state (`ls`).
+    fn all(&self) -> Others;
     /// An exclusive lock on a project, held until the returned [`Lock`] is dropped.
     fn lock(&self, project: &ProjectName, wait: Wait) -> Result<Lock, StateError>;
 }
