@@ -1,5 +1,5 @@
 //! Compose's everyday commands through the binary in a sandbox host (issue 13): `up -d
-//! --scale` for one run, `ls` with its status and files, `port`, `--dry-run` for `up` and
+//! --scale` for one run (and `ps`/`exec` seeing its replicas), `ls` with its status and files, `port`, `--dry-run` for `up` and
 //! `down` changing nothing, and a bad `--scale` refused before anything is applied.
 //!
 //! Every test builds its own sandbox host; needs root.
@@ -55,6 +55,18 @@ fn scale_ls_port_and_dry_run() {
         ["cm-client-1", "cm-web-1", "cm-web-2", "cm-web-3"]
     );
 
+    // ps and exec show and enter the replicas that exist, not only those the file names.
+    let ps: serde_json::Value = serde_json::from_str(&lab.nc_ok(&f, &["ps", "--json"])).unwrap();
+    let web: Vec<(u64, bool)> = ps["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["service"] == "web")
+        .map(|r| (r["replica"].as_u64().unwrap(), r["running"] == true))
+        .collect();
+    assert_eq!(web, [(1, true), (2, true), (3, true)]);
+    lab.nc_ok(&f, &["exec", "web", "--index", "3", "--", "true"]);
+
     // An unknown service or a bad count: exit 1, nothing applied.
     for bad in ["nope=2", "web=many", "web"] {
         let out = lab.nc(&f, &["up", "--scale", bad]);
@@ -98,6 +110,8 @@ fn scale_ls_port_and_dry_run() {
     // Without --scale, `up` goes back to the file's count, as Compose does.
     lab.nc_ok(&f, &["up", "-d"]);
     assert_eq!(namespaces(&lab), ["cm-client-1", "cm-web-1"]);
+    let ps: serde_json::Value = serde_json::from_str(&lab.nc_ok(&f, &["ps", "--json"])).unwrap();
+    assert_eq!(ps["replicas"].as_array().unwrap().len(), 2, "{ps}");
 
     lab.nc_ok(&f, &["down"]);
     assert_eq!(lab.nc_ok(&f, &["ls", "--json"]).trim(), "[]");

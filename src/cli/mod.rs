@@ -204,6 +204,20 @@ fn checked_with(opts: &LoadOptions) -> miette::Result<Checked> {
     }
 }
 
+/// The checked project with the replica counts of the `up --scale` that built it, for the
+/// commands that show or enter what exists (`ps`, `exec`). A state that cannot be read leaves
+/// the file's counts: `ps` says so when it reads the state for its resources.
+fn as_built(global: &Global) -> miette::Result<Checked> {
+    let mut checked = checked(global)?;
+    let name = ProjectName::new(checked.project.name.clone())?;
+    let scale = crate::reconcile::recorded_scale(&reconcile::store(), &name).unwrap_or_default();
+    crate::load::rescale(
+        &mut checked.project,
+        scale.iter().map(|(s, n)| (s.as_str(), *n)),
+    );
+    Ok(checked)
+}
+
 /// Print every diagnostic and stop.
 fn fail<T>(
     diags: &crate::diag::Diagnostics,

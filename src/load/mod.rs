@@ -127,11 +127,10 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
 }
 
 /// `--scale SERVICE=N`, as Compose has it: N replicas for this run whatever `deploy.replicas`
-/// or `scale` say, so that validation, IPAM and the plan see the count actually built. The
-/// override keeps the span of the count it replaces, so diagnostics still point into the file.
+/// or `scale` say, so that validation, IPAM and the plan see the count actually built.
 fn scale(project: &mut Project, overrides: &[(String, u32)]) -> Result<(), LoadError> {
-    for (service, n) in overrides {
-        let Some(svc) = project.services.get_mut(service) else {
+    for (service, _) in overrides {
+        if !project.services.contains_key(service) {
             let hint = if project.inactive.contains_key(service) {
                 format!("`{service}` is in a profile that is not enabled (--profile)")
             } else {
@@ -145,6 +144,19 @@ fn scale(project: &mut Project, overrides: &[(String, u32)]) -> Result<(), LoadE
                 service: service.clone(),
                 hint,
             });
+        }
+    }
+    rescale(project, overrides.iter().map(|(s, n)| (s.as_str(), *n)));
+    Ok(())
+}
+
+/// Set the replica counts of the services named (others are ignored: a count recorded for a
+/// service the file no longer has). Each override keeps the span of the count it replaces, so
+/// diagnostics still point into the file.
+pub fn rescale<'a>(project: &mut Project, counts: impl IntoIterator<Item = (&'a str, u32)>) {
+    for (service, n) in counts {
+        let Some(svc) = project.services.get_mut(service) else {
+            continue;
         };
         let span = svc
             .deploy
@@ -152,9 +164,8 @@ fn scale(project: &mut Project, overrides: &[(String, u32)]) -> Result<(), LoadE
             .as_ref()
             .or(svc.scale.as_ref())
             .map_or(svc.key.span, |r| r.span);
-        svc.deploy.replicas = Some(crate::spec::Spanned::new(*n, span));
+        svc.deploy.replicas = Some(crate::spec::Spanned::new(n, span));
     }
-    Ok(())
 }
 
 /// Parse, check keys and interpolate each file, then merge them in order.

@@ -42,6 +42,7 @@ fn save_other(store: &FileStore, name: &str, allocations: Allocations) {
         allocations,
         resources: Vec::new(),
         files: Vec::new(),
+        scale: Default::default(),
     };
     store.save(&lock, &state).unwrap();
 }

@@ -11,6 +11,7 @@ use crate::model::{Desired, Resource};
 use crate::plan::{self, Plan};
 use crate::project_name::ProjectName;
 use crate::state::{self, Lock, State, Store};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// What `up` did to the kernel (the daemon's part is reported through [`Events`]).
@@ -48,6 +49,7 @@ pub fn up(
                 .iter()
                 .map(|f| f.display().to_string())
                 .collect(),
+            scale: opts.scale.iter().cloned().collect(),
         },
         events,
     )
@@ -104,18 +106,20 @@ pub fn up_plan(
             daemon: saved.daemon,
             fingerprint: Some(saved.fingerprint),
             files,
+            scale: Default::default(),
         },
         events,
     )
 }
 
 /// Where a run is going: the desired state, what the daemon serves, (for a saved plan) the
-/// fingerprint the machine must still have, and the Compose files to record.
+/// fingerprint the machine must still have, and the Compose files and `--scale` to record.
 struct Target {
     desired: Desired,
     daemon: Option<DaemonConfig>,
     fingerprint: Option<String>,
     files: Vec<String>,
+    scale: BTreeMap<String, u32>,
 }
 
 fn converge(
@@ -131,6 +135,7 @@ fn converge(
         daemon,
         fingerprint,
         files,
+        scale,
     } = target;
     let project = lock.project().clone();
     let observed = session.observe(&prior.resources, &desired.resources)?;
@@ -150,6 +155,7 @@ fn converge(
                 allocations: desired.allocations.clone(),
                 resources,
                 files: files.clone(),
+                scale: scale.clone(),
             },
         )
     };

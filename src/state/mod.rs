@@ -12,6 +12,7 @@ use crate::model::Resource;
 use crate::project_name::ProjectName;
 use serde::{Deserialize, Serialize};
 use std::any::Any;
+use std::collections::BTreeMap;
 use thiserror::Error;
 
 pub const STATE_ROOT: &str = "/var/lib/netcompose";
@@ -27,6 +28,10 @@ pub struct State {
     /// states written before it was recorded, and empty after an `up --plan`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<String>,
+    /// Replica counts `up --scale` set for the run that built the project: `ps` and `exec`
+    /// show the replicas that exist, not only those the file names.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scale: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Error)]
