@@ -130,3 +130,22 @@ fn ls_reads_state_files_written_before_files_were_recorded() {
     let out = lab.nc_ok(&f, &["ls"]);
     assert_eq!(out, "NAME  STATUS   CONFIG FILES\nold   running\n");
 }
+
+/// README's tour: what its comments say `port`, `ls` and `--scale` print for the quickstart.
+#[test]
+fn the_readme_tour_says_what_these_commands_print() {
+    require_root("the_readme_tour_says_what_these_commands_print");
+    let lab = Lab::new("nc-cmdtour-");
+    let f =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/compose.yaml");
+    lab.nc_ok(&f, &["up", "-d"]);
+    assert_eq!(lab.nc_ok(&f, &["port", "web", "80"]), "0.0.0.0:8080\n");
+    let ls = lab.nc_ok(&f, &["ls"]);
+    let row = format!("quickstart  running(5)  {}\n", f.display());
+    assert!(ls.ends_with(&row), "{ls}");
+    lab.nc_ok(&f, &["up", "-d", "--scale", "web=5"]);
+    assert!(lab.nc_ok(&f, &["ls"]).contains("running(7)"));
+    lab.nc_ok(&f, &["up", "-d"]);
+    assert!(lab.nc_ok(&f, &["ls"]).contains("running(5)"));
+    lab.nc_ok(&f, &["down"]);
+}
