@@ -43,7 +43,7 @@ pub fn run(args: &LsArgs) -> miette::Result<ExitCode> {
 }
 
 fn row(p: &ProjectStatus) -> Row {
-    let gone = p.namespaces - p.running.min(p.namespaces);
+    let gone = p.namespaces.saturating_sub(p.running);
     let status = match (p.running, gone) {
         (0, 0) => "running".to_string(),
         (0, _) => format!("stopped({gone})"),

@@ -373,4 +373,44 @@ mod tests {
         assert_eq!(normalize_project_name("My.App_1"), "myapp_1");
         assert_eq!(normalize_project_name("__x-Y"), "x-y");
     }
+
+    fn load_with(yaml: &str, scale: &[(&str, u32)]) -> Result<Loaded, LoadError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("compose.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        load(&LoadOptions {
+            files: vec![file],
+            environment: Some(Default::default()),
+            scale: scale.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
+            ..Default::default()
+        })
+    }
+
+    const SCALED: &str = "name: s\nservices:\n  web: {deploy: {replicas: 2}}\n  db: {scale: 2}\n  \
+                          api: {}\n  debug: {profiles: [debug]}\n";
+
+    #[test]
+    fn scale_overrides_every_count_for_the_run() {
+        let loaded = load_with(SCALED, &[("web", 5), ("db", 0), ("api", 3), ("web", 4)]).unwrap();
+        let count = |s: &str| loaded.project.services[s].replicas();
+        assert_eq!((count("web"), count("db"), count("api")), (4, 0, 3));
+        assert!(loaded.files[0].is_absolute());
+    }
+
+    #[test]
+    fn scale_of_an_unknown_service_is_refused() {
+        match load_with(SCALED, &[("webb", 2)]) {
+            Err(LoadError::ScaleUnknown { service, hint }) => {
+                assert_eq!(service, "webb");
+                assert_eq!(hint, "did you mean `web`?");
+            }
+            other => panic!("{other:?}"),
+        }
+        match load_with(SCALED, &[("debug", 2)]) {
+            Err(LoadError::ScaleUnknown { hint, .. }) => {
+                assert!(hint.contains("profile"), "{hint}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
