@@ -97,6 +97,9 @@ fn scale_ls_port_and_dry_run() {
         lab.nc_ok(&f, &["port", "web", "53/udp", "--index", "2"]),
         "127.0.0.1:5353\n"
     );
+    let out = lab.nc(&f, &["port", "web", "80", "--index", "4"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("no replica 4"), "{}", text(&out));
     let out = lab.nc(&f, &["port", "web", "53"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("not published"), "{}", text(&out));

@@ -24,7 +24,7 @@ pub struct PortArgs {
 
 pub fn run(global: &Global, args: &PortArgs) -> miette::Result<ExitCode> {
     let (port, protocol) = parse_private(&args.private_port)?;
-    let checked = super::checked(global)?;
+    let checked = super::as_built(global)?;
     let project = &checked.project;
     let Some(svc) = project.services.get(&args.service) else {
         let hint = crate::diag::suggest(
@@ -39,8 +39,12 @@ pub fn run(global: &Global, args: &PortArgs) -> miette::Result<ExitCode> {
             project.name
         ));
     };
-    if args.index == 0 {
-        return Err(miette::miette!("replicas are numbered from 1"));
+    if args.index == 0 || args.index > svc.replicas() {
+        return Err(miette::miette!(
+            "service `{}` has no replica {}",
+            args.service,
+            args.index
+        ));
     }
     match published(&svc.ports, port, protocol) {
         Some(addr) => {
