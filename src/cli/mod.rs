@@ -205,8 +205,8 @@ fn checked_with(opts: &LoadOptions) -> miette::Result<Checked> {
 }
 
 /// The checked project with the replica counts of the `up --scale` that built it, for the
-/// commands that show or enter what exists (`ps`, `exec`, `port`). A state that cannot be read leaves
-/// the file's counts: `ps` says so when it reads the state for its resources.
+/// commands that show or enter what exists (`ps`, `exec`, `port`). A state that cannot be
+/// read leaves the file's counts: `ps` says so when it reads the state for its resources.
 fn as_built(global: &Global) -> miette::Result<Checked> {
     let mut checked = checked(global)?;
     let name = ProjectName::new(checked.project.name.clone())?;
