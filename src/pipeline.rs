@@ -15,6 +15,8 @@ pub struct Checked {
     pub sources: Sources,
     pub warnings: Vec<String>,
     pub working_dir: PathBuf,
+    /// The Compose files read, as absolute paths (`ls` shows them).
+    pub files: Vec<PathBuf>,
 }
 
 /// Why the pure stages stopped.
@@ -42,6 +44,7 @@ pub fn checked_project(opts: &LoadOptions) -> Result<Checked, Failure> {
         sources: loaded.sources,
         warnings: diags.warnings,
         working_dir: loaded.working_dir,
+        files: loaded.files,
     })
 }
 

@@ -137,9 +137,12 @@ fn a_name_that_leaves_the_state_directory_is_refused_everywhere() {
     let lab = Lab::new("nc-rname-");
     let f = lab.file("compose.yaml", DEMO);
     let canary = format!("../nc-canary-{}", std::process::id());
-    let commands: [&[&str]; 9] = [
+    let commands: [&[&str]; 12] = [
         &["down"],
+        &["--dry-run", "down"],
         &["up"],
+        &["ls"],
+        &["port", "web", "80"],
         &["plan"],
         &["ps"],
         &["logs"],

@@ -1,13 +1,21 @@
 //! `netcompose down`: remove every object of the project, found by its marks in the kernel
 //! (the state file helps but is not needed), and nothing else.
 
-use super::reconcile::{report, require_root, store, Terminal};
+use super::reconcile::{is_root, report, require_root, store, Terminal};
 use super::Global;
 use crate::project_name::ProjectName;
 use crate::reconcile;
 use std::process::ExitCode;
 
 pub fn run(global: &Global) -> miette::Result<ExitCode> {
+    if global.dry_run {
+        let project = project_name(global)?;
+        let plan = reconcile::down_plan(&store(), &project, is_root(), &Terminal::new())
+            .map_err(report)?;
+        super::plan::print(&plan);
+        eprintln!("Dry run: nothing was changed.");
+        return Ok(ExitCode::SUCCESS);
+    }
     require_root("down")?;
     let project = project_name(global)?;
     reconcile::down(&store(), &project, &Terminal::new()).map_err(report)?;

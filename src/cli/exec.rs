@@ -28,7 +28,7 @@ pub struct ExecArgs {
 
 pub fn run(global: &Global, args: &ExecArgs) -> miette::Result<ExitCode> {
     super::reconcile::require_root("exec")?;
-    let checked = super::checked(global)?;
+    let checked = super::as_built(global)?;
     let project = &checked.project;
     if !project.services.contains_key(&args.service) {
         let hint = crate::diag::suggest(

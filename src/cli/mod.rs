@@ -8,10 +8,13 @@ mod down;
 mod exec;
 mod graph;
 mod logs;
+mod ls;
 mod plan;
+mod port;
 mod ps;
 mod reconcile;
 mod up;
+mod version;
 
 use crate::load::LoadOptions;
 use crate::pipeline::{self, Checked, Failure};
@@ -25,7 +28,7 @@ use std::process::ExitCode;
     name = "netcompose",
     version,
     about = "Build the network a Compose file describes out of real kernel objects",
-    after_help = "Examples:\n  netcompose -f examples/quickstart/compose.yaml plan\n  sudo netcompose -f examples/quickstart/compose.yaml up\n  sudo netcompose exec client -- ping -c1 web\n  netcompose validate"
+    after_help = "Examples:\n  netcompose -f examples/quickstart/compose.yaml plan\n  sudo netcompose -f examples/quickstart/compose.yaml up -d\n  sudo netcompose exec client -- ping -c1 web\n  netcompose validate"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -51,6 +54,9 @@ pub struct Global {
     /// Enable services of a profile.
     #[arg(long = "profile", global = true)]
     pub profiles: Vec<String>,
+    /// Show what `up` or `down` would do (the plan) and change nothing.
+    #[arg(long, global = true)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,7 +81,14 @@ pub enum Command {
     /// Make the machine match the file: namespaces, links, addresses, routes, rules.
     Up(up::UpArgs),
     /// Remove everything of the project, and nothing else.
+    #[command(
+        after_help = "Examples:\n  sudo netcompose down\n  sudo netcompose -p lab down\n  netcompose --dry-run down"
+    )]
     Down,
+    /// List the projects on this machine with their status and Compose files.
+    Ls(ls::LsArgs),
+    /// Print the host address a service's port is published on.
+    Port(port::PortArgs),
     /// List replicas with their namespaces, interfaces, addresses and MACs.
     Ps(ps::PsArgs),
     /// Run a command inside a replica's namespace.
@@ -84,6 +97,10 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Print the output of the replicas' `x-run` processes.
     Logs(logs::LogsArgs),
+    /// Show the netcompose version.
+    Version(version::VersionArgs),
+    /// Print a shell completion script.
+    Completion(version::CompletionArgs),
     /// The project daemon (DNS resolver and x-run processes); started by `up`.
     #[command(hide = true)]
     Daemon(daemon::DaemonArgs),
@@ -104,6 +121,7 @@ impl Global {
             env_files: self.env_files.clone(),
             profiles: self.profiles.clone(),
             environment: None,
+            scale: Vec::new(),
         }
     }
 
@@ -141,6 +159,10 @@ fn run(cli: &Cli) -> miette::Result<ExitCode> {
         Command::Graph(args) => graph::run(&cli.global, args),
         Command::Up(args) => up::run(&cli.global, args),
         Command::Down => down::run(&cli.global),
+        Command::Ls(args) => ls::run(args),
+        Command::Port(args) => port::run(&cli.global, args),
+        Command::Version(args) => Ok(version::version(args)),
+        Command::Completion(args) => Ok(version::completion(args)),
         Command::Ps(args) => ps::run(&cli.global, args),
         Command::Exec(args) => exec::run(&cli.global, args),
         Command::Logs(args) => logs::run(&cli.global, args),
@@ -180,6 +202,20 @@ fn checked_with(opts: &LoadOptions) -> miette::Result<Checked> {
             fail(&diags, &sources)
         }
     }
+}
+
+/// The checked project with the replica counts of the `up --scale` that built it, for the
+/// commands that show or enter what exists (`ps`, `exec`, `port`). A state that cannot be
+/// read leaves the file's counts: `ps` says so when it reads the state for its resources.
+fn as_built(global: &Global) -> miette::Result<Checked> {
+    let mut checked = checked(global)?;
+    let name = ProjectName::new(checked.project.name.clone())?;
+    let scale = crate::reconcile::recorded_scale(&reconcile::store(), &name).unwrap_or_default();
+    crate::load::rescale(
+        &mut checked.project,
+        scale.iter().map(|(s, n)| (s.as_str(), *n)),
+    );
+    Ok(checked)
 }
 
 /// Print every diagnostic and stop.

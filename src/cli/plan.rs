@@ -2,7 +2,7 @@
 
 use super::reconcile::planning;
 use super::Global;
-use crate::plan::render;
+use crate::plan::{render, Plan};
 use miette::IntoDiagnostic;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -32,8 +32,7 @@ pub fn run(global: &Global, args: &PlanArgs) -> miette::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&plan).into_diagnostic()?);
     } else {
-        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        print!("{}", render::render(&plan, color));
+        print(&plan);
     }
     if let Some(out) = &args.out {
         std::fs::write(out, serde_json::to_vec_pretty(&plan).into_diagnostic()?)
@@ -48,4 +47,10 @@ pub fn run(global: &Global, args: &PlanArgs) -> miette::Result<ExitCode> {
         (true, true) => ExitCode::from(2),
         _ => ExitCode::SUCCESS,
     })
+}
+
+/// The plan as text on stdout, coloured on a terminal unless NO_COLOR is set.
+pub fn print(plan: &Plan) {
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    print!("{}", render::render(plan, color));
 }

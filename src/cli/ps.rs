@@ -56,7 +56,7 @@ struct VipView {
 }
 
 pub fn run(global: &Global, args: &PsArgs) -> miette::Result<ExitCode> {
-    let checked = super::checked(global)?;
+    let checked = super::as_built(global)?;
     let project = &checked.project;
     let name = ProjectName::new(project.name.clone())?;
     let live = is_root();

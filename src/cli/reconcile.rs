@@ -2,6 +2,7 @@
 //! a run printed on the terminal, and its errors turned into miette reports.
 
 use super::Global;
+use crate::load::LoadOptions;
 use crate::plan::Summary;
 use crate::project_name::ProjectName;
 use crate::reconcile::{self, Applied, Baseline, DaemonEvent, Events, Planning, ReconcileError};
@@ -31,18 +32,17 @@ pub fn store() -> FileStore {
 
 /// The plan of the file(s) against `against`, else the live machine as root, else the state.
 pub fn planning(global: &Global, against: Option<&Path>) -> miette::Result<Planning> {
+    planning_with(&global.load_options(), against)
+}
+
+/// [`planning`] with load options of the command's own (`up --scale`).
+pub fn planning_with(opts: &LoadOptions, against: Option<&Path>) -> miette::Result<Planning> {
     let baseline = match against {
         Some(path) => Baseline::File(path.to_path_buf()),
         None if is_root() => Baseline::Live,
         None => Baseline::State,
     };
-    reconcile::plan(
-        &store(),
-        &global.load_options(),
-        &baseline,
-        &Terminal::new(),
-    )
-    .map_err(report)
+    reconcile::plan(&store(), opts, &baseline, &Terminal::new()).map_err(report)
 }
 
 /// Prints a run's events: results on stdout, the rest on stderr, a line per resource only on

@@ -1,6 +1,6 @@
 //! `netcompose up`: make the machine match the file (or a saved plan), then record the state.
 
-use super::reconcile::{report, require_root, store, Terminal};
+use super::reconcile::{planning_with, report, require_root, store, Terminal};
 use super::Global;
 use crate::reconcile;
 use std::path::PathBuf;
@@ -8,15 +8,32 @@ use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  sudo netcompose up\n  netcompose plan --out demo.plan && sudo netcompose up --plan demo.plan"
+    after_help = "`up` always returns once the network is built: the project daemon (DNS, x-run processes) runs in the background whether or not -d is given.\n\nExamples:\n  sudo netcompose up -d\n  sudo netcompose up -d --scale web=3\n  netcompose --dry-run up\n  netcompose plan --out demo.plan && sudo netcompose up --plan demo.plan"
 )]
 pub struct UpArgs {
     /// Apply a plan saved with `plan --out`; refused if the machine changed since.
     #[arg(long)]
     pub plan: Option<PathBuf>,
+    /// Accepted as Compose has it; `up` returns once the network is built in any case.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Run N replicas of SERVICE for this run, whatever the file says (repeatable).
+    #[arg(long, value_name = "SERVICE=N", conflicts_with = "plan")]
+    pub scale: Vec<String>,
 }
 
 pub fn run(global: &Global, args: &UpArgs) -> miette::Result<ExitCode> {
+    let mut opts = global.load_options();
+    opts.scale = parse_scale(&args.scale)?;
+    if global.dry_run {
+        let plan = match &args.plan {
+            Some(path) => reconcile::read_plan(path).map_err(report)?,
+            None => planning_with(&opts, None)?.plan,
+        };
+        super::plan::print(&plan);
+        eprintln!("Dry run: nothing was changed.");
+        return Ok(ExitCode::SUCCESS);
+    }
     require_root("up")?;
     let events = Terminal::new();
     match &args.plan {
@@ -24,8 +41,51 @@ pub fn run(global: &Global, args: &UpArgs) -> miette::Result<ExitCode> {
             let saved = reconcile::read_plan(path).map_err(report)?;
             reconcile::up_plan(&store(), saved, &events)
         }
-        None => reconcile::up(&store(), &global.load_options(), &events),
+        None => reconcile::up(&store(), &opts, &events),
     }
     .map_err(report)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--scale SERVICE=N` values; which services exist is checked when the file is loaded.
+fn parse_scale(values: &[String]) -> miette::Result<Vec<(String, u32)>> {
+    values
+        .iter()
+        .map(|v| {
+            let bad = |why: &str| {
+                miette::miette!(
+                    help = "write it as SERVICE=N, e.g. --scale web=3",
+                    "invalid --scale `{v}`: {why}"
+                )
+            };
+            let (service, n) = v.split_once('=').ok_or_else(|| bad("no `=`"))?;
+            if service.is_empty() {
+                return Err(bad("no service named"));
+            }
+            let n = n
+                .parse::<u32>()
+                .map_err(|_| bad("N must be a whole number of replicas"))?;
+            Ok((service.to_string(), n))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: &[&str]) -> miette::Result<Vec<(String, u32)>> {
+        parse_scale(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn scale_values() {
+        assert_eq!(
+            parse(&["web=3", "db=0"]).unwrap(),
+            [("web".to_string(), 3), ("db".to_string(), 0)]
+        );
+        for bad in ["web", "web=", "web=-1", "web=x", "=2", "web=1.5"] {
+            assert!(parse(&[bad]).is_err(), "{bad} was accepted");
+        }
+    }
 }

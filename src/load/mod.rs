@@ -36,6 +36,8 @@ pub struct LoadOptions {
     pub profiles: Vec<String>,
     /// The environment to interpolate from; the process environment when None.
     pub environment: Option<Vars>,
+    /// Replica counts that override the file's for this run (`up --scale SERVICE=N`).
+    pub scale: Vec<(String, u32)>,
 }
 
 /// Problems that stop loading before any file could be read.
@@ -56,6 +58,13 @@ pub enum LoadError {
     #[error("project name `{name}` is invalid: {reason}")]
     #[diagnostic(code(netcompose::project_name), help("a project name is lowercase letters, digits, `_` and `-`, starting with a letter or digit"))]
     ProjectName { name: String, reason: String },
+    #[error("--scale names `{service}`, which is not a service of this project")]
+    #[diagnostic(code(netcompose::scale))]
+    ScaleUnknown {
+        service: String,
+        #[help]
+        hint: String,
+    },
 }
 
 /// The outcome of loading: the project (possibly partial), every file read, every problem.
@@ -65,11 +74,14 @@ pub struct Loaded {
     pub sources: Sources,
     pub diags: Diagnostics,
     pub working_dir: PathBuf,
+    /// The Compose files read, in order, as absolute paths.
+    pub files: Vec<PathBuf>,
 }
 
 pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let files = resolve_files(opts, &cwd)?;
+    let absolute = files.iter().map(|f| cwd.join(f)).collect();
     let working_dir = opts
         .project_directory
         .clone()
@@ -103,13 +115,57 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
                 .map(String::from),
         );
     }
-    let project = decode::project(&merged, &name, &profiles, &mut diags);
+    let mut project = decode::project(&merged, &name, &profiles, &mut diags);
+    scale(&mut project, &opts.scale)?;
     Ok(Loaded {
         project,
         sources,
         diags,
         working_dir,
+        files: absolute,
     })
+}
+
+/// `--scale SERVICE=N`, as Compose has it: N replicas for this run whatever `deploy.replicas`
+/// or `scale` say, so that validation, IPAM and the plan see the count actually built.
+fn scale(project: &mut Project, overrides: &[(String, u32)]) -> Result<(), LoadError> {
+    for (service, _) in overrides {
+        if !project.services.contains_key(service) {
+            let hint = if project.inactive.contains_key(service) {
+                format!("`{service}` is in a profile that is not enabled (--profile)")
+            } else {
+                crate::diag::suggest(
+                    service,
+                    project.services.keys().map(String::as_str),
+                    "services",
+                )
+            };
+            return Err(LoadError::ScaleUnknown {
+                service: service.clone(),
+                hint,
+            });
+        }
+    }
+    rescale(project, overrides.iter().map(|(s, n)| (s.as_str(), *n)));
+    Ok(())
+}
+
+/// Set the replica counts of the services named (others are ignored: a count recorded for a
+/// service the file no longer has). Each override keeps the span of the count it replaces, so
+/// diagnostics still point into the file.
+pub fn rescale<'a>(project: &mut Project, counts: impl IntoIterator<Item = (&'a str, u32)>) {
+    for (service, n) in counts {
+        let Some(svc) = project.services.get_mut(service) else {
+            continue;
+        };
+        let span = svc
+            .deploy
+            .replicas
+            .as_ref()
+            .or(svc.scale.as_ref())
+            .map_or(svc.key.span, |r| r.span);
+        svc.deploy.replicas = Some(crate::spec::Spanned::new(n, span));
+    }
 }
 
 /// Parse, check keys and interpolate each file, then merge them in order.
@@ -316,5 +372,45 @@ mod tests {
     fn project_name_normalization() {
         assert_eq!(normalize_project_name("My.App_1"), "myapp_1");
         assert_eq!(normalize_project_name("__x-Y"), "x-y");
+    }
+
+    fn load_with(yaml: &str, scale: &[(&str, u32)]) -> Result<Loaded, LoadError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("compose.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        load(&LoadOptions {
+            files: vec![file],
+            environment: Some(Default::default()),
+            scale: scale.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
+            ..Default::default()
+        })
+    }
+
+    const SCALED: &str = "name: s\nservices:\n  web: {deploy: {replicas: 2}}\n  db: {scale: 2}\n  \
+                          api: {}\n  debug: {profiles: [debug]}\n";
+
+    #[test]
+    fn scale_overrides_every_count_for_the_run() {
+        let loaded = load_with(SCALED, &[("web", 5), ("db", 0), ("api", 3), ("web", 4)]).unwrap();
+        let count = |s: &str| loaded.project.services[s].replicas();
+        assert_eq!((count("web"), count("db"), count("api")), (4, 0, 3));
+        assert!(loaded.files[0].is_absolute());
+    }
+
+    #[test]
+    fn scale_of_an_unknown_service_is_refused() {
+        match load_with(SCALED, &[("webb", 2)]) {
+            Err(LoadError::ScaleUnknown { service, hint }) => {
+                assert_eq!(service, "webb");
+                assert_eq!(hint, "did you mean `web`?");
+            }
+            other => panic!("{other:?}"),
+        }
+        match load_with(SCALED, &[("debug", 2)]) {
+            Err(LoadError::ScaleUnknown { hint, .. }) => {
+                assert!(hint.contains("profile"), "{hint}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -4,7 +4,8 @@
 use super::session::Session;
 use super::{daemon, lock, Applied, Events, ReconcileError};
 use crate::apply::Outcome;
-use crate::plan;
+use crate::model::Desired;
+use crate::plan::{self, Plan};
 use crate::project_name::ProjectName;
 use crate::state::Store;
 
@@ -33,4 +34,25 @@ pub fn down(
         outcome,
     });
     Ok(outcome)
+}
+
+/// What `down` would destroy (`down --dry-run`): the project's objects, read back from the
+/// kernel when `live`, else as the store records them; nothing is locked or changed.
+pub fn down_plan(
+    store: &dyn Store,
+    project: &ProjectName,
+    live: bool,
+    events: &dyn Events,
+) -> Result<Plan, ReconcileError> {
+    let current = super::resources(store, project, live, events)?;
+    let nothing = Desired {
+        project: project.to_string(),
+        resources: Vec::new(),
+        allocations: Default::default(),
+    };
+    Ok(Plan::new(
+        nothing,
+        &current,
+        if live { "live" } else { "state" },
+    ))
 }

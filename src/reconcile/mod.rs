@@ -7,11 +7,13 @@
 mod daemon;
 mod down;
 mod planning;
+mod projects;
 mod session;
 mod up;
 
-pub use down::{down, DownOutcome};
+pub use down::{down, down_plan, DownOutcome};
 pub use planning::{plan, Baseline, Planning};
+pub use projects::{projects, ProjectStatus};
 pub use up::{read_plan, up, up_plan, UpOutcome};
 
 use crate::apply::{ApplyError, Outcome};
@@ -26,6 +28,7 @@ use crate::plan::{Change, Summary};
 use crate::project_name::{NameError, ProjectName};
 use crate::source::Sources;
 use crate::state::{Lock, StateError, Store, Wait};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -189,6 +192,14 @@ pub fn resources(
         return Ok(prior.resources);
     }
     session::Session::open(project)?.observe(&prior.resources, &[])
+}
+
+/// The replica counts the `up --scale` that built the project set (empty without one).
+pub fn recorded_scale(
+    store: &dyn Store,
+    project: &ProjectName,
+) -> Result<BTreeMap<String, u32>, ReconcileError> {
+    Ok(store.load(project)?.map(|s| s.scale).unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -54,3 +54,11 @@ impl Session {
         ))
     }
 }
+
+/// Whether a namespace of this name is pinned on the machine (`ls` counts the live ones
+/// without opening a session per project).
+pub(super) fn namespace_exists(name: &str) -> bool {
+    std::path::Path::new(crate::kernel::netns::DEFAULT_DIR)
+        .join(name)
+        .exists()
+}

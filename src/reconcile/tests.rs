@@ -41,6 +41,8 @@ fn save_other(store: &FileStore, name: &str, allocations: Allocations) {
         project: name.into(),
         allocations,
         resources: Vec::new(),
+        files: Vec::new(),
+        scale: Default::default(),
     };
     store.save(&lock, &state).unwrap();
 }

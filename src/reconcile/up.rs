@@ -11,6 +11,7 @@ use crate::model::{Desired, Resource};
 use crate::plan::{self, Plan};
 use crate::project_name::ProjectName;
 use crate::state::{self, Lock, State, Store};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// What `up` did to the kernel (the daemon's part is reported through [`Events`]).
@@ -43,6 +44,12 @@ pub fn up(
             desired,
             daemon: Some(daemon),
             fingerprint: None,
+            files: checked
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect(),
+            scale: opts.scale.iter().cloned().collect(),
         },
         events,
     )
@@ -87,6 +94,8 @@ pub fn up_plan(
     let lock = lock(store, &project, events)?;
     let session = Session::open(&project)?;
     let prior = store.load(&project)?.unwrap_or_default();
+    // A plan does not name its Compose files: keep those the last `up` recorded.
+    let files = prior.files.clone();
     converge(
         store,
         &lock,
@@ -96,17 +105,21 @@ pub fn up_plan(
             desired: saved.desired,
             daemon: saved.daemon,
             fingerprint: Some(saved.fingerprint),
+            files,
+            scale: Default::default(),
         },
         events,
     )
 }
 
-/// Where a run is going: the desired state, what the daemon serves, and (for a saved plan)
-/// the fingerprint the machine must still have.
+/// Where a run is going: the desired state, what the daemon serves, (for a saved plan) the
+/// fingerprint the machine must still have, and the Compose files and `--scale` to record.
 struct Target {
     desired: Desired,
     daemon: Option<DaemonConfig>,
     fingerprint: Option<String>,
+    files: Vec<String>,
+    scale: BTreeMap<String, u32>,
 }
 
 fn converge(
@@ -121,6 +134,8 @@ fn converge(
         desired,
         daemon,
         fingerprint,
+        files,
+        scale,
     } = target;
     let project = lock.project().clone();
     let observed = session.observe(&prior.resources, &desired.resources)?;
@@ -139,6 +154,8 @@ fn converge(
                 project: project.to_string(),
                 allocations: desired.allocations.clone(),
                 resources,
+                files: files.clone(),
+                scale: scale.clone(),
             },
         )
     };

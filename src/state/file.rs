@@ -61,6 +61,49 @@ impl FileStore {
         }
         Ok(dir)
     }
+
+    /// Every project's state but `except`'s.
+    fn states(&self, except: Option<&ProjectName>) -> Others {
+        let mut out = Others::default();
+        let entries = match fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return out,
+            Err(source) => {
+                out.unreadable.push(StateError::Read {
+                    path: self.root.display().to_string(),
+                    source,
+                });
+                return out;
+            }
+        };
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(source) => {
+                    out.unreadable.push(StateError::Read {
+                        path: self.root.display().to_string(),
+                        source,
+                    });
+                    continue;
+                }
+            };
+            // Only directories named as projects are netcompose's; anything else was put
+            // there by someone else and holds no allocations.
+            let name = entry.file_name();
+            let Some(other) = name.to_str().and_then(|n| ProjectName::new(n).ok()) else {
+                continue;
+            };
+            if Some(&other) == except || !entry.path().is_dir() {
+                continue;
+            }
+            match self.load(&other) {
+                Ok(Some(s)) => out.states.push(s),
+                Ok(None) => {}
+                Err(e) => out.unreadable.push(e),
+            }
+        }
+        out
+    }
 }
 
 /// Open (creating) a file readable by its owner only, fixing the mode of an existing one.
@@ -150,45 +193,11 @@ impl Store for FileStore {
     }
 
     fn others(&self, project: &ProjectName) -> Others {
-        let mut out = Others::default();
-        let entries = match fs::read_dir(&self.root) {
-            Ok(e) => e,
-            Err(e) if e.kind() == ErrorKind::NotFound => return out,
-            Err(source) => {
-                out.unreadable.push(StateError::Read {
-                    path: self.root.display().to_string(),
-                    source,
-                });
-                return out;
-            }
-        };
-        for entry in entries {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(source) => {
-                    out.unreadable.push(StateError::Read {
-                        path: self.root.display().to_string(),
-                        source,
-                    });
-                    continue;
-                }
-            };
-            // Only directories named as projects are netcompose's; anything else was put
-            // there by someone else and holds no allocations.
-            let name = entry.file_name();
-            let Some(other) = name.to_str().and_then(|n| ProjectName::new(n).ok()) else {
-                continue;
-            };
-            if &other == project || !entry.path().is_dir() {
-                continue;
-            }
-            match self.load(&other) {
-                Ok(Some(s)) => out.states.push(s),
-                Ok(None) => {}
-                Err(e) => out.unreadable.push(e),
-            }
-        }
-        out
+        self.states(Some(project))
+    }
+
+    fn all(&self) -> Others {
+        self.states(None)
     }
 
     fn lock(&self, project: &ProjectName, wait: Wait) -> Result<Lock, StateError> {

@@ -12,6 +12,7 @@ use crate::model::Resource;
 use crate::project_name::ProjectName;
 use serde::{Deserialize, Serialize};
 use std::any::Any;
+use std::collections::BTreeMap;
 use thiserror::Error;
 
 pub const STATE_ROOT: &str = "/var/lib/netcompose";
@@ -23,6 +24,14 @@ pub struct State {
     pub project: String,
     pub allocations: Allocations,
     pub resources: Vec<Resource>,
+    /// The Compose files the project was last brought up from (`ls` shows them); absent from
+    /// states written before it was recorded, and empty after an `up --plan`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    /// Replica counts `up --scale` set for the run that built the project: `ps` and `exec`
+    /// show the replicas that exist, not only those the file names.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scale: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Error)]
@@ -97,6 +106,8 @@ pub trait Store: Send + Sync {
     fn remove(&self, lock: &Lock) -> Result<(), StateError>;
     /// Every other project's state.
     fn others(&self, project: &ProjectName) -> Others;
+    /// Every project's state (`ls`).
+    fn all(&self) -> Others;
     /// An exclusive lock on a project, held until the returned [`Lock`] is dropped.
     fn lock(&self, project: &ProjectName, wait: Wait) -> Result<Lock, StateError>;
 }

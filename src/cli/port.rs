@@ -1,0 +1,145 @@
+//! `netcompose port SERVICE PRIVATE_PORT[/PROTO]`: the host address a service's port is
+//! published on, as `docker compose port` prints it. Replicas share their service's published
+//! ports (connections are balanced over them), so every `--index` has the same answer.
+
+use super::Global;
+use crate::spec::{Port, Protocol};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  netcompose port web 80\n  netcompose port dns 53/udp\n  curl http://$(netcompose port web 80)/"
+)]
+pub struct PortArgs {
+    /// The service.
+    pub service: String,
+    /// The port inside the replicas, optionally with its protocol: 80, 53/udp.
+    #[arg(value_name = "PRIVATE_PORT[/PROTO]")]
+    pub private_port: String,
+    /// Which replica (from 1).
+    #[arg(long, default_value_t = 1)]
+    pub index: u32,
+}
+
+pub fn run(global: &Global, args: &PortArgs) -> miette::Result<ExitCode> {
+    let (port, protocol) = parse_private(&args.private_port)?;
+    let checked = super::as_built(global)?;
+    let project = &checked.project;
+    let Some(svc) = project.services.get(&args.service) else {
+        let hint = crate::diag::suggest(
+            &args.service,
+            project.services.keys().map(String::as_str),
+            "services",
+        );
+        return Err(miette::miette!(
+            help = hint,
+            "no service `{}` in project {}",
+            args.service,
+            project.name
+        ));
+    };
+    if args.index == 0 || args.index > svc.replicas() {
+        return Err(miette::miette!(
+            "service `{}` has no replica {}",
+            args.service,
+            args.index
+        ));
+    }
+    match published(&svc.ports, port, protocol) {
+        Some(addr) => {
+            println!("{addr}");
+            Ok(ExitCode::SUCCESS)
+        }
+        None => Err(miette::miette!(
+            help = "publish it under the service's `ports:` (HOST:CONTAINER)",
+            "port {port}/{protocol} of service `{}` is not published",
+            args.service
+        )),
+    }
+}
+
+/// `80` or `80/udp`.
+fn parse_private(text: &str) -> miette::Result<(u16, Protocol)> {
+    let (port, proto) = text.split_once('/').unwrap_or((text, "tcp"));
+    let protocol = match proto {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        "sctp" => Protocol::Sctp,
+        other => {
+            return Err(miette::miette!(
+                "unknown protocol `{other}` in `{text}`: tcp, udp or sctp"
+            ))
+        }
+    };
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| miette::miette!("`{text}` is not a port (1-65535, then /tcp or /udp)"))?;
+    Ok((port, protocol))
+}
+
+/// The host address of the first `ports:` entry that publishes `port`, as Docker prints it
+/// (`0.0.0.0:8080` when no host IP is given, `[::1]:8080` for IPv6).
+fn published(ports: &[Port], port: u16, protocol: Protocol) -> Option<SocketAddr> {
+    ports.iter().find_map(|p| {
+        let host = p.published?;
+        if p.protocol != protocol || port < p.target.start || port > p.target.end {
+            return None;
+        }
+        let offset = port - p.target.start;
+        // A published range maps port for port onto the target range (8080-8081:80-81).
+        let host_port = host.start.checked_add(offset).filter(|h| *h <= host.end)?;
+        let ip = p.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        Some(SocketAddr::new(ip, host_port))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::PortRange;
+
+    fn entry(published: Option<(u16, u16)>, target: (u16, u16), ip: Option<&str>) -> Port {
+        Port {
+            span: Default::default(),
+            target: PortRange {
+                start: target.0,
+                end: target.1,
+            },
+            published: published.map(|(start, end)| PortRange { start, end }),
+            host_ip: ip.map(|i| i.parse().unwrap()),
+            protocol: Protocol::Tcp,
+            mode: "ingress".into(),
+            name: None,
+            app_protocol: None,
+        }
+    }
+
+    #[test]
+    fn private_ports() {
+        assert_eq!(parse_private("80").unwrap(), (80, Protocol::Tcp));
+        assert_eq!(parse_private("53/udp").unwrap(), (53, Protocol::Udp));
+        for bad in ["0", "http", "80/icmp", "70000", "", "/tcp"] {
+            assert!(parse_private(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn the_host_address_as_docker_prints_it() {
+        let ports = [
+            entry(None, (9000, 9000), None),
+            entry(Some((8080, 8080)), (80, 80), None),
+            entry(Some((9443, 9444)), (443, 444), Some("127.0.0.1")),
+            entry(Some((8053, 8053)), (53, 53), Some("::1")),
+        ];
+        let show = |port, proto| published(&ports, port, proto).map(|a| a.to_string());
+        assert_eq!(show(80, Protocol::Tcp).as_deref(), Some("0.0.0.0:8080"));
+        assert_eq!(show(444, Protocol::Tcp).as_deref(), Some("127.0.0.1:9444"));
+        assert_eq!(show(53, Protocol::Tcp).as_deref(), Some("[::1]:8053"));
+        assert_eq!(show(80, Protocol::Udp), None, "published for tcp only");
+        assert_eq!(show(9000, Protocol::Tcp), None, "exposed, not published");
+        assert_eq!(show(81, Protocol::Tcp), None);
+    }
+}
