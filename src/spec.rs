@@ -107,6 +107,95 @@ pub struct Service {
     pub restart: Option<Spanned<String>>,
     pub policy: Option<Policy>,
     pub run: Option<Spanned<Vec<String>>>,
+    pub exec: Exec,
+}
+
+/// What an `x-run` process takes from its service's keys: who it runs as, where, with which
+/// environment and privileges.
+#[derive(Debug, Clone, Default)]
+pub struct Exec {
+    /// `user` as written (`name`, `uid`, `uid:gid`, `name:group`).
+    pub user: Option<Spanned<String>>,
+    /// `user` resolved by the loader against the host's /etc/passwd and /etc/group.
+    pub ids: Option<Ids>,
+    /// `working_dir`: an absolute path.
+    pub working_dir: Option<Spanned<String>>,
+    /// `environment` in order; a bare `KEY` is None until the loader takes its value from its
+    /// own environment (and stays None when that has no such variable: left unset).
+    pub environment: Vec<(String, Option<String>)>,
+    /// `security_opt: [no-new-privileges]`.
+    pub no_new_privileges: bool,
+    /// `cap_add` / `cap_drop` as bit masks of capability numbers; None when neither is given.
+    pub caps: Option<CapChanges>,
+}
+
+/// A numeric user and its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Capability names by number (linux/capability.h), without the `CAP_` prefix.
+pub const CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// Every capability this table knows, as a mask.
+pub const ALL_CAPS: u64 = (1u64 << CAPABILITIES.len()) - 1;
+
+impl CapChanges {
+    /// The capabilities kept: all of them, less `cap_drop`, plus `cap_add`.
+    pub fn kept(&self) -> u64 {
+        (ALL_CAPS & !self.drop) | self.add
+    }
+}
+
+/// `cap_drop` then `cap_add`, over the full set a root process has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CapChanges {
+    pub add: u64,
+    pub drop: u64,
 }
 
 impl Service {

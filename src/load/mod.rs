@@ -116,6 +116,14 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         );
     }
     let mut project = decode::project(&merged, &name, &profiles, &mut diags);
+    if project.services.values().any(|s| s.exec.user.is_some()) {
+        // Read only when needed: a missing file resolves nothing but numeric ids.
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+        decode::resolve_exec(&mut project, &vars, &passwd, &group, &mut diags);
+    } else {
+        decode::resolve_exec(&mut project, &vars, "", "", &mut diags);
+    }
     scale(&mut project, &opts.scale)?;
     Ok(Loaded {
         project,

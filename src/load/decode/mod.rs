@@ -2,6 +2,7 @@
 //! checked for its type and form here (a CIDR parses, a port is a port); wrong values become
 //! diagnostics at their span, and decoding goes on so that all problems are reported at once.
 
+mod exec;
 mod ext;
 mod network;
 mod ports;
@@ -14,6 +15,7 @@ use crate::spec::{Project, Spanned};
 use ipnetwork::IpNetwork;
 use std::net::IpAddr;
 
+pub use exec::{capability, resolve_exec, resolve_user, UserError};
 pub use ports::parse_short_port;
 
 /// Decode a merged, interpolated tree.
