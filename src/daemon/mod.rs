@@ -27,6 +27,7 @@
 
 pub mod contain;
 pub mod logs;
+mod privileges;
 pub mod resolver;
 pub mod runner;
 mod serve;

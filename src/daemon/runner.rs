@@ -21,6 +21,7 @@
 //! [`GRACE`]) and the new one started once the old one is gone, so a port is never held twice.
 
 use super::logs::{LogSink, EVENT, OUTPUT};
+use super::privileges::Privileges;
 use crate::kernel::cgroup::{self, Cgroup};
 use crate::kernel::NetnsDir;
 use crate::model::daemon::{DaemonConfig, Process, RestartPolicy};
@@ -602,11 +603,13 @@ fn spawn(
             }
         }
     }
-    let wd = if working_dir.is_dir() {
-        working_dir
-    } else {
-        Path::new("/")
+    // The service's own directory must exist; the project's may be gone (then: /).
+    let wd = match &def.working_dir {
+        Some(wd) => wd.as_path(),
+        None if working_dir.is_dir() => working_dir,
+        None => Path::new("/"),
     };
+    let privileges = Privileges::new(def);
     // cgroupfs directories live in memory: making one does not wait on a disk.
     let procs = match leaf {
         Some(leaf) => Some(
@@ -620,14 +623,19 @@ fn spawn(
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .current_dir(wd)
+        .envs(&def.environment)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(false);
     // SAFETY: between fork and exec only system calls run (write, setpgid, prctl, setns,
-    // unshare, mount); the paths were prepared above, so nothing allocates.
+    // unshare, mount, setgroups, setgid, setuid, capset); the paths and privileges were
+    // prepared above, so nothing allocates.
     unsafe {
-        cmd.pre_exec(move || child_setup(procs.as_ref(), nsfd.as_ref(), &binds, &hostname));
+        cmd.pre_exec(move || {
+            child_setup(procs.as_ref(), nsfd.as_ref(), &binds, &hostname)?;
+            privileges.apply()
+        });
     }
     cmd.spawn().map_err(|e| e.to_string())
 }

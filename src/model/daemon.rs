@@ -9,7 +9,7 @@
 use crate::model::endpoints::{replicas, Stack};
 use crate::model::{Desired, Spec};
 use crate::project_name::ProjectName;
-use crate::spec::Project;
+use crate::spec::{Ids, Project};
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -87,6 +87,22 @@ pub struct Process {
     /// replica's /etc/hosts resolves, as a container's does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// The service's `user`, resolved; None: the daemon's own (root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<Ids>,
+    /// The service's `working_dir`; None: the project directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<PathBuf>,
+    /// The service's `environment`, over the daemon's own.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment: BTreeMap<String, String>,
+    /// `security_opt: [no-new-privileges]`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_new_privileges: bool,
+    /// The capabilities it keeps (bit n: capability n), from `cap_add`/`cap_drop` over the
+    /// full set; None: those of the daemon, untouched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<u64>,
 }
 
 /// Compose's `restart:`.
@@ -272,6 +288,20 @@ pub fn build(
                     .restart
                     .as_ref()
                     .map_or(RestartPolicy::No, |r| RestartPolicy::parse(&r.value)),
+                user: svc.exec.ids,
+                working_dir: svc
+                    .exec
+                    .working_dir
+                    .as_ref()
+                    .map(|w| PathBuf::from(&w.value)),
+                environment: svc
+                    .exec
+                    .environment
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+                    .collect(),
+                no_new_privileges: svc.exec.no_new_privileges,
+                capabilities: svc.exec.caps.map(|c| c.kept()),
             });
         }
     }
