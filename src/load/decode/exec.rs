@@ -201,6 +201,65 @@ mod tests {
         assert_eq!(resolve_user(":1", PASSWD, GROUP), Err(UserError::Empty));
     }
 
+    fn load(yaml: &str) -> crate::load::Loaded {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("compose.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        crate::load::load(&crate::load::LoadOptions {
+            files: vec![file],
+            environment: Some([("FROM_SHELL".to_string(), "s".to_string())].into()),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn service_keys() {
+        let loaded = load(
+            "services:\n  a:\n    user: \"7:8\"\n    working_dir: /srv\n    \
+             environment: [X=1, FROM_SHELL, UNSET]\n    \
+             security_opt: [\"no-new-privileges:true\"]\n    cap_drop: [ALL]\n    \
+             cap_add: [cap_net_admin]\n  b: {}\n",
+        );
+        assert!(!loaded.diags.has_errors(), "{:?}", loaded.diags);
+        let a = &loaded.project.services["a"].exec;
+        assert_eq!(a.ids, Some(Ids { uid: 7, gid: 8 }));
+        assert_eq!(a.working_dir.as_ref().unwrap().value, "/srv");
+        assert_eq!(
+            a.environment,
+            [
+                ("X".into(), Some("1".into())),
+                ("FROM_SHELL".into(), Some("s".into())),
+                ("UNSET".into(), None)
+            ]
+        );
+        assert!(a.no_new_privileges);
+        assert_eq!(a.caps.unwrap().kept(), 1 << 12);
+        let b = &loaded.project.services["b"].exec;
+        assert!(b.ids.is_none() && b.caps.is_none() && !b.no_new_privileges);
+    }
+
+    #[test]
+    fn bad_service_keys_are_diagnosed_at_the_key() {
+        let loaded = load(
+            "services:\n  a:\n    user: nosuchuser-xyz\n    working_dir: srv\n    \
+             cap_add: [FLY]\n",
+        );
+        let what: Vec<String> = loaded
+            .diags
+            .errors
+            .iter()
+            .map(|e| match e {
+                ConfigError::InvalidValue { what, value, .. } => format!("{what}={value}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(what.len(), 3, "{what:?}");
+        for w in ["user=nosuchuser-xyz", "working_dir=srv", "cap_add=FLY"] {
+            assert!(what.contains(&w.to_string()), "{what:?}");
+        }
+    }
+
     #[test]
     fn capabilities() {
         assert_eq!(capability("NET_ADMIN"), Some(1 << 12));
