@@ -30,19 +30,7 @@ pub fn run(global: &Global, args: &ExecArgs) -> miette::Result<ExitCode> {
     super::reconcile::require_root("exec")?;
     let checked = super::as_built(global)?;
     let project = &checked.project;
-    if !project.services.contains_key(&args.service) {
-        let hint = crate::diag::suggest(
-            &args.service,
-            project.services.keys().map(String::as_str),
-            "services",
-        );
-        return Err(miette::miette!(
-            help = hint,
-            "no service `{}` in project {}",
-            args.service,
-            project.name
-        ));
-    }
+    super::service(project, &args.service)?;
     let rep = replicas(project)
         .into_iter()
         .find(|r| r.service == args.service && r.index == args.index);

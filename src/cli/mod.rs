@@ -218,6 +218,25 @@ fn as_built(global: &Global) -> miette::Result<Checked> {
     Ok(checked)
 }
 
+/// The service a command names, or a diagnostic with the closest name the project has.
+fn service<'p>(
+    project: &'p crate::spec::Project,
+    name: &str,
+) -> miette::Result<&'p crate::spec::Service> {
+    project.services.get(name).ok_or_else(|| {
+        let hint = crate::diag::suggest(
+            name,
+            project.services.keys().map(String::as_str),
+            "services",
+        );
+        miette::miette!(
+            help = hint,
+            "no service `{name}` in project {}",
+            project.name
+        )
+    })
+}
+
 /// Print every diagnostic and stop.
 fn fail<T>(
     diags: &crate::diag::Diagnostics,

@@ -26,19 +26,7 @@ pub fn run(global: &Global, args: &PortArgs) -> miette::Result<ExitCode> {
     let (port, protocol) = parse_private(&args.private_port)?;
     let checked = super::as_built(global)?;
     let project = &checked.project;
-    let Some(svc) = project.services.get(&args.service) else {
-        let hint = crate::diag::suggest(
-            &args.service,
-            project.services.keys().map(String::as_str),
-            "services",
-        );
-        return Err(miette::miette!(
-            help = hint,
-            "no service `{}` in project {}",
-            args.service,
-            project.name
-        ));
-    };
+    let svc = super::service(project, &args.service)?;
     if args.index == 0 || args.index > svc.replicas() {
         return Err(miette::miette!(
             "service `{}` has no replica {}",
