@@ -108,6 +108,9 @@ fn prctl2(option: libc::c_int, arg2: libc::c_ulong, arg3: libc::c_ulong) -> io::
 }
 
 /// Set the effective, permitted and inheritable sets of this thread to `keep`.
+/// By hand rather than through the `caps` crate: its calls build hash sets, and this runs
+/// between fork and exec of a multi-threaded daemon, where only system calls are safe
+/// (allocating could deadlock on a lock another thread held at the fork).
 fn capset(keep: u64) -> io::Result<()> {
     let header = CapHeader {
         version: CAPABILITY_VERSION_3,
