@@ -31,9 +31,11 @@ struct NetworkView<'a> {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     attachable: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    enable_ipv4: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     enable_ipv6: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    ipam: Option<IpamView>,
+    ipam: Option<IpamView<'a>>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     labels: &'a BTreeMap<String, String>,
     #[serde(rename = "x-policy", skip_serializing_if = "Option::is_none")]
@@ -41,10 +43,13 @@ struct NetworkView<'a> {
 }
 
 #[derive(Serialize)]
-struct IpamView {
+struct IpamView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     driver: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     config: Vec<BTreeMap<&'static str, serde_json::Value>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    options: &'a BTreeMap<String, String>,
 }
 
 #[derive(Serialize)]
@@ -73,6 +78,8 @@ struct ServiceView<'a> {
     mac_address: Option<&'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     depends_on: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    links: Vec<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     sysctls: BTreeMap<&'a str, &'a str>,
     deploy: DeployView,
@@ -131,10 +138,12 @@ fn view(project: &Project) -> View<'_> {
 }
 
 fn network(n: &spec::Network) -> NetworkView<'_> {
-    let ipam = (!n.ipam.config.is_empty() || n.ipam.driver.is_some()).then(|| IpamView {
-        driver: n.ipam.driver.as_ref().map(|d| d.value.clone()),
-        config: n.ipam.config.iter().map(pool).collect(),
-    });
+    let ipam = (!n.ipam.config.is_empty() || n.ipam.driver.is_some() || !n.ipam.options.is_empty())
+        .then(|| IpamView {
+            driver: n.ipam.driver.as_ref().map(|d| d.value.clone()),
+            config: n.ipam.config.iter().map(pool).collect(),
+            options: &n.ipam.options,
+        });
     NetworkView {
         name: &n.name.value,
         driver: n.external.is_none().then(|| n.driver_name()),
@@ -146,6 +155,7 @@ fn network(n: &spec::Network) -> NetworkView<'_> {
         external: n.external.is_some(),
         internal: n.internal,
         attachable: n.attachable,
+        enable_ipv4: n.enable_ipv4,
         enable_ipv6: n.enable_ipv6.as_ref().map(|e| e.value),
         ipam,
         labels: &n.labels,
@@ -199,6 +209,14 @@ fn service(s: &spec::Service) -> ServiceView<'_> {
         domainname: s.domainname.as_ref().map(|h| h.value.as_str()),
         mac_address: s.mac_address.as_ref().map(|h| h.value.as_str()),
         depends_on: strs(&s.depends_on),
+        links: s
+            .links
+            .iter()
+            .map(|l| match &l.alias {
+                Some(alias) => format!("{}:{alias}", l.service.value),
+                None => l.service.value.clone(),
+            })
+            .collect(),
         sysctls: s
             .sysctls
             .iter()
@@ -246,8 +264,21 @@ fn attachment(a: &spec::Attachment) -> Option<BTreeMap<&'static str, serde_json:
     if let Some(v) = &a.ipv6_address {
         m.insert("ipv6_address", json!(v.value.to_string()));
     }
+    if !a.link_local_ips.is_empty() {
+        m.insert(
+            "link_local_ips",
+            json!(a
+                .link_local_ips
+                .iter()
+                .map(|x| x.value.to_string())
+                .collect::<Vec<_>>()),
+        );
+    }
     if let Some(v) = &a.mac_address {
         m.insert("mac_address", json!(v.value));
+    }
+    if !a.driver_opts.is_empty() {
+        m.insert("driver_opts", json!(a.driver_opts));
     }
     if let Some(v) = &a.interface_name {
         m.insert("interface_name", json!(v.value));

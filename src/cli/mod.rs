@@ -126,11 +126,13 @@ impl Global {
     }
 
     /// `-p`, validated: a name that could lead outside the state and run directories (`..`,
-    /// `a/b`) stops every command before anything is read or touched.
+    /// `a/b`) stops every command before anything is read or touched. `-p ''` is no name, as
+    /// in Compose: the default applies.
     pub fn named_project(&self) -> miette::Result<Option<ProjectName>> {
         Ok(self
             .project_name
             .clone()
+            .filter(|p| !p.is_empty())
             .map(ProjectName::new)
             .transpose()?)
     }

@@ -1,6 +1,8 @@
 //! `.env` files as Compose reads them: `KEY=value` lines, optional `export`, comments, single
-//! quotes (literal), double quotes (with `\n`-style escapes and interpolation of earlier keys),
-//! and ` #` comments after unquoted values.
+//! quotes (literal), double quotes (with `\n`-style escapes), ` #` comments after unquoted
+//! values, and a bare `KEY` that takes the variable from the environment. `${VAR}` in a value
+//! is resolved as compose-go's dotenv does: from the environment first (the shell, and files
+//! read before), then from the lines above it.
 
 use super::interpolate::{expand, Vars};
 use std::collections::BTreeSet;
@@ -12,7 +14,8 @@ pub struct EnvSyntaxError {
     pub text: String,
 }
 
-/// Parse a `.env` file; values may refer to variables defined earlier or in `base`.
+/// Parse a `.env` file; values may refer to variables of `base` (the environment, which wins)
+/// or defined on earlier lines.
 pub fn parse(text: &str, base: &Vars) -> Result<Vars, EnvSyntaxError> {
     let mut vars = Vars::new();
     for (i, raw) in text.lines().enumerate() {
@@ -26,8 +29,8 @@ pub fn parse(text: &str, base: &Vars) -> Result<Vars, EnvSyntaxError> {
             text: raw.to_string(),
         };
         let (key, value) = match line.split_once('=') {
-            Some((k, v)) => (k.trim(), v.trim()),
-            None => (line, ""),
+            Some((k, v)) => (k.trim(), Some(v.trim())),
+            None => (line, None),
         };
         if key.is_empty()
             || !key
@@ -36,15 +39,35 @@ pub fn parse(text: &str, base: &Vars) -> Result<Vars, EnvSyntaxError> {
         {
             return Err(err());
         }
-        let mut scope = base.clone();
-        scope.extend(vars.clone());
-        vars.insert(key.to_string(), value_of(value, &scope));
+        match value {
+            Some(value) => {
+                let resolved = value_of(value, &|name: &str| {
+                    base.get(name).or_else(|| vars.get(name)).cloned()
+                });
+                vars.insert(key.to_string(), resolved);
+            }
+            None => {
+                if let Some(inherited) = base.get(key) {
+                    vars.insert(key.to_string(), inherited.clone());
+                }
+            }
+        }
     }
     Ok(vars)
 }
 
-fn value_of(value: &str, scope: &Vars) -> String {
-    let interp = |s: &str| expand(s, scope, &mut BTreeSet::new()).unwrap_or_else(|_| s.to_string());
+fn value_of(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
+    let interp = |s: &str| {
+        if !s.contains('$') {
+            return s.to_string();
+        }
+        // Only the variables the value names, looked up in order of precedence.
+        let scope: Vars = referenced(s)
+            .into_iter()
+            .filter_map(|name| Some((name.to_string(), lookup(name)?)))
+            .collect();
+        expand(s, &scope, &mut BTreeSet::new()).unwrap_or_else(|_| s.to_string())
+    };
     if let Some(inner) = value
         .strip_prefix('\'')
         .and_then(|v| v.rsplit_once('\''))
@@ -69,6 +92,14 @@ fn value_of(value: &str, scope: &Vars) -> String {
         None => value,
     };
     interp(unquoted)
+}
+
+/// Every name that could be a variable in `s`: runs of name characters (over-approximate,
+/// which is harmless: only what `expand` asks for is used).
+fn referenced(s: &str) -> Vec<&str> {
+    s.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .collect()
 }
 
 #[cfg(test)]

@@ -29,8 +29,30 @@ pub struct Outcome {
     pub unset: BTreeSet<String>,
 }
 
-/// Interpolate every scalar value of the tree in place.
+/// Mappings whose values are data, kept even when empty: `FOO: ${UNSET}` in `environment`
+/// sets FOO to the empty string, as in Compose.
+const FREE_FORM: &[&str] = &[
+    "environment",
+    "labels",
+    "annotations",
+    "driver_opts",
+    "options",
+    "sysctls",
+    "args",
+];
+
+/// Sequences whose items are arguments, where an empty one is meaningful.
+const ARGUMENTS: &[&str] = &["command", "entrypoint", "test", "x-run"];
+
+/// Interpolate every scalar value of the tree in place. A value that held a variable and
+/// comes out empty is dropped, as if the key were not written (`dns: ${UNSET}` gives no DNS
+/// server, not an empty one; Compose reads an empty string as the key's zero value), except
+/// in the mappings and argument lists where an empty string is data.
 pub fn interpolate_tree(node: &mut Node, vars: &Vars, out: &mut Outcome) {
+    walk(node, vars, out, "");
+}
+
+fn walk(node: &mut Node, vars: &Vars, out: &mut Outcome, key: &str) {
     match &mut node.value {
         Value::Scalar { text, .. } if text.contains('$') => {
             match expand(text, vars, &mut out.unset) {
@@ -38,14 +60,28 @@ pub fn interpolate_tree(node: &mut Node, vars: &Vars, out: &mut Outcome) {
                 Err(e) => out.errors.push(e.at(node.span)),
             }
         }
-        Value::Seq(items) => items
-            .iter_mut()
-            .for_each(|n| interpolate_tree(n, vars, out)),
-        Value::Map(entries) => entries
-            .iter_mut()
-            .for_each(|(_, v)| interpolate_tree(v, vars, out)),
+        Value::Seq(items) => {
+            let keep_empty = ARGUMENTS.contains(&key);
+            items.retain_mut(|n| {
+                let interpolated = holds_variable(n);
+                walk(n, vars, out, key);
+                keep_empty || !(interpolated && n.as_str() == Some(""))
+            });
+        }
+        Value::Map(entries) => {
+            let keep_empty = FREE_FORM.contains(&key);
+            entries.retain_mut(|(k, v)| {
+                let interpolated = holds_variable(v);
+                walk(v, vars, out, k.as_str().unwrap_or_default());
+                keep_empty || !(interpolated && v.as_str() == Some(""))
+            });
+        }
         _ => {}
     }
+}
+
+fn holds_variable(node: &Node) -> bool {
+    node.as_str().is_some_and(|t| t.contains('$'))
 }
 
 /// An error before it is given the span of the scalar it occurred in.

@@ -80,22 +80,36 @@ pub struct Loaded {
 
 pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let files = resolve_files(opts, &cwd)?;
-    let absolute = files.iter().map(|f| cwd.join(f)).collect();
-    let working_dir = opts
-        .project_directory
-        .clone()
-        .or_else(|| {
-            files
-                .first()
-                .and_then(|f| f.parent())
-                .map(Path::to_path_buf)
-        })
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(cwd);
     let mut sources = Sources::default();
     let mut diags = Diagnostics::default();
-    let vars = variables(opts, &working_dir, &mut sources, &mut diags)?;
+    // As docker compose does: the shell's variables win over every .env file. The .env of the
+    // project directory is read before the files are known (COMPOSE_FILE may name them), and
+    // once more from the first file's directory if that is another one.
+    let mut vars: Vars = opts
+        .environment
+        .clone()
+        .unwrap_or_else(|| std::env::vars().collect());
+    let first_dir = project_dir(opts, &opts.files, &cwd);
+    let mut env_read = Vec::new();
+    read_env_files(
+        opts,
+        &first_dir,
+        &mut vars,
+        &mut env_read,
+        &mut sources,
+        &mut diags,
+    )?;
+    let files = resolve_files(opts, &vars, &cwd)?;
+    let working_dir = project_dir(opts, &files, &cwd);
+    read_env_files(
+        opts,
+        &working_dir,
+        &mut vars,
+        &mut env_read,
+        &mut sources,
+        &mut diags,
+    )?;
+    let absolute = files.iter().map(|f| cwd.join(f)).collect();
     let mut texts = Vec::new();
     for path in &files {
         let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
@@ -104,17 +118,25 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         })?;
         texts.push((display_path(path), text));
     }
-    let merged = parse_and_merge(texts, &vars, &mut sources, &mut diags);
-    let name = project_name(opts, &vars, &merged, &working_dir)?;
-    let mut profiles = opts.profiles.clone();
-    if let Some(p) = vars.get("COMPOSE_PROFILES") {
-        profiles.extend(
-            p.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from),
-        );
-    }
+    let trees = parse_files(texts, &mut sources, &mut diags);
+    let name = project_name(opts, &vars, &trees, &working_dir)?;
+    // Whatever chose the name (-p, the environment, `name:`, the directory), the files see it
+    // as COMPOSE_PROJECT_NAME.
+    vars.insert("COMPOSE_PROJECT_NAME".into(), name.clone());
+    let merged = interpolate_and_merge(trees, &vars, &mut diags);
+    let profiles = if opts.profiles.is_empty() {
+        vars.get("COMPOSE_PROFILES")
+            .map(|p| {
+                p.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        opts.profiles.clone()
+    };
     let mut project = decode::project(&merged, &name, &profiles, &mut diags);
     if project.services.values().any(|s| s.exec.user.is_some()) {
         // Read only when needed: a missing file resolves nothing but numeric ids.
@@ -132,6 +154,20 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         working_dir,
         files: absolute,
     })
+}
+
+/// `--project-directory`, else the first file's directory, else the current directory.
+fn project_dir(opts: &LoadOptions, files: &[PathBuf], cwd: &Path) -> PathBuf {
+    opts.project_directory
+        .clone()
+        .or_else(|| {
+            files
+                .first()
+                .and_then(|f| f.parent())
+                .map(Path::to_path_buf)
+        })
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or_else(|| cwd.to_path_buf())
 }
 
 /// `--scale SERVICE=N`, as Compose has it: N replicas for this run whatever `deploy.replicas`
@@ -183,11 +219,21 @@ pub fn parse_and_merge(
     sources: &mut Sources,
     diags: &mut Diagnostics,
 ) -> Node {
-    let mut merged: Option<Node> = None;
-    let mut unset = std::collections::BTreeSet::new();
+    let trees = parse_files(texts, sources, diags);
+    interpolate_and_merge(trees, vars, diags)
+}
+
+/// Parse each file and check its keys against the schema; a file that is not a mapping is
+/// reported and left out.
+fn parse_files(
+    texts: Vec<(String, String)>,
+    sources: &mut Sources,
+    diags: &mut Diagnostics,
+) -> Vec<Node> {
+    let mut trees = Vec::new();
     for (name, text) in texts {
         let file = sources.add(name, text.as_str());
-        let mut tree = match yaml::parse(&text, file) {
+        let tree = match yaml::parse(&text, file) {
             Ok(t) => t,
             Err(e) => {
                 diags.push(ConfigError::Yaml {
@@ -207,6 +253,16 @@ pub fn parse_and_merge(
             continue;
         }
         schema::check_keys(&tree, diags);
+        trees.push(tree);
+    }
+    trees
+}
+
+/// Interpolate each file, then merge them in order (Compose interpolates before merging).
+fn interpolate_and_merge(trees: Vec<Node>, vars: &Vars, diags: &mut Diagnostics) -> Node {
+    let mut merged: Option<Node> = None;
+    let mut unset = std::collections::BTreeSet::new();
+    for mut tree in trees {
         let mut outcome = interpolate::Outcome::default();
         interpolate::interpolate_tree(&mut tree, vars, &mut outcome);
         unset.extend(outcome.unset);
@@ -225,7 +281,10 @@ pub fn parse_and_merge(
             });
         }
         match &mut merged {
-            None => merged = Some(tree),
+            None => {
+                merge::strip_resets(&mut tree);
+                merged = Some(tree);
+            }
             Some(base) => merge::merge(base, tree),
         }
     }
@@ -237,9 +296,23 @@ pub fn parse_and_merge(
     merged.unwrap_or_else(|| Node::new(node::Value::Map(Vec::new()), Span::default()))
 }
 
-fn resolve_files(opts: &LoadOptions, cwd: &Path) -> Result<Vec<PathBuf>, LoadError> {
+/// `-f`, else COMPOSE_FILE (split on COMPOSE_PATH_SEPARATOR, `:` by default; relative to the
+/// current directory, as Compose reads it), else the first default file found.
+fn resolve_files(opts: &LoadOptions, vars: &Vars, cwd: &Path) -> Result<Vec<PathBuf>, LoadError> {
     if !opts.files.is_empty() {
         return Ok(opts.files.clone());
+    }
+    if let Some(list) = vars.get("COMPOSE_FILE").filter(|l| !l.is_empty()) {
+        let sep = vars
+            .get("COMPOSE_PATH_SEPARATOR")
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(":");
+        return Ok(list
+            .split(sep)
+            .filter(|f| !f.is_empty())
+            .map(|f| cwd.join(f))
+            .collect());
     }
     let dir = opts
         .project_directory
@@ -263,18 +336,18 @@ fn display_path(path: &Path) -> String {
         .to_string()
 }
 
-/// The process environment over the `.env` file (or the `--env-file`s, in order).
-fn variables(
+/// Add the `--env-file`s (or `dir`/.env when none is given) to `vars`, skipping files already
+/// in `read`. A variable already set (by the shell or a file read before) keeps its value;
+/// among the files of one reading, a later file wins.
+fn read_env_files(
     opts: &LoadOptions,
     dir: &Path,
+    vars: &mut Vars,
+    read: &mut Vec<PathBuf>,
     sources: &mut Sources,
     diags: &mut Diagnostics,
-) -> Result<Vars, LoadError> {
-    let process: Vars = opts
-        .environment
-        .clone()
-        .unwrap_or_else(|| std::env::vars().collect());
-    let env_files = if opts.env_files.is_empty() {
+) -> Result<(), LoadError> {
+    let env_files: Vec<PathBuf> = if opts.env_files.is_empty() {
         Some(dir.join(".env"))
             .filter(|p| p.is_file())
             .into_iter()
@@ -282,14 +355,20 @@ fn variables(
     } else {
         opts.env_files.clone()
     };
-    let mut vars = Vars::new();
+    let mut found = Vars::new();
     for path in env_files {
+        if read.contains(&path) {
+            continue;
+        }
+        read.push(path.clone());
         let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        match env::parse(&text, &vars) {
-            Ok(v) => vars.extend(v),
+        let mut scope = found.clone();
+        scope.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        match env::parse(&text, &scope) {
+            Ok(v) => found.extend(v),
             Err(e) => {
                 let file = sources.add(display_path(&path), text.as_str());
                 // Sum the lines with their own terminators: `lines()` drops a `\r` too, and
@@ -306,29 +385,46 @@ fn variables(
             }
         }
     }
-    vars.extend(process);
-    Ok(vars)
+    for (k, v) in found {
+        vars.entry(k).or_insert(v);
+    }
+    Ok(())
 }
 
-/// `-p`, else COMPOSE_PROJECT_NAME, else the top-level `name:`, else the directory's name.
+/// As compose-go chooses it: `-p`, else COMPOSE_PROJECT_NAME (both must already be valid
+/// names; an empty one counts as unset), else the last `name:` of the files, interpolated and
+/// normalized, else the directory's name, normalized.
 fn project_name(
     opts: &LoadOptions,
     vars: &Vars,
-    root: &Node,
+    trees: &[Node],
     dir: &Path,
 ) -> Result<String, LoadError> {
-    if let Some(p) = &opts.project_name {
+    if let Some(p) = opts.project_name.as_ref().filter(|p| !p.is_empty()) {
         return check_project_name(p);
     }
     if let Some(p) = vars.get("COMPOSE_PROJECT_NAME").filter(|p| !p.is_empty()) {
         return check_project_name(p);
     }
-    if let Some(n) = root
-        .get("name")
-        .and_then(Node::as_str)
-        .filter(|n| !n.is_empty())
-    {
-        return check_project_name(n);
+    let written = trees
+        .iter()
+        .rev()
+        .filter_map(|t| t.get("name").and_then(Node::as_str))
+        .find(|n| !n.is_empty());
+    if let Some(raw) = written {
+        // Errors and unset variables are reported when the whole file is interpolated.
+        let interpolated = interpolate::expand(raw, vars, &mut Default::default())
+            .unwrap_or_else(|_| raw.to_string());
+        if !interpolated.is_empty() {
+            let normalized = normalize_project_name(&interpolated);
+            if normalized.is_empty() {
+                return Err(LoadError::ProjectName {
+                    name: interpolated,
+                    reason: "nothing is left after normalizing; pass -p NAME".into(),
+                });
+            }
+            return check_project_name(&normalized);
+        }
     }
     let base = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     let raw = base
@@ -360,8 +456,8 @@ fn check_project_name(name: &str) -> Result<String, LoadError> {
         })
 }
 
-/// Compose's normalization of a directory name: lowercase, keep `[a-z0-9_-]`, drop leading
-/// characters that are not a letter or a digit.
+/// Compose's normalization of a `name:` or a directory name (compose-go's
+/// NormalizeProjectName): lowercase, keep `[a-z0-9_-]`, drop leading `_` and `-`.
 pub fn normalize_project_name(raw: &str) -> String {
     let kept: String = raw
         .to_lowercase()

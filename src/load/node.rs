@@ -20,11 +20,26 @@ pub enum Value {
 pub struct Node {
     pub value: Value,
     pub span: Span,
+    /// Compose's merge tag on this value, if one was written.
+    pub tag: Option<Tag>,
+}
+
+/// The YAML tags Compose gives a meaning when several files are merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tag {
+    /// `!reset`: the key is removed, whatever earlier files (or this one) say.
+    Reset,
+    /// `!override`: the value replaces the earlier files' value instead of merging with it.
+    Override,
 }
 
 impl Node {
     pub fn new(value: Value, span: Span) -> Self {
-        Node { value, span }
+        Node {
+            value,
+            span,
+            tag: None,
+        }
     }
 
     pub fn str(text: impl Into<String>, span: Span) -> Self {

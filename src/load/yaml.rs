@@ -2,9 +2,9 @@
 //! merge keys (`<<`, YAML 1.1's merge type, which Compose files use widely) are applied here so
 //! that later stages never see them.
 
-use super::node::{Node, Value};
+use super::node::{Node, Tag, Value};
 use crate::source::{FileId, Span};
-use saphyr_parser::{Event, Parser, ScalarStyle, ScanError};
+use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Tag as YamlTag};
 use std::collections::{HashMap, HashSet};
 
 /// Deepest nesting of collections accepted. Compose files need about ten levels; without a
@@ -72,6 +72,7 @@ enum Frame {
     Seq {
         items: Vec<Node>,
         anchor: usize,
+        tag: Option<Tag>,
         start: Span,
     },
     Map {
@@ -81,6 +82,7 @@ enum Frame {
         keys: HashSet<Option<String>>,
         pending_key: Option<Node>,
         anchor: usize,
+        tag: Option<Tag>,
         start: Span,
     },
 }
@@ -143,8 +145,9 @@ impl Builder<'_> {
 
     fn event(&mut self, event: Event<'_>, span: Span) -> Result<(), SyntaxError> {
         match event {
-            Event::Scalar(text, style, anchor, _tag) => {
-                let node = scalar(text.into_owned(), style, span);
+            Event::Scalar(text, style, anchor, tag) => {
+                let mut node = scalar(text.into_owned(), style, span);
+                node.tag = compose_tag(tag.as_deref());
                 self.remember(anchor, &node);
                 self.push(node)?;
             }
@@ -172,16 +175,18 @@ impl Builder<'_> {
             Event::SequenceStart(..) | Event::MappingStart(..) if self.stack.len() >= MAX_DEPTH => {
                 return Err(too_deep(span))
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq {
+            Event::SequenceStart(anchor, tag) => self.stack.push(Frame::Seq {
                 items: Vec::new(),
                 anchor,
+                tag: compose_tag(tag.as_deref()),
                 start: span,
             }),
-            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map {
+            Event::MappingStart(anchor, tag) => self.stack.push(Frame::Map {
                 entries: Vec::new(),
                 keys: HashSet::new(),
                 pending_key: None,
                 anchor,
+                tag: compose_tag(tag.as_deref()),
                 start: span,
             }),
             Event::SequenceEnd | Event::MappingEnd => self.close(span)?,
@@ -202,21 +207,24 @@ impl Builder<'_> {
         };
         // A block collection's end event sits at the next token, possibly lines later: end the
         // span at its last child instead (or at the closing bracket of a flow collection).
-        let (node, anchor) = match frame {
+        let (mut node, anchor, tag) = match frame {
             Frame::Seq {
                 items,
                 anchor,
+                tag,
                 start,
             } => {
                 let last = items.last().map_or(end, |n| n.span);
                 (
                     Node::new(Value::Seq(items), cover(start, flow_end(start, end, last))),
                     anchor,
+                    tag,
                 )
             }
             Frame::Map {
                 entries,
                 anchor,
+                tag,
                 start,
                 ..
             } => {
@@ -225,9 +233,11 @@ impl Builder<'_> {
                 (
                     Node::new(Value::Map(apply_merge_keys(entries)?), span),
                     anchor,
+                    tag,
                 )
             }
         };
+        node.tag = tag;
         self.remember(anchor, &node);
         self.push(node)
     }
@@ -296,6 +306,16 @@ fn measure(node: &Node) -> (usize, usize) {
         let (cn, cd) = measure(c);
         (n + cn, d.max(cd + 1))
     })
+}
+
+/// `!reset` and `!override`, the local tags Compose reads; other tags change nothing.
+fn compose_tag(tag: Option<&YamlTag>) -> Option<Tag> {
+    let tag = tag.filter(|t| t.handle == "!")?;
+    match tag.suffix.as_str() {
+        "reset" => Some(Tag::Reset),
+        "override" => Some(Tag::Override),
+        _ => None,
+    }
 }
 
 fn scalar(text: String, style: ScalarStyle, span: Span) -> Node {

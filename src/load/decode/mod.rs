@@ -31,7 +31,10 @@ pub fn project(root: &Node, name: &str, profiles: &[String], diags: &mut Diagnos
     }
     for (key, value) in d.entries(root.get("services"), "services") {
         let active = service::profiles(&mut d, value);
-        if !active.is_empty() && !active.iter().any(|p| profiles.contains(p) || p == "*") {
+        // `--profile '*'` enables every profile, as in compose-go.
+        let enabled =
+            profiles.iter().any(|p| p == "*") || active.iter().any(|p| profiles.contains(p));
+        if !active.is_empty() && !enabled {
             project.inactive.insert(key.value, active);
             continue;
         }
