@@ -156,6 +156,46 @@ fn detailed_exitcode_and_against() {
     );
 }
 
+/// A long plan at a glance: scaling a service of twelve replicas to thirteen is one block for
+/// the twelve replica tables changed alike, and the name of the service gains one address, with
+/// the twelve it keeps hidden.
+#[test]
+fn a_long_plan_hides_what_does_not_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.yaml");
+    let new = dir.path().join("new.yaml");
+    let file = |n: u32| format!("name: ci\nservices:\n  web: {{deploy: {{replicas: {n}}}}}\n");
+    std::fs::write(&old, file(12)).unwrap();
+    std::fs::write(&new, file(13)).unwrap();
+    let out = plan(&new, &["--against", old.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("  ~ service.web[1-12].firewall (firewall)\n"),
+        "{text}"
+    );
+    assert_eq!(text.matches("~ service.web[").count(), 1, "{text}");
+    assert!(
+        text.contains("      # (4 unchanged attributes hidden)\n"),
+        "{text}"
+    );
+    let tasks = text.find("~ tasks.web\n").expect(&text);
+    let rest = &text[tasks..];
+    assert!(
+        rest.lines().nth(1).unwrap().trim().starts_with("+ 172.16."),
+        "{text}"
+    );
+    assert_eq!(
+        rest.lines().nth(2).unwrap().trim(),
+        "# (12 unchanged elements hidden)",
+        "{text}"
+    );
+}
+
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }

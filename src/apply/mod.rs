@@ -45,8 +45,25 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
-/// Called after each resource: (symbol, address, time taken).
-pub type Progress<'a> = &'a (dyn Fn(&str, &str, Duration) + Sync);
+/// What a run reports as it goes, so that a front end can show how far it is and what is
+/// in flight. Symbols are `+` (create), `~` (update) and `-` (delete).
+#[derive(Debug, Clone, Copy)]
+pub enum Step<'a> {
+    /// The operations this run does, before the first; each then starts and ends once.
+    Planned(usize),
+    Started {
+        symbol: &'a str,
+        address: &'a str,
+    },
+    Done {
+        symbol: &'a str,
+        address: &'a str,
+        took: Duration,
+    },
+}
+
+/// Where the [`Step`]s of a run go.
+pub type Progress<'a> = &'a (dyn Fn(Step<'_>) + Sync);
 
 /// Apply `changes` (computed from `observed` to `desired`).
 pub async fn apply<M: Machine>(
@@ -75,26 +92,7 @@ pub async fn apply<M: Machine>(
     let gone = deleted_namespaces(observed, &deletes);
     let old: HashMap<&ResourceId, &Resource> = observed.iter().map(|r| (&r.address, r)).collect();
     let rebuilt = taken_along(observed, desired, &deletes, &creates);
-    sweep(k).await;
-
-    let timings = Timings::from_env();
-    for wave in graph::build(observed)
-        .map_err(|e| vec![e.into()])?
-        .destroy_waves()
-    {
-        let todo: Vec<&Resource> = wave
-            .into_iter()
-            .map(|i| &observed[i])
-            .filter(|r| deletes.contains(&r.address) && !inside_gone(r, &gone))
-            .collect();
-        let t = timings.start(&todo);
-        out.deleted += run(todo, |r| async move {
-            timed("-", r, progress, ops::delete(k, r)).await
-        })
-        .await?;
-        timings.wave("destroy", t);
-    }
-    // What went with the deleted namespaces counts as deleted; the veth host ends are waited
+    // What goes with the deleted namespaces counts as deleted; the veth host ends are waited
     // for (they must be gone before a link of the same name is created again).
     let with_namespaces: Vec<&Resource> = observed
         .iter()
@@ -105,6 +103,34 @@ pub async fn apply<M: Machine>(
         .copied()
         .filter(|r| matches!(&r.spec, Spec::Link(l) if l.host_ifname.is_some()))
         .collect();
+    let destroyed = |r: &&Resource| deletes.contains(&r.address) && !inside_gone(r, &gone);
+    let built = |r: &&Resource| {
+        creates.contains(&r.address) || updates.contains(&r.address) || rebuilt.contains(&r.address)
+    };
+    progress(Step::Planned(
+        observed.iter().filter(destroyed).count()
+            + host_ends.len()
+            + desired.iter().filter(built).count(),
+    ));
+    sweep(k).await;
+
+    let timings = Timings::from_env();
+    for wave in graph::build(observed)
+        .map_err(|e| vec![e.into()])?
+        .destroy_waves()
+    {
+        let todo: Vec<&Resource> = wave
+            .into_iter()
+            .map(|i| &observed[i])
+            .filter(destroyed)
+            .collect();
+        let t = timings.start(&todo);
+        out.deleted += run(todo, |r| async move {
+            timed("-", r, progress, ops::delete(k, r)).await
+        })
+        .await?;
+        timings.wave("destroy", t);
+    }
     let t = timings.start(&host_ends);
     out.deleted += with_namespaces.len() - host_ends.len();
     out.deleted += reap(k, &host_ends, progress).await?;
@@ -113,11 +139,7 @@ pub async fn apply<M: Machine>(
         let todo: Vec<&Resource> = wave
             .into_iter()
             .map(|i| &desired[i])
-            .filter(|r| {
-                creates.contains(&r.address)
-                    || updates.contains(&r.address)
-                    || rebuilt.contains(&r.address)
-            })
+            .filter(built)
             .collect();
         let t = timings.start(&todo);
         let n = run(todo.clone(), |r| {
@@ -145,7 +167,22 @@ pub async fn apply<M: Machine>(
     Ok(out)
 }
 
+/// One operation, reported as it starts and when it is done.
 async fn timed(
+    symbol: &str,
+    r: &Resource,
+    progress: Progress<'_>,
+    op: impl std::future::Future<Output = Result<(), ApplyError>>,
+) -> Result<(), ApplyError> {
+    progress(Step::Started {
+        symbol,
+        address: &r.address.to_string(),
+    });
+    done(symbol, r, progress, op).await
+}
+
+/// One operation already reported as started, reported when it is done.
+async fn done(
     symbol: &str,
     r: &Resource,
     progress: Progress<'_>,
@@ -154,7 +191,11 @@ async fn timed(
     let t = Instant::now();
     let result = op.await;
     if result.is_ok() {
-        progress(symbol, &r.address.to_string(), t.elapsed());
+        progress(Step::Done {
+            symbol,
+            address: &r.address.to_string(),
+            took: t.elapsed(),
+        });
     }
     result
 }
@@ -233,6 +274,14 @@ async fn reap<M: Machine>(
         Spec::Link(l) => l.host_ifname.clone().unwrap_or_default(),
         _ => String::new(),
     };
+    // Each host end is in flight from now: the kernel frees it, or it is deleted below.
+    let started = Instant::now();
+    for r in links {
+        progress(Step::Started {
+            symbol: "-",
+            address: &r.address.to_string(),
+        });
+    }
     let mut left: Vec<&Resource> = links.to_vec();
     let mut last_progress = Instant::now();
     while !left.is_empty() && last_progress.elapsed() < REAP_PATIENCE {
@@ -252,10 +301,14 @@ async fn reap<M: Machine>(
         .iter()
         .filter(|r| !left.iter().any(|x| x.address == r.address))
     {
-        progress("-", &r.address.to_string(), Duration::ZERO);
+        progress(Step::Done {
+            symbol: "-",
+            address: &r.address.to_string(),
+            took: started.elapsed(),
+        });
     }
     let deleted = run(left, |r| async move {
-        timed("-", r, progress, ops::delete(k, r)).await
+        done("-", r, progress, ops::delete(k, r)).await
     })
     .await?;
     Ok(gone + deleted)

@@ -11,6 +11,7 @@ mod logs;
 mod ls;
 mod plan;
 mod port;
+mod progress;
 mod ps;
 mod reconcile;
 mod up;

@@ -1,6 +1,7 @@
 //! The CLI's side of the reconciler: the root check, the store of this machine, the events of
 //! a run printed on the terminal, and its errors turned into miette reports.
 
+use super::progress::{self, Live};
 use super::Global;
 use crate::load::LoadOptions;
 use crate::plan::Summary;
@@ -45,51 +46,87 @@ pub fn planning_with(opts: &LoadOptions, against: Option<&Path>) -> miette::Resu
     reconcile::plan(&store(), opts, &baseline, &Terminal::new()).map_err(report)
 }
 
-/// Prints a run's events: results on stdout, the rest on stderr, a line per resource only on
-/// a terminal (the summary line says it all).
+/// Prints a run's events: results on stdout, the rest on stderr. On a terminal, a live status
+/// line while the kernel is changed (progress.rs) and a line for each resource that was slow;
+/// where no live line can be drawn (`TERM=dumb`, `NO_COLOR`), a line per resource; piped,
+/// neither (the summary line says it all).
 pub struct Terminal {
     verbose: bool,
+    live: Option<Live>,
 }
 
 impl Terminal {
     pub fn new() -> Terminal {
+        let terminal = std::io::stderr().is_terminal();
         Terminal {
-            verbose: std::io::stderr().is_terminal(),
+            verbose: terminal,
+            live: progress::wanted(terminal).then(Live::new),
+        }
+    }
+
+    /// A line on stderr, with the status line out of its way.
+    fn say(&self, line: &str) {
+        match &self.live {
+            Some(live) => live.say(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
         }
     }
 }
 
 impl Events for Terminal {
     fn warning(&self, message: &str) {
-        eprintln!("warning: {message}");
+        self.say(&format!("warning: {message}"));
     }
 
     fn waiting_for_lock(&self, project: &ProjectName) {
-        eprintln!("Waiting for another netcompose working on project {project}...");
+        self.say(&format!(
+            "Waiting for another netcompose working on project {project}..."
+        ));
     }
 
     fn drift(&self, change: &crate::plan::Change) {
-        eprintln!(
+        self.say(&format!(
             "drift: {} {}",
             change.address,
             change.reason.as_deref().unwrap_or_default()
-        );
+        ));
     }
 
     fn applying(&self, s: &Summary) {
-        eprintln!(
+        self.say(&format!(
             "Applying: {} to add, {} to change, {} to destroy.",
             s.add, s.change, s.destroy
-        );
+        ));
+    }
+
+    fn operations(&self, total: usize) {
+        if let Some(live) = &self.live {
+            live.begin(total);
+        }
+    }
+
+    fn started(&self, _symbol: &str, address: &str) {
+        if let Some(live) = &self.live {
+            live.started(address);
+        }
     }
 
     fn progress(&self, symbol: &str, address: &str, took: Duration) {
-        if self.verbose {
-            eprintln!("  {symbol} {address} ({} ms)", took.as_millis());
+        let line = format!("  {symbol} {address} ({} ms)", took.as_millis());
+        if let Some(live) = self.live.as_ref().filter(|l| l.active()) {
+            live.done(address);
+            if took >= progress::SLOW {
+                live.say(|| eprintln!("{line}"));
+            }
+        } else if self.verbose {
+            self.say(&line);
         }
     }
 
     fn applied(&self, applied: &Applied) {
+        if let Some(live) = &self.live {
+            live.finish();
+        }
         match applied {
             Applied::NoChanges => println!("No changes."),
             Applied::Up(o) => println!(
@@ -112,11 +149,11 @@ impl Events for Terminal {
             DaemonEvent::Stopped {
                 pid,
                 nothing_to_serve: true,
-            } => eprintln!("Daemon: stopped (pid {pid}): nothing to serve."),
+            } => self.say(&format!("Daemon: stopped (pid {pid}): nothing to serve.")),
             DaemonEvent::Stopped {
                 pid,
                 nothing_to_serve: false,
-            } => eprintln!("Daemon: stopped (pid {pid})."),
+            } => self.say(&format!("Daemon: stopped (pid {pid}).")),
             DaemonEvent::Serving {
                 action,
                 pid,
@@ -124,16 +161,16 @@ impl Events for Terminal {
                 processes,
                 errors,
             } => {
-                eprintln!(
+                self.say(&format!(
                     "Daemon: {action} (pid {pid}): DNS in {namespaces} namespaces, {processes} processes."
-                );
+                ));
                 for e in errors {
-                    eprintln!("warning: daemon: {e}");
+                    self.say(&format!("warning: daemon: {e}"));
                 }
             }
-            DaemonEvent::NotUpdated { project } => eprintln!(
+            DaemonEvent::NotUpdated { project } => self.say(&format!(
                 "warning: the plan of {project} carries no daemon configuration (plan format 1.0); the daemon (DNS, x-run) was not updated"
-            ),
+            )),
         }
     }
 }

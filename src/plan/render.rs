@@ -1,9 +1,10 @@
 //! The human form of a plan: one block per changed resource with the familiar symbols
 //! (`+` create, `~` update, `-/+` replace, `-` destroy), every attribute that matters, and the
 //! summary line. Creates and deletes show every attribute; updates and replacements show only
-//! what changes, element by element (collections.rs), with a count of what is hidden. Colour
-//! only on a terminal.
+//! what changes, element by element (collections.rs), with a count of what is hidden; replicas
+//! changed alike are one block (alike.rs). Colour only on a terminal.
 
+mod alike;
 mod collections;
 
 use super::{Change, Plan};
@@ -64,8 +65,9 @@ pub fn render(plan: &Plan, color: bool) -> String {
             .cmp(&group(&b.address))
             .then_with(|| a.address.cmp(&b.address))
     });
-    for c in changes {
-        block(&mut out, c, &st);
+    for shown in alike::group(&changes, |c| body(c, &st)) {
+        head(&mut out, shown.change, &shown.label, &st);
+        out.push_str(&shown.body);
     }
     let s = plan.summary;
     if plan.has_changes() {
@@ -95,7 +97,15 @@ fn group(address: &ResourceId) -> u8 {
     }
 }
 
+/// One change: its header line, then its attributes.
+#[cfg(test)]
 fn block(out: &mut String, c: &Change, st: &Style) {
+    head(out, c, &c.address.to_string(), st);
+    out.push_str(&body(c, st));
+}
+
+/// `  ~ service.web[1].firewall (firewall)  # reason`, with `label` in place of the address.
+fn head(out: &mut String, c: &Change, label: &str, st: &Style) {
     let (symbol, code) = if c.is_replace() {
         ("-/+", "1;35")
     } else {
@@ -114,10 +124,16 @@ fn block(out: &mut String, c: &Change, st: &Style) {
         out,
         "  {} {} ({}){}",
         st.paint(code, symbol),
-        st.paint("1", &c.address.to_string()),
+        st.paint("1", label),
         c.kind,
         reason
     );
+}
+
+/// A change's attributes: all of them for a create or delete, what changes for the rest.
+fn body(c: &Change, st: &Style) -> String {
+    let mut text = String::new();
+    let out = &mut text;
     let (before, after) = c.sides();
     let shown = if c.after.is_some() { after } else { before };
     if c.before.is_none() || c.after.is_none() {
@@ -129,7 +145,7 @@ fn block(out: &mut String, c: &Change, st: &Style) {
             }
         }
         out.push('\n');
-        return;
+        return text;
     }
     let mut unchanged = 0;
     for (key, value) in after.iter().filter(|(k, _)| *k != "kind") {
@@ -149,6 +165,7 @@ fn block(out: &mut String, c: &Change, st: &Style) {
         let _ = writeln!(out, "      {line}");
     }
     out.push('\n');
+    text
 }
 
 /// Long lists and maps one item a line, under the attribute name.

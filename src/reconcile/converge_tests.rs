@@ -2,7 +2,7 @@
 //! pure pipeline from a Compose text is applied, observed back, drifted and repaired, and
 //! taken down, without root.
 
-use crate::apply::{apply, ApplyError};
+use crate::apply::{apply, ApplyError, Step};
 use crate::kernel::fake::Fake;
 use crate::kernel::machine::{Namespaces, NetnsInit};
 use crate::kernel::netlink::LinkKind;
@@ -58,7 +58,7 @@ fn desired_of(text: &str) -> Vec<Resource> {
         .resources
 }
 
-fn quiet(_: &str, _: &str, _: std::time::Duration) {}
+fn quiet(_: Step<'_>) {}
 
 /// Observe (with `state`, what the last run applied, as `up` and `down` do), diff against
 /// `desired`, apply; returns what the diff held.
@@ -271,4 +271,50 @@ async fn a_foreign_object_of_the_same_name_is_refused() {
         assert!(w.link_named(None, &b.name).unwrap().link.alias.is_none());
         assert!(w.namespaces.contains_key("t-db-1"));
     });
+}
+
+/// Every operation a run plans is reported as started and then as done, once, up and down
+/// (where the kernel takes a namespace's links along), so that a front end counts done/total
+/// and names what is in flight from the real steps.
+#[tokio::test]
+async fn every_planned_operation_starts_and_ends_once() {
+    use std::sync::Mutex;
+    #[derive(Default)]
+    struct Seen {
+        planned: Vec<usize>,
+        started: Vec<String>,
+        done: Vec<String>,
+    }
+    let desired = desired();
+    let k = Kernel::new(PROJECT, Fake::new());
+    for (state, target) in [(&[][..], &desired[..]), (&desired[..], &[][..])] {
+        let seen = Mutex::new(Seen::default());
+        let record = |step: Step<'_>| {
+            let mut s = seen.lock().unwrap();
+            match step {
+                Step::Planned(n) => s.planned.push(n),
+                Step::Started { address, .. } => s.started.push(address.to_string()),
+                Step::Done { address, .. } => {
+                    assert!(s.started.iter().any(|a| a == address), "{address}");
+                    s.done.push(address.to_string());
+                }
+            }
+        };
+        let observed = observe(&k, state, target).await.unwrap();
+        let changes = plan::diff(&observed, target);
+        apply(&k, &observed, target, &changes, &record)
+            .await
+            .unwrap();
+        let mut s = seen.into_inner().unwrap();
+        assert_eq!(s.planned, [s.started.len()]);
+        s.started.sort();
+        s.done.sort();
+        assert_eq!(s.started, s.done);
+        assert!(
+            s.started.windows(2).all(|w| w[0] != w[1]),
+            "{:?}",
+            s.started
+        );
+    }
+    assert_converged(&k, &[]).await;
 }

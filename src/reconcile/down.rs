@@ -24,8 +24,8 @@ pub fn down(
     let observed = session.observe(&prior.resources, &[])?;
     let changes = plan::diff(&observed, &[]);
     let outcome = session
-        .apply(&observed, &[], &changes, &|symbol, address, took| {
-            events.progress(symbol, address, took)
+        .apply(&observed, &[], &changes, &|step| {
+            super::report_step(events, step)
         })
         .map_err(ReconcileError::Apply)?;
     store.remove(&lock)?;

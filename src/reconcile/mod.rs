@@ -16,7 +16,7 @@ pub use planning::{plan, Baseline, Planning};
 pub use projects::{projects, ProjectStatus};
 pub use up::{read_plan, up, up_plan, UpOutcome};
 
-use crate::apply::{ApplyError, Outcome};
+use crate::apply::{ApplyError, Outcome, Step};
 use crate::daemon::DaemonError;
 use crate::diag::Diagnostics;
 use crate::graph::CycleError;
@@ -105,6 +105,11 @@ pub trait Events: Sync {
     fn drift(&self, change: &Change);
     /// About to apply this many changes.
     fn applying(&self, summary: &Summary);
+    /// The kernel operations this run does (each then reported by `started` and `progress`).
+    /// A front end without live progress need not count them.
+    fn operations(&self, _total: usize) {}
+    /// One resource's operation began: its symbol (`+`, `~`, `-`) and address.
+    fn started(&self, _symbol: &str, _address: &str) {}
     /// One resource done: its symbol (`+`, `~`, `-`), address and time taken.
     fn progress(&self, symbol: &str, address: &str, took: Duration);
     /// The kernel now matches (before the daemon is updated).
@@ -138,6 +143,19 @@ pub enum DaemonEvent {
     },
     /// The plan carries no daemon configuration (format 1.0): the daemon was left as it is.
     NotUpdated { project: String },
+}
+
+/// An apply's step, as the [`Events`] of the run.
+fn report_step(events: &dyn Events, step: Step<'_>) {
+    match step {
+        Step::Planned(total) => events.operations(total),
+        Step::Started { symbol, address } => events.started(symbol, address),
+        Step::Done {
+            symbol,
+            address,
+            took,
+        } => events.progress(symbol, address, took),
+    }
 }
 
 /// Load and validate, handing warnings to `events`.

@@ -8,7 +8,6 @@ use crate::kernel::Kernel;
 use crate::model::Resource;
 use crate::plan::Change;
 use crate::project_name::ProjectName;
-use std::time::Duration;
 
 pub(super) struct Session {
     rt: tokio::runtime::Runtime,
@@ -43,7 +42,7 @@ impl Session {
         observed: &[Resource],
         desired: &[Resource],
         changes: &[Change],
-        progress: &(dyn Fn(&str, &str, Duration) + Sync),
+        progress: apply::Progress<'_>,
     ) -> Result<Outcome, Vec<ApplyError>> {
         self.rt.block_on(apply::apply(
             &self.kernel,

@@ -170,12 +170,9 @@ fn converge(
     save(observed.clone())?;
     events.applying(&plan::summarize(&changes));
     let outcome = session
-        .apply(
-            &observed,
-            &desired.resources,
-            &changes,
-            &|symbol, address, took| events.progress(symbol, address, took),
-        )
+        .apply(&observed, &desired.resources, &changes, &|step| {
+            super::report_step(events, step)
+        })
         .map_err(ReconcileError::Apply)?;
     save(desired.resources.clone())?;
     events.applied(&Applied::Up(outcome));

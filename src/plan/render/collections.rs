@@ -91,14 +91,32 @@ fn map(old: &Map<String, Value>, new: &Map<String, Value>, st: &Style) -> Vec<St
             (None, Some(v)) => out.push(st.paint("32", &format!("+ {k} = {}", element(v)))),
             (Some(v), None) => out.push(st.paint("31", &format!("- {k} = {}", element(v)))),
             (Some(a), Some(b)) if a == b => unchanged += 1,
-            (Some(a), Some(b)) => {
-                out.push(st.paint("33", &format!("~ {k} = {} → {}", element(a), element(b))))
-            }
+            (Some(a), Some(b)) => match nested(a, b, st) {
+                Some(inner) => {
+                    out.push(st.paint("33", &format!("~ {k}")));
+                    out.extend(inner.into_iter().map(|l| format!("    {l}")));
+                }
+                None => {
+                    out.push(st.paint("33", &format!("~ {k} = {} → {}", element(a), element(b))))
+                }
+            },
             (None, None) => {}
         }
     }
     out.extend(hidden(unchanged, "element", st));
     out
+}
+
+/// A changed value of a map that is itself a collection (a DNS name's addresses when a replica
+/// comes or goes) diffed element by element under its key, so that one new address of a name
+/// with a hundred reads as one line; `None` when the value reads better whole (one element on
+/// each side, scalars, a reordered list).
+fn nested(old: &Value, new: &Value, st: &Style) -> Option<Vec<String>> {
+    match (old, new) {
+        (Value::Array(o), Value::Array(n)) if o.len() > 1 || n.len() > 1 => list(o, n, st),
+        (Value::Object(o), Value::Object(n)) => Some(map(o, n, st)),
+        _ => None,
+    }
 }
 
 /// A map's value: a one-element list (a DNS name with one address) reads as that element.
@@ -142,7 +160,9 @@ mod tests {
             show(Some(old), Some(new)),
             "      k              + quickstart-web-4 = 10.0.0.8\n\
              \x20                    - quickstart-web-9 = 10.0.0.9\n\
-             \x20                    ~ web = [10.0.0.3, 10.0.0.4] → [10.0.0.3, 10.0.0.4, 10.0.0.8]\n\
+             \x20                    ~ web\n\
+             \x20                        + 10.0.0.8\n\
+             \x20                        # (2 unchanged elements hidden)\n\
              \x20                    # (2 unchanged elements hidden)\n"
         );
     }

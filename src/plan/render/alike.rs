@@ -1,0 +1,160 @@
+//! Replicas changed alike, shown once. Scaling a service rewrites the VIP digest in every
+//! replica's table the same way, so a hundred identical blocks would bury the few that differ.
+//! Changes of one service whose text is the same but for the replica number become one block
+//! whose address lists the replicas (`service.web[1-3,7].firewall`).
+
+use crate::plan::Change;
+use std::collections::HashMap;
+
+/// A block to print: the first change of its group (for the symbol, kind and reason), the
+/// address or addresses it stands for, and its attributes.
+pub(super) struct Shown<'c> {
+    pub change: &'c Change,
+    pub label: String,
+    pub body: String,
+}
+
+/// The blocks in the order of the changes, each group where its first member was.
+pub(super) fn group<'c>(
+    changes: &[&'c Change],
+    body: impl Fn(&Change) -> String,
+) -> Vec<Shown<'c>> {
+    struct Group<'c> {
+        change: &'c Change,
+        body: String,
+        /// (service, what follows the replica's index, the indexes) for a replica's resource.
+        replicas: Option<(String, String, Vec<u32>)>,
+    }
+    let mut groups: Vec<Group<'c>> = Vec::new();
+    let mut by_key: HashMap<(String, String, String), usize> = HashMap::new();
+    for &c in changes {
+        let body = body(c);
+        let Some((service, rest, index)) = replica_parts(c) else {
+            groups.push(Group {
+                change: c,
+                body,
+                replicas: None,
+            });
+            continue;
+        };
+        // The header's symbol, kind and reason are part of what must be alike.
+        let key = (
+            format!("{service}{rest}"),
+            format!("{:?} {} {:?}", c.actions, c.kind, c.reason),
+            body.clone(),
+        );
+        match by_key.get(&key) {
+            Some(&i) => {
+                if let Some((_, _, indexes)) = &mut groups[i].replicas {
+                    indexes.push(index);
+                }
+            }
+            None => {
+                by_key.insert(key, groups.len());
+                groups.push(Group {
+                    change: c,
+                    body,
+                    replicas: Some((service, rest, vec![index])),
+                });
+            }
+        }
+    }
+    groups
+        .into_iter()
+        .map(|g| Shown {
+            change: g.change,
+            label: match &g.replicas {
+                Some((service, rest, indexes)) if indexes.len() > 1 => {
+                    format!("service.{service}[{}]{rest}", ranges(indexes))
+                }
+                Some(_) | None => g.change.address.to_string(),
+            },
+            body: g.body,
+        })
+        .collect()
+}
+
+/// A replica's resource as (service, the address after `[N]`, N).
+fn replica_parts(c: &Change) -> Option<(String, String, u32)> {
+    let r = c.address.replica()?;
+    let address = c.address.to_string();
+    let rest = address.strip_prefix(&format!("service.{}[{}]", r.service, r.index))?;
+    Some((r.service.clone(), rest.to_string(), r.index))
+}
+
+/// `1-3,7`: the indexes in order, runs as ranges.
+fn ranges(indexes: &[u32]) -> String {
+    let mut sorted = indexes.to_vec();
+    sorted.sort_unstable();
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for i in sorted {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == i => *end = i,
+            Some(_) | None => runs.push((i, i)),
+        }
+    }
+    runs.iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ReplicaId, ResourceId};
+    use crate::plan::Action;
+    use serde_json::json;
+
+    fn firewall(index: u32, digest: &str) -> Change {
+        Change {
+            address: ResourceId::ReplicaFirewall(ReplicaId {
+                service: "web".into(),
+                index,
+            }),
+            kind: "firewall".into(),
+            actions: vec![Action::Update],
+            before: Some(json!({"vip_digest": "a"})),
+            after: Some(json!({"vip_digest": digest})),
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn replicas_changed_alike_are_one_block() {
+        let changes = [
+            firewall(1, "b"),
+            firewall(2, "b"),
+            firewall(3, "c"),
+            firewall(4, "b"),
+            firewall(7, "b"),
+        ];
+        let refs: Vec<&Change> = changes.iter().collect();
+        let shown = group(&refs, |c| {
+            c.after.as_ref().unwrap()["vip_digest"].to_string()
+        });
+        let labels: Vec<(&str, &str)> = shown
+            .iter()
+            .map(|s| (s.label.as_str(), s.body.as_str()))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("service.web[1-2,4,7].firewall", "\"b\""),
+                ("service.web[3].firewall", "\"c\"")
+            ]
+        );
+    }
+
+    #[test]
+    fn ranges_of_indexes() {
+        assert_eq!(ranges(&[3, 1, 2, 9, 5, 6]), "1-3,5-6,9");
+        assert_eq!(ranges(&[4]), "4");
+    }
+}

@@ -1,0 +1,107 @@
+//! A lab at a glance (issue 13): `up` and `down` show live progress on a terminal and nothing
+//! of it when piped; `graph --format svg` draws the topology with graphviz, and once the
+//! project is up the picture carries its addresses, VIPs, published ports and process states.
+//!
+//! Every test builds its own sandbox host; needs root.
+
+mod common;
+#[path = "dns/lab.rs"]
+mod lab;
+
+use common::require_root;
+use lab::{text, Lab};
+
+/// The lab under project `name`: tests run at once, and a project's cgroups are the machine's.
+fn lab(name: &str) -> String {
+    LAB.replace("@NAME@", name)
+}
+
+const LAB: &str = r#"
+name: @NAME@
+networks:
+  front:
+    ipam: {config: [{subnet: 10.77.1.0/24}]}
+  back:
+    internal: true
+    ipam: {config: [{subnet: 10.77.2.0/24}]}
+services:
+  web:
+    deploy: {replicas: 4}
+    networks: [front, back]
+    ports: ["8080:80"]
+    x-run: ["sleep", "infinity"]
+  db:
+    networks: [back]
+  client:
+    networks: [front]
+"#;
+
+/// Piped, `up` and `down` print their summary and no status line, carriage return or escape.
+#[test]
+fn piped_up_and_down_show_no_progress() {
+    require_root("piped_up_and_down_show_no_progress");
+    let lab = Lab::new("nc-glance-");
+    let f = lab.file("compose.yaml", &self::lab("gl-piped"));
+    for args in [&["up", "-d"][..], &["down"][..]] {
+        let out = lab.nc(&f, args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        let all = text(&out);
+        assert!(!all.contains('\x1b') && !all.contains('\r'), "{all:?}");
+        assert!(!all.contains(" done"), "{all:?}");
+        assert!(!all.contains(" ms)"), "a line per resource: {all:?}");
+    }
+}
+
+/// On a terminal, the status line (if the run lasted long enough to draw one) is erased before
+/// the summary, and says how many operations are done out of how many; resources get a line
+/// of their own only when they were slow.
+#[test]
+fn a_terminal_gets_a_status_line_that_is_erased() {
+    require_root("a_terminal_gets_a_status_line_that_is_erased");
+    let lab = Lab::new("nc-glance-");
+    let f = lab.file("compose.yaml", &self::lab("gl-tty"));
+    // Enough replicas that the run likely lasts long enough to draw the line.
+    let up = "up -d --scale web=60";
+    for (verb, summary) in [(up, "Applied in "), ("down", "Removed project gl-tty")] {
+        let command = format!(
+            "{} -f {} {verb}",
+            env!("CARGO_BIN_EXE_netcompose"),
+            f.display()
+        );
+        // `script` runs the command on a pseudo-terminal and copies what it writes.
+        let out = lab
+            .sb
+            .command("script", &["-qec", &command, "/dev/null"])
+            .env("TERM", "xterm")
+            .env_remove("NO_COLOR")
+            .env_remove("COLUMNS")
+            .output()
+            .unwrap();
+        let all = text(&out);
+        assert!(out.status.success(), "{verb}: {all:?}");
+        let end = all.find(summary).unwrap_or_else(|| panic!("{all:?}"));
+        let before = &all[..end];
+        if let Some(last) = before.rfind("\x1b[K") {
+            assert!(before[..last].ends_with('\r'), "not erased: {all:?}");
+            let drawn = before
+                .split('\r')
+                .find(|l| l.ends_with("\x1b[K") && l.len() > 3)
+                .unwrap_or_else(|| panic!("{all:?}"));
+            let (count, _) = drawn
+                .split_once(" done")
+                .unwrap_or_else(|| panic!("{drawn:?}"));
+            let (done, total) = count.split_once('/').unwrap_or_else(|| panic!("{drawn:?}"));
+            assert!(done.parse::<usize>().unwrap() <= total.parse::<usize>().unwrap());
+        }
+        // The terminal ends lines with \r\n.
+        let lines = before.lines().map(|l| l.trim_end_matches('\r'));
+        for line in lines.filter(|l| l.ends_with(" ms)")) {
+            let ms: u64 = line
+                .rsplit_once('(')
+                .and_then(|(_, ms)| ms.strip_suffix(" ms)"))
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or_else(|| panic!("{line:?}"));
+            assert!(ms >= 1000, "a fast resource got a line: {line:?}");
+        }
+    }
+}
