@@ -127,6 +127,28 @@ pub struct Exec {
     pub no_new_privileges: bool,
     /// `cap_add` / `cap_drop` as bit masks of capability numbers; None when neither is given.
     pub caps: Option<CapChanges>,
+    /// `env_file`, in order.
+    pub env_files: Vec<EnvFile>,
+    /// The variables the loader read from `env_file`, in order (a later file's value wins);
+    /// `environment` wins over them.
+    pub env_file_vars: Vec<(String, String)>,
+    /// `init: true`: the process runs under a reaper that forwards signals (see the runner).
+    pub init: bool,
+    /// `stop_signal` as a signal number.
+    pub stop_signal: Option<Spanned<i32>>,
+    /// `stop_grace_period`.
+    pub stop_grace_period: Option<Spanned<std::time::Duration>>,
+}
+
+/// One entry of `env_file`.
+#[derive(Debug, Clone)]
+pub struct EnvFile {
+    /// As written: relative paths are relative to the project directory.
+    pub path: Spanned<String>,
+    /// `required: false` lets the file be missing.
+    pub required: bool,
+    /// `format: raw`: every `KEY=VALUE` line taken literally (no quotes, no interpolation).
+    pub raw: bool,
 }
 
 /// A numeric user and its group.

@@ -11,12 +11,14 @@ mod logs;
 mod ls;
 mod plan;
 mod port;
+mod procs;
 mod progress;
 mod ps;
 mod reconcile;
 mod up;
 mod version;
 
+use crate::daemon::processes::Action;
 use crate::load::LoadOptions;
 use crate::pipeline::{self, Checked, Failure};
 use crate::project_name::ProjectName;
@@ -98,6 +100,14 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Print the output of the replicas' `x-run` processes.
     Logs(logs::LogsArgs),
+    /// List the processes of each replica's `x-run` command (the pids in its cgroup).
+    Top(procs::TopArgs),
+    /// Stop `x-run` processes; the network stays, and they stay stopped until start or up.
+    Stop(procs::ServicesArgs),
+    /// Start `x-run` processes that `stop` stopped (or that exited).
+    Start(procs::ServicesArgs),
+    /// Stop, then start `x-run` processes.
+    Restart(procs::ServicesArgs),
     /// Show the netcompose version.
     Version(version::VersionArgs),
     /// Print a shell completion script.
@@ -169,6 +179,10 @@ fn run(cli: &Cli) -> miette::Result<ExitCode> {
         Command::Ps(args) => ps::run(&cli.global, args),
         Command::Exec(args) => exec::run(&cli.global, args),
         Command::Logs(args) => logs::run(&cli.global, args),
+        Command::Top(args) => procs::top(&cli.global, args),
+        Command::Stop(args) => procs::control(&cli.global, Action::Stop, args),
+        Command::Start(args) => procs::control(&cli.global, Action::Start, args),
+        Command::Restart(args) => procs::control(&cli.global, Action::Restart, args),
         Command::Daemon(args) => daemon::run(args),
         Command::Check(args) => check::run(&cli.global, args),
         Command::Validate => {

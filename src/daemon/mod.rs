@@ -20,14 +20,16 @@
 //! P`, detached with setsid, in the project's cgroup, holding the lock `up` took) and waits
 //! until it answers. A daemon that holds the lock but does not answer is killed with every
 //! process of the project first. `down` asks a live daemon to `stop` before the namespaces go
-//! (processes get SIGTERM, then SIGKILL after a grace period), then kills whatever is left in
-//! the project's cgroups and returns once they are empty. SIGHUP makes the daemon reload,
-//! SIGTERM stop. A daemon that died is seen by [`status`] and started again by the next `up`,
+//! (processes get their stop signal, then SIGKILL after their grace period), then kills
+//! whatever is left in the project's cgroups and returns once they are empty. SIGHUP makes
+//! the daemon reload, SIGTERM stop. A daemon that died is seen by [`status`] and started again by the next `up`,
 //! after the processes it left behind are killed.
 
 pub mod contain;
+mod init;
 pub mod logs;
 mod privileges;
+pub mod processes;
 pub mod resolver;
 pub mod runner;
 mod serve;
@@ -145,8 +147,15 @@ fn is_our_daemon(pid: u32, project: &ProjectName) -> bool {
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Request {
     Status,
+    /// Serve the configuration `up` wrote, and start what `stop` held.
     Reload,
     Stop,
+    /// `netcompose stop|start|restart`: the x-run processes of `services` (all when empty).
+    Processes {
+        action: processes::Action,
+        #[serde(default)]
+        services: Vec<String>,
+    },
 }
 
 /// The reply to every request.
@@ -374,13 +383,10 @@ pub fn stop(project: &ProjectName) -> Result<Option<u32>, DaemonError> {
         false => None,
     };
     // Only a live daemon (it holds the lock) is asked: a dead one's socket cannot answer. It
-    // gives its processes SIGTERM and a grace period; the kill below is for what is left.
+    // gives its processes their stop signal and grace period; the kill below is for what is
+    // left.
     if lock.is_none() && dir.is_dir() {
-        let _ = request(
-            project,
-            &Request::Stop,
-            runner::GRACE + Duration::from_secs(5),
-        );
+        let _ = request(project, &Request::Stop, processes::stop_timeout(project));
     }
     contain::kill_project(project, was.or_else(|| pid_in_file(project)))?;
     drop(lock);

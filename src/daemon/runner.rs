@@ -16,9 +16,13 @@
 //!
 //! stdout and stderr go line by line to the project log (`web-1 | ...`). `restart:` is
 //! honoured with Docker's back-off (100 ms doubling to 10 s, reset after 10 s of running);
-//! `unless-stopped` behaves as `always`, since only `down` stops a process. A process whose
-//! command or namespace changed is stopped (SIGTERM to its group, SIGKILL after
-//! [`GRACE`]) and the new one started once the old one is gone, so a port is never held twice.
+//! `unless-stopped` behaves as `always`, except after `netcompose stop` ([`control`]). A
+//! process whose command or namespace changed is stopped (its `stop_signal`, SIGTERM by
+//! default, to its group; SIGKILL after its `stop_grace_period`, [`GRACE`] by default) and the
+//! new one started once the old one is gone, so a port is never held twice. With `init: true`
+//! the command runs under a reaper ([`super::init`]).
+
+mod control;
 
 use super::logs::{LogSink, EVENT, OUTPUT};
 use super::privileges::Privileges;
@@ -41,7 +45,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 
-/// Between SIGTERM and SIGKILL.
+/// Between the stop signal and SIGKILL, unless the service sets `stop_grace_period`.
 pub const GRACE: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -100,8 +104,12 @@ struct Proc {
     removed: bool,
     /// The cgroup leaf of the current run.
     leaf: Option<Cgroup>,
-    /// Whether the current run was sent SIGTERM (its group then gets the grace period too).
+    /// Whether the current run was sent its stop signal (its group then gets the grace period
+    /// too).
     terminated: Arc<AtomicBool>,
+    /// Stopped by `netcompose stop`: neither its restart policy nor a reload starts it again,
+    /// only `start`, `restart` or `up`.
+    held: bool,
 }
 
 /// One process as `ps` shows it.
@@ -190,6 +198,7 @@ impl Runner {
                             removed: false,
                             leaf: None,
                             terminated: Arc::default(),
+                            held: false,
                         },
                     );
                     if let Err(e) = self.start(name) {
@@ -216,7 +225,7 @@ impl Runner {
                                 pid,
                                 next: Some(Box::new(def.clone())),
                             };
-                            terminate(pid, &p.terminated, &self.events, name);
+                            terminate(&p.def, pid, &p.terminated, &self.events, name);
                         }
                         State::Stopping { pid, .. } => {
                             p.state = State::Stopping {
@@ -227,6 +236,9 @@ impl Runner {
                         _ => {
                             p.def = def.clone();
                             p.restarts = 0;
+                            if p.held {
+                                continue;
+                            }
                             if let Err(e) = self.start(name) {
                                 errors.push(e);
                             }
@@ -255,7 +267,7 @@ impl Runner {
                 p.state = State::Stopping { pid, next: None };
                 self.log
                     .line(name, EVENT, "stopping: removed from the project");
-                terminate(pid, &p.terminated, &self.events, name);
+                terminate(&p.def, pid, &p.terminated, &self.events, name);
             }
             State::Stopping { pid, .. } => p.state = State::Stopping { pid, next: None },
             _ => {
@@ -296,6 +308,7 @@ impl Runner {
                 p.leaf = leaf.clone();
                 p.terminated = Arc::default();
                 let terminated = p.terminated.clone();
+                let grace = grace(&p.def);
                 p.started = Instant::now();
                 self.log.line(name, EVENT, &format!("started (pid {pid})"));
                 if let Some(out) = child.stdout.take() {
@@ -310,9 +323,9 @@ impl Runner {
                 tokio::spawn(async move {
                     let status = child.wait().await.ok();
                     if let Some(leaf) = leaf {
-                        // After a SIGTERM the rest of its group may still be finishing: the
-                        // Kill event SIGKILLs the leaf when the grace period is over.
-                        let grace = terminated.load(Ordering::SeqCst).then_some(GRACE);
+                        // After its stop signal the rest of its group may still be finishing:
+                        // the Kill event SIGKILLs the leaf when the grace period is over.
+                        let grace = terminated.load(Ordering::SeqCst).then_some(grace);
                         let cleared = tokio::task::spawn_blocking(move || {
                             if let Some(grace) = grace {
                                 leaf.wait_empty(grace + Duration::from_secs(1))?;
@@ -388,7 +401,11 @@ impl Runner {
                         p.def = *def;
                         p.restarts = 0;
                         p.backoff = BACKOFF_MIN;
-                        let _ = self.start(name);
+                        if p.held {
+                            p.state = State::Exited { status: described };
+                        } else {
+                            let _ = self.start(name);
+                        }
                     }
                     _ if p.removed => {
                         self.procs.remove(name);
@@ -440,7 +457,8 @@ impl Runner {
             .any(|p| matches!(p.state, State::Running { .. } | State::Stopping { .. }))
     }
 
-    /// Stop everything (SIGTERM now, SIGKILL after [`GRACE`]) and restart nothing.
+    /// Stop everything (each its stop signal now, SIGKILL after its grace period) and restart
+    /// nothing.
     pub fn begin_shutdown(&mut self) {
         self.shutting_down = true;
         let names: Vec<String> = self.procs.keys().cloned().collect();
@@ -452,7 +470,7 @@ impl Runner {
                 State::Running { pid } => {
                     p.state = State::Stopping { pid, next: None };
                     self.log.line(&name, EVENT, "stopping");
-                    terminate(pid, &p.terminated, &self.events, &name);
+                    terminate(&p.def, pid, &p.terminated, &self.events, &name);
                 }
                 State::Waiting { .. } => {
                     p.state = State::Exited {
@@ -506,6 +524,7 @@ impl Runner {
                             until.saturating_duration_since(Instant::now()).as_millis()
                         ),
                     ),
+                    State::Exited { .. } if p.held => ("stopped", None, String::new()),
                     State::Exited { status } => ("exited", None, status.clone()),
                     State::Failed { error } => ("failed", None, error.clone()),
                 };
@@ -549,14 +568,30 @@ fn describe(status: Option<ExitStatus>) -> String {
     }
 }
 
-/// SIGTERM to the group now; a SIGKILL request after the grace period.
-fn terminate(pid: i32, terminated: &AtomicBool, events: &mpsc::UnboundedSender<Event>, name: &str) {
+/// The grace period of `def` between its stop signal and SIGKILL.
+fn grace(def: &Process) -> Duration {
+    def.stop_grace_period_ms
+        .map_or(GRACE, Duration::from_millis)
+}
+
+/// `def`'s stop signal to the group now; a SIGKILL request after its grace period.
+fn terminate(
+    def: &Process,
+    pid: i32,
+    terminated: &AtomicBool,
+    events: &mpsc::UnboundedSender<Event>,
+    name: &str,
+) {
     terminated.store(true, Ordering::SeqCst);
-    let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+    let signal = def.stop_signal.unwrap_or(libc::SIGTERM);
+    // A raw number: `stop_signal` may name a real-time signal, which nix's Signal lacks.
+    // SAFETY: kill(2) on integers.
+    unsafe { libc::kill(-pid, signal) };
     let tx = events.clone();
     let name = name.to_string();
+    let grace = grace(def);
     tokio::spawn(async move {
-        tokio::time::sleep(GRACE).await;
+        tokio::time::sleep(grace).await;
         let _ = tx.send(Event::Kill { name, pid });
     });
 }
@@ -620,6 +655,7 @@ fn spawn(
         None => None,
     };
     let hostname = def.hostname.clone().unwrap_or_default();
+    let init = def.init;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .current_dir(wd)
@@ -629,12 +665,16 @@ fn spawn(
         .stderr(Stdio::piped())
         .kill_on_drop(false);
     // SAFETY: between fork and exec only system calls run (write, setpgid, prctl, setns,
-    // unshare, mount, setgroups, setgid, setuid, capset); the paths and privileges were
-    // prepared above, so nothing allocates.
+    // unshare, mount, setgroups, setgid, setuid, capset, and the init's fork, wait and kill);
+    // the paths and privileges were prepared above, so nothing allocates.
     unsafe {
         cmd.pre_exec(move || {
             child_setup(procs.as_ref(), nsfd.as_ref(), &binds, &hostname)?;
-            privileges.apply()
+            privileges.apply()?;
+            if init {
+                super::init::become_init()?;
+            }
+            Ok(())
         });
     }
     cmd.spawn().map_err(|e| e.to_string())

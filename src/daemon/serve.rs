@@ -96,7 +96,9 @@ struct Daemon {
 }
 
 impl Daemon {
-    async fn reload(&mut self) -> Reply {
+    /// Read the configuration again and serve it; `release`: also start what `netcompose stop`
+    /// held (the reload of an `up`, not of a SIGHUP).
+    async fn reload(&mut self, release: bool) -> Reply {
         let path = config_path(&self.project);
         let cfg: DaemonConfig = match std::fs::read(&path)
             .map_err(|e| e.to_string())
@@ -116,6 +118,9 @@ impl Daemon {
         let report = self.resolver.apply(&cfg, self.generation).await;
         let mut errors = report.errors.clone();
         errors.extend(self.runner.apply(&cfg));
+        if release {
+            errors.extend(self.runner.release_all());
+        }
         if !cfg.processes.is_empty() {
             errors.extend(self.uncontained.clone());
         }
@@ -151,10 +156,36 @@ impl Daemon {
         }
     }
 
-    /// Stop every process: SIGTERM, and SIGKILL what is left after the grace period.
+    /// `netcompose stop|start|restart`: replies once the processes named are stopped (or
+    /// started again), so that the command returns when it is done.
+    async fn processes(
+        &mut self,
+        action: super::processes::Action,
+        services: &[String],
+        events: &mut tokio::sync::mpsc::UnboundedReceiver<runner::Event>,
+    ) -> Reply {
+        let names = self.runner.select(services);
+        let errors = self.runner.control(action, &names);
+        let deadline =
+            tokio::time::Instant::now() + self.runner.max_grace() + Duration::from_secs(2);
+        while self.runner.stopping(&names) {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(ev)) => self.runner.on_event(ev),
+                _ => break,
+            }
+        }
+        say!("{action:?} {}", names.join(" "));
+        Reply {
+            ok: errors.is_empty(),
+            errors,
+            ..self.reply()
+        }
+    }
+
+    /// Stop every process: its stop signal, and SIGKILL what is left after its grace period.
     async fn shutdown(&mut self, events: &mut tokio::sync::mpsc::UnboundedReceiver<runner::Event>) {
         self.runner.begin_shutdown();
-        let deadline = tokio::time::Instant::now() + runner::GRACE;
+        let deadline = tokio::time::Instant::now() + self.runner.max_grace();
         while self.runner.busy() {
             match tokio::time::timeout_at(deadline, events.recv()).await {
                 Ok(Some(ev)) => self.runner.on_event(ev),
@@ -195,7 +226,7 @@ async fn main_loop(
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    d.reload().await;
+    d.reload(false).await;
 
     let sock = socket_path(project);
     let _ = std::fs::remove_file(&sock);
@@ -217,7 +248,7 @@ async fn main_loop(
                     break;
                 }
             }
-            _ = hup.recv() => { d.reload().await; }
+            _ = hup.recv() => { d.reload(false).await; }
             _ = term.recv() => { say!("SIGTERM: stopping"); d.shutdown(&mut events).await; break; }
             _ = int.recv() => { say!("SIGINT: stopping"); d.shutdown(&mut events).await; break; }
             Some(ev) = events.recv() => d.runner.on_event(ev),
@@ -246,7 +277,10 @@ async fn control(
     }
     let (reply, exit) = match serde_json::from_str::<Request>(&line) {
         Ok(Request::Status) => (d.reply(), false),
-        Ok(Request::Reload) => (d.reload().await, false),
+        Ok(Request::Reload) => (d.reload(true).await, false),
+        Ok(Request::Processes { action, services }) => {
+            (d.processes(action, &services, events).await, false)
+        }
         Ok(Request::Stop) => {
             say!("stop requested");
             d.shutdown(events).await;

@@ -3,6 +3,7 @@
 
 pub mod decode;
 pub mod env;
+pub mod env_file;
 pub mod interpolate;
 pub mod merge;
 pub mod node;
@@ -138,6 +139,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         opts.profiles.clone()
     };
     let mut project = decode::project(&merged, &name, &profiles, &mut diags);
+    env_file::read(&mut project, &vars, &working_dir, &mut sources, &mut diags);
     if project.services.values().any(|s| s.exec.user.is_some()) {
         // Read only when needed: a missing file resolves nothing but numeric ids.
         let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();

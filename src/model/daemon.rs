@@ -103,6 +103,15 @@ pub struct Process {
     /// full set; None: those of the daemon, untouched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<u64>,
+    /// `init: true`: the command runs under a reaper that forwards signals to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
+    /// `stop_signal`, a signal number; None: SIGTERM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<i32>,
+    /// `stop_grace_period` in milliseconds; None: the daemon's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grace_period_ms: Option<u64>,
 }
 
 /// Compose's `restart:`.
@@ -294,14 +303,28 @@ pub fn build(
                     .working_dir
                     .as_ref()
                     .map(|w| PathBuf::from(&w.value)),
+                // env_file first: `environment` wins, except a bare key left unset.
                 environment: svc
                     .exec
-                    .environment
+                    .env_file_vars
                     .iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+                    .cloned()
+                    .chain(
+                        svc.exec
+                            .environment
+                            .iter()
+                            .filter_map(|(k, v)| Some((k.clone(), v.clone()?))),
+                    )
                     .collect(),
                 no_new_privileges: svc.exec.no_new_privileges,
                 capabilities: svc.exec.caps.map(|c| c.kept()),
+                init: svc.exec.init,
+                stop_signal: svc.exec.stop_signal.as_ref().map(|s| s.value),
+                stop_grace_period_ms: svc
+                    .exec
+                    .stop_grace_period
+                    .as_ref()
+                    .map(|d| u64::try_from(d.value.as_millis()).unwrap_or(u64::MAX)),
             });
         }
     }

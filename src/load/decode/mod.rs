@@ -2,10 +2,12 @@
 //! checked for its type and form here (a CIDR parses, a port is a port); wrong values become
 //! diagnostics at their span, and decoding goes on so that all problems are reported at once.
 
+mod duration;
 mod exec;
 mod ext;
 mod network;
 mod ports;
+mod process;
 mod service;
 
 use super::node::{Node, Value};
@@ -15,8 +17,10 @@ use crate::spec::{Project, Spanned};
 use ipnetwork::IpNetwork;
 use std::net::IpAddr;
 
+pub use duration::{parse_duration, DurationError};
 pub use exec::{capability, resolve_exec, resolve_user, UserError};
 pub use ports::parse_short_port;
+pub use process::signal_number;
 
 /// Decode a merged, interpolated tree.
 pub fn project(root: &Node, name: &str, profiles: &[String], diags: &mut Diagnostics) -> Project {

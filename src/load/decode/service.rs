@@ -1,6 +1,6 @@
 //! `services` entries: the networking keys of a service.
 
-use super::{exec, ext, no_span, ports, Decoder};
+use super::{exec, ext, no_span, ports, process, Decoder};
 use crate::load::node::{Node, Value};
 use crate::spec::{
     Attachment, Deploy, EndpointMode, ExtraHost, Link, NetworkMode, Service, Spanned,
@@ -58,6 +58,7 @@ pub(super) fn decode(d: &mut Decoder, key: &Spanned<String>, node: &Node) -> Ser
     svc.policy = node.get("x-policy").map(|p| ext::policy(d, p));
     svc.run = node.get("x-run").and_then(|r| ext::run(d, r));
     svc.exec = exec::decode(d, node);
+    process::decode(d, node, &mut svc.exec);
     svc
 }
 
