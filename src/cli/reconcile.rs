@@ -200,6 +200,10 @@ pub fn report(e: ReconcileError) -> miette::Report {
             help = "--against takes a Compose file, a plan saved with --out, or a state file",
             "{e}"
         ),
+        e @ ReconcileError::ExternalMissing(_) => miette::miette!(
+            help = "create the network (a bridge of that name) first; nothing was built",
+            "{e}"
+        ),
         e @ ReconcileError::StalePlan => {
             miette::miette!(help = "make a new plan with `netcompose plan --out`", "{e}")
         }

@@ -77,6 +77,9 @@ pub enum ReconcileError {
         part: &'static str,
         other: String,
     },
+    /// External networks (by name) that do not exist on the host: nothing was built.
+    #[error("network {} declared as external, but could not be found", .0.join(", "))]
+    ExternalMissing(Vec<String>),
     #[error("the machine changed since the plan was made; nothing was applied")]
     StalePlan,
     #[error("cannot start the async runtime: {0}")]

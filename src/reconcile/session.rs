@@ -4,6 +4,7 @@
 
 use super::ReconcileError;
 use crate::apply::{self, ApplyError, Outcome};
+use crate::kernel::machine::{Links, Machine};
 use crate::kernel::Kernel;
 use crate::model::Resource;
 use crate::plan::Change;
@@ -35,6 +36,19 @@ impl Session {
         Ok(self
             .rt
             .block_on(crate::observe::live::observe(&self.kernel, state, desired))?)
+    }
+
+    /// The names in `names` that no link of the host carries (external networks that were
+    /// never made).
+    pub(super) fn missing_links(&self, names: &[String]) -> Result<Vec<String>, ReconcileError> {
+        let host = self.kernel.host();
+        let mut missing = Vec::new();
+        for name in names {
+            if self.rt.block_on(host.link_by_name(name))?.is_none() {
+                missing.push(name.clone());
+            }
+        }
+        Ok(missing)
     }
 
     pub(super) fn apply(

@@ -5,9 +5,11 @@ use super::planning::{build, context, daemon_config, others_taken, Unreadable};
 use super::session::Session;
 use super::{daemon, load, lock, Applied, Events, ReconcileError};
 use crate::apply::Outcome;
+use crate::diag::{ConfigError, Diagnostics};
 use crate::load::LoadOptions;
 use crate::model::daemon::DaemonConfig;
-use crate::model::{Desired, Resource};
+use crate::model::{Desired, Resource, Spec};
+use crate::pipeline::Checked;
 use crate::plan::{self, Plan};
 use crate::project_name::ProjectName;
 use crate::state::{self, Lock, State, Store};
@@ -35,6 +37,10 @@ pub fn up(
     let others = others_taken(store, &project, Unreadable::Refuse, events)?;
     let desired = build(&checked, &context(&checked, &prior.allocations, &others)?)?;
     let daemon = daemon_config(&checked, &desired)?;
+    let missing = session.missing_links(&externals(&desired))?;
+    if !missing.is_empty() {
+        return Err(external_missing(&checked, &missing));
+    }
     converge(
         store,
         &lock,
@@ -94,6 +100,10 @@ pub fn up_plan(
     let lock = lock(store, &project, events)?;
     let session = Session::open(&project)?;
     let prior = store.load(&project)?.unwrap_or_default();
+    let missing = session.missing_links(&externals(&saved.desired))?;
+    if !missing.is_empty() {
+        return Err(ReconcileError::ExternalMissing(missing));
+    }
     // A plan does not name its Compose files: keep those the last `up` recorded.
     let files = prior.files.clone();
     converge(
@@ -110,6 +120,44 @@ pub fn up_plan(
         },
         events,
     )
+}
+
+/// The host links that the project's external networks name.
+fn externals(desired: &Desired) -> Vec<String> {
+    desired
+        .resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::External(e) => Some(e.name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Compose's refusal ("network X declared as external, but could not be found"), pointing
+/// at each network's `external` key; `up` stops before anything is built.
+fn external_missing(checked: &Checked, missing: &[String]) -> ReconcileError {
+    let mut diags = Diagnostics::default();
+    for net in checked.project.networks.values() {
+        let Some(at) = net.external.filter(|_| missing.contains(&net.name.value)) else {
+            continue;
+        };
+        diags.push(ConfigError::Invalid {
+            message: format!(
+                "network {} declared as external, but could not be found",
+                net.name.value
+            ),
+            hint: format!(
+                "create it first (e.g. `ip link add {} type bridge`), or drop `external` to let netcompose make it",
+                net.name.value
+            ),
+            at,
+        });
+    }
+    ReconcileError::Invalid {
+        diags: Box::new(diags),
+        sources: Box::new(checked.sources.clone()),
+    }
 }
 
 /// Where a run is going: the desired state, what the daemon serves, (for a saved plan) the

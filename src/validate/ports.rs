@@ -1,8 +1,8 @@
 //! Published ports: one host address, port and protocol belongs to one publication; a service
-//! reachable only on internal networks cannot publish.
+//! reachable only on internal networks publishes nothing (a warning, as Docker is silent).
 
 use crate::diag::{same_file, ConfigError, Diagnostics};
-use crate::spec::{Port, Project};
+use crate::spec::{Port, Project, Service};
 
 pub(super) fn check(project: &Project, diags: &mut Diagnostics) {
     let mut seen: Vec<&Port> = Vec::new();
@@ -21,19 +21,24 @@ pub(super) fn check(project: &Project, diags: &mut Diagnostics) {
             }
             seen.push(port);
         }
-        let internal_only = !svc.networks.is_empty()
-            && svc
-                .networks
-                .keys()
-                .all(|k| project.networks.get(k).is_some_and(|n| n.internal));
-        if let (true, Some(p)) = (internal_only, svc.ports.first()) {
-            diags.push(ConfigError::Invalid {
-                message: format!("service `{}` publishes ports but is attached only to internal networks", svc.key.value),
-                hint: "internal networks have no way in from the host; attach a non-internal network or drop the ports".into(),
-                at: p.span,
-            });
+        // Docker publishes nothing for such a container and says nothing; a warning keeps
+        // files such as Docker's own fixtures loading while telling the user why no port opens.
+        if internal_only(project, svc) && !svc.ports.is_empty() {
+            diags.warn(format!(
+                "service `{}` publishes ports but is attached only to internal networks: nothing is published (as Docker does)",
+                svc.key.value
+            ));
         }
     }
+}
+
+/// A service attached only to internal networks: Docker publishes none of its ports.
+pub fn internal_only(project: &Project, svc: &Service) -> bool {
+    !svc.networks.is_empty()
+        && svc
+            .networks
+            .keys()
+            .all(|k| project.networks.get(k).is_some_and(|n| n.internal))
 }
 
 /// Two publications collide when protocol, host address (or a wildcard) and port ranges meet.
@@ -52,7 +57,11 @@ fn clash(a: &Port, b: &Port) -> bool {
 /// Published host ports that a socket of the host already holds (a plan-time check: it reads
 /// the machine, so the CLI calls it with what it found).
 pub fn in_use(project: &Project, listening: &[crate::model::Listening], diags: &mut Diagnostics) {
-    for svc in project.services.values() {
+    for svc in project
+        .services
+        .values()
+        .filter(|s| !internal_only(project, s))
+    {
         for port in &svc.ports {
             let Some(range) = port.published else {
                 continue;

@@ -76,6 +76,20 @@ pub(super) fn decode(
 fn external(d: &mut Decoder, node: &Node, net: &mut Network) -> Option<crate::source::Span> {
     let ext = node.get("external").filter(|n| !n.is_null())?;
     if let Some(name) = ext.get("name").and_then(|n| d.string(n, "external.name")) {
+        // compose-go (loader/normalize.go) takes the legacy `external.name` as the name, but
+        // refuses a `name:` that says otherwise rather than pick one of the two.
+        if let Some(given) = node.get("name").and_then(Node::as_str) {
+            if given != name.value {
+                d.diags.push(crate::diag::ConfigError::Invalid {
+                    message: format!(
+                        "networks.{}: name and external.name conflict; only use name",
+                        net.key.value
+                    ),
+                    hint: "drop `external.name` and write `external: true` next to `name`".into(),
+                    at: name.span,
+                });
+            }
+        }
         net.name = name;
         return Some(ext.span);
     }

@@ -170,11 +170,7 @@ fn extra_hosts(d: &mut Decoder, node: Option<&Node>) -> Vec<ExtraHost> {
             for (k, v) in entries {
                 let host = k.as_str().unwrap_or_default().to_string();
                 for addr in d.strings(Some(v), "extra_hosts") {
-                    out.push(ExtraHost {
-                        host: host.clone(),
-                        addr: addr.value,
-                        span: addr.span,
-                    });
+                    out.extend(host_lines(d, &host, &addr.value, addr.span));
                 }
             }
         }
@@ -186,11 +182,7 @@ fn extra_hosts(d: &mut Decoder, node: Option<&Node>) -> Vec<ExtraHost> {
             for s in entries {
                 let split = s.value.split_once('=').or_else(|| s.value.split_once(':'));
                 match split {
-                    Some((h, a)) => out.push(ExtraHost {
-                        host: h.to_string(),
-                        addr: a.trim_start_matches('[').trim_end_matches(']').to_string(),
-                        span: s.span,
-                    }),
+                    Some((h, a)) => out.extend(host_lines(d, h, a, s.span)),
                     None => d.diags.push(crate::diag::ConfigError::InvalidValue {
                         what: "extra_hosts entry".into(),
                         value: s.value.clone(),
@@ -202,6 +194,37 @@ fn extra_hosts(d: &mut Decoder, node: Option<&Node>) -> Vec<ExtraHost> {
             }
         }
         _ => d.wrong_type("extra_hosts", "a list or a mapping", node),
+    }
+    out
+}
+
+/// One entry per address: compose-go (types/hostList.go) splits `host=1.2.3.4,5.6.7.8` on
+/// commas, and a hosts file takes one address per line. `[v6]` loses its brackets.
+fn host_lines(
+    d: &mut Decoder,
+    host: &str,
+    addrs: &str,
+    span: crate::source::Span,
+) -> Vec<ExtraHost> {
+    let mut out = Vec::new();
+    for a in addrs.split(',') {
+        let addr = a.trim().trim_start_matches('[').trim_end_matches(']');
+        if addr != "host-gateway" && addr.parse::<std::net::IpAddr>().is_err() {
+            // A hosts line must start with an address: anything else would be malformed.
+            d.diags.push(crate::diag::ConfigError::InvalidValue {
+                what: "extra_hosts address".into(),
+                value: a.to_string(),
+                reason: format!("`{host}` needs an IP address or `host-gateway`"),
+                hint: "write `host=address[,address...]`, e.g. `db.local=10.0.0.5`".into(),
+                at: span,
+            });
+            continue;
+        }
+        out.push(ExtraHost {
+            host: host.to_string(),
+            addr: addr.to_string(),
+            span,
+        });
     }
     out
 }

@@ -1,0 +1,210 @@
+//! Issue 15, items 3-6: ports, names and links, networks, internal networks with ports, each
+//! read as Docker Compose reads it. Every case comes from compose-go's or docker/compose's own
+//! tests (named at each test). The loader cases need no root; the others build a sandbox host
+//! (tests/common/sandbox.rs, which removes everything when dropped, also on panic) and fail,
+//! saying so, without root.
+
+mod common;
+
+use common::project::Project;
+use common::{require_root, Sandbox};
+use netcompose::load::LoadOptions;
+use netcompose::pipeline::{checked_project, Checked, Failure};
+use std::collections::HashMap;
+
+/// Load and validate `yaml` (project `fid`) with an empty environment.
+fn load(yaml: &str) -> Result<Checked, Failure> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    checked_project(&LoadOptions {
+        files: vec![file],
+        project_name: Some("fid".into()),
+        environment: Some(HashMap::new()),
+        ..Default::default()
+    })
+}
+
+fn errors(yaml: &str) -> Vec<String> {
+    match load(yaml) {
+        Ok(_) => Vec::new(),
+        Err(Failure::Invalid { diags, .. }) => diags.errors.iter().map(|e| e.to_string()).collect(),
+        Err(Failure::Load(e)) => vec![e.to_string()],
+    }
+}
+
+// ---------------------------------------------------------------- item 4: extra_hosts
+
+/// compose-go types/hostList_test.go ("host=1.2.3.4,5.6.7.8" is split on commas): one entry,
+/// so one hosts line, per address, in both the list and the mapping form.
+#[test]
+fn extra_hosts_with_several_addresses_give_one_entry_per_address() {
+    let checked = load(
+        r#"
+services:
+  web:
+    image: nginx
+    extra_hosts:
+      - "myhost=1.2.3.4,5.6.7.8"
+      - "other:[::1]"
+  api:
+    image: nginx
+    extra_hosts:
+      myhost: "10.0.0.1,10.0.0.2"
+"#,
+    )
+    .unwrap_or_else(|_| panic!("must load"));
+    let pairs = |svc: &str| -> Vec<(String, String)> {
+        checked.project.services[svc]
+            .extra_hosts
+            .iter()
+            .map(|h| (h.host.clone(), h.addr.clone()))
+            .collect()
+    };
+    let p = |h: &str, a: &str| (h.to_string(), a.to_string());
+    assert_eq!(
+        pairs("web"),
+        [
+            p("myhost", "1.2.3.4"),
+            p("myhost", "5.6.7.8"),
+            p("other", "::1")
+        ]
+    );
+    assert_eq!(
+        pairs("api"),
+        [p("myhost", "10.0.0.1"), p("myhost", "10.0.0.2")]
+    );
+}
+
+/// compose-go types/hostList.go refuses an entry without an address; an address that is not
+/// one would make a malformed hosts line, so it is refused too.
+#[test]
+fn extra_hosts_without_an_address_is_refused() {
+    let errs = errors("services:\n  web:\n    image: x\n    extra_hosts: [\"myhost=1.2.3.4,\"]\n");
+    assert!(
+        errs.iter().any(|e| e.contains("extra_hosts address")),
+        "{errs:?}"
+    );
+}
+
+// ---------------------------------------------------------------- item 5: networks
+
+/// compose-go loader/loader_test.go, TestLoadVolumeInvalidExternalNameAndNameCombination (the
+/// same rule holds for networks): `name` next to a different legacy `external.name` is
+/// refused with Compose's message; the same name twice is accepted.
+#[test]
+fn name_next_to_a_different_legacy_external_name_is_refused() {
+    let file = |name: &str| {
+        format!(
+            "services:\n  web:\n    image: x\n    networks: [ext]\nnetworks:\n  ext:\n    name: {name}\n    external:\n      name: external_name\n"
+        )
+    };
+    let errs = errors(&file("user_specified_name"));
+    assert!(
+        errs.iter()
+            .any(|e| e == "networks.ext: name and external.name conflict; only use name"),
+        "{errs:?}"
+    );
+    assert_eq!(errors(&file("external_name")), Vec::<String>::new());
+}
+
+// ---------------------------------------------------------------- item 6: internal + ports
+
+/// The issue's case (a fixture of Docker's with `ports:` on a service whose only network is
+/// internal): Docker creates no port mapping on an internal network and says nothing. Here
+/// the file loads, with a warning.
+#[test]
+fn ports_on_a_service_attached_only_to_internal_networks_is_a_warning() {
+    let checked = load(
+        r#"
+services:
+  db:
+    image: postgres
+    networks: [back]
+    ports: ["5432:5432"]
+networks:
+  back:
+    internal: true
+"#,
+    )
+    .unwrap_or_else(|_| panic!("must load"));
+    assert!(
+        checked
+            .warnings
+            .iter()
+            .any(|w| w.contains("attached only to internal networks")),
+        "{:?}",
+        checked.warnings
+    );
+}
+
+// ---------------------------------------------------------------- root: the kernel
+
+fn hosts_of(sb: &Sandbox, ns: &str) -> String {
+    sb.run_ok(&["cat", &format!("/etc/netns/{ns}/hosts")])
+}
+
+/// compose-go types/hostList_test.go's `myhost=1.2.3.4,5.6.7.8`, applied: the replica's
+/// /etc/netns/<ns>/hosts has one line per address.
+#[test]
+fn extra_hosts_lines_in_the_replica_hosts_file() {
+    require_root("extra_hosts_lines_in_the_replica_hosts_file");
+    let sb = Sandbox::new();
+    let p = Project::new(
+        &sb,
+        "fidhosts",
+        r#"
+services:
+  web:
+    extra_hosts: ["myhost=1.2.3.4,5.6.7.8"]
+"#,
+    );
+    p.up();
+    let hosts = hosts_of(&sb, &p.ns("web", 1));
+    let lines: Vec<&str> = hosts.lines().filter(|l| l.ends_with("myhost")).collect();
+    assert_eq!(lines, ["1.2.3.4\tmyhost", "5.6.7.8\tmyhost"], "{hosts}");
+}
+
+/// docker/compose pkg/compose/create.go's refusal of a missing external network ("network X
+/// declared as external, but could not be found"): `up` fails with that message, pointing at
+/// the file, before anything is built.
+#[test]
+fn a_missing_external_network_fails_up_and_builds_nothing() {
+    require_root("a_missing_external_network_fails_up_and_builds_nothing");
+    let sb = Sandbox::new();
+    let p = Project::new(
+        &sb,
+        "fidext",
+        r#"
+services:
+  web:
+    networks: [front, ext]
+networks:
+  front: {}
+  ext:
+    name: nc-missing0
+    external: true
+"#,
+    );
+    let out = p.nc(&["up"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "up succeeded: {stderr}");
+    assert!(
+        stderr.contains("network nc-missing0 declared as external, but could not be found"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("compose.yaml:"),
+        "no file:line:col: {stderr}"
+    );
+    let netns = sb.run_ok(&["ip", "netns", "list"]);
+    assert!(!netns.contains("fidext"), "a namespace was made: {netns}");
+    let links = sb.run_ok(&["ip", "-o", "link", "show"]);
+    assert!(
+        !links.contains("netcompose:fidext"),
+        "a link was made: {links}"
+    );
+    // Once the bridge exists, the same file comes up.
+    sb.run_ok(&["ip", "link", "add", "nc-missing0", "type", "bridge"]);
+    p.up();
+}
