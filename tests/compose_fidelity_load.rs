@@ -425,3 +425,13 @@ fn config_prints_links_ipam_options_driver_opts_and_link_local_ips() {
         })
     );
 }
+
+/// compose-go cli/options.go WithDefaultConfigPath (DefaultOverrideFileNames): compose.yaml
+/// and then compose.override.yaml, when no file is named.
+#[test]
+fn the_default_override_file_is_merged() {
+    let out = config_json(&fixture("default-override"), &[], &[]);
+    assert_eq!(out["services"]["web"]["dns"], json!(["10.0.0.53"]));
+    let out = config_json(&fixture("default-override"), &["-f", "compose.yaml"], &[]);
+    assert!(out["services"]["web"].get("dns").is_none(), "{out}");
+}

@@ -26,6 +26,15 @@ pub const DEFAULT_FILES: &[&str] = &[
     "docker-compose.yml",
 ];
 
+/// Override files loaded after the default file found in the same directory, as Compose
+/// does when neither -f nor COMPOSE_FILE names the files (the first one found).
+pub const DEFAULT_OVERRIDE_FILES: &[&str] = &[
+    "compose.override.yml",
+    "compose.override.yaml",
+    "docker-compose.override.yml",
+    "docker-compose.override.yaml",
+];
+
 /// What to load, as the CLI's global options say.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -297,7 +306,8 @@ fn interpolate_and_merge(trees: Vec<Node>, vars: &Vars, diags: &mut Diagnostics)
 }
 
 /// `-f`, else COMPOSE_FILE (split on COMPOSE_PATH_SEPARATOR, `:` by default; relative to the
-/// current directory, as Compose reads it), else the first default file found.
+/// current directory, as Compose reads it), else the first default file found and its
+/// override file, if any.
 fn resolve_files(opts: &LoadOptions, vars: &Vars, cwd: &Path) -> Result<Vec<PathBuf>, LoadError> {
     if !opts.files.is_empty() {
         return Ok(opts.files.clone());
@@ -318,14 +328,13 @@ fn resolve_files(opts: &LoadOptions, vars: &Vars, cwd: &Path) -> Result<Vec<Path
         .project_directory
         .clone()
         .unwrap_or_else(|| cwd.to_path_buf());
-    DEFAULT_FILES
-        .iter()
-        .map(|f| dir.join(f))
-        .find(|p| p.is_file())
-        .map(|p| vec![p])
-        .ok_or_else(|| LoadError::NoFile {
-            dir: dir.display().to_string(),
-        })
+    let first = |names: &[&str]| names.iter().map(|f| dir.join(f)).find(|p| p.is_file());
+    let main = first(DEFAULT_FILES).ok_or_else(|| LoadError::NoFile {
+        dir: dir.display().to_string(),
+    })?;
+    Ok(std::iter::once(main)
+        .chain(first(DEFAULT_OVERRIDE_FILES))
+        .collect())
 }
 
 fn display_path(path: &Path) -> String {
