@@ -435,3 +435,20 @@ fn the_default_override_file_is_merged() {
     let out = config_json(&fixture("default-override"), &["-f", "compose.yaml"], &[]);
     assert!(out["services"]["web"].get("dns").is_none(), "{out}");
 }
+
+/// compose-go cli/options_test.go TestProjectName: a name that normalizes to nothing is an
+/// error ("project name must not be empty"); here a diagnostic at the key, with a hint, and
+/// nothing is done.
+#[test]
+fn a_name_that_normalizes_to_nothing_is_located() {
+    let out = Command::new(env!("CARGO_BIN_EXE_netcompose"))
+        .current_dir(fixture("project-name"))
+        .env_clear()
+        .args(["-f", "empty.yaml", "validate"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("empty.yaml:3:7"), "{stderr}");
+    assert!(stderr.contains("pass -p NAME"), "{stderr}");
+}

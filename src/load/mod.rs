@@ -128,7 +128,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         texts.push((display_path(path), text));
     }
     let trees = parse_files(texts, &mut sources, &mut diags);
-    let name = project_name(opts, &vars, &trees, &working_dir)?;
+    let name = project_name(opts, &vars, &trees, &working_dir, &mut diags)?;
     // Whatever chose the name (-p, the environment, `name:`, the directory), the files see it
     // as COMPOSE_PROJECT_NAME.
     vars.insert("COMPOSE_PROJECT_NAME".into(), name.clone());
@@ -408,6 +408,7 @@ fn project_name(
     vars: &Vars,
     trees: &[Node],
     dir: &Path,
+    diags: &mut Diagnostics,
 ) -> Result<String, LoadError> {
     if let Some(p) = opts.project_name.as_ref().filter(|p| !p.is_empty()) {
         return check_project_name(p);
@@ -418,21 +419,35 @@ fn project_name(
     let written = trees
         .iter()
         .rev()
-        .filter_map(|t| t.get("name").and_then(Node::as_str))
-        .find(|n| !n.is_empty());
-    if let Some(raw) = written {
+        .filter_map(|t| t.get("name"))
+        .find(|n| n.as_str().is_some_and(|s| !s.is_empty()));
+    if let Some(node) = written {
+        let raw = node.as_str().unwrap_or_default();
         // Errors and unset variables are reported when the whole file is interpolated.
         let interpolated = interpolate::expand(raw, vars, &mut Default::default())
             .unwrap_or_else(|_| raw.to_string());
-        if !interpolated.is_empty() {
-            let normalized = normalize_project_name(&interpolated);
-            if normalized.is_empty() {
-                return Err(LoadError::ProjectName {
-                    name: interpolated,
-                    reason: "nothing is left after normalizing; pass -p NAME".into(),
-                });
-            }
+        let normalized = normalize_project_name(&interpolated);
+        let problem = if interpolated.is_empty() {
+            None
+        } else if normalized.is_empty() {
+            Some(
+                "nothing is left of it after keeping lowercase letters, digits, `_` and `-`".into(),
+            )
+        } else if normalized.len() > MAX_LEN {
+            Some(format!("it is longer than {MAX_LEN} characters"))
+        } else {
             return check_project_name(&normalized);
+        };
+        // Reported at the key; loading goes on under the directory's name so that every
+        // other problem is found too.
+        if let Some(reason) = problem {
+            diags.push(ConfigError::InvalidValue {
+                what: "name".into(),
+                value: interpolated,
+                reason,
+                hint: "write a project name of lowercase letters, digits, `_` and `-`, or pass -p NAME".into(),
+                at: node.span,
+            });
         }
     }
     let base = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
