@@ -430,9 +430,7 @@ fn project_name(
         let problem = if interpolated.is_empty() {
             None
         } else if normalized.is_empty() {
-            Some(
-                "nothing is left of it after keeping lowercase letters, digits, `_` and `-`".into(),
-            )
+            Some("nothing is left once normalized to lowercase letters, digits, `_` and `-`".into())
         } else if normalized.len() > MAX_LEN {
             Some(format!("it is longer than {MAX_LEN} characters"))
         } else {
