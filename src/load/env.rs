@@ -120,6 +120,17 @@ mod tests {
     }
 
     #[test]
+    fn the_environment_wins_inside_the_file_and_bare_keys_inherit() {
+        let base: Vars = [("FOO".to_string(), "zot".to_string())].into();
+        let v = parse("FOO=foo\nBAR=${FOO}\nFOO\nNOPE\nC=${C2:-d}\n", &base).unwrap();
+        assert_eq!((v["FOO"].as_str(), v["BAR"].as_str()), ("zot", "zot"));
+        assert!(!v.contains_key("NOPE"));
+        assert_eq!(v["C"], "d");
+        let v = parse("FOO=foo\nBAR=${FOO}\n", &Vars::new()).unwrap();
+        assert_eq!(v["BAR"], "foo");
+    }
+
+    #[test]
     fn bad_line() {
         assert_eq!(parse("A=1\n=x\n", &Vars::new()).unwrap_err().line, 2);
     }

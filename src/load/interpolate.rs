@@ -251,6 +251,20 @@ mod tests {
     }
 
     #[test]
+    fn values_that_become_empty_are_dropped_except_data() {
+        let mut tree = crate::load::yaml::parse(
+            "a: ${U}\nb: ''\nl: [x, '${U}']\nenvironment: {E: '${U}'}\ncommand: [c, '${U}']\n",
+            0,
+        )
+        .unwrap();
+        interpolate_tree(&mut tree, &Vars::new(), &mut Outcome::default());
+        assert_eq!(
+            tree.to_json(),
+            serde_json::json!({"b": "", "l": ["x"], "environment": {"E": ""}, "command": ["c", ""]})
+        );
+    }
+
+    #[test]
     fn unset_is_recorded() {
         let mut unset = BTreeSet::new();
         assert_eq!(expand("${NOPE}", &Vars::new(), &mut unset).unwrap(), "");

@@ -301,6 +301,36 @@ mod tests {
     }
 
     #[test]
+    fn string_and_list_forms_merge_into_one_list() {
+        let v = merged(
+            "services:\n  a:\n    dns: 1.1.1.1\n    extra_hosts: {h: [1.2.3.4]}\n",
+            "services:\n  a:\n    dns: [1.1.1.1, 8.8.8.8]\n    extra_hosts: ['g=5.6.7.8']\n",
+        );
+        let a = &v["services"]["a"];
+        assert_eq!(a["dns"], serde_json::json!(["1.1.1.1", "8.8.8.8"]));
+        assert_eq!(
+            a["extra_hosts"],
+            serde_json::json!(["h=1.2.3.4", "g=5.6.7.8"])
+        );
+    }
+
+    #[test]
+    fn ipam_config_entries_merge_by_subnet() {
+        let v = merged(
+            "networks:\n  n:\n    ipam:\n      config:\n        - {subnet: 10.0.0.0/24, aux_addresses: {a: 10.0.0.2}}\n        - {subnet: 10.0.1.0/24}\n",
+            "networks:\n  n:\n    ipam:\n      config:\n        - {subnet: 10.0.0.0/24, aux_addresses: {b: 10.0.0.3}}\n        - {subnet: 10.0.2.0/24}\n",
+        );
+        assert_eq!(
+            v["networks"]["n"]["ipam"]["config"],
+            serde_json::json!([
+                {"subnet": "10.0.0.0/24", "aux_addresses": {"a": "10.0.0.2", "b": "10.0.0.3"}},
+                {"subnet": "10.0.1.0/24"},
+                {"subnet": "10.0.2.0/24"},
+            ])
+        );
+    }
+
+    #[test]
     fn reset_and_override_tags() {
         let v = merged(
             "services:\n  a:\n    dns: [1.1.1.1]\n    sysctls: {net.a: '1'}\n    networks: {front: {aliases: [x]}}\n",

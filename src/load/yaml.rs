@@ -447,6 +447,26 @@ mod tests {
     }
 
     #[test]
+    fn compose_tags_are_kept_and_others_ignored() {
+        let n = parse(
+            "a: !reset\nb: !override {x: 1}\nc: !reset [1]\nd: !custom 2\n",
+            0,
+        )
+        .unwrap();
+        let tag = |k: &str| n.get(k).unwrap().tag;
+        assert_eq!(
+            (tag("a"), tag("b"), tag("c"), tag("d")),
+            (
+                Some(Tag::Reset),
+                Some(Tag::Override),
+                Some(Tag::Reset),
+                None
+            )
+        );
+        assert!(n.get("a").unwrap().is_null());
+    }
+
+    #[test]
     fn empty_file_is_empty_map() {
         assert_eq!(load(""), serde_json::json!({}));
     }
