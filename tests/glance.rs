@@ -2,7 +2,7 @@
 //! of it when piped; `graph --format svg` draws the topology with graphviz, and once the
 //! project is up the picture carries its addresses, VIPs, published ports and process states.
 //!
-//! Every test builds its own sandbox host; needs root.
+//! The tests that run a project build their own sandbox host and need root.
 
 mod common;
 #[path = "dns/lab.rs"]
@@ -103,5 +103,86 @@ fn a_terminal_gets_a_status_line_that_is_erased() {
                 .unwrap_or_else(|| panic!("{line:?}"));
             assert!(ms >= 1000, "a fast resource got a line: {line:?}");
         }
+    }
+}
+
+/// The text of every `<text>` element of an SVG, which must parse as XML.
+fn svg_texts(svg: &[u8]) -> Vec<String> {
+    let svg = std::str::from_utf8(svg).expect("an SVG is text");
+    // graphviz declares the SVG 1.1 DTD.
+    let options = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(svg, options)
+        .unwrap_or_else(|e| panic!("{e}: {svg}"));
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    doc.descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text().map(String::from))
+        .collect()
+}
+
+/// The SVG names every service, and once the project is up says so and carries its
+/// addresses, VIPs, published port and x-run processes; the PNG is a PNG.
+#[test]
+fn svg_names_every_service_and_once_up_what_runs() {
+    require_root("svg_names_every_service_and_once_up_what_runs");
+    let lab = Lab::new("nc-glance-");
+    let f = lab.file("compose.yaml", &self::lab("gl-svg"));
+    let svg = |lab: &Lab| {
+        let out = lab.nc(&f, &["graph", "--format", "svg"]);
+        assert!(out.status.success(), "{}", text(&out));
+        svg_texts(&out.stdout)
+    };
+    let planned = svg(&lab);
+    for service in ["web ×4", "db ×1", "client ×1"] {
+        assert!(
+            planned.iter().any(|t| t == service),
+            "{service}: {planned:?}"
+        );
+    }
+    assert!(
+        planned.iter().any(|t| t == "gl-svg (planned, not up)"),
+        "{planned:?}"
+    );
+
+    lab.nc_ok(&f, &["up", "-d"]);
+    let up = svg(&lab);
+    let has = |what: &str| up.iter().any(|t| t.contains(what));
+    assert!(has("gl-svg (up, live)"), "{up:?}");
+    for service in ["web ×4", "db ×1", "client ×1"] {
+        assert!(up.iter().any(|t| t == service), "{service}: {up:?}");
+    }
+    assert!(has("10.77.1.") && has("10.77.2."), "addresses: {up:?}");
+    assert!(has("VIP 10.77.1."), "{up:?}");
+    assert!(has("8080→80/tcp"), "{up:?}");
+    assert!(has("x-run: ") && has(" running"), "{up:?}");
+
+    let png = lab.nc(&f, &["graph", "--format", "png"]);
+    assert!(png.status.success(), "{}", text(&png));
+    assert!(png.stdout.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    lab.nc_ok(&f, &["down"]);
+}
+
+/// Without graphviz: exit 1 with a hint, before anything is planned.
+#[test]
+fn without_dot_the_picture_is_refused_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yaml");
+    std::fs::write(&file, lab("gl-nodot")).unwrap();
+    for format in ["svg", "png"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_netcompose"))
+            .arg("-f")
+            .arg(&file)
+            .args(["graph", "--format", format])
+            .env("PATH", dir.path())
+            .output()
+            .unwrap();
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{all}");
+        assert!(all.contains("`dot`, which is not on PATH"), "{all}");
+        assert!(all.contains("apt-get install graphviz"), "{all}");
+        assert!(out.stdout.is_empty(), "{all}");
     }
 }
