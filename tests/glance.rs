@@ -10,6 +10,10 @@ mod lab;
 
 use common::require_root;
 use lab::{text, Lab};
+use netcompose::load::LoadOptions;
+use netcompose::model::Desired;
+use netcompose::spec::Project;
+use netcompose::topology::{render, GraphFormat, Process, Running};
 
 /// The lab under project `name`: tests run at once, and a project's cgroups are the machine's.
 fn lab(name: &str) -> String {
@@ -185,4 +189,73 @@ fn without_dot_the_picture_is_refused_with_a_hint() {
         assert!(all.contains("apt-get install graphviz"), "{all}");
         assert!(out.stdout.is_empty(), "{all}");
     }
+}
+
+/// The quickstart example as the renderer gets it, for the tests of the picture's text (no
+/// root: nothing runs).
+fn quickstart() -> (Project, Desired) {
+    let opts = LoadOptions {
+        files: vec![concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/quickstart/compose.yaml"
+        )
+        .into()],
+        environment: Some(Default::default()),
+        ..Default::default()
+    };
+    let checked = netcompose::pipeline::checked_project(&opts).unwrap();
+    let desired = netcompose::model::build(&checked.project, &Default::default()).unwrap();
+    (checked.project, desired)
+}
+
+fn process(service: &str, state: &str, health: Option<&str>) -> Process {
+    Process {
+        service: service.into(),
+        state: state.into(),
+        health: health.map(Into::into),
+    }
+}
+
+#[test]
+fn a_planned_project_says_so_and_shows_addresses_vips_and_ports() {
+    let (project, desired) = quickstart();
+    let dot = render(&project, &desired, None, GraphFormat::Dot);
+    assert!(
+        dot.contains("label=\"quickstart (planned, not up)\";"),
+        "{dot}"
+    );
+    assert!(dot.contains("\\nVIP 172.16."), "{dot}");
+    assert!(dot.contains("[label=\"172.16."), "{dot}");
+    assert!(
+        dot.contains("host -- svc_web [label=\"8080→80/tcp\"];"),
+        "{dot}"
+    );
+    assert!(!dot.contains("x-run:"), "{dot}");
+}
+
+#[test]
+fn an_up_project_shows_its_processes_by_state_and_health() {
+    let (project, desired) = quickstart();
+    let running = Running {
+        source: "live".into(),
+        processes: vec![
+            process("web", "running", Some("healthy")),
+            process("web", "exited", None),
+            process("web", "running", Some("healthy")),
+            process("db", "running", None),
+        ],
+    };
+    let dot = render(&project, &desired, Some(&running), GraphFormat::Dot);
+    assert!(dot.contains("label=\"quickstart (up, live)\";"), "{dot}");
+    assert!(
+        dot.contains("\\nx-run: 1 exited, 2 running (healthy)\"];"),
+        "{dot}"
+    );
+    assert!(dot.contains("\\nx-run: 1 running\"];"), "{dot}");
+    let mermaid = render(&project, &desired, Some(&running), GraphFormat::Mermaid);
+    assert!(
+        mermaid.starts_with("---\ntitle: quickstart (up, live)\n---\nflowchart LR\n"),
+        "{mermaid}"
+    );
+    assert!(mermaid.contains("<br/>x-run: 1 running"), "{mermaid}");
 }
