@@ -1,5 +1,8 @@
 //! `netcompose graph`: the project's topology (networks with their subnets, services with their
-//! replicas and VIPs, attachments with addresses, published ports) as Mermaid or Graphviz dot.
+//! replicas and VIPs, attachments with addresses, published ports) as Mermaid or Graphviz dot;
+//! for a project that is up, also what runs: its state and its x-run processes (with their
+//! health where the daemon reports one), handed in as [`Running`] because this module reads
+//! nothing of the machine.
 
 use crate::model::{Desired, Spec};
 use crate::spec::{NetworkMode, Project};
@@ -12,7 +15,27 @@ pub enum GraphFormat {
     Dot,
 }
 
+/// What is up of the project, as the caller found it (the live machine as root, else the state).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Running {
+    /// How the caller knows (`live`, `state file`), shown in the picture's title.
+    pub source: String,
+    pub processes: Vec<Process>,
+}
+
+/// One x-run process of a replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    pub service: String,
+    /// `running`, `exited`, ... as the daemon reports it.
+    pub state: String,
+    /// The healthcheck's verdict, for a service that has one.
+    pub health: Option<String>,
+}
+
 struct Topology {
+    /// The picture's title.
+    title: String,
     networks: Vec<(String, String)>,
     services: Vec<(String, String)>,
     /// (service, network, label)
@@ -31,7 +54,7 @@ fn id(prefix: &str, name: &str) -> String {
     format!("{prefix}_{clean}")
 }
 
-fn collect(project: &Project, desired: &Desired) -> Topology {
+fn collect(project: &Project, desired: &Desired, running: Option<&Running>) -> Topology {
     let mut networks = Vec::new();
     let mut vips: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut addrs: BTreeMap<(&str, &str), Vec<String>> = BTreeMap::new();
@@ -89,6 +112,9 @@ fn collect(project: &Project, desired: &Desired) -> Topology {
             }
             _ => {}
         }
+        if let Some(line) = running.and_then(|r| processes(r, key)) {
+            label.push_str(&format!("\\n{line}"));
+        }
         services.push((key.clone(), label));
         for net in svc.networks.keys() {
             let a = addrs
@@ -109,13 +135,32 @@ fn collect(project: &Project, desired: &Desired) -> Topology {
         }
     }
     networks.sort();
+    let title = match running {
+        Some(r) => format!("{} (up, {})", project.name, r.source),
+        None => format!("{} (planned, not up)", project.name),
+    };
     Topology {
+        title,
         networks,
         services,
         attachments,
         shares,
         ports,
     }
+}
+
+/// `x-run: 2 running (healthy), 1 exited`: a service's processes counted by state and health.
+fn processes(running: &Running, service: &str) -> Option<String> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for p in running.processes.iter().filter(|p| p.service == service) {
+        let what = match &p.health {
+            Some(h) => format!("{} ({h})", p.state),
+            None => p.state.clone(),
+        };
+        *counts.entry(what).or_default() += 1;
+    }
+    let parts: Vec<String> = counts.iter().map(|(w, n)| format!("{n} {w}")).collect();
+    (!parts.is_empty()).then(|| format!("x-run: {}", parts.join(", ")))
 }
 
 fn join(v: &[ipnetwork::IpNetwork]) -> String {
@@ -125,8 +170,14 @@ fn join(v: &[ipnetwork::IpNetwork]) -> String {
         .join(", ")
 }
 
-pub fn render(project: &Project, desired: &Desired, format: GraphFormat) -> String {
-    let t = collect(project, desired);
+/// The topology of `desired`, with what runs when the project is up.
+pub fn render(
+    project: &Project,
+    desired: &Desired,
+    running: Option<&Running>,
+    format: GraphFormat,
+) -> String {
+    let t = collect(project, desired, running);
     match format {
         GraphFormat::Mermaid => mermaid(&t),
         GraphFormat::Dot => dot(&t),
@@ -134,7 +185,7 @@ pub fn render(project: &Project, desired: &Desired, format: GraphFormat) -> Stri
 }
 
 fn mermaid(t: &Topology) -> String {
-    let mut out = String::from("flowchart LR\n");
+    let mut out = format!("---\ntitle: {}\n---\nflowchart LR\n", t.title);
     let br = |s: &str| s.replace("\\n", "<br/>");
     for (n, label) in &t.networks {
         let _ = writeln!(out, "  {}{{{{\"{}\"}}}}", id("net", n), br(label));
@@ -170,8 +221,10 @@ fn mermaid(t: &Topology) -> String {
 }
 
 fn dot(t: &Topology) -> String {
-    let mut out =
-        String::from("graph netcompose {\n  rankdir=LR;\n  node [fontname=\"sans-serif\"];\n");
+    let mut out = format!(
+        "graph netcompose {{\n  label=\"{}\";\n  labelloc=t;\n  fontname=\"sans-serif\";\n  rankdir=LR;\n  node [fontname=\"sans-serif\"];\n  edge [fontname=\"sans-serif\"];\n",
+        t.title
+    );
     for (n, label) in &t.networks {
         let _ = writeln!(
             out,
