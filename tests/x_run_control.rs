@@ -121,6 +121,21 @@ services:
     for want in ["A=from-over", "B=from-environment", "C=/srv/x"] {
         assert!(vars.iter().any(|v| v == want), "{want} not in {vars:?}");
     }
+    // An env file that changed restarts the process with its new values at the next `up`.
+    lab.file("over.env", "A=changed\n");
+    lab.nc_ok(&f, &["up", "-d"]);
+    let mut environ = String::new();
+    assert!(
+        wait_for(WAIT, || {
+            let pid = running_pid(&lab, &f, "envd-1");
+            environ = String::from_utf8_lossy(
+                &std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default(),
+            )
+            .into_owned();
+            pid != envd && environ.split('\0').any(|v| v == "A=changed")
+        }),
+        "{environ:?}"
+    );
 
     // stop_signal reaches the process: its trap writes the file and it exits.
     running_pid(&lab, &f, "trap-1");
