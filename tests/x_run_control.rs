@@ -296,3 +296,48 @@ services:
     assert!(lab::text(&out).contains("web"), "{}", lab::text(&out));
     lab.nc_ok(&f, &["down"]);
 }
+
+/// The quickstart's db, as README's tour and the example's comments say: `top` shows its init
+/// and the Python under it, `stop db` ends it with its stop signal (SIGINT), `start db` brings
+/// it back.
+#[test]
+fn quickstart_db_stops_with_sigint_under_its_init() {
+    require_root("quickstart_db_stops_with_sigint_under_its_init");
+    let lab = Lab::new("nc-xquick-");
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/compose.yaml");
+    lab.nc_ok(&f, &["up", "-d"]);
+    let init = running_pid(&lab, &f, "db-1");
+    let mut top = serde_json::Value::Null;
+    assert!(
+        wait_for(WAIT, || {
+            top = serde_json::from_str(&lab.nc_ok(&f, &["top", "db", "--json"])).unwrap();
+            top[0]["processes"].as_array().is_some_and(|p| p.len() == 2)
+        }),
+        "{top}"
+    );
+    let listed = &top[0]["processes"];
+    assert_eq!(listed[0]["pid"].as_i64(), Some(init), "{top}");
+    assert_eq!(listed[0]["cmd"], "[netcompose-init]", "{top}");
+    assert_eq!(listed[1]["ppid"].as_i64(), Some(init), "{top}");
+    assert!(
+        listed[1]["cmd"]
+            .as_str()
+            .unwrap()
+            .contains("python3 -c import socket"),
+        "{top}"
+    );
+
+    // Python handles SIGINT once it has started: wait until it listens.
+    assert!(wait_for(WAIT, || {
+        let ss = lab.in_ns("quickstart-db-1", &["ss", "-ltn"]);
+        String::from_utf8_lossy(&ss.stdout).contains(":5432")
+    }));
+    lab.nc_ok(&f, &["stop", "db"]);
+    assert_eq!(state(&lab, &f, "db-1"), "stopped");
+    let log = lab.nc_ok(&f, &["logs", "db"]);
+    assert!(log.contains("stopped (killed by SIGINT)"), "{log}");
+    assert_eq!(state(&lab, &f, "web-1"), "running");
+    lab.nc_ok(&f, &["start", "db"]);
+    assert_ne!(running_pid(&lab, &f, "db-1"), init);
+    lab.nc_ok(&f, &["down"]);
+}
