@@ -254,6 +254,11 @@ services:
         "{text}"
     );
 
+    // --dry-run says what it would do and does nothing.
+    let dry = lab.nc_ok(&f, &["--dry-run", "stop", "web"]);
+    assert!(dry.contains("web-1: would stop (running)"), "{dry}");
+    assert_eq!(running_pid(&lab, &f, "web-1"), first);
+
     // stop: the process goes, the namespace and its link stay.
     lab.nc_ok(&f, &["stop", "web"]);
     assert!(!alive(first));
