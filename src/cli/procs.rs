@@ -11,6 +11,7 @@ use crate::pipeline::checked_project;
 use crate::project_name::ProjectName;
 use miette::IntoDiagnostic;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -64,6 +65,19 @@ pub fn control(global: &Global, action: Action, args: &ServicesArgs) -> miette::
         Action::Restart => "restart",
     };
     let name = project(global, &args.services, command)?;
+    if global.dry_run {
+        // As Compose's --dry-run: say what would be done, do nothing.
+        let status = daemon::request(&name, &daemon::Request::Status, Duration::from_secs(5))
+            .into_diagnostic()?;
+        for p in status
+            .processes
+            .iter()
+            .filter(|p| args.services.is_empty() || args.services.contains(&p.service))
+        {
+            println!("{}: would {command} ({})", p.name, p.state);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let reply = processes::control(&name, action, &args.services).into_diagnostic()?;
     let shown: Vec<_> = reply
         .processes

@@ -28,6 +28,9 @@ const SYNCHRONOUS: &[libc::c_int] = &[
     libc::SIGABRT,
 ];
 
+/// The init's process name (its `comm`, at most 15 bytes).
+const INIT_NAME: &std::ffi::CStr = c"netcompose-init";
+
 fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
     if rc < 0 {
         return Err(io::Error::last_os_error());
@@ -39,8 +42,17 @@ fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
 /// command's process, which then goes on to exec; the init itself never returns.
 pub fn become_init() -> io::Result<()> {
     // SAFETY: prctl, sigprocmask, fork, setpgid, getpid, getppid and sigwaitinfo are system
-    // calls on stack values; nothing here allocates or takes a lock.
+    // calls on stack values and a static name; nothing here allocates or takes a lock.
     unsafe {
+        // Its command line is still the daemon's (it never execs): `ps` and `top` tell it by
+        // this name.
+        libc::prctl(
+            libc::PR_SET_NAME,
+            INIT_NAME.as_ptr() as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        );
         check(libc::prctl(
             libc::PR_SET_CHILD_SUBREAPER,
             1 as libc::c_ulong,

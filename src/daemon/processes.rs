@@ -88,6 +88,9 @@ pub fn top(project: &ProjectName, services: &[String]) -> Result<Vec<Top>, Daemo
         .ok()
         .map(|x| x.path().to_path_buf());
     let table = ProcTable::read();
+    // An `init: true` reaper is a fork of the daemon that never execs: it has the daemon's
+    // command line, and is shown by its name instead.
+    let daemon_cmdline = std::fs::read(format!("/proc/{}/cmdline", reply.pid)).ok();
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let mut out = Vec::new();
     for p in reply.processes {
@@ -102,7 +105,7 @@ pub fn top(project: &ProjectName, services: &[String]) -> Result<Vec<Top>, Daemo
         pids.dedup();
         let processes = pids
             .into_iter()
-            .filter_map(|pid| table.describe(pid, &passwd))
+            .filter_map(|pid| table.describe(pid, &passwd, daemon_cmdline.as_deref()))
             .collect();
         out.push(Top {
             name: p.name,
@@ -168,8 +171,9 @@ impl ProcTable {
         out
     }
 
-    /// A process that is gone by now is left out.
-    fn describe(&self, pid: i32, passwd: &str) -> Option<TopProcess> {
+    /// A process that is gone by now is left out; one whose command line is `daemon`'s is
+    /// shown as `[comm]`.
+    fn describe(&self, pid: i32, passwd: &str, daemon: Option<&[u8]>) -> Option<TopProcess> {
         let ppid = self.parents.get(&pid).copied().or_else(|| stat_ppid(pid))?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let uid: u32 = status
@@ -177,12 +181,13 @@ impl ProcTable {
             .find_map(|l| l.strip_prefix("Uid:"))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())?;
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let forked = daemon.is_some_and(|d| d == cmdline.as_slice());
         let words: Vec<String> = cmdline
             .split(|b| *b == 0)
             .filter(|w| !w.is_empty())
             .map(|w| String::from_utf8_lossy(w).into_owned())
             .collect();
-        let cmd = if words.is_empty() {
+        let cmd = if words.is_empty() || forked {
             let comm = status
                 .lines()
                 .find_map(|l| l.strip_prefix("Name:"))
@@ -233,7 +238,13 @@ mod tests {
     fn this_process_and_its_parent() {
         let me = std::process::id() as i32;
         let table = ProcTable::read();
-        let p = table.describe(me, "").unwrap();
+        let p = table.describe(me, "", None).unwrap();
+        let mine = std::fs::read("/proc/self/cmdline").unwrap();
+        assert!(table
+            .describe(me, "", Some(&mine))
+            .unwrap()
+            .cmd
+            .starts_with('['));
         assert_eq!(p.pid, me);
         assert_eq!(p.ppid, nix::unistd::getppid().as_raw());
         assert!(table.descendants(p.ppid).contains(&me));

@@ -17,10 +17,10 @@
 //! stdout and stderr go line by line to the project log (`web-1 | ...`). `restart:` is
 //! honoured with Docker's back-off (100 ms doubling to 10 s, reset after 10 s of running);
 //! `unless-stopped` behaves as `always`, except after `netcompose stop` ([`control`]). A
-//! process whose command or namespace changed is stopped (its `stop_signal`, SIGTERM by
-//! default, to its group; SIGKILL after its `stop_grace_period`, [`GRACE`] by default) and the
-//! new one started once the old one is gone, so a port is never held twice. With `init: true`
-//! the command runs under a reaper ([`super::init`]).
+//! process whose command, settings or namespace changed is stopped (its `stop_signal`, SIGTERM
+//! by default, to its group; SIGKILL after its `stop_grace_period`, [`GRACE`] by default) and
+//! the new one started once the old one is gone, so a port is never held twice. With `init:
+//! true` the command runs under a reaper ([`super::init`]).
 
 mod control;
 
@@ -208,13 +208,21 @@ impl Runner {
                 Some(p) => {
                     let changed = p.def.argv != def.argv || p.def.netns != def.netns;
                     let moved = ino.is_some() && p.ns_ino != ino;
+                    // How it restarts and stops applies from now on; whatever else it runs with
+                    // (user, environment, env_file, ...) takes a new run, as Compose recreates a
+                    // container whose configuration changed.
                     p.def.restart = def.restart;
+                    p.def.stop_signal = def.stop_signal;
+                    p.def.stop_grace_period_ms = def.stop_grace_period_ms;
+                    let reconfigured = p.def != *def;
                     p.removed = false;
-                    if !(changed || moved) {
+                    if !(changed || moved || reconfigured) {
                         continue;
                     }
                     let why = if changed {
                         "its command changed"
+                    } else if reconfigured {
+                        "its settings changed"
                     } else {
                         "its namespace was made again"
                     };

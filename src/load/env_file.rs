@@ -42,18 +42,24 @@ fn read_one(
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !file.required => return None,
         Err(e) => {
-            let hint = match e.kind() {
-                std::io::ErrorKind::NotFound => format!(
-                    "create it, or write `{{path: {}, required: false}}` to allow it to be \
-                     missing",
-                    file.path.value
+            let (reason, hint) = match e.kind() {
+                std::io::ErrorKind::NotFound => (
+                    format!("{} does not exist", path.display()),
+                    format!(
+                        "create it, or write `{{path: {}, required: false}}` to allow it to be \
+                         missing",
+                        file.path.value
+                    ),
                 ),
-                _ => "make it readable".to_string(),
+                _ => (
+                    format!("cannot read {}: {e}", path.display()),
+                    "make it readable".to_string(),
+                ),
             };
             diags.push(ConfigError::InvalidValue {
                 what: "env_file".into(),
                 value: file.path.value.clone(),
-                reason: format!("cannot read {}: {e}", path.display()),
+                reason,
                 hint,
                 at: file.path.span,
             });
