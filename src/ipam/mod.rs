@@ -7,6 +7,7 @@
 pub mod demand;
 pub mod mac;
 pub mod pool;
+pub mod ports;
 mod subnets;
 
 pub use pool::AddressPool;
@@ -56,6 +57,9 @@ pub struct AddressRequest {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Allocations {
     pub networks: BTreeMap<String, NetworkAllocation>,
+    /// Host ports picked for target-only `ports:` entries, by `service/[host_ip:]target/proto`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, u16>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -81,6 +85,8 @@ pub enum IpamError {
         block: String,
         owner: String,
     },
+    #[error("no free host port left in {start}-{end} for `{key}`")]
+    PortsExhausted { key: String, start: u16, end: u16 },
     #[error("subnet {subnet} of network `{network}` overlaps {what}")]
     Conflict {
         network: String,
