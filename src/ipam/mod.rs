@@ -29,6 +29,8 @@ pub struct NetworkRequest {
     /// Explicit ipam config entries.
     pub pools: Vec<ExplicitPool>,
     pub ipv6: bool,
+    /// False for an IPv6-only network (`enable_ipv4: false`): no IPv4 subnet is chosen.
+    pub ipv4: bool,
     pub owners: Vec<AddressRequest>,
 }
 
