@@ -281,3 +281,73 @@ services:
     assert_eq!(p.nc_ok(&["port", "words", "8080"]).trim(), "0.0.0.0:40001");
     assert_eq!(p.nc_ok(&["port", "web", "80"]).trim(), "0.0.0.0:40002");
 }
+
+// ---------------------------------------------------------------- item 5: enable_ipv4
+
+/// The IPv6-only network of docker/compose#13785 (`enable_ipv4: false`, `enable_ipv6: true`,
+/// compose-go's NetworkConfig.EnableIPv4): no IPv4 subnet, no IPv4 address on the replica or
+/// the bridge.
+#[test]
+fn enable_ipv4_false_builds_an_ipv6_only_network() {
+    require_root("enable_ipv4_false_builds_an_ipv6_only_network");
+    let sb = Sandbox::new();
+    let p = Project::new(
+        &sb,
+        "fidv6",
+        r#"
+services:
+  web:
+    networks: [v6only]
+networks:
+  v6only:
+    enable_ipv4: false
+    enable_ipv6: true
+"#,
+    );
+    p.up();
+    let ns = p.ns("web", 1);
+    let v4 = sb.run_ok(&[
+        "ip", "-n", &ns, "-4", "-o", "addr", "show", "scope", "global",
+    ]);
+    assert!(v4.trim().is_empty(), "IPv4 addresses in {ns}: {v4}");
+    let v6 = sb.run_ok(&[
+        "ip", "-n", &ns, "-6", "-o", "addr", "show", "scope", "global",
+    ]);
+    assert!(v6.contains("eth0"), "no IPv6 address on eth0: {v6}");
+    let bridge_v4 = sb.run_ok(&["ip", "-4", "-o", "addr", "show"]);
+    assert!(
+        !bridge_v4.lines().any(|l| l.contains("ncbr")),
+        "the bridge has an IPv4 address: {bridge_v4}"
+    );
+}
+
+/// What an IPv6-only network cannot have: no IPv6 at all, an IPv4 subnet, a static IPv4.
+#[test]
+fn enable_ipv4_false_refuses_what_needs_ipv4() {
+    let errs = errors(
+        r#"
+services:
+  web:
+    image: x
+    networks:
+      a: {ipv4_address: 10.1.0.5}
+networks:
+  a:
+    enable_ipv4: false
+    enable_ipv6: true
+    ipam: {config: [{subnet: 10.1.0.0/24}]}
+  b:
+    enable_ipv4: false
+"#,
+    );
+    let has = |s: &str| errs.iter().any(|e| e.contains(s));
+    assert!(
+        has("network `b` has `enable_ipv4: false` but no IPv6"),
+        "{errs:?}"
+    );
+    assert!(
+        has("network `a` has `enable_ipv4: false` but an IPv4 subnet"),
+        "{errs:?}"
+    );
+    assert!(has("asks for an IPv4 address on network `a`"), "{errs:?}");
+}
