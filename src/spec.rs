@@ -64,6 +64,11 @@ impl Network {
     pub fn driver_name(&self) -> &str {
         self.driver.as_ref().map_or("bridge", |d| d.value.as_str())
     }
+
+    /// False for `enable_ipv4: false`: an IPv6-only network.
+    pub fn ipv4_enabled(&self) -> bool {
+        self.enable_ipv4 != Some(false)
+    }
 }
 
 #[derive(Debug, Clone, Default)]

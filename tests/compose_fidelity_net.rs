@@ -140,6 +140,16 @@ networks:
 
 // ---------------------------------------------------------------- root: the kernel
 
+/// A background process (a listener), killed and reaped when dropped, also on panic.
+struct Bg(std::process::Child);
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn hosts_of(sb: &Sandbox, ns: &str) -> String {
     sb.run_ok(&["cat", &format!("/etc/netns/{ns}/hosts")])
 }
@@ -207,4 +217,137 @@ networks:
     // Once the bridge exists, the same file comes up.
     sb.run_ok(&["ip", "link", "add", "nc-missing0", "type", "bridge"]);
     p.up();
+}
+
+// ---------------------------------------------------------------- item 3: ephemeral ports
+
+/// docker/compose pkg/e2e/fixtures/network-test/compose.yaml (`words` publishes `"8080"`,
+/// `web` publishes `"80"`): each gets an ephemeral host port from the kernel's
+/// ip_local_port_range, skipping one a socket holds; the port is reachable from the host,
+/// shown by `port` and `ps --json`, and the same after a second `up`.
+#[test]
+fn a_target_only_port_is_published_on_a_sticky_ephemeral_host_port() {
+    require_root("a_target_only_port_is_published_on_a_sticky_ephemeral_host_port");
+    let sb = Sandbox::new();
+    // The sandbox host's own range (a per-namespace sysctl), with its first port taken.
+    sb.run_ok(&["sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40010"]);
+    let _holder = Bg(sb.spawn(&[
+        "python3",
+        "-c",
+        "import socket,time\ns=socket.socket()\ns.bind(('0.0.0.0',40000))\ns.listen()\nprint('ok',flush=True)\ntime.sleep(600)",
+    ]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !sb
+        .run_ok(&["ss", "-Htln", "sport = :40000"])
+        .contains("40000")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the holder never listened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let p = Project::new(
+        &sb,
+        "fidports",
+        r#"
+services:
+  words:
+    ports: ["8080"]
+  web:
+    ports: ["80"]
+"#,
+    );
+    p.up();
+    let words = p.nc_ok(&["port", "words", "8080"]).trim().to_string();
+    let web = p.nc_ok(&["port", "web", "80"]).trim().to_string();
+    assert_eq!(words, "0.0.0.0:40001", "the lowest free port of the range");
+    assert_eq!(web, "0.0.0.0:40002");
+    let _server = Bg(p.serve("words", 1, 8080));
+    p.wait_open(None, "127.0.0.1", 40001);
+    let ps = p.ps();
+    let replica = ps["replicas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["service"] == "words")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(replica["ports"], "0.0.0.0:40001->8080/tcp", "{replica}");
+    assert_eq!(replica["publishers"][0]["published_port"], 40001);
+    assert_eq!(replica["publishers"][0]["target_port"], 8080);
+    // Sticky: a second `up` keeps them, and changes nothing.
+    p.up();
+    assert_eq!(p.nc_ok(&["port", "words", "8080"]).trim(), "0.0.0.0:40001");
+    assert_eq!(p.nc_ok(&["port", "web", "80"]).trim(), "0.0.0.0:40002");
+}
+
+// ---------------------------------------------------------------- item 5: enable_ipv4
+
+/// The IPv6-only network of docker/compose#13785 (`enable_ipv4: false`, `enable_ipv6: true`,
+/// compose-go's NetworkConfig.EnableIPv4): no IPv4 subnet, no IPv4 address on the replica or
+/// the bridge.
+#[test]
+fn enable_ipv4_false_builds_an_ipv6_only_network() {
+    require_root("enable_ipv4_false_builds_an_ipv6_only_network");
+    let sb = Sandbox::new();
+    let p = Project::new(
+        &sb,
+        "fidv6",
+        r#"
+services:
+  web:
+    networks: [v6only]
+networks:
+  v6only:
+    enable_ipv4: false
+    enable_ipv6: true
+"#,
+    );
+    p.up();
+    let ns = p.ns("web", 1);
+    let v4 = sb.run_ok(&[
+        "ip", "-n", &ns, "-4", "-o", "addr", "show", "scope", "global",
+    ]);
+    assert!(v4.trim().is_empty(), "IPv4 addresses in {ns}: {v4}");
+    let v6 = sb.run_ok(&[
+        "ip", "-n", &ns, "-6", "-o", "addr", "show", "scope", "global",
+    ]);
+    assert!(v6.contains("eth0"), "no IPv6 address on eth0: {v6}");
+    let bridge_v4 = sb.run_ok(&["ip", "-4", "-o", "addr", "show"]);
+    assert!(
+        !bridge_v4.lines().any(|l| l.contains("ncbr")),
+        "the bridge has an IPv4 address: {bridge_v4}"
+    );
+}
+
+/// What an IPv6-only network cannot have: no IPv6 at all, an IPv4 subnet, a static IPv4.
+#[test]
+fn enable_ipv4_false_refuses_what_needs_ipv4() {
+    let errs = errors(
+        r#"
+services:
+  web:
+    image: x
+    networks:
+      a: {ipv4_address: 10.1.0.5}
+networks:
+  a:
+    enable_ipv4: false
+    enable_ipv6: true
+    ipam: {config: [{subnet: 10.1.0.0/24}]}
+  b:
+    enable_ipv4: false
+"#,
+    );
+    let has = |s: &str| errs.iter().any(|e| e.contains(s));
+    assert!(
+        has("network `b` has `enable_ipv4: false` but no IPv6"),
+        "{errs:?}"
+    );
+    assert!(
+        has("network `a` has `enable_ipv4: false` but an IPv4 subnet"),
+        "{errs:?}"
+    );
+    assert!(has("asks for an IPv4 address on network `a`"), "{errs:?}");
 }

@@ -97,7 +97,7 @@ struct DeployView {
 
 #[derive(Serialize)]
 struct PortView {
-    target: spec::PortRange,
+    target: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     published: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -195,7 +195,7 @@ fn service(s: &spec::Service) -> ServiceView<'_> {
             .iter()
             .map(|(k, a)| (k.as_str(), attachment(a)))
             .collect(),
-        ports: s.ports.iter().map(port).collect(),
+        ports: s.ports.iter().flat_map(port).collect(),
         expose: s.expose.iter().map(|e| e.value.to_string()).collect(),
         dns: strs(&s.dns),
         dns_search: strs(&s.dns_search),
@@ -292,14 +292,25 @@ fn attachment(a: &spec::Attachment) -> Option<BTreeMap<&'static str, serde_json:
     (!m.is_empty()).then_some(m)
 }
 
-fn port(p: &spec::Port) -> PortView {
-    PortView {
-        target: p.target,
-        published: p.published.map(|r| r.to_string()),
-        host_ip: p.host_ip.map(|i| i.to_string()),
-        protocol: p.protocol,
-        mode: p.mode.clone(),
-        name: p.name.clone(),
-        app_protocol: p.app_protocol.clone(),
-    }
+/// One entry per target port, as Compose prints ranges (`8080-8081` is two entries, and
+/// `9000-9001:80-81` maps port for port; a host range for one target stays a range).
+fn port(p: &spec::Port) -> Vec<PortView> {
+    (p.target.start..=p.target.end)
+        .enumerate()
+        .map(|(i, target)| PortView {
+            target,
+            published: p.published.map(|r| {
+                let offset = u16::try_from(i).unwrap_or(u16::MAX);
+                match r.start.checked_add(offset).filter(|h| *h <= r.end) {
+                    Some(h) if p.target.len() > 1 => h.to_string(),
+                    Some(_) | None => r.to_string(),
+                }
+            }),
+            host_ip: p.host_ip.map(|i| i.to_string()),
+            protocol: p.protocol,
+            mode: p.mode.clone(),
+            name: p.name.clone(),
+            app_protocol: p.app_protocol.clone(),
+        })
+        .collect()
 }

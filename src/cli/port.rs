@@ -2,8 +2,10 @@
 //! published on, as `docker compose port` prints it. Replicas share their service's published
 //! ports (connections are balanced over them), so every `--index` has the same answer.
 
+use super::reconcile::{store, Terminal};
 use super::Global;
-use crate::spec::{Port, Protocol};
+use crate::model::ports::Published;
+use crate::spec::Protocol;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 
@@ -34,13 +36,27 @@ pub fn run(global: &Global, args: &PortArgs) -> miette::Result<ExitCode> {
             args.index
         ));
     }
-    match published(&svc.ports, port, protocol) {
+    let name = crate::project_name::ProjectName::new(project.name.clone())?;
+    let alloc = crate::reconcile::allocations(&store(), &name, &Terminal::new());
+    let all = crate::model::ports::published(project, &alloc);
+    match published(&all, &args.service, port, protocol) {
         Some(addr) => {
             println!("{addr}");
             Ok(ExitCode::SUCCESS)
         }
+        None if svc
+            .ports
+            .iter()
+            .any(|p| p.published.is_none() && p.protocol == protocol && p.target.start <= port && port <= p.target.end) =>
+        {
+            Err(miette::miette!(
+                help = "its host port is picked by `up` and recorded in the state (root only): run `netcompose up`, as root",
+                "port {port}/{protocol} of service `{}` has no host port yet",
+                args.service
+            ))
+        }
         None => Err(miette::miette!(
-            help = "publish it under the service's `ports:` (HOST:CONTAINER)",
+            help = "publish it under the service's `ports:` (HOST:CONTAINER, or CONTAINER for an ephemeral host port)",
             "port {port}/{protocol} of service `{}` is not published",
             args.service
         )),
@@ -68,26 +84,26 @@ fn parse_private(text: &str) -> miette::Result<(u16, Protocol)> {
     Ok((port, protocol))
 }
 
-/// The host address of the first `ports:` entry that publishes `port`, as Docker prints it
-/// (`0.0.0.0:8080` when no host IP is given, `[::1]:8080` for IPv6).
-fn published(ports: &[Port], port: u16, protocol: Protocol) -> Option<SocketAddr> {
-    ports.iter().find_map(|p| {
-        let host = p.published?;
-        if p.protocol != protocol || port < p.target.start || port > p.target.end {
-            return None;
-        }
-        let offset = port - p.target.start;
-        // A published range maps port for port onto the target range (8080-8081:80-81).
-        let host_port = host.start.checked_add(offset).filter(|h| *h <= host.end)?;
-        let ip = p.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        Some(SocketAddr::new(ip, host_port))
-    })
+/// The host address of the first publication of `port`, as Docker prints it (`0.0.0.0:8080`
+/// when no host IP is given, `[::1]:8080` for IPv6).
+fn published(
+    all: &[Published],
+    service: &str,
+    port: u16,
+    protocol: Protocol,
+) -> Option<SocketAddr> {
+    all.iter()
+        .find(|p| p.service == service && p.target == port && p.protocol == protocol)
+        .map(|p| {
+            let ip = p.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            SocketAddr::new(ip, p.host_port)
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::PortRange;
+    use crate::spec::{Port, PortRange};
 
     fn entry(published: Option<(u16, u16)>, target: (u16, u16), ip: Option<&str>) -> Port {
         Port {
@@ -116,18 +132,39 @@ mod tests {
 
     #[test]
     fn the_host_address_as_docker_prints_it() {
-        let ports = [
+        let ports = vec![
             entry(None, (9000, 9000), None),
             entry(Some((8080, 8080)), (80, 80), None),
             entry(Some((9443, 9444)), (443, 444), Some("127.0.0.1")),
             entry(Some((8053, 8053)), (53, 53), Some("::1")),
+            entry(None, (7000, 7001), None),
         ];
-        let show = |port, proto| published(&ports, port, proto).map(|a| a.to_string());
+        let mut project = crate::spec::Project::default();
+        project.services.insert(
+            "web".into(),
+            crate::spec::Service {
+                ports,
+                ..Default::default()
+            },
+        );
+        let mut alloc = crate::ipam::Allocations::default();
+        alloc.ports.insert("web/7000/tcp".into(), 32768);
+        let all = crate::model::ports::published(&project, &alloc);
+        let show = |port, proto| published(&all, "web", port, proto).map(|a| a.to_string());
         assert_eq!(show(80, Protocol::Tcp).as_deref(), Some("0.0.0.0:8080"));
         assert_eq!(show(444, Protocol::Tcp).as_deref(), Some("127.0.0.1:9444"));
         assert_eq!(show(53, Protocol::Tcp).as_deref(), Some("[::1]:8053"));
+        assert_eq!(show(7000, Protocol::Tcp).as_deref(), Some("0.0.0.0:32768"));
+        assert_eq!(show(7001, Protocol::Tcp), None, "not allocated yet");
         assert_eq!(show(80, Protocol::Udp), None, "published for tcp only");
-        assert_eq!(show(9000, Protocol::Tcp), None, "exposed, not published");
         assert_eq!(show(81, Protocol::Tcp), None);
+        assert_eq!(
+            all.iter().map(|p| p.to_string()).collect::<Vec<_>>()[..3],
+            [
+                "0.0.0.0:8080->80/tcp",
+                "127.0.0.1:9443->443/tcp",
+                "127.0.0.1:9444->444/tcp"
+            ]
+        );
     }
 }

@@ -4,6 +4,7 @@
 use super::reconcile::{is_root, report, store, Terminal};
 use super::Global;
 use crate::model::endpoints::{replicas, Stack};
+use crate::model::ports::Published;
 use crate::model::{Resource, Spec};
 use crate::project_name::ProjectName;
 use miette::IntoDiagnostic;
@@ -37,6 +38,18 @@ struct ReplicaView {
     namespace: Option<String>,
     running: bool,
     interfaces: Vec<InterfaceView>,
+    /// Published ports as `docker compose ps` prints them: `0.0.0.0:8080->80/tcp, ...`.
+    ports: String,
+    /// The same, one entry per port (docker compose's `Publishers`).
+    publishers: Vec<PublisherView>,
+}
+
+#[derive(Serialize)]
+struct PublisherView {
+    url: String,
+    target_port: u16,
+    published_port: u16,
+    protocol: String,
 }
 
 #[derive(Serialize)]
@@ -63,7 +76,9 @@ pub fn run(global: &Global, args: &PsArgs) -> miette::Result<ExitCode> {
     let resources =
         crate::reconcile::resources(&store(), &name, live, &Terminal::new()).map_err(report)?;
     let source = if live { "live" } else { "state" };
-    let mut view = view(project, &resources, source);
+    let alloc = crate::reconcile::allocations(&store(), &name, &Terminal::new());
+    let published = crate::model::ports::published(project, &alloc);
+    let mut view = view(project, &resources, &published, source);
     view.daemon = is_root().then(|| super::daemon::view(&name));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&view).into_diagnostic()?);
@@ -76,7 +91,12 @@ pub fn run(global: &Global, args: &PsArgs) -> miette::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn view(project: &crate::spec::Project, resources: &[Resource], source: &'static str) -> Ps {
+fn view(
+    project: &crate::spec::Project,
+    resources: &[Resource],
+    published: &[Published],
+    source: &'static str,
+) -> Ps {
     let running: Vec<&str> = resources
         .iter()
         .filter_map(|r| match &r.spec {
@@ -108,7 +128,28 @@ fn view(project: &crate::spec::Project, resources: &[Resource], source: &'static
             };
             let is_running = rep.stack == Stack::Host
                 || rep.netns.as_deref().is_some_and(|n| running.contains(&n));
+            // Every replica answers on its service's ports: connections are balanced over them.
+            let mine: Vec<&Published> = published
+                .iter()
+                .filter(|p| p.service == rep.service && rep.stack != Stack::Host)
+                .collect();
             ReplicaView {
+                ports: mine
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                publishers: mine
+                    .iter()
+                    .map(|p| PublisherView {
+                        url: p
+                            .host_ip
+                            .map_or_else(|| "0.0.0.0".to_string(), |ip| ip.to_string()),
+                        target_port: p.target,
+                        published_port: p.host_port,
+                        protocol: p.protocol.to_string(),
+                    })
+                    .collect(),
                 service: rep.service,
                 replica: rep.index,
                 mode,
@@ -149,6 +190,7 @@ fn table(ps: &Ps) -> String {
         "NETWORK",
         "ADDRESSES",
         "MAC",
+        "PORTS",
     ]
     .map(String::from)
     .to_vec()];
@@ -165,12 +207,18 @@ fn table(ps: &Ps) -> String {
             ns,
             state.to_string(),
         ];
+        let ports = if r.ports.is_empty() {
+            "-".to_string()
+        } else {
+            r.ports.clone()
+        };
         if r.interfaces.is_empty() {
             rows.push(
                 first
                     .iter()
                     .cloned()
                     .chain(["-", "-", "-", "-"].map(String::from))
+                    .chain([ports.clone()])
                     .collect(),
             );
         }
@@ -187,6 +235,7 @@ fn table(ps: &Ps) -> String {
                         iface.network.clone(),
                         iface.addresses.join(","),
                         iface.mac.clone(),
+                        if i == 0 { ports.clone() } else { String::new() },
                     ])
                     .collect(),
             );

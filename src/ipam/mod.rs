@@ -7,6 +7,7 @@
 pub mod demand;
 pub mod mac;
 pub mod pool;
+pub mod ports;
 mod subnets;
 
 pub use pool::AddressPool;
@@ -28,6 +29,8 @@ pub struct NetworkRequest {
     /// Explicit ipam config entries.
     pub pools: Vec<ExplicitPool>,
     pub ipv6: bool,
+    /// False for an IPv6-only network (`enable_ipv4: false`): no IPv4 subnet is chosen.
+    pub ipv4: bool,
     pub owners: Vec<AddressRequest>,
 }
 
@@ -56,6 +59,9 @@ pub struct AddressRequest {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Allocations {
     pub networks: BTreeMap<String, NetworkAllocation>,
+    /// Host ports picked for target-only `ports:` entries, by `service/[host_ip:]target/proto`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, u16>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -81,6 +87,8 @@ pub enum IpamError {
         block: String,
         owner: String,
     },
+    #[error("no free host port left in {start}-{end} for `{key}`")]
+    PortsExhausted { key: String, start: u16, end: u16 },
     #[error("subnet {subnet} of network `{network}` overlaps {what}")]
     Conflict {
         network: String,

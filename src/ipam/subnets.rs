@@ -72,9 +72,11 @@ pub(super) fn choose<'r>(
         }
     }
     let needs_v4 = |r: &NetworkRequest| {
-        !r.pools
-            .iter()
-            .any(|p| p.subnet.is_some_and(|s| s.is_ipv4()))
+        r.ipv4
+            && !r
+                .pools
+                .iter()
+                .any(|p| p.subnet.is_some_and(|s| s.is_ipv4()))
     };
     let needs_v6 = |r: &NetworkRequest| {
         r.ipv6
@@ -201,6 +203,7 @@ mod tests {
             seed: key.into(),
             pools: vec![],
             ipv6: false,
+            ipv4: true,
             owners,
         }
     }

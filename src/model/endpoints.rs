@@ -224,6 +224,7 @@ pub fn network_requests(project: &Project, replicas: &[Replica]) -> Vec<NetworkR
                 seed: format!("{}/{key}", project.name),
                 pools,
                 ipv6,
+                ipv4: net.ipv4_enabled(),
                 owners,
             }
         })

@@ -30,6 +30,10 @@ pub struct Context {
     pub host_nameservers: Vec<String>,
     /// Sockets bound on the host, which published ports must not collide with.
     pub listening: Vec<Listening>,
+    /// The kernel's ephemeral port range (None: Linux's default), for target-only ports.
+    pub port_range: Option<(u16, u16)>,
+    /// Host ports other projects were given for their target-only ports.
+    pub other_ports: Vec<(crate::spec::Protocol, u16)>,
 }
 
 /// A socket bound on the host: protocol, address and port.
@@ -51,7 +55,16 @@ pub struct Desired {
 pub fn build(project: &Project, ctx: &Context) -> Result<Desired, Vec<IpamError>> {
     let replicas = endpoints::replicas(project);
     let requests = endpoints::network_requests(project, &replicas);
-    let allocations = ipam::allocate(&requests, &ctx.previous, &ctx.taken, &ctx.pools)?;
+    let mut allocations = ipam::allocate(&requests, &ctx.previous, &ctx.taken, &ctx.pools)?;
+    let (ports, full) = ports::allocate(project, ctx);
+    if !full.is_empty() {
+        let (start, end) = ctx.port_range.unwrap_or(ipam::ports::DEFAULT_RANGE);
+        return Err(full
+            .into_iter()
+            .map(|key| IpamError::PortsExhausted { key, start, end })
+            .collect());
+    }
+    allocations.ports = ports;
     let eps = endpoints::endpoints(project, &replicas, &allocations);
     let index = endpoints::EndpointIndex::new(&eps);
     let networks = endpoints::network_resources(project, &allocations);
@@ -70,7 +83,7 @@ pub fn build(project: &Project, ctx: &Context) -> Result<Desired, Vec<IpamError>
             _ => None,
         })
         .collect();
-    let publish = ports::publications(project, &index, &bridges);
+    let publish = ports::publications(project, &index, &bridges, &allocations);
     let dispatch = tables::vip::Dispatch::new(vip_specs.iter().copied());
     let mut resources = tables::host::resources(&project.name, &bridges, &dispatch, &publish);
     resources.extend(tables::replica::resources(

@@ -1,12 +1,147 @@
-//! Published ports: each `ports:` entry with a host port becomes a publication balanced over
-//! the service's replicas, reached through the first non-internal bridge network of the
-//! service (in interface order).
+//! Published ports: each `ports:` entry becomes a publication balanced over the service's
+//! replicas, reached through the first non-internal bridge network of the service (in
+//! interface order). A target-only entry (`"80"`, `"8080-8081"`) gets one ephemeral host port
+//! per target port, picked by [`crate::ipam::ports`] and kept in the allocations.
 
 use super::endpoints::{Endpoint, EndpointIndex};
 use super::resource::{Bridge, Publish};
-use crate::spec::{NetworkMode, Project};
+use crate::ipam::ports::{BusyPorts, PortRequest};
+use crate::ipam::Allocations;
+use crate::spec::{NetworkMode, Port, PortRange, Project, Protocol, Service};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 
-pub fn publications(project: &Project, index: &EndpointIndex, bridges: &[&Bridge]) -> Vec<Publish> {
+/// Whether Docker would publish the service's ports: not in the host's namespace (where the
+/// ports are the host's own) and not only on internal networks.
+pub fn publishes(project: &Project, svc: &Service) -> bool {
+    let host = matches!(
+        svc.network_mode.as_ref().map(|m| &m.value),
+        Some(NetworkMode::Host)
+    );
+    !host && !internal_only(project, svc)
+}
+
+/// A service attached only to internal networks: Docker publishes none of its ports.
+pub fn internal_only(project: &Project, svc: &Service) -> bool {
+    !svc.networks.is_empty()
+        && svc
+            .networks
+            .keys()
+            .all(|k| project.networks.get(k).is_some_and(|n| n.internal))
+}
+
+/// The allocation key of one target port of a target-only entry.
+pub fn port_key(service: &str, p: &Port, target: u16) -> String {
+    match p.host_ip {
+        Some(ip) => format!("{service}/{ip}:{target}/{}", p.protocol),
+        None => format!("{service}/{target}/{}", p.protocol),
+    }
+}
+
+/// The target ports that need an ephemeral host port, in file order.
+pub fn requests(project: &Project) -> Vec<PortRequest> {
+    let mut out = Vec::new();
+    for (key, svc) in &project.services {
+        if !publishes(project, svc) {
+            continue;
+        }
+        for p in svc.ports.iter().filter(|p| p.published.is_none()) {
+            for target in p.target.start..=p.target.end {
+                out.push(PortRequest {
+                    key: port_key(key, p, target),
+                    protocol: p.protocol,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Ports an ephemeral one may not take: the host's sockets, the project's explicit ones and
+/// those given to other projects.
+pub fn busy(project: &Project, ctx: &super::Context) -> BusyPorts {
+    let mut busy = BusyPorts::default();
+    for l in &ctx.listening {
+        busy.insert(l.protocol, l.port);
+    }
+    for &(protocol, port) in &ctx.other_ports {
+        busy.insert(protocol, port);
+    }
+    for svc in project.services.values() {
+        for p in &svc.ports {
+            if let Some(r) = p.published {
+                for port in r.start..=r.end {
+                    busy.insert(p.protocol, port);
+                }
+            }
+        }
+    }
+    busy
+}
+
+/// One published port as `docker compose ps` and `port` show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub service: String,
+    pub host_ip: Option<IpAddr>,
+    pub host_port: u16,
+    pub target: u16,
+    pub protocol: Protocol,
+}
+
+impl std::fmt::Display for Published {
+    /// `0.0.0.0:8080->80/tcp`, `[::1]:8080->80/tcp`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let addr = std::net::SocketAddr::new(
+            self.host_ip
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+            self.host_port,
+        );
+        write!(f, "{addr}->{}/{}", self.target, self.protocol)
+    }
+}
+
+/// Every port a service publishes, one per target port, with the host port chosen for
+/// target-only entries (those not yet allocated are left out).
+pub fn published(project: &Project, alloc: &Allocations) -> Vec<Published> {
+    let mut out = Vec::new();
+    for (key, svc) in &project.services {
+        if !publishes(project, svc) {
+            continue;
+        }
+        for p in &svc.ports {
+            for (i, target) in (p.target.start..=p.target.end).enumerate() {
+                let host_port = match p.published {
+                    // A single host port for a range maps every target onto it (8080:80-81 is
+                    // refused by Docker); a range maps port for port.
+                    Some(r) if r.len() == 1 => Some(r.start),
+                    Some(r) => u16::try_from(i)
+                        .ok()
+                        .and_then(|i| r.start.checked_add(i))
+                        .filter(|h| *h <= r.end),
+                    None => alloc.ports.get(&port_key(key, p, target)).copied(),
+                };
+                if let Some(host_port) = host_port {
+                    out.push(Published {
+                        service: key.clone(),
+                        host_ip: p.host_ip,
+                        host_port,
+                        target,
+                        protocol: p.protocol,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn publications(
+    project: &Project,
+    index: &EndpointIndex,
+    bridges: &[&Bridge],
+    alloc: &Allocations,
+) -> Vec<Publish> {
     let mut out = Vec::new();
     let mut keys: Vec<&String> = project.services.keys().collect();
     keys.sort();
@@ -29,9 +164,6 @@ pub fn publications(project: &Project, index: &EndpointIndex, bridges: &[&Bridge
             continue;
         };
         for p in &svc.ports {
-            let Some(published) = p.published else {
-                continue;
-            };
             let v6 = p.host_ip.is_some_and(|ip| ip.is_ipv6());
             let backends = index
                 .service(key)
@@ -43,16 +175,46 @@ pub fn publications(project: &Project, index: &EndpointIndex, bridges: &[&Bridge
             if backends.is_empty() {
                 continue;
             }
-            out.push(Publish {
-                service: key.clone(),
-                protocol: p.protocol,
-                host_ip: p.host_ip,
-                published,
-                target: p.target,
-                backends,
-                bridge: bridge.name.clone(),
-            });
+            for (published, target) in pairs(key, p, alloc) {
+                out.push(Publish {
+                    service: key.clone(),
+                    protocol: p.protocol,
+                    host_ip: p.host_ip,
+                    published,
+                    target,
+                    backends: backends.clone(),
+                    bridge: bridge.name.clone(),
+                });
+            }
         }
     }
     out
+}
+
+/// (host, target) ranges of one entry: as written, or one pair per target port with its
+/// allocated host port.
+fn pairs(service: &str, p: &Port, alloc: &Allocations) -> Vec<(PortRange, PortRange)> {
+    if let Some(published) = p.published {
+        return vec![(published, p.target)];
+    }
+    let one = |port| PortRange {
+        start: port,
+        end: port,
+    };
+    (p.target.start..=p.target.end)
+        .filter_map(|t| {
+            let host = *alloc.ports.get(&port_key(service, p, t))?;
+            Some((one(host), one(t)))
+        })
+        .collect()
+}
+
+/// The allocated ports keyed for the state, the keys of requests left without one.
+pub fn allocate(project: &Project, ctx: &super::Context) -> (BTreeMap<String, u16>, Vec<String>) {
+    crate::ipam::ports::allocate(
+        &requests(project),
+        &ctx.previous.ports,
+        ctx.port_range.unwrap_or(crate::ipam::ports::DEFAULT_RANGE),
+        &busy(project, ctx),
+    )
 }

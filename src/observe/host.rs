@@ -1,7 +1,8 @@
 //! Host facts read from procfs and /etc, readable by any user: the routing table (so that no
-//! automatic subnet collides with a network the host reaches), the listening sockets and the
-//! upstream nameservers. A file that does not exist holds nothing (no IPv6, no resolv.conf);
-//! one that exists but cannot be read is a [`HostError`], never an empty answer.
+//! automatic subnet collides with a network the host reaches), the listening sockets, the
+//! ephemeral port range and the upstream nameservers. A file that does not exist holds nothing
+//! (no IPv6, no resolv.conf); one that exists but cannot be read is a [`HostError`], never an
+//! empty answer.
 
 use crate::model::Listening;
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
@@ -97,6 +98,20 @@ pub fn parse_resolv_conf(text: &str) -> Vec<String> {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect()
+}
+
+/// The kernel's range of ephemeral ports (/proc/sys/net/ipv4/ip_local_port_range), from which
+/// target-only published ports are picked; Linux's default when there is no such file.
+pub fn local_port_range() -> Result<(u16, u16), HostError> {
+    let text = read("/proc/sys/net/ipv4/ip_local_port_range")?;
+    Ok(parse_port_range(&text).unwrap_or(crate::ipam::ports::DEFAULT_RANGE))
+}
+
+/// `32768\t60999`.
+pub fn parse_port_range(text: &str) -> Option<(u16, u16)> {
+    let mut f = text.split_whitespace().map(str::parse::<u16>);
+    let (lo, hi) = (f.next()?.ok()?, f.next()?.ok()?);
+    (lo <= hi && lo > 0).then_some((lo, hi))
 }
 
 /// TCP sockets in LISTEN and bound UDP sockets of this namespace (/proc/net/{tcp,udp}{,6}).

@@ -147,7 +147,7 @@ fn against_file(
     opts: &LoadOptions,
     project: &ProjectName,
     path: &Path,
-    others: &[(IpNetwork, String)],
+    others: &Others,
     events: &dyn Events,
 ) -> Result<Base, ReconcileError> {
     let text = std::fs::read_to_string(path).map_err(|source| ReconcileError::Read {
@@ -190,13 +190,21 @@ fn saved_json(text: &str, name: String) -> Result<Base, ReconcileError> {
     }
 }
 
-/// Other projects' subnets, each with who uses it.
+/// What other projects hold: subnets (each with who uses it) and host ports picked for their
+/// target-only published ports.
+#[derive(Debug, Default)]
+pub(super) struct Others {
+    subnets: Vec<(IpNetwork, String)>,
+    ports: Vec<(crate::spec::Protocol, u16)>,
+}
+
+/// Other projects' subnets and ephemeral published ports.
 pub(super) fn others_taken(
     store: &dyn Store,
     project: &ProjectName,
     unreadable: Unreadable,
     events: &dyn Events,
-) -> Result<Vec<(IpNetwork, String)>, ReconcileError> {
+) -> Result<Others, ReconcileError> {
     let others = store.others(project);
     if !others.unreadable.is_empty() {
         match unreadable {
@@ -212,11 +220,22 @@ pub(super) fn others_taken(
             }
         }
     }
-    let mut taken = Vec::new();
+    let mut taken = Others::default();
     for other in &others.states {
+        for (key, port) in &other.allocations.ports {
+            // The key ends in `/tcp`, `/udp` or `/sctp` (model::ports::port_key).
+            let protocol = match key.rsplit('/').next() {
+                Some("tcp") => crate::spec::Protocol::Tcp,
+                Some("udp") => crate::spec::Protocol::Udp,
+                Some("sctp") => crate::spec::Protocol::Sctp,
+                // Not a key this version writes: nothing to keep clear of.
+                Some(_) | None => continue,
+            };
+            taken.ports.push((protocol, *port));
+        }
         for (key, a) in &other.allocations.networks {
             for s in &a.subnets {
-                taken.push((
+                taken.subnets.push((
                     *s,
                     format!("network `{key}` of project `{}`", other.project),
                 ));
@@ -230,7 +249,7 @@ pub(super) fn others_taken(
 pub(super) fn context(
     checked: &Checked,
     previous: &Allocations,
-    others: &[(IpNetwork, String)],
+    others: &Others,
 ) -> Result<Context, ReconcileError> {
     let project = &checked.project;
     let own_bridges: Vec<String> = project
@@ -248,14 +267,32 @@ pub(super) fn context(
             format!("a route of the host via {}", r.device),
         ));
     }
-    taken.entries.extend(others.iter().cloned());
+    taken.entries.extend(others.subnets.iter().cloned());
     Ok(Context {
         previous: previous.clone(),
         taken,
         pools: Default::default(),
         host_nameservers: crate::observe::host::nameservers()?,
         listening: crate::observe::host::listening()?,
+        port_range: Some(crate::observe::host::local_port_range()?),
+        other_ports: others.ports.clone(),
     })
+}
+
+/// Where the `ports:` entry of an allocation key was written.
+fn port_span(project: &crate::spec::Project, key: &str) -> crate::source::Span {
+    project
+        .services
+        .iter()
+        .flat_map(|(name, svc)| {
+            svc.ports.iter().filter_map(move |p| {
+                (p.target.start..=p.target.end)
+                    .any(|t| model::ports::port_key(name, p, t) == key)
+                    .then_some(p.span)
+            })
+        })
+        .next()
+        .unwrap_or_default()
 }
 
 /// Build the desired state; IPAM failures become diagnostics at the network's key.
@@ -274,24 +311,31 @@ pub(super) fn build(checked: &Checked, ctx: &Context) -> Result<Desired, Reconci
         let network = match &e {
             IpamError::PoolsExhausted { network, .. }
             | IpamError::Exhausted { network, .. }
-            | IpamError::Conflict { network, .. } => network.clone(),
+            | IpamError::Conflict { network, .. } => Some(network.clone()),
+            IpamError::PortsExhausted { .. } => None,
         };
-        let at = checked
-            .project
-            .networks
-            .get(&network)
-            .map(|n| {
-                n.ipam
-                    .config
-                    .first()
-                    .and_then(|c| c.subnet.as_ref())
-                    .map_or(n.key.span, |s| s.span)
-            })
-            .unwrap_or_default();
+        let at = match &e {
+            IpamError::PortsExhausted { key, .. } => port_span(&checked.project, key),
+            IpamError::PoolsExhausted { .. }
+            | IpamError::Exhausted { .. }
+            | IpamError::Conflict { .. } => network
+                .and_then(|network| checked.project.networks.get(&network))
+                .map(|n| {
+                    n.ipam
+                        .config
+                        .first()
+                        .and_then(|c| c.subnet.as_ref())
+                        .map_or(n.key.span, |s| s.span)
+                })
+                .unwrap_or_default(),
+        };
         let hint = match e {
             IpamError::Conflict { .. } => "choose a subnet nothing else on this machine uses",
             IpamError::PoolsExhausted { .. } | IpamError::Exhausted { .. } => {
                 "give the network a larger subnet"
+            }
+            IpamError::PortsExhausted { .. } => {
+                "give the port a host port (HOST:CONTAINER), or free some of the range"
             }
         };
         diags.push(ConfigError::Invalid {

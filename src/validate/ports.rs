@@ -2,7 +2,8 @@
 //! reachable only on internal networks publishes nothing (a warning, as Docker is silent).
 
 use crate::diag::{same_file, ConfigError, Diagnostics};
-use crate::spec::{Port, Project, Service};
+use crate::model::ports::internal_only;
+use crate::spec::{Port, Project};
 
 pub(super) fn check(project: &Project, diags: &mut Diagnostics) {
     let mut seen: Vec<&Port> = Vec::new();
@@ -30,15 +31,6 @@ pub(super) fn check(project: &Project, diags: &mut Diagnostics) {
             ));
         }
     }
-}
-
-/// A service attached only to internal networks: Docker publishes none of its ports.
-pub fn internal_only(project: &Project, svc: &Service) -> bool {
-    !svc.networks.is_empty()
-        && svc
-            .networks
-            .keys()
-            .all(|k| project.networks.get(k).is_some_and(|n| n.internal))
 }
 
 /// Two publications collide when protocol, host address (or a wildcard) and port ranges meet.

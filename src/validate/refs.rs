@@ -37,6 +37,9 @@ pub(super) fn check(project: &Project, diags: &mut Diagnostics) {
 }
 
 fn network_settings(net: &crate::spec::Network, diags: &mut Diagnostics) {
+    if !net.ipv4_enabled() {
+        ipv6_only(net, diags);
+    }
     for key in &net.local_settings {
         diags.push(ConfigError::ExternalWithSettings {
             network: net.key.value.clone(),
@@ -101,6 +104,38 @@ fn network_settings(net: &crate::spec::Network, diags: &mut Diagnostics) {
     }
 }
 
+/// `enable_ipv4: false`: the network needs IPv6 (Docker: "IPv4 or IPv6 must be enabled") and
+/// may not carry an IPv4 subnet.
+fn ipv6_only(net: &crate::spec::Network, diags: &mut Diagnostics) {
+    let v6_subnet = net
+        .ipam
+        .config
+        .iter()
+        .any(|c| c.subnet.as_ref().is_some_and(|s| s.value.is_ipv6()));
+    if !net.enable_ipv6.as_ref().is_some_and(|e| e.value) && !v6_subnet {
+        diags.push(ConfigError::Invalid {
+            message: format!(
+                "network `{}` has `enable_ipv4: false` but no IPv6: IPv4 or IPv6 must be enabled",
+                net.key.value
+            ),
+            hint: "add `enable_ipv6: true`, or drop `enable_ipv4: false`".into(),
+            at: net.key.span,
+        });
+    }
+    for subnet in net.ipam.config.iter().filter_map(|c| c.subnet.as_ref()) {
+        if subnet.value.is_ipv4() {
+            diags.push(ConfigError::Invalid {
+                message: format!(
+                    "network `{}` has `enable_ipv4: false` but an IPv4 subnet",
+                    net.key.value
+                ),
+                hint: "an IPv6-only network takes IPv6 subnets only".into(),
+                at: subnet.span,
+            });
+        }
+    }
+}
+
 fn driver_hint(driver: &str) -> String {
     match driver {
         "ipvlan" => {
@@ -129,6 +164,16 @@ fn attachments(project: &Project, svc: &Service, diags: &mut Diagnostics) {
             });
             continue;
         };
+        if let Some(v4) = att.ipv4_address.as_ref().filter(|_| !net.ipv4_enabled()) {
+            diags.push(ConfigError::Invalid {
+                message: format!(
+                    "service `{}` asks for an IPv4 address on network `{key}`, which has `enable_ipv4: false`",
+                    svc.key.value
+                ),
+                hint: "give an ipv6_address, or enable IPv4 on the network".into(),
+                at: v4.span,
+            });
+        }
         if let Some(v6) = &att.ipv6_address {
             if !net.enable_ipv6.as_ref().is_some_and(|e| e.value)
                 && !net
