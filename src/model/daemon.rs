@@ -236,10 +236,12 @@ pub fn build(
             }
             Spec::Vip(v) => {
                 if let Some(net) = networks.get_mut(&v.network) {
-                    push_unique(
-                        net.reverse.entry(v.address).or_default(),
-                        v.service.to_ascii_lowercase(),
-                    );
+                    for a in &v.addresses {
+                        push_unique(
+                            net.reverse.entry(*a).or_default(),
+                            v.service.to_ascii_lowercase(),
+                        );
+                    }
                 }
             }
             _ => {}

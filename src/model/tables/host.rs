@@ -34,7 +34,7 @@ pub fn resources(
         ));
     }
     let mut output = published;
-    output.extend(dispatch.rule());
+    output.extend(dispatch.rules());
     if !output.is_empty() {
         chains.push(Chain::base("output", "nat", "output", -100, output));
     }
