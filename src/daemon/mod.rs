@@ -1,5 +1,6 @@
 //! The project daemon: one background process per project that hosts the embedded resolver
-//! (127.0.0.11:53 in every replica namespace) and the replicas' `x-run` processes.
+//! (127.0.0.11:53 in every replica namespace), the replicas' `x-run` processes and the
+//! published ports relayed on [::1] ([`relay`]).
 //!
 //! Files, all under `/run/netcompose/<project>/` (a tmpfs: nothing of it survives a reboot,
 //! and neither do the namespaces it serves). The directories are 0700 and the files 0600,
@@ -28,6 +29,7 @@
 pub mod contain;
 pub mod logs;
 mod privileges;
+mod relay;
 pub mod resolver;
 pub mod runner;
 mod serve;

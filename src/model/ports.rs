@@ -1,6 +1,7 @@
-//! Published ports: each `ports:` entry with a host port becomes a publication balanced over
-//! the service's replicas, reached through the first non-internal bridge network of the
-//! service (in interface order).
+//! Published ports: each `ports:` entry with a host port becomes a publication per address
+//! family (both without a host address, as Docker publishes on 0.0.0.0 and ::; else the host
+//! address's), balanced over the service's replicas of that family, reached through the first
+//! non-internal bridge network of the service (in interface order).
 
 use super::endpoints::{Endpoint, EndpointIndex};
 use super::resource::{Bridge, Publish};
@@ -32,26 +33,33 @@ pub fn publications(project: &Project, index: &EndpointIndex, bridges: &[&Bridge
             let Some(published) = p.published else {
                 continue;
             };
-            let v6 = p.host_ip.is_some_and(|ip| ip.is_ipv6());
-            let backends = index
-                .service(key)
-                .iter()
-                .filter(|e| e.network == bridge.network)
-                .flat_map(|e| e.ips())
-                .filter(|ip| ip.is_ipv6() == v6)
-                .collect::<Vec<_>>();
-            if backends.is_empty() {
-                continue;
+            // Without a host address Docker publishes on both families (0.0.0.0 and ::);
+            // with one, on its family only.
+            let families = match p.host_ip {
+                Some(ip) => vec![ip.is_ipv6()],
+                None => vec![false, true],
+            };
+            for v6 in families {
+                let backends = index
+                    .service(key)
+                    .iter()
+                    .filter(|e| e.network == bridge.network)
+                    .flat_map(|e| e.ips())
+                    .filter(|ip| ip.is_ipv6() == v6)
+                    .collect::<Vec<_>>();
+                if backends.is_empty() {
+                    continue;
+                }
+                out.push(Publish {
+                    service: key.clone(),
+                    protocol: p.protocol,
+                    host_ip: p.host_ip,
+                    published,
+                    target: p.target,
+                    backends,
+                    bridge: bridge.name.clone(),
+                });
             }
-            out.push(Publish {
-                service: key.clone(),
-                protocol: p.protocol,
-                host_ip: p.host_ip,
-                published,
-                target: p.target,
-                backends,
-                bridge: bridge.name.clone(),
-            });
         }
     }
     out
