@@ -249,6 +249,21 @@ fn published_ports_answer_on_the_hosts_ipv6_addresses_and_loopback() {
     // 127.0.0.1 still works as before.
     let lines = p.probe(None, &["tcp", "127.0.0.1", "8080", "3"]);
     assert!(lines.iter().all(|l| l.starts_with("web-")), "{lines:?}");
+    // The daemon's own [::1] sockets are not "a process of the host" holding the port: `up`
+    // runs again, and scaling swaps the relay's backends in place.
+    p.rewrite(&DUAL.replace("replicas: 2", "replicas: 3"));
+    p.up();
+    let _third = Servers(vec![serve_ready(&p, "web", 3)]);
+    let lines = p.probe(None, &["tcp", "::1", "8080", "60"]);
+    let seen: std::collections::BTreeSet<&str> = lines
+        .iter()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        seen.len(),
+        3,
+        "[::1] must reach all three replicas: {lines:?}"
+    );
 }
 
 const POLICY: &str = "

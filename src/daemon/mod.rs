@@ -88,6 +88,15 @@ pub fn run_dir(project: &ProjectName) -> PathBuf {
 pub fn config_path(project: &ProjectName) -> PathBuf {
     run_dir(project).join("daemon.json")
 }
+/// The [::1] relays the project's daemon was last told to serve (none without a readable
+/// configuration): their sockets are the project's own, not the host's.
+pub fn relays(project: &ProjectName) -> Vec<crate::model::daemon::LoopbackRelay> {
+    std::fs::read(config_path(project))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<DaemonConfig>(&b).ok())
+        .map(|c| c.relays)
+        .unwrap_or_default()
+}
 pub fn pid_path(project: &ProjectName) -> PathBuf {
     run_dir(project).join("daemon.pid")
 }

@@ -10,7 +10,7 @@
 use super::endpoints::{endpoints, replicas, EndpointIndex};
 use super::ports::publications;
 use super::resource::{Bridge, Publish, Spec};
-use super::Desired;
+use super::{Desired, Listening};
 use crate::spec::{Project, Protocol};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv6Addr};
@@ -57,6 +57,17 @@ pub fn relays(project: &Project, desired: &Desired) -> Vec<LoopbackRelay> {
     out.sort_by_key(|r| (r.protocol, r.port));
     out.dedup_by_key(|r| (r.protocol, r.port));
     out
+}
+
+impl LoopbackRelay {
+    /// Whether a socket of the host is this relay's own (the daemon's, on [::1]).
+    pub fn holds(&self, l: &Listening) -> bool {
+        let protocol = match self.protocol {
+            RelayProtocol::Tcp => Protocol::Tcp,
+            RelayProtocol::Udp => Protocol::Udp,
+        };
+        l.addr == IpAddr::V6(Ipv6Addr::LOCALHOST) && l.protocol == protocol && l.port == self.port
+    }
 }
 
 fn covers_loopback6(p: &Publish) -> bool {
@@ -130,6 +141,20 @@ mod tests {
                 "{host_ip:?} → {backend}"
             );
         }
+    }
+
+    #[test]
+    fn a_relay_holds_only_its_own_loopback_socket() {
+        let r = &expand(&publish(None, "fd00::2", (8080, 8080)))[0];
+        let socket = |addr: &str, protocol, port| Listening {
+            protocol,
+            addr: addr.parse().unwrap(),
+            port,
+        };
+        assert!(r.holds(&socket("::1", Protocol::Tcp, 8080)));
+        assert!(!r.holds(&socket("::", Protocol::Tcp, 8080)));
+        assert!(!r.holds(&socket("::1", Protocol::Udp, 8080)));
+        assert!(!r.holds(&socket("::1", Protocol::Tcp, 8081)));
     }
 
     #[test]
