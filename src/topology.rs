@@ -8,6 +8,7 @@ use crate::model::{Desired, Spec};
 use crate::spec::{NetworkMode, Project};
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::net::IpAddr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GraphFormat {
@@ -80,7 +81,7 @@ fn collect(project: &Project, desired: &Desired, running: Option<&Running>) -> T
             Spec::Vip(v) => vips
                 .entry(v.service.as_str())
                 .or_default()
-                .push(v.address.to_string()),
+                .extend(v.addresses.iter().map(IpAddr::to_string)),
             Spec::Link(l) => {
                 let svc = r.address.replica().map_or("", |rep| rep.service.as_str());
                 let a = addrs.entry((svc, l.network.as_str())).or_default();

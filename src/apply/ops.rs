@@ -450,15 +450,21 @@ async fn update_link<M: Machine>(k: &Kernel<M>, a: &str, old: &Link, new: &Link)
 /// IPv6 turned back on for its interface by [`ipv6_on`].
 const IPV6_DEFAULT_OFF: (&str, &str) = ("net.ipv6.conf.default.disable_ipv6", "1");
 
-/// Turn IPv6 on for a link that has IPv6 addresses (before they are added).
+/// Turn IPv6 on for a link that has IPv6 addresses (before they are added), without duplicate
+/// address detection: IPAM made its addresses unique (they are also added with IFA_F_NODAD),
+/// and DAD would hold its link-local address tentative for a second after `up`, as Docker
+/// avoids by turning DAD off in containers.
 async fn ipv6_on<M: Machine>(k: &Kernel<M>, a: &str, l: &Link) -> Result<()> {
     if !l.addresses.iter().any(IpNetwork::is_ipv6) {
         return Ok(());
     }
-    let key = format!("net/ipv6/conf/{}/disable_ipv6", l.ifname);
-    k.write_sysctl(Some(&l.namespace), &key, "0")
-        .await
-        .map_err(kernel_err(a))
+    for (key, value) in [("accept_dad", "0"), ("disable_ipv6", "0")] {
+        let key = format!("net/ipv6/conf/{}/{key}", l.ifname);
+        k.write_sysctl(Some(&l.namespace), &key, value)
+            .await
+            .map_err(kernel_err(a))?;
+    }
+    Ok(())
 }
 
 async fn delete_link<M: Machine>(k: &Kernel<M>, a: &str, l: &Link) -> Result<()> {

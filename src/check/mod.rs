@@ -61,7 +61,9 @@ fn target(desired: &Desired, from: &str, shared: &[&str], to: &str) -> Option<Ip
         return host_address(desired, from, shared);
     }
     let vip = desired.resources.iter().find_map(|r| match &r.spec {
-        Spec::Vip(v) if v.service == to && shared.contains(&v.network.as_str()) => Some(v.address),
+        Spec::Vip(v) if v.service == to && shared.contains(&v.network.as_str()) => {
+            v.addresses.first().copied()
+        }
         _ => None,
     });
     let replica_on = |on_shared: bool| {

@@ -9,6 +9,7 @@ use crate::model::{Resource, Spec};
 use crate::project_name::ProjectName;
 use miette::IntoDiagnostic;
 use serde::Serialize;
+use std::net::IpAddr;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
@@ -64,7 +65,9 @@ struct InterfaceView {
 struct VipView {
     service: String,
     network: String,
+    /// The first of `addresses` (IPv4 on a dual-stack network), as before IPv6 VIPs.
     address: String,
+    addresses: Vec<String>,
     backends: Vec<String>,
 }
 
@@ -165,7 +168,12 @@ fn view(
             Spec::Vip(v) => Some(VipView {
                 service: v.service.clone(),
                 network: v.network.clone(),
-                address: v.address.to_string(),
+                address: v
+                    .addresses
+                    .first()
+                    .map(IpAddr::to_string)
+                    .unwrap_or_default(),
+                addresses: v.addresses.iter().map(IpAddr::to_string).collect(),
                 backends: v.backends.iter().map(|b| b.to_string()).collect(),
             }),
             _ => None,
@@ -259,7 +267,7 @@ fn table(ps: &Ps) -> String {
             "VIP {} on {}: {} → {}\n",
             v.service,
             v.network,
-            v.address,
+            v.addresses.join(", "),
             v.backends.join(", ")
         ));
     }

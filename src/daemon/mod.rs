@@ -1,5 +1,6 @@
 //! The project daemon: one background process per project that hosts the embedded resolver
-//! (127.0.0.11:53 in every replica namespace) and the replicas' `x-run` processes.
+//! (127.0.0.11:53 in every replica namespace), the replicas' `x-run` processes and the
+//! published ports relayed on [::1] ([`relay`]).
 //!
 //! Files, all under `/run/netcompose/<project>/` (a tmpfs: nothing of it survives a reboot,
 //! and neither do the namespaces it serves). The directories are 0700 and the files 0600,
@@ -30,6 +31,7 @@ mod init;
 pub mod logs;
 mod privileges;
 pub mod processes;
+mod relay;
 pub mod resolver;
 pub mod runner;
 mod serve;
@@ -87,6 +89,15 @@ pub fn run_dir(project: &ProjectName) -> PathBuf {
 }
 pub fn config_path(project: &ProjectName) -> PathBuf {
     run_dir(project).join("daemon.json")
+}
+/// The [::1] relays the project's daemon was last told to serve (none without a readable
+/// configuration): their sockets are the project's own, not the host's.
+pub fn relays(project: &ProjectName) -> Vec<crate::model::daemon::LoopbackRelay> {
+    std::fs::read(config_path(project))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<DaemonConfig>(&b).ok())
+        .map(|c| c.relays)
+        .unwrap_or_default()
 }
 pub fn pid_path(project: &ProjectName) -> PathBuf {
     run_dir(project).join("daemon.pid")

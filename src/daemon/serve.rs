@@ -3,7 +3,7 @@
 //! the control socket until told to stop.
 
 use super::{
-    config_path, contain, logs, pid_path, resolver, run_log_path, runner, socket_path,
+    config_path, contain, logs, pid_path, relay, resolver, run_log_path, runner, socket_path,
     write_atomic, DaemonConfig, DaemonError, Reply, Request,
 };
 use crate::project_name::ProjectName;
@@ -89,6 +89,7 @@ struct Daemon {
     project: ProjectName,
     resolver: resolver::server::Resolver,
     runner: runner::Runner,
+    relays: relay::Relays,
     generation: u64,
     last_errors: Vec<String>,
     /// Why x-run processes are not in cgroups, if they are not.
@@ -121,6 +122,7 @@ impl Daemon {
         if release {
             errors.extend(self.runner.release_all());
         }
+        errors.extend(self.relays.apply(&cfg).await);
         if !cfg.processes.is_empty() {
             errors.extend(self.uncontained.clone());
         }
@@ -215,6 +217,7 @@ async fn main_loop(
         project: project.clone(),
         resolver: resolver::server::Resolver::new(),
         runner: runner::Runner::new(log, tx, x_run),
+        relays: relay::Relays::default(),
         generation: 0,
         last_errors: Vec::new(),
         uncontained,

@@ -20,6 +20,7 @@ pub enum Match {
     Saddr(IpNetwork),
     NotSaddr(IpNetwork),
     Daddr(IpNetwork),
+    NotDaddr(IpNetwork),
     /// Source address in a set of networks.
     SaddrIn(Vec<IpNetwork>),
     /// Destination address in a set of networks.
@@ -49,7 +50,8 @@ pub enum Verdict {
         backends: Vec<IpAddr>,
         port: Option<u16>,
     },
-    /// `ip daddr vmap { VIP : goto CHAIN, ... }`: one lookup dispatches every VIP.
+    /// `ip daddr vmap { VIP : goto CHAIN, ... }` (`ip6` for IPv6 VIPs): one lookup dispatches
+    /// every VIP of a family. The entries are all of one family.
     VipMap(Vec<(IpAddr, String)>),
 }
 
@@ -128,6 +130,9 @@ impl RuleBuilder {
     pub fn daddr(self, n: IpNetwork) -> Self {
         self.with(Match::Daddr(n))
     }
+    pub fn not_daddr(self, n: IpNetwork) -> Self {
+        self.with(Match::NotDaddr(n))
+    }
     pub fn saddr_in(self, n: Vec<IpNetwork>) -> Self {
         self.with(Match::SaddrIn(n))
     }
@@ -179,6 +184,14 @@ fn family(n: &IpNetwork) -> &'static str {
     }
 }
 
+/// The family of a VIP map, from its entries (all of one family).
+fn vmap_family(entries: &[(IpAddr, String)]) -> &'static str {
+    match entries.first() {
+        Some((IpAddr::V6(_), _)) => "ip6",
+        Some((IpAddr::V4(_), _)) | None => "ip",
+    }
+}
+
 fn set_text<T: fmt::Display>(items: &[T]) -> String {
     let inner: Vec<String> = items.iter().map(|i| i.to_string()).collect();
     format!("{{ {} }}", inner.join(", "))
@@ -194,6 +207,7 @@ impl fmt::Display for Match {
             Match::Saddr(n) => write!(f, "{} saddr {n}", family(n)),
             Match::NotSaddr(n) => write!(f, "{} saddr != {n}", family(n)),
             Match::Daddr(n) => write!(f, "{} daddr {n}", family(n)),
+            Match::NotDaddr(n) => write!(f, "{} daddr != {n}", family(n)),
             Match::SaddrIn(s) => write!(
                 f,
                 "{} saddr {}",
@@ -250,7 +264,12 @@ impl fmt::Display for Verdict {
                     .iter()
                     .map(|(ip, c)| format!("{ip} : goto {c}"))
                     .collect();
-                write!(f, "ip daddr vmap {{ {} }}", map.join(", "))
+                write!(
+                    f,
+                    "{} daddr vmap {{ {} }}",
+                    vmap_family(entries),
+                    map.join(", ")
+                )
             }
         }
     }
@@ -291,6 +310,7 @@ impl Match {
             Match::Saddr(n) => cmp("==", addr(family(n), "saddr"), prefix(n)),
             Match::NotSaddr(n) => cmp("!=", addr(family(n), "saddr"), prefix(n)),
             Match::Daddr(n) => cmp("==", addr(family(n), "daddr"), prefix(n)),
+            Match::NotDaddr(n) => cmp("!=", addr(family(n), "daddr"), prefix(n)),
             Match::SaddrIn(s) => cmp("==", addr(s.first().map_or("ip", family), "saddr"), set(s)),
             Match::DaddrIn(s) => cmp("==", addr(s.first().map_or("ip", family), "daddr"), set(s)),
             Match::L4proto(p) => cmp("==", meta("l4proto"), json!(p)),
@@ -347,7 +367,7 @@ impl Verdict {
                     .iter()
                     .map(|(ip, c)| json!([ip.to_string(), {"goto": {"target": c}}]))
                     .collect();
-                json!({"vmap": {"key": {"payload": {"protocol": "ip", "field": "daddr"}}, "data": {"set": data}}})
+                json!({"vmap": {"key": {"payload": {"protocol": vmap_family(entries), "field": "daddr"}}, "data": {"set": data}}})
             }
         }
     }

@@ -4,9 +4,12 @@
 //! The resolver's records are the model's `dns.<network>` zones (so `plan` shows exactly what
 //! the resolver will answer); this file adds what the daemon needs on top: which networks each
 //! namespace is attached to (in interface order), where each namespace forwards the names the
-//! project does not know, the reverse (PTR) map, and the `x-run` processes.
+//! project does not know, the reverse (PTR) map, the `x-run` processes and the published ports
+//! relayed on [::1].
 
 use crate::model::endpoints::{replicas, Stack};
+use crate::model::relay::relays;
+pub use crate::model::relay::{LoopbackRelay, RelayProtocol};
 use crate::model::{Desired, Spec};
 use crate::project_name::ProjectName;
 use crate::spec::{Ids, Project};
@@ -32,6 +35,9 @@ pub struct DaemonConfig {
     /// Every namespace the resolver listens in, by name.
     pub namespaces: BTreeMap<String, NamespaceView>,
     pub processes: Vec<Process>,
+    /// Published ports the daemon serves on [::1] ([`super::relay`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relays: Vec<LoopbackRelay>,
 }
 
 /// The names of one network, as the resolver answers them to replicas attached to it.
@@ -167,12 +173,13 @@ impl DaemonConfig {
             networks: BTreeMap::new(),
             namespaces: BTreeMap::new(),
             processes: Vec::new(),
+            relays: Vec::new(),
         }
     }
 
     /// Whether there is anything for a daemon to do.
     pub fn is_empty(&self) -> bool {
-        self.namespaces.is_empty() && self.processes.is_empty()
+        self.namespaces.is_empty() && self.processes.is_empty() && self.relays.is_empty()
     }
 }
 
@@ -245,10 +252,12 @@ pub fn build(
             }
             Spec::Vip(v) => {
                 if let Some(net) = networks.get_mut(&v.network) {
-                    push_unique(
-                        net.reverse.entry(v.address).or_default(),
-                        v.service.to_ascii_lowercase(),
-                    );
+                    for a in &v.addresses {
+                        push_unique(
+                            net.reverse.entry(*a).or_default(),
+                            v.service.to_ascii_lowercase(),
+                        );
+                    }
                 }
             }
             _ => {}
@@ -336,6 +345,7 @@ pub fn build(
         networks,
         namespaces,
         processes,
+        relays: relays(project, desired),
     }
 }
 

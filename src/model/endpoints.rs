@@ -514,11 +514,11 @@ pub fn vip_resources(
         .filter(|(_, s)| s.network_mode.is_none() && vip_mode(s))
     {
         for net in svc.networks.keys() {
-            let Some(vip) = alloc
+            let Some(addresses) = alloc
                 .networks
                 .get(net)
                 .and_then(|a| a.addresses.get(&format!("{key}.vip")))
-                .and_then(|v| v.first())
+                .filter(|v| !v.is_empty())
             else {
                 continue;
             };
@@ -526,14 +526,14 @@ pub fn vip_resources(
                 .service(key)
                 .iter()
                 .filter(|e| &e.network == net)
-                .flat_map(|e| e.ips().filter(|ip| ip.is_ipv4() == vip.is_ipv4()))
+                .flat_map(|e| e.ips())
                 .collect();
             out.push(Resource {
                 address: ResourceId::vip(key, net),
                 spec: Spec::Vip(r::Vip {
                     service: key.clone(),
                     network: net.clone(),
-                    address: *vip,
+                    addresses: addresses.clone(),
                     backends,
                 }),
                 depends_on: vec![ResourceId::network(net)],

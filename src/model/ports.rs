@@ -1,7 +1,9 @@
-//! Published ports: each `ports:` entry becomes a publication balanced over the service's
-//! replicas, reached through the first non-internal bridge network of the service (in
-//! interface order). A target-only entry (`"80"`, `"8080-8081"`) gets one ephemeral host port
-//! per target port, picked by [`crate::ipam::ports`] and kept in the allocations.
+//! Published ports: each `ports:` entry becomes a publication per address family (both
+//! without a host address, as Docker publishes on 0.0.0.0 and ::; else the host address's),
+//! balanced over the service's replicas of that family, reached through the first
+//! non-internal bridge network of the service (in interface order). A target-only entry
+//! (`"80"`, `"8080-8081"`) gets one ephemeral host port per target port, picked by
+//! [`crate::ipam::ports`] and kept in the allocations.
 
 use super::endpoints::{Endpoint, EndpointIndex};
 use super::resource::{Bridge, Publish};
@@ -164,27 +166,34 @@ pub fn publications(
             continue;
         };
         for p in &svc.ports {
-            let v6 = p.host_ip.is_some_and(|ip| ip.is_ipv6());
-            let backends = index
-                .service(key)
-                .iter()
-                .filter(|e| e.network == bridge.network)
-                .flat_map(|e| e.ips())
-                .filter(|ip| ip.is_ipv6() == v6)
-                .collect::<Vec<_>>();
-            if backends.is_empty() {
-                continue;
-            }
-            for (published, target) in pairs(key, p, alloc) {
-                out.push(Publish {
-                    service: key.clone(),
-                    protocol: p.protocol,
-                    host_ip: p.host_ip,
-                    published,
-                    target,
-                    backends: backends.clone(),
-                    bridge: bridge.name.clone(),
-                });
+            // Without a host address Docker publishes on both families (0.0.0.0 and ::);
+            // with one, on its family only.
+            let families = match p.host_ip {
+                Some(ip) => vec![ip.is_ipv6()],
+                None => vec![false, true],
+            };
+            for v6 in families {
+                let backends = index
+                    .service(key)
+                    .iter()
+                    .filter(|e| e.network == bridge.network)
+                    .flat_map(|e| e.ips())
+                    .filter(|ip| ip.is_ipv6() == v6)
+                    .collect::<Vec<_>>();
+                if backends.is_empty() {
+                    continue;
+                }
+                for (published, target) in pairs(key, p, alloc) {
+                    out.push(Publish {
+                        service: key.clone(),
+                        protocol: p.protocol,
+                        host_ip: p.host_ip,
+                        published,
+                        target,
+                        backends: backends.clone(),
+                        bridge: bridge.name.clone(),
+                    });
+                }
             }
         }
     }

@@ -251,13 +251,46 @@ pub struct NetnsFiles {
     pub resolv_conf: Vec<String>,
 }
 
-/// A service's virtual IP on one network, balanced over its replicas.
+/// A service's virtual IP on one network, balanced over its replicas: one address per family
+/// of the network (IPv4 first), each balanced over the replicas' addresses of its family.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Vip {
     pub service: String,
     pub network: String,
-    pub address: IpAddr,
+    /// `address` (one IPv4 VIP) in states written before IPv6 VIPs existed.
+    #[serde(alias = "address", deserialize_with = "one_or_more")]
+    pub addresses: Vec<IpAddr>,
+    /// The replicas' addresses on the network, of every family.
     pub backends: Vec<IpAddr>,
+}
+
+impl Vip {
+    /// Each address of the VIP with the backends of its family.
+    pub fn families(&self) -> impl Iterator<Item = (IpAddr, Vec<IpAddr>)> + '_ {
+        self.addresses.iter().map(|a| {
+            let same: Vec<IpAddr> = self
+                .backends
+                .iter()
+                .filter(|b| b.is_ipv4() == a.is_ipv4())
+                .copied()
+                .collect();
+            (*a, same)
+        })
+    }
+}
+
+/// An address list that may also be written as one address.
+fn one_or_more<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMore {
+        One(IpAddr),
+        More(Vec<IpAddr>),
+    }
+    Ok(match OneOrMore::deserialize(d)? {
+        OneOrMore::One(a) => vec![a],
+        OneOrMore::More(v) => v,
+    })
 }
 
 /// The names the embedded resolver answers on one network.
@@ -301,4 +334,20 @@ pub struct Publish {
     pub backends: Vec<IpAddr>,
     /// The bridge the backends are reached through.
     pub bridge: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vip_recorded_with_one_address_still_reads() {
+        let old: Vip = serde_json::from_str(
+            r#"{"service": "web", "network": "front", "address": "10.0.0.9", "backends": ["10.0.0.2"]}"#,
+        )
+        .unwrap();
+        assert_eq!(old.addresses, vec!["10.0.0.9".parse::<IpAddr>().unwrap()]);
+        let new = serde_json::to_value(&old).unwrap();
+        assert_eq!(new["addresses"], serde_json::json!(["10.0.0.9"]));
+    }
 }

@@ -273,7 +273,7 @@ pub(super) fn context(
         taken,
         pools: Default::default(),
         host_nameservers: crate::observe::host::nameservers()?,
-        listening: crate::observe::host::listening()?,
+        listening: host_listening(project)?,
         port_range: Some(crate::observe::host::local_port_range()?),
         other_ports: others.ports.clone(),
     })
@@ -293,6 +293,18 @@ fn port_span(project: &crate::spec::Project, key: &str) -> crate::source::Span {
         })
         .next()
         .unwrap_or_default()
+}
+
+/// The host's listening sockets, without those of the project's own daemon on [::1] (its
+/// relays of published ports): they would otherwise collide with the ports they relay.
+fn host_listening(project: &crate::spec::Project) -> Result<Vec<model::Listening>, ReconcileError> {
+    let relays = ProjectName::new(project.name.clone())
+        .map(|name| crate::daemon::relays(&name))
+        .unwrap_or_default();
+    Ok(crate::observe::host::listening()?
+        .into_iter()
+        .filter(|l| !relays.iter().any(|r| r.holds(l)))
+        .collect())
 }
 
 /// Build the desired state; IPAM failures become diagnostics at the network's key.

@@ -244,16 +244,26 @@ fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
+/// The message that adds or deletes `addr`. An IPv6 address is added without duplicate
+/// address detection (IFA_F_NODAD, as `ip addr add ... nodad`): IPAM already made it unique
+/// on its network, and with DAD the address would stay tentative for a second or two after
+/// `up`, dropping every IPv6 packet meanwhile. Docker turns DAD off in containers likewise.
 fn address_message(index: u32, addr: IpNetwork) -> AddressMessage {
     match addr {
         IpNetwork::V4(n) => AddressMessageBuilder::<Ipv4Addr>::new()
             .index(index)
             .address(n.ip(), n.prefix())
             .build(),
-        IpNetwork::V6(n) => AddressMessageBuilder::<Ipv6Addr>::new()
-            .index(index)
-            .address(n.ip(), n.prefix())
-            .build(),
+        IpNetwork::V6(n) => {
+            let mut msg = AddressMessageBuilder::<Ipv6Addr>::new()
+                .index(index)
+                .address(n.ip(), n.prefix())
+                .build();
+            msg.header.flags |= AddressHeaderFlags::Nodad;
+            msg.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            msg
+        }
     }
 }
 

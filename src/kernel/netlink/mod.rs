@@ -18,7 +18,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use futures::StreamExt;
 use ipnetwork::IpNetwork;
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
+};
 use netlink_packet_route::link::{
     InfoBridgePort, InfoData, InfoKind, InfoMacVlan, InfoPortData, InfoVeth, InfoVxlan,
     LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,

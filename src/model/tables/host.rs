@@ -5,9 +5,10 @@
 
 use super::vip::{vip_chains, Dispatch};
 use crate::firewall::host_table;
-use crate::firewall::rule::{rule, Chain, Rule, Verdict};
+use crate::firewall::rule::{rule, Chain, Rule, RuleBuilder, Verdict};
 use crate::model::resource::{Bridge, Firewall, Publish, Resource, ResourceId, Spec};
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv6Addr};
 
 pub fn resources(
     project: &str,
@@ -34,7 +35,7 @@ pub fn resources(
         ));
     }
     let mut output = published;
-    output.extend(dispatch.rule());
+    output.extend(dispatch.rules());
     if !output.is_empty() {
         chains.push(Chain::base("output", "nat", "output", -100, output));
     }
@@ -43,6 +44,16 @@ pub fn resources(
     if bridges.iter().any(|b| b.masquerade) {
         // Masqueraded networks need the host to route; Docker turns on the same switch.
         sysctls.insert("net.ipv4.ip_forward".to_string(), "1".to_string());
+    }
+    let routes_v6 = |b: &&&Bridge| b.subnets.iter().any(|s| s.is_ipv6());
+    if bridges
+        .iter()
+        .filter(routes_v6)
+        .any(|b| b.masquerade || publish.iter().any(|p| p.bridge == b.name))
+    {
+        // The same for IPv6 (out of the network, and into it from published ports), as Docker
+        // sets it for its IPv6 networks.
+        sysctls.insert("net.ipv6.conf.all.forwarding".to_string(), "1".to_string());
     }
     for b in bridges
         .iter()
@@ -110,7 +121,15 @@ fn postrouting(bridges: &[&Bridge], publish: &[Publish]) -> Chain {
         if let Some(lo) = LOOPBACK {
             rules.push(rule().saddr(lo.into()).oif(&b.name).masquerade());
         }
-        for s in b.subnets.iter().filter(|s| s.is_ipv4()) {
+        let published_family = |s: &&ipnetwork::IpNetwork| {
+            publish.iter().any(|p| {
+                p.bridge == b.name
+                    && p.backends
+                        .first()
+                        .is_some_and(|ip| ip.is_ipv4() == s.is_ipv4())
+            })
+        };
+        for s in b.subnets.iter().filter(published_family) {
             rules.push(rule().saddr(*s).oif(&b.name).dnat_ed().masquerade());
         }
     }
@@ -121,14 +140,28 @@ fn postrouting(bridges: &[&Bridge], publish: &[Publish]) -> Chain {
 const LOOPBACK: Option<ipnetwork::Ipv4Network> =
     ipnetwork::Ipv4Network::new_checked(std::net::Ipv4Addr::new(127, 0, 0, 0), 8);
 
+/// What a publication's packets are addressed to: its host address, else any local address
+/// of its family. An IPv6 publication leaves out ::1: a DNATed packet from ::1 cannot leave
+/// the host (IPv6 has no route_localnet), so the daemon relays [::1] instead
+/// ([`crate::model::relay`]).
+fn publish_match(p: &Publish) -> RuleBuilder {
+    let base = match p.host_ip.filter(|i| !i.is_unspecified()) {
+        Some(ip) => rule().daddr(ipnetwork::IpNetwork::from(ip)),
+        None if p.backends.first().is_some_and(IpAddr::is_ipv6) => {
+            rule().not_daddr(ipnetwork::IpNetwork::from(IpAddr::V6(Ipv6Addr::LOCALHOST)))
+        }
+        None => rule(),
+    };
+    base.local_daddr()
+}
+
 /// One publication: traffic to a local address on the host port goes to a random replica.
 fn publish_rules(p: &Publish) -> Vec<Rule> {
-    let proto = p.protocol.to_string();
-    let mut base = rule();
-    if let Some(ip) = p.host_ip.filter(|i| !i.is_unspecified()) {
-        base = base.daddr(ipnetwork::IpNetwork::from(ip));
+    if p.host_ip.is_some_and(|ip| ip.is_loopback() && ip.is_ipv6()) {
+        return Vec::new();
     }
-    let base = base.local_daddr();
+    let proto = p.protocol.to_string();
+    let base = publish_match(p);
     // Same numbers on both sides: one rule for the whole range, the port kept.
     if p.published == p.target {
         return vec![base.dport(&proto, p.published.start, p.published.end).then(
@@ -146,12 +179,7 @@ fn publish_rules(p: &Publish) -> Vec<Rule> {
             } else {
                 p.target.start + i as u16
             };
-            let mut r = rule();
-            r = match p.host_ip.filter(|i| !i.is_unspecified()) {
-                Some(ip) => r.daddr(ipnetwork::IpNetwork::from(ip)),
-                None => r,
-            };
-            r.local_daddr()
+            publish_match(p)
                 .dport(&proto, host_port, host_port)
                 .then(Verdict::DnatRandom {
                     backends: p.backends.clone(),
@@ -159,4 +187,54 @@ fn publish_rules(p: &Publish) -> Vec<Rule> {
                 })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{PortRange, Protocol};
+
+    fn publish(host_ip: Option<&str>, backend: &str) -> Publish {
+        Publish {
+            service: "web".into(),
+            protocol: Protocol::Tcp,
+            host_ip: host_ip.map(|i| i.parse().unwrap()),
+            published: PortRange {
+                start: 8080,
+                end: 8080,
+            },
+            target: PortRange { start: 80, end: 80 },
+            backends: vec![backend.parse().unwrap()],
+            bridge: "br".into(),
+        }
+    }
+
+    fn text(p: &Publish) -> Vec<String> {
+        publish_rules(p).iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn ipv6_publications_leave_loopback_to_the_relay() {
+        assert_eq!(
+            text(&publish(None, "fd00::2")),
+            vec!["ip6 daddr != ::1/128 fib daddr type local meta l4proto tcp th dport 8080 dnat ip6 to numgen random mod 1 map { 0 : fd00::2 } : 80"]
+        );
+        assert_eq!(
+            text(&publish(Some("::"), "fd00::2")),
+            text(&publish(None, "fd00::2"))
+        );
+        assert!(text(&publish(Some("::1"), "fd00::2")).is_empty());
+        assert_eq!(
+            text(&publish(Some("fd00:1::5"), "fd00::2")),
+            vec!["ip6 daddr fd00:1::5/128 fib daddr type local meta l4proto tcp th dport 8080 dnat ip6 to numgen random mod 1 map { 0 : fd00::2 } : 80"]
+        );
+    }
+
+    #[test]
+    fn ipv4_publications_read_as_before() {
+        assert_eq!(
+            text(&publish(None, "10.0.0.2")),
+            vec!["fib daddr type local meta l4proto tcp th dport 8080 dnat ip to numgen random mod 1 map { 0 : 10.0.0.2 } : 80"]
+        );
+    }
 }

@@ -15,6 +15,7 @@ use crate::spec::{Peer, PolicyEntry, Project, Rules, Spanned};
 use ipnetwork::IpNetwork;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 
 /// The name of the table inside every replica namespace.
 pub const REPLICA_TABLE: &str = "netcompose";
@@ -38,8 +39,9 @@ pub fn expand(fw: &Firewall, vips: &VipIndex) -> Vec<Chain> {
             .flat_map(|n| vips.get(n.as_str()).into_iter().flatten().copied()),
     );
     let mut chains = Vec::new();
-    if let Some(r) = dispatch.rule() {
-        chains.push(Chain::base("vip", "nat", "output", -100, vec![r]));
+    let dispatch_rules = dispatch.rules();
+    if !dispatch_rules.is_empty() {
+        chains.push(Chain::base("vip", "nat", "output", -100, dispatch_rules));
         chains.extend(vip_chains(&dispatch));
     }
     chains.extend(fw.chains.iter().cloned());
@@ -50,7 +52,13 @@ pub fn expand(fw: &Firewall, vips: &VipIndex) -> Vec<Chain> {
 fn network_digest(network: &str, vips: &VipIndex) -> String {
     let mut h = Sha256::new();
     for v in vips.get(network).into_iter().flatten() {
-        h.update(format!("{} {} {:?}\n", v.service, v.address, v.backends));
+        let addresses: Vec<String> = v.addresses.iter().map(IpAddr::to_string).collect();
+        h.update(format!(
+            "{} {} {:?}\n",
+            v.service,
+            addresses.join(","),
+            v.backends
+        ));
     }
     h.finalize()
         .iter()
@@ -224,7 +232,7 @@ fn entry(
                 v.extend(
                     vips.iter()
                         .filter(|x| &x.service == s)
-                        .map(|x| IpNetwork::from(x.address)),
+                        .flat_map(|x| x.addresses.iter().map(|a| IpNetwork::from(*a))),
                 );
             }
             v
