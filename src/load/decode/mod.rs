@@ -4,6 +4,7 @@
 
 mod exec;
 mod ext;
+mod health;
 mod network;
 mod ports;
 mod service;
@@ -16,6 +17,7 @@ use ipnetwork::IpNetwork;
 use std::net::IpAddr;
 
 pub use exec::{capability, resolve_exec, resolve_user, UserError};
+pub use health::parse_duration;
 pub use ports::parse_short_port;
 
 /// Decode a merged, interpolated tree.
