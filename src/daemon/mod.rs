@@ -26,7 +26,9 @@
 //! after the processes it left behind are killed.
 
 pub mod contain;
+pub mod health;
 pub mod logs;
+mod order;
 mod privileges;
 pub mod resolver;
 pub mod runner;
