@@ -36,6 +36,10 @@ struct ReplicaView {
     mode: String,
     namespace: Option<String>,
     running: bool,
+    /// The health of its x-run process (`starting`, `healthy`, `unhealthy`), when it has a
+    /// healthcheck and runs; live only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health: Option<&'static str>,
     interfaces: Vec<InterfaceView>,
 }
 
@@ -65,6 +69,17 @@ pub fn run(global: &Global, args: &PsArgs) -> miette::Result<ExitCode> {
     let source = if live { "live" } else { "state" };
     let mut view = view(project, &resources, source);
     view.daemon = is_root().then(|| super::daemon::view(&name));
+    if let Some(d) = &view.daemon {
+        for r in &mut view.replicas {
+            let name = format!("{}-{}", r.service, r.replica);
+            r.health = d
+                .processes
+                .iter()
+                .find(|p| p.name == name)
+                .and_then(|p| p.health.as_ref())
+                .map(|h| h.status.as_str());
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&view).into_diagnostic()?);
     } else {
@@ -114,6 +129,7 @@ fn view(project: &crate::spec::Project, resources: &[Resource], source: &'static
                 mode,
                 namespace: rep.netns,
                 running: is_running,
+                health: None,
                 interfaces,
             }
         })
@@ -153,18 +169,17 @@ fn table(ps: &Ps) -> String {
     .map(String::from)
     .to_vec()];
     for r in &ps.replicas {
-        let state = if r.running { "up" } else { "down" };
+        let state = match (r.running, r.health) {
+            (true, Some(h)) => format!("up ({h})"),
+            (true, None) => "up".into(),
+            (false, _) => "down".into(),
+        };
         let ns = match r.mode.as_str() {
             "own" => r.namespace.clone().unwrap_or_default(),
             "host" => "(host)".into(),
             other => other.to_string(),
         };
-        let first = [
-            r.service.clone(),
-            r.replica.to_string(),
-            ns,
-            state.to_string(),
-        ];
+        let first = [r.service.clone(), r.replica.to_string(), ns, state];
         if r.interfaces.is_empty() {
             rows.push(
                 first

@@ -30,6 +30,7 @@ pub mod health;
 pub mod logs;
 mod order;
 mod privileges;
+pub mod ready;
 pub mod resolver;
 pub mod runner;
 mod serve;

@@ -126,8 +126,8 @@ struct Proc {
     leaf: Option<Cgroup>,
     /// Whether the current run was sent SIGTERM (its group then gets the grace period too).
     terminated: Arc<AtomicBool>,
-    /// Whether the last run exited with status 0.
-    succeeded: bool,
+    /// The exit status of the last run (None: not exited, or killed by a signal).
+    exit_code: Option<i32>,
     /// The health of the current run, when it has a healthcheck.
     health: Option<Tracker>,
     /// Numbers the runs, so that a probe of an earlier run is ignored.
@@ -150,6 +150,9 @@ pub struct ProcStatus {
     /// While running, when it has a healthcheck.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthStatus>,
+    /// Once exited by itself: its exit status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
 }
 
 pub struct Runner {
@@ -224,7 +227,7 @@ impl Runner {
                             removed: false,
                             leaf: None,
                             terminated: Arc::default(),
-                            succeeded: false,
+                            exit_code: None,
                             health: None,
                             run_token: 0,
                         },
@@ -433,7 +436,7 @@ impl Runner {
                 p.terminated = Arc::default();
                 let terminated = p.terminated.clone();
                 p.started = Instant::now();
-                p.succeeded = false;
+                p.exit_code = None;
                 p.run_token += 1;
                 p.health = p
                     .def
@@ -614,7 +617,7 @@ impl Runner {
             }
             State::Running { pid: q } if q == pid => {
                 let success = status.is_some_and(|s| s.success());
-                p.succeeded = success;
+                p.exit_code = status.and_then(|s| s.code());
                 let ran = p.started.elapsed();
                 if ran >= RESET_AFTER {
                     p.backoff = BACKOFF_MIN;
@@ -740,6 +743,10 @@ impl Runner {
                     restarts: p.restarts,
                     detail,
                     health,
+                    exit_code: match p.state {
+                        State::Exited { .. } => p.exit_code,
+                        _ => None,
+                    },
                 }
             })
             .collect();
@@ -757,7 +764,7 @@ fn phase(p: &Proc) -> Phase {
         State::Stopping { .. } => Phase::Stopping,
         State::Waiting { .. } => Phase::Restarting,
         State::Exited { .. } => Phase::Exited {
-            success: p.succeeded,
+            success: p.exit_code == Some(0),
         },
         State::Failed { .. } => Phase::Failed,
         State::Pending { .. } => Phase::Pending,
