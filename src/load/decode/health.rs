@@ -101,16 +101,23 @@ fn test(d: &mut Decoder, node: &Node) -> Option<Vec<String>> {
             "CMD" if !rest.is_empty() => Some(rest.to_vec()),
             "CMD-SHELL" if !rest.is_empty() => Some(shell(rest.join(" "))),
             "CMD" | "CMD-SHELL" => {
-                d.invalid("test", node, format!("{kind} without a command"), hint);
+                d.diags.push(crate::diag::ConfigError::InvalidValue {
+                    what: "test".into(),
+                    value: kind.clone(),
+                    reason: format!("{kind} without a command"),
+                    hint: hint.into(),
+                    at: node.span,
+                });
                 None
             }
             other => {
-                d.invalid(
-                    "test",
-                    node,
-                    format!("starts with `{other}`, not CMD, CMD-SHELL or NONE"),
-                    hint,
-                );
+                d.diags.push(crate::diag::ConfigError::InvalidValue {
+                    what: "test".into(),
+                    value: words.join(" "),
+                    reason: format!("starts with `{other}`, not CMD, CMD-SHELL or NONE"),
+                    hint: hint.into(),
+                    at: node.span,
+                });
                 None
             }
         },
