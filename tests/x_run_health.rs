@@ -13,6 +13,7 @@ use common::require_root;
 use lab::{text, Lab};
 use serde_json::Value;
 use std::path::Path;
+use std::time::Duration;
 
 /// `ps --json`'s entry for x-run process `name`.
 fn process(lab: &Lab, f: &Path, name: &str) -> Value {
@@ -80,6 +81,18 @@ fn a_passing_healthcheck_lets_up_wait_return_and_the_dependent_start() {
     let web = process(&lab, &f, "web-1");
     assert_eq!(web["state"], "running", "{web:#}");
     assert!(!pgrep(&lab, "^sleep 1102").is_empty());
+    // Probes run in db-1's cgroup leaf and are gone once they answer: between two probes the
+    // project holds only the daemon and the two sleeps.
+    let name = netcompose::project_name::ProjectName::new("hc-ok").unwrap();
+    let cgroups = netcompose::daemon::contain::Cgroups::find(&name).unwrap();
+    let mut pids = Vec::new();
+    assert!(
+        lab::wait_for(Duration::from_secs(10), || {
+            pids = cgroups.project().pids().unwrap();
+            pids.len() == 3
+        }),
+        "probes left behind: {pids:?}"
+    );
     let table = lab.nc_ok(&f, &["ps"]);
     assert!(table.contains("up (healthy)"), "{table}");
     let logs = lab.nc_ok(&f, &["logs"]);
@@ -112,6 +125,10 @@ services:
     x-run: [sleep, "1104"]
     depends_on:
       db: {condition: service_healthy}
+  hang:
+    networks: [front]
+    x-run: [sleep, "1107"]
+    healthcheck: {test: [CMD, sleep, "1108"], timeout: 300ms, interval: 5s, retries: 1}
 "#;
 
 #[test]
@@ -121,7 +138,11 @@ fn a_failing_healthcheck_fails_up_wait_and_holds_the_dependent_back() {
     let f = lab.file("compose.yaml", UNHEALTHY);
     let out = lab.nc(&f, &["up", "--wait", "--wait-timeout", "30"]);
     assert!(!out.status.success(), "up --wait succeeded: {}", text(&out));
-    assert!(text(&out).contains("db-1 is unhealthy"), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("db-1 is unhealthy") || said.contains("hang-1 is unhealthy"),
+        "{said}"
+    );
     let web = process(&lab, &f, "web-1");
     assert_eq!(web["state"], "blocked", "{web:#}");
     assert!(
@@ -133,6 +154,19 @@ fn a_failing_healthcheck_fails_up_wait_and_holds_the_dependent_back() {
     );
     assert!(pgrep(&lab, "^sleep 1104").is_empty(), "web-1 was started");
     assert_eq!(replica_health(&lab, &f, "db", 1), "unhealthy");
+    // A probe that outlives its timeout is killed and counts as a failure.
+    assert!(
+        lab::wait_for(Duration::from_secs(20), || {
+            replica_health(&lab, &f, "hang", 1) == "unhealthy"
+        }),
+        "hang-1 never became unhealthy"
+    );
+    let hang = process(&lab, &f, "hang-1");
+    assert_eq!(hang["health"]["last"], "timed out after 300 ms", "{hang:#}");
+    assert!(
+        pgrep(&lab, "^sleep 1108").is_empty(),
+        "the probe was not killed"
+    );
     lab.nc_ok(&f, &["down"]);
 }
 
