@@ -105,7 +105,7 @@ pub struct Service {
     pub expose: Vec<Spanned<PortRange>>,
     pub deploy: Deploy,
     pub scale: Option<Spanned<u32>>,
-    pub depends_on: Vec<Spanned<String>>,
+    pub depends_on: Vec<Dependency>,
     pub links: Vec<Link>,
     pub sysctls: BTreeMap<String, Spanned<String>>,
     pub container_name: Option<Spanned<String>>,
@@ -113,6 +113,51 @@ pub struct Service {
     pub policy: Option<Policy>,
     pub run: Option<Spanned<Vec<String>>>,
     pub exec: Exec,
+    /// `healthcheck`, unless absent, disabled or without a test.
+    pub healthcheck: Option<Spanned<Healthcheck>>,
+}
+
+/// One `depends_on` entry (the short list form is `service_started`, required).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    pub service: Spanned<String>,
+    pub condition: Spanned<Condition>,
+    /// `required: false`: a missing, inactive or failed dependency is only warned about.
+    pub required: bool,
+    /// `restart: true`, read and kept: the processes restart only with their own policy.
+    pub restart: bool,
+}
+
+/// When a dependency lets its dependents start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    #[default]
+    ServiceStarted,
+    ServiceHealthy,
+    ServiceCompletedSuccessfully,
+}
+
+impl Condition {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Condition::ServiceStarted => "service_started",
+            Condition::ServiceHealthy => "service_healthy",
+            Condition::ServiceCompletedSuccessfully => "service_completed_successfully",
+        }
+    }
+}
+
+/// A service's `healthcheck`, with Compose's defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Healthcheck {
+    /// The probe: `CMD` arguments as they are, `CMD-SHELL` (or a string) as `/bin/sh -c`.
+    pub argv: Vec<String>,
+    pub interval: std::time::Duration,
+    pub timeout: std::time::Duration,
+    pub start_period: std::time::Duration,
+    pub start_interval: std::time::Duration,
+    pub retries: u32,
 }
 
 /// What an `x-run` process takes from its service's keys: who it runs as, where, with which

@@ -208,7 +208,11 @@ fn service(s: &spec::Service) -> ServiceView<'_> {
         hostname: s.hostname.as_ref().map(|h| h.value.as_str()),
         domainname: s.domainname.as_ref().map(|h| h.value.as_str()),
         mac_address: s.mac_address.as_ref().map(|h| h.value.as_str()),
-        depends_on: strs(&s.depends_on),
+        depends_on: s
+            .depends_on
+            .iter()
+            .map(|d| d.service.value.as_str())
+            .collect(),
         links: s
             .links
             .iter()

@@ -78,8 +78,13 @@ pub fn render(v: &DaemonView) -> String {
         } else {
             format!(" ({})", p.detail)
         };
+        let health = p
+            .health
+            .as_ref()
+            .map(|h| format!(" ({})", h.status.as_str()))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "  x-run {}: {}{pid}{detail}, {} restarts\n",
+            "  x-run {}: {}{health}{pid}{detail}, {} restarts\n",
             p.name, p.state, p.restarts
         ));
     }

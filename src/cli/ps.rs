@@ -38,6 +38,10 @@ struct ReplicaView {
     mode: String,
     namespace: Option<String>,
     running: bool,
+    /// The health of its x-run process (`starting`, `healthy`, `unhealthy`), when it has a
+    /// healthcheck and runs; live only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health: Option<&'static str>,
     interfaces: Vec<InterfaceView>,
     /// Published ports as `docker compose ps` prints them: `0.0.0.0:8080->80/tcp, ...`.
     ports: String,
@@ -83,6 +87,17 @@ pub fn run(global: &Global, args: &PsArgs) -> miette::Result<ExitCode> {
     let published = crate::model::ports::published(project, &alloc);
     let mut view = view(project, &resources, &published, source);
     view.daemon = is_root().then(|| super::daemon::view(&name));
+    if let Some(d) = &view.daemon {
+        for r in &mut view.replicas {
+            let name = format!("{}-{}", r.service, r.replica);
+            r.health = d
+                .processes
+                .iter()
+                .find(|p| p.name == name)
+                .and_then(|p| p.health.as_ref())
+                .map(|h| h.status.as_str());
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&view).into_diagnostic()?);
     } else {
@@ -158,6 +173,7 @@ fn view(
                 mode,
                 namespace: rep.netns,
                 running: is_running,
+                health: None,
                 interfaces,
             }
         })
@@ -203,18 +219,17 @@ fn table(ps: &Ps) -> String {
     .map(String::from)
     .to_vec()];
     for r in &ps.replicas {
-        let state = if r.running { "up" } else { "down" };
+        let state = match (r.running, r.health) {
+            (true, Some(h)) => format!("up ({h})"),
+            (true, None) => "up".into(),
+            (false, _) => "down".into(),
+        };
         let ns = match r.mode.as_str() {
             "own" => r.namespace.clone().unwrap_or_default(),
             "host" => "(host)".into(),
             other => other.to_string(),
         };
-        let first = [
-            r.service.clone(),
-            r.replica.to_string(),
-            ns,
-            state.to_string(),
-        ];
+        let first = [r.service.clone(), r.replica.to_string(), ns, state];
         let ports = if r.ports.is_empty() {
             "-".to_string()
         } else {

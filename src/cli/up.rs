@@ -2,9 +2,12 @@
 
 use super::reconcile::{planning_with, report, require_root, store, Terminal};
 use super::Global;
+use crate::daemon::ready::{self, WaitError};
+use crate::project_name::ProjectName;
 use crate::reconcile;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -20,6 +23,13 @@ pub struct UpArgs {
     /// Run N replicas of SERVICE for this run, whatever the file says (repeatable).
     #[arg(long, value_name = "SERVICE=N", conflicts_with = "plan")]
     pub scale: Vec<String>,
+    /// Then wait until every x-run process is healthy (running, for those without a
+    /// healthcheck); fail when one becomes unhealthy or cannot start.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: fail after this many seconds, naming the replicas not ready.
+    #[arg(long, value_name = "SECONDS", requires = "wait")]
+    pub wait_timeout: Option<u64>,
 }
 
 pub fn run(global: &Global, args: &UpArgs) -> miette::Result<ExitCode> {
@@ -36,15 +46,53 @@ pub fn run(global: &Global, args: &UpArgs) -> miette::Result<ExitCode> {
     }
     require_root("up")?;
     let events = Terminal::new();
-    match &args.plan {
+    let project = match &args.plan {
         Some(path) => {
             let saved = reconcile::read_plan(path).map_err(report)?;
-            reconcile::up_plan(&store(), saved, &events)
+            let project = saved.project.clone();
+            reconcile::up_plan(&store(), saved, &events).map_err(report)?;
+            project
         }
-        None => reconcile::up(&store(), &opts, &events),
+        None => {
+            reconcile::up(&store(), &opts, &events).map_err(report)?;
+            project_name(&opts)?
+        }
+    };
+    if args.wait {
+        wait(&ProjectName::new(project)?, args.wait_timeout)?;
     }
-    .map_err(report)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The name of the project `up` just built (loaded again without printing its warnings twice).
+fn project_name(opts: &crate::load::LoadOptions) -> miette::Result<String> {
+    match crate::pipeline::checked_project(opts) {
+        Ok(c) => Ok(c.project.name),
+        Err(crate::pipeline::Failure::Load(e)) => Err(e.into()),
+        Err(crate::pipeline::Failure::Invalid { .. }) => Err(miette::miette!(
+            "the Compose file changed while `up` ran: cannot tell which project to wait for"
+        )),
+    }
+}
+
+/// `--wait`: until the daemon says every process is ready (a project without a daemon has
+/// nothing to wait for).
+fn wait(project: &ProjectName, timeout: Option<u64>) -> miette::Result<()> {
+    if crate::daemon::status(project) == crate::daemon::Status::Stopped {
+        return Ok(());
+    }
+    eprintln!("Waiting for the x-run processes to be healthy or running...");
+    ready::wait(project, timeout.map(Duration::from_secs)).map_err(|e| {
+        let help = match &e {
+            WaitError::Daemon(_) => "see /run/netcompose/<project>/daemon.log",
+            WaitError::Failed(_) | WaitError::TimedOut { .. } => {
+                "`netcompose ps` shows each process's health, `netcompose logs` its probes' verdicts"
+            }
+        };
+        miette::miette!(help = help, "{e}")
+    })?;
+    eprintln!("Every x-run process is ready.");
+    Ok(())
 }
 
 /// `--scale SERVICE=N` values; which services exist is checked when the file is loaded.

@@ -27,10 +27,13 @@
 //! after the processes it left behind are killed.
 
 pub mod contain;
+pub mod health;
 mod init;
 pub mod logs;
+mod order;
 mod privileges;
 pub mod processes;
+pub mod ready;
 mod relay;
 pub mod resolver;
 pub mod runner;

@@ -21,10 +21,16 @@
 //! by default, to its group; SIGKILL after its `stop_grace_period`, [`GRACE`] by default) and
 //! the new one started once the old one is gone, so a port is never held twice. With `init:
 //! true` the command runs under a reaper ([`super::init`]).
+//!
+//! A new process waits until its service's `depends_on` conditions hold ([`super::order`]),
+//! and is not started at all when one of them fails. A process with a healthcheck is probed
+//! as [`super::health`] says; the probe runs exactly as the process does, in its cgroup leaf.
 
 mod control;
 
+use super::health::{self, HealthStatus, Outcome, Tracker};
 use super::logs::{LogSink, EVENT, OUTPUT};
+use super::order::{self, Phase, Verdict};
 use super::privileges::Privileges;
 use crate::kernel::cgroup::{self, Cgroup};
 use crate::kernel::NetnsDir;
@@ -70,6 +76,16 @@ pub enum Event {
         name: String,
         pid: i32,
     },
+    /// Time for the next healthcheck of the run numbered `token`.
+    ProbeDue {
+        name: String,
+        token: u64,
+    },
+    ProbeDone {
+        name: String,
+        token: u64,
+        outcome: Outcome,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +107,14 @@ enum State {
     Failed {
         error: String,
     },
+    /// Not started yet: a `depends_on` condition does not hold yet.
+    Pending {
+        reason: String,
+    },
+    /// Not started: a `depends_on` condition failed.
+    Blocked {
+        reason: String,
+    },
 }
 
 struct Proc {
@@ -110,6 +134,12 @@ struct Proc {
     /// Stopped by `netcompose stop`: neither its restart policy nor a reload starts it again,
     /// only `start`, `restart` or `up`.
     held: bool,
+    /// The exit status of the last run (None: not exited, or killed by a signal).
+    exit_code: Option<i32>,
+    /// The health of the current run, when it has a healthcheck.
+    health: Option<Tracker>,
+    /// Numbers the runs, so that a probe of an earlier run is ignored.
+    run_token: u64,
 }
 
 /// One process as `ps` shows it.
@@ -117,13 +147,20 @@ struct Proc {
 pub struct ProcStatus {
     pub name: String,
     pub service: String,
-    /// `running`, `stopping`, `restarting`, `exited`, `failed`.
+    /// `running`, `stopping`, `restarting`, `exited`, `failed`, `waiting` (for its
+    /// dependencies), `blocked` (a dependency failed: not started).
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
     pub restarts: u32,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// While running, when it has a healthcheck.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthStatus>,
+    /// Once exited by itself: its exit status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
 }
 
 pub struct Runner {
@@ -188,8 +225,8 @@ impl Runner {
                         Proc {
                             def: def.clone(),
                             ns_ino: ino,
-                            state: State::Exited {
-                                status: "not started".into(),
+                            state: State::Pending {
+                                reason: "not started yet".into(),
                             },
                             restarts: 0,
                             started: Instant::now(),
@@ -199,23 +236,31 @@ impl Runner {
                             leaf: None,
                             terminated: Arc::default(),
                             held: false,
+                            exit_code: None,
+                            health: None,
+                            run_token: 0,
                         },
                     );
-                    if let Err(e) = self.start(name) {
-                        errors.push(e);
-                    }
                 }
                 Some(p) => {
                     let changed = p.def.argv != def.argv || p.def.netns != def.netns;
                     let moved = ino.is_some() && p.ns_ino != ino;
-                    // How it restarts and stops applies from now on; whatever else it runs with
+                    // How it restarts, stops, is probed and waits applies from now on; whatever else it runs with
                     // (user, environment, env_file, ...) takes a new run, as Compose recreates a
                     // container whose configuration changed.
                     p.def.restart = def.restart;
                     p.def.stop_signal = def.stop_signal;
                     p.def.stop_grace_period_ms = def.stop_grace_period_ms;
+                    p.def.healthcheck = def.healthcheck.clone();
+                    p.def.depends_on = def.depends_on.clone();
                     let reconfigured = p.def != *def;
                     p.removed = false;
+                    // Another `up`: a process its dependencies held back gets another chance.
+                    if let State::Blocked { .. } = p.state {
+                        p.state = State::Pending {
+                            reason: "not started yet".into(),
+                        };
+                    }
                     if !(changed || moved || reconfigured) {
                         continue;
                     }
@@ -255,7 +300,101 @@ impl Runner {
                 }
             }
         }
+        errors.extend(self.advance());
         errors
+    }
+
+    /// Start the processes whose dependencies now hold, and give up on those whose
+    /// dependencies failed; again until nothing changes (a start can let another start).
+    fn advance(&mut self) -> Vec<String> {
+        let mut errors = Vec::new();
+        while !self.shutting_down {
+            let mut pending: Vec<String> = self
+                .procs
+                .iter()
+                .filter(|(_, p)| matches!(p.state, State::Pending { .. }))
+                .map(|(n, _)| n.clone())
+                .collect();
+            pending.sort();
+            let mut changed = false;
+            for name in pending {
+                match self.dependencies(&name) {
+                    Verdict::Holds => {
+                        changed = true;
+                        if let Err(e) = self.start(&name) {
+                            errors.push(e);
+                        }
+                    }
+                    Verdict::Waits(reason) => {
+                        let Some(p) = self.procs.get_mut(&name) else {
+                            continue;
+                        };
+                        if p.state
+                            != (State::Pending {
+                                reason: reason.clone(),
+                            })
+                        {
+                            self.log.line(&name, EVENT, &reason);
+                            p.state = State::Pending { reason };
+                        }
+                    }
+                    Verdict::Fails(reason) => {
+                        changed = true;
+                        self.log
+                            .line(&name, EVENT, &format!("not started: {reason}"));
+                        if let Some(p) = self.procs.get_mut(&name) {
+                            p.state = State::Blocked { reason };
+                        }
+                    }
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        errors
+    }
+
+    /// What the `depends_on` conditions of `name` say now; a condition that is not required
+    /// and fails is logged and counts as holding.
+    fn dependencies(&self, name: &str) -> Verdict {
+        let Some(p) = self.procs.get(name) else {
+            return Verdict::Holds;
+        };
+        for wait in &p.def.depends_on {
+            let mut deps: Vec<(&str, Phase)> = self
+                .procs
+                .values()
+                .filter(|d| d.def.service == wait.service && !d.removed)
+                .map(|d| (d.def.name.as_str(), phase(d)))
+                .collect();
+            deps.sort_by(|a, b| a.0.cmp(b.0));
+            let condition = wait.condition.as_str();
+            match order::verdict(wait, &deps) {
+                Verdict::Holds => {}
+                Verdict::Waits(why) => {
+                    return Verdict::Waits(format!(
+                        "waiting for {} ({condition}): {why}",
+                        wait.service
+                    ))
+                }
+                Verdict::Fails(why) if !wait.required => self.log.line(
+                    name,
+                    EVENT,
+                    &format!(
+                        "dependency {} failed ({condition}: {why}); starting anyway (required: false)",
+                        wait.service
+                    ),
+                ),
+                Verdict::Fails(why) => {
+                    return Verdict::Fails(format!(
+                        "dependency {} failed ({condition}): {why}",
+                        wait.service
+                    ))
+                }
+            }
+        }
+        Verdict::Holds
     }
 
     fn ns_ino(&self, ns: Option<&str>) -> Option<u64> {
@@ -318,6 +457,16 @@ impl Runner {
                 let terminated = p.terminated.clone();
                 let grace = grace(&p.def);
                 p.started = Instant::now();
+                p.exit_code = None;
+                p.run_token += 1;
+                p.health = p
+                    .def
+                    .healthcheck
+                    .clone()
+                    .map(|probe| Tracker::new(probe, p.started));
+                if let Some(h) = &p.health {
+                    probe_after(&self.events, name, p.run_token, h.next_delay(p.started));
+                }
                 self.log.line(name, EVENT, &format!("started (pid {pid})"));
                 if let Some(out) = child.stdout.take() {
                     tokio::spawn(pump(out, name.to_string(), self.log.clone()));
@@ -390,7 +539,77 @@ impl Runner {
                 }
             }
             Event::Exited { name, pid, status } => self.exited(&name, pid, status),
+            Event::ProbeDue { name, token } => self.probe(&name, token),
+            Event::ProbeDone {
+                name,
+                token,
+                outcome,
+            } => self.probed(&name, token, &outcome),
         }
+        let _ = self.advance();
+    }
+
+    /// Start a healthcheck of `name`'s current run as the process itself was started.
+    fn probe(&mut self, name: &str, token: u64) {
+        let Some(p) = self.procs.get(name) else {
+            return;
+        };
+        let (State::Running { .. }, Some(h)) = (&p.state, &p.health) else {
+            return;
+        };
+        if p.run_token != token {
+            return;
+        }
+        let mut def = p.def.clone();
+        def.argv = h.probe().argv.clone();
+        let timeout = h.timeout();
+        let dir = NetnsDir::new(&self.netns_dir);
+        let child = spawn(
+            &def,
+            &dir,
+            &self.etc_netns,
+            &self.working_dir,
+            p.leaf.as_ref(),
+        );
+        let tx = self.events.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let outcome = match child {
+                Ok(child) => health::run_probe(child, timeout).await,
+                Err(error) => Outcome::NotRun { error },
+            };
+            let _ = tx.send(Event::ProbeDone {
+                name,
+                token,
+                outcome,
+            });
+        });
+    }
+
+    /// Record a healthcheck's outcome and schedule the next one.
+    fn probed(&mut self, name: &str, token: u64, outcome: &Outcome) {
+        let Some(p) = self.procs.get_mut(name) else {
+            return;
+        };
+        let (State::Running { .. }, Some(h)) = (&p.state, p.health.as_mut()) else {
+            return;
+        };
+        if p.run_token != token {
+            return;
+        }
+        let now = Instant::now();
+        if let Some(health) = h.record(outcome, now) {
+            let line = match health {
+                health::Health::Healthy => "health: healthy".to_string(),
+                other => format!(
+                    "health: {} (last probe: {})",
+                    other.as_str(),
+                    h.status().last
+                ),
+            };
+            self.log.line(name, EVENT, &line);
+        }
+        probe_after(&self.events, name, token, h.next_delay(now));
     }
 
     fn exited(&mut self, name: &str, pid: i32, status: Option<ExitStatus>) {
@@ -423,6 +642,7 @@ impl Runner {
             }
             State::Running { pid: q } if q == pid => {
                 let success = status.is_some_and(|s| s.success());
+                p.exit_code = status.and_then(|s| s.code());
                 let ran = p.started.elapsed();
                 if ran >= RESET_AFTER {
                     p.backoff = BACKOFF_MIN;
@@ -480,7 +700,7 @@ impl Runner {
                     self.log.line(&name, EVENT, "stopping");
                     terminate(&p.def, pid, &p.terminated, &self.events, &name);
                 }
-                State::Waiting { .. } => {
+                State::Waiting { .. } | State::Pending { .. } => {
                     p.state = State::Exited {
                         status: "stopped".into(),
                     }
@@ -535,6 +755,12 @@ impl Runner {
                     State::Exited { .. } if p.held => ("stopped", None, String::new()),
                     State::Exited { status } => ("exited", None, status.clone()),
                     State::Failed { error } => ("failed", None, error.clone()),
+                    State::Pending { reason } => ("waiting", None, reason.clone()),
+                    State::Blocked { reason } => ("blocked", None, reason.clone()),
+                };
+                let health = match p.state {
+                    State::Running { .. } => p.health.as_ref().map(|h| h.status().clone()),
+                    _ => None,
                 };
                 ProcStatus {
                     name: p.def.name.clone(),
@@ -543,12 +769,44 @@ impl Runner {
                     pid,
                     restarts: p.restarts,
                     detail,
+                    health,
+                    exit_code: match p.state {
+                        State::Exited { .. } => p.exit_code,
+                        _ => None,
+                    },
                 }
             })
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
+}
+
+/// Where `p` is, as its dependents see it.
+fn phase(p: &Proc) -> Phase {
+    match &p.state {
+        State::Running { .. } => Phase::Running {
+            health: p.health.as_ref().map(|h| h.status().status),
+        },
+        State::Stopping { .. } => Phase::Stopping,
+        State::Waiting { .. } => Phase::Restarting,
+        State::Exited { .. } => Phase::Exited {
+            success: p.exit_code == Some(0),
+        },
+        State::Failed { .. } => Phase::Failed,
+        State::Pending { .. } => Phase::Pending,
+        State::Blocked { .. } => Phase::Blocked,
+    }
+}
+
+/// A [`Event::ProbeDue`] for run `token` of `name` after `delay`.
+fn probe_after(events: &mpsc::UnboundedSender<Event>, name: &str, token: u64, delay: Duration) {
+    let tx = events.clone();
+    let name = name.to_string();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let _ = tx.send(Event::ProbeDue { name, token });
+    });
 }
 
 fn policy_name(p: RestartPolicy) -> &'static str {

@@ -12,7 +12,7 @@ use crate::model::relay::relays;
 pub use crate::model::relay::{LoopbackRelay, RelayProtocol};
 use crate::model::{Desired, Spec};
 use crate::project_name::ProjectName;
-use crate::spec::{Ids, Project};
+use crate::spec::{Condition, Ids, Project};
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -118,6 +118,48 @@ pub struct Process {
     /// `stop_grace_period` in milliseconds; None: the daemon's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_grace_period_ms: Option<u64>,
+    /// The service's `healthcheck`; None: the process is ready once it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<Probe>,
+    /// What must hold of other services' processes before this one starts (`depends_on`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Wait>,
+}
+
+/// A healthcheck as the daemon runs it (durations in milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    /// Run as the process is (same namespaces, user, environment, privileges).
+    pub argv: Vec<String>,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub start_period_ms: u64,
+    pub start_interval_ms: u64,
+    /// Failed probes in a row (after the start period) that make the process unhealthy.
+    pub retries: u32,
+}
+
+impl From<&crate::spec::Healthcheck> for Probe {
+    fn from(h: &crate::spec::Healthcheck) -> Probe {
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Probe {
+            argv: h.argv.clone(),
+            interval_ms: ms(h.interval),
+            timeout_ms: ms(h.timeout),
+            start_period_ms: ms(h.start_period),
+            start_interval_ms: ms(h.start_interval),
+            retries: h.retries,
+        }
+    }
+}
+
+/// One `depends_on` entry of a process's service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wait {
+    pub service: String,
+    pub condition: Condition,
+    /// false: when the condition fails, start anyway (and say so).
+    pub required: bool,
 }
 
 /// Compose's `restart:`.
@@ -334,6 +376,20 @@ pub fn build(
                     .stop_grace_period
                     .as_ref()
                     .map(|d| u64::try_from(d.value.as_millis()).unwrap_or(u64::MAX)),
+                healthcheck: svc.healthcheck.as_ref().map(|h| Probe::from(&h.value)),
+                depends_on: svc
+                    .depends_on
+                    .iter()
+                    .filter(|d| {
+                        d.service.value != rep.service
+                            && project.services.contains_key(&d.service.value)
+                    })
+                    .map(|d| Wait {
+                        service: d.service.value.clone(),
+                        condition: d.condition.value,
+                        required: d.required,
+                    })
+                    .collect(),
             });
         }
     }

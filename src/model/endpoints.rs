@@ -380,10 +380,10 @@ pub fn namespace_resources(
             .filter(|d| {
                 project
                     .services
-                    .get(&d.value)
+                    .get(&d.service.value)
                     .is_some_and(|s| s.network_mode.is_none())
             })
-            .map(|d| ResourceId::Replica(ReplicaId::new(&d.value, 1)))
+            .map(|d| ResourceId::Replica(ReplicaId::new(&d.service.value, 1)))
             .collect();
         out.push(Resource {
             address: rep.address(),

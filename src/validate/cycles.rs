@@ -21,7 +21,7 @@ pub(super) fn check(project: &Project, diags: &mut Diagnostics) {
         let mut targets: Vec<(&str, Span)> = svc
             .depends_on
             .iter()
-            .map(|d| (d.value.as_str(), d.span))
+            .map(|d| (d.service.value.as_str(), d.service.span))
             .collect();
         if let Some(mode) = &svc.network_mode {
             let target = match &mode.value {

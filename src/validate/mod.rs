@@ -2,6 +2,7 @@
 //! pushes every problem it finds, so one run reports all of them.
 
 mod cycles;
+mod health;
 mod ipam;
 mod names;
 mod ports;
@@ -22,6 +23,7 @@ pub fn check(project: &Project, diags: &mut Diagnostics) {
     ipam::check(project, diags);
     ports::check(project, diags);
     cycles::check(project, diags);
+    health::check(project, diags);
     drop_follow_on_errors(diags);
 }
 

@@ -274,16 +274,17 @@ pub fn container_owner<'p>(project: &'p Project, name: &str) -> Option<&'p str> 
 }
 
 fn service_refs(project: &Project, svc: &Service, diags: &mut Diagnostics) {
-    for dep in &svc.depends_on {
-        if let Some(profiles) = project.inactive.get(&dep.value) {
+    for dep in svc.depends_on.iter().filter(|d| d.required) {
+        let target = &dep.service;
+        if let Some(profiles) = project.inactive.get(&target.value) {
             diags.push(ConfigError::InactiveDependency {
                 service: svc.key.value.clone(),
-                dependency: dep.value.clone(),
+                dependency: target.value.clone(),
                 profiles: profiles.join(", "),
-                at: dep.span,
+                at: target.span,
             });
-        } else if !project.services.contains_key(&dep.value) {
-            unknown_service(project, "depends_on", &dep.value, dep.span, diags);
+        } else if !project.services.contains_key(&target.value) {
+            unknown_service(project, "depends_on", &target.value, target.span, diags);
         }
     }
     for link in &svc.links {

@@ -73,8 +73,9 @@ impl Runner {
                 self.log.line(name, EVENT, "stopping: netcompose stop");
                 terminate(&p.def, pid, &p.terminated, &self.events, name);
             }
-            // The start it was waiting for will not come: RestartDue wants State::Waiting.
-            State::Waiting { .. } => {
+            // The start it was waiting for will not come (RestartDue wants State::Waiting, and
+            // only a Pending process waits for its dependencies).
+            State::Waiting { .. } | State::Pending { .. } | State::Blocked { .. } => {
                 p.state = State::Exited {
                     status: "stopped".into(),
                 }
@@ -99,7 +100,14 @@ impl Runner {
                 terminate(&p.def, pid, &p.terminated, &self.events, name);
                 None
             }
-            State::Running { .. } => None,
+            State::Running { .. } | State::Pending { .. } => None,
+            // Its dependencies are asked again, as a new `up` would.
+            State::Blocked { .. } => {
+                p.state = State::Pending {
+                    reason: "not started yet".into(),
+                };
+                self.advance().into_iter().next()
+            }
             State::Stopping { pid, next } => {
                 let def = next.unwrap_or_else(|| Box::new(p.def.clone()));
                 p.state = State::Stopping {

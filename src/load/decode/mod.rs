@@ -5,6 +5,7 @@
 mod duration;
 mod exec;
 mod ext;
+mod health;
 mod network;
 mod ports;
 mod process;

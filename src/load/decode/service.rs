@@ -1,6 +1,6 @@
 //! `services` entries: the networking keys of a service.
 
-use super::{exec, ext, no_span, ports, process, Decoder};
+use super::{exec, ext, health, no_span, ports, process, Decoder};
 use crate::load::node::{Node, Value};
 use crate::spec::{
     Attachment, Deploy, EndpointMode, ExtraHost, Link, NetworkMode, Service, Spanned,
@@ -49,7 +49,7 @@ pub(super) fn decode(d: &mut Decoder, key: &Spanned<String>, node: &Node) -> Ser
         .get("scale")
         .filter(|n| !n.is_null())
         .and_then(|n| d.count(n, "scale"));
-    svc.depends_on = depends_on(d, node.get("depends_on"));
+    svc.depends_on = health::depends_on(d, node.get("depends_on"));
     svc.links = links(d, node.get("links"));
     for (k, v) in d.dict(node.get("sysctls"), "sysctls", '=') {
         let value = v.unwrap_or_else(|| Spanned::new(String::new(), k.span));
@@ -59,6 +59,7 @@ pub(super) fn decode(d: &mut Decoder, key: &Spanned<String>, node: &Node) -> Ser
     svc.run = node.get("x-run").and_then(|r| ext::run(d, r));
     svc.exec = exec::decode(d, node);
     process::decode(d, node, &mut svc.exec);
+    svc.healthcheck = health::healthcheck(d, node.get("healthcheck"));
     svc
 }
 
@@ -254,19 +255,6 @@ fn deploy(d: &mut Decoder, node: Option<&Node>) -> Deploy {
             .and_then(|n| d.count(n, "replicas")),
         mode: d.opt_string(node, "mode"),
         endpoint_mode,
-    }
-}
-
-fn depends_on(d: &mut Decoder, node: Option<&Node>) -> Vec<Spanned<String>> {
-    let Some(node) = node.filter(|n| !n.is_null()) else {
-        return Vec::new();
-    };
-    match &node.value {
-        Value::Map(entries) => entries
-            .iter()
-            .map(|(k, _)| Spanned::new(k.as_str().unwrap_or_default().to_string(), k.span))
-            .collect(),
-        _ => d.strings(Some(node), "depends_on"),
     }
 }
 
