@@ -76,6 +76,8 @@ struct ServiceView<'a> {
     domainname: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mac_address: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container_name: Option<&'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     depends_on: Vec<&'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -208,6 +210,7 @@ fn service(s: &spec::Service) -> ServiceView<'_> {
         hostname: s.hostname.as_ref().map(|h| h.value.as_str()),
         domainname: s.domainname.as_ref().map(|h| h.value.as_str()),
         mac_address: s.mac_address.as_ref().map(|h| h.value.as_str()),
+        container_name: s.container_name.as_ref().map(|h| h.value.as_str()),
         depends_on: strs(&s.depends_on),
         links: s
             .links
