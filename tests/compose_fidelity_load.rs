@@ -401,14 +401,15 @@ fn values_that_interpolate_to_empty_are_dropped() {
 
 // ---- item 7: config prints every networking key read ------------------------------------
 
-/// compose-go loader/tests: TestLinks, TestNetworkIPAM, TestServiceNetworkDriverOpts and
-/// TestLinkLocalIPs, through `netcompose config`.
+/// compose-go loader/tests: TestLinks, TestNetworkIPAM, TestServiceNetworkDriverOpts,
+/// TestLinkLocalIPs and TestContainerName, through `netcompose config`.
 #[test]
 fn config_prints_links_ipam_options_driver_opts_and_link_local_ips() {
     let dir = fixture("config-output");
     let out = config_json(&dir, &["-f", "compose.yaml"], &[]);
     let foo = &out["services"]["foo"];
     assert_eq!(foo["links"], json!(["db", "db:database", "redis"]));
+    assert_eq!(out["services"]["db"]["container_name"], "my-db");
     assert_eq!(
         foo["networks"]["net1"],
         json!({

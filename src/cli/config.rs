@@ -76,8 +76,10 @@ struct ServiceView<'a> {
     domainname: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mac_address: Option<&'a str>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    depends_on: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    depends_on: BTreeMap<&'a str, DependsOnView>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     links: Vec<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -87,6 +89,15 @@ struct ServiceView<'a> {
     policy: Option<&'a spec::Policy>,
     #[serde(rename = "x-run", skip_serializing_if = "Option::is_none")]
     run: Option<&'a [String]>,
+}
+
+/// `depends_on` in the long form, as `docker compose config` prints it.
+#[derive(Serialize)]
+struct DependsOnView {
+    condition: spec::Condition,
+    required: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    restart: bool,
 }
 
 #[derive(Serialize)]
@@ -208,10 +219,18 @@ fn service(s: &spec::Service) -> ServiceView<'_> {
         hostname: s.hostname.as_ref().map(|h| h.value.as_str()),
         domainname: s.domainname.as_ref().map(|h| h.value.as_str()),
         mac_address: s.mac_address.as_ref().map(|h| h.value.as_str()),
+        container_name: s.container_name.as_ref().map(|h| h.value.as_str()),
         depends_on: s
             .depends_on
             .iter()
-            .map(|d| d.service.value.as_str())
+            .map(|d| {
+                let view = DependsOnView {
+                    condition: d.condition.value,
+                    required: d.required,
+                    restart: d.restart,
+                };
+                (d.service.value.as_str(), view)
+            })
             .collect(),
         links: s
             .links

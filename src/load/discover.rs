@@ -60,6 +60,7 @@ pub(super) fn resolve_files(
         .collect())
 }
 
+/// A path as diagnostics show it: relative to the current directory when it lies below it.
 pub(super) fn display_path(path: &Path) -> String {
     let cwd = std::env::current_dir().unwrap_or_default();
     path.strip_prefix(&cwd)
