@@ -142,6 +142,14 @@ EXTENSIONS = {
                 ],
                 "description": "tcp (the default with a port), udp, or icmp (the default without).",
             },
+            "family": {
+                "anyOf": [
+                    {"enum": ["ipv4", "ipv6"]},
+                    {"$ref": "#/definitions/x_interpolated"},
+                ],
+                "description": "The address family a service name or `host` is probed over "
+                "(default: IPv4 where the target has it).",
+            },
             "expect": {
                 "anyOf": [
                     {"enum": ["reach", "blocked"]},

@@ -471,7 +471,27 @@ pub struct Check {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     pub protocol: CheckProtocol,
+    /// The address family a service name (or `host`) is probed over; None: IPv4 where the
+    /// target has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<CheckFamily>,
     pub expect: Expect,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckFamily {
+    Ipv4,
+    Ipv6,
+}
+
+impl CheckFamily {
+    pub fn holds(self, ip: &IpAddr) -> bool {
+        match self {
+            CheckFamily::Ipv4 => ip.is_ipv4(),
+            CheckFamily::Ipv6 => ip.is_ipv6(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

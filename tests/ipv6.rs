@@ -301,6 +301,10 @@ networks:
 x-checks:
   - {from: client, to: \"fd00:c7::10\", port: 80, protocol: tcp, expect: reach}
   - {from: client, to: \"fd00:c7::10\", port: 80, protocol: udp, expect: blocked}
+  - {from: client, to: web, port: 80, protocol: tcp, family: ipv6, expect: reach}
+  - {from: client, to: web, port: 80, protocol: udp, family: ipv6, expect: blocked}
+  - {from: stranger, to: api, port: 80, family: ipv6, expect: blocked}
+  - {from: client, to: api, port: 80, family: ipv6, expect: reach}
 ";
 
 #[test]
@@ -347,5 +351,10 @@ fn policies_internal_networks_and_check_hold_over_ipv6() {
     let out = p.nc(&["check", "--json"]);
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("check --json");
     assert!(out.status.success(), "check failed: {rows:#}");
-    assert_eq!(rows.as_array().map(Vec::len), Some(2), "{rows:#}");
+    assert_eq!(rows.as_array().map(Vec::len), Some(6), "{rows:#}");
+    // The family was honoured: every address probed is an IPv6 one.
+    for row in rows.as_array().into_iter().flatten() {
+        let addr = row["address"].as_str().unwrap_or_default();
+        assert!(addr.contains(':'), "probed over IPv4: {row:#}");
+    }
 }

@@ -5,7 +5,7 @@
 pub mod probe;
 
 use crate::model::{Desired, ResourceId, Spec};
-use crate::spec::{Check, CheckProtocol, Expect, Project};
+use crate::spec::{Check, CheckFamily, CheckProtocol, Expect, Project};
 use serde::Serialize;
 use std::net::IpAddr;
 
@@ -43,7 +43,7 @@ fn probe_for(project: &Project, desired: &Desired, c: &Check) -> Probe {
         from,
         to: c.to.value.clone(),
         netns,
-        address: target(desired, &c.from.value, &shared, &c.to.value),
+        address: target(desired, &c.from.value, &shared, &c.to.value, c.family),
         protocol: c.protocol,
         port: c.port,
         expect: c.expect,
@@ -52,17 +52,25 @@ fn probe_for(project: &Project, desired: &Desired, c: &Check) -> Probe {
 
 /// The address a check aims at: an address as written; a service's VIP (or first replica) on
 /// a network the source shares with it, else any of its addresses; `host`: the gateway the
-/// source would use to reach the host.
-fn target(desired: &Desired, from: &str, shared: &[&str], to: &str) -> Option<IpAddr> {
+/// source would use to reach the host. With a `family`, only addresses of that family count;
+/// without, the first (IPv4 where there is one).
+fn target(
+    desired: &Desired,
+    from: &str,
+    shared: &[&str],
+    to: &str,
+    family: Option<CheckFamily>,
+) -> Option<IpAddr> {
     if let Ok(ip) = to.parse::<IpAddr>() {
         return Some(ip);
     }
+    let fits = |ip: &IpAddr| family.is_none_or(|f| f.holds(ip));
     if to == "host" {
-        return host_address(desired, from, shared);
+        return host_address(desired, from, shared, family);
     }
     let vip = desired.resources.iter().find_map(|r| match &r.spec {
         Spec::Vip(v) if v.service == to && shared.contains(&v.network.as_str()) => {
-            v.addresses.first().copied()
+            v.addresses.iter().copied().find(fits)
         }
         _ => None,
     });
@@ -72,7 +80,7 @@ fn target(desired: &Desired, from: &str, shared: &[&str], to: &str) -> Option<Ip
                 if first_replica_of(&r.address, to)
                     && (!on_shared || shared.contains(&l.network.as_str())) =>
             {
-                l.addresses.first().map(|a| a.ip())
+                l.addresses.iter().map(|a| a.ip()).find(fits)
             }
             _ => None,
         })
@@ -87,20 +95,31 @@ fn first_replica_of(id: &ResourceId, service: &str) -> bool {
         .is_some_and(|r| r.service == service && r.index == 1)
 }
 
-fn host_address(desired: &Desired, from: &str, shared: &[&str]) -> Option<IpAddr> {
+fn host_address(
+    desired: &Desired,
+    from: &str,
+    shared: &[&str],
+    family: Option<CheckFamily>,
+) -> Option<IpAddr> {
+    let v6 = family == Some(CheckFamily::Ipv6);
     if from == "host" {
-        return "127.0.0.1".parse().ok();
+        return Some(if v6 {
+            IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        } else {
+            IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        });
     }
     let route = desired.resources.iter().find_map(|r| match &r.spec {
-        Spec::Route(rt) if first_replica_of(&r.address, from) && rt.gateway.is_ipv4() => {
+        Spec::Route(rt) if first_replica_of(&r.address, from) && rt.gateway.is_ipv6() == v6 => {
             Some(rt.gateway)
         }
         _ => None,
     });
+    let fits = |ip: &IpAddr| family.is_none_or(|f| f.holds(ip));
     route.or_else(|| {
         desired.resources.iter().find_map(|r| match &r.spec {
             Spec::Bridge(b) if shared.contains(&b.network.as_str()) => {
-                b.gateways.first().map(|g| g.ip())
+                b.gateways.iter().map(|g| g.ip()).find(fits)
             }
             _ => None,
         })

@@ -3,7 +3,7 @@
 use super::{parse_cidr, ports::port_range, Decoder};
 use crate::load::node::{Node, Value};
 use crate::spec::{
-    Check, CheckProtocol, Expect, Peer, Policy, PolicyEntry, Protocol, Rules, Spanned,
+    Check, CheckFamily, CheckProtocol, Expect, Peer, Policy, PolicyEntry, Protocol, Rules, Spanned,
 };
 
 const POLICY_HINT: &str = "an entry is a CIDR or a service name, with an optional port and protocol: 10.0.0.0/8, web, web:80/tcp, 192.168.1.0/24:53/udp";
@@ -152,20 +152,16 @@ pub(super) fn checks(d: &mut Decoder, node: &Node) -> Vec<Check> {
     items.iter().filter_map(|i| check(d, i)).collect()
 }
 
+const CHECK_KEYS: &[&str] = &["from", "to", "port", "protocol", "family", "expect"];
+
 fn check(d: &mut Decoder, node: &Node) -> Option<Check> {
     if node.as_map().is_none() {
         d.wrong_type("x-checks[]", "a mapping with from, to and expect", node);
         return None;
     }
     for (key, _) in d.entries(Some(node), "x-checks[]") {
-        if !["from", "to", "port", "protocol", "expect"].contains(&key.value.as_str()) {
-            unknown(
-                d,
-                &key.value.clone(),
-                &key,
-                &["from", "to", "port", "protocol", "expect"],
-                "x-checks[]",
-            );
+        if !CHECK_KEYS.contains(&key.value.as_str()) {
+            unknown(d, &key.value.clone(), &key, CHECK_KEYS, "x-checks[]");
         }
     }
     let required = |d: &mut Decoder, key: &str| {
@@ -223,6 +219,20 @@ fn check(d: &mut Decoder, node: &Node) -> Option<Check> {
             "add `port: N`, or use `protocol: icmp`",
         );
     }
+    let family = match d.opt_string(node, "family").map(|f| f.value).as_deref() {
+        None => None,
+        Some("ipv4") => Some(CheckFamily::Ipv4),
+        Some("ipv6") => Some(CheckFamily::Ipv6),
+        Some(_) => {
+            d.invalid(
+                "family",
+                node.get("family").unwrap_or(node),
+                "unknown address family",
+                "ipv4 or ipv6",
+            );
+            return None;
+        }
+    };
     let expect = match d.opt_string(node, "expect").map(|e| e.value).as_deref() {
         None | Some("reach") => Expect::Reach,
         Some("blocked") => Expect::Blocked,
@@ -242,6 +252,7 @@ fn check(d: &mut Decoder, node: &Node) -> Option<Check> {
         to: to?,
         port,
         protocol,
+        family,
         expect,
     })
 }

@@ -1,7 +1,8 @@
 //! The project's host table: forwarding out of non-internal bridges with masquerade, no way
 //! out of internal ones, nothing into a network from another network or project unless it
 //! answers a connection that network started or was published (DNAT), `enable_icc`; published
-//! ports (from outside, from the host and from 127.0.0.1) and the host's way to every VIP.
+//! ports of both families (from outside, from the host and from 127.0.0.1; [::1] is the
+//! daemon's) and the host's way to every VIP.
 
 use super::vip::{vip_chains, Dispatch};
 use crate::firewall::host_table;
@@ -45,12 +46,11 @@ pub fn resources(
         // Masqueraded networks need the host to route; Docker turns on the same switch.
         sysctls.insert("net.ipv4.ip_forward".to_string(), "1".to_string());
     }
-    let routes_v6 = |b: &&&Bridge| b.subnets.iter().any(|s| s.is_ipv6());
-    if bridges
-        .iter()
-        .filter(routes_v6)
-        .any(|b| b.masquerade || publish.iter().any(|p| p.bridge == b.name))
-    {
+    let routes_v6 = bridges.iter().any(|b| {
+        b.subnets.iter().any(|s| s.is_ipv6())
+            && (b.masquerade || publish.iter().any(|p| p.bridge == b.name))
+    });
+    if routes_v6 {
         // The same for IPv6 (out of the network, and into it from published ports), as Docker
         // sets it for its IPv6 networks.
         sysctls.insert("net.ipv6.conf.all.forwarding".to_string(), "1".to_string());
@@ -150,6 +150,8 @@ fn publish_match(p: &Publish) -> RuleBuilder {
         None if p.backends.first().is_some_and(IpAddr::is_ipv6) => {
             rule().not_daddr(ipnetwork::IpNetwork::from(IpAddr::V6(Ipv6Addr::LOCALHOST)))
         }
+        // IPv4 as before: in an inet table `dnat ip to` leaves IPv6 packets alone, so the two
+        // families' rules of one port sit side by side.
         None => rule(),
     };
     base.local_daddr()
