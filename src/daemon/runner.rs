@@ -271,7 +271,9 @@ impl Runner {
                     } else {
                         "its namespace was made again"
                     };
-                    self.log.line(name, EVENT, &format!("restarting: {why}"));
+                    if !p.held {
+                        self.log.line(name, EVENT, &format!("restarting: {why}"));
+                    }
                     match p.state.clone() {
                         State::Running { pid } => {
                             p.state = State::Stopping {
