@@ -227,3 +227,16 @@ fn service_completed_successfully_starts_the_dependent_after_a_clean_exit() {
     assert!(!pgrep(&lab, "^sleep 1106").is_empty());
     lab.nc_ok(&f, &["down"]);
 }
+
+#[test]
+fn the_health_example_comes_up_in_order() {
+    require_root("the_health_example_comes_up_in_order");
+    let lab = Lab::new("nc-health-example-");
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/health/compose.yaml");
+    lab.nc_ok(&f, &["up", "-d", "--wait", "--wait-timeout", "60"]);
+    assert_eq!(replica_health(&lab, &f, "db", 1), "healthy");
+    assert_eq!(process(&lab, &f, "migrate-1")["exit_code"], 0);
+    assert_eq!(process(&lab, &f, "app-1")["state"], "running");
+    assert!(lab.nc_ok(&f, &["logs"]).contains("migrated"));
+    lab.nc_ok(&f, &["down"]);
+}

@@ -37,6 +37,46 @@ pub enum Verdict {
     Fails(String),
 }
 
+/// A process of the project as the ordering sees it.
+#[derive(Debug, Clone)]
+pub struct Seen<'a> {
+    pub name: &'a str,
+    pub service: &'a str,
+    pub phase: Phase,
+}
+
+/// What a process's `depends_on` entries say, given every process of the project: the first
+/// condition that does not hold decides; a failed condition that is not required counts as
+/// holding, with a note to log.
+pub fn decide(waits: &[Wait], all: &[Seen]) -> (Verdict, Vec<String>) {
+    let mut notes = Vec::new();
+    for wait in waits {
+        let mut deps: Vec<(&str, Phase)> = all
+            .iter()
+            .filter(|s| s.service == wait.service)
+            .map(|s| (s.name, s.phase.clone()))
+            .collect();
+        deps.sort_by(|a, b| a.0.cmp(b.0));
+        let condition = wait.condition.as_str();
+        let service = &wait.service;
+        match verdict(wait, &deps) {
+            Verdict::Holds => {}
+            Verdict::Waits(why) => {
+                let v = Verdict::Waits(format!("waiting for {service} ({condition}): {why}"));
+                return (v, notes);
+            }
+            Verdict::Fails(why) if !wait.required => notes.push(format!(
+                "dependency {service} failed ({condition}: {why}); starting anyway (required: false)"
+            )),
+            Verdict::Fails(why) => {
+                let v = Verdict::Fails(format!("dependency {service} failed ({condition}): {why}"));
+                return (v, notes);
+            }
+        }
+    }
+    (Verdict::Holds, notes)
+}
+
 /// Decide `wait` from the dependency's processes (name and phase).
 pub fn verdict(wait: &Wait, processes: &[(&str, Phase)]) -> Verdict {
     for (name, phase) in processes {
@@ -114,6 +154,44 @@ mod tests {
             verdict(&healthy, &[("db-1", running(Some(Health::Healthy)))]),
             Verdict::Holds
         );
+    }
+
+    #[test]
+    fn the_first_condition_that_does_not_hold_decides() {
+        let seen = |name, service, phase| Seen {
+            name,
+            service,
+            phase,
+        };
+        let all = [
+            seen("db-1", "db", running(Some(Health::Unhealthy))),
+            seen("cache-1", "cache", Phase::Exited { success: false }),
+            seen("init-1", "init", running(None)),
+        ];
+        let optional = Wait {
+            service: "cache".into(),
+            condition: Condition::ServiceCompletedSuccessfully,
+            required: false,
+        };
+        let healthy = wait(Condition::ServiceHealthy);
+        let (v, notes) = decide(&[optional.clone(), healthy], &all);
+        assert_eq!(
+            v,
+            Verdict::Fails("dependency db failed (service_healthy): db-1 is unhealthy".into())
+        );
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        let done = Wait {
+            service: "init".into(),
+            ..wait(Condition::ServiceCompletedSuccessfully)
+        };
+        assert_eq!(
+            decide(&[optional, done], &all).0,
+            Verdict::Waits(
+                "waiting for init (service_completed_successfully): init-1 has not completed"
+                    .into()
+            )
+        );
+        assert_eq!(decide(&[], &all), (Verdict::Holds, vec![]));
     }
 
     #[test]

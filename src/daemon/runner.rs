@@ -30,7 +30,7 @@ mod control;
 
 use super::health::{self, HealthStatus, Outcome, Tracker};
 use super::logs::{LogSink, EVENT, OUTPUT};
-use super::order::{self, Phase, Verdict};
+use super::order::{self, Phase, Seen, Verdict};
 use super::privileges::Privileges;
 use crate::kernel::cgroup::{self, Cgroup};
 use crate::kernel::NetnsDir;
@@ -288,6 +288,8 @@ impl Runner {
                                 next: Some(Box::new(def.clone())),
                             };
                         }
+                        // Still waiting for its dependencies: it starts as it is now.
+                        State::Pending { .. } => p.def = def.clone(),
                         _ => {
                             p.def = def.clone();
                             p.restarts = 0;
@@ -363,40 +365,21 @@ impl Runner {
         let Some(p) = self.procs.get(name) else {
             return Verdict::Holds;
         };
-        for wait in &p.def.depends_on {
-            let mut deps: Vec<(&str, Phase)> = self
-                .procs
-                .values()
-                .filter(|d| d.def.service == wait.service && !d.removed)
-                .map(|d| (d.def.name.as_str(), phase(d)))
-                .collect();
-            deps.sort_by(|a, b| a.0.cmp(b.0));
-            let condition = wait.condition.as_str();
-            match order::verdict(wait, &deps) {
-                Verdict::Holds => {}
-                Verdict::Waits(why) => {
-                    return Verdict::Waits(format!(
-                        "waiting for {} ({condition}): {why}",
-                        wait.service
-                    ))
-                }
-                Verdict::Fails(why) if !wait.required => self.log.line(
-                    name,
-                    EVENT,
-                    &format!(
-                        "dependency {} failed ({condition}: {why}); starting anyway (required: false)",
-                        wait.service
-                    ),
-                ),
-                Verdict::Fails(why) => {
-                    return Verdict::Fails(format!(
-                        "dependency {} failed ({condition}): {why}",
-                        wait.service
-                    ))
-                }
-            }
+        let seen: Vec<Seen> = self
+            .procs
+            .values()
+            .filter(|d| !d.removed)
+            .map(|d| Seen {
+                name: &d.def.name,
+                service: &d.def.service,
+                phase: phase(d),
+            })
+            .collect();
+        let (verdict, notes) = order::decide(&p.def.depends_on, &seen);
+        for note in notes {
+            self.log.line(name, EVENT, &note);
         }
-        Verdict::Holds
+        verdict
     }
 
     fn ns_ino(&self, ns: Option<&str>) -> Option<u64> {
