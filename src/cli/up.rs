@@ -36,14 +36,16 @@ pub fn run(global: &Global, args: &UpArgs) -> miette::Result<ExitCode> {
     }
     require_root("up")?;
     let events = Terminal::new();
-    match &args.plan {
+    let outcome = match &args.plan {
         Some(path) => {
             let saved = reconcile::read_plan(path).map_err(report)?;
             reconcile::up_plan(&store(), saved, &events)
         }
         None => reconcile::up(&store(), &opts, &events),
-    }
-    .map_err(report)?;
+    };
+    // The live status line is erased before an error is printed.
+    drop(events);
+    outcome.map_err(report)?;
     Ok(ExitCode::SUCCESS)
 }
 
