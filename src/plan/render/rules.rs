@@ -1,6 +1,9 @@
 //! A rule whose sets changed, shown once with the elements that come and go. A policy that
 //! admits a service lists every replica's address in one set, so one more replica would
-//! otherwise print the whole rule twice, before and after.
+//! otherwise print the whole rule twice, before and after; so would a VIP's dispatch map.
+
+use regex::Regex;
+use std::sync::LazyLock;
 
 /// Rules added and removed in one chain: pairs (removed, added) alike but for the elements of
 /// their sets, then the added and the removed rules left over.
@@ -12,10 +15,9 @@ pub(super) fn pair<'r>(
     let mut pairs = Vec::new();
     let mut unpaired = Vec::new();
     for &new in added {
-        let shape = split(new).map(|(outside, _)| outside);
-        let twin = shape.as_ref().and_then(|shape| {
+        let twin = shape(new).and_then(|shape| {
             left.iter()
-                .position(|old| split(old).is_some_and(|(o, _)| &o == shape))
+                .position(|old| self::shape(old).is_some_and(|o| o == shape))
         });
         match twin {
             Some(i) => pairs.push((left.remove(i), new)),
@@ -57,6 +59,26 @@ pub(super) fn changed(old: &str, new: &str) -> String {
         out.push_str(&format!("{{ {} }}", items.join(", ")));
     }
     out
+}
+
+/// What two rules must share to be shown as one changed rule: the text around their sets,
+/// where a VIP's `numgen random mod N map { ... }` counts its map's elements (N is theirs).
+fn shape(rule: &str) -> Option<Vec<String>> {
+    static MOD: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"mod (\d+) map $").expect("a valid pattern"));
+    let (outside, sets) = split(rule)?;
+    Some(
+        outside
+            .iter()
+            .enumerate()
+            .map(|(i, text)| match (MOD.captures(text), sets.get(i)) {
+                (Some(c), Some(set)) if c[1].parse() == Ok(set.len()) => {
+                    MOD.replace(text, "mod N map ").into_owned()
+                }
+                _ => text.to_string(),
+            })
+            .collect(),
+    )
 }
 
 /// A rule as the text around its sets (one more piece than sets) and the sets' elements;
@@ -113,6 +135,21 @@ mod tests {
         assert_eq!((added, removed), (vec![other], vec![OLD]));
         assert_eq!(split("a { b } }"), None);
         assert_eq!(split("no sets"), None);
+    }
+
+    #[test]
+    fn a_vip_map_with_one_more_replica_is_one_line() {
+        let old = "dnat ip to numgen random mod 2 map { 0 : 10.0.0.3, 1 : 10.0.0.4 }";
+        let new = "dnat ip to numgen random mod 3 map { 0 : 10.0.0.3, 1 : 10.0.0.4, 2 : 10.0.0.8 }";
+        let (pairs, _, _) = pair(&[new], &[old]);
+        assert_eq!(pairs, [(old, new)]);
+        assert_eq!(
+            changed(old, new),
+            "dnat ip to numgen random mod 3 map { + 2 : 10.0.0.8, (2 unchanged) }"
+        );
+        // A modulus that is not its map's size is text like any other.
+        let odd = "dnat ip to numgen random mod 5 map { 0 : 10.0.0.3, 1 : 10.0.0.4 }";
+        assert!(pair(&[odd], &[old]).0.is_empty());
     }
 
     #[test]
