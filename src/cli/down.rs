@@ -18,7 +18,10 @@ pub fn run(global: &Global) -> miette::Result<ExitCode> {
     }
     require_root("down")?;
     let project = project_name(global)?;
-    reconcile::down(&store(), &project, &Terminal::new()).map_err(report)?;
+    // The events (and their live status line) end with this statement, before an error is
+    // printed.
+    let outcome = reconcile::down(&store(), &project, &Terminal::new());
+    outcome.map_err(report)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -46,19 +46,24 @@ pub fn run(global: &Global, args: &UpArgs) -> miette::Result<ExitCode> {
     }
     require_root("up")?;
     let events = Terminal::new();
-    let project = match &args.plan {
+    // The project's name, when a saved plan gave it (a Compose file is read again for it
+    // only when --wait needs it).
+    let outcome = match &args.plan {
         Some(path) => {
             let saved = reconcile::read_plan(path).map_err(report)?;
             let project = saved.project.clone();
-            reconcile::up_plan(&store(), saved, &events).map_err(report)?;
-            project
+            reconcile::up_plan(&store(), saved, &events).map(|_| Some(project))
         }
-        None => {
-            reconcile::up(&store(), &opts, &events).map_err(report)?;
-            project_name(&opts)?
-        }
+        None => reconcile::up(&store(), &opts, &events).map(|_| None),
     };
+    // The live status line is erased before an error is printed.
+    drop(events);
+    let planned = outcome.map_err(report)?;
     if args.wait {
+        let project = match planned {
+            Some(name) => name,
+            None => project_name(&opts)?,
+        };
         wait(&ProjectName::new(project)?, args.wait_timeout)?;
     }
     Ok(ExitCode::SUCCESS)

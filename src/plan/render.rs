@@ -1,11 +1,12 @@
 //! The human form of a plan: one block per changed resource with the familiar symbols
 //! (`+` create, `~` update, `-/+` replace, `-` destroy), every attribute that matters, and the
 //! summary line. Creates and deletes show every attribute; updates and replacements show only
-//! what changes, element by element (collections.rs), with a count of what is hidden; replicas
-//! changed alike are one block (alike.rs). Colour only on a terminal.
+//! what changes, element by element (collections.rs; a rule's sets in rules.rs), with a count of
+//! what is hidden; replicas changed alike are one block (alike.rs). Colour only on a terminal.
 
 mod alike;
 mod collections;
+mod rules;
 
 use super::{Change, Plan};
 use crate::firewall::rule::Chain;
@@ -231,10 +232,25 @@ fn chains(out: &mut String, old: Option<&Value>, new: &Value, st: &Style) {
         }
         let before: Vec<String> = prev.rules.iter().map(ToString::to_string).collect();
         let now: Vec<String> = chain.rules.iter().map(ToString::to_string).collect();
-        for rule in now.iter().filter(|r| !before.contains(r)) {
+        let added: Vec<&str> = now
+            .iter()
+            .filter(|r| !before.contains(r))
+            .map(String::as_str)
+            .collect();
+        let removed: Vec<&str> = before
+            .iter()
+            .filter(|r| !now.contains(r))
+            .map(String::as_str)
+            .collect();
+        let (pairs, added, removed) = rules::pair(&added, &removed);
+        for (old, new) in pairs {
+            let line = format!("~ {}", rules::changed(old, new));
+            let _ = writeln!(out, "        {}", st.paint("33", &line));
+        }
+        for rule in added {
             let _ = writeln!(out, "        {}", st.paint("32", &format!("+ {rule}")));
         }
-        for rule in before.iter().filter(|r| !now.contains(r)) {
+        for rule in removed {
             let _ = writeln!(out, "        {}", st.paint("31", &format!("- {rule}")));
         }
         let kept = now.iter().filter(|r| before.contains(r)).count();

@@ -273,9 +273,10 @@ async fn a_foreign_object_of_the_same_name_is_refused() {
     });
 }
 
-/// Every operation a run plans is reported as started and then as done, once, up and down
-/// (where the kernel takes a namespace's links along), so that a front end counts done/total
-/// and names what is in flight from the real steps.
+/// Every operation a run plans is reported as started and then as done, once: up, a change
+/// that replaces a bridge (its links are rebuilt), and down (where the kernel takes a
+/// namespace's links along), so that a front end counts done/total and names what is in
+/// flight from the real steps.
 #[tokio::test]
 async fn every_planned_operation_starts_and_ends_once() {
     use std::sync::Mutex;
@@ -286,8 +287,13 @@ async fn every_planned_operation_starts_and_ends_once() {
         done: Vec<String>,
     }
     let desired = desired();
+    let renumbered = desired_of(&COMPOSE.replace("10.40.1.0/24", "10.40.9.0/24"));
     let k = Kernel::new(PROJECT, Fake::new());
-    for (state, target) in [(&[][..], &desired[..]), (&desired[..], &[][..])] {
+    for (state, target) in [
+        (&[][..], &desired[..]),
+        (&desired[..], &renumbered[..]),
+        (&renumbered[..], &[][..]),
+    ] {
         let seen = Mutex::new(Seen::default());
         let record = |step: Step<'_>| {
             let mut s = seen.lock().unwrap();
