@@ -351,3 +351,60 @@ networks:
     );
     assert!(has("asks for an IPv4 address on network `a`"), "{errs:?}");
 }
+
+// ---------------------------------------------------------------- item 4: links
+
+/// compose-go loader/full-example.yml's `links: [db, db:database, redis]`: from the linking
+/// service, `database` resolves to db's service address (its VIP) through the embedded
+/// resolver; another service of the same network does not see the alias (Docker scopes a
+/// link to the container that declares it).
+#[test]
+fn a_link_alias_resolves_from_the_linking_service_only() {
+    require_root("a_link_alias_resolves_from_the_linking_service_only");
+    let sb = Sandbox::new();
+    let p = Project::new(
+        &sb,
+        "fidlinks",
+        r#"
+services:
+  db: {}
+  redis: {}
+  web:
+    links: [db, "db:database", redis]
+  other: {}
+"#,
+    );
+    p.up();
+    let vip = p.vip("db", "default");
+    assert!(!vip.is_empty(), "db has no VIP");
+    let dig = |svc: &str, name: &str| {
+        let ns = p.ns(svc, 1);
+        let out = sb.run(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "dig",
+            "+short",
+            "+tries=3",
+            "@127.0.0.11",
+            name,
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while dig("web", "db").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the resolver never answered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(dig("web", "database"), vip);
+    assert_eq!(
+        dig("other", "db"),
+        vip,
+        "the service name resolves for everyone"
+    );
+    assert_eq!(dig("other", "database"), "", "the alias is web's only");
+}
