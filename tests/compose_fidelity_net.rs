@@ -408,3 +408,41 @@ services:
     );
     assert_eq!(dig("other", "database"), "", "the alias is web's only");
 }
+
+/// docker/compose pkg/e2e/fixtures/network-links/compose.yaml (TestNetworkLinks): two
+/// `network_mode: bridge` services, one linking the other. Both get an interface on the
+/// project's bridge network (never silently none), and container2 reaches container1 by name.
+#[test]
+fn network_mode_bridge_attaches_to_a_bridge_network() {
+    require_root("network_mode_bridge_attaches_to_a_bridge_network");
+    let sb = Sandbox::new();
+    let p = Project::new(
+        &sb,
+        "fidbridge",
+        r#"
+services:
+  container1:
+    network_mode: bridge
+  container2:
+    network_mode: bridge
+    links:
+      - container1
+"#,
+    );
+    p.up();
+    for svc in ["container1", "container2"] {
+        let ns = p.ns(svc, 1);
+        let v4 = sb.run_ok(&["ip", "-n", &ns, "-4", "-o", "addr", "show", "dev", "eth0"]);
+        assert!(v4.contains("inet "), "{svc} has no address on eth0: {v4}");
+    }
+    let _server = Bg(p.serve("container1", 1, 80));
+    let addr = p.addr("container1", 1, "bridge");
+    p.wait_open(Some(("container2", 1)), &addr, 80);
+    let answer = p.probe(Some(("container2", 1)), &["tcp", "container1", "80"]);
+    assert!(
+        answer
+            .first()
+            .is_some_and(|a| a.starts_with("container1-1 ")),
+        "container1 by name from container2: {answer:?}"
+    );
+}
