@@ -156,6 +156,9 @@ fn attachment(d: &mut Decoder, key: Spanned<String>, node: &Node) -> Attachment 
         .unwrap_or_default();
     att.mac_address = d.opt_string(node, "mac_address");
     for (k, v) in d.dict(node.get("driver_opts"), "driver_opts", '=') {
+        if k.value == crate::spec::ENDPOINT_IFNAME {
+            att.endpoint_ifname = v.clone();
+        }
         att.driver_opts
             .insert(k.value, v.map(|v| v.value).unwrap_or_default());
     }
