@@ -446,3 +446,32 @@ services:
         "container1 by name from container2: {answer:?}"
     );
 }
+
+// ---------------------------------------------------------------- item 5: driver_opts
+
+/// docker/compose passes `interface_name` to the engine as the endpoint driver option
+/// `com.docker.network.endpoint.ifname` (pkg/compose/create.go); a file that writes the
+/// option itself gets the same: the interface in the namespace carries that name.
+#[test]
+fn the_endpoint_ifname_driver_option_names_the_interface() {
+    require_root("the_endpoint_ifname_driver_option_names_the_interface");
+    let sb = Sandbox::new();
+    let p = Project::new(
+        &sb,
+        "fidifname",
+        r#"
+services:
+  web:
+    networks:
+      front:
+        driver_opts:
+          com.docker.network.endpoint.ifname: front0
+networks:
+  front: {}
+"#,
+    );
+    p.up();
+    let ns = p.ns("web", 1);
+    let link = sb.run_ok(&["ip", "-n", &ns, "-4", "-o", "addr", "show", "dev", "front0"]);
+    assert!(link.contains("inet "), "front0 has no address: {link}");
+}
