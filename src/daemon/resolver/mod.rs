@@ -225,6 +225,42 @@ pub fn parse_arpa(name: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::daemon::{NamespaceView, NetworkView};
+
+    #[test]
+    fn link_aliases_answer_the_linking_service_only() {
+        let mut cfg = DaemonConfig::new(crate::project_name::ProjectName::new("p").unwrap());
+        let db: IpAddr = "10.1.0.100".parse().unwrap();
+        let mut net = NetworkView {
+            names: vec!["front".into()],
+            ..Default::default()
+        };
+        net.records.insert("db".into(), vec![db]);
+        net.links.insert(
+            "web".into(),
+            [("database".to_string(), vec![db])].into_iter().collect(),
+        );
+        cfg.networks.insert("front".into(), net);
+        for svc in ["web", "other"] {
+            cfg.namespaces.insert(
+                format!("p-{svc}-1"),
+                NamespaceView {
+                    service: svc.into(),
+                    replica: 1,
+                    networks: vec!["front".into()],
+                    upstreams: vec![],
+                },
+            );
+        }
+        let snap = Snapshot::compile(&cfg, 1);
+        let addrs = |ns: &str, name: &str| {
+            snap.lookup(&snap.namespaces[ns], name)
+                .map(|e| e.addrs.clone())
+        };
+        assert_eq!(addrs("p-web-1", "database"), Some(vec![db]));
+        assert_eq!(addrs("p-other-1", "database"), None);
+        assert_eq!(addrs("p-other-1", "db"), Some(vec![db]));
+    }
 
     #[test]
     fn arpa_names() {
