@@ -293,6 +293,21 @@ pub struct Attachment {
     pub priority: i64,
     pub gw_priority: i64,
     pub interface_name: Option<Spanned<String>>,
+    /// `driver_opts: {com.docker.network.endpoint.ifname: NAME}`, Docker's older way to
+    /// name the interface.
+    pub endpoint_ifname: Option<Spanned<String>>,
+}
+
+/// The driver option with which Docker names an endpoint's interface.
+pub const ENDPOINT_IFNAME: &str = "com.docker.network.endpoint.ifname";
+
+impl Attachment {
+    /// The interface name asked for: `interface_name`, else the endpoint driver option.
+    pub fn ifname(&self) -> Option<&Spanned<String>> {
+        self.interface_name
+            .as_ref()
+            .or(self.endpoint_ifname.as_ref())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -351,3 +351,127 @@ networks:
     );
     assert!(has("asks for an IPv4 address on network `a`"), "{errs:?}");
 }
+
+// ---------------------------------------------------------------- item 4: links
+
+/// compose-go loader/full-example.yml's `links: [db, db:database, redis]`: from the linking
+/// service, `database` resolves to db's service address (its VIP) through the embedded
+/// resolver; another service of the same network does not see the alias (Docker scopes a
+/// link to the container that declares it).
+#[test]
+fn a_link_alias_resolves_from_the_linking_service_only() {
+    require_root("a_link_alias_resolves_from_the_linking_service_only");
+    let sb = Sandbox::new();
+    let p = Project::new(
+        &sb,
+        "fidlinks",
+        r#"
+services:
+  db: {}
+  redis: {}
+  web:
+    links: [db, "db:database", redis]
+  other: {}
+"#,
+    );
+    p.up();
+    let vip = p.vip("db", "default");
+    assert!(!vip.is_empty(), "db has no VIP");
+    let dig = |svc: &str, name: &str| {
+        let ns = p.ns(svc, 1);
+        let out = sb.run(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "dig",
+            "+short",
+            "+tries=3",
+            "@127.0.0.11",
+            name,
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while dig("web", "db").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the resolver never answered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(dig("web", "database"), vip);
+    assert_eq!(
+        dig("other", "db"),
+        vip,
+        "the service name resolves for everyone"
+    );
+    assert_eq!(dig("other", "database"), "", "the alias is web's only");
+}
+
+/// docker/compose pkg/e2e/fixtures/network-links/compose.yaml (TestNetworkLinks): two
+/// `network_mode: bridge` services, one linking the other. Both get an interface on the
+/// project's bridge network (never silently none), and container2 reaches container1 by name.
+#[test]
+fn network_mode_bridge_attaches_to_a_bridge_network() {
+    require_root("network_mode_bridge_attaches_to_a_bridge_network");
+    let sb = Sandbox::new();
+    let p = Project::new(
+        &sb,
+        "fidbridge",
+        r#"
+services:
+  container1:
+    network_mode: bridge
+  container2:
+    network_mode: bridge
+    links:
+      - container1
+"#,
+    );
+    p.up();
+    for svc in ["container1", "container2"] {
+        let ns = p.ns(svc, 1);
+        let v4 = sb.run_ok(&["ip", "-n", &ns, "-4", "-o", "addr", "show", "dev", "eth0"]);
+        assert!(v4.contains("inet "), "{svc} has no address on eth0: {v4}");
+    }
+    let _server = Bg(p.serve("container1", 1, 80));
+    let addr = p.addr("container1", 1, "bridge");
+    p.wait_open(Some(("container2", 1)), &addr, 80);
+    let answer = p.probe(Some(("container2", 1)), &["tcp", "container1", "80"]);
+    assert!(
+        answer
+            .first()
+            .is_some_and(|a| a.starts_with("container1-1 ")),
+        "container1 by name from container2: {answer:?}"
+    );
+}
+
+// ---------------------------------------------------------------- item 5: driver_opts
+
+/// docker/compose passes `interface_name` to the engine as the endpoint driver option
+/// `com.docker.network.endpoint.ifname` (pkg/compose/create.go); a file that writes the
+/// option itself gets the same: the interface in the namespace carries that name.
+#[test]
+fn the_endpoint_ifname_driver_option_names_the_interface() {
+    require_root("the_endpoint_ifname_driver_option_names_the_interface");
+    let sb = Sandbox::new();
+    let p = Project::new(
+        &sb,
+        "fidifname",
+        r#"
+services:
+  web:
+    networks:
+      front:
+        driver_opts:
+          com.docker.network.endpoint.ifname: front0
+networks:
+  front: {}
+"#,
+    );
+    p.up();
+    let ns = p.ns("web", 1);
+    let link = sb.run_ok(&["ip", "-n", &ns, "-4", "-o", "addr", "show", "dev", "front0"]);
+    assert!(link.contains("inet "), "front0 has no address: {link}");
+}

@@ -201,9 +201,11 @@ fn pool(c: &spec::IpamConfig) -> BTreeMap<&'static str, serde_json::Value> {
 fn service(s: &spec::Service) -> ServiceView<'_> {
     ServiceView {
         network_mode: s.network_mode.as_ref().map(|m| mode(&m.value)),
+        // A `network_mode` service's networks are implied by the mode, as Compose prints it.
         networks: s
             .networks
             .iter()
+            .filter(|_| s.network_mode.is_none())
             .map(|(k, a)| (k.as_str(), attachment(a)))
             .collect(),
         ports: s.ports.iter().flat_map(port).collect(),

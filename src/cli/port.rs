@@ -2,7 +2,7 @@
 //! published on, as `docker compose port` prints it. Replicas share their service's published
 //! ports (connections are balanced over them), so every `--index` has the same answer.
 
-use super::reconcile::{store, Terminal};
+use super::reconcile::store;
 use super::Global;
 use crate::model::ports::Published;
 use crate::spec::Protocol;
@@ -37,7 +37,11 @@ pub fn run(global: &Global, args: &PortArgs) -> miette::Result<ExitCode> {
         ));
     }
     let name = crate::project_name::ProjectName::new(project.name.clone())?;
-    let alloc = crate::reconcile::allocations(&store(), &name, &Terminal::new());
+    // Without the state (not root), explicit ports are still known; ephemeral ones are not.
+    let alloc = crate::reconcile::allocations(&store(), &name).unwrap_or_else(|e| {
+        eprintln!("warning: {e}");
+        Default::default()
+    });
     let all = crate::model::ports::published(project, &alloc);
     match published(&all, &args.service, port, protocol) {
         Some(addr) => {

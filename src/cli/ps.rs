@@ -83,7 +83,8 @@ pub fn run(global: &Global, args: &PsArgs) -> miette::Result<ExitCode> {
     let resources =
         crate::reconcile::resources(&store(), &name, live, &Terminal::new()).map_err(report)?;
     let source = if live { "live" } else { "state" };
-    let alloc = crate::reconcile::allocations(&store(), &name, &Terminal::new());
+    // An unreadable state was reported by `resources` above; ephemeral ports are then unknown.
+    let alloc = crate::reconcile::allocations(&store(), &name).unwrap_or_default();
     let published = crate::model::ports::published(project, &alloc);
     let mut view = view(project, &resources, &published, source);
     view.daemon = is_root().then(|| super::daemon::view(&name));

@@ -54,6 +54,10 @@ pub struct NetworkView {
     pub stable: BTreeSet<String>,
     /// Address → names, for PTR.
     pub reverse: BTreeMap<IpAddr, Vec<String>>,
+    /// Names answered only to one service's replicas (`links` aliases): service → lower-case
+    /// alias → addresses.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub links: BTreeMap<String, BTreeMap<String, Vec<IpAddr>>>,
 }
 
 /// One namespace the resolver serves (a replica with its own stack).
@@ -248,6 +252,7 @@ pub fn build(
         match &r.spec {
             Spec::Dns(z) => {
                 let net = networks.entry(z.network.clone()).or_default();
+                net.links = z.links.clone();
                 for (name, ips) in &z.records {
                     let e = net.records.entry(name.to_ascii_lowercase()).or_default();
                     for ip in ips {

@@ -1,9 +1,10 @@
 //! The names each network answers (service, `tasks.<service>`, replica names, aliases,
-//! hostnames, container names), as the embedded resolver will serve them.
+//! hostnames, container names), as the embedded resolver will serve them, and the `links`
+//! aliases it answers to the linking service only.
 
 use super::endpoints::{Endpoint, Replica};
 use super::names::netns_name;
-use super::resource::{DnsZone, Resource, ResourceId, Spec};
+use super::resource::{DnsZone, LinkAliases, Resource, ResourceId, Spec};
 use crate::ipam::Allocations;
 use crate::spec::Project;
 use std::collections::BTreeMap;
@@ -53,6 +54,7 @@ pub fn resources(
             }
         }
     }
+    let mut links = link_aliases(project, eps, alloc);
     zones
         .into_iter()
         .map(|(net, records)| Resource {
@@ -60,8 +62,50 @@ pub fn resources(
             spec: Spec::Dns(DnsZone {
                 network: net.to_string(),
                 records,
+                links: links.remove(net).unwrap_or_default(),
             }),
             depends_on: vec![],
         })
         .collect()
+}
+
+/// Per network, each `links: [svc:alias]` alias: the target's service address there (its VIP,
+/// else its replicas), on every network the linking service shares with it.
+fn link_aliases<'p>(
+    project: &'p Project,
+    eps: &[Endpoint],
+    alloc: &Allocations,
+) -> BTreeMap<&'p str, LinkAliases> {
+    let mut out: BTreeMap<&str, LinkAliases> = BTreeMap::new();
+    for (key, svc) in &project.services {
+        for link in &svc.links {
+            let target = &link.service.value;
+            let Some(alias) = link.alias.as_deref().filter(|a| a != target) else {
+                continue;
+            };
+            for net in svc.networks.keys() {
+                let vip = alloc
+                    .networks
+                    .get(net)
+                    .and_then(|a| a.addresses.get(&format!("{target}.vip")));
+                let ips: Vec<IpAddr> = match vip {
+                    Some(v) => v.clone(),
+                    None => eps
+                        .iter()
+                        .filter(|e| &e.service == target && &e.network == net)
+                        .flat_map(|e| e.ips())
+                        .collect(),
+                };
+                if ips.is_empty() {
+                    continue;
+                }
+                out.entry(net.as_str())
+                    .or_default()
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(alias.to_ascii_lowercase(), ips);
+            }
+        }
+    }
+    out
 }

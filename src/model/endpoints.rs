@@ -258,8 +258,7 @@ pub fn endpoints(project: &Project, replicas: &[Replica], alloc: &Allocations) -
                 network: key.clone(),
                 netns: rep.netns.clone().unwrap_or_default(),
                 ifname: att
-                    .interface_name
-                    .as_ref()
+                    .ifname()
                     .map_or_else(|| format!("eth{i}"), |n| n.value.clone()),
                 mac: net_alloc
                     .macs

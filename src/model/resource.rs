@@ -298,7 +298,15 @@ fn one_or_more<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D:
 pub struct DnsZone {
     pub network: String,
     pub records: std::collections::BTreeMap<String, Vec<IpAddr>>,
+    /// `links: [svc:alias]`: names answered only to the linking service's replicas (linking
+    /// service → alias → addresses), as Docker scopes a link to the container that has it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub links: LinkAliases,
 }
+
+/// Linking service → alias → addresses.
+pub type LinkAliases =
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<IpAddr>>>;
 
 /// An nftables table: `table` in `namespace` (None: the host), with its base chains.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

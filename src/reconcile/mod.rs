@@ -215,20 +215,16 @@ pub fn resources(
     session::Session::open(project)?.observe(&prior.resources, &[])
 }
 
-/// The allocations the last `up` recorded (addresses, ephemeral host ports); none when the
-/// state cannot be read (a warning: `port` and `ps` show what they can without it).
+/// The allocations the last `up` recorded (addresses, ephemeral host ports); none before the
+/// first `up`.
 pub fn allocations(
     store: &dyn Store,
     project: &ProjectName,
-    events: &dyn Events,
-) -> crate::ipam::Allocations {
-    match store.load(project) {
-        Ok(s) => s.map(|s| s.allocations).unwrap_or_default(),
-        Err(e) => {
-            events.warning(&e.to_string());
-            Default::default()
-        }
-    }
+) -> Result<crate::ipam::Allocations, ReconcileError> {
+    Ok(store
+        .load(project)?
+        .map(|s| s.allocations)
+        .unwrap_or_default())
 }
 
 /// The replica counts the `up --scale` that built the project set (empty without one).

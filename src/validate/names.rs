@@ -19,7 +19,7 @@ pub(super) fn check(project: &Project, diags: &mut Diagnostics) {
     for svc in project.services.values() {
         let mut seen: Vec<&str> = Vec::new();
         for att in svc.networks.values() {
-            if let Some(name) = &att.interface_name {
+            if let Some(name) = att.ifname() {
                 ifname(name, "an interface name", diags);
                 if seen.contains(&name.value.as_str()) {
                     bad(

@@ -38,10 +38,14 @@ pub struct Net {
     pub subnets: Vec<IpNetwork>,
     pub records: HashMap<String, Entry>,
     pub reverse: HashMap<IpAddr, Vec<String>>,
+    /// `links` aliases: service → name → answer, for that service's replicas only.
+    pub links: HashMap<String, HashMap<String, Entry>>,
 }
 
 #[derive(Debug, Default)]
 pub struct NsView {
+    /// The service whose replica this namespace is (for its `links` aliases).
+    pub service: String,
     /// Indexes into [`Snapshot::networks`], in interface order.
     pub networks: Vec<usize>,
     pub upstreams: Vec<Upstream>,
@@ -83,11 +87,29 @@ impl Snapshot {
             if names.is_empty() {
                 names.push(key.to_ascii_lowercase());
             }
+            let links = v
+                .links
+                .iter()
+                .map(|(svc, names)| {
+                    let names = names
+                        .iter()
+                        .map(|(n, addrs)| {
+                            let entry = Entry {
+                                addrs: addrs.clone(),
+                                ttl: SCALING_TTL,
+                            };
+                            (n.clone(), entry)
+                        })
+                        .collect();
+                    (svc.clone(), names)
+                })
+                .collect();
             networks.push(Net {
                 names,
                 subnets: v.subnets.clone(),
                 records,
                 reverse: v.reverse.iter().map(|(k, v)| (*k, v.clone())).collect(),
+                links,
             });
         }
         let namespaces = cfg
@@ -97,6 +119,7 @@ impl Snapshot {
                 (
                     name.clone(),
                     NsView {
+                        service: v.service.clone(),
                         networks: v
                             .networks
                             .iter()
@@ -114,9 +137,18 @@ impl Snapshot {
         }
     }
 
-    /// `name` (lower case, no trailing dot) as seen from `ns`: the first attached network that
-    /// knows it, then the `<name>.<network>` form on an attached network.
+    /// `name` (lower case, no trailing dot) as seen from `ns`: the service's `links` aliases,
+    /// then the first attached network that knows it, then the `<name>.<network>` form on an
+    /// attached network.
     pub fn lookup(&self, ns: &NsView, name: &str) -> Option<&Entry> {
+        // A link alias is the linking service's own name for its target: it comes first, as
+        // Docker's resolver answers a container's links before the network's names.
+        for &i in &ns.networks {
+            let links = self.networks[i].links.get(&ns.service);
+            if let Some(e) = links.and_then(|l| l.get(name)) {
+                return Some(e);
+            }
+        }
         for &i in &ns.networks {
             if let Some(e) = self.networks[i].records.get(name) {
                 return Some(e);
@@ -193,6 +225,42 @@ pub fn parse_arpa(name: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::daemon::{NamespaceView, NetworkView};
+
+    #[test]
+    fn link_aliases_answer_the_linking_service_only() {
+        let mut cfg = DaemonConfig::new(crate::project_name::ProjectName::new("p").unwrap());
+        let db: IpAddr = "10.1.0.100".parse().unwrap();
+        let mut net = NetworkView {
+            names: vec!["front".into()],
+            ..Default::default()
+        };
+        net.records.insert("db".into(), vec![db]);
+        net.links.insert(
+            "web".into(),
+            [("database".to_string(), vec![db])].into_iter().collect(),
+        );
+        cfg.networks.insert("front".into(), net);
+        for svc in ["web", "other"] {
+            cfg.namespaces.insert(
+                format!("p-{svc}-1"),
+                NamespaceView {
+                    service: svc.into(),
+                    replica: 1,
+                    networks: vec!["front".into()],
+                    upstreams: vec![],
+                },
+            );
+        }
+        let snap = Snapshot::compile(&cfg, 1);
+        let addrs = |ns: &str, name: &str| {
+            snap.lookup(&snap.namespaces[ns], name)
+                .map(|e| e.addrs.clone())
+        };
+        assert_eq!(addrs("p-web-1", "database"), Some(vec![db]));
+        assert_eq!(addrs("p-other-1", "database"), None);
+        assert_eq!(addrs("p-other-1", "db"), Some(vec![db]));
+    }
 
     #[test]
     fn arpa_names() {

@@ -49,7 +49,7 @@ pub fn project(root: &Node, name: &str, profiles: &[String], diags: &mut Diagnos
     if let Some(checks) = root.get("x-checks") {
         project.checks = ext::checks(&mut d, checks);
     }
-    network::add_implicit_default(&mut project);
+    network::add_implicit_networks(&mut project);
     project
 }
 

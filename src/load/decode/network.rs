@@ -141,8 +141,36 @@ fn decode_pool(d: &mut Decoder, node: &Node) -> IpamConfig {
     pool
 }
 
-/// Compose gives services with no `networks` the `default` network, `<project>_default`.
-pub(super) fn add_implicit_default(project: &mut Project) {
+/// The network of `network_mode: bridge` services.
+pub const BRIDGE: &str = "bridge";
+
+/// Compose gives services with no `networks` the `default` network, `<project>_default`; and
+/// `network_mode: bridge` services get `bridge` (`<project>_bridge`), this project's stand-in
+/// for Docker's default bridge: a plain bridge network with outbound access and published
+/// ports, shared by the project's bridge-mode services.
+pub(super) fn add_implicit_networks(project: &mut Project) {
+    add_implicit_default(project);
+    let uses_bridge = project.services.values().any(|s| {
+        s.network_mode
+            .as_ref()
+            .is_some_and(|m| m.value == crate::spec::NetworkMode::Bridge)
+    });
+    if uses_bridge && !project.networks.contains_key(BRIDGE) {
+        let key = Spanned::new(BRIDGE.to_string(), no_span());
+        let name = Spanned::new(format!("{}_{BRIDGE}", project.name), no_span());
+        project.networks.insert(
+            BRIDGE.into(),
+            Network {
+                key,
+                name,
+                implicit: true,
+                ..Default::default()
+            },
+        );
+    }
+}
+
+fn add_implicit_default(project: &mut Project) {
     let uses_default = project.services.values().any(|s| {
         (s.networks.is_empty() && s.network_mode.is_none()) || s.networks.contains_key("default")
     });

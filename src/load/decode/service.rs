@@ -33,6 +33,19 @@ pub(super) fn decode(d: &mut Decoder, key: &Spanned<String>, node: &Node) -> Ser
     if svc.networks.is_empty() && svc.network_mode.is_none() {
         svc.networks.insert("default".into(), default_attachment());
     }
+    // Docker's `bridge` mode attaches the container to the default bridge; here that is the
+    // project's implicit `bridge` network (see network::add_implicit_networks).
+    if let Some(mode) = svc
+        .network_mode
+        .as_ref()
+        .filter(|m| m.value == NetworkMode::Bridge)
+    {
+        let att = Attachment {
+            key: Spanned::new(super::network::BRIDGE.into(), mode.span),
+            ..Default::default()
+        };
+        svc.networks.insert(super::network::BRIDGE.into(), att);
+    }
     svc.dns = d.strings(node.get("dns"), "dns");
     svc.dns_search = d.strings(node.get("dns_search"), "dns_search");
     svc.dns_opt = d.strings(node.get("dns_opt"), "dns_opt");
@@ -145,6 +158,9 @@ fn attachment(d: &mut Decoder, key: Spanned<String>, node: &Node) -> Attachment 
         .unwrap_or_default();
     att.mac_address = d.opt_string(node, "mac_address");
     for (k, v) in d.dict(node.get("driver_opts"), "driver_opts", '=') {
+        if k.value == crate::spec::ENDPOINT_IFNAME {
+            att.endpoint_ifname = v.clone();
+        }
         att.driver_opts
             .insert(k.value, v.map(|v| v.value).unwrap_or_default());
     }
