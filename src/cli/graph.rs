@@ -88,8 +88,7 @@ fn running(name: &ProjectName) -> Option<Running> {
             .map(|p| Process {
                 service: p.service,
                 state: p.state,
-                // The daemon's Status reply carries no healthcheck verdict (yet): state only.
-                health: None,
+                health: p.health.map(|h| h.status.as_str().to_string()),
             })
             .collect()
     } else {

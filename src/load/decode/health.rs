@@ -2,6 +2,7 @@
 //! which of them wait for which. Compose's defaults (interval 30s, timeout 30s, retries 3,
 //! start_period 0s, start_interval 5s) are filled in here, so later stages see plain values.
 
+use super::duration::parse_duration;
 use super::Decoder;
 use crate::load::node::{Node, Value};
 use crate::spec::{Condition, Dependency, Healthcheck, Spanned};
@@ -133,55 +134,10 @@ fn duration_node(d: &mut Decoder, node: &Node, key: &str) -> Option<Duration> {
     match parse_duration(&s.value) {
         Ok(v) => Some(v),
         Err(reason) => {
-            d.invalid(key, node, reason, DURATION_HINT);
+            d.invalid(key, node, reason.to_string(), DURATION_HINT);
             None
         }
     }
-}
-
-/// A duration as Go's `time.ParseDuration` reads it (Compose's syntax): `1h2m3.5s`, `500ms`,
-/// `0`; no sign.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let s = text.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if s.is_empty() {
-        return Err("empty".into());
-    }
-    let mut rest = s;
-    let mut total = Duration::ZERO;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("`{s}` has a number without a unit"))?;
-        let (number, tail) = rest.split_at(digits);
-        let value: f64 = number
-            .parse()
-            .map_err(|_| format!("`{number}` is not a number"))?;
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, next) = tail.split_at(unit_len);
-        let nanos_per = match unit {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            other => return Err(format!("unknown unit `{other}`")),
-        };
-        let nanos = value * nanos_per;
-        if !nanos.is_finite() || nanos > u64::MAX as f64 {
-            return Err(format!("`{s}` is too long"));
-        }
-        total = total
-            .checked_add(Duration::from_nanos(nanos as u64))
-            .ok_or_else(|| format!("`{s}` is too long"))?;
-        rest = next;
-    }
-    Ok(total)
 }
 
 /// `depends_on` as a list of names (each `service_started`, required) or a mapping of names to
