@@ -89,6 +89,20 @@ struct ServiceView<'a> {
     policy: Option<&'a spec::Policy>,
     #[serde(rename = "x-run", skip_serializing_if = "Option::is_none")]
     run: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    healthcheck: Option<HealthcheckView>,
+}
+
+/// `healthcheck` with Compose's defaults filled in; a `CMD-SHELL` test shows as the `CMD` it
+/// runs (`/bin/sh -c ...`), which loads back the same.
+#[derive(Serialize)]
+struct HealthcheckView {
+    test: Vec<String>,
+    interval: String,
+    timeout: String,
+    retries: u32,
+    start_period: String,
+    start_interval: String,
 }
 
 /// `depends_on` in the long form, as `docker compose config` prints it.
@@ -257,6 +271,27 @@ fn service(s: &spec::Service) -> ServiceView<'_> {
         },
         policy: s.policy.as_ref(),
         run: s.run.as_ref().map(|r| r.value.as_slice()),
+        healthcheck: s.healthcheck.as_ref().map(|h| HealthcheckView {
+            test: std::iter::once("CMD".to_string())
+                .chain(h.value.argv.iter().cloned())
+                .collect(),
+            interval: duration(h.value.interval),
+            timeout: duration(h.value.timeout),
+            retries: h.value.retries,
+            start_period: duration(h.value.start_period),
+            start_interval: duration(h.value.start_interval),
+        }),
+    }
+}
+
+/// A duration in Compose's (Go's) syntax, exact: `10s`, else `1500ms`, else nanoseconds.
+fn duration(d: std::time::Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.subsec_nanos() % 1_000_000 == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}ns", d.as_nanos())
     }
 }
 
