@@ -55,6 +55,7 @@ pub const UPLINK_OUTSIDE_IP: &str = "198.18.0.1";
 pub const UPLINK_PREFIX: u8 = 30;
 /// Name of the uplink veth at both ends.
 pub const UPLINK_IF: &str = "uplink";
+const UPLINK_NODAD: &str = "net.ipv6.conf.uplink.accept_dad=0";
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 /// `ip netns add` makes /run/netns a shared mount point the first time; two concurrent first
@@ -179,6 +180,11 @@ impl Sandbox {
             ],
             vec!["-n", &host, "addr", "add", &uplink_host, "dev", UPLINK_IF],
             vec!["-n", &out, "addr", "add", &uplink_out, "dev", UPLINK_IF],
+            // The uplink's link-local addresses skip DAD, so that the stand-in for another
+            // machine is reachable over IPv6 at once: while they are tentative, neighbour
+            // discovery across the uplink can stall a first packet for a second or two.
+            vec!["netns", "exec", &host, "sysctl", "-qw", UPLINK_NODAD],
+            vec!["netns", "exec", &out, "sysctl", "-qw", UPLINK_NODAD],
             vec!["-n", &host, "link", "set", UPLINK_IF, "up"],
             vec!["-n", &out, "link", "set", UPLINK_IF, "up"],
             vec![
