@@ -118,6 +118,10 @@ fn scale_ls_port_and_dry_run() {
 
     lab.nc_ok(&f, &["down"]);
     assert_eq!(lab.nc_ok(&f, &["ls", "--json"]).trim(), "[]");
+    // As Compose's `port` needs a running container, ours needs the project up.
+    let out = lab.nc(&f, &["port", "web", "80"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("is not up"), "{}", text(&out));
 }
 
 #[test]

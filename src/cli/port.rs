@@ -2,7 +2,7 @@
 //! published on, as `docker compose port` prints it. Replicas share their service's published
 //! ports (connections are balanced over them), so every `--index` has the same answer.
 
-use super::reconcile::store;
+use super::reconcile::{is_root, report, store};
 use super::Global;
 use crate::model::ports::Published;
 use crate::spec::Protocol;
@@ -37,11 +37,23 @@ pub fn run(global: &Global, args: &PortArgs) -> miette::Result<ExitCode> {
         ));
     }
     let name = crate::project_name::ProjectName::new(project.name.clone())?;
-    // Without the state (not root), explicit ports are still known; ephemeral ones are not.
-    let alloc = crate::reconcile::allocations(&store(), &name).unwrap_or_else(|e| {
-        eprintln!("warning: {e}");
-        Default::default()
-    });
+    // As root the state says whether the project is up, as Compose's `port` needs a running
+    // container; without it (not root) explicit ports are still known, ephemeral ones not.
+    let alloc = if is_root() {
+        if !crate::reconcile::is_up(&store(), &name).map_err(report)? {
+            return Err(miette::miette!(
+                help = "bring it up first: `netcompose up`",
+                "project `{name}` is not up: service `{}` publishes nothing on this machine",
+                args.service
+            ));
+        }
+        crate::reconcile::allocations(&store(), &name).map_err(report)?
+    } else {
+        crate::reconcile::allocations(&store(), &name).unwrap_or_else(|e| {
+            eprintln!("warning: {e}");
+            Default::default()
+        })
+    };
     let all = crate::model::ports::published(project, &alloc);
     match published(&all, &args.service, port, protocol) {
         Some(addr) => {

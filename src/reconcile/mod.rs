@@ -227,6 +227,11 @@ pub fn allocations(
         .unwrap_or_default())
 }
 
+/// Whether the project is up on this machine (its state is recorded).
+pub fn is_up(store: &dyn Store, project: &ProjectName) -> Result<bool, ReconcileError> {
+    Ok(store.load(project)?.is_some())
+}
+
 /// The replica counts the `up --scale` that built the project set (empty without one).
 pub fn recorded_scale(
     store: &dyn Store,

@@ -245,7 +245,7 @@ fn network_mode(project: &Project, svc: &Service, diags: &mut Diagnostics) {
             unknown_service(project, "network_mode", target, mode.span, diags)
         }
         NetworkMode::Container(target) if container_owner(project, target).is_none() => {
-            let hint = format!("container:NAME takes a service's container_name or a replica name such as `{}-SERVICE-1`", project.name);
+            let hint = format!("container:NAME takes a service's container_name or a replica name such as `{}-SERVICE-1`: netcompose runs no container engine, so there is no other container to join", project.name);
             diags.push(ConfigError::UnknownService {
                 context: "network_mode".into(),
                 name: target.clone(),
