@@ -27,24 +27,24 @@
 //! as [`super::health`] says; the probe runs exactly as the process does, in its cgroup leaf.
 
 mod control;
+mod gates;
+mod spawn;
 
-use super::health::{self, HealthStatus, Outcome, Tracker};
+use gates::probe_after;
+use spawn::spawn;
+
+use super::health::{HealthStatus, Outcome, Tracker};
 use super::logs::{LogSink, EVENT, OUTPUT};
-use super::order::{self, Phase, Seen, Verdict};
-use super::privileges::Privileges;
-use crate::kernel::cgroup::{self, Cgroup};
+use crate::kernel::cgroup::Cgroup;
 use crate::kernel::NetnsDir;
 use crate::model::daemon::{DaemonConfig, Process, RestartPolicy};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::ffi::CString;
-use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::path::PathBuf;
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -308,80 +308,6 @@ impl Runner {
         errors
     }
 
-    /// Start the processes whose dependencies now hold, and give up on those whose
-    /// dependencies failed; again until nothing changes (a start can let another start).
-    fn advance(&mut self) -> Vec<String> {
-        let mut errors = Vec::new();
-        while !self.shutting_down {
-            let mut pending: Vec<String> = self
-                .procs
-                .iter()
-                .filter(|(_, p)| matches!(p.state, State::Pending { .. }))
-                .map(|(n, _)| n.clone())
-                .collect();
-            pending.sort();
-            let mut changed = false;
-            for name in pending {
-                match self.dependencies(&name) {
-                    Verdict::Holds => {
-                        changed = true;
-                        if let Err(e) = self.start(&name) {
-                            errors.push(e);
-                        }
-                    }
-                    Verdict::Waits(reason) => {
-                        let Some(p) = self.procs.get_mut(&name) else {
-                            continue;
-                        };
-                        if p.state
-                            != (State::Pending {
-                                reason: reason.clone(),
-                            })
-                        {
-                            self.log.line(&name, EVENT, &reason);
-                            p.state = State::Pending { reason };
-                        }
-                    }
-                    Verdict::Fails(reason) => {
-                        changed = true;
-                        self.log
-                            .line(&name, EVENT, &format!("not started: {reason}"));
-                        if let Some(p) = self.procs.get_mut(&name) {
-                            p.state = State::Blocked { reason };
-                        }
-                    }
-                }
-            }
-            if !changed {
-                break;
-            }
-        }
-        errors
-    }
-
-    /// What the `depends_on` conditions of `name` say now; a condition that is not required
-    /// and fails is logged and counts as holding.
-    fn dependencies(&self, name: &str) -> Verdict {
-        let Some(p) = self.procs.get(name) else {
-            return Verdict::Holds;
-        };
-        let seen: Vec<Seen> = self
-            .procs
-            .values()
-            .filter(|d| !d.removed)
-            .map(|d| Seen {
-                name: &d.def.name,
-                service: &d.def.service,
-                phase: phase(d),
-            })
-            .collect();
-        let (verdict, notes) = order::decide(&p.def.depends_on, &seen);
-        for note in notes {
-            self.log.line(name, EVENT, &note);
-        }
-        verdict
-    }
-
     fn ns_ino(&self, ns: Option<&str>) -> Option<u64> {
         let ns = ns?;
         std::fs::metadata(self.netns_dir.join(ns))
@@ -532,69 +458,6 @@ impl Runner {
             } => self.probed(&name, token, &outcome),
         }
         let _ = self.advance();
-    }
-
-    /// Start a healthcheck of `name`'s current run as the process itself was started.
-    fn probe(&mut self, name: &str, token: u64) {
-        let Some(p) = self.procs.get(name) else {
-            return;
-        };
-        let (State::Running { .. }, Some(h)) = (&p.state, &p.health) else {
-            return;
-        };
-        if p.run_token != token {
-            return;
-        }
-        let mut def = p.def.clone();
-        def.argv = h.probe().argv.clone();
-        let timeout = h.timeout();
-        let dir = NetnsDir::new(&self.netns_dir);
-        let child = spawn(
-            &def,
-            &dir,
-            &self.etc_netns,
-            &self.working_dir,
-            p.leaf.as_ref(),
-        );
-        let tx = self.events.clone();
-        let name = name.to_string();
-        tokio::spawn(async move {
-            let outcome = match child {
-                Ok(child) => health::run_probe(child, timeout).await,
-                Err(error) => Outcome::NotRun { error },
-            };
-            let _ = tx.send(Event::ProbeDone {
-                name,
-                token,
-                outcome,
-            });
-        });
-    }
-
-    /// Record a healthcheck's outcome and schedule the next one.
-    fn probed(&mut self, name: &str, token: u64, outcome: &Outcome) {
-        let Some(p) = self.procs.get_mut(name) else {
-            return;
-        };
-        let (State::Running { .. }, Some(h)) = (&p.state, p.health.as_mut()) else {
-            return;
-        };
-        if p.run_token != token {
-            return;
-        }
-        let now = Instant::now();
-        if let Some(health) = h.record(outcome, now) {
-            let line = match health {
-                health::Health::Healthy => "health: healthy".to_string(),
-                other => format!(
-                    "health: {} (last probe: {})",
-                    other.as_str(),
-                    h.status().last
-                ),
-            };
-            self.log.line(name, EVENT, &line);
-        }
-        probe_after(&self.events, name, token, h.next_delay(now));
     }
 
     fn exited(&mut self, name: &str, pid: i32, status: Option<ExitStatus>) {
@@ -767,33 +630,6 @@ impl Runner {
     }
 }
 
-/// Where `p` is, as its dependents see it.
-fn phase(p: &Proc) -> Phase {
-    match &p.state {
-        State::Running { .. } => Phase::Running {
-            health: p.health.as_ref().map(|h| h.status().status),
-        },
-        State::Stopping { .. } => Phase::Stopping,
-        State::Waiting { .. } => Phase::Restarting,
-        State::Exited { .. } => Phase::Exited {
-            success: p.exit_code == Some(0),
-        },
-        State::Failed { .. } => Phase::Failed,
-        State::Pending { .. } => Phase::Pending,
-        State::Blocked { .. } => Phase::Blocked,
-    }
-}
-
-/// A [`Event::ProbeDue`] for run `token` of `name` after `delay`.
-fn probe_after(events: &mpsc::UnboundedSender<Event>, name: &str, token: u64, delay: Duration) {
-    let tx = events.clone();
-    let name = name.to_string();
-    tokio::spawn(async move {
-        tokio::time::sleep(delay).await;
-        let _ = tx.send(Event::ProbeDue { name, token });
-    });
-}
-
 fn policy_name(p: RestartPolicy) -> &'static str {
     match p {
         RestartPolicy::No => "no",
@@ -861,122 +697,4 @@ async fn pump(stream: impl AsyncRead + Unpin, name: String, log: Arc<LogSink>) {
             }
         }
     }
-}
-
-fn cstring(p: &Path) -> Result<CString, String> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| format!("{} holds a NUL", p.display()))
-}
-
-/// Fork and exec one process in its namespace, with its /etc/netns files, in cgroup `leaf`
-/// (made here).
-fn spawn(
-    def: &Process,
-    dir: &NetnsDir,
-    etc_netns: &Path,
-    working_dir: &Path,
-    leaf: Option<&Cgroup>,
-) -> Result<tokio::process::Child, String> {
-    let (program, args) = def.argv.split_first().ok_or("an empty command")?;
-    let mut nsfd: Option<OwnedFd> = None;
-    let mut binds: Vec<(CString, CString)> = Vec::new();
-    if let Some(ns) = &def.netns {
-        nsfd = Some(dir.open(Some(ns)).map_err(|e| e.to_string())?);
-        let etc = etc_netns.join(ns);
-        for entry in std::fs::read_dir(&etc).into_iter().flatten().flatten() {
-            let target = Path::new("/etc").join(entry.file_name());
-            if target.exists() {
-                binds.push((cstring(&entry.path())?, cstring(&target)?));
-            }
-        }
-    }
-    // The service's own directory must exist; the project's may be gone (then: /).
-    let wd = match &def.working_dir {
-        Some(wd) => wd.as_path(),
-        None if working_dir.is_dir() => working_dir,
-        None => Path::new("/"),
-    };
-    let privileges = Privileges::new(def);
-    // cgroupfs directories live in memory: making one does not wait on a disk.
-    let procs = match leaf {
-        Some(leaf) => Some(
-            leaf.create()
-                .and_then(|()| leaf.procs_for_child())
-                .map_err(|e| e.to_string())?,
-        ),
-        None => None,
-    };
-    let hostname = def.hostname.clone().unwrap_or_default();
-    let init = def.init;
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .current_dir(wd)
-        .envs(&def.environment)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(false);
-    // SAFETY: between fork and exec only system calls run (write, setpgid, prctl, setns,
-    // unshare, mount, setgroups, setgid, setuid, capset, and the init's fork, wait and kill);
-    // the paths and privileges were prepared above, so nothing allocates.
-    unsafe {
-        cmd.pre_exec(move || {
-            child_setup(procs.as_ref(), nsfd.as_ref(), &binds, &hostname)?;
-            privileges.apply()?;
-            if init {
-                super::init::become_init()?;
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn().map_err(|e| e.to_string())
-}
-
-fn child_setup(
-    cgroup_procs: Option<&OwnedFd>,
-    nsfd: Option<&OwnedFd>,
-    binds: &[(CString, CString)],
-    hostname: &str,
-) -> std::io::Result<()> {
-    use nix::mount::{mount, umount2, MntFlags, MsFlags};
-    use nix::sched::{setns, unshare, CloneFlags};
-    if let Some(procs) = cgroup_procs {
-        cgroup::enter(procs)?;
-    }
-    nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-    let Some(fd) = nsfd else {
-        return Ok(());
-    };
-    setns(fd, CloneFlags::CLONE_NEWNET)?;
-    // Its own mount namespace (for the /etc/netns files) and host name, as a container has.
-    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS)?;
-    if !hostname.is_empty() {
-        nix::unistd::sethostname(hostname)?;
-    }
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        None::<&str>,
-    )?;
-    if umount2("/sys", MntFlags::MNT_DETACH).is_ok() {
-        let _ = mount(
-            Some("sysfs"),
-            "/sys",
-            Some("sysfs"),
-            MsFlags::empty(),
-            None::<&str>,
-        );
-    }
-    for (src, dst) in binds {
-        mount(
-            Some(src.as_c_str()),
-            dst.as_c_str(),
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )?;
-    }
-    Ok(())
 }
