@@ -154,6 +154,15 @@ async fn create_bridge<M: Machine>(k: &Kernel<M>, a: &str, b: &Bridge) -> Result
         )
         .await
         .map_err(kernel_err(a))?;
+    // Its link-local address comes with `up`: without DAD, as the replicas' (see [`ipv6_on`]).
+    // A tentative one leaves the host no source for the neighbour solicitations of the packets
+    // it routes onto the bridge (a published port reached from outside) for a second or two.
+    if b.gateways.iter().any(IpNetwork::is_ipv6) {
+        let key = format!("net/ipv6/conf/{}/accept_dad", b.name);
+        k.write_sysctl(None, &key, "0")
+            .await
+            .map_err(kernel_err(a))?;
+    }
     // Up before the addresses: a run killed in between leaves a difference that the next
     // observe sees (missing addresses), never a complete-looking bridge that is down.
     k.host().set_up(index).await.map_err(kernel_err(a))?;
