@@ -104,13 +104,7 @@ pub(super) fn read_env_files(
             Ok(v) => found.extend(v),
             Err(e) => {
                 let file = sources.add(display_path(&path), text.as_str());
-                // Sum the lines with their own terminators: `lines()` drops a `\r` too, and
-                // counting one byte per line ends mid-line (even mid-character) in CRLF files.
-                let offset: usize = text
-                    .split_inclusive('\n')
-                    .take(e.line - 1)
-                    .map(str::len)
-                    .sum();
+                let offset = e.offset(&text);
                 diags.push(ConfigError::EnvFile {
                     line: e.line,
                     at: Span::new(file, offset, e.text.len()),

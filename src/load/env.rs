@@ -14,6 +14,17 @@ pub struct EnvSyntaxError {
     pub text: String,
 }
 
+impl EnvSyntaxError {
+    /// Where the line starts in `text`: whole lines summed with their own terminators, since
+    /// `lines()` drops a `\r` too and one byte per line would end mid-line in a CRLF file.
+    pub fn offset(&self, text: &str) -> usize {
+        text.split_inclusive('\n')
+            .take(self.line.saturating_sub(1))
+            .map(str::len)
+            .sum()
+    }
+}
+
 /// Parse a `.env` file; values may refer to variables of `base` (the environment, which wins)
 /// or defined on earlier lines.
 pub fn parse(text: &str, base: &Vars) -> Result<Vars, EnvSyntaxError> {

@@ -73,12 +73,7 @@ fn read_one(
         Ok(v) => Some(v.into_iter().collect()),
         Err(e) => {
             let id = sources.add(path.display().to_string(), text.as_str());
-            // Whole lines with their terminators, so that a CRLF file points at the line.
-            let offset: usize = text
-                .split_inclusive('\n')
-                .take(e.line - 1)
-                .map(str::len)
-                .sum();
+            let offset = e.offset(&text);
             diags.push(ConfigError::EnvFile {
                 line: e.line,
                 at: Span::new(id, offset, e.text.len()),
