@@ -202,15 +202,7 @@ mod tests {
     }
 
     fn load(yaml: &str) -> crate::load::Loaded {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("compose.yaml");
-        std::fs::write(&file, yaml).unwrap();
-        crate::load::load(&crate::load::LoadOptions {
-            files: vec![file],
-            environment: Some([("FROM_SHELL".to_string(), "s".to_string())].into()),
-            ..Default::default()
-        })
-        .unwrap()
+        super::super::load_for_test(yaml, &[("FROM_SHELL", "s")])
     }
 
     #[test]

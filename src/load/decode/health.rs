@@ -205,15 +205,7 @@ mod tests {
     use super::*;
 
     fn load(yaml: &str) -> crate::load::Loaded {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("compose.yaml");
-        std::fs::write(&file, yaml).unwrap();
-        crate::load::load(&crate::load::LoadOptions {
-            files: vec![file],
-            environment: Some(Default::default()),
-            ..Default::default()
-        })
-        .unwrap()
+        super::super::load_for_test(yaml, &[])
     }
 
     #[test]

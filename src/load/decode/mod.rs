@@ -11,6 +11,26 @@ mod ports;
 mod process;
 mod service;
 
+/// Load `yaml` as a project's only file, with exactly `environment` as the shell's variables:
+/// the decoders' unit tests read what the whole loader makes of a key.
+#[cfg(test)]
+fn load_for_test(yaml: &str, environment: &[(&str, &str)]) -> crate::load::Loaded {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    crate::load::load(&crate::load::LoadOptions {
+        files: vec![file],
+        environment: Some(
+            environment
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
 use super::node::{Node, Value};
 use crate::diag::{ConfigError, Diagnostics};
 use crate::source::Span;
