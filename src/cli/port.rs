@@ -40,14 +40,15 @@ pub fn run(global: &Global, args: &PortArgs) -> miette::Result<ExitCode> {
     // As root the state says whether the project is up, as Compose's `port` needs a running
     // container; without it (not root) explicit ports are still known, ephemeral ones not.
     let alloc = if is_root() {
-        if !crate::reconcile::is_up(&store(), &name).map_err(report)? {
-            return Err(miette::miette!(
-                help = "bring it up first: `netcompose up`",
-                "project `{name}` is not up: service `{}` publishes nothing on this machine",
-                args.service
-            ));
-        }
-        crate::reconcile::allocations(&store(), &name).map_err(report)?
+        crate::reconcile::recorded_allocations(&store(), &name)
+            .map_err(report)?
+            .ok_or_else(|| {
+                miette::miette!(
+                    help = "bring it up first: `netcompose up`",
+                    "project `{name}` is not up: service `{}` publishes nothing on this machine",
+                    args.service
+                )
+            })?
     } else {
         crate::reconcile::allocations(&store(), &name).unwrap_or_else(|e| {
             eprintln!("warning: {e}");

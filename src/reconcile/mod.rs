@@ -221,15 +221,15 @@ pub fn allocations(
     store: &dyn Store,
     project: &ProjectName,
 ) -> Result<crate::ipam::Allocations, ReconcileError> {
-    Ok(store
-        .load(project)?
-        .map(|s| s.allocations)
-        .unwrap_or_default())
+    Ok(recorded_allocations(store, project)?.unwrap_or_default())
 }
 
-/// Whether the project is up on this machine (its state is recorded).
-pub fn is_up(store: &dyn Store, project: &ProjectName) -> Result<bool, ReconcileError> {
-    Ok(store.load(project)?.is_some())
+/// The project's allocations when it is up on this machine (its state is recorded), else None.
+pub fn recorded_allocations(
+    store: &dyn Store,
+    project: &ProjectName,
+) -> Result<Option<crate::ipam::Allocations>, ReconcileError> {
+    Ok(store.load(project)?.map(|s| s.allocations))
 }
 
 /// The replica counts the `up --scale` that built the project set (empty without one).
