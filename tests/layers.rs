@@ -50,7 +50,7 @@ const LAYERS: &[(&str, u32, Side)] = &[
 
 /// Pure modules that may name items of a machine module: the firewall turns its rules into
 /// the neutral description that kernel::nft loads (data only, no calls into the kernel).
-const PURE_USES_OF_MACHINE: &[(&str, &str)] = &[("firewall", "kernel::nft")];
+const PURE_USES_OF_MACHINE: &[(&str, &str)] = &[("firewall", "kernel::nftables")];
 
 /// One `crate::` reference: where it is and what it names.
 #[derive(Debug, Clone)]

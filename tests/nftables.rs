@@ -1,18 +1,28 @@
-//! kernel::nft and kernel::nfnl against the real kernel, inside a [`Sandbox`]: a table loaded
-//! from the neutral chain description is read back over nfnetlink with its rule tags, changed
-//! chain by chain, and deleted over nfnetlink, where a missing table is a typed answer (no
-//! error text is read). Needs root; skipped with a notice otherwise.
+//! kernel::nftables against the real kernel, inside a [`Sandbox`]: a table written over
+//! nfnetlink from the neutral chain description is read back with its rule tags, changed
+//! chain by chain, and deleted, where a missing table is a typed answer (no error text is
+//! read); a map is changed element by element. Needs root.
 
 mod common;
 
 use common::{require_root, Sandbox};
-use netcompose::kernel::nft::{BaseChain, Chain, Rule};
-use netcompose::kernel::{netns, nfnl, nft, ErrorKind, NetnsDir};
-use serde_json::json;
+use netcompose::kernel::nftables::expr::{Data, Expr, Reg, Verdict};
+use netcompose::kernel::nftables::read as nfnl;
+use netcompose::kernel::nftables::{self as nft, BaseChain, Chain, Rule};
+use netcompose::kernel::{netns, ErrorKind, NetnsDir};
 
 fn rule(tag: &str) -> Rule {
     Rule {
-        expr: vec![json!({"accept": null})],
+        expr: vec![
+            Expr::Counter {
+                packets: 0,
+                bytes: 0,
+            },
+            Expr::Immediate {
+                dreg: Reg::Verdict,
+                data: Data::Verdict(Verdict::Accept),
+            },
+        ],
         tag: tag.into(),
     }
 }
@@ -56,7 +66,7 @@ fn tables_load_read_back_and_delete_over_nfnetlink() {
         netns::create("kt-nft").unwrap();
         assert_eq!(nfnl::table_tags(&dir, ns, "t").unwrap(), None);
 
-        nft::replace_table(&dir, ns, "t", &chains(&["nc:a1"])).unwrap();
+        nft::replace_table(&dir, ns, "t", &chains(&["nc:a1"]), &[]).unwrap();
         assert_eq!(
             nfnl::table_tags(&dir, ns, "t").unwrap(),
             Some(tags(&["nc:a1"]))
@@ -65,14 +75,17 @@ fn tables_load_read_back_and_delete_over_nfnetlink() {
             &dir,
             ns,
             "t",
-            &chains(&["nc:a1"]),
-            &chains(&["nc:a1", "nc:b2"]),
+            (&chains(&["nc:a1"]), &[]),
+            (&chains(&["nc:a1", "nc:b2"]), &[]),
         )
         .unwrap();
         assert_eq!(
             nfnl::table_tags(&dir, ns, "t").unwrap(),
             Some(tags(&["nc:a1", "nc:b2"]))
         );
+        let counters = nfnl::rule_counters(&dir, ns, "t").unwrap().unwrap();
+        let tags_counted: Vec<&str> = counters.iter().map(|c| c.tag.as_str()).collect();
+        assert_eq!(tags_counted, ["nc:a1", "nc:b2"]);
 
         assert!(nfnl::delete_table(&dir, ns, "t").unwrap(), "deleted");
         assert!(!nfnl::delete_table(&dir, ns, "t").unwrap(), "already gone");
@@ -82,7 +95,7 @@ fn tables_load_read_back_and_delete_over_nfnetlink() {
         assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
         let mut bad = chains(&[]);
         bad[0].base.as_mut().unwrap().hook = "sideways".into();
-        let e = nft::replace_table(&dir, ns, "t", &bad).unwrap_err();
+        let e = nft::replace_table(&dir, ns, "t", &bad, &[]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
     });
 }

@@ -555,11 +555,17 @@ async fn load_firewall<M: Machine>(
             .await
             .map_err(kernel_err(a))?;
     }
-    let chains = kernel_chains(&f.chains);
+    let compiled = |chains| {
+        kernel_chains(chains).map_err(|e| ApplyError::Internal {
+            address: a.to_string(),
+            message: e.to_string(),
+        })
+    };
+    let chains = compiled(&f.chains)?;
     // A table holding rules we did not write is reloaded whole; else only changed chains.
     match old.filter(|o| o.foreign_rules.is_empty()) {
         Some(o) => {
-            k.update_table(ns, &f.table, &kernel_chains(&o.chains), &chains)
+            k.update_table(ns, &f.table, &compiled(&o.chains)?, &chains)
                 .await
         }
         None => k.replace_table(ns, &f.table, &chains).await,

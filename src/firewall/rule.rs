@@ -1,10 +1,10 @@
-//! A small nftables rule builder: rules read as nft rules in plans (`Display`) and become nft
-//! JSON for the kernel (`to_json`, libnftables-json(5)), from one description.
+//! A small nftables rule builder: rules read as nft rules in plans (`Display`) and become
+//! nf_tables expressions for the kernel ([`super::compile`]), from one description.
 
-use crate::kernel::nft;
+use super::compile::{compile, CompileError};
+use crate::kernel::nftables;
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::net::IpAddr;
@@ -284,104 +284,6 @@ impl fmt::Display for Rule {
     }
 }
 
-fn prefix(n: &IpNetwork) -> Value {
-    let full = if n.is_ipv4() { 32 } else { 128 };
-    if n.prefix() == full {
-        json!(n.ip().to_string())
-    } else {
-        json!({"prefix": {"addr": n.network().to_string(), "len": n.prefix()}})
-    }
-}
-
-fn cmp(op: &str, left: Value, right: Value) -> Value {
-    json!({"match": {"op": op, "left": left, "right": right}})
-}
-
-impl Match {
-    pub fn to_json(&self) -> Value {
-        let meta = |k: &str| json!({"meta": {"key": k}});
-        let addr = |fam: &str, field: &str| json!({"payload": {"protocol": fam, "field": field}});
-        let set = |s: &[IpNetwork]| json!({"set": s.iter().map(prefix).collect::<Vec<_>>()});
-        match self {
-            Match::Iif(n) => cmp("==", meta("iifname"), json!(n)),
-            Match::NotIif(n) => cmp("!=", meta("iifname"), json!(n)),
-            Match::Oif(n) => cmp("==", meta("oifname"), json!(n)),
-            Match::NotOif(n) => cmp("!=", meta("oifname"), json!(n)),
-            Match::Saddr(n) => cmp("==", addr(family(n), "saddr"), prefix(n)),
-            Match::NotSaddr(n) => cmp("!=", addr(family(n), "saddr"), prefix(n)),
-            Match::Daddr(n) => cmp("==", addr(family(n), "daddr"), prefix(n)),
-            Match::NotDaddr(n) => cmp("!=", addr(family(n), "daddr"), prefix(n)),
-            Match::SaddrIn(s) => cmp("==", addr(s.first().map_or("ip", family), "saddr"), set(s)),
-            Match::DaddrIn(s) => cmp("==", addr(s.first().map_or("ip", family), "daddr"), set(s)),
-            Match::L4proto(p) => cmp("==", meta("l4proto"), json!(p)),
-            Match::Dport(a, b) => {
-                let right = if a == b {
-                    json!(a)
-                } else {
-                    json!({"range": [a, b]})
-                };
-                cmp(
-                    "==",
-                    json!({"payload": {"protocol": "th", "field": "dport"}}),
-                    right,
-                )
-            }
-            Match::LocalDaddr => cmp(
-                "==",
-                json!({"fib": {"result": "type", "flags": ["daddr"]}}),
-                json!("local"),
-            ),
-            Match::CtState(s) => cmp("in", json!({"ct": {"key": "state"}}), json!({"set": s})),
-            Match::CtDnat => cmp("in", json!({"ct": {"key": "status"}}), json!("dnat")),
-        }
-    }
-}
-
-impl Verdict {
-    pub fn to_json(&self) -> Value {
-        match self {
-            Verdict::Accept => json!({"accept": null}),
-            Verdict::Drop => json!({"drop": null}),
-            Verdict::Masquerade => json!({"masquerade": null}),
-            Verdict::Goto(c) => json!({"goto": {"target": c}}),
-            Verdict::DnatRandom { backends, port } => {
-                let data: Vec<Value> = backends
-                    .iter()
-                    .enumerate()
-                    .map(|(i, b)| json!([i, b.to_string()]))
-                    .collect();
-                let addr = json!({"map": {"key": {"numgen": {"mode": "random", "mod": backends.len(), "offset": 0}}, "data": {"set": data}}});
-                let fam = if backends.first().is_some_and(IpAddr::is_ipv6) {
-                    "ip6"
-                } else {
-                    "ip"
-                };
-                let mut nat = json!({"family": fam, "addr": addr});
-                if let Some(p) = port {
-                    nat["port"] = json!(p);
-                }
-                json!({"dnat": nat})
-            }
-            Verdict::VipMap(entries) => {
-                let data: Vec<Value> = entries
-                    .iter()
-                    .map(|(ip, c)| json!([ip.to_string(), {"goto": {"target": c}}]))
-                    .collect();
-                json!({"vmap": {"key": {"payload": {"protocol": vmap_family(entries), "field": "daddr"}}, "data": {"set": data}}})
-            }
-        }
-    }
-}
-
-impl Rule {
-    /// The rule's expression list in nft's JSON schema.
-    pub fn to_json(&self) -> Vec<Value> {
-        let mut expr: Vec<Value> = self.matches.iter().map(Match::to_json).collect();
-        expr.push(self.verdict.to_json());
-        expr
-    }
-}
-
 /// A rule's identity: a hash of its text, which it carries as its comment in the kernel, so
 /// that `observe` can tell which of the desired rules a live table holds without parsing
 /// nft's normalized output back.
@@ -397,25 +299,29 @@ pub fn rule_tag(rule: &Rule) -> String {
     )
 }
 
-/// The chains as the kernel layer loads them: statements in nft JSON, each rule tagged.
-pub fn kernel_chains(chains: &[Chain]) -> Vec<nft::Chain> {
+/// The chains as the kernel layer loads them: each rule's expressions, each rule tagged.
+pub fn kernel_chains(chains: &[Chain]) -> Result<Vec<nftables::Chain>, CompileError> {
     chains
         .iter()
-        .map(|c| nft::Chain {
-            name: c.name.clone(),
-            base: (!c.hook.is_empty()).then(|| nft::BaseChain {
-                chain_type: c.chain_type.clone(),
-                hook: c.hook.clone(),
-                priority: c.priority,
-            }),
-            rules: c
-                .rules
-                .iter()
-                .map(|r| nft::Rule {
-                    expr: r.to_json(),
-                    tag: rule_tag(r),
-                })
-                .collect(),
+        .map(|c| {
+            Ok(nftables::Chain {
+                name: c.name.clone(),
+                base: (!c.hook.is_empty()).then(|| nftables::BaseChain {
+                    chain_type: c.chain_type.clone(),
+                    hook: c.hook.clone(),
+                    priority: c.priority,
+                }),
+                rules: c
+                    .rules
+                    .iter()
+                    .map(|r| {
+                        Ok(nftables::Rule {
+                            expr: compile(r)?,
+                            tag: rule_tag(r),
+                        })
+                    })
+                    .collect::<Result<_, CompileError>>()?,
+            })
         })
         .collect()
 }
@@ -456,29 +362,20 @@ mod tests {
     }
 
     #[test]
-    fn json_shape() {
-        let r = rule().saddr("10.0.0.0/24".parse().unwrap()).accept();
-        let want = json!([
-            {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": {"prefix": {"addr": "10.0.0.0", "len": 24}}}},
-            {"accept": null}
-        ]);
-        assert_eq!(Value::Array(r.to_json()), want);
-    }
-
-    #[test]
     fn kernel_chains_carry_tags_and_base() {
         let accept = rule().iif("br0").accept();
         let chains = kernel_chains(&[
             Chain::base("forward", "filter", "forward", 0, vec![accept.clone()]),
             Chain::regular("vip_web_front", vec![]),
-        ]);
+        ])
+        .unwrap();
         assert_eq!(
             chains[0].base.as_ref().map(|b| b.hook.as_str()),
             Some("forward")
         );
         assert_eq!(chains[0].rules[0].tag, rule_tag(&accept));
         assert!(rule_tag(&accept).starts_with("nc:"));
-        assert_eq!(chains[0].rules[0].expr, accept.to_json());
+        assert_eq!(chains[0].rules[0].expr, compile(&accept).unwrap());
         assert_eq!(chains[1].base, None);
     }
 }

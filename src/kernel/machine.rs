@@ -12,14 +12,14 @@
 //! thread; what blocks (a thread inside a namespace, a file, a process) runs off the runtime.
 
 use super::netlink::{Link, MacvlanMode, Route};
-use super::nfnl::ChainTags;
+use super::nftables::ChainTags;
 use super::KernelError;
 use ipnetwork::IpNetwork;
 use std::future::Future;
 use std::net::IpAddr;
 
 /// The chain type the nftables layer loads.
-pub use super::nft::Chain;
+pub use super::nftables::Chain;
 
 type Res<T> = Result<T, KernelError>;
 

@@ -16,9 +16,9 @@
 //!   [`system::System`] and, in memory, by [`fake::Fake`]; [`handle::Kernel`] pairs a machine
 //!   with the project it works for.
 //! - [`cgroup`]: cgroup v2 directories: make, enter, kill until empty, remove.
-//! - [`nft`]: load nftables tables (inet) from a neutral description of chains and rules, in
-//!   one transaction; [`nfnl`]: read a table's chains and rule tags, and delete a table, over
-//!   nfnetlink.
+//! - [`nftables`]: nftables tables (inet) over nfnetlink: written in one transaction from a
+//!   neutral description of chains, typed rule expressions and maps; read back (chains, rule
+//!   tags, counters, map elements) and deleted.
 //!
 //! It imports nothing else of the crate: callers hand it plain descriptions, and it answers
 //! with errno-classified [`KernelError`]s ([`ErrorKind`]) rather than text to match.
@@ -35,8 +35,7 @@ pub mod handle;
 pub mod machine;
 pub mod netlink;
 pub mod netns;
-pub mod nfnl;
-pub mod nft;
+pub mod nftables;
 pub mod sysctl;
 pub mod system;
 

@@ -1,6 +1,6 @@
 //! The real [`Machine`]: rtnetlink sockets (one per namespace, opened once on a thread inside
-//! it, then reused from the runtime), the namespace directory, `nft` and nfnetlink, sysctls
-//! and /etc/netns. Whatever blocks (a thread entering a namespace, a file, the `nft` process)
+//! it, then reused from the runtime), the namespace directory, nfnetlink, sysctls and
+//! /etc/netns. Whatever blocks (a thread entering a namespace, a file, an nfnetlink batch)
 //! runs on tokio's blocking pool, so that many namespaces are worked on at once.
 
 use super::machine::{
@@ -9,8 +9,8 @@ use super::machine::{
 };
 use super::netlink::{Link, MacvlanSpec, Netlink, Route, VethSpec, LOOPBACK_INDEX};
 use super::netns::{NetnsDir, ETC_NETNS};
-use super::nfnl::ChainTags;
-use super::{nfnl, nft, sysctl, Ctx, KernelError};
+use super::nftables::{self, read, ChainTags};
+use super::{sysctl, Ctx, KernelError};
 use ipnetwork::IpNetwork;
 use std::collections::HashMap;
 use std::io;
@@ -289,7 +289,7 @@ impl Firewall for System {
             chains.to_vec(),
         );
         blocking(Ctx::new("load rules", &table, ns.as_deref()), move || {
-            nft::replace_table(&dir, ns.as_deref(), &table, &chains)
+            nftables::replace_table(&dir, ns.as_deref(), &table, &chains, &[])
         })
         .await
     }
@@ -309,7 +309,7 @@ impl Firewall for System {
             new.to_vec(),
         );
         blocking(Ctx::new("update rules", &table, ns.as_deref()), move || {
-            nft::update_table(&dir, ns.as_deref(), &table, &old, &new)
+            nftables::update_table(&dir, ns.as_deref(), &table, (&old, &[]), (&new, &[]))
         })
         .await
     }
@@ -317,7 +317,7 @@ impl Firewall for System {
     async fn delete_table(&self, ns: Option<&str>, table: &str) -> Res<()> {
         let (dir, ns, table) = (self.dir.clone(), ns.map(str::to_string), table.to_string());
         blocking(Ctx::new("delete table", &table, ns.as_deref()), move || {
-            nfnl::delete_table(&dir, ns.as_deref(), &table).map(drop)
+            read::delete_table(&dir, ns.as_deref(), &table).map(drop)
         })
         .await
     }
@@ -325,7 +325,7 @@ impl Firewall for System {
     async fn table_tags(&self, ns: Option<&str>, table: &str) -> Res<Option<ChainTags>> {
         let (dir, ns, table) = (self.dir.clone(), ns.map(str::to_string), table.to_string());
         blocking(Ctx::new("list table", &table, ns.as_deref()), move || {
-            nfnl::table_tags(&dir, ns.as_deref(), &table)
+            read::table_tags(&dir, ns.as_deref(), &table)
         })
         .await
     }

@@ -11,7 +11,7 @@ pub use links::FakeNet;
 
 use super::machine::{Chain, Firewall, Machine, Namespaces, NetnsInit, ReplicaFiles, Sysctls};
 use super::netlink::{Link, LinkKind, Route, LOOPBACK_INDEX};
-use super::nfnl::ChainTags;
+use super::nftables::ChainTags;
 use super::{Ctx, KernelError};
 use ipnetwork::IpNetwork;
 use nix::errno::Errno;

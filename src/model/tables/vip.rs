@@ -137,7 +137,17 @@ mod tests {
             rules,
             vec!["ip6 daddr vmap { fd00::9 : goto vip6_web_front }"]
         );
-        let json = serde_json::Value::Array(d.rules()[0].to_json()).to_string();
-        assert!(json.contains(r#""protocol":"ip6""#), "{json}");
+        let expr = crate::firewall::compile::compile(&d.rules()[0]).unwrap();
+        assert!(
+            expr.iter().any(|e| matches!(
+                e,
+                crate::kernel::nftables::expr::Expr::Payload {
+                    offset: 24,
+                    len: 16,
+                    ..
+                }
+            )),
+            "{expr:?}"
+        );
     }
 }

@@ -1,0 +1,393 @@
+//! The rule builder's matches and verdicts as nf_tables expressions, the kernel layer's typed
+//! form ([`crate::kernel::nftables::expr`]): what nft would compile the rule's text to, so that
+//! `nft list table` shows the rule as the plan printed it.
+//!
+//! Address matches in an inet table start with `meta nfproto` (nft's implicit dependency), so
+//! that an IPv4 match never reads an IPv6 header; sets of networks are interval sets whose
+//! overlapping or adjacent ranges are merged (the kernel refuses overlaps).
+
+use super::rule::{Match, Rule, Verdict};
+use crate::kernel::nftables::expr::{
+    CmpOp, CtKey, Data, Expr, FibKey, FibResult, MetaKey, NatFamily, NatKind, PayloadBase, Reg,
+    SetRef, Verdict as KVerdict,
+};
+use crate::kernel::nftables::{Element, KeyType, MapData, SetSpec};
+use ipnetwork::IpNetwork;
+use std::net::IpAddr;
+
+/// A rule the builder can print but nf_tables cannot take.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CompileError {
+    #[error("unknown layer 4 protocol `{0}`")]
+    Protocol(String),
+    #[error("unknown conntrack state `{0}`")]
+    CtState(String),
+}
+
+const NFPROTO_IPV4: u8 = 2;
+const NFPROTO_IPV6: u8 = 10;
+/// `RTN_LOCAL`, the route type `fib daddr type local` compares with.
+const RTN_LOCAL: u32 = 2;
+/// `IPS_DST_NAT`, the conntrack status bit of a destination-NATed connection.
+const IPS_DST_NAT: u32 = 1 << 5;
+const IFNAMSIZ: usize = 16;
+
+/// The rule's expressions, matches first, the verdict last.
+pub fn compile(rule: &Rule) -> Result<Vec<Expr>, CompileError> {
+    let mut out = Vec::new();
+    for m in &rule.matches {
+        matches(m, &mut out)?;
+    }
+    verdict(&rule.verdict, &mut out);
+    Ok(out)
+}
+
+fn load_meta(key: MetaKey) -> Expr {
+    Expr::Meta { key, dreg: Reg::R1 }
+}
+
+fn cmp(op: CmpOp, data: Vec<u8>) -> Expr {
+    Expr::Cmp {
+        sreg: Reg::R1,
+        op,
+        data,
+    }
+}
+
+fn eq_or_neq(negate: bool) -> CmpOp {
+    if negate {
+        CmpOp::Neq
+    } else {
+        CmpOp::Eq
+    }
+}
+
+fn ifname(name: &str) -> Vec<u8> {
+    let mut b = name.as_bytes().to_vec();
+    b.resize(IFNAMSIZ, 0);
+    b
+}
+
+/// `meta nfproto ipv4|ipv6`, then the address field loaded into register 1.
+fn load_addr(v4: bool, source: bool, out: &mut Vec<Expr>) {
+    out.push(load_meta(MetaKey::NfProto));
+    out.push(cmp(
+        CmpOp::Eq,
+        vec![if v4 { NFPROTO_IPV4 } else { NFPROTO_IPV6 }],
+    ));
+    let (offset, len) = match (v4, source) {
+        (true, true) => (12, 4),
+        (true, false) => (16, 4),
+        (false, true) => (8, 16),
+        (false, false) => (24, 16),
+    };
+    out.push(Expr::Payload {
+        base: PayloadBase::Network,
+        offset,
+        len,
+        dreg: Reg::R1,
+    });
+}
+
+fn addr_bytes(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// An address or a network compared with the loaded address.
+fn addr_match(n: &IpNetwork, negate: bool, out: &mut Vec<Expr>) {
+    let full = if n.is_ipv4() { 32 } else { 128 };
+    if n.prefix() != full {
+        out.push(Expr::Bitwise {
+            sreg: Reg::R1,
+            dreg: Reg::R1,
+            mask: addr_bytes(n.mask()),
+            xor: vec![0; addr_bytes(n.mask()).len()],
+        });
+    }
+    out.push(cmp(eq_or_neq(negate), addr_bytes(n.network())));
+}
+
+/// The networks of a set as merged ranges of addresses.
+pub fn network_elements(set: &[IpNetwork]) -> Vec<Element> {
+    let mut ranges: Vec<(Vec<u8>, Vec<u8>)> = set
+        .iter()
+        .map(|n| (addr_bytes(n.network()), addr_bytes(last_address(n))))
+        .collect();
+    ranges.sort();
+    let mut merged: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for (first, last) in ranges {
+        match merged.last_mut() {
+            Some((_, prev_last))
+                if crate::kernel::nftables::table::successor(prev_last)
+                    .is_none_or(|next| next >= first) =>
+            {
+                if last > *prev_last {
+                    *prev_last = last;
+                }
+            }
+            _ => merged.push((first, last)),
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(key, last)| Element {
+            key,
+            last: Some(last),
+            data: None,
+        })
+        .collect()
+}
+
+fn last_address(n: &IpNetwork) -> IpAddr {
+    match n {
+        IpNetwork::V4(v) => IpAddr::V4(v.broadcast()),
+        IpNetwork::V6(v) => {
+            let host = u128::MAX.checked_shr(u32::from(v.prefix())).unwrap_or(0);
+            IpAddr::V6((u128::from(v.network()) | host).into())
+        }
+    }
+}
+
+fn addr_set(set: &[IpNetwork], source: bool, out: &mut Vec<Expr>) {
+    let v4 = set.first().is_none_or(IpNetwork::is_ipv4);
+    load_addr(v4, source, out);
+    out.push(Expr::Lookup {
+        sreg: Reg::R1,
+        dreg: None,
+        set: SetRef::Anonymous(Box::new(SetSpec {
+            name: String::new(),
+            key: if v4 {
+                KeyType::Ipv4Addr
+            } else {
+                KeyType::Ipv6Addr
+            },
+            data: None,
+            interval: true,
+            elements: network_elements(set),
+        })),
+        invert: false,
+    });
+}
+
+fn protocol_number(p: &str) -> Result<u8, CompileError> {
+    Ok(match p {
+        "icmp" => 1,
+        "tcp" => 6,
+        "udp" => 17,
+        "icmpv6" => 58,
+        "sctp" => 132,
+        other => return Err(CompileError::Protocol(other.to_string())),
+    })
+}
+
+fn ct_state_bit(s: &str) -> Result<u32, CompileError> {
+    Ok(match s {
+        "invalid" => 1,
+        "established" => 2,
+        "related" => 4,
+        "new" => 8,
+        "untracked" => 64,
+        other => return Err(CompileError::CtState(other.to_string())),
+    })
+}
+
+/// `ct KEY` has one of the bits of `mask`.
+fn ct_bits(key: CtKey, mask: u32, out: &mut Vec<Expr>) {
+    out.push(Expr::Ct { key, dreg: Reg::R1 });
+    out.push(Expr::Bitwise {
+        sreg: Reg::R1,
+        dreg: Reg::R1,
+        mask: mask.to_ne_bytes().to_vec(),
+        xor: vec![0; 4],
+    });
+    out.push(cmp(CmpOp::Neq, vec![0; 4]));
+}
+
+fn matches(m: &Match, out: &mut Vec<Expr>) -> Result<(), CompileError> {
+    match m {
+        Match::Iif(n) | Match::NotIif(n) => {
+            out.push(load_meta(MetaKey::IifName));
+            out.push(cmp(eq_or_neq(matches!(m, Match::NotIif(_))), ifname(n)));
+        }
+        Match::Oif(n) | Match::NotOif(n) => {
+            out.push(load_meta(MetaKey::OifName));
+            out.push(cmp(eq_or_neq(matches!(m, Match::NotOif(_))), ifname(n)));
+        }
+        Match::Saddr(n) | Match::NotSaddr(n) => {
+            load_addr(n.is_ipv4(), true, out);
+            addr_match(n, matches!(m, Match::NotSaddr(_)), out);
+        }
+        Match::Daddr(n) | Match::NotDaddr(n) => {
+            load_addr(n.is_ipv4(), false, out);
+            addr_match(n, matches!(m, Match::NotDaddr(_)), out);
+        }
+        Match::SaddrIn(s) => addr_set(s, true, out),
+        Match::DaddrIn(s) => addr_set(s, false, out),
+        Match::L4proto(p) => {
+            out.push(load_meta(MetaKey::L4Proto));
+            out.push(cmp(CmpOp::Eq, vec![protocol_number(p)?]));
+        }
+        Match::Dport(a, b) => {
+            out.push(Expr::Payload {
+                base: PayloadBase::Transport,
+                offset: 2,
+                len: 2,
+                dreg: Reg::R1,
+            });
+            if a == b {
+                out.push(cmp(CmpOp::Eq, a.to_be_bytes().to_vec()));
+            } else {
+                out.push(Expr::Range {
+                    sreg: Reg::R1,
+                    eq: true,
+                    from: a.to_be_bytes().to_vec(),
+                    to: b.to_be_bytes().to_vec(),
+                });
+            }
+        }
+        Match::LocalDaddr => {
+            out.push(Expr::Fib {
+                key: FibKey::Daddr,
+                result: FibResult::AddrType,
+                dreg: Reg::R1,
+            });
+            out.push(cmp(CmpOp::Eq, RTN_LOCAL.to_ne_bytes().to_vec()));
+        }
+        Match::CtState(states) => {
+            let mut mask = 0;
+            for s in states {
+                mask |= ct_state_bit(s)?;
+            }
+            ct_bits(CtKey::State, mask, out);
+        }
+        Match::CtDnat => ct_bits(CtKey::Status, IPS_DST_NAT, out),
+    }
+    Ok(())
+}
+
+fn verdict(v: &Verdict, out: &mut Vec<Expr>) {
+    let immediate = |v: KVerdict| Expr::Immediate {
+        dreg: Reg::Verdict,
+        data: Data::Verdict(v),
+    };
+    match v {
+        Verdict::Accept => out.push(immediate(KVerdict::Accept)),
+        Verdict::Drop => out.push(immediate(KVerdict::Drop)),
+        Verdict::Goto(c) => out.push(immediate(KVerdict::Goto(c.clone()))),
+        Verdict::Masquerade => out.push(Expr::Masquerade),
+        Verdict::DnatRandom { backends, port } => {
+            let v6 = backends.first().is_some_and(IpAddr::is_ipv6);
+            out.push(Expr::NumgenRandom {
+                modulus: backends.len() as u32,
+                offset: 0,
+                dreg: Reg::R1,
+            });
+            out.push(Expr::Lookup {
+                sreg: Reg::R1,
+                dreg: Some(Reg::R1),
+                set: SetRef::Anonymous(Box::new(SetSpec {
+                    name: String::new(),
+                    key: KeyType::Integer,
+                    data: Some(MapData::Value(if v6 {
+                        KeyType::Ipv6Addr
+                    } else {
+                        KeyType::Ipv4Addr
+                    })),
+                    interval: false,
+                    elements: backends
+                        .iter()
+                        .enumerate()
+                        .map(|(i, b)| Element {
+                            key: (i as u32).to_ne_bytes().to_vec(),
+                            last: None,
+                            data: Some(Data::Value(addr_bytes(*b))),
+                        })
+                        .collect(),
+                })),
+                invert: false,
+            });
+            if let Some(p) = port {
+                out.push(Expr::Immediate {
+                    dreg: Reg::R2,
+                    data: Data::Value(p.to_be_bytes().to_vec()),
+                });
+            }
+            out.push(Expr::Nat {
+                kind: NatKind::Dnat,
+                family: if v6 { NatFamily::Ipv6 } else { NatFamily::Ipv4 },
+                addr: Some(Reg::R1),
+                proto: port.map(|_| Reg::R2),
+            });
+        }
+        Verdict::VipMap(entries) => {
+            let v4 = entries.first().is_none_or(|(ip, _)| ip.is_ipv4());
+            load_addr(v4, false, out);
+            out.push(Expr::Lookup {
+                sreg: Reg::R1,
+                dreg: Some(Reg::Verdict),
+                set: SetRef::Anonymous(Box::new(SetSpec {
+                    name: String::new(),
+                    key: if v4 {
+                        KeyType::Ipv4Addr
+                    } else {
+                        KeyType::Ipv6Addr
+                    },
+                    data: Some(MapData::Verdict),
+                    interval: false,
+                    elements: entries
+                        .iter()
+                        .map(|(ip, chain)| Element {
+                            key: addr_bytes(*ip),
+                            last: None,
+                            data: Some(Data::Verdict(KVerdict::Goto(chain.clone()))),
+                        })
+                        .collect(),
+                })),
+                invert: false,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::rule::rule;
+    use super::*;
+
+    #[test]
+    fn networks_merge_into_ranges() {
+        let nets: Vec<IpNetwork> = ["10.0.0.0/24", "10.0.0.5/32", "10.0.1.0/24", "10.0.3.1/32"]
+            .iter()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        let e = network_elements(&nets);
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].key, vec![10, 0, 0, 0]);
+        assert_eq!(e[0].last, Some(vec![10, 0, 1, 255]));
+        assert_eq!(e[1].last, Some(vec![10, 0, 3, 1]));
+        let all = network_elements(&["0.0.0.0/0".parse().unwrap()]);
+        assert_eq!(all[0].last, Some(vec![255; 4]));
+        let v6 = network_elements(&["fd00::/64".parse().unwrap()]);
+        assert_eq!(v6[0].last.as_ref().unwrap()[8..], [255; 8]);
+    }
+
+    #[test]
+    fn an_address_match_depends_on_its_family() {
+        let e = compile(&rule().saddr("10.0.0.0/24".parse().unwrap()).accept()).unwrap();
+        assert_eq!(e[0], load_meta(MetaKey::NfProto));
+        assert_eq!(e[1], cmp(CmpOp::Eq, vec![NFPROTO_IPV4]));
+        assert!(matches!(e[3], Expr::Bitwise { .. }));
+        assert_eq!(e[4], cmp(CmpOp::Eq, vec![10, 0, 0, 0]));
+    }
+
+    #[test]
+    fn an_unknown_protocol_is_an_error() {
+        assert_eq!(
+            compile(&rule().l4proto("quic").accept()),
+            Err(CompileError::Protocol("quic".into()))
+        );
+    }
+}

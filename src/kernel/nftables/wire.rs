@@ -1,0 +1,411 @@
+//! The nfnetlink wire format of nf_tables (linux/netfilter/nf_tables.h): messages with nested
+//! attributes, batches (one transaction), and the conversation on a socket: every message of a
+//! batch asks for an acknowledgement, so the kernel's errno comes back per message.
+//!
+//! Each message is an `nlmsghdr` of type `NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_*`, an
+//! `nfgenmsg` (family, version, resource id), then attributes padded to 4 bytes. Integers in
+//! nf_tables attributes are big-endian; the netlink headers are in host order.
+
+use super::super::{Ctx, KernelError};
+use nix::sys::socket::{
+    bind, recv, send, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag,
+    SockProtocol, SockType,
+};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
+pub const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+pub const NFNL_MSG_BATCH_END: u16 = 0x11;
+pub const NFPROTO_INET: u8 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+pub const NLM_F_REQUEST: u16 = 0x1;
+pub const NLM_F_ACK: u16 = 0x4;
+pub const NLM_F_DUMP: u16 = 0x300;
+pub const NLM_F_CREATE: u16 = 0x400;
+pub const NLM_F_APPEND: u16 = 0x800;
+pub const NLMSG_HDRLEN: usize = 16;
+pub const NFGENMSG_LEN: usize = 4;
+const NLA_F_NESTED: u16 = 0x8000;
+
+/// nf_tables message types (`enum nf_tables_msg_types`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum MsgType {
+    NewTable = 0,
+    GetTable = 1,
+    DelTable = 2,
+    NewChain = 3,
+    GetChain = 4,
+    DelChain = 5,
+    NewRule = 6,
+    GetRule = 7,
+    DelRule = 8,
+    NewSet = 9,
+    GetSet = 10,
+    NewSetElem = 12,
+    GetSetElem = 13,
+    DelSetElem = 14,
+}
+
+/// A message under construction: attributes are appended, nests opened and closed.
+pub struct Msg {
+    buf: Vec<u8>,
+    nests: Vec<usize>,
+}
+
+impl Msg {
+    /// An nf_tables message of family inet.
+    pub fn new(kind: MsgType, flags: u16, seq: u32) -> Msg {
+        Msg::raw(
+            NFNL_SUBSYS_NFTABLES << 8 | kind as u16,
+            flags,
+            seq,
+            NFPROTO_INET,
+            0,
+        )
+    }
+
+    /// Any nfnetlink message (a batch delimiter carries the subsystem as its resource id).
+    pub fn raw(kind: u16, flags: u16, seq: u32, family: u8, res_id: u16) -> Msg {
+        let mut buf = Vec::with_capacity(128);
+        buf.extend_from_slice(&0u32.to_ne_bytes());
+        buf.extend_from_slice(&kind.to_ne_bytes());
+        buf.extend_from_slice(&flags.to_ne_bytes());
+        buf.extend_from_slice(&seq.to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes());
+        buf.push(family);
+        buf.push(0);
+        buf.extend_from_slice(&res_id.to_be_bytes());
+        Msg {
+            buf,
+            nests: Vec::new(),
+        }
+    }
+
+    fn pad(&mut self) {
+        self.buf.resize((self.buf.len() + 3) & !3, 0);
+    }
+
+    pub fn bytes(&mut self, kind: u16, payload: &[u8]) -> &mut Msg {
+        self.buf
+            .extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
+        self.buf.extend_from_slice(&kind.to_ne_bytes());
+        self.buf.extend_from_slice(payload);
+        self.pad();
+        self
+    }
+
+    /// A NUL-terminated string.
+    pub fn str(&mut self, kind: u16, s: &str) -> &mut Msg {
+        self.bytes(kind, &[s.as_bytes(), &[0]].concat())
+    }
+
+    pub fn u32(&mut self, kind: u16, v: u32) -> &mut Msg {
+        self.bytes(kind, &v.to_be_bytes())
+    }
+
+    pub fn u64(&mut self, kind: u16, v: u64) -> &mut Msg {
+        self.bytes(kind, &v.to_be_bytes())
+    }
+
+    pub fn begin(&mut self, kind: u16) -> &mut Msg {
+        self.nests.push(self.buf.len());
+        self.buf.extend_from_slice(&0u16.to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+        self
+    }
+
+    pub fn end(&mut self) -> &mut Msg {
+        if let Some(start) = self.nests.pop() {
+            let len = (self.buf.len() - start) as u16;
+            self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+        }
+        self
+    }
+
+    /// The message with its length filled in.
+    pub fn finish(mut self) -> Vec<u8> {
+        while !self.nests.is_empty() {
+            self.end();
+        }
+        let len = (self.buf.len() as u32).to_ne_bytes();
+        self.buf[..4].copy_from_slice(&len);
+        self.buf
+    }
+}
+
+/// Messages sent as one transaction: all of them take effect, or none.
+pub struct Batch {
+    buf: Vec<u8>,
+    seq: u32,
+    /// The sequence number of the first and the last message that asks for an ack.
+    first: u32,
+    count: u32,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch::new()
+    }
+}
+
+impl Batch {
+    pub fn new() -> Batch {
+        let begin = Msg::raw(
+            NFNL_MSG_BATCH_BEGIN,
+            NLM_F_REQUEST,
+            1,
+            0,
+            NFNL_SUBSYS_NFTABLES,
+        );
+        Batch {
+            buf: begin.finish(),
+            seq: 2,
+            first: 2,
+            count: 0,
+        }
+    }
+
+    /// A message of the batch, acknowledged; `build` adds its attributes.
+    pub fn push(&mut self, kind: MsgType, flags: u16, build: impl FnOnce(&mut Msg)) {
+        let mut m = Msg::new(kind, NLM_F_REQUEST | NLM_F_ACK | flags, self.seq);
+        build(&mut m);
+        self.buf.extend(m.finish());
+        self.seq += 1;
+        self.count += 1;
+    }
+
+    /// How many messages the batch holds.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The bytes to send: begin, the messages, end.
+    pub fn finish(mut self) -> (Vec<u8>, u32, u32) {
+        let end = Msg::raw(
+            NFNL_MSG_BATCH_END,
+            NLM_F_REQUEST,
+            self.seq,
+            0,
+            NFNL_SUBSYS_NFTABLES,
+        );
+        self.buf.extend(end.finish());
+        (self.buf, self.first, self.count)
+    }
+}
+
+/// An nfnetlink socket of the calling thread's namespace.
+pub fn open(ctx: &Ctx) -> Result<OwnedFd, KernelError> {
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkNetFilter,
+    )
+    .map_err(|e| ctx.errno(e))?;
+    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(|e| ctx.errno(e))?;
+    // A big batch is answered with one ack per message: room for all of them.
+    setsockopt(&fd, sockopt::RcvBuf, &(4 << 20)).map_err(|e| ctx.errno(e))?;
+    Ok(fd)
+}
+
+/// Send a batch and wait for the ack of each message. The first error the kernel reports
+/// (with its errno and extended-ack text) is returned; the transaction was then aborted.
+pub fn commit(ctx: &Ctx, fd: &OwnedFd, batch: Batch) -> Result<(), KernelError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let (bytes, first, count) = batch.finish();
+    let mut sent = 0;
+    while sent < bytes.len() {
+        sent +=
+            send(fd.as_raw_fd(), &bytes[sent..], MsgFlags::empty()).map_err(|e| ctx.errno(e))?;
+    }
+    let last = first + count - 1;
+    let mut error: Option<KernelError> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(|e| ctx.errno(e))?;
+        if n == 0 {
+            return Err(ctx.protocol("nfnetlink closed the socket"));
+        }
+        for (kind, seq, body) in messages(ctx, &buf[..n])? {
+            if kind != NLMSG_ERROR {
+                continue;
+            }
+            let code = error_code(ctx, body)?;
+            if code != 0 && error.is_none() {
+                error = Some(os_error(ctx, code, body));
+            }
+            // A batch refused whole is answered on the begin message's sequence number.
+            if seq == last || (code != 0 && seq < first) {
+                return error.map_or(Ok(()), Err);
+            }
+        }
+    }
+}
+
+fn error_code(ctx: &Ctx, body: &[u8]) -> Result<i32, KernelError> {
+    body.get(..4)
+        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or_else(|| ctx.protocol("truncated nfnetlink error"))
+}
+
+/// The errno with the kernel's extended-ack message when it sent one (NLMSGERR_ATTR_MSG
+/// after the echoed header).
+fn os_error(ctx: &Ctx, code: i32, body: &[u8]) -> KernelError {
+    let io = std::io::Error::from_raw_os_error(-code);
+    let extack = body
+        .get(4 + NLMSG_HDRLEN..)
+        .map(attributes)
+        .and_then(|attrs| attr(&attrs, 1).map(cstr));
+    ctx.os_with_message(io, extack.filter(|m| !m.is_empty()))
+}
+
+/// A netlink message of a reply: (type, sequence number, body).
+type Reply<'b> = (u16, u32, &'b [u8]);
+
+/// The netlink messages of one datagram.
+fn messages<'b>(ctx: &Ctx, mut rest: &'b [u8]) -> Result<Vec<Reply<'b>>, KernelError> {
+    let mut out = Vec::new();
+    while rest.len() >= NLMSG_HDRLEN {
+        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
+        let seq = u32::from_ne_bytes([rest[8], rest[9], rest[10], rest[11]]);
+        if len < NLMSG_HDRLEN || len > rest.len() {
+            return Err(ctx.protocol("truncated nfnetlink message"));
+        }
+        out.push((kind, seq, &rest[NLMSG_HDRLEN..len]));
+        rest = &rest[((len + 3) & !3).min(rest.len())..];
+    }
+    Ok(out)
+}
+
+/// A message's attributes: (type, payload).
+pub type Attributes = Vec<(u16, Vec<u8>)>;
+
+/// Send one request (a get, or a dump when `flags` has NLM_F_DUMP) and collect the attributes
+/// of each inet object in the replies until the end of the dump or the request's ack.
+pub fn request(
+    ctx: &Ctx,
+    fd: &OwnedFd,
+    msg: Msg,
+    seq: u32,
+) -> Result<Vec<Attributes>, KernelError> {
+    send(fd.as_raw_fd(), &msg.finish(), MsgFlags::empty()).map_err(|e| ctx.errno(e))?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(|e| ctx.errno(e))?;
+        if n == 0 {
+            return Err(ctx.protocol("nfnetlink closed the dump"));
+        }
+        for (kind, got_seq, body) in messages(ctx, &buf[..n])? {
+            if got_seq != seq {
+                continue;
+            }
+            match kind {
+                NLMSG_ERROR => {
+                    return match error_code(ctx, body)? {
+                        0 => Ok(out),
+                        code => Err(os_error(ctx, code, body)),
+                    }
+                }
+                NLMSG_DONE => return Ok(out),
+                _ if body.len() >= NFGENMSG_LEN && body[0] == NFPROTO_INET => {
+                    out.push(attributes(&body[NFGENMSG_LEN..]));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The attributes of a message body or of a nest: (type without flags, payload).
+pub fn attributes(mut b: &[u8]) -> Attributes {
+    let mut out = Vec::new();
+    while b.len() >= 4 {
+        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+        let kind = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
+        if len < 4 || len > b.len() {
+            break;
+        }
+        out.push((kind, b[4..len].to_vec()));
+        b = &b[((len + 3) & !3).min(b.len())..];
+    }
+    out
+}
+
+pub fn attr(attrs: &[(u16, Vec<u8>)], kind: u16) -> Option<&[u8]> {
+    attrs
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, v)| v.as_slice())
+}
+
+/// A NUL-terminated string attribute.
+pub fn string(attrs: &[(u16, Vec<u8>)], kind: u16) -> Option<String> {
+    attr(attrs, kind).map(cstr)
+}
+
+/// A big-endian integer attribute.
+pub fn be64(attrs: &[(u16, Vec<u8>)], kind: u16) -> Option<u64> {
+    let b: [u8; 8] = attr(attrs, kind)?.try_into().ok()?;
+    Some(u64::from_be_bytes(b))
+}
+
+pub fn cstr(b: &[u8]) -> String {
+    let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_padded_and_nests_measured() {
+        let mut m = Msg::new(MsgType::DelTable, NLM_F_REQUEST, 1);
+        m.str(1, "ab");
+        m.begin(4).u32(1, 3).end();
+        let b = m.finish();
+        assert_eq!(b.len(), NLMSG_HDRLEN + NFGENMSG_LEN + 8 + 12);
+        assert_eq!(
+            u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize,
+            b.len()
+        );
+        let attrs = attributes(&b[NLMSG_HDRLEN + NFGENMSG_LEN..]);
+        assert_eq!(string(&attrs, 1).as_deref(), Some("ab"));
+        let inner = attributes(attr(&attrs, 4).unwrap());
+        assert_eq!(attr(&inner, 1), Some(&3u32.to_be_bytes()[..]));
+    }
+
+    #[test]
+    fn a_batch_is_framed_by_begin_and_end() {
+        let mut batch = Batch::new();
+        batch.push(MsgType::NewTable, NLM_F_CREATE, |m| {
+            m.str(1, "t");
+        });
+        assert_eq!(batch.len(), 1);
+        let (bytes, first, count) = batch.finish();
+        assert_eq!((first, count), (2, 1));
+        let ctx = Ctx::new("t", "t", None);
+        let msgs = messages(&ctx, &bytes).unwrap();
+        let kinds: Vec<u16> = msgs.iter().map(|(k, _, _)| *k).collect();
+        assert_eq!(
+            kinds,
+            [
+                NFNL_MSG_BATCH_BEGIN,
+                NFNL_SUBSYS_NFTABLES << 8,
+                NFNL_MSG_BATCH_END
+            ]
+        );
+        assert_eq!(&msgs[0].2[2..4], &NFNL_SUBSYS_NFTABLES.to_be_bytes());
+    }
+}
