@@ -434,6 +434,7 @@ fn unknown_link(address: &ResourceId, link_type: r::LinkType, ns: &str) -> r::Li
         mac: String::new(),
         addresses: vec![],
         mtu: 0,
+        qos: None,
     }
 }
 
