@@ -20,7 +20,7 @@ use std::future::Future;
 use std::net::IpAddr;
 
 /// What tc holds on a link.
-pub use super::netlink::tc::{HtbClass, Qdisc, QdiscKind};
+pub use super::netlink::tc::{HtbClass, HtbShape, NetemShape, Qdisc, QdiscKind, Shaper, TreeState};
 /// The chain type the nftables layer loads.
 pub use super::nft::Chain;
 

@@ -243,4 +243,6 @@ pub fn recorded_scale(
 #[cfg(test)]
 mod converge_tests;
 #[cfg(test)]
+mod qos_tests;
+#[cfg(test)]
 mod tests;

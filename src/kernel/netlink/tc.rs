@@ -255,6 +255,144 @@ fn handle_text(h: u32) -> String {
     format!("{:x}:{:x}", h >> 16, h & 0xffff)
 }
 
+/// The tree netcompose keeps on a link: an htb root `1:` whose one leaf class `1:10` (under
+/// `1:1`, which holds the ceiling) takes every packet, with netem `10:` under the leaf when
+/// there is a delay; or netem alone at the root. The leaf gets `rate` and may borrow up to
+/// `ceil` from `1:1`; alone on the link, it sends at up to `ceil`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shaper {
+    pub htb: Option<HtbShape>,
+    pub netem: Option<NetemShape>,
+}
+
+/// Rates in bytes per second, burst in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HtbShape {
+    pub rate: u64,
+    pub ceil: u64,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetemShape {
+    pub delay_ns: u64,
+    pub jitter_ns: u64,
+}
+
+/// What a link's tc holds, as [`Shaper`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeState {
+    /// Only the link's default qdisc.
+    Default,
+    Shaper(Shaper),
+    /// Something else at the root.
+    Foreign,
+}
+
+pub const HTB_ROOT: u32 = 0x0001_0000;
+pub const HTB_TOP: u32 = 0x0001_0001;
+pub const HTB_LEAF_MINOR: u32 = 0x10;
+pub const HTB_LEAF: u32 = HTB_ROOT | HTB_LEAF_MINOR;
+pub const NETEM_HANDLE: u32 = 0x0010_0000;
+
+impl Shaper {
+    /// The qdiscs and classes to add, in order (a class before the qdisc under it).
+    pub fn tree(&self) -> (Vec<Qdisc>, Vec<HtbClass>, Option<Qdisc>) {
+        let netem = |parent| {
+            self.netem.map(|n| Qdisc {
+                handle: NETEM_HANDLE,
+                parent,
+                kind: QdiscKind::Netem {
+                    delay_ns: n.delay_ns,
+                    jitter_ns: n.jitter_ns,
+                },
+            })
+        };
+        match self.htb {
+            None => (netem(ROOT).into_iter().collect(), vec![], None),
+            Some(h) => {
+                let root = Qdisc {
+                    handle: HTB_ROOT,
+                    parent: ROOT,
+                    kind: QdiscKind::Htb {
+                        default_class: HTB_LEAF_MINOR,
+                    },
+                };
+                let top = HtbClass {
+                    handle: HTB_TOP,
+                    parent: HTB_ROOT,
+                    rate: h.ceil,
+                    ceil: h.ceil,
+                    burst: h.burst,
+                    cburst: h.burst,
+                };
+                let leaf = HtbClass {
+                    handle: HTB_LEAF,
+                    parent: HTB_TOP,
+                    rate: h.rate,
+                    ceil: h.ceil,
+                    burst: h.burst,
+                    cburst: h.burst,
+                };
+                (vec![root], vec![top, leaf], netem(HTB_LEAF))
+            }
+        }
+    }
+
+    /// Read a link's qdiscs and classes back; `burst_hint` is a burst the caller expects,
+    /// taken when the kernel holds the same time for it (the kernel keeps bursts as times,
+    /// which do not always give the bytes back exactly).
+    pub fn read(qdiscs: &[Qdisc], classes: &[HtbClass], burst_hint: Option<u32>) -> TreeState {
+        // The kernel's default qdisc (noqueue on a veth, pfifo_fast, ...) has handle 0; any
+        // added one has a handle.
+        let Some(root) = qdiscs.iter().find(|q| q.parent == ROOT && q.handle != 0) else {
+            return TreeState::Default;
+        };
+        let netem_under = |parent| {
+            qdiscs.iter().find_map(|q| match q.kind {
+                QdiscKind::Netem {
+                    delay_ns,
+                    jitter_ns,
+                } if q.parent == parent => Some(NetemShape {
+                    delay_ns,
+                    jitter_ns,
+                }),
+                _ => None,
+            })
+        };
+        match root.kind {
+            QdiscKind::Netem { .. } => TreeState::Shaper(Shaper {
+                htb: None,
+                netem: netem_under(ROOT),
+            }),
+            QdiscKind::Htb { default_class }
+                if root.handle == HTB_ROOT && default_class == HTB_LEAF_MINOR =>
+            {
+                let top = classes.iter().find(|c| c.handle == HTB_TOP);
+                let leaf = classes.iter().find(|c| c.handle == HTB_LEAF);
+                let (Some(top), Some(leaf)) = (top, leaf) else {
+                    return TreeState::Foreign;
+                };
+                let burst = burst_hint
+                    .filter(|b| burst_ticks(*b, leaf.rate) == burst_ticks(leaf.burst, leaf.rate))
+                    .unwrap_or(leaf.burst);
+                if top.rate != leaf.ceil || top.ceil != leaf.ceil || classes.len() != 2 {
+                    return TreeState::Foreign;
+                }
+                TreeState::Shaper(Shaper {
+                    htb: Some(HtbShape {
+                        rate: leaf.rate,
+                        ceil: leaf.ceil,
+                        burst,
+                    }),
+                    netem: netem_under(HTB_LEAF),
+                })
+            }
+            QdiscKind::Htb { .. } | QdiscKind::Other(_) => TreeState::Foreign,
+        }
+    }
+}
+
 impl Netlink {
     /// The qdiscs of link `index`.
     pub async fn qdiscs(&self, index: u32) -> Result<Vec<Qdisc>, KernelError> {
@@ -424,6 +562,43 @@ mod tests {
             parse_qdisc_kind("noqueue", &[]),
             QdiscKind::Other("noqueue".into())
         );
+    }
+
+    #[test]
+    fn a_shaper_reads_back_from_its_tree() {
+        let s = Shaper {
+            htb: Some(HtbShape {
+                rate: 1_250_000,
+                ceil: 2_500_000,
+                burst: 12_500,
+            }),
+            netem: Some(NetemShape {
+                delay_ns: 5_000_000,
+                jitter_ns: 0,
+            }),
+        };
+        let (mut qdiscs, classes, leaf) = s.tree();
+        qdiscs.extend(leaf);
+        assert_eq!(
+            Shaper::read(&qdiscs, &classes, Some(12_500)),
+            TreeState::Shaper(s)
+        );
+        assert_eq!(Shaper::read(&[], &[], None), TreeState::Default);
+        let noqueue = Qdisc {
+            handle: 0,
+            parent: ROOT,
+            kind: QdiscKind::Other("noqueue".into()),
+        };
+        assert_eq!(Shaper::read(&[noqueue], &[], None), TreeState::Default);
+        let added = Qdisc {
+            handle: 0x8001_0000,
+            parent: ROOT,
+            kind: QdiscKind::Other("fq_codel".into()),
+        };
+        assert_eq!(Shaper::read(&[added], &[], None), TreeState::Foreign);
+        let only_netem = Shaper { htb: None, ..s };
+        let (q, c, _) = only_netem.tree();
+        assert_eq!(Shaper::read(&q, &c, None), TreeState::Shaper(only_netem));
     }
 
     #[test]
