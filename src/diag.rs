@@ -266,6 +266,17 @@ pub enum ConfigError {
         at: Span,
     },
 
+    #[error("{what} needs the kernel's `{module}`, which this machine lacks ({evidence})")]
+    #[diagnostic(code(netcompose::kernel_module), help("{hint}"))]
+    MissingModule {
+        what: String,
+        module: String,
+        evidence: String,
+        hint: String,
+        #[label("needs {module}")]
+        at: Span,
+    },
+
     #[error("{message}")]
     #[diagnostic(code(netcompose::invalid))]
     Invalid {
@@ -286,6 +297,7 @@ impl ConfigError {
             | Interpolation { at, .. }
             | EnvFile { at, .. }
             | UnknownKey { at, .. }
+            | MissingModule { at, .. }
             | WrongType { at, .. }
             | InvalidValue { at, .. }
             | UnknownNetwork { at, .. }

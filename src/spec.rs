@@ -2,6 +2,8 @@
 //! netcompose's extensions, each value with the span it was read from. `load` produces it,
 //! `validate` checks it, `model` normalizes it.
 
+pub mod units;
+
 use crate::source::Span;
 use indexmap::IndexMap;
 use ipnetwork::IpNetwork;
@@ -115,6 +117,8 @@ pub struct Service {
     pub exec: Exec,
     /// `healthcheck`, unless absent, disabled or without a test.
     pub healthcheck: Option<Spanned<Healthcheck>>,
+    /// `x-qos`: for every attachment that does not have its own.
+    pub qos: Option<Qos>,
 }
 
 /// One `depends_on` entry (the short list form is `service_started`, required).
@@ -296,12 +300,32 @@ pub struct Attachment {
     /// `driver_opts: {com.docker.network.endpoint.ifname: NAME}`, Docker's older way to
     /// name the interface.
     pub endpoint_ifname: Option<Spanned<String>>,
+    /// `x-qos` of this attachment: its keys override the service's.
+    pub qos: Option<Qos>,
 }
 
 /// The driver option with which Docker names an endpoint's interface.
 pub const ENDPOINT_IFNAME: &str = "com.docker.network.endpoint.ifname";
 
 impl Attachment {
+    /// The `x-qos` of this attachment of `service`: each key of the attachment's, else the
+    /// service's.
+    pub fn effective_qos(&self, service: &Service) -> Option<Qos> {
+        match (&self.qos, &service.qos) {
+            (None, None) => None,
+            (Some(a), None) => Some(a.clone()),
+            (None, Some(s)) => Some(s.clone()),
+            (Some(a), Some(s)) => Some(Qos {
+                span: a.span,
+                egress: a.egress.clone().or_else(|| s.egress.clone()),
+                ingress: a.ingress.clone().or_else(|| s.ingress.clone()),
+                loss: a.loss.clone().or_else(|| s.loss.clone()),
+                delay: a.delay.clone().or_else(|| s.delay.clone()),
+                jitter: a.jitter.clone().or_else(|| s.jitter.clone()),
+            }),
+        }
+    }
+
     /// The interface name asked for: `interface_name`, else the endpoint driver option.
     pub fn ifname(&self) -> Option<&Spanned<String>> {
         self.interface_name
@@ -522,4 +546,30 @@ pub enum CheckProtocol {
 pub enum Expect {
     Reach,
     Blocked,
+}
+
+/// `x-qos`: shaping of each direction and injected faults, on a service (every attachment) or
+/// on one attachment. `egress` leaves the replica, `ingress` enters it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Qos {
+    pub span: Span,
+    pub egress: Option<Shape>,
+    pub ingress: Option<Shape>,
+    /// Percent of the packets leaving the replica that are dropped, 0 to 100.
+    pub loss: Option<Spanned<u8>>,
+    pub delay: Option<Spanned<std::time::Duration>>,
+    pub jitter: Option<Spanned<std::time::Duration>>,
+}
+
+/// One direction's shaping: `rate` guaranteed, up to `ceil` when there is room, in bursts of
+/// up to `burst` bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shape {
+    pub span: Span,
+    /// Bits per second.
+    pub rate: Spanned<u64>,
+    /// Bits per second; None: `rate`.
+    pub ceil: Option<Spanned<u64>>,
+    /// Bytes; None: what the rate sends in 10 ms, at least 4 full-size packets.
+    pub burst: Option<Spanned<u64>>,
 }

@@ -4,6 +4,7 @@
 //! converges: the next `observe` sees what the last one left, by its ownership marks.
 
 mod ops;
+mod qos;
 
 use crate::graph;
 use crate::kernel::machine::Links;

@@ -16,7 +16,7 @@ use ipnetwork::IpNetwork;
 
 type Result<T> = std::result::Result<T, ApplyError>;
 
-fn kernel_err(address: &str) -> impl Fn(KernelError) -> ApplyError + '_ {
+pub(super) fn kernel_err(address: &str) -> impl Fn(KernelError) -> ApplyError + '_ {
     move |source| ApplyError::Kernel {
         address: address.to_string(),
         source,
@@ -381,6 +381,9 @@ async fn create_link<M: Machine>(k: &Kernel<M>, a: &str, l: &Link) -> Result<()>
             .await
             .map_err(kernel_err(a))?;
     }
+    if l.qos.is_some() {
+        super::qos::sync(k, a, l).await?;
+    }
     Ok(())
 }
 
@@ -447,7 +450,11 @@ async fn update_link<M: Machine>(k: &Kernel<M>, a: &str, old: &Link, new: &Link)
     }
     ipv6_on(k, a, new).await?;
     inside.set_up(link.index).await.map_err(kernel_err(a))?;
-    sync_addresses(a, &inside, link.index, &old.addresses, &new.addresses).await
+    sync_addresses(a, &inside, link.index, &old.addresses, &new.addresses).await?;
+    if old.qos.is_some() || new.qos.is_some() {
+        super::qos::sync(k, a, new).await?;
+    }
+    Ok(())
 }
 
 /// `net.ipv6.conf.default.disable_ipv6=1`, written in every new replica namespace before any

@@ -91,6 +91,8 @@ struct ServiceView<'a> {
     run: Option<&'a [String]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     healthcheck: Option<HealthcheckView>,
+    #[serde(rename = "x-qos", skip_serializing_if = "Option::is_none")]
+    qos: Option<serde_json::Value>,
 }
 
 /// `healthcheck` with Compose's defaults filled in; a `CMD-SHELL` test shows as the `CMD` it
@@ -271,6 +273,7 @@ fn service(s: &spec::Service) -> ServiceView<'_> {
         },
         policy: s.policy.as_ref(),
         run: s.run.as_ref().map(|r| r.value.as_slice()),
+        qos: s.qos.as_ref().map(qos),
         healthcheck: s.healthcheck.as_ref().map(|h| HealthcheckView {
             test: std::iter::once("CMD".to_string())
                 .chain(h.value.argv.iter().cloned())
@@ -292,6 +295,48 @@ fn duration(d: std::time::Duration) -> String {
         format!("{}ms", d.as_millis())
     } else {
         format!("{}ns", d.as_nanos())
+    }
+}
+
+/// `x-qos` in the units it is read in (rates in bits, sizes in bytes), so that it loads back.
+fn qos(q: &spec::Qos) -> serde_json::Value {
+    use spec::units::{format_rate, format_size};
+    let shape = |s: &spec::Shape| {
+        let mut m = serde_json::Map::new();
+        m.insert("rate".into(), format_rate(s.rate.value).into());
+        if let Some(c) = &s.ceil {
+            m.insert("ceil".into(), format_rate(c.value).into());
+        }
+        if let Some(b) = &s.burst {
+            m.insert("burst".into(), format_size(b.value).into());
+        }
+        serde_json::Value::Object(m)
+    };
+    let mut m = serde_json::Map::new();
+    if let Some(e) = &q.egress {
+        m.insert("egress".into(), shape(e));
+    }
+    if let Some(i) = &q.ingress {
+        m.insert("ingress".into(), shape(i));
+    }
+    if let Some(l) = &q.loss {
+        m.insert("loss".into(), format!("{}%", l.value).into());
+    }
+    if let Some(d) = &q.delay {
+        m.insert("delay".into(), qos_duration(d.value).into());
+    }
+    if let Some(j) = &q.jitter {
+        m.insert("jitter".into(), qos_duration(j.value).into());
+    }
+    serde_json::Value::Object(m)
+}
+
+/// A delay to the microsecond, which is what netem keeps.
+fn qos_duration(d: std::time::Duration) -> String {
+    if d.subsec_nanos() % 1_000_000 == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}us", d.as_micros())
     }
 }
 
@@ -348,6 +393,9 @@ fn attachment(a: &spec::Attachment) -> Option<BTreeMap<&'static str, serde_json:
     }
     if a.gw_priority != 0 {
         m.insert("gw_priority", json!(a.gw_priority));
+    }
+    if let Some(q) = &a.qos {
+        m.insert("x-qos", qos(q));
     }
     (!m.is_empty()).then_some(m)
 }

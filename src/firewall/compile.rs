@@ -264,6 +264,22 @@ fn matches(m: &Match, out: &mut Vec<Expr>) -> Result<(), CompileError> {
             ct_bits(CtKey::State, mask, out);
         }
         Match::CtDnat => ct_bits(CtKey::Status, IPS_DST_NAT, out),
+        // cmp orders its operands as memcmp does, so numgen's host-order integer is turned
+        // into network order first (what nft itself emits for `numgen ... < N`).
+        Match::Chance(p) => {
+            out.push(Expr::NumgenRandom {
+                modulus: 100,
+                offset: 0,
+                dreg: Reg::R1,
+            });
+            out.push(Expr::Hton {
+                sreg: Reg::R1,
+                dreg: Reg::R1,
+                len: 4,
+                size: 4,
+            });
+            out.push(cmp(CmpOp::Lt, u32::from(*p).to_be_bytes().to_vec()));
+        }
     }
     Ok(())
 }

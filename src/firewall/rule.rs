@@ -35,6 +35,8 @@ pub enum Match {
     CtState(Vec<String>),
     /// The connection was destination-NATed (a published port or a VIP).
     CtDnat,
+    /// A random draw: `numgen random mod 100 < N`, true for N percent of the packets.
+    Chance(u8),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,6 +158,9 @@ impl RuleBuilder {
     pub fn dnat_ed(self) -> Self {
         self.with(Match::CtDnat)
     }
+    pub fn chance(self, percent: u8) -> Self {
+        self.with(Match::Chance(percent))
+    }
     pub fn then(self, verdict: Verdict) -> Rule {
         Rule {
             matches: self.0,
@@ -226,6 +231,7 @@ impl fmt::Display for Match {
             Match::LocalDaddr => write!(f, "fib daddr type local"),
             Match::CtState(s) => write!(f, "ct state {}", s.join(",")),
             Match::CtDnat => write!(f, "ct status dnat"),
+            Match::Chance(p) => write!(f, "numgen random mod 100 < {p}"),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The kernel mechanisms that `observe` and `apply` use, as traits: links, addresses and
 //! routes of one namespace ([`Links`]), named namespaces ([`Namespaces`]), nftables tables
 //! ([`Firewall`]), `net.*` sysctls ([`Sysctls`]) and the replica files under /etc/netns
-//! ([`ReplicaFiles`]). [`Machine`] is all of them with a handle per namespace.
+//! ([`ReplicaFiles`]), qdiscs and htb classes ([`TrafficControl`]). [`Machine`] is all of them
+//! with a handle per namespace.
 //!
 //! The real machine is [`super::system::System`]; [`super::fake::Fake`] keeps the same facts in
 //! memory so that the applier and the observer are tested without root. The methods mirror the
@@ -18,6 +19,8 @@ use ipnetwork::IpNetwork;
 use std::future::Future;
 use std::net::IpAddr;
 
+/// What tc holds on a link.
+pub use super::netlink::tc::{HtbClass, HtbShape, NetemShape, Qdisc, QdiscKind, Shaper, TreeState};
 /// The chain type the nftables layer loads.
 pub use super::nftables::Chain;
 
@@ -109,6 +112,19 @@ pub trait Links: Clone + Send + Sync {
     ) -> impl Future<Output = Res<()>> + Send;
 }
 
+/// Qdiscs and htb classes of the links of one namespace (tc over rtnetlink).
+pub trait TrafficControl: Send + Sync {
+    fn qdiscs(&self, index: u32) -> impl Future<Output = Res<Vec<Qdisc>>> + Send;
+    fn htb_classes(&self, index: u32) -> impl Future<Output = Res<Vec<HtbClass>>> + Send;
+    /// `Exists` when the parent already holds a qdisc; `Unsupported` for a kind the kernel
+    /// lacks.
+    fn add_qdisc(&self, index: u32, q: &Qdisc) -> impl Future<Output = Res<()>> + Send;
+    /// The root qdisc and everything under it; `NotFound` when the link has only its default.
+    fn delete_root_qdisc(&self, index: u32) -> impl Future<Output = Res<()>> + Send;
+    /// Add or change a class.
+    fn set_htb_class(&self, index: u32, c: &HtbClass) -> impl Future<Output = Res<()>> + Send;
+}
+
 /// Named network namespaces (`/run/netns`).
 pub trait Namespaces: Send + Sync {
     /// Create namespace `name`, set up as `init` says before it is named. `Exists` when a live
@@ -184,7 +200,7 @@ pub trait ReplicaFiles: Send + Sync {
 
 /// Everything the applier and the observer use of a machine.
 pub trait Machine: Namespaces + Firewall + Sysctls + ReplicaFiles {
-    type Net: Links;
+    type Net: Links + TrafficControl;
     /// The host namespace's handle.
     fn host(&self) -> &Self::Net;
     /// The handle of namespace `ns`, opened on first use and kept.

@@ -289,6 +289,7 @@ pub fn module_for_kind(kind: &str) -> &str {
         "ip6tnl" => "ip6_tunnel",
         "macvtap" => "macvtap",
         "ipvtap" => "ipvtap",
+        "sch_netem" | "netem" => "sch_netem",
         other => other,
     }
 }

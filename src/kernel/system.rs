@@ -4,8 +4,8 @@
 //! runs on tokio's blocking pool, so that many namespaces are worked on at once.
 
 use super::machine::{
-    Chain, Firewall, Links, Machine, Namespaces, NetnsInit, NewMacvlan, NewVeth, ReplicaFiles,
-    Sysctls,
+    Chain, Firewall, HtbClass, Links, Machine, Namespaces, NetnsInit, NewMacvlan, NewVeth, Qdisc,
+    ReplicaFiles, Sysctls, TrafficControl,
 };
 use super::netlink::{Link, MacvlanSpec, Netlink, Route, VethSpec, LOOPBACK_INDEX};
 use super::netns::{NetnsDir, ETC_NETNS};
@@ -107,6 +107,30 @@ impl Net {
             dir.open(Some(&name))
         })
         .await
+    }
+}
+
+impl TrafficControl for Net {
+    async fn qdiscs(&self, index: u32) -> Res<Vec<Qdisc>> {
+        let _turn = self.dumps.lock().await;
+        self.nl.qdiscs(index).await
+    }
+
+    async fn htb_classes(&self, index: u32) -> Res<Vec<HtbClass>> {
+        let _turn = self.dumps.lock().await;
+        self.nl.htb_classes(index).await
+    }
+
+    async fn add_qdisc(&self, index: u32, q: &Qdisc) -> Res<()> {
+        self.nl.add_qdisc(index, q).await
+    }
+
+    async fn delete_root_qdisc(&self, index: u32) -> Res<()> {
+        self.nl.delete_root_qdisc(index).await
+    }
+
+    async fn set_htb_class(&self, index: u32, c: &HtbClass) -> Res<()> {
+        self.nl.set_htb_class(index, c).await
     }
 }
 

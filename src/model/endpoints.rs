@@ -440,6 +440,10 @@ fn link_resource(project: &Project, rep: &Replica, ep: &Endpoint) -> Resource {
         mac: ep.mac.clone(),
         addresses: ep.addresses.clone(),
         mtu: mtu(net),
+        qos: project.services[&rep.service]
+            .networks
+            .get(&ep.network)
+            .and_then(|att| super::qos::link_qos(&project.services[&rep.service], att)),
     };
     Resource {
         address: ResourceId::Link(rep.id(), ep.network.clone()),

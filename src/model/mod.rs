@@ -10,6 +10,7 @@ mod files;
 pub mod id;
 pub mod names;
 pub mod ports;
+pub mod qos;
 pub mod relay;
 pub mod resource;
 pub mod tables;

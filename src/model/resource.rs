@@ -234,6 +234,9 @@ pub struct Link {
     pub mac: String,
     pub addresses: Vec<IpNetwork>,
     pub mtu: u32,
+    /// `x-qos`: the tc setup of the interface and its peer, changed in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<super::qos::LinkQos>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

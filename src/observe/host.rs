@@ -212,3 +212,182 @@ mod tests {
         );
     }
 }
+
+/// What the running kernel offers `x-qos`, read without privileges.
+pub fn kernel_facts() -> crate::validate::KernelFacts {
+    crate::validate::KernelFacts {
+        netem: netem(&KernelFiles::system()),
+    }
+}
+
+/// Where a kernel tells which modules it has.
+pub struct KernelFiles {
+    /// `/sys/module`: loaded modules (and built-in ones with parameters).
+    pub sys_module: std::path::PathBuf,
+    /// `/lib/modules/<release>`: modules.builtin and the loadable modules.
+    pub modules: std::path::PathBuf,
+    /// `/proc/config.gz`: the kernel's configuration, when it exposes it.
+    pub config_gz: std::path::PathBuf,
+}
+
+impl KernelFiles {
+    pub fn system() -> KernelFiles {
+        let release = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        KernelFiles {
+            sys_module: "/sys/module".into(),
+            modules: std::path::Path::new("/lib/modules").join(release),
+            config_gz: "/proc/config.gz".into(),
+        }
+    }
+}
+
+/// netem is there when it is loaded, built in (modules.builtin, or `=y` in the kernel's
+/// config) or loadable (a module file, or `=m`); missing when the config says it is not set,
+/// or when no source knows it. Each source is read as it is found, so a kernel without
+/// /lib/modules (a VM image) is judged by its config.
+pub fn netem(files: &KernelFiles) -> crate::validate::Presence {
+    use crate::validate::Presence;
+    let module = crate::validate::NETEM_MODULE;
+    if files.sys_module.join(module).exists() {
+        return Presence::Present;
+    }
+    let builtin =
+        std::fs::read_to_string(files.modules.join("modules.builtin")).unwrap_or_default();
+    if builtin
+        .lines()
+        .any(|l| l.ends_with(&format!("/{module}.ko")))
+    {
+        return Presence::Present;
+    }
+    let loadable = files.modules.join("kernel/net/sched");
+    if let Ok(entries) = std::fs::read_dir(&loadable) {
+        if entries.flatten().any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{module}.ko"))
+        }) {
+            return Presence::Present;
+        }
+    }
+    match config_option(&files.config_gz, "CONFIG_NET_SCH_NETEM") {
+        Some(v) if v == "y" || v == "m" => Presence::Present,
+        Some(_) => Presence::Missing(format!(
+            "{} has CONFIG_NET_SCH_NETEM unset",
+            files.config_gz.display()
+        )),
+        None => Presence::Missing(format!(
+            "not loaded, not in {}/modules.builtin or kernel/net/sched, not in {}",
+            files.modules.display(),
+            files.config_gz.display()
+        )),
+    }
+}
+
+/// The value of `option` in a gzipped kernel config (`n` for `# ... is not set`), read with
+/// `zcat`-free inflation; None when the file is missing or unreadable.
+fn config_option(path: &std::path::Path, option: &str) -> Option<String> {
+    let text = inflate_gzip(&std::fs::read(path).ok()?)?;
+    text.lines().find_map(|l| {
+        if l == format!("# {option} is not set") {
+            return Some("n".to_string());
+        }
+        l.strip_prefix(option)
+            .and_then(|rest| rest.strip_prefix('='))
+            .map(str::to_string)
+    })
+}
+
+/// The contents of a gzip file (RFC 1952) with one member, as /proc/config.gz is.
+fn inflate_gzip(data: &[u8]) -> Option<String> {
+    const FEXTRA: u8 = 4;
+    const FNAME: u8 = 8;
+    const FCOMMENT: u8 = 16;
+    const FHCRC: u8 = 2;
+    if data.len() < 18 || data[0..3] != [0x1f, 0x8b, 8] {
+        return None;
+    }
+    let flags = data[3];
+    let mut at = 10;
+    if flags & FEXTRA != 0 {
+        let len = usize::from(u16::from_le_bytes([*data.get(at)?, *data.get(at + 1)?]));
+        at += 2 + len;
+    }
+    for flag in [FNAME, FCOMMENT] {
+        if flags & flag != 0 {
+            at += data.get(at..)?.iter().position(|b| *b == 0)? + 1;
+        }
+    }
+    if flags & FHCRC != 0 {
+        at += 2;
+    }
+    let raw = miniz_oxide::inflate::decompress_to_vec(data.get(at..)?).ok()?;
+    String::from_utf8(raw).ok()
+}
+
+#[cfg(test)]
+mod netem_tests {
+    use super::*;
+    use crate::validate::Presence;
+
+    fn files(dir: &std::path::Path) -> KernelFiles {
+        KernelFiles {
+            sys_module: dir.join("sys"),
+            modules: dir.join("lib"),
+            config_gz: dir.join("config.gz"),
+        }
+    }
+
+    #[test]
+    fn netem_is_found_where_the_kernel_says_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path());
+        assert!(matches!(netem(&f), Presence::Missing(_)));
+        std::fs::create_dir_all(f.modules.join("kernel/net/sched")).unwrap();
+        std::fs::write(
+            f.modules.join("modules.builtin"),
+            "kernel/net/sched/sch_htb.ko\n",
+        )
+        .unwrap();
+        assert!(matches!(netem(&f), Presence::Missing(_)));
+        std::fs::write(f.modules.join("kernel/net/sched/sch_netem.ko.zst"), "").unwrap();
+        assert_eq!(netem(&f), Presence::Present);
+    }
+
+    #[test]
+    fn the_kernel_config_is_read_through_gzip() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path());
+        let config = "CONFIG_NET_SCH_HTB=y\n# CONFIG_NET_SCH_NETEM is not set\n";
+        let gz = std::process::Command::new("gzip")
+            .arg("-c")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(config.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        std::fs::write(&f.config_gz, &gz.stdout).unwrap();
+        assert!(matches!(netem(&f), Presence::Missing(why) if why.contains("unset")));
+        let set = config.replace(
+            "# CONFIG_NET_SCH_NETEM is not set",
+            "CONFIG_NET_SCH_NETEM=m",
+        );
+        let gz = miniz_gzip(&set);
+        std::fs::write(&f.config_gz, gz).unwrap();
+        assert_eq!(netem(&f), Presence::Present);
+    }
+
+    /// A gzip member around a raw deflate stream, with a file name (as gzip writes).
+    fn miniz_gzip(text: &str) -> Vec<u8> {
+        let mut out = vec![0x1f, 0x8b, 8, 8, 0, 0, 0, 0, 0, 3];
+        out.extend_from_slice(b"config\0");
+        out.extend(miniz_oxide::deflate::compress_to_vec(text.as_bytes(), 6));
+        out.extend_from_slice(&[0; 8]);
+        out
+    }
+}

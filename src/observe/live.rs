@@ -295,7 +295,11 @@ async fn namespace<M: Machine>(
         else {
             continue;
         };
-        out.push(link(t, ns, &address, l, &addrs, host_ends.get(&address)));
+        let mut found = link(t, ns, &address, l, &addrs, host_ends.get(&address));
+        if let Spec::Link(spec) = &mut found.spec {
+            super::qos::read(k, &nl, l.index, spec).await?;
+        }
+        out.push(found);
     }
     for route in routes.into_iter().filter(|r| r.dst.prefix() == 0) {
         let (Some(gateway), Some(oif)) = (route.gateway, route.oif) else {
@@ -434,6 +438,7 @@ fn unknown_link(address: &ResourceId, link_type: r::LinkType, ns: &str) -> r::Li
         mac: String::new(),
         addresses: vec![],
         mtu: 0,
+        qos: None,
     }
 }
 

@@ -6,6 +6,7 @@ mod health;
 mod ipam;
 mod names;
 mod ports;
+mod qos;
 mod refs;
 
 use crate::diag::{ConfigError, Diagnostics};
@@ -13,6 +14,7 @@ use crate::spec::Project;
 
 pub use ipam::is_reserved;
 pub use ports::in_use as ports_in_use;
+pub use qos::{check_kernel, KernelFacts, Presence, NETEM_MODULE};
 
 /// Drivers netcompose builds, and what it says about the others.
 pub const SUPPORTED_DRIVERS: &[&str] = &["bridge", "macvlan", "overlay"];
@@ -24,6 +26,7 @@ pub fn check(project: &Project, diags: &mut Diagnostics) {
     ports::check(project, diags);
     cycles::check(project, diags);
     health::check(project, diags);
+    qos::check(project, diags);
     drop_follow_on_errors(diags);
 }
 

@@ -8,6 +8,7 @@
 mod links;
 
 pub use links::FakeNet;
+mod tc;
 
 use super::machine::{Chain, Firewall, Machine, Namespaces, NetnsInit, ReplicaFiles, Sysctls};
 use super::netlink::{Link, LinkKind, Route, LOOPBACK_INDEX};
@@ -36,6 +37,9 @@ pub struct FakeLink {
     pub link: Link,
     pub addresses: Vec<IpNetwork>,
     pub peer: Option<(Option<String>, u32)>,
+    /// Its qdiscs (none: the default) and htb classes.
+    pub qdiscs: Vec<crate::kernel::machine::Qdisc>,
+    pub classes: Vec<crate::kernel::machine::HtbClass>,
 }
 
 /// The whole machine.
@@ -49,6 +53,8 @@ pub struct World {
     pub files: BTreeMap<String, BTreeMap<String, String>>,
     /// Every change, in order: `<operation> <object>`.
     pub log: Vec<String>,
+    /// Qdisc kinds this kernel lacks (`netem`): adding one is `Unsupported`.
+    pub lacking_qdiscs: BTreeSet<String>,
     next_index: u32,
 }
 
@@ -132,6 +138,8 @@ fn fake_link(index: u32, name: &str, kind: LinkKind, mac: Option<[u8; 6]>) -> Fa
         },
         addresses: Vec::new(),
         peer: None,
+        qdiscs: Vec::new(),
+        classes: Vec::new(),
     }
 }
 

@@ -11,7 +11,8 @@
 //! never a silent success. Errors carry the kernel's extended-ack text when it gives one.
 //!
 //! This file holds the types, the handle and the request plumbing; the operations are in
-//! `links.rs` (links) and `addrs.rs` (addresses, routes, FDB and neighbour entries).
+//! `links.rs` (links), `addrs.rs` (addresses, routes, FDB and neighbour entries) and `tc.rs`
+//! (qdiscs and htb classes).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -44,6 +45,7 @@ use rtnetlink::{
 
 mod addrs;
 mod links;
+pub mod tc;
 
 use super::netns::{self, NetnsDir};
 use super::{Ctx, KernelError};

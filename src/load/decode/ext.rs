@@ -51,7 +51,13 @@ fn rules(d: &mut Decoder, node: &Node, place: &str) -> Rules {
     r
 }
 
-fn unknown(d: &mut Decoder, key: &str, at: &Spanned<String>, known: &[&str], place: &str) {
+pub(super) fn unknown(
+    d: &mut Decoder,
+    key: &str,
+    at: &Spanned<String>,
+    known: &[&str],
+    place: &str,
+) {
     let hint = match crate::diag::did_you_mean(key, known.iter().copied()) {
         Some(c) => format!("did you mean `{c}`?"),
         None => format!("expected one of: {}", known.join(", ")),

@@ -9,6 +9,7 @@ mod health;
 mod network;
 mod ports;
 mod process;
+mod qos;
 mod service;
 
 /// Load `yaml` as a project's only file, with exactly `environment` as the shell's variables:

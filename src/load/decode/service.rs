@@ -1,6 +1,6 @@
 //! `services` entries: the networking keys of a service.
 
-use super::{exec, ext, health, no_span, ports, process, Decoder};
+use super::{exec, ext, health, no_span, ports, process, qos, Decoder};
 use crate::load::node::{Node, Value};
 use crate::spec::{
     Attachment, Deploy, EndpointMode, ExtraHost, Link, NetworkMode, Service, Spanned,
@@ -70,6 +70,7 @@ pub(super) fn decode(d: &mut Decoder, key: &Spanned<String>, node: &Node) -> Ser
     }
     svc.policy = node.get("x-policy").map(|p| ext::policy(d, p));
     svc.run = node.get("x-run").and_then(|r| ext::run(d, r));
+    svc.qos = node.get("x-qos").and_then(|q| qos::qos(d, q));
     svc.exec = exec::decode(d, node);
     process::decode(d, node, &mut svc.exec);
     svc.healthcheck = health::healthcheck(d, node.get("healthcheck"));
@@ -173,6 +174,7 @@ fn attachment(d: &mut Decoder, key: Spanned<String>, node: &Node) -> Attachment 
         .and_then(|n| d.int(n, "gw_priority"))
         .map_or(0, |v| v.value);
     att.interface_name = d.opt_string(node, "interface_name");
+    att.qos = node.get("x-qos").and_then(|q| qos::qos(d, q));
     att
 }
 

@@ -106,6 +106,7 @@ pub fn resources(
                     chains.push(Chain::base(name, "filter", hook, 0, rules));
                 }
             }
+            chains.extend(faults(project, rep, mine));
             if chains.is_empty() && vip_networks.is_empty() {
                 return None;
             }
@@ -134,6 +135,19 @@ pub fn resources(
             })
         })
         .collect()
+}
+
+/// The `faults` chain: the x-qos loss of each of the replica's interfaces.
+fn faults(project: &Project, rep: &Replica, mine: &[&Endpoint]) -> Option<Chain> {
+    let svc = project.services.get(&rep.service)?;
+    let losses: Vec<(String, u8)> = mine
+        .iter()
+        .filter_map(|e| {
+            let q = svc.networks.get(&e.network)?.effective_qos(svc)?;
+            Some((e.ifname.clone(), q.loss?.value))
+        })
+        .collect();
+    crate::model::qos::faults_chain(&losses)
 }
 
 /// The service's policy, then each attached network's (limited to its interface). Denies

@@ -1,0 +1,148 @@
+//! `x-qos` that cannot be built: ingress shaping on a macvlan attachment (it has no host-side
+//! peer to shape; netcompose refuses it rather than redirecting through an ifb, which would
+//! add a device and a filter per attachment for one direction), x-qos on a service without
+//! interfaces of its own, and `delay`/`jitter` where the kernel lacks netem.
+
+use crate::diag::{ConfigError, Diagnostics};
+use crate::spec::{Project, Qos};
+
+/// What the running kernel offers `x-qos`, found by the caller (validate never reads the
+/// machine): `observe::host::kernel_facts`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelFacts {
+    pub netem: Presence,
+}
+
+/// Whether a kernel module is there, and what says so.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Presence {
+    /// Not looked for (tests, a caller without the facts): the apply finds out.
+    #[default]
+    Unknown,
+    Present,
+    /// Looked for and not found; the text says where.
+    Missing(String),
+}
+
+/// The module `delay` and `jitter` need.
+pub const NETEM_MODULE: &str = "sch_netem";
+
+pub(super) fn check(project: &Project, diags: &mut Diagnostics) {
+    for svc in project.services.values() {
+        if svc.network_mode.is_some() && svc.networks.is_empty() {
+            if let Some(q) = &svc.qos {
+                diags.push(ConfigError::Invalid {
+                    message: format!(
+                        "service {} has x-qos but no interfaces of its own (network_mode)",
+                        svc.key.value
+                    ),
+                    hint: "shape the service whose namespace it shares, or give it networks".into(),
+                    at: q.span,
+                });
+            }
+        }
+        for (key, att) in &svc.networks {
+            let Some(q) = att.effective_qos(svc) else {
+                continue;
+            };
+            let macvlan = project
+                .networks
+                .get(key)
+                .is_some_and(|n| n.driver_name() == "macvlan");
+            if let Some(ingress) = q.ingress.as_ref().filter(|_| macvlan) {
+                diags.push(ConfigError::Invalid {
+                    message: format!(
+                        "x-qos.ingress on {}'s attachment to the macvlan network {key}: a \
+                         macvlan has no host-side peer to shape",
+                        svc.key.value
+                    ),
+                    hint: "shape the sending service's egress instead, or attach through a bridge network".into(),
+                    at: ingress.span,
+                });
+            }
+        }
+    }
+}
+
+/// `delay` and `jitter` where `facts` say netem is missing, once per x-qos that asks.
+pub fn check_kernel(project: &Project, facts: &KernelFacts, diags: &mut Diagnostics) {
+    let Presence::Missing(evidence) = &facts.netem else {
+        return;
+    };
+    let asking = project.services.values().flat_map(|svc| {
+        svc.qos
+            .iter()
+            .chain(svc.networks.values().filter_map(|a| a.qos.as_ref()))
+    });
+    for q in asking {
+        if let Some(span) = netem_key(q) {
+            diags.push(ConfigError::MissingModule {
+                what: "x-qos delay/jitter".into(),
+                module: NETEM_MODULE.into(),
+                evidence: evidence.clone(),
+                hint: format!(
+                    "run on a kernel with CONFIG_NET_SCH_NETEM (or `modprobe {NETEM_MODULE}`), or remove delay and jitter; rate, ceil, burst and loss work without it"
+                ),
+                at: span,
+            });
+        }
+    }
+}
+
+fn netem_key(q: &Qos) -> Option<crate::source::Span> {
+    q.delay
+        .as_ref()
+        .map(|d| d.span)
+        .or(q.jitter.as_ref().map(|j| j.span))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn diags(yaml: &str, facts: &KernelFacts) -> Vec<ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("compose.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let loaded = crate::load::load(&crate::load::LoadOptions {
+            files: vec![file],
+            environment: Some(Default::default()),
+            ..Default::default()
+        })
+        .unwrap();
+        let mut d = loaded.diags;
+        super::super::check(&loaded.project, &mut d);
+        check_kernel(&loaded.project, facts, &mut d);
+        d.errors
+    }
+
+    #[test]
+    fn macvlan_ingress_is_refused_and_egress_is_not() {
+        let yaml = "services:\n  a:\n    networks:\n      lan:\n        x-qos: {ingress: {rate: 1mbit}}\n  b:\n    networks: [lan]\n    x-qos: {egress: {rate: 1mbit}}\nnetworks:\n  lan:\n    driver: macvlan\n    driver_opts: {parent: eth9}\n";
+        let e = diags(yaml, &KernelFacts::default());
+        assert!(
+            matches!(&e[..], [ConfigError::Invalid { message, .. }] if message.contains("macvlan")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn delay_names_netem_only_when_it_is_missing() {
+        let yaml = "services:\n  a:\n    x-qos: {delay: 10ms, loss: 5%}\n";
+        assert!(diags(yaml, &KernelFacts::default()).is_empty());
+        let present = KernelFacts {
+            netem: Presence::Present,
+        };
+        assert!(diags(yaml, &present).is_empty());
+        let missing = KernelFacts {
+            netem: Presence::Missing("not in /proc/config.gz".into()),
+        };
+        let e = diags(yaml, &missing);
+        assert!(
+            matches!(&e[..], [ConfigError::MissingModule { module, .. }] if module == "sch_netem"),
+            "{e:?}"
+        );
+        let shaped = "services:\n  a:\n    x-qos: {egress: {rate: 1mbit}, loss: 5%}\n";
+        assert!(diags(shaped, &missing).is_empty());
+    }
+}
