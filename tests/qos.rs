@@ -28,10 +28,20 @@ networks:
 
 const LIMIT: f64 = 10_000_000.0;
 
+/// A process killed and reaped when the test ends, even by a panic.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Start iperf3's server in a replica; it serves one test after another.
-fn iperf_server(p: &Project, service: &str) -> std::process::Child {
+fn iperf_server(p: &Project, service: &str) -> Running {
     let ns = p.ns(service, 1);
-    p.sb.spawn(&["ip", "netns", "exec", &ns, "iperf3", "-s", "-p", "5201"])
+    Running(p.sb.spawn(&["ip", "netns", "exec", &ns, "iperf3", "-s", "-p", "5201"]))
 }
 
 /// Bits per second that arrived in a 3-second iperf3 run from `from` to `server`
