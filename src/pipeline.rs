@@ -30,12 +30,15 @@ pub enum Failure {
 }
 
 pub fn checked_project(opts: &LoadOptions) -> Result<Checked, Failure> {
-    checked_on(opts, &validate::KernelFacts::default())
+    checked_on(opts, validate::KernelFacts::default)
 }
 
-/// [`checked_project`], also refusing what the running kernel lacks (`facts`, read by the
-/// caller: `observe::host::kernel_facts`).
-pub fn checked_on(opts: &LoadOptions, facts: &validate::KernelFacts) -> Result<Checked, Failure> {
+/// [`checked_project`], also refusing what the running kernel lacks (`facts`, called only
+/// when the project needs one of them: `observe::host::kernel_facts`).
+pub fn checked_on(
+    opts: &LoadOptions,
+    facts: impl FnOnce() -> validate::KernelFacts,
+) -> Result<Checked, Failure> {
     let loaded = load::load(opts).map_err(Failure::Load)?;
     let mut diags = loaded.diags;
     validate::check(&loaded.project, &mut diags);

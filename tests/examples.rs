@@ -20,6 +20,7 @@ const EXPECTED: &[&str] = &[
     "load-balancing",
     "mtu",
     "internal",
+    "qos",
 ];
 
 fn examples_dir() -> PathBuf {

@@ -324,6 +324,7 @@ async fn create_link<M: Machine>(k: &Kernel<M>, a: &str, l: &Link) -> Result<()>
         owned_with_mac(k, a, &old, mac(a, &l.mac)?)?;
         inside.delete_link(old.index).await.map_err(kernel_err(a))?;
     }
+    let mut host_end = None;
     match l.link_type {
         LinkType::Veth => {
             let bridge = l.bridge.as_deref().unwrap_or_default();
@@ -339,7 +340,7 @@ async fn create_link<M: Machine>(k: &Kernel<M>, a: &str, l: &Link) -> Result<()>
                 peer_ns: l.namespace.clone(),
                 peer_mac: Some(mac(a, &l.mac)?),
             };
-            k.host().create_veth(&spec).await.map_err(kernel_err(a))?;
+            host_end = Some(k.host().create_veth(&spec).await.map_err(kernel_err(a))?);
         }
         LinkType::Macvlan => {
             let parent_name = l.parent.as_deref().unwrap_or_default();
@@ -382,7 +383,7 @@ async fn create_link<M: Machine>(k: &Kernel<M>, a: &str, l: &Link) -> Result<()>
             .map_err(kernel_err(a))?;
     }
     if l.qos.is_some() {
-        super::qos::sync(k, a, l).await?;
+        super::qos::build(k, a, l, index, host_end).await?;
     }
     Ok(())
 }

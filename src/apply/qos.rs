@@ -67,6 +67,25 @@ pub async fn sync<M: Machine>(k: &Kernel<M>, a: &str, l: &Link) -> Result<()> {
     Ok(())
 }
 
+/// Give a link just made (interface `inside_index`, host end `host_index`) its trees: both
+/// ends hold only their default qdisc, so nothing is read first.
+pub async fn build<M: Machine>(
+    k: &Kernel<M>,
+    a: &str,
+    l: &Link,
+    inside_index: u32,
+    host_index: Option<u32>,
+) -> Result<()> {
+    if let Some(want) = egress(l.qos.as_ref()) {
+        let inside = k.netns(&l.namespace).await.map_err(kernel_err(a))?;
+        add_tree(&inside, a, inside_index, want).await?;
+    }
+    if let (Some(index), Some(want)) = (host_index, ingress(l.qos.as_ref())) {
+        add_tree(k.host(), a, index, want).await?;
+    }
+    Ok(())
+}
+
 /// Rebuild the tree of link `index` when it is not `want`. With nothing wanted, only a tree
 /// of ours is taken away: a qdisc somebody else added stays.
 async fn sync_side<N: Links + TrafficControl>(
@@ -93,10 +112,13 @@ async fn sync_side<N: Links + TrafficControl>(
             }
         }
     }
-    let Some(want) = want else { return Ok(()) };
-    if live == TreeState::Shaper(want) {
-        return Ok(());
+    match want {
+        Some(w) if live != TreeState::Shaper(w) => add_tree(nl, a, index, w).await,
+        Some(_) | None => Ok(()),
     }
+}
+
+async fn add_tree<N: TrafficControl>(nl: &N, a: &str, index: u32, want: Shaper) -> Result<()> {
     let (qdiscs, classes, leaf) = want.tree();
     for q in &qdiscs {
         nl.add_qdisc(index, q).await.map_err(kernel_err(a))?;

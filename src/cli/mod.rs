@@ -204,7 +204,7 @@ fn checked(global: &Global) -> miette::Result<Checked> {
 }
 
 fn checked_with(opts: &LoadOptions) -> miette::Result<Checked> {
-    match pipeline::checked_on(opts, &crate::observe::host::kernel_facts()) {
+    match pipeline::checked_on(opts, crate::observe::host::kernel_facts) {
         Ok(c) => {
             for w in &c.warnings {
                 eprintln!("warning: {w}");

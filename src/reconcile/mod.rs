@@ -163,7 +163,7 @@ fn report_step(events: &dyn Events, step: Step<'_>) {
 
 /// Load and validate, handing warnings to `events`.
 fn load(opts: &crate::load::LoadOptions, events: &dyn Events) -> Result<Checked, ReconcileError> {
-    match pipeline::checked_on(opts, &crate::observe::host::kernel_facts()) {
+    match pipeline::checked_on(opts, crate::observe::host::kernel_facts) {
         Ok(c) => {
             for w in &c.warnings {
                 events.warning(w);

@@ -64,16 +64,29 @@ pub(super) fn check(project: &Project, diags: &mut Diagnostics) {
     }
 }
 
-/// `delay` and `jitter` where `facts` say netem is missing, once per x-qos that asks.
-pub fn check_kernel(project: &Project, facts: &KernelFacts, diags: &mut Diagnostics) {
-    let Presence::Missing(evidence) = &facts.netem else {
+/// `delay` and `jitter` where the kernel lacks netem, once per x-qos that asks. `facts` are
+/// read only when some x-qos asks.
+pub fn check_kernel(
+    project: &Project,
+    facts: impl FnOnce() -> KernelFacts,
+    diags: &mut Diagnostics,
+) {
+    let asking: Vec<&Qos> = project
+        .services
+        .values()
+        .flat_map(|svc| {
+            svc.qos
+                .iter()
+                .chain(svc.networks.values().filter_map(|a| a.qos.as_ref()))
+        })
+        .filter(|q| netem_key(q).is_some())
+        .collect();
+    if asking.is_empty() {
+        return;
+    }
+    let Presence::Missing(evidence) = facts().netem else {
         return;
     };
-    let asking = project.services.values().flat_map(|svc| {
-        svc.qos
-            .iter()
-            .chain(svc.networks.values().filter_map(|a| a.qos.as_ref()))
-    });
     for q in asking {
         if let Some(span) = netem_key(q) {
             diags.push(ConfigError::MissingModule {
@@ -112,7 +125,7 @@ mod tests {
         .unwrap();
         let mut d = loaded.diags;
         super::super::check(&loaded.project, &mut d);
-        check_kernel(&loaded.project, facts, &mut d);
+        check_kernel(&loaded.project, || facts.clone(), &mut d);
         d.errors
     }
 

@@ -81,7 +81,10 @@ fn shape(d: &mut Decoder, node: &Node, place: &str) -> Option<Shape> {
                 .and_then(Node::as_str)
                 .unwrap_or_default()
                 .to_string(),
-            reason: format!("it is below the rate ({} bit/s)", rate.value),
+            reason: format!(
+                "it is below the rate ({})",
+                crate::spec::units::format_rate(rate.value)
+            ),
             hint: "ceil is the most the direction may take when there is room: at least the rate"
                 .into(),
             at: c.span,
