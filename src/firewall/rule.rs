@@ -42,6 +42,8 @@ pub enum Match {
 pub enum Verdict {
     Accept,
     Drop,
+    /// `counter drop`: a drop whose packets `stats` and the metrics report (policy denies).
+    CountDrop,
     Masquerade,
     Goto(String),
     /// Spread new connections over `backends` at random (`numgen random mod N`), keeping the
@@ -168,6 +170,9 @@ impl RuleBuilder {
     pub fn drop(self) -> Rule {
         self.then(Verdict::Drop)
     }
+    pub fn count_drop(self) -> Rule {
+        self.then(Verdict::CountDrop)
+    }
     pub fn masquerade(self) -> Rule {
         self.then(Verdict::Masquerade)
     }
@@ -235,6 +240,7 @@ impl fmt::Display for Verdict {
         match self {
             Verdict::Accept => f.write_str("accept"),
             Verdict::Drop => f.write_str("drop"),
+            Verdict::CountDrop => f.write_str("counter drop"),
             Verdict::Masquerade => f.write_str("masquerade"),
             Verdict::Goto(c) => write!(f, "goto {c}"),
             Verdict::DnatRandom { backends, port } => {
@@ -341,7 +347,7 @@ impl Verdict {
     pub fn to_json(&self) -> Value {
         match self {
             Verdict::Accept => json!({"accept": null}),
-            Verdict::Drop => json!({"drop": null}),
+            Verdict::Drop | Verdict::CountDrop => json!({"drop": null}),
             Verdict::Masquerade => json!({"masquerade": null}),
             Verdict::Goto(c) => json!({"goto": {"target": c}}),
             Verdict::DnatRandom { backends, port } => {
@@ -377,6 +383,9 @@ impl Rule {
     /// The rule's expression list in nft's JSON schema.
     pub fn to_json(&self) -> Vec<Value> {
         let mut expr: Vec<Value> = self.matches.iter().map(Match::to_json).collect();
+        if self.verdict == Verdict::CountDrop {
+            expr.push(json!({"counter": {"packets": 0, "bytes": 0}}));
+        }
         expr.push(self.verdict.to_json());
         expr
     }

@@ -18,7 +18,8 @@
 //! - [`cgroup`]: cgroup v2 directories: make, enter, kill until empty, remove.
 //! - [`nft`]: load nftables tables (inet) from a neutral description of chains and rules, in
 //!   one transaction; [`nfnl`]: read a table's chains and rule tags, and delete a table, over
-//!   nfnetlink.
+//!   nfnetlink; [`nfcount`]: read its rules' counters.
+//! - [`ctnl`]: the connection-tracking table of a namespace (ctnetlink).
 //!
 //! It imports nothing else of the crate: callers hand it plain descriptions, and it answers
 //! with errno-classified [`KernelError`]s ([`ErrorKind`]) rather than text to match.
@@ -29,12 +30,14 @@
 //! is created on such a thread and then keeps operating in that namespace from anywhere.
 
 pub mod cgroup;
+pub mod ctnl;
 #[cfg(test)]
 pub mod fake;
 pub mod handle;
 pub mod machine;
 pub mod netlink;
 pub mod netns;
+pub mod nfcount;
 pub mod nfnl;
 pub mod nft;
 pub mod sysctl;
@@ -45,7 +48,9 @@ use std::io;
 
 pub use handle::{owner_mac, Kernel};
 pub use machine::Machine;
-pub use netlink::{Link, LinkKind, MacvlanMode, MacvlanSpec, Netlink, Route, VethSpec, VxlanSpec};
+pub use netlink::{
+    Link, LinkKind, LinkStats, MacvlanMode, MacvlanSpec, Netlink, Route, VethSpec, VxlanSpec,
+};
 pub use netns::{NetnsDir, ETC_NETNS};
 pub use system::System;
 

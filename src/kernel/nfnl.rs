@@ -19,35 +19,35 @@ use nix::sys::socket::{
     bind, recv, send, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol,
     SockType,
 };
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
+pub(super) const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFT_MSG_GETTABLE: u16 = 1;
 const NFT_MSG_DELTABLE: u16 = 2;
 const NFT_MSG_GETCHAIN: u16 = 4;
-const NFT_MSG_GETRULE: u16 = 7;
-const NFPROTO_INET: u8 = 1;
+pub(super) const NFT_MSG_GETRULE: u16 = 7;
+pub(super) const NFPROTO_INET: u8 = 1;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
+pub(super) const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP: u16 = 0x300;
+pub(super) const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_HDRLEN: usize = 16;
 const NFGENMSG_LEN: usize = 4;
 const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_CHAIN_TABLE: u16 = 1;
 const NFTA_CHAIN_NAME: u16 = 3;
-const NFTA_RULE_TABLE: u16 = 1;
-const NFTA_RULE_CHAIN: u16 = 2;
-const NFTA_RULE_USERDATA: u16 = 7;
+pub(super) const NFTA_RULE_TABLE: u16 = 1;
+pub(super) const NFTA_RULE_CHAIN: u16 = 2;
+pub(super) const NFTA_RULE_USERDATA: u16 = 7;
 const NFTNL_UDATA_RULE_COMMENT: u8 = 0;
 
 /// Each chain of a table with the tags of its rules, in order.
 pub type ChainTags = Vec<(String, Vec<String>)>;
 /// A message's attributes: (type, payload).
-type Attributes = Vec<(u16, Vec<u8>)>;
+pub(super) type Attributes = Vec<(u16, Vec<u8>)>;
 
 /// The rule tags of each chain of inet table `table` in namespace `ns` (None: the caller's),
 /// chains and rules in the kernel's order, `?` for a rule without a comment; None when the
@@ -78,7 +78,15 @@ pub fn delete_table(dir: &NetnsDir, ns: Option<&str>, table: &str) -> Result<boo
     }
 }
 
-fn open(ctx: &Ctx) -> Result<OwnedFd, KernelError> {
+/// An nfnetlink socket inside the namespace behind `ns` (`label` names it in errors), for the
+/// readers of counters and connections: it stays in that namespace and may be used from any
+/// thread.
+pub fn open_in(ns: BorrowedFd<'_>, label: Option<&str>) -> Result<OwnedFd, KernelError> {
+    let ctx = Ctx::new("open netlink socket", "NETLINK_NETFILTER", label);
+    super::netns::run_in_fd(ns, || open(&ctx)).map_err(|e| ctx.errno(e))?
+}
+
+pub(super) fn open(ctx: &Ctx) -> Result<OwnedFd, KernelError> {
     let fd = socket(
         AddressFamily::Netlink,
         SockType::Raw,
@@ -159,7 +167,7 @@ fn read_table(ctx: &Ctx, table: &str) -> Result<Option<ChainTags>, KernelError> 
 
 /// A message: `nlmsghdr`, `nfgenmsg` (family, version 0, resource id in network order), then
 /// each attribute padded to 4 bytes.
-fn message(
+pub(super) fn message(
     kind: u16,
     flags: u16,
     seq: u32,
@@ -188,7 +196,12 @@ fn message(
 }
 
 /// One dump of the inet family: the attributes of every object, in the kernel's order.
-fn dump(ctx: &Ctx, fd: &OwnedFd, msg: u16, seq: u32) -> Result<Vec<Attributes>, KernelError> {
+pub(super) fn dump(
+    ctx: &Ctx,
+    fd: &OwnedFd,
+    msg: u16,
+    seq: u32,
+) -> Result<Vec<Attributes>, KernelError> {
     let req = message(
         NFNL_SUBSYS_NFTABLES << 8 | msg,
         NLM_F_REQUEST | NLM_F_DUMP,
@@ -204,7 +217,17 @@ fn dump(ctx: &Ctx, fd: &OwnedFd, msg: u16, seq: u32) -> Result<Vec<Attributes>, 
 /// The replies to request `seq` until the end of its dump or its acknowledgement: the
 /// attributes of each inet object. An error the kernel sends back, for this request or for
 /// another message of its batch, is returned with its errno.
-fn receive(ctx: &Ctx, fd: &OwnedFd, seq: u32) -> Result<Vec<Attributes>, KernelError> {
+pub(super) fn receive(ctx: &Ctx, fd: &OwnedFd, seq: u32) -> Result<Vec<Attributes>, KernelError> {
+    receive_family(ctx, fd, seq, Some(NFPROTO_INET))
+}
+
+/// [`receive`] for objects of `family` (None: of any family, as conntrack's dumps of both).
+pub(super) fn receive_family(
+    ctx: &Ctx,
+    fd: &OwnedFd,
+    seq: u32,
+    family: Option<u8>,
+) -> Result<Vec<Attributes>, KernelError> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -238,7 +261,7 @@ fn receive(ctx: &Ctx, fd: &OwnedFd, seq: u32) -> Result<Vec<Attributes>, KernelE
             }
             match kind {
                 NLMSG_DONE => return Ok(out),
-                _ if body.len() >= NFGENMSG_LEN && body[0] == NFPROTO_INET => {
+                _ if body.len() >= NFGENMSG_LEN && family.is_none_or(|f| body[0] == f) => {
                     out.push(attributes(&body[NFGENMSG_LEN..]));
                 }
                 _ => {}
@@ -248,7 +271,7 @@ fn receive(ctx: &Ctx, fd: &OwnedFd, seq: u32) -> Result<Vec<Attributes>, KernelE
 }
 
 /// The top-level attributes of a message body: (type without flags, payload).
-fn attributes(mut b: &[u8]) -> Attributes {
+pub(super) fn attributes(mut b: &[u8]) -> Attributes {
     let mut out = Vec::new();
     while b.len() >= 4 {
         let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
@@ -262,7 +285,7 @@ fn attributes(mut b: &[u8]) -> Attributes {
     out
 }
 
-fn attr(attrs: &[(u16, Vec<u8>)], kind: u16) -> Option<&[u8]> {
+pub(super) fn attr(attrs: &[(u16, Vec<u8>)], kind: u16) -> Option<&[u8]> {
     attrs
         .iter()
         .find(|(k, _)| *k == kind)
@@ -270,17 +293,17 @@ fn attr(attrs: &[(u16, Vec<u8>)], kind: u16) -> Option<&[u8]> {
 }
 
 /// A NUL-terminated string attribute.
-fn string(attrs: &[(u16, Vec<u8>)], kind: u16) -> Option<String> {
+pub(super) fn string(attrs: &[(u16, Vec<u8>)], kind: u16) -> Option<String> {
     attr(attrs, kind).map(cstr)
 }
 
-fn cstr(b: &[u8]) -> String {
+pub(super) fn cstr(b: &[u8]) -> String {
     let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
 /// The comment in a rule's user data (libnftnl TLVs).
-fn comment(mut udata: &[u8]) -> Option<String> {
+pub(super) fn comment(mut udata: &[u8]) -> Option<String> {
     while udata.len() >= 2 {
         let (kind, len) = (udata[0], udata[1] as usize);
         let value = udata.get(2..2 + len)?;

@@ -186,7 +186,7 @@ fn policy_rules(
             out.extend(
                 rules_of(&e.value, *iface)
                     .into_iter()
-                    .map(RuleBuilder::drop),
+                    .map(RuleBuilder::count_drop),
             );
         }
     }
@@ -204,7 +204,7 @@ fn policy_rules(
             out.extend(
                 rules_of(&e.value, *iface)
                     .into_iter()
-                    .map(RuleBuilder::drop),
+                    .map(RuleBuilder::count_drop),
             );
         }
     }
