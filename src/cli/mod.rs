@@ -7,6 +7,7 @@ mod daemon;
 mod down;
 mod exec;
 mod graph;
+mod link;
 mod logs;
 mod ls;
 mod plan;
@@ -109,6 +110,8 @@ pub enum Command {
     Start(procs::ServicesArgs),
     /// Stop, then start `x-run` processes.
     Restart(procs::ServicesArgs),
+    /// Take one attachment of a replica down or up again, for failure drills.
+    Link(link::LinkArgs),
     /// Live numbers: per replica and attachment bytes, packets, drops and rates; connections
     /// per VIP backend; packets dropped by policies; DNS queries answered and forwarded.
     Stats(stats::StatsArgs),
@@ -190,6 +193,7 @@ fn run(cli: &Cli) -> miette::Result<ExitCode> {
         Command::Daemon(args) => daemon::run(args),
         Command::Check(args) => check::run(&cli.global, args),
         Command::Stats(args) => stats::run(&cli.global, args),
+        Command::Link(args) => link::run(&cli.global, args),
         Command::Validate => {
             let checked = checked(&cli.global)?;
             eprintln!(

@@ -440,6 +440,7 @@ fn link_resource(project: &Project, rep: &Replica, ep: &Endpoint) -> Resource {
         mac: ep.mac.clone(),
         addresses: ep.addresses.clone(),
         mtu: mtu(net),
+        down: false,
     };
     Resource {
         address: ResourceId::Link(rep.id(), ep.network.clone()),

@@ -234,6 +234,10 @@ pub struct Link {
     pub mac: String,
     pub addresses: Vec<IpNetwork>,
     pub mtu: u32,
+    /// Seen administratively down (a `netcompose link ... down` drill): never desired, so
+    /// `plan` shows it as drift and `up` brings the link back up.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub down: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

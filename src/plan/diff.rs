@@ -109,6 +109,7 @@ mod tests {
                 mac: "02:00:00:00:00:01".into(),
                 addresses: vec![],
                 mtu: 1500,
+                down: false,
             }),
             depends_on: vec![],
         }
