@@ -38,6 +38,14 @@ pub struct Project {
     /// Services left out because none of their profiles is active, with their profiles.
     pub inactive: BTreeMap<String, Vec<String>>,
     pub checks: Vec<Check>,
+    /// `x-metrics`.
+    pub metrics: Option<Metrics>,
+}
+
+/// `x-metrics: {listen: "127.0.0.1:9911"}`: serve the project's metrics over HTTP there too.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub listen: Spanned<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -451,6 +451,18 @@ async fn update_link<M: Machine>(k: &Kernel<M>, a: &str, old: &Link, new: &Link)
     }
     ipv6_on(k, a, new).await?;
     inside.set_up(link.index).await.map_err(kernel_err(a))?;
+    if old.down {
+        // Back from a drill: the host end of a veth was taken down, and routes through a
+        // macvlan went with it (they are routes of their own, restored as such).
+        if let Some(host) = k
+            .host()
+            .link_by_name(new.host_ifname.as_deref().unwrap_or_default())
+            .await
+            .map_err(kernel_err(a))?
+        {
+            k.host().set_up(host.index).await.map_err(kernel_err(a))?;
+        }
+    }
     sync_addresses(a, &inside, link.index, &old.addresses, &new.addresses).await?;
     if old.qos.is_some() || new.qos.is_some() {
         super::qos::sync(k, a, new).await?;

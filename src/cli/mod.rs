@@ -7,6 +7,7 @@ mod daemon;
 mod down;
 mod exec;
 mod graph;
+mod link;
 mod logs;
 mod ls;
 mod plan;
@@ -15,6 +16,7 @@ mod procs;
 mod progress;
 mod ps;
 mod reconcile;
+mod stats;
 mod up;
 mod version;
 
@@ -108,6 +110,11 @@ pub enum Command {
     Start(procs::ServicesArgs),
     /// Stop, then start `x-run` processes.
     Restart(procs::ServicesArgs),
+    /// Take one attachment of a replica down or up again, for failure drills.
+    Link(link::LinkArgs),
+    /// Live numbers: per replica and attachment bytes, packets, drops and rates; connections
+    /// per VIP backend; packets dropped by policies; DNS queries answered and forwarded.
+    Stats(stats::StatsArgs),
     /// Show the netcompose version.
     Version(version::VersionArgs),
     /// Print a shell completion script.
@@ -185,6 +192,8 @@ fn run(cli: &Cli) -> miette::Result<ExitCode> {
         Command::Restart(args) => procs::control(&cli.global, Action::Restart, args),
         Command::Daemon(args) => daemon::run(args),
         Command::Check(args) => check::run(&cli.global, args),
+        Command::Stats(args) => stats::run(&cli.global, args),
+        Command::Link(args) => link::run(&cli.global, args),
         Command::Validate => {
             let checked = checked(&cli.global)?;
             eprintln!(

@@ -33,8 +33,12 @@ pub struct TopArgs {
 }
 
 /// The project (from the file, else `-p`), once every service named is one of its services,
-/// and its daemon runs.
-fn project(global: &Global, services: &[String], command: &str) -> miette::Result<ProjectName> {
+/// and its daemon runs (`stats` asks it too).
+pub(super) fn project(
+    global: &Global,
+    services: &[String],
+    command: &str,
+) -> miette::Result<ProjectName> {
     require_root(command)?;
     let name = match checked_project(&global.load_options()) {
         Ok(c) => {
@@ -52,7 +56,7 @@ fn project(global: &Global, services: &[String], command: &str) -> miette::Resul
     if daemon::status(&name) == Status::Stopped {
         return Err(miette::miette!(
             help = "run `netcompose up` first",
-            "project {name} is not up: no daemon runs its x-run processes"
+            "project {name} is not up: its daemon is not running"
         ));
     }
     Ok(name)

@@ -204,6 +204,15 @@ pub fn report(e: ReconcileError) -> miette::Report {
             help = "create the network (a bridge of that name) first; nothing was built",
             "{e}"
         ),
+        ReconcileError::NoSuchLink { address, known } => {
+            let hint = match known.is_empty() {
+                true => {
+                    "is the project up? `netcompose ps` lists its replicas and networks".to_string()
+                }
+                false => format!("its links: {}", known.join(", ")),
+            };
+            miette::miette!(help = hint, "the project has no link {address}")
+        }
         e @ ReconcileError::StalePlan => {
             miette::miette!(help = "make a new plan with `netcompose plan --out`", "{e}")
         }

@@ -30,6 +30,7 @@ pub mod contain;
 pub mod health;
 mod init;
 pub mod logs;
+mod metrics_http;
 mod order;
 mod privileges;
 pub mod processes;
@@ -38,6 +39,7 @@ mod relay;
 pub mod resolver;
 pub mod runner;
 mod serve;
+pub mod stats;
 
 pub use crate::model::daemon::DaemonConfig;
 pub use serve::run;
@@ -170,6 +172,10 @@ pub enum Request {
         #[serde(default)]
         services: Vec<String>,
     },
+    /// `netcompose stats`: a [`stats::Sample`] of every figure, now.
+    Stats,
+    /// The same figures in Prometheus text format.
+    Metrics,
 }
 
 /// The reply to every request.
@@ -186,6 +192,12 @@ pub struct Reply {
     pub reload: Option<resolver::server::ReloadReport>,
     #[serde(default)]
     pub errors: Vec<String>,
+    /// The answer to [`Request::Stats`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<stats::Sample>,
+    /// The answer to [`Request::Metrics`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
 }
 
 /// One request, one reply.

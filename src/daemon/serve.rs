@@ -4,7 +4,7 @@
 
 use super::{
     config_path, contain, logs, pid_path, relay, resolver, run_log_path, runner, socket_path,
-    write_atomic, DaemonConfig, DaemonError, Reply, Request,
+    stats, write_atomic, DaemonConfig, DaemonError, Reply, Request,
 };
 use crate::project_name::ProjectName;
 use std::os::unix::fs::PermissionsExt;
@@ -94,6 +94,9 @@ struct Daemon {
     last_errors: Vec<String>,
     /// Why x-run processes are not in cgroups, if they are not.
     uncontained: Option<String>,
+    stats: Arc<stats::Collector>,
+    /// The `x-metrics` listener being served, and its task.
+    metrics: Option<(std::net::SocketAddr, tokio::task::AbortHandle)>,
 }
 
 impl Daemon {
@@ -123,6 +126,17 @@ impl Daemon {
             errors.extend(self.runner.release_all());
         }
         errors.extend(self.relays.apply(&cfg).await);
+        self.stats.set_inputs(stats::Inputs {
+            project: self.project.to_string(),
+            namespaces: cfg
+                .namespaces
+                .iter()
+                .map(|(ns, v)| (ns.clone(), (v.service.clone(), v.replica)))
+                .collect(),
+            sources: self.resolver.stats_sources(),
+            vips: cfg.vips.clone(),
+        });
+        errors.extend(self.serve_metrics(cfg.metrics_listen));
         if !cfg.processes.is_empty() {
             errors.extend(self.uncontained.clone());
         }
@@ -146,6 +160,33 @@ impl Daemon {
         r
     }
 
+    /// Serve the metrics on `listen` (and nowhere else), as `x-metrics` asks.
+    fn serve_metrics(&mut self, listen: Option<std::net::SocketAddr>) -> Option<String> {
+        if self.metrics.as_ref().map(|(a, _)| *a) == listen {
+            return None;
+        }
+        if let Some((_, task)) = self.metrics.take() {
+            task.abort();
+        }
+        let addr = listen?;
+        match std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(tokio::net::TcpListener::from_std)
+        {
+            Ok(l) => {
+                let task = tokio::spawn(super::metrics_http::serve(
+                    l,
+                    self.project.to_string(),
+                    self.stats.clone(),
+                ));
+                say!("metrics on http://{addr}/metrics");
+                self.metrics = Some((addr, task.abort_handle()));
+                None
+            }
+            Err(e) => Some(format!("x-metrics: cannot listen on {addr}: {e}")),
+        }
+    }
+
     fn reply(&self) -> Reply {
         Reply {
             ok: true,
@@ -155,6 +196,8 @@ impl Daemon {
             processes: self.runner.status(),
             reload: None,
             errors: self.last_errors.clone(),
+            stats: None,
+            metrics: None,
         }
     }
 
@@ -221,6 +264,8 @@ async fn main_loop(
         generation: 0,
         last_errors: Vec::new(),
         uncontained,
+        stats: Arc::new(stats::Collector::new(tokio::runtime::Handle::current())),
+        metrics: None,
     };
     say!(
         "netcompose daemon for project {project}, pid {}",
@@ -284,6 +329,23 @@ async fn control(
         Ok(Request::Processes { action, services }) => {
             (d.processes(action, &services, events).await, false)
         }
+        Ok(Request::Stats) => (
+            Reply {
+                stats: Some(d.stats.sample().await),
+                ..d.reply()
+            },
+            false,
+        ),
+        Ok(Request::Metrics) => (
+            Reply {
+                metrics: Some(stats::prometheus::render(
+                    d.project.as_str(),
+                    &d.stats.sample().await,
+                )),
+                ..d.reply()
+            },
+            false,
+        ),
         Ok(Request::Stop) => {
             say!("stop requested");
             d.shutdown(events).await;

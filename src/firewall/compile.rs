@@ -292,6 +292,13 @@ fn verdict(v: &Verdict, out: &mut Vec<Expr>) {
     match v {
         Verdict::Accept => out.push(immediate(KVerdict::Accept)),
         Verdict::Drop => out.push(immediate(KVerdict::Drop)),
+        Verdict::CountDrop => {
+            out.push(Expr::Counter {
+                packets: 0,
+                bytes: 0,
+            });
+            out.push(immediate(KVerdict::Drop));
+        }
         Verdict::Goto(c) => out.push(immediate(KVerdict::Goto(c.clone()))),
         Verdict::Masquerade => out.push(Expr::Masquerade),
         Verdict::DnatRandom { backends, port } => {

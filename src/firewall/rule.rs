@@ -44,6 +44,8 @@ pub enum Match {
 pub enum Verdict {
     Accept,
     Drop,
+    /// `counter drop`: a drop whose packets `stats` and the metrics report (policy denies).
+    CountDrop,
     Masquerade,
     Goto(String),
     /// Spread new connections over `backends` at random (`numgen random mod N`), keeping the
@@ -173,6 +175,9 @@ impl RuleBuilder {
     pub fn drop(self) -> Rule {
         self.then(Verdict::Drop)
     }
+    pub fn count_drop(self) -> Rule {
+        self.then(Verdict::CountDrop)
+    }
     pub fn masquerade(self) -> Rule {
         self.then(Verdict::Masquerade)
     }
@@ -241,6 +246,7 @@ impl fmt::Display for Verdict {
         match self {
             Verdict::Accept => f.write_str("accept"),
             Verdict::Drop => f.write_str("drop"),
+            Verdict::CountDrop => f.write_str("counter drop"),
             Verdict::Masquerade => f.write_str("masquerade"),
             Verdict::Goto(c) => write!(f, "goto {c}"),
             Verdict::DnatRandom { backends, port } => {

@@ -89,6 +89,8 @@ pub trait Links: Clone + Send + Sync {
     fn create_veth(&self, spec: &NewVeth) -> impl Future<Output = Res<u32>> + Send;
     fn create_macvlan(&self, spec: &NewMacvlan) -> impl Future<Output = Res<()>> + Send;
     fn set_up(&self, index: u32) -> impl Future<Output = Res<()>> + Send;
+    /// Administratively down (a failure drill); its addresses stay.
+    fn set_down(&self, index: u32) -> impl Future<Output = Res<()>> + Send;
     fn set_mtu(&self, index: u32, mtu: u32) -> impl Future<Output = Res<()>> + Send;
     fn set_mac(&self, index: u32, mac: [u8; 6]) -> impl Future<Output = Res<()>> + Send;
     fn set_alias(&self, index: u32, alias: Option<&str>) -> impl Future<Output = Res<()>> + Send;

@@ -19,6 +19,7 @@
 //! - [`nftables`]: nftables tables (inet) over nfnetlink: written in one transaction from a
 //!   neutral description of chains, typed rule expressions and maps; read back (chains, rule
 //!   tags, counters, map elements) and deleted.
+//! - [`ctnl`]: the connection-tracking table of a namespace (ctnetlink).
 //!
 //! It imports nothing else of the crate: callers hand it plain descriptions, and it answers
 //! with errno-classified [`KernelError`]s ([`ErrorKind`]) rather than text to match.
@@ -29,6 +30,7 @@
 //! is created on such a thread and then keeps operating in that namespace from anywhere.
 
 pub mod cgroup;
+pub mod ctnl;
 #[cfg(test)]
 pub mod fake;
 pub mod handle;
@@ -44,7 +46,9 @@ use std::io;
 
 pub use handle::{owner_mac, Kernel};
 pub use machine::Machine;
-pub use netlink::{Link, LinkKind, MacvlanMode, MacvlanSpec, Netlink, Route, VethSpec, VxlanSpec};
+pub use netlink::{
+    Link, LinkKind, LinkStats, MacvlanMode, MacvlanSpec, Netlink, Route, VethSpec, VxlanSpec,
+};
 pub use netns::{NetnsDir, ETC_NETNS};
 pub use system::System;
 

@@ -202,6 +202,10 @@ impl Links for Net {
         self.nl.set_up(index).await
     }
 
+    async fn set_down(&self, index: u32) -> Res<()> {
+        self.nl.set_down(index).await
+    }
+
     async fn set_mtu(&self, index: u32, mtu: u32) -> Res<()> {
         self.nl.set_mtu(index, mtu).await
     }

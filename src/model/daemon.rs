@@ -10,6 +10,7 @@
 use crate::model::endpoints::{replicas, Stack};
 use crate::model::relay::relays;
 pub use crate::model::relay::{LoopbackRelay, RelayProtocol};
+use crate::model::resource::Vip;
 use crate::model::{Desired, Spec};
 use crate::project_name::ProjectName;
 use crate::spec::{Condition, Ids, Project};
@@ -38,6 +39,12 @@ pub struct DaemonConfig {
     /// Published ports the daemon serves on [::1] ([`super::relay`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relays: Vec<LoopbackRelay>,
+    /// Every service's VIPs, for the connections per backend that `stats` counts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vips: Vec<Vip>,
+    /// `x-metrics: {listen}`: where the daemon also serves its metrics over HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The names of one network, as the resolver answers them to replicas attached to it.
@@ -220,6 +227,8 @@ impl DaemonConfig {
             namespaces: BTreeMap::new(),
             processes: Vec::new(),
             relays: Vec::new(),
+            vips: Vec::new(),
+            metrics_listen: None,
         }
     }
 
@@ -407,6 +416,15 @@ pub fn build(
         namespaces,
         processes,
         relays: relays(project, desired),
+        vips: desired
+            .resources
+            .iter()
+            .filter_map(|r| match &r.spec {
+                Spec::Vip(v) => Some(v.clone()),
+                _ => None,
+            })
+            .collect(),
+        metrics_listen: project.metrics.as_ref().map(|m| m.listen.value),
     }
 }
 

@@ -444,6 +444,7 @@ fn link_resource(project: &Project, rep: &Replica, ep: &Endpoint) -> Resource {
             .networks
             .get(&ep.network)
             .and_then(|att| super::qos::link_qos(&project.services[&rep.service], att)),
+        down: false,
     };
     Resource {
         address: ResourceId::Link(rep.id(), ep.network.clone()),

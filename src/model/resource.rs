@@ -237,6 +237,10 @@ pub struct Link {
     /// `x-qos`: the tc setup of the interface and its peer, changed in place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qos: Option<super::qos::LinkQos>,
+    /// Seen administratively down (a `netcompose link ... down` drill): never desired, so
+    /// `plan` shows it as drift and `up` brings the link back up.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub down: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -81,8 +81,8 @@ impl<'a> Templates<'a> {
     }
 }
 
-/// A veth host end of the project: its name, its bridge, its MTU.
-type HostEnd = (String, Option<String>, u32);
+/// A veth host end of the project: its name, its bridge, its MTU, whether it is up.
+type HostEnd = (String, Option<String>, u32, bool);
 
 /// Everything of the project that exists now. VIPs and DNS zones, which live in the project
 /// daemon rather than in kernel objects, are taken from `state`. The namespaces are read
@@ -123,7 +123,7 @@ pub async fn observe<M: Machine>(
                     .master
                     .and_then(|m| names_by_index.get(&m))
                     .map(|m| m.to_string());
-                host_ends.insert(address, (l.name.clone(), master, l.mtu.unwrap_or(0)));
+                host_ends.insert(address, (l.name.clone(), master, l.mtu.unwrap_or(0), l.up));
             }
             LinkKind::Macvlan | LinkKind::Vxlan | LinkKind::Device | LinkKind::Other(_) => {}
         }
@@ -196,7 +196,7 @@ fn orphan_host_ends(
     let mut orphans: Vec<Resource> = host_ends
         .iter()
         .filter(|(address, _)| !found.contains(address))
-        .map(|(address, (name, master, mtu))| {
+        .map(|(address, (name, master, mtu, _))| {
             let mut link = match t.get(address).map(|r| &r.spec) {
                 Some(Spec::Link(x)) => x.clone(),
                 _ => unknown_link(address, r::LinkType::Veth, ""),
@@ -404,9 +404,12 @@ fn link(
         .filter(|(i, a)| *i == l.index && !link_local(a))
         .map(|(_, a)| *a)
         .collect();
+    // A drill takes down the host end of a veth (a macvlan has no peer: its own end).
+    link.down = !l.up;
     if link.link_type == r::LinkType::Veth {
         link.host_ifname = host_end.map(|h| h.0.clone());
         link.bridge = host_end.and_then(|h| h.1.clone());
+        link.down |= host_end.is_some_and(|h| !h.3);
     }
     Resource {
         address: address.clone(),
@@ -439,6 +442,7 @@ fn unknown_link(address: &ResourceId, link_type: r::LinkType, ns: &str) -> r::Li
         addresses: vec![],
         mtu: 0,
         qos: None,
+        down: false,
     }
 }
 

@@ -110,6 +110,7 @@ mod tests {
                 addresses: vec![],
                 mtu: 1500,
                 qos: None,
+                down: false,
             }),
             depends_on: vec![],
         }

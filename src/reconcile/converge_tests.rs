@@ -154,6 +154,28 @@ async fn drift_is_observed_and_repaired() {
 }
 
 #[tokio::test]
+async fn a_link_drill_is_drift_that_up_repairs() {
+    let desired = desired();
+    let k = Kernel::new(PROJECT, Fake::new());
+    converge(&k, &[], &desired).await;
+    let link = find(
+        &desired,
+        |s| matches!(s, Spec::Link(l) if l.namespace == "t-web-1"),
+    );
+    let Spec::Link(l) = &link.spec else { panic!() };
+    let host = l.host_ifname.clone().unwrap();
+    k.with(|w| w.link_named(None, &host).unwrap().link.up = false);
+    let observed = observe(&k, &desired, &desired).await.unwrap();
+    assert!(observed
+        .iter()
+        .any(|r| r.address == link.address && matches!(&r.spec, Spec::Link(o) if o.down)));
+    assert_eq!(changed(&plan::diff(&observed, &desired)), [&link.address]);
+    converge(&k, &desired, &desired).await;
+    assert!(k.with(|w| w.link_named(None, &host).unwrap().link.up));
+    assert_converged(&k, &desired).await;
+}
+
+#[tokio::test]
 async fn a_replaced_bridge_gets_its_ports_back() {
     let before = desired();
     let after = desired_of(&COMPOSE.replace(

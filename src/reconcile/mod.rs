@@ -6,12 +6,14 @@
 
 mod daemon;
 mod down;
+mod drill;
 mod planning;
 mod projects;
 mod session;
 mod up;
 
 pub use down::{down, down_plan, DownOutcome};
+pub use drill::{set_link, DrillEnd};
 pub use planning::{plan, Baseline, Planning};
 pub use projects::{projects, ProjectStatus};
 pub use up::{read_plan, up, up_plan, UpOutcome};
@@ -96,6 +98,9 @@ pub enum ReconcileError {
     /// The daemon could not be stopped.
     #[error(transparent)]
     DaemonStop(DaemonError),
+    /// A drill names an attachment the project does not have (or is not up).
+    #[error("the project has no link {address}")]
+    NoSuchLink { address: String, known: Vec<String> },
 }
 
 /// What a run did, as it happens; the front end decides how (and whether) to show it.

@@ -51,6 +51,31 @@ impl Session {
         Ok(missing)
     }
 
+    /// Set one end of a link administratively up or down (a drill).
+    pub(super) fn set_link(&self, end: &super::DrillEnd, up: bool) -> Result<(), ReconcileError> {
+        self.rt.block_on(async {
+            let (net, name) = match end {
+                super::DrillEnd::HostVeth(name) => (self.kernel.host().clone(), name),
+                super::DrillEnd::Macvlan { namespace, ifname } => {
+                    (self.kernel.netns(namespace).await?, ifname)
+                }
+            };
+            let index = net
+                .link_by_name(name)
+                .await?
+                .ok_or_else(|| ReconcileError::NoSuchLink {
+                    address: name.clone(),
+                    known: Vec::new(),
+                })?
+                .index;
+            match up {
+                true => net.set_up(index).await?,
+                false => net.set_down(index).await?,
+            }
+            Ok(())
+        })
+    }
+
     pub(super) fn apply(
         &self,
         observed: &[Resource],

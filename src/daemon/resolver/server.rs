@@ -27,6 +27,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -70,6 +71,15 @@ struct Space {
     upstreams: RwLock<Arc<HashMap<Upstream, Arc<UdpUpstream>>>>,
     forwards: Arc<Semaphore>,
     tcp_clients: Arc<Semaphore>,
+    queries: Arc<QueryCounts>,
+}
+
+/// Queries of one namespace, as `stats` and the metrics report them: one relaxed increment
+/// per answer or forward, so that counting costs the hot path nothing it would notice.
+#[derive(Debug, Default)]
+pub struct QueryCounts {
+    pub answered: AtomicU64,
+    pub forwarded: AtomicU64,
 }
 
 struct SpaceHandle {
@@ -132,6 +142,14 @@ impl Resolver {
     /// The records being served.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.get()
+    }
+
+    /// Each namespace served: a handle on it and its query counters, for `stats`.
+    pub fn stats_sources(&self) -> HashMap<String, (Arc<OwnedFd>, Arc<QueryCounts>)> {
+        self.spaces
+            .iter()
+            .map(|(name, h)| (name.clone(), (h.space.fd.clone(), h.space.queries.clone())))
+            .collect()
     }
 
     /// Namespaces with sockets.
@@ -271,6 +289,7 @@ impl Resolver {
             upstreams: RwLock::new(Arc::new(HashMap::new())),
             forwards: Arc::new(Semaphore::new(MAX_FORWARDS)),
             tcp_clients: Arc::new(Semaphore::new(MAX_TCP)),
+            queries: Arc::default(),
         });
         let mut h = SpaceHandle {
             ino: o.ino,
@@ -422,10 +441,12 @@ async fn serve_udp(sock: Arc<UdpSocket>, space: Arc<Space>, cur: Arc<Current>) {
         let packet = &buf[..n];
         match answer::handle(&snap, &space.name, packet, Transport::Udp) {
             Outcome::Reply(r) => {
+                space.queries.answered.fetch_add(1, Ordering::Relaxed);
                 let _ = sock.send_to(&r, peer).await;
             }
             Outcome::Drop => {}
             Outcome::Forward => {
+                space.queries.forwarded.fetch_add(1, Ordering::Relaxed);
                 let Ok(permit) = space.forwards.clone().try_acquire_owned() else {
                     let _ = sock.send_to(&answer::servfail(packet), peer).await;
                     continue;
@@ -479,9 +500,13 @@ async fn tcp_client(mut stream: TcpStream, space: &Space, cur: &Current) -> Opti
             .ok()?;
         let snap = cur.get();
         let reply = match answer::handle(&snap, &space.name, &packet, Transport::Tcp) {
-            Outcome::Reply(r) => r,
+            Outcome::Reply(r) => {
+                space.queries.answered.fetch_add(1, Ordering::Relaxed);
+                r
+            }
             Outcome::Drop => return None,
             Outcome::Forward => {
+                space.queries.forwarded.fetch_add(1, Ordering::Relaxed);
                 let ups = snap
                     .namespaces
                     .get(&space.name)

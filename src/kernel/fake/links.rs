@@ -197,6 +197,13 @@ impl Links for FakeNet {
         })
     }
 
+    async fn set_down(&self, index: u32) -> Res<()> {
+        self.change("set down", index, |l| {
+            l.link.up = false;
+            l.link.lower_up = false;
+        })
+    }
+
     async fn set_mtu(&self, index: u32, mtu: u32) -> Res<()> {
         self.change("set mtu of", index, |l| l.link.mtu = Some(mtu))
     }

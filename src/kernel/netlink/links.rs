@@ -22,6 +22,22 @@ impl Netlink {
             .collect())
     }
 
+    /// Every link of the namespace with its alias and its 64-bit counters (`IFLA_STATS64`):
+    /// the one dump that asks the kernel for statistics, which [`Netlink::links`] skips.
+    pub async fn link_stats(&self) -> Result<Vec<LinkStats>, KernelError> {
+        let ctx = self.ctx("list", "link statistics");
+        let replies = self
+            .dump(&ctx, RouteNetlinkMessage::GetLink(LinkMessage::default()))
+            .await?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(parse_stats(l)),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// The link called `name`, if any.
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>, KernelError> {
         let ctx = self.ctx("get link", name);
@@ -368,6 +384,30 @@ impl Netlink {
         self.set_port(&ctx, LinkBridgePort::new(index).learning(on).build())
             .await
     }
+}
+
+fn parse_stats(m: LinkMessage) -> LinkStats {
+    let mut out = LinkStats {
+        index: m.header.index,
+        up: m.header.flags.contains(LinkFlags::Up),
+        ..LinkStats::default()
+    };
+    for attr in m.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => out.name = n,
+            LinkAttribute::IfAlias(a) => out.alias = Some(a),
+            LinkAttribute::Stats64(s) => {
+                out.rx_bytes = s.rx_bytes;
+                out.tx_bytes = s.tx_bytes;
+                out.rx_packets = s.rx_packets;
+                out.tx_packets = s.tx_packets;
+                out.rx_dropped = s.rx_dropped;
+                out.tx_dropped = s.tx_dropped;
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 pub(super) fn parse_link(m: LinkMessage) -> Link {

@@ -109,6 +109,23 @@ pub struct Link {
     pub bridge_port: Option<BridgePortInfo>,
 }
 
+/// A link's counters as the kernel keeps them (`IFLA_STATS64`), from its own point of view:
+/// `rx` is what arrived on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub index: u32,
+    pub name: String,
+    pub alias: Option<String>,
+    /// Administratively up (`IFF_UP`).
+    pub up: bool,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_dropped: u64,
+    pub tx_dropped: u64,
+}
+
 /// A route of the main table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {

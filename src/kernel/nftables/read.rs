@@ -80,23 +80,31 @@ pub fn rule_counters(
         if !exists(&ctx, &fd, &table)? {
             return Ok(None);
         }
-        let rules = dump(&ctx, &fd, MsgType::GetRule, 3)?;
-        Ok(Some(
-            rules
-                .iter()
-                .filter(|a| string(a, NFTA_RULE_TABLE).as_deref() == Some(table.as_str()))
-                .filter_map(|a| {
-                    let (packets, bytes) = counter_of(attr(a, NFTA_RULE_EXPRESSIONS)?)?;
-                    Some(RuleCounter {
-                        chain: string(a, NFTA_RULE_CHAIN)?,
-                        tag: rule_tag(a),
-                        packets,
-                        bytes,
-                    })
-                })
-                .collect(),
-        ))
+        counters_on(&fd, ctx.netns.as_deref(), &table).map(Some)
     })?
+}
+
+/// [`rule_counters`] on a socket already open in the table's namespace (see
+/// [`wire::open_in`]); empty when the table does not exist.
+pub fn counters_on(
+    fd: &OwnedFd,
+    ns: Option<&str>,
+    table: &str,
+) -> Result<Vec<RuleCounter>, KernelError> {
+    let ctx = Ctx::new("read counters", table, ns);
+    Ok(dump(&ctx, fd, MsgType::GetRule, 3)?
+        .iter()
+        .filter(|a| string(a, NFTA_RULE_TABLE).as_deref() == Some(table))
+        .filter_map(|a| {
+            let (packets, bytes) = counter_of(attr(a, NFTA_RULE_EXPRESSIONS)?)?;
+            Some(RuleCounter {
+                chain: string(a, NFTA_RULE_CHAIN)?,
+                tag: rule_tag(a),
+                packets,
+                bytes,
+            })
+        })
+        .collect())
 }
 
 /// The elements of named set or map `set` of `table`, ranges put back together for an

@@ -11,7 +11,7 @@ use nix::sys::socket::{
     bind, recv, send, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag,
     SockProtocol, SockType,
 };
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
 pub const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -215,6 +215,14 @@ pub fn open(ctx: &Ctx) -> Result<OwnedFd, KernelError> {
     Ok(fd)
 }
 
+/// An nfnetlink socket inside the namespace behind `ns` (`label` names it in errors): it
+/// stays in that namespace and may then be used from any thread, so a reader that samples a
+/// namespace again and again (the daemon's stats) opens it once.
+pub fn open_in(ns: BorrowedFd<'_>, label: Option<&str>) -> Result<OwnedFd, KernelError> {
+    let ctx = Ctx::new("open netlink socket", "NETLINK_NETFILTER", label);
+    super::super::netns::run_in_fd(ns, || open(&ctx)).map_err(|e| ctx.errno(e))?
+}
+
 /// Send a batch and wait for the ack of each message. The first error the kernel reports
 /// (with its errno and extended-ack text) is returned; the transaction was then aborted.
 pub fn commit(ctx: &Ctx, fd: &OwnedFd, batch: Batch) -> Result<(), KernelError> {
@@ -298,6 +306,17 @@ pub fn request(
     msg: Msg,
     seq: u32,
 ) -> Result<Vec<Attributes>, KernelError> {
+    request_family(ctx, fd, msg, seq, Some(NFPROTO_INET))
+}
+
+/// [`request`] for objects of `family` (None: of any family, as a conntrack dump of both).
+pub fn request_family(
+    ctx: &Ctx,
+    fd: &OwnedFd,
+    msg: Msg,
+    seq: u32,
+    family: Option<u8>,
+) -> Result<Vec<Attributes>, KernelError> {
     send(fd.as_raw_fd(), &msg.finish(), MsgFlags::empty()).map_err(|e| ctx.errno(e))?;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -318,7 +337,7 @@ pub fn request(
                     }
                 }
                 NLMSG_DONE => return Ok(out),
-                _ if body.len() >= NFGENMSG_LEN && body[0] == NFPROTO_INET => {
+                _ if body.len() >= NFGENMSG_LEN && family.is_none_or(|f| body[0] == f) => {
                     out.push(attributes(&body[NFGENMSG_LEN..]));
                 }
                 _ => {}

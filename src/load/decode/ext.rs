@@ -1,9 +1,10 @@
-//! netcompose's extension keys: `x-policy`, `x-run` and `x-checks` (design.md).
+//! netcompose's extension keys: `x-policy`, `x-run`, `x-checks` and `x-metrics` (design.md).
 
 use super::{parse_cidr, ports::port_range, Decoder};
 use crate::load::node::{Node, Value};
 use crate::spec::{
-    Check, CheckFamily, CheckProtocol, Expect, Peer, Policy, PolicyEntry, Protocol, Rules, Spanned,
+    Check, CheckFamily, CheckProtocol, Expect, Metrics, Peer, Policy, PolicyEntry, Protocol, Rules,
+    Spanned,
 };
 
 const POLICY_HINT: &str = "an entry is a CIDR or a service name, with an optional port and protocol: 10.0.0.0/8, web, web:80/tcp, 192.168.1.0/24:53/udp";
@@ -144,6 +145,65 @@ pub(super) fn run(d: &mut Decoder, node: &Node) -> Option<Spanned<Vec<String>>> 
             d.wrong_type("x-run", "a command string or a list", node);
             None
         }
+    }
+}
+
+/// `x-metrics: {listen: "127.0.0.1:9911"}`. The metrics name every service, replica, network
+/// and address of the project and have no authentication, so they are served on a loopback
+/// or private address only: 0.0.0.0 or a public address would publish the topology to
+/// whoever reaches the host (put a proxy with TLS and authentication in front for that).
+pub(super) fn metrics(d: &mut Decoder, node: &Node) -> Option<Metrics> {
+    if node.is_null() {
+        return None;
+    }
+    if node.as_map().is_none() {
+        d.wrong_type("x-metrics", "a mapping with `listen`", node);
+        return None;
+    }
+    for (key, _) in d.entries(Some(node), "x-metrics") {
+        if key.value != "listen" {
+            unknown(d, &key.value.clone(), &key, &["listen"], "x-metrics");
+        }
+    }
+    let Some(listen) = d.opt_string(node, "listen") else {
+        d.invalid(
+            "x-metrics",
+            node,
+            "`listen` is missing",
+            "x-metrics: {listen: \"127.0.0.1:9911\"}",
+        );
+        return None;
+    };
+    let at = node.get("listen").unwrap_or(node);
+    let Ok(addr) = listen.value.parse::<std::net::SocketAddr>() else {
+        d.invalid(
+            "x-metrics.listen",
+            at,
+            "not an address and port",
+            "an IP address and a port: \"127.0.0.1:9911\" or \"[::1]:9911\"",
+        );
+        return None;
+    };
+    if !private(addr.ip()) {
+        d.invalid(
+            "x-metrics.listen",
+            at,
+            "metrics are served on a loopback or private address only",
+            "the metrics are unauthenticated and name the whole topology: use 127.0.0.1, ::1 \
+             or an address of 10/8, 172.16/12, 192.168/16 or fc00::/7",
+        );
+        return None;
+    }
+    Some(Metrics {
+        listen: Spanned::new(addr, listen.span),
+    })
+}
+
+/// Loopback, RFC 1918 or unique-local: not reachable from the Internet.
+fn private(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_private(),
+        std::net::IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
     }
 }
 

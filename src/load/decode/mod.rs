@@ -70,6 +70,9 @@ pub fn project(root: &Node, name: &str, profiles: &[String], diags: &mut Diagnos
     if let Some(checks) = root.get("x-checks") {
         project.checks = ext::checks(&mut d, checks);
     }
+    if let Some(metrics) = root.get("x-metrics") {
+        project.metrics = ext::metrics(&mut d, metrics);
+    }
     network::add_implicit_networks(&mut project);
     project
 }

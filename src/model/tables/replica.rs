@@ -200,7 +200,7 @@ fn policy_rules(
             out.extend(
                 rules_of(&e.value, *iface)
                     .into_iter()
-                    .map(RuleBuilder::drop),
+                    .map(RuleBuilder::count_drop),
             );
         }
     }
@@ -218,7 +218,7 @@ fn policy_rules(
             out.extend(
                 rules_of(&e.value, *iface)
                     .into_iter()
-                    .map(RuleBuilder::drop),
+                    .map(RuleBuilder::count_drop),
             );
         }
     }
