@@ -1,5 +1,5 @@
 //! `x-qos` applied, observed, drifted and repaired on the in-memory kernel: the tc trees of
-//! each side of a link, the loss rule, and netem missing at apply.
+//! each side of a link, the loss rule, and netem missing at validation and at apply.
 
 use crate::apply::{apply, ApplyError, Step};
 use crate::kernel::fake::Fake;
@@ -192,4 +192,52 @@ async fn delay_needs_netem_and_says_so() {
         }
     );
     assert!(converge(&k, &desired, &desired).await.unwrap().is_empty());
+}
+
+/// The errors of checking `yaml` on a kernel with these facts.
+fn errors_on(yaml: &str, facts: &crate::validate::KernelFacts) -> Vec<crate::diag::ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let opts = LoadOptions {
+        files: vec![file],
+        environment: Some(HashMap::new()),
+        ..Default::default()
+    };
+    match crate::pipeline::checked_on(&opts, || facts.clone()) {
+        Ok(_) => vec![],
+        Err(crate::pipeline::Failure::Invalid { diags, .. }) => diags.errors,
+        Err(crate::pipeline::Failure::Load(e)) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn macvlan_ingress_is_refused_and_egress_is_not() {
+    let yaml = "services:\n  a:\n    networks:\n      lan:\n        x-qos: {ingress: {rate: 1mbit}}\n  b:\n    networks: [lan]\n    x-qos: {egress: {rate: 1mbit}}\nnetworks:\n  lan:\n    driver: macvlan\n    driver_opts: {parent: eth9}\n";
+    let e = errors_on(yaml, &Default::default());
+    assert!(
+        matches!(&e[..], [crate::diag::ConfigError::Invalid { message, .. }] if message.contains("macvlan")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn delay_names_netem_only_when_the_kernel_lacks_it() {
+    use crate::validate::{KernelFacts, Presence};
+    let yaml = "services:\n  a:\n    x-qos: {delay: 10ms, loss: 5%}\n";
+    assert!(errors_on(yaml, &KernelFacts::default()).is_empty());
+    let present = KernelFacts {
+        netem: Presence::Present,
+    };
+    assert!(errors_on(yaml, &present).is_empty());
+    let missing = KernelFacts {
+        netem: Presence::Missing("not in /proc/config.gz".into()),
+    };
+    let e = errors_on(yaml, &missing);
+    assert!(
+        matches!(&e[..], [crate::diag::ConfigError::MissingModule { module, .. }] if module == "sch_netem"),
+        "{e:?}"
+    );
+    let shaped = "services:\n  a:\n    x-qos: {egress: {rate: 1mbit}, loss: 5%}\n";
+    assert!(errors_on(shaped, &missing).is_empty());
 }
