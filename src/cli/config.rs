@@ -15,6 +15,14 @@ struct View<'a> {
     networks: IndexMap<&'a str, NetworkView<'a>>,
     #[serde(rename = "x-checks", skip_serializing_if = "<[_]>::is_empty")]
     checks: &'a [spec::Check],
+    #[serde(rename = "x-metrics", skip_serializing_if = "Option::is_none")]
+    metrics: Option<MetricsView>,
+}
+
+/// `x-metrics`, so that a printed configuration loads back with it.
+#[derive(Serialize)]
+struct MetricsView {
+    listen: String,
 }
 
 #[derive(Serialize)]
@@ -161,6 +169,9 @@ fn view(project: &Project) -> View<'_> {
             .map(|(k, n)| (k.as_str(), network(n)))
             .collect(),
         checks: &project.checks,
+        metrics: project.metrics.as_ref().map(|m| MetricsView {
+            listen: m.listen.value.to_string(),
+        }),
     }
 }
 

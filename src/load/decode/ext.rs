@@ -370,3 +370,32 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod metrics_tests {
+    #[test]
+    fn x_metrics_listens_on_loopback_or_private_addresses_only() {
+        let load = |listen: &str| {
+            super::super::load_for_test(
+                &format!("name: m\nx-metrics: {{listen: \"{listen}\"}}\nservices: {{a: {{}}}}\n"),
+                &[],
+            )
+        };
+        for ok in ["127.0.0.1:9911", "[::1]:9911", "10.1.2.3:80", "[fd00::1]:9"] {
+            let l = load(ok);
+            assert!(l.diags.errors.is_empty(), "{ok}: {:?}", l.diags.errors);
+            assert_eq!(l.project.metrics.unwrap().listen.value.to_string(), ok);
+        }
+        for bad in [
+            "0.0.0.0:9911",
+            "8.8.8.8:80",
+            "[::]:9911",
+            "localhost:9911",
+            "127.0.0.1",
+        ] {
+            let l = load(bad);
+            assert_eq!(l.diags.errors.len(), 1, "{bad}: {:?}", l.diags.errors);
+            assert!(l.project.metrics.is_none());
+        }
+    }
+}
