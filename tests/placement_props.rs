@@ -65,6 +65,7 @@ fn demands() -> impl Strategy<Value = Vec<Demand>> {
                     .into_iter()
                     .collect(),
                 max_per_node: max,
+                joins: None,
             })
             .collect()
     })

@@ -22,7 +22,7 @@ pub use explain::NoSuitableNode;
 pub use place::place;
 pub use render::{notes, render};
 
-use crate::spec::{Constraint, DeployMode, Project};
+use crate::spec::{Constraint, DeployMode, NetworkMode, Project};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -49,6 +49,9 @@ pub struct Demand {
     pub constraints: Vec<Constraint>,
     /// None: no limit (Swarm reads 0 so too).
     pub max_per_node: Option<u32>,
+    /// `network_mode: service:X` or `container:NAME`: every replica runs in that replica's
+    /// namespace, so on its node (pending while it runs nowhere or its node does not fit).
+    pub joins: Option<ReplicaKey>,
 }
 
 impl Demand {
@@ -79,10 +82,40 @@ impl Demand {
                     .as_ref()
                     .map(|m| m.value)
                     .filter(|m| *m > 0),
+                joins: svc
+                    .network_mode
+                    .as_ref()
+                    .and_then(|m| joined(project, &m.value)),
             })
             .collect();
         out.sort_by(|a, b| a.service.cmp(&b.service));
         out
+    }
+}
+
+/// The replica whose namespace a network mode joins, as model/endpoints.rs resolves it: a
+/// service's first replica, a service's `container_name` (its first replica), or a replica's
+/// name `<project>-<service>-<n>`.
+fn joined(project: &Project, mode: &NetworkMode) -> Option<ReplicaKey> {
+    match mode {
+        NetworkMode::Service(target) => Some(ReplicaKey::new(target, 1)),
+        NetworkMode::Container(name) => {
+            let by_container_name = project
+                .services
+                .iter()
+                .find(|(_, s)| s.container_name.as_ref().is_some_and(|c| &c.value == name));
+            if let Some((key, _)) = by_container_name {
+                return Some(ReplicaKey::new(key, 1));
+            }
+            let rest = name.strip_prefix(&format!("{}-", project.name))?;
+            let (service, index) = rest.rsplit_once('-')?;
+            let index = index.parse().ok()?;
+            project
+                .services
+                .contains_key(service)
+                .then(|| ReplicaKey::new(service, index))
+        }
+        NetworkMode::None | NetworkMode::Host | NetworkMode::Bridge => None,
     }
 }
 

@@ -5,7 +5,8 @@
 //! index first. Then, service by service in name order, what must be placed (replicas that lost
 //! their node, keeping their index, then new ones at the lowest free indexes) goes to the
 //! matching node with the fewest replicas of the service, then the fewest replicas in all, then
-//! the first name.
+//! the first name. Services that join another replica's namespace (network_mode) go last, to
+//! that replica's node.
 
 use super::{
     constraint::matches_all, Assignment, Demand, Move, NoSuitableNode, Node, Placement, ReplicaKey,
@@ -47,6 +48,8 @@ pub fn place(nodes: &[Node], demands: &[Demand], current: &Assignment) -> Placem
     let mut demands: Vec<&Demand> = demands.iter().collect();
     demands.sort_by(|a, b| a.service.cmp(&b.service));
     demands.dedup_by(|a, b| a.service == b.service);
+    let (joiners, demands): (Vec<&Demand>, Vec<&Demand>) =
+        demands.into_iter().partition(|d| d.joins.is_some());
     let mut services: Vec<Service> = demands.iter().map(|d| keep(d, &nodes, current)).collect();
     let mut load: BTreeMap<&str, usize> = BTreeMap::new();
     for s in &services {
@@ -66,6 +69,7 @@ pub fn place(nodes: &[Node], demands: &[Demand], current: &Assignment) -> Placem
             }
         }
     }
+    join(&joiners, &nodes, &mut out);
     // A key that changes node is a move, whatever the cause: an orphan placed again, or a
     // global service's freed index taken on another node.
     for (key, to) in &out.assignment {
@@ -232,4 +236,48 @@ fn explain(s: &Service, nodes: &BTreeMap<&str, &Node>) -> NoSuitableNode {
         }
     }
     why
+}
+
+/// Services that run in another replica's namespace go to its node, once it has one (a chain
+/// of them resolves from its end; validate refuses cycles, which stay pending here). Their
+/// count is Compose's, whatever the mode, as the model builds them.
+fn join(joiners: &[&Demand], nodes: &BTreeMap<&str, &Node>, out: &mut Placement) {
+    let mut left: Vec<&Demand> = joiners.to_vec();
+    while !left.is_empty() {
+        let waiting = |d: &Demand| {
+            d.joins
+                .as_ref()
+                .is_some_and(|t| left.iter().any(|o| o.service == t.service))
+        };
+        let (ready, still): (Vec<&Demand>, Vec<&Demand>) = left.iter().partition(|d| !waiting(d));
+        let stuck = ready.is_empty();
+        for d in if stuck { &still } else { &ready } {
+            place_joiner(d, nodes, out);
+        }
+        left = if stuck { Vec::new() } else { still };
+    }
+}
+
+fn place_joiner(d: &Demand, nodes: &BTreeMap<&str, &Node>, out: &mut Placement) {
+    let target = d
+        .joins
+        .as_ref()
+        .and_then(|t| out.assignment.get(t))
+        .cloned();
+    let node = target.as_deref().and_then(|t| nodes.get(t).copied());
+    for index in 1..=d.replicas {
+        let key = ReplicaKey::new(&d.service, index);
+        let mut why = NoSuitableNode::default();
+        match node {
+            Some(n) if !n.alive => why.unavailable = 1,
+            Some(n) if !matches_all(&d.constraints, n) => why.constraints = 1,
+            Some(_) if d.max_per_node.is_some_and(|m| index > m) => why.max_replicas = 1,
+            Some(n) => {
+                out.assignment.insert(key, n.name.clone());
+                continue;
+            }
+            None => {}
+        }
+        out.pending.insert(key, why);
+    }
 }

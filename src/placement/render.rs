@@ -116,6 +116,7 @@ mod tests {
             replicas: 4,
             constraints: Vec::new(),
             max_per_node: Some(1),
+            joins: None,
         };
         let current: Assignment = [
             (ReplicaKey::new("api", 1), "h1".to_string()),

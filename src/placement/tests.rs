@@ -27,6 +27,7 @@ fn replicated(service: &str, replicas: u32) -> Demand {
         replicas,
         constraints: Vec::new(),
         max_per_node: None,
+        joins: None,
     }
 }
 
@@ -297,6 +298,116 @@ fn a_removed_service_leaves_every_node() {
     let p = place(&nodes(&["h1"]), &[replicated("web", 1)], &current);
     assert_eq!(shown(&p), ["web[1]@h1"]);
     assert_eq!(p.removed(&current), assignment(&[("old[1]", "h1")]));
+}
+
+fn joining(service: &str, replicas: u32, target: &str) -> Demand {
+    Demand {
+        joins: Some(key(target)),
+        ..replicated(service, replicas)
+    }
+}
+
+#[test]
+fn a_service_in_another_replicas_namespace_runs_on_its_node() {
+    let current = assignment(&[("web[1]", "h2")]);
+    let p = place(
+        &nodes(&["h1", "h2"]),
+        &[
+            joining("side", 2, "web[1]"),
+            joining("tail", 1, "side[2]"),
+            replicated("web", 2),
+        ],
+        &current,
+    );
+    assert_eq!(
+        shown(&p),
+        [
+            "side[1]@h2",
+            "side[2]@h2",
+            "tail[1]@h2",
+            "web[1]@h2",
+            "web[2]@h1"
+        ]
+    );
+    // Its target runs nowhere, or on a node its own constraints exclude: pending.
+    let p = place(
+        &nodes(&["h1"]),
+        &[
+            joining("side", 1, "web[1]"),
+            with(joining("picky", 1, "web[1]"), &["node.hostname!=h1"]),
+            replicated("web", 0),
+        ],
+        &Assignment::new(),
+    );
+    assert!(p.assignment.is_empty());
+    assert_eq!(p.pending[&key("side[1]")].to_string(), "no suitable node");
+    let p = place(
+        &nodes(&["h1"]),
+        &[
+            with(joining("picky", 1, "web[1]"), &["node.hostname!=h1"]),
+            replicated("web", 1),
+        ],
+        &Assignment::new(),
+    );
+    assert_eq!(
+        p.pending[&key("picky[1]")].to_string(),
+        "no suitable node (scheduling constraints not satisfied on 1 node)"
+    );
+    // A cycle (validate refuses it) places nothing and does not loop.
+    let p = place(
+        &nodes(&["h1"]),
+        &[joining("a", 1, "b[1]"), joining("b", 1, "a[1]")],
+        &Assignment::new(),
+    );
+    assert_eq!(p.pending.len(), 2);
+}
+
+#[test]
+fn a_demand_joins_the_replica_its_network_mode_names() {
+    use crate::spec::{NetworkMode, Service, Spanned};
+    let at = crate::source::Span::default();
+    let svc = |mode: Option<NetworkMode>, container: Option<&str>| Service {
+        network_mode: mode.map(|m| Spanned::new(m, at)),
+        container_name: container.map(|c| Spanned::new(c.to_string(), at)),
+        ..Default::default()
+    };
+    let project = crate::spec::Project {
+        name: "lab".into(),
+        services: [
+            ("web-api", svc(None, Some("front"))),
+            ("a", svc(Some(NetworkMode::Service("web-api".into())), None)),
+            ("b", svc(Some(NetworkMode::Container("front".into())), None)),
+            (
+                "c",
+                svc(Some(NetworkMode::Container("lab-web-api-2".into())), None),
+            ),
+            (
+                "d",
+                svc(Some(NetworkMode::Container("elsewhere".into())), None),
+            ),
+            ("e", svc(Some(NetworkMode::Host), None)),
+        ]
+        .into_iter()
+        .map(|(k, s)| (k.to_string(), s))
+        .collect(),
+        ..Default::default()
+    };
+    let joins: Vec<Option<String>> = Demand::of_project(&project)
+        .iter()
+        .map(|d| d.joins.as_ref().map(ToString::to_string))
+        .collect();
+    let web = Some("web-api[1]".to_string());
+    assert_eq!(
+        joins,
+        [
+            web.clone(),
+            web,
+            Some("web-api[2]".to_string()),
+            None,
+            None,
+            None
+        ]
+    );
 }
 
 /// A project of `web` (3 replicas, a constraint, max_replicas_per_node: 0) and `mon`
