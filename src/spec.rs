@@ -440,6 +440,11 @@ pub enum NodeField {
     Id,
     /// `node.labels.KEY`: the key is case-sensitive.
     Label(String),
+    /// A field Swarm has and netcompose nodes do not (`node.role`, `node.ip`,
+    /// `node.platform.os`, `node.platform.arch`, `engine.labels.KEY`), as written. Files made
+    /// for Swarm carry them and docker compose ignores them, so they load (with a warning);
+    /// no node matches one, as Swarm matches no key it does not know.
+    Swarm(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -454,6 +459,7 @@ impl std::fmt::Display for Constraint {
             NodeField::Hostname => f.write_str("node.hostname")?,
             NodeField::Id => f.write_str("node.id")?,
             NodeField::Label(key) => write!(f, "node.labels.{key}")?,
+            NodeField::Swarm(key) => f.write_str(key)?,
         }
         let op = match self.op {
             ConstraintOp::Eq => "==",

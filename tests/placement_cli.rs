@@ -36,14 +36,20 @@ services:
 fn a_bad_constraint_is_located_and_explained_and_nothing_runs() {
     let dir = project(
         "services:\n  web:\n    deploy:\n      placement:\n        constraints:\n          \
-         - node.role==manager\n          - zone=eu\n",
+         - node.name==h1\n          - zone=eu\n          - node.role==manager\n",
     );
     let out = run(dir.path(), &["validate"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("compose.yaml:6:13"), "{err}");
+    assert!(err.contains("unknown node field `node.name`"), "{err}");
+    // A Swarm field docker compose ignores is only a warning.
     assert!(
-        err.contains("`node.role` is a Swarm node field that netcompose nodes do not have"),
+        !err.contains("× invalid placement constraint `node.role"),
+        "{err}"
+    );
+    assert!(
+        err.contains("warning: service `web`: placement constraint `node.role==manager`"),
         "{err}"
     );
     assert!(err.contains("node.labels.KEY"), "{err}");

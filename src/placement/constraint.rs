@@ -1,7 +1,8 @@
 //! `deploy.placement.constraints` as Swarm reads them (moby/swarmkit manager/constraint): a
 //! key, `==` or `!=`, a value; the value compared without regard to case, a missing label read
 //! as the empty string (so `node.labels.ssd!=true` matches a node without the label). Only the
-//! fields a netcompose node has are accepted: its hostname, its id and its labels.
+//! fields a netcompose node has are matched: its hostname, its id and its labels; Swarm's
+//! other fields parse (files made for Swarm carry them) and match no node, as in Swarm.
 
 use super::Node;
 use crate::spec::{Constraint, ConstraintOp, NodeField};
@@ -28,9 +29,6 @@ pub enum ConstraintError {
     BadKey(String),
     #[error("value '{0}' is invalid")]
     BadValue(String),
-    /// A field Swarm knows but a netcompose node does not have (`node.role`, `node.ip`, ...).
-    #[error("`{0}` is a Swarm node field that netcompose nodes do not have")]
-    SwarmOnlyField(String),
     #[error("unknown node field `{0}`")]
     UnknownField(String),
 }
@@ -42,9 +40,7 @@ impl ConstraintError {
             ConstraintError::NoOperator => {
                 "write FIELD==VALUE or FIELD!=VALUE, e.g. `node.labels.zone==eu` or `node.hostname!=db1`"
             }
-            ConstraintError::BadKey(_)
-            | ConstraintError::SwarmOnlyField(_)
-            | ConstraintError::UnknownField(_) => {
+            ConstraintError::BadKey(_) | ConstraintError::UnknownField(_) => {
                 "netcompose places on `node.hostname`, `node.id` and `node.labels.KEY` (an agent's --label KEY=VALUE)"
             }
             ConstraintError::BadValue(_) => {
@@ -80,7 +76,7 @@ fn field(key: &str) -> Result<NodeField, ConstraintError> {
         "node.hostname" => return Ok(NodeField::Hostname),
         "node.id" => return Ok(NodeField::Id),
         "node.role" | "node.ip" | "node.platform.os" | "node.platform.arch" => {
-            return Err(ConstraintError::SwarmOnlyField(key.to_string()));
+            return Ok(NodeField::Swarm(key.to_string()));
         }
         _ => {}
     }
@@ -89,7 +85,7 @@ fn field(key: &str) -> Result<NodeField, ConstraintError> {
         return Ok(NodeField::Label(key[LABELS.len()..].to_string()));
     }
     if lower.starts_with("engine.labels.") {
-        return Err(ConstraintError::SwarmOnlyField(key.to_string()));
+        return Ok(NodeField::Swarm(key.to_string()));
     }
     Err(ConstraintError::UnknownField(key.to_string()))
 }
@@ -100,6 +96,7 @@ pub fn matches(c: &Constraint, node: &Node) -> bool {
         NodeField::Hostname => node.name.as_str(),
         NodeField::Id => node.id.as_str(),
         NodeField::Label(key) => node.labels.get(key).map_or("", String::as_str),
+        NodeField::Swarm(_) => return false,
     };
     let equal = actual.eq_ignore_ascii_case(&c.value);
     match c.op {
@@ -179,14 +176,18 @@ mod tests {
     }
 
     #[test]
-    fn rejects_fields_a_netcompose_node_does_not_have() {
+    fn keeps_swarms_other_fields_matching_nothing_and_rejects_unknown_ones() {
+        let role = parse("node.role==manager").unwrap();
+        assert_eq!(role.field, NodeField::Swarm("node.role".into()));
+        assert_eq!(role.to_string(), "node.role==manager");
+        assert!(!matches(&role, &node("m", &[])));
+        assert!(!matches(
+            &parse("node.role!=manager").unwrap(),
+            &node("m", &[])
+        ));
         assert_eq!(
-            parse("node.role==manager"),
-            Err(ConstraintError::SwarmOnlyField("node.role".into()))
-        );
-        assert_eq!(
-            parse("engine.labels.os==linux"),
-            Err(ConstraintError::SwarmOnlyField("engine.labels.os".into()))
+            parse("engine.labels.os==linux").unwrap().field,
+            NodeField::Swarm("engine.labels.os".into())
         );
         assert_eq!(
             parse("node.name==a"),

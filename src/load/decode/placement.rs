@@ -4,7 +4,7 @@
 
 use super::Decoder;
 use crate::load::node::{Node, Value};
-use crate::spec::{DeployMode, Placement, Service, Spanned};
+use crate::spec::{DeployMode, NodeField, Placement, Service, Spanned};
 
 pub(super) fn mode(d: &mut Decoder, deploy: &Node) -> Option<Spanned<DeployMode>> {
     let m = d.opt_string(deploy, "mode")?;
@@ -61,10 +61,20 @@ pub(super) fn placement(d: &mut Decoder, node: Option<&Node>) -> Placement {
     out
 }
 
-/// Swarm refuses a replica count in global mode ("replicas can only be used with replicated
-/// mode"); docker compose runs the count. One host keeps doing what docker compose does, so
-/// this is a warning: a cluster runs one replica per node and ignores the count.
-pub(super) fn warn_global_count(d: &mut Decoder, name: &str, svc: &Service) {
+/// What one host ignores, as docker compose does, but a cluster would not: a replica count in
+/// global mode (Swarm refuses it: "replicas can only be used with replicated mode"; a cluster
+/// runs one replica per node) and constraints on Swarm fields no netcompose node has.
+pub(super) fn warnings(d: &mut Decoder, name: &str, svc: &Service) {
+    for c in &svc.deploy.placement.constraints {
+        if let NodeField::Swarm(field) = &c.value.field {
+            d.diags.warn(format!(
+                "service `{name}`: placement constraint `{}` reads `{field}`, which netcompose \
+                 nodes do not have: one host ignores it, as docker compose does; on a cluster \
+                 no node matches it (use node.hostname, node.id or node.labels.KEY)",
+                c.value
+            ));
+        }
+    }
     let global = svc.deploy.mode.as_ref().map(|m| m.value) == Some(DeployMode::Global);
     if global && (svc.deploy.replicas.is_some() || svc.scale.is_some()) {
         d.diags.warn(format!(
@@ -111,7 +121,7 @@ mod tests {
     #[test]
     fn a_bad_constraint_or_mode_is_an_error_at_its_value_with_a_hint() {
         let yaml = "services:\n  web:\n    deploy:\n      mode: replicated-job\n      placement:\n        \
-                    constraints:\n          - node.role==manager\n          - node.hostname=h1\n          \
+                    constraints:\n          - node.name==manager\n          - node.hostname=h1\n          \
                     - node.labels.a==b>c\n";
         let l = load(yaml);
         let errors: Vec<(String, String, usize)> = l
@@ -137,11 +147,10 @@ mod tests {
         assert_eq!(errors[0].0, "deploy.mode");
         assert!(errors[0].1.starts_with("unknown mode / jobs"));
         assert_eq!(errors[0].2, yaml.find("replicated-job").unwrap());
-        assert!(errors[1].1.starts_with(
-            "`node.role` is a Swarm node field that netcompose nodes do not have / netcompose \
-             places on `node.hostname`"
-        ));
-        assert_eq!(errors[1].2, yaml.find("node.role").unwrap());
+        assert!(errors[1]
+            .1
+            .starts_with("unknown node field `node.name` / netcompose places on `node.hostname`"));
+        assert_eq!(errors[1].2, yaml.find("node.name").unwrap());
         assert!(errors[2]
             .1
             .starts_with("constraint expected one operator from ==, != / write FIELD==VALUE"));
@@ -156,6 +165,23 @@ mod tests {
         assert_eq!(l.project.services["mon"].replicas(), 3);
         assert_eq!(l.diags.warnings.len(), 1);
         assert!(l.diags.warnings[0].contains("replicas can only be used with replicated mode"));
+    }
+
+    #[test]
+    fn a_swarm_field_loads_with_a_warning_as_docker_compose_ignores_it() {
+        let l = load(
+            "services:\n  web:\n    deploy:\n      placement:\n        \
+             constraints: [node.role == manager]\n",
+        );
+        assert!(!l.diags.has_errors(), "{:?}", l.diags.errors);
+        let c = &l.project.services["web"].deploy.placement.constraints[0].value;
+        assert_eq!(c.field, NodeField::Swarm("node.role".into()));
+        assert_eq!(l.diags.warnings.len(), 1);
+        assert!(
+            l.diags.warnings[0].contains("`node.role==manager` reads `node.role`"),
+            "{}",
+            l.diags.warnings[0]
+        );
     }
 
     #[test]

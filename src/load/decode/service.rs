@@ -62,7 +62,7 @@ pub(super) fn decode(d: &mut Decoder, key: &Spanned<String>, node: &Node) -> Ser
         .get("scale")
         .filter(|n| !n.is_null())
         .and_then(|n| d.count(n, "scale"));
-    super::placement::warn_global_count(d, &key.value, &svc);
+    super::placement::warnings(d, &key.value, &svc);
     svc.depends_on = health::depends_on(d, node.get("depends_on"));
     svc.links = links(d, node.get("links"));
     for (k, v) in d.dict(node.get("sysctls"), "sysctls", '=') {
