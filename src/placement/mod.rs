@@ -44,7 +44,8 @@ pub struct Node {
 pub struct Demand {
     pub service: String,
     pub mode: DeployMode,
-    /// Replicated mode's count (global mode ignores it).
+    /// Replicated mode's count (global mode ignores it, except for a service that joins
+    /// another's namespace: it runs Compose's count there, as the model builds it).
     pub replicas: u32,
     pub constraints: Vec<Constraint>,
     /// None: no limit (Swarm reads 0 so too).

@@ -1,5 +1,5 @@
-//! The placement algorithm, in two passes so that the order of services changes nothing but
-//! tie-breaks. First, per service, what stays: replicas on a live node that still matches
+//! The placement algorithm, in two passes so that what stays of every service counts in the
+//! nodes' load before anything is placed. First, per service, what stays: replicas on a live node that still matches
 //! (up to the maximum per node; a global service keeps one per node), less a scale-down, which
 //! drops replicas that lost their node first, then takes from the most loaded nodes, highest
 //! index first. Then, service by service in name order, what must be placed (replicas that lost
