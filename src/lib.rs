@@ -16,6 +16,7 @@ pub mod load;
 pub mod model;
 pub mod observe;
 pub mod pipeline;
+pub mod placement;
 pub mod plan;
 pub mod project_name;
 pub mod reconcile;

@@ -431,8 +431,74 @@ pub struct Port {
 #[derive(Debug, Clone, Default)]
 pub struct Deploy {
     pub replicas: Option<Spanned<u32>>,
-    pub mode: Option<Spanned<String>>,
+    pub mode: Option<Spanned<DeployMode>>,
     pub endpoint_mode: Option<Spanned<EndpointMode>>,
+    pub placement: Placement,
+}
+
+/// `deploy.mode`: how many replicas a cluster runs. On one host without a store, Compose's
+/// count applies whatever the mode (docker compose ignores it too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeployMode {
+    /// `replicas` of them, spread over the matching nodes.
+    #[default]
+    Replicated,
+    /// One on every matching node.
+    Global,
+}
+
+/// `deploy.placement`: where a cluster may run a service's replicas (`placement/` decides).
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    pub constraints: Vec<Spanned<Constraint>>,
+    /// None or 0: no limit, as in Swarm.
+    pub max_replicas_per_node: Option<Spanned<u32>>,
+}
+
+/// One placement constraint, `node.labels.zone==eu` (Swarm's grammar: placement::constraint).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Constraint {
+    pub field: NodeField,
+    pub op: ConstraintOp,
+    /// Compared without regard to case, as Swarm does.
+    pub value: String,
+}
+
+/// What of a node a constraint reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeField {
+    Hostname,
+    Id,
+    /// `node.labels.KEY`: the key is case-sensitive.
+    Label(String),
+    /// A field Swarm has and netcompose nodes do not (`node.role`, `node.ip`,
+    /// `node.platform.os`, `node.platform.arch`, `engine.labels.KEY`), as written. Files made
+    /// for Swarm carry them and docker compose ignores them, so they load (with a warning);
+    /// no node matches one, as Swarm matches no key it does not know.
+    Swarm(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConstraintOp {
+    Eq,
+    Ne,
+}
+
+impl std::fmt::Display for Constraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.field {
+            NodeField::Hostname => f.write_str("node.hostname")?,
+            NodeField::Id => f.write_str("node.id")?,
+            NodeField::Label(key) => write!(f, "node.labels.{key}")?,
+            NodeField::Swarm(key) => f.write_str(key)?,
+        }
+        let op = match self.op {
+            ConstraintOp::Eq => "==",
+            ConstraintOp::Ne => "!=",
+        };
+        write!(f, "{op}{}", self.value)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]

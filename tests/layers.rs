@@ -40,6 +40,7 @@ const LAYERS: &[(&str, u32, Side)] = &[
     ("model", 4, Side::Pure),
     ("ipam", 3, Side::Pure),
     ("firewall", 3, Side::Pure),
+    ("placement", 3, Side::Pure),
     ("spec", 2, Side::Pure),
     ("diag", 2, Side::Pure),
     ("project_name", 1, Side::Pure),

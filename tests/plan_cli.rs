@@ -74,7 +74,7 @@ fn json_plan_matches_its_schema() {
                 file.display()
             );
         }
-        assert_eq!(doc["format_version"], "1.1");
+        assert_eq!(doc["format_version"], "1.2");
         assert_eq!(doc["daemon"]["project"], doc["project"]);
         let adds = doc["resource_changes"].as_array().unwrap().len();
         assert_eq!(doc["summary"]["add"].as_u64().unwrap() as usize, adds);

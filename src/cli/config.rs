@@ -126,8 +126,21 @@ struct DependsOnView {
 
 #[derive(Serialize)]
 struct DeployView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mode: Option<spec::DeployMode>,
     replicas: u32,
     endpoint_mode: spec::EndpointMode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    placement: Option<PlacementView>,
+}
+
+/// `deploy.placement`, constraints in Swarm's spelling (`node.labels.zone==eu`).
+#[derive(Serialize)]
+struct PlacementView {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    constraints: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_replicas_per_node: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -275,12 +288,14 @@ fn service(s: &spec::Service) -> ServiceView<'_> {
             .map(|(k, v)| (k.as_str(), v.value.as_str()))
             .collect(),
         deploy: DeployView {
+            mode: s.deploy.mode.as_ref().map(|m| m.value),
             replicas: s.replicas(),
             endpoint_mode: s
                 .deploy
                 .endpoint_mode
                 .as_ref()
                 .map_or_else(Default::default, |m| m.value),
+            placement: placement_view(&s.deploy.placement),
         },
         policy: s.policy.as_ref(),
         run: s.run.as_ref().map(|r| r.value.as_slice()),
@@ -296,6 +311,14 @@ fn service(s: &spec::Service) -> ServiceView<'_> {
             start_interval: duration(h.value.start_interval),
         }),
     }
+}
+
+fn placement_view(p: &spec::Placement) -> Option<PlacementView> {
+    let view = PlacementView {
+        constraints: p.constraints.iter().map(|c| c.value.to_string()).collect(),
+        max_replicas_per_node: p.max_replicas_per_node.as_ref().map(|m| m.value),
+    };
+    (!view.constraints.is_empty() || view.max_replicas_per_node.is_some()).then_some(view)
 }
 
 /// A duration in Compose's (Go's) syntax, exact: `10s`, else `1500ms`, else nanoseconds.

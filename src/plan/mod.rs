@@ -14,7 +14,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// Version of the JSON plan document (docs/plan-format.md).
-pub const FORMAT_VERSION: &str = "1.1";
+pub const FORMAT_VERSION: &str = "1.2";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -85,6 +85,10 @@ pub struct Plan {
     /// Absent from plans of format 1.0, which leave the daemon as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daemon: Option<DaemonConfig>,
+    /// What the plan leaves aside and why (since 1.2), e.g. placement that only a cluster
+    /// honours.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Plan {
@@ -100,6 +104,7 @@ impl Plan {
             drift: Vec::new(),
             desired,
             daemon: None,
+            notes: Vec::new(),
         }
     }
 

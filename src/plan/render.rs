@@ -44,6 +44,12 @@ pub fn render(plan: &Plan, color: bool) -> String {
         "Project {}: planned against {against}.\n",
         plan.project
     );
+    for note in &plan.notes {
+        let _ = writeln!(out, "{} {note}", st.paint("1;36", "Note:"));
+    }
+    if !plan.notes.is_empty() {
+        out.push('\n');
+    }
     if !plan.drift.is_empty() {
         let _ = writeln!(
             out,

@@ -78,6 +78,8 @@ pub fn plan(
         Baseline::File(_) | Baseline::State => Plan::new(desired, &base.resources, &base.name),
     };
     plan.daemon = Some(daemon);
+    // No store yet: one host, where placement is Compose's count (as with docker compose).
+    plan.notes = crate::placement::notes(&checked.project);
     Ok(Planning { checked, plan })
 }
 

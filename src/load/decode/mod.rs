@@ -7,6 +7,7 @@ mod exec;
 mod ext;
 mod health;
 mod network;
+mod placement;
 mod ports;
 mod process;
 mod qos;

@@ -62,6 +62,7 @@ pub(super) fn decode(d: &mut Decoder, key: &Spanned<String>, node: &Node) -> Ser
         .get("scale")
         .filter(|n| !n.is_null())
         .and_then(|n| d.count(n, "scale"));
+    super::placement::warnings(d, &key.value, &svc);
     svc.depends_on = health::depends_on(d, node.get("depends_on"));
     svc.links = links(d, node.get("links"));
     for (k, v) in d.dict(node.get("sysctls"), "sysctls", '=') {
@@ -271,8 +272,9 @@ fn deploy(d: &mut Decoder, node: Option<&Node>) -> Deploy {
             .get("replicas")
             .filter(|n| !n.is_null())
             .and_then(|n| d.count(n, "replicas")),
-        mode: d.opt_string(node, "mode"),
+        mode: super::placement::mode(d, node),
         endpoint_mode,
+        placement: super::placement::placement(d, node.get("placement")),
     }
 }
 
