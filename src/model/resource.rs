@@ -16,7 +16,8 @@ pub struct Resource {
     pub depends_on: Vec<ResourceId>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Written with its `kind` first (`{"kind": "link", ...}`); read by [`Spec::deserialize`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Spec {
     Bridge(Bridge),
@@ -79,6 +80,82 @@ impl Spec {
                 _,
             ) => return None,
         })
+    }
+}
+
+/// A spec's kind, as its `kind` field names it.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Kind {
+    Bridge,
+    Macvlan,
+    External,
+    Namespace,
+    Link,
+    Route,
+    Files,
+    Vip,
+    Dns,
+    Firewall,
+}
+
+impl Kind {
+    /// The spec of this kind from the rest of its fields.
+    fn read<'de, D: serde::Deserializer<'de>>(self, fields: D) -> Result<Spec, D::Error> {
+        Ok(match self {
+            Kind::Bridge => Spec::Bridge(Deserialize::deserialize(fields)?),
+            Kind::Macvlan => Spec::Macvlan(Deserialize::deserialize(fields)?),
+            Kind::External => Spec::External(Deserialize::deserialize(fields)?),
+            Kind::Namespace => Spec::Namespace(Deserialize::deserialize(fields)?),
+            Kind::Link => Spec::Link(Deserialize::deserialize(fields)?),
+            Kind::Route => Spec::Route(Deserialize::deserialize(fields)?),
+            Kind::Files => Spec::Files(Deserialize::deserialize(fields)?),
+            Kind::Vip => Spec::Vip(Deserialize::deserialize(fields)?),
+            Kind::Dns => Spec::Dns(Deserialize::deserialize(fields)?),
+            Kind::Firewall => Spec::Firewall(Deserialize::deserialize(fields)?),
+        })
+    }
+}
+
+/// serde's derive reads an internally tagged enum by first copying the whole object into a
+/// buffer of its own, which made reading a large saved plan or state several times slower than
+/// writing it. netcompose writes `kind` first, so the rest is read straight into the kind's
+/// struct; an object whose `kind` comes later (written by hand) is gathered first, as before.
+impl<'de> Deserialize<'de> for Spec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Spec, D::Error> {
+        d.deserialize_map(SpecVisitor)
+    }
+}
+
+struct SpecVisitor;
+
+impl<'de> serde::de::Visitor<'de> for SpecVisitor {
+    type Value = Spec;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a resource spec (an object with a `kind`)")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Spec, A::Error> {
+        use serde::de::Error;
+        let Some(first) = map.next_key::<String>()? else {
+            return Err(A::Error::missing_field("kind"));
+        };
+        if first == "kind" {
+            let kind: Kind = map.next_value()?;
+            return kind.read(serde::de::value::MapAccessDeserializer::new(map));
+        }
+        let mut fields = serde_json::Map::new();
+        fields.insert(first, map.next_value()?);
+        while let Some((key, value)) = map.next_entry::<String, serde_json::Value>()? {
+            fields.insert(key, value);
+        }
+        let kind = fields
+            .remove("kind")
+            .ok_or_else(|| A::Error::missing_field("kind"))?;
+        let kind = Kind::deserialize(kind).map_err(A::Error::custom)?;
+        kind.read(serde_json::Value::Object(fields))
+            .map_err(A::Error::custom)
     }
 }
 
@@ -354,6 +431,65 @@ pub struct Publish {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every kind, so that a new one fails to compile here until [`Kind`] reads it.
+    fn kind_of(spec: &Spec) -> &'static str {
+        match spec {
+            Spec::Bridge(_)
+            | Spec::Macvlan(_)
+            | Spec::External(_)
+            | Spec::Namespace(_)
+            | Spec::Link(_)
+            | Spec::Route(_)
+            | Spec::Files(_)
+            | Spec::Vip(_)
+            | Spec::Dns(_)
+            | Spec::Firewall(_) => spec.kind(),
+        }
+    }
+
+    #[test]
+    fn every_spec_reads_back_with_its_kind_first_or_later() {
+        let opts = crate::load::LoadOptions {
+            files: vec![concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/quickstart/compose.yaml"
+            )
+            .into()],
+            environment: Some(Default::default()),
+            ..Default::default()
+        };
+        let checked = crate::pipeline::checked_project(&opts).unwrap();
+        let specs: Vec<Spec> = crate::model::build(&checked.project, &Default::default())
+            .unwrap()
+            .resources
+            .into_iter()
+            .map(|r| r.spec)
+            .collect();
+        let kinds: std::collections::BTreeSet<&str> = specs.iter().map(kind_of).collect();
+        assert!(kinds.len() >= 6, "{kinds:?}");
+        for spec in &specs {
+            let text = serde_json::to_string(spec).unwrap();
+            assert!(text.starts_with(r#"{"kind":"#), "{text}");
+            assert_eq!(&serde_json::from_str::<Spec>(&text).unwrap(), spec);
+            // By hand, `kind` may come anywhere.
+            let mut value = serde_json::to_value(spec).unwrap();
+            let fields = value.as_object_mut().unwrap();
+            let kind = fields.shift_remove("kind").unwrap();
+            fields.insert("kind".into(), kind);
+            assert_eq!(&serde_json::from_value::<Spec>(value).unwrap(), spec);
+        }
+        let unknown = serde_json::from_str::<Spec>(r#"{"kind": "tunnel", "name": "x"}"#);
+        assert!(unknown
+            .unwrap_err()
+            .to_string()
+            .contains("unknown variant `tunnel`"));
+        let untagged = serde_json::from_str::<Spec>(r#"{"name": "x"}"#);
+        assert!(untagged
+            .unwrap_err()
+            .to_string()
+            .contains("missing field `kind`"));
+    }
 
     #[test]
     fn a_vip_recorded_with_one_address_still_reads() {

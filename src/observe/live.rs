@@ -36,7 +36,13 @@ impl<'a> Templates<'a> {
         let mut by_address: HashMap<&ResourceId, &Resource> =
             desired.iter().map(|r| (&r.address, r)).collect();
         by_address.extend(state.iter().map(|r| (&r.address, r)));
-        let mut known: Vec<&Resource> = by_address.values().copied().collect();
+        // Only bridges and VIPs are looked up by something other than their address: sorting
+        // those alone keeps this linear in the project's size.
+        let mut known: Vec<&Resource> = by_address
+            .values()
+            .copied()
+            .filter(|r| matches!(r.spec, Spec::Bridge(_) | Spec::Vip(_)))
+            .collect();
         known.sort_by(|a, b| a.address.cmp(&b.address));
         let mut bridges = HashMap::new();
         for r in &known {

@@ -173,9 +173,16 @@ fn against_file(
     })
 }
 
+/// The part of a saved plan that a baseline is: its desired state. The rest (every change
+/// with its attributes, the daemon's configuration) is as large again and is skipped unread.
+#[derive(serde::Deserialize)]
+struct SavedDesired {
+    desired: Desired,
+}
+
 /// A saved plan (its desired state) or a state file.
 fn saved_json(text: &str, name: String) -> Result<Base, ReconcileError> {
-    if let Ok(plan) = serde_json::from_str::<Plan>(text) {
+    if let Ok(plan) = serde_json::from_str::<SavedDesired>(text) {
         return Ok(Base {
             name,
             resources: plan.desired.resources,

@@ -194,21 +194,21 @@ fn converge(
         events.drift(&d);
     }
     let changes = plan::diff(&observed, &desired.resources);
-    let save = |resources: Vec<Resource>| {
-        store.save(
-            lock,
-            &State {
-                format_version: state::FORMAT_VERSION,
-                project: project.to_string(),
-                allocations: desired.allocations.clone(),
-                resources,
-                files: files.clone(),
-                scale: scale.clone(),
-            },
-        )
+    let recorded = |resources: Vec<Resource>| State {
+        format_version: state::FORMAT_VERSION,
+        project: project.to_string(),
+        allocations: desired.allocations.clone(),
+        resources,
+        files: files.clone(),
+        scale: scale.clone(),
     };
+    let save = |resources: Vec<Resource>| store.save(lock, &recorded(resources));
     if changes.is_empty() {
-        save(desired.resources.clone())?;
+        // An `up` with nothing to do rewrites (and syncs) the state only if it differs.
+        let state = recorded(desired.resources.clone());
+        if state != *prior {
+            store.save(lock, &state)?;
+        }
         events.applied(&Applied::NoChanges);
         // The daemon (DNS, x-run) is not in the kernel diff: start it if it died, update it.
         daemon::after_up(&project, daemon.as_ref(), events)?;

@@ -26,7 +26,9 @@ pub(super) fn group<'c>(
         replicas: Option<(String, String, Vec<u32>)>,
     }
     let mut groups: Vec<Group<'c>> = Vec::new();
-    let mut by_key: HashMap<(String, String, String), usize> = HashMap::new();
+    // By (address without the index, header, hash of the body): the groups whose bodies may
+    // match, each compared against the group's own copy rather than kept a second time as a key.
+    let mut by_key: HashMap<(String, String, u64), Vec<usize>> = HashMap::new();
     for &c in changes {
         let body = body(c);
         let Some((service, rest, index)) = replica_parts(c) else {
@@ -41,16 +43,17 @@ pub(super) fn group<'c>(
         let key = (
             format!("{service}{rest}"),
             format!("{:?} {} {:?}", c.actions, c.kind, c.reason),
-            body.clone(),
+            hash(&body),
         );
-        match by_key.get(&key) {
-            Some(&i) => {
+        let candidates = by_key.entry(key).or_default();
+        match candidates.iter().copied().find(|&i| groups[i].body == body) {
+            Some(i) => {
                 if let Some((_, _, indexes)) = &mut groups[i].replicas {
                     indexes.push(index);
                 }
             }
             None => {
-                by_key.insert(key, groups.len());
+                candidates.push(groups.len());
                 groups.push(Group {
                     change: c,
                     body,
@@ -72,6 +75,11 @@ pub(super) fn group<'c>(
             body: g.body,
         })
         .collect()
+}
+
+fn hash(text: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(text)
 }
 
 /// A replica's resource as (service, the address after `[N]`, N).
