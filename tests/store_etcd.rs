@@ -189,12 +189,22 @@ fn a_cluster_leaves_no_process_namespace_or_data_behind() {
     let data = cluster.data_path().to_path_buf();
     assert_eq!(pids.len(), 3);
     drop(cluster);
+    // By command line, not pid: a pid may be reused at once on a busy machine.
+    let data_arg = format!("--data-dir={}", data.display());
     for pid in pids {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         assert!(
-            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            !String::from_utf8_lossy(&cmdline).contains(&data_arg),
             "etcd holder {pid} survived"
         );
     }
+    let survivors = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|c| String::from_utf8_lossy(c).contains(&data_arg))
+        .count();
+    assert_eq!(survivors, 0, "an etcd of this cluster survived");
     let listed = String::from_utf8_lossy(
         &std::process::Command::new("ip")
             .args(["netns", "list"])

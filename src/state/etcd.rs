@@ -85,7 +85,7 @@ impl EtcdStore {
     pub fn open(url: &EtcdUrl, password: Option<String>) -> Result<EtcdStore, EtcdError> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
-            .with_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(2))
             .with_require_leader(true);
         if let Some(user) = &url.user {
             let Some(password) = password else {
@@ -143,9 +143,10 @@ fn transient(e: &etcd_client::Error) -> bool {
     match e {
         E::TransportError(_) | E::IoError(_) => true,
         E::GRpcStatus(s) => match s.code() {
-            Code::Unavailable | Code::DeadlineExceeded | Code::Aborted => true,
+            // Cancelled: the request outlived the client's timeout (a member that died with
+            // the connection open).
+            Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::Cancelled => true,
             Code::Ok
-            | Code::Cancelled
             | Code::Unknown
             | Code::InvalidArgument
             | Code::NotFound
