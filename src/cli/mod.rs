@@ -62,6 +62,10 @@ pub struct Global {
     /// Show what `up` or `down` would do (the plan) and change nothing.
     #[arg(long, global = true)]
     pub dry_run: bool,
+    /// Where the state lives: file:[DIR] (default), etcd://[USER@]HOST:2379[,HOST:2379]...,
+    /// or etcds://...?ca=FILE&cert=FILE&key=FILE (password in NETCOMPOSE_STORE_PASSWORD).
+    #[arg(long, global = true, env = "NETCOMPOSE_STORE", value_name = "URL")]
+    pub store: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -169,6 +173,7 @@ pub fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> miette::Result<ExitCode> {
     cli.global.named_project()?;
+    reconcile::open_store(cli.global.store.as_deref())?;
     match &cli.command {
         Command::Config { format } => {
             let checked = checked(&cli.global)?;

@@ -7,9 +7,10 @@ use crate::load::LoadOptions;
 use crate::plan::Summary;
 use crate::project_name::ProjectName;
 use crate::reconcile::{self, Applied, Baseline, DaemonEvent, Events, Planning, ReconcileError};
-use crate::state::FileStore;
+use crate::state::{url, EtcdStore, FileStore, Store, StoreUrl};
 use std::io::IsTerminal;
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 pub fn is_root() -> bool {
@@ -27,8 +28,31 @@ pub fn require_root(command: &str) -> miette::Result<()> {
     ))
 }
 
-pub fn store() -> FileStore {
-    FileStore::system()
+/// The store `--store` (or NETCOMPOSE_STORE) names, opened once per run by [`open_store`].
+static STORE: OnceLock<Box<dyn Store>> = OnceLock::new();
+
+/// Parse the store URL and open the store (nothing is contacted yet): a bad URL, a TLS file
+/// that cannot be read or a user without a password stops the command here.
+pub fn open_store(url: Option<&str>) -> miette::Result<()> {
+    let store: Box<dyn Store> = match url::parse(url).map_err(|e| miette::Report::new(*e))? {
+        StoreUrl::File { root } => Box::new(FileStore::new(root)),
+        StoreUrl::Etcd(etcd) => {
+            let password = std::env::var(url::PASSWORD_ENV).ok();
+            Box::new(EtcdStore::open(&etcd, password).map_err(|e| {
+                miette::miette!(
+                    help = "check --store (or NETCOMPOSE_STORE) and NETCOMPOSE_STORE_PASSWORD",
+                    "{e}"
+                )
+            })?)
+        }
+    };
+    let _ = STORE.set(store);
+    Ok(())
+}
+
+/// The store of this run: the one [`open_store`] opened, else this machine's files.
+pub fn store() -> &'static dyn Store {
+    STORE.get_or_init(|| Box::new(FileStore::system())).as_ref()
 }
 
 /// The plan of the file(s) against `against`, else the live machine as root, else the state.

@@ -9,6 +9,7 @@ pub mod mac;
 pub mod pool;
 pub mod ports;
 mod subnets;
+pub mod vni;
 
 pub use pool::AddressPool;
 pub use subnets::{overlap, SubnetPools, Taken};
@@ -32,6 +33,8 @@ pub struct NetworkRequest {
     /// False for an IPv6-only network (`enable_ipv4: false`): no IPv4 subnet is chosen.
     pub ipv4: bool,
     pub owners: Vec<AddressRequest>,
+    /// Whether the network is an overlay, which needs a VNI.
+    pub vni: vni::VniRequest,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -73,6 +76,9 @@ pub struct NetworkAllocation {
     /// Owner → MAC.
     #[serde(default)]
     pub macs: BTreeMap<String, String>,
+    /// An overlay network's VXLAN identifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
 }
 
 #[derive(Debug, Clone, Error, PartialEq)]
@@ -95,6 +101,14 @@ pub enum IpamError {
         subnet: IpNetwork,
         what: String,
     },
+    #[error("VNI {vni} of network `{network}` is already used by {what}")]
+    VniTaken {
+        network: String,
+        vni: u32,
+        what: String,
+    },
+    #[error("no free VNI left for network `{network}`")]
+    VnisExhausted { network: String },
 }
 
 /// Allocate every network, in key order: fixed subnets first, then sticky ones, then new ones.
@@ -111,12 +125,24 @@ pub fn allocate(
         let Some(subnets) = chosen.remove(&req.key) else {
             continue;
         };
-        match network(req, subnets, previous.networks.get(&req.key)) {
+        match network(req, subnets, previous.networks.get(&req.key), &taken.macs) {
             Ok(a) => {
                 out.networks.insert(req.key.clone(), a);
             }
             Err(e) => errors.push(e),
         }
+    }
+    let vnis: Vec<(String, vni::VniRequest)> =
+        requests.iter().map(|r| (r.key.clone(), r.vni)).collect();
+    match vni::allocate(&vnis, previous, &taken.vnis) {
+        Ok(vnis) => {
+            for (key, v) in vnis {
+                if let Some(n) = out.networks.get_mut(&key) {
+                    n.vni = Some(v);
+                }
+            }
+        }
+        Err(e) => errors.extend(e),
     }
     if errors.is_empty() {
         Ok(out)
@@ -129,6 +155,7 @@ fn network(
     req: &NetworkRequest,
     subnets: Vec<(IpNetwork, Option<&ExplicitPool>)>,
     previous: Option<&NetworkAllocation>,
+    taken_macs: &HashSet<String>,
 ) -> Result<NetworkAllocation, IpamError> {
     let mut pools: Vec<AddressPool> = subnets
         .iter()
@@ -192,17 +219,23 @@ fn network(
         addrs.sort_by_key(|a| a.is_ipv6());
         alloc.addresses.insert(r.owner.clone(), addrs);
     }
-    alloc.macs = macs(req, sticky);
+    alloc.macs = macs(req, sticky, taken_macs);
     Ok(alloc)
 }
 
-/// MACs: given ones, else sticky ones, else derived from a stable seed, unique on the network.
-fn macs(req: &NetworkRequest, sticky: Option<&NetworkAllocation>) -> BTreeMap<String, String> {
+/// MACs: given ones, else sticky ones, else derived from a stable seed; unique on the network
+/// and, with a shared store, apart from every MAC another project holds (`taken`).
+fn macs(
+    req: &NetworkRequest,
+    sticky: Option<&NetworkAllocation>,
+    taken: &HashSet<String>,
+) -> BTreeMap<String, String> {
     let mut used: HashSet<String> = req
         .owners
         .iter()
         .filter_map(|r| r.mac.as_deref().and_then(parse_mac))
         .map(|m| format_mac(&m))
+        .chain(taken.iter().cloned())
         .collect();
     let mut out = BTreeMap::new();
     for r in req.owners.iter().filter(|r| r.wants_mac) {

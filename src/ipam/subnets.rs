@@ -32,6 +32,10 @@ impl Default for SubnetPools {
 #[derive(Debug, Clone, Default)]
 pub struct Taken {
     pub entries: Vec<(IpNetwork, String)>,
+    /// Other projects' VNIs, with who holds each (a shared store's overlays).
+    pub vnis: std::collections::BTreeMap<u32, String>,
+    /// Other projects' MACs.
+    pub macs: std::collections::HashSet<String>,
 }
 
 impl Taken {
@@ -205,6 +209,7 @@ mod tests {
             ipv6: false,
             ipv4: true,
             owners,
+            vni: crate::ipam::vni::VniRequest::None,
         }
     }
 
@@ -212,6 +217,7 @@ mod tests {
     fn skips_taken_and_grows_for_demand() {
         let taken = Taken {
             entries: vec![("172.16.0.0/24".parse().unwrap(), "host route".into())],
+            ..Default::default()
         };
         let a = allocate(
             &[req("a", 2), req("b", 600)],

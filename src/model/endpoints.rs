@@ -226,6 +226,7 @@ pub fn network_requests(project: &Project, replicas: &[Replica]) -> Vec<NetworkR
                 ipv6,
                 ipv4: net.ipv4_enabled(),
                 owners,
+                vni: vni_request(net),
             }
         })
         .collect()
@@ -545,4 +546,18 @@ pub fn vip_resources(
         }
     }
     out
+}
+
+/// An overlay needs a VNI: the first of `vxlanid_list` when the file gives one (validate
+/// reports a bad list), else any free one.
+fn vni_request(net: &crate::spec::Network) -> crate::ipam::vni::VniRequest {
+    use crate::ipam::vni::{parse_list, VniRequest, VXLANID_LIST};
+    if net.driver_name() != "overlay" {
+        return VniRequest::None;
+    }
+    net.driver_opts
+        .get(VXLANID_LIST)
+        .and_then(|l| parse_list(&l.value).ok())
+        .and_then(|l| l.first().copied())
+        .map_or(VniRequest::Any, VniRequest::Given)
 }

@@ -205,6 +205,8 @@ fn saved_json(text: &str, name: String) -> Result<Base, ReconcileError> {
 pub(super) struct Others {
     subnets: Vec<(IpNetwork, String)>,
     ports: Vec<(crate::spec::Protocol, u16)>,
+    vnis: std::collections::BTreeMap<u32, String>,
+    macs: std::collections::HashSet<String>,
 }
 
 /// Other projects' subnets and ephemeral published ports.
@@ -214,7 +216,16 @@ pub(super) fn others_taken(
     unreadable: Unreadable,
     events: &dyn Events,
 ) -> Result<Others, ReconcileError> {
-    let others = store.others(project);
+    taken_by(store.others(project), unreadable, events)
+}
+
+/// What `others` (other projects' states, read from the store) hold: subnets, VNIs, MACs and
+/// ephemeral published ports.
+pub(super) fn taken_by(
+    others: crate::state::Others,
+    unreadable: Unreadable,
+    events: &dyn Events,
+) -> Result<Others, ReconcileError> {
     if !others.unreadable.is_empty() {
         match unreadable {
             Unreadable::Refuse => {
@@ -243,12 +254,14 @@ pub(super) fn others_taken(
             taken.ports.push((protocol, *port));
         }
         for (key, a) in &other.allocations.networks {
+            let holder = format!("network `{key}` of project `{}`", other.project);
             for s in &a.subnets {
-                taken.subnets.push((
-                    *s,
-                    format!("network `{key}` of project `{}`", other.project),
-                ));
+                taken.subnets.push((*s, holder.clone()));
             }
+            if let Some(vni) = a.vni {
+                taken.vnis.insert(vni, holder.clone());
+            }
+            taken.macs.extend(a.macs.values().cloned());
         }
     }
     Ok(taken)
@@ -277,6 +290,8 @@ pub(super) fn context(
         ));
     }
     taken.entries.extend(others.subnets.iter().cloned());
+    taken.vnis = others.vnis.clone();
+    taken.macs = others.macs.clone();
     Ok(Context {
         previous: previous.clone(),
         taken,
@@ -332,11 +347,21 @@ pub(super) fn build(checked: &Checked, ctx: &Context) -> Result<Desired, Reconci
         let network = match &e {
             IpamError::PoolsExhausted { network, .. }
             | IpamError::Exhausted { network, .. }
-            | IpamError::Conflict { network, .. } => Some(network.clone()),
+            | IpamError::Conflict { network, .. }
+            | IpamError::VniTaken { network, .. }
+            | IpamError::VnisExhausted { network } => Some(network.clone()),
             IpamError::PortsExhausted { .. } => None,
         };
         let at = match &e {
             IpamError::PortsExhausted { key, .. } => port_span(&checked.project, key),
+            IpamError::VniTaken { .. } | IpamError::VnisExhausted { .. } => network
+                .and_then(|network| checked.project.networks.get(&network))
+                .map(|n| {
+                    n.driver_opts
+                        .get(crate::ipam::vni::VXLANID_LIST)
+                        .map_or(n.key.span, |l| l.span)
+                })
+                .unwrap_or_default(),
             IpamError::PoolsExhausted { .. }
             | IpamError::Exhausted { .. }
             | IpamError::Conflict { .. } => network
@@ -358,6 +383,10 @@ pub(super) fn build(checked: &Checked, ctx: &Context) -> Result<Desired, Reconci
             IpamError::PortsExhausted { .. } => {
                 "give the port a host port (HOST:CONTAINER), or free some of the range"
             }
+            IpamError::VniTaken { .. } => {
+                "choose another vxlanid_list, or drop it to have a free VNI allocated"
+            }
+            IpamError::VnisExhausted { .. } => "remove overlay networks no project uses",
         };
         diags.push(ConfigError::Invalid {
             message: e.to_string(),

@@ -1,7 +1,9 @@
 //! `up` and `up --plan`: make the kernel match the desired state, record it in the store
 //! (allocations first, so an interrupted run keeps its addresses), then update the daemon.
+//! With a shared store, another host may allocate between this run's read and its save: the
+//! save then fails with a conflict and the run reads and allocates again (bounded).
 
-use super::planning::{build, context, daemon_config, others_taken, Unreadable};
+use super::planning::{build, context, daemon_config, taken_by, Unreadable};
 use super::session::Session;
 use super::{daemon, load, lock, Applied, Events, ReconcileError};
 use crate::apply::Outcome;
@@ -12,7 +14,7 @@ use crate::model::{Desired, Resource, Spec};
 use crate::pipeline::Checked;
 use crate::plan::{self, Plan};
 use crate::project_name::ProjectName;
-use crate::state::{self, Lock, State, Store};
+use crate::state::{self, Lock, State, StateError, Store};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -33,32 +35,37 @@ pub fn up(
     let project = ProjectName::new(checked.project.name.clone())?;
     let lock = lock(store, &project, events)?;
     let session = Session::open(&project)?;
-    let prior = store.load(&project)?.unwrap_or_default();
-    let others = others_taken(store, &project, Unreadable::Refuse, events)?;
-    let desired = build(&checked, &context(&checked, &prior.allocations, &others)?)?;
-    let daemon = daemon_config(&checked, &desired)?;
-    let missing = session.missing_links(&externals(&desired))?;
-    if !missing.is_empty() {
-        return Err(external_missing(&checked, &missing));
-    }
-    converge(
-        store,
-        &lock,
-        &session,
-        &prior,
-        Target {
-            desired,
-            daemon: Some(daemon),
-            fingerprint: None,
-            files: checked
-                .files
-                .iter()
-                .map(|f| f.display().to_string())
-                .collect(),
-            scale: opts.scale.iter().cloned().collect(),
-        },
-        events,
-    )
+    let conflict =
+        |e: &ReconcileError| matches!(e, ReconcileError::State(StateError::Conflict { .. }));
+    state::retry_on_conflict(&project, conflict, || {
+        let snapshot = store.read(&lock)?;
+        let prior = snapshot.state.unwrap_or_default();
+        let others = taken_by(snapshot.others, Unreadable::Refuse, events)?;
+        let desired = build(&checked, &context(&checked, &prior.allocations, &others)?)?;
+        let daemon = daemon_config(&checked, &desired)?;
+        let missing = session.missing_links(&externals(&desired))?;
+        if !missing.is_empty() {
+            return Err(external_missing(&checked, &missing));
+        }
+        converge(
+            store,
+            &lock,
+            &session,
+            &prior,
+            Target {
+                desired,
+                daemon: Some(daemon),
+                fingerprint: None,
+                files: checked
+                    .files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect(),
+                scale: opts.scale.iter().cloned().collect(),
+            },
+            events,
+        )
+    })
 }
 
 /// A plan saved with `plan --out`.
@@ -99,7 +106,8 @@ pub fn up_plan(
     }
     let lock = lock(store, &project, events)?;
     let session = Session::open(&project)?;
-    let prior = store.load(&project)?.unwrap_or_default();
+    // A saved plan's allocations are fixed: a conflict here is an error, not a retry.
+    let prior = store.read(&lock)?.state.unwrap_or_default();
     let missing = session.missing_links(&externals(&saved.desired))?;
     if !missing.is_empty() {
         return Err(ReconcileError::ExternalMissing(missing));

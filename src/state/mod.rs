@@ -1,11 +1,18 @@
 //! What the kernel cannot tell, kept in a [`Store`]: each project's allocations and the
 //! resources last applied (why an address was chosen, what a link's peer was), other projects'
 //! allocations (for IPAM), and a per-project lock. [`FileStore`] keeps them under
-//! /var/lib/netcompose; a shared store for several hosts implements the same trait.
+//! /var/lib/netcompose; [`EtcdStore`] in etcd, shared by several hosts, where every write that
+//! changes allocations is a compare-and-swap against what the writer read ([`Store::read`]).
+//! `url` parses `--store`.
 
+pub mod etcd;
 mod file;
+mod kv;
+pub mod url;
 
+pub use etcd::{EtcdError, EtcdStore};
 pub use file::FileStore;
+pub use url::StoreUrl;
 
 use crate::ipam::Allocations;
 use crate::model::Resource;
@@ -55,6 +62,18 @@ pub enum StateError {
     Locked { project: String, path: String },
     #[error("the state of project `{project}` was written under the lock of `{lock}`")]
     WrongLock { project: String, lock: String },
+    /// A compare-and-swap store: someone else changed the project or the allocations since
+    /// this writer read them; read again and allocate again.
+    #[error("the store changed since project `{project}` was read (another writer allocated)")]
+    Conflict { project: String },
+    /// A compare-and-swap store: a save under a lock that read nothing has nothing to compare.
+    #[error("project `{project}` was saved without being read under its lock first")]
+    NotRead { project: String },
+    /// Every retry lost the race to another writer.
+    #[error("gave up on project `{project}` after {tries} tries: other writers kept allocating at the same time")]
+    Contended { project: String, tries: usize },
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
 }
 
 /// Other projects' states, and those that could not be read: their subnets are unknown, so a
@@ -63,6 +82,13 @@ pub enum StateError {
 pub struct Others {
     pub states: Vec<State>,
     pub unreadable: Vec<StateError>,
+}
+
+/// The locked project's state and every other project's, read together.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub state: Option<State>,
+    pub others: Others,
 }
 
 /// Proof that a project is locked; the lock is released when this is dropped. Writes take it,
@@ -110,6 +136,65 @@ pub trait Store: Send + Sync {
     fn all(&self) -> Others;
     /// An exclusive lock on a project, held until the returned [`Lock`] is dropped.
     fn lock(&self, project: &ProjectName, wait: Wait) -> Result<Lock, StateError>;
+    /// The locked project's state and the others', as allocation needs them. A
+    /// compare-and-swap store checks the next [`Store::save`] under `lock` against this read
+    /// and fails it with [`StateError::Conflict`] if another writer came in between; the
+    /// file store's flock already excludes every other writer of the project.
+    fn read(&self, lock: &Lock) -> Result<Snapshot, StateError> {
+        Ok(Snapshot {
+            state: self.load(lock.project())?,
+            others: self.others(lock.project()),
+        })
+    }
+}
+
+/// A borrowed store is a store (the CLI hands out `&'static dyn Store`).
+impl<S: Store + ?Sized> Store for &S {
+    fn load(&self, project: &ProjectName) -> Result<Option<State>, StateError> {
+        (**self).load(project)
+    }
+    fn save(&self, lock: &Lock, state: &State) -> Result<(), StateError> {
+        (**self).save(lock, state)
+    }
+    fn remove(&self, lock: &Lock) -> Result<(), StateError> {
+        (**self).remove(lock)
+    }
+    fn others(&self, project: &ProjectName) -> Others {
+        (**self).others(project)
+    }
+    fn all(&self) -> Others {
+        (**self).all()
+    }
+    fn lock(&self, project: &ProjectName, wait: Wait) -> Result<Lock, StateError> {
+        (**self).lock(project, wait)
+    }
+    fn read(&self, lock: &Lock) -> Result<Snapshot, StateError> {
+        (**self).read(lock)
+    }
+}
+
+/// How many times an allocating run reads, allocates and saves before it gives up with
+/// [`StateError::Contended`].
+pub const CAS_TRIES: usize = 5;
+
+/// Run `attempt` (read, allocate, save) again while it fails with a conflict, at most
+/// [`CAS_TRIES`] times. `conflict` tells whether an error is [`StateError::Conflict`].
+pub fn retry_on_conflict<T, E: From<StateError>>(
+    project: &ProjectName,
+    conflict: impl Fn(&E) -> bool,
+    mut attempt: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    for _ in 0..CAS_TRIES {
+        match attempt() {
+            Err(e) if conflict(&e) => continue,
+            other => return other,
+        }
+    }
+    Err(StateError::Contended {
+        project: project.to_string(),
+        tries: CAS_TRIES,
+    }
+    .into())
 }
 
 fn check_lock(lock: &Lock, state: &State) -> Result<(), StateError> {

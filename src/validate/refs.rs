@@ -92,6 +92,21 @@ fn network_settings(net: &crate::spec::Network, diags: &mut Diagnostics) {
             });
         }
     }
+    if let Some(list) = net
+        .driver_opts
+        .get(crate::ipam::vni::VXLANID_LIST)
+        .filter(|_| driver == "overlay")
+    {
+        if let Err(item) = crate::ipam::vni::parse_list(&list.value) {
+            diags.push(ConfigError::InvalidValue {
+                what: "VXLAN id".into(),
+                value: item,
+                reason: format!("must be a number from 1 to {}", crate::ipam::vni::VNI_MAX),
+                hint: "e.g. com.docker.network.driver.overlay.vxlanid_list: \"4097\"".into(),
+                at: list.span,
+            });
+        }
+    }
     if net.driver_opts.contains_key("encrypted") && driver == "overlay" {
         diags.push(ConfigError::Invalid {
             message: "encrypted overlays need IPsec ESP, which this kernel lacks".into(),

@@ -1,0 +1,304 @@
+//! A [`Store`] on a key-value service with revisions and compare-and-swap (etcd): the key
+//! layout, the guarded writes and the lock, over a small [`Kv`] trait so that the logic is
+//! unit-tested against an in-memory KV with etcd's compare semantics.
+//!
+//! Keys (under `/netcompose/v1/`, leaving `nodes/` and the agents' keys beside `projects/`):
+//!
+//! - `projects/<p>/desired`: the state without its allocations (resources, files, scale);
+//! - `projects/<p>/allocations`: addresses, MACs, VNIs, subnets and host ports;
+//! - `projects/<p>/lock`: the project's lock, on a lease of its holder;
+//! - `alloc-epoch`: rewritten by every save that changes allocations.
+//!
+//! Why a save is safe: [`Store::read`] reads every project at one revision R. A save writes
+//! `desired` and `allocations` in one transaction, guarded by "neither key changed after R",
+//! and, when the allocations differ from those read, by "`alloc-epoch` did not change after
+//! R" while rewriting it. Two writers that allocated from the same snapshot cannot both
+//! commit: the second finds the epoch moved and gets [`StateError::Conflict`], reads again
+//! (seeing the first one's subnets, MACs and VNIs) and allocates again. A save that keeps
+//! the allocations (the end of an `up`) does not touch the epoch, so it never conflicts with
+//! other projects. The lock is not what makes allocation safe (a paused holder's lease can
+//! lapse; other projects never take it): it keeps two runs of one project from changing the
+//! kernel at once, as the file store's flock does.
+
+use super::{check_lock, Lock, Others, Snapshot, State, StateError, Store, Wait};
+use crate::ipam::Allocations;
+use crate::project_name::ProjectName;
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+const PROJECTS: &str = "/netcompose/v1/projects/";
+const EPOCH: &str = "/netcompose/v1/alloc-epoch";
+const DESIRED: &str = "desired";
+const ALLOCATIONS: &str = "allocations";
+const LOCK: &str = "lock";
+/// How often a waiting locker tries again.
+const LOCK_POLL: Duration = Duration::from_millis(200);
+
+/// One key as read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub key: String,
+    pub value: Vec<u8>,
+}
+
+/// A condition of a transaction: `key` was not modified after revision `since` (an absent
+/// key passes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unchanged {
+    pub key: String,
+    pub since: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    Put { key: String, value: Vec<u8> },
+    Delete { key: String },
+}
+
+/// What the store needs of the KV service.
+pub trait Kv: Send + Sync {
+    /// Every key under `prefix`, and the revision they were read at.
+    fn range(&self, prefix: &str) -> Result<(i64, Vec<Entry>), StateError>;
+    /// Apply `ops` atomically if every guard holds: the new revision, or None if one fails.
+    fn commit(&self, guards: &[Unchanged], ops: &[Op]) -> Result<Option<i64>, StateError>;
+    /// Create `key` for as long as the returned value lives (a lease kept alive), or the
+    /// current holder's description when it exists.
+    fn hold(&self, key: &str) -> Result<Result<Box<dyn Any + Send>, String>, StateError>;
+}
+
+/// A project's state in a [`Kv`].
+pub struct KvStore<K> {
+    kv: K,
+}
+
+/// What a lock of this store holds: the KV's hold on the lock key, and what the last read
+/// under the lock saw (the revision a save is compared with).
+struct Held {
+    _hold: Box<dyn Any + Send>,
+    seen: Mutex<Option<Seen>>,
+}
+
+#[derive(Clone)]
+struct Seen {
+    revision: i64,
+    /// The project's allocations at that revision (None: it had no state).
+    allocations: Option<Allocations>,
+}
+
+fn project_key(project: &str, leaf: &str) -> String {
+    format!("{PROJECTS}{project}/{leaf}")
+}
+
+impl<K: Kv> KvStore<K> {
+    pub(super) fn new(kv: K) -> KvStore<K> {
+        KvStore { kv }
+    }
+
+    /// Every project's state found in `entries`, by name; unreadable ones as errors.
+    fn states(entries: Vec<Entry>) -> (BTreeMap<String, State>, Vec<StateError>) {
+        let mut desired = BTreeMap::new();
+        let mut allocations = BTreeMap::new();
+        let mut errors = Vec::new();
+        for e in entries {
+            let Some(rest) = e.key.strip_prefix(PROJECTS) else {
+                continue;
+            };
+            let Some((project, leaf)) = rest.split_once('/') else {
+                continue;
+            };
+            let parsed = match leaf {
+                DESIRED => serde_json::from_slice::<State>(&e.value)
+                    .map(|s| drop(desired.insert(project.to_string(), s))),
+                ALLOCATIONS => serde_json::from_slice::<Allocations>(&e.value)
+                    .map(|a| drop(allocations.insert(project.to_string(), a))),
+                // The lock and keys of later versions hold no state.
+                _ => Ok(()),
+            };
+            if let Err(source) = parsed {
+                errors.push(StateError::Parse {
+                    path: e.key.clone(),
+                    source,
+                });
+            }
+        }
+        for (project, state) in desired.iter_mut() {
+            state.allocations = allocations.remove(project).unwrap_or_default();
+        }
+        (desired, errors)
+    }
+
+    fn held<'l>(&self, lock: &'l Lock) -> Result<&'l Held, StateError> {
+        lock.held()
+            .downcast_ref::<Held>()
+            .ok_or_else(|| StateError::WrongLock {
+                project: lock.project().to_string(),
+                lock: "another store".into(),
+            })
+    }
+}
+
+impl<K: Kv> Store for KvStore<K> {
+    fn load(&self, project: &ProjectName) -> Result<Option<State>, StateError> {
+        let (_, entries) = self.kv.range(&project_key(project.as_str(), ""))?;
+        let (mut states, mut errors) = Self::states(entries);
+        if let Some(e) = errors.pop() {
+            return Err(e);
+        }
+        Ok(states.remove(project.as_str()))
+    }
+
+    fn save(&self, lock: &Lock, state: &State) -> Result<(), StateError> {
+        check_lock(lock, state)?;
+        let held = self.held(lock)?;
+        let mut seen = held.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(last) = seen.clone() else {
+            return Err(StateError::NotRead {
+                project: state.project.clone(),
+            });
+        };
+        let project = lock.project().as_str();
+        let (desired_key, alloc_key) = (
+            project_key(project, DESIRED),
+            project_key(project, ALLOCATIONS),
+        );
+        let encode = |v: serde_json::Result<Vec<u8>>, key: &str| {
+            v.map_err(|e| StateError::Write {
+                path: key.to_string(),
+                source: std::io::Error::other(e),
+            })
+        };
+        let desired = State {
+            allocations: Allocations::default(),
+            ..state.clone()
+        };
+        let mut guards = vec![
+            Unchanged {
+                key: desired_key.clone(),
+                since: last.revision,
+            },
+            Unchanged {
+                key: alloc_key.clone(),
+                since: last.revision,
+            },
+        ];
+        let mut ops = vec![
+            Op::Put {
+                value: encode(serde_json::to_vec(&desired), &desired_key)?,
+                key: desired_key,
+            },
+            Op::Put {
+                value: encode(serde_json::to_vec(&state.allocations), &alloc_key)?,
+                key: alloc_key,
+            },
+        ];
+        if last.allocations.as_ref() != Some(&state.allocations) {
+            guards.push(Unchanged {
+                key: EPOCH.into(),
+                since: last.revision,
+            });
+            ops.push(Op::Put {
+                key: EPOCH.into(),
+                value: project.as_bytes().to_vec(),
+            });
+        }
+        match self.kv.commit(&guards, &ops)? {
+            Some(revision) => {
+                *seen = Some(Seen {
+                    revision,
+                    allocations: Some(state.allocations.clone()),
+                });
+                Ok(())
+            }
+            None => Err(StateError::Conflict {
+                project: project.to_string(),
+            }),
+        }
+    }
+
+    fn remove(&self, lock: &Lock) -> Result<(), StateError> {
+        let project = lock.project().as_str();
+        let ops = [DESIRED, ALLOCATIONS].map(|leaf| Op::Delete {
+            key: project_key(project, leaf),
+        });
+        // Freed allocations need no epoch: a writer that read them as taken only avoided them.
+        self.kv.commit(&[], &ops)?;
+        Ok(())
+    }
+
+    fn others(&self, project: &ProjectName) -> Others {
+        let mut all = self.all();
+        all.states.retain(|s| s.project != project.as_str());
+        all
+    }
+
+    fn all(&self) -> Others {
+        match self.kv.range(PROJECTS) {
+            Ok((_, entries)) => {
+                let (states, unreadable) = Self::states(entries);
+                Others {
+                    states: states.into_values().collect(),
+                    unreadable,
+                }
+            }
+            Err(e) => Others {
+                states: Vec::new(),
+                unreadable: vec![e],
+            },
+        }
+    }
+
+    fn lock(&self, project: &ProjectName, wait: Wait) -> Result<Lock, StateError> {
+        let key = project_key(project.as_str(), LOCK);
+        loop {
+            match self.kv.hold(&key)? {
+                Ok(hold) => {
+                    let held = Held {
+                        _hold: hold,
+                        seen: Mutex::new(None),
+                    };
+                    return Ok(Lock::new(project.clone(), Box::new(held)));
+                }
+                Err(holder) => match wait {
+                    Wait::No => {
+                        return Err(StateError::Locked {
+                            project: project.to_string(),
+                            path: format!("{key}, by {holder}"),
+                        })
+                    }
+                    Wait::Yes => std::thread::sleep(LOCK_POLL),
+                },
+            }
+        }
+    }
+
+    fn read(&self, lock: &Lock) -> Result<Snapshot, StateError> {
+        let held = self.held(lock)?;
+        let (revision, entries) = self.kv.range(PROJECTS)?;
+        let (mut states, unreadable) = Self::states(entries);
+        let state = states.remove(lock.project().as_str());
+        // The project's own state unreadable stops the run; another project's is reported.
+        let own = project_key(lock.project().as_str(), "");
+        let (mine, unreadable): (Vec<_>, Vec<_>) = unreadable
+            .into_iter()
+            .partition(|e| matches!(e, StateError::Parse { path, .. } if path.starts_with(&own)));
+        if let Some(e) = mine.into_iter().next() {
+            return Err(e);
+        }
+        *held.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Seen {
+            revision,
+            allocations: state.as_ref().map(|s| s.allocations.clone()),
+        });
+        Ok(Snapshot {
+            state,
+            others: Others {
+                states: states.into_values().collect(),
+                unreadable,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
