@@ -46,6 +46,15 @@ pub enum KeyType {
 }
 
 impl KeyType {
+    /// Host-order keys: the kernel does not care, but nft shows them wrongly unless the set
+    /// says so in its user data.
+    fn host_order(self) -> bool {
+        match self {
+            KeyType::Integer | KeyType::Mark => true,
+            KeyType::Ipv4Addr | KeyType::Ipv6Addr => false,
+        }
+    }
+
     fn id_len(self) -> (u32, u32) {
         match self {
             KeyType::Integer => (4, 4),
@@ -113,6 +122,11 @@ const NFTA_SET_KEY_LEN: u16 = 5;
 const NFTA_SET_DATA_TYPE: u16 = 6;
 const NFTA_SET_DATA_LEN: u16 = 7;
 const NFTA_SET_ID: u16 = 10;
+const NFTA_SET_USERDATA: u16 = 13;
+/// libnftnl's set user data TLV saying in which byte order nft shows the keys.
+const NFTNL_UDATA_SET_KEYBYTEORDER: u8 = 0;
+/// nft's `BYTEORDER_HOST_ENDIAN`.
+const BYTEORDER_HOST_ENDIAN: u32 = 1;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -277,6 +291,11 @@ impl<'t> Writer<'t> {
             }
             if let Some(id) = anonymous {
                 m.u32(NFTA_SET_ID, id);
+            }
+            if s.key.host_order() {
+                let order = BYTEORDER_HOST_ENDIAN.to_ne_bytes();
+                let udata = [&[NFTNL_UDATA_SET_KEYBYTEORDER, 4][..], &order].concat();
+                m.bytes(NFTA_SET_USERDATA, &udata);
             }
         });
         if !s.elements.is_empty() {
