@@ -8,8 +8,10 @@
 mod common;
 
 use common::{require_root, Sandbox};
-use netcompose::firewall::rule::{kernel_chains, rule_tag, Chain};
+use netcompose::firewall::compile::{backend_slots, counter, random_below};
+use netcompose::firewall::rule::{kernel_table, rule_tag, Chain, Map};
 use netcompose::kernel::nftables;
+use netcompose::kernel::nftables::expr::{Data, Expr, Reg, Verdict};
 use netcompose::kernel::{netns, NetnsDir};
 use netcompose::load::LoadOptions;
 use netcompose::model::resource::Spec;
@@ -51,8 +53,11 @@ networks:
         deny: [\"0.0.0.0/0\"]
 ";
 
-/// The firewall tables of a Compose file: (a name for the table, its chains).
-fn tables_of(file: PathBuf) -> Vec<(String, Vec<Chain>)> {
+/// A table of a Compose file: (a name for it, its chains, its maps).
+type Tables = Vec<(String, Vec<Chain>, Vec<Map>)>;
+
+/// The firewall tables of a Compose file.
+fn tables_of(file: PathBuf) -> Tables {
     let opts = LoadOptions {
         files: vec![file.clone()],
         environment: Some(Default::default()),
@@ -65,7 +70,7 @@ fn tables_of(file: PathBuf) -> Vec<(String, Vec<Chain>)> {
     expand_all(&desired.resources)
         .into_iter()
         .filter_map(|r| match r.spec {
-            Spec::Firewall(f) => Some((r.address.to_string(), f.chains)),
+            Spec::Firewall(f) => Some((r.address.to_string(), f.chains, f.maps)),
             _ => None,
         })
         .collect()
@@ -169,20 +174,35 @@ fn nft_lists_every_rule_shape_as_the_plan_prints_it() {
     ] {
         files.push(examples.join(name).join("compose.yaml"));
     }
-    let tables: Vec<(String, Vec<Chain>)> = files.into_iter().flat_map(tables_of).collect();
+    let tables: Tables = files.into_iter().flat_map(tables_of).collect();
     assert!(tables.len() > 10, "{} tables", tables.len());
 
     let sb = Sandbox::new();
     let ns = "oracle";
     sb.enter(|| netns::create(ns).unwrap());
     let mut checked = 0;
-    for (i, (address, chains)) in tables.iter().enumerate() {
+    let mut maps_checked = 0;
+    for (i, (address, chains, maps)) in tables.iter().enumerate() {
         let table = format!("t{i}");
-        let kernel = kernel_chains(chains).unwrap();
-        sb.enter(|| {
-            nftables::replace_table(&NetnsDir::system(), Some(ns), &table, &kernel, &[])
-                .unwrap_or_else(|e| panic!("{address}: {e}"))
+        let kernel = kernel_table(chains, maps).unwrap();
+        let live = sb.enter(|| {
+            let dir = NetnsDir::system();
+            nftables::replace_table(&dir, Some(ns), &table, &kernel)
+                .unwrap_or_else(|e| panic!("{address}: {e}"));
+            nftables::read::read_table(&dir, Some(ns), &table)
+                .unwrap()
+                .unwrap()
         });
+        for m in maps {
+            let got = live.sets.iter().find(|(n, _)| *n == m.name);
+            assert_eq!(
+                got.map(|(_, e)| e),
+                Some(&backend_slots(m).elements),
+                "{address}: map {} reads back",
+                m.name
+            );
+            maps_checked += 1;
+        }
         let list = |json: bool| {
             let mut args = vec!["ip", "netns", "exec", ns, "nft"];
             if json {
@@ -218,6 +238,59 @@ fn nft_lists_every_rule_shape_as_the_plan_prints_it() {
         }
     }
     assert!(checked > 50, "{checked} rules checked");
+    assert!(maps_checked > 5, "{maps_checked} maps checked");
+}
+
+/// The statements other rules are made of: a loss rule's `numgen random mod 100 < 5` and a
+/// counter, read by nft as written and the counter read back over nfnetlink.
+#[test]
+fn nft_lists_random_loss_and_counters() {
+    require_root("nft_lists_random_loss_and_counters");
+    let sb = Sandbox::new();
+    let ns = "oracle-loss";
+    let mut expr = random_below(100, 5);
+    expr.push(counter());
+    expr.push(Expr::Immediate {
+        dreg: Reg::Verdict,
+        data: Data::Verdict(Verdict::Drop),
+    });
+    let table = nftables::Table {
+        chains: vec![nftables::Chain {
+            name: "egress".into(),
+            base: Some(nftables::BaseChain {
+                chain_type: "filter".into(),
+                hook: "output".into(),
+                priority: 0,
+            }),
+            rules: vec![nftables::Rule {
+                expr,
+                tag: "nc:loss".into(),
+            }],
+        }],
+        sets: vec![],
+    };
+    let counters = sb.enter(|| {
+        let dir = NetnsDir::system();
+        netns::create(ns).unwrap();
+        nftables::replace_table(&dir, Some(ns), "t", &table).unwrap();
+        nftables::read::rule_counters(&dir, Some(ns), "t")
+            .unwrap()
+            .unwrap()
+    });
+    assert_eq!(counters.len(), 1);
+    assert_eq!(
+        (counters[0].tag.as_str(), counters[0].packets),
+        ("nc:loss", 0)
+    );
+    let text = sb.run_ok(&[
+        "ip", "netns", "exec", ns, "nft", "list", "table", "inet", "t",
+    ]);
+    let rules = listed_rules(&text);
+    assert_eq!(
+        rules.get("nc:loss").map(|r| normal(r)).as_deref(),
+        Some("numgen random mod 100 < 5 counter drop"),
+        "{text}"
+    );
 }
 
 #[test]

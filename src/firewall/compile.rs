@@ -7,7 +7,7 @@
 //! overlapping ranges are merged (the kernel refuses overlaps). Adjacent ones are kept apart,
 //! as nft keeps them, so that nft lists the addresses the plan printed.
 
-use super::rule::{Match, Rule, Verdict};
+use super::rule::{Map, Match, Rule, Verdict};
 use crate::kernel::nftables::expr::{
     CmpOp, CtKey, Data, Expr, FibKey, FibResult, MetaKey, NatFamily, NatKind, PayloadBase, Reg,
     SetRef, Verdict as KVerdict,
@@ -32,6 +32,14 @@ const RTN_LOCAL: u32 = 2;
 /// `IPS_DST_NAT`, the conntrack status bit of a destination-NATed connection.
 const IPS_DST_NAT: u32 = 1 << 5;
 const IFNAMSIZ: usize = 16;
+
+/// How many slots a VIP's map spreads connections over: `numgen random mod SLOTS` picks one,
+/// and each backend holds a range of them. With N backends each range is SLOTS/N rounded down
+/// or up, so the spread is even to 1/65536, whatever N; the rule never names N, so a scale
+/// replaces the map's N elements in one transaction and leaves chains and policies alone. (A
+/// map of exact keys `numgen random mod N` must change its rule with N; one of M fixed slots,
+/// each holding a backend, is uneven unless N divides M.)
+pub const SLOTS: u32 = 65536;
 
 /// The rule's expressions, matches first, the verdict last.
 pub fn compile(rule: &Rule) -> Result<Vec<Expr>, CompileError> {
@@ -266,6 +274,62 @@ fn matches(m: &Match, out: &mut Vec<Expr>) -> Result<(), CompileError> {
     Ok(())
 }
 
+/// A VIP's map as the kernel holds it: backend `i` of N owns the slots from `i*SLOTS/N` to
+/// the one before `(i+1)*SLOTS/N`, as a range keyed in network order (the rule turns numgen's
+/// host-order number around before the lookup, since ranges compare bytes).
+pub fn backend_slots(map: &Map) -> SetSpec {
+    let n = map.backends.len() as u64;
+    let v6 = map.backends.first().is_some_and(IpAddr::is_ipv6);
+    let bound = |i: u64| (i * u64::from(SLOTS) / n.max(1)) as u32;
+    SetSpec {
+        name: map.name.clone(),
+        key: KeyType::Mark,
+        data: Some(MapData::Value(if v6 {
+            KeyType::Ipv6Addr
+        } else {
+            KeyType::Ipv4Addr
+        })),
+        interval: true,
+        elements: map
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| Element {
+                key: bound(i as u64).to_be_bytes().to_vec(),
+                last: Some((bound(i as u64 + 1) - 1).to_be_bytes().to_vec()),
+                data: Some(Data::Value(addr_bytes(*b))),
+            })
+            .collect(),
+    }
+}
+
+/// `numgen random mod modulus < below`: true for `below` of every `modulus` packets (a loss
+/// rule's match). numgen's number is in host order; `<` compares bytes, hence the turn.
+pub fn random_below(modulus: u32, below: u32) -> Vec<Expr> {
+    vec![
+        Expr::NumgenRandom {
+            modulus,
+            offset: 0,
+            dreg: Reg::R1,
+        },
+        Expr::Hton {
+            sreg: Reg::R1,
+            dreg: Reg::R1,
+            len: 4,
+            size: 4,
+        },
+        cmp(CmpOp::Lt, below.to_be_bytes().to_vec()),
+    ]
+}
+
+/// A `counter` statement (its figures start at zero).
+pub fn counter() -> Expr {
+    Expr::Counter {
+        packets: 0,
+        bytes: 0,
+    }
+}
+
 fn verdict(v: &Verdict, out: &mut Vec<Expr>) {
     let immediate = |v: KVerdict| Expr::Immediate {
         dreg: Reg::Verdict,
@@ -318,6 +382,35 @@ fn verdict(v: &Verdict, out: &mut Vec<Expr>) {
                 family: if v6 { NatFamily::Ipv6 } else { NatFamily::Ipv4 },
                 addr: Some(Reg::R1),
                 proto: port.map(|_| Reg::R2),
+            });
+        }
+        Verdict::DnatMap { map, ipv6 } => {
+            out.push(Expr::NumgenRandom {
+                modulus: SLOTS,
+                offset: 0,
+                dreg: Reg::R1,
+            });
+            out.push(Expr::Hton {
+                sreg: Reg::R1,
+                dreg: Reg::R1,
+                len: 4,
+                size: 4,
+            });
+            out.push(Expr::Lookup {
+                sreg: Reg::R1,
+                dreg: Some(Reg::R1),
+                set: SetRef::Named(map.clone()),
+                invert: false,
+            });
+            out.push(Expr::Nat {
+                kind: NatKind::Dnat,
+                family: if *ipv6 {
+                    NatFamily::Ipv6
+                } else {
+                    NatFamily::Ipv4
+                },
+                addr: Some(Reg::R1),
+                proto: None,
             });
         }
         Verdict::VipMap(entries) => {
@@ -383,6 +476,29 @@ mod tests {
         assert_eq!(e[1], cmp(CmpOp::Eq, vec![NFPROTO_IPV4]));
         assert!(matches!(e[3], Expr::Bitwise { .. }));
         assert_eq!(e[4], cmp(CmpOp::Eq, vec![10, 0, 0, 0]));
+    }
+
+    #[test]
+    fn backends_share_the_slots_evenly() {
+        let backends: Vec<IpAddr> = ["10.0.0.2", "10.0.0.3", "10.0.0.4"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let spec = backend_slots(&Map {
+            name: "vip_web_front".into(),
+            backends,
+        });
+        let sizes: Vec<u32> = spec
+            .elements
+            .iter()
+            .map(|e| {
+                let n = |b: &[u8]| u32::from_be_bytes(b.try_into().unwrap());
+                n(e.last.as_ref().unwrap()) - n(&e.key) + 1
+            })
+            .collect();
+        assert_eq!(sizes, [21845, 21845, 21846]);
+        assert_eq!(sizes.iter().sum::<u32>(), SLOTS);
+        assert_eq!(spec.elements[0].key, vec![0, 0, 0, 0]);
     }
 
     #[test]

@@ -32,6 +32,13 @@ pub struct Rule {
     pub tag: String,
 }
 
+/// A table's contents: its chains and its named sets and maps.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Table {
+    pub chains: Vec<Chain>,
+    pub sets: Vec<SetSpec>,
+}
+
 /// The type of a set's keys or a map's values: nft's datatype (which only nft's display
 /// reads) and the length in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,7 +237,7 @@ impl<'t> Writer<'t> {
                 } => {
                     let id = self.next_set_id;
                     self.next_set_id += 1;
-                    self.add_set_as(s, ANONYMOUS_NAME, Some(id));
+                    self.add_set_as(s, ANONYMOUS_NAME, id, true);
                     Some((ANONYMOUS_NAME.to_string(), Some(id)))
                 }
                 _ => None,
@@ -257,13 +264,17 @@ impl<'t> Writer<'t> {
 
     /// Create a named set or map with its elements.
     pub fn add_set(&mut self, s: &SetSpec) {
-        self.add_set_as(s, &s.name, None);
+        let id = self.next_set_id;
+        self.next_set_id += 1;
+        self.add_set_as(s, &s.name, id, false);
     }
 
-    fn add_set_as(&mut self, s: &SetSpec, name: &str, anonymous: Option<u32>) {
+    /// A set is created with a transaction id (the kernel refuses one without), by which an
+    /// anonymous one is found again in the same batch.
+    fn add_set_as(&mut self, s: &SetSpec, name: &str, id: u32, anonymous: bool) {
         let t = self.table;
         let mut flags = 0;
-        if anonymous.is_some() {
+        if anonymous {
             flags |= NFT_SET_ANONYMOUS | NFT_SET_CONSTANT;
         }
         if s.interval {
@@ -289,9 +300,7 @@ impl<'t> Writer<'t> {
                 }
                 None => {}
             }
-            if let Some(id) = anonymous {
-                m.u32(NFTA_SET_ID, id);
-            }
+            m.u32(NFTA_SET_ID, id);
             if s.key.host_order() {
                 let order = BYTEORDER_HOST_ENDIAN.to_ne_bytes();
                 let udata = [&[NFTNL_UDATA_SET_KEYBYTEORDER, 4][..], &order].concat();
@@ -299,13 +308,8 @@ impl<'t> Writer<'t> {
             }
         });
         if !s.elements.is_empty() {
-            self.elements(
-                MsgType::NewSetElem,
-                name,
-                anonymous,
-                s.interval,
-                &s.elements,
-            );
+            let by_id = anonymous.then_some(id);
+            self.elements(MsgType::NewSetElem, name, by_id, s.interval, &s.elements);
         }
     }
 
