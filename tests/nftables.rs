@@ -8,7 +8,9 @@ mod common;
 use common::{require_root, Sandbox};
 use netcompose::kernel::nftables::expr::{Data, Expr, Reg, Verdict};
 use netcompose::kernel::nftables::read as nfnl;
-use netcompose::kernel::nftables::{self as nft, BaseChain, Chain, Rule};
+use netcompose::kernel::nftables::{
+    self as nft, BaseChain, Chain, Element, KeyType, MapData, Rule, SetSpec, Table,
+};
 use netcompose::kernel::{netns, ErrorKind, NetnsDir};
 
 fn rule(tag: &str) -> Rule {
@@ -24,6 +26,13 @@ fn rule(tag: &str) -> Rule {
             },
         ],
         tag: tag.into(),
+    }
+}
+
+fn table(input: &[&str]) -> Table {
+    Table {
+        chains: chains(input),
+        sets: vec![],
     }
 }
 
@@ -66,7 +75,7 @@ fn tables_load_read_back_and_delete_over_nfnetlink() {
         netns::create("kt-nft").unwrap();
         assert_eq!(nfnl::table_tags(&dir, ns, "t").unwrap(), None);
 
-        nft::replace_table(&dir, ns, "t", &chains(&["nc:a1"]), &[]).unwrap();
+        nft::replace_table(&dir, ns, "t", &table(&["nc:a1"])).unwrap();
         assert_eq!(
             nfnl::table_tags(&dir, ns, "t").unwrap(),
             Some(tags(&["nc:a1"]))
@@ -75,8 +84,8 @@ fn tables_load_read_back_and_delete_over_nfnetlink() {
             &dir,
             ns,
             "t",
-            (&chains(&["nc:a1"]), &[]),
-            (&chains(&["nc:a1", "nc:b2"]), &[]),
+            &table(&["nc:a1"]),
+            &table(&["nc:a1", "nc:b2"]),
         )
         .unwrap();
         assert_eq!(
@@ -93,9 +102,67 @@ fn tables_load_read_back_and_delete_over_nfnetlink() {
 
         let e = nfnl::delete_table(&dir, Some("kt-missing"), "t").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
-        let mut bad = chains(&[]);
-        bad[0].base.as_mut().unwrap().hook = "sideways".into();
-        let e = nft::replace_table(&dir, ns, "t", &bad, &[]).unwrap_err();
+        let mut bad = table(&[]);
+        bad.chains[0].base.as_mut().unwrap().hook = "sideways".into();
+        let e = nft::replace_table(&dir, ns, "t", &bad).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
+    });
+}
+
+/// A map of ranges (a VIP's slots) with the given backends' last octets.
+fn slots(backends: &[u8]) -> SetSpec {
+    let n = backends.len() as u32;
+    SetSpec {
+        name: "vip_web_front".into(),
+        key: KeyType::Mark,
+        data: Some(MapData::Value(KeyType::Ipv4Addr)),
+        interval: true,
+        elements: backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let i = i as u32;
+                Element {
+                    key: (i * 65536 / n).to_be_bytes().to_vec(),
+                    last: Some(((i + 1) * 65536 / n - 1).to_be_bytes().to_vec()),
+                    data: Some(Data::Value(vec![10, 0, 0, *b])),
+                }
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn a_map_changes_element_by_element_and_reads_back() {
+    require_root("a_map_changes_element_by_element_and_reads_back");
+    let sb = Sandbox::new();
+    sb.enter(|| {
+        let dir = NetnsDir::system();
+        let ns = Some("kt-map");
+        netns::create("kt-map").unwrap();
+        let with = |backends: &[u8]| Table {
+            chains: chains(&["nc:a1"]),
+            sets: vec![slots(backends)],
+        };
+        nft::replace_table(&dir, ns, "t", &with(&[2, 3])).unwrap();
+        let live = nfnl::read_table(&dir, ns, "t").unwrap().unwrap();
+        assert_eq!(
+            live.sets,
+            vec![("vip_web_front".into(), slots(&[2, 3]).elements)]
+        );
+        // A scale: the elements move, the chains stay.
+        nft::update_table(&dir, ns, "t", &with(&[2, 3]), &with(&[2, 3, 4])).unwrap();
+        let live = nfnl::read_table(&dir, ns, "t").unwrap().unwrap();
+        assert_eq!(
+            live.sets,
+            vec![("vip_web_front".into(), slots(&[2, 3, 4]).elements)]
+        );
+        assert_eq!(live.chains, tags(&["nc:a1"]));
+        nft::update_table(&dir, ns, "t", &with(&[2, 3, 4]), &with(&[4])).unwrap();
+        let live = nfnl::read_table(&dir, ns, "t").unwrap().unwrap();
+        assert_eq!(
+            live.sets,
+            vec![("vip_web_front".into(), slots(&[4]).elements)]
+        );
     });
 }

@@ -126,7 +126,12 @@ fn detailed_exitcode_and_against() {
     assert!(text.contains("+ ci-web-3 = 172.16."), "{text}");
     assert!(text.contains("unchanged elements hidden)"), "{text}");
     assert!(!text.contains("ci-web-1 = "), "{text}");
-    assert!(text.contains("      chain vip_web_default\n"), "{text}");
+    // The host's way to the VIP: one more element in its map, its chain untouched.
+    assert!(
+        text.contains("      ~ vip.web.default: + 172.16.0.7\n"),
+        "{text}"
+    );
+    assert!(!text.contains("chain vip_web_default"), "{text}");
     assert!(
         !text.contains("service.db[1].link"),
         "db must not be renumbered: {text}"

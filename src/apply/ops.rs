@@ -3,7 +3,7 @@
 //! over or rebuilt, one that is not ours is never touched and the apply stops.
 
 use super::ApplyError;
-use crate::firewall::rule::kernel_chains;
+use crate::firewall::rule::kernel_table;
 use crate::ipam::mac::parse_mac;
 use crate::kernel::machine::{Links, NetnsInit, NewMacvlan, NewVeth};
 use crate::kernel::netlink::{Link as KLink, MacvlanMode, LOOPBACK_INDEX};
@@ -575,20 +575,18 @@ async fn load_firewall<M: Machine>(
             .await
             .map_err(kernel_err(a))?;
     }
-    let compiled = |chains| {
-        kernel_chains(chains).map_err(|e| ApplyError::Internal {
+    let compiled = |fw: &Firewall| {
+        kernel_table(&fw.chains, &fw.maps).map_err(|e| ApplyError::Internal {
             address: a.to_string(),
             message: e.to_string(),
         })
     };
-    let chains = compiled(&f.chains)?;
-    // A table holding rules we did not write is reloaded whole; else only changed chains.
+    let contents = compiled(f)?;
+    // A table holding rules we did not write is reloaded whole; else only changed chains and
+    // map elements.
     match old.filter(|o| o.foreign_rules.is_empty()) {
-        Some(o) => {
-            k.update_table(ns, &f.table, &compiled(&o.chains)?, &chains)
-                .await
-        }
-        None => k.replace_table(ns, &f.table, &chains).await,
+        Some(o) => k.update_table(ns, &f.table, &compiled(o)?, &contents).await,
+        None => k.replace_table(ns, &f.table, &contents).await,
     }
     .map_err(kernel_err(a))
 }

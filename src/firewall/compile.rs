@@ -4,9 +4,10 @@
 //!
 //! Address matches in an inet table start with `meta nfproto` (nft's implicit dependency), so
 //! that an IPv4 match never reads an IPv6 header; sets of networks are interval sets whose
-//! overlapping or adjacent ranges are merged (the kernel refuses overlaps).
+//! overlapping ranges are merged (the kernel refuses overlaps). Adjacent ones are kept apart,
+//! as nft keeps them, so that nft lists the addresses the plan printed.
 
-use super::rule::{Match, Rule, Verdict};
+use super::rule::{Map, Match, Rule, Verdict};
 use crate::kernel::nftables::expr::{
     CmpOp, CtKey, Data, Expr, FibKey, FibResult, MetaKey, NatFamily, NatKind, PayloadBase, Reg,
     SetRef, Verdict as KVerdict,
@@ -31,6 +32,14 @@ const RTN_LOCAL: u32 = 2;
 /// `IPS_DST_NAT`, the conntrack status bit of a destination-NATed connection.
 const IPS_DST_NAT: u32 = 1 << 5;
 const IFNAMSIZ: usize = 16;
+
+/// How many slots a VIP's map spreads connections over: `numgen random mod SLOTS` picks one,
+/// and each backend holds a range of them. With N backends each range is SLOTS/N rounded down
+/// or up, so the spread is even to 1/65536, whatever N; the rule never names N, so a scale
+/// replaces the map's N elements in one transaction and leaves chains and policies alone. (A
+/// map of exact keys `numgen random mod N` must change its rule with N; one of M fixed slots,
+/// each holding a backend, is uneven unless N divides M.)
+pub const SLOTS: u32 = 65536;
 
 /// The rule's expressions, matches first, the verdict last.
 pub fn compile(rule: &Rule) -> Result<Vec<Expr>, CompileError> {
@@ -120,10 +129,7 @@ pub fn network_elements(set: &[IpNetwork]) -> Vec<Element> {
     let mut merged: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     for (first, last) in ranges {
         match merged.last_mut() {
-            Some((_, prev_last))
-                if crate::kernel::nftables::table::successor(prev_last)
-                    .is_none_or(|next| next >= first) =>
-            {
+            Some((_, prev_last)) if *prev_last >= first => {
                 if last > *prev_last {
                     *prev_last = last;
                 }
@@ -264,24 +270,65 @@ fn matches(m: &Match, out: &mut Vec<Expr>) -> Result<(), CompileError> {
             ct_bits(CtKey::State, mask, out);
         }
         Match::CtDnat => ct_bits(CtKey::Status, IPS_DST_NAT, out),
-        // cmp orders its operands as memcmp does, so numgen's host-order integer is turned
-        // into network order first (what nft itself emits for `numgen ... < N`).
-        Match::Chance(p) => {
-            out.push(Expr::NumgenRandom {
-                modulus: 100,
-                offset: 0,
-                dreg: Reg::R1,
-            });
-            out.push(Expr::Hton {
-                sreg: Reg::R1,
-                dreg: Reg::R1,
-                len: 4,
-                size: 4,
-            });
-            out.push(cmp(CmpOp::Lt, u32::from(*p).to_be_bytes().to_vec()));
-        }
+        Match::Chance(p) => out.extend(random_below(100, u32::from(*p))),
     }
     Ok(())
+}
+
+/// A VIP's map as the kernel holds it: backend `i` of N owns the slots from `i*SLOTS/N` to
+/// the one before `(i+1)*SLOTS/N`, as a range keyed in network order (the rule turns numgen's
+/// host-order number around before the lookup, since ranges compare bytes).
+pub fn backend_slots(map: &Map) -> SetSpec {
+    let n = map.backends.len() as u64;
+    let v6 = map.backends.first().is_some_and(IpAddr::is_ipv6);
+    let bound = |i: u64| (i * u64::from(SLOTS) / n.max(1)) as u32;
+    SetSpec {
+        name: map.name.clone(),
+        key: KeyType::Mark,
+        data: Some(MapData::Value(if v6 {
+            KeyType::Ipv6Addr
+        } else {
+            KeyType::Ipv4Addr
+        })),
+        interval: true,
+        elements: map
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| Element {
+                key: bound(i as u64).to_be_bytes().to_vec(),
+                last: Some((bound(i as u64 + 1) - 1).to_be_bytes().to_vec()),
+                data: Some(Data::Value(addr_bytes(*b))),
+            })
+            .collect(),
+    }
+}
+
+/// `numgen random mod modulus < below`: true for `below` of every `modulus` packets (a loss
+/// rule's match). numgen's number is in host order; `<` compares bytes, hence the turn.
+pub fn random_below(modulus: u32, below: u32) -> Vec<Expr> {
+    vec![
+        Expr::NumgenRandom {
+            modulus,
+            offset: 0,
+            dreg: Reg::R1,
+        },
+        Expr::Hton {
+            sreg: Reg::R1,
+            dreg: Reg::R1,
+            len: 4,
+            size: 4,
+        },
+        cmp(CmpOp::Lt, below.to_be_bytes().to_vec()),
+    ]
+}
+
+/// A `counter` statement (its figures start at zero).
+pub fn counter() -> Expr {
+    Expr::Counter {
+        packets: 0,
+        bytes: 0,
+    }
 }
 
 fn verdict(v: &Verdict, out: &mut Vec<Expr>) {
@@ -293,10 +340,7 @@ fn verdict(v: &Verdict, out: &mut Vec<Expr>) {
         Verdict::Accept => out.push(immediate(KVerdict::Accept)),
         Verdict::Drop => out.push(immediate(KVerdict::Drop)),
         Verdict::CountDrop => {
-            out.push(Expr::Counter {
-                packets: 0,
-                bytes: 0,
-            });
+            out.push(counter());
             out.push(immediate(KVerdict::Drop));
         }
         Verdict::Goto(c) => out.push(immediate(KVerdict::Goto(c.clone()))),
@@ -345,6 +389,35 @@ fn verdict(v: &Verdict, out: &mut Vec<Expr>) {
                 proto: port.map(|_| Reg::R2),
             });
         }
+        Verdict::DnatMap { map, ipv6 } => {
+            out.push(Expr::NumgenRandom {
+                modulus: SLOTS,
+                offset: 0,
+                dreg: Reg::R1,
+            });
+            out.push(Expr::Hton {
+                sreg: Reg::R1,
+                dreg: Reg::R1,
+                len: 4,
+                size: 4,
+            });
+            out.push(Expr::Lookup {
+                sreg: Reg::R1,
+                dreg: Some(Reg::R1),
+                set: SetRef::Named(map.clone()),
+                invert: false,
+            });
+            out.push(Expr::Nat {
+                kind: NatKind::Dnat,
+                family: if *ipv6 {
+                    NatFamily::Ipv6
+                } else {
+                    NatFamily::Ipv4
+                },
+                addr: Some(Reg::R1),
+                proto: None,
+            });
+        }
         Verdict::VipMap(entries) => {
             let v4 = entries.first().is_none_or(|(ip, _)| ip.is_ipv4());
             load_addr(v4, false, out);
@@ -387,10 +460,14 @@ mod tests {
             .map(|n| n.parse().unwrap())
             .collect();
         let e = network_elements(&nets);
-        assert_eq!(e.len(), 2);
+        assert_eq!(
+            e.len(),
+            3,
+            "the /32 inside the /24 is merged, adjacent ranges are not"
+        );
         assert_eq!(e[0].key, vec![10, 0, 0, 0]);
-        assert_eq!(e[0].last, Some(vec![10, 0, 1, 255]));
-        assert_eq!(e[1].last, Some(vec![10, 0, 3, 1]));
+        assert_eq!(e[0].last, Some(vec![10, 0, 0, 255]));
+        assert_eq!(e[2].last, Some(vec![10, 0, 3, 1]));
         let all = network_elements(&["0.0.0.0/0".parse().unwrap()]);
         assert_eq!(all[0].last, Some(vec![255; 4]));
         let v6 = network_elements(&["fd00::/64".parse().unwrap()]);
@@ -404,6 +481,29 @@ mod tests {
         assert_eq!(e[1], cmp(CmpOp::Eq, vec![NFPROTO_IPV4]));
         assert!(matches!(e[3], Expr::Bitwise { .. }));
         assert_eq!(e[4], cmp(CmpOp::Eq, vec![10, 0, 0, 0]));
+    }
+
+    #[test]
+    fn backends_share_the_slots_evenly() {
+        let backends: Vec<IpAddr> = ["10.0.0.2", "10.0.0.3", "10.0.0.4"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let spec = backend_slots(&Map {
+            name: "vip_web_front".into(),
+            backends,
+        });
+        let sizes: Vec<u32> = spec
+            .elements
+            .iter()
+            .map(|e| {
+                let n = |b: &[u8]| u32::from_be_bytes(b.try_into().unwrap());
+                n(e.last.as_ref().unwrap()) - n(&e.key) + 1
+            })
+            .collect();
+        assert_eq!(sizes, [21845, 21845, 21846]);
+        assert_eq!(sizes.iter().sum::<u32>(), SLOTS);
+        assert_eq!(spec.elements[0].key, vec![0, 0, 0, 0]);
     }
 
     #[test]

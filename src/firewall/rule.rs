@@ -1,7 +1,7 @@
 //! A small nftables rule builder: rules read as nft rules in plans (`Display`) and become
 //! nf_tables expressions for the kernel ([`super::compile`]), from one description.
 
-use super::compile::{compile, CompileError};
+use super::compile::{backend_slots, compile, CompileError};
 use crate::kernel::nftables;
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
@@ -57,6 +57,21 @@ pub enum Verdict {
     /// `ip daddr vmap { VIP : goto CHAIN, ... }` (`ip6` for IPv6 VIPs): one lookup dispatches
     /// every VIP of a family. The entries are all of one family.
     VipMap(Vec<(IpAddr, String)>),
+    /// Spread new connections over the backends in the named [`Map`] of the table
+    /// (`numgen random mod 65536` looked up in its slots), keeping the destination port.
+    DnatMap {
+        map: String,
+        ipv6: bool,
+    },
+}
+
+/// A named map of a table: a VIP's backends of one family. The kernel holds it as slots of
+/// `numgen random mod 65536` ([`super::compile::backend_slots`]), so that a scale changes its
+/// elements and never the rule that looks in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Map {
+    pub name: String,
+    pub backends: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -271,6 +286,14 @@ impl fmt::Display for Verdict {
                     None => Ok(()),
                 }
             }
+            Verdict::DnatMap { map, ipv6 } => {
+                let fam = if *ipv6 { "ip6" } else { "ip" };
+                write!(
+                    f,
+                    "dnat {fam} to numgen random mod {} map @{map}",
+                    super::compile::SLOTS
+                )
+            }
             Verdict::VipMap(entries) => {
                 let map: Vec<String> = entries
                     .iter()
@@ -309,6 +332,14 @@ pub fn rule_tag(rule: &Rule) -> String {
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
     )
+}
+
+/// A table as the kernel layer loads it: its chains ([`kernel_chains`]) and its maps.
+pub fn kernel_table(chains: &[Chain], maps: &[Map]) -> Result<nftables::Table, CompileError> {
+    Ok(nftables::Table {
+        chains: kernel_chains(chains)?,
+        sets: maps.iter().map(backend_slots).collect(),
+    })
 }
 
 /// The chains as the kernel layer loads them: each rule's expressions, each rule tagged.

@@ -13,7 +13,7 @@
 //! thread; what blocks (a thread inside a namespace, a file, a process) runs off the runtime.
 
 use super::netlink::{Link, MacvlanMode, Route};
-use super::nftables::ChainTags;
+use super::nftables::LiveTable;
 use super::KernelError;
 use ipnetwork::IpNetwork;
 use std::future::Future;
@@ -21,8 +21,8 @@ use std::net::IpAddr;
 
 /// What tc holds on a link.
 pub use super::netlink::tc::{HtbClass, HtbShape, NetemShape, Qdisc, QdiscKind, Shaper, TreeState};
-/// The chain type the nftables layer loads.
-pub use super::nftables::Chain;
+/// The table contents the nftables layer loads.
+pub use super::nftables::Table;
 
 type Res<T> = Result<T, KernelError>;
 
@@ -143,29 +143,31 @@ pub trait Namespaces: Send + Sync {
 
 /// nftables tables of family inet, in a namespace (`None`: the host).
 pub trait Firewall: Send + Sync {
-    /// Replace the table with `chains` in one transaction (created if missing).
+    /// Replace the table with `contents` in one transaction (created if missing).
     fn replace_table(
         &self,
         ns: Option<&str>,
         table: &str,
-        chains: &[Chain],
+        contents: &Table,
     ) -> impl Future<Output = Res<()>> + Send;
-    /// Turn the live table from `old` into `new` chain by chain, in one transaction.
+    /// Turn the live table from `old` into `new` in one transaction: chain by chain, and a
+    /// map element by element.
     fn update_table(
         &self,
         ns: Option<&str>,
         table: &str,
-        old: &[Chain],
-        new: &[Chain],
+        old: &Table,
+        new: &Table,
     ) -> impl Future<Output = Res<()>> + Send;
     /// Delete the table; nothing to do when it does not exist.
     fn delete_table(&self, ns: Option<&str>, table: &str) -> impl Future<Output = Res<()>> + Send;
-    /// Each chain with the tags of its rules in order; None when the table does not exist.
-    fn table_tags(
+    /// Each chain with the tags of its rules in order, and the named maps with their
+    /// elements; None when the table does not exist.
+    fn read_table(
         &self,
         ns: Option<&str>,
         table: &str,
-    ) -> impl Future<Output = Res<Option<ChainTags>>> + Send;
+    ) -> impl Future<Output = Res<Option<LiveTable>>> + Send;
 }
 
 /// `net.*` sysctls of a namespace (`None`: the host).

@@ -4,12 +4,12 @@
 //! runs on tokio's blocking pool, so that many namespaces are worked on at once.
 
 use super::machine::{
-    Chain, Firewall, HtbClass, Links, Machine, Namespaces, NetnsInit, NewMacvlan, NewVeth, Qdisc,
-    ReplicaFiles, Sysctls, TrafficControl,
+    Firewall, HtbClass, Links, Machine, Namespaces, NetnsInit, NewMacvlan, NewVeth, Qdisc,
+    ReplicaFiles, Sysctls, Table, TrafficControl,
 };
 use super::netlink::{Link, MacvlanSpec, Netlink, Route, VethSpec, LOOPBACK_INDEX};
 use super::netns::{NetnsDir, ETC_NETNS};
-use super::nftables::{self, read, ChainTags};
+use super::nftables::{self, read, LiveTable};
 use super::{sysctl, Ctx, KernelError};
 use ipnetwork::IpNetwork;
 use std::collections::HashMap;
@@ -309,15 +309,15 @@ impl Namespaces for System {
 }
 
 impl Firewall for System {
-    async fn replace_table(&self, ns: Option<&str>, table: &str, chains: &[Chain]) -> Res<()> {
-        let (dir, ns, table, chains) = (
+    async fn replace_table(&self, ns: Option<&str>, table: &str, contents: &Table) -> Res<()> {
+        let (dir, ns, table, contents) = (
             self.dir.clone(),
             ns.map(str::to_string),
             table.to_string(),
-            chains.to_vec(),
+            contents.clone(),
         );
         blocking(Ctx::new("load rules", &table, ns.as_deref()), move || {
-            nftables::replace_table(&dir, ns.as_deref(), &table, &chains, &[])
+            nftables::replace_table(&dir, ns.as_deref(), &table, &contents)
         })
         .await
     }
@@ -326,18 +326,18 @@ impl Firewall for System {
         &self,
         ns: Option<&str>,
         table: &str,
-        old: &[Chain],
-        new: &[Chain],
+        old: &Table,
+        new: &Table,
     ) -> Res<()> {
         let (dir, ns, table, old, new) = (
             self.dir.clone(),
             ns.map(str::to_string),
             table.to_string(),
-            old.to_vec(),
-            new.to_vec(),
+            old.clone(),
+            new.clone(),
         );
         blocking(Ctx::new("update rules", &table, ns.as_deref()), move || {
-            nftables::update_table(&dir, ns.as_deref(), &table, (&old, &[]), (&new, &[]))
+            nftables::update_table(&dir, ns.as_deref(), &table, &old, &new)
         })
         .await
     }
@@ -350,10 +350,10 @@ impl Firewall for System {
         .await
     }
 
-    async fn table_tags(&self, ns: Option<&str>, table: &str) -> Res<Option<ChainTags>> {
+    async fn read_table(&self, ns: Option<&str>, table: &str) -> Res<Option<LiveTable>> {
         let (dir, ns, table) = (self.dir.clone(), ns.map(str::to_string), table.to_string());
         blocking(Ctx::new("list table", &table, ns.as_deref()), move || {
-            read::table_tags(&dir, ns.as_deref(), &table)
+            read::read_table(&dir, ns.as_deref(), &table)
         })
         .await
     }

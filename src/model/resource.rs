@@ -409,6 +409,9 @@ pub struct Firewall {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub vip_digest: String,
     pub chains: Vec<crate::firewall::rule::Chain>,
+    /// Named maps: each VIP's backends (the host table; replica tables get theirs expanded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub maps: Vec<crate::firewall::rule::Map>,
     /// Tags of rules found in the live table that netcompose did not write (observe only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub foreign_rules: Vec<String>,

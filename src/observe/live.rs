@@ -4,11 +4,13 @@
 //! is found from the kernel alone, even without the state file. What the kernel cannot tell
 //! (a bridge's network key, a VIP) is filled in from the state, else from the desired state.
 
+use crate::firewall::compile::backend_slots;
 use crate::firewall::host_table;
-use crate::firewall::rule::rule_tag;
+use crate::firewall::rule::{rule_tag, Map};
 use crate::ipam::mac::format_mac;
 use crate::kernel::machine::Links;
 use crate::kernel::netlink::{Link as KLink, LinkKind, LOOPBACK_INDEX};
+use crate::kernel::nftables::Element;
 use crate::kernel::{Kernel, KernelError, Machine};
 use crate::model::names::parse_mark;
 use crate::model::resource::{self as r, Resource, ResourceId, RouteFamily, Spec};
@@ -480,6 +482,16 @@ async fn files<M: Machine>(
     }))
 }
 
+/// Whether each map holds, live, exactly the elements netcompose writes for it.
+fn maps_intact(maps: &[Map], live: &[(String, Vec<Element>)]) -> bool {
+    maps.iter().all(|m| {
+        let want = backend_slots(m).elements;
+        live.iter()
+            .find(|(n, _)| *n == m.name)
+            .is_some_and(|(_, got)| got.len() == want.len() && want.iter().all(|e| got.contains(e)))
+    })
+}
+
 /// A table of the project: the known rules whose tags are present, in order, and the tags of
 /// rules netcompose did not write, so that any change made outside shows as a difference.
 async fn table<M: Machine>(
@@ -489,9 +501,10 @@ async fn table<M: Machine>(
     address: &ResourceId,
     name: &str,
 ) -> Result<Option<Resource>, KernelError> {
-    let Some(tags) = k.table_tags(ns, name).await? else {
+    let Some(live) = k.read_table(ns, name).await? else {
         return Ok(None);
     };
+    let tags = &live.chains;
     let template = match t.get(address).map(|r| &r.spec) {
         Some(Spec::Firewall(f)) => Some(f.clone()),
         _ => None,
@@ -503,10 +516,11 @@ async fn table<M: Machine>(
         vip_networks: vec![],
         vip_digest: String::new(),
         chains: vec![],
+        maps: vec![],
         foreign_rules: vec![],
     });
-    // What the table should hold, VIP chains included, as the last apply wrote it.
-    let expected = expand(&fw, &t.vips);
+    // What the table should hold, VIP chains and maps included, as the last apply wrote it.
+    let (expected, vip_maps) = expand(&fw, &t.vips);
     let tag_sets: Vec<(&str, Vec<String>)> = expected
         .iter()
         .map(|c| (c.name.as_str(), c.rules.iter().map(rule_tag).collect()))
@@ -529,8 +543,13 @@ async fn table<M: Machine>(
         .iter()
         .filter(|(n, _)| !own.iter().any(|o| o == n))
         .all(|(n, want)| &live_of(n) == want);
-    if !vip_intact {
+    if !vip_intact || !maps_intact(&vip_maps, &live.sets) {
         fw.vip_digest = String::new();
+    }
+    // The host table spells its maps out: one changed outside makes it reloaded whole.
+    if !maps_intact(&fw.maps, &live.sets) {
+        fw.foreign_rules
+            .push("vip maps changed outside netcompose".into());
     }
     for chain in fw.chains.iter_mut() {
         let live = live_of(&chain.name);

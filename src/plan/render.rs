@@ -1,11 +1,13 @@
 //! The human form of a plan: one block per changed resource with the familiar symbols
 //! (`+` create, `~` update, `-/+` replace, `-` destroy), every attribute that matters, and the
 //! summary line. Creates and deletes show every attribute; updates and replacements show only
-//! what changes, element by element (collections.rs; a rule's sets in rules.rs), with a count of
-//! what is hidden; replicas changed alike are one block (alike.rs). Colour only on a terminal.
+//! what changes, element by element (collections.rs; a rule's sets in rules.rs; a VIP's map in
+//! maps.rs), with a count of what is hidden; replicas changed alike are one block (alike.rs).
+//! Colour only on a terminal.
 
 mod alike;
 mod collections;
+mod maps;
 mod rules;
 
 use super::{Change, Plan};
@@ -147,6 +149,8 @@ fn body(c: &Change, st: &Style) -> String {
         for (key, value) in shown.iter().filter(|(k, _)| *k != "kind") {
             if key == "chains" {
                 chains(out, None, value, st);
+            } else if key == "maps" {
+                maps::maps(out, None, Some(value), st);
             } else {
                 let _ = writeln!(out, "      {key:<14} {}", multiline(value));
             }
@@ -161,6 +165,8 @@ fn body(c: &Change, st: &Style) -> String {
             unchanged += 1;
         } else if key == "chains" {
             chains(out, old, value, st);
+        } else if key == "maps" {
+            maps::maps(out, old, Some(value), st);
         } else {
             collections::attribute(out, key, old, Some(value), st);
         }

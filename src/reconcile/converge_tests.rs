@@ -131,6 +131,7 @@ async fn drift_is_observed_and_repaired() {
         w.link_named(None, &b.name).unwrap().addresses.clear();
         let chains = w.host.tables.get_mut("netcompose-t").unwrap();
         let chain = chains
+            .chains
             .iter_mut()
             .find(|(_, tags)| !tags.is_empty())
             .unwrap();

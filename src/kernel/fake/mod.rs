@@ -10,9 +10,9 @@ mod links;
 pub use links::FakeNet;
 mod tc;
 
-use super::machine::{Chain, Firewall, Machine, Namespaces, NetnsInit, ReplicaFiles, Sysctls};
+use super::machine::{Firewall, Machine, Namespaces, NetnsInit, ReplicaFiles, Sysctls, Table};
 use super::netlink::{Link, LinkKind, Route, LOOPBACK_INDEX};
-use super::nftables::ChainTags;
+use super::nftables::{ChainTags, LiveTable};
 use super::{Ctx, KernelError};
 use ipnetwork::IpNetwork;
 use nix::errno::Errno;
@@ -26,7 +26,7 @@ type Res<T> = Result<T, KernelError>;
 pub struct Space {
     pub links: BTreeMap<u32, FakeLink>,
     pub routes: Vec<Route>,
-    pub tables: BTreeMap<String, ChainTags>,
+    pub tables: BTreeMap<String, LiveTable>,
     /// By dotted key.
     pub sysctls: BTreeMap<String, String>,
 }
@@ -244,8 +244,20 @@ impl Namespaces for Fake {
     }
 }
 
-fn tags(chains: &[Chain]) -> ChainTags {
-    chains
+fn live(contents: &Table) -> LiveTable {
+    LiveTable {
+        chains: tags(contents),
+        sets: contents
+            .sets
+            .iter()
+            .map(|s| (s.name.clone(), s.elements.clone()))
+            .collect(),
+    }
+}
+
+fn tags(contents: &Table) -> ChainTags {
+    contents
+        .chains
         .iter()
         .map(|c| {
             (
@@ -261,7 +273,7 @@ impl Fake {
     fn tables_of<R>(
         &self,
         ctx: Ctx,
-        f: impl FnOnce(&mut BTreeMap<String, ChainTags>, &Ctx) -> Res<R>,
+        f: impl FnOnce(&mut BTreeMap<String, LiveTable>, &Ctx) -> Res<R>,
     ) -> Res<R> {
         let mut w = lock(&self.world);
         let space = w
@@ -274,9 +286,9 @@ impl Fake {
 }
 
 impl Firewall for Fake {
-    async fn replace_table(&self, ns: Option<&str>, table: &str, chains: &[Chain]) -> Res<()> {
+    async fn replace_table(&self, ns: Option<&str>, table: &str, contents: &Table) -> Res<()> {
         self.tables_of(Ctx::new("load table", table, ns), |t, _| {
-            t.insert(table.to_string(), tags(chains));
+            t.insert(table.to_string(), live(contents));
             Ok(())
         })
     }
@@ -285,12 +297,16 @@ impl Firewall for Fake {
         &self,
         ns: Option<&str>,
         table: &str,
-        old: &[Chain],
-        new: &[Chain],
+        old: &Table,
+        new: &Table,
     ) -> Res<()> {
-        // Chains in `old` with the same rules are left as they are, as nft's update does.
+        // Chains in `old` with the same rules are left as they are, as the kernel's update
+        // does; maps take the new elements.
         self.tables_of(Ctx::new("update table", table, ns), |t, ctx| {
-            let live = t.entry(table.to_string()).or_default();
+            let entry = t.entry(table.to_string()).or_default();
+            entry.sets = live(new).sets;
+            let live = &mut entry.chains;
+            let (old, new) = (&old.chains, &new.chains);
             let before = |name: &str| old.iter().find(|c| c.name == name).map(|c| &c.rules);
             for c in new {
                 let prev = before(&c.name);
@@ -322,7 +338,7 @@ impl Firewall for Fake {
         })
     }
 
-    async fn table_tags(&self, ns: Option<&str>, table: &str) -> Res<Option<ChainTags>> {
+    async fn read_table(&self, ns: Option<&str>, table: &str) -> Res<Option<LiveTable>> {
         let ctx = Ctx::new("list table", table, ns);
         let mut w = lock(&self.world);
         let space = w.space(ns).ok_or_else(|| ctx.errno(Errno::ENOENT))?;

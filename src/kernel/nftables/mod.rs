@@ -26,20 +26,19 @@ pub mod wire;
 use super::netns::NetnsDir;
 use super::{Ctx, KernelError};
 
-pub use read::{ChainTags, RuleCounter};
-pub use table::{BaseChain, Chain, Element, KeyType, MapData, Rule, SetSpec};
+pub use read::{ChainTags, LiveTable, RuleCounter};
+pub use table::{BaseChain, Chain, Element, KeyType, MapData, Rule, SetSpec, Table};
 
-/// Replace table `table` with `chains` and named `sets` in one transaction (created if
-/// missing).
+/// Replace table `table` with `contents` in one transaction (created if missing).
 pub fn replace_table(
     dir: &NetnsDir,
     ns: Option<&str>,
     table: &str,
-    chains: &[Chain],
-    sets: &[SetSpec],
+    contents: &Table,
 ) -> Result<(), KernelError> {
     let ctx = Ctx::new("load rules", table, ns);
-    let batch = table::replace(table, chains, sets).map_err(|e| ctx.invalid(e.to_string()))?;
+    let batch = table::replace(table, &contents.chains, &contents.sets)
+        .map_err(|e| ctx.invalid(e.to_string()))?;
     dir.run_in(ns, move || {
         let fd = wire::open(&ctx)?;
         wire::commit(&ctx, &fd, batch)
@@ -52,11 +51,12 @@ pub fn update_table(
     dir: &NetnsDir,
     ns: Option<&str>,
     table: &str,
-    old: (&[Chain], &[SetSpec]),
-    new: (&[Chain], &[SetSpec]),
+    old: &Table,
+    new: &Table,
 ) -> Result<(), KernelError> {
     let ctx = Ctx::new("update rules", table, ns);
-    let batch = table::update(table, old, new).map_err(|e| ctx.invalid(e.to_string()))?;
+    let batch = table::update(table, (&old.chains, &old.sets), (&new.chains, &new.sets))
+        .map_err(|e| ctx.invalid(e.to_string()))?;
     dir.run_in(ns, move || {
         let fd = wire::open(&ctx)?;
         wire::commit(&ctx, &fd, batch)

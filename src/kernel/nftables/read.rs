@@ -25,6 +25,11 @@ const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
 const NFTA_RULE_USERDATA: u16 = 7;
+const NFTA_SET_TABLE: u16 = 1;
+const NFTA_SET_NAME: u16 = 2;
+const NFTA_SET_FLAGS: u16 = 3;
+const NFT_SET_ANONYMOUS: u32 = 0x1;
+const NFT_SET_INTERVAL: u32 = 0x4;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -37,6 +42,50 @@ const NFTNL_UDATA_RULE_COMMENT: u8 = 0;
 
 /// Each chain of a table with the tags of its rules, in order.
 pub type ChainTags = Vec<(String, Vec<String>)>;
+
+/// What observe reads of a live table: its chains with their rule tags, and its named sets
+/// and maps with their elements (ranges put back together).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LiveTable {
+    pub chains: ChainTags,
+    pub sets: Vec<(String, Vec<Element>)>,
+}
+
+/// Chains, rule tags and named sets of inet table `table` in namespace `ns` (None: the
+/// caller's); None when the table does not exist.
+pub fn read_table(
+    dir: &NetnsDir,
+    ns: Option<&str>,
+    table: &str,
+) -> Result<Option<LiveTable>, KernelError> {
+    let ctx = Ctx::new("list table", table, ns);
+    let table = table.to_string();
+    dir.run_in(ns, move || {
+        let fd = wire::open(&ctx)?;
+        if !exists(&ctx, &fd, &table)? {
+            return Ok(None);
+        }
+        let chains = chain_tags(&ctx, &fd, &table)?;
+        let mut sets = Vec::new();
+        for attrs in dump(&ctx, &fd, MsgType::GetSet, 5)? {
+            if string(&attrs, NFTA_SET_TABLE).as_deref() != Some(table.as_str()) {
+                continue;
+            }
+            let flags = attr(&attrs, NFTA_SET_FLAGS)
+                .and_then(|f| <[u8; 4]>::try_from(f).ok())
+                .map_or(0, u32::from_be_bytes);
+            let Some(name) = string(&attrs, NFTA_SET_NAME) else {
+                continue;
+            };
+            if flags & NFT_SET_ANONYMOUS != 0 {
+                continue;
+            }
+            let elements = elements_of(&ctx, &fd, &table, &name, flags & NFT_SET_INTERVAL != 0)?;
+            sets.push((name, elements));
+        }
+        Ok(Some(LiveTable { chains, sets }))
+    })?
+}
 
 /// A rule's counter: its chain, its tag, packets and bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]

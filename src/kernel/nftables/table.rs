@@ -32,6 +32,13 @@ pub struct Rule {
     pub tag: String,
 }
 
+/// A table's contents: its chains and its named sets and maps.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Table {
+    pub chains: Vec<Chain>,
+    pub sets: Vec<SetSpec>,
+}
+
 /// The type of a set's keys or a map's values: nft's datatype (which only nft's display
 /// reads) and the length in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +53,15 @@ pub enum KeyType {
 }
 
 impl KeyType {
+    /// Host-order keys: the kernel does not care, but nft shows them wrongly unless the set
+    /// says so in its user data.
+    fn host_order(self) -> bool {
+        match self {
+            KeyType::Integer | KeyType::Mark => true,
+            KeyType::Ipv4Addr | KeyType::Ipv6Addr => false,
+        }
+    }
+
     fn id_len(self) -> (u32, u32) {
         match self {
             KeyType::Integer => (4, 4),
@@ -113,6 +129,11 @@ const NFTA_SET_KEY_LEN: u16 = 5;
 const NFTA_SET_DATA_TYPE: u16 = 6;
 const NFTA_SET_DATA_LEN: u16 = 7;
 const NFTA_SET_ID: u16 = 10;
+const NFTA_SET_USERDATA: u16 = 13;
+/// libnftnl's set user data TLV saying in which byte order nft shows the keys.
+const NFTNL_UDATA_SET_KEYBYTEORDER: u8 = 0;
+/// nft's `BYTEORDER_HOST_ENDIAN`.
+const BYTEORDER_HOST_ENDIAN: u32 = 1;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -216,7 +237,7 @@ impl<'t> Writer<'t> {
                 } => {
                     let id = self.next_set_id;
                     self.next_set_id += 1;
-                    self.add_set_as(s, ANONYMOUS_NAME, Some(id));
+                    self.add_set_as(s, ANONYMOUS_NAME, id, true);
                     Some((ANONYMOUS_NAME.to_string(), Some(id)))
                 }
                 _ => None,
@@ -243,13 +264,17 @@ impl<'t> Writer<'t> {
 
     /// Create a named set or map with its elements.
     pub fn add_set(&mut self, s: &SetSpec) {
-        self.add_set_as(s, &s.name, None);
+        let id = self.next_set_id;
+        self.next_set_id += 1;
+        self.add_set_as(s, &s.name, id, false);
     }
 
-    fn add_set_as(&mut self, s: &SetSpec, name: &str, anonymous: Option<u32>) {
+    /// A set is created with a transaction id (the kernel refuses one without), by which an
+    /// anonymous one is found again in the same batch.
+    fn add_set_as(&mut self, s: &SetSpec, name: &str, id: u32, anonymous: bool) {
         let t = self.table;
         let mut flags = 0;
-        if anonymous.is_some() {
+        if anonymous {
             flags |= NFT_SET_ANONYMOUS | NFT_SET_CONSTANT;
         }
         if s.interval {
@@ -275,18 +300,16 @@ impl<'t> Writer<'t> {
                 }
                 None => {}
             }
-            if let Some(id) = anonymous {
-                m.u32(NFTA_SET_ID, id);
+            m.u32(NFTA_SET_ID, id);
+            if s.key.host_order() {
+                let order = BYTEORDER_HOST_ENDIAN.to_ne_bytes();
+                let udata = [&[NFTNL_UDATA_SET_KEYBYTEORDER, 4][..], &order].concat();
+                m.bytes(NFTA_SET_USERDATA, &udata);
             }
         });
         if !s.elements.is_empty() {
-            self.elements(
-                MsgType::NewSetElem,
-                name,
-                anonymous,
-                s.interval,
-                &s.elements,
-            );
+            let by_id = anonymous.then_some(id);
+            self.elements(MsgType::NewSetElem, name, by_id, s.interval, &s.elements);
         }
     }
 

@@ -4,7 +4,7 @@
 //! ports of both families (from outside, from the host and from 127.0.0.1; [::1] is the
 //! daemon's) and the host's way to every VIP.
 
-use super::vip::{vip_chains, Dispatch};
+use super::vip::{vip_chains, vip_maps, Dispatch};
 use crate::firewall::host_table;
 use crate::firewall::rule::{rule, Chain, Rule, RuleBuilder, Verdict};
 use crate::model::resource::{Bridge, Firewall, Publish, Resource, ResourceId, Spec};
@@ -74,6 +74,7 @@ pub fn resources(
             vip_networks: vec![],
             vip_digest: String::new(),
             chains,
+            maps: vip_maps(dispatch),
             foreign_rules: vec![],
         }),
         depends_on,

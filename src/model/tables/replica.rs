@@ -7,8 +7,8 @@
 //! networks (and a digest of their VIPs) instead of spelling out the chains: a project of N
 //! replicas would otherwise describe N × VIPs chains. The applier expands it ([`expand`]).
 
-use super::vip::{vip_chains, Dispatch};
-use crate::firewall::rule::{rule, Chain, Rule, RuleBuilder};
+use super::vip::{vip_chains, vip_maps, Dispatch};
+use crate::firewall::rule::{rule, Chain, Map, Rule, RuleBuilder};
 use crate::model::endpoints::{Endpoint, EndpointIndex, Replica, Stack};
 use crate::model::resource::{Firewall, Resource, ResourceId, Spec, Vip};
 use crate::spec::{Peer, PolicyEntry, Project, Rules, Spanned};
@@ -31,8 +31,9 @@ pub fn vip_index<'a>(vips: impl IntoIterator<Item = &'a Vip>) -> VipIndex<'a> {
     index
 }
 
-/// A replica table's full chains: the VIP dispatch of its networks, then its own chains.
-pub fn expand(fw: &Firewall, vips: &VipIndex) -> Vec<Chain> {
+/// A replica table's full chains (the VIP dispatch of its networks, then its own chains) and
+/// its VIPs' maps.
+pub fn expand(fw: &Firewall, vips: &VipIndex) -> (Vec<Chain>, Vec<Map>) {
     let dispatch = Dispatch::new(
         fw.vip_networks
             .iter()
@@ -45,7 +46,7 @@ pub fn expand(fw: &Firewall, vips: &VipIndex) -> Vec<Chain> {
         chains.extend(vip_chains(&dispatch));
     }
     chains.extend(fw.chains.iter().cloned());
-    chains
+    (chains, vip_maps(&dispatch))
 }
 
 /// A short digest of one network's VIPs (addresses and backends).
@@ -125,6 +126,7 @@ pub fn resources(
                     vip_networks,
                     vip_digest,
                     chains,
+                    maps: vec![],
                     foreign_rules: vec![],
                 }),
                 depends_on: mine
@@ -290,7 +292,7 @@ pub fn expand_all(resources: &[Resource]) -> Vec<Resource> {
         .map(|r| match &r.spec {
             Spec::Firewall(f) if !f.vip_networks.is_empty() => {
                 let mut full = f.clone();
-                full.chains = expand(f, &vips);
+                (full.chains, full.maps) = expand(f, &vips);
                 if f.vip_digest.is_empty() {
                     full.foreign_rules
                         .push("vip chains changed outside netcompose".into());

@@ -1,19 +1,29 @@
 //! Virtual IPs: one verdict map per address family sends each VIP to a chain of its own that
-//! spreads new connections over the service's replicas of that family (`numgen random`).
+//! spreads new connections over the service's replicas of that family, held in a named map
+//! of the VIP (`numgen random` over its slots), so that a scale changes map elements only.
 //! DNAT happens in the client's own namespace (output hook), so the replica sees the client's
 //! real address, and conntrack keeps established flows on their replica when the set changes.
 //! A VIP forwards every port, as Swarm's do: Compose files rarely list all the ports a service
 //! listens on. A dual-stack network gives a service an IPv4 and an IPv6 VIP, dispatched alike
 //! (`ip daddr vmap` and `ip6 daddr vmap` in the same inet table).
 
-use crate::firewall::rule::{rule, Chain, Rule, Verdict};
+use crate::firewall::rule::{rule, Chain, Map, Rule, Verdict};
 use crate::model::resource::Vip;
 use std::net::IpAddr;
 
 /// The VIPs one namespace (or the host) can reach, with their backends of the same family.
 #[derive(Debug, Default, Clone)]
 pub struct Dispatch {
-    pub entries: Vec<(IpAddr, String, Vec<IpAddr>)>,
+    pub entries: Vec<Entry>,
+}
+
+/// One VIP address: its chain, its map and its backends of the same family.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Entry {
+    pub address: IpAddr,
+    pub chain: String,
+    pub map: String,
+    pub backends: Vec<IpAddr>,
 }
 
 impl Dispatch {
@@ -23,9 +33,11 @@ impl Dispatch {
             .flat_map(|v| {
                 v.families()
                     .filter(|(_, backends)| !backends.is_empty())
-                    .map(|(address, backends)| {
-                        let chain = chain_name(&v.service, &v.network, address);
-                        (address, chain, backends)
+                    .map(|(address, backends)| Entry {
+                        address,
+                        chain: chain_name(&v.service, &v.network, address),
+                        map: map_name(&v.service, &v.network, address),
+                        backends,
                     })
             })
             .collect();
@@ -41,8 +53,8 @@ impl Dispatch {
                 let map: Vec<(IpAddr, String)> = self
                     .entries
                     .iter()
-                    .filter(|(ip, _, _)| ip.is_ipv4() == v4)
-                    .map(|(ip, c, _)| (*ip, c.clone()))
+                    .filter(|e| e.address.is_ipv4() == v4)
+                    .map(|e| (e.address, e.chain.clone()))
                     .collect();
                 (!map.is_empty()).then(|| rule().then(Verdict::VipMap(map)))
             })
@@ -62,18 +74,37 @@ pub fn chain_name(service: &str, network: &str, address: IpAddr) -> String {
     format!("{prefix}_{}_{}", clean(service), clean(network))
 }
 
-/// One regular chain per VIP address.
+/// One regular chain per VIP address, which DNATs to a backend of the VIP's map.
 pub fn vip_chains(d: &Dispatch) -> Vec<Chain> {
     d.entries
         .iter()
-        .map(|(_, name, backends)| {
+        .map(|e| {
             Chain::regular(
-                name,
-                vec![rule().then(Verdict::DnatRandom {
-                    backends: backends.clone(),
-                    port: None,
+                &e.chain,
+                vec![rule().then(Verdict::DnatMap {
+                    map: e.map.clone(),
+                    ipv6: e.address.is_ipv6(),
                 })],
             )
+        })
+        .collect()
+}
+
+/// A VIP's map is named as the plan shows it, `vip.<service>.<network>` (`vip6.` for an IPv6
+/// VIP): nft names may hold the dots, dashes and underscores of Compose names, and the `vip`
+/// prefix starts it with a letter.
+pub fn map_name(service: &str, network: &str, address: IpAddr) -> String {
+    let prefix = if address.is_ipv4() { "vip" } else { "vip6" };
+    format!("{prefix}.{service}.{network}")
+}
+
+/// One map per VIP address: its backends, which a scale changes element by element.
+pub fn vip_maps(d: &Dispatch) -> Vec<Map> {
+    d.entries
+        .iter()
+        .map(|e| Map {
+            name: e.map.clone(),
+            backends: e.backends.clone(),
         })
         .collect()
 }
@@ -113,8 +144,30 @@ mod tests {
         assert_eq!(
             chains,
             vec![
-                "vip_web_front dnat ip to numgen random mod 2 map { 0 : 172.16.0.2, 1 : 172.16.0.3 }",
-                "vip6_web_front dnat ip6 to numgen random mod 2 map { 0 : fd00::2, 1 : fd00::3 }",
+                "vip_web_front dnat ip to numgen random mod 65536 map @vip.web.front",
+                "vip6_web_front dnat ip6 to numgen random mod 65536 map @vip6.web.front",
+            ]
+        );
+        let maps: Vec<(String, Vec<String>)> = vip_maps(&d)
+            .iter()
+            .map(|m| {
+                (
+                    m.name.clone(),
+                    m.backends.iter().map(ToString::to_string).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            maps,
+            vec![
+                (
+                    "vip.web.front".into(),
+                    vec!["172.16.0.2".into(), "172.16.0.3".into()]
+                ),
+                (
+                    "vip6.web.front".into(),
+                    vec!["fd00::2".into(), "fd00::3".into()]
+                ),
             ]
         );
     }
@@ -137,17 +190,11 @@ mod tests {
             rules,
             vec!["ip6 daddr vmap { fd00::9 : goto vip6_web_front }"]
         );
-        let expr = crate::firewall::compile::compile(&d.rules()[0]).unwrap();
-        assert!(
-            expr.iter().any(|e| matches!(
-                e,
-                crate::kernel::nftables::expr::Expr::Payload {
-                    offset: 24,
-                    len: 16,
-                    ..
-                }
-            )),
-            "{expr:?}"
+        // The lookup reads the IPv6 destination (16 bytes at offset 24).
+        let expr = format!(
+            "{:?}",
+            crate::firewall::compile::compile(&d.rules()[0]).unwrap()
         );
+        assert!(expr.contains("offset: 24, len: 16"), "{expr}");
     }
 }
