@@ -69,10 +69,7 @@ fn burst(sock: &std::net::UdpSocket, names: &[&str], round: u16) -> Burst {
             continue;
         };
         let qname = m.queries.first().map(|q| q.name().to_ascii());
-        let answered = m
-            .answers
-            .iter()
-            .any(|r| matches!(r.data, RData::A(_)));
+        let answered = m.answers.iter().any(|r| matches!(r.data, RData::A(_)));
         if m.metadata.response_code != ResponseCode::NoError
             || qname.as_deref() != Some(&format!("{name}.")[..])
             || !answered
@@ -107,7 +104,8 @@ fn bursts_are_answered_whole_while_the_service_scales() {
                 let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
                 sock.connect("127.0.0.11:53").unwrap();
                 // A bound on a hang (a lost reply), not a measurement.
-                sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                sock.set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
                 let names = ["dl-app-1", "dl-app-2", "dl-app-3", "app"];
                 let (mut bursts, mut lost, mut wrong) = (0u16, 0usize, Vec::new());
                 // At least a few bursts, then as many as the scaling leaves time for.

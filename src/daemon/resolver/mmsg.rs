@@ -196,25 +196,25 @@ fn empty_mmsghdr() -> libc::mmsghdr {
 }
 
 /// Batches not in use, kept for the next busy namespace.
-static POOL: Mutex<Vec<Box<Batch>>> = Mutex::new(Vec::new());
+static POOL: Mutex<Vec<Batch>> = Mutex::new(Vec::new());
 /// Batches kept in the pool at most (more are only needed while as many namespaces are
 /// answered at the same moment, and freed after).
 const POOL_MAX: usize = 8;
 
 /// A batch from the pool, or a new one with slots of `slot` bytes.
-pub fn take(slot: usize) -> Box<Batch> {
+pub fn take(slot: usize) -> Batch {
     let pooled = match POOL.lock() {
         Ok(mut p) => p.pop(),
         Err(poisoned) => poisoned.into_inner().pop(),
     };
     match pooled {
         Some(b) if b.slot == slot => b,
-        _ => Box::new(Batch::new(slot)),
+        _ => Batch::new(slot),
     }
 }
 
 /// Return a batch to the pool.
-pub fn give(b: Box<Batch>) {
+pub fn give(b: Batch) {
     let mut pool = match POOL.lock() {
         Ok(p) => p,
         Err(poisoned) => poisoned.into_inner(),

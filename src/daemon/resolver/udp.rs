@@ -8,7 +8,7 @@
 
 use super::answer::{self, Action, Transport};
 use super::forward;
-use super::mmsg::{self, Batch, BATCH};
+use super::mmsg::{self, Batch};
 use super::server::{routes, Current, Reader, Space};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -57,17 +57,9 @@ async fn drain(sock: &Arc<UdpSocket>, space: &Arc<Space>, records: &mut Reader, 
                 }
             }
         }
-        if n < BATCH {
-            // A short batch emptied the queue. Mark the socket not readable now rather than
-            // learn it from one more recvmmsg: a datagram that arrives from here on raises a
-            // new readiness event (edge-triggered), which this does not clear.
-            let _ = sock.try_io(Interest::READABLE, || -> io::Result<()> {
-                Err(io::ErrorKind::WouldBlock.into())
-            });
-            return;
-        }
-        // A full batch: more may be queued. Let other namespaces' tasks run if this one has
-        // had its share.
+        // Read again until the queue is empty rather than go back to the reactor: a client
+        // usually asks again as soon as it has a reply, so the next queries are often queued
+        // by now. Let other namespaces' tasks run if this one has had its share.
         tokio::task::consume_budget().await;
     }
 }
