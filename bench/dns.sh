@@ -3,7 +3,7 @@
 # peak memory with many replicas.
 #
 #   sudo bench/dns.sh                    # 50 records, 10 s per server, 1000 replicas for RSS
-#   DURATION=30 ROUNDS=5 RSS_REPLICAS=2000 sudo bench/dns.sh
+#   DURATION=30 ROUNDS=5 SCALE_DURATION=30 RSS_REPLICAS=2000 sudo bench/dns.sh
 #   NETCOMPOSE_BIN=/path/to/netcompose sudo bench/dns.sh
 #
 # What runs: a project with 50 replicas (50 names, one A record each) and a client, brought up
@@ -13,6 +13,9 @@
 # listening on 127.0.0.12:5533) and dnsmasq (dnsmasq-base, the same records as a hosts file,
 # on 127.0.0.13:53), each alone, in turn, ROUNDS times (the median round is reported). Every
 # server is checked to answer the names correctly first.
+# Then loss while the service scales: dnsperf asks netcompose's resolver for the 50 names and
+# the service's own name (`app`) for SCALE_DURATION seconds while `up --scale` adds a replica
+# and takes it away again, over and over; every query must be answered, with NOERROR.
 # Then the daemon's peak RSS (VmHWM) is read with RSS_REPLICAS replicas up.
 #
 # Everything happens in a private mount and network namespace (unshare): /run, /etc/netns and
@@ -26,6 +29,7 @@ DURATION=${DURATION:-10}
 RECORDS=${RECORDS:-50}
 RSS_REPLICAS=${RSS_REPLICAS:-1000}
 ROUNDS=${ROUNDS:-3}
+SCALE_DURATION=${SCALE_DURATION:-10}
 
 if [[ ${1:-} != --inside ]]; then
     if [[ $EUID -ne 0 ]]; then
@@ -39,7 +43,7 @@ if [[ ${1:-} != --inside ]]; then
         (cd "$repo" && cargo build --release --quiet --bin netcompose)
         NETCOMPOSE_BIN=$repo/target/release/netcompose
     fi
-    export NETCOMPOSE_BIN DURATION RECORDS RSS_REPLICAS ROUNDS
+    export NETCOMPOSE_BIN DURATION RECORDS RSS_REPLICAS ROUNDS SCALE_DURATION
     # /etc/netns and /var/lib/netcompose get a tmpfs inside; they must exist to be mounted on.
     mkdir -p /etc/netns /var/lib/netcompose
     exec unshare --mount --net --propagation private bash "${BASH_SOURCE[0]}" --inside
@@ -163,6 +167,25 @@ done
 
 daemon_pid=$(cat /run/netcompose/nb/daemon.pid)
 echo "daemon with $((n + 1)) replicas: $(grep VmHWM "/proc/$daemon_pid/status" | tr -s '\t ' ' ')"
+
+# Loss while the service scales. Each `up --scale` reloads the daemon (records swapped, a
+# namespace's sockets opened or closed) while the client keeps asking.
+{ cat "$work/queries"; echo "app A"; } >"$work/scale-queries"
+inns dnsperf -s 127.0.0.11 -d "$work/scale-queries" -c 4 -q 100 -l "$SCALE_DURATION" \
+    >"$work/scale.out" 2>&1 &
+perf_pid=$!
+scales=0
+while kill -0 "$perf_pid" 2>/dev/null; do
+    nc up --scale "app=$((RECORDS + 1))" >/dev/null 2>>"$work/scale.log" || { cat "$work/scale.log"; exit 1; }
+    nc up --scale "app=$RECORDS" >/dev/null 2>>"$work/scale.log" || { cat "$work/scale.log"; exit 1; }
+    scales=$((scales + 2))
+done
+wait "$perf_pid"
+sent=$(awk '/Queries sent:/ { print $3 }' "$work/scale.out")
+lost=$(awk '/Queries lost:/ { print $3 }' "$work/scale.out")
+codes=$(awk '/Response codes:/ { $1 = $2 = ""; sub(/^ +/, ""); print }' "$work/scale.out")
+echo "while app scaled $RECORDS -> $((RECORDS + 1)) -> $RECORDS ($scales scales in $SCALE_DURATION s):" \
+    "$sent queries, lost $lost, response codes: $codes"
 nc down >/dev/null 2>&1
 
 # Peak memory with many replicas.

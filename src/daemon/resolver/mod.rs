@@ -7,11 +7,16 @@
 //!   reply, a forward, or nothing; it is what the fuzz test drives.
 //! - [`forward`]: upstream queries, with fast failover.
 //! - [`server`]: the sockets, opened on a thread that entered each namespace and then served
-//!   from the async runtime.
+//!   from the async runtime; [`udp`] is the loop that answers a namespace's UDP queries in
+//!   batches ([`mmsg`]).
+//! - [`counters`]: per replica, the queries answered, forwarded and failed.
 
 pub mod answer;
+pub mod counters;
 pub mod forward;
+pub mod mmsg;
 pub mod server;
+mod udp;
 
 use crate::model::daemon::{DaemonConfig, Upstream};
 use ipnetwork::IpNetwork;

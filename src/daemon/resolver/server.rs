@@ -19,8 +19,9 @@
 //! replica's nft table, for the sake of one rare case.
 
 use super::answer::{self, Outcome, Transport};
+use super::counters::QueryCounters;
 use super::forward::{self, Route, UdpHandle, UdpUpstream};
-use super::Snapshot;
+use super::{udp, Snapshot};
 use crate::kernel::NetnsDir;
 use crate::model::daemon::{DaemonConfig, Upstream};
 use std::collections::{HashMap, HashSet};
@@ -44,42 +45,72 @@ const MAX_TCP: usize = 32;
 /// A TCP client that sends nothing for this long is disconnected.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 
-/// The current records, swapped whole.
+/// The current records, swapped whole. Readers keep their own [`Reader`], which costs one
+/// atomic load per batch of queries while the records stay the same.
 #[derive(Default)]
-pub struct Current(RwLock<Arc<Snapshot>>);
+pub struct Current {
+    snap: RwLock<Arc<Snapshot>>,
+    /// Bumped on every swap, inside the write lock.
+    version: AtomicU64,
+}
 
 impl Current {
     pub fn get(&self) -> Arc<Snapshot> {
-        self.0
+        self.snap
             .read()
             .map(|g| g.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
     }
+
     fn set(&self, s: Arc<Snapshot>) {
-        match self.0.write() {
-            Ok(mut g) => *g = s,
-            Err(p) => *p.into_inner() = s,
+        let mut g = match self.snap.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *g = s;
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// A reader of the current records for one serving loop.
+    pub fn reader(self: &Arc<Self>) -> Reader {
+        let seen = self.version.load(Ordering::Acquire);
+        Reader {
+            cur: self.clone(),
+            seen,
+            snap: self.get(),
         }
     }
 }
 
+/// One serving loop's view of [`Current`]: the records it last saw, taken again only when a
+/// swap happened. A query is answered from one snapshot, whole: old or new, never a mix.
+pub struct Reader {
+    cur: Arc<Current>,
+    seen: u64,
+    snap: Arc<Snapshot>,
+}
+
+impl Reader {
+    /// The current records (checked with one atomic load).
+    pub fn get(&mut self) -> &Arc<Snapshot> {
+        let v = self.cur.version.load(Ordering::Acquire);
+        if v != self.seen {
+            self.snap = self.cur.get();
+            self.seen = v;
+        }
+        &self.snap
+    }
+}
+
 /// What one namespace's tasks share.
-struct Space {
-    name: String,
+pub(super) struct Space {
+    pub(super) name: String,
     fd: Arc<OwnedFd>,
     /// Upstream sockets of this namespace, by upstream.
     upstreams: RwLock<Arc<HashMap<Upstream, Arc<UdpUpstream>>>>,
-    forwards: Arc<Semaphore>,
+    pub(super) forwards: Arc<Semaphore>,
     tcp_clients: Arc<Semaphore>,
-    queries: Arc<QueryCounts>,
-}
-
-/// Queries of one namespace, as `stats` and the metrics report them: one relaxed increment
-/// per answer or forward, so that counting costs the hot path nothing it would notice.
-#[derive(Debug, Default)]
-pub struct QueryCounts {
-    pub answered: AtomicU64,
-    pub forwarded: AtomicU64,
+    pub(super) counters: Arc<QueryCounters>,
 }
 
 struct SpaceHandle {
@@ -145,10 +176,10 @@ impl Resolver {
     }
 
     /// Each namespace served: a handle on it and its query counters, for `stats`.
-    pub fn stats_sources(&self) -> HashMap<String, (Arc<OwnedFd>, Arc<QueryCounts>)> {
+    pub fn stats_sources(&self) -> HashMap<String, (Arc<OwnedFd>, Arc<QueryCounters>)> {
         self.spaces
             .iter()
-            .map(|(name, h)| (name.clone(), (h.space.fd.clone(), h.space.queries.clone())))
+            .map(|(name, h)| (name.clone(), (h.space.fd.clone(), h.space.counters.clone())))
             .collect()
     }
 
@@ -289,7 +320,7 @@ impl Resolver {
             upstreams: RwLock::new(Arc::new(HashMap::new())),
             forwards: Arc::new(Semaphore::new(MAX_FORWARDS)),
             tcp_clients: Arc::new(Semaphore::new(MAX_TCP)),
-            queries: Arc::default(),
+            counters: Arc::new(QueryCounters::default()),
         });
         let mut h = SpaceHandle {
             ino: o.ino,
@@ -300,7 +331,7 @@ impl Resolver {
         install_upstreams(&mut h, o.udp, report);
         let cur = self.current.clone();
         h.tasks
-            .push(tokio::spawn(serve_udp(udp, space.clone(), cur.clone())).abort_handle());
+            .push(tokio::spawn(udp::serve(udp, space.clone(), cur.clone())).abort_handle());
         h.tasks
             .push(tokio::spawn(serve_tcp(tcp, space, cur)).abort_handle());
         Ok(h)
@@ -408,7 +439,7 @@ fn listen() -> std::io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
 }
 
 /// The routes of the namespace's upstreams, in order.
-fn routes(space: &Space, ups: &[Upstream]) -> Vec<(Upstream, Route)> {
+pub(super) fn routes(space: &Space, ups: &[Upstream]) -> Vec<(Upstream, Route)> {
     let table = space
         .upstreams
         .read()
@@ -425,47 +456,6 @@ fn routes(space: &Space, ups: &[Upstream]) -> Vec<(Upstream, Route)> {
             )
         })
         .collect()
-}
-
-async fn serve_udp(sock: Arc<UdpSocket>, space: Arc<Space>, cur: Arc<Current>) {
-    let mut buf = vec![0u8; usize::from(answer::EDNS_PAYLOAD)];
-    loop {
-        let (n, peer) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                continue;
-            }
-        };
-        let snap = cur.get();
-        let packet = &buf[..n];
-        match answer::handle(&snap, &space.name, packet, Transport::Udp) {
-            Outcome::Reply(r) => {
-                space.queries.answered.fetch_add(1, Ordering::Relaxed);
-                let _ = sock.send_to(&r, peer).await;
-            }
-            Outcome::Drop => {}
-            Outcome::Forward => {
-                space.queries.forwarded.fetch_add(1, Ordering::Relaxed);
-                let Ok(permit) = space.forwards.clone().try_acquire_owned() else {
-                    let _ = sock.send_to(&answer::servfail(packet), peer).await;
-                    continue;
-                };
-                let ups = snap
-                    .namespaces
-                    .get(&space.name)
-                    .map(|v| routes(&space, &v.upstreams))
-                    .unwrap_or_default();
-                let q = packet.to_vec();
-                let sock = sock.clone();
-                tokio::spawn(async move {
-                    let r = forward::forward(&q, &ups, false).await;
-                    let _ = sock.send_to(&r, peer).await;
-                    drop(permit);
-                });
-            }
-        }
-    }
 }
 
 async fn serve_tcp(listener: TcpListener, space: Arc<Space>, cur: Arc<Current>) {
@@ -501,18 +491,19 @@ async fn tcp_client(mut stream: TcpStream, space: &Space, cur: &Current) -> Opti
         let snap = cur.get();
         let reply = match answer::handle(&snap, &space.name, &packet, Transport::Tcp) {
             Outcome::Reply(r) => {
-                space.queries.answered.fetch_add(1, Ordering::Relaxed);
+                space.counters.add_answered(1);
                 r
             }
             Outcome::Drop => return None,
             Outcome::Forward => {
-                space.queries.forwarded.fetch_add(1, Ordering::Relaxed);
                 let ups = snap
                     .namespaces
                     .get(&space.name)
                     .map(|v| routes(space, &v.upstreams))
                     .unwrap_or_default();
-                forward::forward(&packet, &ups, true).await
+                let r = forward::forward(&packet, &ups, true).await;
+                space.counters.add_forwarded(Some(&r));
+                r
             }
         };
         let n = u16::try_from(reply.len()).ok()?;

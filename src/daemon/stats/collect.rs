@@ -7,14 +7,13 @@
 //! The nfnetlink reads block, so they run on the blocking pool.
 
 use super::{replica_sample, vip_connections, DnsCounts, Sample};
-use crate::daemon::resolver::server::QueryCounts;
+use crate::daemon::resolver::counters::QueryCounters;
 use crate::kernel::{ctnl, nftables, KernelError, Netlink};
 use crate::model::resource::Vip;
 use crate::model::tables::replica::REPLICA_TABLE;
 use futures::stream::{self, StreamExt};
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 
 /// Namespaces read at once: each read is a few netlink round trips, mostly kernel time.
@@ -27,7 +26,7 @@ pub struct Inputs {
     /// Each replica namespace: its service and replica number.
     pub namespaces: BTreeMap<String, (String, u32)>,
     /// The resolver's handle on each namespace it serves, and its query counters there.
-    pub sources: HashMap<String, (Arc<OwnedFd>, Arc<QueryCounts>)>,
+    pub sources: HashMap<String, (Arc<OwnedFd>, Arc<QueryCounters>)>,
     pub vips: Vec<Vip>,
 }
 
@@ -152,9 +151,10 @@ impl Collector {
         .await
         .map_err(|e| format!("{ns}: {e}"))?
         .map_err(|e| e.to_string())?;
+        let q = queries.read();
         let dns = DnsCounts {
-            answered: queries.answered.load(Ordering::Relaxed),
-            forwarded: queries.forwarded.load(Ordering::Relaxed),
+            answered: q.answered,
+            forwarded: q.forwarded,
         };
         Ok(Read {
             stats: replica_sample(
