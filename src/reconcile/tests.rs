@@ -93,3 +93,58 @@ fn plans_avoid_other_projects_and_report_unreadable_ones() {
         "{warnings:?}"
     );
 }
+
+/// Lives here, not in model/, because it loads an example through the pipeline.
+#[test]
+fn every_spec_reads_back_with_its_kind_first_or_later() {
+    let opts = crate::load::LoadOptions {
+        files: vec![concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/quickstart/compose.yaml"
+        )
+        .into()],
+        environment: Some(Default::default()),
+        ..Default::default()
+    };
+    let checked = crate::pipeline::checked_project(&opts).unwrap();
+    let specs: Vec<crate::model::resource::Spec> =
+        crate::model::build(&checked.project, &Default::default())
+            .unwrap()
+            .resources
+            .into_iter()
+            .map(|r| r.spec)
+            .collect();
+    let kinds: std::collections::BTreeSet<&str> = specs
+        .iter()
+        .map(crate::model::resource::Spec::kind)
+        .collect();
+    assert!(kinds.len() >= 6, "{kinds:?}");
+    for spec in &specs {
+        let text = serde_json::to_string(spec).unwrap();
+        assert!(text.starts_with(r#"{"kind":"#), "{text}");
+        assert_eq!(
+            &serde_json::from_str::<crate::model::resource::Spec>(&text).unwrap(),
+            spec
+        );
+        // By hand, `kind` may come anywhere.
+        let mut value = serde_json::to_value(spec).unwrap();
+        let fields = value.as_object_mut().unwrap();
+        let kind = fields.shift_remove("kind").unwrap();
+        fields.insert("kind".into(), kind);
+        assert_eq!(
+            &serde_json::from_value::<crate::model::resource::Spec>(value).unwrap(),
+            spec
+        );
+    }
+    let unknown =
+        serde_json::from_str::<crate::model::resource::Spec>(r#"{"kind": "tunnel", "name": "x"}"#);
+    assert!(unknown
+        .unwrap_err()
+        .to_string()
+        .contains("unknown variant `tunnel`"));
+    let untagged = serde_json::from_str::<crate::model::resource::Spec>(r#"{"name": "x"}"#);
+    assert!(untagged
+        .unwrap_err()
+        .to_string()
+        .contains("missing field `kind`"));
+}
