@@ -58,17 +58,11 @@ pub fn read_table(
     ns: Option<&str>,
     table: &str,
 ) -> Result<Option<LiveTable>, KernelError> {
-    let ctx = Ctx::new("list table", table, ns);
-    let table = table.to_string();
-    dir.run_in(ns, move || {
-        let fd = wire::open(&ctx)?;
-        if !exists(&ctx, &fd, &table)? {
-            return Ok(None);
-        }
-        let chains = chain_tags(&ctx, &fd, &table)?;
+    in_table(dir, ns, table, "list table", |ctx, fd, table| {
+        let chains = chain_tags(ctx, fd, table)?;
         let mut sets = Vec::new();
-        for attrs in dump(&ctx, &fd, MsgType::GetSet, 5)? {
-            if string(&attrs, NFTA_SET_TABLE).as_deref() != Some(table.as_str()) {
+        for attrs in dump(ctx, fd, MsgType::GetSet, 5)? {
+            if string(&attrs, NFTA_SET_TABLE).as_deref() != Some(table) {
                 continue;
             }
             let flags = attr(&attrs, NFTA_SET_FLAGS)
@@ -80,10 +74,29 @@ pub fn read_table(
             if flags & NFT_SET_ANONYMOUS != 0 {
                 continue;
             }
-            let elements = elements_of(&ctx, &fd, &table, &name, flags & NFT_SET_INTERVAL != 0)?;
+            let elements = elements_of(ctx, fd, table, &name, flags & NFT_SET_INTERVAL != 0)?;
             sets.push((name, elements));
         }
-        Ok(Some(LiveTable { chains, sets }))
+        Ok(LiveTable { chains, sets })
+    })
+}
+
+/// `read` run on an nfnetlink socket inside namespace `ns` when inet table `table` exists
+/// there; None when it does not.
+fn in_table<R: Send>(
+    dir: &NetnsDir,
+    ns: Option<&str>,
+    table: &str,
+    op: &str,
+    read: impl FnOnce(&Ctx, &OwnedFd, &str) -> Result<R, KernelError> + Send,
+) -> Result<Option<R>, KernelError> {
+    let ctx = Ctx::new(op, table, ns);
+    dir.run_in(ns, move || {
+        let fd = wire::open(&ctx)?;
+        if !exists(&ctx, &fd, table)? {
+            return Ok(None);
+        }
+        read(&ctx, &fd, table).map(Some)
     })?
 }
 
@@ -104,15 +117,7 @@ pub fn table_tags(
     ns: Option<&str>,
     table: &str,
 ) -> Result<Option<ChainTags>, KernelError> {
-    let ctx = Ctx::new("list table", table, ns);
-    let table = table.to_string();
-    dir.run_in(ns, move || {
-        let fd = wire::open(&ctx)?;
-        if !exists(&ctx, &fd, &table)? {
-            return Ok(None);
-        }
-        chain_tags(&ctx, &fd, &table).map(Some)
-    })?
+    in_table(dir, ns, table, "list table", chain_tags)
 }
 
 /// The counters of the rules of `table` that have one, in the kernel's order; None when the
@@ -122,15 +127,9 @@ pub fn rule_counters(
     ns: Option<&str>,
     table: &str,
 ) -> Result<Option<Vec<RuleCounter>>, KernelError> {
-    let ctx = Ctx::new("read counters", table, ns);
-    let table = table.to_string();
-    dir.run_in(ns, move || {
-        let fd = wire::open(&ctx)?;
-        if !exists(&ctx, &fd, &table)? {
-            return Ok(None);
-        }
-        counters_on(&fd, ctx.netns.as_deref(), &table).map(Some)
-    })?
+    in_table(dir, ns, table, "read counters", |ctx, fd, table| {
+        counters_on(fd, ctx.netns.as_deref(), table)
+    })
 }
 
 /// [`rule_counters`] on a socket already open in the table's namespace (see
