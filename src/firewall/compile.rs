@@ -285,11 +285,7 @@ pub fn backend_slots(map: &Map) -> SetSpec {
     SetSpec {
         name: map.name.clone(),
         key: KeyType::Mark,
-        data: Some(MapData::Value(if v6 {
-            KeyType::Ipv6Addr
-        } else {
-            KeyType::Ipv4Addr
-        })),
+        data: Some(MapData::Value(addr_key(v6))),
         interval: true,
         elements: map
             .backends
@@ -321,6 +317,15 @@ pub fn random_below(modulus: u32, below: u32) -> Vec<Expr> {
         },
         cmp(CmpOp::Lt, below.to_be_bytes().to_vec()),
     ]
+}
+
+/// The key type of an address of one family.
+fn addr_key(v6: bool) -> KeyType {
+    if v6 {
+        KeyType::Ipv6Addr
+    } else {
+        KeyType::Ipv4Addr
+    }
 }
 
 /// A `counter` statement (its figures start at zero).
@@ -358,11 +363,7 @@ fn verdict(v: &Verdict, out: &mut Vec<Expr>) {
                 set: SetRef::Anonymous(Box::new(SetSpec {
                     name: String::new(),
                     key: KeyType::Integer,
-                    data: Some(MapData::Value(if v6 {
-                        KeyType::Ipv6Addr
-                    } else {
-                        KeyType::Ipv4Addr
-                    })),
+                    data: Some(MapData::Value(addr_key(v6))),
                     interval: false,
                     elements: backends
                         .iter()

@@ -41,29 +41,11 @@ fn kind_name(k: &QdiscKind) -> &str {
 
 impl TrafficControl for FakeNet {
     async fn qdiscs(&self, index: u32) -> Res<Vec<Qdisc>> {
-        let ctx = Ctx::new("list qdiscs", index, self.ns.as_deref());
-        let mut w = lock(&self.world);
-        let space = w
-            .space(self.ns.as_deref())
-            .ok_or_else(|| ctx.errno(Errno::ENOENT))?;
-        Ok(space
-            .links
-            .get(&index)
-            .map(|l| l.qdiscs.clone())
-            .unwrap_or_default())
+        self.read_link("list qdiscs", index, |l| l.qdiscs.clone())
     }
 
     async fn htb_classes(&self, index: u32) -> Res<Vec<HtbClass>> {
-        let ctx = Ctx::new("list classes", index, self.ns.as_deref());
-        let mut w = lock(&self.world);
-        let space = w
-            .space(self.ns.as_deref())
-            .ok_or_else(|| ctx.errno(Errno::ENOENT))?;
-        Ok(space
-            .links
-            .get(&index)
-            .map(|l| l.classes.clone())
-            .unwrap_or_default())
+        self.read_link("list classes", index, |l| l.classes.clone())
     }
 
     async fn add_qdisc(&self, index: u32, q: &Qdisc) -> Res<()> {
@@ -113,5 +95,23 @@ impl TrafficControl for FakeNet {
             link.classes.push(*c);
             Ok(())
         })
+    }
+}
+
+impl FakeNet {
+    /// What `read` takes from link `index` (nothing when there is no such link); ENOENT when
+    /// the namespace is gone.
+    fn read_link<T: Default>(
+        &self,
+        op: &str,
+        index: u32,
+        read: impl FnOnce(&FakeLink) -> T,
+    ) -> Res<T> {
+        let ctx = Ctx::new(op, index, self.ns.as_deref());
+        let mut w = lock(&self.world);
+        let space = w
+            .space(self.ns.as_deref())
+            .ok_or_else(|| ctx.errno(Errno::ENOENT))?;
+        Ok(space.links.get(&index).map(read).unwrap_or_default())
     }
 }
