@@ -3,6 +3,7 @@
 //! from the machine (previous allocations, subnets in use, host nameservers) comes in
 //! [`Context`].
 
+pub mod cluster;
 pub mod daemon;
 mod dns;
 pub mod endpoints;
@@ -36,6 +37,8 @@ pub struct Context {
     pub port_range: Option<(u16, u16)>,
     /// Host ports other projects were given for their target-only ports.
     pub other_ports: Vec<(crate::spec::Protocol, u16)>,
+    /// This host's share of a cluster project (None: one host, every replica is local).
+    pub cluster: Option<cluster::ClusterView>,
 }
 
 /// A socket bound on the host: protocol, address and port.

@@ -6,6 +6,7 @@ use super::{load, session::Session, Events, ReconcileError};
 use crate::diag::{ConfigError, Diagnostics};
 use crate::ipam::{Allocations, IpamError, Taken};
 use crate::load::LoadOptions;
+use crate::model::cluster::ClusterView;
 use crate::model::daemon::DaemonConfig;
 use crate::model::{self, Context, Desired, Resource, Spec};
 use crate::pipeline::Checked;
@@ -63,7 +64,7 @@ pub fn plan(
         Baseline::File(path) => against_file(opts, &project, path, &others, events)?,
         Baseline::State | Baseline::Live => from_state(store, &project, events),
     };
-    let ctx = context(&checked, &base.allocations, &others)?;
+    let ctx = context(&checked, &base.allocations, &others, None)?;
     let desired = build(&checked, &ctx)?;
     let daemon = daemon_config(&checked, &desired)?;
     let mut plan = match baseline {
@@ -164,7 +165,7 @@ fn against_file(
     opts.files = vec![path.to_path_buf()];
     opts.project_name = Some(project.to_string());
     let old = load(&opts, events)?;
-    let ctx = context(&old, &Allocations::default(), others)?;
+    let ctx = context(&old, &Allocations::default(), others, None)?;
     let desired = build(&old, &ctx)?;
     Ok(Base {
         name,
@@ -272,6 +273,7 @@ pub(super) fn context(
     checked: &Checked,
     previous: &Allocations,
     others: &Others,
+    cluster: Option<&ClusterView>,
 ) -> Result<Context, ReconcileError> {
     let project = &checked.project;
     let own_bridges: Vec<String> = project
@@ -293,13 +295,14 @@ pub(super) fn context(
     taken.vnis = others.vnis.clone();
     taken.macs = others.macs.clone();
     Ok(Context {
-        previous: previous.clone(),
+        previous: cluster.map_or(previous, |c| &c.allocations).clone(),
         taken,
         pools: Default::default(),
         host_nameservers: crate::observe::host::nameservers()?,
         listening: host_listening(project)?,
         port_range: Some(crate::observe::host::local_port_range()?),
         other_ports: others.ports.clone(),
+        cluster: cluster.cloned(),
     })
 }
 

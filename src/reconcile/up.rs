@@ -9,6 +9,7 @@ use super::{daemon, load, lock, Applied, Events, ReconcileError};
 use crate::apply::Outcome;
 use crate::diag::{ConfigError, Diagnostics};
 use crate::load::LoadOptions;
+use crate::model::cluster::ClusterView;
 use crate::model::daemon::DaemonConfig;
 use crate::model::{Desired, Resource, Spec};
 use crate::pipeline::Checked;
@@ -31,6 +32,18 @@ pub fn up(
     opts: &LoadOptions,
     events: &dyn Events,
 ) -> Result<UpOutcome, ReconcileError> {
+    up_on(store, opts, None, events)
+}
+
+/// `up` of this host's share of a cluster project: the replicas placed here, and the overlay
+/// entries, names and VIP backends of the endpoints other hosts published (`cluster`); None
+/// builds every replica here, as [`up`] does.
+pub fn up_on(
+    store: &dyn Store,
+    opts: &LoadOptions,
+    cluster: Option<&ClusterView>,
+    events: &dyn Events,
+) -> Result<UpOutcome, ReconcileError> {
     let checked = load(opts, events)?;
     let project = ProjectName::new(checked.project.name.clone())?;
     let lock = lock(store, &project, events)?;
@@ -41,7 +54,10 @@ pub fn up(
         let snapshot = store.read(&lock)?;
         let prior = snapshot.state.unwrap_or_default();
         let others = taken_by(snapshot.others, Unreadable::Refuse, events)?;
-        let desired = build(&checked, &context(&checked, &prior.allocations, &others)?)?;
+        let desired = build(
+            &checked,
+            &context(&checked, &prior.allocations, &others, cluster)?,
+        )?;
         let daemon = daemon_config(&checked, &desired)?;
         let missing = session.missing_links(&externals(&desired))?;
         if !missing.is_empty() {
