@@ -5,8 +5,9 @@
 //!
 //! The daemon takes every sample ([`collect`]): it already holds a handle on each replica's
 //! namespace and the resolver's counters, and it keeps one netlink socket of each kind per
-//! namespace across samples, so a sample of a thousand replicas costs a few netlink dumps per
-//! namespace and no thread or process. The figures are plain data ([`Sample`]); turning
+//! namespace across samples, so a sample of a thousand replicas costs two netlink dumps and a
+//! count of tracked connections per namespace (conntrack is followed by its events) and no
+//! thread or process. The figures are plain data ([`Sample`]); turning
 //! kernel answers into them ([`replica_sample`], [`vip_connections`]) is pure and tested here.
 
 mod collect;

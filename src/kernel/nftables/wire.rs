@@ -277,10 +277,10 @@ fn os_error(ctx: &Ctx, code: i32, body: &[u8]) -> KernelError {
 }
 
 /// A netlink message of a reply: (type, sequence number, body).
-type Reply<'b> = (u16, u32, &'b [u8]);
+pub type Reply<'b> = (u16, u32, &'b [u8]);
 
 /// The netlink messages of one datagram.
-fn messages<'b>(ctx: &Ctx, mut rest: &'b [u8]) -> Result<Vec<Reply<'b>>, KernelError> {
+pub fn messages<'b>(ctx: &Ctx, mut rest: &'b [u8]) -> Result<Vec<Reply<'b>>, KernelError> {
     let mut out = Vec::new();
     while rest.len() >= NLMSG_HDRLEN {
         let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
