@@ -269,3 +269,66 @@ fn a_public_metrics_address_is_refused_at_its_line() {
     assert!(err.contains("loopback or private"), "{err}");
     assert!(err.contains("compose.yaml:3:"), "{err}");
 }
+
+/// Hold `n` connections to `vip`:80 from client-1 until the returned guard drops.
+fn hold(p: &Project, vip: &str, n: usize) -> Procs {
+    let ns = p.ns("client", 1);
+    let code = format!(
+        "import socket,time\ncs=[socket.create_connection(('{vip}',80)) for _ in range({n})]\n\
+         [c.recv(100) for c in cs]\nprint('held',flush=True)\ntime.sleep(120)"
+    );
+    let mut holder =
+        p.sb.spawn(&["ip", "netns", "exec", &ns, "python3", "-c", &code]);
+    let out = holder.stdout.take().expect("holder's stdout");
+    let guard = Procs(vec![holder]);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)
+        .expect("holder says held");
+    assert_eq!(line.trim(), "held");
+    guard
+}
+
+/// Forget every connection client-1's namespace tracks (IPCTNL_MSG_CT_DELETE without a tuple:
+/// a flush), as `conntrack -F` does; the sockets stay open.
+fn flush_conntrack(p: &Project) {
+    python(
+        p,
+        "client",
+        1,
+        "import socket,struct\ns=socket.socket(socket.AF_NETLINK,socket.SOCK_RAW,12)\n\
+         s.bind((0,0))\n\
+         s.send(struct.pack('=IHHII',20,(1<<8)|2,1|4,1,0)+struct.pack('=BBH',2,0,0))\n\
+         err=struct.unpack_from('=i',s.recv(4096),16)[0]\nassert err==0,err",
+    );
+}
+
+/// The daemon follows conntrack by events and dumps only when the namespace's count disagrees:
+/// connections made before its first sample (which report no end), then while it listens, then
+/// all of them forgotten at once, are each counted right.
+#[test]
+fn vip_connections_follow_the_conntrack_table_as_it_changes() {
+    require_root("vip_connections_follow_the_conntrack_table_as_it_changes");
+    let sb = Sandbox::new();
+    let p = Project::new(&sb, "ncstatsct", LAB);
+    p.up();
+    let vip = p.vip("web", "front");
+    let _servers = Procs((1..=2).map(|n| p.serve("web", n, 80)).collect());
+    p.wait_open(Some(("client", 1)), &vip, 80);
+    flush_conntrack(&p);
+
+    let _early = hold(&p, &vip, 3);
+    let s = stats(&p);
+    assert_eq!(vip_connections(&s), 3, "{}", s["vips"]);
+
+    let _later = hold(&p, &vip, 2);
+    let s = stats(&p);
+    assert_eq!(vip_connections(&s), 5, "{}", s["vips"]);
+
+    flush_conntrack(&p);
+    let s = stats(&p);
+    assert_eq!(vip_connections(&s), 0, "{}", s["vips"]);
+
+    let _last = hold(&p, &vip, 1);
+    let s = stats(&p);
+    assert_eq!(vip_connections(&s), 1, "{}", s["vips"]);
+}
