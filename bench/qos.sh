@@ -3,14 +3,15 @@
 # network, without x-qos and with x-qos on every attachment (htb on both ends of each veth and
 # a loss rule in each replica's table). The issue's aim: with ≤ 1.2 × without.
 #
-#   sudo bench/qos.sh                    # N = 50 200
-#   sudo SIZES="100" REPEAT=3 bench/qos.sh
+#   sudo bench/qos.sh                    # N = 200, median of 3 rounds
+#   sudo SIZES="50 200" REPEAT=5 bench/qos.sh
 #   sudo NETCOMPOSE_BIN=/path/to/netcompose bench/qos.sh
 #
 # Everything runs inside `unshare --net --mount`, with private tmpfs over /run, /etc/netns and
 # /var/lib/netcompose, as bench/updown.sh does: nothing is made on the real machine, and the
 # kernel frees every object when the script ends. Each `up` starts from nothing (a `down`
-# runs between measurements, untimed). Prints the best of REPEAT rounds.
+# runs between measurements, untimed). Rounds alternate plain and x-qos, so that a busy minute
+# hits both; prints the median of REPEAT rounds (REPEAT=3 unless set).
 #
 # Measured (debug build, 2 CPUs shared with other builds, load average 23–34, so noisy):
 # N=50 1.07x, N=150 0.97x, N=100 best of 2 0.97x (best of 3 in a busier minute: 1.27x).
@@ -22,7 +23,7 @@ if [[ $EUID -ne 0 ]]; then
     exit 1
 fi
 
-sizes=${SIZES:-"50 200"}
+sizes=${SIZES:-"200"}
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 if [[ -z ${NETCOMPOSE_BIN:-} ]]; then
@@ -78,11 +79,11 @@ inner() {
 
     local nc=$work/netcompose
     now() { date +%s%N; }
-    min() { if [[ -z $1 || $2 -lt $1 ]]; then echo "$2"; else echo "$1"; fi; }
+    median() { printf '%s\n' "$@" | sort -n | sed -n "$((($# + 1) / 2))p"; }
     local results=()
     for n in $sizes; do
-        local best_plain="" best_qos="" round variant
-        for ((round = 1; round <= ${REPEAT:-1}; round++)); do
+        local plain=() qos=() round variant
+        for ((round = 1; round <= ${REPEAT:-3}; round++)); do
             for variant in plain qos; do
                 local f=$work/$variant-$n.yaml t0 t1 took
                 t0=$(now)
@@ -93,13 +94,13 @@ inner() {
                 "$nc" -f "$f" down >"$work/down.log" 2>&1 || { cat "$work/down.log" >&2; exit 1; }
                 sleep "${SETTLE:-2}"
                 if [[ $variant == plain ]]; then
-                    best_plain=$(min "$best_plain" "$took")
+                    plain+=("$took")
                 else
-                    best_qos=$(min "$best_qos" "$took")
+                    qos+=("$took")
                 fi
             done
         done
-        results+=("$n $best_plain $best_qos")
+        results+=("$n $(median "${plain[@]}") $(median "${qos[@]}")")
     done
     echo
     printf '%6s | %14s | %14s | %7s\n' "N" "up (ms)" "up x-qos (ms)" "ratio"
@@ -110,6 +111,6 @@ inner() {
     done
 }
 
-echo "netcompose: $NETCOMPOSE_BIN; kernel $(uname -r); $(nproc) CPUs; load $(cut -d" " -f1-3 /proc/loadavg); sizes: $sizes; repeat: ${REPEAT:-1}"
+echo "netcompose: $NETCOMPOSE_BIN; kernel $(uname -r); $(nproc) CPUs; load $(cut -d" " -f1-3 /proc/loadavg); sizes: $sizes; repeat: ${REPEAT:-3}"
 unshare --net --mount --propagation private \
     bash -c "$(declare -f inner); inner \"\$1\" \"\$2\"" inner "$work" "$sizes"
