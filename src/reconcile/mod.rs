@@ -248,6 +248,8 @@ pub fn recorded_scale(
 #[cfg(test)]
 mod converge_tests;
 #[cfg(test)]
+mod overlay_tests;
+#[cfg(test)]
 mod qos_tests;
 #[cfg(test)]
 mod tests;
