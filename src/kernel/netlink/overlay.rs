@@ -103,15 +103,29 @@ fn lladdr(n: &NeighbourMessage) -> Option<[u8; 6]> {
     })
 }
 
+/// `NDA_DST`. In a bridge-family (FDB) message the crate cannot tell its family and leaves
+/// the bytes raw: 4 of them are an IPv4 VTEP, 16 an IPv6 one.
 fn destination(n: &NeighbourMessage) -> Option<IpAddr> {
     n.attributes.iter().find_map(|a| match a {
         NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
         NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
+        NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => match bytes.len() {
+            4 => <[u8; 4]>::try_from(bytes.as_slice()).ok().map(IpAddr::from),
+            16 => <[u8; 16]>::try_from(bytes.as_slice())
+                .ok()
+                .map(IpAddr::from),
+            _ => None,
+        },
         _ => None,
     })
 }
 
+/// An entry of the device itself (`self`); the bridge also reports, under the port's index,
+/// what it learned through it (`master`), which is not the device's.
 fn parse_fdb(n: &NeighbourMessage) -> Option<FdbEntry> {
+    if !n.header.flags.contains(NeighbourFlags::Own) {
+        return None;
+    }
     Some(FdbEntry {
         mac: lladdr(n)?,
         dst: destination(n),
