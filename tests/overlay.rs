@@ -158,6 +158,21 @@ fn an_overlay_carries_traffic_names_and_vips_across_hosts() {
         ("web", 2, 1),
         ("web", 3, 2),
     ];
+    let first = dir.path().join("first-view.json");
+    std::fs::write(&first, view(&alloc, &placement, 1).to_string()).unwrap();
+    let planned = projects[1].nc_ok(&["plan", "--cluster-view", first.to_str().unwrap()]);
+    for shown in [
+        "network.mesh.vxlan (vxlan)",
+        &format!(
+            "network.mesh.remote.{} (remote)",
+            owner_addr(&alloc, "web", 3)
+        ),
+        "service.web[2] (namespace)",
+        "Note: node h1: 1 of the project's replicas run here",
+    ] {
+        assert!(planned.contains(shown), "{shown}:\n{planned}");
+    }
+    assert!(!planned.contains("service.web[1] (namespace)"), "{planned}");
     up_all(&projects, &dir, &alloc, &placement);
     let (c, client) = (&projects[0], "ov0-client-1");
     let mut servers = Servers(

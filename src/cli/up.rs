@@ -1,6 +1,6 @@
 //! `netcompose up`: make the machine match the file (or a saved plan), then record the state.
 
-use super::reconcile::{planning_with, report, require_root, store, Terminal};
+use super::reconcile::{planning_on, report, require_root, store, Terminal};
 use super::Global;
 use crate::daemon::ready::{self, WaitError};
 use crate::project_name::ProjectName;
@@ -44,16 +44,10 @@ pub fn run(global: &Global, args: &UpArgs) -> miette::Result<ExitCode> {
         .as_deref()
         .map(super::cluster_view::read)
         .transpose()?;
-    if global.dry_run && view.is_some() {
-        return Err(miette::miette!(
-            help = "run it without --dry-run (as root), or plan without --cluster-view",
-            "--cluster-view cannot be combined with --dry-run"
-        ));
-    }
     if global.dry_run {
         let plan = match &args.plan {
             Some(path) => reconcile::read_plan(path).map_err(report)?,
-            None => planning_with(&opts, None)?.plan,
+            None => planning_on(&opts, None, view.as_ref())?.plan,
         };
         super::plan::print(&plan);
         eprintln!("Dry run: nothing was changed.");

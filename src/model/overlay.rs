@@ -184,11 +184,15 @@ pub fn notes(project: &Project, view: &ClusterView) -> Vec<String> {
         view.remote.len()
     )];
     if !local.is_empty() {
-        let names: Vec<&str> = local.iter().map(|s| s.as_str()).collect();
+        let one = local.len() == 1;
+        let names: Vec<String> = local.iter().map(|s| format!("`{s}`")).collect();
         out.push(format!(
-            "network(s) {} are local to each host (driver bridge/macvlan): only this host's \
-             replicas are on them here, and their names resolve to this host's replicas",
-            names.join(", ")
+            "{} {} {} local to each host (bridge and macvlan networks are): only this host's \
+             replicas are on {them} here, and names on {them} resolve to them",
+            if one { "network" } else { "networks" },
+            names.join(", "),
+            if one { "stays" } else { "stay" },
+            them = if one { "it" } else { "them" },
         ));
     }
     out

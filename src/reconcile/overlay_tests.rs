@@ -178,6 +178,20 @@ fn only_local_replicas_are_built_and_remote_ones_are_named() {
 }
 
 #[test]
+fn the_plan_notes_say_which_networks_stay_local() {
+    let (checked, view) = view();
+    let notes = model::overlay::notes(&checked.project, &view);
+    assert!(
+        notes[0].starts_with("node h1: 2 of the project's replicas"),
+        "{notes:?}"
+    );
+    assert!(
+        notes[1].starts_with("network `local` stays local to each host"),
+        "{notes:?}"
+    );
+}
+
+#[test]
 fn an_ipv6_underlay_and_a_lower_file_mtu() {
     let (checked, mut view) = view();
     view.underlay = Some(ip("fd00::1"));
