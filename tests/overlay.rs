@@ -276,6 +276,11 @@ fn an_overlay_carries_traffic_names_and_vips_across_hosts() {
         assert!(out.status.success(), "{}", text(&out));
         assert!(text(&out).contains("No changes"), "h{me}: {}", text(&out));
     }
+    // `down` takes the VXLAN port (and its entries) away with the rest.
+    c.nc_ok(&["down"]);
+    let left = c.sb.run_ok(&["ip", "-o", "link", "show", "type", "vxlan"]);
+    assert!(left.trim().is_empty(), "{left}");
+    assert!(c.sb.run_ok(&["ip", "netns", "list"]).trim().is_empty());
 }
 
 /// A host's view for the whole project on this host alone (no remote endpoints).
