@@ -24,6 +24,7 @@ services:
   web:
     deploy: {replicas: 3}
     networks: [mesh, local]
+    ports: ['8080:80']
   db:
     networks: [mesh]
 networks:
@@ -175,6 +176,21 @@ fn only_local_replicas_are_built_and_remote_ones_are_named() {
     };
     assert_eq!(vip.backends.len(), 3);
     assert!(vip.backends.contains(&IpAddr::V4(web2)));
+}
+
+#[test]
+fn published_ports_balance_over_this_host_s_replicas() {
+    let (checked, mut view) = view();
+    // h2's share: web[2] only (replica 1 runs elsewhere).
+    view.local = [("web".to_string(), 2)].into_iter().collect();
+    let desired = desired(&checked, &view);
+    let Spec::Firewall(host) = spec(&desired, &ResourceId::HostFirewall) else {
+        panic!()
+    };
+    let rules = serde_json::to_string(&host.chains).unwrap();
+    let addr = |i: u32| view.allocations.networks["local"].addresses[&format!("web[{i}]")][0];
+    assert!(rules.contains(&addr(2).to_string()), "{rules}");
+    assert!(!rules.contains(&addr(1).to_string()), "{rules}");
 }
 
 #[test]
