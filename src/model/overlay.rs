@@ -13,8 +13,10 @@ use crate::spec::{Network, Project};
 use ipnetwork::IpNetwork;
 use std::net::IpAddr;
 
-/// VXLAN's IANA port.
+/// VXLAN's IANA port, unless the network's `vxlan_port` driver option sets another (every
+/// host of the overlay reads the same file, so they agree on it).
 pub const VXLAN_PORT: u16 = 4789;
+pub const VXLAN_PORT_OPT: &str = "vxlan_port";
 /// Headers VXLAN adds over an IPv4 underlay (outer IPv4 20 + UDP 8 + VXLAN 8 + inner
 /// Ethernet 14); an IPv6 underlay adds 20 more.
 pub const OVERHEAD_V4: u32 = 50;
@@ -24,6 +26,18 @@ const DEFAULT_UNDERLAY_MTU: u32 = 1500;
 
 pub fn is_overlay(net: &Network) -> bool {
     net.driver_name() == "overlay"
+}
+
+/// A `vxlan_port` value: a UDP port from 1 to 65535 (validate reports anything else).
+pub fn parse_port(text: &str) -> Option<u16> {
+    text.trim().parse().ok().filter(|p| *p != 0)
+}
+
+fn vxlan_port(net: &Network) -> u16 {
+    net.driver_opts
+        .get(VXLAN_PORT_OPT)
+        .and_then(|p| parse_port(&p.value))
+        .unwrap_or(VXLAN_PORT)
 }
 
 /// The VXLAN device of an overlay network on this host.
@@ -108,7 +122,7 @@ pub fn resources(project: &Project, view: &ClusterView, alloc: &Allocations) -> 
                 name: device.clone(),
                 bridge: bridge_ifname(project, key),
                 vni,
-                port: VXLAN_PORT,
+                port: vxlan_port(net),
                 local: view.underlay,
                 proxy: true,
                 mtu: overlay_mtu(view, net),

@@ -194,6 +194,42 @@ fn published_ports_balance_over_this_host_s_replicas() {
 }
 
 #[test]
+fn the_vxlan_port_can_be_set_and_a_bad_one_is_a_diagnostic() {
+    let (mut checked, view) = view();
+    let mesh = checked.project.networks.get_mut("mesh").unwrap();
+    mesh.driver_opts.insert(
+        model::overlay::VXLAN_PORT_OPT.into(),
+        crate::spec::Spanned::new("4790".into(), Default::default()),
+    );
+    let desired = desired(&checked, &view);
+    let Spec::Vxlan(vx) = spec(&desired, &ResourceId::vxlan("mesh")) else {
+        panic!()
+    };
+    assert_eq!(vx.port, 4790);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yaml");
+    let bad = COMPOSE.replace(
+        "driver: overlay",
+        "driver: overlay\n    driver_opts: {vxlan_port: \"70000\"}",
+    );
+    std::fs::write(&file, bad).unwrap();
+    let opts = LoadOptions {
+        files: vec![file],
+        environment: Some(HashMap::new()),
+        ..Default::default()
+    };
+    let Err(crate::pipeline::Failure::Invalid { diags, .. }) = checked_project(&opts) else {
+        panic!("a bad VXLAN port was accepted")
+    };
+    let said = format!("{:?}", diags.errors);
+    assert!(
+        said.contains("VXLAN port") && said.contains("70000"),
+        "{said}"
+    );
+}
+
+#[test]
 fn the_plan_notes_say_which_networks_stay_local() {
     let (checked, view) = view();
     let notes = model::overlay::notes(&checked.project, &view);

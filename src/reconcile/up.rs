@@ -198,6 +198,7 @@ fn vxlan_ports(desired: &Desired) -> Vec<u16> {
             _ => None,
         })
         .collect();
+    ports.sort_unstable();
     ports.dedup();
     ports
 }
