@@ -491,6 +491,7 @@ fn vxlan_without_learning_carries_an_overlay() {
                         port: 4789,
                         underlay: Some(uplink),
                         learning: false,
+                        proxy: false,
                         mtu: Some(1350),
                         alias: Some("netcompose:kt/network.overlay".into()),
                         master: None,

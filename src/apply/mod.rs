@@ -4,6 +4,7 @@
 //! converges: the next `observe` sees what the last one left, by its ownership marks.
 
 mod ops;
+mod overlay;
 mod qos;
 
 use crate::graph;
@@ -33,6 +34,9 @@ pub enum ApplyError {
     Missing { address: String, object: String },
     #[error("{address}: {message}")]
     Internal { address: String, message: String },
+    /// A VXLAN device cannot come up: another socket holds its UDP port on this host.
+    #[error("{address}: UDP port {port} (VXLAN) is already in use on this host")]
+    VxlanPortInUse { address: String, port: u16 },
     #[error(transparent)]
     Graph(#[from] graph::CycleError),
 }
@@ -254,6 +258,8 @@ fn namespace_of(spec: &Spec) -> Option<&str> {
         Spec::Bridge(_)
         | Spec::Macvlan(_)
         | Spec::External(_)
+        | Spec::Vxlan(_)
+        | Spec::Remote(_)
         | Spec::Namespace(_)
         | Spec::Vip(_)
         | Spec::Dns(_) => None,
@@ -358,6 +364,8 @@ fn lives_on(r: &Resource, parent: &Resource) -> bool {
             Spec::Bridge(_)
             | Spec::Macvlan(_)
             | Spec::External(_)
+            | Spec::Vxlan(_)
+            | Spec::Remote(_)
             | Spec::Namespace(_)
             | Spec::Link(_)
             | Spec::Files(_)
@@ -367,20 +375,25 @@ fn lives_on(r: &Resource, parent: &Resource) -> bool {
         },
         Spec::Bridge(b) => match &r.spec {
             Spec::Link(l) => l.bridge.as_deref() == Some(b.name.as_str()),
+            Spec::Vxlan(v) => v.bridge == b.name,
             Spec::Firewall(f) => {
                 f.namespace.is_none() && f.sysctls.keys().any(|k| k.contains(b.name.as_str()))
             }
             Spec::Bridge(_)
             | Spec::Macvlan(_)
             | Spec::External(_)
+            | Spec::Remote(_)
             | Spec::Namespace(_)
             | Spec::Route(_)
             | Spec::Files(_)
             | Spec::Vip(_)
             | Spec::Dns(_) => false,
         },
+        // A remote endpoint's entries go with the VXLAN device they are on.
+        Spec::Vxlan(v) => matches!(&r.spec, Spec::Remote(e) if e.device == v.name),
         // No kernel object of its own, or nothing lives on it.
-        Spec::Macvlan(_)
+        Spec::Remote(_)
+        | Spec::Macvlan(_)
         | Spec::External(_)
         | Spec::Route(_)
         | Spec::Files(_)

@@ -24,13 +24,13 @@ pub(super) fn kernel_err(address: &str) -> impl Fn(KernelError) -> ApplyError + 
 }
 
 /// The ifalias that marks an object as this project's.
-fn mark<M>(k: &Kernel<M>, address: &str) -> String {
+pub(super) fn mark<M>(k: &Kernel<M>, address: &str) -> String {
     ownership_mark(&k.project, address)
 }
 
 /// Refuse to go on when `link` exists and is not ours: ours carries our mark, or (made by a
 /// run killed before it could set the mark) no alias and the MAC it was created with.
-fn owned<M: Machine>(k: &Kernel<M>, address: &str, link: &KLink) -> Result<()> {
+pub(super) fn owned<M: Machine>(k: &Kernel<M>, address: &str, link: &KLink) -> Result<()> {
     owned_with_mac(k, address, link, k.owner_mac(&link.name))
 }
 
@@ -65,6 +65,8 @@ pub async fn create<M: Machine>(k: &Kernel<M>, r: &Resource) -> Result<()> {
         Spec::Firewall(f) => load_firewall(k, a, None, f).await,
         Spec::Macvlan(m) => parent_exists(k, a, &m.parent).await,
         Spec::External(e) => parent_exists(k, a, &e.name).await,
+        Spec::Vxlan(v) => super::overlay::create_vxlan(k, a, v).await,
+        Spec::Remote(e) => super::overlay::set_remote(k, a, None, e).await,
         // Served by the project daemon and the replicas' rule sets, from the state.
         Spec::Vip(_) | Spec::Dns(_) => Ok(()),
     }
@@ -77,6 +79,8 @@ pub async fn update<M: Machine>(k: &Kernel<M>, old: &Resource, new: &Resource) -
         (Spec::Namespace(_), Spec::Namespace(n)) => set_sysctls(k, a, n).await,
         (Spec::Link(o), Spec::Link(n)) => update_link(k, a, o, n).await,
         (Spec::Firewall(o), Spec::Firewall(n)) => load_firewall(k, a, Some(o), n).await,
+        (Spec::Vxlan(_), Spec::Vxlan(n)) => super::overlay::update_vxlan(k, a, n).await,
+        (Spec::Remote(o), Spec::Remote(n)) => super::overlay::set_remote(k, a, Some(o), n).await,
         // Made again over the old one (routes are replaced, files rewritten, parents looked
         // up); VIPs and zones are the daemon's.
         (Spec::Route(_), Spec::Route(_))
@@ -91,6 +95,8 @@ pub async fn update<M: Machine>(k: &Kernel<M>, old: &Resource, new: &Resource) -
             Spec::Bridge(_)
             | Spec::Macvlan(_)
             | Spec::External(_)
+            | Spec::Vxlan(_)
+            | Spec::Remote(_)
             | Spec::Namespace(_)
             | Spec::Link(_)
             | Spec::Route(_)
@@ -107,6 +113,8 @@ pub async fn delete<M: Machine>(k: &Kernel<M>, r: &Resource) -> Result<()> {
     let a = &r.address.to_string();
     match &r.spec {
         Spec::Bridge(b) => delete_named_link(k, a, &b.name).await,
+        Spec::Vxlan(v) => delete_named_link(k, a, &v.name).await,
+        Spec::Remote(e) => super::overlay::delete_remote(k, a, e).await,
         Spec::Namespace(n) => delete_namespace(k, a, n).await,
         Spec::Link(l) => delete_link(k, a, l).await,
         Spec::Route(rt) => delete_route(k, a, rt).await,
@@ -303,7 +311,7 @@ async fn delete_namespace<M: Machine>(k: &Kernel<M>, a: &str, n: &Namespace) -> 
 
 // ------------------------------------------------------------------ links
 
-fn mac(a: &str, text: &str) -> Result<[u8; 6]> {
+pub(super) fn mac(a: &str, text: &str) -> Result<[u8; 6]> {
     parse_mac(text).ok_or_else(|| ApplyError::Internal {
         address: a.to_string(),
         message: format!("bad MAC {text}"),

@@ -2,6 +2,7 @@
 //! Diagnostics become miette reports here, at the edge.
 
 mod check;
+mod cluster_view;
 mod config;
 mod daemon;
 mod down;

@@ -1,6 +1,6 @@
 //! `netcompose plan`: the diff, for people (text) and for CI (--json, --detailed-exitcode).
 
-use super::reconcile::planning;
+use super::reconcile::planning_on;
 use super::Global;
 use crate::plan::{render, Plan};
 use miette::IntoDiagnostic;
@@ -25,10 +25,24 @@ pub struct PlanArgs {
     /// Plan against an older Compose file, a saved plan or a state file instead of the machine.
     #[arg(long)]
     pub against: Option<PathBuf>,
+    /// Plan only this host's share of a cluster project, as a ClusterView in JSON says (for
+    /// tests and debugging; see `up --cluster-view`).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub cluster_view: Option<PathBuf>,
 }
 
 pub fn run(global: &Global, args: &PlanArgs) -> miette::Result<ExitCode> {
-    let plan = planning(global, args.against.as_deref())?.plan;
+    let view = args
+        .cluster_view
+        .as_deref()
+        .map(super::cluster_view::read)
+        .transpose()?;
+    let plan = planning_on(
+        &global.load_options(),
+        args.against.as_deref(),
+        view.as_ref(),
+    )?
+    .plan;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&plan).into_diagnostic()?);
     } else {

@@ -4,6 +4,7 @@
 use super::progress::{self, Live};
 use super::Global;
 use crate::load::LoadOptions;
+use crate::model::cluster::ClusterView;
 use crate::plan::Summary;
 use crate::project_name::ProjectName;
 use crate::reconcile::{self, Applied, Baseline, DaemonEvent, Events, Planning, ReconcileError};
@@ -62,12 +63,21 @@ pub fn planning(global: &Global, against: Option<&Path>) -> miette::Result<Plann
 
 /// [`planning`] with load options of the command's own (`up --scale`).
 pub fn planning_with(opts: &LoadOptions, against: Option<&Path>) -> miette::Result<Planning> {
+    planning_on(opts, against, None)
+}
+
+/// [`planning_with`] of this host's share of a cluster project (`--cluster-view`).
+pub fn planning_on(
+    opts: &LoadOptions,
+    against: Option<&Path>,
+    cluster: Option<&ClusterView>,
+) -> miette::Result<Planning> {
     let baseline = match against {
         Some(path) => Baseline::File(path.to_path_buf()),
         None if is_root() => Baseline::Live,
         None => Baseline::State,
     };
-    reconcile::plan(&store(), opts, &baseline, &Terminal::new()).map_err(report)
+    reconcile::plan_on(&store(), opts, &baseline, cluster, &Terminal::new()).map_err(report)
 }
 
 /// Prints a run's events: results on stdout, the rest on stderr. On a terminal, a live status

@@ -1,6 +1,6 @@
 //! `netcompose up`: make the machine match the file (or a saved plan), then record the state.
 
-use super::reconcile::{planning_with, report, require_root, store, Terminal};
+use super::reconcile::{planning_on, report, require_root, store, Terminal};
 use super::Global;
 use crate::daemon::ready::{self, WaitError};
 use crate::project_name::ProjectName;
@@ -30,15 +30,24 @@ pub struct UpArgs {
     /// With --wait: fail after this many seconds, naming the replicas not ready.
     #[arg(long, value_name = "SECONDS", requires = "wait")]
     pub wait_timeout: Option<u64>,
+    /// Build only this host's share of a cluster project, as a ClusterView in JSON says
+    /// (the agent does this in-process; for tests and debugging).
+    #[arg(long, value_name = "FILE", hide = true, conflicts_with = "plan")]
+    pub cluster_view: Option<PathBuf>,
 }
 
 pub fn run(global: &Global, args: &UpArgs) -> miette::Result<ExitCode> {
     let mut opts = global.load_options();
     opts.scale = parse_scale(&args.scale)?;
+    let view = args
+        .cluster_view
+        .as_deref()
+        .map(super::cluster_view::read)
+        .transpose()?;
     if global.dry_run {
         let plan = match &args.plan {
             Some(path) => reconcile::read_plan(path).map_err(report)?,
-            None => planning_with(&opts, None)?.plan,
+            None => planning_on(&opts, None, view.as_ref())?.plan,
         };
         super::plan::print(&plan);
         eprintln!("Dry run: nothing was changed.");
@@ -54,7 +63,7 @@ pub fn run(global: &Global, args: &UpArgs) -> miette::Result<ExitCode> {
             let project = saved.project.clone();
             reconcile::up_plan(&store(), saved, &events).map(|_| Some(project))
         }
-        None => reconcile::up(&store(), &opts, &events).map(|_| None),
+        None => reconcile::up_on(&store(), &opts, view.as_ref(), &events).map(|_| None),
     };
     // The live status line is erased before an error is printed.
     drop(events);

@@ -1,8 +1,9 @@
 //! The kernel mechanisms that `observe` and `apply` use, as traits: links, addresses and
 //! routes of one namespace ([`Links`]), named namespaces ([`Namespaces`]), nftables tables
 //! ([`Firewall`]), `net.*` sysctls ([`Sysctls`]) and the replica files under /etc/netns
-//! ([`ReplicaFiles`]), qdiscs and htb classes ([`TrafficControl`]). [`Machine`] is all of them
-//! with a handle per namespace.
+//! ([`ReplicaFiles`]), qdiscs and htb classes ([`TrafficControl`]), VXLAN devices with their
+//! FDB and neighbour entries ([`Overlay`]) and whether a UDP port can be bound ([`Ports`]).
+//! [`Machine`] is all of them with a handle per namespace.
 //!
 //! The real machine is [`super::system::System`]; [`super::fake::Fake`] keeps the same facts in
 //! memory so that the applier and the observer are tested without root. The methods mirror the
@@ -12,6 +13,7 @@
 //! Methods return `Send` futures so that a caller may run a reconciliation on any runtime
 //! thread; what blocks (a thread inside a namespace, a file, a process) runs off the runtime.
 
+pub use super::netlink::{FdbEntry, Neighbour, VxlanSpec};
 use super::netlink::{Link, MacvlanMode, Route};
 use super::nftables::LiveTable;
 use super::KernelError;
@@ -127,6 +129,45 @@ pub trait TrafficControl: Send + Sync {
     fn set_htb_class(&self, index: u32, c: &HtbClass) -> impl Future<Output = Res<()>> + Send;
 }
 
+/// VXLAN devices of one namespace and their static entries (rtnetlink). Entries are written
+/// with replace, never create-exclusive: an endpoint that moved to another host must move its
+/// entry, not fail on the old one.
+pub trait Overlay: Send + Sync {
+    /// Returns the device's index. Asked up, it binds its UDP port at once: `AddressInUse`
+    /// when the port is taken, and then no device is left behind.
+    fn create_vxlan(&self, spec: &VxlanSpec) -> impl Future<Output = Res<u32>> + Send;
+    fn fdb(&self, index: u32) -> impl Future<Output = Res<Vec<FdbEntry>>> + Send;
+    /// `bridge fdb replace MAC dev INDEX dst DST self permanent`.
+    fn set_fdb(
+        &self,
+        index: u32,
+        mac: [u8; 6],
+        dst: IpAddr,
+    ) -> impl Future<Output = Res<()>> + Send;
+    fn delete_fdb(
+        &self,
+        index: u32,
+        mac: [u8; 6],
+        dst: Option<IpAddr>,
+    ) -> impl Future<Output = Res<()>> + Send;
+    fn neighbours(&self, index: u32) -> impl Future<Output = Res<Vec<Neighbour>>> + Send;
+    /// `ip neigh replace IP lladdr MAC dev INDEX nud permanent`.
+    fn set_neighbour(
+        &self,
+        index: u32,
+        ip: IpAddr,
+        mac: [u8; 6],
+    ) -> impl Future<Output = Res<()>> + Send;
+    fn delete_neighbour(&self, index: u32, ip: IpAddr) -> impl Future<Output = Res<()>> + Send;
+}
+
+/// UDP ports of the host namespace.
+pub trait Ports: Send + Sync {
+    /// Whether a socket could bind UDP `port` on every address now (a VXLAN device binds it
+    /// so when it comes up).
+    fn udp_port_free(&self, port: u16) -> impl Future<Output = Res<bool>> + Send;
+}
+
 /// Named network namespaces (`/run/netns`).
 pub trait Namespaces: Send + Sync {
     /// Create namespace `name`, set up as `init` says before it is named. `Exists` when a live
@@ -203,8 +244,8 @@ pub trait ReplicaFiles: Send + Sync {
 }
 
 /// Everything the applier and the observer use of a machine.
-pub trait Machine: Namespaces + Firewall + Sysctls + ReplicaFiles {
-    type Net: Links + TrafficControl;
+pub trait Machine: Namespaces + Firewall + Sysctls + ReplicaFiles + Ports {
+    type Net: Links + TrafficControl + Overlay;
     /// The host namespace's handle.
     fn host(&self) -> &Self::Net;
     /// The handle of namespace `ns`, opened on first use and kept.

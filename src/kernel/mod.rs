@@ -47,7 +47,8 @@ use std::io;
 pub use handle::{owner_mac, Kernel};
 pub use machine::Machine;
 pub use netlink::{
-    Link, LinkKind, LinkStats, MacvlanMode, MacvlanSpec, Netlink, Route, VethSpec, VxlanSpec,
+    FdbEntry, Link, LinkKind, LinkStats, MacvlanMode, MacvlanSpec, Neighbour, Netlink, Route,
+    VethSpec, VxlanSpec,
 };
 pub use netns::{NetnsDir, ETC_NETNS};
 pub use system::System;
@@ -66,6 +67,8 @@ pub enum ErrorKind {
     PermissionDenied,
     /// EBUSY.
     Busy,
+    /// EADDRINUSE: a port (a VXLAN device's UDP port) is bound by another socket.
+    AddressInUse,
     /// The request was rejected as malformed (EINVAL, ERANGE) or our own input check failed.
     Invalid,
     /// Anything else, including netlink protocol failures.
@@ -192,6 +195,7 @@ fn classify_io(e: &io::Error) -> ErrorKind {
             }
             Errno::EPERM | Errno::EACCES => ErrorKind::PermissionDenied,
             Errno::EBUSY => ErrorKind::Busy,
+            Errno::EADDRINUSE => ErrorKind::AddressInUse,
             Errno::EINVAL | Errno::ERANGE => ErrorKind::Invalid,
             _ => ErrorKind::Other,
         };
@@ -202,6 +206,7 @@ fn classify_io(e: &io::Error) -> ErrorKind {
         io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
         io::ErrorKind::Unsupported => ErrorKind::Unsupported,
         io::ErrorKind::InvalidInput => ErrorKind::Invalid,
+        io::ErrorKind::AddrInUse => ErrorKind::AddressInUse,
         _ => ErrorKind::Other,
     }
 }
@@ -325,6 +330,10 @@ mod tests {
         let c = Ctx::new("delete link", "ifindex 9", None);
         assert!(c.errno(nix::errno::Errno::ENODEV).is_not_found());
         assert_eq!(c.errno(nix::errno::Errno::EBUSY).kind(), ErrorKind::Busy);
+        assert_eq!(
+            c.errno(nix::errno::Errno::EADDRINUSE).kind(),
+            ErrorKind::AddressInUse
+        );
         assert_eq!(c.invalid("bad").kind(), ErrorKind::Invalid);
         assert_eq!(module_for_kind("vlan"), "8021q");
         assert_eq!(module_for_kind("ipvlan"), "ipvlan");

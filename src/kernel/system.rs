@@ -4,10 +4,12 @@
 //! runs on tokio's blocking pool, so that many namespaces are worked on at once.
 
 use super::machine::{
-    Firewall, HtbClass, Links, Machine, Namespaces, NetnsInit, NewMacvlan, NewVeth, Qdisc,
-    ReplicaFiles, Sysctls, Table, TrafficControl,
+    Firewall, HtbClass, Links, Machine, Namespaces, NetnsInit, NewMacvlan, NewVeth, Overlay, Ports,
+    Qdisc, ReplicaFiles, Sysctls, Table, TrafficControl,
 };
-use super::netlink::{Link, MacvlanSpec, Netlink, Route, VethSpec, LOOPBACK_INDEX};
+use super::netlink::{
+    FdbEntry, Link, MacvlanSpec, Neighbour, Netlink, Route, VethSpec, VxlanSpec, LOOPBACK_INDEX,
+};
 use super::netns::{NetnsDir, ETC_NETNS};
 use super::nftables::{self, read, LiveTable};
 use super::{sysctl, Ctx, KernelError};
@@ -246,6 +248,52 @@ impl Links for Net {
         oif: Option<u32>,
     ) -> Res<()> {
         self.nl.delete_route(dst, gateway, oif).await
+    }
+}
+
+impl Overlay for Net {
+    async fn create_vxlan(&self, spec: &VxlanSpec) -> Res<u32> {
+        self.nl.create_vxlan(spec).await
+    }
+
+    async fn fdb(&self, index: u32) -> Res<Vec<FdbEntry>> {
+        let _turn = self.dumps.lock().await;
+        self.nl.fdb(index).await
+    }
+
+    async fn set_fdb(&self, index: u32, mac: [u8; 6], dst: IpAddr) -> Res<()> {
+        self.nl.add_fdb(index, mac, dst).await
+    }
+
+    async fn delete_fdb(&self, index: u32, mac: [u8; 6], dst: Option<IpAddr>) -> Res<()> {
+        self.nl.delete_fdb(index, mac, dst).await
+    }
+
+    async fn neighbours(&self, index: u32) -> Res<Vec<Neighbour>> {
+        let _turn = self.dumps.lock().await;
+        self.nl.neighbours(index).await
+    }
+
+    async fn set_neighbour(&self, index: u32, ip: IpAddr, mac: [u8; 6]) -> Res<()> {
+        self.nl.add_neighbour(index, ip, mac).await
+    }
+
+    async fn delete_neighbour(&self, index: u32, ip: IpAddr) -> Res<()> {
+        self.nl.delete_neighbour(index, ip).await
+    }
+}
+
+impl Ports for System {
+    /// A probe socket on the wildcard address: a VXLAN device binds its port there, so any
+    /// socket on that port (on any address) keeps the device from coming up. This process
+    /// runs in the host namespace.
+    async fn udp_port_free(&self, port: u16) -> Res<bool> {
+        let ctx = Ctx::new("probe udp port", port, None);
+        match tokio::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, port)).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => Ok(false),
+            Err(e) => Err(ctx.os(e)),
+        }
     }
 }
 

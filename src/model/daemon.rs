@@ -324,7 +324,30 @@ pub fn build(
     let host_upstreams = host_upstreams(host_nameservers);
     let mut namespaces = BTreeMap::new();
     let mut processes = Vec::new();
-    for rep in replicas(project) {
+    // On a cluster, a replica of another host has no namespace here: it is not served and
+    // its processes run there.
+    let here: std::collections::HashSet<&str> = desired
+        .resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::Namespace(n) => Some(n.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    let all = replicas(project);
+    let ours: std::collections::HashSet<&str> = all
+        .iter()
+        .filter(|r| r.stack == Stack::Own)
+        .filter_map(|r| r.netns.as_deref())
+        .collect();
+    for rep in all.iter().cloned() {
+        if rep
+            .netns
+            .as_deref()
+            .is_some_and(|ns| ours.contains(ns) && !here.contains(ns))
+        {
+            continue;
+        }
         let svc = &project.services[&rep.service];
         if rep.stack == Stack::Own {
             if let Some(ns) = &rep.netns {

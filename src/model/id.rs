@@ -22,6 +22,11 @@ use thiserror::Error;
 pub enum ResourceId {
     /// `network.<key>`: a bridge, macvlan or external network.
     Network(String),
+    /// `network.<key>.vxlan`: an overlay network's VXLAN port on this host.
+    Vxlan(String),
+    /// `network.<key>.remote.<address>`: an endpoint of another host on an overlay network
+    /// (its first address names it), reached through the VXLAN port.
+    Remote { network: String, address: String },
     /// `dns.<key>`: the names the resolver answers on a network.
     Dns(String),
     /// `firewall.host`: the project's table in the host namespace.
@@ -106,6 +111,17 @@ impl ResourceId {
         ResourceId::Network(key.into())
     }
 
+    pub fn vxlan(key: impl Into<String>) -> Self {
+        ResourceId::Vxlan(key.into())
+    }
+
+    pub fn remote(network: impl Into<String>, address: std::net::IpAddr) -> Self {
+        ResourceId::Remote {
+            network: network.into(),
+            address: address.to_string(),
+        }
+    }
+
     pub fn dns(key: impl Into<String>) -> Self {
         ResourceId::Dns(key.into())
     }
@@ -126,6 +142,8 @@ impl ResourceId {
             | ResourceId::Files(r)
             | ResourceId::ReplicaFirewall(r) => Some(r),
             ResourceId::Network(_)
+            | ResourceId::Vxlan(_)
+            | ResourceId::Remote { .. }
             | ResourceId::Dns(_)
             | ResourceId::HostFirewall
             | ResourceId::Daemon
@@ -139,6 +157,15 @@ impl ResourceId {
         use Piece::Text as T;
         match self {
             ResourceId::Network(n) => [T("network."), T(n), T(""), T(""), T(""), T("")],
+            ResourceId::Vxlan(n) => [T("network."), T(n), T(".vxlan"), T(""), T(""), T("")],
+            ResourceId::Remote { network, address } => [
+                T("network."),
+                T(network),
+                T(".remote."),
+                T(address),
+                T(""),
+                T(""),
+            ],
             ResourceId::Dns(n) => [T("dns."), T(n), T(""), T(""), T(""), T("")],
             ResourceId::HostFirewall => [T("firewall.host"), T(""), T(""), T(""), T(""), T("")],
             ResourceId::Daemon => [T("daemon"), T(""), T(""), T(""), T(""), T("")],
@@ -312,6 +339,19 @@ fn parse(text: &str) -> Result<ResourceId, ParseIdReason> {
         return Ok(ResourceId::HostFirewall);
     }
     if let Some(key) = text.strip_prefix("network.") {
+        // Network names may hold `.`: as for VIPs, a text that reads both ways is one id.
+        if let Some(network) = key.strip_suffix(".vxlan").filter(|n| !n.is_empty()) {
+            return Ok(ResourceId::Vxlan(network.to_string()));
+        }
+        if let Some((network, address)) = key
+            .rsplit_once(".remote.")
+            .filter(|(n, a)| !n.is_empty() && a.parse::<std::net::IpAddr>().is_ok())
+        {
+            return Ok(ResourceId::Remote {
+                network: network.to_string(),
+                address: address.to_string(),
+            });
+        }
         return Ok(ResourceId::Network(name(key)?));
     }
     if let Some(key) = text.strip_prefix("dns.") {
@@ -380,6 +420,15 @@ mod tests {
     fn prints_today_s_addresses() {
         let table = [
             (ResourceId::network("front"), "network.front"),
+            (ResourceId::vxlan("mesh"), "network.mesh.vxlan"),
+            (
+                ResourceId::remote("mesh", "10.14.0.7".parse().unwrap()),
+                "network.mesh.remote.10.14.0.7",
+            ),
+            (
+                ResourceId::remote("m.x", "fd00::7".parse().unwrap()),
+                "network.m.x.remote.fd00::7",
+            ),
             (ResourceId::dns("front"), "dns.front"),
             (ResourceId::HostFirewall, "firewall.host"),
             (ResourceId::Daemon, "daemon"),
@@ -477,6 +526,9 @@ mod tests {
     fn id() -> impl Strategy<Value = ResourceId> {
         prop_oneof![
             name().prop_map(ResourceId::Network),
+            name().prop_map(ResourceId::Vxlan),
+            (name(), any::<std::net::Ipv4Addr>())
+                .prop_map(|(n, a)| ResourceId::remote(n, std::net::IpAddr::V4(a))),
             name().prop_map(ResourceId::Dns),
             Just(ResourceId::HostFirewall),
             Just(ResourceId::Daemon),

@@ -10,6 +10,7 @@ pub mod endpoints;
 mod files;
 pub mod id;
 pub mod names;
+pub mod overlay;
 pub mod ports;
 pub mod qos;
 pub mod relay;
@@ -70,7 +71,19 @@ pub fn build(project: &Project, ctx: &Context) -> Result<Desired, Vec<IpamError>
             .collect());
     }
     allocations.ports = ports;
-    let eps = endpoints::endpoints(project, &replicas, &allocations);
+    // On a cluster, IPAM above numbered every replica of the project; only this host's are
+    // built here, and the other hosts' endpoints join DNS and the VIPs.
+    let (replicas, remote) = match &ctx.cluster {
+        Some(view) => (
+            overlay::local_replicas(view, &replicas),
+            overlay::remote_endpoints(project, view),
+        ),
+        None => (replicas, Vec::new()),
+    };
+    let local_eps = endpoints::endpoints(project, &replicas, &allocations);
+    let local_index = endpoints::EndpointIndex::new(&local_eps);
+    let mut eps = local_eps.clone();
+    eps.extend(remote);
     let index = endpoints::EndpointIndex::new(&eps);
     let networks = endpoints::network_resources(project, &allocations);
     let vips = endpoints::vip_resources(project, &allocations, &index);
@@ -88,7 +101,9 @@ pub fn build(project: &Project, ctx: &Context) -> Result<Desired, Vec<IpamError>
             _ => None,
         })
         .collect();
-    let publish = ports::publications(project, &index, &bridges, &allocations);
+    // Published ports balance over this host's replicas: a remote replica would answer through
+    // its own host's gateway, not back through this one.
+    let publish = ports::publications(project, &local_index, &bridges, &allocations);
     let dispatch = tables::vip::Dispatch::new(vip_specs.iter().copied());
     let mut resources = tables::host::resources(&project.name, &bridges, &dispatch, &publish);
     resources.extend(tables::replica::resources(
@@ -97,13 +112,17 @@ pub fn build(project: &Project, ctx: &Context) -> Result<Desired, Vec<IpamError>
     resources.extend(endpoints::namespace_resources(
         project,
         &replicas,
-        &index,
+        &local_index,
         &allocations,
     ));
-    resources.extend(files::resources(project, &replicas, &index, ctx));
+    resources.extend(files::resources(project, &replicas, &local_index, ctx));
     resources.extend(dns::resources(project, &replicas, &eps, &allocations));
     resources.extend(vips);
     resources.extend(networks);
+    if let Some(view) = &ctx.cluster {
+        resources.extend(overlay::resources(project, view, &allocations));
+        overlay::clamp_mtu(project, view, &mut resources);
+    }
     resources.sort_by(|a, b| a.address.cmp(&b.address));
     Ok(Desired {
         project: project.name.clone(),

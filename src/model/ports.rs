@@ -155,8 +155,15 @@ pub fn publications(
         ) {
             continue;
         }
-        // Interface order: eth0 first.
-        let mut mine: Vec<&Endpoint> = index.replica(key, 1).to_vec();
+        // Interface order: eth0 first. The first replica on this host (replica 1 on one
+        // host; on a cluster it may run elsewhere).
+        let first = index
+            .service(key)
+            .iter()
+            .map(|e| e.index)
+            .min()
+            .unwrap_or(1);
+        let mut mine: Vec<&Endpoint> = index.replica(key, first).to_vec();
         mine.sort_by_key(|e| e.ifname.clone());
         let Some(bridge) = mine.iter().find_map(|e| {
             bridges

@@ -23,6 +23,8 @@ pub enum Spec {
     Bridge(Bridge),
     Macvlan(MacvlanNetwork),
     External(ExternalNetwork),
+    Vxlan(Vxlan),
+    Remote(RemoteEndpoint),
     Namespace(Namespace),
     Link(Link),
     Route(Route),
@@ -39,6 +41,8 @@ impl Spec {
             Spec::Bridge(_) => "bridge",
             Spec::Macvlan(_) => "macvlan",
             Spec::External(_) => "external",
+            Spec::Vxlan(_) => "vxlan",
+            Spec::Remote(_) => "remote",
             Spec::Namespace(_) => "namespace",
             Spec::Link(_) => "link",
             Spec::Route(_) => "route",
@@ -56,11 +60,13 @@ impl Spec {
         Some(match (self, new) {
             (S::Bridge(a), S::Bridge(b)) => a.replacement_fields(b),
             (S::Macvlan(a), S::Macvlan(b)) => a.replacement_fields(b),
+            (S::Vxlan(a), S::Vxlan(b)) => a.replacement_fields(b),
             (S::Namespace(a), S::Namespace(b)) => a.replacement_fields(b),
             (S::Link(a), S::Link(b)) => a.replacement_fields(b),
             (S::Route(a), S::Route(b)) => a.replacement_fields(b),
             // Changed in place, or (VIPs, zones) served from the state by the daemon.
             (S::External(_), S::External(_))
+            | (S::Remote(_), S::Remote(_))
             | (S::Files(_), S::Files(_))
             | (S::Vip(_), S::Vip(_))
             | (S::Dns(_), S::Dns(_))
@@ -70,6 +76,8 @@ impl Spec {
                 S::Bridge(_)
                 | S::Macvlan(_)
                 | S::External(_)
+                | S::Vxlan(_)
+                | S::Remote(_)
                 | S::Namespace(_)
                 | S::Link(_)
                 | S::Route(_)
@@ -90,6 +98,8 @@ enum Kind {
     Bridge,
     Macvlan,
     External,
+    Vxlan,
+    Remote,
     Namespace,
     Link,
     Route,
@@ -106,6 +116,8 @@ impl Kind {
             Kind::Bridge => Spec::Bridge(Deserialize::deserialize(fields)?),
             Kind::Macvlan => Spec::Macvlan(Deserialize::deserialize(fields)?),
             Kind::External => Spec::External(Deserialize::deserialize(fields)?),
+            Kind::Vxlan => Spec::Vxlan(Deserialize::deserialize(fields)?),
+            Kind::Remote => Spec::Remote(Deserialize::deserialize(fields)?),
             Kind::Namespace => Spec::Namespace(Deserialize::deserialize(fields)?),
             Kind::Link => Spec::Link(Deserialize::deserialize(fields)?),
             Kind::Route => Spec::Route(Deserialize::deserialize(fields)?),
@@ -171,6 +183,10 @@ pub enum ReplaceField {
     Ifname,
     HostIfname,
     Bridge,
+    Vni,
+    Port,
+    Local,
+    Proxy,
 }
 
 impl std::fmt::Display for ReplaceField {
@@ -184,6 +200,10 @@ impl std::fmt::Display for ReplaceField {
             ReplaceField::Ifname => "ifname",
             ReplaceField::HostIfname => "host_ifname",
             ReplaceField::Bridge => "bridge",
+            ReplaceField::Vni => "vni",
+            ReplaceField::Port => "port",
+            ReplaceField::Local => "local",
+            ReplaceField::Proxy => "proxy",
         })
     }
 }
@@ -207,6 +227,20 @@ impl MacvlanNetwork {
         forcing([
             (ReplaceField::Parent, self.parent != new.parent),
             (ReplaceField::Mode, self.mode != new.mode),
+        ])
+    }
+}
+
+impl Vxlan {
+    /// The kernel changes none of these on a live VXLAN device (`proxy` is refused outright).
+    fn replacement_fields(&self, new: &Vxlan) -> Vec<ReplaceField> {
+        forcing([
+            (ReplaceField::Name, self.name != new.name),
+            (ReplaceField::Bridge, self.bridge != new.bridge),
+            (ReplaceField::Vni, self.vni != new.vni),
+            (ReplaceField::Port, self.port != new.port),
+            (ReplaceField::Local, self.local != new.local),
+            (ReplaceField::Proxy, self.proxy != new.proxy),
         ])
     }
 }
@@ -263,6 +297,41 @@ pub struct MacvlanNetwork {
     pub subnets: Vec<IpNetwork>,
     pub gateways: Vec<IpAddr>,
     pub mtu: u32,
+}
+
+/// An overlay network's VXLAN port on this host: a port of the network's bridge, sending
+/// frames for remote endpoints to their hosts (static FDB entries, no learning) and answering
+/// ARP for them itself (`proxy`, from its neighbour entries).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Vxlan {
+    pub network: String,
+    pub name: String,
+    pub bridge: String,
+    pub vni: u32,
+    /// UDP port of the tunnels.
+    pub port: u16,
+    /// This host's underlay address (None: the kernel picks the source by route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<IpAddr>,
+    pub proxy: bool,
+    pub mtu: u32,
+}
+
+/// An endpoint on another host, as this host programs it on the network's VXLAN port: an FDB
+/// entry (its MAC → its host's VTEP) and a neighbour entry per address (address → MAC).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemoteEndpoint {
+    pub network: String,
+    /// The VXLAN device the entries are on.
+    pub device: String,
+    /// Which replica it is and where it runs: from the cluster view (the kernel keeps only
+    /// the entries; observe fills these in from the state).
+    pub service: String,
+    pub replica: u32,
+    pub node: String,
+    pub vtep: IpAddr,
+    pub mac: String,
+    pub addresses: Vec<IpAddr>,
 }
 
 /// A network made outside netcompose (`external: true`): looked up, used, never changed.

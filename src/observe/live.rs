@@ -3,6 +3,7 @@
 //! on lo for a namespace), and the host table is named after the project, so the live state
 //! is found from the kernel alone, even without the state file. What the kernel cannot tell
 //! (a bridge's network key, a VIP) is filled in from the state, else from the desired state.
+//! An overlay's VXLAN port and its remote endpoints are read in `overlay.rs`.
 
 use crate::firewall::compile::backend_slots;
 use crate::firewall::host_table;
@@ -63,11 +64,19 @@ impl<'a> Templates<'a> {
         }
     }
 
-    fn get(&self, address: &ResourceId) -> Option<&'a Resource> {
+    pub(super) fn get(&self, address: &ResourceId) -> Option<&'a Resource> {
         self.by_address.get(address).copied()
     }
 
-    fn depends_on(&self, address: &ResourceId) -> Vec<ResourceId> {
+    /// The address of the known remote endpoint of `network` with MAC `mac`.
+    pub(super) fn remote_with_mac(&self, network: &str, mac: &str) -> Option<&'a ResourceId> {
+        self.by_address.values().find_map(|r| match &r.spec {
+            Spec::Remote(e) if e.network == network && e.mac == mac => Some(&r.address),
+            _ => None,
+        })
+    }
+
+    pub(super) fn depends_on(&self, address: &ResourceId) -> Vec<ResourceId> {
         self.get(address)
             .map(|r| r.depends_on.clone())
             .unwrap_or_default()
@@ -122,6 +131,7 @@ pub async fn observe<M: Machine>(
         .map(|l| (l.index, l.name.as_str()))
         .collect();
     let mut host_ends: HashMap<ResourceId, HostEnd> = HashMap::new();
+    let mut vxlans = Vec::new();
     for l in &host_links {
         let Some(address) = ours(l) else { continue };
         match l.kind {
@@ -133,8 +143,12 @@ pub async fn observe<M: Machine>(
                     .map(|m| m.to_string());
                 host_ends.insert(address, (l.name.clone(), master, l.mtu.unwrap_or(0), l.up));
             }
-            LinkKind::Macvlan | LinkKind::Vxlan | LinkKind::Device | LinkKind::Other(_) => {}
+            LinkKind::Vxlan => vxlans.push((address, l)),
+            LinkKind::Macvlan | LinkKind::Device | LinkKind::Other(_) => {}
         }
+    }
+    for (address, l) in vxlans {
+        out.extend(super::overlay::read(k, &t, &address, l, &names_by_index).await?);
     }
     for r in t.by_kind(|s| matches!(s, Spec::Macvlan(_) | Spec::External(_))) {
         out.push(r.clone());

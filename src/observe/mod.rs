@@ -3,4 +3,5 @@
 
 pub mod host;
 pub mod live;
+mod overlay;
 mod qos;

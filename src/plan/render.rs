@@ -94,7 +94,7 @@ pub fn render(plan: &Plan, color: bool) -> String {
 /// Networks first, then services, then what is derived from both.
 fn group(address: &ResourceId) -> u8 {
     match address {
-        ResourceId::Network(_) => 0,
+        ResourceId::Network(_) | ResourceId::Vxlan(_) | ResourceId::Remote { .. } => 0,
         ResourceId::Replica(_)
         | ResourceId::Link(..)
         | ResourceId::Route(..)

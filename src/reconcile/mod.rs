@@ -14,7 +14,7 @@ mod up;
 
 pub use down::{down, down_plan, DownOutcome};
 pub use drill::{set_link, DrillEnd};
-pub use planning::{plan, Baseline, Planning};
+pub use planning::{plan, plan_on, Baseline, Planning};
 pub use projects::{projects, ProjectStatus};
 pub use up::{read_plan, up, up_on, up_plan, UpOutcome};
 
@@ -247,6 +247,8 @@ pub fn recorded_scale(
 
 #[cfg(test)]
 mod converge_tests;
+#[cfg(test)]
+mod overlay_tests;
 #[cfg(test)]
 mod qos_tests;
 #[cfg(test)]

@@ -57,6 +57,18 @@ pub fn plan(
     baseline: &Baseline,
     events: &dyn Events,
 ) -> Result<Planning, ReconcileError> {
+    plan_on(store, opts, baseline, None, events)
+}
+
+/// [`plan`] of this host's share of a cluster project (`cluster`, as [`super::up_on`] takes
+/// it); None plans every replica here.
+pub fn plan_on(
+    store: &dyn Store,
+    opts: &LoadOptions,
+    baseline: &Baseline,
+    cluster: Option<&ClusterView>,
+    events: &dyn Events,
+) -> Result<Planning, ReconcileError> {
     let checked = load(opts, events)?;
     let project = ProjectName::new(checked.project.name.clone())?;
     let others = others_taken(store, &project, Unreadable::Warn, events)?;
@@ -64,7 +76,7 @@ pub fn plan(
         Baseline::File(path) => against_file(opts, &project, path, &others, events)?,
         Baseline::State | Baseline::Live => from_state(store, &project, events),
     };
-    let ctx = context(&checked, &base.allocations, &others, None)?;
+    let ctx = context(&checked, &base.allocations, &others, cluster)?;
     let desired = build(&checked, &ctx)?;
     let daemon = daemon_config(&checked, &desired)?;
     let mut plan = match baseline {
@@ -79,8 +91,11 @@ pub fn plan(
         Baseline::File(_) | Baseline::State => Plan::new(desired, &base.resources, &base.name),
     };
     plan.daemon = Some(daemon);
-    // No store yet: one host, where placement is Compose's count (as with docker compose).
-    plan.notes = crate::placement::notes(&checked.project);
+    plan.notes = match cluster {
+        Some(view) => crate::model::overlay::notes(&checked.project, view),
+        // One host, where placement is Compose's count (as with docker compose).
+        None => crate::placement::notes(&checked.project),
+    };
     Ok(Planning { checked, plan })
 }
 

@@ -4,8 +4,9 @@
 
 use super::ReconcileError;
 use crate::apply::{self, ApplyError, Outcome};
-use crate::kernel::machine::{Links, Machine};
+use crate::kernel::machine::{Links, Machine, Ports};
 use crate::kernel::Kernel;
+use crate::kernel::LinkKind;
 use crate::model::Resource;
 use crate::plan::Change;
 use crate::project_name::ProjectName;
@@ -49,6 +50,27 @@ impl Session {
             }
         }
         Ok(missing)
+    }
+
+    /// The UDP ports in `ports` that another socket holds on this host, so that a VXLAN
+    /// device could not come up on them. A port an up VXLAN device already has is not taken:
+    /// the kernel shares its socket between devices.
+    pub(super) fn udp_ports_taken(&self, ports: &[u16]) -> Result<Vec<u16>, ReconcileError> {
+        self.rt.block_on(async {
+            let links = self.kernel.host().links().await?;
+            let mut taken = Vec::new();
+            for &port in ports {
+                let shared = links.iter().any(|l| {
+                    l.kind == LinkKind::Vxlan
+                        && l.up
+                        && l.vxlan.as_ref().and_then(|v| v.port) == Some(port)
+                });
+                if !shared && !self.kernel.udp_port_free(port).await? {
+                    taken.push(port);
+                }
+            }
+            Ok(taken)
+        })
     }
 
     /// Set one end of a link administratively up or down (a drill).

@@ -63,6 +63,10 @@ pub fn up_on(
         if !missing.is_empty() {
             return Err(external_missing(&checked, &missing));
         }
+        let taken = session.udp_ports_taken(&vxlan_ports(&desired))?;
+        if !taken.is_empty() {
+            return Err(vxlan_ports_taken(&checked, &desired, &taken));
+        }
         converge(
             store,
             &lock,
@@ -174,6 +178,59 @@ fn external_missing(checked: &Checked, missing: &[String]) -> ReconcileError {
             hint: format!(
                 "create it first (e.g. `ip link add {} type bridge`), or drop `external` to let netcompose make it",
                 net.name.value
+            ),
+            at,
+        });
+    }
+    ReconcileError::Invalid {
+        diags: Box::new(diags),
+        sources: Box::new(checked.sources.clone()),
+    }
+}
+
+/// The UDP ports of the project's VXLAN devices.
+fn vxlan_ports(desired: &Desired) -> Vec<u16> {
+    let mut ports: Vec<u16> = desired
+        .resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::Vxlan(v) => Some(v.port),
+            _ => None,
+        })
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// A VXLAN port held by another socket on this host: the device would fail to come up (the
+/// kernel binds the port then), so `up` stops before anything is built, pointing at each
+/// overlay network on that port.
+fn vxlan_ports_taken(checked: &Checked, desired: &Desired, taken: &[u16]) -> ReconcileError {
+    let mut diags = Diagnostics::default();
+    for r in &desired.resources {
+        let Spec::Vxlan(v) = &r.spec else { continue };
+        if !taken.contains(&v.port) {
+            continue;
+        }
+        let Some(at) = checked
+            .project
+            .networks
+            .get(&v.network)
+            .and_then(|n| n.driver.as_ref())
+            .map(|d| d.span)
+        else {
+            continue;
+        };
+        diags.push(ConfigError::Invalid {
+            message: format!(
+                "overlay network {}: UDP port {} (VXLAN) is already in use on this host",
+                v.network, v.port
+            ),
+            hint: format!(
+                "find the socket with `ss -ulpn 'sport = :{}'` and stop it: every host of an \
+                 overlay needs that port for VXLAN",
+                v.port
             ),
             at,
         });

@@ -107,6 +107,21 @@ fn network_settings(net: &crate::spec::Network, diags: &mut Diagnostics) {
             });
         }
     }
+    if let Some(port) = net
+        .driver_opts
+        .get(crate::model::overlay::VXLAN_PORT_OPT)
+        .filter(|_| driver == "overlay")
+    {
+        if crate::model::overlay::parse_port(&port.value).is_none() {
+            diags.push(ConfigError::InvalidValue {
+                what: "VXLAN port".into(),
+                value: port.value.clone(),
+                reason: "must be a UDP port from 1 to 65535".into(),
+                hint: "e.g. vxlan_port: \"4790\" (every host of the overlay uses it)".into(),
+                at: port.span,
+            });
+        }
+    }
     if net.driver_opts.contains_key("encrypted") && driver == "overlay" {
         diags.push(ConfigError::Invalid {
             message: "encrypted overlays need IPsec ESP, which this kernel lacks".into(),

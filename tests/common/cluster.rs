@@ -47,6 +47,16 @@ pub struct Cluster {
 impl Cluster {
     /// `n` hosts with an etcd member each, the cluster formed (a leader elected).
     pub fn new(n: usize) -> Cluster {
+        let mut cluster = Cluster::without_store(n);
+        for i in 0..n {
+            cluster.start_member(i);
+        }
+        cluster.wait_for_leader();
+        cluster
+    }
+
+    /// `n` hosts on the underlay and no etcd (tests that drive each host themselves).
+    pub fn without_store(n: usize) -> Cluster {
         reap_stale();
         let id = format!(
             "ncc-{}-{}",
@@ -116,10 +126,6 @@ impl Cluster {
             cluster.hosts.push(host);
             cluster.members.push(None);
         }
-        for i in 0..n {
-            cluster.start_member(i);
-        }
-        cluster.wait_for_leader();
         cluster
     }
 

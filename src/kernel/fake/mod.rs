@@ -8,9 +8,12 @@
 mod links;
 
 pub use links::FakeNet;
+mod overlay;
 mod tc;
 
-use super::machine::{Firewall, Machine, Namespaces, NetnsInit, ReplicaFiles, Sysctls, Table};
+use super::machine::{
+    Firewall, Machine, Namespaces, NetnsInit, Ports, ReplicaFiles, Sysctls, Table,
+};
 use super::netlink::{Link, LinkKind, Route, LOOPBACK_INDEX};
 use super::nftables::{ChainTags, LiveTable};
 use super::{Ctx, KernelError};
@@ -40,6 +43,9 @@ pub struct FakeLink {
     /// Its qdiscs (none: the default) and htb classes.
     pub qdiscs: Vec<crate::kernel::machine::Qdisc>,
     pub classes: Vec<crate::kernel::machine::HtbClass>,
+    /// A VXLAN device's static entries.
+    pub fdb: Vec<crate::kernel::machine::FdbEntry>,
+    pub neighbours: Vec<crate::kernel::machine::Neighbour>,
 }
 
 /// The whole machine.
@@ -55,6 +61,8 @@ pub struct World {
     pub log: Vec<String>,
     /// Qdisc kinds this kernel lacks (`netem`): adding one is `Unsupported`.
     pub lacking_qdiscs: BTreeSet<String>,
+    /// UDP ports another program has bound in the host namespace.
+    pub udp_ports_taken: BTreeSet<u16>,
     next_index: u32,
 }
 
@@ -140,6 +148,8 @@ fn fake_link(index: u32, name: &str, kind: LinkKind, mac: Option<[u8; 6]>) -> Fa
         peer: None,
         qdiscs: Vec::new(),
         classes: Vec::new(),
+        fdb: Vec::new(),
+        neighbours: Vec::new(),
     }
 }
 
@@ -416,6 +426,12 @@ impl ReplicaFiles for Fake {
             .get(ns)
             .map(|d| d.keys().cloned().collect())
             .unwrap_or_default())
+    }
+}
+
+impl Ports for Fake {
+    async fn udp_port_free(&self, port: u16) -> Res<bool> {
+        Ok(!lock(&self.world).udp_ports_taken.contains(&port))
     }
 }
 

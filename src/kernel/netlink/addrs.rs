@@ -304,7 +304,7 @@ fn describe_route(dst: IpNetwork, gateway: Option<IpAddr>, oif: Option<u32>) -> 
     s
 }
 
-fn neighbour_address(ip: IpAddr) -> NeighbourAddress {
+pub(super) fn neighbour_address(ip: IpAddr) -> NeighbourAddress {
     match ip {
         IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
         IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),

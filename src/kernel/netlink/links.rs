@@ -232,7 +232,8 @@ impl Netlink {
         let ctx = self.ctx("create vxlan", &spec.name);
         let mut b = LinkVxlan::new(&spec.name, spec.vni)
             .port(spec.port)
-            .learning(spec.learning);
+            .learning(spec.learning)
+            .proxy(spec.proxy);
         match spec.local {
             Some(IpAddr::V4(ip)) => b = b.local(ip),
             Some(IpAddr::V6(ip)) => b = b.local6(ip),
@@ -472,6 +473,7 @@ fn parse_link_info(link: &mut Link, infos: Vec<LinkInfo>) {
                         InfoVxlan::Port(p) => v.port = Some(p),
                         InfoVxlan::Link(l) => v.underlay = Some(l),
                         InfoVxlan::Learning(on) => v.learning = Some(on),
+                        InfoVxlan::Proxy(on) => v.proxy = Some(on),
                         _ => {}
                     }
                 }

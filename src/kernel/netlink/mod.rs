@@ -11,8 +11,9 @@
 //! never a silent success. Errors carry the kernel's extended-ack text when it gives one.
 //!
 //! This file holds the types, the handle and the request plumbing; the operations are in
-//! `links.rs` (links), `addrs.rs` (addresses, routes, FDB and neighbour entries) and `tc.rs`
-//! (qdiscs and htb classes).
+//! `links.rs` (links), `addrs.rs` (addresses, routes, FDB and neighbour entries written),
+//! `overlay.rs` (FDB and neighbour entries read back and deleted) and `tc.rs` (qdiscs and htb
+//! classes).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -45,6 +46,7 @@ use rtnetlink::{
 
 mod addrs;
 mod links;
+mod overlay;
 pub mod tc;
 
 use super::netns::{self, NetnsDir};
@@ -74,6 +76,8 @@ pub struct VxlanInfo {
     pub port: Option<u16>,
     pub underlay: Option<u32>,
     pub learning: Option<bool>,
+    /// ARP and neighbour discovery answered from the device's neighbour table.
+    pub proxy: Option<bool>,
 }
 
 /// Bridge-port settings of a link enslaved to a bridge.
@@ -220,10 +224,31 @@ pub struct VxlanSpec {
     /// Underlay device index.
     pub underlay: Option<u32>,
     pub learning: bool,
+    /// Answer ARP and neighbour solicitations from the device's neighbour table (settable
+    /// only at creation: the kernel refuses to change it).
+    pub proxy: bool,
     pub mtu: Option<u32>,
     pub alias: Option<String>,
     pub master: Option<u32>,
     pub up: bool,
+}
+
+/// A forwarding entry of a VXLAN device (`bridge fdb show dev DEV`): frames for `mac` go to
+/// the VTEP `dst`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FdbEntry {
+    pub mac: [u8; 6],
+    pub dst: Option<IpAddr>,
+    /// `permanent` (static, never aged out).
+    pub permanent: bool,
+}
+
+/// A neighbour entry of a link (`ip neigh show dev DEV`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neighbour {
+    pub ip: IpAddr,
+    pub mac: Option<[u8; 6]>,
+    pub permanent: bool,
 }
 
 /// An rtnetlink connection inside one network namespace.
