@@ -30,6 +30,9 @@ pub struct UpArgs {
     /// With --wait: fail after this many seconds, naming the replicas not ready.
     #[arg(long, value_name = "SECONDS", requires = "wait")]
     pub wait_timeout: Option<u64>,
+    /// With an etcd store: how long to wait for every node to converge, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub timeout: u64,
 }
 
 pub fn run(global: &Global, args: &UpArgs) -> miette::Result<ExitCode> {
@@ -42,6 +45,28 @@ pub fn run(global: &Global, args: &UpArgs) -> miette::Result<ExitCode> {
         };
         super::plan::print(&plan);
         eprintln!("Dry run: nothing was changed.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some((store, _)) = super::reconcile::cluster() {
+        if args.plan.is_some() {
+            return Err(miette::miette!(
+                help = "run `up` with the Compose file: the agents build from it",
+                "`up --plan` applies a plan to this host only; a cluster's project is built by its agents"
+            ));
+        }
+        let environment = std::env::vars().collect();
+        let events = Terminal::new();
+        let written = reconcile::agent::up_cluster(
+            store,
+            &opts,
+            &environment,
+            Duration::from_secs(args.timeout),
+            &events,
+            &super::reconcile::NodeLines,
+        );
+        drop(events);
+        let written = written.map_err(report)?;
+        println!("Every node converged to revision {written}.");
         return Ok(ExitCode::SUCCESS);
     }
     require_root("up")?;

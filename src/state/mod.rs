@@ -5,9 +5,10 @@
 //! changes allocations is a compare-and-swap against what the writer read ([`Store::read`]).
 //! `url` parses `--store`.
 
+pub mod cluster;
 pub mod etcd;
 mod file;
-mod kv;
+pub mod kv;
 pub mod url;
 
 pub use etcd::{EtcdError, EtcdStore};
