@@ -76,7 +76,7 @@ impl ClusterKv for Etcd {
     }
 
     fn keep_alive(&self, lease: i64) -> Result<Option<i64>, StateError> {
-        Ok(self.call(move |conn| async move {
+        let renewed = self.call(move |conn| async move {
             let ttl = conn
                 .retrying(|mut c| async move {
                     let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
@@ -85,7 +85,16 @@ impl ClusterKv for Etcd {
                 })
                 .await?;
             Ok((ttl > 0).then_some(ttl))
-        })?)
+        });
+        match renewed {
+            Ok(ttl) => Ok(ttl),
+            // etcd ends the keep-alive stream of a lease it does not know with an error: ask
+            // whether the lease exists before calling the failure the store's.
+            Err(e) => match self.time_to_live(lease)? {
+                None => Ok(None),
+                Some(_) => Err(e.into()),
+            },
+        }
     }
 
     fn time_to_live(&self, lease: i64) -> Result<Option<i64>, StateError> {
