@@ -7,15 +7,14 @@
 
 mod common;
 
+use common::agents::{node, Agents, TTL};
 use common::cluster::{underlay_ip, Cluster};
 use common::require_root;
 use std::collections::{BTreeMap, HashSet};
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
 const ROOT: &str = "/netcompose/v1/";
-/// The agents' lease in these tests (etcd's minimum is 2 s).
-const TTL: u64 = 2;
 /// How long a test waits for something the agents do before it fails (a deadline, not a
 /// measurement: the figures come from bench/cluster.sh).
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -23,95 +22,6 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// A project name unique to this test process (cgroups are machine-wide).
 fn project(tag: &str) -> String {
     format!("ag{}{tag}", std::process::id())
-}
-
-fn node(i: usize) -> String {
-    format!("n{i}")
-}
-
-/// The agents of a cluster: started in their hosts, each with its stderr in a file; killed
-/// (SIGKILL) when dropped, also on panic.
-struct Agents<'c> {
-    cluster: &'c Cluster,
-    running: Vec<Option<Child>>,
-    logs: tempfile::TempDir,
-}
-
-impl<'c> Agents<'c> {
-    fn start(cluster: &'c Cluster, labels: &[&[&str]]) -> Agents<'c> {
-        let mut agents = Agents {
-            cluster,
-            running: (0..cluster.len()).map(|_| None).collect(),
-            logs: tempfile::tempdir().unwrap(),
-        };
-        for i in 0..cluster.len() {
-            agents.launch(i, labels.get(i).copied().unwrap_or(&[]));
-        }
-        agents
-    }
-
-    fn launch(&mut self, i: usize, labels: &[&str]) {
-        let url = self.cluster.store_url();
-        let (name, ttl, underlay) = (node(i), format!("{TTL}s"), underlay_ip(i));
-        let mut args = vec![
-            "--store",
-            url.as_str(),
-            "agent",
-            "--node",
-            name.as_str(),
-            "--underlay",
-            underlay.as_str(),
-            "--ttl",
-            ttl.as_str(),
-            "--insecure-store",
-        ];
-        for l in labels {
-            args.extend(["--label", l]);
-        }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.logs.path().join(format!("{name}.log")))
-            .unwrap();
-        let child = self
-            .cluster
-            .host(i)
-            .command(env!("CARGO_BIN_EXE_netcompose"), &args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start the agent");
-        self.running[i] = Some(child);
-    }
-
-    fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.running[i].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn logs(&self) -> String {
-        (0..self.running.len())
-            .map(|i| {
-                let p = self.logs.path().join(format!("{}.log", node(i)));
-                format!(
-                    "--- {}:\n{}",
-                    node(i),
-                    std::fs::read_to_string(p).unwrap_or_default()
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-impl Drop for Agents<'_> {
-    fn drop(&mut self) {
-        for i in 0..self.running.len() {
-            self.kill(i);
-        }
-    }
 }
 
 fn ok(out: &Output, what: &str, agents: &Agents) -> String {
@@ -300,7 +210,7 @@ fn agents_register_converge_fail_over_and_down_leaves_nothing() {
     let left = values(&cluster, &format!("{ROOT}projects/{name}/"));
     assert!(left.is_empty(), "{left:?}");
     // n1 comes back after the project was taken down: it takes down what it had built.
-    agents.launch(1, &["zone=a"]);
+    agents.launch(&cluster, 1, &["zone=a"]);
     for i in 0..3 {
         until(agents, "namespaces gone", || {
             !namespaces(&cluster, i)
@@ -387,7 +297,7 @@ fn an_agent_restarted_within_its_ttl_keeps_its_lease() {
     let before = values(&cluster, ROOT);
     let deletes = deletes_during(&cluster, || {
         agents.kill(0);
-        agents.launch(0, &[]);
+        agents.launch(&cluster, 0, &[]);
         // Long enough for the old lease to have expired had it not been re-attached.
         std::thread::sleep(Duration::from_secs(TTL * 2 + 1));
     });
