@@ -171,6 +171,21 @@ fn agents_register_converge_fail_over_and_down_leaves_nothing() {
     let statuses = values(&cluster, &format!("{ROOT}projects/{name}/status/"));
     assert_eq!(statuses.len(), 3, "{statuses:?}");
     check_placement(&cluster, &name, agents, &[]);
+    let ps = ok(&cluster.netcompose(2, &["-p", &name, "ps"]), "ps", agents);
+    for (replica, on) in placement(&cluster, &name) {
+        assert!(
+            ps.lines()
+                .any(|l| l.starts_with(&replica) && l.ends_with(&on)),
+            "{ps}"
+        );
+    }
+    for i in 0..3 {
+        assert!(
+            ps.lines()
+                .any(|l| l.starts_with(&node(i)) && l.ends_with("converged")),
+            "{ps}"
+        );
+    }
     let eps = values(&cluster, &format!("{ROOT}projects/{name}/ep/ov/"));
     assert!(!eps.is_empty());
     for (key, v) in &eps {

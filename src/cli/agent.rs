@@ -295,3 +295,53 @@ pub fn nodes(_args: &NodesArgs) -> miette::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `ps` with an etcd store: each replica's node, what is pending, each node's converged
+/// revision (what each host built is `ps` on that host with its file store).
+pub fn ps(project: &crate::project_name::ProjectName, json: bool) -> miette::Result<ExitCode> {
+    let (store, _) = etcd("ps")?;
+    let status = agent::cluster_status(store.kv(), project).map_err(|e| miette::miette!("{e}"))?;
+    if json {
+        let view = serde_json::json!({
+            "project": project.as_str(),
+            "replicas": status.assignment.iter().map(|(k, n)| serde_json::json!({
+                "service": k.service, "replica": k.index, "node": n,
+            })).collect::<Vec<_>>(),
+            "pending": status.pending.iter().map(|(k, why)| serde_json::json!({
+                "service": k.service, "replica": k.index, "reason": why,
+            })).collect::<Vec<_>>(),
+            "nodes": status.nodes.iter().map(|(n, (s, live))| serde_json::json!({
+                "node": n, "live": live,
+                "revision": s.as_ref().map(|s| s.revision),
+                "errors": s.as_ref().map(|s| s.errors.clone()).unwrap_or_default(),
+            })).collect::<Vec<_>>(),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&view).unwrap_or_default()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<24} NODE", "REPLICA");
+    for (k, n) in &status.assignment {
+        println!("{:<24} {n}", k.to_string());
+    }
+    for (k, why) in &status.pending {
+        println!("{:<24} pending: {why}", k.to_string());
+    }
+    println!();
+    println!("{:<16} {:>9}  STATUS", "NODE", "REVISION");
+    for (n, (s, live)) in &status.nodes {
+        let what = match (s, live) {
+            (_, false) => "lease gone".to_string(),
+            (None, true) => "no report".to_string(),
+            (Some(s), true) if s.errors.is_empty() => "converged".to_string(),
+            (Some(s), true) => format!("failed: {}", s.errors.join("; ")),
+        };
+        let rev = s
+            .as_ref()
+            .map_or("-".to_string(), |s| s.revision.to_string());
+        println!("{n:<16} {rev:>9}  {what}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

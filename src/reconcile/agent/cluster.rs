@@ -266,6 +266,47 @@ fn wait(
     }
 }
 
+/// Where a cluster project runs: each replica's node, the replicas that fit nowhere (with
+/// the reason), and each node's last report.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterStatus {
+    pub assignment: placement::Assignment,
+    pub pending: BTreeMap<placement::ReplicaKey, String>,
+    /// node → (its report, whether the node is live).
+    pub nodes: BTreeMap<String, (Option<crate::state::cluster::StatusRecord>, bool)>,
+}
+
+/// `ps` on a cluster.
+pub fn cluster_status(
+    kv: &dyn ClusterKv,
+    project: &ProjectName,
+) -> Result<ClusterStatus, StateError> {
+    let snapshot = ClusterSnapshot::read(kv)?;
+    let keys = snapshot.projects.get(project.as_str());
+    let placed = keys.and_then(|k| k.placement.as_ref()).map(|p| &p.value);
+    let mut nodes: BTreeMap<String, (Option<crate::state::cluster::StatusRecord>, bool)> = snapshot
+        .nodes
+        .keys()
+        .map(|n| (n.clone(), (None, true)))
+        .collect();
+    for (node, status) in keys.map(|k| &k.status).into_iter().flatten() {
+        let live = snapshot.nodes.contains_key(node);
+        nodes.insert(node.clone(), (Some(status.value.clone()), live));
+    }
+    Ok(ClusterStatus {
+        assignment: placed.map(|p| p.assignment.clone()).unwrap_or_default(),
+        pending: placed
+            .map(|p| {
+                p.pending
+                    .iter()
+                    .map(|(k, why)| (k.clone(), why.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        nodes,
+    })
+}
+
 /// Every live node, with its lease's time left and the projects it fails on.
 pub fn node_list(kv: &dyn ClusterKv) -> Result<Vec<NodeInfo>, StateError> {
     let snapshot = ClusterSnapshot::read(kv)?;

@@ -9,7 +9,10 @@ mod project;
 mod share;
 pub mod spec;
 
-pub use cluster::{down_cluster, node_list, up_cluster, ClusterProgress, NodeInfo, NodeState};
+pub use cluster::{
+    cluster_status, down_cluster, node_list, up_cluster, ClusterProgress, ClusterStatus, NodeInfo,
+    NodeState,
+};
 
 use super::Events;
 use crate::state::cluster::{
