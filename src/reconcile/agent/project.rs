@@ -211,16 +211,24 @@ impl<'a> Agent<'a> {
         mut ops: Vec<Op>,
         errors: Vec<String>,
     ) -> Result<(), ReconcileError> {
-        let status = StatusRecord {
-            revision: snapshot.revision,
-            errors,
-        };
         let current = keys.status.get(&self.cfg.node);
-        ops.extend(put_if_changed(
-            status_key(name, &self.cfg.node),
-            &status,
-            current.map(|c| c.raw.as_slice()),
-        )?);
+        // A report says which write of `up` this node has built: another node's endpoints
+        // or lease coming or going is applied here without a new report (one revision per
+        // change, not one per node and change).
+        let reported = current.is_some_and(|c| {
+            c.value.errors == errors && c.value.revision >= share::up_revision(keys)
+        });
+        if !reported {
+            let status = StatusRecord {
+                revision: snapshot.revision,
+                errors,
+            };
+            ops.extend(put_if_changed(
+                status_key(name, &self.cfg.node),
+                &status,
+                current.map(|c| c.raw.as_slice()),
+            )?);
+        }
         if !ops.is_empty() {
             self.kv.commit_on(Some(lease), &[], &ops)?;
         }

@@ -145,6 +145,20 @@ fn endpoints_on(
     out
 }
 
+/// The revision of `up`'s last write of the project (spec, allocations, placement): what a
+/// node's report must reach.
+pub fn up_revision(keys: &ProjectKeys) -> i64 {
+    [
+        keys.spec.as_ref().map(|v| v.mod_revision),
+        keys.allocations.as_ref().map(|v| v.mod_revision),
+        keys.placement.as_ref().map(|v| v.mod_revision),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(0)
+}
+
 /// A hash of what this host's share of the project is built from: the spec, the
 /// allocations (with their revision: every `up` rewrites them and waits for a report), the
 /// placement, the live nodes and the other nodes' endpoints. Statuses and this host's own
