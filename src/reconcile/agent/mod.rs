@@ -7,7 +7,7 @@
 mod cluster;
 mod project;
 mod share;
-pub mod spec;
+mod spec;
 
 pub use cluster::{
     cluster_status, down_cluster, node_list, up_cluster, ClusterProgress, ClusterStatus, NodeInfo,

@@ -145,7 +145,7 @@ impl<'a> Agent<'a> {
             // The new placement comes back as an event; build from it then.
             return Ok(());
         }
-        let view = share::view(snapshot, keys, &self.cfg.node, &self.cfg.record.clone());
+        let view = share::view(snapshot, keys, &self.cfg.node, &self.cfg.record);
         let errors = match super::super::up_on(self.local, &opts, Some(&view), self.events) {
             Ok(_) => Vec::new(),
             Err(e) => vec![e.to_string()],
