@@ -265,3 +265,20 @@ fn up_writes_in_one_revision_and_waits_for_every_node() {
         );
     }
 }
+
+#[test]
+fn a_burst_is_one_pass_and_a_compacted_watch_lists_again() {
+    let (stop, lost, log) = (AtomicBool::new(false), AtomicBool::new(false), Quiet::new());
+    let (tx, rx) = std::sync::mpsc::channel();
+    for revision in 1..=5 {
+        tx.send(Watched::Changed { revision }).unwrap();
+    }
+    assert!(wait(&rx, &stop, &lost, &log), "the watch goes on");
+    assert!(rx.try_recv().is_err(), "the burst was drained");
+    tx.send(Watched::Compacted).unwrap();
+    assert!(!wait(&rx, &stop, &lost, &log), "list again, watch again");
+    tx.send(Watched::Ended("closed".into())).unwrap();
+    assert!(!wait(&rx, &stop, &lost, &log));
+    lost.store(true, Ordering::SeqCst);
+    assert!(wait(&rx, &stop, &lost, &log), "a lost lease ends the wait");
+}
