@@ -398,6 +398,19 @@ fn up_without_a_live_agent_says_to_start_one() {
     assert!(values(&cluster, &format!("{ROOT}projects/{name}/")).is_empty());
 }
 
+#[test]
+fn the_agent_refuses_a_plain_text_store_unless_told() {
+    require_root("the_agent_refuses_a_plain_text_store_unless_told");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_netcompose"))
+        .args(["--store", "etcd://127.0.0.1:1", "agent", "--node", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing a plain-text store"), "{err}");
+    assert!(err.contains("--insecure-store"), "{err}");
+}
+
 /// The store's current revision.
 fn revision(cluster: &Cluster) -> i64 {
     cluster
