@@ -2,9 +2,11 @@
 //! host reads what `up` stored, concurrent `up`s from several hosts never share an address,
 //! MAC or VNI, a write survives the loss of a follower and then of the leader, `down` removes
 //! the project's keys, and a cluster leaves nothing behind. Root tests, except the URL one.
+//! `up` and `down` on an etcd store need live agents (tests/common/agents.rs): one per host.
 
 mod common;
 
+use common::agents::Agents;
 use common::cluster::Cluster;
 use common::require_root;
 use std::collections::HashSet;
@@ -59,6 +61,7 @@ fn stored(cluster: &Cluster) -> Vec<netcompose::state::State> {
 fn plan_on_another_host_reads_the_state_up_stored_and_down_removes_it() {
     require_root("plan_on_another_host_reads_the_state_up_stored_and_down_removes_it");
     let cluster = Cluster::new(3);
+    let _agents = Agents::start(&cluster, &[]);
     let dir = tempfile::tempdir().unwrap();
     let name = project("p");
     let file = compose(dir.path(), &name, 2);
@@ -100,6 +103,7 @@ fn plan_on_another_host_reads_the_state_up_stored_and_down_removes_it() {
 fn concurrent_ups_from_three_hosts_share_no_address_mac_or_vni() {
     require_root("concurrent_ups_from_three_hosts_share_no_address_mac_or_vni");
     let cluster = Cluster::new(3);
+    let _agents = Agents::start(&cluster, &[]);
     let dir = tempfile::tempdir().unwrap();
     let names: Vec<String> = ["a", "b", "c"].iter().map(|t| project(t)).collect();
     let files: Vec<String> = names.iter().map(|n| compose(dir.path(), n, 3)).collect();
@@ -150,6 +154,7 @@ fn concurrent_ups_from_three_hosts_share_no_address_mac_or_vni() {
 fn a_write_succeeds_after_a_follower_dies_then_after_the_leader_dies() {
     require_root("a_write_succeeds_after_a_follower_dies_then_after_the_leader_dies");
     let mut cluster = Cluster::new(3);
+    let _agents = Agents::start(&cluster, &[]);
     let dir = tempfile::tempdir().unwrap();
     let name = project("f");
     let leader = cluster.leader();

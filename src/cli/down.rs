@@ -6,6 +6,10 @@ use super::Global;
 use crate::project_name::ProjectName;
 use crate::reconcile;
 use std::process::ExitCode;
+use std::time::Duration;
+
+/// With an etcd store: how long `down` waits for every node to take its share down.
+const CLUSTER_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn run(global: &Global) -> miette::Result<ExitCode> {
     if global.dry_run {
@@ -14,6 +18,19 @@ pub fn run(global: &Global) -> miette::Result<ExitCode> {
             .map_err(report)?;
         super::plan::print(&plan);
         eprintln!("Dry run: nothing was changed.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some((store, _)) = super::reconcile::cluster() {
+        let project = project_name(global)?;
+        let outcome = reconcile::agent::down_cluster(
+            store,
+            &project,
+            CLUSTER_TIMEOUT,
+            &Terminal::new(),
+            &super::reconcile::NodeLines,
+        );
+        outcome.map_err(report)?;
+        println!("Removed project {project} from every node.");
         return Ok(ExitCode::SUCCESS);
     }
     require_root("down")?;

@@ -1,6 +1,7 @@
 //! The command line: global options as docker compose has them, one module per command.
 //! Diagnostics become miette reports here, at the edge.
 
+mod agent;
 mod check;
 mod cluster_view;
 mod config;
@@ -120,6 +121,10 @@ pub enum Command {
     /// Live numbers: per replica and attachment bytes, packets, drops and rates; connections
     /// per VIP backend; packets dropped by policies; DNS queries answered and forwarded.
     Stats(stats::StatsArgs),
+    /// Run this host's agent of a cluster (an etcd store): build its share of every project.
+    Agent(agent::AgentArgs),
+    /// List the cluster's live nodes: underlay, labels, lease time left, health.
+    Nodes(agent::NodesArgs),
     /// Show the netcompose version.
     Version(version::VersionArgs),
     /// Print a shell completion script.
@@ -197,6 +202,8 @@ fn run(cli: &Cli) -> miette::Result<ExitCode> {
         Command::Start(args) => procs::control(&cli.global, Action::Start, args),
         Command::Restart(args) => procs::control(&cli.global, Action::Restart, args),
         Command::Daemon(args) => daemon::run(args),
+        Command::Agent(args) => agent::run(args),
+        Command::Nodes(args) => agent::nodes(args),
         Command::Check(args) => check::run(&cli.global, args),
         Command::Stats(args) => stats::run(&cli.global, args),
         Command::Link(args) => link::run(&cli.global, args),

@@ -76,6 +76,13 @@ struct VipView {
 }
 
 pub fn run(global: &Global, args: &PsArgs) -> miette::Result<ExitCode> {
+    if super::reconcile::cluster().is_some() {
+        let project = match global.named_project()? {
+            Some(p) => p,
+            None => ProjectName::new(super::checked(global)?.project.name)?,
+        };
+        return super::agent::ps(&project, args.json);
+    }
     let checked = super::as_built(global)?;
     let project = &checked.project;
     let name = ProjectName::new(project.name.clone())?;

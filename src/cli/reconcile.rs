@@ -31,6 +31,8 @@ pub fn require_root(command: &str) -> miette::Result<()> {
 
 /// The store `--store` (or NETCOMPOSE_STORE) names, opened once per run by [`open_store`].
 static STORE: OnceLock<Box<dyn Store>> = OnceLock::new();
+/// The same store when it is etcd (a cluster), and whether it is reached over TLS.
+static CLUSTER: OnceLock<(EtcdStore, bool)> = OnceLock::new();
 
 /// Parse the store URL and open the store (nothing is contacted yet): a bad URL, a TLS file
 /// that cannot be read or a user without a password stops the command here.
@@ -39,12 +41,14 @@ pub fn open_store(url: Option<&str>) -> miette::Result<()> {
         StoreUrl::File { root } => Box::new(FileStore::new(root)),
         StoreUrl::Etcd(etcd) => {
             let password = std::env::var(url::PASSWORD_ENV).ok();
-            Box::new(EtcdStore::open(&etcd, password).map_err(|e| {
+            let opened = EtcdStore::open(&etcd, password).map_err(|e| {
                 miette::miette!(
                     help = "check --store (or NETCOMPOSE_STORE) and NETCOMPOSE_STORE_PASSWORD",
                     "{e}"
                 )
-            })?)
+            })?;
+            let (store, _) = CLUSTER.get_or_init(|| (opened, etcd.tls.is_some()));
+            Box::new(store)
         }
     };
     let _ = STORE.set(store);
@@ -54,6 +58,11 @@ pub fn open_store(url: Option<&str>) -> miette::Result<()> {
 /// The store of this run: the one [`open_store`] opened, else this machine's files.
 pub fn store() -> &'static dyn Store {
     STORE.get_or_init(|| Box::new(FileStore::system())).as_ref()
+}
+
+/// The cluster's store (etcd) and whether it is reached over TLS; None with the file store.
+pub fn cluster() -> Option<&'static (EtcdStore, bool)> {
+    CLUSTER.get()
 }
 
 /// The plan of the file(s) against `against`, else the live machine as root, else the state.
@@ -264,6 +273,7 @@ pub fn report(e: ReconcileError) -> miette::Report {
             help = "see /run/netcompose/<project>/daemon.log; run `netcompose up` again",
             "{e}"
         ),
+        ReconcileError::Cluster(e) => cluster_report(e),
         e @ (ReconcileError::State(_)
         | ReconcileError::Host(_)
         | ReconcileError::Read { .. }
@@ -273,5 +283,38 @@ pub fn report(e: ReconcileError) -> miette::Report {
         | ReconcileError::Kernel(_)
         | ReconcileError::Graph(_)
         | ReconcileError::DaemonStop(_)) => miette::miette!("{e}"),
+    }
+}
+
+fn cluster_report(e: reconcile::agent::ClusterError) -> miette::Report {
+    use reconcile::agent::ClusterError as E;
+    let help = match &e {
+        E::NoLiveNodes => {
+            "start `netcompose --store URL agent --node NAME` on each host (see the README's multi-host section); `netcompose nodes` lists the live ones"
+        }
+        E::NotConverged { .. } => {
+            "the agents keep working; `netcompose ps` shows each node's converged revision, the agent's stderr why it is behind"
+        }
+        E::Failed { .. } => "fix the cause on that node and run `up` again",
+        E::Spec { .. } => "the files must be readable by `up`",
+    };
+    miette::miette!(help = help, "{e}")
+}
+
+/// Each node's progress in a cluster `up` or `down`, a line on stderr as it changes.
+pub struct NodeLines;
+
+impl reconcile::agent::ClusterProgress for NodeLines {
+    fn node(&self, node: &str, state: &reconcile::agent::NodeState) {
+        use reconcile::agent::NodeState as S;
+        let what = match state {
+            S::Waiting { reported: None } => "waiting".to_string(),
+            S::Waiting { reported: Some(r) } => format!("waiting (at revision {r})"),
+            S::Converged { revision } => format!("converged (revision {revision})"),
+            S::Failed { errors } => format!("failed: {}", errors.join("; ")),
+            S::Lost => "lost its lease".to_string(),
+            S::Removed => "removed".to_string(),
+        };
+        eprintln!("  node {node}: {what}");
     }
 }

@@ -34,6 +34,9 @@ pub struct UpArgs {
     /// (the agent does this in-process; for tests and debugging).
     #[arg(long, value_name = "FILE", hide = true, conflicts_with = "plan")]
     pub cluster_view: Option<PathBuf>,
+    /// With an etcd store: how long to wait for every node to converge, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub timeout: u64,
 }
 
 pub fn run(global: &Global, args: &UpArgs) -> miette::Result<ExitCode> {
@@ -51,6 +54,28 @@ pub fn run(global: &Global, args: &UpArgs) -> miette::Result<ExitCode> {
         };
         super::plan::print(&plan);
         eprintln!("Dry run: nothing was changed.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some((store, _)) = super::reconcile::cluster() {
+        if args.plan.is_some() {
+            return Err(miette::miette!(
+                help = "run `up` with the Compose file: the agents build from it",
+                "`up --plan` applies a plan to this host only; a cluster's project is built by its agents"
+            ));
+        }
+        let environment = std::env::vars().collect();
+        let events = Terminal::new();
+        let written = reconcile::agent::up_cluster(
+            store,
+            &opts,
+            &environment,
+            Duration::from_secs(args.timeout),
+            &events,
+            &super::reconcile::NodeLines,
+        );
+        drop(events);
+        let written = written.map_err(report)?;
+        println!("Every node converged to revision {written}.");
         return Ok(ExitCode::SUCCESS);
     }
     require_root("up")?;

@@ -4,6 +4,7 @@
 //! the kernel only through `session.rs`, reports progress through [`Events`] and fails with a
 //! typed [`ReconcileError`]; it never prints, so any front end can render it.
 
+pub mod agent;
 mod daemon;
 mod down;
 mod drill;
@@ -98,6 +99,9 @@ pub enum ReconcileError {
     /// The daemon could not be stopped.
     #[error(transparent)]
     DaemonStop(DaemonError),
+    /// A cluster `up` or `down`: no live node, nodes that did not converge or failed.
+    #[error(transparent)]
+    Cluster(#[from] agent::ClusterError),
     /// A drill names an attachment the project does not have (or is not up).
     #[error("the project has no link {address}")]
     NoSuchLink { address: String, known: Vec<String> },

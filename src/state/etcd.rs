@@ -15,6 +15,8 @@
 //! while the lock is held and revoked when it is dropped: a holder that dies releases it
 //! within the TTL.
 
+mod cluster;
+
 use super::kv::{Entry, Kv, KvStore, Op, Unchanged};
 use super::url::EtcdUrl;
 use super::StateError;
@@ -124,6 +126,13 @@ impl EtcdStore {
                 options,
             }),
         }))
+    }
+}
+
+impl EtcdStore {
+    /// The members' client URLs, as the client dials them.
+    pub fn endpoints(&self) -> &[String] {
+        &self.kv().conn.endpoints
     }
 }
 

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-const PROJECTS: &str = "/netcompose/v1/projects/";
+pub(super) const PROJECTS: &str = "/netcompose/v1/projects/";
 const EPOCH: &str = "/netcompose/v1/alloc-epoch";
 const DESIRED: &str = "desired";
 const ALLOCATIONS: &str = "allocations";
@@ -96,6 +96,82 @@ impl<K: Kv> KvStore<K> {
         KvStore { kv }
     }
 
+    /// The KV the store is kept in (a cluster's agents use its other keys).
+    pub fn kv(&self) -> &K {
+        &self.kv
+    }
+
+    /// [`Store::save`], with `extra` in the same transaction (a cluster `up` writes the spec
+    /// and the placement with the allocations): the revision it committed at.
+    pub fn save_with(&self, lock: &Lock, state: &State, extra: Vec<Op>) -> Result<i64, StateError> {
+        check_lock(lock, state)?;
+        let held = self.held(lock)?;
+        let mut seen = held.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(last) = seen.clone() else {
+            return Err(StateError::NotRead {
+                project: state.project.clone(),
+            });
+        };
+        let project = lock.project().as_str();
+        let (desired_key, alloc_key) = (
+            project_key(project, DESIRED),
+            project_key(project, ALLOCATIONS),
+        );
+        let encode = |v: serde_json::Result<Vec<u8>>, key: &str| {
+            v.map_err(|e| StateError::Write {
+                path: key.to_string(),
+                source: std::io::Error::other(e),
+            })
+        };
+        let desired = State {
+            allocations: Allocations::default(),
+            ..state.clone()
+        };
+        let mut guards = vec![
+            Unchanged {
+                key: desired_key.clone(),
+                since: last.revision,
+            },
+            Unchanged {
+                key: alloc_key.clone(),
+                since: last.revision,
+            },
+        ];
+        let mut ops = vec![
+            Op::Put {
+                value: encode(serde_json::to_vec(&desired), &desired_key)?,
+                key: desired_key,
+            },
+            Op::Put {
+                value: encode(serde_json::to_vec(&state.allocations), &alloc_key)?,
+                key: alloc_key,
+            },
+        ];
+        ops.extend(extra);
+        if last.allocations.as_ref() != Some(&state.allocations) {
+            guards.push(Unchanged {
+                key: EPOCH.into(),
+                since: last.revision,
+            });
+            ops.push(Op::Put {
+                key: EPOCH.into(),
+                value: project.as_bytes().to_vec(),
+            });
+        }
+        match self.kv.commit(&guards, &ops)? {
+            Some(revision) => {
+                *seen = Some(Seen {
+                    revision,
+                    allocations: Some(state.allocations.clone()),
+                });
+                Ok(revision)
+            }
+            None => Err(StateError::Conflict {
+                project: project.to_string(),
+            }),
+        }
+    }
+
     /// Every project's state found in `entries`, by name; unreadable ones as errors.
     fn states(entries: Vec<Entry>) -> (BTreeMap<String, State>, Vec<StateError>) {
         let mut desired = BTreeMap::new();
@@ -140,6 +216,10 @@ impl<K: Kv> KvStore<K> {
 }
 
 impl<K: Kv> Store for KvStore<K> {
+    fn save(&self, lock: &Lock, state: &State) -> Result<(), StateError> {
+        self.save_with(lock, state, Vec::new()).map(drop)
+    }
+
     fn load(&self, project: &ProjectName) -> Result<Option<State>, StateError> {
         let (_, entries) = self.kv.range(&project_key(project.as_str(), ""))?;
         let (mut states, mut errors) = Self::states(entries);
@@ -147,74 +227,6 @@ impl<K: Kv> Store for KvStore<K> {
             return Err(e);
         }
         Ok(states.remove(project.as_str()))
-    }
-
-    fn save(&self, lock: &Lock, state: &State) -> Result<(), StateError> {
-        check_lock(lock, state)?;
-        let held = self.held(lock)?;
-        let mut seen = held.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(last) = seen.clone() else {
-            return Err(StateError::NotRead {
-                project: state.project.clone(),
-            });
-        };
-        let project = lock.project().as_str();
-        let (desired_key, alloc_key) = (
-            project_key(project, DESIRED),
-            project_key(project, ALLOCATIONS),
-        );
-        let encode = |v: serde_json::Result<Vec<u8>>, key: &str| {
-            v.map_err(|e| StateError::Write {
-                path: key.to_string(),
-                source: std::io::Error::other(e),
-            })
-        };
-        let desired = State {
-            allocations: Allocations::default(),
-            ..state.clone()
-        };
-        let mut guards = vec![
-            Unchanged {
-                key: desired_key.clone(),
-                since: last.revision,
-            },
-            Unchanged {
-                key: alloc_key.clone(),
-                since: last.revision,
-            },
-        ];
-        let mut ops = vec![
-            Op::Put {
-                value: encode(serde_json::to_vec(&desired), &desired_key)?,
-                key: desired_key,
-            },
-            Op::Put {
-                value: encode(serde_json::to_vec(&state.allocations), &alloc_key)?,
-                key: alloc_key,
-            },
-        ];
-        if last.allocations.as_ref() != Some(&state.allocations) {
-            guards.push(Unchanged {
-                key: EPOCH.into(),
-                since: last.revision,
-            });
-            ops.push(Op::Put {
-                key: EPOCH.into(),
-                value: project.as_bytes().to_vec(),
-            });
-        }
-        match self.kv.commit(&guards, &ops)? {
-            Some(revision) => {
-                *seen = Some(Seen {
-                    revision,
-                    allocations: Some(state.allocations.clone()),
-                });
-                Ok(())
-            }
-            None => Err(StateError::Conflict {
-                project: project.to_string(),
-            }),
-        }
     }
 
     fn remove(&self, lock: &Lock) -> Result<(), StateError> {

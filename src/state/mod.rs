@@ -3,11 +3,13 @@
 //! allocations (for IPAM), and a per-project lock. [`FileStore`] keeps them under
 //! /var/lib/netcompose; [`EtcdStore`] in etcd, shared by several hosts, where every write that
 //! changes allocations is a compare-and-swap against what the writer read ([`Store::read`]).
-//! `url` parses `--store`.
+//! `url` parses `--store`; `cluster` has the keys a cluster's agents and `up` share beside
+//! the states (nodes, spec, placement, endpoints, status), with leases and watches.
 
+pub mod cluster;
 pub mod etcd;
 mod file;
-mod kv;
+pub mod kv;
 pub mod url;
 
 pub use etcd::{EtcdError, EtcdStore};

@@ -15,6 +15,11 @@
 //! [`Drop`] kills the members, drops the sandboxes (which kill whatever else ran in them and
 //! free their namespaces), deletes the underlay namespace and the data directories. An
 //! underlay namespace whose test process was SIGKILLed is reaped by the next [`Cluster::new`].
+//!
+//! Cgroups are machine-wide, and one project runs on several hosts here (each with its own
+//! daemon in `netcompose/<project>/`): each host gets its own cgroup subtree,
+//! `<hierarchy>/<id>-h<i>`, bind-mounted over the hierarchy inside its mount namespace, so
+//! the hosts' daemons do not meet; [`Drop`] removes the subtrees once their processes are gone.
 
 use super::sandbox::Sandbox;
 use std::fs;
@@ -42,6 +47,8 @@ pub struct Cluster {
     underlay: String,
     data: tempfile::TempDir,
     members: Vec<Option<Child>>,
+    /// Each host's cgroup subtree, as the test process sees it.
+    cgroups: Vec<PathBuf>,
 }
 
 impl Cluster {
@@ -71,7 +78,12 @@ impl Cluster {
                 .tempdir()
                 .expect("temp dir for etcd"),
             members: Vec::new(),
+            cgroups: Vec::new(),
         };
+        let hierarchy = netcompose::kernel::cgroup::hierarchy()
+            .expect("a cgroup v2 hierarchy")
+            .path()
+            .to_path_buf();
         // From here on, Drop removes whatever exists.
         ip(&["netns", "add", &cluster.underlay]);
         ip(&["-n", &cluster.underlay, "link", "set", "lo", "up"]);
@@ -123,6 +135,15 @@ impl Cluster {
                 UNDERLAY_IF,
             ]);
             ip(&["-n", host.host_ns(), "link", "set", UNDERLAY_IF, "up"]);
+            let cgroup = hierarchy.join(format!("{id}-h{i}"));
+            fs::create_dir(&cgroup).expect("a cgroup for the host");
+            cluster.cgroups.push(cgroup.clone());
+            host.run_ok(&[
+                "mount".as_ref(),
+                "--bind".as_ref(),
+                cgroup.as_os_str(),
+                hierarchy.as_os_str(),
+            ]);
             cluster.hosts.push(host);
             cluster.members.push(None);
         }
@@ -347,11 +368,32 @@ impl Drop for Cluster {
         }
         // Each sandbox kills every process left in it and frees its namespaces.
         self.hosts.clear();
+        for cgroup in &self.cgroups {
+            remove_cgroup_tree(cgroup);
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.underlay])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// Remove a cgroup and every cgroup below it (they are empty: their processes are gone).
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    // A killed process leaves its cgroup a moment after the signal.
+    for _ in 0..100 {
+        if fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

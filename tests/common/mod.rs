@@ -2,6 +2,7 @@
 //! uses what it needs (hence the `dead_code` allowance).
 #![allow(dead_code)]
 
+pub mod agents;
 pub mod cluster;
 pub mod project;
 pub mod sandbox;

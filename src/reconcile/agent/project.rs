@@ -1,0 +1,274 @@
+//! One agent's work on each project of a snapshot: re-place when the live nodes call for it
+//! (a compare-and-swap, so one agent wins), build this host's share with the reconciler,
+//! then publish its endpoints and status in one transaction on its lease, only what changed.
+//! A project whose spec is gone is brought down here and its keys of this node deleted.
+
+use super::share::{self, fingerprint};
+use super::{spec, AgentConfig, AgentLog, Converged};
+use crate::placement::Demand;
+use crate::project_name::ProjectName;
+use crate::reconcile::{Events, ReconcileError};
+use crate::state::cluster::{
+    endpoints_key, placement_key, put_if_changed, status_key, ClusterKv, ClusterSnapshot,
+    ProjectKeys, StatusRecord,
+};
+use crate::state::kv::{Op, Unchanged};
+use crate::state::{StateError, Store};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+pub(super) struct Agent<'a> {
+    kv: &'a dyn ClusterKv,
+    local: &'a dyn Store,
+    cfg: &'a AgentConfig,
+    events: &'a dyn Events,
+    log: &'a dyn AgentLog,
+    converged: Converged,
+}
+
+impl<'a> Agent<'a> {
+    pub(super) fn new(
+        kv: &'a dyn ClusterKv,
+        local: &'a dyn Store,
+        cfg: &'a AgentConfig,
+        events: &'a dyn Events,
+        log: &'a dyn AgentLog,
+    ) -> Agent<'a> {
+        Agent {
+            kv,
+            local,
+            cfg,
+            events,
+            log,
+            converged: Converged::new(),
+        }
+    }
+
+    /// Rebuild and republish everything on the next pass (the lease was re-granted).
+    pub(super) fn forget(&mut self) {
+        self.converged.clear();
+    }
+
+    fn projects_dir(&self) -> PathBuf {
+        self.cfg.dir.join("projects")
+    }
+
+    /// Every project of `snapshot`, and those this host built whose spec is gone.
+    pub(super) fn converge(&mut self, snapshot: &ClusterSnapshot, lease: i64) {
+        for (name, keys) in &snapshot.projects {
+            if keys.spec.is_none() {
+                continue;
+            }
+            if let Err(e) = self.project(snapshot, name, keys, lease) {
+                self.log.info(&format!("project {name}: {e}"));
+            }
+        }
+        let built: Vec<String> = std::fs::read_dir(self.projects_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        for name in built {
+            let gone = snapshot
+                .projects
+                .get(&name)
+                .is_none_or(|k| k.spec.is_none());
+            if gone {
+                if let Err(e) = self.bring_down(snapshot, &name, lease) {
+                    self.log.info(&format!("project {name}: down: {e}"));
+                }
+            }
+        }
+    }
+
+    fn project(
+        &mut self,
+        snapshot: &ClusterSnapshot,
+        name: &str,
+        keys: &ProjectKeys,
+        lease: i64,
+    ) -> Result<(), ReconcileError> {
+        let fp = fingerprint(snapshot, keys, &self.cfg.node);
+        let reported = keys.status.contains_key(&self.cfg.node);
+        if reported && self.converged.get(name) == Some(&fp) {
+            return Ok(());
+        }
+        let Some(spec_record) = &keys.spec else {
+            return Ok(());
+        };
+        let project = ProjectName::new(name.to_string())?;
+        let dir = self.projects_dir().join(project.as_str());
+        let opts = spec::materialise(&spec_record.value, &dir.join("files")).map_err(|source| {
+            super::ClusterError::Spec {
+                path: dir.display().to_string(),
+                source,
+            }
+        })?;
+        let checked = match crate::pipeline::checked_project(&opts) {
+            Ok(c) => c,
+            Err(_) => {
+                let why = "the project's spec does not load here".to_string();
+                self.report(snapshot, name, keys, lease, fp, Vec::new(), vec![why])?;
+                return Ok(());
+            }
+        };
+        let demands = Demand::of_project(&checked.project);
+        if let Some(new) = share::replace(snapshot, keys, &demands) {
+            let key = placement_key(name);
+            let guard = Unchanged {
+                key: key.clone(),
+                since: snapshot.revision,
+            };
+            let value = crate::state::cluster::encode(&key, &new)?;
+            let won = self
+                .kv
+                .commit_on(None, &[guard], &[Op::Put { key, value }])?;
+            let moved: Vec<String> = new
+                .moved
+                .iter()
+                .map(|(k, m)| format!("{k} {}→{}", m.from, m.to))
+                .collect();
+            self.log.info(&format!(
+                "project {name}: placed again{}{}",
+                if won.is_some() {
+                    ""
+                } else {
+                    " (another agent won)"
+                },
+                if moved.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", moved.join(", "))
+                }
+            ));
+            // The new placement comes back as an event; build from it then.
+            return Ok(());
+        }
+        let view = share::view(snapshot, keys, &self.cfg.node, &self.cfg.record);
+        let errors = match super::super::up_on(self.local, &opts, Some(&view), self.events) {
+            Ok(_) => Vec::new(),
+            Err(e) => vec![e.to_string()],
+        };
+        if errors.is_empty() {
+            self.log.info(&format!(
+                "project {name}: converged to revision {} ({} local replicas, {} remote endpoints)",
+                snapshot.revision,
+                view.local.len(),
+                view.remote.len()
+            ));
+        }
+        let overlays: BTreeSet<String> = checked
+            .project
+            .networks
+            .iter()
+            .filter(|(_, n)| n.external.is_none() && n.driver_name() == "overlay")
+            .map(|(k, _)| k.clone())
+            .collect();
+        let published = match errors.is_empty() {
+            true => share::published(&view, &overlays),
+            // What failed to build is not announced; what was announced stays until it is
+            // rebuilt or the lease goes.
+            false => Default::default(),
+        };
+        let mut ops = Vec::new();
+        let mine = |net: &str| {
+            keys.endpoints
+                .get(&(net.to_string(), self.cfg.node.clone()))
+        };
+        for (net, eps) in &published {
+            let key = endpoints_key(name, net, &self.cfg.node);
+            match (eps.is_empty(), mine(net)) {
+                (true, Some(_)) => ops.push(Op::Delete { key }),
+                (true, None) => {}
+                (false, current) => {
+                    ops.extend(put_if_changed(key, eps, current.map(|c| c.raw.as_slice()))?)
+                }
+            }
+        }
+        if errors.is_empty() {
+            for (net, node) in keys.endpoints.keys() {
+                if node == &self.cfg.node && !overlays.contains(net) {
+                    ops.push(Op::Delete {
+                        key: endpoints_key(name, net, node),
+                    });
+                }
+            }
+        }
+        self.report(snapshot, name, keys, lease, fp, ops, errors)
+    }
+
+    /// Write `ops` and this node's status (the snapshot's revision, `errors`) in one
+    /// transaction on the lease, and remember the inputs as converged.
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &mut self,
+        snapshot: &ClusterSnapshot,
+        name: &str,
+        keys: &ProjectKeys,
+        lease: i64,
+        fp: u64,
+        mut ops: Vec<Op>,
+        errors: Vec<String>,
+    ) -> Result<(), ReconcileError> {
+        let current = keys.status.get(&self.cfg.node);
+        // A report says which write of `up` this node has built: another node's endpoints
+        // or lease coming or going is applied here without a new report (one revision per
+        // change, not one per node and change).
+        let reported = current.is_some_and(|c| {
+            c.value.errors == errors && c.value.revision >= share::up_revision(keys)
+        });
+        if !reported {
+            let status = StatusRecord {
+                revision: snapshot.revision,
+                errors,
+            };
+            ops.extend(put_if_changed(
+                status_key(name, &self.cfg.node),
+                &status,
+                current.map(|c| c.raw.as_slice()),
+            )?);
+        }
+        if !ops.is_empty() {
+            self.kv.commit_on(Some(lease), &[], &ops)?;
+        }
+        self.converged.insert(name.to_string(), fp);
+        Ok(())
+    }
+
+    fn bring_down(
+        &mut self,
+        snapshot: &ClusterSnapshot,
+        name: &str,
+        lease: i64,
+    ) -> Result<(), ReconcileError> {
+        let project = ProjectName::new(name.to_string())?;
+        super::super::down(self.local, &project, self.events)?;
+        let mut ops = Vec::new();
+        if let Some(keys) = snapshot.projects.get(name) {
+            for (net, node) in keys.endpoints.keys() {
+                if node == &self.cfg.node {
+                    ops.push(Op::Delete {
+                        key: endpoints_key(name, net, node),
+                    });
+                }
+            }
+            if keys.status.contains_key(&self.cfg.node) {
+                ops.push(Op::Delete {
+                    key: status_key(name, &self.cfg.node),
+                });
+            }
+        }
+        if !ops.is_empty() {
+            self.kv.commit_on(Some(lease), &[], &ops)?;
+        }
+        let dir = self.projects_dir().join(name);
+        std::fs::remove_dir_all(&dir).map_err(|source| StateError::Write {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        self.converged.remove(name);
+        self.log.info(&format!("project {name}: brought down"));
+        Ok(())
+    }
+}

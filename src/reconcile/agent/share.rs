@@ -1,0 +1,187 @@
+//! One host's share of a cluster project, computed from the store as read at one revision
+//! (pure: the agent's decisions, unit-tested without a store or a kernel): the placement the
+//! live nodes call for, the [`ClusterView`] the reconciler builds from, the endpoints this
+//! host publishes, and a fingerprint of the inputs, so that an event that changes nothing of
+//! a project (another node's status, our own writes) rebuilds nothing and writes nothing.
+
+use crate::ipam::Allocations;
+use crate::model::cluster::{ClusterView, RemoteEndpoint};
+use crate::placement::{self, Demand, Node, Placement, ReplicaKey};
+use crate::state::cluster::{ClusterSnapshot, NodeRecord, ProjectKeys};
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+
+/// The live nodes as placement sees them (a node is live while its key, on its lease, is).
+pub fn nodes(snapshot: &ClusterSnapshot) -> Vec<Node> {
+    snapshot
+        .nodes
+        .iter()
+        .map(|(name, n)| Node {
+            name: name.clone(),
+            id: format!("{:x}", n.lease),
+            labels: n.record.value.labels.clone(),
+            alive: true,
+        })
+        .collect()
+}
+
+/// The placement the live nodes call for, when it differs from the stored one: a node died
+/// with replicas on it, a pending replica now fits. Sticky, so a stored placement that still
+/// holds is kept as it is.
+pub fn replace(
+    snapshot: &ClusterSnapshot,
+    keys: &ProjectKeys,
+    demands: &[Demand],
+) -> Option<Placement> {
+    let current = keys
+        .placement
+        .as_ref()
+        .map(|p| p.value.assignment.clone())
+        .unwrap_or_default();
+    let new = placement::place(&nodes(snapshot), demands, &current);
+    let same = keys
+        .placement
+        .as_ref()
+        .is_some_and(|p| p.value.assignment == new.assignment && p.value.pending == new.pending);
+    (!same).then_some(new)
+}
+
+/// What this host builds of the project.
+pub fn view(
+    snapshot: &ClusterSnapshot,
+    keys: &ProjectKeys,
+    me: &str,
+    record: &NodeRecord,
+) -> ClusterView {
+    let local = keys
+        .placement
+        .iter()
+        .flat_map(|p| p.value.assignment.iter())
+        .filter(|(_, node)| node.as_str() == me)
+        .map(|(k, _)| (k.service.clone(), k.index))
+        .collect();
+    let remote = keys
+        .endpoints
+        .iter()
+        .filter(|((_, node), _)| node != me && snapshot.nodes.contains_key(node))
+        .flat_map(|(_, eps)| eps.value.iter().cloned())
+        .collect();
+    let underlay_mtu = snapshot
+        .nodes
+        .values()
+        .map(|n| n.record.value.underlay_mtu)
+        .chain([record.underlay_mtu])
+        .min()
+        .unwrap_or(record.underlay_mtu);
+    ClusterView {
+        node: me.to_string(),
+        underlay: Some(record.underlay),
+        underlay_mtu,
+        local,
+        remote,
+        allocations: keys
+            .allocations
+            .as_ref()
+            .map(|a| a.value.clone())
+            .unwrap_or_default(),
+    }
+}
+
+/// This host's endpoints on each overlay network (`overlays`: the networks' keys), as the
+/// other hosts need them: every local replica with an address there, its MAC, and this
+/// host's underlay address as the VTEP. A network with no local endpoint maps to nothing.
+pub fn published(
+    view: &ClusterView,
+    overlays: &BTreeSet<String>,
+) -> BTreeMap<String, Vec<RemoteEndpoint>> {
+    let Some(vtep) = view.underlay else {
+        return BTreeMap::new();
+    };
+    overlays
+        .iter()
+        .map(|net| {
+            let eps = endpoints_on(&view.allocations, net, view, vtep);
+            (net.clone(), eps)
+        })
+        .collect()
+}
+
+fn endpoints_on(
+    allocations: &Allocations,
+    net: &str,
+    view: &ClusterView,
+    vtep: std::net::IpAddr,
+) -> Vec<RemoteEndpoint> {
+    let Some(a) = allocations.networks.get(net) else {
+        return Vec::new();
+    };
+    let mut out: Vec<RemoteEndpoint> = a
+        .addresses
+        .iter()
+        .filter_map(|(owner, addrs)| {
+            let key: ReplicaKey = owner.parse().ok()?;
+            if !view.is_local(&key.service, key.index) {
+                return None;
+            }
+            Some(RemoteEndpoint {
+                network: net.to_string(),
+                service: key.service,
+                index: key.index,
+                node: view.node.clone(),
+                vtep,
+                mac: a.macs.get(owner)?.clone(),
+                ipv4: addrs.iter().find_map(|ip| match ip {
+                    std::net::IpAddr::V4(v4) => Some(*v4),
+                    std::net::IpAddr::V6(_) => None,
+                }),
+                ipv6: addrs.iter().find_map(|ip| match ip {
+                    std::net::IpAddr::V6(v6) => Some(*v6),
+                    std::net::IpAddr::V4(_) => None,
+                }),
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The revision of `up`'s last write of the project (spec, allocations, placement): what a
+/// node's report must reach.
+pub fn up_revision(keys: &ProjectKeys) -> i64 {
+    [
+        keys.spec.as_ref().map(|v| v.mod_revision),
+        keys.allocations.as_ref().map(|v| v.mod_revision),
+        keys.placement.as_ref().map(|v| v.mod_revision),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(0)
+}
+
+/// A hash of what this host's share of the project is built from: the spec, the
+/// allocations (with their revision: every `up` rewrites them and waits for a report), the
+/// placement, the live nodes and the other nodes' endpoints. Statuses and this host's own
+/// endpoints are outputs, not inputs.
+pub fn fingerprint(snapshot: &ClusterSnapshot, keys: &ProjectKeys, me: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    keys.spec.as_ref().map(|s| &s.raw).hash(&mut h);
+    keys.allocations
+        .as_ref()
+        .map(|a| (&a.raw, a.mod_revision))
+        .hash(&mut h);
+    keys.placement.as_ref().map(|p| &p.raw).hash(&mut h);
+    for (name, n) in &snapshot.nodes {
+        (name, &n.record.raw).hash(&mut h);
+    }
+    for ((net, node), eps) in &keys.endpoints {
+        if node != me && snapshot.nodes.contains_key(node) {
+            (net, node, &eps.raw).hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+#[cfg(test)]
+#[path = "share_tests.rs"]
+mod tests;

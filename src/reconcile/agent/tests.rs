@@ -1,0 +1,284 @@
+//! The agent's and the cluster commands' logic against the in-memory KV (no kernel): a lease
+//! kept across restarts, a node registered once, one agent of two wins a placement, `up`
+//! refuses an empty cluster and writes spec, allocations and placement in one revision, then
+//! waits for every node's report.
+
+use super::cluster::{up_cluster, ClusterProgress, NodeState};
+use super::project::Agent;
+use super::*;
+use crate::reconcile::{Applied, ReconcileError};
+use crate::state::cluster::memory::MemoryKv;
+use crate::state::cluster::{placement_key, spec_key, status_key, SpecRecord, StatusRecord};
+use crate::state::kv::Op;
+use std::sync::Mutex;
+
+struct Quiet(Mutex<Vec<String>>);
+
+impl Quiet {
+    fn new() -> Quiet {
+        Quiet(Mutex::new(Vec::new()))
+    }
+    fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl AgentLog for Quiet {
+    fn info(&self, line: &str) {
+        self.0.lock().unwrap().push(line.to_string());
+    }
+}
+
+impl Events for Quiet {
+    fn warning(&self, _: &str) {}
+    fn waiting_for_lock(&self, _: &crate::project_name::ProjectName) {}
+    fn drift(&self, _: &crate::plan::Change) {}
+    fn applying(&self, _: &crate::plan::Summary) {}
+    fn progress(&self, _: &str, _: &str, _: Duration) {}
+    fn applied(&self, _: &Applied) {}
+    fn daemon(&self, _: &crate::reconcile::DaemonEvent) {}
+}
+
+impl ClusterProgress for Quiet {
+    fn node(&self, node: &str, state: &NodeState) {
+        self.info(&format!("{node}: {state:?}"));
+    }
+}
+
+fn config(node: &str, dir: &std::path::Path) -> AgentConfig {
+    AgentConfig {
+        node: node.into(),
+        record: NodeRecord {
+            underlay: "10.0.0.1".parse().unwrap(),
+            underlay_mtu: 1500,
+            vxlan_port: 4789,
+            labels: Default::default(),
+            version: "0".into(),
+        },
+        ttl: 5,
+        dir: dir.join(node),
+    }
+}
+
+#[test]
+fn a_restart_keeps_a_live_lease_and_a_lost_one_is_granted_anew() {
+    let kv = MemoryKv::default();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config("a", dir.path());
+    create_private(&cfg.dir).unwrap();
+    let log = Quiet::new();
+    let first = attach(&kv, &cfg, &log).unwrap();
+    assert_eq!(attach(&kv, &cfg, &log).unwrap(), first);
+    kv.expire(first);
+    let second = attach(&kv, &cfg, &log).unwrap();
+    assert_ne!(second, first);
+    assert_eq!(
+        std::fs::read_to_string(lease_file(&cfg)).unwrap(),
+        second.to_string()
+    );
+}
+
+#[test]
+fn a_node_is_registered_once() {
+    let kv = MemoryKv::default();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config("a", dir.path());
+    let lease = kv.grant(5).unwrap();
+    register(&kv, &cfg, &ClusterSnapshot::read(&kv).unwrap(), lease).unwrap();
+    let rev = kv.revision();
+    register(&kv, &cfg, &ClusterSnapshot::read(&kv).unwrap(), lease).unwrap();
+    assert_eq!(kv.revision(), rev, "no write in steady state");
+    let s = ClusterSnapshot::read(&kv).unwrap();
+    assert_eq!(s.nodes["a"].lease, lease);
+}
+
+/// A project file and its spec record.
+fn spec_of(dir: &std::path::Path, body: &str) -> (crate::load::LoadOptions, SpecRecord) {
+    let file = dir.join("compose.yaml");
+    std::fs::write(&file, body).unwrap();
+    let opts = crate::load::LoadOptions {
+        files: vec![file],
+        environment: Some(Default::default()),
+        ..Default::default()
+    };
+    let checked = crate::pipeline::checked_project(&opts).unwrap();
+    let record = spec::capture(&opts, &checked, &Default::default()).unwrap();
+    (opts, record)
+}
+
+const TWO_WEB: &str = "name: pl\nservices:\n  web:\n    deploy:\n      replicas: 2\n    networks: [ov]\nnetworks:\n  ov:\n    driver: overlay\n";
+
+#[test]
+fn when_a_node_dies_one_agent_of_two_writes_the_new_placement() {
+    let kv = MemoryKv::default();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, record) = spec_of(dir.path(), TWO_WEB);
+    let (a, b, c) = (
+        config("a", dir.path()),
+        config("b", dir.path()),
+        config("c", dir.path()),
+    );
+    let leases: Vec<i64> = [&a, &b, &c]
+        .iter()
+        .map(|cfg| {
+            let lease = kv.grant(5).unwrap();
+            register(&kv, cfg, &ClusterSnapshot::read(&kv).unwrap(), lease).unwrap();
+            lease
+        })
+        .collect();
+    let placement = crate::placement::Placement {
+        assignment: [
+            (crate::placement::ReplicaKey::new("web", 1), "a".to_string()),
+            (crate::placement::ReplicaKey::new("web", 2), "c".to_string()),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    let put = |key: String, v: Vec<u8>| Op::Put { key, value: v };
+    kv.commit_on(
+        None,
+        &[],
+        &[
+            put(spec_key("pl"), serde_json::to_vec(&record).unwrap()),
+            put(placement_key("pl"), serde_json::to_vec(&placement).unwrap()),
+        ],
+    )
+    .unwrap();
+    kv.expire(leases[2]);
+    let snapshot = ClusterSnapshot::read(&kv).unwrap();
+    let before = kv.revision();
+    let log = Quiet::new();
+    let local = crate::state::FileStore::new(dir.path().join("state"));
+    for (cfg, lease) in [(&a, leases[0]), (&b, leases[1])] {
+        let mut agent = Agent::new(&kv, &local, cfg, &log, &log);
+        agent.converge(&snapshot, lease);
+    }
+    assert_eq!(kv.revision(), before + 1, "one placement written");
+    let lines = log.lines();
+    assert!(
+        lines.iter().any(|l| l.contains("placed again: web[2] c→")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("another agent won")),
+        "{lines:?}"
+    );
+    let after = ClusterSnapshot::read(&kv).unwrap();
+    let placed = &after.projects["pl"].placement.as_ref().unwrap().value;
+    assert_ne!(
+        placed.assignment[&crate::placement::ReplicaKey::new("web", 2)],
+        "c"
+    );
+}
+
+#[test]
+fn up_without_a_live_node_writes_nothing() {
+    let kv = MemoryKv::default();
+    let dir = tempfile::tempdir().unwrap();
+    let (opts, _) = spec_of(dir.path(), TWO_WEB);
+    let log = Quiet::new();
+    let e = up_cluster(
+        &kv.store(),
+        &opts,
+        &Default::default(),
+        Duration::from_secs(1),
+        &log,
+        &log,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, ReconcileError::Cluster(ClusterError::NoLiveNodes)),
+        "{e}"
+    );
+    assert!(kv.dump().is_empty(), "{:?}", kv.dump());
+}
+
+#[test]
+fn up_writes_in_one_revision_and_waits_for_every_node() {
+    let kv = MemoryKv::default();
+    let dir = tempfile::tempdir().unwrap();
+    let (opts, _) = spec_of(dir.path(), TWO_WEB);
+    let nodes: Vec<(String, i64)> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            let lease = kv.grant(5).unwrap();
+            let cfg = config(n, dir.path());
+            register(&kv, &cfg, &ClusterSnapshot::read(&kv).unwrap(), lease).unwrap();
+            (n.to_string(), lease)
+        })
+        .collect();
+    // Stand-ins for the agents: report the revision at which they see the spec.
+    let rx = kv.watch(crate::state::cluster::ROOT, 0).unwrap();
+    let reporter = {
+        let kv = kv.clone();
+        std::thread::spawn(move || {
+            while rx.recv_timeout(Duration::from_secs(5)).is_ok() {
+                let s = ClusterSnapshot::read(&kv).unwrap();
+                let Some(p) = s.projects.get("pl") else {
+                    continue;
+                };
+                if p.spec.is_none() || !p.status.is_empty() {
+                    continue;
+                }
+                for (node, lease) in &nodes {
+                    let status = StatusRecord {
+                        revision: s.revision,
+                        errors: vec![],
+                    };
+                    let key = status_key("pl", node);
+                    let value = serde_json::to_vec(&status).unwrap();
+                    kv.commit_on(Some(*lease), &[], &[Op::Put { key, value }])
+                        .unwrap();
+                }
+                return;
+            }
+        })
+    };
+    let log = Quiet::new();
+    let written = up_cluster(
+        &kv.store(),
+        &opts,
+        &Default::default(),
+        Duration::from_secs(10),
+        &log,
+        &log,
+    )
+    .unwrap();
+    reporter.join().unwrap();
+    let s = ClusterSnapshot::read(&kv).unwrap();
+    let p = &s.projects["pl"];
+    for rev in [
+        p.spec.as_ref().unwrap().mod_revision,
+        p.allocations.as_ref().unwrap().mod_revision,
+        p.placement.as_ref().unwrap().mod_revision,
+    ] {
+        assert_eq!(rev, written);
+    }
+    assert_eq!(p.placement.as_ref().unwrap().value.assignment.len(), 2);
+    let lines = log.lines();
+    for n in ["a", "b"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("{n}: Converged"))),
+            "{lines:?}"
+        );
+    }
+}
+
+#[test]
+fn a_burst_is_one_pass_and_a_compacted_watch_lists_again() {
+    let (stop, lost, log) = (AtomicBool::new(false), AtomicBool::new(false), Quiet::new());
+    let (tx, rx) = std::sync::mpsc::channel();
+    for revision in 1..=5 {
+        tx.send(Watched::Changed { revision }).unwrap();
+    }
+    assert!(wait(&rx, &stop, &lost, &log), "the watch goes on");
+    assert!(rx.try_recv().is_err(), "the burst was drained");
+    tx.send(Watched::Compacted).unwrap();
+    assert!(!wait(&rx, &stop, &lost, &log), "list again, watch again");
+    tx.send(Watched::Ended("closed".into())).unwrap();
+    assert!(!wait(&rx, &stop, &lost, &log));
+    lost.store(true, Ordering::SeqCst);
+    assert!(wait(&rx, &stop, &lost, &log), "a lost lease ends the wait");
+}
