@@ -13,8 +13,9 @@
 # runs between measurements, untimed). Rounds alternate plain and x-qos, so that a busy minute
 # hits both; prints the median of REPEAT rounds (REPEAT=3 unless set).
 #
-# Measured (debug build, 2 CPUs shared with other builds, load average 23–34, so noisy):
-# N=50 1.07x, N=150 0.97x, N=100 best of 2 0.97x (best of 3 in a busier minute: 1.27x).
+# Measured (release build, 2 CPUs shared with other builds, load average 18, so noisy):
+# N=200 median of 3: 1152 ms plain, 1317 ms x-qos, 1.14x; median of 5: 1204 / 1487 ms, 1.24x;
+# median of 3 again: 1569 / 1329 ms, 0.85x. The spread is the machine's, not the feature's.
 # A new link gets its trees without reading anything first: 3 requests on each side.
 set -euo pipefail
 
