@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The control plane's figures on a 3-host sandbox cluster (tests/common/cluster.rs: 3 hosts,
-# 3 etcd members, one `netcompose agent` per host, all contained and removed at the end):
+# The control plane's figures on a 3-host sandbox cluster (tests/agent_bench.rs on
+# tests/common/cluster.rs: 3 hosts, 3 etcd members, one `netcompose agent` per host, all
+# contained and removed at the end):
 #
 #   - `up` of BENCH_REPLICAS replicas (300) on one overlay network until every host reports
 #     it converged, and the etcd revisions it took;
@@ -26,4 +27,4 @@ if [[ ${PROFILE:-debug} == release ]]; then
     profile=(--release)
 fi
 cd "$repo"
-cargo test "${profile[@]}" --test agent -- --ignored --nocapture --test-threads=1 bench_cluster
+cargo test "${profile[@]}" --test agent_bench -- --ignored --nocapture --test-threads=1 bench_cluster

@@ -1,9 +1,12 @@
 //! One `netcompose agent` per host of a [`Cluster`], started inside its host with its stderr
 //! in a file, killed (SIGKILL) by [`Drop`], also on panic. Node i is `n<i>`, on host i's
-//! underlay address, with a lease of [`TTL`] seconds.
+//! underlay address, with a lease of [`TTL`] seconds. Also what the agents' tests read of
+//! the store and of the hosts.
 
 use super::cluster::{underlay_ip, Cluster};
-use std::process::{Child, Stdio};
+use std::collections::BTreeMap;
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The agents' lease in tests (etcd's minimum is 2 s).
 pub const TTL: u64 = 2;
@@ -91,4 +94,96 @@ impl Drop for Agents {
             self.kill(i);
         }
     }
+}
+
+pub const ROOT: &str = "/netcompose/v1/";
+/// How long a test waits for something the agents do before it fails (a deadline, not a
+/// measurement: the figures come from bench/cluster.sh).
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A project name unique to this test process (cgroups are machine-wide).
+pub fn project(tag: &str) -> String {
+    format!("ag{}{tag}", std::process::id())
+}
+
+pub fn ok(out: &Output, what: &str, agents: &Agents) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        agents.logs()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Wait until `f` holds, or fail with `what` and the agents' logs.
+pub fn until(agents: &Agents, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < PATIENCE, "{what}\n{}", agents.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+/// Every key under `prefix` and its value.
+pub fn values(cluster: &Cluster, prefix: &str) -> BTreeMap<String, String> {
+    let prefix = prefix.to_string();
+    cluster
+        .with_client(cluster.endpoints(), move |mut c| {
+            Box::pin(async move {
+                let resp = c
+                    .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+                    .await
+                    .expect("etcd get");
+                resp.kvs()
+                    .iter()
+                    .map(|kv| {
+                        (
+                            String::from_utf8_lossy(kv.key()).into_owned(),
+                            String::from_utf8_lossy(kv.value()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+        })
+        .expect("connect to etcd")
+}
+
+pub fn live_nodes(cluster: &Cluster) -> Vec<String> {
+    values(cluster, &format!("{ROOT}nodes/"))
+        .keys()
+        .map(|k| k.trim_start_matches(&format!("{ROOT}nodes/")).to_string())
+        .collect()
+}
+
+/// The stored placement of `project`: replica (`web[1]`) → node.
+pub fn placement(cluster: &Cluster, project: &str) -> BTreeMap<String, String> {
+    let v = values(cluster, &format!("{ROOT}projects/{project}/placement"));
+    let Some(text) = v.values().next() else {
+        return BTreeMap::new();
+    };
+    let p: serde_json::Value = serde_json::from_str(text).unwrap();
+    p["assignment"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect()
+}
+
+pub fn namespaces(cluster: &Cluster, i: usize) -> Vec<String> {
+    let out = cluster.host(i).run(&["ip", "netns", "list"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(String::from)
+        .collect()
+}
+
+pub fn compose(dir: &std::path::Path, name: &str, body: &str) -> String {
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, format!("name: {name}\n{body}")).unwrap();
+    file.display().to_string()
 }
