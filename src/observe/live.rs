@@ -4,13 +4,13 @@
 //! is found from the kernel alone, even without the state file. What the kernel cannot tell
 //! (a bridge's network key, a VIP) is filled in from the state, else from the desired state.
 
-use crate::firewall::compile::backend_slots;
+use crate::firewall::compile::{backend_slots, peer_set};
 use crate::firewall::host_table;
-use crate::firewall::rule::{rule_tag, Map};
+use crate::firewall::rule::{rule_tag, Map, Set};
 use crate::ipam::mac::format_mac;
 use crate::kernel::machine::Links;
 use crate::kernel::netlink::{Link as KLink, LinkKind, LOOPBACK_INDEX};
-use crate::kernel::nftables::Element;
+use crate::kernel::nftables::{Element, SetSpec};
 use crate::kernel::{Kernel, KernelError, Machine};
 use crate::model::names::parse_mark;
 use crate::model::resource::{self as r, Resource, ResourceId, RouteFamily, Spec};
@@ -484,12 +484,20 @@ async fn files<M: Machine>(
 
 /// Whether each map holds, live, exactly the elements netcompose writes for it.
 fn maps_intact(maps: &[Map], live: &[(String, Vec<Element>)]) -> bool {
-    maps.iter().all(|m| {
-        let want = backend_slots(m).elements;
-        live.iter()
-            .find(|(n, _)| *n == m.name)
-            .is_some_and(|(_, got)| got.len() == want.len() && want.iter().all(|e| got.contains(e)))
-    })
+    maps.iter().map(backend_slots).all(|m| intact(&m, live))
+}
+
+/// Whether each named set holds, live, exactly its elements.
+fn sets_intact(sets: &[Set], live: &[(String, Vec<Element>)]) -> bool {
+    sets.iter().map(peer_set).all(|s| intact(&s, live))
+}
+
+fn intact(want: &SetSpec, live: &[(String, Vec<Element>)]) -> bool {
+    live.iter()
+        .find(|(n, _)| *n == want.name)
+        .is_some_and(|(_, got)| {
+            got.len() == want.elements.len() && want.elements.iter().all(|e| got.contains(e))
+        })
 }
 
 /// A table of the project: the known rules whose tags are present, in order, and the tags of
@@ -517,6 +525,7 @@ async fn table<M: Machine>(
         vip_digest: String::new(),
         chains: vec![],
         maps: vec![],
+        sets: vec![],
         foreign_rules: vec![],
     });
     // What the table should hold, VIP chains and maps included, as the last apply wrote it.
@@ -550,6 +559,12 @@ async fn table<M: Machine>(
     if !maps_intact(&fw.maps, &live.sets) {
         fw.foreign_rules
             .push("vip maps changed outside netcompose".into());
+    }
+    // A policy's set changed outside: reloaded whole too, since which elements it lacks or
+    // holds beyond the template's is not worth telling apart.
+    if !sets_intact(&fw.sets, &live.sets) {
+        fw.foreign_rules
+            .push("policy sets changed outside netcompose".into());
     }
     for chain in fw.chains.iter_mut() {
         let live = live_of(&chain.name);
