@@ -146,20 +146,18 @@ pub async fn observe<M: Machine>(
         .into_iter()
         .filter(|n| n.starts_with(&prefix))
         .collect();
-    // A pin file with nothing mounted on it (a run killed half-way) is no namespace.
-    let names: Vec<&String> = stream::iter(&pinned)
-        .map(|n| async move { k.netns_exists(n).await.then_some(n) })
-        .buffered(PARALLEL)
-        .filter_map(|n| async move { n })
-        .collect()
-        .await;
-    let scans: Vec<_> = stream::iter(&names)
+    // One round: each namespace is read as soon as its socket is open.
+    let scans: Vec<_> = stream::iter(&pinned)
         .map(|ns| namespace(k, &t, ns, &host_ends))
         .buffered(PARALLEL)
         .collect()
         .await;
+    let mut live = 0;
     for scanned in scans {
-        out.extend(scanned?);
+        if let Some(found) = scanned? {
+            live += 1;
+            out.extend(found);
+        }
     }
     out.extend(orphan_host_ends(&t, &out, &host_ends));
     out.extend(
@@ -182,7 +180,7 @@ pub async fn observe<M: Machine>(
     if std::env::var_os("NETCOMPOSE_TIMINGS").is_some_and(|v| !v.is_empty() && v != "0") {
         eprintln!(
             "timing: observe: {} namespaces, {} resources in {:.1} ms",
-            names.len(),
+            live,
             out.len(),
             started.elapsed().as_secs_f64() * 1e3
         );
@@ -266,14 +264,21 @@ fn link_local(a: &IpNetwork) -> bool {
     matches!(a, IpNetwork::V6(v6) if v6.ip().segments()[0] & 0xffc0 == 0xfe80)
 }
 
-/// One of the project's namespaces: itself, its marked links, default routes, files and table.
+/// One of the project's namespaces: itself, its marked links, default routes, files and table;
+/// None for a pin file with nothing mounted on it (a run killed half-way), which is no
+/// namespace. Whether it is one is asked only when it cannot be entered, so that a live
+/// namespace costs no extra step.
 async fn namespace<M: Machine>(
     k: &Kernel<M>,
     t: &Templates<'_>,
     ns: &str,
     host_ends: &HashMap<ResourceId, HostEnd>,
-) -> Result<Vec<Resource>, KernelError> {
-    let nl = k.netns(ns).await?;
+) -> Result<Option<Vec<Resource>>, KernelError> {
+    let nl = match k.netns(ns).await {
+        Ok(nl) => nl,
+        Err(_) if !k.netns_exists(ns).await => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let links = nl.links().await?;
     let Some((_, ResourceId::Replica(replica))) = links
         .iter()
@@ -282,7 +287,7 @@ async fn namespace<M: Machine>(
         .and_then(parse_mark)
         .filter(|(p, _)| *p == k.project)
     else {
-        return Ok(Vec::new());
+        return Ok(Some(Vec::new()));
     };
     let ns_address = ResourceId::Replica(replica.clone());
     let table_address = ResourceId::ReplicaFirewall(replica.clone());
@@ -339,7 +344,7 @@ async fn namespace<M: Machine>(
     }
     out.extend(files);
     out.extend(table);
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// The live values of `sysctls`' keys; a key the kernel does not have (its device is gone)
