@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark VIPs and policies (root): `up` of 200 replicas of 20 services, all with VIPs and
-# policies; the time to scale one service by one replica; and iperf3 throughput between two
-# replicas through the VIP against the replica's own address. Everything runs inside a private
-# network + mount namespace, so nothing reaches the real host.
+# policies; the time to scale one service by one replica; an `up` with no change; iperf3
+# throughput between two replicas through the VIP against the replica's own address; `down`;
+# and the same `up` without VIPs or policies (endpoint_mode dnsrr, no x-policy), to compare.
+# Everything runs inside a private network + mount namespace, so nothing reaches the real host.
+# NETCOMPOSE_TIMINGS=1 adds each run's stages on stderr.
 #
 #   bench/lb.sh            # 20 services x 10 replicas
 #   NETCOMPOSE_BIN=/path/to/netcompose bench/lb.sh   # a binary built elsewhere (before/after)
@@ -24,17 +26,21 @@ unshare --net --mount --propagation private bash -euo pipefail <<'INNER'
 mkdir -p /run/netns /etc/netns /var/lib/netcompose /run/netcompose
 for d in /run/netns /etc/netns /var/lib/netcompose /run/netcompose; do mount -t tmpfs tmpfs "$d"; done
 ip link set lo up
-gen() { # $1: replicas of svc0
-  echo "name: lbbench"
+gen() { # $1: replicas of svc0; $2: "plain" for no VIPs and no policies
+  echo "name: lbbench${2:-}"
   echo "networks: {front: {ipam: {config: [{subnet: 10.90.0.0/16}]}}}"
   echo "services:"
   for i in $(seq 0 $((SERVICES - 1))); do
     r=$REPLICAS; [ "$i" = 0 ] && r=$1
     prev=$(( (i + SERVICES - 1) % SERVICES ))
     echo "  svc$i:"
-    echo "    deploy: {replicas: $r}"
     echo "    networks: [front]"
-    echo "    x-policy: {ingress: {allow: [\"svc$prev\", \"svc0:5201/tcp\"], deny: [\"0.0.0.0/0\"]}}"
+    if [ -n "${2:-}" ]; then
+      echo "    deploy: {replicas: $r, endpoint_mode: dnsrr}"
+    else
+      echo "    deploy: {replicas: $r}"
+      echo "    x-policy: {ingress: {allow: [\"svc$prev\", \"svc0:5201/tcp\"], deny: [\"0.0.0.0/0\"]}}"
+    fi
   done
 }
 ms() { date +%s%N; }
@@ -75,4 +81,8 @@ kill "$server"
 $NC -f "$WORK/pair.yaml" down >/dev/null
 t0=$(ms); $NC -f "$WORK/compose.yaml" down >/dev/null; t1=$(ms)
 echo "down: $(( (t1 - t0) / 1000000 )) ms"
+gen "$REPLICAS" plain > "$WORK/plain.yaml"
+t0=$(ms); $NC -f "$WORK/plain.yaml" up >/dev/null; t1=$(ms)
+echo "up: $n replicas of $SERVICES services without VIPs or policies: $(( (t1 - t0) / 1000000 )) ms"
+$NC -f "$WORK/plain.yaml" down >/dev/null
 INNER

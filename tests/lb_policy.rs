@@ -371,3 +371,75 @@ fn quickstart_checks_pass() {
         String::from_utf8_lossy(&down.stderr)
     );
 }
+
+const PEERS: &str = "
+services:
+  api:
+    deploy: {replicas: 1}
+    networks: [front]
+  db:
+    networks: [front]
+    x-policy:
+      ingress:
+        allow: [\"api:80/tcp\"]
+        deny: [\"0.0.0.0/0\"]
+networks:
+  front: {}
+";
+
+/// A policy names a service through a named set: scaling the service adds and removes the
+/// set's elements in the tables that name it (the plan shows exactly that), and leaves every
+/// rule in place (same kernel handles), while a new replica is let in and a removed one's
+/// address is no longer.
+#[test]
+fn scaling_a_policy_peer_changes_its_set_and_no_rule() {
+    require_root("scaling_a_policy_peer_changes_its_set_and_no_rule");
+    let sb = Sandbox::new();
+    let p = Project::new(&sb, "peers", PEERS);
+    p.up();
+    // The sandbox's drop kills the server, whatever happens here.
+    let _servers = [p.serve("db", 1, 80)];
+    let db = p.addr("db", 1, "front");
+    p.wait_open(Some(("api", 1)), &db, 80);
+    let db_ns = p.ns("db", 1);
+    let nft = |what: &[&str]| {
+        let mut args = vec!["ip", "netns", "exec", &db_ns, "nft", "-a", "list"];
+        args.extend_from_slice(what);
+        sb.run_ok(&args)
+    };
+    let rules = || nft(&["chain", "inet", "netcompose", "ingress"]);
+    let set = || nft(&["set", "inet", "netcompose", "from.api"]);
+    let before = rules();
+    assert!(
+        before.contains("ip saddr @from.api tcp dport 80 accept"),
+        "{before}"
+    );
+
+    p.rewrite(&PEERS.replace("replicas: 1", "replicas: 2"));
+    let plan = p.nc_ok(&["plan"]);
+    assert!(
+        plan.lines().any(|l| l.trim().starts_with("~ from.api: + ")),
+        "the plan shows the set's new element:\n{plan}"
+    );
+    p.up();
+    let api2 = p.addr("api", 2, "front");
+    assert_eq!(rules(), before, "a scale rewrote the policy's rules");
+    assert!(set().contains(&api2), "{}", set());
+    assert!(
+        p.probe(Some(("api", 2)), &["tcp", &db, "80"])
+            .first()
+            .is_some_and(|l| l != "blocked"),
+        "the new replica is let in"
+    );
+
+    p.rewrite(PEERS);
+    p.up();
+    assert_eq!(rules(), before, "a scale down rewrote the policy's rules");
+    assert!(!set().contains(&api2), "{}", set());
+    assert!(
+        p.probe(Some(("api", 1)), &["tcp", &db, "80"])
+            .first()
+            .is_some_and(|l| l != "blocked"),
+        "the remaining replica is still let in"
+    );
+}

@@ -8,8 +8,8 @@
 mod common;
 
 use common::{require_root, Sandbox};
-use netcompose::firewall::compile::{backend_slots, counter, random_below};
-use netcompose::firewall::rule::{kernel_table, rule_tag, Chain, Map};
+use netcompose::firewall::compile::{backend_slots, counter, peer_set, random_below};
+use netcompose::firewall::rule::{kernel_table, rule_tag, Chain, Map, Set};
 use netcompose::kernel::nftables;
 use netcompose::kernel::nftables::expr::{Data, Expr, Reg, Verdict};
 use netcompose::kernel::{netns, NetnsDir};
@@ -53,8 +53,8 @@ networks:
         deny: [\"0.0.0.0/0\"]
 ";
 
-/// A table of a Compose file: (a name for it, its chains, its maps).
-type Tables = Vec<(String, Vec<Chain>, Vec<Map>)>;
+/// A table of a Compose file: (a name for it, its chains, its maps, its named sets).
+type Tables = Vec<(String, Vec<Chain>, Vec<Map>, Vec<Set>)>;
 
 /// The firewall tables of a Compose file.
 fn tables_of(file: PathBuf) -> Tables {
@@ -70,7 +70,7 @@ fn tables_of(file: PathBuf) -> Tables {
     expand_all(&desired.resources)
         .into_iter()
         .filter_map(|r| match r.spec {
-            Spec::Firewall(f) => Some((r.address.to_string(), f.chains, f.maps)),
+            Spec::Firewall(f) => Some((r.address.to_string(), f.chains, f.maps, f.sets)),
             _ => None,
         })
         .collect()
@@ -182,9 +182,10 @@ fn nft_lists_every_rule_shape_as_the_plan_prints_it() {
     sb.enter(|| netns::create(ns).unwrap());
     let mut checked = 0;
     let mut maps_checked = 0;
-    for (i, (address, chains, maps)) in tables.iter().enumerate() {
+    let mut sets_checked = 0;
+    for (i, (address, chains, maps, sets)) in tables.iter().enumerate() {
         let table = format!("t{i}");
-        let kernel = kernel_table(chains, maps).unwrap();
+        let kernel = kernel_table(chains, maps, sets).unwrap();
         let live = sb.enter(|| {
             let dir = NetnsDir::system();
             nftables::replace_table(&dir, Some(ns), &table, &kernel)
@@ -202,6 +203,15 @@ fn nft_lists_every_rule_shape_as_the_plan_prints_it() {
                 m.name
             );
             maps_checked += 1;
+        }
+        for s in sets {
+            let got = live.sets.iter().find(|(n, _)| *n == s.name);
+            assert_eq!(
+                got.map(|(_, e)| e),
+                Some(&peer_set(s).elements),
+                "{address}: set {} reads back",
+                s.name
+            );
         }
         let list = |json: bool| {
             let mut args = vec!["ip", "netns", "exec", ns, "nft"];
@@ -221,6 +231,15 @@ fn nft_lists_every_rule_shape_as_the_plan_prints_it() {
         want_sorted.sort();
         assert_eq!(got, want_sorted, "{address}: chains and rule order");
         let text = list(false);
+        for s in sets {
+            assert_eq!(
+                listed_set(&text, &s.name),
+                Some(normal(&set_text(&s.elements))),
+                "{address}: nft lists set {} as the plan's addresses\n{text}",
+                s.name
+            );
+            sets_checked += 1;
+        }
         let listed = listed_rules(&text);
         for c in chains {
             for r in &c.rules {
@@ -239,6 +258,23 @@ fn nft_lists_every_rule_shape_as_the_plan_prints_it() {
     }
     assert!(checked > 50, "{checked} rules checked");
     assert!(maps_checked > 5, "{maps_checked} maps checked");
+    assert!(sets_checked > 3, "{sets_checked} policy sets checked");
+}
+
+/// The plan's elements of a set as nft writes them: `{ a, b }`.
+fn set_text(elements: &[ipnetwork::IpNetwork]) -> String {
+    let items: Vec<String> = elements.iter().map(ToString::to_string).collect();
+    format!("{{ {} }}", items.join(", "))
+}
+
+/// The elements of set `name` in `nft list table`'s text, in normal form: nft writes
+/// `set NAME {`, its type and flags, then `elements = { a, b,` over as many lines as it takes.
+fn listed_set(text: &str, name: &str) -> Option<String> {
+    let start = text.find(&format!("set {name} {{"))?;
+    let body = &text[start..];
+    let open = body.find("elements = {")? + "elements = ".len();
+    let close = open + body[open..].find('}')?;
+    Some(normal(&body[open..=close]))
 }
 
 /// The statements other rules are made of: a loss rule's `numgen random mod 100 < 5` and a

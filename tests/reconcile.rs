@@ -185,3 +185,25 @@ fn a_name_that_leaves_the_state_directory_is_refused_everywhere() {
         .is_empty());
     assert!(lab.sh(&["ls", "-A", "/run/netcompose"]).stdout.is_empty());
 }
+
+/// An `up` with nothing to change, with a pin file that has nothing mounted on it among the
+/// project's namespaces (a run killed half-way): observe passes it over in its one round of
+/// reads, nothing is applied, and the live daemon, which already serves the same
+/// configuration, is left alone.
+#[test]
+fn a_no_change_up_passes_a_stale_pin_over_and_leaves_the_daemon_alone() {
+    require_root("a_no_change_up_passes_a_stale_pin_over_and_leaves_the_daemon_alone");
+    let lab = Lab::new("nc-rsame-");
+    let f = lab.file(
+        "compose.yaml",
+        &DEMO.replace("    x-run: [sleep, \"600\"]\n", ""),
+    );
+    let first = lab.nc_ok(&f, &["up"]);
+    assert!(first.contains("Daemon: started"), "{first}");
+    lab.sh_ok(&["sh", "-c", ": > /run/netns/rp-web-9"]);
+    let again = lab.nc_ok(&f, &["up"]);
+    assert!(again.contains("No changes."), "{again}");
+    assert!(again.contains("Daemon: unchanged"), "{again}");
+    assert_eq!(lab.addrs("rp-client-1", "web").len(), 1, "{again}");
+    lab.nc_ok(&f, &["down"]);
+}

@@ -584,7 +584,7 @@ async fn load_firewall<M: Machine>(
             .map_err(kernel_err(a))?;
     }
     let compiled = |fw: &Firewall| {
-        kernel_table(&fw.chains, &fw.maps).map_err(|e| ApplyError::Internal {
+        kernel_table(&fw.chains, &fw.maps, &fw.sets).map_err(|e| ApplyError::Internal {
             address: a.to_string(),
             message: e.to_string(),
         })

@@ -229,19 +229,43 @@ pub fn request(
 #[derive(Debug, Clone)]
 pub struct Ensured {
     pub pid: u32,
-    /// `started`, `restarted` (it had died or hung), or `updated`.
+    /// `started`, `restarted` (it had died or hung), `updated`, or `unchanged` ([`current`]).
     pub action: &'static str,
     pub reply: Reply,
+}
+
+/// A live daemon that already serves exactly `cfg`, with nothing to redo: its configuration
+/// file holds the same bytes, it answers without errors and serves every namespace of `cfg`,
+/// and the project has no x-run processes (for those a reload also starts what `stop` held
+/// and retries what waited, so it is never skipped). An `up` that changed nothing then leaves
+/// the daemon alone; None means [`ensure`] must run.
+pub fn current(cfg: &DaemonConfig) -> Option<Ensured> {
+    if !cfg.processes.is_empty() {
+        return None;
+    }
+    let written = std::fs::read(config_path(&cfg.project)).ok()?;
+    if written != config_bytes(cfg) {
+        return None;
+    }
+    let reply = request(&cfg.project, &Request::Status, START_TIMEOUT).ok()?;
+    (reply.ok && reply.errors.is_empty() && reply.serving == cfg.namespaces.len()).then_some(
+        Ensured {
+            pid: reply.pid,
+            action: "unchanged",
+            reply,
+        },
+    )
+}
+
+fn config_bytes(cfg: &DaemonConfig) -> Vec<u8> {
+    serde_json::to_vec_pretty(cfg).unwrap_or_default()
 }
 
 /// Write `cfg` and make the daemon serve it: reload a running daemon, or start one.
 pub fn ensure(cfg: &DaemonConfig) -> Result<Ensured, DaemonError> {
     let project = &cfg.project;
     prepare_run_dir(project)?;
-    write_atomic(
-        &config_path(project),
-        &serde_json::to_vec_pretty(cfg).unwrap_or_default(),
-    )?;
+    write_atomic(&config_path(project), &config_bytes(cfg))?;
     let mut action = if std::fs::metadata(pid_path(project)).is_ok() {
         "restarted"
     } else {

@@ -7,7 +7,7 @@
 //! overlapping ranges are merged (the kernel refuses overlaps). Adjacent ones are kept apart,
 //! as nft keeps them, so that nft lists the addresses the plan printed.
 
-use super::rule::{Map, Match, Rule, Verdict};
+use super::rule::{Map, Match, Rule, Set, Verdict};
 use crate::kernel::nftables::expr::{
     CmpOp, CtKey, Data, Expr, FibKey, FibResult, MetaKey, NatFamily, NatKind, PayloadBase, Reg,
     SetRef, Verdict as KVerdict,
@@ -178,6 +178,30 @@ fn addr_set(set: &[IpNetwork], source: bool, out: &mut Vec<Expr>) {
     });
 }
 
+/// The loaded address looked up in the table's named set `set`.
+fn named_set(set: &str, v4: bool, source: bool, out: &mut Vec<Expr>) {
+    load_addr(v4, source, out);
+    out.push(Expr::Lookup {
+        sreg: Reg::R1,
+        dreg: None,
+        set: SetRef::Named(set.to_string()),
+        invert: false,
+    });
+}
+
+/// A policy's named set as the kernel holds it: an interval set of addresses of one family,
+/// its networks merged into ranges as an anonymous set's are.
+pub fn peer_set(set: &Set) -> SetSpec {
+    let v6 = set.elements.first().is_some_and(IpNetwork::is_ipv6);
+    SetSpec {
+        name: set.name.clone(),
+        key: addr_key(v6),
+        data: None,
+        interval: true,
+        elements: network_elements(&set.elements),
+    }
+}
+
 fn protocol_number(p: &str) -> Result<u8, CompileError> {
     Ok(match p {
         "icmp" => 1,
@@ -232,6 +256,8 @@ fn matches(m: &Match, out: &mut Vec<Expr>) -> Result<(), CompileError> {
         }
         Match::SaddrIn(s) => addr_set(s, true, out),
         Match::DaddrIn(s) => addr_set(s, false, out),
+        Match::SaddrSet { set, ipv6 } => named_set(set, !ipv6, true, out),
+        Match::DaddrSet { set, ipv6 } => named_set(set, !ipv6, false, out),
         Match::L4proto(p) => {
             out.push(load_meta(MetaKey::L4Proto));
             out.push(cmp(CmpOp::Eq, vec![protocol_number(p)?]));

@@ -1,7 +1,7 @@
 //! A small nftables rule builder: rules read as nft rules in plans (`Display`) and become
 //! nf_tables expressions for the kernel ([`super::compile`]), from one description.
 
-use super::compile::{backend_slots, compile, CompileError};
+use super::compile::{backend_slots, compile, peer_set, CompileError};
 use crate::kernel::nftables;
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,16 @@ pub enum Match {
     SaddrIn(Vec<IpNetwork>),
     /// Destination address in a set of networks.
     DaddrIn(Vec<IpNetwork>),
+    /// Source address in a named [`Set`] of the table (`ip saddr @from.web`).
+    SaddrSet {
+        set: String,
+        ipv6: bool,
+    },
+    /// Destination address in a named [`Set`] of the table (`ip daddr @to.web`).
+    DaddrSet {
+        set: String,
+        ipv6: bool,
+    },
     /// `meta l4proto tcp|udp`.
     L4proto(String),
     /// `th dport N` or `th dport A-B` (after an l4proto match).
@@ -72,6 +82,15 @@ pub enum Verdict {
 pub struct Map {
     pub name: String,
     pub backends: Vec<IpAddr>,
+}
+
+/// A named set of a table: the addresses of a service that a policy names, of one family.
+/// Rules look in it by name, so a scale adds and removes its elements and never changes the
+/// rules ([`super::compile::peer_set`] is its kernel form).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Set {
+    pub name: String,
+    pub elements: Vec<IpNetwork>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,6 +177,18 @@ impl RuleBuilder {
     pub fn daddr_in(self, n: Vec<IpNetwork>) -> Self {
         self.with(Match::DaddrIn(n))
     }
+    pub fn saddr_set(self, set: &str, ipv6: bool) -> Self {
+        self.with(Match::SaddrSet {
+            set: set.into(),
+            ipv6,
+        })
+    }
+    pub fn daddr_set(self, set: &str, ipv6: bool) -> Self {
+        self.with(Match::DaddrSet {
+            set: set.into(),
+            ipv6,
+        })
+    }
     /// `meta l4proto P th dport A[-B]`.
     pub fn dport(self, proto: &str, start: u16, end: u16) -> Self {
         self.with(Match::L4proto(proto.into()))
@@ -198,6 +229,14 @@ impl RuleBuilder {
     }
     pub fn goto(self, chain: &str) -> Rule {
         self.then(Verdict::Goto(chain.into()))
+    }
+}
+
+fn set_family(ipv6: bool) -> &'static str {
+    if ipv6 {
+        "ip6"
+    } else {
+        "ip"
     }
 }
 
@@ -245,6 +284,8 @@ impl fmt::Display for Match {
                 s.first().map_or("ip", family),
                 set_text(s)
             ),
+            Match::SaddrSet { set, ipv6 } => write!(f, "{} saddr @{set}", set_family(*ipv6)),
+            Match::DaddrSet { set, ipv6 } => write!(f, "{} daddr @{set}", set_family(*ipv6)),
             Match::L4proto(p) => write!(f, "meta l4proto {p}"),
             Match::Dport(a, b) if a == b => write!(f, "th dport {a}"),
             Match::Dport(a, b) => write!(f, "th dport {a}-{b}"),
@@ -334,11 +375,20 @@ pub fn rule_tag(rule: &Rule) -> String {
     )
 }
 
-/// A table as the kernel layer loads it: its chains ([`kernel_chains`]) and its maps.
-pub fn kernel_table(chains: &[Chain], maps: &[Map]) -> Result<nftables::Table, CompileError> {
+/// A table as the kernel layer loads it: its chains ([`kernel_chains`]), its maps and its
+/// named sets.
+pub fn kernel_table(
+    chains: &[Chain],
+    maps: &[Map],
+    sets: &[Set],
+) -> Result<nftables::Table, CompileError> {
     Ok(nftables::Table {
         chains: kernel_chains(chains)?,
-        sets: maps.iter().map(backend_slots).collect(),
+        sets: maps
+            .iter()
+            .map(backend_slots)
+            .chain(sets.iter().map(peer_set))
+            .collect(),
     })
 }
 
@@ -402,6 +452,10 @@ mod tests {
             "svc_web".into(),
         )]));
         assert_eq!(v.to_string(), "ip daddr vmap { 10.0.0.9 : goto svc_web }");
+        let s = rule().saddr_set("from.web", false).accept();
+        assert_eq!(s.to_string(), "ip saddr @from.web accept");
+        let s6 = rule().daddr_set("to6.web", true).count_drop();
+        assert_eq!(s6.to_string(), "ip6 daddr @to6.web counter drop");
     }
 
     #[test]

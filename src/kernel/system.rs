@@ -1,6 +1,6 @@
-//! The real [`Machine`]: rtnetlink sockets (one per namespace, opened once on a thread inside
-//! it, then reused from the runtime), the namespace directory, nfnetlink, sysctls and
-//! /etc/netns. Whatever blocks (a thread entering a namespace, a file, an nfnetlink batch)
+//! The real [`Machine`]: an rtnetlink and an nfnetlink socket per namespace (opened together,
+//! once, on a thread inside it, then reused from the runtime and the blocking pool), the
+//! namespace directory, sysctls and /etc/netns. Whatever blocks (a thread entering a namespace, a file, an nfnetlink batch)
 //! runs on tokio's blocking pool, so that many namespaces are worked on at once.
 
 use super::machine::{
@@ -32,11 +32,13 @@ pub struct System {
     sockets: Mutex<HashMap<String, Net>>,
 }
 
-/// A namespace's netlink socket, with the directory that names the namespaces a veth peer or
+/// A namespace's netlink sockets, with the directory that names the namespaces a veth peer or
 /// a macvlan is created in.
 #[derive(Clone, Debug)]
 pub struct Net {
     nl: Netlink,
+    /// nfnetlink, for the namespace's table: one transaction or read at a time.
+    nft: Arc<Mutex<OwnedFd>>,
     dir: NetnsDir,
     /// The kernel runs one dump at a time per socket (a second one is EBUSY): the dumps of
     /// the clones of this handle take turns.
@@ -47,8 +49,11 @@ impl System {
     /// The system's namespaces (/run/netns) and files (/etc/netns). Opens the host's socket,
     /// whose connection task runs on `rt`.
     pub fn open(rt: tokio::runtime::Handle) -> Res<System> {
+        raise_open_files();
         let dir = NetnsDir::system();
-        let host = Net::new(Netlink::open_in(&dir, None, &rt)?, &dir);
+        let nft =
+            nftables::wire::open(&Ctx::new("open netlink socket", "NETLINK_NETFILTER", None))?;
+        let host = Net::new(Netlink::open_in(&dir, None, &rt)?, nft, &dir);
         Ok(System {
             dir,
             etc: PathBuf::from(ETC_NETNS),
@@ -62,8 +67,8 @@ impl System {
         self.sockets.lock().ok().and_then(|m| m.get(ns).cloned())
     }
 
-    fn remember(&self, ns: &str, socket: Netlink) -> Net {
-        let net = Net::new(socket, &self.dir);
+    fn remember(&self, ns: &str, (socket, nft): (Netlink, OwnedFd)) -> Net {
+        let net = Net::new(socket, nft, &self.dir);
         if let Ok(mut m) = self.sockets.lock() {
             m.insert(ns.to_string(), net.clone());
         }
@@ -79,6 +84,42 @@ impl System {
     fn etc_dir(&self, ns: &str) -> PathBuf {
         self.etc.join(ns)
     }
+
+    /// The nfnetlink socket of namespace `ns` (None: the host's).
+    async fn nft(&self, ns: Option<&str>) -> Res<Arc<Mutex<OwnedFd>>> {
+        match ns {
+            None => Ok(self.host.nft.clone()),
+            Some(ns) => Ok(self.netns(ns).await?.nft),
+        }
+    }
+}
+
+/// Two sockets stay open per namespace for the run: allow as many descriptors as the hard
+/// limit does (as the daemon does), so that a project of thousands of replicas does not hit a
+/// soft limit of 1024.
+fn raise_open_files() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            // Best effort: at worst the run meets the old limit, as before.
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
+/// Both sockets of the calling thread's namespace: rtnetlink (its connection task on `rt`)
+/// and nfnetlink.
+fn open_sockets(label: Option<&str>, rt: &tokio::runtime::Handle) -> Res<(Netlink, OwnedFd)> {
+    let nl = Netlink::open_current(label, rt)?;
+    let nft = nftables::wire::open(&Ctx::new("open netlink socket", "NETLINK_NETFILTER", label))?;
+    Ok((nl, nft))
+}
+
+/// Run `f` with the socket, on the calling (blocking) thread. A panic of an earlier holder
+/// left the descriptor as good as it was.
+fn with_nft<T>(nft: &Mutex<OwnedFd>, f: impl FnOnce(&OwnedFd) -> Res<T>) -> Res<T> {
+    let fd = nft.lock().unwrap_or_else(|p| p.into_inner());
+    f(&fd)
 }
 
 /// Run `f` on the blocking pool. A panic there is carried over to the caller.
@@ -94,9 +135,10 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Net {
-    fn new(nl: Netlink, dir: &NetnsDir) -> Net {
+    fn new(nl: Netlink, nft: OwnedFd, dir: &NetnsDir) -> Net {
         Net {
             nl,
+            nft: Arc::new(Mutex::new(nft)),
             dir: dir.clone(),
             dumps: Arc::new(tokio::sync::Mutex::new(())),
         }
@@ -306,7 +348,7 @@ impl Namespaces for System {
             init.clone(),
             self.rt.clone(),
         );
-        let nl = blocking(ctx, move || {
+        let sockets = blocking(ctx, move || {
             dir.create_init(&owned, || {
                 for (key, value) in &init.sysctls {
                     // This thread is inside the new namespace: no namespace to name.
@@ -315,16 +357,19 @@ impl Namespaces for System {
                         other => other?,
                     }
                 }
-                let nl = Netlink::open_current(Some(&owned), &rt)?;
+                let sockets = open_sockets(Some(&owned), &rt)?;
                 rt.block_on(async {
-                    nl.set_alias(LOOPBACK_INDEX, Some(&init.lo_alias)).await?;
-                    nl.lo_up().await
+                    sockets
+                        .0
+                        .set_alias(LOOPBACK_INDEX, Some(&init.lo_alias))
+                        .await?;
+                    sockets.0.lo_up().await
                 })?;
-                Ok(nl)
+                Ok(sockets)
             })
         })
         .await?;
-        self.remember(name, nl);
+        self.remember(name, sockets);
         Ok(())
     }
 
@@ -358,14 +403,12 @@ impl Namespaces for System {
 
 impl Firewall for System {
     async fn replace_table(&self, ns: Option<&str>, table: &str, contents: &Table) -> Res<()> {
-        let (dir, ns, table, contents) = (
-            self.dir.clone(),
-            ns.map(str::to_string),
-            table.to_string(),
-            contents.clone(),
-        );
+        let nft = self.nft(ns).await?;
+        let (ns, table, contents) = (ns.map(str::to_string), table.to_string(), contents.clone());
         blocking(Ctx::new("load rules", &table, ns.as_deref()), move || {
-            nftables::replace_table(&dir, ns.as_deref(), &table, &contents)
+            with_nft(&nft, |fd| {
+                nftables::replace_table_on(fd, ns.as_deref(), &table, &contents)
+            })
         })
         .await
     }
@@ -377,31 +420,37 @@ impl Firewall for System {
         old: &Table,
         new: &Table,
     ) -> Res<()> {
-        let (dir, ns, table, old, new) = (
-            self.dir.clone(),
+        let nft = self.nft(ns).await?;
+        let (ns, table, old, new) = (
             ns.map(str::to_string),
             table.to_string(),
             old.clone(),
             new.clone(),
         );
         blocking(Ctx::new("update rules", &table, ns.as_deref()), move || {
-            nftables::update_table(&dir, ns.as_deref(), &table, &old, &new)
+            with_nft(&nft, |fd| {
+                nftables::update_table_on(fd, ns.as_deref(), &table, &old, &new)
+            })
         })
         .await
     }
 
     async fn delete_table(&self, ns: Option<&str>, table: &str) -> Res<()> {
-        let (dir, ns, table) = (self.dir.clone(), ns.map(str::to_string), table.to_string());
+        let nft = self.nft(ns).await?;
+        let (ns, table) = (ns.map(str::to_string), table.to_string());
         blocking(Ctx::new("delete table", &table, ns.as_deref()), move || {
-            read::delete_table(&dir, ns.as_deref(), &table).map(drop)
+            with_nft(&nft, |fd| {
+                read::delete_table_on(fd, ns.as_deref(), &table).map(drop)
+            })
         })
         .await
     }
 
     async fn read_table(&self, ns: Option<&str>, table: &str) -> Res<Option<LiveTable>> {
-        let (dir, ns, table) = (self.dir.clone(), ns.map(str::to_string), table.to_string());
+        let nft = self.nft(ns).await?;
+        let (ns, table) = (ns.map(str::to_string), table.to_string());
         blocking(Ctx::new("list table", &table, ns.as_deref()), move || {
-            read::read_table(&dir, ns.as_deref(), &table)
+            with_nft(&nft, |fd| read::read_table_on(fd, ns.as_deref(), &table))
         })
         .await
     }
@@ -537,10 +586,10 @@ impl Machine for System {
             return Ok(net);
         }
         let (dir, name, rt) = (self.dir.clone(), ns.to_string(), self.rt.clone());
-        let nl = blocking(Ctx::new("open netlink socket", ns, None), move || {
-            Netlink::open_in(&dir, Some(&name), &rt)
+        let sockets = blocking(Ctx::new("open netlink socket", ns, None), move || {
+            dir.run_in(Some(&name), || open_sockets(Some(&name), &rt))?
         })
         .await?;
-        Ok(self.remember(ns, nl))
+        Ok(self.remember(ns, sockets))
     }
 }

@@ -481,6 +481,9 @@ pub struct Firewall {
     /// Named maps: each VIP's backends (the host table; replica tables get theirs expanded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub maps: Vec<crate::firewall::rule::Map>,
+    /// Named sets: the addresses of each service a policy names (replica tables).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sets: Vec<crate::firewall::rule::Set>,
     /// Tags of rules found in the live table that netcompose did not write (observe only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub foreign_rules: Vec<String>,

@@ -5,13 +5,13 @@
 //! (a bridge's network key, a VIP) is filled in from the state, else from the desired state.
 //! An overlay's VXLAN port and its remote endpoints are read in `overlay.rs`.
 
-use crate::firewall::compile::backend_slots;
+use crate::firewall::compile::{backend_slots, peer_set};
 use crate::firewall::host_table;
-use crate::firewall::rule::{rule_tag, Map};
+use crate::firewall::rule::{rule_tag, Map, Set};
 use crate::ipam::mac::format_mac;
 use crate::kernel::machine::Links;
 use crate::kernel::netlink::{Link as KLink, LinkKind, LOOPBACK_INDEX};
-use crate::kernel::nftables::Element;
+use crate::kernel::nftables::{Element, SetSpec};
 use crate::kernel::{Kernel, KernelError, Machine};
 use crate::model::names::parse_mark;
 use crate::model::resource::{self as r, Resource, ResourceId, RouteFamily, Spec};
@@ -160,20 +160,18 @@ pub async fn observe<M: Machine>(
         .into_iter()
         .filter(|n| n.starts_with(&prefix))
         .collect();
-    // A pin file with nothing mounted on it (a run killed half-way) is no namespace.
-    let names: Vec<&String> = stream::iter(&pinned)
-        .map(|n| async move { k.netns_exists(n).await.then_some(n) })
-        .buffered(PARALLEL)
-        .filter_map(|n| async move { n })
-        .collect()
-        .await;
-    let scans: Vec<_> = stream::iter(&names)
+    // One round: each namespace is read as soon as its socket is open.
+    let scans: Vec<_> = stream::iter(&pinned)
         .map(|ns| namespace(k, &t, ns, &host_ends))
         .buffered(PARALLEL)
         .collect()
         .await;
+    let mut live = 0;
     for scanned in scans {
-        out.extend(scanned?);
+        if let Some(found) = scanned? {
+            live += 1;
+            out.extend(found);
+        }
     }
     out.extend(orphan_host_ends(&t, &out, &host_ends));
     out.extend(
@@ -196,7 +194,7 @@ pub async fn observe<M: Machine>(
     if std::env::var_os("NETCOMPOSE_TIMINGS").is_some_and(|v| !v.is_empty() && v != "0") {
         eprintln!(
             "timing: observe: {} namespaces, {} resources in {:.1} ms",
-            names.len(),
+            live,
             out.len(),
             started.elapsed().as_secs_f64() * 1e3
         );
@@ -280,14 +278,21 @@ fn link_local(a: &IpNetwork) -> bool {
     matches!(a, IpNetwork::V6(v6) if v6.ip().segments()[0] & 0xffc0 == 0xfe80)
 }
 
-/// One of the project's namespaces: itself, its marked links, default routes, files and table.
+/// One of the project's namespaces: itself, its marked links, default routes, files and table;
+/// None for a pin file with nothing mounted on it (a run killed half-way), which is no
+/// namespace. Whether it is one is asked only when it cannot be entered, so that a live
+/// namespace costs no extra step.
 async fn namespace<M: Machine>(
     k: &Kernel<M>,
     t: &Templates<'_>,
     ns: &str,
     host_ends: &HashMap<ResourceId, HostEnd>,
-) -> Result<Vec<Resource>, KernelError> {
-    let nl = k.netns(ns).await?;
+) -> Result<Option<Vec<Resource>>, KernelError> {
+    let nl = match k.netns(ns).await {
+        Ok(nl) => nl,
+        Err(_) if !k.netns_exists(ns).await => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let links = nl.links().await?;
     let Some((_, ResourceId::Replica(replica))) = links
         .iter()
@@ -296,7 +301,7 @@ async fn namespace<M: Machine>(
         .and_then(parse_mark)
         .filter(|(p, _)| *p == k.project)
     else {
-        return Ok(Vec::new());
+        return Ok(Some(Vec::new()));
     };
     let ns_address = ResourceId::Replica(replica.clone());
     let table_address = ResourceId::ReplicaFirewall(replica.clone());
@@ -353,7 +358,7 @@ async fn namespace<M: Machine>(
     }
     out.extend(files);
     out.extend(table);
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// The live values of `sysctls`' keys; a key the kernel does not have (its device is gone)
@@ -498,12 +503,20 @@ async fn files<M: Machine>(
 
 /// Whether each map holds, live, exactly the elements netcompose writes for it.
 fn maps_intact(maps: &[Map], live: &[(String, Vec<Element>)]) -> bool {
-    maps.iter().all(|m| {
-        let want = backend_slots(m).elements;
-        live.iter()
-            .find(|(n, _)| *n == m.name)
-            .is_some_and(|(_, got)| got.len() == want.len() && want.iter().all(|e| got.contains(e)))
-    })
+    maps.iter().map(backend_slots).all(|m| intact(&m, live))
+}
+
+/// Whether each named set holds, live, exactly its elements.
+fn sets_intact(sets: &[Set], live: &[(String, Vec<Element>)]) -> bool {
+    sets.iter().map(peer_set).all(|s| intact(&s, live))
+}
+
+fn intact(want: &SetSpec, live: &[(String, Vec<Element>)]) -> bool {
+    live.iter()
+        .find(|(n, _)| *n == want.name)
+        .is_some_and(|(_, got)| {
+            got.len() == want.elements.len() && want.elements.iter().all(|e| got.contains(e))
+        })
 }
 
 /// A table of the project: the known rules whose tags are present, in order, and the tags of
@@ -531,6 +544,7 @@ async fn table<M: Machine>(
         vip_digest: String::new(),
         chains: vec![],
         maps: vec![],
+        sets: vec![],
         foreign_rules: vec![],
     });
     // What the table should hold, VIP chains and maps included, as the last apply wrote it.
@@ -564,6 +578,12 @@ async fn table<M: Machine>(
     if !maps_intact(&fw.maps, &live.sets) {
         fw.foreign_rules
             .push("vip maps changed outside netcompose".into());
+    }
+    // A policy's set changed outside: reloaded whole too, since which elements it lacks or
+    // holds beyond the template's is not worth telling apart.
+    if !sets_intact(&fw.sets, &live.sets) {
+        fw.foreign_rules
+            .push("policy sets changed outside netcompose".into());
     }
     for chain in fw.chains.iter_mut() {
         let live = live_of(&chain.name);

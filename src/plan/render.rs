@@ -151,6 +151,8 @@ fn body(c: &Change, st: &Style) -> String {
                 chains(out, None, value, st);
             } else if key == "maps" {
                 maps::maps(out, None, Some(value), st);
+            } else if key == "sets" {
+                maps::sets(out, None, Some(value), st);
             } else {
                 let _ = writeln!(out, "      {key:<14} {}", multiline(value));
             }
@@ -167,6 +169,8 @@ fn body(c: &Change, st: &Style) -> String {
             chains(out, old, value, st);
         } else if key == "maps" {
             maps::maps(out, old, Some(value), st);
+        } else if key == "sets" {
+            maps::sets(out, old, Some(value), st);
         } else {
             collections::attribute(out, key, old, Some(value), st);
         }

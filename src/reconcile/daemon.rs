@@ -6,10 +6,13 @@ use crate::daemon::{self, DaemonConfig};
 use crate::project_name::ProjectName;
 
 /// Serve `cfg` (or stop the daemon when there is nothing to serve); without a configuration
-/// (a plan of format 1.0) leave the daemon as it is.
+/// (a plan of format 1.0) leave the daemon as it is. When the kernel did not change
+/// (`kernel_changed` false), a daemon that already serves `cfg` is left alone: no namespace
+/// was made again, so its sockets are still the right ones.
 pub(super) fn after_up(
     project: &ProjectName,
     cfg: Option<&DaemonConfig>,
+    kernel_changed: bool,
     events: &dyn Events,
 ) -> Result<(), ReconcileError> {
     let Some(cfg) = cfg else {
@@ -27,7 +30,10 @@ pub(super) fn after_up(
         }
         return Ok(());
     }
-    let done = daemon::ensure(cfg).map_err(ReconcileError::Daemon)?;
+    let done = match daemon::current(cfg).filter(|_| !kernel_changed) {
+        Some(done) => done,
+        None => daemon::ensure(cfg).map_err(ReconcileError::Daemon)?,
+    };
     events.daemon(&DaemonEvent::Serving {
         action: done.action,
         pid: done.pid,

@@ -11,6 +11,7 @@ mod drill;
 mod planning;
 mod projects;
 mod session;
+mod timing;
 mod up;
 
 pub use down::{down, down_plan, DownOutcome};

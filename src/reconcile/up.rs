@@ -5,6 +5,7 @@
 
 use super::planning::{build, context, daemon_config, taken_by, Unreadable};
 use super::session::Session;
+use super::timing::Stages;
 use super::{daemon, load, lock, Applied, Events, ReconcileError};
 use crate::apply::Outcome;
 use crate::diag::{ConfigError, Diagnostics};
@@ -44,21 +45,25 @@ pub fn up_on(
     cluster: Option<&ClusterView>,
     events: &dyn Events,
 ) -> Result<UpOutcome, ReconcileError> {
+    let stages = Stages::from_env("up");
     let checked = load(opts, events)?;
+    stages.stage("load");
     let project = ProjectName::new(checked.project.name.clone())?;
     let lock = lock(store, &project, events)?;
     let session = Session::open(&project)?;
+    stages.stage("lock and session");
     let conflict =
         |e: &ReconcileError| matches!(e, ReconcileError::State(StateError::Conflict { .. }));
     state::retry_on_conflict(&project, conflict, || {
         let snapshot = store.read(&lock)?;
         let prior = snapshot.state.unwrap_or_default();
         let others = taken_by(snapshot.others, Unreadable::Refuse, events)?;
-        let desired = build(
-            &checked,
-            &context(&checked, &prior.allocations, &others, cluster)?,
-        )?;
+        stages.stage("state read");
+        let ctx = context(&checked, &prior.allocations, &others, cluster)?;
+        stages.stage("host facts");
+        let desired = build(&checked, &ctx)?;
         let daemon = daemon_config(&checked, &desired)?;
+        stages.stage("model");
         let missing = session.missing_links(&externals(&desired))?;
         if !missing.is_empty() {
             return Err(external_missing(&checked, &missing));
@@ -84,6 +89,7 @@ pub fn up_on(
                 scale: opts.scale.iter().cloned().collect(),
             },
             events,
+            &stages,
         )
     })
 }
@@ -147,6 +153,7 @@ pub fn up_plan(
             scale: Default::default(),
         },
         events,
+        &Stages::from_env("up --plan"),
     )
 }
 
@@ -258,6 +265,7 @@ fn converge(
     prior: &State,
     target: Target,
     events: &dyn Events,
+    stages: &Stages,
 ) -> Result<UpOutcome, ReconcileError> {
     let Target {
         desired,
@@ -268,6 +276,7 @@ fn converge(
     } = target;
     let project = lock.project().clone();
     let observed = session.observe(&prior.resources, &desired.resources)?;
+    stages.stage("observe");
     if fingerprint.is_some_and(|f| f != plan::fingerprint(&observed)) {
         return Err(ReconcileError::StalePlan);
     }
@@ -275,6 +284,7 @@ fn converge(
         events.drift(&d);
     }
     let changes = plan::diff(&observed, &desired.resources);
+    stages.stage("diff");
     let recorded = |resources: Vec<Resource>| State {
         format_version: state::FORMAT_VERSION,
         project: project.to_string(),
@@ -290,21 +300,27 @@ fn converge(
         if state != *prior {
             store.save(lock, &state)?;
         }
+        stages.stage("state save");
         events.applied(&Applied::NoChanges);
         // The daemon (DNS, x-run) is not in the kernel diff: start it if it died, update it.
-        daemon::after_up(&project, daemon.as_ref(), events)?;
+        daemon::after_up(&project, daemon.as_ref(), false, events)?;
+        stages.stage("daemon");
         return Ok(UpOutcome::NoChanges);
     }
     // Allocations first: an interrupted run keeps its addresses on the next try.
     save(observed.clone())?;
+    stages.stage("state save");
     events.applying(&plan::summarize(&changes));
     let outcome = session
         .apply(&observed, &desired.resources, &changes, &|step| {
             super::report_step(events, step)
         })
         .map_err(ReconcileError::Apply)?;
+    stages.stage("apply");
     save(desired.resources.clone())?;
+    stages.stage("state save");
     events.applied(&Applied::Up(outcome));
-    daemon::after_up(&project, daemon.as_ref(), events)?;
+    daemon::after_up(&project, daemon.as_ref(), true, events)?;
+    stages.stage("daemon");
     Ok(UpOutcome::Applied(outcome))
 }

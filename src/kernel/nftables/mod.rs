@@ -15,8 +15,10 @@
 //! nf_tables. What netcompose writes is a dozen expressions, sets, maps and batches: small
 //! enough to encode and test here.
 //!
-//! Each call opens a socket on a thread inside the namespace (a netlink socket keeps the
-//! namespace it was made in), sends one batch and reads one ack per message.
+//! A netlink socket keeps the namespace it was made in: the `_on` functions take one that the
+//! caller keeps for the namespace (the real machine opens it once per namespace, with its
+//! rtnetlink socket), so a run enters each namespace once; the others open one on a thread
+//! inside the namespace for the one call.
 
 pub mod expr;
 pub mod read;
@@ -25,6 +27,7 @@ pub mod wire;
 
 use super::netns::NetnsDir;
 use super::{Ctx, KernelError};
+use std::os::fd::OwnedFd;
 
 pub use read::{ChainTags, LiveTable, RuleCounter};
 pub use table::{BaseChain, Chain, Element, KeyType, MapData, Rule, SetSpec, Table};
@@ -37,16 +40,27 @@ pub fn replace_table(
     contents: &Table,
 ) -> Result<(), KernelError> {
     let ctx = Ctx::new("load rules", table, ns);
-    let batch = table::replace(table, &contents.chains, &contents.sets)
-        .map_err(|e| ctx.invalid(e.to_string()))?;
     dir.run_in(ns, move || {
         let fd = wire::open(&ctx)?;
-        wire::commit(&ctx, &fd, batch)
+        replace_table_on(&fd, ns, table, contents)
     })?
 }
 
+/// [`replace_table`] on a socket already open in the table's namespace ([`wire::open_in`]).
+pub fn replace_table_on(
+    fd: &OwnedFd,
+    ns: Option<&str>,
+    table: &str,
+    contents: &Table,
+) -> Result<(), KernelError> {
+    let ctx = Ctx::new("load rules", table, ns);
+    let batch = table::replace(table, &contents.chains, &contents.sets)
+        .map_err(|e| ctx.invalid(e.to_string()))?;
+    wire::commit(&ctx, fd, batch)
+}
+
 /// Change a live table from `old` to `new` in one transaction: chains flushed and refilled,
-/// map elements added and removed.
+/// set and map elements added and removed.
 pub fn update_table(
     dir: &NetnsDir,
     ns: Option<&str>,
@@ -55,10 +69,22 @@ pub fn update_table(
     new: &Table,
 ) -> Result<(), KernelError> {
     let ctx = Ctx::new("update rules", table, ns);
-    let batch = table::update(table, (&old.chains, &old.sets), (&new.chains, &new.sets))
-        .map_err(|e| ctx.invalid(e.to_string()))?;
     dir.run_in(ns, move || {
         let fd = wire::open(&ctx)?;
-        wire::commit(&ctx, &fd, batch)
+        update_table_on(&fd, ns, table, old, new)
     })?
+}
+
+/// [`update_table`] on a socket already open in the table's namespace ([`wire::open_in`]).
+pub fn update_table_on(
+    fd: &OwnedFd,
+    ns: Option<&str>,
+    table: &str,
+    old: &Table,
+    new: &Table,
+) -> Result<(), KernelError> {
+    let ctx = Ctx::new("update rules", table, ns);
+    let batch = table::update(table, (&old.chains, &old.sets), (&new.chains, &new.sets))
+        .map_err(|e| ctx.invalid(e.to_string()))?;
+    wire::commit(&ctx, fd, batch)
 }

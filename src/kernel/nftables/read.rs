@@ -58,27 +58,42 @@ pub fn read_table(
     ns: Option<&str>,
     table: &str,
 ) -> Result<Option<LiveTable>, KernelError> {
-    in_table(dir, ns, table, "list table", |ctx, fd, table| {
-        let chains = chain_tags(ctx, fd, table)?;
-        let mut sets = Vec::new();
-        for attrs in dump(ctx, fd, MsgType::GetSet, 5)? {
-            if string(&attrs, NFTA_SET_TABLE).as_deref() != Some(table) {
-                continue;
-            }
-            let flags = attr(&attrs, NFTA_SET_FLAGS)
-                .and_then(|f| <[u8; 4]>::try_from(f).ok())
-                .map_or(0, u32::from_be_bytes);
-            let Some(name) = string(&attrs, NFTA_SET_NAME) else {
-                continue;
-            };
-            if flags & NFT_SET_ANONYMOUS != 0 {
-                continue;
-            }
-            let elements = elements_of(ctx, fd, table, &name, flags & NFT_SET_INTERVAL != 0)?;
-            sets.push((name, elements));
+    in_table(dir, ns, table, "list table", live_table)
+}
+
+/// [`read_table`] on a socket already open in the table's namespace ([`wire::open_in`]).
+pub fn read_table_on(
+    fd: &OwnedFd,
+    ns: Option<&str>,
+    table: &str,
+) -> Result<Option<LiveTable>, KernelError> {
+    let ctx = Ctx::new("list table", table, ns);
+    if !exists(&ctx, fd, table)? {
+        return Ok(None);
+    }
+    live_table(&ctx, fd, table).map(Some)
+}
+
+fn live_table(ctx: &Ctx, fd: &OwnedFd, table: &str) -> Result<LiveTable, KernelError> {
+    let chains = chain_tags(ctx, fd, table)?;
+    let mut sets = Vec::new();
+    for attrs in dump(ctx, fd, MsgType::GetSet, 5)? {
+        if string(&attrs, NFTA_SET_TABLE).as_deref() != Some(table) {
+            continue;
         }
-        Ok(LiveTable { chains, sets })
-    })
+        let flags = attr(&attrs, NFTA_SET_FLAGS)
+            .and_then(|f| <[u8; 4]>::try_from(f).ok())
+            .map_or(0, u32::from_be_bytes);
+        let Some(name) = string(&attrs, NFTA_SET_NAME) else {
+            continue;
+        };
+        if flags & NFT_SET_ANONYMOUS != 0 {
+            continue;
+        }
+        let elements = elements_of(ctx, fd, table, &name, flags & NFT_SET_INTERVAL != 0)?;
+        sets.push((name, elements));
+    }
+    Ok(LiveTable { chains, sets })
 }
 
 /// `read` run on an nfnetlink socket inside namespace `ns` when inet table `table` exists
@@ -176,14 +191,18 @@ pub fn set_elements(
 /// false when there was no such table.
 pub fn delete_table(dir: &NetnsDir, ns: Option<&str>, table: &str) -> Result<bool, KernelError> {
     let ctx = Ctx::new("delete table", table, ns);
-    let table = table.to_string();
-    let deleted = dir.run_in(ns, move || {
+    dir.run_in(ns, move || {
         let fd = wire::open(&ctx)?;
-        let mut w = Writer::new(&table);
-        w.delete_table();
-        wire::commit(&ctx, &fd, w.batch)
-    })?;
-    match deleted {
+        delete_table_on(&fd, ns, table)
+    })?
+}
+
+/// [`delete_table`] on a socket already open in the table's namespace ([`wire::open_in`]).
+pub fn delete_table_on(fd: &OwnedFd, ns: Option<&str>, table: &str) -> Result<bool, KernelError> {
+    let ctx = Ctx::new("delete table", table, ns);
+    let mut w = Writer::new(table);
+    w.delete_table();
+    match wire::commit(&ctx, fd, w.batch) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),

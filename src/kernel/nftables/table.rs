@@ -313,6 +313,13 @@ impl<'t> Writer<'t> {
         }
     }
 
+    pub fn delete_set(&mut self, set: &str) {
+        let t = self.table;
+        self.batch.push(MsgType::DelSet, 0, |m| {
+            m.str(NFTA_SET_TABLE, t).str(NFTA_SET_NAME, set);
+        });
+    }
+
     /// Add elements to a named set or map.
     pub fn add_elements(&mut self, set: &str, interval: bool, elements: &[Element]) {
         if !elements.is_empty() {
@@ -432,7 +439,8 @@ pub fn replace(table: &str, chains: &[Chain], sets: &[SetSpec]) -> Result<Batch,
 }
 
 /// The transaction that turns `old` into `new`: new chains are added, changed ones flushed and
-/// refilled, dropped ones deleted; a named set's elements are added and removed one by one. When
+/// refilled, dropped ones deleted; a named set's elements are added and removed one by one, and
+/// a set no longer wanted is deleted once no rule looks in it (after the flushes). When
 /// a base chain's hook, type or priority changes, or a set's shape does, the whole table is
 /// replaced instead.
 pub fn update(
@@ -507,6 +515,12 @@ pub fn update(
     for c in dropped {
         w.delete_chain(&c.name);
     }
+    for s in old_sets
+        .iter()
+        .filter(|o| !new_sets.iter().any(|n| n.name == o.name))
+    {
+        w.delete_set(&s.name);
+    }
     Ok(w.batch)
 }
 
@@ -580,6 +594,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(same.len(), 1);
+    }
+
+    #[test]
+    fn a_set_no_longer_wanted_is_deleted_after_the_rules_that_used_it() {
+        let set = SetSpec {
+            name: "from.web".into(),
+            key: KeyType::Ipv4Addr,
+            data: None,
+            interval: true,
+            elements: vec![],
+        };
+        let old = [chain("input")];
+        let mut new = chain("input");
+        new.rules.clear();
+        let b = update("t", (&old, &[set]), (&[new], &[])).unwrap();
+        // The table, the chain's flush, then the set's deletion.
+        assert_eq!(b.len(), 3);
     }
 
     #[test]

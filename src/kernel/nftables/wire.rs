@@ -43,6 +43,7 @@ pub enum MsgType {
     DelRule = 8,
     NewSet = 9,
     GetSet = 10,
+    DelSet = 11,
     NewSetElem = 12,
     GetSetElem = 13,
     DelSetElem = 14,

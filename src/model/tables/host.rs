@@ -75,6 +75,7 @@ pub fn resources(
             vip_digest: String::new(),
             chains,
             maps: vip_maps(dispatch),
+            sets: vec![],
             foreign_rules: vec![],
         }),
         depends_on,

@@ -8,7 +8,7 @@
 //! replicas would otherwise describe N × VIPs chains. The applier expands it ([`expand`]).
 
 use super::vip::{vip_chains, vip_maps, Dispatch};
-use crate::firewall::rule::{rule, Chain, Map, Rule, RuleBuilder};
+use crate::firewall::rule::{rule, Chain, Map, Rule, RuleBuilder, Set};
 use crate::model::endpoints::{Endpoint, EndpointIndex, Replica, Stack};
 use crate::model::resource::{Firewall, Resource, ResourceId, Spec, Vip};
 use crate::spec::{Peer, PolicyEntry, Project, Rules, Spanned};
@@ -98,11 +98,12 @@ pub fn resources(
                 .collect();
             vip_networks.sort();
             let mut chains = Vec::new();
+            let mut sets = PeerSets::new();
             for (dir, name, hook) in [
                 (Direction::Ingress, "ingress", "input"),
                 (Direction::Egress, "egress", "output"),
             ] {
-                let rules = policy_rules(project, rep, mine, index, vips, dir);
+                let rules = policy_rules(project, rep, mine, index, vips, dir, &mut sets);
                 if !rules.is_empty() {
                     chains.push(Chain::base(name, "filter", hook, 0, rules));
                 }
@@ -127,6 +128,7 @@ pub fn resources(
                     vip_digest,
                     chains,
                     maps: vec![],
+                    sets: sets.into_values().collect(),
                     foreign_rules: vec![],
                 }),
                 depends_on: mine
@@ -155,6 +157,7 @@ fn faults(project: &Project, rep: &Replica, mine: &[&Endpoint]) -> Option<Chain>
 /// The service's policy, then each attached network's (limited to its interface). Denies
 /// first, then allows, then catch-all denies (`0.0.0.0/0`, `::/0`), which act as the default:
 /// deny wins over allow for the same match, and `deny: [0.0.0.0/0]` with allows is default-deny.
+/// The services the rules name get their named sets in `sets`.
 fn policy_rules(
     project: &Project,
     rep: &Replica,
@@ -162,6 +165,7 @@ fn policy_rules(
     index: &EndpointIndex,
     vips: &[&Vip],
     dir: Direction,
+    sets: &mut PeerSets,
 ) -> Vec<Rule> {
     let svc = &project.services[&rep.service];
     let pick = |p: &'_ crate::spec::Policy| -> Rules {
@@ -196,7 +200,8 @@ fn policy_rules(
     let catch_all = |e: &Spanned<PolicyEntry>| {
         matches!(e.value.peer, Peer::Cidr(c) if c.prefix() == 0) && e.value.port.is_none()
     };
-    let rules_of = |e: &PolicyEntry, iface: Option<&str>| entry(index, vips, iface, e, dir);
+    let mut rules_of =
+        |e: &PolicyEntry, iface: Option<&str>| entry(index, vips, iface, e, dir, sets);
     for (iface, rules) in &scoped {
         for e in rules.deny.iter().filter(|e| !catch_all(e)) {
             out.extend(
@@ -227,14 +232,37 @@ fn policy_rules(
     out
 }
 
-/// The matches of one policy entry: one rule per address family of the peer.
+/// The named sets of a replica table's policy rules, by name: each service a policy names,
+/// one set per family and direction ([`peer_set_name`]).
+type PeerSets = BTreeMap<String, Set>;
+
+/// The set that holds a service's addresses of one family for a policy: `from.<service>` (its
+/// replicas, for ingress) or `to.<service>` (its replicas and VIPs, for egress; `from6.` and
+/// `to6.` for IPv6). A policy names a service, whichever network it is reached on, so one set
+/// per service holds what the rule matches; the family and direction are in the prefix, where
+/// no service name can reach.
+pub fn peer_set_name(service: &str, ipv6: bool, egress: bool) -> String {
+    let prefix = match (egress, ipv6) {
+        (false, false) => "from",
+        (false, true) => "from6",
+        (true, false) => "to",
+        (true, true) => "to6",
+    };
+    format!("{prefix}.{service}")
+}
+
+/// The matches of one policy entry: one rule per address family of the peer. A service's
+/// addresses go to a named set (recorded in `sets`), so that its scale changes set elements
+/// only; a CIDR is written in the rule.
 fn entry(
     index: &EndpointIndex,
     vips: &[&Vip],
     iface: Option<&str>,
     e: &PolicyEntry,
     dir: Direction,
+    sets: &mut PeerSets,
 ) -> Vec<RuleBuilder> {
+    let egress = dir == Direction::Egress;
     let peers: Vec<IpNetwork> = match &e.peer {
         Peer::Cidr(c) => vec![*c],
         Peer::Service(s) => {
@@ -244,7 +272,7 @@ fn entry(
                 .flat_map(|x| x.ips())
                 .map(IpNetwork::from)
                 .collect();
-            if dir == Direction::Egress {
+            if egress {
                 v.extend(
                     vips.iter()
                         .filter(|x| &x.service == s)
@@ -255,22 +283,32 @@ fn entry(
         }
     };
     let (v4, v6): (Vec<IpNetwork>, Vec<IpNetwork>) = peers.into_iter().partition(|p| p.is_ipv4());
-    [v4, v6]
+    [(v4, false), (v6, true)]
         .into_iter()
-        .filter(|set| !set.is_empty())
-        .map(|set| {
+        .filter(|(set, _)| !set.is_empty())
+        .map(|(set, ipv6)| {
             let mut r = rule();
             if let Some(i) = iface {
-                r = if dir == Direction::Ingress {
-                    r.iif(i)
-                } else {
-                    r.oif(i)
-                };
+                r = if egress { r.oif(i) } else { r.iif(i) };
             }
-            r = if dir == Direction::Ingress {
-                r.saddr_in(set)
-            } else {
-                r.daddr_in(set)
+            r = match &e.peer {
+                Peer::Service(s) => {
+                    let name = peer_set_name(s, ipv6, egress);
+                    sets.insert(
+                        name.clone(),
+                        Set {
+                            name: name.clone(),
+                            elements: set,
+                        },
+                    );
+                    if egress {
+                        r.daddr_set(&name, ipv6)
+                    } else {
+                        r.saddr_set(&name, ipv6)
+                    }
+                }
+                Peer::Cidr(_) if egress => r.daddr_in(set),
+                Peer::Cidr(_) => r.saddr_in(set),
             };
             match (e.port, e.protocol) {
                 (Some(p), Some(proto)) => r.dport(&proto.to_string(), p.start, p.end),

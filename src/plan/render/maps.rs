@@ -1,68 +1,85 @@
-//! A table's named maps (each VIP's backends): a scale adds and removes map elements, so the
-//! plan shows a changed map as one line of backends that come and go,
-//! `~ vip.web.front: + 172.16.1.8`, as apply writes it.
+//! A table's named maps (each VIP's backends) and sets (each service a policy names): a scale
+//! adds and removes their elements, so the plan shows a changed one as one line of elements
+//! that come and go, `~ vip.web.front: + 172.16.1.8`, as apply writes it.
 
 use super::Style;
-use crate::firewall::rule::Map;
+use crate::firewall::rule::{Map, Set};
+use ipnetwork::IpNetwork;
 use serde_json::Value;
 use std::fmt::Write;
 
-fn parse(v: Option<&Value>) -> Vec<Map> {
+/// A named map or set as the plan lists it: its name and its elements.
+type Named = (String, Vec<String>);
+
+fn parse_maps(v: Option<&Value>) -> Vec<Named> {
     v.and_then(|v| serde_json::from_value::<Vec<Map>>(v.clone()).ok())
         .unwrap_or_default()
+        .into_iter()
+        .map(|m| (m.name, m.backends.iter().map(ToString::to_string).collect()))
+        .collect()
 }
 
-fn list<T: ToString>(items: impl IntoIterator<Item = T>) -> String {
-    items
+/// A policy's set lists addresses as the VIP maps do (a host's network without its /32).
+fn parse_sets(v: Option<&Value>) -> Vec<Named> {
+    let element = |n: &IpNetwork| match n.prefix() == if n.is_ipv4() { 32 } else { 128 } {
+        true => n.ip().to_string(),
+        false => n.to_string(),
+    };
+    v.and_then(|v| serde_json::from_value::<Vec<Set>>(v.clone()).ok())
+        .unwrap_or_default()
         .into_iter()
-        .map(|i| i.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+        .map(|s| (s.name, s.elements.iter().map(element).collect()))
+        .collect()
 }
 
 /// Every map of a table created or deleted, or the maps that change between `old` and `new`.
 pub(super) fn maps(out: &mut String, old: Option<&Value>, new: Option<&Value>, st: &Style) {
-    let (old, new) = (parse(old), parse(new));
-    for m in &new {
-        match old.iter().find(|o| o.name == m.name) {
+    named(out, parse_maps(old), parse_maps(new), st);
+}
+
+/// A table's named sets (the services its policy names), as [`maps`] shows maps:
+/// `~ from.web: + 172.16.1.8`.
+pub(super) fn sets(out: &mut String, old: Option<&Value>, new: Option<&Value>, st: &Style) {
+    named(out, parse_sets(old), parse_sets(new), st);
+}
+
+fn named(out: &mut String, old: Vec<Named>, new: Vec<Named>, st: &Style) {
+    for (name, elements) in &new {
+        match old.iter().find(|(o, _)| o == name) {
             None => {
                 let _ = writeln!(
                     out,
-                    "      {} {}: {}",
+                    "      {} {name}: {}",
                     st.paint("32", "+"),
-                    m.name,
-                    list(&m.backends)
+                    elements.join(", ")
                 );
             }
-            Some(o) if o.backends != m.backends => {
-                let mut items: Vec<String> = m
-                    .backends
+            Some((_, was)) if was != elements => {
+                let mut items: Vec<String> = elements
                     .iter()
-                    .filter(|b| !o.backends.contains(b))
-                    .map(|b| format!("+ {b}"))
+                    .filter(|e| !was.contains(e))
+                    .map(|e| format!("+ {e}"))
                     .collect();
                 items.extend(
-                    o.backends
-                        .iter()
-                        .filter(|b| !m.backends.contains(b))
-                        .map(|b| format!("- {b}")),
+                    was.iter()
+                        .filter(|e| !elements.contains(e))
+                        .map(|e| format!("- {e}")),
                 );
                 if items.is_empty() {
                     items.push("(reordered)".into());
                 }
                 let _ = writeln!(
                     out,
-                    "      {} {}: {}",
+                    "      {} {name}: {}",
                     st.paint("33", "~"),
-                    m.name,
                     items.join(", ")
                 );
             }
             Some(_) => {}
         }
     }
-    for o in old.iter().filter(|o| !new.iter().any(|m| m.name == o.name)) {
-        let _ = writeln!(out, "      {} {}", st.paint("31", "-"), o.name);
+    for (name, _) in old.iter().filter(|(o, _)| !new.iter().any(|(n, _)| n == o)) {
+        let _ = writeln!(out, "      {} {name}", st.paint("31", "-"));
     }
 }
 
@@ -84,5 +101,22 @@ mod tests {
             out,
             "      ~ vip.web.front: + 172.16.1.8\n      + vip.api.front: 172.16.1.9\n"
         );
+    }
+
+    #[test]
+    fn a_scaled_policy_peer_is_one_line_of_addresses() {
+        let old = json!([{"name": "from.web", "elements": ["172.16.1.2/32", "fd00::/64"]}]);
+        let new = json!([{"name": "from.web", "elements": ["172.16.1.2/32", "172.16.1.8/32"]}]);
+        let mut out = String::new();
+        sets(&mut out, Some(&old), Some(&new), &Style { color: false });
+        assert_eq!(out, "      ~ from.web: + 172.16.1.8, - fd00::/64\n");
+        let mut gone = String::new();
+        sets(
+            &mut gone,
+            Some(&old),
+            Some(&json!([])),
+            &Style { color: false },
+        );
+        assert_eq!(gone, "      - from.web\n");
     }
 }
