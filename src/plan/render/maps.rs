@@ -5,10 +5,11 @@
 use super::Style;
 use crate::firewall::rule::Map;
 use serde_json::Value;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 
 fn parse(v: Option<&Value>) -> Vec<Map> {
-    v.and_then(|v| serde_json::from_value::<Vec<Map>>(v.clone()).ok())
+    v.and_then(|v| <Vec<Map> as serde::Deserialize>::deserialize(v).ok())
         .unwrap_or_default()
 }
 
@@ -23,8 +24,11 @@ fn list<T: ToString>(items: impl IntoIterator<Item = T>) -> String {
 /// Every map of a table created or deleted, or the maps that change between `old` and `new`.
 pub(super) fn maps(out: &mut String, old: Option<&Value>, new: Option<&Value>, st: &Style) {
     let (old, new) = (parse(old), parse(new));
+    // By name: the host table holds a map per VIP, thousands of them in a large project.
+    let by_name: HashMap<&str, &Map> = old.iter().map(|o| (o.name.as_str(), o)).collect();
+    let new_names: HashSet<&str> = new.iter().map(|m| m.name.as_str()).collect();
     for m in &new {
-        match old.iter().find(|o| o.name == m.name) {
+        match by_name.get(m.name.as_str()) {
             None => {
                 let _ = writeln!(
                     out,
@@ -61,7 +65,7 @@ pub(super) fn maps(out: &mut String, old: Option<&Value>, new: Option<&Value>, s
             Some(_) => {}
         }
     }
-    for o in old.iter().filter(|o| !new.iter().any(|m| m.name == o.name)) {
+    for o in old.iter().filter(|o| !new_names.contains(o.name.as_str())) {
         let _ = writeln!(out, "      {} {}", st.paint("31", "-"), o.name);
     }
 }
