@@ -162,14 +162,19 @@ fn detailed_exitcode_and_against() {
 }
 
 /// A long plan at a glance: scaling a service of twelve replicas to thirteen is one block for
-/// the twelve replica tables changed alike, and the name of the service gains one address, with
-/// the twelve it keeps hidden.
+/// the twelve tables of the service whose policy admits it (changed alike), nothing for the
+/// service's own tables (its new backend is an element of the VIP's map), and the name of the
+/// service gains one address, with the twelve it keeps hidden.
 #[test]
 fn a_long_plan_hides_what_does_not_change() {
     let dir = tempfile::tempdir().unwrap();
     let old = dir.path().join("old.yaml");
     let new = dir.path().join("new.yaml");
-    let file = |n: u32| format!("name: ci\nservices:\n  web: {{deploy: {{replicas: {n}}}}}\n");
+    let file = |n: u32| {
+        format!(
+            "name: ci\nservices:\n  web: {{deploy: {{replicas: {n}}}}}\n  db:\n    deploy: {{replicas: 12}}\n    x-policy: {{ingress: {{allow: [\"web:5432/tcp\"]}}}}\n"
+        )
+    };
     std::fs::write(&old, file(12)).unwrap();
     std::fs::write(&new, file(13)).unwrap();
     let out = plan(&new, &["--against", old.to_str().unwrap()]);
@@ -180,12 +185,13 @@ fn a_long_plan_hides_what_does_not_change() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("  ~ service.web[1-12].firewall (firewall)\n"),
+        text.contains("  ~ service.db[1-12].firewall (firewall)\n"),
         "{text}"
     );
-    assert_eq!(text.matches("~ service.web[").count(), 1, "{text}");
+    assert_eq!(text.matches("~ service.db[").count(), 1, "{text}");
+    assert_eq!(text.matches("~ service.web[").count(), 0, "{text}");
     assert!(
-        text.contains("      # (4 unchanged attributes hidden)\n"),
+        text.contains("      # (5 unchanged attributes hidden)\n"),
         "{text}"
     );
     let tasks = text.find("~ tasks.web\n").expect(&text);

@@ -10,7 +10,7 @@ mod qos;
 use crate::graph;
 use crate::kernel::machine::Links;
 use crate::kernel::{Kernel, KernelError, Machine};
-use crate::model::tables::replica::expand_all;
+use crate::model::tables::replica::{expand_all, vip_maps_changed};
 use crate::model::{Resource, ResourceId, Spec};
 use crate::plan::{Action, Change};
 use futures::stream::{self, StreamExt};
@@ -94,6 +94,12 @@ pub async fn apply<M: Machine>(
     );
     // Replica tables name their networks' VIPs; the kernel needs the chains themselves.
     let (observed, desired) = (&expand_all(observed), &expand_all(desired));
+    let mut updates = updates;
+    updates.extend(
+        vip_maps_changed(observed, desired)
+            .into_iter()
+            .filter(|a| !creates.contains(a) && !deletes.contains(a)),
+    );
     let gone = deleted_namespaces(observed, &deletes);
     let old: HashMap<&ResourceId, &Resource> = observed.iter().map(|r| (&r.address, r)).collect();
     let rebuilt = taken_along(observed, desired, &deletes, &creates);

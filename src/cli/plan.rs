@@ -4,7 +4,7 @@ use super::reconcile::planning_on;
 use super::Global;
 use crate::plan::{render, Plan};
 use miette::IntoDiagnostic;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -37,34 +37,45 @@ pub fn run(global: &Global, args: &PlanArgs) -> miette::Result<ExitCode> {
         .as_deref()
         .map(super::cluster_view::read)
         .transpose()?;
-    let plan = planning_on(
+    let planning = planning_on(
         &global.load_options(),
         args.against.as_deref(),
         view.as_ref(),
-    )?
-    .plan;
+    )?;
+    let plan = &planning.plan;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&plan).into_diagnostic()?);
+        let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+        serde_json::to_writer_pretty(&mut w, plan).into_diagnostic()?;
+        writeln!(w).into_diagnostic()?;
+        w.flush().into_diagnostic()?;
     } else {
-        print(&plan);
+        print(plan);
     }
     if let Some(out) = &args.out {
-        std::fs::write(out, serde_json::to_vec_pretty(&plan).into_diagnostic()?)
-            .into_diagnostic()?;
+        let mut w = std::io::BufWriter::new(std::fs::File::create(out).into_diagnostic()?);
+        serde_json::to_writer_pretty(&mut w, plan).into_diagnostic()?;
+        w.flush().into_diagnostic()?;
         eprintln!(
             "Saved the plan to {}; apply it with: netcompose up --plan {}",
             out.display(),
             out.display()
         );
     }
-    Ok(match (args.detailed_exitcode, plan.has_changes()) {
+    let code = match (args.detailed_exitcode, plan.has_changes()) {
         (true, true) => ExitCode::from(2),
         _ => ExitCode::SUCCESS,
-    })
+    };
+    // The process ends here: freeing a large plan piece by piece (every resource, change and
+    // attribute) takes longer than printing it, and the kernel takes the memory back at once.
+    std::mem::forget(planning);
+    Ok(code)
 }
 
 /// The plan as text on stdout, coloured on a terminal unless NO_COLOR is set.
 pub fn print(plan: &Plan) {
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    print!("{}", render::render(plan, color));
+    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+    if let Err(e) = render::write(&mut w, plan, color).and_then(|()| w.flush()) {
+        eprintln!("netcompose: cannot print the plan: {e}");
+    }
 }

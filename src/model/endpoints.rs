@@ -162,20 +162,20 @@ fn vip_mode(svc: &Service) -> bool {
 }
 
 pub fn network_requests(project: &Project, replicas: &[Replica]) -> Vec<NetworkRequest> {
-    sorted_networks(project)
-        .into_iter()
-        .filter(|(_, n)| n.external.is_none())
-        .map(|(key, net)| {
-            let mut owners = Vec::new();
-            for rep in replicas.iter().filter(|r| r.stack == Stack::Own) {
-                let svc = &project.services[&rep.service];
-                let Some(att) = svc.networks.get(key) else {
-                    continue;
-                };
-                let first_network = ordered_attachments(svc).first().map(|(k, _)| *k) == Some(key);
-                let service_mac = svc.mac_address.as_ref().filter(|_| first_network);
-                owners.push(AddressRequest {
-                    owner: rep.owner(),
+    // Every network's holders in one pass over the replicas (in replica order), then the VIPs
+    // (in service order).
+    let mut holders: HashMap<&str, Vec<AddressRequest>> = HashMap::new();
+    for rep in replicas.iter().filter(|r| r.stack == Stack::Own) {
+        let svc = &project.services[&rep.service];
+        let first = ordered_attachments(svc).first().map(|(k, _)| *k);
+        let owner = rep.owner();
+        for (key, att) in &svc.networks {
+            let service_mac = svc.mac_address.as_ref().filter(|_| first == Some(key));
+            holders
+                .entry(key.as_str())
+                .or_default()
+                .push(AddressRequest {
+                    owner: owner.clone(),
                     static_v4: att
                         .ipv4_address
                         .as_ref()
@@ -192,12 +192,17 @@ pub fn network_requests(project: &Project, replicas: &[Replica]) -> Vec<NetworkR
                         .as_ref()
                         .or(service_mac)
                         .map(|m| m.value.clone()),
-                    mac_seed: format!("{}/{}/{}", project.name, rep.owner(), key),
+                    mac_seed: format!("{}/{owner}/{key}", project.name),
                 });
-            }
-            for (svc_key, svc) in sorted_services(project) {
-                if svc.network_mode.is_none() && svc.networks.contains_key(key) && vip_mode(svc) {
-                    owners.push(AddressRequest {
+        }
+    }
+    for (svc_key, svc) in sorted_services(project) {
+        if svc.network_mode.is_none() && vip_mode(svc) {
+            for key in svc.networks.keys() {
+                holders
+                    .entry(key.as_str())
+                    .or_default()
+                    .push(AddressRequest {
                         owner: format!("{svc_key}.vip"),
                         static_v4: None,
                         static_v6: None,
@@ -205,8 +210,14 @@ pub fn network_requests(project: &Project, replicas: &[Replica]) -> Vec<NetworkR
                         mac: None,
                         mac_seed: String::new(),
                     });
-                }
             }
+        }
+    }
+    sorted_networks(project)
+        .into_iter()
+        .filter(|(_, n)| n.external.is_none())
+        .map(|(key, net)| {
+            let owners = holders.remove(key.as_str()).unwrap_or_default();
             let pools = net
                 .ipam
                 .config
@@ -370,6 +381,12 @@ pub fn namespace_resources(
     alloc: &Allocations,
 ) -> Vec<Resource> {
     let mut out = Vec::new();
+    // Derived from a hash: computed once per network, not once per link.
+    let bridges: HashMap<&str, String> = project
+        .networks
+        .keys()
+        .map(|k| (k.as_str(), bridge_ifname(project, k)))
+        .collect();
     for rep in replicas.iter().filter(|r| r.stack == Stack::Own) {
         let svc = &project.services[&rep.service];
         // depends_on orders namespaces (and so the processes started in them) after their
@@ -401,14 +418,19 @@ pub fn namespace_resources(
         });
         let mine: Vec<&Endpoint> = index.replica(&rep.service, rep.index).to_vec();
         for ep in &mine {
-            out.push(link_resource(project, rep, ep));
+            out.push(link_resource(project, rep, ep, &bridges));
         }
         out.extend(default_routes(project, rep, &mine, alloc));
     }
     out
 }
 
-fn link_resource(project: &Project, rep: &Replica, ep: &Endpoint) -> Resource {
+fn link_resource(
+    project: &Project,
+    rep: &Replica,
+    ep: &Endpoint,
+    bridges: &HashMap<&str, String>,
+) -> Resource {
     let net = &project.networks[&ep.network];
     let network_address = ResourceId::network(&ep.network);
     let macvlan = net.driver_name() == "macvlan";
@@ -424,8 +446,14 @@ fn link_resource(project: &Project, rep: &Replica, ep: &Endpoint) -> Resource {
         ifname: ep.ifname.clone(),
         host_ifname: (!macvlan)
             .then(|| veth_host_name(&project.name, &rep.service, rep.index, &ep.network)),
-        bridge: (!macvlan)
-            .then(|| external_bridge.unwrap_or_else(|| bridge_ifname(project, &ep.network))),
+        bridge: (!macvlan).then(|| {
+            external_bridge.unwrap_or_else(|| {
+                bridges
+                    .get(ep.network.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| bridge_ifname(project, &ep.network))
+            })
+        }),
         parent: macvlan.then(|| {
             net.driver_opts
                 .get("parent")

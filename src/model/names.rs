@@ -10,10 +10,19 @@ pub fn netns_name(project: &str, service: &str, replica: u32) -> String {
 
 /// `prefix` + hex of a hash of `seed`, at most 15 bytes.
 pub fn short_ifname(prefix: &str, seed: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(seed.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     let room = 15usize.saturating_sub(prefix.len());
-    format!("{prefix}{}", &hex[..room.min(hex.len())])
+    let mut name = String::with_capacity(15);
+    name.push_str(prefix);
+    name.extend(
+        digest
+            .iter()
+            .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]])
+            .take(room)
+            .map(char::from),
+    );
+    name
 }
 
 /// The bridge of a network, unless `com.docker.network.bridge.name` names it.

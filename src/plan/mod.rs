@@ -129,7 +129,8 @@ pub fn fingerprint(resources: &[Resource]) -> String {
     sorted.sort_by(|a, b| a.address.cmp(&b.address));
     let mut h = Sha256::new();
     for r in sorted {
-        h.update(serde_json::to_vec(r).unwrap_or_default());
+        // Straight into the hash: no text of each resource is built and thrown away.
+        let _ = serde_json::to_writer(&mut h, r);
         h.update(b"\n");
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()

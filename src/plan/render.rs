@@ -31,6 +31,17 @@ impl Style {
 }
 
 pub fn render(plan: &Plan, color: bool) -> String {
+    let mut out = Vec::new();
+    // Writing into memory cannot fail, and the text is built from strings.
+    let _ = write(&mut out, plan, color);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// [`render`], written to `w` a few blocks at a time: a plan of a hundred thousand changes is
+/// never held as text whole.
+pub fn write(w: &mut dyn std::io::Write, plan: &Plan, color: bool) -> std::io::Result<()> {
+    /// How much text is gathered before it is written.
+    const CHUNK: usize = 1 << 16;
     let st = Style { color };
     let mut out = String::new();
     let against = match plan.baseline.as_str() {
@@ -74,9 +85,23 @@ pub fn render(plan: &Plan, color: bool) -> String {
             .cmp(&group(&b.address))
             .then_with(|| a.address.cmp(&b.address))
     });
-    for shown in alike::group(&changes, |c| body(c, &st)) {
-        head(&mut out, shown.change, &shown.label, &st);
-        out.push_str(&shown.body);
+    let mut failed = None;
+    alike::each_group(
+        &changes,
+        |c| body(c, &st),
+        |shown| {
+            head(&mut out, shown.change, &shown.label, &st);
+            out.push_str(&shown.body);
+            if out.len() >= CHUNK {
+                if failed.is_none() {
+                    failed = w.write_all(out.as_bytes()).err();
+                }
+                out.clear();
+            }
+        },
+    );
+    if let Some(e) = failed {
+        return Err(e);
     }
     let s = plan.summary;
     if plan.has_changes() {
@@ -88,7 +113,7 @@ pub fn render(plan: &Plan, color: bool) -> String {
     } else {
         let _ = writeln!(out, "No changes.");
     }
-    out
+    w.write_all(out.as_bytes())
 }
 
 /// Networks first, then services, then what is derived from both.
@@ -208,7 +233,7 @@ fn multiline(v: &Value) -> String {
 /// Firewall chains as nft rules. On update, only chains that come, go or change, and in a
 /// changed chain only the rules that come and go.
 fn chains(out: &mut String, old: Option<&Value>, new: &Value, st: &Style) {
-    let parse = |v: &Value| serde_json::from_value::<Vec<Chain>>(v.clone()).unwrap_or_default();
+    let parse = |v: &Value| <Vec<Chain> as serde::Deserialize>::deserialize(v).unwrap_or_default();
     let new = parse(new);
     let Some(old) = old.map(parse) else {
         for chain in &new {

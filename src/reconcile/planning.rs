@@ -417,3 +417,93 @@ pub(super) fn build(checked: &Checked, ctx: &Context) -> Result<Desired, Reconci
         sources: Box::new(checked.sources.clone()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Summary;
+    use crate::reconcile::{Applied, DaemonEvent};
+    use std::time::Duration;
+
+    struct Quiet;
+
+    impl Events for Quiet {
+        fn warning(&self, _: &str) {}
+        fn waiting_for_lock(&self, _: &ProjectName) {}
+        fn drift(&self, _: &Change) {}
+        fn applying(&self, _: &Summary) {}
+        fn progress(&self, _: &str, _: &str, _: Duration) {}
+        fn applied(&self, _: &Applied) {}
+        fn daemon(&self, _: &DaemonEvent) {}
+    }
+
+    const PROJECT: &str = "name: inc
+networks:
+  front: {}
+  back: {}
+services:
+  web:
+    deploy: {replicas: 2}
+    networks: [front, back]
+  api:
+    networks: [back]
+  cache:
+    networks: [front]
+  db:
+    networks: [back]
+    x-policy:
+      ingress:
+        allow: [\"web:5432/tcp\"]
+";
+
+    /// A saved plan read back as the baseline: one service scaled changes that service's
+    /// resources and what names it (its VIPs' maps, the zones, the host table, the policy that
+    /// admits it), and not the tables of every replica that merely shares a network with it.
+    #[test]
+    fn one_service_scaled_against_a_saved_plan_changes_only_what_depends_on_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("compose.yaml");
+        std::fs::write(&file, PROJECT).unwrap();
+        let opts = LoadOptions {
+            files: vec![file.clone()],
+            environment: Some(Default::default()),
+            ..Default::default()
+        };
+        let store = crate::state::FileStore::new(dir.path().join("state"));
+        let first = plan(&store, &opts, &Baseline::State, &Quiet).unwrap().plan;
+        let saved = dir.path().join("base.json");
+        std::fs::write(&saved, serde_json::to_vec_pretty(&first).unwrap()).unwrap();
+
+        let unchanged = plan(&store, &opts, &Baseline::File(saved.clone()), &Quiet).unwrap();
+        assert_eq!(unchanged.plan.resource_changes, []);
+
+        std::fs::write(&file, PROJECT.replace("replicas: 2", "replicas: 3")).unwrap();
+        let scaled = plan(&store, &opts, &Baseline::File(saved), &Quiet)
+            .unwrap()
+            .plan;
+        let changed: Vec<(String, Vec<Action>)> = scaled
+            .resource_changes
+            .iter()
+            .map(|c| (c.address.to_string(), c.actions.clone()))
+            .collect();
+        let create = |a: &str| (a.to_string(), vec![Action::Create]);
+        let update = |a: &str| (a.to_string(), vec![Action::Update]);
+        assert_eq!(
+            changed,
+            [
+                update("dns.back"),
+                update("dns.front"),
+                update("firewall.host"),
+                update("service.db[1].firewall"),
+                update("service.web.vip.back"),
+                update("service.web.vip.front"),
+                create("service.web[3]"),
+                create("service.web[3].files"),
+                create("service.web[3].firewall"),
+                create("service.web[3].link.back"),
+                create("service.web[3].link.front"),
+                create("service.web[3].route.default"),
+            ]
+        );
+    }
+}

@@ -15,7 +15,6 @@ use crate::spec::{Peer, PolicyEntry, Project, Rules, Spanned};
 use ipnetwork::IpNetwork;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 
 /// The name of the table inside every replica namespace.
 pub const REPLICA_TABLE: &str = "netcompose";
@@ -49,17 +48,18 @@ pub fn expand(fw: &Firewall, vips: &VipIndex) -> (Vec<Chain>, Vec<Map>) {
     (chains, vip_maps(&dispatch))
 }
 
-/// A short digest of one network's VIPs (addresses and backends).
+/// A short digest of what one network's VIPs make of a replica table's chains: each VIP's
+/// addresses, and which of them have a backend (a family without one gets no chain). The
+/// backends themselves are elements of the VIP's map, which the VIP's own change carries: a
+/// scale must not change every table that can reach the service.
 fn network_digest(network: &str, vips: &VipIndex) -> String {
     let mut h = Sha256::new();
     for v in vips.get(network).into_iter().flatten() {
-        let addresses: Vec<String> = v.addresses.iter().map(IpAddr::to_string).collect();
-        h.update(format!(
-            "{} {} {:?}\n",
-            v.service,
-            addresses.join(","),
-            v.backends
-        ));
+        h.update(v.service.as_bytes());
+        for (address, backends) in v.families() {
+            h.update(format!(" {address}:{}", !backends.is_empty()));
+        }
+        h.update(b"\n");
     }
     h.finalize()
         .iter()
@@ -343,5 +343,24 @@ pub fn expand_all(resources: &[Resource]) -> Vec<Resource> {
             }
             _ => r.clone(),
         })
+        .collect()
+}
+
+/// Replica tables (of two lists expanded by [`expand_all`]) that the plan leaves unchanged but
+/// whose VIP maps differ: a VIP's backends are elements of its map in every namespace that
+/// dispatches it, so the VIP's change is applied there, element by element.
+pub fn vip_maps_changed<'a>(observed: &[Resource], desired: &'a [Resource]) -> Vec<&'a ResourceId> {
+    fn replica_table(r: &Resource) -> Option<(&ResourceId, &Firewall)> {
+        let Spec::Firewall(f) = &r.spec else {
+            return None;
+        };
+        f.namespace.is_some().then_some((&r.address, f))
+    }
+    let old: HashMap<&ResourceId, &Firewall> = observed.iter().filter_map(replica_table).collect();
+    desired
+        .iter()
+        .filter_map(replica_table)
+        .filter(|(address, f)| old.get(address).is_some_and(|o| o.maps != f.maps))
+        .map(|(address, _)| address)
         .collect()
 }

@@ -1,5 +1,5 @@
-//! Replicas changed alike, shown once. Scaling a service rewrites the VIP digest in every
-//! replica's table the same way, so a hundred identical blocks would bury the few that differ.
+//! Replicas changed alike, shown once. Scaling a service changes every replica table whose
+//! policy names it the same way, so a hundred identical blocks would bury the few that differ.
 //! Changes of one service whose text is the same but for the replica number become one block
 //! whose address lists the replicas (`service.web[1-3,7].firewall`).
 
@@ -15,23 +15,63 @@ pub(super) struct Shown<'c> {
 }
 
 /// The blocks in the order of the changes, each group where its first member was.
+#[cfg(test)]
 pub(super) fn group<'c>(
     changes: &[&'c Change],
     body: impl Fn(&Change) -> String,
 ) -> Vec<Shown<'c>> {
+    let mut shown = Vec::new();
+    each_group(changes, body, |s| shown.push(s));
+    shown
+}
+
+/// [`group`], each block handed to `emit` as soon as no later change can join it. Changes come
+/// sorted by address, so the resources of one service's replicas are contiguous (every address
+/// between two that start with `service.web[` starts with it too): the groups are complete
+/// when the next change is not of the same service's replicas, and only that service's
+/// bodies are held at once.
+pub(super) fn each_group<'c>(
+    changes: &[&'c Change],
+    body: impl Fn(&Change) -> String,
+    mut emit: impl FnMut(Shown<'c>),
+) {
     struct Group<'c> {
         change: &'c Change,
         body: String,
-        /// (service, what follows the replica's index, the indexes) for a replica's resource.
-        replicas: Option<(String, String, Vec<u32>)>,
+        /// (what follows the replica's index, the indexes) of a replica's resource.
+        replicas: Option<(String, Vec<u32>)>,
     }
     let mut groups: Vec<Group<'c>> = Vec::new();
+    // The service whose replicas' groups are open.
+    let mut open: Option<&'c str> = None;
     // By (address without the index, header, hash of the body): the groups whose bodies may
     // match, each compared against the group's own copy rather than kept a second time as a key.
     let mut by_key: HashMap<(String, String, u64), Vec<usize>> = HashMap::new();
+    let mut flush = |groups: &mut Vec<Group<'c>>, by_key: &mut HashMap<_, _>| {
+        by_key.clear();
+        for g in groups.drain(..) {
+            let label = match &g.replicas {
+                Some((rest, indexes)) if indexes.len() > 1 => {
+                    let service = g.change.address.replica().map_or("", |r| &r.service);
+                    format!("service.{service}[{}]{rest}", ranges(indexes))
+                }
+                Some(_) | None => g.change.address.to_string(),
+            };
+            emit(Shown {
+                change: g.change,
+                label,
+                body: g.body,
+            });
+        }
+    };
     for &c in changes {
+        let service = c.address.replica().map(|r| r.service.as_str());
+        if service.is_none() || service != open {
+            flush(&mut groups, &mut by_key);
+            open = service;
+        }
         let body = body(c);
-        let Some((service, rest, index)) = replica_parts(c) else {
+        let Some((rest, index)) = replica_parts(c) else {
             groups.push(Group {
                 change: c,
                 body,
@@ -41,14 +81,14 @@ pub(super) fn group<'c>(
         };
         // The header's symbol, kind and reason are part of what must be alike.
         let key = (
-            format!("{service}{rest}"),
+            rest.clone(),
             format!("{:?} {} {:?}", c.actions, c.kind, c.reason),
             hash(&body),
         );
         let candidates = by_key.entry(key).or_default();
         match candidates.iter().copied().find(|&i| groups[i].body == body) {
             Some(i) => {
-                if let Some((_, _, indexes)) = &mut groups[i].replicas {
+                if let Some((_, indexes)) = &mut groups[i].replicas {
                     indexes.push(index);
                 }
             }
@@ -57,24 +97,12 @@ pub(super) fn group<'c>(
                 groups.push(Group {
                     change: c,
                     body,
-                    replicas: Some((service, rest, vec![index])),
+                    replicas: Some((rest, vec![index])),
                 });
             }
         }
     }
-    groups
-        .into_iter()
-        .map(|g| Shown {
-            change: g.change,
-            label: match &g.replicas {
-                Some((service, rest, indexes)) if indexes.len() > 1 => {
-                    format!("service.{service}[{}]{rest}", ranges(indexes))
-                }
-                Some(_) | None => g.change.address.to_string(),
-            },
-            body: g.body,
-        })
-        .collect()
+    flush(&mut groups, &mut by_key);
 }
 
 fn hash(text: &str) -> u64 {
@@ -82,12 +110,12 @@ fn hash(text: &str) -> u64 {
     BuildHasherDefault::<DefaultHasher>::default().hash_one(text)
 }
 
-/// A replica's resource as (service, the address after `[N]`, N).
-fn replica_parts(c: &Change) -> Option<(String, String, u32)> {
+/// A replica's resource as (the address after `[N]`, N).
+fn replica_parts(c: &Change) -> Option<(String, u32)> {
     let r = c.address.replica()?;
     let address = c.address.to_string();
     let rest = address.strip_prefix(&format!("service.{}[{}]", r.service, r.index))?;
-    Some((r.service.clone(), rest.to_string(), r.index))
+    Some((rest.to_string(), r.index))
 }
 
 /// `1-3,7`: the indexes in order, runs as ranges.

@@ -6,13 +6,14 @@ use super::Style;
 use crate::firewall::rule::{Map, Set};
 use ipnetwork::IpNetwork;
 use serde_json::Value;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 
 /// A named map or set as the plan lists it: its name and its elements.
 type Named = (String, Vec<String>);
 
 fn parse_maps(v: Option<&Value>) -> Vec<Named> {
-    v.and_then(|v| serde_json::from_value::<Vec<Map>>(v.clone()).ok())
+    v.and_then(|v| <Vec<Map> as serde::Deserialize>::deserialize(v).ok())
         .unwrap_or_default()
         .into_iter()
         .map(|m| (m.name, m.backends.iter().map(ToString::to_string).collect()))
@@ -25,7 +26,7 @@ fn parse_sets(v: Option<&Value>) -> Vec<Named> {
         true => n.ip().to_string(),
         false => n.to_string(),
     };
-    v.and_then(|v| serde_json::from_value::<Vec<Set>>(v.clone()).ok())
+    v.and_then(|v| <Vec<Set> as serde::Deserialize>::deserialize(v).ok())
         .unwrap_or_default()
         .into_iter()
         .map(|s| (s.name, s.elements.iter().map(element).collect()))
@@ -44,8 +45,11 @@ pub(super) fn sets(out: &mut String, old: Option<&Value>, new: Option<&Value>, s
 }
 
 fn named(out: &mut String, old: Vec<Named>, new: Vec<Named>, st: &Style) {
+    // By name: the host table holds a map per VIP, thousands of them in a large project.
+    let by_name: HashMap<&str, &Vec<String>> = old.iter().map(|(n, e)| (n.as_str(), e)).collect();
+    let new_names: HashSet<&str> = new.iter().map(|(n, _)| n.as_str()).collect();
     for (name, elements) in &new {
-        match old.iter().find(|(o, _)| o == name) {
+        match by_name.get(name.as_str()).map(|was| (name, *was)) {
             None => {
                 let _ = writeln!(
                     out,
@@ -78,7 +82,7 @@ fn named(out: &mut String, old: Vec<Named>, new: Vec<Named>, st: &Style) {
             Some(_) => {}
         }
     }
-    for (name, _) in old.iter().filter(|(o, _)| !new.iter().any(|(n, _)| n == o)) {
+    for (name, _) in old.iter().filter(|(o, _)| !new_names.contains(o.as_str())) {
         let _ = writeln!(out, "      {} {name}", st.paint("31", "-"));
     }
 }
