@@ -226,6 +226,38 @@ impl Conn {
 }
 
 impl Etcd {
+    /// One guarded transaction: `ops` apply only if no guarded key changed after its revision;
+    /// puts go on `lease` when one is given (the agents' keys). Some(revision) when it applied.
+    pub(super) fn commit_leased(
+        &self,
+        lease: Option<i64>,
+        guards: &[Unchanged],
+        ops: &[Op],
+    ) -> Result<Option<i64>, StateError> {
+        let compares: Vec<Compare> = guards
+            .iter()
+            .map(|g| Compare::mod_revision(g.key.as_str(), CompareOp::Less, g.since + 1))
+            .collect();
+        let put = lease.map(|l| PutOptions::new().with_lease(l));
+        let ops: Vec<TxnOp> = ops
+            .iter()
+            .map(|op| match op {
+                Op::Put { key, value } => TxnOp::put(key.as_str(), value.clone(), put.clone()),
+                Op::Delete { key } => TxnOp::delete(key.as_str(), None),
+            })
+            .collect();
+        Ok(self.call(move |conn| async move {
+            let resp = conn
+                .retrying(|mut c| {
+                    let txn = Txn::new().when(compares.clone()).and_then(ops.clone());
+                    async move { c.txn(txn).await }
+                })
+                .await?;
+            let rev = revision(resp.header())?;
+            Ok(resp.succeeded().then_some(rev))
+        })?)
+    }
+
     /// Run `job` on the store's runtime and wait for its answer on this thread.
     fn call<T, F, Fut>(&self, job: F) -> Result<T, EtcdError>
     where
@@ -276,27 +308,7 @@ impl Kv for Etcd {
     }
 
     fn commit(&self, guards: &[Unchanged], ops: &[Op]) -> Result<Option<i64>, StateError> {
-        let compares: Vec<Compare> = guards
-            .iter()
-            .map(|g| Compare::mod_revision(g.key.as_str(), CompareOp::Less, g.since + 1))
-            .collect();
-        let ops: Vec<TxnOp> = ops
-            .iter()
-            .map(|op| match op {
-                Op::Put { key, value } => TxnOp::put(key.as_str(), value.clone(), None),
-                Op::Delete { key } => TxnOp::delete(key.as_str(), None),
-            })
-            .collect();
-        Ok(self.call(move |conn| async move {
-            let resp = conn
-                .retrying(|mut c| {
-                    let txn = Txn::new().when(compares.clone()).and_then(ops.clone());
-                    async move { c.txn(txn).await }
-                })
-                .await?;
-            let rev = revision(resp.header())?;
-            Ok(resp.succeeded().then_some(rev))
-        })?)
+        self.commit_leased(None, guards, ops)
     }
 
     fn hold(&self, key: &str) -> Result<Result<Box<dyn Any + Send>, String>, StateError> {

@@ -8,7 +8,7 @@ use super::{revision, Etcd};
 use crate::state::cluster::{ClusterKv, Record, Watched};
 use crate::state::kv::{Op, Unchanged};
 use crate::state::StateError;
-use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
+use etcd_client::{GetOptions, WatchOptions};
 use std::sync::mpsc;
 
 impl ClusterKv for Etcd {
@@ -42,28 +42,7 @@ impl ClusterKv for Etcd {
         guards: &[Unchanged],
         ops: &[Op],
     ) -> Result<Option<i64>, StateError> {
-        let compares: Vec<Compare> = guards
-            .iter()
-            .map(|g| Compare::mod_revision(g.key.as_str(), CompareOp::Less, g.since + 1))
-            .collect();
-        let put = lease.map(|l| PutOptions::new().with_lease(l));
-        let ops: Vec<TxnOp> = ops
-            .iter()
-            .map(|op| match op {
-                Op::Put { key, value } => TxnOp::put(key.as_str(), value.clone(), put.clone()),
-                Op::Delete { key } => TxnOp::delete(key.as_str(), None),
-            })
-            .collect();
-        Ok(self.call(move |conn| async move {
-            let resp = conn
-                .retrying(|mut c| {
-                    let txn = Txn::new().when(compares.clone()).and_then(ops.clone());
-                    async move { c.txn(txn).await }
-                })
-                .await?;
-            let rev = revision(resp.header())?;
-            Ok(resp.succeeded().then_some(rev))
-        })?)
+        self.commit_leased(lease, guards, ops)
     }
 
     fn grant(&self, ttl: i64) -> Result<i64, StateError> {
