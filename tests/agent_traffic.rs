@@ -11,12 +11,11 @@
 
 mod common;
 
-use common::agents::{Agents, TTL};
+use common::agents::{until, Agents, TTL};
 use common::cluster::Cluster;
 use common::project::Project;
 use common::require_root;
 use std::process::Child;
-use std::time::{Duration, Instant};
 
 const COMPOSE: &str = "
 services:
@@ -35,8 +34,6 @@ networks:
     ipam: {config: [{subnet: 10.72.0.0/24}]}
 ";
 const PORT: u16 = 8080;
-/// A deadline for what the agents do, not a measurement (bench/cluster.sh measures).
-const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Echo servers started in replicas, killed and reaped at the end (panic included).
 struct Servers(Vec<Child>);
@@ -69,15 +66,6 @@ fn neighbours(cluster: &Cluster, h: usize) -> String {
         return String::new();
     };
     cluster.host(h).run_ok(&["ip", "neigh", "show", "dev", dev])
-}
-
-fn until(agents: &Agents, what: &str, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < PATIENCE, "{what}\n{}", agents.logs());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
 }
 
 #[test]

@@ -30,6 +30,11 @@ impl Agents {
         for i in 0..cluster.len() {
             agents.launch(cluster, i, labels.get(i).copied().unwrap_or(&[]));
         }
+        // A run started before an agent registered would find no live node.
+        let nodes = format!("{ROOT}nodes/");
+        until(&agents, "every agent registered its node", || {
+            cluster.keys(&nodes).len() == cluster.len()
+        });
         agents
     }
 
