@@ -29,6 +29,27 @@ impl FakeNet {
         w.log.push(format!("{} {}", ctx.op, ctx.object));
         Ok(out)
     }
+
+    /// A link's entries of one kind (none for a link the namespace lacks, as a dump filtered
+    /// by ifindex answers); ENOENT when the namespace is gone.
+    fn entries<T: Clone>(
+        &self,
+        op: &str,
+        index: u32,
+        pick: impl FnOnce(&FakeLink) -> &Vec<T>,
+    ) -> Res<Vec<T>> {
+        let ctx = Ctx::new(op, index, self.ns.as_deref());
+        let mut w = lock(&self.world);
+        let space = w
+            .space(self.ns.as_deref())
+            .ok_or_else(|| ctx.errno(Errno::ENOENT))?;
+        Ok(space
+            .links
+            .get(&index)
+            .map(pick)
+            .cloned()
+            .unwrap_or_default())
+    }
 }
 
 impl Overlay for FakeNet {
@@ -64,16 +85,7 @@ impl Overlay for FakeNet {
     }
 
     async fn fdb(&self, index: u32) -> Res<Vec<FdbEntry>> {
-        let ctx = Ctx::new("list fdb entries", index, self.ns.as_deref());
-        let mut w = lock(&self.world);
-        let space = w
-            .space(self.ns.as_deref())
-            .ok_or_else(|| ctx.errno(Errno::ENOENT))?;
-        Ok(space
-            .links
-            .get(&index)
-            .map(|l| l.fdb.clone())
-            .unwrap_or_default())
+        self.entries("list fdb entries", index, |l| &l.fdb)
     }
 
     async fn set_fdb(&self, index: u32, mac: [u8; 6], dst: IpAddr) -> Res<()> {
@@ -101,16 +113,7 @@ impl Overlay for FakeNet {
     }
 
     async fn neighbours(&self, index: u32) -> Res<Vec<Neighbour>> {
-        let ctx = Ctx::new("list neighbours", index, self.ns.as_deref());
-        let mut w = lock(&self.world);
-        let space = w
-            .space(self.ns.as_deref())
-            .ok_or_else(|| ctx.errno(Errno::ENOENT))?;
-        Ok(space
-            .links
-            .get(&index)
-            .map(|l| l.neighbours.clone())
-            .unwrap_or_default())
+        self.entries("list neighbours", index, |l| &l.neighbours)
     }
 
     async fn set_neighbour(&self, index: u32, ip: IpAddr, mac: [u8; 6]) -> Res<()> {
