@@ -20,6 +20,7 @@
 //!   neutral description of chains, typed rule expressions and maps; read back (chains, rule
 //!   tags, counters, map elements) and deleted.
 //! - [`ctnl`]: the connection-tracking table of a namespace (ctnetlink).
+//! - [`wireguard`]: WireGuard tunnels between hosts (kernel or userspace engine) and their keys.
 //!
 //! It imports nothing else of the crate: callers hand it plain descriptions, and it answers
 //! with errno-classified [`KernelError`]s ([`ErrorKind`]) rather than text to match.
@@ -40,6 +41,7 @@ pub mod netns;
 pub mod nftables;
 pub mod sysctl;
 pub mod system;
+pub mod wireguard;
 
 use std::fmt;
 use std::io;
