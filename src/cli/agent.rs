@@ -154,6 +154,7 @@ pub fn run(args: &AgentArgs) -> miette::Result<ExitCode> {
             vxlan_port: VXLAN_PORT,
             labels,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            wireguard: None,
         },
         ttl: args.ttl as i64,
         dir: std::path::Path::new(crate::daemon::RUN_ROOT)
@@ -167,10 +168,23 @@ pub fn run(args: &AgentArgs) -> miette::Result<ExitCode> {
         "node {} on {underlay} (MTU {underlay_mtu}), lease TTL {} s",
         args.node, args.ttl
     ));
-    agent::run(store.kv(), &FileStore::system(), &cfg, &log, &log, &stop)
-        .map_err(|e| miette::miette!("{e}"))?;
+    agent::run(
+        store.kv(),
+        &FileStore::system(),
+        &cfg,
+        wireguard(),
+        &log,
+        &log,
+        &stop,
+    )
+    .map_err(|e| miette::miette!("{e}"))?;
     log.info("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// This host's WireGuard device for encrypted overlays, or what it lacks.
+fn wireguard() -> Result<Box<dyn crate::kernel::wireguard::Tunnel>, String> {
+    Err("this build has no WireGuard engine".into())
 }
 
 /// SIGINT and SIGTERM set `stop` (the agent ends its pass and leaves its lease to expire, so
@@ -258,13 +272,13 @@ fn mtu_of(addr: IpAddr) -> Option<u32> {
 #[command(after_help = "Examples:\n  netcompose --store etcd://10.0.0.1:2379 nodes")]
 pub struct NodesArgs {}
 
-/// `netcompose nodes`: name, underlay, MTU, labels, lease time left, health.
+/// `netcompose nodes`: name, underlay, MTU, labels, lease time left, WireGuard engine, health.
 pub fn nodes(_args: &NodesArgs) -> miette::Result<ExitCode> {
     let (store, _) = etcd("nodes")?;
     let nodes = agent::node_list(store.kv()).map_err(|e| miette::miette!("{e}"))?;
     println!(
-        "{:<16} {:<20} {:>5}  {:<24} {:>6}  HEALTH",
-        "NODE", "UNDERLAY", "MTU", "LABELS", "LEASE"
+        "{:<16} {:<20} {:>5}  {:<24} {:>6}  {:<9}  HEALTH",
+        "NODE", "UNDERLAY", "MTU", "LABELS", "LEASE", "WIREGUARD"
     );
     for n in &nodes {
         let labels: Vec<String> = n
@@ -277,8 +291,13 @@ pub fn nodes(_args: &NodesArgs) -> miette::Result<ExitCode> {
             true => "ok".to_string(),
             false => format!("failing: {}", n.failing.join(", ")),
         };
+        let engine = n
+            .record
+            .wireguard
+            .as_ref()
+            .map_or("none".to_string(), |w| w.engine.to_string());
         println!(
-            "{:<16} {:<20} {:>5}  {:<24} {:>6}  {health}",
+            "{:<16} {:<20} {:>5}  {:<24} {:>6}  {engine:<9}  {health}",
             n.name,
             format!("{}:{}", n.record.underlay, n.record.vxlan_port),
             n.record.underlay_mtu,

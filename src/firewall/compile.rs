@@ -297,6 +297,16 @@ fn matches(m: &Match, out: &mut Vec<Expr>) -> Result<(), CompileError> {
         }
         Match::CtDnat => ct_bits(CtKey::Status, IPS_DST_NAT, out),
         Match::Chance(p) => out.extend(random_below(100, u32::from(*p))),
+        Match::Vni(vni) => {
+            // The VXLAN header follows the 8-byte UDP header; its VNI is bytes 4 to 6.
+            out.push(Expr::Payload {
+                base: PayloadBase::Transport,
+                offset: 12,
+                len: 3,
+                dreg: Reg::R1,
+            });
+            out.push(cmp(CmpOp::Eq, vni.to_be_bytes()[1..].to_vec()));
+        }
     }
     Ok(())
 }
@@ -508,6 +518,22 @@ mod tests {
         assert_eq!(e[1], cmp(CmpOp::Eq, vec![NFPROTO_IPV4]));
         assert!(matches!(e[3], Expr::Bitwise { .. }));
         assert_eq!(e[4], cmp(CmpOp::Eq, vec![10, 0, 0, 0]));
+    }
+
+    #[test]
+    fn a_vni_is_three_bytes_at_byte_12_of_the_udp_header() {
+        let e = compile(&rule().dport("udp", 4789, 4789).vni(4097).drop()).unwrap();
+        let at = e.len() - 3;
+        assert_eq!(
+            e[at],
+            Expr::Payload {
+                base: PayloadBase::Transport,
+                offset: 12,
+                len: 3,
+                dreg: Reg::R1,
+            }
+        );
+        assert_eq!(e[at + 1], cmp(CmpOp::Eq, vec![0x00, 0x10, 0x01]));
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub enum Match {
     CtDnat,
     /// A random draw: `numgen random mod 100 < N`, true for N percent of the packets.
     Chance(u8),
+    /// A VXLAN packet's VNI (`@th,96,24 N`: 24 bits at byte 12 of the UDP header, after an
+    /// l4proto and port match).
+    Vni(u32),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,6 +197,12 @@ impl RuleBuilder {
         self.with(Match::L4proto(proto.into()))
             .with(Match::Dport(start, end))
     }
+    pub fn not_iif(self, n: &str) -> Self {
+        self.with(Match::NotIif(n.into()))
+    }
+    pub fn vni(self, vni: u32) -> Self {
+        self.with(Match::Vni(vni))
+    }
     pub fn l4proto(self, proto: &str) -> Self {
         self.with(Match::L4proto(proto.into()))
     }
@@ -293,6 +302,7 @@ impl fmt::Display for Match {
             Match::CtState(s) => write!(f, "ct state {}", s.join(",")),
             Match::CtDnat => write!(f, "ct status dnat"),
             Match::Chance(p) => write!(f, "numgen random mod 100 < {p}"),
+            Match::Vni(v) => write!(f, "@th,96,24 {v}"),
         }
     }
 }

@@ -8,9 +8,28 @@
 //! no store) every replica is local, as before.
 
 use crate::ipam::Allocations;
+use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Where the agents' WireGuard tunnel addresses come from: one per node, sticky per node name.
+/// Private (RFC 1918) and outside the automatic subnet pools (172.16.0.0/12, 192.168.0.0/16);
+/// validate refuses an overlay subnet that overlaps it.
+pub const TUNNEL_RANGE: Ipv4Network =
+    match Ipv4Network::new_checked(Ipv4Addr::new(10, 232, 0, 0), 16) {
+        Some(n) => n,
+        None => panic!("10.232.0.0/16 is a valid network"),
+    };
+
+/// This host's end of the WireGuard mesh that encrypted overlays run over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelEnd {
+    /// The tunnel device (VXLAN packets of an encrypted network arrive through it only).
+    pub device: String,
+    /// This host's tunnel address: the source of its encrypted networks' VXLAN.
+    pub address: IpAddr,
+}
 
 /// This host, seen from the cluster.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -30,6 +49,9 @@ pub struct ClusterView {
     /// host: the model honours them first (they replace this host's own previous ones), so
     /// every host computes the same addresses, MACs and VNIs.
     pub allocations: Allocations,
+    /// This host's tunnel (None: no WireGuard here, so no encrypted network is built).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelEnd>,
 }
 
 /// One attachment of a replica on another host to an overlay network.
@@ -41,7 +63,8 @@ pub struct RemoteEndpoint {
     pub index: u32,
     /// The node it runs on.
     pub node: String,
-    /// That node's underlay address: where VXLAN frames for this endpoint go.
+    /// Where VXLAN frames for this endpoint go: its node's underlay address, or on an
+    /// encrypted network its node's tunnel address.
     pub vtep: IpAddr,
     /// The endpoint's MAC, as `aa:bb:cc:dd:ee:ff` (stored, not derived from the address).
     pub mac: String,

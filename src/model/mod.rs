@@ -122,6 +122,9 @@ pub fn build(project: &Project, ctx: &Context) -> Result<Desired, Vec<IpamError>
     if let Some(view) = &ctx.cluster {
         resources.extend(overlay::resources(project, view, &allocations));
         overlay::clamp_mtu(project, view, &mut resources);
+        if let Some(tunnel) = &view.tunnel {
+            overlay::guard_encrypted(project, tunnel, &allocations, &mut resources);
+        }
     }
     resources.sort_by(|a, b| a.address.cmp(&b.address));
     Ok(Desired {

@@ -2,12 +2,15 @@
 //! endpoints of the other hosts that DNS and VIPs include, each overlay network's VXLAN port
 //! and one resource per remote endpoint (its FDB and neighbour entries), and the overlay MTU
 //! (the underlay's less VXLAN's headers). `bridge` and `macvlan` networks stay local: only
-//! this host's replicas are on them, as Docker's local-scope networks.
+//! this host's replicas are on them, as Docker's local-scope networks. An `encrypted` overlay
+//! runs its VXLAN between the hosts' WireGuard tunnel addresses, loses WireGuard's overhead
+//! from its MTU too, and drops plain VXLAN for its VNI that arrives outside the tunnel.
 
-use super::cluster::ClusterView;
+use super::cluster::{ClusterView, TunnelEnd};
 use super::endpoints::{bridge_ifname, mtu, Endpoint, Replica};
 use super::names::short_ifname;
 use super::resource::{RemoteEndpoint, Resource, ResourceId, Spec, Vxlan};
+use crate::firewall::rule::{rule, Chain};
 use crate::ipam::Allocations;
 use crate::spec::{Network, Project};
 use ipnetwork::IpNetwork;
@@ -21,11 +24,30 @@ pub const VXLAN_PORT_OPT: &str = "vxlan_port";
 /// Ethernet 14); an IPv6 underlay adds 20 more.
 pub const OVERHEAD_V4: u32 = 50;
 pub const OVERHEAD_V6: u32 = 70;
+/// Docker's spelling: any value (even empty) encrypts the overlay.
+pub const ENCRYPTED_OPT: &str = "encrypted";
+/// WireGuard's headers over IPv6 (outer IPv6 40 + UDP 8 + WireGuard 32); over IPv4 they are 20
+/// less, and one figure for both keeps every host's arithmetic the same.
+pub const WIREGUARD_OVERHEAD: u32 = 80;
 /// The underlay MTU assumed when the view gives none.
 const DEFAULT_UNDERLAY_MTU: u32 = 1500;
 
 pub fn is_overlay(net: &Network) -> bool {
     net.driver_name() == "overlay"
+}
+
+/// An overlay whose traffic between hosts runs inside WireGuard.
+pub fn is_encrypted(net: &Network) -> bool {
+    is_overlay(net) && net.driver_opts.contains_key(ENCRYPTED_OPT)
+}
+
+/// The tunnel device's MTU: the underlay's less WireGuard's overhead.
+pub fn tunnel_mtu(underlay_mtu: u32) -> u32 {
+    match underlay_mtu {
+        0 => DEFAULT_UNDERLAY_MTU,
+        m => m,
+    }
+    .saturating_sub(WIREGUARD_OVERHEAD)
 }
 
 /// A `vxlan_port` value: a UDP port from 1 to 65535 (validate reports anything else).
@@ -45,8 +67,8 @@ pub fn vxlan_name(project: &str, network: &str) -> String {
     short_ifname("ncvx", &format!("{project}/{network}"))
 }
 
-/// The MTU of an overlay's bridge, VXLAN port and veths: the underlay's less VXLAN's overhead,
-/// or the file's MTU when that is lower.
+/// The MTU of an overlay's bridge, VXLAN port and veths: the underlay's less VXLAN's overhead
+/// (and WireGuard's, when encrypted), or the file's MTU when that is lower.
 pub fn overlay_mtu(view: &ClusterView, net: &Network) -> u32 {
     let underlay = match view.underlay_mtu {
         0 => DEFAULT_UNDERLAY_MTU,
@@ -60,7 +82,12 @@ pub fn overlay_mtu(view: &ClusterView, net: &Network) -> u32 {
         .driver_opts
         .contains_key("com.docker.network.driver.mtu")
         .then(|| mtu(net));
-    let max = underlay.saturating_sub(overhead);
+    let wireguard = if is_encrypted(net) {
+        WIREGUARD_OVERHEAD
+    } else {
+        0
+    };
+    let max = underlay.saturating_sub(overhead + wireguard);
     file.map_or(max, |f| f.min(max))
 }
 
@@ -114,6 +141,13 @@ pub fn resources(project: &Project, view: &ClusterView, alloc: &Allocations) -> 
         let Some(vni) = alloc.networks.get(key).and_then(|a| a.vni) else {
             continue;
         };
+        // Never a plain VXLAN for an encrypted network: without a tunnel here it is not built
+        // (the agent reports why).
+        let local = match (is_encrypted(net), &view.tunnel) {
+            (true, Some(t)) => Some(t.address),
+            (true, None) => continue,
+            (false, _) => view.underlay,
+        };
         let device = vxlan_name(&project.name, key);
         out.push(Resource {
             address: ResourceId::vxlan(key),
@@ -123,7 +157,7 @@ pub fn resources(project: &Project, view: &ClusterView, alloc: &Allocations) -> 
                 bridge: bridge_ifname(project, key),
                 vni,
                 port: vxlan_port(net),
-                local: view.underlay,
+                local,
                 proxy: true,
                 mtu: overlay_mtu(view, net),
             }),
@@ -152,6 +186,47 @@ pub fn resources(project: &Project, view: &ClusterView, alloc: &Allocations) -> 
         }
     }
     out
+}
+
+/// The encrypted networks of the project that this host builds, with their VNI and port.
+fn encrypted_vnis(project: &Project, alloc: &Allocations) -> Vec<(u32, u16)> {
+    encrypted(project)
+        .into_iter()
+        .filter_map(|(k, n)| Some((alloc.networks.get(k)?.vni?, vxlan_port(n))))
+        .collect()
+}
+
+/// CVE-2023-28841's lesson: VXLAN for an encrypted network's VNI is taken only from the
+/// tunnel device, so a forged plain packet on the underlay never reaches the overlay. One
+/// rule per encrypted network in the host table's input chain.
+pub fn guard_encrypted(
+    project: &Project,
+    tunnel: &TunnelEnd,
+    alloc: &Allocations,
+    resources: &mut [Resource],
+) {
+    let rules: Vec<_> = encrypted_vnis(project, alloc)
+        .into_iter()
+        .map(|(vni, port)| {
+            rule()
+                .not_iif(&tunnel.device)
+                .dport("udp", port, port)
+                .vni(vni)
+                .drop()
+        })
+        .collect();
+    if rules.is_empty() {
+        return;
+    }
+    let host = resources.iter_mut().find_map(|r| match &mut r.spec {
+        Spec::Firewall(f) if r.address == ResourceId::HostFirewall => Some(f),
+        _ => None,
+    });
+    if let Some(table) = host {
+        table
+            .chains
+            .push(Chain::base("input", "filter", "input", 0, rules));
+    }
 }
 
 /// Overlay bridges and the veths on them get the overlay MTU.
@@ -197,6 +272,23 @@ pub fn notes(project: &Project, view: &ClusterView) -> Vec<String> {
         view.local.len(),
         view.remote.len()
     )];
+    for (key, net) in encrypted(project) {
+        out.push(match &view.tunnel {
+            Some(t) => format!(
+                "network `{key}` is encrypted: its VXLAN runs between the hosts' WireGuard \
+                 addresses ({} here, device {}), its MTU is {}, and plain VXLAN for it that \
+                 arrives outside {} is dropped",
+                t.address,
+                t.device,
+                overlay_mtu(view, net),
+                t.device
+            ),
+            None => format!(
+                "network `{key}` is encrypted but this host has no WireGuard tunnel: it is not \
+                 built here"
+            ),
+        });
+    }
     if !local.is_empty() {
         let one = local.len() == 1;
         let names: Vec<String> = local.iter().map(|s| format!("`{s}`")).collect();
@@ -210,4 +302,28 @@ pub fn notes(project: &Project, view: &ClusterView) -> Vec<String> {
         ));
     }
     out
+}
+
+fn encrypted(project: &Project) -> Vec<(&String, &Network)> {
+    let mut out: Vec<(&String, &Network)> = project
+        .networks
+        .iter()
+        .filter(|(_, n)| is_encrypted(n) && n.external.is_none())
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(b.0));
+    out
+}
+
+/// What the plan says about encrypted networks on one host (no store): nothing crosses a wire.
+pub fn single_host_notes(project: &Project) -> Vec<String> {
+    encrypted(project)
+        .into_iter()
+        .map(|(key, _)| {
+            format!(
+                "network `{key}` is encrypted: on one host (no --store) its traffic never \
+                 leaves the machine, so there is nothing to encrypt; between hosts it runs \
+                 inside WireGuard"
+            )
+        })
+        .collect()
 }

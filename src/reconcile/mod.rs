@@ -253,6 +253,8 @@ pub fn recorded_scale(
 #[cfg(test)]
 mod converge_tests;
 #[cfg(test)]
+mod encrypted_tests;
+#[cfg(test)]
 mod overlay_tests;
 #[cfg(test)]
 mod qos_tests;

@@ -85,6 +85,7 @@ fn view() -> (Checked, ClusterView) {
             .collect(),
         remote,
         allocations: all.allocations,
+        tunnel: None,
     };
     (checked, view)
 }

@@ -94,7 +94,11 @@ pub fn plan_on(
     plan.notes = match cluster {
         Some(view) => crate::model::overlay::notes(&checked.project, view),
         // One host, where placement is Compose's count (as with docker compose).
-        None => crate::placement::notes(&checked.project),
+        None => {
+            let mut notes = crate::placement::notes(&checked.project);
+            notes.extend(crate::model::overlay::single_host_notes(&checked.project));
+            notes
+        }
     };
     Ok(Planning { checked, plan })
 }

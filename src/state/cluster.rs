@@ -5,6 +5,8 @@
 //! Keys (under `/netcompose/v1/`):
 //!
 //! - `nodes/<node>`: a [`NodeRecord`], under the node's lease;
+//! - `tunnels`: every node's WireGuard tunnel address ([`TunnelAddresses`]), on no lease, so a
+//!   node keeps its address across restarts and deaths; written with compare-and-swap;
 //! - `projects/<p>/spec`: a [`SpecRecord`], what agents build from;
 //! - `projects/<p>/allocations`: as [`KvStore`](super::kv::KvStore) writes it;
 //! - `projects/<p>/placement`: a [`Placement`];
@@ -18,6 +20,7 @@
 use super::kv::{Op, Unchanged, PROJECTS};
 use super::StateError;
 use crate::ipam::Allocations;
+use crate::kernel::wireguard::{Engine, Key};
 use crate::model::cluster::RemoteEndpoint;
 use crate::placement::Placement;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -29,6 +32,7 @@ use std::sync::mpsc;
 /// Everything of netcompose in the store.
 pub const ROOT: &str = "/netcompose/v1/";
 pub const NODES: &str = "/netcompose/v1/nodes/";
+pub const TUNNELS: &str = "/netcompose/v1/tunnels";
 const SPEC: &str = "spec";
 const ALLOCATIONS: &str = "allocations";
 const PLACEMENT: &str = "placement";
@@ -46,7 +50,25 @@ pub struct NodeRecord {
     pub labels: BTreeMap<String, String>,
     /// The agent's netcompose version.
     pub version: String,
+    /// Its end of the WireGuard mesh (None: no WireGuard on that host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard: Option<WireguardRecord>,
 }
+
+/// A node's WireGuard end, as the other nodes' tunnels need it (the private key stays on the
+/// host).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireguardRecord {
+    pub public_key: Key,
+    /// The UDP port it listens on, at its underlay address.
+    pub port: u16,
+    /// Its tunnel address (from [`TUNNEL_RANGE`](crate::model::cluster::TUNNEL_RANGE)).
+    pub address: IpAddr,
+    pub engine: Engine,
+}
+
+/// Node name → tunnel address, every address given once.
+pub type TunnelAddresses = BTreeMap<String, std::net::Ipv4Addr>;
 
 /// What a node reports for a project: the revision of the inputs it converged to (every key
 /// its share depends on was at or before it), and what failed (empty: converged).

@@ -122,15 +122,46 @@ fn network_settings(net: &crate::spec::Network, diags: &mut Diagnostics) {
             });
         }
     }
-    if net.driver_opts.contains_key("encrypted") && driver == "overlay" {
+    if let Some(enc) = net
+        .driver_opts
+        .get(crate::model::overlay::ENCRYPTED_OPT)
+        .filter(|_| driver != "overlay" && SUPPORTED_DRIVERS.contains(&driver))
+    {
+        // Only an overlay's traffic is wrapped in WireGuard: on a macvlan network the frames
+        // leave the host as they are, so accepting the option there would promise what it
+        // does not do.
         diags.push(ConfigError::Invalid {
-            message: "encrypted overlays need IPsec ESP, which this kernel lacks".into(),
-            hint: "kernel lacks xfrm/ESP".into(),
-            at: net
-                .driver_opts
-                .get("encrypted")
-                .map_or(net.key.span, |e| e.span),
+            message: format!(
+                "`encrypted` applies to overlay networks; network `{}` uses the {driver} driver",
+                net.key.value
+            ),
+            hint: "use driver: overlay (its VXLAN then runs inside WireGuard between hosts), \
+                   or remove encrypted"
+                .into(),
+            at: enc.span,
         });
+    }
+    if driver == "overlay" && net.external.is_none() {
+        tunnel_range_clash(net, diags);
+    }
+}
+
+/// An overlay's subnet may not overlap the range the agents give their WireGuard tunnel
+/// addresses from: every cluster host routes that range to its tunnel device.
+fn tunnel_range_clash(net: &crate::spec::Network, diags: &mut Diagnostics) {
+    let range = ipnetwork::IpNetwork::V4(crate::model::cluster::TUNNEL_RANGE);
+    for subnet in net.ipam.config.iter().filter_map(|c| c.subnet.as_ref()) {
+        if subnet.value.is_ipv4() && crate::ipam::overlap(&subnet.value, &range) {
+            diags.push(ConfigError::Invalid {
+                message: format!(
+                    "subnet {} of overlay network `{}` overlaps {range}, the cluster's \
+                     WireGuard tunnel addresses",
+                    subnet.value, net.key.value
+                ),
+                hint: format!("choose a subnet outside {range}"),
+                at: subnet.span,
+            });
+        }
     }
 }
 

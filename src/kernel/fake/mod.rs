@@ -10,6 +10,7 @@ mod links;
 pub use links::FakeNet;
 mod overlay;
 mod tc;
+pub mod wireguard;
 
 use super::machine::{
     Firewall, Machine, Namespaces, NetnsInit, Ports, ReplicaFiles, Sysctls, Table,

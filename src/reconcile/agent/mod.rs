@@ -2,12 +2,17 @@
 //! node on a lease, list then watch, placement, this host's share built with
 //! [`up_on`](super::up_on), endpoints and status published), and `cluster.rs` is `up`,
 //! `down` and the wait for the agents' reports. What is computed from a snapshot of the
-//! store is in `share.rs` (pure); how a project travels to the agents is `spec.rs`.
+//! store is in `share.rs` (pure); how a project travels to the agents is `spec.rs`; the
+//! host's WireGuard end for encrypted overlays (keys, tunnel address, one device) is
+//! `tunnel.rs`.
 
 mod cluster;
 mod project;
 mod share;
 mod spec;
+mod tunnel;
+
+pub use tunnel::{DEVICE as TUNNEL_DEVICE, PORT as WIREGUARD_PORT};
 
 pub use cluster::{
     cluster_status, down_cluster, node_list, up_cluster, ClusterProgress, ClusterStatus, NodeInfo,
@@ -15,6 +20,7 @@ pub use cluster::{
 };
 
 use super::Events;
+use crate::kernel::wireguard::Tunnel;
 use crate::state::cluster::{
     encode, node_key, ClusterKv, ClusterSnapshot, NodeRecord, Watched, ROOT,
 };
@@ -78,11 +84,15 @@ pub trait AgentLog: Sync {
     fn info(&self, line: &str);
 }
 
-/// Run the agent until `stop` is set: with `local`, the store of what this host applied.
+/// Run the agent until `stop` is set: with `local`, the store of what this host applied, and
+/// `tunnel` this host's WireGuard device, or why it has none (then its encrypted networks
+/// fail here, saying so).
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     kv: &dyn ClusterKv,
     local: &dyn Store,
     cfg: &AgentConfig,
+    tunnel: Result<Box<dyn Tunnel>, String>,
     events: &dyn Events,
     log: &dyn AgentLog,
     stop: &AtomicBool,
@@ -91,12 +101,38 @@ pub fn run(
         path: cfg.dir.display().to_string(),
         source,
     })?;
+    let mut mesh = match tunnel {
+        Ok(t) => Ok(tunnel::Mesh::start(kv, &cfg.node, &cfg.dir, t, log)?),
+        Err(why) => {
+            log.info(&format!(
+                "no WireGuard on this host ({why}): encrypted networks are not built here"
+            ));
+            Err(why)
+        }
+    };
+    let cfg = &AgentConfig {
+        record: NodeRecord {
+            wireguard: mesh.as_ref().ok().map(tunnel::Mesh::record),
+            ..cfg.record.clone()
+        },
+        ..cfg.clone()
+    };
     let lease = AtomicI64::new(attach(kv, cfg, log)?);
     let lost = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| keep_alive(kv, cfg, &lease, &lost, stop, log));
         let mut agent = project::Agent::new(kv, local, cfg, events, log);
-        let result = watch_loop(kv, cfg, &mut agent, &lease, &lost, stop, log);
+        agent.set_tunnel(mesh.as_ref().map(tunnel::Mesh::end).map_err(Clone::clone));
+        let result = watch_loop(
+            kv,
+            cfg,
+            &mut agent,
+            mesh.as_mut().ok(),
+            &lease,
+            &lost,
+            stop,
+            log,
+        );
         stop.store(true, Ordering::SeqCst);
         result
     })
@@ -141,7 +177,7 @@ fn grant(kv: &dyn ClusterKv, cfg: &AgentConfig, log: &dyn AgentLog) -> Result<i6
     Ok(id)
 }
 
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
@@ -211,12 +247,15 @@ fn register(
     Ok(())
 }
 
-/// List, reconcile, then wait for the next change (from the listed revision + 1; a
-/// compacted or broken watch lists again).
+/// List, reconcile (the tunnel's peers, then each project), then wait for the next change
+/// (from the listed revision + 1; a compacted or broken watch lists again; a tunnel that
+/// refused its peers is tried again after [`RETRY`]).
+#[allow(clippy::too_many_arguments)]
 fn watch_loop(
     kv: &dyn ClusterKv,
     cfg: &AgentConfig,
     agent: &mut project::Agent<'_>,
+    mut mesh: Option<&mut tunnel::Mesh>,
     lease: &AtomicI64,
     lost: &AtomicBool,
     stop: &AtomicBool,
@@ -243,7 +282,14 @@ fn watch_loop(
         if let Err(e) = register(kv, cfg, &snapshot, id) {
             log.info(&format!("cannot register node {}: {e}", cfg.node));
         }
+        let tunnel_ok = mesh
+            .as_mut()
+            .is_none_or(|m| m.converge(&snapshot, &cfg.node, cfg.record.underlay_mtu, log));
         agent.converge(&snapshot, id);
+        if !tunnel_ok {
+            std::thread::sleep(RETRY);
+            continue;
+        }
         if watch.is_none() {
             match kv.watch(ROOT, snapshot.revision + 1) {
                 Ok(rx) => watch = Some(rx),

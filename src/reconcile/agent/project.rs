@@ -5,6 +5,7 @@
 
 use super::share::{self, fingerprint};
 use super::{spec, AgentConfig, AgentLog, Converged};
+use crate::model::cluster::TunnelEnd;
 use crate::placement::Demand;
 use crate::project_name::ProjectName;
 use crate::reconcile::{Events, ReconcileError};
@@ -24,6 +25,8 @@ pub(super) struct Agent<'a> {
     events: &'a dyn Events,
     log: &'a dyn AgentLog,
     converged: Converged,
+    /// This host's WireGuard end, or why it has none.
+    tunnel: Result<TunnelEnd, String>,
 }
 
 impl<'a> Agent<'a> {
@@ -41,7 +44,12 @@ impl<'a> Agent<'a> {
             events,
             log,
             converged: Converged::new(),
+            tunnel: Err("the agent was started without a WireGuard engine".into()),
         }
+    }
+
+    pub(super) fn set_tunnel(&mut self, tunnel: Result<TunnelEnd, String>) {
+        self.tunnel = tunnel;
     }
 
     /// Rebuild and republish everything on the next pass (the lease was re-granted).
@@ -145,11 +153,32 @@ impl<'a> Agent<'a> {
             // The new placement comes back as an event; build from it then.
             return Ok(());
         }
-        let view = share::view(snapshot, keys, &self.cfg.node, &self.cfg.record);
-        let errors = match super::super::up_on(self.local, &opts, Some(&view), self.events) {
+        let view = share::view(
+            snapshot,
+            keys,
+            &self.cfg.node,
+            &self.cfg.record,
+            self.tunnel.as_ref().ok(),
+        );
+        let mut errors = match super::super::up_on(self.local, &opts, Some(&view), self.events) {
             Ok(_) => Vec::new(),
             Err(e) => vec![e.to_string()],
         };
+        let encrypted: BTreeSet<String> = checked
+            .project
+            .networks
+            .iter()
+            .filter(|(_, n)| n.external.is_none() && crate::model::overlay::is_encrypted(n))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if let (false, Err(why)) = (encrypted.is_empty(), &self.tunnel) {
+            let names: Vec<String> = encrypted.iter().map(|n| format!("`{n}`")).collect();
+            errors.push(format!(
+                "encrypted network {} not built on node {}: no WireGuard here ({why})",
+                names.join(", "),
+                self.cfg.node
+            ));
+        }
         if errors.is_empty() {
             self.log.info(&format!(
                 "project {name}: converged to revision {} ({} local replicas, {} remote endpoints)",
@@ -166,7 +195,7 @@ impl<'a> Agent<'a> {
             .map(|(k, _)| k.clone())
             .collect();
         let published = match errors.is_empty() {
-            true => share::published(&view, &overlays),
+            true => share::published(&view, &overlays, &encrypted),
             // What failed to build is not announced; what was announced stays until it is
             // rebuilt or the lease goes.
             false => Default::default(),

@@ -5,7 +5,7 @@
 //! a project (another node's status, our own writes) rebuilds nothing and writes nothing.
 
 use crate::ipam::Allocations;
-use crate::model::cluster::{ClusterView, RemoteEndpoint};
+use crate::model::cluster::{ClusterView, RemoteEndpoint, TunnelEnd};
 use crate::placement::{self, Demand, Node, Placement, ReplicaKey};
 use crate::state::cluster::{ClusterSnapshot, NodeRecord, ProjectKeys};
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,12 +46,13 @@ pub fn replace(
     (!same).then_some(new)
 }
 
-/// What this host builds of the project.
+/// What this host builds of the project (`tunnel`: this host's WireGuard end, if any).
 pub fn view(
     snapshot: &ClusterSnapshot,
     keys: &ProjectKeys,
     me: &str,
     record: &NodeRecord,
+    tunnel: Option<&TunnelEnd>,
 ) -> ClusterView {
     let local = keys
         .placement
@@ -79,6 +80,7 @@ pub fn view(
         underlay_mtu,
         local,
         remote,
+        tunnel: tunnel.cloned(),
         allocations: keys
             .allocations
             .as_ref()
@@ -88,19 +90,29 @@ pub fn view(
 }
 
 /// This host's endpoints on each overlay network (`overlays`: the networks' keys), as the
-/// other hosts need them: every local replica with an address there, its MAC, and this
-/// host's underlay address as the VTEP. A network with no local endpoint maps to nothing.
+/// other hosts need them: every local replica with an address there, its MAC, and as the
+/// VTEP this host's underlay address, or its tunnel address on an `encrypted` network (one
+/// this host has no tunnel for gets nothing: its replicas are not on it). A network with no
+/// local endpoint maps to nothing.
 pub fn published(
     view: &ClusterView,
     overlays: &BTreeSet<String>,
+    encrypted: &BTreeSet<String>,
 ) -> BTreeMap<String, Vec<RemoteEndpoint>> {
-    let Some(vtep) = view.underlay else {
+    let Some(underlay) = view.underlay else {
         return BTreeMap::new();
     };
+    let tunnel = view.tunnel.as_ref().map(|t| t.address);
     overlays
         .iter()
         .map(|net| {
-            let eps = endpoints_on(&view.allocations, net, view, vtep);
+            let vtep = match encrypted.contains(net) {
+                true => tunnel,
+                false => Some(underlay),
+            };
+            let eps = vtep
+                .map(|vtep| endpoints_on(&view.allocations, net, view, vtep))
+                .unwrap_or_default();
             (net.clone(), eps)
         })
         .collect()

@@ -26,6 +26,7 @@ fn snapshot(nodes: &[(&str, u32)]) -> ClusterSnapshot {
             vxlan_port: 4789,
             labels: Default::default(),
             version: "0".into(),
+            wireguard: None,
         };
         s.nodes.insert(
             name.to_string(),
@@ -96,7 +97,7 @@ fn the_view_has_local_replicas_live_remote_endpoints_and_the_smallest_mtu() {
     keys.endpoints
         .insert(("ov".into(), "gone".into()), versioned(b["ov"].clone(), 7));
     let me = &s.nodes["a"].record.value;
-    let v = view(&s, &keys, "a", me);
+    let v = view(&s, &keys, "a", me, None);
     assert_eq!(v.local, [("web".to_string(), 1)].into());
     assert_eq!(v.remote, b["ov"], "only live nodes' endpoints");
     assert_eq!(v.underlay_mtu, 1400);
@@ -108,8 +109,29 @@ fn share_of(
     keys: &ProjectKeys,
     node: &str,
 ) -> BTreeMap<String, Vec<RemoteEndpoint>> {
-    let v = view(s, keys, node, &s.nodes[node].record.value);
-    published(&v, &["ov".to_string()].into())
+    let v = view(s, keys, node, &s.nodes[node].record.value, None);
+    published(&v, &["ov".to_string()].into(), &Default::default())
+}
+
+#[test]
+fn on_an_encrypted_network_the_vtep_is_the_tunnel_address_and_no_tunnel_publishes_nothing() {
+    let s = snapshot(&[("a", 1500), ("b", 1500)]);
+    let keys = keys_with(&[(1, "a"), (2, "b")]);
+    let tunnel = crate::model::cluster::TunnelEnd {
+        device: "ncwg0".into(),
+        address: "10.232.0.2".parse().unwrap(),
+    };
+    let ov: BTreeSet<String> = ["ov".to_string()].into();
+    let record = &s.nodes["b"].record.value;
+    let v = view(&s, &keys, "b", record, Some(&tunnel));
+    assert_eq!(v.tunnel.as_ref(), Some(&tunnel));
+    let eps = &published(&v, &ov, &ov)["ov"];
+    assert_eq!(eps.len(), 1);
+    assert_eq!(eps[0].vtep, tunnel.address);
+    let plain = &published(&v, &ov, &Default::default())["ov"];
+    assert_eq!(plain[0].vtep, record.underlay);
+    let v = view(&s, &keys, "b", record, None);
+    assert!(published(&v, &ov, &ov)["ov"].is_empty());
 }
 
 #[test]

@@ -54,6 +54,7 @@ fn config(node: &str, dir: &std::path::Path) -> AgentConfig {
             vxlan_port: 4789,
             labels: Default::default(),
             version: "0".into(),
+            wireguard: None,
         },
         ttl: 5,
         dir: dir.join(node),

@@ -11,6 +11,7 @@ fn record(underlay: &str) -> NodeRecord {
         vxlan_port: 4789,
         labels: [("zone".to_string(), "a".to_string())].into(),
         version: "0".into(),
+        wireguard: None,
     }
 }
 
