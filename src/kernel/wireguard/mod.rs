@@ -7,12 +7,15 @@
 //! Keys: [`KeyPair::generate`] makes a node's pair; the private key never leaves the host (the
 //! agent keeps it in a root-only file), the public one goes into the node's record.
 
+pub mod kernel;
+pub mod userspace;
+
 use super::KernelError;
 use base64::Engine as _;
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 /// A Curve25519 key, public or private. Shown and stored as base64, as `wg` does; the Debug
@@ -141,6 +144,58 @@ pub trait Tunnel: Send {
     fn peers(&self) -> Result<Vec<Peer>, KernelError>;
     /// Remove the device and its peers.
     fn remove(&mut self) -> Result<(), KernelError>;
+}
+
+/// Which engine this host can run, asked of the kernel in the calling thread's namespace:
+/// the kernel's when the generic-netlink family `wireguard` resolves (the kernel loads the
+/// module for that request when it can), else userspace when `/dev/net/tun` opens, else an
+/// error that names both missing pieces.
+pub fn detect() -> Result<Engine, KernelError> {
+    let ctx = super::Ctx::new(
+        "find a WireGuard engine",
+        "(the kernel's: generic-netlink family `wireguard`, CONFIG_WIREGUARD; userspace: \
+         /dev/net/tun, CONFIG_TUN)",
+        None,
+    );
+    let genl = kernel::Genl::open().map_err(|e| ctx.os(e))?;
+    if genl.resolve("wireguard").map_err(|e| ctx.os(e))?.is_some() {
+        return Ok(Engine::Kernel);
+    }
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+    {
+        Ok(_) => Ok(Engine::Userspace),
+        // No device node, or a node without a driver behind it: the kernel lacks TUN.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT | libc::ENODEV | libc::ENXIO)
+            ) =>
+        {
+            Err(ctx.unsupported_kind("tun", e))
+        }
+        Err(e) => Err(ctx.os(e)),
+    }
+}
+
+/// A tunnel of `engine` in the calling thread's network namespace, where its device will be
+/// made by the first `apply`. Its threads and sockets stay in that namespace whichever thread
+/// drives it later; dropping it removes the device.
+pub fn open(engine: Engine) -> Result<Box<dyn Tunnel>, KernelError> {
+    Ok(match engine {
+        Engine::Kernel => Box::new(kernel::KernelTunnel::open()?),
+        Engine::Userspace => Box::new(userspace::UserspaceTunnel::open()?),
+    })
+}
+
+/// An IPv6 link-local address, which the kernel gives a link itself: `apply` leaves it.
+fn is_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(_) => false,
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    }
 }
 
 #[cfg(test)]
