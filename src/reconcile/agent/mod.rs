@@ -12,8 +12,6 @@ mod share;
 mod spec;
 mod tunnel;
 
-pub use tunnel::{DEVICE as TUNNEL_DEVICE, PORT as WIREGUARD_PORT};
-
 pub use cluster::{
     cluster_status, down_cluster, node_list, up_cluster, ClusterProgress, ClusterStatus, NodeInfo,
     NodeState,
