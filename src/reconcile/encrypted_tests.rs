@@ -224,7 +224,23 @@ fn validate_takes_encrypted_on_overlays_only_and_keeps_the_tunnel_range_free() {
     let clash = COMPOSE.replace("10.61.0.0/24", "10.232.7.0/24");
     let said = refused(&clash);
     assert!(
-        said.contains("subnet 10.232.7.0/24 of overlay network `plain` overlaps 10.232.0.0/16"),
+        said.contains("subnet 10.232.7.0/24 of network `plain` overlaps 10.232.0.0/16"),
         "{said}"
     );
+    // A local network of a cluster project too; a one-host project may use the range.
+    let local = COMPOSE.replace(
+        "  plain:\n    driver: overlay\n    ipam: {config: [{subnet: 10.61.0.0/24}]}",
+        "  plain:\n    ipam: {config: [{subnet: 10.232.7.0/24}]}",
+    );
+    let said = refused(&local);
+    assert!(
+        said.contains("subnet 10.232.7.0/24 of network `plain` overlaps 10.232.0.0/16"),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_project_without_an_overlay_may_use_the_tunnel_range() {
+    let one_host = "name: t\nservices:\n  web:\n    networks: [n]\nnetworks:\n  n:\n    ipam: {config: [{subnet: 10.232.7.0/24}]}\n";
+    assert!(load(one_host).is_ok());
 }

@@ -8,8 +8,17 @@ use crate::source::Span;
 use crate::spec::{NetworkMode, Peer, Policy, Project, Service};
 
 pub(super) fn check(project: &Project, diags: &mut Diagnostics) {
+    // A project with an overlay runs on a cluster, whose hosts route the tunnel range to
+    // their WireGuard device: none of its networks may take a subnet there.
+    let on_cluster = project
+        .networks
+        .values()
+        .any(|n| n.external.is_none() && n.driver_name() == "overlay");
     for net in project.networks.values() {
         network_settings(net, diags);
+        if on_cluster && net.external.is_none() {
+            tunnel_range_clash(net, diags);
+        }
     }
     for svc in project.services.values() {
         attachments(project, svc, diags);
@@ -141,21 +150,19 @@ fn network_settings(net: &crate::spec::Network, diags: &mut Diagnostics) {
             at: enc.span,
         });
     }
-    if driver == "overlay" && net.external.is_none() {
-        tunnel_range_clash(net, diags);
-    }
 }
 
-/// An overlay's subnet may not overlap the range the agents give their WireGuard tunnel
-/// addresses from: every cluster host routes that range to its tunnel device.
+/// A cluster project's subnet may not overlap the range the agents give their WireGuard
+/// tunnel addresses from: every cluster host routes that range to its tunnel device.
 fn tunnel_range_clash(net: &crate::spec::Network, diags: &mut Diagnostics) {
     let range = ipnetwork::IpNetwork::V4(crate::model::cluster::TUNNEL_RANGE);
     for subnet in net.ipam.config.iter().filter_map(|c| c.subnet.as_ref()) {
         if subnet.value.is_ipv4() && crate::ipam::overlap(&subnet.value, &range) {
             diags.push(ConfigError::Invalid {
                 message: format!(
-                    "subnet {} of overlay network `{}` overlaps {range}, the cluster's \
-                     WireGuard tunnel addresses",
+                    "subnet {} of network `{}` overlaps {range}, the cluster's WireGuard \
+                     tunnel addresses (the project has an overlay network, so it runs on a \
+                     cluster)",
                     subnet.value, net.key.value
                 ),
                 hint: format!("choose a subnet outside {range}"),
