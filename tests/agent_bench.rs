@@ -4,7 +4,7 @@
 mod common;
 
 use common::agents::{
-    compose, live_nodes, namespaces, node, ok, project, until, values, Agents, ROOT, TTL,
+    address, compose, live_nodes, namespaces, node, ok, project, until, values, Agents, ROOT, TTL,
 };
 use common::cluster::Cluster;
 use common::require_root;
@@ -249,21 +249,13 @@ fn unix_now() -> f64 {
 }
 
 /// The address IPAM gave `owner` on network `ov` of `project`, once `up` has written it.
-fn address(cluster: &Cluster, agents: &Agents, project: &str, owner: &str) -> String {
-    let key = format!("{ROOT}projects/{project}/allocations");
-    let mut found = String::new();
+fn address_of(cluster: &Cluster, agents: &Agents, project: &str, owner: &str) -> String {
+    let mut found = None;
     until(agents, &format!("{owner} has an address"), || {
-        let Some(text) = values(cluster, &key).remove(&key) else {
-            return false;
-        };
-        let a: serde_json::Value = serde_json::from_str(&text).unwrap();
-        found = a["networks"]["ov"]["addresses"][owner][0]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        !found.is_empty()
+        found = address(cluster, project, "ov", owner);
+        found.is_some()
     });
-    found
+    found.unwrap_or_default()
 }
 
 /// bench/cluster.sh's arrival figures (ignored: run with `--ignored --nocapture`): BENCH_ADDS
@@ -303,7 +295,7 @@ fn bench_arrival() {
         let scale = format!("web={k}");
         let start = unix_now();
         let up = cluster.spawn_netcompose(0, &["-f", &file, "up", "--scale", &scale]);
-        let addr = address(&cluster, agents, &name, &format!("web[{k}]"));
+        let addr = address_of(&cluster, agents, &name, &format!("web[{k}]"));
         let replica = format!("{name}-web-{k}");
         let watchers: Vec<_> = clients
             .iter()

@@ -352,7 +352,8 @@ impl Cluster {
         .expect("connect to etcd")
     }
 
-    fn running_endpoints(&self) -> Vec<String> {
+    /// The client URLs of the members that run.
+    pub fn running_endpoints(&self) -> Vec<String> {
         let all = self.endpoints();
         (0..self.len())
             .filter(|i| self.members[*i].is_some())
