@@ -298,3 +298,94 @@ fn an_agent_cut_off_from_etcd_keeps_its_replicas_and_converges_after_a_compactio
         values(&cluster, &format!("{ROOT}projects/{name}/")).is_empty()
     });
 }
+
+/// Every process in cgroup `dir` and below it.
+fn cgroup_pids(dir: &std::path::Path) -> Vec<i32> {
+    let mut pids: Vec<i32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            pids.extend(cgroup_pids(&e.path()));
+        }
+    }
+    pids
+}
+
+const RUNS: &str = "services:
+  web:
+    deploy:
+      replicas: 3
+      placement: {max_replicas_per_node: 1}
+    networks: [ov]
+    x-run: [sleep, \"1000\"]
+networks:
+  ov:
+    driver: overlay
+    ipam: {config: [{subnet: 10.75.0.0/24}]}
+";
+
+#[test]
+fn what_an_agent_started_is_in_the_projects_cgroup_and_down_leaves_no_process_after_its_kill() {
+    require_root(
+        "what_an_agent_started_is_in_the_projects_cgroup_and_down_leaves_no_process_after_its_kill",
+    );
+    let cluster = Cluster::new(3);
+    let mut agents = Agents::start(&cluster, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let name = project("cg");
+    let file = compose(dir.path(), &name, RUNS);
+    ok(&cluster.netcompose(0, &["-f", &file, "up"]), "up", &agents);
+    let project_cgroup = cluster.cgroup(1).join("netcompose").join(&name);
+    // The daemon and the replica's sleep, in their leaves of the project's cgroup.
+    until(
+        &agents,
+        "n1's daemon and x-run process in the project's cgroup",
+        || {
+            !cgroup_pids(&project_cgroup.join("daemon")).is_empty()
+                && !cgroup_pids(&project_cgroup.join("x-run")).is_empty()
+        },
+    );
+    agents.kill(1);
+    let left = cgroup_pids(&project_cgroup);
+    assert!(
+        left.len() >= 2,
+        "the data plane of n1 outlives its agent: {left:?}"
+    );
+    ok(
+        &cluster.netcompose(0, &["-p", &name, "down"]),
+        "down with n1's agent dead",
+        &agents,
+    );
+    // n1's agent back: the project is gone from the store, so it takes its share down.
+    agents.launch(&cluster, 1, &[]);
+    until(&agents, "no process of the project left on n1", || {
+        cgroup_pids(&project_cgroup).is_empty()
+    });
+    // Killed processes are reaped by init a moment later (a zombie runs nothing).
+    for pid in left {
+        until(
+            &agents,
+            &format!("process {pid} of the project gone"),
+            || {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let cgroup =
+                    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+                status.is_empty() || status.contains("State:\tZ") || !cgroup.contains(&name)
+            },
+        );
+    }
+    for h in 0..3 {
+        until(&agents, "no namespace of the project left", || {
+            !namespaces(&cluster, h)
+                .iter()
+                .any(|n| n.starts_with(&format!("{name}-")))
+        });
+    }
+    until(&agents, "no key of the project left", || {
+        values(&cluster, &format!("{ROOT}projects/{name}/")).is_empty()
+    });
+}
