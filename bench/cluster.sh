@@ -4,22 +4,23 @@
 # contained and removed at the end):
 #
 #   - `up` of BENCH_REPLICAS replicas (300) on one overlay network until every host reports
-#     it converged, and the etcd revisions it took;
-#   - the revisions of a scale by one replica;
+#     it converged, and the etcd revisions it took, split by writer (read back from etcd's
+#     history: `up`, each agent, a lease expiring);
+#   - the revisions of a scale by one replica, with `up --scale` and by editing the file;
 #   - the revisions over BENCH_STEADY seconds (30) of steady state (keep-alives write none);
 #   - the time from `kill -9` of an agent to its keys' removal, over BENCH_KILLS kills (10),
-#     with the agents' TTL of the tests (2 s).
+#     with the agents' TTL of the tests (2 s);
+#   - BENCH_ADDS (50) times, a replica added on n0 by `up --scale`: the time from `up`'s start
+#     until it answers a ping from a replica on n1 and on n2, resolves there and is in their
+#     VIP map (p50, p99, max).
 #
 #   sudo bench/cluster.sh
-#   BENCH_REPLICAS=30 BENCH_STEADY=5 BENCH_KILLS=3 sudo -E bench/cluster.sh
+#   BENCH_REPLICAS=30 BENCH_STEADY=5 BENCH_KILLS=3 BENCH_ADDS=5 sudo -E bench/cluster.sh
 #   PROFILE=release sudo -E bench/cluster.sh   # optimised build (slow to build on 2 cores)
 #
 # Needs root and etcd (Debian's etcd-server).
 #
-# Measured (release build, quiet 2-CPU machine): up of 300 replicas on 3 hosts, every host
-# converged in 0.84 s, 6 revisions; a scale by one 0.61 s, 6 revisions (the lock's put and
-# revoke, the save, a status per node); 0 revisions over 30 s of steady state; removal after
-# kill -9 over 10 kills: 1.95 to 2.48 s (TTL 2 s).
+# Measured: see the end of this comment (release build, 2-CPU machine).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [[ $EUID -ne 0 ]]; then
@@ -32,4 +33,4 @@ if [[ ${PROFILE:-debug} == release ]]; then
     profile=(--release)
 fi
 cd "$repo"
-cargo test "${profile[@]}" --test agent_bench -- --ignored --nocapture --test-threads=1 bench_cluster
+cargo test "${profile[@]}" --test agent_bench -- --ignored --nocapture --test-threads=1 bench_
