@@ -1,8 +1,9 @@
 //! `up` and `down` of a project on a cluster, and what `nodes` shows. `up` loads and
 //! validates here, allocates for every replica, places the replicas on the live nodes, and
 //! writes spec, allocations and placement in one compare-and-swap transaction (no lock: one
-//! revision per `up`); then it waits until every live node reports a status at or after that
-//! write. `down` deletes the project's keys and waits until every agent took its share down
+//! revision per `up`); then it waits until every live node's report matches the share that
+//! write asks of it (or is at or after it): a node whose share did not change has nothing to
+//! report. `down` deletes the project's keys and waits until every agent took its share down
 //! (its endpoints and status gone).
 
 use super::{share, spec, ClusterError};
