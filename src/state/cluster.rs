@@ -71,10 +71,13 @@ pub struct WireguardRecord {
 pub type TunnelAddresses = BTreeMap<String, std::net::Ipv4Addr>;
 
 /// What a node reports for a project: the revision of the inputs it converged to (every key
-/// its share depends on was at or before it), and what failed (empty: converged).
+/// its share depends on was at or before it), the digest of the share it built (rewritten
+/// only when that share changes), and what failed (empty: converged).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusRecord {
     pub revision: i64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub share: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
 }

@@ -18,7 +18,9 @@
 //! the allocations (the end of an `up`) does not touch the epoch, so it never conflicts with
 //! other projects. The lock is not what makes allocation safe (a paused holder's lease can
 //! lapse; other projects never take it): it keeps two runs of one project from changing the
-//! kernel at once, as the file store's flock does.
+//! kernel at once, as the file store's flock does. A cluster `up` changes no kernel: it
+//! reads without the lock and saves by compare-and-swap alone ([`KvStore::read_unlocked`],
+//! [`KvStore::save_seen`]), one revision per run.
 
 use super::{check_lock, Lock, Others, Snapshot, State, StateError, Store, Wait};
 use crate::ipam::Allocations;
@@ -80,11 +82,19 @@ struct Held {
     seen: Mutex<Option<Seen>>,
 }
 
-#[derive(Clone)]
-struct Seen {
+/// What a read of the projects saw: the revision a save is compared with, and the
+/// project's allocations then (None: it had no state).
+#[derive(Debug, Clone)]
+pub struct Seen {
     revision: i64,
-    /// The project's allocations at that revision (None: it had no state).
     allocations: Option<Allocations>,
+}
+
+impl Seen {
+    /// The revision the projects were read at.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
 }
 
 fn project_key(project: &str, leaf: &str) -> String {
@@ -101,8 +111,7 @@ impl<K: Kv> KvStore<K> {
         &self.kv
     }
 
-    /// [`Store::save`], with `extra` in the same transaction (a cluster `up` writes the spec
-    /// and the placement with the allocations): the revision it committed at.
+    /// [`Store::save`], with `extra` in the same transaction: the revision it committed at.
     pub fn save_with(&self, lock: &Lock, state: &State, extra: Vec<Op>) -> Result<i64, StateError> {
         check_lock(lock, state)?;
         let held = self.held(lock)?;
@@ -112,7 +121,52 @@ impl<K: Kv> KvStore<K> {
                 project: state.project.clone(),
             });
         };
-        let project = lock.project().as_str();
+        let (revision, now) = self.save_seen(&last, state, Vec::new(), extra)?;
+        *seen = Some(now);
+        Ok(revision)
+    }
+
+    /// Every project as [`Store::read`] reads them, without the lock: for a writer whose only
+    /// guard is the compare-and-swap of [`KvStore::save_seen`] (a cluster `up`, which changes
+    /// no kernel and so needs no lock against another run of the project).
+    pub fn read_unlocked(&self, project: &ProjectName) -> Result<(Snapshot, Seen), StateError> {
+        let (revision, entries) = self.kv.range(PROJECTS)?;
+        let (mut states, unreadable) = Self::states(entries);
+        let state = states.remove(project.as_str());
+        // The project's own state unreadable stops the run; another project's is reported.
+        let own = project_key(project.as_str(), "");
+        let (mine, unreadable): (Vec<_>, Vec<_>) = unreadable
+            .into_iter()
+            .partition(|e| matches!(e, StateError::Parse { path, .. } if path.starts_with(&own)));
+        if let Some(e) = mine.into_iter().next() {
+            return Err(e);
+        }
+        let seen = Seen {
+            revision,
+            allocations: state.as_ref().map(|s| s.allocations.clone()),
+        };
+        let snapshot = Snapshot {
+            state,
+            others: Others {
+                states: states.into_values().collect(),
+                unreadable,
+            },
+        };
+        Ok((snapshot, seen))
+    }
+
+    /// Write `state` as read in `last`: `desired` and `allocations` (and the epoch when the
+    /// allocations changed) guarded as the module says, with `extra` ops under `guards` of the
+    /// caller's in the same transaction. The revision it committed at and what it now holds,
+    /// or [`StateError::Conflict`] when any guard failed.
+    pub fn save_seen(
+        &self,
+        last: &Seen,
+        state: &State,
+        mut guards: Vec<Unchanged>,
+        extra: Vec<Op>,
+    ) -> Result<(i64, Seen), StateError> {
+        let project = state.project.as_str();
         let (desired_key, alloc_key) = (
             project_key(project, DESIRED),
             project_key(project, ALLOCATIONS),
@@ -127,7 +181,7 @@ impl<K: Kv> KvStore<K> {
             allocations: Allocations::default(),
             ..state.clone()
         };
-        let mut guards = vec![
+        guards.extend([
             Unchanged {
                 key: desired_key.clone(),
                 since: last.revision,
@@ -136,7 +190,7 @@ impl<K: Kv> KvStore<K> {
                 key: alloc_key.clone(),
                 since: last.revision,
             },
-        ];
+        ]);
         let mut ops = vec![
             Op::Put {
                 value: encode(serde_json::to_vec(&desired), &desired_key)?,
@@ -159,13 +213,13 @@ impl<K: Kv> KvStore<K> {
             });
         }
         match self.kv.commit(&guards, &ops)? {
-            Some(revision) => {
-                *seen = Some(Seen {
+            Some(revision) => Ok((
+                revision,
+                Seen {
                     revision,
                     allocations: Some(state.allocations.clone()),
-                });
-                Ok(revision)
-            }
+                },
+            )),
             None => Err(StateError::Conflict {
                 project: project.to_string(),
             }),
@@ -287,28 +341,9 @@ impl<K: Kv> Store for KvStore<K> {
 
     fn read(&self, lock: &Lock) -> Result<Snapshot, StateError> {
         let held = self.held(lock)?;
-        let (revision, entries) = self.kv.range(PROJECTS)?;
-        let (mut states, unreadable) = Self::states(entries);
-        let state = states.remove(lock.project().as_str());
-        // The project's own state unreadable stops the run; another project's is reported.
-        let own = project_key(lock.project().as_str(), "");
-        let (mine, unreadable): (Vec<_>, Vec<_>) = unreadable
-            .into_iter()
-            .partition(|e| matches!(e, StateError::Parse { path, .. } if path.starts_with(&own)));
-        if let Some(e) = mine.into_iter().next() {
-            return Err(e);
-        }
-        *held.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Seen {
-            revision,
-            allocations: state.as_ref().map(|s| s.allocations.clone()),
-        });
-        Ok(Snapshot {
-            state,
-            others: Others {
-                states: states.into_values().collect(),
-                unreadable,
-            },
-        })
+        let (snapshot, seen) = self.read_unlocked(lock.project())?;
+        *held.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);
+        Ok(snapshot)
     }
 }
 

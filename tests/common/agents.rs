@@ -136,7 +136,7 @@ pub fn until(agents: &Agents, what: &str, mut f: impl FnMut() -> bool) -> Durati
 pub fn values(cluster: &Cluster, prefix: &str) -> BTreeMap<String, String> {
     let prefix = prefix.to_string();
     cluster
-        .with_client(cluster.endpoints(), move |mut c| {
+        .with_client(cluster.running_endpoints(), move |mut c| {
             Box::pin(async move {
                 let resp = c
                     .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
@@ -191,4 +191,22 @@ pub fn compose(dir: &std::path::Path, name: &str, body: &str) -> String {
     let file = dir.join(format!("{name}.yaml"));
     std::fs::write(&file, format!("name: {name}\n{body}")).unwrap();
     file.display().to_string()
+}
+
+/// The address IPAM gave `owner` (`web[2]`) on `network` of `project`, once `up` wrote it.
+pub fn address(cluster: &Cluster, project: &str, network: &str, owner: &str) -> Option<String> {
+    let key = format!("{ROOT}projects/{project}/allocations");
+    let text = values(cluster, &key).remove(&key)?;
+    let a: serde_json::Value = serde_json::from_str(&text).ok()?;
+    a["networks"][network]["addresses"][owner][0]
+        .as_str()
+        .map(String::from)
+}
+
+/// The revision `node` last reported for `project` (None: no report).
+pub fn status_revision(cluster: &Cluster, project: &str, node: &str) -> Option<i64> {
+    let key = format!("{ROOT}projects/{project}/status/{node}");
+    let text = values(cluster, &key).remove(&key)?;
+    let s: serde_json::Value = serde_json::from_str(&text).ok()?;
+    s["revision"].as_i64()
 }

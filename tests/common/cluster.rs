@@ -257,6 +257,12 @@ impl Cluster {
         &self.underlay
     }
 
+    /// Host `i`'s cgroup, in the machine's hierarchy: what the host sees as the hierarchy's
+    /// root (a project's processes are under `netcompose/<project>/` in it).
+    pub fn cgroup(&self, i: usize) -> &Path {
+        &self.cgroups[i]
+    }
+
     /// Where the members keep their data.
     pub fn data_path(&self) -> &Path {
         self.data.path()
@@ -352,7 +358,8 @@ impl Cluster {
         .expect("connect to etcd")
     }
 
-    fn running_endpoints(&self) -> Vec<String> {
+    /// The client URLs of the members that run.
+    pub fn running_endpoints(&self) -> Vec<String> {
         let all = self.endpoints();
         (0..self.len())
             .filter(|i| self.members[*i].is_some())

@@ -1,8 +1,9 @@
 //! `up` and `down` of a project on a cluster, and what `nodes` shows. `up` loads and
-//! validates here, allocates for every replica (the store's compare-and-swap save), places
-//! the replicas on the live nodes, and writes spec, allocations and placement in one
-//! transaction; then it waits until every live node reports a status at or after that
-//! write. `down` deletes the project's keys and waits until every agent took its share down
+//! validates here, allocates for every replica, places the replicas on the live nodes, and
+//! writes spec, allocations and placement in one compare-and-swap transaction (no lock: one
+//! revision per `up`); then it waits until every live node's report matches the share that
+//! write asks of it (or is at or after it): a node whose share did not change has nothing to
+//! report. `down` deletes the project's keys and waits until every agent took its share down
 //! (its endpoints and status gone).
 
 use super::{share, spec, ClusterError};
@@ -12,9 +13,9 @@ use crate::reconcile::planning::{build, context, taken_by, Unreadable};
 use crate::reconcile::{load, lock, Events, ReconcileError};
 use crate::state::cluster::{
     allocations_key, placement_key, project_prefix, put_if_changed, spec_key, ClusterKv,
-    ClusterSnapshot, NodeRecord,
+    ClusterSnapshot, NodeRecord, StatusRecord,
 };
-use crate::state::kv::{Kv, KvStore, Op};
+use crate::state::kv::{Kv, KvStore, Op, Unchanged};
 use crate::state::{self, State, StateError, Store};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -74,16 +75,18 @@ pub fn up_cluster<K: Kv + ClusterKv>(
             source,
         })?;
     let demands = Demand::of_project(&checked.project);
-    let lock = lock(store, &project, events)?;
     let conflict =
         |e: &ReconcileError| matches!(e, ReconcileError::State(StateError::Conflict { .. }));
+    // No lock: the one transaction below is guarded by every key it read (spec, placement,
+    // the project's state, and the allocation epoch when it allocates), so a concurrent `up`
+    // or an agent's re-placement in between makes it read and allocate again.
     let (written, nodes) = state::retry_on_conflict(&project, conflict, || {
         let cluster = ClusterSnapshot::read(store.kv())?;
         let nodes = share::nodes(&cluster);
         if nodes.is_empty() {
             return Err(ClusterError::NoLiveNodes.into());
         }
-        let snapshot = store.read(&lock)?;
+        let (snapshot, seen) = store.read_unlocked(&project)?;
         let prior = snapshot.state.unwrap_or_default();
         let others = taken_by(snapshot.others, Unreadable::Refuse, events)?;
         let desired = build(
@@ -108,6 +111,12 @@ pub fn up_cluster<K: Kv + ClusterKv>(
             keys.and_then(|k| k.placement.as_ref())
                 .map(|p| p.raw.as_slice()),
         )?);
+        let guards = [spec_key(project.as_str()), placement_key(project.as_str())]
+            .map(|key| Unchanged {
+                key,
+                since: cluster.revision,
+            })
+            .to_vec();
         let state = State {
             format_version: state::FORMAT_VERSION,
             project: project.to_string(),
@@ -121,10 +130,9 @@ pub fn up_cluster<K: Kv + ClusterKv>(
                 .collect(),
             scale: opts.scale.iter().cloned().collect(),
         };
-        let written = store.save_with(&lock, &state, extra)?;
+        let (written, _) = store.save_seen(&seen, &state, guards, extra)?;
         Ok((written, nodes))
     })?;
-    drop(lock);
     let names: Vec<String> = nodes.into_iter().map(|n| n.name).collect();
     wait(
         store.kv(),
@@ -201,6 +209,12 @@ fn wait(
         let mut states = BTreeMap::new();
         for node in nodes {
             let status = keys.and_then(|k| k.status.get(node)).map(|s| &s.value);
+            // A node reports again only when its share changes: one whose report matches the
+            // share asked of it now has built it, whenever it reported.
+            let built = |s: &StatusRecord| {
+                keys.is_some_and(|k| s.share == share::share_digest(k, node))
+                    || s.revision >= written
+            };
             let has_endpoints = keys.is_some_and(|k| k.endpoints.keys().any(|(_, n)| n == node));
             let state = match (goal, status) {
                 (_, _) if !live.contains_key(node) => NodeState::Lost,
@@ -208,12 +222,12 @@ fn wait(
                 (Goal::Removed, s) => NodeState::Waiting {
                     reported: s.map(|s| s.revision),
                 },
-                (Goal::Converged, Some(s)) if s.revision >= written && !s.errors.is_empty() => {
+                (Goal::Converged, Some(s)) if built(s) && !s.errors.is_empty() => {
                     NodeState::Failed {
                         errors: s.errors.clone(),
                     }
                 }
-                (Goal::Converged, Some(s)) if s.revision >= written => NodeState::Converged {
+                (Goal::Converged, Some(s)) if built(s) => NodeState::Converged {
                     revision: s.revision,
                 },
                 (Goal::Converged, s) => NodeState::Waiting {

@@ -224,25 +224,25 @@ fn keep_alive(
     }
 }
 
-/// Put this node's key unless it holds exactly this record on this lease.
+/// Put this node's key unless it holds exactly this record on this lease: whether it wrote.
 fn register(
     kv: &dyn ClusterKv,
     cfg: &AgentConfig,
     snapshot: &ClusterSnapshot,
     lease: i64,
-) -> Result<(), StateError> {
+) -> Result<bool, StateError> {
     let key = node_key(&cfg.node);
     let value = encode(&key, &cfg.record)?;
     let current = snapshot.nodes.get(&cfg.node);
     if current.is_some_and(|n| n.lease == lease && n.record.raw == value) {
-        return Ok(());
+        return Ok(false);
     }
     kv.commit_on(
         Some(lease),
         &[],
         &[crate::state::kv::Op::Put { key, value }],
     )?;
-    Ok(())
+    Ok(true)
 }
 
 /// List, reconcile (the tunnel's peers, then each project), then wait for the next change
@@ -277,8 +277,13 @@ fn watch_loop(
             log.info(&format!("ignored: {e}"));
         }
         let id = lease.load(Ordering::SeqCst);
-        if let Err(e) = register(kv, cfg, &snapshot, id) {
-            log.info(&format!("cannot register node {}: {e}", cfg.node));
+        match register(kv, cfg, &snapshot, id) {
+            // A snapshot without this node live would place its replicas elsewhere (or
+            // leave them pending) and take them down here: list again with it registered,
+            // so that replicas it still runs (a host back from a cut) are placed on it again.
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => log.info(&format!("cannot register node {}: {e}", cfg.node)),
         }
         let tunnel_ok = mesh
             .as_mut()

@@ -241,15 +241,15 @@ impl<'a> Agent<'a> {
         errors: Vec<String>,
     ) -> Result<(), ReconcileError> {
         let current = keys.status.get(&self.cfg.node);
-        // A report says which write of `up` this node has built: another node's endpoints
-        // or lease coming or going is applied here without a new report (one revision per
-        // change, not one per node and change).
-        let reported = current.is_some_and(|c| {
-            c.value.errors == errors && c.value.revision >= share::up_revision(keys)
-        });
+        // A report says which share of `up`'s writes this node has built: another node's
+        // endpoints or lease coming or going, or an `up` that changed nothing of this host,
+        // is applied here without a new report (a scale is reported by the host it adds to).
+        let digest = share::share_digest(keys, &self.cfg.node);
+        let reported = current.is_some_and(|c| c.value.errors == errors && c.value.share == digest);
         if !reported {
             let status = StatusRecord {
                 revision: snapshot.revision,
+                share: digest,
                 errors,
             };
             ops.extend(put_if_changed(

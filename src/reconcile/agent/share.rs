@@ -7,7 +7,7 @@
 use crate::ipam::Allocations;
 use crate::model::cluster::{ClusterView, RemoteEndpoint, TunnelEnd};
 use crate::placement::{self, Demand, Node, Placement, ReplicaKey};
-use crate::state::cluster::{ClusterSnapshot, NodeRecord, ProjectKeys};
+use crate::state::cluster::{ClusterSnapshot, NodeRecord, ProjectKeys, SpecRecord};
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 
@@ -157,18 +157,46 @@ fn endpoints_on(
     out
 }
 
-/// The revision of `up`'s last write of the project (spec, allocations, placement): what a
-/// node's report must reach.
-pub fn up_revision(keys: &ProjectKeys) -> i64 {
-    [
-        keys.spec.as_ref().map(|v| v.mod_revision),
-        keys.allocations.as_ref().map(|v| v.mod_revision),
-        keys.placement.as_ref().map(|v| v.mod_revision),
-    ]
-    .into_iter()
-    .flatten()
-    .max()
-    .unwrap_or(0)
+/// A digest of what `up`'s write asks of `me` in a project: the spec (less `--scale`, which
+/// reaches a host only through the placement), the replicas placed on it, and the
+/// allocations it builds from (every network's subnets, gateways and VNI, the addresses and
+/// MACs of its replicas and of owners that are no replica, such as VIPs; the host ports).
+/// Another host's replicas reach it as endpoints, not through this. A node reports again only
+/// when it changes, and `up` waits only for the nodes whose report does not match it: a scale
+/// on one host is reported by that host alone. Stable across builds and hosts (SHA-256 of
+/// the JSON), since `up` and every agent compute it.
+pub fn share_digest(keys: &ProjectKeys, me: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let local: BTreeSet<&ReplicaKey> = keys
+        .placement
+        .iter()
+        .flat_map(|p| p.value.assignment.iter())
+        .filter(|(_, node)| node.as_str() == me)
+        .map(|(k, _)| k)
+        .collect();
+    let mine = |owner: &String| match owner.parse::<ReplicaKey>() {
+        Ok(k) => local.contains(&k),
+        Err(_) => true,
+    };
+    let mut allocations = keys
+        .allocations
+        .as_ref()
+        .map(|a| a.value.clone())
+        .unwrap_or_default();
+    for net in allocations.networks.values_mut() {
+        net.addresses.retain(|owner, _| mine(owner));
+        net.macs.retain(|owner, _| mine(owner));
+    }
+    let spec = keys.spec.as_ref().map(|s| SpecRecord {
+        scale: Vec::new(),
+        ..s.value.clone()
+    });
+    let local: Vec<String> = local.iter().map(|k| k.to_string()).collect();
+    let share = (spec, local, allocations);
+    // Every part was read from JSON (the spec, the allocations), so it serialises again.
+    let json = serde_json::to_vec(&share).unwrap_or_default();
+    let hash = Sha256::digest(&json);
+    hash.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// A hash of what this host's share of the project is built from: the spec, the

@@ -4,7 +4,7 @@
 use super::*;
 use crate::ipam::NetworkAllocation;
 use crate::spec::DeployMode;
-use crate::state::cluster::{LiveNode, Versioned};
+use crate::state::cluster::{LiveNode, SpecRecord, Versioned};
 
 fn versioned<T: serde::Serialize>(value: T, rev: i64) -> Versioned<T> {
     Versioned {
@@ -178,5 +178,39 @@ fn outputs_are_not_inputs() {
         fingerprint(&s, &rewritten, "a"),
         before,
         "every up rewrites the allocations and waits for a report"
+    );
+}
+
+#[test]
+fn a_scale_changes_the_share_of_the_host_it_adds_to_only() {
+    let spec = |scale: Vec<(String, u32)>, text: &str| SpecRecord {
+        name: "pl".into(),
+        texts: [("/p/compose.yaml".into(), text.to_string())].into(),
+        scale,
+        ..Default::default()
+    };
+    let mut before = keys_with(&[(1, "a"), (2, "b")]);
+    before.spec = Some(versioned(spec(vec![("web".into(), 2)], "services: {}"), 5));
+    let mut after = keys_with(&[(1, "a"), (2, "b"), (3, "b")]);
+    after.spec = Some(versioned(spec(vec![("web".into(), 3)], "services: {}"), 9));
+    assert_eq!(share_digest(&before, "a"), share_digest(&after, "a"));
+    assert_ne!(share_digest(&before, "b"), share_digest(&after, "b"));
+    let mut outputs = after.clone();
+    outputs
+        .status
+        .insert("a".into(), versioned(Default::default(), 11));
+    outputs
+        .endpoints
+        .insert(("ov".into(), "b".into()), versioned(vec![], 12));
+    assert_eq!(share_digest(&outputs, "a"), share_digest(&after, "a"));
+    let mut edited = after.clone();
+    edited.spec = Some(versioned(
+        spec(vec![("web".into(), 3)], "services: {x: {}}"),
+        13,
+    ));
+    assert_ne!(
+        share_digest(&edited, "a"),
+        share_digest(&after, "a"),
+        "an edited file is every host's change"
     );
 }

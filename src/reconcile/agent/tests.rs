@@ -224,7 +224,7 @@ fn up_writes_in_one_revision_and_waits_for_every_node() {
                 for (node, lease) in &nodes {
                     let status = StatusRecord {
                         revision: s.revision,
-                        errors: vec![],
+                        ..Default::default()
                     };
                     let key = status_key("pl", node);
                     let value = serde_json::to_vec(&status).unwrap();

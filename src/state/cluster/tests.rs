@@ -84,7 +84,7 @@ fn a_snapshot_reads_every_kind_of_key_and_names_the_bad_ones() {
 fn an_unchanged_value_is_not_written_again() {
     let value = StatusRecord {
         revision: 3,
-        errors: vec![],
+        ..Default::default()
     };
     let bytes = encode("k", &value).unwrap();
     assert!(put_if_changed("k".into(), &value, Some(&bytes))

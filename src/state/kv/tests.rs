@@ -287,3 +287,80 @@ fn an_unreadable_other_project_is_reported_not_fatal() {
         [StateError::Parse { .. }]
     ));
 }
+
+fn subnet_state(project: &str, subnet: IpNetwork) -> State {
+    let mut state = State {
+        format_version: crate::state::FORMAT_VERSION,
+        project: project.to_string(),
+        ..Default::default()
+    };
+    state.allocations.networks.insert(
+        "n".into(),
+        NetworkAllocation {
+            subnets: vec![subnet],
+            ..Default::default()
+        },
+    );
+    state
+}
+
+#[test]
+fn unlocked_writers_of_one_project_from_one_snapshot_commit_once_in_one_revision() {
+    let kv = FakeKv::default();
+    let (one, two) = (KvStore::new(kv.clone()), KvStore::new(kv.clone()));
+    let extra = |v: &str| Op::Put {
+        key: "/netcompose/v1/projects/a/spec".into(),
+        value: v.as_bytes().to_vec(),
+    };
+    let (snap_a, seen_a) = one.read_unlocked(&name("a")).unwrap();
+    let (snap_b, seen_b) = two.read_unlocked(&name("a")).unwrap();
+    let (a, b) = (pick(&snap_a), pick(&snap_b));
+    let before = seen_a.revision();
+    let (written, _) = one
+        .save_seen(&seen_a, &subnet_state("a", a), Vec::new(), vec![extra("1")])
+        .unwrap();
+    assert_eq!(written, before + 1, "a save took more than one revision");
+    let guard = Unchanged {
+        key: "/netcompose/v1/projects/a/spec".into(),
+        since: seen_b.revision(),
+    };
+    let stale = two
+        .save_seen(
+            &seen_b,
+            &subnet_state("a", b),
+            vec![guard],
+            vec![extra("2")],
+        )
+        .unwrap_err();
+    assert!(conflict(&stale), "a stale save committed: {stale}");
+    assert!(
+        kv.0.lock().unwrap().held.is_empty(),
+        "an unlocked save took the lock"
+    );
+    let (_, again) = two.read_unlocked(&name("a")).unwrap();
+    assert_eq!(again.revision(), written);
+}
+
+#[test]
+fn unlocked_writers_of_two_projects_never_share_a_subnet() {
+    let kv = FakeKv::default();
+    let (one, two) = (KvStore::new(kv.clone()), KvStore::new(kv.clone()));
+    let (snap_a, seen_a) = one.read_unlocked(&name("a")).unwrap();
+    let (snap_b, seen_b) = two.read_unlocked(&name("b")).unwrap();
+    let (a, b) = (pick(&snap_a), pick(&snap_b));
+    assert_eq!(a, b);
+    one.save_seen(&seen_a, &subnet_state("a", a), Vec::new(), Vec::new())
+        .unwrap();
+    let stale = two
+        .save_seen(&seen_b, &subnet_state("b", b), Vec::new(), Vec::new())
+        .unwrap_err();
+    assert!(conflict(&stale), "a stale allocation committed: {stale}");
+    let b = crate::state::retry_on_conflict(&name("b"), conflict, || {
+        let (snap, seen) = two.read_unlocked(&name("b"))?;
+        let subnet = pick(&snap);
+        two.save_seen(&seen, &subnet_state("b", subnet), Vec::new(), Vec::new())?;
+        Ok(subnet)
+    })
+    .unwrap();
+    assert_ne!(a, b, "two projects were given one subnet");
+}
