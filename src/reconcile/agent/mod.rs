@@ -5,6 +5,7 @@
 //! store is in `share.rs` (pure); how a project travels to the agents is `spec.rs`.
 
 mod cluster;
+mod plan;
 mod project;
 mod share;
 mod spec;
@@ -13,6 +14,7 @@ pub use cluster::{
     cluster_status, down_cluster, node_list, up_cluster, ClusterProgress, ClusterStatus, NodeInfo,
     NodeState,
 };
+pub use plan::{plan_cluster, ClusterPlan, NodePlan, ReplicaChange, ReplicaPlan};
 
 use super::Events;
 use crate::state::cluster::{
