@@ -1,13 +1,15 @@
 //! The cluster's commands on a 3-host sandbox cluster (tests/common/cluster.rs) with one agent
 //! per host: `plan` with the store, run as nobody, shows what each node gets and writes
-//! nothing. Root tests (the hosts are namespaces); the agents, the hosts and etcd are removed
-//! by their guards, panic included.
+//! nothing; `nodes` shows the agents' VXLAN probe of every pair of hosts (ok, a filtered
+//! VXLAN port, an MTU blackhole). Root tests (the hosts are namespaces); the agents, the
+//! hosts and etcd are removed by their guards, panic included.
 
 mod common;
 
-use common::agents::{compose, placement, project, values, Agents, ROOT};
-use common::cluster::{underlay_ip, Cluster};
+use common::agents::{compose, node, ok, placement, project, until, values, Agents, ROOT};
+use common::cluster::{underlay_ip, Cluster, UNDERLAY_IF};
 use common::require_root;
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
 
@@ -142,7 +144,7 @@ fn plan_with_a_store_shows_each_nodes_share_as_nobody_and_writes_nothing() {
             "60",
         ],
     );
-    common::agents::ok(&up, "up", &agents);
+    ok(&up, "up", &agents);
     let out = files.run(&cluster, 1, &name, &["plan", "--detailed-exitcode"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
@@ -168,5 +170,126 @@ fn plan_with_a_store_shows_each_nodes_share_as_nobody_and_writes_nothing() {
         );
     }
     let down = cluster.netcompose(0, &["-p", &name, "down"]);
-    common::agents::ok(&down, "down", &agents);
+    ok(&down, "down", &agents);
+}
+
+/// The probe matrix of `netcompose nodes`: (from, to) → cell (`ok`, `too big`, ...).
+fn matrix(cluster: &Cluster, agents: &Agents) -> BTreeMap<(String, String), String> {
+    let out = ok(&cluster.netcompose(0, &["nodes"]), "nodes", agents);
+    let Some((_, table)) = out.split_once("VXLAN PROBE") else {
+        return BTreeMap::new();
+    };
+    let mut lines = table.lines().skip(1);
+    let names: Vec<String> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let mut cells = BTreeMap::new();
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        let from = line.split_whitespace().next().unwrap().to_string();
+        // Cells start where their column's name starts in the header.
+        let header = table.lines().nth(1).unwrap();
+        for to in &names {
+            let at = header.find(to.as_str()).unwrap();
+            let cell = line
+                .get(at..)
+                .unwrap_or_default()
+                .split("  ")
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            cells.insert((from.clone(), to.clone()), cell);
+        }
+    }
+    cells
+}
+
+/// Whether every pair of distinct nodes reads as `want(from, to)` (a cell's first word).
+fn pairs_are(
+    cells: &BTreeMap<(String, String), String>,
+    want: impl Fn(usize, usize) -> &'static str,
+) -> bool {
+    (0..3).all(|a| {
+        (0..3).filter(|b| *b != a).all(|b| {
+            cells
+                .get(&(node(a), node(b)))
+                .is_some_and(|c| c.starts_with(want(a, b)))
+        })
+    })
+}
+
+#[test]
+fn nodes_shows_the_vxlan_probe_ok_filtered_port_and_mtu_blackhole() {
+    require_root("nodes_shows_the_vxlan_probe_ok_filtered_port_and_mtu_blackhole");
+    let cluster = Cluster::new(3);
+    let agents = Agents::start(&cluster, &[]);
+
+    until(&agents, "every pair probes ok", || {
+        pairs_are(&matrix(&cluster, &agents), |_, _| "ok")
+    });
+    // Steady state: the probes run on, and nothing is written.
+    let before = values(&cluster, ROOT);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(
+        before,
+        values(&cluster, ROOT),
+        "the probe wrote in steady state"
+    );
+
+    // Host 2 drops VXLAN's port: every pair with n2 is unreachable, n0 and n1 still ok.
+    let h2 = cluster.host(2);
+    h2.run_ok(&["nft", "add", "table", "inet", "probe_test"]);
+    h2.run_ok(&[
+        "nft",
+        "add",
+        "chain",
+        "inet",
+        "probe_test",
+        "in",
+        "{ type filter hook input priority 0; }",
+    ]);
+    h2.run_ok(&[
+        "nft",
+        "add",
+        "rule",
+        "inet",
+        "probe_test",
+        "in",
+        "udp",
+        "dport",
+        "4789",
+        "drop",
+    ]);
+    until(&agents, "pairs with n2 unreachable", || {
+        pairs_are(&matrix(&cluster, &agents), |a, b| {
+            if a == 2 || b == 2 {
+                "unreachable"
+            } else {
+                "ok"
+            }
+        })
+    });
+    let listed = ok(&cluster.netcompose(1, &["nodes"]), "nodes", &agents);
+    assert!(listed.contains("unreachable to n2"), "{listed}");
+    h2.run_ok(&["nft", "delete", "table", "inet", "probe_test"]);
+    until(&agents, "every pair ok again", || {
+        pairs_are(&matrix(&cluster, &agents), |_, _| "ok")
+    });
+
+    // Host 1's underlay link loses 100 bytes of MTU: small frames pass, full-size ones not.
+    cluster
+        .host(1)
+        .run_ok(&["ip", "link", "set", UNDERLAY_IF, "mtu", "1400"]);
+    until(&agents, "pairs with n1 too big", || {
+        pairs_are(&matrix(&cluster, &agents), |a, b| {
+            if a == 1 || b == 1 {
+                "too big"
+            } else {
+                "ok"
+            }
+        })
+    });
 }

@@ -6,6 +6,8 @@
 
 mod cluster;
 mod plan;
+mod probe;
+mod prober;
 mod project;
 mod share;
 mod spec;
@@ -97,6 +99,7 @@ pub fn run(
     let lost = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| keep_alive(kv, cfg, &lease, &lost, stop, log));
+        s.spawn(|| prober::run(kv, cfg, &lease, stop, log));
         let mut agent = project::Agent::new(kv, local, cfg, events, log);
         let result = watch_loop(kv, cfg, &mut agent, &lease, &lost, stop, log);
         stop.store(true, Ordering::SeqCst);
