@@ -1,15 +1,17 @@
 //! The cluster's commands on a 3-host sandbox cluster (tests/common/cluster.rs) with one agent
 //! per host: `plan` with the store, run as nobody, shows what each node gets and writes
 //! nothing; `nodes` shows the agents' VXLAN probe of every pair of hosts (ok, a filtered
-//! VXLAN port, an MTU blackhole). Root tests (the hosts are namespaces); the agents, the
-//! hosts and etcd are removed by their guards, panic included.
+//! VXLAN port, an MTU blackhole); a published port balances over the replicas of every host
+//! that runs the service. Root tests (the hosts are namespaces); the agents, the hosts and
+//! etcd are removed by their guards, panic included.
 
 mod common;
 
 use common::agents::{compose, node, ok, placement, project, until, values, Agents, ROOT};
 use common::cluster::{underlay_ip, Cluster, UNDERLAY_IF};
+use common::project::Project;
 use common::require_root;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
 
@@ -292,4 +294,82 @@ fn nodes_shows_the_vxlan_probe_ok_filtered_port_and_mtu_blackhole() {
             }
         })
     });
+}
+
+/// web: two replicas, on n0 and n1 (none on n2), port 9090 of the hosts published to 8080.
+const MESHED: &str = "services:\n  web:\n    deploy:\n      replicas: 2\n      placement:\n        max_replicas_per_node: 1\n        constraints: [node.hostname != n2]\n    ports: [\"9090:8080\"]\n    networks: [mesh]\nnetworks:\n  mesh:\n    driver: overlay\n    ipam: {config: [{subnet: 10.74.0.0/24}]}\n";
+
+/// Echo servers started in replicas, killed and reaped at the end (panic included).
+struct Servers(Vec<std::process::Child>);
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The first word of each answer of `count` TCP connections from host `from` to `to:port`.
+fn answers(p: &Project, to: &str, port: &str, count: &str) -> BTreeSet<String> {
+    p.probe(None, &["tcp", to, port, count])
+        .iter()
+        .filter_map(|l| l.split(' ').next().map(String::from))
+        .collect()
+}
+
+#[test]
+fn a_published_port_balances_over_the_replicas_of_every_host() {
+    require_root("a_published_port_balances_over_the_replicas_of_every_host");
+    let cluster = Cluster::new(3);
+    let agents = Agents::start(&cluster, &[]);
+    let name = project("mesh");
+    let projects: Vec<Project> = (0..3)
+        .map(|h| Project::new(cluster.host(h), &name, MESHED))
+        .collect();
+    let url = cluster.store_url();
+    let out = projects[0].nc(&["--store", &url, "up"]);
+    ok(&out, "up", &agents);
+    let host_of = |i: u32| {
+        let ns = projects[0].ns("web", i);
+        (0..3)
+            .find(|&h| common::agents::namespaces(&cluster, h).contains(&ns))
+            .expect("every web replica runs somewhere")
+    };
+    let on: Vec<usize> = (1..=2).map(host_of).collect();
+    let mut hosts = on.clone();
+    hosts.sort();
+    assert_eq!(hosts, [0, 1]);
+    let _servers = Servers(
+        (1..=2u32)
+            .map(|i| projects[on[i as usize - 1]].serve("web", i, 8080))
+            .collect(),
+    );
+    let both: BTreeSet<String> = ["web-1", "web-2"].map(String::from).into();
+
+    // From each host that runs one, its own published port reaches both replicas: the other
+    // through the other host's publication.
+    for h in [0, 1] {
+        let me = underlay_ip(h);
+        projects[h].wait_open(None, &me, 9090);
+        assert_eq!(answers(&projects[h], &me, "9090", "40"), both, "host {h}");
+    }
+    // A connection from another host with endpoints on the overlay is served where it
+    // arrives (it may have been sent by that host's share of the mesh); from a host with
+    // none (n2), it is balanced like any other.
+    let local = |h: usize| {
+        let i = on.iter().position(|&x| x == h).unwrap() + 1;
+        BTreeSet::from([format!("web-{i}")])
+    };
+    assert_eq!(
+        answers(&projects[1], &underlay_ip(0), "9090", "20"),
+        local(0)
+    );
+    assert_eq!(answers(&projects[2], &underlay_ip(0), "9090", "40"), both);
+    // A host that runs no replica does not publish the port.
+    assert_eq!(
+        answers(&projects[2], &underlay_ip(2), "9090", "1"),
+        BTreeSet::from(["blocked".to_string()])
+    );
 }
