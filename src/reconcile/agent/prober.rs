@@ -184,12 +184,15 @@ impl Prober<'_> {
             if !peers.contains_key(&name) {
                 continue;
             }
-            if let Some(seen) = self
+            // A peer not decided yet keeps what the store says of it (an agent restarted on
+            // its lease rewrites nothing while its first rounds run).
+            let seen = self
                 .trackers
                 .entry(name.clone())
                 .or_default()
                 .observe(round)
-            {
+                .or_else(|| self.published.as_ref()?.1.peers.get(&name).copied());
+            if let Some(seen) = seen {
                 record.peers.insert(name, seen);
             }
         }
@@ -208,7 +211,7 @@ impl Prober<'_> {
             Some((on, old)) => *on != lease || probe::worth_writing(Some(old), &record),
             None => true,
         };
-        if stale && !self.trackers.is_empty() {
+        if stale && !record.peers.is_empty() {
             let value = encode(&key, &record)?;
             self.kv
                 .commit_on(Some(lease), &[], &[Op::Put { key, value }])?;
