@@ -146,6 +146,7 @@ mod tests {
             ],
             pending: [("db[1]".to_string(), "no suitable node".to_string())].into(),
             changes: true,
+            allocations: Default::default(),
         };
         assert_eq!(
             render(&plan),

@@ -63,6 +63,8 @@ pub struct ClusterPlan {
     /// Whether `up` would write anything (the project's files or the placement differ from
     /// the store's).
     pub changes: bool,
+    /// The addresses, MACs, VNIs and ports `up` would store (the stored ones kept).
+    pub allocations: crate::ipam::Allocations,
 }
 
 /// What an `up` of `opts` would give each live node, read from `store` without writing.
@@ -167,6 +169,7 @@ pub fn plan_cluster<K: Kv + ClusterKv>(
             .map(|(k, why)| (k.to_string(), why.to_string()))
             .collect(),
         changes: spec_changed || placed.assignment != current,
+        allocations: desired.allocations,
     })
 }
 
