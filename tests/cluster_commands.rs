@@ -373,3 +373,39 @@ fn a_published_port_balances_over_the_replicas_of_every_host() {
         BTreeSet::from(["blocked".to_string()])
     );
 }
+
+#[test]
+fn nodes_says_why_a_host_cannot_probe() {
+    require_root("nodes_says_why_a_host_cannot_probe");
+    let cluster = Cluster::new(3);
+    // Another program holds VXLAN's port on host 2 before its agent starts.
+    let mut holder = Servers(vec![cluster.host(2).spawn(&[
+        "python3",
+        "-c",
+        "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         s.bind(('0.0.0.0',4789))\nprint('ready',flush=True)\ntime.sleep(600)",
+    ])]);
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.0[0].stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let agents = Agents::start(&cluster, &[]);
+    until(&agents, "n2's probe failure listed, n0 and n1 ok", || {
+        let listed = ok(&cluster.netcompose(0, &["nodes"]), "nodes", &agents);
+        let row = |n: &str| listed.lines().find(|l| l.starts_with(n)).map(String::from);
+        row("n2 ").is_some_and(|l| l.contains("probe: ") && l.contains("in use"))
+            && pairs_ok(&matrix(&cluster, &agents), 0, 1)
+    });
+}
+
+/// Whether nodes `a` and `b` probe each other ok.
+fn pairs_ok(cells: &BTreeMap<(String, String), String>, a: usize, b: usize) -> bool {
+    [(a, b), (b, a)].iter().all(|(x, y)| {
+        cells
+            .get(&(node(*x), node(*y)))
+            .is_some_and(|c| c.starts_with("ok"))
+    })
+}

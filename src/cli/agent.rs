@@ -302,6 +302,9 @@ fn health_of(n: &agent::NodeInfo) -> String {
     if !n.failing.is_empty() {
         problems.push(format!("failing: {}", n.failing.join(", ")));
     }
+    if let Some(e) = n.health.as_ref().and_then(|h| h.error.as_ref()) {
+        problems.push(format!("probe: {e}"));
+    }
     for (peer, p) in n.health.iter().flat_map(|h| &h.peers) {
         match p.state {
             ProbeState::Ok => {}

@@ -80,6 +80,10 @@ pub struct HealthRecord {
     pub mtu: u32,
     /// Peer node → what the probe found.
     pub peers: BTreeMap<String, PeerProbe>,
+    /// Why the probe cannot run on this node (its device cannot be made, its VXLAN port is
+    /// taken, the kernel lacks VXLAN or packet sockets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// What a node reports for a project: the revision of the inputs it converged to (every key

@@ -165,12 +165,13 @@ impl Tracker {
 }
 
 /// Whether `now` must be written over `published` (None: nothing is): a peer came, went or
-/// changed state, or the MTU changed. Steady state writes nothing.
+/// changed state, the MTU changed, or the probe failed or recovered. Steady state writes nothing.
 pub fn worth_writing(published: Option<&HealthRecord>, now: &HealthRecord) -> bool {
     let Some(old) = published else {
         return true;
     };
     old.mtu != now.mtu
+        || old.error != now.error
         || old.peers.len() != now.peers.len()
         || old
             .peers
@@ -281,6 +282,7 @@ mod tests {
         let rec = |state, rtt: Option<u64>| HealthRecord {
             mtu: 1450,
             peers: [("n1".to_string(), PeerProbe { state, rtt_us: rtt })].into(),
+            error: None,
         };
         let base = rec(ProbeState::Ok, Some(300));
         assert!(worth_writing(None, &base));
@@ -290,6 +292,11 @@ mod tests {
         );
         assert!(!worth_writing(Some(&base), &base));
         assert!(worth_writing(Some(&base), &rec(ProbeState::TooBig, None)));
+        let failed = HealthRecord {
+            error: Some("VXLAN port taken".into()),
+            ..base.clone()
+        };
+        assert!(worth_writing(Some(&base), &failed));
         let mut more = base.clone();
         more.peers.insert(
             "n2".into(),

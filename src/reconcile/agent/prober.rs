@@ -63,8 +63,10 @@ pub(super) fn run(
     while !stop.load(Ordering::SeqCst) {
         if Instant::now() >= next {
             next = Instant::now() + ROUND;
-            if let Err(e) = p.round(lease.load(Ordering::SeqCst)) {
+            let lease = lease.load(Ordering::SeqCst);
+            if let Err(e) = p.round(lease) {
                 p.complain(&e);
+                p.failed(&e, lease);
             }
         }
         p.listen(TICK.min(next.saturating_duration_since(Instant::now())));
@@ -166,6 +168,38 @@ impl Prober<'_> {
         Ok(())
     }
 
+    /// Say in the store why the probe cannot run here (a kernel's refusal; the store's own
+    /// errors cannot be written there), once per distinct reason.
+    fn failed(&mut self, e: &ProbeError, lease: i64) {
+        let ProbeError::Kernel(k) = e else {
+            return;
+        };
+        let record = HealthRecord {
+            mtu: self.mtu,
+            peers: BTreeMap::new(),
+            error: Some(k.to_string()),
+        };
+        if self
+            .published
+            .as_ref()
+            .is_some_and(|(on, old)| *on == lease && !probe::worth_writing(Some(old), &record))
+        {
+            return;
+        }
+        let key = health_key(&self.cfg.node);
+        let written = encode(&key, &record).and_then(|value| {
+            self.kv
+                .commit_on(Some(lease), &[], &[Op::Put { key, value }])
+        });
+        match written {
+            Ok(_) => {
+                self.trackers.clear();
+                self.published = Some((lease, record));
+            }
+            Err(e) => self.complain(&ProbeError::Store(e)),
+        }
+    }
+
     fn send(&self, frame: &[u8]) -> Result<(), KernelError> {
         match &self.socket {
             Some(s) => s.send(frame),
@@ -179,6 +213,7 @@ impl Prober<'_> {
         let mut record = HealthRecord {
             mtu: self.mtu,
             peers: BTreeMap::new(),
+            error: None,
         };
         for (name, round) in std::mem::take(&mut self.round) {
             if !peers.contains_key(&name) {
