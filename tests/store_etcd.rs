@@ -73,7 +73,8 @@ fn plan_on_another_host_reads_the_state_up_stored_and_down_removes_it() {
         "{keys:?}"
     );
 
-    // Host 2 has none of the project in its kernel; its plan allocates what host 1 stored.
+    // Host 2 has none of the project in its kernel; its plan (each node's share, with the
+    // allocations up would store) allocates what host 1 stored.
     let plan = ok(
         &cluster.netcompose(1, &["-f", &file, "plan", "--json"]),
         "plan on host 2",
@@ -82,7 +83,7 @@ fn plan_on_another_host_reads_the_state_up_stored_and_down_removes_it() {
     let states = stored(&cluster);
     let state = states.iter().find(|s| s.project == name).unwrap();
     let planned: netcompose::ipam::Allocations =
-        serde_json::from_value(plan["desired"]["allocations"].clone()).unwrap();
+        serde_json::from_value(plan["allocations"].clone()).unwrap();
     assert_eq!(planned, state.allocations);
     assert!(
         state.allocations.networks["ov"].vni.is_some(),

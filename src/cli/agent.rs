@@ -4,7 +4,7 @@
 use super::reconcile::{cluster, require_root};
 use crate::reconcile::agent::{self, AgentConfig, AgentLog};
 use crate::reconcile::{Applied, DaemonEvent, Events};
-use crate::state::cluster::NodeRecord;
+use crate::state::cluster::{NodeRecord, ProbeState};
 use crate::state::FileStore;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
@@ -289,10 +289,7 @@ pub fn nodes(_args: &NodesArgs) -> miette::Result<ExitCode> {
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        let health = match n.failing.is_empty() {
-            true => "ok".to_string(),
-            false => format!("failing: {}", n.failing.join(", ")),
-        };
+        let health = health_of(n);
         let engine = n
             .record
             .wireguard
@@ -313,8 +310,81 @@ pub fn nodes(_args: &NodesArgs) -> miette::Result<ExitCode> {
     }
     if nodes.is_empty() {
         eprintln!("No live node: start `netcompose agent --node NAME` on each host.");
+    } else if nodes.len() > 1 {
+        print!("{}", probe_matrix(&nodes));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A node's health: the projects it fails on and the peers its VXLAN probe cannot reach at
+/// full size.
+fn health_of(n: &agent::NodeInfo) -> String {
+    let mut problems = Vec::new();
+    if !n.failing.is_empty() {
+        problems.push(format!("failing: {}", n.failing.join(", ")));
+    }
+    if let Some(e) = n.health.as_ref().and_then(|h| h.error.as_ref()) {
+        problems.push(format!("probe: {e}"));
+    }
+    for (peer, p) in n.health.iter().flat_map(|h| &h.peers) {
+        match p.state {
+            ProbeState::Ok => {}
+            ProbeState::TooBig => problems.push(format!("too big to {peer}")),
+            ProbeState::Unreachable => problems.push(format!("unreachable to {peer}")),
+        }
+    }
+    match problems.is_empty() {
+        true => "ok".to_string(),
+        false => problems.join("; "),
+    }
+}
+
+/// Each node's VXLAN probe of each other node, from row to column: `ok` with the round trip
+/// of a frame padded to the overlay MTU, `too big` (only small frames pass), `unreachable`,
+/// or `...` while the first rounds run.
+fn probe_matrix(nodes: &[agent::NodeInfo]) -> String {
+    use std::fmt::Write;
+    let width = nodes
+        .iter()
+        .map(|n| n.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(11)
+        + 2;
+    let mtu = nodes
+        .iter()
+        .filter_map(|n| n.health.as_ref())
+        .map(|h| h.mtu)
+        .max();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nVXLAN PROBE (from row to column, {}-byte frames, outer DF):",
+        mtu.map_or("overlay MTU".to_string(), |m| m.to_string())
+    );
+    let header: String = nodes
+        .iter()
+        .map(|n| format!("{:<width$}", n.name))
+        .collect();
+    let _ = writeln!(out, "{:<width$}{}", "", header.trim_end());
+    for from in nodes {
+        let mut row = format!("{:<width$}", from.name);
+        for to in nodes {
+            let cell = match from.health.as_ref().and_then(|h| h.peers.get(&to.name)) {
+                _ if from.name == to.name => "-".to_string(),
+                None => "...".to_string(),
+                Some(p) => match (p.state, p.rtt_us) {
+                    (ProbeState::Ok, Some(us)) => format!("ok {:.1}ms", us as f64 / 1000.0),
+                    (ProbeState::Ok, None) => "ok".to_string(),
+                    (ProbeState::TooBig, _) => "too big".to_string(),
+                    (ProbeState::Unreachable, _) => "unreachable".to_string(),
+                },
+            };
+            let _ = write!(row, "{cell:<width$}");
+        }
+        let _ = writeln!(out, "{}", row.trim_end());
+    }
+    out
 }
 
 /// `ps` with an etcd store: each replica's node, what is pending, each node's converged

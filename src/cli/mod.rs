@@ -3,6 +3,7 @@
 
 mod agent;
 mod check;
+mod cluster_plan;
 mod cluster_view;
 mod config;
 mod daemon;

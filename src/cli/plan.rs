@@ -32,6 +32,11 @@ pub struct PlanArgs {
 }
 
 pub fn run(global: &Global, args: &PlanArgs) -> miette::Result<ExitCode> {
+    if let Some((store, _)) = super::reconcile::cluster() {
+        if args.cluster_view.is_none() && args.against.is_none() {
+            return cluster(global, args, store);
+        }
+    }
     let view = args
         .cluster_view
         .as_deref()
@@ -78,4 +83,36 @@ pub fn print(plan: &Plan) {
     if let Err(e) = render::write(&mut w, plan, color).and_then(|()| w.flush()) {
         eprintln!("netcompose: cannot print the plan: {e}");
     }
+}
+
+/// `plan` with an etcd store: what each live node would get, read without writing.
+fn cluster(
+    global: &Global,
+    args: &PlanArgs,
+    store: &crate::state::EtcdStore,
+) -> miette::Result<ExitCode> {
+    if args.out.is_some() {
+        return Err(miette::miette!(
+            help = "run `netcompose up`: on a cluster the agents build from the Compose file",
+            "`plan --out` saves a plan for this host only"
+        ));
+    }
+    let environment = std::env::vars().collect();
+    let plan = crate::reconcile::agent::plan_cluster(
+        store,
+        &global.load_options(),
+        &environment,
+        &super::reconcile::Terminal::new(),
+    )
+    .map_err(super::reconcile::report)?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&plan).into_diagnostic()?;
+        println!("{text}");
+    } else {
+        print!("{}", super::cluster_plan::render(&plan));
+    }
+    Ok(match (args.detailed_exitcode, plan.changes) {
+        (true, true) => ExitCode::from(2),
+        _ => ExitCode::SUCCESS,
+    })
 }

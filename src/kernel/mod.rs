@@ -20,6 +20,8 @@
 //!   neutral description of chains, typed rule expressions and maps; read back (chains, rule
 //!   tags, counters, map elements) and deleted.
 //! - [`ctnl`]: the connection-tracking table of a namespace (ctnetlink).
+//! - [`l2echo`]: raw Ethernet frames of one EtherType on one link (AF_PACKET), for the
+//!   agents' VXLAN probe.
 //! - [`wireguard`]: WireGuard tunnels between hosts (kernel or userspace engine) and their keys.
 //!
 //! It imports nothing else of the crate: callers hand it plain descriptions, and it answers
@@ -35,6 +37,7 @@ pub mod ctnl;
 #[cfg(test)]
 pub mod fake;
 pub mod handle;
+pub mod l2echo;
 pub mod machine;
 pub mod netlink;
 pub mod netns;

@@ -101,9 +101,16 @@ pub fn build(project: &Project, ctx: &Context) -> Result<Desired, Vec<IpamError>
             _ => None,
         })
         .collect();
-    // Published ports balance over this host's replicas: a remote replica would answer through
-    // its own host's gateway, not back through this one.
-    let publish = ports::publications(project, &local_index, &bridges, &allocations);
+    // Published ports balance over this host's replicas directly, and over remote ones through
+    // their hosts' publications: DNATed straight to a remote replica, a connection would be
+    // answered through that host's gateway, not back through this one.
+    let publish = ports::publications(
+        project,
+        &local_index,
+        &bridges,
+        &allocations,
+        ctx.cluster.as_ref(),
+    );
     let dispatch = tables::vip::Dispatch::new(vip_specs.iter().copied());
     let mut resources = tables::host::resources(&project.name, &bridges, &dispatch, &publish);
     resources.extend(tables::replica::resources(

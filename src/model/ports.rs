@@ -3,8 +3,11 @@
 //! balanced over the service's replicas of that family, reached through the first
 //! non-internal bridge network of the service (in interface order). A target-only entry
 //! (`"80"`, `"8080-8081"`) gets one ephemeral host port per target port, picked by
-//! [`crate::ipam::ports`] and kept in the allocations.
+//! [`crate::ipam::ports`] and kept in the allocations. On a cluster a host publishes the ports
+//! of the services it runs replicas of, balanced over every replica: its own directly, the
+//! others' through their hosts' publications of the same port (see [`Publish::remote`]).
 
+use super::cluster::ClusterView;
 use super::endpoints::{Endpoint, EndpointIndex};
 use super::resource::{Bridge, Publish};
 use crate::ipam::ports::{BusyPorts, PortRequest};
@@ -138,11 +141,16 @@ pub fn published(project: &Project, alloc: &Allocations) -> Vec<Published> {
     out
 }
 
+/// The publications of this host: balanced over its replicas (`index`: this host's
+/// endpoints) and, on a cluster, over the other hosts' replicas of the service through those
+/// hosts' own publications ([`Publish::remote`]). A host that runs no replica of a service
+/// does not publish its ports.
 pub fn publications(
     project: &Project,
     index: &EndpointIndex,
     bridges: &[&Bridge],
     alloc: &Allocations,
+    cluster: Option<&ClusterView>,
 ) -> Vec<Publish> {
     let mut out = Vec::new();
     let mut keys: Vec<&String> = project.services.keys().collect();
@@ -190,6 +198,9 @@ pub fn publications(
                 if backends.is_empty() {
                     continue;
                 }
+                let (remote, peers) = cluster
+                    .map(|view| mesh(view, key, &bridge.network, v6))
+                    .unwrap_or_default();
                 for (published, target) in pairs(key, p, alloc) {
                     out.push(Publish {
                         service: key.clone(),
@@ -199,12 +210,39 @@ pub fn publications(
                         target,
                         backends: backends.clone(),
                         bridge: bridge.name.clone(),
+                        remote: remote.clone(),
+                        peers: peers.clone(),
                     });
                 }
             }
         }
     }
     out
+}
+
+/// The underlay address of the host of each replica of `service` on another host that has
+/// an address of the family on `network`, and every other host's underlay address of that
+/// family (the routing mesh is reached over the underlay, one family end to end).
+fn mesh(view: &ClusterView, service: &str, network: &str, v6: bool) -> (Vec<IpAddr>, Vec<IpAddr>) {
+    let family = |ip: &IpAddr| ip.is_ipv6() == v6 && Some(*ip) != view.underlay;
+    let remote: Vec<IpAddr> = view
+        .remote
+        .iter()
+        .filter(|e| e.service == service && e.network == network)
+        .filter(|e| !view.is_local(&e.service, e.index))
+        .filter(|e| {
+            if v6 {
+                e.ipv6.is_some()
+            } else {
+                e.ipv4.is_some()
+            }
+        })
+        .map(|e| e.vtep)
+        .filter(family)
+        .collect();
+    let peers: std::collections::BTreeSet<IpAddr> =
+        view.remote.iter().map(|e| e.vtep).filter(family).collect();
+    (remote, peers.into_iter().collect())
 }
 
 /// (host, target) ranges of one entry: as written, or one pair per target port with its

@@ -49,11 +49,12 @@ pub fn relays(project: &Project, desired: &Desired) -> Vec<LoopbackRelay> {
             _ => None,
         })
         .collect();
-    let mut out: Vec<LoopbackRelay> = publications(project, &index, &bridges, &desired.allocations)
-        .iter()
-        .filter(|p| covers_loopback6(p))
-        .flat_map(expand)
-        .collect();
+    let mut out: Vec<LoopbackRelay> =
+        publications(project, &index, &bridges, &desired.allocations, None)
+            .iter()
+            .filter(|p| covers_loopback6(p))
+            .flat_map(expand)
+            .collect();
     out.sort_by_key(|r| (r.protocol, r.port));
     out.dedup_by_key(|r| (r.protocol, r.port));
     out
@@ -122,6 +123,8 @@ mod tests {
             target: PortRange { start: 80, end: 80 },
             backends: vec![backend.parse().unwrap()],
             bridge: "br".into(),
+            remote: vec![],
+            peers: vec![],
         }
     }
 

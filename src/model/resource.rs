@@ -501,6 +501,13 @@ pub struct Publish {
     pub backends: Vec<IpAddr>,
     /// The bridge the backends are reached through.
     pub bridge: String,
+    /// On a cluster, the underlay address of the host of each replica that runs elsewhere
+    /// (one entry per replica): their share of new connections goes to that host's own
+    /// publication of the port, which serves them from its local replicas.
+    pub remote: Vec<IpAddr>,
+    /// On a cluster, the other hosts' underlay addresses: a connection from one of them was
+    /// sent by its share of the mesh and is served here, never sent on.
+    pub peers: Vec<IpAddr>,
 }
 
 #[cfg(test)]

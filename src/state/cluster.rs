@@ -12,7 +12,9 @@
 //! - `projects/<p>/placement`: a [`Placement`];
 //! - `projects/<p>/ep/<net>/<node>`: every endpoint of that node on that overlay network, as
 //!   [`RemoteEndpoint`]s, under the node's lease;
-//! - `projects/<p>/status/<node>`: a [`StatusRecord`], under the node's lease.
+//! - `projects/<p>/status/<node>`: a [`StatusRecord`], under the node's lease;
+//! - `health/<node>`: a [`HealthRecord`], that node's VXLAN probe of every other node, under
+//!   its lease.
 //!
 //! A node's keys live on its lease, so a dead agent's endpoints and status go in one revision
 //! when the lease expires, and nobody needs to clean up after it.
@@ -33,6 +35,7 @@ use std::sync::mpsc;
 pub const ROOT: &str = "/netcompose/v1/";
 pub const NODES: &str = "/netcompose/v1/nodes/";
 pub const TUNNELS: &str = "/netcompose/v1/tunnels";
+pub const HEALTH: &str = "/netcompose/v1/health/";
 const SPEC: &str = "spec";
 const ALLOCATIONS: &str = "allocations";
 const PLACEMENT: &str = "placement";
@@ -69,6 +72,40 @@ pub struct WireguardRecord {
 
 /// Node name → tunnel address, every address given once.
 pub type TunnelAddresses = BTreeMap<String, std::net::Ipv4Addr>;
+/// What a node's VXLAN probe found on the way to another node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeState {
+    /// A frame padded to the overlay MTU went there and back.
+    Ok,
+    /// A small frame went there and back, a full-size one did not: an MTU blackhole.
+    TooBig,
+    /// Not even a small frame came back (the VXLAN port filtered, the host unreachable).
+    Unreachable,
+}
+
+/// One peer as a node's probe sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerProbe {
+    pub state: ProbeState,
+    /// The round trip of the full-size frame in the round that decided the state (Ok only;
+    /// not rewritten while the state holds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_us: Option<u64>,
+}
+
+/// A node's VXLAN probe of the other live nodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthRecord {
+    /// The probe frames' payload: the overlay MTU.
+    pub mtu: u32,
+    /// Peer node → what the probe found.
+    pub peers: BTreeMap<String, PeerProbe>,
+    /// Why the probe cannot run on this node (its device cannot be made, its VXLAN port is
+    /// taken, the kernel lacks VXLAN or packet sockets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
 
 /// What a node reports for a project: the revision of the inputs it converged to (every key
 /// its share depends on was at or before it), the digest of the share it built (rewritten
@@ -156,6 +193,10 @@ pub fn node_key(node: &str) -> String {
     format!("{NODES}{node}")
 }
 
+pub fn health_key(node: &str) -> String {
+    format!("{HEALTH}{node}")
+}
+
 pub fn project_prefix(project: &str) -> String {
     format!("{PROJECTS}{project}/")
 }
@@ -205,6 +246,8 @@ pub struct ClusterSnapshot {
     pub revision: i64,
     pub nodes: BTreeMap<String, LiveNode>,
     pub projects: BTreeMap<String, ProjectKeys>,
+    /// node → its VXLAN probe's findings.
+    pub health: BTreeMap<String, Versioned<HealthRecord>>,
     /// Keys that did not parse (each names its key).
     pub unreadable: Vec<StateError>,
 }
@@ -251,6 +294,12 @@ impl ClusterSnapshot {
                             lease: r.lease,
                         },
                     );
+                }
+                continue;
+            }
+            if let Some(node) = r.key.strip_prefix(HEALTH) {
+                if let Some(record) = parse(r, &mut out.unreadable) {
+                    out.health.insert(node.to_string(), record);
                 }
                 continue;
             }

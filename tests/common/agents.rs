@@ -35,6 +35,14 @@ impl Agents {
         until(&agents, "every agent registered its node", || {
             cluster.keys(&nodes).len() == cluster.len()
         });
+        // Nor does a test start while the agents' VXLAN probes still write their first
+        // findings (`health/<node>`, once the peers answer).
+        if cluster.len() > 1 {
+            let health = format!("{ROOT}health/");
+            until(&agents, "every agent's probe reported", || {
+                cluster.keys(&health).len() == cluster.len()
+            });
+        }
         agents
     }
 

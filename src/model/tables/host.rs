@@ -46,10 +46,20 @@ pub fn resources(
         // Masqueraded networks need the host to route; Docker turns on the same switch.
         sysctls.insert("net.ipv4.ip_forward".to_string(), "1".to_string());
     }
-    let routes_v6 = bridges.iter().any(|b| {
-        b.subnets.iter().any(|s| s.is_ipv6())
-            && (b.masquerade || publish.iter().any(|p| p.bridge == b.name))
-    });
+    let meshed = |v6: bool| {
+        publish
+            .iter()
+            .any(|p| p.remote.first().is_some_and(|ip| ip.is_ipv6() == v6))
+    };
+    if meshed(false) {
+        // A cluster's published port sends connections on to other hosts.
+        sysctls.insert("net.ipv4.ip_forward".to_string(), "1".to_string());
+    }
+    let routes_v6 = meshed(true)
+        || bridges.iter().any(|b| {
+            b.subnets.iter().any(|s| s.is_ipv6())
+                && (b.masquerade || publish.iter().any(|p| p.bridge == b.name))
+        });
     if routes_v6 {
         // The same for IPv6 (out of the network, and into it from published ports), as Docker
         // sets it for its IPv6 networks.
@@ -135,6 +145,24 @@ fn postrouting(bridges: &[&Bridge], publish: &[Publish]) -> Chain {
             rules.push(rule().saddr(*s).oif(&b.name).dnat_ed().masquerade());
         }
     }
+    for p in publish.iter().filter(|p| !p.remote.is_empty()) {
+        // A connection sent on to another host's publication leaves from this host's own
+        // address, so that the answer comes back through here to be translated back.
+        let mut hosts: Vec<ipnetwork::IpNetwork> = p
+            .remote
+            .iter()
+            .map(|ip| ipnetwork::IpNetwork::from(*ip))
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        rules.push(
+            rule()
+                .daddr_in(hosts)
+                .dport(&p.protocol.to_string(), p.published.start, p.published.end)
+                .dnat_ed()
+                .masquerade(),
+        );
+    }
     Chain::base("postrouting", "nat", "postrouting", 100, rules)
 }
 
@@ -160,37 +188,62 @@ fn publish_match(p: &Publish) -> RuleBuilder {
 }
 
 /// One publication: traffic to a local address on the host port goes to a random replica.
+/// On a cluster ([`Publish::remote`]), a connection from another host is served by a local
+/// replica; any other goes to a local replica with the local replicas' share of chance, else
+/// to the publication of another host that runs one (one entry per remote replica).
 fn publish_rules(p: &Publish) -> Vec<Rule> {
     if p.host_ip.is_some_and(|ip| ip.is_loopback() && ip.is_ipv6()) {
         return Vec::new();
     }
     let proto = p.protocol.to_string();
-    let base = publish_match(p);
     // Same numbers on both sides: one rule for the whole range, the port kept.
-    if p.published == p.target {
-        return vec![base.dport(&proto, p.published.start, p.published.end).then(
-            Verdict::DnatRandom {
-                backends: p.backends.clone(),
-                port: None,
-            },
-        )];
+    let ports: Vec<(u16, u16, Option<u16>)> = if p.published == p.target {
+        vec![(p.published.start, p.published.end, None)]
+    } else {
+        (0..p.published.len())
+            .map(|i| {
+                let host_port = p.published.start + i as u16;
+                let target = if p.target.start == p.target.end {
+                    p.target.start
+                } else {
+                    p.target.start + i as u16
+                };
+                (host_port, host_port, Some(target))
+            })
+            .collect()
+    };
+    let local = |port| Verdict::DnatRandom {
+        backends: p.backends.clone(),
+        port,
+    };
+    let mut out = Vec::new();
+    for (start, end, target) in ports {
+        let base = || publish_match(p).dport(&proto, start, end);
+        if p.remote.is_empty() {
+            out.push(base().then(local(target)));
+            continue;
+        }
+        let peers = p
+            .peers
+            .iter()
+            .map(|ip| ipnetwork::IpNetwork::from(*ip))
+            .collect();
+        out.push(base().saddr_in(peers).then(local(target)));
+        out.push(base().chance(local_share(p)).then(local(target)));
+        // The other host publishes the same port: the connection keeps it.
+        out.push(base().then(Verdict::DnatRandom {
+            backends: p.remote.clone(),
+            port: target.map(|_| start),
+        }));
     }
-    (0..p.published.len())
-        .map(|i| {
-            let host_port = p.published.start + i as u16;
-            let target = if p.target.start == p.target.end {
-                p.target.start
-            } else {
-                p.target.start + i as u16
-            };
-            publish_match(p)
-                .dport(&proto, host_port, host_port)
-                .then(Verdict::DnatRandom {
-                    backends: p.backends.clone(),
-                    port: Some(target),
-                })
-        })
-        .collect()
+    out
+}
+
+/// The local replicas' percentage of a cluster publication's new connections (at least 1
+/// and at most 99: both sides have replicas).
+fn local_share(p: &Publish) -> u8 {
+    let (local, all) = (p.backends.len(), p.backends.len() + p.remote.len());
+    ((local * 100 + all / 2) / all.max(1)).clamp(1, 99) as u8
 }
 
 #[cfg(test)]
@@ -210,6 +263,8 @@ mod tests {
             target: PortRange { start: 80, end: 80 },
             backends: vec![backend.parse().unwrap()],
             bridge: "br".into(),
+            remote: vec![],
+            peers: vec![],
         }
     }
 
@@ -231,6 +286,30 @@ mod tests {
         assert_eq!(
             text(&publish(Some("fd00:1::5"), "fd00::2")),
             vec!["ip6 daddr fd00:1::5/128 fib daddr type local meta l4proto tcp th dport 8080 dnat ip6 to numgen random mod 1 map { 0 : fd00::2 } : 80"]
+        );
+    }
+
+    #[test]
+    fn a_cluster_publication_serves_peers_locally_and_shares_the_rest() {
+        let mut p = publish(None, "10.0.0.2");
+        p.remote = vec!["10.231.0.2".parse().unwrap(), "10.231.0.2".parse().unwrap()];
+        p.peers = vec!["10.231.0.2".parse().unwrap(), "10.231.0.3".parse().unwrap()];
+        assert_eq!(
+            text(&p),
+            vec![
+                "fib daddr type local meta l4proto tcp th dport 8080 ip saddr { 10.231.0.2/32, 10.231.0.3/32 } dnat ip to numgen random mod 1 map { 0 : 10.0.0.2 } : 80",
+                "fib daddr type local meta l4proto tcp th dport 8080 numgen random mod 100 < 33 dnat ip to numgen random mod 1 map { 0 : 10.0.0.2 } : 80",
+                "fib daddr type local meta l4proto tcp th dport 8080 dnat ip to numgen random mod 2 map { 0 : 10.231.0.2, 1 : 10.231.0.2 } : 8080",
+            ]
+        );
+        let post: Vec<String> = postrouting(&[], &[p])
+            .rules
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            post,
+            vec!["ip daddr { 10.231.0.2/32 } meta l4proto tcp th dport 8080 ct status dnat masquerade"]
         );
     }
 

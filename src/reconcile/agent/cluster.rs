@@ -56,6 +56,8 @@ pub struct NodeInfo {
     pub ttl: Option<i64>,
     /// Projects whose last report from this node has errors.
     pub failing: Vec<String>,
+    /// Its VXLAN probe of the other nodes (None: none reported yet).
+    pub health: Option<crate::state::cluster::HealthRecord>,
 }
 
 /// `up` on a cluster; the revision of the write every node converged to.
@@ -341,6 +343,7 @@ pub fn node_list(kv: &dyn ClusterKv) -> Result<Vec<NodeInfo>, StateError> {
             record: node.record.value.clone(),
             ttl: kv.time_to_live(node.lease)?,
             failing,
+            health: snapshot.health.get(name).map(|h| h.value.clone()),
         });
     }
     Ok(out)

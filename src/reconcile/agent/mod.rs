@@ -7,6 +7,9 @@
 //! `tunnel.rs`.
 
 mod cluster;
+mod plan;
+mod probe;
+mod prober;
 mod project;
 mod share;
 mod spec;
@@ -16,6 +19,7 @@ pub use cluster::{
     cluster_status, down_cluster, node_list, up_cluster, ClusterProgress, ClusterStatus, NodeInfo,
     NodeState,
 };
+pub use plan::{plan_cluster, ClusterPlan, NodePlan, ReplicaChange, ReplicaPlan};
 
 use super::Events;
 use crate::kernel::wireguard::Tunnel;
@@ -119,6 +123,7 @@ pub fn run(
     let lost = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| keep_alive(kv, cfg, &lease, &lost, stop, log));
+        s.spawn(|| prober::run(kv, cfg, &lease, stop, log));
         let mut agent = project::Agent::new(kv, local, cfg, events, log);
         agent.set_tunnel(mesh.as_ref().map(tunnel::Mesh::end).map_err(Clone::clone));
         let result = watch_loop(
