@@ -4,7 +4,7 @@
 //! needs no root and changes nothing.
 
 use super::{share, ClusterError};
-use crate::model::cluster::{ClusterView, RemoteEndpoint};
+use crate::model::cluster::{ClusterView, RemoteEndpoint, TunnelEnd};
 use crate::placement::{self, Demand, ReplicaKey};
 use crate::project_name::ProjectName;
 use crate::reconcile::planning::{build, context, others_taken, Unreadable};
@@ -101,13 +101,17 @@ pub fn plan_cluster<K: Kv + ClusterKv>(
     let spec_changed = keys
         .and_then(|k| k.spec.as_ref())
         .is_none_or(|s| s.value != record);
-    let overlays: BTreeSet<String> = checked
-        .project
-        .networks
-        .iter()
-        .filter(|(_, n)| n.external.is_none() && crate::model::overlay::is_overlay(n))
-        .map(|(k, _)| k.clone())
-        .collect();
+    let networks = |keep: fn(&crate::spec::Network) -> bool| -> BTreeSet<String> {
+        checked
+            .project
+            .networks
+            .iter()
+            .filter(|(_, n)| n.external.is_none() && keep(n))
+            .map(|(k, _)| k.clone())
+            .collect()
+    };
+    let overlays = networks(crate::model::overlay::is_overlay);
+    let encrypted = networks(crate::model::overlay::is_encrypted);
     let views: Vec<(ClusterView, std::net::IpAddr, Option<i64>)> = cluster
         .nodes
         .iter()
@@ -123,7 +127,7 @@ pub fn plan_cluster<K: Kv + ClusterKv>(
     let published: Vec<Vec<RemoteEndpoint>> = views
         .iter()
         .map(|(v, _, _)| {
-            share::published(v, &overlays)
+            share::published(v, &overlays, &encrypted)
                 .into_values()
                 .flatten()
                 .collect()
@@ -190,6 +194,10 @@ fn node_view(
             .map(|(k, _)| (k.service.clone(), k.index))
             .collect(),
         remote: Vec::new(),
+        tunnel: record.wireguard.as_ref().map(|w| TunnelEnd {
+            device: super::tunnel::DEVICE.to_string(),
+            address: w.address,
+        }),
         allocations: desired.allocations.clone(),
     }
 }
