@@ -34,6 +34,7 @@ pub mod cgroup;
 pub mod ctnl;
 #[cfg(test)]
 pub mod fake;
+pub mod generations;
 pub mod handle;
 pub mod machine;
 pub mod netlink;

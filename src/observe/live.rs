@@ -11,7 +11,7 @@ use crate::firewall::rule::{rule_tag, Map, Set};
 use crate::ipam::mac::format_mac;
 use crate::kernel::machine::Links;
 use crate::kernel::netlink::{Link as KLink, LinkKind, LOOPBACK_INDEX};
-use crate::kernel::nftables::{Element, SetSpec};
+use crate::kernel::nftables::{Element, LiveTable, SetSpec};
 use crate::kernel::{Kernel, KernelError, Machine};
 use crate::model::names::parse_mark;
 use crate::model::resource::{self as r, Resource, ResourceId, RouteFamily, Spec};
@@ -528,10 +528,6 @@ async fn table<M: Machine>(
     address: &ResourceId,
     name: &str,
 ) -> Result<Option<Resource>, KernelError> {
-    let Some(live) = k.read_table(ns, name).await? else {
-        return Ok(None);
-    };
-    let tags = &live.chains;
     let template = match t.get(address).map(|r| &r.spec) {
         Some(Spec::Firewall(f)) => Some(f.clone()),
         _ => None,
@@ -553,6 +549,23 @@ async fn table<M: Machine>(
         .iter()
         .map(|c| (c.name.as_str(), c.rules.iter().map(rule_tag).collect()))
         .collect();
+    let want = LiveTable {
+        chains: tag_sets
+            .iter()
+            .map(|(name, tags)| (name.to_string(), tags.clone()))
+            .collect(),
+        sets: vip_maps
+            .iter()
+            .chain(&fw.maps)
+            .map(backend_slots)
+            .chain(fw.sets.iter().map(peer_set))
+            .map(|s| (s.name, s.elements))
+            .collect(),
+    };
+    let Some(live) = k.read_table(ns, name, &want).await? else {
+        return Ok(None);
+    };
+    let tags = &live.chains;
     let known: HashSet<&String> = tag_sets.iter().flat_map(|(_, t)| t).collect();
     fw.foreign_rules = tags
         .iter()
