@@ -101,6 +101,17 @@ impl<'a> Templates<'a> {
 /// A veth host end of the project: its name, its bridge, its MTU, whether it is up.
 type HostEnd = (String, Option<String>, u32, bool);
 
+/// How much of each namespace is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Everything, for a diff.
+    Full,
+    /// Only whether it is the project's and its links (whose host ends the kernel frees with
+    /// it): enough to delete it. What else lives inside (routes, files, the table) goes with
+    /// the namespace and is reported as the state records it, unread.
+    Outline,
+}
+
 /// Everything of the project that exists now. VIPs and DNS zones, which live in the project
 /// daemon rather than in kernel objects, are taken from `state`. The namespaces are read
 /// concurrently; what blocks runs off the runtime (see [`crate::kernel::system`]).
@@ -108,6 +119,16 @@ pub async fn observe<M: Machine>(
     k: &Kernel<M>,
     state: &[Resource],
     desired: &[Resource],
+) -> Result<Vec<Resource>, KernelError> {
+    observe_to(k, state, desired, Depth::Full).await
+}
+
+/// [`observe`], each namespace read to `depth`.
+pub async fn observe_to<M: Machine>(
+    k: &Kernel<M>,
+    state: &[Resource],
+    desired: &[Resource],
+    depth: Depth,
 ) -> Result<Vec<Resource>, KernelError> {
     let started = std::time::Instant::now();
     let t = Templates::new(state, desired);
@@ -162,7 +183,7 @@ pub async fn observe<M: Machine>(
         .collect();
     // One round: each namespace is read as soon as its socket is open.
     let scans: Vec<_> = stream::iter(&pinned)
-        .map(|ns| namespace(k, &t, ns, &host_ends))
+        .map(|ns| namespace(k, &t, ns, &host_ends, depth))
         .buffered(PARALLEL)
         .collect()
         .await;
@@ -287,6 +308,7 @@ async fn namespace<M: Machine>(
     t: &Templates<'_>,
     ns: &str,
     host_ends: &HashMap<ResourceId, HostEnd>,
+    depth: Depth,
 ) -> Result<Option<Vec<Resource>>, KernelError> {
     let nl = match k.netns(ns).await {
         Ok(nl) => nl,
@@ -305,6 +327,9 @@ async fn namespace<M: Machine>(
     };
     let ns_address = ResourceId::Replica(replica.clone());
     let table_address = ResourceId::ReplicaFirewall(replica.clone());
+    if depth == Depth::Outline {
+        return Ok(Some(outline(k, t, ns, &replica, &links, host_ends)));
+    }
     let (addrs, routes, itself, files, table) = futures::try_join!(
         nl.addresses(),
         nl.routes(),
@@ -359,6 +384,52 @@ async fn namespace<M: Machine>(
     out.extend(files);
     out.extend(table);
     Ok(Some(out))
+}
+
+/// A namespace of the project to [`Depth::Outline`]: itself and its marked links as read,
+/// and what else the state records inside it, unread.
+fn outline<M: Machine>(
+    k: &Kernel<M>,
+    t: &Templates<'_>,
+    ns: &str,
+    replica: &r::ReplicaId,
+    links: &[KLink],
+    host_ends: &HashMap<ResourceId, HostEnd>,
+) -> Vec<Resource> {
+    let ns_address = ResourceId::Replica(replica.clone());
+    let itself = match t.get(&ns_address) {
+        Some(r) => r.clone(),
+        None => Resource {
+            spec: Spec::Namespace(r::Namespace {
+                name: ns.to_string(),
+                service: String::new(),
+                replica: 0,
+                sysctls: BTreeMap::new(),
+            }),
+            depends_on: Vec::new(),
+            address: ns_address,
+        },
+    };
+    let mut out = vec![itself];
+    for l in links.iter().filter(|l| l.index != LOOPBACK_INDEX) {
+        let Some((_, address)) = l
+            .alias
+            .as_deref()
+            .and_then(parse_mark)
+            .filter(|(p, _)| *p == k.project)
+        else {
+            continue;
+        };
+        out.push(link(t, ns, &address, l, &[], host_ends.get(&address)));
+    }
+    let inside = [
+        ResourceId::Route(replica.clone(), RouteFamily::V4),
+        ResourceId::Route(replica.clone(), RouteFamily::V6),
+        ResourceId::Files(replica.clone()),
+        ResourceId::ReplicaFirewall(replica.clone()),
+    ];
+    out.extend(inside.iter().filter_map(|a| t.get(a)).cloned());
+    out
 }
 
 /// The live values of `sysctls`' keys; a key the kernel does not have (its device is gone)

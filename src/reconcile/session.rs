@@ -54,6 +54,18 @@ impl Session {
             .block_on(crate::observe::live::observe(&self.kernel, state, desired))?)
     }
 
+    /// What `down` deletes: the project's live objects, each namespace read only as far as
+    /// deleting it needs ([`crate::observe::live::Depth::Outline`]).
+    pub(super) fn observe_outline(
+        &self,
+        state: &[Resource],
+    ) -> Result<Vec<Resource>, ReconcileError> {
+        use crate::observe::live::{observe_to, Depth};
+        Ok(self
+            .rt
+            .block_on(observe_to(&self.kernel, state, &[], Depth::Outline))?)
+    }
+
     /// The names in `names` that no link of the host carries (external networks that were
     /// never made).
     pub(super) fn missing_links(&self, names: &[String]) -> Result<Vec<String>, ReconcileError> {
