@@ -469,15 +469,36 @@ fn a_table_changed_by_hand_is_read_again_and_repaired() {
     assert!(set().contains(&api), "{}", set());
 
     let element = format!("{{ {api} }}");
-    nft(&["delete", "element", "inet", "netcompose", "from.api", &element]);
+    nft(&[
+        "delete",
+        "element",
+        "inet",
+        "netcompose",
+        "from.api",
+        &element,
+    ]);
     assert!(!set().contains(&api), "{}", set());
-    assert!(!p.up().contains("No changes."), "the deleted element was not seen");
+    assert!(
+        !p.up().contains("No changes."),
+        "the deleted element was not seen"
+    );
     assert!(set().contains(&api), "the element is back: {}", set());
     assert!(p.up().contains("No changes."), "an up after the repair");
 
-    nft(&["add", "rule", "inet", "netcompose", "ingress", "counter", "accept"]);
+    nft(&[
+        "add",
+        "rule",
+        "inet",
+        "netcompose",
+        "ingress",
+        "counter",
+        "accept",
+    ]);
     assert_ne!(rules(), before);
-    assert!(!p.up().contains("No changes."), "the added rule was not seen");
+    assert!(
+        !p.up().contains("No changes."),
+        "the added rule was not seen"
+    );
     assert_eq!(rules(), before, "the rule added by hand is gone");
     assert!(p.up().contains("No changes."), "an up after the repair");
 }
