@@ -443,3 +443,62 @@ fn scaling_a_policy_peer_changes_its_set_and_no_rule() {
         "the remaining replica is still let in"
     );
 }
+
+/// An `up` trusts a table without reading it only while its namespace's ruleset generation is
+/// the one a run recorded after reading or writing it: a rule added or a policy set's element
+/// deleted by hand moves the generation on, so the next `up` reads the table, sees the change
+/// and undoes it; an `up` with nothing changed reads nothing and changes nothing.
+#[test]
+fn a_table_changed_by_hand_is_read_again_and_repaired() {
+    require_root("a_table_changed_by_hand_is_read_again_and_repaired");
+    let sb = Sandbox::new();
+    let p = Project::new(&sb, "gens", PEERS);
+    p.up();
+    assert!(p.up().contains("No changes."), "an up right after an up");
+    assert!(p.up().contains("No changes."), "an up on recorded tables");
+    let db_ns = p.ns("db", 1);
+    let api = p.addr("api", 1, "front");
+    let nft = |what: &[&str]| {
+        let mut args = vec!["ip", "netns", "exec", &db_ns, "nft"];
+        args.extend_from_slice(what);
+        sb.run_ok(&args)
+    };
+    let rules = || nft(&["list", "chain", "inet", "netcompose", "ingress"]);
+    let set = || nft(&["list", "set", "inet", "netcompose", "from.api"]);
+    let before = rules();
+    assert!(set().contains(&api), "{}", set());
+
+    let element = format!("{{ {api} }}");
+    nft(&[
+        "delete",
+        "element",
+        "inet",
+        "netcompose",
+        "from.api",
+        &element,
+    ]);
+    assert!(!set().contains(&api), "{}", set());
+    assert!(
+        !p.up().contains("No changes."),
+        "the deleted element was not seen"
+    );
+    assert!(set().contains(&api), "the element is back: {}", set());
+    assert!(p.up().contains("No changes."), "an up after the repair");
+
+    nft(&[
+        "add",
+        "rule",
+        "inet",
+        "netcompose",
+        "ingress",
+        "counter",
+        "accept",
+    ]);
+    assert_ne!(rules(), before);
+    assert!(
+        !p.up().contains("No changes."),
+        "the added rule was not seen"
+    );
+    assert_eq!(rules(), before, "the rule added by hand is gone");
+    assert!(p.up().contains("No changes."), "an up after the repair");
+}

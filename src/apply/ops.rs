@@ -3,10 +3,12 @@
 //! over or rebuilt, one that is not ours is never touched and the apply stops.
 
 use super::ApplyError;
-use crate::firewall::rule::kernel_table;
+use crate::firewall::compile::CompileError;
+use crate::firewall::rule::{kernel_chains, kernel_table};
 use crate::ipam::mac::parse_mac;
 use crate::kernel::machine::{Links, NetnsInit, NewMacvlan, NewVeth};
 use crate::kernel::netlink::{Link as KLink, MacvlanMode, LOOPBACK_INDEX};
+use crate::kernel::nftables::{self, reshaped};
 use crate::kernel::{Kernel, KernelError, Machine};
 use crate::model::names::ownership_mark;
 use crate::model::resource::{
@@ -583,18 +585,38 @@ async fn load_firewall<M: Machine>(
             .await
             .map_err(kernel_err(a))?;
     }
-    let compiled = |fw: &Firewall| {
-        kernel_table(&fw.chains, &fw.maps, &fw.sets).map_err(|e| ApplyError::Internal {
-            address: a.to_string(),
-            message: e.to_string(),
-        })
+    let internal = |e: CompileError| ApplyError::Internal {
+        address: a.to_string(),
+        message: e.to_string(),
     };
-    let contents = compiled(f)?;
     // A table holding rules we did not write is reloaded whole; else only changed chains and
     // map elements.
     match old.filter(|o| o.foreign_rules.is_empty()) {
-        Some(o) => k.update_table(ns, &f.table, &compiled(o)?, &contents).await,
-        None => k.replace_table(ns, &f.table, &contents).await,
+        Some(o) => {
+            let (old, new) = changed_parts(o, f).map_err(internal)?;
+            k.update_table(ns, &f.table, &old, &new).await
+        }
+        None => {
+            let contents = kernel_table(&f.chains, &f.maps, &f.sets).map_err(internal)?;
+            k.replace_table(ns, &f.table, &contents).await
+        }
     }
     .map_err(kernel_err(a))
+}
+
+/// `old` and `new` as the kernel layer's tables for an update. When their chains are the
+/// same and no set changes shape, the chains are left out of both: the update then writes set
+/// and map elements only, and no rule is compiled (a scale changes just the elements of every
+/// table that can reach the service; compiling their chains twice cost more than the write).
+fn changed_parts(
+    old: &Firewall,
+    new: &Firewall,
+) -> std::result::Result<(nftables::Table, nftables::Table), CompileError> {
+    let sets = |fw: &Firewall| kernel_table(&[], &fw.maps, &fw.sets);
+    let (mut before, mut after) = (sets(old)?, sets(new)?);
+    if old.chains != new.chains || reshaped(&before.sets, &after.sets) {
+        before.chains = kernel_chains(&old.chains)?;
+        after.chains = kernel_chains(&new.chains)?;
+    }
+    Ok((before, after))
 }

@@ -203,11 +203,14 @@ pub trait Firewall: Send + Sync {
     /// Delete the table; nothing to do when it does not exist.
     fn delete_table(&self, ns: Option<&str>, table: &str) -> impl Future<Output = Res<()>> + Send;
     /// Each chain with the tags of its rules in order, and the named maps with their
-    /// elements; None when the table does not exist.
+    /// elements; None when the table does not exist. `expected` is what the caller believes
+    /// the table holds: a machine that knows the table has not changed since it held exactly
+    /// that may answer it without reading (see [`super::generations`]).
     fn read_table(
         &self,
         ns: Option<&str>,
         table: &str,
+        expected: &LiveTable,
     ) -> impl Future<Output = Res<Option<LiveTable>>> + Send;
 }
 

@@ -36,6 +36,7 @@ pub mod cgroup;
 pub mod ctnl;
 #[cfg(test)]
 pub mod fake;
+pub mod generations;
 pub mod handle;
 pub mod l2echo;
 pub mod machine;

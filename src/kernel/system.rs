@@ -3,6 +3,7 @@
 //! namespace directory, sysctls and /etc/netns. Whatever blocks (a thread entering a namespace, a file, an nfnetlink batch)
 //! runs on tokio's blocking pool, so that many namespaces are worked on at once.
 
+use super::generations::{self, Generations, Write};
 use super::machine::{
     Firewall, HtbClass, Links, Machine, Namespaces, NetnsInit, NewMacvlan, NewVeth, Overlay, Ports,
     Qdisc, ReplicaFiles, Sysctls, Table, TrafficControl,
@@ -18,7 +19,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 type Res<T> = Result<T, KernelError>;
@@ -30,6 +31,8 @@ pub struct System {
     rt: tokio::runtime::Handle,
     host: Net,
     sockets: Mutex<HashMap<String, Net>>,
+    /// The tables known unchanged since a read or a write (see [`generations`]).
+    generations: Arc<Mutex<Generations>>,
 }
 
 /// A namespace's netlink sockets, with the directory that names the namespaces a veth peer or
@@ -60,7 +63,22 @@ impl System {
             rt,
             host,
             sockets: Mutex::new(HashMap::new()),
+            generations: Arc::new(Mutex::new(Generations::default())),
         })
+    }
+
+    /// Take what an earlier run recorded in `path` of its tables (see [`generations`]).
+    pub fn load_generations(&self, path: &Path) {
+        let loaded = Generations::load(path);
+        *self.generations.lock().unwrap_or_else(|p| p.into_inner()) = loaded;
+    }
+
+    /// Record in `path` what this run read or left of its tables, for the next run.
+    pub fn save_generations(&self, path: &Path) -> io::Result<()> {
+        self.generations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .save(path)
     }
 
     fn cached(&self, ns: &str) -> Option<Net> {
@@ -404,10 +422,14 @@ impl Namespaces for System {
 impl Firewall for System {
     async fn replace_table(&self, ns: Option<&str>, table: &str, contents: &Table) -> Res<()> {
         let nft = self.nft(ns).await?;
+        let gens = self.generations.clone();
         let (ns, table, contents) = (ns.map(str::to_string), table.to_string(), contents.clone());
         blocking(Ctx::new("load rules", &table, ns.as_deref()), move || {
             with_nft(&nft, |fd| {
-                nftables::replace_table_on(fd, ns.as_deref(), &table, &contents)
+                let ns = ns.as_deref();
+                generations::write(&gens, fd, ns, &table, Write::Replace(&contents), || {
+                    nftables::replace_table_on(fd, ns, &table, &contents)
+                })
             })
         })
         .await
@@ -421,6 +443,7 @@ impl Firewall for System {
         new: &Table,
     ) -> Res<()> {
         let nft = self.nft(ns).await?;
+        let gens = self.generations.clone();
         let (ns, table, old, new) = (
             ns.map(str::to_string),
             table.to_string(),
@@ -429,7 +452,14 @@ impl Firewall for System {
         );
         blocking(Ctx::new("update rules", &table, ns.as_deref()), move || {
             with_nft(&nft, |fd| {
-                nftables::update_table_on(fd, ns.as_deref(), &table, &old, &new)
+                let ns = ns.as_deref();
+                let how = Write::Update {
+                    old: &old,
+                    new: &new,
+                };
+                generations::write(&gens, fd, ns, &table, how, || {
+                    nftables::update_table_on(fd, ns, &table, &old, &new)
+                })
             })
         })
         .await
@@ -446,11 +476,19 @@ impl Firewall for System {
         .await
     }
 
-    async fn read_table(&self, ns: Option<&str>, table: &str) -> Res<Option<LiveTable>> {
+    async fn read_table(
+        &self,
+        ns: Option<&str>,
+        table: &str,
+        expected: &LiveTable,
+    ) -> Res<Option<LiveTable>> {
         let nft = self.nft(ns).await?;
-        let (ns, table) = (ns.map(str::to_string), table.to_string());
+        let gens = self.generations.clone();
+        let (ns, table, expected) = (ns.map(str::to_string), table.to_string(), expected.clone());
         blocking(Ctx::new("list table", &table, ns.as_deref()), move || {
-            with_nft(&nft, |fd| read::read_table_on(fd, ns.as_deref(), &table))
+            with_nft(&nft, |fd| {
+                generations::read(&gens, fd, ns.as_deref(), &table, &expected)
+            })
         })
         .await
     }

@@ -5,17 +5,14 @@
 //! (a bridge's network key, a VIP) is filled in from the state, else from the desired state.
 //! An overlay's VXLAN port and its remote endpoints are read in `overlay.rs`.
 
-use crate::firewall::compile::{backend_slots, peer_set};
 use crate::firewall::host_table;
-use crate::firewall::rule::{rule_tag, Map, Set};
 use crate::ipam::mac::format_mac;
 use crate::kernel::machine::Links;
 use crate::kernel::netlink::{Link as KLink, LinkKind, LOOPBACK_INDEX};
-use crate::kernel::nftables::{Element, SetSpec};
 use crate::kernel::{Kernel, KernelError, Machine};
 use crate::model::names::parse_mark;
 use crate::model::resource::{self as r, Resource, ResourceId, RouteFamily, Spec};
-use crate::model::tables::replica::{expand, vip_index, VipIndex, REPLICA_TABLE};
+use crate::model::tables::replica::{vip_index, VipIndex, REPLICA_TABLE};
 use futures::stream::{self, StreamExt};
 use ipnetwork::IpNetwork;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -31,7 +28,9 @@ pub struct Templates<'a> {
     by_address: HashMap<&'a ResourceId, &'a Resource>,
     /// Bridge name → the lowest address of a bridge of that name.
     bridges: HashMap<&'a str, &'a ResourceId>,
-    vips: VipIndex<'a>,
+    pub(super) vips: VipIndex<'a>,
+    /// The rule tags of the chains the tables are expected to hold.
+    pub(super) tags: super::table::Tags,
 }
 
 impl<'a> Templates<'a> {
@@ -61,6 +60,7 @@ impl<'a> Templates<'a> {
             by_address,
             bridges,
             vips,
+            tags: Default::default(),
         }
     }
 
@@ -101,6 +101,17 @@ impl<'a> Templates<'a> {
 /// A veth host end of the project: its name, its bridge, its MTU, whether it is up.
 type HostEnd = (String, Option<String>, u32, bool);
 
+/// How much of each namespace is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Everything, for a diff.
+    Full,
+    /// Only whether it is the project's and its links (whose host ends the kernel frees with
+    /// it): enough to delete it. What else lives inside (routes, files, the table) goes with
+    /// the namespace and is reported as the state records it, unread.
+    Outline,
+}
+
 /// Everything of the project that exists now. VIPs and DNS zones, which live in the project
 /// daemon rather than in kernel objects, are taken from `state`. The namespaces are read
 /// concurrently; what blocks runs off the runtime (see [`crate::kernel::system`]).
@@ -108,6 +119,16 @@ pub async fn observe<M: Machine>(
     k: &Kernel<M>,
     state: &[Resource],
     desired: &[Resource],
+) -> Result<Vec<Resource>, KernelError> {
+    observe_to(k, state, desired, Depth::Full).await
+}
+
+/// [`observe`], each namespace read to `depth`.
+pub async fn observe_to<M: Machine>(
+    k: &Kernel<M>,
+    state: &[Resource],
+    desired: &[Resource],
+    depth: Depth,
 ) -> Result<Vec<Resource>, KernelError> {
     let started = std::time::Instant::now();
     let t = Templates::new(state, desired);
@@ -162,7 +183,7 @@ pub async fn observe<M: Machine>(
         .collect();
     // One round: each namespace is read as soon as its socket is open.
     let scans: Vec<_> = stream::iter(&pinned)
-        .map(|ns| namespace(k, &t, ns, &host_ends))
+        .map(|ns| namespace(k, &t, ns, &host_ends, depth))
         .buffered(PARALLEL)
         .collect()
         .await;
@@ -175,7 +196,7 @@ pub async fn observe<M: Machine>(
     }
     out.extend(orphan_host_ends(&t, &out, &host_ends));
     out.extend(
-        table(
+        super::table::table(
             k,
             &t,
             None,
@@ -287,6 +308,7 @@ async fn namespace<M: Machine>(
     t: &Templates<'_>,
     ns: &str,
     host_ends: &HashMap<ResourceId, HostEnd>,
+    depth: Depth,
 ) -> Result<Option<Vec<Resource>>, KernelError> {
     let nl = match k.netns(ns).await {
         Ok(nl) => nl,
@@ -305,12 +327,15 @@ async fn namespace<M: Machine>(
     };
     let ns_address = ResourceId::Replica(replica.clone());
     let table_address = ResourceId::ReplicaFirewall(replica.clone());
+    if depth == Depth::Outline {
+        return Ok(Some(outline(k, t, ns, &replica, &links, host_ends)));
+    }
     let (addrs, routes, itself, files, table) = futures::try_join!(
         nl.addresses(),
         nl.routes(),
         namespace_resource(k, t, ns, &ns_address),
         files(k, t, ns, ResourceId::Files(replica.clone())),
-        table(k, t, Some(ns), &table_address, REPLICA_TABLE),
+        super::table::table(k, t, Some(ns), &table_address, REPLICA_TABLE),
     )?;
     let mut out = vec![itself];
     for l in links.iter().filter(|l| l.index != LOOPBACK_INDEX) {
@@ -361,9 +386,55 @@ async fn namespace<M: Machine>(
     Ok(Some(out))
 }
 
+/// A namespace of the project to [`Depth::Outline`]: itself and its marked links as read,
+/// and what else the state records inside it, unread.
+fn outline<M: Machine>(
+    k: &Kernel<M>,
+    t: &Templates<'_>,
+    ns: &str,
+    replica: &r::ReplicaId,
+    links: &[KLink],
+    host_ends: &HashMap<ResourceId, HostEnd>,
+) -> Vec<Resource> {
+    let ns_address = ResourceId::Replica(replica.clone());
+    let itself = match t.get(&ns_address) {
+        Some(r) => r.clone(),
+        None => Resource {
+            spec: Spec::Namespace(r::Namespace {
+                name: ns.to_string(),
+                service: String::new(),
+                replica: 0,
+                sysctls: BTreeMap::new(),
+            }),
+            depends_on: Vec::new(),
+            address: ns_address,
+        },
+    };
+    let mut out = vec![itself];
+    for l in links.iter().filter(|l| l.index != LOOPBACK_INDEX) {
+        let Some((_, address)) = l
+            .alias
+            .as_deref()
+            .and_then(parse_mark)
+            .filter(|(p, _)| *p == k.project)
+        else {
+            continue;
+        };
+        out.push(link(t, ns, &address, l, &[], host_ends.get(&address)));
+    }
+    let inside = [
+        ResourceId::Route(replica.clone(), RouteFamily::V4),
+        ResourceId::Route(replica.clone(), RouteFamily::V6),
+        ResourceId::Files(replica.clone()),
+        ResourceId::ReplicaFirewall(replica.clone()),
+    ];
+    out.extend(inside.iter().filter_map(|a| t.get(a)).cloned());
+    out
+}
+
 /// The live values of `sysctls`' keys; a key the kernel does not have (its device is gone)
 /// reads as empty, so that it shows as a difference.
-async fn read_sysctls<M: Machine>(
+pub(super) async fn read_sysctls<M: Machine>(
     k: &Kernel<M>,
     ns: Option<&str>,
     sysctls: &mut BTreeMap<String, String>,
@@ -498,102 +569,5 @@ async fn files<M: Machine>(
         address,
         spec,
         depends_on,
-    }))
-}
-
-/// Whether each map holds, live, exactly the elements netcompose writes for it.
-fn maps_intact(maps: &[Map], live: &[(String, Vec<Element>)]) -> bool {
-    maps.iter().map(backend_slots).all(|m| intact(&m, live))
-}
-
-/// Whether each named set holds, live, exactly its elements.
-fn sets_intact(sets: &[Set], live: &[(String, Vec<Element>)]) -> bool {
-    sets.iter().map(peer_set).all(|s| intact(&s, live))
-}
-
-fn intact(want: &SetSpec, live: &[(String, Vec<Element>)]) -> bool {
-    live.iter()
-        .find(|(n, _)| *n == want.name)
-        .is_some_and(|(_, got)| {
-            got.len() == want.elements.len() && want.elements.iter().all(|e| got.contains(e))
-        })
-}
-
-/// A table of the project: the known rules whose tags are present, in order, and the tags of
-/// rules netcompose did not write, so that any change made outside shows as a difference.
-async fn table<M: Machine>(
-    k: &Kernel<M>,
-    t: &Templates<'_>,
-    ns: Option<&str>,
-    address: &ResourceId,
-    name: &str,
-) -> Result<Option<Resource>, KernelError> {
-    let Some(live) = k.read_table(ns, name).await? else {
-        return Ok(None);
-    };
-    let tags = &live.chains;
-    let template = match t.get(address).map(|r| &r.spec) {
-        Some(Spec::Firewall(f)) => Some(f.clone()),
-        _ => None,
-    };
-    let mut fw = template.unwrap_or(r::Firewall {
-        namespace: ns.map(str::to_string),
-        table: name.to_string(),
-        sysctls: BTreeMap::new(),
-        vip_networks: vec![],
-        vip_digest: String::new(),
-        chains: vec![],
-        maps: vec![],
-        sets: vec![],
-        foreign_rules: vec![],
-    });
-    // What the table should hold, VIP chains and maps included, as the last apply wrote it.
-    let (expected, vip_maps) = expand(&fw, &t.vips);
-    let tag_sets: Vec<(&str, Vec<String>)> = expected
-        .iter()
-        .map(|c| (c.name.as_str(), c.rules.iter().map(rule_tag).collect()))
-        .collect();
-    let known: HashSet<&String> = tag_sets.iter().flat_map(|(_, t)| t).collect();
-    fw.foreign_rules = tags
-        .iter()
-        .flat_map(|(_, live)| live.iter())
-        .filter(|tag| !known.contains(tag))
-        .cloned()
-        .collect();
-    let live_of = |chain: &str| {
-        tags.iter()
-            .find(|(n, _)| n == chain)
-            .map(|(_, l)| l.clone())
-            .unwrap_or_default()
-    };
-    let own: Vec<String> = fw.chains.iter().map(|c| c.name.clone()).collect();
-    let vip_intact = tag_sets
-        .iter()
-        .filter(|(n, _)| !own.iter().any(|o| o == n))
-        .all(|(n, want)| &live_of(n) == want);
-    if !vip_intact || !maps_intact(&vip_maps, &live.sets) {
-        fw.vip_digest = String::new();
-    }
-    // The host table spells its maps out: one changed outside makes it reloaded whole.
-    if !maps_intact(&fw.maps, &live.sets) {
-        fw.foreign_rules
-            .push("vip maps changed outside netcompose".into());
-    }
-    // A policy's set changed outside: reloaded whole too, since which elements it lacks or
-    // holds beyond the template's is not worth telling apart.
-    if !sets_intact(&fw.sets, &live.sets) {
-        fw.foreign_rules
-            .push("policy sets changed outside netcompose".into());
-    }
-    for chain in fw.chains.iter_mut() {
-        let live = live_of(&chain.name);
-        chain.rules.retain(|r| live.contains(&rule_tag(r)));
-    }
-    fw.chains.retain(|c| tags.iter().any(|(n, _)| n == &c.name));
-    read_sysctls(k, ns, &mut fw.sysctls).await?;
-    Ok(Some(Resource {
-        address: address.clone(),
-        spec: Spec::Firewall(fw),
-        depends_on: t.depends_on(address),
     }))
 }

@@ -5,3 +5,4 @@ pub mod host;
 pub mod live;
 mod overlay;
 mod qos;
+mod table;

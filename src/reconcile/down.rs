@@ -21,7 +21,8 @@ pub fn down(
     daemon::before_down(project, events)?;
     let session = Session::open(project)?;
     let prior = store.load(project)?.unwrap_or_default();
-    let observed = session.observe(&prior.resources, &[])?;
+    // Everything inside a namespace goes with it: its table, files and routes are not read.
+    let observed = session.observe_outline(&prior.resources)?;
     let changes = plan::diff(&observed, &[]);
     let outcome = session
         .apply(&observed, &[], &changes, &|step| {

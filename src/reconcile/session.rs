@@ -14,6 +14,9 @@ use crate::project_name::ProjectName;
 pub(super) struct Session {
     rt: tokio::runtime::Runtime,
     kernel: Kernel,
+    /// Where the tables' generations are kept between runs (see
+    /// [`crate::kernel::generations`]): the project's run directory, which goes with `down`.
+    generations: std::path::PathBuf,
 }
 
 impl Session {
@@ -24,7 +27,19 @@ impl Session {
             .build()
             .map_err(ReconcileError::Runtime)?;
         let kernel = Kernel::open(project.as_str(), rt.handle().clone())?;
-        Ok(Session { rt, kernel })
+        let generations = crate::daemon::run_dir(project).join("nftables-generations");
+        kernel.load_generations(&generations);
+        Ok(Session {
+            rt,
+            kernel,
+            generations,
+        })
+    }
+
+    /// Keep what this run read or left of the tables for the next run. Only a cache: when it
+    /// cannot be written (no run directory yet), the next run reads every table in full.
+    pub(super) fn save_generations(&self) {
+        let _ = self.kernel.save_generations(&self.generations);
     }
 
     /// The project's live objects, rebuilt from their marks (`state` and `desired` fill in
@@ -37,6 +52,18 @@ impl Session {
         Ok(self
             .rt
             .block_on(crate::observe::live::observe(&self.kernel, state, desired))?)
+    }
+
+    /// What `down` deletes: the project's live objects, each namespace read only as far as
+    /// deleting it needs ([`crate::observe::live::Depth::Outline`]).
+    pub(super) fn observe_outline(
+        &self,
+        state: &[Resource],
+    ) -> Result<Vec<Resource>, ReconcileError> {
+        use crate::observe::live::{observe_to, Depth};
+        Ok(self
+            .rt
+            .block_on(observe_to(&self.kernel, state, &[], Depth::Outline))?)
     }
 
     /// The names in `names` that no link of the host carries (external networks that were

@@ -304,6 +304,7 @@ fn converge(
         events.applied(&Applied::NoChanges);
         // The daemon (DNS, x-run) is not in the kernel diff: start it if it died, update it.
         daemon::after_up(&project, daemon.as_ref(), false, events)?;
+        session.save_generations();
         stages.stage("daemon");
         return Ok(UpOutcome::NoChanges);
     }
@@ -321,6 +322,7 @@ fn converge(
     stages.stage("state save");
     events.applied(&Applied::Up(outcome));
     daemon::after_up(&project, daemon.as_ref(), true, events)?;
+    session.save_generations();
     stages.stage("daemon");
     Ok(UpOutcome::Applied(outcome))
 }

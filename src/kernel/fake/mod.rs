@@ -349,7 +349,12 @@ impl Firewall for Fake {
         })
     }
 
-    async fn read_table(&self, ns: Option<&str>, table: &str) -> Res<Option<LiveTable>> {
+    async fn read_table(
+        &self,
+        ns: Option<&str>,
+        table: &str,
+        _expected: &LiveTable,
+    ) -> Res<Option<LiveTable>> {
         let ctx = Ctx::new("list table", table, ns);
         let mut w = lock(&self.world);
         let space = w.space(ns).ok_or_else(|| ctx.errno(Errno::ENOENT))?;

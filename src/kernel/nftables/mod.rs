@@ -30,7 +30,7 @@ use super::{Ctx, KernelError};
 use std::os::fd::OwnedFd;
 
 pub use read::{ChainTags, LiveTable, RuleCounter};
-pub use table::{BaseChain, Chain, Element, KeyType, MapData, Rule, SetSpec, Table};
+pub use table::{reshaped, BaseChain, Chain, Element, KeyType, MapData, Rule, SetSpec, Table};
 
 /// Replace table `table` with `contents` in one transaction (created if missing).
 pub fn replace_table(

@@ -438,6 +438,16 @@ pub fn replace(table: &str, chains: &[Chain], sets: &[SetSpec]) -> Result<Batch,
     Ok(w.batch)
 }
 
+/// Whether a set of `new` has another shape (key, data, interval) than the set of the same
+/// name in `old`: elements cannot carry it over, so [`update`] replaces the whole table.
+pub fn reshaped(old: &[SetSpec], new: &[SetSpec]) -> bool {
+    new.iter().any(|n| {
+        old.iter()
+            .find(|o| o.name == n.name)
+            .is_some_and(|o| (o.key, o.data, o.interval) != (n.key, n.data, n.interval))
+    })
+}
+
 /// The transaction that turns `old` into `new`: new chains are added, changed ones flushed and
 /// refilled, dropped ones deleted; a named set's elements are added and removed one by one, and
 /// a set no longer wanted is deleted once no rule looks in it (after the flushes). When
@@ -456,13 +466,7 @@ pub fn update(
             .find(|o| o.name == n.name)
             .is_none_or(|o| o.base == n.base)
     });
-    let same_sets = new_sets.iter().all(|n| {
-        old_sets
-            .iter()
-            .find(|o| o.name == n.name)
-            .is_none_or(|o| (o.key, o.data, o.interval) == (n.key, n.data, n.interval))
-    });
-    if !same_chains || !same_sets {
+    if !same_chains || reshaped(old_sets, new_sets) {
         return replace(table, new_chains, new_sets);
     }
     let find = |list: &'_ [Chain], name: &str| list.iter().find(|c| c.name == name).cloned();

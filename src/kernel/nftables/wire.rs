@@ -47,6 +47,7 @@ pub enum MsgType {
     NewSetElem = 12,
     GetSetElem = 13,
     DelSetElem = 14,
+    GetGen = 16,
 }
 
 /// A message under construction: attributes are appended, nests opened and closed.
@@ -222,6 +223,30 @@ pub fn open(ctx: &Ctx) -> Result<OwnedFd, KernelError> {
 pub fn open_in(ns: BorrowedFd<'_>, label: Option<&str>) -> Result<OwnedFd, KernelError> {
     let ctx = Ctx::new("open netlink socket", "NETLINK_NETFILTER", label);
     super::super::netns::run_in_fd(ns, || open(&ctx)).map_err(|e| ctx.errno(e))?
+}
+
+/// The namespace of a socket as the kernel's cookie for it: unlike the namespace's inode
+/// number, a cookie is never given to another namespace until the machine restarts, so a
+/// namespace deleted and made again under the same name is told apart.
+pub fn netns_cookie(ctx: &Ctx, fd: &OwnedFd) -> Result<u64, KernelError> {
+    /// `SO_NETNS_COOKIE` (Linux 5.14), absent from the libc crate.
+    const SO_NETNS_COOKIE: nix::libc::c_int = 71;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as nix::libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `cookie`, which is that large.
+    let rc = unsafe {
+        nix::libc::getsockopt(
+            fd.as_raw_fd(),
+            nix::libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    match rc {
+        0 => Ok(cookie),
+        _ => Err(ctx.errno(nix::errno::Errno::last())),
+    }
 }
 
 /// Send a batch and wait for the ack of each message. The first error the kernel reports

@@ -1,0 +1,324 @@
+//! Ruleset generations: a table is read again only when its namespace's ruleset changed.
+//!
+//! The kernel counts the transactions committed in each namespace (NFT_MSG_GETGEN), whoever
+//! commits them. After a read (stable: the generation was the same before and after it) or a
+//! write of ours (the only commit between the generation read before it and the one after),
+//! the namespace's cookie, that generation and a digest of the table then are recorded here,
+//! and kept between runs in a file. A later read that finds the same cookie and generation
+//! knows the table is unchanged: when its digest is the one the caller expects, the caller's
+//! expected table is returned without a dump (one request instead of some 25). Any change by
+//! anyone (a rule added by hand, a set element removed) moves the generation on, and the table
+//! is read in full; a namespace deleted and made again has another cookie.
+//!
+//! An update (chains and elements changed in place) leaves a known table only if the table it
+//! changed was known: its namespace's generation, confirmed by this run's read, must be the one
+//! just before the update's own commit.
+
+use super::nftables::read::{generation_on, read_table_on};
+use super::nftables::wire::netns_cookie;
+use super::nftables::{Element, LiveTable, Table};
+use super::{Ctx, KernelError};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// A table as seen at one generation of its namespace's ruleset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    cookie: u64,
+    generation: u32,
+    digest: Digest,
+}
+
+/// A table's chains (names, rule tags in order) and its named sets (names, elements) as two
+/// hashes, so that an update that leaves the chains alone keeps their half.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Digest {
+    chains: u64,
+    sets: u64,
+}
+
+impl Digest {
+    fn of_live(t: &LiveTable) -> Digest {
+        Digest {
+            chains: chains_digest(
+                t.chains
+                    .iter()
+                    .map(|(name, tags)| (name.as_str(), tags.iter().map(String::as_str))),
+            ),
+            sets: sets_digest(t.sets.iter().map(|(name, e)| (name.as_str(), e.as_slice()))),
+        }
+    }
+
+    fn of_table(t: &Table) -> Digest {
+        Digest {
+            chains: chains_digest(
+                t.chains
+                    .iter()
+                    .map(|c| (c.name.as_str(), c.rules.iter().map(|r| r.tag.as_str()))),
+            ),
+            sets: sets_digest(
+                t.sets
+                    .iter()
+                    .map(|s| (s.name.as_str(), s.elements.as_slice())),
+            ),
+        }
+    }
+}
+
+/// Chains in name order (the kernel lists them in the order they were made), each with its
+/// rule tags in order.
+fn chains_digest<'a, T: Iterator<Item = &'a str>>(
+    chains: impl Iterator<Item = (&'a str, T)>,
+) -> u64 {
+    let mut chains: Vec<(&str, T)> = chains.collect();
+    chains.sort_by(|a, b| a.0.cmp(b.0));
+    let mut h = DefaultHasher::new();
+    for (name, tags) in chains {
+        name.hash(&mut h);
+        for tag in tags {
+            tag.hash(&mut h);
+        }
+        0xffu8.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Sets in name order, each with its elements in order (the kernel lists a hash set's in an
+/// order of its own).
+fn sets_digest<'a>(sets: impl Iterator<Item = (&'a str, &'a [Element])>) -> u64 {
+    let mut sets: Vec<(&str, &[Element])> = sets.collect();
+    sets.sort_by(|a, b| a.0.cmp(b.0));
+    let mut h = DefaultHasher::new();
+    for (name, elements) in sets {
+        name.hash(&mut h);
+        let mut sorted: Vec<&Element> = elements.iter().collect();
+        sorted.sort();
+        sorted.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// What is known of the tables of a run's namespaces (by name; "" is the host's).
+#[derive(Debug, Default)]
+pub struct Generations {
+    /// From the file: what earlier runs saw or left.
+    earlier: HashMap<String, Seen>,
+    /// Seen or left by this run.
+    now: HashMap<String, Seen>,
+}
+
+fn key(ns: Option<&str>) -> String {
+    ns.unwrap_or_default().to_string()
+}
+
+impl Generations {
+    /// The generations a run saved in `path`; none when it is missing or unreadable (every
+    /// table is then read in full, which is always right).
+    pub fn load(path: &Path) -> Generations {
+        let earlier = std::fs::read_to_string(path)
+            .map(|text| text.lines().filter_map(parse_line).collect())
+            .unwrap_or_default();
+        Generations {
+            earlier,
+            now: HashMap::new(),
+        }
+    }
+
+    /// Save what this run saw or left, in place of the file's contents (a temporary file
+    /// renamed over it).
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let mut text = String::new();
+        for (ns, s) in &self.now {
+            text.push_str(&format!(
+                "{ns}\t{}\t{}\t{:016x}\t{:016x}\n",
+                s.cookie, s.generation, s.digest.chains, s.digest.sets
+            ));
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, path)
+    }
+
+    fn seen(&self, ns: &str) -> Option<Seen> {
+        self.now.get(ns).or_else(|| self.earlier.get(ns)).copied()
+    }
+}
+
+fn parse_line(line: &str) -> Option<(String, Seen)> {
+    let mut f = line.split('\t');
+    let ns = f.next()?.to_string();
+    let cookie = f.next()?.parse().ok()?;
+    let generation = f.next()?.parse().ok()?;
+    let chains = u64::from_str_radix(f.next()?, 16).ok()?;
+    let sets = u64::from_str_radix(f.next()?, 16).ok()?;
+    Some((
+        ns,
+        Seen {
+            cookie,
+            generation,
+            digest: Digest { chains, sets },
+        },
+    ))
+}
+
+fn lock(g: &Mutex<Generations>) -> std::sync::MutexGuard<'_, Generations> {
+    g.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Table `table` through `fd` (a socket in namespace `ns`): `expected` itself when the
+/// namespace's ruleset has not changed since a read or write left exactly that table, else
+/// what a full read finds (None: no such table).
+pub fn read(
+    gens: &Mutex<Generations>,
+    fd: &OwnedFd,
+    ns: Option<&str>,
+    table: &str,
+    expected: &LiveTable,
+) -> Result<Option<LiveTable>, KernelError> {
+    let ctx = Ctx::new("list table", table, ns);
+    let cookie = netns_cookie(&ctx, fd)?;
+    let generation = generation_on(&ctx, fd)?;
+    let at = |digest| Seen {
+        cookie,
+        generation,
+        digest,
+    };
+    let k = key(ns);
+    let want = Digest::of_live(expected);
+    if lock(gens).seen(&k) == Some(at(want)) {
+        lock(gens).now.insert(k, at(want));
+        return Ok(Some(expected.clone()));
+    }
+    let live = read_table_on(fd, ns, table)?;
+    let stable = generation_on(&ctx, fd)? == generation;
+    let mut g = lock(gens);
+    match &live {
+        Some(t) if stable => g.now.insert(k, at(Digest::of_live(t))),
+        _ => g.now.remove(&k),
+    };
+    Ok(live)
+}
+
+/// How a write changes the table: what it holds afterwards, given what it held before.
+pub enum Write<'a> {
+    /// The whole table, whatever it held.
+    Replace(&'a Table),
+    /// From `old` to `new`: the chains are left alone when both lists are empty.
+    Update { old: &'a Table, new: &'a Table },
+}
+
+/// Run `commit` (one transaction on `fd`, in namespace `ns`) and record what the table holds
+/// after it, when that is certain: no other commit came between the generation it started
+/// from and its own, and (for an update) the table before it was known.
+pub fn write(
+    gens: &Mutex<Generations>,
+    fd: &OwnedFd,
+    ns: Option<&str>,
+    table: &str,
+    how: Write<'_>,
+    commit: impl FnOnce() -> Result<(), KernelError>,
+) -> Result<(), KernelError> {
+    let ctx = Ctx::new("load rules", table, ns);
+    let k = key(ns);
+    let cookie = netns_cookie(&ctx, fd)?;
+    let before = match how {
+        Write::Replace(_) => Some(generation_on(&ctx, fd)?),
+        // The generation this run read the table at: the update assumed that table.
+        Write::Update { .. } => lock(gens)
+            .now
+            .get(&k)
+            .filter(|s| s.cookie == cookie)
+            .map(|s| s.generation),
+    };
+    let known = lock(gens).now.get(&k).map(|s| s.digest);
+    let outcome = commit();
+    let after = generation_on(&ctx, fd);
+    let digest = match how {
+        Write::Replace(t) => Some(Digest::of_table(t)),
+        Write::Update { old, new } => known.map(|d| Digest {
+            chains: match old.chains.is_empty() && new.chains.is_empty() {
+                true => d.chains,
+                false => Digest::of_table(new).chains,
+            },
+            sets: Digest::of_table(new).sets,
+        }),
+    };
+    let mut g = lock(gens);
+    match (&outcome, after, before, digest) {
+        (Ok(()), Ok(after), Some(before), Some(digest)) if after == before.wrapping_add(1) => {
+            g.now.insert(
+                k,
+                Seen {
+                    cookie,
+                    generation: after,
+                    digest,
+                },
+            );
+        }
+        _ => {
+            g.now.remove(&k);
+        }
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn element(b: u8) -> Element {
+        Element {
+            key: vec![10, 0, 0, b],
+            last: None,
+            data: None,
+        }
+    }
+
+    #[test]
+    fn a_digest_ignores_the_order_of_chains_and_of_elements_but_not_of_rules() {
+        let t = |chains: Vec<(&str, Vec<&str>)>, elements: Vec<u8>| LiveTable {
+            chains: chains
+                .into_iter()
+                .map(|(n, tags)| (n.to_string(), tags.into_iter().map(String::from).collect()))
+                .collect(),
+            sets: vec![("s".into(), elements.into_iter().map(element).collect())],
+        };
+        let a = Digest::of_live(&t(vec![("a", vec!["1", "2"]), ("b", vec![])], vec![1, 2]));
+        let b = Digest::of_live(&t(vec![("b", vec![]), ("a", vec!["1", "2"])], vec![2, 1]));
+        assert_eq!(a, b);
+        let c = Digest::of_live(&t(vec![("a", vec!["2", "1"]), ("b", vec![])], vec![1, 2]));
+        assert_ne!(a.chains, c.chains);
+        let d = Digest::of_live(&t(vec![("a", vec!["1", "2"]), ("b", vec![])], vec![1]));
+        assert_eq!(a.chains, d.chains);
+        assert_ne!(a.sets, d.sets);
+    }
+
+    #[test]
+    fn a_saved_record_is_loaded_back_and_garbage_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gens");
+        let mut g = Generations::default();
+        let seen = Seen {
+            cookie: 7,
+            generation: 3,
+            digest: Digest { chains: 1, sets: 2 },
+        };
+        g.now.insert("p-web-1".into(), seen);
+        g.save(&path).unwrap();
+        std::fs::write(
+            &path,
+            std::fs::read_to_string(&path).unwrap() + "garbage line\n",
+        )
+        .unwrap();
+        let back = Generations::load(&path);
+        assert_eq!(back.seen("p-web-1"), Some(seen));
+        assert_eq!(back.earlier.len(), 1);
+        assert!(Generations::load(&dir.path().join("none"))
+            .earlier
+            .is_empty());
+    }
+}

@@ -1,0 +1,148 @@
+//! A table of the project read back: the rules netcompose wrote that are still there (by
+//! their tags), the tags of rules it did not write, and whether its VIP maps and policy sets
+//! hold exactly their elements. A rule's tag is a hash of its text: the tags of a chain are
+//! worked out once per run for each distinct chain (every replica on the same networks has
+//! the same VIP chains, every replica of a service the same policy chains).
+
+use super::live::{read_sysctls, Templates};
+use crate::firewall::compile::{backend_slots, peer_set};
+use crate::firewall::rule::{rule_tag, Chain, Map, Set};
+use crate::kernel::nftables::{Element, LiveTable, SetSpec};
+use crate::kernel::{Kernel, KernelError, Machine};
+use crate::model::resource::{self as r, Resource, ResourceId, Spec};
+use crate::model::tables::replica::expand;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+/// A chain's rule tags, in order.
+type ChainTags = Arc<Vec<String>>;
+
+/// The rule tags of each distinct chain seen in a run, by chain name.
+#[derive(Default)]
+pub struct Tags(Mutex<HashMap<String, Vec<(Chain, ChainTags)>>>);
+
+impl Tags {
+    /// The tags of `chain`'s rules, in order.
+    fn of(&self, chain: &Chain) -> ChainTags {
+        let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let variants = memo.entry(chain.name.clone()).or_default();
+        if let Some((_, tags)) = variants.iter().find(|(c, _)| c == chain) {
+            return tags.clone();
+        }
+        let tags = Arc::new(chain.rules.iter().map(rule_tag).collect::<Vec<_>>());
+        variants.push((chain.clone(), tags.clone()));
+        tags
+    }
+}
+
+/// Whether each map holds, live, exactly the elements netcompose writes for it.
+fn maps_intact(maps: &[Map], live: &[(String, Vec<Element>)]) -> bool {
+    maps.iter().map(backend_slots).all(|m| intact(&m, live))
+}
+
+/// Whether each named set holds, live, exactly its elements.
+fn sets_intact(sets: &[Set], live: &[(String, Vec<Element>)]) -> bool {
+    sets.iter().map(peer_set).all(|s| intact(&s, live))
+}
+
+fn intact(want: &SetSpec, live: &[(String, Vec<Element>)]) -> bool {
+    live.iter()
+        .find(|(n, _)| *n == want.name)
+        .is_some_and(|(_, got)| {
+            got.len() == want.elements.len() && want.elements.iter().all(|e| got.contains(e))
+        })
+}
+
+/// A table of the project: the known rules whose tags are present, in order, and the tags of
+/// rules netcompose did not write, so that any change made outside shows as a difference.
+pub(super) async fn table<M: Machine>(
+    k: &Kernel<M>,
+    t: &Templates<'_>,
+    ns: Option<&str>,
+    address: &ResourceId,
+    name: &str,
+) -> Result<Option<Resource>, KernelError> {
+    let template = match t.get(address).map(|r| &r.spec) {
+        Some(Spec::Firewall(f)) => Some(f.clone()),
+        _ => None,
+    };
+    let mut fw = template.unwrap_or(r::Firewall {
+        namespace: ns.map(str::to_string),
+        table: name.to_string(),
+        sysctls: BTreeMap::new(),
+        vip_networks: vec![],
+        vip_digest: String::new(),
+        chains: vec![],
+        maps: vec![],
+        sets: vec![],
+        foreign_rules: vec![],
+    });
+    // What the table should hold, VIP chains and maps included, as the last apply wrote it.
+    let (expected, vip_maps) = expand(&fw, &t.vips);
+    let tag_sets: Vec<(&str, ChainTags)> = expected
+        .iter()
+        .map(|c| (c.name.as_str(), t.tags.of(c)))
+        .collect();
+    let want = LiveTable {
+        chains: tag_sets
+            .iter()
+            .map(|(name, tags)| (name.to_string(), tags.to_vec()))
+            .collect(),
+        sets: vip_maps
+            .iter()
+            .chain(&fw.maps)
+            .map(backend_slots)
+            .chain(fw.sets.iter().map(peer_set))
+            .map(|s| (s.name, s.elements))
+            .collect(),
+    };
+    let Some(live) = k.read_table(ns, name, &want).await? else {
+        return Ok(None);
+    };
+    let tags = &live.chains;
+    let known: HashSet<&String> = tag_sets.iter().flat_map(|(_, t)| t.iter()).collect();
+    fw.foreign_rules = tags
+        .iter()
+        .flat_map(|(_, live)| live.iter())
+        .filter(|tag| !known.contains(tag))
+        .cloned()
+        .collect();
+    let live_of = |chain: &str| {
+        tags.iter()
+            .find(|(n, _)| n == chain)
+            .map(|(_, l)| l.clone())
+            .unwrap_or_default()
+    };
+    let own: Vec<String> = fw.chains.iter().map(|c| c.name.clone()).collect();
+    let vip_intact = tag_sets
+        .iter()
+        .filter(|(n, _)| !own.iter().any(|o| o == n))
+        .all(|(n, want)| live_of(n) == **want);
+    if !vip_intact || !maps_intact(&vip_maps, &live.sets) {
+        fw.vip_digest = String::new();
+    }
+    // The host table spells its maps out: one changed outside makes it reloaded whole.
+    if !maps_intact(&fw.maps, &live.sets) {
+        fw.foreign_rules
+            .push("vip maps changed outside netcompose".into());
+    }
+    // A policy's set changed outside: reloaded whole too, since which elements it lacks or
+    // holds beyond the template's is not worth telling apart.
+    if !sets_intact(&fw.sets, &live.sets) {
+        fw.foreign_rules
+            .push("policy sets changed outside netcompose".into());
+    }
+    for chain in fw.chains.iter_mut() {
+        let live = live_of(&chain.name);
+        let tags = t.tags.of(chain);
+        let mut kept = tags.iter().map(|tag| live.contains(tag));
+        chain.rules.retain(|_| kept.next().unwrap_or(false));
+    }
+    fw.chains.retain(|c| tags.iter().any(|(n, _)| n == &c.name));
+    read_sysctls(k, ns, &mut fw.sysctls).await?;
+    Ok(Some(Resource {
+        address: address.clone(),
+        spec: Spec::Firewall(fw),
+        depends_on: t.depends_on(address),
+    }))
+}
