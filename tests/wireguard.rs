@@ -14,7 +14,7 @@ use common::cluster::{underlay_ip, Cluster};
 use common::require_root;
 use netcompose::kernel::netlink::Netlink;
 use netcompose::kernel::wireguard::{self, Engine, KeyPair, Peer, Tunnel, TunnelSpec};
-use netcompose::kernel::VxlanSpec;
+use netcompose::kernel::{ErrorKind, VxlanSpec};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
@@ -176,6 +176,23 @@ fn userspace_tunnels_carry_ping_tcp_and_vxlan_and_follow_a_new_key() {
         let link = rt.block_on(nl.link_by_name(DEVICE)).unwrap();
         assert_eq!(link, None, "host {i} kept its TUN link after drop");
     }
+}
+
+#[test]
+fn a_taken_port_is_a_typed_error_and_leaves_no_link() {
+    require_root("a_taken_port_is_a_typed_error_and_leaves_no_link");
+    let cluster = Cluster::without_store(1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let keys = [KeyPair::generate(), KeyPair::generate()];
+    let _taken = cluster
+        .host(0)
+        .enter(|| std::net::UdpSocket::bind(("0.0.0.0", PORT)).unwrap());
+    let mut tunnel = open_on(&cluster, 0);
+    let err = tunnel.apply(&spec(0, &keys)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AddressInUse, "{err}");
+    assert_eq!(tunnel.peers().unwrap(), Vec::new());
+    let nl = netlink(&cluster, 0, &rt);
+    assert_eq!(rt.block_on(nl.link_by_name(DEVICE)).unwrap(), None);
 }
 
 /// A plain VXLAN link on each host over the underlay addresses (the unencrypted baseline).
