@@ -14,7 +14,7 @@ use common::cluster::{underlay_ip, Cluster};
 use common::require_root;
 use netcompose::kernel::netlink::Netlink;
 use netcompose::kernel::wireguard::{self, Engine, KeyPair, Peer, Tunnel, TunnelSpec};
-use netcompose::kernel::VxlanSpec;
+use netcompose::kernel::{ErrorKind, VxlanSpec};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
@@ -175,5 +175,197 @@ fn userspace_tunnels_carry_ping_tcp_and_vxlan_and_follow_a_new_key() {
         let nl = netlink(&cluster, i, &rt);
         let link = rt.block_on(nl.link_by_name(DEVICE)).unwrap();
         assert_eq!(link, None, "host {i} kept its TUN link after drop");
+    }
+}
+
+#[test]
+fn a_taken_port_is_a_typed_error_and_leaves_no_link() {
+    require_root("a_taken_port_is_a_typed_error_and_leaves_no_link");
+    let cluster = Cluster::without_store(1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let keys = [KeyPair::generate(), KeyPair::generate()];
+    let _taken = cluster
+        .host(0)
+        .enter(|| std::net::UdpSocket::bind(("0.0.0.0", PORT)).unwrap());
+    let mut tunnel = open_on(&cluster, 0);
+    let err = tunnel.apply(&spec(0, &keys)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AddressInUse, "{err}");
+    assert_eq!(tunnel.peers().unwrap(), Vec::new());
+    let nl = netlink(&cluster, 0, &rt);
+    assert_eq!(rt.block_on(nl.link_by_name(DEVICE)).unwrap(), None);
+}
+
+/// A plain VXLAN link on each host over the underlay addresses (the unencrypted baseline).
+fn vxlan_over_underlay(cluster: &Cluster, rt: &tokio::runtime::Runtime) {
+    for i in 0..2 {
+        let nl = netlink(cluster, i, rt);
+        rt.block_on(async {
+            let index = nl
+                .create_vxlan(&VxlanSpec {
+                    name: "vxp0".to_string(),
+                    vni: 43,
+                    local: Some(underlay_ip(i).parse().unwrap()),
+                    port: 4790,
+                    underlay: None,
+                    learning: false,
+                    proxy: false,
+                    mtu: Some(1450),
+                    alias: None,
+                    master: None,
+                    up: true,
+                })
+                .await
+                .unwrap();
+            nl.add_address(index, format!("10.234.0.{}/24", i + 1).parse().unwrap())
+                .await
+                .unwrap();
+            nl.add_fdb(index, [0; 6], underlay_ip(1 - i).parse().unwrap())
+                .await
+                .unwrap();
+        });
+    }
+}
+
+/// wireguard-go on each host, set up by hand with `wg` and `ip` as its users do (multihost
+/// notes §5.6), addressed 10.235.0.i; its processes die with the sandboxes.
+fn wireguard_go(cluster: &Cluster) -> Vec<std::process::Child> {
+    let keys = [KeyPair::generate(), KeyPair::generate()];
+    let mut children = Vec::new();
+    for i in 0..2 {
+        let host = cluster.host(i);
+        let dev = format!("wgg{i}");
+        children.push(
+            host.command("wireguard-go", &["-f", &dev])
+                .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        assert!(
+            (0..500).any(|_| {
+                std::thread::sleep(Duration::from_millis(20));
+                host.run(&["ip", "link", "show", &dev]).status.success()
+            }),
+            "wireguard-go made no {dev}"
+        );
+        host.write_file("/run/wgg.key", &keys[i].private.to_base64());
+        let j = 1 - i;
+        host.run_ok(&[
+            "wg",
+            "set",
+            &dev,
+            "private-key",
+            "/run/wgg.key",
+            "listen-port",
+            "51821",
+            "peer",
+            &keys[j].public.to_base64(),
+            "endpoint",
+            &format!("{}:51821", underlay_ip(j)),
+            "allowed-ips",
+            &format!("10.235.0.{}/32", j + 1),
+        ]);
+        host.run_ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("10.235.0.{}/24", i + 1),
+            "dev",
+            &dev,
+        ]);
+        host.run_ok(&["ip", "link", "set", &dev, "mtu", "1420", "up"]);
+    }
+    children
+}
+
+/// Processes that must not outlive the benchmark (the sandboxes would kill them too).
+struct Children(Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One iperf3 run from host 0 to `addr` (a server runs on host 1), in Gbit/s.
+fn iperf(cluster: &Cluster, addr: &str, seconds: u32) -> f64 {
+    let out = cluster
+        .host(0)
+        .run(&["iperf3", "-c", addr, "-t", &seconds.to_string(), "-J"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "iperf3 to {addr}: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("iperf3 to {addr} measured nothing: {report}"))
+        / 1e9
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// bench/encrypted.sh's figures (ignored: run with `--ignored --nocapture`, release build):
+/// one TCP stream (iperf3, BENCH_SECONDS per run, BENCH_ROUNDS rounds, each path once per
+/// round) between two hosts: direct on the underlay, plain VXLAN, our userspace engine, VXLAN
+/// over it, and wireguard-go set up by hand.
+#[test]
+#[ignore]
+fn bench_encrypted() {
+    require_root("bench_encrypted");
+    let env = |name: &str, default: u32| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (seconds, rounds) = (env("BENCH_SECONDS", 5), env("BENCH_ROUNDS", 3));
+    let cluster = Cluster::without_store(2);
+    // The server first: it is listening by the time the paths are set up.
+    let mut children = Children(vec![cluster
+        .host(1)
+        .command("iperf3", &["-s"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let keys = [KeyPair::generate(), KeyPair::generate()];
+    let mut tunnels = [open_on(&cluster, 0), open_on(&cluster, 1)];
+    for (i, tunnel) in tunnels.iter_mut().enumerate() {
+        tunnel.apply(&spec(i, &keys)).unwrap();
+    }
+    vxlan_over_tunnel(&cluster, &rt);
+    vxlan_over_underlay(&cluster, &rt);
+    children.0.extend(wireguard_go(&cluster));
+    let paths = [
+        ("direct (underlay)", underlay_ip(1)),
+        ("plain VXLAN", "10.234.0.2".to_string()),
+        ("netcompose userspace WireGuard", tunnel_ip(1)),
+        ("VXLAN over netcompose WireGuard", "10.233.0.2".to_string()),
+        ("wireguard-go by hand", "10.235.0.2".to_string()),
+    ];
+    for (name, addr) in &paths {
+        assert!(pings(&cluster, 0, addr), "{name}: {addr} does not answer");
+    }
+    let mut figures = vec![Vec::new(); paths.len()];
+    for round in 1..=rounds {
+        for (k, (name, addr)) in paths.iter().enumerate() {
+            let gbits = iperf(&cluster, addr, seconds);
+            println!("round {round}: {name:<34} {gbits:6.2} Gbit/s");
+            figures[k].push(gbits);
+        }
+    }
+    println!("median of {rounds} rounds of {seconds} s, one TCP stream:");
+    for ((name, _), runs) in paths.iter().zip(figures) {
+        println!("  {name:<34} {:6.2} Gbit/s", median(runs));
     }
 }

@@ -240,6 +240,8 @@ impl Device {
                     peer.allowed_ips.extend(ips.iter().filter_map(allowed_ip));
                     peer.allowed_ips.sort();
                 }
+                // Keys, keepalive, handshake time and counters are not part of a Peer; the
+                // enum is non-exhaustive, so later kernels' attributes land here too.
                 _ => {}
             }
         }
@@ -442,4 +444,160 @@ where
     let mut buf = vec![0; msg.buffer_len()];
     msg.serialize(&mut buf);
     buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(peers: Vec<Peer>) -> TunnelSpec {
+        TunnelSpec {
+            name: "wg0".to_string(),
+            private_key: Key([7; 32]),
+            listen_port: 51820,
+            address: "10.232.0.1/24".parse().unwrap(),
+            mtu: 1420,
+            peers,
+        }
+    }
+
+    fn peer(key: u8, host: u8) -> Peer {
+        Peer {
+            public_key: Key([key; 32]),
+            endpoint: format!("10.231.0.{host}:51820").parse().unwrap(),
+            allowed_ips: vec![format!("10.232.0.{host}/32").parse().unwrap()],
+        }
+    }
+
+    /// The device the kernel would report after `spec` was applied.
+    fn applied(spec: &TunnelSpec) -> Device {
+        Device {
+            public_key: Some(KeyPair::from_private(spec.private_key.0).public),
+            listen_port: Some(spec.listen_port),
+            peers: spec
+                .peers
+                .iter()
+                .map(|p| (p.public_key.clone(), p.clone()))
+                .collect(),
+        }
+    }
+
+    /// The top-level attributes of a generic-netlink request: (type, payload).
+    fn attributes(buf: &[u8]) -> Vec<(u16, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut at = 16 + 4; // nlmsghdr, genlmsghdr
+        while at + 4 <= buf.len() {
+            let len = u16::from_ne_bytes([buf[at], buf[at + 1]]) as usize;
+            let kind = u16::from_ne_bytes([buf[at + 2], buf[at + 3]]) & 0x3fff;
+            out.push((kind, buf[at + 4..at + len].to_vec()));
+            at += (len + 3) & !3;
+        }
+        out
+    }
+
+    #[test]
+    fn the_family_request_is_ctrl_getfamily_by_name() {
+        let buf = encode(resolve_family("wireguard"), NLM_F_REQUEST | NLM_F_ACK, 9);
+        assert_eq!(buf.len(), 36);
+        assert_eq!(u32::from_ne_bytes(buf[0..4].try_into().unwrap()), 36);
+        assert_eq!(u16::from_ne_bytes([buf[4], buf[5]]), 0x10, "GENL_ID_CTRL");
+        assert_eq!(u16::from_ne_bytes([buf[6], buf[7]]), 0x5, "REQUEST | ACK");
+        assert_eq!(u32::from_ne_bytes(buf[8..12].try_into().unwrap()), 9);
+        assert_eq!(buf[16], 3, "CTRL_CMD_GETFAMILY");
+        assert_eq!(attributes(&buf), vec![(2, b"wireguard\0".to_vec())]);
+    }
+
+    #[test]
+    fn a_new_device_gets_key_port_and_every_peer_in_one_set_device() {
+        let spec = spec(vec![peer(1, 2), peer(2, 3)]);
+        let msg = set_device(&Device::default(), &spec).unwrap();
+        let mut genl = GenlMessage::from_payload(msg);
+        genl.set_resolved_family_id(0x1b);
+        let buf = encode(genl, NLM_F_REQUEST | NLM_F_ACK, 1);
+        assert_eq!(
+            u16::from_ne_bytes([buf[4], buf[5]]),
+            0x1b,
+            "the resolved family"
+        );
+        assert_eq!((buf[16], buf[17]), (1, 1), "WG_CMD_SET_DEVICE, version 1");
+        let attrs = attributes(&buf);
+        let kinds: Vec<u16> = attrs.iter().map(|(k, _)| *k).collect();
+        // WGDEVICE_A_IFNAME, _PRIVATE_KEY, _LISTEN_PORT, _PEERS
+        assert_eq!(kinds, vec![2, 3, 6, 8]);
+        assert_eq!(attrs[0].1, b"wg0\0");
+        assert_eq!(attrs[1].1, [7; 32]);
+        assert_eq!(attrs[2].1, 51820u16.to_ne_bytes());
+        // Each peer: public key, REPLACE_ALLOWEDIPS, endpoint, allowed IPs.
+        let WireguardAttribute::Peers(peers) =
+            &set_device(&Device::default(), &spec).unwrap().attributes[3]
+        else {
+            panic!("peers last");
+        };
+        assert_eq!(peers.len(), 2);
+        assert!(peers[0].0.contains(&WireguardPeerAttribute::Flags(
+            WireguardPeerFlags::ReplaceAllowedIps
+        )));
+    }
+
+    #[test]
+    fn an_applied_spec_needs_no_message_and_a_new_peer_key_replaces_the_peer() {
+        let old = spec(vec![peer(1, 2), peer(2, 3)]);
+        assert_eq!(set_device(&applied(&old), &old), None);
+
+        let new = spec(vec![peer(1, 2), peer(9, 3)]);
+        let msg = set_device(&applied(&old), &new).unwrap();
+        assert_eq!(msg.attributes.len(), 2, "no key, no port: {msg:?}");
+        let WireguardAttribute::Peers(peers) = &msg.attributes[1] else {
+            panic!("peers");
+        };
+        assert_eq!(
+            peers[0].0,
+            vec![
+                WireguardPeerAttribute::PublicKey([2; 32]),
+                WireguardPeerAttribute::Flags(WireguardPeerFlags::RemoveMe),
+            ]
+        );
+        assert_eq!(peers.len(), 2, "the unchanged peer is not sent: {peers:?}");
+        assert_eq!(peers[1].0[0], WireguardPeerAttribute::PublicKey([9; 32]));
+    }
+
+    #[test]
+    fn a_dump_split_over_messages_is_one_device() {
+        let first = WireguardMessage {
+            cmd: WireguardCmd::GetDevice,
+            attributes: vec![
+                WireguardAttribute::PublicKey([5; 32]),
+                WireguardAttribute::ListenPort(51820),
+                WireguardAttribute::Peers(vec![WireguardPeer(vec![
+                    WireguardPeerAttribute::PublicKey([1; 32]),
+                    WireguardPeerAttribute::Endpoint("10.231.0.2:51820".parse().unwrap()),
+                    WireguardPeerAttribute::AllowedIps(vec![to_allowed_ip(
+                        &"10.232.0.2/32".parse().unwrap(),
+                    )]),
+                ])]),
+            ],
+        };
+        // The kernel continues a peer's allowed IPs in the next message.
+        let second = WireguardMessage {
+            cmd: WireguardCmd::GetDevice,
+            attributes: vec![WireguardAttribute::Peers(vec![WireguardPeer(vec![
+                WireguardPeerAttribute::PublicKey([1; 32]),
+                WireguardPeerAttribute::AllowedIps(vec![to_allowed_ip(
+                    &"fd00::2/128".parse().unwrap(),
+                )]),
+            ])])],
+        };
+        let device = Device::from_replies(&[first, second]);
+        assert_eq!(device.public_key, Some(Key([5; 32])));
+        assert_eq!(device.listen_port, Some(51820));
+        let peer = &device.peers[&Key([1; 32])];
+        assert_eq!(peer.endpoint, "10.231.0.2:51820".parse().unwrap());
+        assert_eq!(
+            peer.allowed_ips,
+            vec![
+                "10.232.0.2/32".parse::<IpNetwork>().unwrap(),
+                "fd00::2/128".parse().unwrap()
+            ]
+        );
+    }
 }

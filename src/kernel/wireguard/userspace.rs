@@ -29,6 +29,7 @@ use gotatun::tun::tun_async_device::TunDevice;
 use gotatun::udp::socket::UdpSocketFactory;
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -46,7 +47,9 @@ const WORKER_THREADS: usize = 2;
 const UDP_BUFFER_BYTES: usize = 4 << 20;
 /// How long a closed TUN file may take to take its link with it.
 const LINK_GONE_WITHIN: Duration = Duration::from_secs(10);
-const LINK_GONE_POLL: Duration = Duration::from_millis(10);
+/// How long stopped sockets may take to free their port for the device's new ones.
+const REBIND_WITHIN: Duration = Duration::from_secs(5);
+const POLL: Duration = Duration::from_millis(10);
 
 /// A userspace WireGuard device (or none yet), with its runtime.
 pub struct UserspaceTunnel {
@@ -177,7 +180,8 @@ async fn apply_spec(
     );
     let private = StaticSecret::from(spec.private_key.0);
     let wanted = desired_peers(spec);
-    live.device
+    let written = live
+        .device
         .write(async |w| {
             if new_key {
                 w.set_private_key(private).await;
@@ -187,20 +191,42 @@ async fn apply_spec(
             }
             sync_peers(w, wanted).await;
         })
-        .await
-        .map_err(|e| gota_error(&ctx, e))?;
+        .await;
     live.public_key = public_key;
     live.listen_port = spec.listen_port;
-    // gotatun binds its sockets and starts its tasks when it is built with peers or its key or
-    // port changes, not when a first peer is added to a device built without: start it then.
-    if !had_peers && !spec.peers.is_empty() && !new_key && !new_port {
-        live.device.suspend().await;
-        live.device
-            .resume()
-            .await
-            .map_err(|e| gota_error(&ctx, e))?;
+    match written {
+        // A new key or port rebinds the sockets; that raced the old ones' closing.
+        Err(gotatun::device::Error::Bind(e, _)) if e.kind() == io::ErrorKind::AddrInUse => {
+            restart(&live.device, &ctx).await
+        }
+        Err(e) => Err(gota_error(&ctx, e)),
+        // gotatun binds its sockets and starts its tasks when it is built with peers or its
+        // key or port changes, not when a first peer is added to a device without: start it.
+        Ok(()) if !had_peers && !spec.peers.is_empty() && !new_key && !new_port => {
+            restart(&live.device, &ctx).await
+        }
+        Ok(()) => Ok(()),
     }
-    Ok(())
+}
+
+/// Bring the device's sockets and tasks up (again). gotatun closes the old sockets in tasks
+/// it aborts, which end a moment later; until they have, binding the same port fails with
+/// EADDRINUSE, so that one failure is retried for a bounded while.
+async fn restart(device: &GotaDevice, ctx: &Ctx) -> Result<(), KernelError> {
+    let deadline = tokio::time::Instant::now() + REBIND_WITHIN;
+    loop {
+        device.suspend().await;
+        match device.resume().await {
+            Ok(()) => return Ok(()),
+            Err(gotatun::device::Error::Bind(e, _))
+                if e.kind() == io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(POLL).await;
+            }
+            Err(e) => return Err(gota_error(ctx, e)),
+        }
+    }
 }
 
 /// Make the TUN link (in this runtime thread's namespace), give it its MTU, address and state,
@@ -222,7 +248,14 @@ async fn create(netlink: &Netlink, spec: &TunnelSpec) -> Result<Live, KernelErro
         .ok_or_else(|| ctx.invalid("the TUN link vanished as it was made"))?;
     // The MTU first: gotatun reads it when it is built.
     link_settings(netlink, index, spec).await?;
-    let device = builder.build().await.map_err(|e| gota_error(&ctx, e))?;
+    let device = match builder.build().await {
+        Ok(device) => device,
+        Err(e) => {
+            // The failed device's TUN file closes as its last task lets go of it.
+            link_gone(netlink, index, &spec.name).await?;
+            return Err(gota_error(&ctx, e));
+        }
+    };
     Ok(Live {
         device,
         name: spec.name.clone(),
@@ -345,13 +378,19 @@ async fn stop(netlink: &Netlink, live: Live) -> Result<(), KernelError> {
         ..
     } = live;
     device.stop().await;
-    let ctx = Ctx::new("remove tun", &name, None);
+    link_gone(netlink, index, &name).await
+}
+
+/// Wait until the TUN link is gone: the kernel removes it when its file closes, which happens
+/// when the last of gotatun's tasks holding it has ended.
+async fn link_gone(netlink: &Netlink, index: u32, name: &str) -> Result<(), KernelError> {
+    let ctx = Ctx::new("remove tun", name, None);
     let deadline = tokio::time::Instant::now() + LINK_GONE_WITHIN;
     while netlink.link_by_index(index).await?.is_some() {
         if tokio::time::Instant::now() > deadline {
             return Err(ctx.protocol("the TUN link stayed after WireGuard stopped"));
         }
-        tokio::time::sleep(LINK_GONE_POLL).await;
+        tokio::time::sleep(POLL).await;
     }
     Ok(())
 }
