@@ -54,7 +54,12 @@ fn neighbours(cluster: &Cluster, h: usize) -> String {
     let links = cluster
         .host(h)
         .run_ok(&["ip", "-o", "link", "show", "type", "vxlan"]);
-    let Some(dev) = links.split(':').nth(1).map(str::trim) else {
+    // The overlay's VXLAN port, not the agent's probe device.
+    let Some(dev) = links
+        .lines()
+        .filter_map(|l| l.split(':').nth(1).map(str::trim))
+        .find(|dev| *dev != "ncprobe")
+    else {
         return String::new();
     };
     cluster.host(h).run_ok(&["ip", "neigh", "show", "dev", dev])
