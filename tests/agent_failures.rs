@@ -10,8 +10,8 @@
 mod common;
 
 use common::agents::{
-    address, compose, live_nodes, namespaces, node, ok, placement, project, status_revision, until,
-    values, Agents, ROOT,
+    address, compose, live_nodes, namespaces, neighbours, node, ok, placement, project,
+    status_revision, until, values, Agents, ROOT,
 };
 use common::cluster::Cluster;
 use common::require_root;
@@ -47,22 +47,6 @@ fn replica_on(cluster: &Cluster, name: &str, service: &str, on: &str) -> (u32, S
 /// The address of `owner` on network `ov`, which `up` has written.
 fn addr(cluster: &Cluster, name: &str, owner: &str) -> String {
     address(cluster, name, "ov", owner).unwrap_or_else(|| panic!("{owner} has no address"))
-}
-
-/// The overlay's neighbour entries on host `h` (`ip neigh` on its VXLAN device).
-fn neighbours(cluster: &Cluster, h: usize) -> String {
-    let links = cluster
-        .host(h)
-        .run_ok(&["ip", "-o", "link", "show", "type", "vxlan"]);
-    // The overlay's VXLAN port, not the agent's probe device.
-    let Some(dev) = links
-        .lines()
-        .filter_map(|l| l.split(':').nth(1).map(str::trim))
-        .find(|dev| *dev != "ncprobe")
-    else {
-        return String::new();
-    };
-    cluster.host(h).run_ok(&["ip", "neigh", "show", "dev", dev])
 }
 
 const MESH: &str = "services:

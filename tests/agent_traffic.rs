@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::agents::{until, Agents, TTL};
+use common::agents::{neighbours, until, Agents, TTL};
 use common::cluster::Cluster;
 use common::project::Project;
 use common::require_root;
@@ -55,22 +55,6 @@ fn host_of(cluster: &Cluster, ns: &str) -> Option<usize> {
             .lines()
             .any(|l| l.split_whitespace().next() == Some(ns))
     })
-}
-
-/// The overlay's neighbour entries on host `h` (`ip neigh` on its VXLAN device).
-fn neighbours(cluster: &Cluster, h: usize) -> String {
-    let links = cluster
-        .host(h)
-        .run_ok(&["ip", "-o", "link", "show", "type", "vxlan"]);
-    // The overlay's device, not the agent's probe device.
-    let Some(dev) = links
-        .lines()
-        .filter_map(|l| l.split(':').nth(1).map(str::trim))
-        .find(|d| *d != "ncprobe")
-    else {
-        return String::new();
-    };
-    cluster.host(h).run_ok(&["ip", "neigh", "show", "dev", dev])
 }
 
 #[test]

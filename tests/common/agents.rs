@@ -218,3 +218,19 @@ pub fn status_revision(cluster: &Cluster, project: &str, node: &str) -> Option<i
     let s: serde_json::Value = serde_json::from_str(&text).ok()?;
     s["revision"].as_i64()
 }
+
+/// The overlay's neighbour entries on host `h` (`ip neigh` on its VXLAN device: the overlay's,
+/// not the agent's probe device).
+pub fn neighbours(cluster: &Cluster, h: usize) -> String {
+    let links = cluster
+        .host(h)
+        .run_ok(&["ip", "-o", "link", "show", "type", "vxlan"]);
+    let Some(dev) = links
+        .lines()
+        .filter_map(|l| l.split(':').nth(1).map(str::trim))
+        .find(|d| *d != "ncprobe")
+    else {
+        return String::new();
+    };
+    cluster.host(h).run_ok(&["ip", "neigh", "show", "dev", dev])
+}
