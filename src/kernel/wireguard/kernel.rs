@@ -116,7 +116,7 @@ impl Tunnel for KernelTunnel {
             }
         };
         let netlink = self.netlink.clone();
-        self.block_on(link_settings(&netlink, index, spec))?;
+        self.block_on(super::link_settings(&netlink, index, spec))?;
         let have = self.read_device(&spec.name)?;
         if let Some(set) = set_device(&have, spec) {
             let ctx = Ctx::new("configure WireGuard", &spec.name, None);
@@ -150,40 +150,6 @@ impl Drop for KernelTunnel {
             runtime.shutdown_background();
         }
     }
-}
-
-/// MTU, the spec's address (an IPv6 link-local one stays) and up.
-async fn link_settings(
-    netlink: &Netlink,
-    index: u32,
-    spec: &TunnelSpec,
-) -> Result<(), KernelError> {
-    let link = netlink.link_by_index(index).await?.ok_or_else(|| {
-        Ctx::new("configure WireGuard", &spec.name, None).invalid("the WireGuard link is gone")
-    })?;
-    if link.mtu != Some(spec.mtu) {
-        netlink.set_mtu(index, spec.mtu).await?;
-    }
-    let mut has = false;
-    for (_, addr) in netlink
-        .addresses()
-        .await?
-        .into_iter()
-        .filter(|(i, _)| *i == index)
-    {
-        if addr == spec.address {
-            has = true;
-        } else if !super::is_link_local(addr.ip()) {
-            netlink.delete_address(index, addr).await?;
-        }
-    }
-    if !has {
-        netlink.add_address(index, spec.address).await?;
-    }
-    if !link.up {
-        netlink.set_up(index).await?;
-    }
-    Ok(())
 }
 
 /// What the kernel says a device has.

@@ -198,6 +198,42 @@ fn is_link_local(ip: IpAddr) -> bool {
     }
 }
 
+/// The device's MTU, the spec's address (the only one: an IPv6 link-local address the kernel
+/// added stays) and up, through rtnetlink, for either engine.
+pub(super) async fn link_settings(
+    netlink: &super::netlink::Netlink,
+    index: u32,
+    spec: &TunnelSpec,
+) -> Result<(), KernelError> {
+    let link = netlink.link_by_index(index).await?.ok_or_else(|| {
+        super::Ctx::new("configure WireGuard", &spec.name, None)
+            .invalid("the WireGuard link is gone")
+    })?;
+    if link.mtu != Some(spec.mtu) {
+        netlink.set_mtu(index, spec.mtu).await?;
+    }
+    let mut has = false;
+    for (_, addr) in netlink
+        .addresses()
+        .await?
+        .into_iter()
+        .filter(|(i, _)| *i == index)
+    {
+        if addr == spec.address {
+            has = true;
+        } else if !is_link_local(addr.ip()) {
+            netlink.delete_address(index, addr).await?;
+        }
+    }
+    if !has {
+        netlink.add_address(index, spec.address).await?;
+    }
+    if !link.up {
+        netlink.set_up(index).await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -171,7 +171,7 @@ async fn apply_spec(
         None => live.insert(create(netlink, spec).await?),
     };
     let ctx = Ctx::new("configure WireGuard", &spec.name, None);
-    link_settings(netlink, live.index, spec).await?;
+    super::link_settings(netlink, live.index, spec).await?;
     let public_key = super::KeyPair::from_private(spec.private_key.0).public;
     let had_peers = !live.device.peers().await.is_empty();
     let (new_key, new_port) = (
@@ -247,7 +247,7 @@ async fn create(netlink: &Netlink, spec: &TunnelSpec) -> Result<Live, KernelErro
         .await?
         .ok_or_else(|| ctx.invalid("the TUN link vanished as it was made"))?;
     // The MTU first: gotatun reads it when it is built.
-    link_settings(netlink, index, spec).await?;
+    super::link_settings(netlink, index, spec).await?;
     let device = match builder.build().await {
         Ok(device) => device,
         Err(e) => {
@@ -263,40 +263,6 @@ async fn create(netlink: &Netlink, spec: &TunnelSpec) -> Result<Live, KernelErro
         public_key: super::KeyPair::from_private(spec.private_key.0).public,
         listen_port: spec.listen_port,
     })
-}
-
-/// MTU, address (the spec's only; an IPv6 link-local one the kernel added stays) and up.
-async fn link_settings(
-    netlink: &Netlink,
-    index: u32,
-    spec: &TunnelSpec,
-) -> Result<(), KernelError> {
-    let link = netlink.link_by_index(index).await?.ok_or_else(|| {
-        Ctx::new("configure WireGuard", &spec.name, None).invalid("the TUN link is gone")
-    })?;
-    if link.mtu != Some(spec.mtu) {
-        netlink.set_mtu(index, spec.mtu).await?;
-    }
-    let mut has = false;
-    for (_, addr) in netlink
-        .addresses()
-        .await?
-        .into_iter()
-        .filter(|(i, _)| *i == index)
-    {
-        if addr == spec.address {
-            has = true;
-        } else if !super::is_link_local(addr.ip()) {
-            netlink.delete_address(index, addr).await?;
-        }
-    }
-    if !has {
-        netlink.add_address(index, spec.address).await?;
-    }
-    if !link.up {
-        netlink.set_up(index).await?;
-    }
-    Ok(())
 }
 
 /// The spec's peers as gotatun's, by public key.
