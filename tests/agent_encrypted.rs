@@ -436,3 +436,117 @@ fn encrypted_overlays_hide_payloads_refuse_plain_vxlan_and_follow_a_new_key() {
     });
     eprintln!("reachable {took:?} after the new key was registered");
 }
+
+const BENCH_COMPOSE: &str = "
+services:
+  server:
+    deploy: {placement: {constraints: [node.hostname == n1]}}
+    networks: [secret, plain]
+  client:
+    deploy: {placement: {constraints: [node.hostname == n0]}}
+    networks: [secret, plain]
+networks:
+  secret:
+    driver: overlay
+    driver_opts: {encrypted: \"\"}
+    ipam: {config: [{subnet: 10.73.0.0/24}]}
+  plain:
+    driver: overlay
+    ipam: {config: [{subnet: 10.74.0.0/24}]}
+";
+
+/// Gbit/s of one TCP stream of `seconds` from host 0 to `addr` (the iperf3 client run after
+/// `prefix`, e.g. to enter a replica), retried while the server is not yet listening.
+fn iperf(sandbox: &common::Sandbox, prefix: &[&str], addr: &str, seconds: u32) -> f64 {
+    let t = seconds.to_string();
+    let mut args: Vec<&str> = prefix.to_vec();
+    args.extend(["iperf3", "-c", addr, "-t", &t, "-J"]);
+    let mut last = String::new();
+    for _ in 0..40 {
+        let out = sandbox.run(&args);
+        let report: Option<serde_json::Value> = serde_json::from_slice(&out.stdout).ok();
+        if let Some(bps) = report
+            .as_ref()
+            .and_then(|r| r["end"]["sum_received"]["bits_per_second"].as_f64())
+        {
+            return bps / 1e9;
+        }
+        last = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("iperf3 to {addr} never measured: {last}");
+}
+
+/// bench/encrypted.sh's figures for the overlays netcompose's agents build (ignored: run
+/// with `--ignored --nocapture`, release build): two sandbox hosts with etcd and an agent
+/// each, a replica on each host, one TCP stream (iperf3, BENCH_SECONDS per run, BENCH_ROUNDS
+/// rounds, each path once per round) over the encrypted network, the plain one, and the
+/// underlay between the hosts themselves.
+#[test]
+#[ignore]
+fn bench_encrypted_overlay() {
+    require_root("bench_encrypted_overlay");
+    let env = |name: &str, default: u32| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (seconds, rounds) = (env("BENCH_SECONDS", 5), env("BENCH_ROUNDS", 3));
+    let cluster = Cluster::new(2);
+    let agents = Agents::start(&cluster, &[]);
+    let name = format!("ab{}", std::process::id());
+    let projects: Vec<Project> = (0..2)
+        .map(|h| Project::new(cluster.host(h), &name, BENCH_COMPOSE))
+        .collect();
+    let out = projects[0].nc(&["--store", &cluster.store_url(), "up"]);
+    common::agents::ok(&out, "up", &agents);
+    let server_ns = projects[1].ns("server", 1);
+    let client_ns = projects[0].ns("client", 1);
+    let quiet = |sandbox: &common::Sandbox, args: &[&str]| {
+        sandbox
+            .command(args[0], &args[1..])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let _servers = Servers(vec![
+        quiet(
+            cluster.host(1),
+            &["ip", "netns", "exec", &server_ns, "iperf3", "-s"],
+        ),
+        quiet(cluster.host(1), &["iperf3", "-s"]),
+    ]);
+    let in_client = ["ip", "netns", "exec", client_ns.as_str()];
+    let paths: [(&str, &[&str], String); 3] = [
+        ("direct (underlay)", &[], underlay_ip(1)),
+        (
+            "plain overlay",
+            &in_client,
+            projects[1].addr("server", 1, "plain"),
+        ),
+        (
+            "encrypted overlay",
+            &in_client,
+            projects[1].addr("server", 1, "secret"),
+        ),
+    ];
+    let mut figures = vec![Vec::new(); paths.len()];
+    for round in 1..=rounds {
+        for (k, (label, prefix, addr)) in paths.iter().enumerate() {
+            let gbits = iperf(cluster.host(0), prefix, addr, seconds);
+            println!("round {round}: {label:<20} {gbits:6.2} Gbit/s");
+            figures[k].push(gbits);
+        }
+    }
+    println!("median of {rounds} rounds of {seconds} s, one TCP stream, netcompose's agents:");
+    for ((label, _, _), mut runs) in paths.iter().zip(figures) {
+        runs.sort_by(f64::total_cmp);
+        println!("  {label:<20} {:6.2} Gbit/s", runs[runs.len() / 2]);
+    }
+}
