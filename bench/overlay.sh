@@ -18,11 +18,10 @@
 # ov0 and ov1: one name per host, as separate machines would each have their own cgroup tree).
 # The kernel frees everything when the script ends.
 #
-# Measured (debug build, 2 CPUs shared with four other engineers' builds, load 10-12, so
-# noisy; kernel 6.18): 5 rounds of 5 s, median 6.60 Gbit/s over the overlay against 6.94 by
-# hand, ratio 0.95 (rounds ranged 6.1-7.6 on both paths); an earlier run of 3 rounds gave
-# 8.79 against 7.47 (1.18). The two paths are the same kernel objects, so the ratio is noise
-# around 1.
+# Measured (release build, 2-core VM, quiet machine, kernel 6.18): 5 rounds of 5 s, median
+# 12.03 Gbit/s over the overlay against 12.19 by hand, ratio 0.99 (rounds ranged 8.1-13.8 on
+# both paths); a 3-round run just before gave 15.42 against 16.06 (0.96). The two paths are
+# the same kernel objects, so the ratio is noise around 1.
 set -euo pipefail
 
 if [[ $EUID -ne 0 ]]; then
