@@ -8,7 +8,8 @@
 mod common;
 
 use common::agents::{
-    compose, live_nodes, namespaces, node, ok, placement, project, until, values, Agents, ROOT, TTL,
+    compose, fdb, live_nodes, namespaces, node, ok, placement, project, until, values, Agents,
+    ROOT, TTL,
 };
 use common::cluster::{underlay_ip, Cluster};
 use common::require_root;
@@ -92,17 +93,22 @@ fn agents_register_converge_fail_over_and_down_leaves_nothing() {
             "{ps}"
         );
     }
-    let eps = values(&cluster, &format!("{ROOT}projects/{name}/ep/ov/"));
-    assert!(!eps.is_empty());
-    for (key, v) in &eps {
-        let list: Vec<serde_json::Value> = serde_json::from_str(v).unwrap();
-        let on = key.rsplit('/').next().unwrap();
+    // No node publishes endpoints: each derives the others' and programs them at their
+    // node's underlay address.
+    let eps = values(&cluster, &format!("{ROOT}projects/{name}/ep/"));
+    assert!(eps.is_empty(), "{eps:?}");
+    let macs = macs(&cluster, &name);
+    for (replica, on) in placement(&cluster, &name) {
         let i: usize = on.trim_start_matches('n').parse().unwrap();
-        for ep in list {
-            assert_eq!(ep["vtep"], underlay_ip(i), "{ep}");
-            assert_eq!(ep["node"], on);
-            assert!(ep["mac"].as_str().unwrap().len() == 17, "{ep}");
-            assert!(ep["ipv4"].is_string(), "{ep}");
+        let mac = &macs[&replica];
+        assert_eq!(mac.len(), 17, "{replica}: {mac}");
+        for h in (0..3).filter(|h| *h != i) {
+            let dst = format!("dst {}", underlay_ip(i));
+            until(agents, &format!("{replica} in host {h}'s FDB"), || {
+                fdb(&cluster, h)
+                    .lines()
+                    .any(|l| l.starts_with(mac.as_str()) && l.contains(&dst))
+            });
         }
     }
 
@@ -144,6 +150,19 @@ fn agents_register_converge_fail_over_and_down_leaves_nothing() {
     }
     let left = values(&cluster, &format!("{ROOT}projects/{name}/"));
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// The MAC of every replica on network `ov` of `project`: owner (`web[1]`) → MAC.
+fn macs(cluster: &Cluster, project: &str) -> BTreeMap<String, String> {
+    let key = format!("{ROOT}projects/{project}/allocations");
+    let text = values(cluster, &key).remove(&key).unwrap_or_default();
+    let a: serde_json::Value = serde_json::from_str(&text).unwrap();
+    a["networks"]["ov"]["macs"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect()
 }
 
 /// The pids of `project`'s daemon in host `i` (its network namespace).

@@ -24,8 +24,7 @@ fn revision(cluster: &Cluster) -> i64 {
 
 /// Who made each revision in `(from, to]`, counted by writer: `up` (the project's desired
 /// state, allocations, spec, placement, the allocation epoch), `lock`, `agent <node>` (its
-/// endpoints and status), `node <node>` (its registration) or `lease <node>` (its keys
-/// expiring together). Read back from etcd's history with a watch from `from + 1`.
+/// status), `node <node>` (its registration) or `lease <node>` (its keys expiring together). Read back from etcd's history with a watch from `from + 1`.
 fn writers(cluster: &Cluster, from: i64, to: i64) -> std::collections::BTreeMap<String, usize> {
     let by_revision = cluster
         .with_client(cluster.endpoints(), move |mut c| {
@@ -84,10 +83,7 @@ fn writer(keys: &[(String, bool)]) -> String {
     if keys.iter().all(|(_, put)| !put) && keys.len() > 1 {
         return format!("lease {}", leaf(&keys[0].0));
     }
-    match keys
-        .iter()
-        .find(|(k, _)| k.contains("/status/") || k.contains("/ep/"))
-    {
+    match keys.iter().find(|(k, _)| k.contains("/status/")) {
         Some((k, _)) => format!("agent {}", leaf(k)),
         None if keys.iter().any(|(k, _)| k.ends_with("/placement")) => "placement".into(),
         None => keys

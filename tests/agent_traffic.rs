@@ -1,7 +1,7 @@
 //! The whole multi-host path with real packets: three sandbox hosts, a 3-member etcd, one
 //! `netcompose agent` per host; `up` from one host places a service's replicas one per node,
-//! each agent builds its share and publishes its endpoints, and the others turn them into VXLAN
-//! forwarding entries, names and VIP backends. A client on node 0 then reaches every replica
+//! each agent builds its share and derives the other hosts' endpoints from `up`'s write,
+//! turning them into VXLAN forwarding entries, names and VIP backends. A client on node 0 then reaches every replica
 //! by address (ICMP, TCP, UDP), by name and through the VIP; when an agent is killed, its
 //! endpoints leave the other hosts' overlay once its lease expires. Root tests.
 //!

@@ -18,7 +18,7 @@ pub use down::{down, down_plan, DownOutcome};
 pub use drill::{set_link, DrillEnd};
 pub use planning::{plan, plan_on, Baseline, Planning};
 pub use projects::{projects, ProjectStatus};
-pub use up::{read_plan, up, up_on, up_plan, UpOutcome};
+pub use up::{read_plan, up, up_on, up_plan, up_with, Observation, UpOutcome};
 
 use crate::apply::{ApplyError, Outcome, Step};
 use crate::daemon::DaemonError;

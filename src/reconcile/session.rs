@@ -4,12 +4,13 @@
 
 use super::ReconcileError;
 use crate::apply::{self, ApplyError, Outcome};
-use crate::kernel::machine::{Links, Machine, Ports};
+use crate::kernel::machine::{Links, Machine, Namespaces, Ports};
 use crate::kernel::Kernel;
 use crate::kernel::LinkKind;
 use crate::model::Resource;
 use crate::plan::Change;
 use crate::project_name::ProjectName;
+use std::collections::HashSet;
 
 pub(super) struct Session {
     rt: tokio::runtime::Runtime,
@@ -52,6 +53,53 @@ impl Session {
         Ok(self
             .rt
             .block_on(crate::observe::live::observe(&self.kernel, state, desired))?)
+    }
+
+    /// The first object of `recorded` (the state's resources) that is missing on the machine:
+    /// a namespace no longer pinned, or a bridge, VXLAN port or veth host end no longer on
+    /// the host (None: all there). Two reads (the namespaces' directory, one link dump),
+    /// whatever the project's size; what is inside the namespaces is not read.
+    pub(super) fn recorded_gone(
+        &self,
+        recorded: &[Resource],
+    ) -> Result<Option<String>, ReconcileError> {
+        use crate::model::Spec;
+        self.rt.block_on(async {
+            let pinned: HashSet<String> = self.kernel.list_netns().await?.into_iter().collect();
+            for r in recorded {
+                if let Spec::Namespace(n) = &r.spec {
+                    if !pinned.contains(&n.name) {
+                        return Ok(Some(format!("namespace {} is gone", n.name)));
+                    }
+                }
+            }
+            let links: HashSet<String> = self
+                .kernel
+                .host()
+                .links()
+                .await?
+                .into_iter()
+                .map(|l| l.name)
+                .collect();
+            let link = recorded.iter().find_map(|r| {
+                let name = match &r.spec {
+                    Spec::Bridge(b) => Some(&b.name),
+                    Spec::Vxlan(v) => Some(&v.name),
+                    Spec::Link(l) => l.host_ifname.as_ref(),
+                    Spec::Macvlan(_)
+                    | Spec::External(_)
+                    | Spec::Remote(_)
+                    | Spec::Namespace(_)
+                    | Spec::Route(_)
+                    | Spec::Files(_)
+                    | Spec::Vip(_)
+                    | Spec::Dns(_)
+                    | Spec::Firewall(_) => None,
+                };
+                name.filter(|n| !links.contains(*n))
+            });
+            Ok(link.map(|name| format!("link {name} is gone")))
+        })
     }
 
     /// What `down` deletes: the project's live objects, each namespace read only as far as

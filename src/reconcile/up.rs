@@ -2,6 +2,8 @@
 //! (allocations first, so an interrupted run keeps its addresses), then update the daemon.
 //! With a shared store, another host may allocate between this run's read and its save: the
 //! save then fails with a conflict and the run reads and allocates again (bounded).
+//! A caller that alone changed the project since its last run (the agent) may start from
+//! what that run recorded instead of observing every namespace ([`Observation::Recorded`]).
 
 use super::planning::{build, context, daemon_config, taken_by, Unreadable};
 use super::session::Session;
@@ -37,14 +39,40 @@ pub fn up(
 }
 
 /// `up` of this host's share of a cluster project: the replicas placed here, and the overlay
-/// entries, names and VIP backends of the endpoints other hosts published (`cluster`); None
-/// builds every replica here, as [`up`] does.
+/// entries, names and VIP backends of the other hosts' endpoints (`cluster`); None builds
+/// every replica here, as [`up`] does.
 pub fn up_on(
     store: &dyn Store,
     opts: &LoadOptions,
     cluster: Option<&ClusterView>,
     events: &dyn Events,
 ) -> Result<UpOutcome, ReconcileError> {
+    up_with(store, opts, cluster, Observation::Full, events).map(|(outcome, _)| outcome)
+}
+
+/// What a run takes the project's kernel objects to be before it compares them with the
+/// desired state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observation {
+    /// Read back from the kernel, every namespace: what `up` does, so drift is repaired.
+    Full,
+    /// What the last run recorded in the state, after a cheap check that its namespaces are
+    /// pinned and its host links present (else read in full, with a warning): the difference
+    /// alone is applied. For a caller that knows that nothing but its own runs changed the
+    /// project since (the agent, applying other hosts' endpoints), so that a change of a few
+    /// entries does not cost a read of every namespace.
+    Recorded,
+}
+
+/// [`up_on`], starting from `observation`; also which one it started from (a record that no
+/// longer holds is read back in full).
+pub fn up_with(
+    store: &dyn Store,
+    opts: &LoadOptions,
+    cluster: Option<&ClusterView>,
+    observation: Observation,
+    events: &dyn Events,
+) -> Result<(UpOutcome, Observation), ReconcileError> {
     let stages = Stages::from_env("up");
     let checked = load(opts, events)?;
     stages.stage("load");
@@ -80,6 +108,7 @@ pub fn up_on(
             Target {
                 desired,
                 daemon: Some(daemon),
+                observation,
                 fingerprint: None,
                 files: checked
                     .files
@@ -148,6 +177,7 @@ pub fn up_plan(
         Target {
             desired: saved.desired,
             daemon: saved.daemon,
+            observation: Observation::Full,
             fingerprint: Some(saved.fingerprint),
             files,
             scale: Default::default(),
@@ -155,6 +185,7 @@ pub fn up_plan(
         events,
         &Stages::from_env("up --plan"),
     )
+    .map(|(outcome, _)| outcome)
 }
 
 /// The host links that the project's external networks name.
@@ -248,11 +279,13 @@ fn vxlan_ports_taken(checked: &Checked, desired: &Desired, taken: &[u16]) -> Rec
     }
 }
 
-/// Where a run is going: the desired state, what the daemon serves, (for a saved plan) the
-/// fingerprint the machine must still have, and the Compose files and `--scale` to record.
+/// Where a run is going: the desired state, what the daemon serves, where it starts from,
+/// (for a saved plan) the fingerprint the machine must still have, and the Compose files and
+/// `--scale` to record.
 struct Target {
     desired: Desired,
     daemon: Option<DaemonConfig>,
+    observation: Observation,
     fingerprint: Option<String>,
     files: Vec<String>,
     scale: BTreeMap<String, u32>,
@@ -266,16 +299,32 @@ fn converge(
     target: Target,
     events: &dyn Events,
     stages: &Stages,
-) -> Result<UpOutcome, ReconcileError> {
+) -> Result<(UpOutcome, Observation), ReconcileError> {
     let Target {
         desired,
         daemon,
+        observation,
         fingerprint,
         files,
         scale,
     } = target;
     let project = lock.project().clone();
-    let observed = session.observe(&prior.resources, &desired.resources)?;
+    let observation = match observation {
+        Observation::Recorded => match session.recorded_gone(&prior.resources)? {
+            None => Observation::Recorded,
+            Some(gone) => {
+                events.warning(&format!(
+                    "{gone} since the last run: reading every namespace back"
+                ));
+                Observation::Full
+            }
+        },
+        Observation::Full => Observation::Full,
+    };
+    let observed = match observation {
+        Observation::Recorded => prior.resources.clone(),
+        Observation::Full => session.observe(&prior.resources, &desired.resources)?,
+    };
     stages.stage("observe");
     if fingerprint.is_some_and(|f| f != plan::fingerprint(&observed)) {
         return Err(ReconcileError::StalePlan);
@@ -306,7 +355,7 @@ fn converge(
         daemon::after_up(&project, daemon.as_ref(), false, events)?;
         session.save_generations();
         stages.stage("daemon");
-        return Ok(UpOutcome::NoChanges);
+        return Ok((UpOutcome::NoChanges, observation));
     }
     // Allocations first: an interrupted run keeps its addresses on the next try.
     save(observed.clone())?;
@@ -324,5 +373,5 @@ fn converge(
     daemon::after_up(&project, daemon.as_ref(), true, events)?;
     session.save_generations();
     stages.stage("daemon");
-    Ok(UpOutcome::Applied(outcome))
+    Ok((UpOutcome::Applied(outcome), observation))
 }

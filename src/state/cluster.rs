@@ -10,20 +10,19 @@
 //! - `projects/<p>/spec`: a [`SpecRecord`], what agents build from;
 //! - `projects/<p>/allocations`: as [`KvStore`](super::kv::KvStore) writes it;
 //! - `projects/<p>/placement`: a [`Placement`];
-//! - `projects/<p>/ep/<net>/<node>`: every endpoint of that node on that overlay network, as
-//!   [`RemoteEndpoint`]s, under the node's lease;
 //! - `projects/<p>/status/<node>`: a [`StatusRecord`], under the node's lease;
 //! - `health/<node>`: a [`HealthRecord`], that node's VXLAN probe of every other node, under
 //!   its lease.
 //!
-//! A node's keys live on its lease, so a dead agent's endpoints and status go in one revision
-//! when the lease expires, and nobody needs to clean up after it.
+//! A node's keys live on its lease, so a dead agent's record and status go in one revision
+//! when the lease expires, and nobody needs to clean up after it. No node publishes its
+//! replicas' endpoints: every agent derives them from the placement, the allocations and the
+//! live nodes' records, so a dead node's endpoints go with its record.
 
 use super::kv::{Op, Unchanged, PROJECTS};
 use super::StateError;
 use crate::ipam::Allocations;
 use crate::kernel::wireguard::{Engine, Key};
-use crate::model::cluster::RemoteEndpoint;
 use crate::placement::Placement;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -39,7 +38,6 @@ pub const HEALTH: &str = "/netcompose/v1/health/";
 const SPEC: &str = "spec";
 const ALLOCATIONS: &str = "allocations";
 const PLACEMENT: &str = "placement";
-const EP: &str = "ep";
 const STATUS: &str = "status";
 
 /// A host as its agent registered it.
@@ -213,10 +211,6 @@ pub fn placement_key(project: &str) -> String {
     format!("{PROJECTS}{project}/{PLACEMENT}")
 }
 
-pub fn endpoints_key(project: &str, network: &str, node: &str) -> String {
-    format!("{PROJECTS}{project}/{EP}/{network}/{node}")
-}
-
 pub fn status_key(project: &str, node: &str) -> String {
     format!("{PROJECTS}{project}/{STATUS}/{node}")
 }
@@ -234,8 +228,6 @@ pub struct ProjectKeys {
     pub spec: Option<Versioned<SpecRecord>>,
     pub allocations: Option<Versioned<Allocations>>,
     pub placement: Option<Versioned<Placement>>,
-    /// (network, node) → that node's endpoints on that network.
-    pub endpoints: BTreeMap<(String, String), Versioned<Vec<RemoteEndpoint>>>,
     /// node → its status.
     pub status: BTreeMap<String, Versioned<StatusRecord>>,
 }
@@ -331,15 +323,6 @@ impl ClusterSnapshot {
                         .or_insert_with(keys)
                         .placement = v;
                 }
-                [EP, network, node] => {
-                    if let Some(v) = parse(r, &mut out.unreadable) {
-                        out.projects
-                            .entry(project.into())
-                            .or_insert_with(keys)
-                            .endpoints
-                            .insert((network.to_string(), node.to_string()), v);
-                    }
-                }
                 [STATUS, node] => {
                     if let Some(v) = parse(r, &mut out.unreadable) {
                         out.projects
@@ -349,7 +332,8 @@ impl ClusterSnapshot {
                             .insert(node.to_string(), v);
                     }
                 }
-                // The store's own keys (desired, lock) and those of later versions.
+                // The store's own keys (desired, lock), and those of other versions (the `ep/` keys
+                // earlier agents published).
                 _ => {}
             }
         }

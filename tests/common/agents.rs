@@ -19,13 +19,22 @@ pub fn node(i: usize) -> String {
 pub struct Agents {
     running: Vec<Option<Child>>,
     logs: tempfile::TempDir,
+    /// Their lease, in seconds.
+    ttl: u64,
 }
 
 impl Agents {
     pub fn start(cluster: &Cluster, labels: &[&[&str]]) -> Agents {
+        Agents::start_with_ttl(cluster, labels, TTL)
+    }
+
+    /// [`Agents::start`] with leases of `ttl` seconds (a test that stops an agent for a while
+    /// without losing its lease).
+    pub fn start_with_ttl(cluster: &Cluster, labels: &[&[&str]], ttl: u64) -> Agents {
         let mut agents = Agents {
             running: (0..cluster.len()).map(|_| None).collect(),
             logs: tempfile::tempdir().unwrap(),
+            ttl,
         };
         for i in 0..cluster.len() {
             agents.launch(cluster, i, labels.get(i).copied().unwrap_or(&[]));
@@ -48,7 +57,7 @@ impl Agents {
 
     pub fn launch(&mut self, cluster: &Cluster, i: usize, labels: &[&str]) {
         let url = cluster.store_url();
-        let (name, ttl, underlay) = (node(i), format!("{TTL}s"), underlay_ip(i));
+        let (name, ttl, underlay) = (node(i), format!("{}s", self.ttl), underlay_ip(i));
         let mut args = vec![
             "--store",
             url.as_str(),
@@ -83,6 +92,15 @@ impl Agents {
         if let Some(mut c) = self.running[i].take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// Send `signal` to agent `i` (SIGSTOP holds it where it is, SIGCONT lets it go on; a
+    /// stopped agent is still killed by the guard).
+    pub fn signal(&self, i: usize, signal: nix::sys::signal::Signal) {
+        if let Some(c) = &self.running[i] {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            nix::sys::signal::kill(pid, signal).expect("signal the agent");
         }
     }
 
@@ -219,18 +237,35 @@ pub fn status_revision(cluster: &Cluster, project: &str, node: &str) -> Option<i
     s["revision"].as_i64()
 }
 
-/// The overlay's neighbour entries on host `h` (`ip neigh` on its VXLAN device: the overlay's,
-/// not the agent's probe device).
-pub fn neighbours(cluster: &Cluster, h: usize) -> String {
+/// The overlay's VXLAN device on host `h` (not the agent's probe device).
+fn overlay_device(cluster: &Cluster, h: usize) -> Option<String> {
     let links = cluster
         .host(h)
         .run_ok(&["ip", "-o", "link", "show", "type", "vxlan"]);
-    let Some(dev) = links
+    links
         .lines()
         .filter_map(|l| l.split(':').nth(1).map(str::trim))
         .find(|d| *d != "ncprobe")
-    else {
+        .map(String::from)
+}
+
+/// The overlay's forwarding entries on host `h` (`bridge fdb` on its VXLAN device).
+pub fn fdb(cluster: &Cluster, h: usize) -> String {
+    let Some(dev) = overlay_device(cluster, h) else {
         return String::new();
     };
-    cluster.host(h).run_ok(&["ip", "neigh", "show", "dev", dev])
+    cluster
+        .host(h)
+        .run_ok(&["bridge", "fdb", "show", "dev", &dev])
+}
+
+/// The overlay's neighbour entries on host `h` (`ip neigh` on its VXLAN device: the overlay's,
+/// not the agent's probe device).
+pub fn neighbours(cluster: &Cluster, h: usize) -> String {
+    let Some(dev) = overlay_device(cluster, h) else {
+        return String::new();
+    };
+    cluster
+        .host(h)
+        .run_ok(&["ip", "neigh", "show", "dev", &dev])
 }

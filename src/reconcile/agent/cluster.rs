@@ -4,7 +4,7 @@
 //! revision per `up`); then it waits until every live node's report matches the share that
 //! write asks of it (or is at or after it): a node whose share did not change has nothing to
 //! report. `down` deletes the project's keys and waits until every agent took its share down
-//! (its endpoints and status gone).
+//! (its status gone).
 
 use super::{share, spec, ClusterError};
 use crate::placement::{self, Demand};
@@ -217,10 +217,9 @@ fn wait(
                 keys.is_some_and(|k| s.share == share::share_digest(k, node))
                     || s.revision >= written
             };
-            let has_endpoints = keys.is_some_and(|k| k.endpoints.keys().any(|(_, n)| n == node));
             let state = match (goal, status) {
                 (_, _) if !live.contains_key(node) => NodeState::Lost,
-                (Goal::Removed, None) if !has_endpoints => NodeState::Removed,
+                (Goal::Removed, None) => NodeState::Removed,
                 (Goal::Removed, s) => NodeState::Waiting {
                     reported: s.map(|s| s.revision),
                 },

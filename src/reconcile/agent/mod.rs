@@ -1,6 +1,6 @@
 //! A cluster's control plane on top of the one reconciler: [`run`] is one host's agent (its
 //! node on a lease, list then watch, placement, this host's share built with
-//! [`up_on`](super::up_on), endpoints and status published), and `cluster.rs` is `up`,
+//! [`up_with`](super::up_with), its status reported), and `cluster.rs` is `up`,
 //! `down` and the wait for the agents' reports. What is computed from a snapshot of the
 //! store is in `share.rs` (pure); how a project travels to the agents is `spec.rs`; the
 //! host's WireGuard end for encrypted overlays (keys, tunnel address, one device) is
@@ -27,7 +27,6 @@ use crate::state::cluster::{
     encode, node_key, ClusterKv, ClusterSnapshot, NodeRecord, Watched, ROOT,
 };
 use crate::state::{StateError, Store};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -347,9 +346,6 @@ fn wait(rx: &Receiver<Watched>, stop: &AtomicBool, lost: &AtomicBool, log: &dyn 
         }
     }
 }
-
-/// Each project's fingerprint as last converged.
-type Converged = BTreeMap<String, u64>;
 
 #[cfg(test)]
 mod tests;

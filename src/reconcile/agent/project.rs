@@ -1,22 +1,40 @@
 //! One agent's work on each project of a snapshot: re-place when the live nodes call for it
 //! (a compare-and-swap, so one agent wins), build this host's share with the reconciler,
-//! then publish its endpoints and status in one transaction on its lease, only what changed.
-//! A project whose spec is gone is brought down here and its keys of this node deleted.
+//! then report its status on its lease when the share or its errors changed. When only what
+//! it derives of the other hosts changed (their endpoints, their records), its own share
+//! being the one it last built, the reconciler starts from what this host recorded instead of
+//! observing every namespace, and applies just the difference (FDB and neighbour entries, DNS
+//! records, VIP map elements). A project whose spec is gone is brought down here and its
+//! status deleted.
 
 use super::share::{self, fingerprint};
-use super::{spec, AgentConfig, AgentLog, Converged};
-use crate::model::cluster::TunnelEnd;
+use super::{spec, AgentConfig, AgentLog};
+use crate::model::cluster::{ClusterView, TunnelEnd};
 use crate::placement::Demand;
 use crate::project_name::ProjectName;
-use crate::reconcile::{Events, ReconcileError};
+use crate::reconcile::{Events, Observation, ReconcileError};
 use crate::state::cluster::{
-    endpoints_key, placement_key, put_if_changed, status_key, ClusterKv, ClusterSnapshot,
-    ProjectKeys, StatusRecord,
+    placement_key, put_if_changed, status_key, ClusterKv, ClusterSnapshot, ProjectKeys,
+    StatusRecord,
 };
 use crate::state::kv::{Op, Unchanged};
 use crate::state::{StateError, Store};
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+/// A project as this agent last converged it.
+struct Converged {
+    /// The inputs' [`fingerprint`]: the same again is nothing to do.
+    fingerprint: u64,
+    /// What it built, when that succeeded (None after an error: the next pass observes).
+    built: Option<Built>,
+}
+
+/// A share built without error: its digest and the view it was built from.
+struct Built {
+    share: String,
+    view: ClusterView,
+}
 
 pub(super) struct Agent<'a> {
     kv: &'a dyn ClusterKv,
@@ -24,7 +42,7 @@ pub(super) struct Agent<'a> {
     cfg: &'a AgentConfig,
     events: &'a dyn Events,
     log: &'a dyn AgentLog,
-    converged: Converged,
+    converged: BTreeMap<String, Converged>,
     /// This host's WireGuard end, or why it has none.
     tunnel: Result<TunnelEnd, String>,
 }
@@ -43,7 +61,7 @@ impl<'a> Agent<'a> {
             cfg,
             events,
             log,
-            converged: Converged::new(),
+            converged: BTreeMap::new(),
             tunnel: Err("the agent was started without a WireGuard engine".into()),
         }
     }
@@ -97,9 +115,10 @@ impl<'a> Agent<'a> {
         keys: &ProjectKeys,
         lease: i64,
     ) -> Result<(), ReconcileError> {
-        let fp = fingerprint(snapshot, keys, &self.cfg.node);
+        let fp = fingerprint(snapshot, keys);
         let reported = keys.status.contains_key(&self.cfg.node);
-        if reported && self.converged.get(name) == Some(&fp) {
+        let last = self.converged.get(name);
+        if reported && last.is_some_and(|c| c.fingerprint == fp) {
             return Ok(());
         }
         let Some(spec_record) = &keys.spec else {
@@ -117,7 +136,7 @@ impl<'a> Agent<'a> {
             Ok(c) => c,
             Err(_) => {
                 let why = "the project's spec does not load here".to_string();
-                self.report(snapshot, name, keys, lease, fp, Vec::new(), vec![why])?;
+                self.report(snapshot, name, keys, lease, fp, vec![why], None)?;
                 return Ok(());
             }
         };
@@ -153,26 +172,30 @@ impl<'a> Agent<'a> {
             // The new placement comes back as an event; build from it then.
             return Ok(());
         }
+        let overlays = share::Overlays::of(&checked.project);
         let view = share::view(
             snapshot,
             keys,
             &self.cfg.node,
             &self.cfg.record,
             self.tunnel.as_ref().ok(),
+            &overlays,
         );
-        let mut errors = match super::super::up_on(self.local, &opts, Some(&view), self.events) {
-            Ok(_) => Vec::new(),
-            Err(e) => vec![e.to_string()],
-        };
-        let encrypted: BTreeSet<String> = checked
-            .project
-            .networks
-            .iter()
-            .filter(|(_, n)| n.external.is_none() && crate::model::overlay::is_encrypted(n))
-            .map(|(k, _)| k.clone())
-            .collect();
-        if let (false, Err(why)) = (encrypted.is_empty(), &self.tunnel) {
-            let names: Vec<String> = encrypted.iter().map(|n| format!("`{n}`")).collect();
+        let digest = share::share_digest(keys, &self.cfg.node);
+        let built = last.and_then(|c| c.built.as_ref());
+        let observation =
+            share::observation(built.map(|b| (b.share.as_str(), &b.view)), &digest, &view);
+        let (mut errors, observation) =
+            match super::super::up_with(self.local, &opts, Some(&view), observation, self.events) {
+                Ok((_, used)) => (Vec::new(), used),
+                Err(e) => (vec![e.to_string()], observation),
+            };
+        if let (false, Err(why)) = (overlays.encrypted.is_empty(), &self.tunnel) {
+            let names: Vec<String> = overlays
+                .encrypted
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect();
             errors.push(format!(
                 "encrypted network {} not built on node {}: no WireGuard here ({why})",
                 names.join(", "),
@@ -181,54 +204,25 @@ impl<'a> Agent<'a> {
         }
         if errors.is_empty() {
             self.log.info(&format!(
-                "project {name}: converged to revision {} ({} local replicas, {} remote endpoints)",
+                "project {name}: converged to revision {} ({} local replicas, {} remote endpoints; {})",
                 snapshot.revision,
                 view.local.len(),
-                view.remote.len()
+                view.remote.len(),
+                match observation {
+                    Observation::Full => "observed in full",
+                    Observation::Recorded => "the difference to its record",
+                }
             ));
         }
-        let overlays: BTreeSet<String> = checked
-            .project
-            .networks
-            .iter()
-            .filter(|(_, n)| n.external.is_none() && n.driver_name() == "overlay")
-            .map(|(k, _)| k.clone())
-            .collect();
-        let published = match errors.is_empty() {
-            true => share::published(&view, &overlays, &encrypted),
-            // What failed to build is not announced; what was announced stays until it is
-            // rebuilt or the lease goes.
-            false => Default::default(),
-        };
-        let mut ops = Vec::new();
-        let mine = |net: &str| {
-            keys.endpoints
-                .get(&(net.to_string(), self.cfg.node.clone()))
-        };
-        for (net, eps) in &published {
-            let key = endpoints_key(name, net, &self.cfg.node);
-            match (eps.is_empty(), mine(net)) {
-                (true, Some(_)) => ops.push(Op::Delete { key }),
-                (true, None) => {}
-                (false, current) => {
-                    ops.extend(put_if_changed(key, eps, current.map(|c| c.raw.as_slice()))?)
-                }
-            }
-        }
-        if errors.is_empty() {
-            for (net, node) in keys.endpoints.keys() {
-                if node == &self.cfg.node && !overlays.contains(net) {
-                    ops.push(Op::Delete {
-                        key: endpoints_key(name, net, node),
-                    });
-                }
-            }
-        }
-        self.report(snapshot, name, keys, lease, fp, ops, errors)
+        let built = errors.is_empty().then_some(Built {
+            share: digest,
+            view,
+        });
+        self.report(snapshot, name, keys, lease, fp, errors, built)
     }
 
-    /// Write `ops` and this node's status (the snapshot's revision, `errors`) in one
-    /// transaction on the lease, and remember the inputs as converged.
+    /// Write this node's status (the snapshot's revision, its share's digest, `errors`) on
+    /// the lease unless it says that already, and remember the inputs as converged.
     #[allow(clippy::too_many_arguments)]
     fn report(
         &mut self,
@@ -237,12 +231,12 @@ impl<'a> Agent<'a> {
         keys: &ProjectKeys,
         lease: i64,
         fp: u64,
-        mut ops: Vec<Op>,
         errors: Vec<String>,
+        built: Option<Built>,
     ) -> Result<(), ReconcileError> {
         let current = keys.status.get(&self.cfg.node);
         // A report says which share of `up`'s writes this node has built: another node's
-        // endpoints or lease coming or going, or an `up` that changed nothing of this host,
+        // replicas or lease coming or going, or an `up` that changed nothing of this host,
         // is applied here without a new report (a scale is reported by the host it adds to).
         let digest = share::share_digest(keys, &self.cfg.node);
         let reported = current.is_some_and(|c| c.value.errors == errors && c.value.share == digest);
@@ -252,16 +246,22 @@ impl<'a> Agent<'a> {
                 share: digest,
                 errors,
             };
-            ops.extend(put_if_changed(
+            let put = put_if_changed(
                 status_key(name, &self.cfg.node),
                 &status,
                 current.map(|c| c.raw.as_slice()),
-            )?);
+            )?;
+            if let Some(op) = put {
+                self.kv.commit_on(Some(lease), &[], &[op])?;
+            }
         }
-        if !ops.is_empty() {
-            self.kv.commit_on(Some(lease), &[], &ops)?;
-        }
-        self.converged.insert(name.to_string(), fp);
+        self.converged.insert(
+            name.to_string(),
+            Converged {
+                fingerprint: fp,
+                built,
+            },
+        );
         Ok(())
     }
 
@@ -273,23 +273,13 @@ impl<'a> Agent<'a> {
     ) -> Result<(), ReconcileError> {
         let project = ProjectName::new(name.to_string())?;
         super::super::down(self.local, &project, self.events)?;
-        let mut ops = Vec::new();
-        if let Some(keys) = snapshot.projects.get(name) {
-            for (net, node) in keys.endpoints.keys() {
-                if node == &self.cfg.node {
-                    ops.push(Op::Delete {
-                        key: endpoints_key(name, net, node),
-                    });
-                }
-            }
-            if keys.status.contains_key(&self.cfg.node) {
-                ops.push(Op::Delete {
-                    key: status_key(name, &self.cfg.node),
-                });
-            }
-        }
-        if !ops.is_empty() {
-            self.kv.commit_on(Some(lease), &[], &ops)?;
+        let reported = snapshot
+            .projects
+            .get(name)
+            .is_some_and(|k| k.status.contains_key(&self.cfg.node));
+        if reported {
+            let key = status_key(name, &self.cfg.node);
+            self.kv.commit_on(Some(lease), &[], &[Op::Delete { key }])?;
         }
         let dir = self.projects_dir().join(name);
         std::fs::remove_dir_all(&dir).map_err(|source| StateError::Write {

@@ -1,5 +1,6 @@
 //! The agent's decisions from a snapshot: placement again only when the live nodes call for
-//! it, the view of this host, the endpoints it publishes, what counts as an input.
+//! it, the view of this host with the endpoints it derives of the others, what counts as an
+//! input.
 
 use super::*;
 use crate::ipam::NetworkAllocation;
@@ -87,19 +88,26 @@ fn a_placement_that_still_holds_is_kept_and_a_dead_nodes_replicas_move() {
     assert_eq!(new.moved[&ReplicaKey::new("web", 2)].from, "b");
 }
 
+fn ov() -> Overlays {
+    Overlays {
+        all: ["ov".to_string()].into(),
+        encrypted: Default::default(),
+    }
+}
+
 #[test]
-fn the_view_has_local_replicas_live_remote_endpoints_and_the_smallest_mtu() {
+fn the_view_has_local_replicas_the_live_nodes_endpoints_and_the_smallest_mtu() {
     let s = snapshot(&[("a", 1500), ("b", 9000), ("c", 1400)]);
-    let mut keys = keys_with(&[(1, "a"), (2, "b")]);
+    let keys = keys_with(&[(1, "a"), (2, "b"), (3, "gone")]);
     let b = share_of(&s, &keys, "b");
-    keys.endpoints
-        .insert(("ov".into(), "b".into()), versioned(b["ov"].clone(), 7));
-    keys.endpoints
-        .insert(("ov".into(), "gone".into()), versioned(b["ov"].clone(), 7));
     let me = &s.nodes["a"].record.value;
-    let v = view(&s, &keys, "a", me, None);
+    let v = view(&s, &keys, "a", me, None, &ov());
     assert_eq!(v.local, [("web".to_string(), 1)].into());
-    assert_eq!(v.remote, b["ov"], "only live nodes' endpoints");
+    assert_eq!(
+        v.remote, b["ov"],
+        "only live nodes' replicas, none of its own"
+    );
+    assert_eq!(v.remote[0].vtep, s.nodes["b"].record.value.underlay);
     assert_eq!(v.underlay_mtu, 1400);
     assert_eq!(v.underlay, Some(me.underlay));
 }
@@ -109,8 +117,8 @@ fn share_of(
     keys: &ProjectKeys,
     node: &str,
 ) -> BTreeMap<String, Vec<RemoteEndpoint>> {
-    let v = view(s, keys, node, &s.nodes[node].record.value, None);
-    published(&v, &["ov".to_string()].into(), &Default::default())
+    let v = view(s, keys, node, &s.nodes[node].record.value, None, &ov());
+    published(&v, &ov().all, &ov().encrypted)
 }
 
 #[test]
@@ -121,21 +129,50 @@ fn on_an_encrypted_network_the_vtep_is_the_tunnel_address_and_no_tunnel_publishe
         device: "ncwg0".into(),
         address: "10.232.0.2".parse().unwrap(),
     };
-    let ov: BTreeSet<String> = ["ov".to_string()].into();
+    let nets: BTreeSet<String> = ["ov".to_string()].into();
     let record = &s.nodes["b"].record.value;
-    let v = view(&s, &keys, "b", record, Some(&tunnel));
+    let v = view(&s, &keys, "b", record, Some(&tunnel), &ov());
     assert_eq!(v.tunnel.as_ref(), Some(&tunnel));
-    let eps = &published(&v, &ov, &ov)["ov"];
+    let eps = &published(&v, &nets, &nets)["ov"];
     assert_eq!(eps.len(), 1);
     assert_eq!(eps[0].vtep, tunnel.address);
-    let plain = &published(&v, &ov, &Default::default())["ov"];
+    let plain = &published(&v, &nets, &Default::default())["ov"];
     assert_eq!(plain[0].vtep, record.underlay);
-    let v = view(&s, &keys, "b", record, None);
-    assert!(published(&v, &ov, &ov)["ov"].is_empty());
+    let v = view(&s, &keys, "b", record, None, &ov());
+    assert!(published(&v, &nets, &nets)["ov"].is_empty());
 }
 
 #[test]
-fn a_node_publishes_its_own_replicas_with_mac_address_and_its_vtep() {
+fn another_node_is_reached_at_its_tunnel_address_on_an_encrypted_network_or_not_at_all() {
+    let mut s = snapshot(&[("a", 1500), ("b", 1500), ("c", 1500)]);
+    let key = |pair: u8| crate::kernel::wireguard::Key([pair; 32]);
+    if let Some(b) = s.nodes.get_mut("b") {
+        b.record.value.wireguard = Some(crate::state::cluster::WireguardRecord {
+            public_key: key(1),
+            port: 51820,
+            address: "10.232.0.2".parse().unwrap(),
+            engine: crate::kernel::wireguard::Engine::Kernel,
+        });
+    }
+    let keys = keys_with(&[(1, "a"), (2, "b"), (3, "c")]);
+    let encrypted = Overlays {
+        encrypted: ov().all,
+        ..ov()
+    };
+    let me = &s.nodes["a"].record.value;
+    let v = view(&s, &keys, "a", me, None, &encrypted);
+    let vteps: Vec<(u32, std::net::IpAddr)> = v.remote.iter().map(|e| (e.index, e.vtep)).collect();
+    assert_eq!(
+        vteps,
+        vec![(2, "10.232.0.2".parse().unwrap())],
+        "c has no tunnel: its replica is not on the network"
+    );
+    let v = view(&s, &keys, "a", me, None, &ov());
+    assert_eq!(v.remote.len(), 2, "both on a plain overlay");
+}
+
+#[test]
+fn a_nodes_endpoints_are_its_replicas_with_mac_address_and_vtep() {
     let s = snapshot(&[("a", 1500), ("b", 1500)]);
     let keys = keys_with(&[(1, "a"), (2, "b"), (3, "b")]);
     let b = share_of(&s, &keys, "b");
@@ -156,28 +193,36 @@ fn a_node_publishes_its_own_replicas_with_mac_address_and_its_vtep() {
 fn outputs_are_not_inputs() {
     let s = snapshot(&[("a", 1500), ("b", 1500)]);
     let keys = keys_with(&[(1, "a"), (2, "b")]);
-    let before = fingerprint(&s, &keys, "a");
+    let before = fingerprint(&s, &keys);
     let mut own = keys.clone();
     own.status
         .insert("a".into(), versioned(Default::default(), 11));
-    own.endpoints
-        .insert(("ov".into(), "a".into()), versioned(vec![], 11));
     own.status
         .insert("b".into(), versioned(Default::default(), 12));
-    assert_eq!(fingerprint(&s, &own, "a"), before);
-    let mut other = keys.clone();
-    other
-        .endpoints
-        .insert(("ov".into(), "b".into()), versioned(vec![], 12));
-    assert_ne!(fingerprint(&s, &other, "a"), before);
+    assert_eq!(fingerprint(&s, &own), before);
+    let mut moved = snapshot(&[("a", 1500), ("b", 1500)]);
+    if let Some(b) = moved.nodes.get_mut("b") {
+        b.record = versioned(
+            NodeRecord {
+                underlay: "10.0.0.9".parse().unwrap(),
+                ..b.record.value.clone()
+            },
+            12,
+        );
+    }
+    assert_ne!(
+        fingerprint(&moved, &keys),
+        before,
+        "another node's record: where its endpoints are"
+    );
     let mut rewritten = keys.clone();
     if let Some(a) = rewritten.allocations.as_mut() {
         a.mod_revision = 20;
     }
     assert_ne!(
-        fingerprint(&s, &rewritten, "a"),
+        fingerprint(&s, &rewritten),
         before,
-        "every up rewrites the allocations and waits for a report"
+        "every up rewrites the allocations"
     );
 }
 
@@ -199,9 +244,6 @@ fn a_scale_changes_the_share_of_the_host_it_adds_to_only() {
     outputs
         .status
         .insert("a".into(), versioned(Default::default(), 11));
-    outputs
-        .endpoints
-        .insert(("ov".into(), "b".into()), versioned(vec![], 12));
     assert_eq!(share_digest(&outputs, "a"), share_digest(&after, "a"));
     let mut edited = after.clone();
     edited.spec = Some(versioned(
@@ -213,4 +255,29 @@ fn a_scale_changes_the_share_of_the_host_it_adds_to_only() {
         share_digest(&after, "a"),
         "an edited file is every host's change"
     );
+}
+
+#[test]
+fn only_a_change_of_the_others_is_applied_to_the_record() {
+    let s = snapshot(&[("a", 1500), ("b", 1500)]);
+    let keys = keys_with(&[(1, "a"), (2, "b")]);
+    let me = &s.nodes["a"].record.value;
+    let before = view(&s, &keys, "a", me, None, &ov());
+    let share = share_digest(&keys, "a");
+    let added = keys_with(&[(1, "a"), (2, "b"), (3, "b")]);
+    let after = view(&s, &added, "a", me, None, &ov());
+    assert_eq!(
+        share_digest(&added, "a"),
+        share,
+        "b's new replica is not a's share"
+    );
+    let last = Some((share.as_str(), &before));
+    assert_eq!(observation(last, &share, &after), Observation::Recorded);
+    assert_eq!(
+        observation(last, &share, &before),
+        Observation::Full,
+        "an up that asks nothing new: checked in full"
+    );
+    assert_eq!(observation(last, "other", &after), Observation::Full);
+    assert_eq!(observation(None, &share, &after), Observation::Full);
 }

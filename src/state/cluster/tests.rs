@@ -32,16 +32,6 @@ fn a_snapshot_reads_every_kind_of_key_and_names_the_bad_ones() {
         &[put(node_key("h1"), &record("10.0.0.1"))],
     )
     .unwrap();
-    let ep = RemoteEndpoint {
-        network: "ov".into(),
-        service: "web".into(),
-        index: 1,
-        node: "h1".into(),
-        vtep: "10.0.0.1".parse().unwrap(),
-        mac: "02:00:00:00:00:01".into(),
-        ipv4: Some("10.1.0.2".parse().unwrap()),
-        ipv6: None,
-    };
     kv.commit_on(
         None,
         &[],
@@ -49,7 +39,11 @@ fn a_snapshot_reads_every_kind_of_key_and_names_the_bad_ones() {
             put(spec_key("p"), &SpecRecord::default()),
             put(placement_key("p"), &Placement::default()),
             put(allocations_key("p"), &Allocations::default()),
-            put(endpoints_key("p", "ov", "h1"), &vec![ep.clone()]),
+            // An endpoint key as earlier agents published it: ignored.
+            Op::Put {
+                key: format!("{PROJECTS}p/ep/ov/h1"),
+                value: b"[]".to_vec(),
+            },
             put(status_key("p", "h1"), &StatusRecord::default()),
             Op::Put {
                 key: format!("{PROJECTS}p/desired"),
@@ -68,10 +62,6 @@ fn a_snapshot_reads_every_kind_of_key_and_names_the_bad_ones() {
     assert_eq!(s.nodes["h1"].record.value, record("10.0.0.1"));
     let p = &s.projects["p"];
     assert!(p.spec.is_some() && p.placement.is_some() && p.allocations.is_some());
-    assert_eq!(
-        p.endpoints[&("ov".to_string(), "h1".to_string())].value,
-        vec![ep]
-    );
     assert_eq!(p.status["h1"].mod_revision, 2);
     assert!(
         matches!(s.unreadable.as_slice(), [StateError::Parse { path, .. }] if path == &status_key("q", "h1")),
