@@ -86,6 +86,7 @@ fn view() -> (Checked, ClusterView) {
         remote,
         allocations: all.allocations,
         tunnel: None,
+        assignment: None,
     };
     (checked, view)
 }

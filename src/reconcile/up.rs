@@ -3,10 +3,10 @@
 //! With a shared store, another host may allocate between this run's read and its save: the
 //! save then fails with a conflict and the run reads and allocates again (bounded).
 
-use super::planning::{build, context, daemon_config, taken_by, Unreadable};
+use super::planning::{build, context, daemon_config, load_on, taken_by, Unreadable};
 use super::session::Session;
 use super::timing::Stages;
-use super::{daemon, load, lock, Applied, Events, ReconcileError};
+use super::{daemon, lock, Applied, Events, ReconcileError};
 use crate::apply::Outcome;
 use crate::diag::{ConfigError, Diagnostics};
 use crate::load::LoadOptions;
@@ -46,7 +46,7 @@ pub fn up_on(
     events: &dyn Events,
 ) -> Result<UpOutcome, ReconcileError> {
     let stages = Stages::from_env("up");
-    let checked = load(opts, events)?;
+    let checked = load_on(opts, cluster, events)?;
     stages.stage("load");
     let project = ProjectName::new(checked.project.name.clone())?;
     let lock = lock(store, &project, events)?;

@@ -81,6 +81,7 @@ pub fn view(
         local,
         remote,
         tunnel: tunnel.cloned(),
+        assignment: keys.placement.as_ref().map(|p| p.value.assignment.clone()),
         allocations: keys
             .allocations
             .as_ref()
