@@ -127,6 +127,10 @@ pub struct Service {
     pub healthcheck: Option<Spanned<Healthcheck>>,
     /// `x-qos`: for every attachment that does not have its own.
     pub qos: Option<Qos>,
+    /// Not from the file: on a cluster, a global service's replica indexes as placement
+    /// numbered them (one per matching node; [`crate::placement::number_global`]). None:
+    /// Compose's count, 1 to [`Service::replicas`].
+    pub placed: Option<Vec<u32>>,
 }
 
 /// One `depends_on` entry (the short list form is `service_started`, required).
@@ -290,6 +294,15 @@ impl Service {
             .as_ref()
             .or(self.scale.as_ref())
             .map_or(1, |r| r.value)
+    }
+
+    /// The indexes of the replicas that run: those placement gave a global service on a
+    /// cluster, else 1 to [`Service::replicas`].
+    pub fn indexes(&self) -> Vec<u32> {
+        match &self.placed {
+            Some(placed) => placed.clone(),
+            None => (1..=self.replicas()).collect(),
+        }
     }
 }
 

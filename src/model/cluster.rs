@@ -52,6 +52,10 @@ pub struct ClusterView {
     /// This host's tunnel (None: no WireGuard here, so no encrypted network is built).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<TunnelEnd>,
+    /// Where every replica of the project runs, on any host: a global service's replicas
+    /// are numbered from it ([`crate::placement::number_global`]). None: Compose's counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment: Option<crate::placement::Assignment>,
 }
 
 /// One attachment of a replica on another host to an overlay network.

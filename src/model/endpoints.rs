@@ -113,7 +113,7 @@ fn sorted_networks(project: &Project) -> Vec<(&String, &Network)> {
 pub fn replicas(project: &Project) -> Vec<Replica> {
     let mut out = Vec::new();
     for (key, svc) in sorted_services(project) {
-        for index in 1..=svc.replicas() {
+        for index in svc.indexes() {
             let (stack, netns) = match svc.network_mode.as_ref().map(|m| &m.value) {
                 Some(NetworkMode::Host) => (Stack::Host, None),
                 Some(NetworkMode::Service(target)) => shared(project, target, 1),

@@ -94,6 +94,31 @@ impl Demand {
     }
 }
 
+/// On a cluster, each global service's replicas numbered as `assignment` runs them: one per
+/// matching node, with the index placement gave it (not always 1 to N: a dead node's replica
+/// goes with it, and a node that joins takes the lowest free index), so that the model builds,
+/// allocates for and names exactly those. A global service on no node runs no replica. Other
+/// services keep Compose's count, as does one host, which calls nothing here.
+pub fn number_global(project: &mut Project, assignment: &Assignment) {
+    let global: Vec<String> = Demand::of_project(project)
+        .into_iter()
+        // A service in another's namespace runs Compose's count there (see `Demand::joins`).
+        .filter(|d| d.mode == DeployMode::Global && d.joins.is_none())
+        .map(|d| d.service)
+        .collect();
+    for name in global {
+        let first = ReplicaKey::new(&name, 0);
+        let last = ReplicaKey::new(&name, u32::MAX);
+        let indexes = assignment
+            .range(first..=last)
+            .map(|(k, _)| k.index)
+            .collect();
+        if let Some(svc) = project.services.get_mut(&name) {
+            svc.placed = Some(indexes);
+        }
+    }
+}
+
 /// The replica whose namespace a network mode joins, as model/endpoints.rs resolves it: a
 /// service's first replica, a service's `container_name` (its first replica), or a replica's
 /// name `<project>-<service>-<n>`.

@@ -481,3 +481,27 @@ fn a_replica_key_reads_and_writes_as_ipam_names_an_owner() {
     assert_eq!(json, r#"{"web-api[12]":"h1"}"#);
     assert_eq!(serde_json::from_str::<Assignment>(&json).unwrap(), a);
 }
+
+#[test]
+fn a_global_service_is_numbered_as_placed_and_the_others_keep_their_count() {
+    let mut project = deploy_project();
+    let placed = place(
+        &nodes(&["h1", "h2", "h3"]),
+        &Demand::of_project(&project),
+        &assignment(&[("mon[2]", "h3")]),
+    );
+    number_global(&mut project, &placed.assignment);
+    assert_eq!(project.services["mon"].indexes(), [1, 2, 3]);
+    assert_eq!(project.services["plain"].placed, None);
+    let fewer = place(
+        &nodes(&["h1", "h3"]),
+        &Demand::of_project(&project),
+        &placed.assignment,
+    );
+    number_global(&mut project, &fewer.assignment);
+    assert_eq!(
+        project.services["mon"].indexes(),
+        [1, 2],
+        "h2's mon[3] went with it"
+    );
+}

@@ -84,6 +84,7 @@ fn view(tunnel: bool) -> (Checked, ClusterView) {
             device: "ncwg0".into(),
             address: ip("10.232.0.1"),
         }),
+        assignment: None,
     };
     (checked, view)
 }

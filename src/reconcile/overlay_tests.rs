@@ -87,6 +87,7 @@ fn view() -> (Checked, ClusterView) {
         remote,
         allocations: all.allocations,
         tunnel: None,
+        assignment: None,
     };
     (checked, view)
 }

@@ -69,7 +69,7 @@ pub fn plan_on(
     cluster: Option<&ClusterView>,
     events: &dyn Events,
 ) -> Result<Planning, ReconcileError> {
-    let checked = load(opts, events)?;
+    let checked = load_on(opts, cluster, events)?;
     let project = ProjectName::new(checked.project.name.clone())?;
     let others = others_taken(store, &project, Unreadable::Warn, events)?;
     let base = match baseline {
@@ -101,6 +101,20 @@ pub fn plan_on(
         }
     };
     Ok(Planning { checked, plan })
+}
+
+/// [`load`], with a cluster project's global services numbered as its placement runs them
+/// (`cluster`: this host's share), so that the model and the daemon see those replicas.
+pub(super) fn load_on(
+    opts: &LoadOptions,
+    cluster: Option<&ClusterView>,
+    events: &dyn Events,
+) -> Result<Checked, ReconcileError> {
+    let mut checked = load(opts, events)?;
+    if let Some(assignment) = cluster.and_then(|c| c.assignment.as_ref()) {
+        crate::placement::number_global(&mut checked.project, assignment);
+    }
+    Ok(checked)
 }
 
 /// What the daemon serves, from the checked project: `up --plan` needs no Compose file.

@@ -5,10 +5,10 @@
 //! A caller that alone changed the project since its last run (the agent) may start from
 //! what that run recorded instead of observing every namespace ([`Observation::Recorded`]).
 
-use super::planning::{build, context, daemon_config, taken_by, Unreadable};
+use super::planning::{build, context, daemon_config, load_on, taken_by, Unreadable};
 use super::session::Session;
 use super::timing::Stages;
-use super::{daemon, load, lock, Applied, Events, ReconcileError};
+use super::{daemon, lock, Applied, Events, ReconcileError};
 use crate::apply::Outcome;
 use crate::diag::{ConfigError, Diagnostics};
 use crate::load::LoadOptions;
@@ -74,7 +74,7 @@ pub fn up_with(
     events: &dyn Events,
 ) -> Result<(UpOutcome, Observation), ReconcileError> {
     let stages = Stages::from_env("up");
-    let checked = load(opts, events)?;
+    let checked = load_on(opts, cluster, events)?;
     stages.stage("load");
     let project = ProjectName::new(checked.project.name.clone())?;
     let lock = lock(store, &project, events)?;

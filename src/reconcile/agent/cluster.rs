@@ -69,7 +69,7 @@ pub fn up_cluster<K: Kv + ClusterKv>(
     events: &dyn Events,
     progress: &dyn ClusterProgress,
 ) -> Result<i64, ReconcileError> {
-    let checked = load(opts, events)?;
+    let mut checked = load(opts, events)?;
     let project = ProjectName::new(checked.project.name.clone())?;
     let record =
         spec::capture(opts, &checked, environment).map_err(|source| ClusterError::Spec {
@@ -91,16 +91,18 @@ pub fn up_cluster<K: Kv + ClusterKv>(
         let (snapshot, seen) = store.read_unlocked(&project)?;
         let prior = snapshot.state.unwrap_or_default();
         let others = taken_by(snapshot.others, Unreadable::Refuse, events)?;
-        let desired = build(
-            &checked,
-            &context(&checked, &prior.allocations, &others, None)?,
-        )?;
         let keys = cluster.projects.get(project.as_str());
         let current = keys
             .and_then(|k| k.placement.as_ref())
             .map(|p| p.value.assignment.clone())
             .unwrap_or_default();
+        // Placed first: a global service's replicas are those it places, one per node.
         let placement = placement::place(&nodes, &demands, &current);
+        placement::number_global(&mut checked.project, &placement.assignment);
+        let desired = build(
+            &checked,
+            &context(&checked, &prior.allocations, &others, None)?,
+        )?;
         let mut extra: Vec<Op> = Vec::new();
         extra.extend(put_if_changed(
             spec_key(project.as_str()),

@@ -7,6 +7,7 @@
 //! `tunnel.rs`.
 
 mod cluster;
+mod global;
 mod plan;
 mod probe;
 mod prober;

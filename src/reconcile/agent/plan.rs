@@ -74,7 +74,7 @@ pub fn plan_cluster<K: Kv + ClusterKv>(
     environment: &BTreeMap<String, String>,
     events: &dyn Events,
 ) -> Result<ClusterPlan, ReconcileError> {
-    let checked = load(opts, events)?;
+    let mut checked = load(opts, events)?;
     let project = ProjectName::new(checked.project.name.clone())?;
     let cluster = ClusterSnapshot::read(store.kv())?;
     let nodes = share::nodes(&cluster);
@@ -83,16 +83,17 @@ pub fn plan_cluster<K: Kv + ClusterKv>(
     }
     let prior = store.load(&project)?.unwrap_or_default();
     let others = others_taken(store, &project, Unreadable::Warn, events)?;
-    let desired = build(
-        &checked,
-        &context(&checked, &prior.allocations, &others, None)?,
-    )?;
     let keys = cluster.projects.get(project.as_str());
     let current = keys
         .and_then(|k| k.placement.as_ref())
         .map(|p| p.value.assignment.clone())
         .unwrap_or_default();
     let placed = placement::place(&nodes, &Demand::of_project(&checked.project), &current);
+    placement::number_global(&mut checked.project, &placed.assignment);
+    let desired = build(
+        &checked,
+        &context(&checked, &prior.allocations, &others, None)?,
+    )?;
     let record =
         super::spec::capture(opts, &checked, environment).map_err(|source| ClusterError::Spec {
             path: checked.working_dir.display().to_string(),
@@ -199,6 +200,7 @@ fn node_view(
             address: w.address,
         }),
         allocations: desired.allocations.clone(),
+        assignment: Some(assignment.clone()),
     }
 }
 

@@ -14,8 +14,8 @@ use crate::placement::Demand;
 use crate::project_name::ProjectName;
 use crate::reconcile::{Events, Observation, ReconcileError};
 use crate::state::cluster::{
-    placement_key, put_if_changed, status_key, ClusterKv, ClusterSnapshot, ProjectKeys,
-    StatusRecord,
+    allocations_key, placement_key, put_if_changed, status_key, ClusterKv,
+    ClusterSnapshot, ProjectKeys, StatusRecord,
 };
 use crate::state::kv::{Op, Unchanged};
 use crate::state::{StateError, Store};
@@ -143,14 +143,35 @@ impl<'a> Agent<'a> {
         let demands = Demand::of_project(&checked.project);
         if let Some(new) = share::replace(snapshot, keys, &demands) {
             let key = placement_key(name);
-            let guard = Unchanged {
+            let mut guards = vec![Unchanged {
                 key: key.clone(),
                 since: snapshot.revision,
-            };
+            }];
             let value = crate::state::cluster::encode(&key, &new)?;
-            let won = self
-                .kv
-                .commit_on(None, &[guard], &[Op::Put { key, value }])?;
+            let mut ops = vec![Op::Put { key, value }];
+            // A global service's replica on a node that joined: its addresses go with it.
+            let stored = keys.allocations.as_ref().map(|a| &a.value);
+            let extended = stored.map(|s| super::global::extended(&checked.project, s, &new));
+            match extended {
+                Some(Ok(Some(allocations))) => {
+                    let key = allocations_key(name);
+                    guards.push(Unchanged {
+                        key: key.clone(),
+                        since: snapshot.revision,
+                    });
+                    let value = crate::state::cluster::encode(&key, &allocations)?;
+                    ops.push(Op::Put { key, value });
+                }
+                Some(Ok(None)) | None => {}
+                Some(Err(errors)) => {
+                    let why: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    self.log.info(&format!(
+                        "project {name}: no address for a new replica: {}",
+                        why.join("; ")
+                    ));
+                }
+            }
+            let won = self.kv.commit_on(None, &guards, &ops)?;
             let moved: Vec<String> = new
                 .moved
                 .iter()

@@ -136,6 +136,7 @@ pub fn view(
         local: placed_on(keys, me),
         remote,
         tunnel: tunnel.cloned(),
+        assignment: keys.placement.as_ref().map(|p| p.value.assignment.clone()),
         allocations,
     }
 }

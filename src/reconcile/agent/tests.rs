@@ -10,6 +10,7 @@ use crate::reconcile::{Applied, ReconcileError};
 use crate::state::cluster::memory::MemoryKv;
 use crate::state::cluster::{placement_key, spec_key, status_key, SpecRecord, StatusRecord};
 use crate::state::kv::Op;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 struct Quiet(Mutex<Vec<String>>);
@@ -265,6 +266,97 @@ fn up_writes_in_one_revision_and_waits_for_every_node() {
             "{lines:?}"
         );
     }
+}
+
+const GLOBAL: &str = "name: gl\nservices:\n  mon:\n    deploy: {mode: global, replicas: 5}\n    networks: [ov]\nnetworks:\n  ov:\n    driver: overlay\n";
+
+/// Registers `names` on their own leases.
+fn register_all(kv: &MemoryKv, dir: &std::path::Path, names: &[&str]) -> Vec<(AgentConfig, i64)> {
+    names
+        .iter()
+        .map(|n| {
+            let lease = kv.grant(5).unwrap();
+            let cfg = config(n, dir);
+            register(kv, &cfg, &ClusterSnapshot::read(kv).unwrap(), lease).unwrap();
+            (cfg, lease)
+        })
+        .collect()
+}
+
+/// The replicas with addresses on `ov` and their addresses, as stored (the VIP aside).
+fn stored_addresses(kv: &MemoryKv) -> BTreeMap<String, Vec<std::net::IpAddr>> {
+    let s = ClusterSnapshot::read(kv).unwrap();
+    let a = &s.projects["gl"].allocations.as_ref().unwrap().value;
+    let mut out = a.networks["ov"].addresses.clone();
+    out.retain(|owner, _| owner.starts_with("mon["));
+    out
+}
+
+#[test]
+fn a_global_service_runs_one_addressed_replica_per_node_and_a_joining_node_gets_one() {
+    let kv = MemoryKv::default();
+    let dir = tempfile::tempdir().unwrap();
+    let (opts, _) = spec_of(dir.path(), GLOBAL);
+    register_all(&kv, dir.path(), &["a", "b", "c"]);
+    let log = Quiet::new();
+    // No agent reports: the write is what is checked, the wait times out.
+    let e = up_cluster(
+        &kv.store(),
+        &opts,
+        &Default::default(),
+        Duration::ZERO,
+        &log,
+        &log,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ReconcileError::Cluster(ClusterError::NotConverged { .. })
+        ),
+        "{e}"
+    );
+    let s = ClusterSnapshot::read(&kv).unwrap();
+    let placed = &s.projects["gl"]
+        .placement
+        .as_ref()
+        .unwrap()
+        .value
+        .assignment;
+    let on: Vec<String> = placed.iter().map(|(k, n)| format!("{k}@{n}")).collect();
+    assert_eq!(
+        on,
+        ["mon[1]@a", "mon[2]@b", "mon[3]@c"],
+        "replicas: 5 is ignored"
+    );
+    let addresses = stored_addresses(&kv);
+    assert_eq!(addresses.len(), 3, "{addresses:?}");
+    let distinct: std::collections::BTreeSet<_> = addresses.values().collect();
+    assert_eq!(distinct.len(), 3, "{addresses:?}");
+
+    // d joins: one agent places mon[4] there and stores its address in the same revision.
+    let d = register_all(&kv, dir.path(), &["d"]);
+    let snapshot = ClusterSnapshot::read(&kv).unwrap();
+    let before = kv.revision();
+    let local = crate::state::FileStore::new(dir.path().join("state"));
+    let mut agent = Agent::new(&kv, &local, &d[0].0, &log, &log);
+    agent.converge(&snapshot, d[0].1);
+    assert_eq!(
+        kv.revision(),
+        before + 1,
+        "placement and allocations in one revision"
+    );
+    let s = ClusterSnapshot::read(&kv).unwrap();
+    let p = &s.projects["gl"];
+    let placed = &p.placement.as_ref().unwrap().value.assignment;
+    assert_eq!(placed[&crate::placement::ReplicaKey::new("mon", 4)], "d");
+    assert_eq!(p.allocations.as_ref().unwrap().mod_revision, before + 1);
+    let after = stored_addresses(&kv);
+    assert_eq!(after.len(), 4, "{after:?}");
+    for (owner, addrs) in &addresses {
+        assert_eq!(&after[owner], addrs, "{owner} kept its address");
+    }
+    assert!(!addresses.values().any(|a| a == &after["mon[4]"]));
 }
 
 #[test]
