@@ -103,16 +103,27 @@ pub async fn apply<M: Machine>(
     let gone = deleted_namespaces(observed, &deletes);
     let old: HashMap<&ResourceId, &Resource> = observed.iter().map(|r| (&r.address, r)).collect();
     let rebuilt = taken_along(observed, desired, &deletes, &creates);
-    // What goes with the deleted namespaces counts as deleted; the veth host ends are waited
-    // for (they must be gone before a link of the same name is created again).
+    // What goes with the deleted namespaces counts as deleted. The kernel frees a namespace,
+    // and the host ends of its veths with it, after the run; only a host end whose name this
+    // run creates again is waited for (the name must be free by then).
     let with_namespaces: Vec<&Resource> = observed
         .iter()
         .filter(|r| deletes.contains(&r.address) && inside_gone(r, &gone))
         .collect();
+    let made_again: HashSet<&str> = desired
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::Link(l) => l.host_ifname.as_deref(),
+            _ => None,
+        })
+        .collect();
     let host_ends: Vec<&Resource> = with_namespaces
         .iter()
         .copied()
-        .filter(|r| matches!(&r.spec, Spec::Link(l) if l.host_ifname.is_some()))
+        .filter(|r| {
+            matches!(&r.spec, Spec::Link(l)
+                if l.host_ifname.as_deref().is_some_and(|n| made_again.contains(n)))
+        })
         .collect();
     let destroyed = |r: &&Resource| deletes.contains(&r.address) && !inside_gone(r, &gone);
     let built = |r: &&Resource| {
@@ -249,7 +260,8 @@ fn deleted_namespaces<'a>(
 /// Routes, links, nft tables and files of a namespace that is deleted need no work of their
 /// own: the kernel takes them away with the namespace (and the namespace's deletion removes
 /// its /etc/netns files). A veth goes as a pair, so its host end goes too, once the kernel has
-/// freed the namespace, which it does asynchronously: see [`reap`].
+/// freed the namespace, which it does asynchronously (a host end whose name is needed again
+/// is waited for: see [`reap`]).
 fn inside_gone(r: &Resource, gone: &HashSet<&str>) -> bool {
     namespace_of(&r.spec).is_some_and(|ns| gone.contains(ns))
 }
@@ -273,7 +285,8 @@ fn namespace_of(spec: &Spec) -> Option<&str> {
 }
 
 /// Wait until the kernel has freed the deleted namespaces and, with them, the host ends of
-/// their veths (`links`, by address and host-side name); delete explicitly whatever is still
+/// their veths that this run makes again (`links`, by address and host-side name); delete
+/// explicitly whatever is still
 /// there once the kernel stops making progress (a process that still holds a namespace keeps
 /// it alive). Freeing namespaces in one batch is much cheaper for the kernel than deleting each
 /// veth: every link deletion waits for an RCU grace period under the RTNL lock, while the
@@ -417,13 +430,20 @@ fn lives_on(r: &Resource, parent: &Resource) -> bool {
 /// namespace, or a directory with anything else in it, is never touched.
 async fn sweep<M: Machine>(k: &Kernel<M>) {
     let prefix = format!("{}-", k.project);
-    for name in k.list_netns().await.unwrap_or_default() {
-        if name.starts_with(&prefix) && !k.netns_exists(&name).await {
-            let _ = k.delete_netns(&name).await;
-        }
+    let pinned = k.list_netns_live().await.unwrap_or_default();
+    for (name, _) in pinned
+        .iter()
+        .filter(|(n, live)| n.starts_with(&prefix) && !live)
+    {
+        let _ = k.delete_netns(name).await;
     }
+    let live: HashSet<&str> = pinned
+        .iter()
+        .filter(|(_, live)| *live)
+        .map(|(n, _)| n.as_str())
+        .collect();
     for name in k.file_dirs().await.unwrap_or_default() {
-        if !name.starts_with(&prefix) || k.netns_exists(&name).await {
+        if !name.starts_with(&prefix) || live.contains(name.as_str()) {
             continue;
         }
         let only_ours = k.file_names(&name).await.is_ok_and(|files| {

@@ -279,15 +279,21 @@ async fn set_sysctls<M: Machine>(k: &Kernel<M>, a: &str, n: &Namespace) -> Resul
     Ok(())
 }
 
-/// Refuse to go on when an existing namespace is not ours (its lo lacks our mark).
+/// Refuse to go on when an existing namespace is not ours (its lo lacks our mark). Its links
+/// are surveyed rather than asked through its handle: a namespace about to be deleted needs no
+/// connection of its own.
 async fn namespace_owned<M: Machine>(k: &Kernel<M>, a: &str, n: &Namespace) -> Result<()> {
-    let lo = k
-        .netns(&n.name)
-        .await
-        .map_err(kernel_err(a))?
-        .link_by_index(LOOPBACK_INDEX)
+    let surveyed = k
+        .survey(std::slice::from_ref(&n.name), false)
         .await
         .map_err(kernel_err(a))?;
+    let Some(found) = surveyed.into_iter().flatten().next() else {
+        return Err(ApplyError::Missing {
+            address: a.to_string(),
+            object: format!("network namespace {}", n.name),
+        });
+    };
+    let lo = found.links.into_iter().find(|l| l.index == LOOPBACK_INDEX);
     if lo.and_then(|l| l.alias) == Some(mark(k, a)) {
         return Ok(());
     }

@@ -25,6 +25,8 @@ use std::net::IpAddr;
 pub use super::netlink::tc::{HtbClass, HtbShape, NetemShape, Qdisc, QdiscKind, Shaper, TreeState};
 /// The table contents the nftables layer loads.
 pub use super::nftables::Table;
+/// What a namespace holds, read in one go.
+pub use super::survey::Survey;
 
 type Res<T> = Result<T, KernelError>;
 
@@ -177,6 +179,8 @@ pub trait Namespaces: Send + Sync {
     fn netns_exists(&self, name: &str) -> impl Future<Output = bool> + Send;
     /// The names pinned in the directory, live or stale, sorted.
     fn list_netns(&self) -> impl Future<Output = Res<Vec<String>>> + Send;
+    /// [`Namespaces::list_netns`], each name with whether it is a live namespace, in one go.
+    fn list_netns_live(&self) -> impl Future<Output = Res<Vec<(String, bool)>>> + Send;
     /// Unpin `name` (live or stale); false when there was nothing. The kernel frees the
     /// namespace, with every link in it and the peers of its veths, once nothing holds it.
     fn delete_netns(&self, name: &str) -> impl Future<Output = Res<bool>> + Send;
@@ -253,4 +257,12 @@ pub trait Machine: Namespaces + Firewall + Sysctls + ReplicaFiles + Ports {
     fn host(&self) -> &Self::Net;
     /// The handle of namespace `ns`, opened on first use and kept.
     fn netns(&self, ns: &str) -> impl Future<Output = Res<Self::Net>> + Send;
+    /// The links of each namespace of `names` (and, when `full`, its addresses and routes),
+    /// read in one go, in the order of `names`; None for a pin file with nothing mounted on
+    /// it, which is no namespace.
+    fn survey(
+        &self,
+        names: &[String],
+        full: bool,
+    ) -> impl Future<Output = Res<Vec<Option<Survey>>>> + Send;
 }

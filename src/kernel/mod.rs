@@ -12,6 +12,8 @@
 //! - [`netlink`]: [`netlink::Netlink`], an rtnetlink handle whose socket lives inside a given
 //!   namespace, with typed operations on links, addresses, routes, FDB and neighbours.
 //! - [`sysctl`]: read and write `net.*` sysctls inside a namespace.
+//! - [`survey`]: many namespaces read in one go (links, addresses, routes) on a few threads
+//!   that enter each in turn, for `observe`.
 //! - [`machine`]: those mechanisms as traits (what `observe` and `apply` use), implemented by
 //!   [`system::System`] and, in memory, by [`fake::Fake`]; [`handle::Kernel`] pairs a machine
 //!   with the project it works for.
@@ -43,6 +45,7 @@ pub mod machine;
 pub mod netlink;
 pub mod netns;
 pub mod nftables;
+pub mod survey;
 pub mod sysctl;
 pub mod system;
 pub mod wireguard;

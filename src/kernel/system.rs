@@ -1,5 +1,6 @@
 //! The real [`Machine`]: an rtnetlink and an nfnetlink socket per namespace (opened together,
-//! once, on a thread inside it, then reused from the runtime and the blocking pool), the
+//! once, on a thread inside it, then reused from the runtime and the blocking pool; a survey
+//! opens only the nfnetlink one, for the table read and write that follow it), the
 //! namespace directory, sysctls and /etc/netns. Whatever blocks (a thread entering a namespace, a file, an nfnetlink batch)
 //! runs on tokio's blocking pool, so that many namespaces are worked on at once.
 
@@ -13,6 +14,7 @@ use super::netlink::{
 };
 use super::netns::{NetnsDir, ETC_NETNS};
 use super::nftables::{self, read, LiveTable};
+use super::survey::{self, Survey};
 use super::{sysctl, Ctx, KernelError};
 use ipnetwork::IpNetwork;
 use std::collections::HashMap;
@@ -31,6 +33,9 @@ pub struct System {
     rt: tokio::runtime::Handle,
     host: Net,
     sockets: Mutex<HashMap<String, Net>>,
+    /// The nfnetlink socket of each namespace known so far: those of [`System::sockets`], and
+    /// those a survey opened in namespaces whose rtnetlink connection nothing needed.
+    nft_sockets: Mutex<HashMap<String, Arc<Mutex<OwnedFd>>>>,
     /// The tables known unchanged since a read or a write (see [`generations`]).
     generations: Arc<Mutex<Generations>>,
 }
@@ -63,6 +68,7 @@ impl System {
             rt,
             host,
             sockets: Mutex::new(HashMap::new()),
+            nft_sockets: Mutex::new(HashMap::new()),
             generations: Arc::new(Mutex::new(Generations::default())),
         })
     }
@@ -90,11 +96,18 @@ impl System {
         if let Ok(mut m) = self.sockets.lock() {
             m.insert(ns.to_string(), net.clone());
         }
+        if let Ok(mut m) = self.nft_sockets.lock() {
+            m.insert(ns.to_string(), net.nft.clone());
+        }
         net
     }
 
+    /// Drop this process's sockets in `ns`: a socket holds its namespace alive.
     fn forget(&self, ns: &str) {
         if let Ok(mut m) = self.sockets.lock() {
+            m.remove(ns);
+        }
+        if let Ok(mut m) = self.nft_sockets.lock() {
             m.remove(ns);
         }
     }
@@ -105,9 +118,17 @@ impl System {
 
     /// The nfnetlink socket of namespace `ns` (None: the host's).
     async fn nft(&self, ns: Option<&str>) -> Res<Arc<Mutex<OwnedFd>>> {
-        match ns {
-            None => Ok(self.host.nft.clone()),
-            Some(ns) => Ok(self.netns(ns).await?.nft),
+        let Some(ns) = ns else {
+            return Ok(self.host.nft.clone());
+        };
+        let surveyed = self
+            .nft_sockets
+            .lock()
+            .ok()
+            .and_then(|m| m.get(ns).cloned());
+        match surveyed {
+            Some(nft) => Ok(nft),
+            None => Ok(self.netns(ns).await?.nft),
         }
     }
 }
@@ -409,6 +430,24 @@ impl Namespaces for System {
         .await
     }
 
+    async fn list_netns_live(&self) -> Res<Vec<(String, bool)>> {
+        let dir = self.dir.clone();
+        blocking(
+            Ctx::new("list netns", dir.root().display(), None),
+            move || {
+                let names = dir.list()?;
+                Ok(names
+                    .into_iter()
+                    .map(|n| {
+                        let live = dir.exists(&n);
+                        (n, live)
+                    })
+                    .collect())
+            },
+        )
+        .await
+    }
+
     async fn delete_netns(&self, name: &str) -> Res<bool> {
         self.forget(name);
         let (dir, owned) = (self.dir.clone(), name.to_string());
@@ -629,5 +668,26 @@ impl Machine for System {
         })
         .await?;
         Ok(self.remember(ns, sockets))
+    }
+
+    async fn survey(&self, names: &[String], full: bool) -> Res<Vec<Option<Survey>>> {
+        let (dir, owned) = (self.dir.clone(), names.to_vec());
+        let found = blocking(Ctx::new("survey", "namespaces", None), move || {
+            Ok(survey::survey(&dir, &owned, full))
+        })
+        .await?;
+        let mut out = Vec::with_capacity(names.len());
+        for (name, answer) in names.iter().zip(found) {
+            let Some((found, nft)) = answer? else {
+                out.push(None);
+                continue;
+            };
+            if let (Some(nft), Ok(mut m)) = (nft, self.nft_sockets.lock()) {
+                m.entry(name.clone())
+                    .or_insert_with(|| Arc::new(Mutex::new(nft)));
+            }
+            out.push(Some(found));
+        }
+        Ok(out)
     }
 }

@@ -7,7 +7,7 @@
 
 use crate::firewall::host_table;
 use crate::ipam::mac::format_mac;
-use crate::kernel::machine::Links;
+use crate::kernel::machine::{Links, Survey};
 use crate::kernel::netlink::{Link as KLink, LinkKind, LOOPBACK_INDEX};
 use crate::kernel::{Kernel, KernelError, Machine};
 use crate::model::names::parse_mark;
@@ -17,9 +17,9 @@ use futures::stream::{self, StreamExt};
 use ipnetwork::IpNetwork;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-/// How many namespaces are read at once: enough to keep the kernel busy, few enough that the
-/// blocking steps of each (a thread inside it, sysctls, files, the table) stay within a
-/// modest thread pool.
+/// How many surveyed namespaces are read further at once: enough to keep the kernel busy, few
+/// enough that the blocking steps of each (sysctls, files, the table) stay within a modest
+/// thread pool.
 const PARALLEL: usize = 64;
 
 /// Earlier knowledge of each resource, by address: the state's, else the desired one. Indexed
@@ -181,9 +181,11 @@ pub async fn observe_to<M: Machine>(
         .into_iter()
         .filter(|n| n.starts_with(&prefix))
         .collect();
-    // One round: each namespace is read as soon as its socket is open.
-    let scans: Vec<_> = stream::iter(&pinned)
-        .map(|ns| namespace(k, &t, ns, &host_ends, depth))
+    // One round: every namespace's links, addresses and routes in one survey, then what else
+    // each holds (files, table) read concurrently.
+    let surveyed = k.survey(&pinned, depth == Depth::Full).await?;
+    let scans: Vec<_> = stream::iter(pinned.iter().zip(surveyed))
+        .map(|(ns, found)| namespace(k, &t, ns, found, &host_ends, depth))
         .buffered(PARALLEL)
         .collect()
         .await;
@@ -299,23 +301,25 @@ fn link_local(a: &IpNetwork) -> bool {
     matches!(a, IpNetwork::V6(v6) if v6.ip().segments()[0] & 0xffc0 == 0xfe80)
 }
 
-/// One of the project's namespaces: itself, its marked links, default routes, files and table;
-/// None for a pin file with nothing mounted on it (a run killed half-way), which is no
-/// namespace. Whether it is one is asked only when it cannot be entered, so that a live
-/// namespace costs no extra step.
+/// One of the project's namespaces, from what the survey `found` in it: itself, its marked
+/// links, default routes, files and table; None for a pin file with nothing mounted on it (a
+/// run killed half-way), which is no namespace.
 async fn namespace<M: Machine>(
     k: &Kernel<M>,
     t: &Templates<'_>,
     ns: &str,
+    found: Option<Survey>,
     host_ends: &HashMap<ResourceId, HostEnd>,
     depth: Depth,
 ) -> Result<Option<Vec<Resource>>, KernelError> {
-    let nl = match k.netns(ns).await {
-        Ok(nl) => nl,
-        Err(_) if !k.netns_exists(ns).await => return Ok(None),
-        Err(e) => return Err(e),
+    let Some(Survey {
+        links,
+        addresses: addrs,
+        routes,
+    }) = found
+    else {
+        return Ok(None);
     };
-    let links = nl.links().await?;
     let Some((_, ResourceId::Replica(replica))) = links
         .iter()
         .find(|l| l.index == LOOPBACK_INDEX)
@@ -330,9 +334,7 @@ async fn namespace<M: Machine>(
     if depth == Depth::Outline {
         return Ok(Some(outline(k, t, ns, &replica, &links, host_ends)));
     }
-    let (addrs, routes, itself, files, table) = futures::try_join!(
-        nl.addresses(),
-        nl.routes(),
+    let (itself, files, table) = futures::try_join!(
         namespace_resource(k, t, ns, &ns_address),
         files(k, t, ns, ResourceId::Files(replica.clone())),
         super::table::table(k, t, Some(ns), &table_address, REPLICA_TABLE),
@@ -349,7 +351,9 @@ async fn namespace<M: Machine>(
         };
         let mut found = link(t, ns, &address, l, &addrs, host_ends.get(&address));
         if let Spec::Link(spec) = &mut found.spec {
-            super::qos::read(k, &nl, l.index, spec).await?;
+            if spec.qos.is_some() {
+                super::qos::read(k, &k.netns(ns).await?, l.index, spec).await?;
+            }
         }
         out.push(found);
     }

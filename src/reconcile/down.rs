@@ -2,6 +2,7 @@
 //! state helps but is not needed), and nothing else; then forget the project.
 
 use super::session::Session;
+use super::timing::Stages;
 use super::{daemon, lock, Applied, Events, ReconcileError};
 use crate::apply::Outcome;
 use crate::model::Desired;
@@ -16,20 +17,26 @@ pub fn down(
     project: &ProjectName,
     events: &dyn Events,
 ) -> Result<DownOutcome, ReconcileError> {
+    let stages = Stages::from_env("down");
     let lock = lock(store, project, events)?;
     // The daemon's processes live in the namespaces: stop them before the namespaces go.
     daemon::before_down(project, events)?;
+    stages.stage("daemon");
     let session = Session::open(project)?;
     let prior = store.load(project)?.unwrap_or_default();
+    stages.stage("session and state read");
     // Everything inside a namespace goes with it: its table, files and routes are not read.
     let observed = session.observe_outline(&prior.resources)?;
+    stages.stage("observe");
     let changes = plan::diff(&observed, &[]);
     let outcome = session
         .apply(&observed, &[], &changes, &|step| {
             super::report_step(events, step)
         })
         .map_err(ReconcileError::Apply)?;
+    stages.stage("apply");
     store.remove(&lock)?;
+    stages.stage("state remove");
     events.applied(&Applied::Down {
         project: project.clone(),
         outcome,

@@ -13,7 +13,7 @@ mod tc;
 pub mod wireguard;
 
 use super::machine::{
-    Firewall, Machine, Namespaces, NetnsInit, Ports, ReplicaFiles, Sysctls, Table,
+    Firewall, Machine, Namespaces, NetnsInit, Ports, ReplicaFiles, Survey, Sysctls, Table,
 };
 use super::netlink::{Link, LinkKind, Route, LOOPBACK_INDEX};
 use super::nftables::{ChainTags, LiveTable};
@@ -238,6 +238,15 @@ impl Namespaces for Fake {
         Ok(names.into_iter().cloned().collect())
     }
 
+    async fn list_netns_live(&self) -> Res<Vec<(String, bool)>> {
+        let w = lock(&self.world);
+        let names: BTreeSet<&String> = w.namespaces.keys().chain(&w.stale_pins).collect();
+        Ok(names
+            .into_iter()
+            .map(|n| (n.clone(), w.namespaces.contains_key(n)))
+            .collect())
+    }
+
     async fn delete_netns(&self, name: &str) -> Res<bool> {
         let mut w = lock(&self.world);
         if w.stale_pins.remove(name) {
@@ -456,6 +465,29 @@ impl Machine for Fake {
             world: self.world.clone(),
             ns: Some(ns.to_string()),
         })
+    }
+
+    async fn survey(&self, names: &[String], full: bool) -> Res<Vec<Option<Survey>>> {
+        let w = lock(&self.world);
+        let one = |space: &Space| Survey {
+            links: space.links.values().map(|l| l.link.clone()).collect(),
+            addresses: match full {
+                true => space
+                    .links
+                    .iter()
+                    .flat_map(|(i, l)| l.addresses.iter().map(move |a| (*i, *a)))
+                    .collect(),
+                false => Vec::new(),
+            },
+            routes: match full {
+                true => space.routes.clone(),
+                false => Vec::new(),
+            },
+        };
+        Ok(names
+            .iter()
+            .map(|ns| w.namespaces.get(ns).map(one))
+            .collect())
     }
 }
 

@@ -14,27 +14,13 @@ impl Netlink {
                 RouteNetlinkMessage::GetAddress(AddressMessage::default()),
             )
             .await?;
-        let mut out = Vec::new();
-        for m in replies {
-            let RouteNetlinkMessage::NewAddress(a) = m else {
-                continue;
-            };
-            let mut local = None;
-            let mut address = None;
-            for attr in &a.attributes {
-                match attr {
-                    AddressAttribute::Local(ip) => local = Some(*ip),
-                    AddressAttribute::Address(ip) => address = Some(*ip),
-                    _ => {}
-                }
-            }
-            if let Some(ip) = local.or(address) {
-                if let Ok(net) = IpNetwork::new(ip, a.header.prefix_len) {
-                    out.push((a.header.index, net));
-                }
-            }
-        }
-        Ok(out)
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => parse_address(&a),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Unicast routes of the main table (IPv4 and IPv6).
@@ -199,7 +185,23 @@ impl Netlink {
     }
 }
 
-fn parse_route(r: RouteMessage) -> Option<Route> {
+/// An address as (ifindex, address/prefix): the local address of a point-to-point link, else
+/// the address.
+pub(super) fn parse_address(a: &AddressMessage) -> Option<(u32, IpNetwork)> {
+    let mut local = None;
+    let mut address = None;
+    for attr in &a.attributes {
+        match attr {
+            AddressAttribute::Local(ip) => local = Some(*ip),
+            AddressAttribute::Address(ip) => address = Some(*ip),
+            _ => {}
+        }
+    }
+    let net = IpNetwork::new(local.or(address)?, a.header.prefix_len).ok()?;
+    Some((a.header.index, net))
+}
+
+pub(super) fn parse_route(r: RouteMessage) -> Option<Route> {
     let mut table = u32::from(r.header.table);
     let mut dst = None;
     let mut gateway = None;

@@ -12,8 +12,9 @@
 //!
 //! This file holds the types, the handle and the request plumbing; the operations are in
 //! `links.rs` (links), `addrs.rs` (addresses, routes, FDB and neighbour entries written),
-//! `overlay.rs` (FDB and neighbour entries read back and deleted) and `tc.rs` (qdiscs and htb
-//! classes).
+//! `overlay.rs` (FDB and neighbour entries read back and deleted), `tc.rs` (qdiscs and htb
+//! classes) and `blocking.rs` (the listings again, on a plain blocking socket, for a thread
+//! that reads a namespace in one go).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -45,9 +46,12 @@ use rtnetlink::{
 };
 
 mod addrs;
+mod blocking;
 mod links;
 mod overlay;
 pub mod tc;
+
+pub use blocking::BlockingNetlink;
 
 use super::netns::{self, NetnsDir};
 use super::{Ctx, KernelError};

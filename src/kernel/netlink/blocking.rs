@@ -1,0 +1,165 @@
+//! rtnetlink dumps on a plain blocking socket, for a thread that reads a namespace in one go
+//! (see [`crate::kernel::survey`]): no connection task, no runtime, no channel between the
+//! request and its replies; the thread sends a dump, reads it to its end, sends the next.
+//! What the replies mean is parsed exactly as [`Netlink`]'s listings parse it.
+
+use super::addrs::{parse_address, parse_route};
+use super::links::parse_link;
+use super::*;
+use nix::sys::socket::{
+    bind, recv, send, socket, AddressFamily as SockFamily, MsgFlags, NetlinkAddr, SockFlag,
+    SockProtocol, SockType,
+};
+use rtnetlink::packet_core::NetlinkHeader;
+use std::os::fd::OwnedFd;
+
+/// The largest datagram a dump sends (the kernel caps its dump buffers at 32 KiB), with room.
+const RECV_LEN: usize = 64 * 1024;
+
+/// A NETLINK_ROUTE socket of the calling thread's namespace, used from that thread only.
+pub struct BlockingNetlink {
+    fd: OwnedFd,
+    seq: u32,
+    label: Option<String>,
+    buf: Vec<u8>,
+}
+
+impl BlockingNetlink {
+    /// A socket in the calling thread's namespace; `label` names the namespace in errors.
+    pub fn open_current(label: Option<&str>) -> Result<Self, KernelError> {
+        let ctx = Ctx::new("open netlink socket", "NETLINK_ROUTE", label);
+        let fd = socket(
+            SockFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkRoute,
+        )
+        .map_err(|e| ctx.errno(e))?;
+        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(|e| ctx.errno(e))?;
+        Ok(BlockingNetlink {
+            fd,
+            seq: 0,
+            label: label.map(str::to_string),
+            buf: vec![0; RECV_LEN],
+        })
+    }
+
+    fn ctx(&self, what: &str) -> Ctx {
+        Ctx::new("list", what, self.label.as_deref())
+    }
+
+    /// Every link, without statistics (as [`Netlink::links`]).
+    pub fn links(&mut self) -> Result<Vec<Link>, KernelError> {
+        let mut msg = LinkMessage::default();
+        msg.attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        let replies = self.dump("links", RouteNetlinkMessage::GetLink(msg))?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(parse_link(l)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Every address (as [`Netlink::addresses`]).
+    pub fn addresses(&mut self) -> Result<Vec<(u32, IpNetwork)>, KernelError> {
+        let msg = RouteNetlinkMessage::GetAddress(AddressMessage::default());
+        Ok(self
+            .dump("addresses", msg)?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => parse_address(&a),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Unicast routes of the main table (as [`Netlink::routes`]).
+    pub fn routes(&mut self) -> Result<Vec<Route>, KernelError> {
+        let msg = RouteNetlinkMessage::GetRoute(RouteMessage::default());
+        Ok(self
+            .dump("routes", msg)?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) => parse_route(r),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// One dump, taken again when a concurrent change interrupted it (`NLM_F_DUMP_INTR`).
+    fn dump(
+        &mut self,
+        what: &str,
+        msg: RouteNetlinkMessage,
+    ) -> Result<Vec<RouteNetlinkMessage>, KernelError> {
+        let ctx = self.ctx(what);
+        for _ in 0..8 {
+            let (out, interrupted) = self.dump_once(&ctx, msg.clone())?;
+            if !interrupted {
+                return Ok(out);
+            }
+        }
+        Err(ctx.protocol("the dump kept being interrupted by concurrent changes"))
+    }
+
+    fn dump_once(
+        &mut self,
+        ctx: &Ctx,
+        msg: RouteNetlinkMessage,
+    ) -> Result<(Vec<RouteNetlinkMessage>, bool), KernelError> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        header.sequence_number = seq;
+        let mut req = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
+        req.finalize();
+        let mut bytes = vec![0u8; req.buffer_len()];
+        req.serialize(&mut bytes);
+        send(self.fd.as_raw_fd(), &bytes, MsgFlags::empty()).map_err(|e| ctx.errno(e))?;
+        let mut out = Vec::new();
+        let mut interrupted = false;
+        loop {
+            let n = recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::empty())
+                .map_err(|e| ctx.errno(e))?;
+            if n == 0 {
+                return Err(ctx.protocol("the kernel closed the dump"));
+            }
+            let mut rest = &self.buf[..n];
+            while rest.len() >= 16 {
+                let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                if len < 16 || len > rest.len() {
+                    return Err(ctx.protocol("truncated netlink message"));
+                }
+                let raw = &rest[..len];
+                rest = &rest[((len + 3) & !3).min(rest.len())..];
+                // A message the parser does not know is skipped, as the connection's codec
+                // skips it for the asynchronous listings.
+                let Ok(reply) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(raw) else {
+                    continue;
+                };
+                if reply.header.sequence_number != seq {
+                    continue;
+                }
+                interrupted |= reply.header.flags & NLM_F_DUMP_INTR != 0;
+                match reply.payload {
+                    NetlinkPayload::InnerMessage(m) => out.push(m),
+                    NetlinkPayload::Done(d) if d.code == 0 => return Ok((out, interrupted)),
+                    NetlinkPayload::Done(d) => {
+                        return Err(ctx.os(std::io::Error::from_raw_os_error(d.code.abs())))
+                    }
+                    NetlinkPayload::Error(e) if e.code.is_none() => return Ok((out, interrupted)),
+                    NetlinkPayload::Error(e) => return Err(nl_error(ctx, &e)),
+                    NetlinkPayload::Overrun(_) => {
+                        return Err(ctx.protocol("overrun: the kernel dropped replies"))
+                    }
+                    // Noop, and whatever kinds the (non-exhaustive) payload gains.
+                    _ => {}
+                }
+            }
+        }
+    }
+}

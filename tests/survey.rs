@@ -1,0 +1,105 @@
+//! `kernel::survey` against the real kernel, inside a [`Sandbox`]: many namespaces read in one
+//! go answer exactly what the asynchronous listings of each namespace answer, a pin file with
+//! nothing mounted on it is no namespace, and a read of links only leaves addresses and routes
+//! out. Needs root; fails, saying so, otherwise.
+
+mod common;
+
+use std::os::fd::AsFd;
+
+use common::{require_root, Sandbox};
+use ipnetwork::IpNetwork;
+use netcompose::kernel::survey::survey;
+use netcompose::kernel::{netns, Netlink, NetnsDir, VethSpec};
+
+fn net(s: &str) -> IpNetwork {
+    s.parse().expect("a CIDR")
+}
+
+#[test]
+fn a_survey_reads_what_each_namespace_holds_and_skips_stale_pins() {
+    require_root("a_survey_reads_what_each_namespace_holds_and_skips_stale_pins");
+    let sb = Sandbox::new();
+    sb.enter(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let host = Netlink::open(None, rt.handle()).unwrap();
+        let names: Vec<String> = (1..=12).map(|i| format!("sv-web-{i}")).collect();
+        for n in &names {
+            netns::create(n).unwrap();
+        }
+        // A pin file with nothing mounted on it, as a run killed half-way leaves.
+        let dir = NetnsDir::system();
+        std::fs::write(dir.path("sv-stale-1"), b"").unwrap();
+        rt.block_on(async {
+            let br = host.create_bridge("svbr0", None, None).await.unwrap();
+            host.add_address(br, net("10.66.0.1/24")).await.unwrap();
+            for (i, n) in names.iter().enumerate() {
+                let fd = netns::open(Some(n)).unwrap();
+                host.create_veth(&VethSpec {
+                    name: format!("sv-vh{i}"),
+                    master: Some(br),
+                    up: true,
+                    peer_name: "eth0".into(),
+                    peer_ns: Some(fd.as_fd()),
+                    ..VethSpec::default()
+                })
+                .await
+                .unwrap();
+                let inner = Netlink::open(Some(n), rt.handle()).unwrap();
+                inner.lo_up().await.unwrap();
+                inner
+                    .set_alias(1, Some("netcompose:sv/mark"))
+                    .await
+                    .unwrap();
+                let eth0 = inner.link_index("eth0").await.unwrap().unwrap();
+                inner.set_up(eth0).await.unwrap();
+                let addr = net(&format!("10.66.0.{}/24", i + 2));
+                inner.add_address(eth0, addr).await.unwrap();
+                inner
+                    .add_default_route("10.66.0.1".parse().unwrap(), None)
+                    .await
+                    .unwrap();
+            }
+        });
+        let mut asked = names.clone();
+        asked.insert(3, "sv-stale-1".into());
+        let found = survey(&dir, &asked, true);
+        assert_eq!(found.len(), asked.len());
+        for (name, answer) in asked.iter().zip(found) {
+            let answer = answer.unwrap_or_else(|e| panic!("{name}: {e}"));
+            if name == "sv-stale-1" {
+                assert!(answer.is_none(), "a stale pin is no namespace");
+                continue;
+            }
+            let (got, nft) = answer.expect("a live namespace");
+            assert!(nft.is_some(), "a full read opens the table's socket");
+            let inner = Netlink::open(Some(name), rt.handle()).unwrap();
+            let (links, addresses, routes) = rt.block_on(async {
+                (
+                    inner.links().await.unwrap(),
+                    inner.addresses().await.unwrap(),
+                    inner.routes().await.unwrap(),
+                )
+            });
+            assert_eq!(got.links, links, "{name}");
+            assert_eq!(got.addresses, addresses, "{name}");
+            assert_eq!(got.routes, routes, "{name}");
+            assert!(got.routes.iter().any(|r| r.dst.prefix() == 0));
+            assert!(got
+                .links
+                .iter()
+                .any(|l| l.alias.as_deref() == Some("netcompose:sv/mark")));
+        }
+        // Links only: what `down` needs.
+        let outline = survey(&dir, &names[..2], false);
+        for answer in outline {
+            let (got, nft) = answer.unwrap().expect("a live namespace");
+            assert_eq!(got.links.len(), 2, "lo and eth0: {:?}", got.links);
+            assert!(got.addresses.is_empty() && got.routes.is_empty());
+            assert!(nft.is_none());
+        }
+    });
+}
