@@ -14,8 +14,8 @@ use crate::placement::Demand;
 use crate::project_name::ProjectName;
 use crate::reconcile::{Events, Observation, ReconcileError};
 use crate::state::cluster::{
-    allocations_key, placement_key, put_if_changed, status_key, ClusterKv,
-    ClusterSnapshot, ProjectKeys, StatusRecord,
+    allocations_key, placement_key, put_if_changed, status_key, ClusterKv, ClusterSnapshot,
+    ProjectKeys, StatusRecord,
 };
 use crate::state::kv::{Op, Unchanged};
 use crate::state::{StateError, Store};
