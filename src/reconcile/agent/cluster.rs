@@ -57,6 +57,8 @@ pub struct NodeInfo {
     pub ttl: Option<i64>,
     /// Projects whose last report from this node has errors.
     pub failing: Vec<String>,
+    /// Project → the revision this node last reported it converged to (without errors).
+    pub converged: BTreeMap<String, i64>,
     /// Its VXLAN probe of the other nodes (None: none reported yet).
     pub health: Option<crate::state::cluster::HealthRecord>,
 }
@@ -371,11 +373,20 @@ pub fn node_list(kv: &dyn ClusterKv) -> Result<Vec<NodeInfo>, StateError> {
             })
             .map(|(p, _)| p.clone())
             .collect();
+        let converged = snapshot
+            .projects
+            .iter()
+            .filter_map(|(p, k)| {
+                let s = &k.status.get(name)?.value;
+                s.errors.is_empty().then(|| (p.clone(), s.revision))
+            })
+            .collect();
         out.push(NodeInfo {
             name: name.clone(),
             record: node.record.value.clone(),
             ttl: kv.time_to_live(node.lease)?,
             failing,
+            converged,
             health: snapshot.health.get(name).map(|h| h.value.clone()),
         });
     }
