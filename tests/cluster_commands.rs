@@ -60,6 +60,14 @@ impl Unprivileged {
     }
 }
 
+/// Every key of the store but the agents' probe findings (`health/`), which they rewrite
+/// on their own while the first probe rounds settle.
+fn written(cluster: &Cluster) -> BTreeMap<String, String> {
+    let mut all = values(cluster, ROOT);
+    all.retain(|k, _| !k.starts_with(&format!("{ROOT}health/")));
+    all
+}
+
 fn text(out: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -75,7 +83,7 @@ fn plan_with_a_store_shows_each_nodes_share_as_nobody_and_writes_nothing() {
     let name = project("plan");
     let files = Unprivileged::new(&name, MESH);
 
-    let before = values(&cluster, ROOT);
+    let before = written(&cluster);
     let out = files.run(&cluster, 1, &name, &["plan", "--detailed-exitcode"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
@@ -91,7 +99,26 @@ fn plan_with_a_store_shows_each_nodes_share_as_nobody_and_writes_nothing() {
         stdout.contains("4 replicas to start, 0 to move, 0 to remove."),
         "{stdout}"
     );
-    assert_eq!(before, values(&cluster, ROOT), "plan wrote to the store");
+    assert_eq!(before, written(&cluster), "plan wrote to the store");
+
+    // `up --dry-run` prints the same cluster plan (from its second line: the revision may
+    // have moved), and writes nothing either; a bad file fails both alike.
+    let dry = files.run(&cluster, 1, &name, &["--dry-run", "up"]);
+    let (dry_out, dry_err) = text(&dry);
+    assert_eq!(dry.status.code(), Some(0), "{dry_out}\n{dry_err}");
+    let body = |t: &str| t.split_once('\n').map(|(_, rest)| rest.to_string());
+    assert_eq!(body(&dry_out), body(&stdout), "{dry_out}");
+    assert!(dry_out.starts_with(&format!("Cluster plan for project {name} ")));
+    assert!(
+        dry_err.contains("Dry run: nothing was changed."),
+        "{dry_err}"
+    );
+    assert_eq!(before, written(&cluster), "up --dry-run wrote to the store");
+    let bad = Unprivileged::new(&name, "services:\n  web:\n    networks: [nope]\n");
+    for args in [&["plan"][..], &["--dry-run", "up"]] {
+        let out = bad.run(&cluster, 1, &name, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {:?}", text(&out));
+    }
 
     // JSON: every node runs one web replica and programs the endpoints of all the others.
     let out = files.run(&cluster, 2, &name, &["plan", "--json"]);
@@ -124,11 +151,7 @@ fn plan_with_a_store_shows_each_nodes_share_as_nobody_and_writes_nothing() {
             assert!(e["ipv4"].as_str().unwrap().starts_with("10.73.0."), "{e}");
         }
     }
-    assert_eq!(
-        before,
-        values(&cluster, ROOT),
-        "plan --json wrote to the store"
-    );
+    assert_eq!(before, written(&cluster), "plan --json wrote to the store");
 
     // After `up`, the plan matches what runs and changes nothing.
     let up = cluster.netcompose(
@@ -147,6 +170,7 @@ fn plan_with_a_store_shows_each_nodes_share_as_nobody_and_writes_nothing() {
         ],
     );
     ok(&up, "up", &agents);
+    nodes_json_says_each_node_converged(&cluster, &agents, &name);
     let out = files.run(&cluster, 1, &name, &["plan", "--detailed-exitcode"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
@@ -173,6 +197,48 @@ fn plan_with_a_store_shows_each_nodes_share_as_nobody_and_writes_nothing() {
     }
     let down = cluster.netcompose(0, &["-p", &name, "down"]);
     ok(&down, "down", &agents);
+}
+
+/// `nodes --json` once `up` of `name` converged: every node with its labels, lease, underlay
+/// and engine, the revision it reported for `name`, and every pair's probe.
+fn nodes_json_says_each_node_converged(cluster: &Cluster, agents: &Agents, name: &str) {
+    let statuses = values(cluster, &format!("{ROOT}projects/{name}/status/"));
+    let read = || {
+        let text = ok(
+            &cluster.netcompose(0, &["nodes", "--json"]),
+            "nodes",
+            agents,
+        );
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        (text, doc)
+    };
+    until(agents, "nodes --json: every pair probes ok", || {
+        let (_, doc) = read();
+        doc["matrix"].as_object().is_some_and(|m| {
+            m.values()
+                .all(|row| row.as_object().unwrap().values().all(|c| c == "ok"))
+        })
+    });
+    let (text, doc) = read();
+    assert_eq!(doc["format_version"], 1, "{text}");
+    let nodes = doc["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{text}");
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(n["name"], node(i), "{text}");
+        assert_eq!(n["underlay"]["address"], underlay_ip(i), "{text}");
+        assert_eq!(n["underlay"]["vxlan_port"], 4789, "{text}");
+        let ttl = n["lease_ttl_seconds"].as_i64().unwrap();
+        assert!(ttl <= common::agents::TTL as i64, "{text}");
+        assert!(n["labels"].is_object(), "{text}");
+        assert!(n["wireguard"].is_null() || n["wireguard"]["engine"].is_string());
+        let status = &statuses[&format!("{ROOT}projects/{name}/status/{}", node(i))];
+        let status: serde_json::Value = serde_json::from_str(status).unwrap();
+        assert_eq!(n["converged"][name], status["revision"], "{text}");
+        assert_eq!(n["healthy"], true, "{text}");
+        let row = doc["matrix"][node(i)].as_object().unwrap();
+        assert_eq!(row.len(), 2, "{text}");
+        assert!(row.values().all(|c| c == "ok"), "{text}");
+    }
 }
 
 /// The probe matrix of `netcompose nodes`: (from, to) → cell (`ok`, `too big`, ...).

@@ -271,13 +271,25 @@ fn mtu_of(addr: IpAddr) -> Option<u32> {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  netcompose --store etcd://10.0.0.1:2379 nodes")]
-pub struct NodesArgs {}
+#[command(
+    after_help = "Examples:\n  netcompose --store etcd://10.0.0.1:2379 nodes\n  netcompose --store etcd://10.0.0.1:2379 nodes --json | jq '.matrix'"
+)]
+pub struct NodesArgs {
+    /// Print one JSON document (nodes, labels, lease, underlay, WireGuard, converged
+    /// revisions, health, the VXLAN probe matrix).
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// `netcompose nodes`: name, underlay, MTU, labels, lease time left, WireGuard engine, health.
-pub fn nodes(_args: &NodesArgs) -> miette::Result<ExitCode> {
+pub fn nodes(args: &NodesArgs) -> miette::Result<ExitCode> {
     let (store, _) = etcd("nodes")?;
     let nodes = agent::node_list(store.kv()).map_err(|e| miette::miette!("{e}"))?;
+    if args.json {
+        let doc = super::nodes_json::render(&nodes).map_err(|e| miette::miette!("{e}"))?;
+        println!("{doc}");
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "{:<16} {:<20} {:>5}  {:<24} {:>6}  {:<9}  HEALTH",
         "NODE", "UNDERLAY", "MTU", "LABELS", "LEASE", "WIREGUARD"

@@ -26,7 +26,6 @@ pub fn run(global: &Global) -> miette::Result<ExitCode> {
             store,
             &project,
             CLUSTER_TIMEOUT,
-            &Terminal::new(),
             &super::reconcile::NodeLines,
         );
         outcome.map_err(report)?;

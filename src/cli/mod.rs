@@ -13,6 +13,7 @@ mod graph;
 mod link;
 mod logs;
 mod ls;
+mod nodes_json;
 mod plan;
 mod port;
 mod procs;

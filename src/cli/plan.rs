@@ -97,14 +97,7 @@ fn cluster(
             "`plan --out` saves a plan for this host only"
         ));
     }
-    let environment = std::env::vars().collect();
-    let plan = crate::reconcile::agent::plan_cluster(
-        store,
-        &global.load_options(),
-        &environment,
-        &super::reconcile::Terminal::new(),
-    )
-    .map_err(super::reconcile::report)?;
+    let plan = cluster_plan(&global.load_options(), store)?;
     if args.json {
         let text = serde_json::to_string_pretty(&plan).into_diagnostic()?;
         println!("{text}");
@@ -115,4 +108,20 @@ fn cluster(
         (true, true) => ExitCode::from(2),
         _ => ExitCode::SUCCESS,
     })
+}
+
+/// What each live node would get from an `up` of `opts` now (`plan`, and `up --dry-run`,
+/// with an etcd store).
+pub fn cluster_plan(
+    opts: &crate::load::LoadOptions,
+    store: &crate::state::EtcdStore,
+) -> miette::Result<crate::reconcile::agent::ClusterPlan> {
+    let environment = std::env::vars().collect();
+    crate::reconcile::agent::plan_cluster(
+        store,
+        opts,
+        &environment,
+        &super::reconcile::Terminal::new(),
+    )
+    .map_err(super::reconcile::report)
 }

@@ -47,6 +47,20 @@ pub fn run(global: &Global, args: &UpArgs) -> miette::Result<ExitCode> {
         .as_deref()
         .map(super::cluster_view::read)
         .transpose()?;
+    let cluster = super::reconcile::cluster().filter(|_| view.is_none());
+    if let (Some(_), Some(_)) = (cluster, &args.plan) {
+        return Err(miette::miette!(
+            help = "run `up` with the Compose file: the agents build from it",
+            "`up --plan` applies a plan to this host only; a cluster's project is built by its agents"
+        ));
+    }
+    if let (true, Some((store, _))) = (global.dry_run, cluster) {
+        // What `plan` with the store prints: each node's share, not this host's plan.
+        let plan = super::plan::cluster_plan(&opts, store)?;
+        print!("{}", super::cluster_plan::render(&plan));
+        eprintln!("Dry run: nothing was changed.");
+        return Ok(ExitCode::SUCCESS);
+    }
     if global.dry_run {
         let plan = match &args.plan {
             Some(path) => reconcile::read_plan(path).map_err(report)?,
@@ -56,13 +70,7 @@ pub fn run(global: &Global, args: &UpArgs) -> miette::Result<ExitCode> {
         eprintln!("Dry run: nothing was changed.");
         return Ok(ExitCode::SUCCESS);
     }
-    if let Some((store, _)) = super::reconcile::cluster() {
-        if args.plan.is_some() {
-            return Err(miette::miette!(
-                help = "run `up` with the Compose file: the agents build from it",
-                "`up --plan` applies a plan to this host only; a cluster's project is built by its agents"
-            ));
-        }
+    if let Some((store, _)) = cluster {
         let environment = std::env::vars().collect();
         let events = Terminal::new();
         let written = reconcile::agent::up_cluster(

@@ -11,6 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const VXLANID_LIST: &str = "com.docker.network.driver.overlay.vxlanid_list";
 pub const VNI_MIN: u32 = 4096;
 pub const VNI_MAX: u32 = (1 << 24) - 1;
+/// The VNI of the agents' VXLAN probe device (`netcompose nodes`): below Docker's range, where
+/// overlays get theirs, and refused in `vxlanid_list`, since the probe's device and an
+/// overlay's on one VXLAN port cannot share it.
+pub const PROBE_VNI: u32 = 4095;
 
 /// What a network asks of the VNI allocator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

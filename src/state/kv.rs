@@ -111,6 +111,12 @@ impl<K: Kv> KvStore<K> {
         &self.kv
     }
 
+    /// The keys of `project`'s state, those [`Store::remove`] deletes: for a caller that
+    /// deletes them in a guarded transaction of its own (a cluster's `down`).
+    pub fn state_keys(project: &ProjectName) -> [String; 2] {
+        [DESIRED, ALLOCATIONS].map(|leaf| project_key(project.as_str(), leaf))
+    }
+
     /// [`Store::save`], with `extra` in the same transaction: the revision it committed at.
     pub fn save_with(&self, lock: &Lock, state: &State, extra: Vec<Op>) -> Result<i64, StateError> {
         check_lock(lock, state)?;

@@ -106,14 +106,27 @@ fn network_settings(net: &crate::spec::Network, diags: &mut Diagnostics) {
         .get(crate::ipam::vni::VXLANID_LIST)
         .filter(|_| driver == "overlay")
     {
-        if let Err(item) = crate::ipam::vni::parse_list(&list.value) {
-            diags.push(ConfigError::InvalidValue {
+        match crate::ipam::vni::parse_list(&list.value) {
+            Err(item) => diags.push(ConfigError::InvalidValue {
                 what: "VXLAN id".into(),
                 value: item,
                 reason: format!("must be a number from 1 to {}", crate::ipam::vni::VNI_MAX),
                 hint: "e.g. com.docker.network.driver.overlay.vxlanid_list: \"4097\"".into(),
                 at: list.span,
-            });
+            }),
+            Ok(vnis) if vnis.contains(&crate::ipam::vni::PROBE_VNI) => {
+                diags.push(ConfigError::InvalidValue {
+                    what: "VXLAN id".into(),
+                    value: crate::ipam::vni::PROBE_VNI.to_string(),
+                    reason: "reserved for the cluster agents' VXLAN probe (`netcompose nodes`)"
+                        .into(),
+                    hint: "choose another VNI (overlays get theirs from 4096 up, e.g. \"4097\"), \
+                           or drop vxlanid_list to have a free one allocated"
+                        .into(),
+                    at: list.span,
+                })
+            }
+            Ok(_) => {}
         }
     }
     if let Some(port) = net

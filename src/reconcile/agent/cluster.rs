@@ -3,20 +3,21 @@
 //! writes spec, allocations and placement in one compare-and-swap transaction (no lock: one
 //! revision per `up`); then it waits until every live node's report matches the share that
 //! write asks of it (or is at or after it): a node whose share did not change has nothing to
-//! report. `down` deletes the project's keys and waits until every agent took its share down
-//! (its status gone).
+//! report. `down` deletes the project's keys in one compare-and-swap transaction (no lock
+//! either: one revision) and waits until every agent took its share down (its status
+//! gone).
 
 use super::{share, spec, ClusterError};
 use crate::placement::{self, Demand};
 use crate::project_name::ProjectName;
 use crate::reconcile::planning::{build, context, taken_by, Unreadable};
-use crate::reconcile::{load, lock, Events, ReconcileError};
+use crate::reconcile::{load, Events, ReconcileError};
 use crate::state::cluster::{
     allocations_key, placement_key, project_prefix, put_if_changed, spec_key, ClusterKv,
     ClusterSnapshot, NodeRecord, StatusRecord,
 };
 use crate::state::kv::{Kv, KvStore, Op, Unchanged};
-use crate::state::{self, State, StateError, Store};
+use crate::state::{self, State, StateError};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,8 @@ pub struct NodeInfo {
     pub ttl: Option<i64>,
     /// Projects whose last report from this node has errors.
     pub failing: Vec<String>,
+    /// Project → the revision this node last reported it converged to (without errors).
+    pub converged: BTreeMap<String, i64>,
     /// Its VXLAN probe of the other nodes (None: none reported yet).
     pub health: Option<crate::state::cluster::HealthRecord>,
 }
@@ -150,30 +153,60 @@ pub fn up_cluster<K: Kv + ClusterKv>(
     Ok(written)
 }
 
-/// `down` on a cluster: the project's keys deleted, then every agent's share gone.
+/// `down` on a cluster: the project's keys deleted in one transaction (one revision), then
+/// every agent's share gone. No lock: the delete is guarded by every key it deletes, as read
+/// with the nodes to wait for, so an `up` that lands in between makes it read again (and wait
+/// for the nodes that `up` reached too).
 pub fn down_cluster<K: Kv + ClusterKv>(
     store: &KvStore<K>,
     project: &ProjectName,
     timeout: Duration,
-    events: &dyn Events,
     progress: &dyn ClusterProgress,
 ) -> Result<(), ReconcileError> {
-    let lock = lock(store, project, events)?;
-    let cluster = ClusterSnapshot::read(store.kv())?;
-    let names: Vec<String> = cluster
-        .projects
-        .get(project.as_str())
-        .map(|k| k.status.keys().cloned().collect())
-        .unwrap_or_default();
-    let ops = [
-        spec_key(project.as_str()),
-        allocations_key(project.as_str()),
-        placement_key(project.as_str()),
-    ]
-    .map(|key| Op::Delete { key });
-    store.kv().commit_on(None, &[], &ops)?;
-    store.remove(&lock)?;
-    drop(lock);
+    let conflict =
+        |e: &ReconcileError| matches!(e, ReconcileError::State(StateError::Conflict { .. }));
+    let names = state::retry_on_conflict(project, conflict, || {
+        let (revision, records) = store.kv().list(&project_prefix(project.as_str()))?;
+        let snapshot = ClusterSnapshot::from_records(revision, &records);
+        let keys = snapshot.projects.get(project.as_str());
+        let mut names: Vec<String> = keys
+            .map(|k| {
+                let reported = k.status.keys().cloned();
+                reported.chain(k.endpoints.keys().map(|(_, n)| n.clone()))
+            })
+            .into_iter()
+            .flatten()
+            .collect();
+        names.sort();
+        names.dedup();
+        let mut doomed = vec![
+            spec_key(project.as_str()),
+            allocations_key(project.as_str()),
+            placement_key(project.as_str()),
+        ];
+        doomed.extend(KvStore::<K>::state_keys(project));
+        doomed.sort();
+        doomed.dedup();
+        doomed.retain(|key| records.iter().any(|r| &r.key == key));
+        if doomed.is_empty() {
+            return Ok(names);
+        }
+        let guards: Vec<Unchanged> = doomed
+            .iter()
+            .map(|key| Unchanged {
+                key: key.clone(),
+                since: revision,
+            })
+            .collect();
+        let ops: Vec<Op> = doomed.into_iter().map(|key| Op::Delete { key }).collect();
+        match store.kv().commit_on(None, &guards, &ops)? {
+            Some(_) => Ok(names),
+            None => Err(StateError::Conflict {
+                project: project.to_string(),
+            }
+            .into()),
+        }
+    })?;
     wait(
         store.kv(),
         project,
@@ -339,11 +372,20 @@ pub fn node_list(kv: &dyn ClusterKv) -> Result<Vec<NodeInfo>, StateError> {
             })
             .map(|(p, _)| p.clone())
             .collect();
+        let converged = snapshot
+            .projects
+            .iter()
+            .filter_map(|(p, k)| {
+                let s = &k.status.get(name)?.value;
+                s.errors.is_empty().then(|| (p.clone(), s.revision))
+            })
+            .collect();
         out.push(NodeInfo {
             name: name.clone(),
             record: node.record.value.clone(),
             ttl: kv.time_to_live(node.lease)?,
             failing,
+            converged,
             health: snapshot.health.get(name).map(|h| h.value.clone()),
         });
     }

@@ -12,8 +12,8 @@ use crate::state::cluster::{HealthRecord, PeerProbe, ProbeState};
 use std::net::IpAddr;
 use std::time::Duration;
 
-/// The probe device's VNI: below Docker's range (4096 up), where overlays get theirs.
-pub const PROBE_VNI: u32 = 4095;
+/// The probe device's VNI (validate refuses it in a file).
+pub use crate::ipam::vni::PROBE_VNI;
 /// The probe device (one per host: one agent per host).
 pub const PROBE_DEVICE: &str = "ncprobe";
 /// The payload of the small frame (a minimal Ethernet frame's).

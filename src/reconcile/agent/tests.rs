@@ -3,7 +3,7 @@
 //! refuses an empty cluster and writes spec, allocations and placement in one revision, then
 //! waits for every node's report.
 
-use super::cluster::{up_cluster, ClusterProgress, NodeState};
+use super::cluster::{down_cluster, up_cluster, ClusterProgress, NodeState};
 use super::project::Agent;
 use super::*;
 use crate::reconcile::{Applied, ReconcileError};
@@ -357,6 +357,47 @@ fn a_global_service_runs_one_addressed_replica_per_node_and_a_joining_node_gets_
         assert_eq!(&after[owner], addrs, "{owner} kept its address");
     }
     assert!(!addresses.values().any(|a| a == &after["mon[4]"]));
+}
+
+#[test]
+fn down_is_one_guarded_revision_and_reads_again_after_a_lost_race() {
+    let kv = MemoryKv::default();
+    let dir = tempfile::tempdir().unwrap();
+    let (opts, record) = spec_of(dir.path(), TWO_WEB);
+    register_all(&kv, dir.path(), &["a", "b"]);
+    let log = Quiet::new();
+    let project = crate::project_name::ProjectName::new("pl".to_string()).unwrap();
+    let prefix = crate::state::cluster::project_prefix("pl");
+    let left = || -> Vec<String> {
+        kv.dump()
+            .into_keys()
+            .filter(|k| k.starts_with(&prefix))
+            .collect()
+    };
+    for race in [false, true] {
+        let up = up_cluster(
+            &kv.store(),
+            &opts,
+            &Default::default(),
+            Duration::ZERO,
+            &log,
+            &log,
+        );
+        assert!(up.is_err(), "no agent reports");
+        assert!(left().len() >= 4, "{:?}", left());
+        if race {
+            // An `up` rewrites the spec between down's read and its delete.
+            kv.cut_in(&spec_key("pl"), &serde_json::to_vec(&record).unwrap());
+        }
+        let before = kv.revision();
+        down_cluster(&kv.store(), &project, Duration::from_secs(1), &log).unwrap();
+        assert!(left().is_empty(), "{:?}", left());
+        let cost = if race { 2 } else { 1 };
+        assert_eq!(kv.revision(), before + cost, "race: {race}");
+    }
+    let before = kv.revision();
+    down_cluster(&kv.store(), &project, Duration::from_secs(1), &log).unwrap();
+    assert_eq!(kv.revision(), before, "nothing to delete, nothing written");
 }
 
 #[test]

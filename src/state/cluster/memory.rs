@@ -18,6 +18,8 @@ struct Memory {
     next_lease: i64,
     held: HashSet<String>,
     watchers: Vec<(String, mpsc::Sender<Watched>)>,
+    /// Puts that land just before the next guarded commit.
+    cut_in: Vec<(String, Vec<u8>)>,
 }
 
 /// The KV, shared by clones (one per "host").
@@ -59,6 +61,13 @@ impl MemoryKv {
         }
     }
 
+    /// Put `key` just before the next guarded commit (in a revision of its own), as another
+    /// writer's put lands between that commit's read and its write: a lost race, on cue.
+    pub fn cut_in(&self, key: &str, value: &[u8]) {
+        let mut m = self.0.lock().unwrap();
+        m.cut_in.push((key.to_string(), value.to_vec()));
+    }
+
     /// The current revision.
     pub fn revision(&self) -> i64 {
         self.0.lock().unwrap().revision
@@ -98,6 +107,15 @@ impl ClusterKv for MemoryKv {
         ops: &[Op],
     ) -> Result<Option<i64>, StateError> {
         let mut m = self.0.lock().unwrap();
+        if !guards.is_empty() && !m.cut_in.is_empty() {
+            let puts = std::mem::take(&mut m.cut_in);
+            let revision = m.revision + 1;
+            for (key, value) in &puts {
+                m.keys.insert(key.clone(), (value.clone(), revision, 0));
+            }
+            let keys: Vec<String> = puts.into_iter().map(|(k, _)| k).collect();
+            m.changed(&keys);
+        }
         let holds = guards
             .iter()
             .all(|g| m.keys.get(&g.key).map_or(0, |(_, rev, _)| *rev) <= g.since);
