@@ -172,7 +172,8 @@ pub fn down_cluster<K: Kv + ClusterKv>(
         let mut names: Vec<String> = keys
             .map(|k| {
                 let reported = k.status.keys().cloned();
-                reported.chain(k.endpoints.keys().map(|(_, n)| n.clone()))
+                let placed = k.placement.iter().flat_map(|p| p.value.assignment.values());
+                reported.chain(placed.cloned()).collect::<Vec<_>>()
             })
             .into_iter()
             .flatten()
