@@ -37,8 +37,9 @@
 #   - an added replica reachable, resolvable and in the VIP on both other hosts (50 adds, up to
 #     52 replicas on n0): p50 0.905 s, p99 1.168 s, max 1.168 s (load average 9-11; up's write
 #     reached the store at p50 0.15 s; the hosts' passes took 100-300 ms, n0's up to 750 ms:
-#     every web replica's VIP map grows). Before (each host waited for the building host's endpoint key, then read every
-#     namespace back): p50 2.06 s, p99 6.10 s over 50 adds.
+#     every web replica's VIP map grows). Before (each host waited for the building host's
+#     endpoint key, then read every namespace back): p50 2.06 s, p99 6.10 s over 50 adds.
+#     No release figure yet.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [[ $EUID -ne 0 ]]; then
