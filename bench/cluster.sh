@@ -7,6 +7,8 @@
 #     it converged, and the etcd revisions it took, split by writer (read back from etcd's
 #     history: `up`, each agent, a lease expiring);
 #   - the revisions of a scale by one replica, with `up --scale` and by editing the file;
+#     each run's revisions split by writer: `up`, `agent <node>` (its status), a probe's
+#     finding, a lease expiring;
 #   - the revisions over BENCH_STEADY seconds (30) of steady state (keep-alives write none);
 #   - the time from `kill -9` of an agent to its keys' removal, over BENCH_KILLS kills (10),
 #     with the agents' TTL of the tests (2 s);
@@ -20,19 +22,24 @@
 #
 # Needs root and etcd (Debian's etcd-server).
 #
-# Measured on a DEBUG build, 2-CPU machine under heavy load (load average 18-21 from other
-# builds; no release figure yet), full sizes:
-#   - up of 300 replicas, every host converged: 6.30 s; 4 revisions: up 1, one report per
-#     agent (n0 1, n1 1, n2 1);
-#   - scale by one with `up --scale`: 2 revisions: up 1, the agent that builds it 1 (its
-#     endpoints and status in one transaction); the other agents write nothing;
+# Figures after every agent derives the other hosts' endpoints from `up`'s write (no endpoint
+# keys) and applies a new view of the same files as a difference to its record. DEBUG build,
+# 2-CPU machine shared with three other engineers' builds (load average 8-20), 2 Dec 2026:
+#   - up of 300 replicas, every host converged: 8.19 s; 5 revisions once settled: up 1, one
+#     report per agent (n0 1, n1 1, n2 1), and one probe finding (health/n1) meanwhile;
+#   - scale by one with `up --scale` (6.16 s for `up`, at load 14-20 with a release build
+#     beside it; 9.08 s by editing the file): 2 revisions: up 1, the agent that builds it 1 (its
+#     status: `up` waits for it, so it cannot be folded into `up`'s transaction); the other
+#     agents program the replica from `up`'s write and write nothing;
 #   - scale by one by editing the file: 4 revisions: up 1, every agent 1 (a new spec);
-#   - steady state over 30 s: 0 revisions;
-#   - removal after kill -9, 10 kills, sorted: 1.59 1.87 2.01 2.08 2.22 2.26 2.30 2.37 2.37
-#     2.46 s (TTL 2 s);
-#   - an added replica reachable, resolvable and in the VIP on both other hosts: p50 2.06 s,
-#     p99 6.10 s, max 6.10 s over 50 adds (up's write reached the store at p50 0.25 s). On a
-#     quieter moment, 5 adds: p50 0.75 s, p99 0.82 s.
+#   - steady state over 10 s: 0 revisions;
+#   - removal after kill -9, 5 kills, sorted: 1.87 2.06 2.07 2.32 2.56 s (TTL 2 s);
+#   - an added replica reachable, resolvable and in the VIP on both other hosts (50 adds, up to
+#     52 replicas on n0): p50 0.905 s, p99 1.168 s, max 1.168 s (load average 9-11; up's write
+#     reached the store at p50 0.15 s; the hosts' passes took 100-300 ms, n0's up to 750 ms:
+#     every web replica's VIP map grows). Before (each host waited for the building host's
+#     endpoint key, then read every namespace back): p50 2.06 s, p99 6.10 s over 50 adds.
+#     No release figure yet.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [[ $EUID -ne 0 ]]; then

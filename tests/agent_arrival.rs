@@ -150,7 +150,7 @@ fn a_replica_added_on_one_host_is_programmed_on_the_others_from_ups_write() {
             .and_then(|s| s.split("\n--- ").next())
             .unwrap_or_default();
         assert!(
-            section.contains("remote endpoints; the difference to its record)"),
+            section.contains("remote endpoints; the difference to its record,"),
             "n{h}: {section}"
         );
     }

@@ -2,8 +2,8 @@
 //! built, every overlay gets a VXLAN port and every remote endpoint its FDB and neighbour
 //! entries; DNS and VIPs include remote replicas; a deleted entry is drift that `up` repairs;
 //! an endpoint that moved to another host moves its entry in place; a VXLAN port held by
-//! another socket fails with an error naming it; other hosts' endpoints coming and going are
-//! applied as a difference to the recorded state alone.
+//! another socket fails with an error naming it; other hosts' endpoints coming and going, and
+//! a replica placed here, are applied as a difference to the recorded state alone.
 
 use crate::apply::{apply, ApplyError, Step};
 use crate::kernel::fake::Fake;
@@ -350,12 +350,13 @@ async fn a_taken_vxlan_port_is_an_error_naming_it() {
         .any(|e| e.to_string().contains("UDP port 4789")));
 }
 
-/// What an agent does when only other hosts' endpoints changed (`Observation::Recorded`): the
-/// difference from the desired state it recorded is applied without reading anything back,
-/// touches nothing of its own replicas (only remote entries, names, VIPs and their maps), and
-/// leaves the kernel as a full run would; the same when a host's endpoints go.
+/// What an agent does when the files are the ones it last built (`Observation::Recorded`):
+/// the difference from the desired state it recorded is applied without reading anything
+/// back and leaves the kernel as a full run would. Another host's endpoints coming and going
+/// touch nothing of this host's replicas (only remote entries, names, VIPs and their maps); a
+/// replica placed here is built beside the others.
 #[tokio::test]
-async fn other_hosts_endpoints_applied_to_the_record_alone_leave_nothing_to_do() {
+async fn a_new_view_applied_to_the_record_alone_leaves_nothing_to_do() {
     let (checked, mut view) = view();
     let later = view.remote.pop().unwrap();
     let before = desired(&checked, &view);
@@ -363,25 +364,25 @@ async fn other_hosts_endpoints_applied_to_the_record_alone_leave_nothing_to_do()
     converge(&k, &[], &before).await.unwrap();
     view.remote.push(later);
     let after = desired(&checked, &view);
-    view.remote.remove(0);
+    let moved = view.remote.remove(0);
     let fewer = desired(&checked, &view);
-    for (recorded, next) in [(&before, &after), (&after, &fewer)] {
+    view.local.insert((moved.service, moved.index));
+    let grown = desired(&checked, &view);
+    for (recorded, next) in [(&before, &after), (&after, &fewer), (&fewer, &grown)] {
         let changes = plan::diff(recorded, next);
         assert!(!changes.is_empty());
-        for c in &changes {
+        let remote_only = changes.iter().all(|c| {
             let r = next
                 .iter()
                 .chain(recorded.iter())
                 .find(|r| r.address == c.address)
                 .unwrap();
-            assert!(
-                matches!(
-                    r.spec,
-                    Spec::Remote(_) | Spec::Dns(_) | Spec::Vip(_) | Spec::Firewall(_)
-                ),
-                "{c:?}"
-            );
-        }
+            matches!(
+                r.spec,
+                Spec::Remote(_) | Spec::Dns(_) | Spec::Vip(_) | Spec::Firewall(_)
+            )
+        });
+        assert_eq!(remote_only, next != &grown, "{changes:#?}");
         apply(&k, recorded, next, &changes, &quiet).await.unwrap();
         assert_converged(&k, next).await;
     }

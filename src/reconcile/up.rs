@@ -59,8 +59,8 @@ pub enum Observation {
     /// What the last run recorded in the state, after a cheap check that its namespaces are
     /// pinned and its host links present (else read in full, with a warning): the difference
     /// alone is applied. For a caller that knows that nothing but its own runs changed the
-    /// project since (the agent, applying other hosts' endpoints), so that a change of a few
-    /// entries does not cost a read of every namespace.
+    /// project since (the agent, applying a new placement or other hosts' endpoints), so that
+    /// a change of a few entries does not cost a read of every namespace.
     Recorded,
 }
 

@@ -1,10 +1,11 @@
 //! One agent's work on each project of a snapshot: re-place when the live nodes call for it
 //! (a compare-and-swap, so one agent wins), build this host's share with the reconciler,
-//! then report its status on its lease when the share or its errors changed. When only what
-//! it derives of the other hosts changed (their endpoints, their records), its own share
-//! being the one it last built, the reconciler starts from what this host recorded instead of
-//! observing every namespace, and applies just the difference (FDB and neighbour entries, DNS
-//! records, VIP map elements). A project whose spec is gone is brought down here and its
+//! then report its status on its lease when the share or its errors changed. When the
+//! project's files are the ones it last built from and only the view changed (what it derives
+//! of the other hosts: their endpoints, their records; or the replicas placed on it), the
+//! reconciler starts from what this host recorded instead of observing every namespace, and
+//! applies just the difference (FDB and neighbour entries, DNS records, VIP map elements, a
+//! replica added or taken away). A project whose spec is gone is brought down here and its
 //! status deleted.
 
 use super::share::{self, fingerprint};
@@ -15,7 +16,7 @@ use crate::project_name::ProjectName;
 use crate::reconcile::{Events, Observation, ReconcileError};
 use crate::state::cluster::{
     allocations_key, placement_key, put_if_changed, status_key, ClusterKv, ClusterSnapshot,
-    ProjectKeys, StatusRecord,
+    ProjectKeys, SpecRecord, StatusRecord,
 };
 use crate::state::kv::{Op, Unchanged};
 use crate::state::{StateError, Store};
@@ -30,9 +31,9 @@ struct Converged {
     built: Option<Built>,
 }
 
-/// A share built without error: its digest and the view it was built from.
+/// A share built without error: the files and the view it was built from.
 struct Built {
-    share: String,
+    files: SpecRecord,
     view: ClusterView,
 }
 
@@ -121,6 +122,7 @@ impl<'a> Agent<'a> {
         if reported && last.is_some_and(|c| c.fingerprint == fp) {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let Some(spec_record) = &keys.spec else {
             return Ok(());
         };
@@ -202,10 +204,9 @@ impl<'a> Agent<'a> {
             self.tunnel.as_ref().ok(),
             &overlays,
         );
-        let digest = share::share_digest(keys, &self.cfg.node);
+        let files = share::files(keys).unwrap_or_default();
         let built = last.and_then(|c| c.built.as_ref());
-        let observation =
-            share::observation(built.map(|b| (b.share.as_str(), &b.view)), &digest, &view);
+        let observation = share::observation(built.map(|b| (&b.files, &b.view)), &files, &view);
         let (mut errors, observation) =
             match super::super::up_with(self.local, &opts, Some(&view), observation, self.events) {
                 Ok((_, used)) => (Vec::new(), used),
@@ -225,20 +226,18 @@ impl<'a> Agent<'a> {
         }
         if errors.is_empty() {
             self.log.info(&format!(
-                "project {name}: converged to revision {} ({} local replicas, {} remote endpoints; {})",
+                "project {name}: converged to revision {} ({} local replicas, {} remote endpoints; {}, {} ms)",
                 snapshot.revision,
                 view.local.len(),
                 view.remote.len(),
                 match observation {
                     Observation::Full => "observed in full",
                     Observation::Recorded => "the difference to its record",
-                }
+                },
+                started.elapsed().as_millis()
             ));
         }
-        let built = errors.is_empty().then_some(Built {
-            share: digest,
-            view,
-        });
+        let built = errors.is_empty().then_some(Built { files, view });
         self.report(snapshot, name, keys, lease, fp, errors, built)
     }
 

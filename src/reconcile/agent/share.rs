@@ -237,19 +237,28 @@ fn endpoints_on(
     out
 }
 
-/// Where the reconciler starts this host's next run of a project, given the share's digest
-/// and the view it last built without error (`last`): from its record when that share is the
-/// same and only the rest of the view changed (other hosts' endpoints, the smallest MTU); in
-/// full otherwise: a first run, one after an error, a new share, or the same view again (an
-/// `up` that asks nothing new of this host is checked in full, as `up` on one host repairs
-/// what drifted).
+/// The project's files as `up` loaded them, less `--scale` (which reaches a host only
+/// through the placement).
+pub fn files(keys: &ProjectKeys) -> Option<SpecRecord> {
+    keys.spec.as_ref().map(|s| SpecRecord {
+        scale: Vec::new(),
+        ..s.value.clone()
+    })
+}
+
+/// Where the reconciler starts this host's next run of a project, given the [`files`] and
+/// the view it last built from without error (`last`): from its record when the files are the
+/// same and the view changed (replicas placed on it or taken off, other hosts' endpoints, the
+/// smallest MTU): the difference is what `up` asked of it; in full otherwise: a first run,
+/// one after an error, edited files, or the same view again (an `up` that asks nothing new of
+/// this host is checked in full, as `up` on one host repairs what drifted).
 pub fn observation(
-    last: Option<(&str, &ClusterView)>,
-    share: &str,
+    last: Option<(&SpecRecord, &ClusterView)>,
+    files: &SpecRecord,
     view: &ClusterView,
 ) -> Observation {
     match last {
-        Some((built, seen)) if built == share && seen != view => Observation::Recorded,
+        Some((built, seen)) if built == files && seen != view => Observation::Recorded,
         Some(_) | None => Observation::Full,
     }
 }
@@ -284,10 +293,7 @@ pub fn share_digest(keys: &ProjectKeys, me: &str) -> String {
         net.addresses.retain(|owner, _| mine(owner));
         net.macs.retain(|owner, _| mine(owner));
     }
-    let spec = keys.spec.as_ref().map(|s| SpecRecord {
-        scale: Vec::new(),
-        ..s.value.clone()
-    });
+    let spec = files(keys);
     let local: Vec<String> = local.iter().map(|k| k.to_string()).collect();
     let share = (spec, local, allocations);
     // Every part was read from JSON (the spec, the allocations), so it serialises again.

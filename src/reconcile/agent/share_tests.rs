@@ -258,26 +258,40 @@ fn a_scale_changes_the_share_of_the_host_it_adds_to_only() {
 }
 
 #[test]
-fn only_a_change_of_the_others_is_applied_to_the_record() {
+fn a_new_view_of_the_same_files_is_applied_to_the_record() {
     let s = snapshot(&[("a", 1500), ("b", 1500)]);
-    let keys = keys_with(&[(1, "a"), (2, "b")]);
+    let spec = |text: &str, scale: u32| SpecRecord {
+        name: "pl".into(),
+        texts: [("/p/compose.yaml".into(), text.to_string())].into(),
+        scale: vec![("web".into(), scale)],
+        ..Default::default()
+    };
+    let mut keys = keys_with(&[(1, "a"), (2, "b")]);
+    keys.spec = Some(versioned(spec("services: {}", 2), 5));
     let me = &s.nodes["a"].record.value;
     let before = view(&s, &keys, "a", me, None, &ov());
-    let share = share_digest(&keys, "a");
-    let added = keys_with(&[(1, "a"), (2, "b"), (3, "b")]);
-    let after = view(&s, &added, "a", me, None, &ov());
+    let built = files(&keys).unwrap();
+    // One more replica on b, then one more on a: `up --scale` changes no file.
+    let mut on_b = keys_with(&[(1, "a"), (2, "b"), (3, "b")]);
+    on_b.spec = Some(versioned(spec("services: {}", 3), 9));
+    let mut on_a = keys_with(&[(1, "a"), (2, "b"), (3, "b"), (4, "a")]);
+    on_a.spec = Some(versioned(spec("services: {}", 4), 11));
+    let last = Some((&built, &before));
+    for keys in [&on_b, &on_a] {
+        let now = view(&s, keys, "a", me, None, &ov());
+        let same = files(keys).unwrap();
+        assert_eq!(observation(last, &same, &now), Observation::Recorded);
+    }
     assert_eq!(
-        share_digest(&added, "a"),
-        share,
-        "b's new replica is not a's share"
-    );
-    let last = Some((share.as_str(), &before));
-    assert_eq!(observation(last, &share, &after), Observation::Recorded);
-    assert_eq!(
-        observation(last, &share, &before),
+        observation(last, &built, &before),
         Observation::Full,
         "an up that asks nothing new: checked in full"
     );
-    assert_eq!(observation(last, "other", &after), Observation::Full);
-    assert_eq!(observation(None, &share, &after), Observation::Full);
+    let edited = SpecRecord {
+        texts: [("/p/compose.yaml".into(), "services: {x: {}}".to_string())].into(),
+        ..built.clone()
+    };
+    let now = view(&s, &on_b, "a", me, None, &ov());
+    assert_eq!(observation(last, &edited, &now), Observation::Full);
+    assert_eq!(observation(None, &built, &now), Observation::Full);
 }
