@@ -31,7 +31,8 @@ pub struct AgentArgs {
     /// A node label, KEY=VALUE (repeatable; constraints read node.labels.KEY).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
-    /// The node's lease: its keys (endpoints, status) go this long after the agent dies.
+    /// The node's lease: its keys (its record, statuses, probe findings) go this long after the
+    /// agent dies, and with its record every other host drops its endpoints.
     #[arg(long, default_value = "5s", value_parser = parse_ttl)]
     pub ttl: u64,
     /// Accept a store reached without TLS.

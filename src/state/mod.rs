@@ -4,7 +4,7 @@
 //! /var/lib/netcompose; [`EtcdStore`] in etcd, shared by several hosts, where every write that
 //! changes allocations is a compare-and-swap against what the writer read ([`Store::read`]).
 //! `url` parses `--store`; `cluster` has the keys a cluster's agents and `up` share beside
-//! the states (nodes, spec, placement, endpoints, status), with leases and watches.
+//! the states (nodes, spec, allocations, placement, status), with leases and watches.
 
 pub mod cluster;
 pub mod etcd;
