@@ -11,7 +11,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Raise the soft limit of open files to the hard one: a namespace costs three sockets.
+/// Worker threads of the daemon's runtime. The resolver opens a UDP socket per worker in each
+/// namespace, so that one busy namespace can keep every worker answering.
+pub const WORKER_THREADS: usize = 2;
+
+/// Raise the soft limit of open files to the hard one: a namespace costs a socket per worker
+/// thread and two more.
 fn raise_nofile() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
@@ -62,7 +67,7 @@ pub fn run(project: &ProjectName) -> Result<(), String> {
     };
     raise_nofile();
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(WORKER_THREADS)
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;

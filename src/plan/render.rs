@@ -80,11 +80,13 @@ pub fn write(w: &mut dyn std::io::Write, plan: &Plan, color: bool) -> std::io::R
         out.push('\n');
     }
     let mut changes: Vec<&Change> = plan.resource_changes.iter().collect();
-    changes.sort_by(|a, b| {
-        group(&a.address)
-            .cmp(&group(&b.address))
-            .then_with(|| a.address.cmp(&b.address))
-    });
+    // By group, then address. The diff leaves changes in address order, which a stable sort
+    // by group keeps: comparing addresses is most of a sort's cost, and a hundred thousand
+    // changes are then compared once each instead of some seventeen times.
+    if !changes.is_sorted_by(|a, b| a.address <= b.address) {
+        changes.sort_by(|a, b| a.address.cmp(&b.address));
+    }
+    changes.sort_by_key(|c| group(&c.address));
     let mut failed = None;
     alike::each_group(
         &changes,

@@ -44,6 +44,12 @@ const MAX_FORWARDS: usize = 256;
 const MAX_TCP: usize = 32;
 /// A TCP client that sends nothing for this long is disconnected.
 const TCP_IDLE: Duration = Duration::from_secs(10);
+/// UDP sockets on [`RESOLVER_ADDR`] per namespace, one per worker thread of the daemon's
+/// runtime: joined with SO_REUSEPORT, they split a namespace's clients between them by
+/// address and port, and each is served by its own task, so that one busy namespace keeps
+/// every worker answering instead of one (dnsperf from one replica showed the single socket's
+/// task as the bound).
+pub const UDP_SOCKETS: usize = super::super::serve::WORKER_THREADS;
 
 /// The current records, swapped whole. Readers keep their own [`Reader`], which costs one
 /// atomic load per batch of queries while the records stay the same.
@@ -151,7 +157,7 @@ struct Opened {
     name: String,
     ino: u64,
     fd: OwnedFd,
-    listeners: Option<(std::net::UdpSocket, std::net::TcpListener)>,
+    listeners: Option<(Vec<std::net::UdpSocket>, std::net::TcpListener)>,
     udp: Vec<(Upstream, std::io::Result<std::net::UdpSocket>)>,
 }
 
@@ -312,7 +318,10 @@ impl Resolver {
         let (udp, tcp) = o
             .listeners
             .ok_or_else(|| std::io::Error::other("a new namespace without its listeners"))?;
-        let udp = Arc::new(UdpSocket::from_std(udp)?);
+        let udp = udp
+            .into_iter()
+            .map(|s| UdpSocket::from_std(s).map(Arc::new))
+            .collect::<std::io::Result<Vec<_>>>()?;
         let tcp = TcpListener::from_std(tcp)?;
         let space = Arc::new(Space {
             name: o.name.clone(),
@@ -330,8 +339,10 @@ impl Resolver {
         };
         install_upstreams(&mut h, o.udp, report);
         let cur = self.current.clone();
-        h.tasks
-            .push(tokio::spawn(udp::serve(udp, space.clone(), cur.clone())).abort_handle());
+        for sock in udp {
+            h.tasks
+                .push(tokio::spawn(udp::serve(sock, space.clone(), cur.clone())).abort_handle());
+        }
         h.tasks
             .push(tokio::spawn(serve_tcp(tcp, space, cur)).abort_handle());
         Ok(h)
@@ -416,23 +427,27 @@ fn open_one(
     })
 }
 
-/// 127.0.0.11:53, UDP (SO_REUSEADDR, so that a server of the replica may bind 0.0.0.0:53/udp
-/// with SO_REUSEADDR too) and TCP.
-fn listen() -> std::io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+/// 127.0.0.11:53: [`UDP_SOCKETS`] UDP sockets (SO_REUSEADDR, so that a server of the replica
+/// may bind 0.0.0.0:53/udp with SO_REUSEADDR too; SO_REUSEPORT, which groups ours) and TCP.
+fn listen() -> std::io::Result<(Vec<std::net::UdpSocket>, std::net::TcpListener)> {
     use nix::sys::socket::{bind, setsockopt, socket, sockopt, AddressFamily, SockFlag};
     use nix::sys::socket::{SockType, SockaddrIn};
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    )?;
-    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
-    bind(
-        std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &SockaddrIn::from(RESOLVER_ADDR),
-    )?;
-    let udp = std::net::UdpSocket::from(fd);
+    let mut udp = Vec::with_capacity(UDP_SOCKETS);
+    for _ in 0..UDP_SOCKETS {
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )?;
+        setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+        setsockopt(&fd, sockopt::ReusePort, &true)?;
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &SockaddrIn::from(RESOLVER_ADDR),
+        )?;
+        udp.push(std::net::UdpSocket::from(fd));
+    }
     let tcp = std::net::TcpListener::bind(SocketAddr::V4(RESOLVER_ADDR))?;
     tcp.set_nonblocking(true)?;
     Ok((udp, tcp))
