@@ -14,6 +14,15 @@
 # VIPs or policies 591 ms (that figure from the first of the two runs, the others from the
 # second: no ratio of one run to quote). Not yet the targets.
 #
+# Then (release build, same machine, one run, load average about 2, after observe's survey of
+# every namespace in one go and the VIP part of replica tables worked out once per list of
+# networks): up 607 ms, up without VIPs or policies 620 ms in the same run (ratio 0.98), scale
+# by one replica 287 ms (observe 100, apply 120), up with no change 161 ms (observe 113: the
+# survey of 201 namespaces takes about 25 ms, the files and table reads after it the rest),
+# down 310 ms (1.55 ms per endpoint: apply 243, the kernel's freeing of the host ends waited
+# for). An earlier run at load 2-5 gave scale 371 ms, no change 217 ms, down 387 ms. Scale,
+# no change and down are still above the targets.
+#
 #   bench/lb.sh            # 20 services x 10 replicas
 #   NETCOMPOSE_BIN=/path/to/netcompose bench/lb.sh   # a binary built elsewhere (before/after)
 set -euo pipefail

@@ -321,12 +321,6 @@ impl Lab {
         let mut want_links: BTreeSet<String> = keep_links.iter().map(|s| s.to_string()).collect();
         want_links.insert("lo".into());
         want_links.insert(UPLINK_IF.into());
-        // `down` does not wait for the kernel to free the deleted namespaces: the host ends of
-        // their veths go with them a little later.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.host_links() != want_links && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
         assert_eq!(self.host_links(), want_links, "links left in the host");
         let want_tables: BTreeSet<String> = keep_tables.iter().map(|s| s.to_string()).collect();
         assert_eq!(

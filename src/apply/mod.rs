@@ -103,27 +103,16 @@ pub async fn apply<M: Machine>(
     let gone = deleted_namespaces(observed, &deletes);
     let old: HashMap<&ResourceId, &Resource> = observed.iter().map(|r| (&r.address, r)).collect();
     let rebuilt = taken_along(observed, desired, &deletes, &creates);
-    // What goes with the deleted namespaces counts as deleted. The kernel frees a namespace,
-    // and the host ends of its veths with it, after the run; only a host end whose name this
-    // run creates again is waited for (the name must be free by then).
+    // What goes with the deleted namespaces counts as deleted; the veth host ends are waited
+    // for (they must be gone before a link of the same name is created again).
     let with_namespaces: Vec<&Resource> = observed
         .iter()
         .filter(|r| deletes.contains(&r.address) && inside_gone(r, &gone))
         .collect();
-    let made_again: HashSet<&str> = desired
-        .iter()
-        .filter_map(|r| match &r.spec {
-            Spec::Link(l) => l.host_ifname.as_deref(),
-            _ => None,
-        })
-        .collect();
     let host_ends: Vec<&Resource> = with_namespaces
         .iter()
         .copied()
-        .filter(|r| {
-            matches!(&r.spec, Spec::Link(l)
-                if l.host_ifname.as_deref().is_some_and(|n| made_again.contains(n)))
-        })
+        .filter(|r| matches!(&r.spec, Spec::Link(l) if l.host_ifname.is_some()))
         .collect();
     let destroyed = |r: &&Resource| deletes.contains(&r.address) && !inside_gone(r, &gone);
     let built = |r: &&Resource| {
@@ -260,8 +249,7 @@ fn deleted_namespaces<'a>(
 /// Routes, links, nft tables and files of a namespace that is deleted need no work of their
 /// own: the kernel takes them away with the namespace (and the namespace's deletion removes
 /// its /etc/netns files). A veth goes as a pair, so its host end goes too, once the kernel has
-/// freed the namespace, which it does asynchronously (a host end whose name is needed again
-/// is waited for: see [`reap`]).
+/// freed the namespace, which it does asynchronously: see [`reap`].
 fn inside_gone(r: &Resource, gone: &HashSet<&str>) -> bool {
     namespace_of(&r.spec).is_some_and(|ns| gone.contains(ns))
 }
@@ -285,8 +273,7 @@ fn namespace_of(spec: &Spec) -> Option<&str> {
 }
 
 /// Wait until the kernel has freed the deleted namespaces and, with them, the host ends of
-/// their veths that this run makes again (`links`, by address and host-side name); delete
-/// explicitly whatever is still
+/// their veths (`links`, by address and host-side name); delete explicitly whatever is still
 /// there once the kernel stops making progress (a process that still holds a namespace keeps
 /// it alive). Freeing namespaces in one batch is much cheaper for the kernel than deleting each
 /// veth: every link deletion waits for an RCU grace period under the RTNL lock, while the

@@ -31,6 +31,8 @@ pub struct Templates<'a> {
     pub(super) vips: VipIndex<'a>,
     /// The rule tags of the chains the tables are expected to hold.
     pub(super) tags: super::table::Tags,
+    /// The VIP part of the replica tables, by list of networks.
+    pub(super) vip_parts: super::table::VipParts,
 }
 
 impl<'a> Templates<'a> {
@@ -61,6 +63,7 @@ impl<'a> Templates<'a> {
             bridges,
             vips,
             tags: Default::default(),
+            vip_parts: Default::default(),
         }
     }
 

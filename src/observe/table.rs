@@ -1,8 +1,9 @@
 //! A table of the project read back: the rules netcompose wrote that are still there (by
 //! their tags), the tags of rules it did not write, and whether its VIP maps and policy sets
 //! hold exactly their elements. A rule's tag is a hash of its text: the tags of a chain are
-//! worked out once per run for each distinct chain (every replica on the same networks has
-//! the same VIP chains, every replica of a service the same policy chains).
+//! worked out once per run for each distinct chain (every replica of a service has the same
+//! policy chains), and the VIP part of a table (its dispatch chains' tags, its maps'
+//! elements) once per list of networks (every replica on the same networks has the same).
 
 use super::live::{read_sysctls, Templates};
 use crate::firewall::compile::{backend_slots, peer_set};
@@ -10,7 +11,7 @@ use crate::firewall::rule::{rule_tag, Chain, Map, Set};
 use crate::kernel::nftables::{Element, LiveTable, SetSpec};
 use crate::kernel::{Kernel, KernelError, Machine};
 use crate::model::resource::{self as r, Resource, ResourceId, Spec};
-use crate::model::tables::replica::expand;
+use crate::model::tables::replica::{expand_vips, VipIndex};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -32,6 +33,36 @@ impl Tags {
         let tags = Arc::new(chain.rules.iter().map(rule_tag).collect::<Vec<_>>());
         variants.push((chain.clone(), tags.clone()));
         tags
+    }
+}
+
+/// The VIP part of a replica table as a read compares it: each dispatch chain with its rule
+/// tags, each VIP map with its elements.
+pub(super) struct VipPart {
+    chains: Vec<(String, ChainTags)>,
+    maps: Vec<SetSpec>,
+}
+
+/// The VIP part of each distinct list of networks seen in a run.
+#[derive(Default)]
+pub struct VipParts(Mutex<HashMap<Vec<String>, Arc<VipPart>>>);
+
+impl VipParts {
+    fn of(&self, networks: &[String], vips: &VipIndex, tags: &Tags) -> Arc<VipPart> {
+        let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(part) = memo.get(networks) {
+            return part.clone();
+        }
+        let (chains, maps) = expand_vips(networks, vips);
+        let part = Arc::new(VipPart {
+            chains: chains
+                .iter()
+                .map(|c| (c.name.clone(), tags.of(c)))
+                .collect(),
+            maps: maps.iter().map(backend_slots).collect(),
+        });
+        memo.insert(networks.to_vec(), part.clone());
+        part
     }
 }
 
@@ -78,20 +109,23 @@ pub(super) async fn table<M: Machine>(
         foreign_rules: vec![],
     });
     // What the table should hold, VIP chains and maps included, as the last apply wrote it.
-    let (expected, vip_maps) = expand(&fw, &t.vips);
-    let tag_sets: Vec<(&str, ChainTags)> = expected
+    let vip = t.vip_parts.of(&fw.vip_networks, &t.vips, &t.tags);
+    let tag_sets: Vec<(&str, ChainTags)> = vip
+        .chains
         .iter()
-        .map(|c| (c.name.as_str(), t.tags.of(c)))
+        .map(|(name, tags)| (name.as_str(), tags.clone()))
+        .chain(fw.chains.iter().map(|c| (c.name.as_str(), t.tags.of(c))))
         .collect();
     let want = LiveTable {
         chains: tag_sets
             .iter()
             .map(|(name, tags)| (name.to_string(), tags.to_vec()))
             .collect(),
-        sets: vip_maps
+        sets: vip
+            .maps
             .iter()
-            .chain(&fw.maps)
-            .map(backend_slots)
+            .cloned()
+            .chain(fw.maps.iter().map(backend_slots))
             .chain(fw.sets.iter().map(peer_set))
             .map(|s| (s.name, s.elements))
             .collect(),
@@ -118,7 +152,7 @@ pub(super) async fn table<M: Machine>(
         .iter()
         .filter(|(n, _)| !own.iter().any(|o| o == n))
         .all(|(n, want)| live_of(n) == **want);
-    if !vip_intact || !maps_intact(&vip_maps, &live.sets) {
+    if !vip_intact || !vip.maps.iter().all(|m| intact(m, &live.sets)) {
         fw.vip_digest = String::new();
     }
     // The host table spells its maps out: one changed outside makes it reloaded whole.

@@ -33,8 +33,17 @@ pub fn vip_index<'a>(vips: impl IntoIterator<Item = &'a Vip>) -> VipIndex<'a> {
 /// A replica table's full chains (the VIP dispatch of its networks, then its own chains) and
 /// its VIPs' maps.
 pub fn expand(fw: &Firewall, vips: &VipIndex) -> (Vec<Chain>, Vec<Map>) {
+    let (mut chains, maps) = expand_vips(&fw.vip_networks, vips);
+    chains.extend(fw.chains.iter().cloned());
+    (chains, maps)
+}
+
+/// The VIP part of a replica table on `networks`: the dispatch chains and the VIPs' maps. It
+/// depends on the networks alone, so every replica on the same networks has the same: callers
+/// that expand many tables work it out once per list of networks.
+pub fn expand_vips(networks: &[String], vips: &VipIndex) -> (Vec<Chain>, Vec<Map>) {
     let dispatch = Dispatch::new(
-        fw.vip_networks
+        networks
             .iter()
             .flat_map(|n| vips.get(n.as_str()).into_iter().flatten().copied()),
     );
@@ -44,7 +53,6 @@ pub fn expand(fw: &Firewall, vips: &VipIndex) -> (Vec<Chain>, Vec<Map>) {
         chains.push(Chain::base("vip", "nat", "output", -100, dispatch_rules));
         chains.extend(vip_chains(&dispatch));
     }
-    chains.extend(fw.chains.iter().cloned());
     (chains, vip_maps(&dispatch))
 }
 
@@ -325,12 +333,17 @@ pub fn expand_all(resources: &[Resource]) -> Vec<Resource> {
         Spec::Vip(v) => Some(v),
         _ => None,
     }));
+    let mut parts: HashMap<&[String], (Vec<Chain>, Vec<Map>)> = HashMap::new();
     resources
         .iter()
         .map(|r| match &r.spec {
             Spec::Firewall(f) if !f.vip_networks.is_empty() => {
+                let (chains, maps) = parts
+                    .entry(f.vip_networks.as_slice())
+                    .or_insert_with(|| expand_vips(&f.vip_networks, &vips));
                 let mut full = f.clone();
-                (full.chains, full.maps) = expand(f, &vips);
+                full.chains = chains.iter().chain(&f.chains).cloned().collect();
+                full.maps = maps.clone();
                 if f.vip_digest.is_empty() {
                     full.foreign_rules
                         .push("vip chains changed outside netcompose".into());
