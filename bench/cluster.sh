@@ -22,24 +22,24 @@
 #
 # Needs root and etcd (Debian's etcd-server).
 #
-# Figures after every agent derives the other hosts' endpoints from `up`'s write (no endpoint
-# keys) and applies a new view of the same files as a difference to its record. DEBUG build,
-# 2-CPU machine shared with three other engineers' builds (load average 8-20), 2 Dec 2026:
-#   - up of 300 replicas, every host converged: 8.19 s; 5 revisions once settled: up 1, one
-#     report per agent (n0 1, n1 1, n2 1), and one probe finding (health/n1) meanwhile;
-#   - scale by one with `up --scale` (6.16 s for `up`, at load 14-20 with a release build
-#     beside it; 9.08 s by editing the file): 2 revisions: up 1, the agent that builds it 1 (its
-#     status: `up` waits for it, so it cannot be folded into `up`'s transaction); the other
-#     agents program the replica from `up`'s write and write nothing;
-#   - scale by one by editing the file: 4 revisions: up 1, every agent 1 (a new spec);
-#   - steady state over 10 s: 0 revisions;
-#   - removal after kill -9, 5 kills, sorted: 1.87 2.06 2.07 2.32 2.56 s (TTL 2 s);
-#   - an added replica reachable, resolvable and in the VIP on both other hosts (50 adds, up to
-#     52 replicas on n0): p50 0.905 s, p99 1.168 s, max 1.168 s (load average 9-11; up's write
-#     reached the store at p50 0.15 s; the hosts' passes took 100-300 ms, n0's up to 750 ms:
-#     every web replica's VIP map grows). Before (each host waited for the building host's
-#     endpoint key, then read every namespace back): p50 2.06 s, p99 6.10 s over 50 adds.
-#     No release figure yet.
+# Measured with every agent deriving the other hosts' endpoints from `up`'s write (no endpoint
+# keys) and applying a new view of the same files as a difference to its record. RELEASE
+# build, 2-CPU VM, quiet machine (load average under 2 before the run), 2 Dec 2026, full sizes:
+#   - up of 300 replicas, every host converged: 1.81 s; 4 revisions: up 1, one report per
+#     agent (n0 1, n1 1, n2 1);
+#   - scale by one with `up --scale` (0.87 s): 2 revisions: up 1, the agent that builds it 1
+#     (its status: `up` waits for it, so it cannot be folded into `up`'s transaction); the
+#     other agents program the replica from `up`'s write and write nothing;
+#   - scale by one by editing the file (1.14 s): 4 revisions: up 1, every agent 1 (a new spec);
+#   - steady state over 30 s: 0 revisions;
+#   - removal after kill -9, 10 kills, sorted: 2.03 2.37 2.38 2.39 2.41 2.42 2.44 2.44 2.47
+#     2.48 s (TTL 2 s);
+#   - an added replica reachable, resolvable and in the VIP on both other hosts, 50 adds:
+#     p50 0.407 s, p99 0.575 s, max 0.575 s (up's write reached the store at p50 0.067 s).
+# A release build of the code before these changes (each host waited for the building host's
+# endpoint key, then read every namespace back), same machine, quiet, 1 h 45 min earlier: up of
+# 300 in 2.30 s, arrival p50 0.527 s, p99 1.101 s. A debug build under load (8-20) gave, after: up
+# 8.19 s, arrival p50 0.905 s, p99 1.168 s; before: p50 2.06 s, p99 6.10 s.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [[ $EUID -ne 0 ]]; then
