@@ -12,8 +12,8 @@
 mod common;
 
 use common::agents::{
-    address, compose, fdb, namespaces, neighbours, ok, project, status_revision, until, values,
-    Agents, ROOT,
+    address, compose, fdb, mac, namespaces, neighbours, ok, project, status_revision, until,
+    values, Agents, ROOT,
 };
 use common::cluster::{underlay_ip, Cluster};
 use common::require_root;
@@ -43,16 +43,6 @@ impl Drop for Running {
             let _ = child.wait();
         }
     }
-}
-
-/// The MAC IPAM gave `owner` on network `ov`.
-fn mac(cluster: &Cluster, project: &str, owner: &str) -> Option<String> {
-    let key = format!("{ROOT}projects/{project}/allocations");
-    let text = values(cluster, &key).remove(&key)?;
-    let a: serde_json::Value = serde_json::from_str(&text).ok()?;
-    a["networks"]["ov"]["macs"][owner]
-        .as_str()
-        .map(String::from)
 }
 
 /// The client replica's namespace on host `h`.
@@ -102,7 +92,7 @@ fn a_replica_added_on_one_host_is_programmed_on_the_others_from_ups_write() {
         addr.is_some()
     });
     let addr = addr.unwrap_or_default();
-    let mac = mac(&cluster, &name, "web[2]").expect("web[2] has a MAC");
+    let mac = mac(&cluster, &name, "ov", "web[2]").expect("web[2] has a MAC");
     let replica = format!("{name}-web-2");
     for (h, client) in &clients {
         until(agents, &format!("web[2] programmed on host {h}"), || {

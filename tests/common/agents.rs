@@ -269,3 +269,13 @@ pub fn neighbours(cluster: &Cluster, h: usize) -> String {
         .host(h)
         .run_ok(&["ip", "neigh", "show", "dev", &dev])
 }
+
+/// The MAC stored for `owner` (`web[1]`) on `network` of `project`, once allocated.
+pub fn mac(cluster: &Cluster, project: &str, network: &str, owner: &str) -> Option<String> {
+    let key = format!("{ROOT}projects/{project}/allocations");
+    let text = values(cluster, &key).remove(&key)?;
+    let a: serde_json::Value = serde_json::from_str(&text).ok()?;
+    a["networks"][network]["macs"][owner]
+        .as_str()
+        .map(String::from)
+}
