@@ -7,7 +7,7 @@ use common::agents::{
     address, compose, live_nodes, namespaces, node, ok, project, until, values, Agents, ROOT, TTL,
 };
 use common::cluster::Cluster;
-use common::require_root;
+use common::{env_or, require_root};
 use std::time::{Duration, Instant};
 
 /// The store's current revision.
@@ -99,13 +99,6 @@ fn shown(by: &std::collections::BTreeMap<String, usize>) -> String {
         .map(|(w, n)| format!("{w} {n}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// bench/cluster.sh's figures (ignored: run with `--ignored --nocapture`): `up` of

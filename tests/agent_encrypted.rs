@@ -18,7 +18,7 @@ mod common;
 use common::agents::{until, values, Agents, ROOT};
 use common::cluster::{underlay_ip, Cluster};
 use common::project::Project;
-use common::require_root;
+use common::{env_or, require_root};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -457,7 +457,7 @@ networks:
 
 /// Gbit/s of one TCP stream of `seconds` from host 0 to `addr` (the iperf3 client run after
 /// `prefix`, e.g. to enter a replica), retried while the server is not yet listening.
-fn iperf(sandbox: &common::Sandbox, prefix: &[&str], addr: &str, seconds: u32) -> f64 {
+fn iperf(sandbox: &common::Sandbox, prefix: &[&str], addr: &str, seconds: usize) -> f64 {
     let t = seconds.to_string();
     let mut args: Vec<&str> = prefix.to_vec();
     args.extend(["iperf3", "-c", addr, "-t", &t, "-J"]);
@@ -490,13 +490,7 @@ fn iperf(sandbox: &common::Sandbox, prefix: &[&str], addr: &str, seconds: u32) -
 #[ignore]
 fn bench_encrypted_overlay() {
     require_root("bench_encrypted_overlay");
-    let env = |name: &str, default: u32| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let (seconds, rounds) = (env("BENCH_SECONDS", 5), env("BENCH_ROUNDS", 3));
+    let (seconds, rounds) = (env_or("BENCH_SECONDS", 5), env_or("BENCH_ROUNDS", 3));
     let cluster = Cluster::new(2);
     let agents = Agents::start(&cluster, &[]);
     let name = format!("ab{}", std::process::id());

@@ -11,7 +11,7 @@
 mod common;
 
 use common::cluster::{underlay_ip, Cluster};
-use common::require_root;
+use common::{env_or, require_root};
 use netcompose::kernel::netlink::Netlink;
 use netcompose::kernel::wireguard::{self, Engine, KeyPair, Peer, Tunnel, TunnelSpec};
 use netcompose::kernel::{ErrorKind, VxlanSpec};
@@ -292,7 +292,7 @@ impl Drop for Children {
 }
 
 /// One iperf3 run from host 0 to `addr` (a server runs on host 1), in Gbit/s.
-fn iperf(cluster: &Cluster, addr: &str, seconds: u32) -> f64 {
+fn iperf(cluster: &Cluster, addr: &str, seconds: usize) -> f64 {
     let out = cluster
         .host(0)
         .run(&["iperf3", "-c", addr, "-t", &seconds.to_string(), "-J"]);
@@ -322,13 +322,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[ignore]
 fn bench_encrypted() {
     require_root("bench_encrypted");
-    let env = |name: &str, default: u32| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let (seconds, rounds) = (env("BENCH_SECONDS", 5), env("BENCH_ROUNDS", 3));
+    let (seconds, rounds) = (env_or("BENCH_SECONDS", 5), env_or("BENCH_ROUNDS", 3));
     let cluster = Cluster::without_store(2);
     // The server first: it is listening by the time the paths are set up.
     let mut children = Children(vec![cluster

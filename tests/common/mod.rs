@@ -9,3 +9,11 @@ pub mod sandbox;
 
 #[allow(unused_imports)]
 pub use sandbox::{require_root, Sandbox};
+
+/// A benchmark's size from the environment (`BENCH_ROUNDS=5`), or `default`.
+pub fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
