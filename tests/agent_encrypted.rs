@@ -15,12 +15,13 @@
 
 mod common;
 
+use common::Servers;
+
 use common::agents::{until, values, Agents, ROOT};
 use common::cluster::{underlay_ip, Cluster};
 use common::project::Project;
 use common::{env_or, require_root};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,18 +49,6 @@ networks:
 
 const PORT: u16 = 8080;
 const SINK: u16 = 9999;
-
-/// Echo servers started in replicas, killed and reaped at the end (panic included).
-struct Servers(Vec<Child>);
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// An AF_PACKET socket that receives every frame of the network namespace it was opened in,
 /// read by a thread into a buffer until the guard is dropped (panic included).

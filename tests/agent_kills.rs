@@ -16,8 +16,7 @@ mod common;
 use common::agents::{fdb, mac, namespaces, node, placement, until, Agents};
 use common::cluster::{underlay_ip, Cluster};
 use common::project::Project;
-use common::require_root;
-use std::process::Child;
+use common::{require_root, Servers};
 
 const COMPOSE: &str = "
 services:
@@ -36,29 +35,6 @@ networks:
 ";
 const PORT: u16 = 8080;
 const KILLS: usize = 10;
-
-/// The echo server of the current round, killed and reaped when replaced or at the end.
-struct Server(Option<Child>);
-
-impl Server {
-    fn replace(&mut self, child: Child) {
-        self.stop();
-        self.0 = Some(child);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// The node index web[1] is placed on (1 or 2).
 fn web_node(cluster: &Cluster, project: &str) -> Option<usize> {
@@ -80,7 +56,7 @@ fn an_agent_killed_ten_times_is_dropped_each_time_and_its_replica_runs_elsewhere
     let c = &projects[0];
     let web_ns = c.ns("web", 1);
     let mac = mac(&cluster, &name, "ov", "web[1]").expect("web[1] has a MAC");
-    let mut server = Server(None);
+    let mut servers = Servers(Vec::new());
 
     for round in 1..=KILLS {
         let mut on = None;
@@ -119,7 +95,9 @@ fn an_agent_killed_ten_times_is_dropped_each_time_and_its_replica_runs_elsewhere
                     && !entries.iter().any(|l| l.contains(&to_dead))
             },
         );
-        server.replace(projects[other].serve("web", 1, PORT));
+        // The last round's server ran on the node just killed: stop it, serve on the new one.
+        drop(Servers(std::mem::take(&mut servers.0)));
+        servers.0.push(projects[other].serve("web", 1, PORT));
         until(
             &agents,
             &format!("round {round}: the client reaches web by name on n{other}"),

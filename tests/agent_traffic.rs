@@ -11,11 +11,12 @@
 
 mod common;
 
+use common::Servers;
+
 use common::agents::{neighbours, until, Agents, TTL};
 use common::cluster::Cluster;
 use common::project::Project;
 use common::require_root;
-use std::process::Child;
 
 const COMPOSE: &str = "
 services:
@@ -34,18 +35,6 @@ networks:
     ipam: {config: [{subnet: 10.72.0.0/24}]}
 ";
 const PORT: u16 = 8080;
-
-/// Echo servers started in replicas, killed and reaped at the end (panic included).
-struct Servers(Vec<Child>);
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// Which host runs replica `index` of web: the one whose namespaces hold it.
 fn host_of(cluster: &Cluster, ns: &str) -> Option<usize> {

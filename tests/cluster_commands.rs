@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::Servers;
+
 use common::agents::{compose, node, ok, placement, project, until, values, Agents, ROOT};
 use common::cluster::{underlay_ip, Cluster, UNDERLAY_IF};
 use common::project::Project;
@@ -364,18 +366,6 @@ fn nodes_shows_the_vxlan_probe_ok_filtered_port_and_mtu_blackhole() {
 
 /// web: two replicas, on n0 and n1 (none on n2), port 9090 of the hosts published to 8080.
 const MESHED: &str = "services:\n  web:\n    deploy:\n      replicas: 2\n      placement:\n        max_replicas_per_node: 1\n        constraints: [node.hostname != n2]\n    ports: [\"9090:8080\"]\n    networks: [mesh]\nnetworks:\n  mesh:\n    driver: overlay\n    ipam: {config: [{subnet: 10.74.0.0/24}]}\n";
-
-/// Echo servers started in replicas, killed and reaped at the end (panic included).
-struct Servers(Vec<std::process::Child>);
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// The first word of each answer of `count` TCP connections from host `from` to `to:port`.
 fn answers(p: &Project, to: &str, port: &str, count: &str) -> BTreeSet<String> {

@@ -7,12 +7,13 @@
 
 mod common;
 
+use common::Servers;
+
 use common::agents::{address, namespaces, node, ok, placement, until, values, Agents, ROOT};
 use common::cluster::Cluster;
 use common::project::Project;
 use common::require_root;
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Child;
 
 /// web on every node (its count ignored); edge on the nodes labelled role=edge.
 const GLOBAL: &str = "
@@ -31,18 +32,6 @@ networks:
     ipam: {config: [{subnet: 10.74.0.0/24}]}
 ";
 const PORT: u16 = 8080;
-
-/// Echo servers started in replicas, killed and reaped at the end (panic included).
-struct Servers(Vec<Child>);
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// The replicas of `service` in the stored placement: index → node.
 fn of(cluster: &Cluster, name: &str, service: &str) -> BTreeMap<u32, String> {

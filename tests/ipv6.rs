@@ -12,6 +12,8 @@
 
 mod common;
 
+use common::Servers;
+
 use common::project::{support, Project};
 use common::sandbox::{require_root, Sandbox};
 use std::io::{BufRead, BufReader};
@@ -75,18 +77,6 @@ fn serve_outside(sb: &Sandbox) -> Child {
         .expect("ready line");
     assert_eq!(line.trim(), "ready", "the outside server did not start");
     child
-}
-
-/// Kills the echo servers, also when an assertion fails.
-struct Servers(Vec<Child>);
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// A replica's IPv6 address on `network`, from `ps --json`.

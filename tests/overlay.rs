@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::Servers;
+
 use common::cluster::{underlay_ip, Cluster};
 use common::project::Project;
 use common::{require_root, Sandbox};
@@ -32,18 +34,6 @@ networks:
     ipam: {config: [{subnet: 10.70.0.0/24}]}
 ";
 const PORT: u16 = 8080;
-
-/// Processes started in replicas, killed and reaped when the test ends (panic included).
-struct Servers(Vec<std::process::Child>);
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// Which host (0-based) runs each replica.
 type Placement = Vec<(&'static str, u32, usize)>;

@@ -5,10 +5,11 @@
 
 mod common;
 
+use common::Servers;
+
 use common::project::Project;
 use common::sandbox::{require_root, Sandbox};
 use serde_json::Value;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 const LAB: &str = r#"
@@ -25,18 +26,6 @@ services:
 networks:
   front: {}
 "#;
-
-/// Kills the processes a test started, also when it panics.
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn stats(p: &Project) -> Value {
     serde_json::from_str(&p.nc_ok(&["stats", "--json", "--interval", "0"])).expect("stats --json")
@@ -171,7 +160,7 @@ fn stats_count_what_real_packets_did_and_metrics_say_the_same() {
     );
 
     // VIP: 6 connections held open from client-1, spread by the DNAT over web-1 and web-2.
-    let _servers = Procs((1..=2).map(|n| p.serve("web", n, 80)).collect());
+    let _servers = Servers((1..=2).map(|n| p.serve("web", n, 80)).collect());
     p.wait_open(Some(("client", 1)), &vip, 80);
     let base = vip_connections(&stats(&p));
     let ns = p.ns("client", 1);
@@ -186,7 +175,7 @@ fn stats_count_what_real_packets_did_and_metrics_say_the_same() {
         &mut line,
     )
     .expect("holder says held");
-    let _holder = Procs(vec![holder]);
+    let _holder = Servers(vec![holder]);
     assert_eq!(line.trim(), "held");
     let s = stats(&p);
     assert_eq!(vip_connections(&s) - base, 6, "{}", s["vips"]);
@@ -271,7 +260,7 @@ fn a_public_metrics_address_is_refused_at_its_line() {
 }
 
 /// Hold `n` connections to `vip`:80 from client-1 until the returned guard drops.
-fn hold(p: &Project, vip: &str, n: usize) -> Procs {
+fn hold(p: &Project, vip: &str, n: usize) -> Servers {
     let ns = p.ns("client", 1);
     let code = format!(
         "import socket,time\ncs=[socket.create_connection(('{vip}',80)) for _ in range({n})]\n\
@@ -280,7 +269,7 @@ fn hold(p: &Project, vip: &str, n: usize) -> Procs {
     let mut holder =
         p.sb.spawn(&["ip", "netns", "exec", &ns, "python3", "-c", &code]);
     let out = holder.stdout.take().expect("holder's stdout");
-    let guard = Procs(vec![holder]);
+    let guard = Servers(vec![holder]);
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)
         .expect("holder says held");
@@ -312,7 +301,7 @@ fn vip_connections_follow_the_conntrack_table_as_it_changes() {
     let p = Project::new(&sb, "ncstatsct", LAB);
     p.up();
     let vip = p.vip("web", "front");
-    let _servers = Procs((1..=2).map(|n| p.serve("web", n, 80)).collect());
+    let _servers = Servers((1..=2).map(|n| p.serve("web", n, 80)).collect());
     p.wait_open(Some(("client", 1)), &vip, 80);
     flush_conntrack(&p);
 

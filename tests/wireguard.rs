@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::Servers;
+
 use common::cluster::{underlay_ip, Cluster};
 use common::{env_or, require_root};
 use netcompose::kernel::netlink::Netlink;
@@ -279,18 +281,6 @@ fn wireguard_go(cluster: &Cluster) -> Vec<std::process::Child> {
     children
 }
 
-/// Processes that must not outlive the benchmark (the sandboxes would kill them too).
-struct Children(Vec<std::process::Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// One iperf3 run from host 0 to `addr` (a server runs on host 1), in Gbit/s.
 fn iperf(cluster: &Cluster, addr: &str, seconds: usize) -> f64 {
     let out = cluster
@@ -325,7 +315,7 @@ fn bench_encrypted() {
     let (seconds, rounds) = (env_or("BENCH_SECONDS", 5), env_or("BENCH_ROUNDS", 3));
     let cluster = Cluster::without_store(2);
     // The server first: it is listening by the time the paths are set up.
-    let mut children = Children(vec![cluster
+    let mut children = Servers(vec![cluster
         .host(1)
         .command("iperf3", &["-s"])
         .stdout(std::process::Stdio::null())

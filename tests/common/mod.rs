@@ -17,3 +17,16 @@ pub fn env_or(name: &str, default: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// Processes a test started (echo servers, iperf3), killed and reaped when the guard is
+/// dropped, panic included.
+pub struct Servers(pub Vec<std::process::Child>);
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
