@@ -319,13 +319,7 @@ fn encrypted_overlays_hide_payloads_refuse_plain_vxlan_and_follow_a_new_key() {
         .collect();
     let url = cluster.store_url();
     let out = projects[0].nc(&["--store", &url, "up"]);
-    assert!(
-        out.status.success(),
-        "up:\n{}{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        agents.logs()
-    );
+    common::agents::ok(&out, "up", &agents);
     let nodes = projects[0].nc_ok(&["--store", &url, "nodes"]);
     assert!(
         nodes.contains("userspace") || nodes.contains("kernel"),

@@ -57,13 +57,7 @@ fn agents_carry_traffic_names_and_vips_across_hosts_and_drop_a_dead_host() {
         .collect();
     let url = cluster.store_url();
     let out = projects[0].nc(&["--store", &url, "up"]);
-    assert!(
-        out.status.success(),
-        "up:\n{}{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        agents.logs()
-    );
+    common::agents::ok(&out, "up", &agents);
 
     // One web replica per node; the client on n0.
     let c = &projects[0];
