@@ -4,7 +4,7 @@
 //! What the replies mean is parsed exactly as [`Netlink`]'s listings parse it.
 
 use super::addrs::{parse_address, parse_route};
-use super::links::parse_link;
+use super::links::{links_of, links_request};
 use super::*;
 use nix::sys::socket::{
     bind, recv, send, socket, AddressFamily as SockFamily, MsgFlags, NetlinkAddr, SockFlag,
@@ -50,17 +50,8 @@ impl BlockingNetlink {
 
     /// Every link, without statistics (as [`Netlink::links`]).
     pub fn links(&mut self) -> Result<Vec<Link>, KernelError> {
-        let mut msg = LinkMessage::default();
-        msg.attributes
-            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
-        let replies = self.dump("links", RouteNetlinkMessage::GetLink(msg))?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(parse_link(l)),
-                _ => None,
-            })
-            .collect())
+        let replies = self.dump("links", links_request())?;
+        Ok(links_of(replies))
     }
 
     /// Every address (as [`Netlink::addresses`]).

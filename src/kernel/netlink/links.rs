@@ -9,17 +9,8 @@ impl Netlink {
     /// All links of the namespace.
     pub async fn links(&self) -> Result<Vec<Link>, KernelError> {
         let ctx = self.ctx("list", "links");
-        let mut msg = LinkMessage::default();
-        msg.attributes
-            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
-        let replies = self.dump(&ctx, RouteNetlinkMessage::GetLink(msg)).await?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(parse_link(l)),
-                _ => None,
-            })
-            .collect())
+        let replies = self.dump(&ctx, links_request()).await?;
+        Ok(links_of(replies))
     }
 
     /// Every link of the namespace with its alias and its 64-bit counters (`IFLA_STATS64`):
@@ -493,4 +484,23 @@ fn parse_link_info(link: &mut Link, infos: Vec<LinkInfo>) {
             _ => {}
         }
     }
+}
+
+/// The dump request for every link, without statistics (the kernel skips computing them).
+pub(super) fn links_request() -> RouteNetlinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.attributes
+        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+    RouteNetlinkMessage::GetLink(msg)
+}
+
+/// The links in a link dump's replies.
+pub(super) fn links_of(replies: Vec<RouteNetlinkMessage>) -> Vec<Link> {
+    replies
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => Some(parse_link(l)),
+            _ => None,
+        })
+        .collect()
 }
