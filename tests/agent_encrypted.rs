@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const COMPOSE: &str = "
+const SERVICES: &str = "
 services:
   web:
     deploy:
@@ -37,6 +37,10 @@ services:
     deploy:
       placement: {constraints: [node.hostname == n0]}
     networks: [secret, plain]
+";
+
+/// Both tests' networks: an encrypted overlay and a plain one side by side.
+const NETWORKS: &str = "
 networks:
   secret:
     driver: overlay
@@ -46,6 +50,11 @@ networks:
     driver: overlay
     ipam: {config: [{subnet: 10.74.0.0/24}]}
 ";
+
+/// A Compose file of `services` on [`NETWORKS`].
+fn compose(services: &str) -> String {
+    format!("{services}{NETWORKS}")
+}
 
 const PORT: u16 = 8080;
 const SINK: u16 = 9999;
@@ -260,7 +269,7 @@ fn plain_vxlan_for_an_encrypted_vni_is_dropped_at_input() {
     ]);
     h0.run_ok(&["ip", "addr", "add", "10.232.0.1/16", "dev", "ncwg0"]);
     h0.run_ok(&["ip", "link", "set", "ncwg0", "up"]);
-    let p = Project::new(h0, &format!("ag{}", std::process::id()), COMPOSE);
+    let p = Project::new(h0, &format!("ag{}", std::process::id()), &compose(SERVICES));
     let plan: serde_json::Value =
         serde_json::from_str(&p.nc_ok(&["plan", "--json"])).expect("plan --json");
     let alloc = plan["desired"]["allocations"].clone();
@@ -315,7 +324,7 @@ fn encrypted_overlays_hide_payloads_refuse_plain_vxlan_and_follow_a_new_key() {
     let mut agents = Agents::start(&cluster, &[]);
     let name = format!("ae{}", std::process::id());
     let projects: Vec<Project> = (0..3)
-        .map(|h| Project::new(cluster.host(h), &name, COMPOSE))
+        .map(|h| Project::new(cluster.host(h), &name, &compose(SERVICES)))
         .collect();
     let url = cluster.store_url();
     let out = projects[0].nc(&["--store", &url, "up"]);
@@ -420,7 +429,7 @@ fn encrypted_overlays_hide_payloads_refuse_plain_vxlan_and_follow_a_new_key() {
     eprintln!("reachable {took:?} after the new key was registered");
 }
 
-const BENCH_COMPOSE: &str = "
+const BENCH_SERVICES: &str = "
 services:
   server:
     deploy: {placement: {constraints: [node.hostname == n1]}}
@@ -428,14 +437,6 @@ services:
   client:
     deploy: {placement: {constraints: [node.hostname == n0]}}
     networks: [secret, plain]
-networks:
-  secret:
-    driver: overlay
-    driver_opts: {encrypted: \"\"}
-    ipam: {config: [{subnet: 10.73.0.0/24}]}
-  plain:
-    driver: overlay
-    ipam: {config: [{subnet: 10.74.0.0/24}]}
 ";
 
 /// Gbit/s of one TCP stream of `seconds` from host 0 to `addr` (the iperf3 client run after
@@ -478,7 +479,7 @@ fn bench_encrypted_overlay() {
     let agents = Agents::start(&cluster, &[]);
     let name = format!("ab{}", std::process::id());
     let projects: Vec<Project> = (0..2)
-        .map(|h| Project::new(cluster.host(h), &name, BENCH_COMPOSE))
+        .map(|h| Project::new(cluster.host(h), &name, &compose(BENCH_SERVICES)))
         .collect();
     let out = projects[0].nc(&["--store", &cluster.store_url(), "up"]);
     common::agents::ok(&out, "up", &agents);
