@@ -11,12 +11,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Worker threads of the daemon's runtime. The resolver opens a UDP socket per worker in each
-/// namespace, so that one busy namespace can keep every worker answering.
+/// Worker threads of the daemon's runtime (TCP queries, forwards, x-run, control); UDP queries
+/// have threads of their own (`resolver::udp`).
 pub const WORKER_THREADS: usize = 2;
 
-/// Raise the soft limit of open files to the hard one: a namespace costs a socket per worker
-/// thread and two more.
+/// Raise the soft limit of open files to the hard one: a namespace costs a socket per UDP
+/// worker thread and two more.
 fn raise_nofile() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {

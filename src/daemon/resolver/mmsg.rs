@@ -5,14 +5,12 @@
 //!
 //! A [`Batch`] owns every buffer the kernel reads or writes; the `mmsghdr` and `iovec` arrays
 //! that point into it are built on the stack for the length of one call, so a batch holds no
-//! pointers and can cross an `.await`. Batches are big (a full-size slot per query), so they
-//! are pooled ([`take`], [`give`]): memory grows with the queries being answered at one
-//! moment, not with the number of namespaces served.
+//! pointers. Batches are big (a full-size slot per query): each UDP worker thread keeps one,
+//! so memory does not grow with the number of namespaces served.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::RawFd;
-use std::sync::Mutex;
 
 /// Datagrams read or sent per system call.
 pub const BATCH: usize = 32;
@@ -195,35 +193,6 @@ fn empty_mmsghdr() -> libc::mmsghdr {
     unsafe { std::mem::zeroed() }
 }
 
-/// Batches not in use, kept for the next busy namespace.
-static POOL: Mutex<Vec<Batch>> = Mutex::new(Vec::new());
-/// Batches kept in the pool at most (more are only needed while as many namespaces are
-/// answered at the same moment, and freed after).
-const POOL_MAX: usize = 8;
-
-/// A batch from the pool, or a new one with slots of `slot` bytes.
-pub fn take(slot: usize) -> Batch {
-    let pooled = match POOL.lock() {
-        Ok(mut p) => p.pop(),
-        Err(poisoned) => poisoned.into_inner().pop(),
-    };
-    match pooled {
-        Some(b) if b.slot == slot => b,
-        _ => Batch::new(slot),
-    }
-}
-
-/// Return a batch to the pool.
-pub fn give(b: Batch) {
-    let mut pool = match POOL.lock() {
-        Ok(p) => p,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    if pool.len() < POOL_MAX {
-        pool.push(b);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,7 +222,7 @@ mod tests {
         for (i, c) in clients.iter().enumerate() {
             c.send_to(&[b'q', i as u8], to).unwrap();
         }
-        let mut b = take(16);
+        let mut b = Batch::new(16);
         let mut seen = Vec::new();
         while seen.len() < 3 {
             let n = recv_some(&mut b, server.as_raw_fd());
@@ -291,7 +260,6 @@ mod tests {
         }
         let e = b.recv(server.as_raw_fd()).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
-        give(b);
     }
 
     #[test]

@@ -6,9 +6,9 @@
 //! - [`answer`]: the request handler, a pure function from (snapshot, namespace, packet) to a
 //!   reply, a forward, or nothing; it is what the fuzz test drives.
 //! - [`forward`]: upstream queries, with fast failover.
-//! - [`server`]: the sockets, opened on a thread that entered each namespace and then served
-//!   from the async runtime; [`udp`] is the loop that answers a namespace's UDP queries in
-//!   batches ([`mmsg`]).
+//! - [`server`]: the sockets, opened on a thread that entered each namespace; TCP is served
+//!   from the async runtime, UDP by [`udp`]'s worker threads, which answer every namespace's
+//!   queries in batches ([`mmsg`]).
 //! - [`counters`]: per replica, the queries answered, forwarded and failed.
 
 pub mod answer;

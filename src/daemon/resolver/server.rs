@@ -3,7 +3,8 @@
 //!
 //! Sockets are created on one short-lived thread that `setns`'es into each namespace in turn
 //! (a socket belongs to the namespace it was created in, forever); they are handed back and
-//! served from the async runtime. No runtime thread ever changes namespace.
+//! served: UDP by the resolver's worker threads ([`udp`]), TCP and forwarded queries from the
+//! async runtime. No serving thread ever changes namespace.
 //!
 //! On reload, the new [`Snapshot`] is swapped in with one pointer store: a query being answered
 //! finishes with the records it started with; the next one sees the new records. Sockets of
@@ -21,7 +22,8 @@
 use super::answer::{self, Outcome, Transport};
 use super::counters::QueryCounters;
 use super::forward::{self, Route, UdpHandle, UdpUpstream};
-use super::{udp, Snapshot};
+use super::udp::{self, Registration, Workers};
+use super::Snapshot;
 use crate::kernel::NetnsDir;
 use crate::model::daemon::{DaemonConfig, Upstream};
 use std::collections::{HashMap, HashSet};
@@ -32,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
@@ -44,12 +46,11 @@ const MAX_FORWARDS: usize = 256;
 const MAX_TCP: usize = 32;
 /// A TCP client that sends nothing for this long is disconnected.
 const TCP_IDLE: Duration = Duration::from_secs(10);
-/// UDP sockets on [`RESOLVER_ADDR`] per namespace, one per worker thread of the daemon's
-/// runtime: joined with SO_REUSEPORT, they split a namespace's clients between them by
-/// address and port, and each is served by its own task, so that one busy namespace keeps
-/// every worker answering instead of one (dnsperf from one replica showed the single socket's
-/// task as the bound).
-pub const UDP_SOCKETS: usize = super::super::serve::WORKER_THREADS;
+/// UDP sockets on [`RESOLVER_ADDR`] per namespace, one per UDP worker thread: joined with
+/// SO_REUSEPORT, they split a namespace's clients between them by address and port, so that
+/// one busy namespace keeps every worker answering instead of one (dnsperf from one replica
+/// showed a single socket as the bound).
+pub const UDP_SOCKETS: usize = udp::UDP_WORKERS;
 
 /// The current records, swapped whole. Readers keep their own [`Reader`], which costs one
 /// atomic load per batch of queries while the records stay the same.
@@ -124,6 +125,8 @@ struct SpaceHandle {
     space: Arc<Space>,
     /// Upstream sockets (kept alive here; dropping one stops its reader).
     udp: HashMap<Upstream, UdpHandle>,
+    /// The listening UDP sockets, each served by a worker until its registration drops.
+    _listening: Vec<Registration>,
     tasks: Vec<AbortHandle>,
 }
 
@@ -141,6 +144,8 @@ pub struct Resolver {
     spaces: HashMap<String, SpaceHandle>,
     /// Upstreams queried from the daemon's own namespace, shared by all namespaces.
     host: HashMap<Upstream, UdpHandle>,
+    /// The UDP workers, started by the first reload (on the runtime their forwards use).
+    workers: Option<Workers>,
 }
 
 /// What a reload did.
@@ -173,6 +178,7 @@ impl Resolver {
             current: Arc::new(Current::default()),
             spaces: HashMap::new(),
             host: HashMap::new(),
+            workers: None,
         }
     }
 
@@ -199,6 +205,15 @@ impl Resolver {
     /// Serve `cfg`: swap the records, open and close sockets. Must run inside the runtime.
     pub async fn apply(&mut self, cfg: &DaemonConfig, generation: u64) -> ReloadReport {
         let mut report = ReloadReport::default();
+        if self.workers.is_none() {
+            match Workers::start(self.current.clone(), tokio::runtime::Handle::current()) {
+                Ok(w) => self.workers = Some(w),
+                Err(e) => {
+                    report.errors.push(format!("resolver workers: {e}"));
+                    return report;
+                }
+            }
+        }
         let dir = NetnsDir::new(&cfg.netns_dir);
         let snap = Arc::new(Snapshot::compile(cfg, generation));
 
@@ -318,10 +333,10 @@ impl Resolver {
         let (udp, tcp) = o
             .listeners
             .ok_or_else(|| std::io::Error::other("a new namespace without its listeners"))?;
-        let udp = udp
-            .into_iter()
-            .map(|s| UdpSocket::from_std(s).map(Arc::new))
-            .collect::<std::io::Result<Vec<_>>>()?;
+        let workers = self
+            .workers
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("the resolver's workers are not running"))?;
         let tcp = TcpListener::from_std(tcp)?;
         let space = Arc::new(Space {
             name: o.name.clone(),
@@ -335,14 +350,15 @@ impl Resolver {
             ino: o.ino,
             space: space.clone(),
             udp: HashMap::new(),
+            _listening: udp
+                .into_iter()
+                .enumerate()
+                .map(|(i, sock)| workers.add(i, sock, space.clone()))
+                .collect(),
             tasks: Vec::new(),
         };
         install_upstreams(&mut h, o.udp, report);
         let cur = self.current.clone();
-        for sock in udp {
-            h.tasks
-                .push(tokio::spawn(udp::serve(sock, space.clone(), cur.clone())).abort_handle());
-        }
         h.tasks
             .push(tokio::spawn(serve_tcp(tcp, space, cur)).abort_handle());
         Ok(h)
