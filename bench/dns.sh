@@ -11,8 +11,10 @@
 # turn for DURATION seconds: first netcompose's resolver (127.0.0.11:53), then aardvark-dns
 # (Podman's, from Debian's aardvark-dns package, configured by hand with the same 50 records,
 # listening on 127.0.0.12:5533) and dnsmasq (dnsmasq-base, the same records as a hosts file,
-# on 127.0.0.13:53), each alone, in turn, ROUNDS times (the median round is reported). Every
-# server is checked to answer the names correctly first.
+# on 127.0.0.13:53), each alone, in turn, ROUNDS times (the median round is reported, and
+# each round's ratio of netcompose's rate to dnsmasq's, with their median: the two run
+# back to back, so the ratio is steadier than either rate on a busy machine). Every server is
+# checked to answer the names correctly first.
 # Then loss while the service scales: dnsperf asks netcompose's resolver for the 50 names and
 # the service's own name (`app`) for SCALE_DURATION seconds while `up --scale` adds a replica
 # and takes it away again, over and over; every query must be answered, with NOERROR.
@@ -140,7 +142,8 @@ fi
 
 # Each server is measured ROUNDS times, in turn (so that a burst of load from elsewhere on the
 # machine hits all three alike); the round with the median rate is reported.
-declare -A results
+declare -A results rate
+ratios=""
 run() { # label server port extra-dnsperf-args...
     local label=$1 server=$2 port=$3
     shift 3
@@ -151,12 +154,16 @@ run() { # label server port extra-dnsperf-args...
     lost=$(awk '/Queries lost:/ { print $3 }' <<<"$out")
     echo "  round $round $label: $q queries/s, average latency $l ms, lost $lost"
     results[$label]+="$q $l $lost"$'\n'
+    rate[$label]=$q
 }
 echo "dnsperf -c 4 -q 100 -l $DURATION, $ROUNDS rounds, one server at a time:"
 for round in $(seq "$ROUNDS"); do
     run netcompose 127.0.0.11 53
     if ((have_aardvark)); then run aardvark-dns 127.0.0.12 5533 -a "$client_ip"; fi
     run dnsmasq 127.0.0.13 53
+    ratio=$(awk -v a="${rate[netcompose]}" -v b="${rate[dnsmasq]}" 'BEGIN { printf "%.2f", a / b }')
+    echo "  round $round netcompose/dnsmasq: ${ratio}x"
+    ratios+="$ratio"$'\n'
 done
 echo "median of $ROUNDS rounds ($RECORDS records, dnsperf -c 4 -q 100 from a replica namespace):"
 for label in netcompose aardvark-dns dnsmasq; do
@@ -164,6 +171,9 @@ for label in netcompose aardvark-dns dnsmasq; do
     sort -n <<<"${results[$label]}" | sed '/^$/d' | awk -v label="$label" -v n="$ROUNDS" \
         'NR == int((n + 1) / 2) { printf "  %-13s %8d queries/s   average latency %.3f ms   lost %s\n", label, $1, $2, $3 }'
 done
+
+echo "  netcompose/dnsmasq, median of the rounds' ratios: $(sort -n <<<"$ratios" | sed '/^$/d' |
+    awk -v n="$ROUNDS" 'NR == int((n + 1) / 2)')x"
 
 daemon_pid=$(cat /run/netcompose/nb/daemon.pid)
 echo "daemon with $((n + 1)) replicas: $(grep VmHWM "/proc/$daemon_pid/status" | tr -s '\t ' ' ')"

@@ -139,9 +139,10 @@ pub async fn apply<M: Machine>(
         // Namespaces are proven ours in one read for the whole wave.
         let owned = &ops::owned_namespaces(k, &todo).await?;
         out.deleted += run(todo, |r| async move {
-            match owned.contains(&r.address) {
-                true => timed("-", r, progress, ops::delete_owned(k, r)).await,
-                false => timed("-", r, progress, ops::delete(k, r)).await,
+            match owned.get(&r.address) {
+                Some(true) => timed("-", r, progress, ops::delete_owned(k, r)).await,
+                Some(false) => Err(ops::not_ours(r)),
+                None => timed("-", r, progress, ops::delete(k, r)).await,
             }
         })
         .await?;

@@ -14,8 +14,9 @@ use crate::model::names::ownership_mark;
 use crate::model::resource::{
     Bridge, Firewall, Link, LinkType, Namespace, NetnsFiles, Resource, Route, Spec,
 };
+use crate::model::ResourceId;
 use ipnetwork::IpNetwork;
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 type Result<T> = std::result::Result<T, ApplyError>;
 
@@ -312,50 +313,51 @@ async fn delete_namespace<M: Machine>(k: &Kernel<M>, a: &str, n: &Namespace) -> 
     delete_owned_namespace(k, a, n).await
 }
 
-/// Which of the namespaces `rs` are there and ours, read in one survey (a few threads that
-/// enter each in turn) rather than one per namespace: `down` of 200 replicas spent most of
-/// its namespace deletions surveying them one by one. A namespace that is not there needs no
-/// deletion; one that is not ours fails the run.
+/// Whether each namespace of `rs` that is there is ours (`true`) or another program's
+/// (`false`; absent: no such namespace), read in one survey (a few threads that enter each in
+/// turn) rather than one per namespace: `down` of 200 replicas spent most of its namespace
+/// deletions surveying them one by one.
 pub async fn owned_namespaces<'r, M: Machine>(
     k: &Kernel<M>,
     rs: &[&'r Resource],
-) -> std::result::Result<HashSet<&'r crate::model::ResourceId>, Vec<ApplyError>> {
-    let names: Vec<String> = rs
+) -> std::result::Result<HashMap<&'r ResourceId, bool>, Vec<ApplyError>> {
+    let spaces: Vec<(&ResourceId, String)> = rs
         .iter()
         .filter_map(|r| match &r.spec {
-            Spec::Namespace(n) => Some(n.name.clone()),
+            Spec::Namespace(n) => Some((&r.address, n.name.clone())),
             _ => None,
         })
         .collect();
-    if names.is_empty() {
-        return Ok(HashSet::new());
+    if spaces.is_empty() {
+        return Ok(HashMap::new());
     }
-    let surveyed = k.survey(&names, false).await.map_err(|e| {
+    let names: Vec<String> = spaces.iter().map(|(_, n)| n.clone()).collect();
+    let surveyed = k.survey(&names, false).await.map_err(|source| {
         vec![ApplyError::Kernel {
             address: "namespaces".to_string(),
-            source: e,
+            source,
         }]
     })?;
-    let mut owned = HashSet::new();
-    let mut errors = Vec::new();
-    let spaces = rs.iter().filter(|r| matches!(r.spec, Spec::Namespace(_)));
-    for (r, found) in spaces.zip(surveyed) {
-        let Some(found) = found else { continue };
-        let a = r.address.to_string();
-        let lo = found.links.into_iter().find(|l| l.index == LOOPBACK_INDEX);
-        if lo.and_then(|l| l.alias) == Some(mark(k, &a)) {
-            owned.insert(&r.address);
-        } else if let Spec::Namespace(n) = &r.spec {
-            errors.push(ApplyError::NotOurs {
-                address: a,
-                object: format!("network namespace {}", n.name),
-            });
-        }
-    }
-    if errors.is_empty() {
-        Ok(owned)
-    } else {
-        Err(errors)
+    Ok(spaces
+        .into_iter()
+        .zip(surveyed)
+        .filter_map(|((address, _), found)| {
+            let lo = found?.links.into_iter().find(|l| l.index == LOOPBACK_INDEX);
+            let ours = lo.and_then(|l| l.alias) == Some(mark(k, &address.to_string()));
+            Some((address, ours))
+        })
+        .collect())
+}
+
+/// The refusal of a namespace that [`owned_namespaces`] found to be another program's.
+pub fn not_ours(r: &Resource) -> ApplyError {
+    let object = match &r.spec {
+        Spec::Namespace(n) => format!("network namespace {}", n.name),
+        _ => r.address.to_string(),
+    };
+    ApplyError::NotOurs {
+        address: r.address.to_string(),
+        object,
     }
 }
 

@@ -5,7 +5,7 @@
 use crate::apply::{apply, ApplyError, Step};
 use crate::kernel::fake::Fake;
 use crate::kernel::machine::{Namespaces, NetnsInit};
-use crate::kernel::netlink::LinkKind;
+use crate::kernel::netlink::{LinkKind, LOOPBACK_INDEX};
 use crate::kernel::Kernel;
 use crate::load::LoadOptions;
 use crate::model::resource::Resource;
@@ -293,6 +293,37 @@ async fn a_foreign_object_of_the_same_name_is_refused() {
     k.with(|w| {
         assert!(w.link_named(None, &b.name).unwrap().link.alias.is_none());
         assert!(w.namespaces.contains_key("t-db-1"));
+    });
+}
+
+/// `down` proves a wave's namespaces ours in one read just before deleting them: one that
+/// another program took over after observe is refused and left alone, and the others go.
+#[tokio::test]
+async fn down_refuses_a_namespace_that_stopped_being_ours() {
+    let desired = desired();
+    let k = Kernel::new(PROJECT, Fake::new());
+    converge(&k, &[], &desired).await;
+    let observed = observe(&k, &desired, &[]).await.unwrap();
+    k.with(|w| {
+        let ns = w.namespaces.get_mut("t-db-1").unwrap();
+        let lo = ns.links.get_mut(&LOOPBACK_INDEX).unwrap();
+        lo.link.alias = Some("somebody else".into());
+    });
+    let changes = plan::diff(&observed, &[]);
+    let errors = apply(&k, &observed, &[], &changes, &quiet)
+        .await
+        .unwrap_err();
+    let refused: Vec<&str> = errors
+        .iter()
+        .filter_map(|e| match e {
+            ApplyError::NotOurs { address, .. } => Some(address.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, ["service.db[1]"], "{errors:?}");
+    k.with(|w| {
+        let left: Vec<&String> = w.namespaces.keys().collect();
+        assert_eq!(left, ["t-db-1"]);
     });
 }
 
