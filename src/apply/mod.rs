@@ -136,14 +136,8 @@ pub async fn apply<M: Machine>(
             .filter(destroyed)
             .collect();
         let t = timings.start(&todo);
-        // Namespaces are proven ours in one read for the whole wave.
-        let owned = &ops::owned_namespaces(k, &todo).await?;
         out.deleted += run(todo, |r| async move {
-            match owned.get(&r.address) {
-                Some(true) => timed("-", r, progress, ops::delete_owned(k, r)).await,
-                Some(false) => Err(ops::not_ours(r)),
-                None => timed("-", r, progress, ops::delete(k, r)).await,
-            }
+            timed("-", r, progress, ops::delete(k, r)).await
         })
         .await?;
         timings.wave("destroy", t);

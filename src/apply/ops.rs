@@ -14,9 +14,7 @@ use crate::model::names::ownership_mark;
 use crate::model::resource::{
     Bridge, Firewall, Link, LinkType, Namespace, NetnsFiles, Resource, Route, Spec,
 };
-use crate::model::ResourceId;
 use ipnetwork::IpNetwork;
-use std::collections::HashMap;
 
 type Result<T> = std::result::Result<T, ApplyError>;
 
@@ -310,77 +308,6 @@ async fn delete_namespace<M: Machine>(k: &Kernel<M>, a: &str, n: &Namespace) -> 
         return Ok(());
     }
     namespace_owned(k, a, n).await?;
-    delete_owned_namespace(k, a, n).await
-}
-
-/// Whether each namespace of `rs` that is there is ours (`true`) or another program's
-/// (`false`; absent: no such namespace), read in one survey (a few threads that enter each in
-/// turn) rather than one per namespace: `down` of 200 replicas spent most of its namespace
-/// deletions surveying them one by one.
-pub async fn owned_namespaces<'r, M: Machine>(
-    k: &Kernel<M>,
-    rs: &[&'r Resource],
-) -> std::result::Result<HashMap<&'r ResourceId, bool>, Vec<ApplyError>> {
-    let spaces: Vec<(&ResourceId, String)> = rs
-        .iter()
-        .filter_map(|r| match &r.spec {
-            Spec::Namespace(n) => Some((&r.address, n.name.clone())),
-            _ => None,
-        })
-        .collect();
-    if spaces.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let names: Vec<String> = spaces.iter().map(|(_, n)| n.clone()).collect();
-    let surveyed = k.survey(&names, false).await.map_err(|source| {
-        vec![ApplyError::Kernel {
-            address: "namespaces".to_string(),
-            source,
-        }]
-    })?;
-    Ok(spaces
-        .into_iter()
-        .zip(surveyed)
-        .filter_map(|((address, _), found)| {
-            let lo = found?.links.into_iter().find(|l| l.index == LOOPBACK_INDEX);
-            let ours = lo.and_then(|l| l.alias) == Some(mark(k, &address.to_string()));
-            Some((address, ours))
-        })
-        .collect())
-}
-
-/// The refusal of a namespace that [`owned_namespaces`] found to be another program's.
-pub fn not_ours(r: &Resource) -> ApplyError {
-    let object = match &r.spec {
-        Spec::Namespace(n) => format!("network namespace {}", n.name),
-        _ => r.address.to_string(),
-    };
-    ApplyError::NotOurs {
-        address: r.address.to_string(),
-        object,
-    }
-}
-
-/// Delete a namespace that [`owned_namespaces`] found to be ours.
-pub async fn delete_owned<M: Machine>(k: &Kernel<M>, r: &Resource) -> Result<()> {
-    let a = &r.address.to_string();
-    match &r.spec {
-        Spec::Namespace(n) => delete_owned_namespace(k, a, n).await,
-        Spec::Bridge(_)
-        | Spec::Macvlan(_)
-        | Spec::External(_)
-        | Spec::Vxlan(_)
-        | Spec::Remote(_)
-        | Spec::Link(_)
-        | Spec::Route(_)
-        | Spec::Files(_)
-        | Spec::Vip(_)
-        | Spec::Dns(_)
-        | Spec::Firewall(_) => delete(k, r).await,
-    }
-}
-
-async fn delete_owned_namespace<M: Machine>(k: &Kernel<M>, a: &str, n: &Namespace) -> Result<()> {
     // The files first: a run killed in between leaves the (marked) namespace, which the next
     // run finds and deletes, rather than files nothing points to any more.
     k.remove_dir(&n.name).await.map_err(kernel_err(a))?;

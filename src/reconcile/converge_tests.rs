@@ -296,8 +296,8 @@ async fn a_foreign_object_of_the_same_name_is_refused() {
     });
 }
 
-/// `down` proves a wave's namespaces ours in one read just before deleting them: one that
-/// another program took over after observe is refused and left alone, and the others go.
+/// `down` checks that each namespace is ours just before deleting it: one that another
+/// program took over after observe is refused and left alone, and the others go.
 #[tokio::test]
 async fn down_refuses_a_namespace_that_stopped_being_ours() {
     let desired = desired();
