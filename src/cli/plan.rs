@@ -3,6 +3,7 @@
 use super::reconcile::planning_on;
 use super::Global;
 use crate::plan::{render, Plan};
+use crate::reconcile::Purpose;
 use miette::IntoDiagnostic;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -42,10 +43,15 @@ pub fn run(global: &Global, args: &PlanArgs) -> miette::Result<ExitCode> {
         .as_deref()
         .map(super::cluster_view::read)
         .transpose()?;
+    let purpose = match (args.json, &args.out) {
+        (false, None) => Purpose::Shown,
+        (true, _) | (false, Some(_)) => Purpose::Document,
+    };
     let planning = planning_on(
         &global.load_options(),
         args.against.as_deref(),
         view.as_ref(),
+        purpose,
     )?;
     let plan = &planning.plan;
     if args.json {

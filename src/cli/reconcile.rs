@@ -7,7 +7,9 @@ use crate::load::LoadOptions;
 use crate::model::cluster::ClusterView;
 use crate::plan::Summary;
 use crate::project_name::ProjectName;
-use crate::reconcile::{self, Applied, Baseline, DaemonEvent, Events, Planning, ReconcileError};
+use crate::reconcile::{
+    self, Applied, Baseline, DaemonEvent, Events, Planning, Purpose, ReconcileError,
+};
 use crate::state::{url, EtcdStore, FileStore, Store, StoreUrl};
 use std::io::IsTerminal;
 use std::path::Path;
@@ -72,21 +74,31 @@ pub fn planning(global: &Global, against: Option<&Path>) -> miette::Result<Plann
 
 /// [`planning`] with load options of the command's own (`up --scale`).
 pub fn planning_with(opts: &LoadOptions, against: Option<&Path>) -> miette::Result<Planning> {
-    planning_on(opts, against, None)
+    planning_on(opts, against, None, Purpose::Document)
 }
 
-/// [`planning_with`] of this host's share of a cluster project (`--cluster-view`).
+/// [`planning_with`] of this host's share of a cluster project (`--cluster-view`), for
+/// `purpose` (a plan only printed as text leaves out what the daemon will serve).
 pub fn planning_on(
     opts: &LoadOptions,
     against: Option<&Path>,
     cluster: Option<&ClusterView>,
+    purpose: Purpose,
 ) -> miette::Result<Planning> {
     let baseline = match against {
         Some(path) => Baseline::File(path.to_path_buf()),
         None if is_root() => Baseline::Live,
         None => Baseline::State,
     };
-    reconcile::plan_on(&store(), opts, &baseline, cluster, &Terminal::new()).map_err(report)
+    reconcile::plan_for(
+        &store(),
+        opts,
+        &baseline,
+        cluster,
+        purpose,
+        &Terminal::new(),
+    )
+    .map_err(report)
 }
 
 /// Prints a run's events: results on stdout, the rest on stderr. On a terminal, a live status

@@ -64,7 +64,7 @@ pub fn run(global: &Global, args: &UpArgs) -> miette::Result<ExitCode> {
     if global.dry_run {
         let plan = match &args.plan {
             Some(path) => reconcile::read_plan(path).map_err(report)?,
-            None => planning_on(&opts, None, view.as_ref())?.plan,
+            None => planning_on(&opts, None, view.as_ref(), reconcile::Purpose::Shown)?.plan,
         };
         super::plan::print(&plan);
         eprintln!("Dry run: nothing was changed.");

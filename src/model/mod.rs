@@ -133,10 +133,20 @@ pub fn build(project: &Project, ctx: &Context) -> Result<Desired, Vec<IpamError>
             overlay::guard_encrypted(project, tunnel, &allocations, &mut resources);
         }
     }
-    resources.sort_by(|a, b| a.address.cmp(&b.address));
+    let resources = sorted_by_address(resources);
     Ok(Desired {
         project: project.name.clone(),
         resources,
         allocations,
     })
+}
+
+/// `resources` in address order (stable). The order is found over indexes and each resource
+/// moved once: sorting the resources themselves moves large structs at every step of the
+/// sort.
+fn sorted_by_address(resources: Vec<Resource>) -> Vec<Resource> {
+    let mut order: Vec<usize> = (0..resources.len()).collect();
+    order.sort_by(|&a, &b| resources[a].address.cmp(&resources[b].address));
+    let mut slots: Vec<Option<Resource>> = resources.into_iter().map(Some).collect();
+    order.iter().filter_map(|&i| slots[i].take()).collect()
 }

@@ -1,6 +1,6 @@
 //! Diffing two sets of resources by address.
 
-use super::{Action, Change};
+use super::{Action, Attributes, Change};
 use crate::model::{Resource, ResourceId, Spec};
 use std::collections::{HashMap, HashSet};
 
@@ -78,7 +78,7 @@ fn change(
     after: Option<&Spec>,
     reason: Option<String>,
 ) -> Change {
-    let value = |s: Option<&Spec>| s.and_then(|s| serde_json::to_value(s).ok());
+    let value = |s: Option<&Spec>| s.map(|s| Attributes::Spec(Box::new(s.clone())));
     Change {
         address: r.address.clone(),
         kind: r.spec.kind().into(),

@@ -2,16 +2,19 @@
 //! file, or an older file given with --against). A change is create, update in place, replace
 //! (with the attribute that forces it) or delete; unchanged resources are not listed.
 
+mod attributes;
 mod diff;
 pub mod render;
 
+pub use attributes::{Attributes, Side};
 pub use diff::diff;
 
 use crate::model::daemon::DaemonConfig;
 use crate::model::{Desired, Resource, ResourceId};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::Map;
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 
 /// Version of the JSON plan document (docs/plan-format.md).
 pub const FORMAT_VERSION: &str = "1.2";
@@ -30,8 +33,8 @@ pub struct Change {
     pub kind: String,
     /// `["create"]`, `["update"]`, `["delete"]`, or `["delete", "create"]` for a replacement.
     pub actions: Vec<Action>,
-    pub before: Option<Value>,
-    pub after: Option<Value>,
+    pub before: Option<Attributes>,
+    pub after: Option<Attributes>,
     /// Why a replacement is needed, or what drifted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -39,16 +42,10 @@ pub struct Change {
 
 impl Change {
     /// The attributes before and after, as maps (empty on the side that does not exist).
-    pub fn sides(
-        &self,
-    ) -> (
-        &serde_json::Map<String, Value>,
-        &serde_json::Map<String, Value>,
-    ) {
-        static EMPTY: std::sync::LazyLock<serde_json::Map<String, Value>> =
-            std::sync::LazyLock::new(serde_json::Map::new);
-        fn side(v: &Option<Value>) -> &serde_json::Map<String, Value> {
-            v.as_ref().and_then(Value::as_object).unwrap_or(&EMPTY)
+    pub fn sides(&self) -> (Side<'_>, Side<'_>) {
+        fn side(v: &Option<Attributes>) -> Side<'_> {
+            v.as_ref()
+                .map_or_else(|| Cow::Owned(Map::new()), Attributes::map)
         }
         (side(&self.before), side(&self.after))
     }

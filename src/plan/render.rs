@@ -171,7 +171,7 @@ fn body(c: &Change, st: &Style) -> String {
     let mut text = String::new();
     let out = &mut text;
     let (before, after) = c.sides();
-    let shown = if c.after.is_some() { after } else { before };
+    let shown = if c.after.is_some() { &after } else { &before };
     if c.before.is_none() || c.after.is_none() {
         for (key, value) in shown.iter().filter(|(k, _)| *k != "kind") {
             if key == "chains" {
@@ -358,8 +358,8 @@ mod tests {
             address: ResourceId::HostFirewall,
             kind: "firewall".into(),
             actions,
-            before,
-            after,
+            before: before.map(Into::into),
+            after: after.map(Into::into),
             reason: None,
         };
         block(&mut out, &c, &Style { color: false });

@@ -16,7 +16,7 @@ mod up;
 
 pub use down::{down, down_plan, DownOutcome};
 pub use drill::{set_link, DrillEnd};
-pub use planning::{plan, plan_on, Baseline, Planning};
+pub use planning::{plan, plan_for, plan_on, Baseline, Planning, Purpose};
 pub use projects::{projects, ProjectStatus};
 pub use up::{read_plan, up, up_on, up_plan, up_with, Observation, UpOutcome};
 

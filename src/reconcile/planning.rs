@@ -60,6 +60,15 @@ pub fn plan(
     plan_on(store, opts, baseline, None, events)
 }
 
+/// What a plan is for. A plan document (`--json`, `--out`, `up --plan`) carries what the
+/// daemon will serve; a plan only shown as text does not, and building that for a big project
+/// is about a tenth of the plan's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Document,
+    Shown,
+}
+
 /// [`plan`] of this host's share of a cluster project (`cluster`, as [`super::up_on`] takes
 /// it); None plans every replica here.
 pub fn plan_on(
@@ -67,6 +76,18 @@ pub fn plan_on(
     opts: &LoadOptions,
     baseline: &Baseline,
     cluster: Option<&ClusterView>,
+    events: &dyn Events,
+) -> Result<Planning, ReconcileError> {
+    plan_for(store, opts, baseline, cluster, Purpose::Document, events)
+}
+
+/// [`plan_on`], with the daemon's configuration only in a plan document (`purpose`).
+pub fn plan_for(
+    store: &dyn Store,
+    opts: &LoadOptions,
+    baseline: &Baseline,
+    cluster: Option<&ClusterView>,
+    purpose: Purpose,
     events: &dyn Events,
 ) -> Result<Planning, ReconcileError> {
     let checked = load_on(opts, cluster, events)?;
@@ -78,7 +99,10 @@ pub fn plan_on(
     };
     let ctx = context(&checked, &base.allocations, &others, cluster)?;
     let desired = build(&checked, &ctx)?;
-    let daemon = daemon_config(&checked, &desired)?;
+    let daemon = match purpose {
+        Purpose::Document => Some(daemon_config(&checked, &desired)?),
+        Purpose::Shown => None,
+    };
     let mut plan = match baseline {
         Baseline::Live => {
             let live = Session::open(&project)?.observe(&base.resources, &desired.resources)?;
@@ -90,7 +114,7 @@ pub fn plan_on(
         }
         Baseline::File(_) | Baseline::State => Plan::new(desired, &base.resources, &base.name),
     };
-    plan.daemon = Some(daemon);
+    plan.daemon = daemon;
     plan.notes = match cluster {
         Some(view) => crate::model::overlay::notes(&checked.project, view),
         // One host, where placement is Compose's count (as with docker compose).
@@ -214,8 +238,30 @@ struct SavedDesired {
     desired: Desired,
 }
 
+/// The desired state of a saved plan as `plan --out` writes it (pretty JSON), read alone.
+/// There only the top-level keys start a line with exactly two spaces (a string holds no raw
+/// newline), so the `desired` key is found by its line and only its value is parsed: the
+/// changes before it, as large again, are not even scanned. None for any other layout, and
+/// for a document cut short (it must still end its top-level object).
+fn desired_of_pretty(text: &str) -> Option<Desired> {
+    const KEY: &str = "\n  \"desired\": ";
+    if !text.trim_end().ends_with("\n}") {
+        return None;
+    }
+    let at = text.find(KEY)? + KEY.len();
+    let mut value = serde_json::Deserializer::from_str(&text[at..]);
+    serde::Deserialize::deserialize(&mut value).ok()
+}
+
 /// A saved plan (its desired state) or a state file.
 fn saved_json(text: &str, name: String) -> Result<Base, ReconcileError> {
+    if let Some(desired) = desired_of_pretty(text) {
+        return Ok(Base {
+            name,
+            resources: desired.resources,
+            allocations: desired.allocations,
+        });
+    }
     if let Ok(plan) = serde_json::from_str::<SavedDesired>(text) {
         return Ok(Base {
             name,
@@ -523,5 +569,34 @@ services:
                 create("service.web[3].route.default"),
             ]
         );
+    }
+
+    /// A saved plan gives the same baseline whether `plan --out` wrote it (pretty: its
+    /// `desired` alone is parsed) or it was written compact (read whole); one cut short gives
+    /// none.
+    #[test]
+    fn a_saved_plan_reads_the_same_pretty_or_compact_and_not_cut_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("compose.yaml");
+        std::fs::write(&file, PROJECT).unwrap();
+        let opts = LoadOptions {
+            files: vec![file],
+            environment: Some(Default::default()),
+            ..Default::default()
+        };
+        let store = crate::state::FileStore::new(dir.path().join("state"));
+        let first = plan(&store, &opts, &Baseline::State, &Quiet).unwrap().plan;
+        let pretty = serde_json::to_string_pretty(&first).unwrap();
+        let compact = serde_json::to_string(&first).unwrap();
+        assert_eq!(desired_of_pretty(&pretty).as_ref(), Some(&first.desired));
+        assert_eq!(desired_of_pretty(&compact), None);
+        let compact = saved_json(&compact, "compact".into()).unwrap();
+        assert_eq!(compact.resources, first.desired.resources);
+        assert_eq!(compact.allocations, first.desired.allocations);
+        let cut = &pretty[..pretty.len() - 3];
+        assert!(matches!(
+            saved_json(cut, "cut".into()),
+            Err(ReconcileError::NotAPlanOrState { .. })
+        ));
     }
 }

@@ -156,8 +156,8 @@ mod tests {
             }),
             kind: "firewall".into(),
             actions: vec![Action::Update],
-            before: Some(json!({"vip_digest": "a"})),
-            after: Some(json!({"vip_digest": digest})),
+            before: Some(json!({"vip_digest": "a"}).into()),
+            after: Some(json!({"vip_digest": digest}).into()),
             reason: None,
         }
     }
@@ -172,9 +172,7 @@ mod tests {
             firewall(7, "b"),
         ];
         let refs: Vec<&Change> = changes.iter().collect();
-        let shown = group(&refs, |c| {
-            c.after.as_ref().unwrap()["vip_digest"].to_string()
-        });
+        let shown = group(&refs, |c| c.sides().1["vip_digest"].to_string());
         let labels: Vec<(&str, &str)> = shown
             .iter()
             .map(|s| (s.label.as_str(), s.body.as_str()))
