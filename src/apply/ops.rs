@@ -4,7 +4,7 @@
 
 use super::ApplyError;
 use crate::firewall::compile::CompileError;
-use crate::firewall::rule::{kernel_chains, kernel_table};
+use crate::firewall::rule::{kernel_table, Map, Set};
 use crate::ipam::mac::parse_mac;
 use crate::kernel::machine::{Links, NetnsInit, NewMacvlan, NewVeth};
 use crate::kernel::netlink::{Link as KLink, MacvlanMode, LOOPBACK_INDEX};
@@ -611,18 +611,36 @@ async fn load_firewall<M: Machine>(
 }
 
 /// `old` and `new` as the kernel layer's tables for an update. When their chains are the
-/// same and no set changes shape, the chains are left out of both: the update then writes set
-/// and map elements only, and no rule is compiled (a scale changes just the elements of every
-/// table that can reach the service; compiling their chains twice cost more than the write).
+/// same and no set changes shape, the chains are left out of both, and so are the maps and sets
+/// that are the same in both: the update then writes the elements of the changed ones only,
+/// and no rule is compiled (a scale changes one service's map and sets in every table that can
+/// reach it; compiling every table's chains and sets twice cost more than the write).
 fn changed_parts(
     old: &Firewall,
     new: &Firewall,
 ) -> std::result::Result<(nftables::Table, nftables::Table), CompileError> {
-    let sets = |fw: &Firewall| kernel_table(&[], &fw.maps, &fw.sets);
-    let (mut before, mut after) = (sets(old)?, sets(new)?);
-    if old.chains != new.chains || reshaped(&before.sets, &after.sets) {
-        before.chains = kernel_chains(&old.chains)?;
-        after.chains = kernel_chains(&new.chains)?;
+    let full = |fw: &Firewall| kernel_table(&fw.chains, &fw.maps, &fw.sets);
+    if old.chains != new.chains {
+        return Ok((full(old)?, full(new)?));
+    }
+    let only = |a: &Firewall, b: &Firewall| {
+        let maps: Vec<Map> = a
+            .maps
+            .iter()
+            .filter(|m| !b.maps.contains(m))
+            .cloned()
+            .collect();
+        let sets: Vec<Set> = a
+            .sets
+            .iter()
+            .filter(|s| !b.sets.contains(s))
+            .cloned()
+            .collect();
+        kernel_table(&[], &maps, &sets)
+    };
+    let (before, after) = (only(old, new)?, only(new, old)?);
+    if reshaped(&before.sets, &after.sets) {
+        return Ok((full(old)?, full(new)?));
     }
     Ok((before, after))
 }
