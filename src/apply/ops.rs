@@ -644,3 +644,68 @@ fn changed_parts(
     }
     Ok((before, after))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::firewall::rule::{rule, Chain};
+    use std::collections::BTreeMap;
+
+    /// A replica table with two VIP maps of one backend each and one peer set.
+    fn fw(peers: &[&str]) -> Firewall {
+        Firewall {
+            namespace: Some("p-web-1".into()),
+            table: "netcompose".into(),
+            sysctls: BTreeMap::new(),
+            vip_networks: vec![],
+            vip_digest: String::new(),
+            chains: vec![Chain::base(
+                "ingress",
+                "filter",
+                "input",
+                0,
+                vec![rule().saddr_set("from.db", false).accept()],
+            )],
+            maps: ["vip.web.front", "vip.db.front"]
+                .into_iter()
+                .map(|name| Map {
+                    name: name.into(),
+                    backends: vec!["10.0.0.2".parse().unwrap()],
+                })
+                .collect(),
+            sets: vec![Set {
+                name: "from.db".into(),
+                elements: peers.iter().map(|a| a.parse().unwrap()).collect(),
+            }],
+            foreign_rules: vec![],
+        }
+    }
+
+    #[test]
+    fn an_update_carries_only_the_maps_and_sets_that_changed() {
+        let old = fw(&["10.0.0.5/32"]);
+        let mut new = old.clone();
+        new.maps[0].backends.push("10.0.0.3".parse().unwrap());
+        let (before, after) = changed_parts(&old, &new).unwrap();
+        let names = |t: &nftables::Table| t.sets.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&before), ["vip.web.front"]);
+        assert_eq!(names(&after), ["vip.web.front"]);
+        assert!(before.chains.is_empty() && after.chains.is_empty());
+        // A map dropped is named by the old side only; a changed set by both.
+        let mut fewer = fw(&["10.0.0.5/32", "10.0.0.6/32"]);
+        fewer.maps.truncate(1);
+        let (before, after) = changed_parts(&old, &fewer).unwrap();
+        assert_eq!(names(&before), ["vip.db.front", "from.db"]);
+        assert_eq!(names(&after), ["from.db"]);
+    }
+
+    #[test]
+    fn an_update_whose_chains_change_carries_the_whole_tables() {
+        let old = fw(&["10.0.0.5/32"]);
+        let mut new = old.clone();
+        new.chains[0].rules.push(rule().count_drop());
+        let (before, after) = changed_parts(&old, &new).unwrap();
+        assert_eq!((before.sets.len(), after.sets.len()), (3, 3));
+        assert_eq!(after.chains[0].rules.len(), 2);
+    }
+}
