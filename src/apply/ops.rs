@@ -4,7 +4,7 @@
 
 use super::ApplyError;
 use crate::firewall::compile::CompileError;
-use crate::firewall::rule::{kernel_chains, kernel_table};
+use crate::firewall::rule::{kernel_table, Map, Set};
 use crate::ipam::mac::parse_mac;
 use crate::kernel::machine::{Links, NetnsInit, NewMacvlan, NewVeth};
 use crate::kernel::netlink::{Link as KLink, MacvlanMode, LOOPBACK_INDEX};
@@ -611,18 +611,101 @@ async fn load_firewall<M: Machine>(
 }
 
 /// `old` and `new` as the kernel layer's tables for an update. When their chains are the
-/// same and no set changes shape, the chains are left out of both: the update then writes set
-/// and map elements only, and no rule is compiled (a scale changes just the elements of every
-/// table that can reach the service; compiling their chains twice cost more than the write).
+/// same and no set changes shape, the chains are left out of both, and so are the maps and sets
+/// that are the same in both: the update then writes the elements of the changed ones only,
+/// and no rule is compiled (a scale changes one service's map and sets in every table that can
+/// reach it; compiling every table's chains and sets twice cost more than the write).
 fn changed_parts(
     old: &Firewall,
     new: &Firewall,
 ) -> std::result::Result<(nftables::Table, nftables::Table), CompileError> {
-    let sets = |fw: &Firewall| kernel_table(&[], &fw.maps, &fw.sets);
-    let (mut before, mut after) = (sets(old)?, sets(new)?);
-    if old.chains != new.chains || reshaped(&before.sets, &after.sets) {
-        before.chains = kernel_chains(&old.chains)?;
-        after.chains = kernel_chains(&new.chains)?;
+    let full = |fw: &Firewall| kernel_table(&fw.chains, &fw.maps, &fw.sets);
+    if old.chains != new.chains {
+        return Ok((full(old)?, full(new)?));
+    }
+    let only = |a: &Firewall, b: &Firewall| {
+        let maps: Vec<Map> = a
+            .maps
+            .iter()
+            .filter(|m| !b.maps.contains(m))
+            .cloned()
+            .collect();
+        let sets: Vec<Set> = a
+            .sets
+            .iter()
+            .filter(|s| !b.sets.contains(s))
+            .cloned()
+            .collect();
+        kernel_table(&[], &maps, &sets)
+    };
+    let (before, after) = (only(old, new)?, only(new, old)?);
+    if reshaped(&before.sets, &after.sets) {
+        return Ok((full(old)?, full(new)?));
     }
     Ok((before, after))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::firewall::rule::{rule, Chain};
+    use std::collections::BTreeMap;
+
+    /// A replica table with two VIP maps of one backend each and one peer set.
+    fn fw(peers: &[&str]) -> Firewall {
+        Firewall {
+            namespace: Some("p-web-1".into()),
+            table: "netcompose".into(),
+            sysctls: BTreeMap::new(),
+            vip_networks: vec![],
+            vip_digest: String::new(),
+            chains: vec![Chain::base(
+                "ingress",
+                "filter",
+                "input",
+                0,
+                vec![rule().saddr_set("from.db", false).accept()],
+            )],
+            maps: ["vip.web.front", "vip.db.front"]
+                .into_iter()
+                .map(|name| Map {
+                    name: name.into(),
+                    backends: vec!["10.0.0.2".parse().unwrap()],
+                })
+                .collect(),
+            sets: vec![Set {
+                name: "from.db".into(),
+                elements: peers.iter().map(|a| a.parse().unwrap()).collect(),
+            }],
+            foreign_rules: vec![],
+        }
+    }
+
+    #[test]
+    fn an_update_carries_only_the_maps_and_sets_that_changed() {
+        let old = fw(&["10.0.0.5/32"]);
+        let mut new = old.clone();
+        new.maps[0].backends.push("10.0.0.3".parse().unwrap());
+        let (before, after) = changed_parts(&old, &new).unwrap();
+        let names = |t: &nftables::Table| t.sets.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&before), ["vip.web.front"]);
+        assert_eq!(names(&after), ["vip.web.front"]);
+        assert!(before.chains.is_empty() && after.chains.is_empty());
+        // A map dropped is named by the old side only; a changed set by both.
+        let mut fewer = fw(&["10.0.0.5/32", "10.0.0.6/32"]);
+        fewer.maps.truncate(1);
+        let (before, after) = changed_parts(&old, &fewer).unwrap();
+        assert_eq!(names(&before), ["vip.db.front", "from.db"]);
+        assert_eq!(names(&after), ["from.db"]);
+    }
+
+    #[test]
+    fn an_update_whose_chains_change_carries_the_whole_tables() {
+        let old = fw(&["10.0.0.5/32"]);
+        let mut new = old.clone();
+        new.chains[0].rules.push(rule().count_drop());
+        let (before, after) = changed_parts(&old, &new).unwrap();
+        assert_eq!((before.sets.len(), after.sets.len()), (3, 3));
+        assert_eq!(after.chains[0].rules.len(), 2);
+    }
 }

@@ -189,16 +189,36 @@ fn named_set(set: &str, v4: bool, source: bool, out: &mut Vec<Expr>) {
     });
 }
 
-/// A policy's named set as the kernel holds it: an interval set of addresses of one family,
-/// its networks merged into ranges as an anonymous set's are.
+/// A policy's named set as the kernel holds it: a set of addresses of one family. A service's
+/// addresses are single hosts, held in a hash set (an element each, where an interval set takes
+/// a start and an end in a tree: half the elements, and cheaper to insert); a set holding any
+/// wider network is an interval set, its networks merged into ranges as an anonymous set's are.
 pub fn peer_set(set: &Set) -> SetSpec {
     let v6 = set.elements.first().is_some_and(IpNetwork::is_ipv6);
+    let hosts = set
+        .elements
+        .iter()
+        .all(|n| n.prefix() == if n.is_ipv4() { 32 } else { 128 });
+    let elements = if hosts {
+        let mut keys: Vec<Vec<u8>> = set.elements.iter().map(|n| addr_bytes(n.ip())).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .map(|key| Element {
+                key,
+                last: None,
+                data: None,
+            })
+            .collect()
+    } else {
+        network_elements(&set.elements)
+    };
     SetSpec {
         name: set.name.clone(),
         key: addr_key(v6),
         data: None,
-        interval: true,
-        elements: network_elements(&set.elements),
+        interval: !hosts,
+        elements,
     }
 }
 
@@ -489,6 +509,27 @@ fn verdict(v: &Verdict, out: &mut Vec<Expr>) {
 mod tests {
     use super::super::rule::rule;
     use super::*;
+
+    #[test]
+    fn a_peer_set_of_hosts_is_a_hash_set_and_one_with_a_network_an_interval_set() {
+        let set = |e: &[&str]| Set {
+            name: "from.web".into(),
+            elements: e.iter().map(|n| n.parse().unwrap()).collect(),
+        };
+        let hosts = peer_set(&set(&["10.0.0.3/32", "10.0.0.2/32", "10.0.0.3/32"]));
+        assert!(!hosts.interval);
+        assert_eq!(hosts.key, KeyType::Ipv4Addr);
+        let keys: Vec<_> = hosts.elements.iter().map(|e| (&e.key, &e.last)).collect();
+        assert_eq!(
+            keys,
+            [(&vec![10, 0, 0, 2], &None), (&vec![10, 0, 0, 3], &None)]
+        );
+        let wide = peer_set(&set(&["10.0.0.2/32", "10.0.1.0/24"]));
+        assert!(wide.interval);
+        assert_eq!(wide.elements[1].last, Some(vec![10, 0, 1, 255]));
+        let v6 = peer_set(&set(&["fd00::2/128"]));
+        assert_eq!((v6.key, v6.interval), (KeyType::Ipv6Addr, false));
+    }
 
     #[test]
     fn networks_merge_into_ranges() {

@@ -5,8 +5,8 @@
 //! write of ours (the only commit between the generation read before it and the one after),
 //! the namespace's cookie, that generation and a digest of the table then are recorded here,
 //! and kept between runs in a file. A later read that finds the same cookie and generation
-//! knows the table is unchanged: when its digest is the one the caller expects, the caller's
-//! expected table is returned without a dump (one request instead of some 25). Any change by
+//! knows the table is unchanged: when its digest is the one the caller expects, the read says
+//! so without a dump (one request instead of some 25). Any change by
 //! anyone (a rule added by hand, a set element removed) moves the generation on, and the table
 //! is read in full; a namespace deleted and made again has another cookie.
 //!
@@ -34,72 +34,92 @@ struct Seen {
 }
 
 /// A table's chains (names, rule tags in order) and its named sets (names, elements) as two
-/// hashes, so that an update that leaves the chains alone keeps their half.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Digest {
+/// sums of one hash per chain and per set, so that neither the order of chains nor that of a
+/// set's elements counts (the kernel lists chains in the order they were made, a hash set's
+/// elements in an order of its own), and so that a caller adds up parts it worked out once
+/// (the VIP part shared by many replica tables) and an update that changes a few sets swaps
+/// just their hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Digest {
     chains: u64,
     sets: u64,
 }
 
-impl Digest {
-    fn of_live(t: &LiveTable) -> Digest {
-        Digest {
-            chains: chains_digest(
-                t.chains
-                    .iter()
-                    .map(|(name, tags)| (name.as_str(), tags.iter().map(String::as_str))),
-            ),
-            sets: sets_digest(t.sets.iter().map(|(name, e)| (name.as_str(), e.as_slice()))),
-        }
-    }
-
-    fn of_table(t: &Table) -> Digest {
-        Digest {
-            chains: chains_digest(
-                t.chains
-                    .iter()
-                    .map(|c| (c.name.as_str(), c.rules.iter().map(|r| r.tag.as_str()))),
-            ),
-            sets: sets_digest(
-                t.sets
-                    .iter()
-                    .map(|s| (s.name.as_str(), s.elements.as_slice())),
-            ),
-        }
-    }
+fn hash_of(value: impl Hash) -> u64 {
+    let mut h = DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
 }
 
-/// Chains in name order (the kernel lists them in the order they were made), each with its
-/// rule tags in order.
-fn chains_digest<'a, T: Iterator<Item = &'a str>>(
-    chains: impl Iterator<Item = (&'a str, T)>,
-) -> u64 {
-    let mut chains: Vec<(&str, T)> = chains.collect();
-    chains.sort_by(|a, b| a.0.cmp(b.0));
-    let mut h = DefaultHasher::new();
-    for (name, tags) in chains {
+/// One set: its name and its elements in any order.
+fn set_hash(name: &str, elements: &[Element]) -> u64 {
+    let sum = elements
+        .iter()
+        .fold(0u64, |acc, e| acc.wrapping_add(hash_of(e)));
+    hash_of((name, elements.len(), sum))
+}
+
+impl Digest {
+    /// Add a chain: its name and its rule tags in order.
+    pub fn add_chain<'a>(&mut self, name: &str, tags: impl Iterator<Item = &'a str>) {
+        let mut h = DefaultHasher::new();
         name.hash(&mut h);
         for tag in tags {
             tag.hash(&mut h);
         }
-        0xffu8.hash(&mut h);
+        self.chains = self.chains.wrapping_add(h.finish());
     }
-    h.finish()
+
+    /// Add a named set or map with its elements.
+    pub fn add_set(&mut self, name: &str, elements: &[Element]) {
+        self.sets = self.sets.wrapping_add(set_hash(name, elements));
+    }
+
+    /// Take out a set that [`Digest::add_set`] added.
+    pub fn remove_set(&mut self, name: &str, elements: &[Element]) {
+        self.sets = self.sets.wrapping_sub(set_hash(name, elements));
+    }
+
+    /// Both digests' chains and sets together (of two disjoint parts of a table).
+    pub fn plus(self, other: Digest) -> Digest {
+        Digest {
+            chains: self.chains.wrapping_add(other.chains),
+            sets: self.sets.wrapping_add(other.sets),
+        }
+    }
+
+    pub fn of_live(t: &LiveTable) -> Digest {
+        let mut d = Digest::default();
+        for (name, tags) in &t.chains {
+            d.add_chain(name, tags.iter().map(String::as_str));
+        }
+        for (name, elements) in &t.sets {
+            d.add_set(name, elements);
+        }
+        d
+    }
+
+    pub fn of_table(t: &Table) -> Digest {
+        let mut d = Digest::default();
+        for c in &t.chains {
+            d.add_chain(&c.name, c.rules.iter().map(|r| r.tag.as_str()));
+        }
+        for s in &t.sets {
+            d.add_set(&s.name, &s.elements);
+        }
+        d
+    }
 }
 
-/// Sets in name order, each with its elements in order (the kernel lists a hash set's in an
-/// order of its own).
-fn sets_digest<'a>(sets: impl Iterator<Item = (&'a str, &'a [Element])>) -> u64 {
-    let mut sets: Vec<(&str, &[Element])> = sets.collect();
-    sets.sort_by(|a, b| a.0.cmp(b.0));
-    let mut h = DefaultHasher::new();
-    for (name, elements) in sets {
-        name.hash(&mut h);
-        let mut sorted: Vec<&Element> = elements.iter().collect();
-        sorted.sort();
-        sorted.hash(&mut h);
-    }
-    h.finish()
+/// What a read of a table found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TableRead {
+    /// No such table.
+    Missing,
+    /// The table is the one the caller expected (by its [`Digest`]), known without a dump.
+    Unchanged,
+    /// The table as a full read found it.
+    Live(LiveTable),
 }
 
 /// What is known of the tables of a run's namespaces (by name; "" is the host's).
@@ -169,16 +189,16 @@ fn lock(g: &Mutex<Generations>) -> std::sync::MutexGuard<'_, Generations> {
     g.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Table `table` through `fd` (a socket in namespace `ns`): `expected` itself when the
-/// namespace's ruleset has not changed since a read or write left exactly that table, else
-/// what a full read finds (None: no such table).
+/// Table `table` through `fd` (a socket in namespace `ns`): [`TableRead::Unchanged`] when
+/// the namespace's ruleset has not changed since a read or write left a table of digest
+/// `expected`, else what a full read finds.
 pub fn read(
     gens: &Mutex<Generations>,
     fd: &OwnedFd,
     ns: Option<&str>,
     table: &str,
-    expected: &LiveTable,
-) -> Result<Option<LiveTable>, KernelError> {
+    expected: Digest,
+) -> Result<TableRead, KernelError> {
     let ctx = Ctx::new("list table", table, ns);
     let cookie = netns_cookie(&ctx, fd)?;
     let generation = generation_on(&ctx, fd)?;
@@ -188,10 +208,9 @@ pub fn read(
         digest,
     };
     let k = key(ns);
-    let want = Digest::of_live(expected);
-    if lock(gens).seen(&k) == Some(at(want)) {
-        lock(gens).now.insert(k, at(want));
-        return Ok(Some(expected.clone()));
+    if lock(gens).seen(&k) == Some(at(expected)) {
+        lock(gens).now.insert(k, at(expected));
+        return Ok(TableRead::Unchanged);
     }
     let live = read_table_on(fd, ns, table)?;
     let stable = generation_on(&ctx, fd)? == generation;
@@ -200,14 +219,15 @@ pub fn read(
         Some(t) if stable => g.now.insert(k, at(Digest::of_live(t))),
         _ => g.now.remove(&k),
     };
-    Ok(live)
+    Ok(live.map_or(TableRead::Missing, TableRead::Live))
 }
 
 /// How a write changes the table: what it holds afterwards, given what it held before.
 pub enum Write<'a> {
     /// The whole table, whatever it held.
     Replace(&'a Table),
-    /// From `old` to `new`: the chains are left alone when both lists are empty.
+    /// From `old` to `new`: the chains are left alone when both lists are empty, and so are
+    /// the sets that neither names (sets only in `old` are deleted).
     Update { old: &'a Table, new: &'a Table },
 }
 
@@ -239,13 +259,7 @@ pub fn write(
     let after = generation_on(&ctx, fd);
     let digest = match how {
         Write::Replace(t) => Some(Digest::of_table(t)),
-        Write::Update { old, new } => known.map(|d| Digest {
-            chains: match old.chains.is_empty() && new.chains.is_empty() {
-                true => d.chains,
-                false => Digest::of_table(new).chains,
-            },
-            sets: Digest::of_table(new).sets,
-        }),
+        Write::Update { old, new } => known.map(|d| updated(d, old, new)),
     };
     let mut g = lock(gens);
     match (&outcome, after, before, digest) {
@@ -266,8 +280,24 @@ pub fn write(
     outcome
 }
 
+/// The digest of a table of digest `known` after an update from `old` to `new`.
+fn updated(known: Digest, old: &Table, new: &Table) -> Digest {
+    let mut d = known;
+    if !(old.chains.is_empty() && new.chains.is_empty()) {
+        d.chains = Digest::of_table(new).chains;
+    }
+    for s in &old.sets {
+        d.remove_set(&s.name, &s.elements);
+    }
+    for s in &new.sets {
+        d.add_set(&s.name, &s.elements);
+    }
+    d
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::nftables::{KeyType, SetSpec};
     use super::*;
 
     fn element(b: u8) -> Element {
@@ -295,6 +325,37 @@ mod tests {
         let d = Digest::of_live(&t(vec![("a", vec!["1", "2"]), ("b", vec![])], vec![1]));
         assert_eq!(a.chains, d.chains);
         assert_ne!(a.sets, d.sets);
+    }
+
+    fn set(name: &str, elements: &[u8]) -> SetSpec {
+        SetSpec {
+            name: name.into(),
+            key: KeyType::Ipv4Addr,
+            data: None,
+            interval: false,
+            elements: elements.iter().copied().map(element).collect(),
+        }
+    }
+
+    #[test]
+    fn an_update_of_some_sets_gives_the_digest_of_the_whole_new_table() {
+        let table = |sets: Vec<SetSpec>| Table {
+            chains: vec![],
+            sets,
+        };
+        let before = table(vec![set("a", &[1, 2]), set("b", &[3]), set("c", &[4])]);
+        let after = table(vec![set("a", &[1, 2]), set("b", &[3, 5]), set("d", &[6])]);
+        // The update names the changed set, the dropped one and the new one only.
+        let old = table(vec![set("b", &[3]), set("c", &[4])]);
+        let new = table(vec![set("b", &[3, 5]), set("d", &[6])]);
+        let d = updated(Digest::of_table(&before), &old, &new);
+        assert_eq!(d, Digest::of_table(&after));
+        let parts =
+            Digest::of_table(&table(vec![set("a", &[1, 2])])).plus(Digest::of_table(&table(vec![
+                set("b", &[3, 5]),
+                set("d", &[6]),
+            ])));
+        assert_eq!(parts, d);
     }
 
     #[test]

@@ -13,9 +13,9 @@
 //! Methods return `Send` futures so that a caller may run a reconciliation on any runtime
 //! thread; what blocks (a thread inside a namespace, a file, a process) runs off the runtime.
 
+use super::generations::{Digest, TableRead};
 pub use super::netlink::{FdbEntry, Neighbour, VxlanSpec};
 use super::netlink::{Link, MacvlanMode, Route};
-use super::nftables::LiveTable;
 use super::KernelError;
 use ipnetwork::IpNetwork;
 use std::future::Future;
@@ -207,15 +207,16 @@ pub trait Firewall: Send + Sync {
     /// Delete the table; nothing to do when it does not exist.
     fn delete_table(&self, ns: Option<&str>, table: &str) -> impl Future<Output = Res<()>> + Send;
     /// Each chain with the tags of its rules in order, and the named maps with their
-    /// elements; None when the table does not exist. `expected` is what the caller believes
-    /// the table holds: a machine that knows the table has not changed since it held exactly
-    /// that may answer it without reading (see [`super::generations`]).
+    /// elements ([`TableRead::Live`]), or that the table is missing. `expected` is the digest
+    /// of what the caller believes the table holds: a machine that knows the table has not
+    /// changed since it held exactly that may answer [`TableRead::Unchanged`] without reading
+    /// (see [`super::generations`]).
     fn read_table(
         &self,
         ns: Option<&str>,
         table: &str,
-        expected: &LiveTable,
-    ) -> impl Future<Output = Res<Option<LiveTable>>> + Send;
+        expected: Digest,
+    ) -> impl Future<Output = Res<TableRead>> + Send;
 }
 
 /// `net.*` sysctls of a namespace (`None`: the host).

@@ -4,7 +4,7 @@
 //! namespace directory, sysctls and /etc/netns. Whatever blocks (a thread entering a namespace, a file, an nfnetlink batch)
 //! runs on tokio's blocking pool, so that many namespaces are worked on at once.
 
-use super::generations::{self, Generations, Write};
+use super::generations::{self, Digest, Generations, TableRead, Write};
 use super::machine::{
     Firewall, HtbClass, Links, Machine, Namespaces, NetnsInit, NewMacvlan, NewVeth, Overlay, Ports,
     Qdisc, ReplicaFiles, Sysctls, Table, TrafficControl,
@@ -13,7 +13,7 @@ use super::netlink::{
     FdbEntry, Link, MacvlanSpec, Neighbour, Netlink, Route, VethSpec, VxlanSpec, LOOPBACK_INDEX,
 };
 use super::netns::{NetnsDir, ETC_NETNS};
-use super::nftables::{self, read, LiveTable};
+use super::nftables::{self, read};
 use super::survey::{self, Survey};
 use super::{sysctl, Ctx, KernelError};
 use ipnetwork::IpNetwork;
@@ -515,18 +515,13 @@ impl Firewall for System {
         .await
     }
 
-    async fn read_table(
-        &self,
-        ns: Option<&str>,
-        table: &str,
-        expected: &LiveTable,
-    ) -> Res<Option<LiveTable>> {
+    async fn read_table(&self, ns: Option<&str>, table: &str, expected: Digest) -> Res<TableRead> {
         let nft = self.nft(ns).await?;
         let gens = self.generations.clone();
-        let (ns, table, expected) = (ns.map(str::to_string), table.to_string(), expected.clone());
+        let (ns, table) = (ns.map(str::to_string), table.to_string());
         blocking(Ctx::new("list table", &table, ns.as_deref()), move || {
             with_nft(&nft, |fd| {
-                generations::read(&gens, fd, ns.as_deref(), &table, &expected)
+                generations::read(&gens, fd, ns.as_deref(), &table, expected)
             })
         })
         .await

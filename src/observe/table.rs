@@ -8,6 +8,7 @@
 use super::live::{read_sysctls, Templates};
 use crate::firewall::compile::{backend_slots, peer_set};
 use crate::firewall::rule::{rule_tag, Chain, Map, Set};
+use crate::kernel::generations::{Digest, TableRead};
 use crate::kernel::nftables::{Element, LiveTable, SetSpec};
 use crate::kernel::{Kernel, KernelError, Machine};
 use crate::model::resource::{self as r, Resource, ResourceId, Spec};
@@ -37,10 +38,11 @@ impl Tags {
 }
 
 /// The VIP part of a replica table as a read compares it: each dispatch chain with its rule
-/// tags, each VIP map with its elements.
+/// tags, each VIP map with its elements, and their digest.
 pub(super) struct VipPart {
     chains: Vec<(String, ChainTags)>,
     maps: Vec<SetSpec>,
+    digest: Digest,
 }
 
 /// The VIP part of each distinct list of networks seen in a run.
@@ -54,12 +56,22 @@ impl VipParts {
             return part.clone();
         }
         let (chains, maps) = expand_vips(networks, vips);
+        let chains: Vec<(String, ChainTags)> = chains
+            .iter()
+            .map(|c| (c.name.clone(), tags.of(c)))
+            .collect();
+        let maps: Vec<SetSpec> = maps.iter().map(backend_slots).collect();
+        let mut digest = Digest::default();
+        for (name, tags) in &chains {
+            digest.add_chain(name, tags.iter().map(String::as_str));
+        }
+        for m in &maps {
+            digest.add_set(&m.name, &m.elements);
+        }
         let part = Arc::new(VipPart {
-            chains: chains
-                .iter()
-                .map(|c| (c.name.clone(), tags.of(c)))
-                .collect(),
-            maps: maps.iter().map(backend_slots).collect(),
+            chains,
+            maps,
+            digest,
         });
         memo.insert(networks.to_vec(), part.clone());
         part
@@ -110,29 +122,48 @@ pub(super) async fn table<M: Machine>(
     });
     // What the table should hold, VIP chains and maps included, as the last apply wrote it.
     let vip = t.vip_parts.of(&fw.vip_networks, &t.vips, &t.tags);
-    let tag_sets: Vec<(&str, ChainTags)> = vip
+    let tag_sets: Vec<(String, ChainTags)> = vip
         .chains
         .iter()
-        .map(|(name, tags)| (name.as_str(), tags.clone()))
-        .chain(fw.chains.iter().map(|c| (c.name.as_str(), t.tags.of(c))))
+        .cloned()
+        .chain(fw.chains.iter().map(|c| (c.name.clone(), t.tags.of(c))))
         .collect();
-    let want = LiveTable {
-        chains: tag_sets
-            .iter()
-            .map(|(name, tags)| (name.to_string(), tags.to_vec()))
-            .collect(),
-        sets: vip
-            .maps
-            .iter()
-            .cloned()
-            .chain(fw.maps.iter().map(backend_slots))
-            .chain(fw.sets.iter().map(peer_set))
-            .map(|s| (s.name, s.elements))
-            .collect(),
-    };
-    let Some(live) = k.read_table(ns, name, &want).await? else {
-        return Ok(None);
-    };
+    let mut own = Digest::default();
+    for (name, tags) in &tag_sets[vip.chains.len()..] {
+        own.add_chain(name, tags.iter().map(String::as_str));
+    }
+    for s in fw
+        .maps
+        .iter()
+        .map(backend_slots)
+        .chain(fw.sets.iter().map(peer_set))
+    {
+        own.add_set(&s.name, &s.elements);
+    }
+    match k.read_table(ns, name, vip.digest.plus(own)).await? {
+        TableRead::Missing => return Ok(None),
+        // Exactly what the last apply wrote: every rule in place, nothing of anyone else's.
+        TableRead::Unchanged => fw.foreign_rules.clear(),
+        TableRead::Live(live) => compare(&mut fw, &live, &tag_sets, &vip, &t.tags),
+    }
+    read_sysctls(k, ns, &mut fw.sysctls).await?;
+    Ok(Some(Resource {
+        address: address.clone(),
+        spec: Spec::Firewall(fw),
+        depends_on: t.depends_on(address),
+    }))
+}
+
+/// `fw` (the template) narrowed to what the live table holds: the rules whose tags are there,
+/// the tags of rules netcompose did not write, and marks for VIP chains, maps or policy sets
+/// changed outside.
+fn compare(
+    fw: &mut r::Firewall,
+    live: &LiveTable,
+    tag_sets: &[(String, ChainTags)],
+    vip: &VipPart,
+    memo: &Tags,
+) {
     let tags = &live.chains;
     let known: HashSet<&String> = tag_sets.iter().flat_map(|(_, t)| t.iter()).collect();
     fw.foreign_rules = tags
@@ -168,15 +199,9 @@ pub(super) async fn table<M: Machine>(
     }
     for chain in fw.chains.iter_mut() {
         let live = live_of(&chain.name);
-        let tags = t.tags.of(chain);
+        let tags = memo.of(chain);
         let mut kept = tags.iter().map(|tag| live.contains(tag));
         chain.rules.retain(|_| kept.next().unwrap_or(false));
     }
     fw.chains.retain(|c| tags.iter().any(|(n, _)| n == &c.name));
-    read_sysctls(k, ns, &mut fw.sysctls).await?;
-    Ok(Some(Resource {
-        address: address.clone(),
-        spec: Spec::Firewall(fw),
-        depends_on: t.depends_on(address),
-    }))
 }

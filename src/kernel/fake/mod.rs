@@ -12,6 +12,7 @@ mod overlay;
 mod tc;
 pub mod wireguard;
 
+use super::generations::{Digest, TableRead};
 use super::machine::{
     Firewall, Machine, Namespaces, NetnsInit, Ports, ReplicaFiles, Survey, Sysctls, Table,
 };
@@ -321,10 +322,13 @@ impl Firewall for Fake {
         new: &Table,
     ) -> Res<()> {
         // Chains in `old` with the same rules are left as they are, as the kernel's update
-        // does; maps take the new elements.
+        // does; the sets `new` names take its elements, those only `old` names go, the others
+        // stay.
         self.tables_of(Ctx::new("update table", table, ns), |t, ctx| {
             let entry = t.entry(table.to_string()).or_default();
-            entry.sets = live(new).sets;
+            let sets = &mut entry.sets;
+            sets.retain(|(name, _)| !old.sets.iter().any(|s| s.name == *name));
+            sets.extend(live(new).sets);
             let live = &mut entry.chains;
             let (old, new) = (&old.chains, &new.chains);
             let before = |name: &str| old.iter().find(|c| c.name == name).map(|c| &c.rules);
@@ -358,16 +362,15 @@ impl Firewall for Fake {
         })
     }
 
-    async fn read_table(
-        &self,
-        ns: Option<&str>,
-        table: &str,
-        _expected: &LiveTable,
-    ) -> Res<Option<LiveTable>> {
+    async fn read_table(&self, ns: Option<&str>, table: &str, _expected: Digest) -> Res<TableRead> {
         let ctx = Ctx::new("list table", table, ns);
         let mut w = lock(&self.world);
         let space = w.space(ns).ok_or_else(|| ctx.errno(Errno::ENOENT))?;
-        Ok(space.tables.get(table).cloned())
+        Ok(space
+            .tables
+            .get(table)
+            .cloned()
+            .map_or(TableRead::Missing, TableRead::Live))
     }
 }
 

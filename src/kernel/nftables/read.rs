@@ -294,6 +294,9 @@ pub(super) fn elements_of(
     Ok(if interval {
         ranges(raw)
     } else {
+        // A hash set lists its elements in an order of its own: sorted, a read is the same
+        // every time.
+        raw.sort();
         raw.into_iter()
             .map(|(key, _, data)| Element {
                 key,

@@ -6,6 +6,7 @@
 
 use super::expr::{put_data, Data, Expr, SetRef};
 use super::wire::{Batch, Msg, MsgType, NLM_F_APPEND, NLM_F_CREATE};
+use std::collections::HashSet;
 
 /// A chain of an inet table: a base chain when `base` is set, else a regular chain to jump to.
 #[derive(Debug, Clone, PartialEq)]
@@ -477,16 +478,18 @@ pub fn update(
             None => w.add_set(s),
             Some(o) => {
                 // Removed first: a range that moved must not overlap its old self.
+                let (was, is): (HashSet<&Element>, HashSet<&Element>) =
+                    (o.elements.iter().collect(), s.elements.iter().collect());
                 let gone: Vec<Element> = o
                     .elements
                     .iter()
-                    .filter(|e| !s.elements.contains(e))
+                    .filter(|e| !is.contains(e))
                     .cloned()
                     .collect();
                 let added: Vec<Element> = s
                     .elements
                     .iter()
-                    .filter(|e| !o.elements.contains(e))
+                    .filter(|e| !was.contains(e))
                     .cloned()
                     .collect();
                 w.delete_elements(&s.name, s.interval, &gone);

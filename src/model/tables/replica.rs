@@ -139,11 +139,9 @@ pub fn resources(
                     sets: sets.into_values().collect(),
                     foreign_rules: vec![],
                 }),
-                depends_on: mine
-                    .iter()
-                    .map(|e| ResourceId::Link(rep.id(), e.network.clone()))
-                    .chain([rep.address()])
-                    .collect(),
+                // The namespace alone: rules name interfaces, which need not exist yet, so the
+                // table is written beside the links instead of in a wave after them.
+                depends_on: vec![rep.address()],
             })
         })
         .collect()
