@@ -28,6 +28,13 @@
 # with no change 152 ms, down 365 ms (1.8 ms per endpoint). The same script on the code before
 # that day's changes, same machine at 05:00: 750 / 521 ms (1.44x), 426, 219, 304 ms.
 #
+# Branch wt-b against main (release + mimalloc, load average about 10, so noisy; the same
+# steps in the same sandbox, stages from NETCOMPOSE_TIMINGS): with each namespace's files and
+# ruleset generation read by the survey and the listening sockets read only for published
+# ports, an up with no change took 101-155 ms (one run 254) against 146-209 ms; host facts
+# 0.8-6 ms against 9-29, observe 67-121 ms against 82-146; its CPU (perf samples at 1999 Hz)
+# 205 against 316 samples.
+#
 #   bench/lb.sh            # 20 services x 10 replicas
 #   NETCOMPOSE_BIN=/path/to/netcompose bench/lb.sh   # a binary built elsewhere (before/after)
 set -euo pipefail

@@ -1,7 +1,7 @@
 //! `kernel::survey` against the real kernel, inside a [`Sandbox`]: many namespaces read in one
-//! go answer exactly what the asynchronous listings of each namespace answer, a pin file with
-//! nothing mounted on it is no namespace, and a read of links only leaves addresses and routes
-//! out. Needs root; fails, saying so, otherwise.
+//! go answer exactly what the asynchronous listings of each namespace answer (and its files
+//! and ruleset generation what they are), a pin file with nothing mounted on it is no
+//! namespace, and a read of links only leaves addresses, routes and files out. Needs root; fails, saying so, otherwise.
 
 mod common;
 
@@ -9,8 +9,10 @@ use std::os::fd::AsFd;
 
 use common::{require_root, Sandbox};
 use ipnetwork::IpNetwork;
+use netcompose::kernel::nftables::read::generation_on;
+use netcompose::kernel::nftables::wire;
 use netcompose::kernel::survey::survey;
-use netcompose::kernel::{netns, Netlink, NetnsDir, VethSpec};
+use netcompose::kernel::{netns, Ctx, Netlink, NetnsDir, VethSpec};
 
 fn net(s: &str) -> IpNetwork {
     s.parse().expect("a CIDR")
@@ -64,9 +66,18 @@ fn a_survey_reads_what_each_namespace_holds_and_skips_stale_pins() {
                     .unwrap();
             }
         });
+        // The namespaces' files: two for the first, none (no directory) for the others.
+        let etc = tempfile::tempdir().unwrap();
+        std::fs::create_dir(etc.path().join(&names[0])).unwrap();
+        std::fs::write(etc.path().join(&names[0]).join("hosts"), "10.66.0.2 web\n").unwrap();
+        std::fs::write(
+            etc.path().join(&names[0]).join("resolv.conf"),
+            "nameserver 127.0.0.11\n",
+        )
+        .unwrap();
         let mut asked = names.clone();
         asked.insert(3, "sv-stale-1".into());
-        let found = survey(&dir, &asked, true);
+        let found = survey(&dir, etc.path(), &asked, true);
         assert_eq!(found.len(), asked.len());
         for (name, answer) in asked.iter().zip(found) {
             let answer = answer.unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -75,7 +86,31 @@ fn a_survey_reads_what_each_namespace_holds_and_skips_stale_pins() {
                 continue;
             }
             let (got, nft) = answer.expect("a live namespace");
-            assert!(nft.is_some(), "a full read opens the table's socket");
+            let nft = nft.expect("a full read opens the table's socket");
+            let ctx = Ctx::new("test", "generation", Some(name));
+            assert_eq!(
+                nft.generation,
+                Some((
+                    wire::netns_cookie(&ctx, &nft.socket).unwrap(),
+                    generation_on(&ctx, &nft.socket).unwrap()
+                )),
+                "{name}: the ruleset's generation as read"
+            );
+            let files: Vec<(&str, &str)> = got
+                .files
+                .iter()
+                .map(|(n, t)| (n.as_str(), t.as_str()))
+                .collect();
+            match name == &names[0] {
+                true => assert_eq!(
+                    files,
+                    [
+                        ("hosts", "10.66.0.2 web\n"),
+                        ("resolv.conf", "nameserver 127.0.0.11\n")
+                    ]
+                ),
+                false => assert!(files.is_empty(), "{name}: {files:?}"),
+            }
             let inner = Netlink::open(Some(name), rt.handle()).unwrap();
             let (links, addresses, routes) = rt.block_on(async {
                 (
@@ -94,11 +129,11 @@ fn a_survey_reads_what_each_namespace_holds_and_skips_stale_pins() {
                 .any(|l| l.alias.as_deref() == Some("netcompose:sv/mark")));
         }
         // Links only: what `down` needs.
-        let outline = survey(&dir, &names[..2], false);
+        let outline = survey(&dir, etc.path(), &names[..2], false);
         for answer in outline {
             let (got, nft) = answer.unwrap().expect("a live namespace");
             assert_eq!(got.links.len(), 2, "lo and eth0: {:?}", got.links);
-            assert!(got.addresses.is_empty() && got.routes.is_empty());
+            assert!(got.addresses.is_empty() && got.routes.is_empty() && got.files.is_empty());
             assert!(nft.is_none());
         }
     });

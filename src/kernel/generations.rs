@@ -208,8 +208,7 @@ pub fn read(
         digest,
     };
     let k = key(ns);
-    if lock(gens).seen(&k) == Some(at(expected)) {
-        lock(gens).now.insert(k, at(expected));
+    if known(gens, ns, cookie, generation, expected) {
         return Ok(TableRead::Unchanged);
     }
     let live = read_table_on(fd, ns, table)?;
@@ -220,6 +219,30 @@ pub fn read(
         _ => g.now.remove(&k),
     };
     Ok(live.map_or(TableRead::Missing, TableRead::Live))
+}
+
+/// Whether namespace `ns`, found at `cookie` and `generation` (by this run, just now),
+/// holds exactly `expected`: a read or write recorded that generation with that table. When
+/// it does, that is recorded for the next run, as a read would.
+pub fn known(
+    gens: &Mutex<Generations>,
+    ns: Option<&str>,
+    cookie: u64,
+    generation: u32,
+    expected: Digest,
+) -> bool {
+    let k = key(ns);
+    let at = Seen {
+        cookie,
+        generation,
+        digest: expected,
+    };
+    let mut g = lock(gens);
+    if g.seen(&k) != Some(at) {
+        return false;
+    }
+    g.now.insert(k, at);
+    true
 }
 
 /// How a write changes the table: what it holds afterwards, given what it held before.

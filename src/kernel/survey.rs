@@ -1,7 +1,7 @@
 //! Many namespaces read in one go, for `observe`: a few threads take the namespaces in turn,
 //! enter each (`setns`), dump its links (and, for a full read, its addresses and routes) on one
-//! blocking rtnetlink socket, one dump after the other, and open its nfnetlink socket for the
-//! table read that follows. Opening an asynchronous connection per namespace (a thread made to
+//! blocking rtnetlink socket, one dump after the other, read its files (/etc/netns/<ns>) and
+//! open its nfnetlink socket for the table read that follows. Opening an asynchronous connection per namespace (a thread made to
 //! enter it, a connection task, a channel hop per reply) cost more than the dumps themselves
 //! on a project of hundreds of replicas.
 //!
@@ -13,7 +13,9 @@ use super::netns::NetnsDir;
 use super::{nftables, Ctx, KernelError};
 use ipnetwork::IpNetwork;
 use nix::sched::{setns, CloneFlags};
+use std::io;
 use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -25,20 +27,38 @@ pub struct Survey {
     pub addresses: Vec<(u32, IpNetwork)>,
     /// Unicast routes of the main table; empty unless the read was full.
     pub routes: Vec<Route>,
+    /// The files of the namespace's directory in /etc/netns (name, text), in name order;
+    /// empty unless the read was full. Read here, on the thread that already works on the
+    /// namespace: a trip to the blocking pool per file cost more than the read.
+    pub files: Vec<(String, String)>,
 }
 
 /// One namespace surveyed: what it holds and (for a full read) an nfnetlink socket opened
 /// inside it; None for a pin file with nothing mounted on it (a run killed half-way), which is
 /// no namespace.
-pub type Surveyed = Option<(Survey, Option<OwnedFd>)>;
+pub type Surveyed = Option<(Survey, Option<Nft>)>;
+
+/// A namespace's nfnetlink socket, with its ruleset's generation as the survey read it (None
+/// when the kernel would not tell): the table read that follows compares it with the one
+/// recorded (see [`super::generations::known`]) instead of asking the kernel again.
+pub struct Nft {
+    pub socket: OwnedFd,
+    /// The namespace's cookie and ruleset generation.
+    pub generation: Option<(u64, u32)>,
+}
 
 /// At most this many threads survey at once: the work is the kernel's (dumps, socket
 /// creation), so a few per CPU keep it busy.
 const MAX_THREADS: usize = 8;
 
-/// Survey each namespace of `names` in `dir`; `full` reads addresses and routes besides the
-/// links. The answers come in the order of `names`.
-pub fn survey(dir: &NetnsDir, names: &[String], full: bool) -> Vec<Result<Surveyed, KernelError>> {
+/// Survey each namespace of `names` in `dir`; `full` reads addresses, routes and the files
+/// in `etc`/<name> besides the links. The answers come in the order of `names`.
+pub fn survey(
+    dir: &NetnsDir,
+    etc: &Path,
+    names: &[String],
+    full: bool,
+) -> Vec<Result<Surveyed, KernelError>> {
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get() * 2)
         .min(MAX_THREADS)
@@ -51,7 +71,7 @@ pub fn survey(dir: &NetnsDir, names: &[String], full: bool) -> Vec<Result<Survey
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(name) = names.get(i) else { break };
-                let answer = one(dir, name, full);
+                let answer = one(dir, etc, name, full);
                 answers.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(answer);
             });
         }
@@ -67,7 +87,7 @@ pub fn survey(dir: &NetnsDir, names: &[String], full: bool) -> Vec<Result<Survey
 }
 
 /// One namespace, on the calling thread (which this moves into it: a survey thread).
-fn one(dir: &NetnsDir, name: &str, full: bool) -> Result<Surveyed, KernelError> {
+fn one(dir: &NetnsDir, etc: &Path, name: &str, full: bool) -> Result<Surveyed, KernelError> {
     let fd = match dir.open(Some(name)) {
         Ok(fd) => fd,
         Err(_) if !dir.exists(name) => return Ok(None),
@@ -85,10 +105,38 @@ fn one(dir: &NetnsDir, name: &str, full: bool) -> Result<Surveyed, KernelError> 
     }
     found.addresses = nl.addresses()?;
     found.routes = nl.routes()?;
-    let nft = nftables::wire::open(&Ctx::new(
-        "open netlink socket",
-        "NETLINK_NETFILTER",
-        Some(name),
-    ))?;
-    Ok(Some((found, Some(nft))))
+    found.files = files(&etc.join(name))?;
+    let ctx = Ctx::new("open netlink socket", "NETLINK_NETFILTER", Some(name));
+    let socket = nftables::wire::open(&ctx)?;
+    // A kernel that cannot tell (no SO_NETNS_COOKIE before 5.14) leaves the table read to
+    // ask, and fail, as it would without a survey.
+    let generation = nftables::wire::netns_cookie(&ctx, &socket)
+        .and_then(|cookie| Ok((cookie, nftables::read::generation_on(&ctx, &socket)?)))
+        .ok();
+    Ok(Some((found, Some(Nft { socket, generation }))))
+}
+
+/// Every regular file of `dir` with its text, in name order; none when there is no `dir`.
+fn files(dir: &Path) -> Result<Vec<(String, String)>, KernelError> {
+    let ctx = || Ctx::new("read", dir.display(), None);
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ctx().os(e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| ctx().os(e))?;
+        if !entry.file_type().map_err(|e| ctx().os(e))?.is_file() {
+            continue;
+        }
+        match std::fs::read_to_string(entry.path()) {
+            Ok(text) => out.push((entry.file_name().to_string_lossy().into_owned(), text)),
+            // Removed between the listing and the read: not there.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ctx().os(e)),
+        }
+    }
+    out.sort();
+    Ok(out)
 }

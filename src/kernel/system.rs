@@ -38,6 +38,9 @@ pub struct System {
     nft_sockets: Mutex<HashMap<String, Arc<Mutex<OwnedFd>>>>,
     /// The tables known unchanged since a read or a write (see [`generations`]).
     generations: Arc<Mutex<Generations>>,
+    /// Each namespace's cookie and ruleset generation as the last survey read them, for the
+    /// table read that follows it (taken by that read, so never used after a write).
+    surveyed: Mutex<HashMap<String, (u64, u32)>>,
 }
 
 /// A namespace's netlink sockets, with the directory that names the namespaces a veth peer or
@@ -70,6 +73,7 @@ impl System {
             sockets: Mutex::new(HashMap::new()),
             nft_sockets: Mutex::new(HashMap::new()),
             generations: Arc::new(Mutex::new(Generations::default())),
+            surveyed: Mutex::new(HashMap::new()),
         })
     }
 
@@ -515,7 +519,24 @@ impl Firewall for System {
         .await
     }
 
-    async fn read_table(&self, ns: Option<&str>, table: &str, expected: Digest) -> Res<TableRead> {
+    async fn read_table(
+        &self,
+        ns: Option<&str>,
+        table: &str,
+        expected: Digest,
+    ) -> Res<TableRead> {
+        let surveyed = ns.and_then(|ns| {
+            self.surveyed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(ns)
+        });
+        if let Some((cookie, generation)) = surveyed {
+            // Known from the survey's read of the generation: no request, no blocking.
+            if generations::known(&self.generations, ns, cookie, generation, expected) {
+                return Ok(TableRead::Unchanged);
+            }
+        }
         let nft = self.nft(ns).await?;
         let gens = self.generations.clone();
         let (ns, table) = (ns.map(str::to_string), table.to_string());
@@ -666,20 +687,27 @@ impl Machine for System {
     }
 
     async fn survey(&self, names: &[String], full: bool) -> Res<Vec<Option<Survey>>> {
-        let (dir, owned) = (self.dir.clone(), names.to_vec());
+        let (dir, etc, owned) = (self.dir.clone(), self.etc.clone(), names.to_vec());
         let found = blocking(Ctx::new("survey", "namespaces", None), move || {
-            Ok(survey::survey(&dir, &owned, full))
+            Ok(survey::survey(&dir, &etc, &owned, full))
         })
         .await?;
         let mut out = Vec::with_capacity(names.len());
+        let mut surveyed = self.surveyed.lock().unwrap_or_else(|p| p.into_inner());
+        surveyed.clear();
         for (name, answer) in names.iter().zip(found) {
             let Some((found, nft)) = answer? else {
                 out.push(None);
                 continue;
             };
-            if let (Some(nft), Ok(mut m)) = (nft, self.nft_sockets.lock()) {
-                m.entry(name.clone())
-                    .or_insert_with(|| Arc::new(Mutex::new(nft)));
+            if let Some(nft) = nft {
+                if let Some(generation) = nft.generation {
+                    surveyed.insert(name.clone(), generation);
+                }
+                if let Ok(mut m) = self.nft_sockets.lock() {
+                    m.entry(name.clone())
+                        .or_insert_with(|| Arc::new(Mutex::new(nft.socket)));
+                }
             }
             out.push(Some(found));
         }

@@ -319,6 +319,7 @@ async fn namespace<M: Machine>(
         links,
         addresses: addrs,
         routes,
+        files: found_files,
     }) = found
     else {
         return Ok(None);
@@ -337,9 +338,9 @@ async fn namespace<M: Machine>(
     if depth == Depth::Outline {
         return Ok(Some(outline(k, t, ns, &replica, &links, host_ends)));
     }
-    let (itself, files, table) = futures::try_join!(
+    let files = files(t, ns, ResourceId::Files(replica.clone()), found_files);
+    let (itself, table) = futures::try_join!(
         namespace_resource(k, t, ns, &ns_address),
-        files(k, t, ns, ResourceId::Files(replica.clone())),
         super::table::table(k, t, Some(ns), &table_address, REPLICA_TABLE),
     )?;
     let mut out = vec![itself];
@@ -551,16 +552,25 @@ fn unknown_link(address: &ResourceId, link_type: r::LinkType, ns: &str) -> r::Li
     }
 }
 
-async fn files<M: Machine>(
-    k: &Kernel<M>,
+/// The namespace's hosts and resolv.conf, from the files the survey found in its directory.
+fn files(
     t: &Templates<'_>,
     ns: &str,
     address: ResourceId,
-) -> Result<Option<Resource>, KernelError> {
-    let (hosts, resolv_conf) =
-        futures::try_join!(k.read_file(ns, "hosts"), k.read_file(ns, "resolv.conf"))?;
+    found: Vec<(String, String)>,
+) -> Option<Resource> {
+    let mut hosts = None;
+    let mut resolv_conf = None;
+    for (name, text) in found {
+        match name.as_str() {
+            "hosts" => hosts = Some(text),
+            "resolv.conf" => resolv_conf = Some(text),
+            // Not netcompose's: what else lives there is left alone.
+            _ => {}
+        }
+    }
     if hosts.is_none() && resolv_conf.is_none() {
-        return Ok(None);
+        return None;
     }
     let lines = |text: Option<String>| {
         text.map(|s| s.lines().map(String::from).collect::<Vec<_>>())
@@ -572,9 +582,9 @@ async fn files<M: Machine>(
         resolv_conf: lines(resolv_conf),
     });
     let depends_on = t.depends_on(&address);
-    Ok(Some(Resource {
+    Some(Resource {
         address,
         spec,
         depends_on,
-    }))
+    })
 }

@@ -155,6 +155,32 @@ async fn drift_is_observed_and_repaired() {
 }
 
 #[tokio::test]
+async fn a_replica_file_edited_by_hand_is_drift_and_other_files_are_left_alone() {
+    let desired = desired();
+    let k = Kernel::new(PROJECT, Fake::new());
+    converge(&k, &[], &desired).await;
+    k.with(|w| {
+        let dir = w.files.get_mut("t-web-1").unwrap();
+        dir.insert("hosts".into(), "10.9.9.9 web\n".into());
+        dir.insert("nsswitch.conf".into(), "hosts: files\n".into());
+    });
+    let observed = observe(&k, &desired, &desired).await.unwrap();
+    let changes = plan::diff(&observed, &desired);
+    let files = find(
+        &desired,
+        |s| matches!(s, Spec::Files(f) if f.namespace == "t-web-1"),
+    );
+    assert_eq!(changed(&changes), [&files.address]);
+    converge(&k, &desired, &desired).await;
+    assert_converged(&k, &desired).await;
+    k.with(|w| {
+        let dir = &w.files["t-web-1"];
+        assert_ne!(dir["hosts"], "10.9.9.9 web\n");
+        assert_eq!(dir["nsswitch.conf"], "hosts: files\n", "not netcompose's");
+    });
+}
+
+#[tokio::test]
 async fn a_link_drill_is_drift_that_up_repairs() {
     let desired = desired();
     let k = Kernel::new(PROJECT, Fake::new());

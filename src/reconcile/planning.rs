@@ -378,7 +378,12 @@ pub(super) fn context(
         taken,
         pools: Default::default(),
         host_nameservers: crate::observe::host::nameservers()?,
-        listening: host_listening(project)?,
+        // Only published ports meet the host's sockets, and reading those walks the kernel's
+        // socket tables (several ms): not for a project that publishes none.
+        listening: match project.services.values().any(|s| !s.ports.is_empty()) {
+            true => host_listening(project)?,
+            false => Vec::new(),
+        },
         port_range: Some(crate::observe::host::local_port_range()?),
         other_ports: others.ports.clone(),
         cluster: cluster.cloned(),

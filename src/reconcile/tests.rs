@@ -148,3 +148,34 @@ fn every_spec_reads_back_with_its_kind_first_or_later() {
         .to_string()
         .contains("missing field `kind`"));
 }
+
+/// The host's listening sockets are read for a project that publishes ports (a socket bound
+/// here shows among them), and not at all for one that publishes none.
+#[test]
+fn listening_sockets_are_read_only_for_published_ports() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let context_of = |services: &str| {
+        let file = dir.path().join("compose.yaml");
+        std::fs::write(
+            &file,
+            format!("name: rl\nnetworks:\n  front: {{}}\nservices:\n{services}"),
+        )
+        .unwrap();
+        let opts = LoadOptions {
+            files: vec![file],
+            ..Default::default()
+        };
+        let checked = crate::pipeline::checked_project(&opts).unwrap();
+        planning::context(&checked, &Allocations::default(), &Default::default(), None).unwrap()
+    };
+    let published = context_of("  web:\n    networks: [front]\n    ports: ['8080:80']\n");
+    assert!(
+        published.listening.iter().any(|l| l.port == port),
+        "port {port} not among {:?}",
+        published.listening
+    );
+    let unpublished = context_of("  web:\n    networks: [front]\n");
+    assert!(unpublished.listening.is_empty());
+}

@@ -472,7 +472,7 @@ impl Machine for Fake {
 
     async fn survey(&self, names: &[String], full: bool) -> Res<Vec<Option<Survey>>> {
         let w = lock(&self.world);
-        let one = |space: &Space| Survey {
+        let one = |ns: &str, space: &Space| Survey {
             links: space.links.values().map(|l| l.link.clone()).collect(),
             addresses: match full {
                 true => space
@@ -486,10 +486,14 @@ impl Machine for Fake {
                 true => space.routes.clone(),
                 false => Vec::new(),
             },
+            files: match (full, w.files.get(ns)) {
+                (true, Some(dir)) => dir.iter().map(|(n, t)| (n.clone(), t.clone())).collect(),
+                (true, None) | (false, _) => Vec::new(),
+            },
         };
         Ok(names
             .iter()
-            .map(|ns| w.namespaces.get(ns).map(one))
+            .map(|ns| w.namespaces.get(ns).map(|space| one(ns, space)))
             .collect())
     }
 }
