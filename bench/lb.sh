@@ -35,6 +35,13 @@
 # 0.8-6 ms against 9-29, observe 67-121 ms against 82-146; its CPU (perf samples at 1999 Hz)
 # 205 against 316 samples.
 #
+# On main with the four branches of 2 Dec's second round merged (mimalloc; order-free table
+# digests and update of only the changed sets; hash peer sets; replica tables in the links'
+# wave; files and generations read by the survey; release build, quiet machine, load 2-4,
+# three runs): up 537 / 510 / 560 ms against 411 / 412 / 423 ms without VIPs or policies
+# (1.24-1.32x), scale by one replica 134 / 94 / 127 ms, up with no change 61 / 53 / 61 ms,
+# down 321 / 219 / 350 ms (1.1-1.75 ms per endpoint). Still above the issue's targets.
+#
 #   bench/lb.sh            # 20 services x 10 replicas
 #   NETCOMPOSE_BIN=/path/to/netcompose bench/lb.sh   # a binary built elsewhere (before/after)
 set -euo pipefail
