@@ -519,12 +519,7 @@ impl Firewall for System {
         .await
     }
 
-    async fn read_table(
-        &self,
-        ns: Option<&str>,
-        table: &str,
-        expected: Digest,
-    ) -> Res<TableRead> {
+    async fn read_table(&self, ns: Option<&str>, table: &str, expected: Digest) -> Res<TableRead> {
         let surveyed = ns.and_then(|ns| {
             self.surveyed
                 .lock()
