@@ -303,13 +303,7 @@ async fn a_foreign_object_of_the_same_name_is_refused() {
     let errors = apply(&k, &observed, &desired, &changes, &quiet)
         .await
         .unwrap_err();
-    let refused: Vec<&str> = errors
-        .iter()
-        .filter_map(|e| match e {
-            ApplyError::NotOurs { address, .. } => Some(address.as_str()),
-            _ => None,
-        })
-        .collect();
+    let refused = not_ours(&errors);
     assert!(
         refused.contains(&bridge.address.to_string().as_str())
             && refused.contains(&"service.db[1]"),
@@ -339,13 +333,7 @@ async fn down_refuses_a_namespace_that_stopped_being_ours() {
     let errors = apply(&k, &observed, &[], &changes, &quiet)
         .await
         .unwrap_err();
-    let refused: Vec<&str> = errors
-        .iter()
-        .filter_map(|e| match e {
-            ApplyError::NotOurs { address, .. } => Some(address.as_str()),
-            _ => None,
-        })
-        .collect();
+    let refused = not_ours(&errors);
     assert_eq!(refused, ["service.db[1]"], "{errors:?}");
     k.with(|w| {
         let left: Vec<&String> = w.namespaces.keys().collect();
@@ -403,4 +391,15 @@ async fn every_planned_operation_starts_and_ends_once() {
         );
     }
     assert_converged(&k, &[]).await;
+}
+
+/// The addresses of the resources that apply refused as not ours.
+fn not_ours(errors: &[ApplyError]) -> Vec<&str> {
+    errors
+        .iter()
+        .filter_map(|e| match e {
+            ApplyError::NotOurs { address, .. } => Some(address.as_str()),
+            _ => None,
+        })
+        .collect()
 }
