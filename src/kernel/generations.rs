@@ -207,12 +207,12 @@ pub fn read(
         generation,
         digest,
     };
-    let k = key(ns);
     if known(gens, ns, cookie, generation, expected) {
         return Ok(TableRead::Unchanged);
     }
     let live = read_table_on(fd, ns, table)?;
     let stable = generation_on(&ctx, fd)? == generation;
+    let k = key(ns);
     let mut g = lock(gens);
     match &live {
         Some(t) if stable => g.now.insert(k, at(Digest::of_live(t))),
