@@ -2,6 +2,7 @@
 //! compared with (a file given with --against, the state, or the live machine), and the
 //! desired state built against the machine's routes and other projects' subnets.
 
+use super::timing::Stages;
 use super::{load, session::Session, Events, ReconcileError};
 use crate::diag::{ConfigError, Diagnostics};
 use crate::ipam::{Allocations, IpamError, Taken};
@@ -90,30 +91,38 @@ pub fn plan_for(
     purpose: Purpose,
     events: &dyn Events,
 ) -> Result<Planning, ReconcileError> {
+    let stages = Stages::from_env("plan");
     let checked = load_on(opts, cluster, events)?;
+    stages.stage("load");
     let project = ProjectName::new(checked.project.name.clone())?;
     let others = others_taken(store, &project, Unreadable::Warn, events)?;
     let base = match baseline {
         Baseline::File(path) => against_file(opts, &project, path, &others, events)?,
         Baseline::State | Baseline::Live => from_state(store, &project, events),
     };
+    stages.stage("baseline");
     let ctx = context(&checked, &base.allocations, &others, cluster)?;
+    stages.stage("host facts");
     let desired = build(&checked, &ctx)?;
+    stages.stage("model");
     let daemon = match purpose {
         Purpose::Document => Some(daemon_config(&checked, &desired)?),
         Purpose::Shown => None,
     };
+    stages.stage("daemon");
     let mut plan = match baseline {
         Baseline::Live => {
             let live = Session::open(&project)?.observe(&base.resources, &desired.resources)?;
             let mut drift = crate::plan::drift(&base.resources, &live);
             drift.extend(daemon_drift(&project, &live));
+            stages.stage("observe");
             let mut plan = Plan::new(desired, &live, "live");
             plan.drift = drift;
             plan
         }
         Baseline::File(_) | Baseline::State => Plan::new(desired, &base.resources, &base.name),
     };
+    stages.stage("diff");
     plan.daemon = daemon;
     plan.notes = match cluster {
         Some(view) => crate::model::overlay::notes(&checked.project, view),
