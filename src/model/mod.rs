@@ -112,28 +112,26 @@ pub fn build(project: &Project, ctx: &Context) -> Result<Desired, Vec<IpamError>
         ctx.cluster.as_ref(),
     );
     let dispatch = tables::vip::Dispatch::new(vip_specs.iter().copied());
-    let mut resources = tables::host::resources(&project.name, &bridges, &dispatch, &publish);
-    resources.extend(tables::replica::resources(
-        project, &replicas, &index, &vip_specs,
-    ));
-    resources.extend(endpoints::namespace_resources(
-        project,
-        &replicas,
-        &local_index,
-        &allocations,
-    ));
-    resources.extend(files::resources(project, &replicas, &local_index, ctx));
-    resources.extend(dns::resources(project, &replicas, &eps, &allocations));
-    resources.extend(vips);
-    resources.extend(networks);
+    let mut parts = vec![
+        tables::host::resources(&project.name, &bridges, &dispatch, &publish),
+        tables::replica::resources(project, &replicas, &index, &vip_specs),
+        endpoints::namespace_resources(project, &replicas, &local_index, &allocations),
+        files::resources(project, &replicas, &local_index, ctx),
+        dns::resources(project, &replicas, &eps, &allocations),
+        vips,
+        networks,
+    ];
     if let Some(view) = &ctx.cluster {
-        resources.extend(overlay::resources(project, view, &allocations));
+        parts.push(overlay::resources(project, view, &allocations));
+    }
+    let mut resources = concatenated(parts);
+    if let Some(view) = &ctx.cluster {
         overlay::clamp_mtu(project, view, &mut resources);
         if let Some(tunnel) = &view.tunnel {
             overlay::guard_encrypted(project, tunnel, &allocations, &mut resources);
         }
     }
-    let resources = sorted_by_address(resources);
+    sort_by_address(&mut resources);
     Ok(Desired {
         project: project.name.clone(),
         resources,
@@ -141,12 +139,64 @@ pub fn build(project: &Project, ctx: &Context) -> Result<Desired, Vec<IpamError>
     })
 }
 
-/// `resources` in address order (stable). The order is found over indexes and each resource
-/// moved once: sorting the resources themselves moves large structs at every step of the
-/// sort.
-fn sorted_by_address(resources: Vec<Resource>) -> Vec<Resource> {
+/// The parts in one vector, each resource moved once: growing the vector part by part copies
+/// every resource already in it at each doubling, and a big project's resources are tens of
+/// megabytes.
+fn concatenated(parts: Vec<Vec<Resource>>) -> Vec<Resource> {
+    let mut all = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+    for part in parts {
+        all.extend(part);
+    }
+    all
+}
+
+/// `resources` put in address order (stable), in place. The order is found over indexes and
+/// then applied by following its cycles, so that each resource moves about once and no second
+/// vector of them is made: sorting the resources themselves moves large structs at every step
+/// of the sort.
+fn sort_by_address(resources: &mut [Resource]) {
     let mut order: Vec<usize> = (0..resources.len()).collect();
     order.sort_by(|&a, &b| resources[a].address.cmp(&resources[b].address));
-    let mut slots: Vec<Option<Resource>> = resources.into_iter().map(Some).collect();
-    order.iter().filter_map(|&i| slots[i].take()).collect()
+    apply_order(resources, &mut order);
+}
+
+/// Rearranges `items` so that position k holds what was at `order[k]` (`order` a permutation;
+/// it is left as the identity). Each cycle of the permutation is walked once, swapping the
+/// element it carries into place.
+fn apply_order<T>(items: &mut [T], order: &mut [usize]) {
+    for start in 0..order.len() {
+        let mut at = start;
+        while order[at] != at {
+            let from = std::mem::replace(&mut order[at], at);
+            if from == start {
+                break;
+            }
+            items.swap(at, from);
+            at = from;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::apply_order;
+
+    #[test]
+    fn apply_order_moves_each_item_where_the_order_says() {
+        let orders: [&[usize]; 5] = [
+            &[],
+            &[0, 1, 2],
+            &[2, 0, 1],
+            &[1, 0, 3, 2, 4],
+            &[4, 3, 2, 1, 0, 5, 7, 6],
+        ];
+        for order in orders {
+            let mut items: Vec<usize> = (0..order.len()).map(|i| i * 10).collect();
+            let mut walk = order.to_vec();
+            apply_order(&mut items, &mut walk);
+            let expected: Vec<usize> = order.iter().map(|&i| i * 10).collect();
+            assert_eq!(items, expected, "{order:?}");
+            assert!(walk.iter().enumerate().all(|(k, &i)| k == i));
+        }
+    }
 }
