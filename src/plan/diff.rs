@@ -1,38 +1,73 @@
 //! Diffing two sets of resources by address.
 
 use super::{Action, Attributes, Change};
-use crate::model::{Resource, ResourceId, Spec};
-use std::collections::{HashMap, HashSet};
+use crate::model::{Resource, Spec};
+use std::cmp::Ordering;
 
 /// Changes that turn `before` into `after`, sorted by address.
+///
+/// Both sides are walked together in address order (a desired state and a saved plan already
+/// are in it, so usually nothing is sorted), which needs neither a hash of every address nor a
+/// sort of the changes. Where one address is on a side several times, each resource of `after`
+/// is compared with the last one of `before`.
 pub fn diff(before: &[Resource], after: &[Resource]) -> Vec<Change> {
-    let old: HashMap<&ResourceId, &Resource> = before.iter().map(|r| (&r.address, r)).collect();
+    let (old, new) = (by_address(before), by_address(after));
     let mut changes = Vec::new();
-    for new in after {
-        match old.get(&new.address) {
-            None => changes.push(change(
-                new,
-                vec![Action::Create],
-                None,
-                Some(&new.spec),
-                None,
-            )),
-            Some(prev) if prev.spec == new.spec => {}
-            Some(prev) => changes.push(compare(prev, new)),
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        let order = match (old.get(i), new.get(j)) {
+            (Some(o), Some(n)) => o.address.cmp(&n.address),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) | (None, None) => Ordering::Greater,
+        };
+        match order {
+            Ordering::Less => {
+                let prev = old[i];
+                changes.push(change(
+                    prev,
+                    vec![Action::Delete],
+                    Some(&prev.spec),
+                    None,
+                    None,
+                ));
+                i += 1;
+            }
+            Ordering::Greater => {
+                let next = new[j];
+                changes.push(change(
+                    next,
+                    vec![Action::Create],
+                    None,
+                    Some(&next.spec),
+                    None,
+                ));
+                j += 1;
+            }
+            Ordering::Equal => {
+                while old.get(i + 1).is_some_and(|o| o.address == old[i].address) {
+                    i += 1;
+                }
+                let prev = old[i];
+                while let Some(next) = new.get(j).filter(|n| n.address == prev.address) {
+                    if prev.spec != next.spec {
+                        changes.push(compare(prev, next));
+                    }
+                    j += 1;
+                }
+                i += 1;
+            }
         }
     }
-    let current: HashSet<&ResourceId> = after.iter().map(|r| &r.address).collect();
-    for prev in before.iter().filter(|r| !current.contains(&r.address)) {
-        changes.push(change(
-            prev,
-            vec![Action::Delete],
-            Some(&prev.spec),
-            None,
-            None,
-        ));
-    }
-    changes.sort_by(|a, b| a.address.cmp(&b.address));
     changes
+}
+
+/// `resources` in address order (stable), sorted only if they are not already.
+fn by_address(resources: &[Resource]) -> Vec<&Resource> {
+    let mut sorted: Vec<&Resource> = resources.iter().collect();
+    if !sorted.is_sorted_by(|a, b| a.address <= b.address) {
+        sorted.sort_by(|a, b| a.address.cmp(&b.address));
+    }
+    sorted
 }
 
 fn compare(prev: &Resource, new: &Resource) -> Change {
@@ -93,6 +128,7 @@ fn change(
 mod tests {
     use super::*;
     use crate::model::resource::{Link, LinkType, ReplicaId};
+    use crate::model::ResourceId;
 
     fn link(ifname: &str, bridge: &str) -> Resource {
         Resource {
@@ -114,6 +150,52 @@ mod tests {
             }),
             depends_on: vec![],
         }
+    }
+
+    fn at(network: &str, mtu: u32) -> Resource {
+        let mut r = link("eth0", "br0");
+        r.address = ResourceId::network(network);
+        if let Spec::Link(l) = &mut r.spec {
+            l.mtu = mtu;
+        }
+        r
+    }
+
+    /// Sides in any order give the changes in address order: deletes, creates and updates
+    /// interleaved as their addresses fall, unchanged resources left out.
+    #[test]
+    fn walks_both_sides_in_address_order_whatever_order_they_come_in() {
+        let before = [at("d", 1), at("b", 1), at("a", 1), at("c", 1)];
+        let after = [at("e", 1), at("c", 2), at("a", 1), at("b0", 1)];
+        let changes: Vec<(String, Vec<Action>)> = diff(&before, &after)
+            .into_iter()
+            .map(|c| (c.address.to_string(), c.actions))
+            .collect();
+        let expected = [
+            ("network.b", vec![Action::Delete]),
+            ("network.b0", vec![Action::Create]),
+            ("network.c", vec![Action::Update]),
+            ("network.d", vec![Action::Delete]),
+            ("network.e", vec![Action::Create]),
+        ];
+        let expected: Vec<(String, Vec<Action>)> = expected
+            .into_iter()
+            .map(|(a, actions)| (a.to_string(), actions))
+            .collect();
+        assert_eq!(changes, expected);
+        assert_eq!(diff(&after, &after), []);
+    }
+
+    /// An address twice in `before`: the last one is what `after` is compared with, and neither
+    /// is deleted.
+    #[test]
+    fn compares_with_the_last_of_an_address_given_twice() {
+        let before = [at("a", 1), at("a", 2)];
+        assert_eq!(diff(&before, &[at("a", 2)]), []);
+        let [c] = &diff(&before, &[at("a", 1)])[..] else {
+            panic!("one change expected");
+        };
+        assert_eq!(c.actions, [Action::Update]);
     }
 
     #[test]
