@@ -6,6 +6,11 @@ use crate::model::{Resource, ResourceId};
 use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
 use std::collections::HashMap;
+
+/// aHash rather than std's SipHash: the addresses come from the project's own Compose file,
+/// not from anyone who could pick colliding keys, and hashing a hundred thousand of them with
+/// SipHash was a visible part of a big project's plan.
+type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq)]
@@ -23,11 +28,9 @@ pub struct Graph {
 pub fn build(resources: &[Resource]) -> Result<Graph, CycleError> {
     let mut dag = DiGraph::with_capacity(resources.len(), resources.len() * 2);
     let nodes: Vec<NodeIndex> = (0..resources.len()).map(|i| dag.add_node(i)).collect();
-    let by_address: HashMap<&ResourceId, NodeIndex> = resources
-        .iter()
-        .zip(&nodes)
-        .map(|(r, n)| (&r.address, *n))
-        .collect();
+    let mut by_address: FastMap<&ResourceId, NodeIndex> =
+        FastMap::with_capacity_and_hasher(resources.len(), ahash::RandomState::new());
+    by_address.extend(resources.iter().zip(&nodes).map(|(r, n)| (&r.address, *n)));
     for (r, &node) in resources.iter().zip(&nodes) {
         for dep in &r.depends_on {
             if let Some(&d) = by_address.get(dep) {
@@ -55,17 +58,17 @@ impl Graph {
     /// among its dependencies.
     pub fn waves(&self) -> Vec<Vec<usize>> {
         let order = toposort(&self.dag, None).unwrap_or_default();
-        let mut level: HashMap<NodeIndex, usize> = HashMap::with_capacity(order.len());
+        // By node index: every node gets its level before any node that depends on it.
+        let mut level: Vec<usize> = vec![0; self.dag.node_count()];
         let mut waves: Vec<Vec<usize>> = Vec::new();
         for n in order {
             let l = self
                 .dag
                 .neighbors_directed(n, petgraph::Direction::Incoming)
-                .filter_map(|p| level.get(&p))
-                .map(|l| l + 1)
+                .map(|p| level[p.index()] + 1)
                 .max()
                 .unwrap_or(0);
-            level.insert(n, l);
+            level[n.index()] = l;
             if waves.len() <= l {
                 waves.resize_with(l + 1, Vec::new);
             }
