@@ -477,7 +477,7 @@ fn link_resource(
     };
     Resource {
         address: ResourceId::Link(rep.id(), ep.network.clone()),
-        spec: Spec::Link(link),
+        spec: Spec::Link(Box::new(link)),
         depends_on: vec![rep.address(), network_address],
     }
 }

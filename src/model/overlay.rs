@@ -171,7 +171,7 @@ pub fn resources(project: &Project, view: &ClusterView, alloc: &Allocations) -> 
             let Some(first) = ips.first() else { continue };
             out.push(Resource {
                 address: ResourceId::remote(key, *first),
-                spec: Spec::Remote(RemoteEndpoint {
+                spec: Spec::Remote(Box::new(RemoteEndpoint {
                     network: key.clone(),
                     device: device.clone(),
                     service: e.service.clone(),
@@ -180,7 +180,7 @@ pub fn resources(project: &Project, view: &ClusterView, alloc: &Allocations) -> 
                     vtep: e.vtep,
                     mac: e.mac.to_ascii_lowercase(),
                     addresses: ips,
-                }),
+                })),
                 depends_on: vec![ResourceId::vxlan(key)],
             });
         }

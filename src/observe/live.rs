@@ -244,7 +244,7 @@ fn orphan_host_ends(
         .filter(|(address, _)| !found.contains(address))
         .map(|(address, (name, master, mtu, _))| {
             let mut link = match t.get(address).map(|r| &r.spec) {
-                Some(Spec::Link(x)) => x.clone(),
+                Some(Spec::Link(x)) => (**x).clone(),
                 _ => unknown_link(address, r::LinkType::Veth, ""),
             };
             link.host_ifname = Some(name.clone());
@@ -254,7 +254,7 @@ fn orphan_host_ends(
             link.addresses = vec![];
             Resource {
                 address: address.clone(),
-                spec: Spec::Link(link),
+                spec: Spec::Link(Box::new(link)),
                 depends_on: t.depends_on(address),
             }
         })
@@ -490,7 +490,7 @@ fn link(
     host_end: Option<&HostEnd>,
 ) -> Resource {
     let mut link = match t.get(address).map(|r| &r.spec) {
-        Some(Spec::Link(x)) => x.clone(),
+        Some(Spec::Link(x)) => (**x).clone(),
         _ => unknown_link(
             address,
             if l.kind == LinkKind::Macvlan {
@@ -519,7 +519,7 @@ fn link(
     }
     Resource {
         address: address.clone(),
-        spec: Spec::Link(link),
+        spec: Spec::Link(Box::new(link)),
         depends_on: t.depends_on(address),
     }
 }

@@ -68,7 +68,7 @@ pub async fn read<M: Machine>(
             },
         };
         let mut spec = match t.get(&id).map(|r| &r.spec) {
-            Some(Spec::Remote(known)) => known.clone(),
+            Some(Spec::Remote(known)) => (**known).clone(),
             _ => RemoteEndpoint {
                 network: network.clone(),
                 device: String::new(),
@@ -87,7 +87,7 @@ pub async fn read<M: Machine>(
         out.push(Resource {
             depends_on: t.depends_on(&id),
             address: id,
-            spec: Spec::Remote(spec),
+            spec: Spec::Remote(Box::new(spec)),
         });
     }
     Ok(out)

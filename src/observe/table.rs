@@ -106,7 +106,7 @@ pub(super) async fn table<M: Machine>(
     name: &str,
 ) -> Result<Option<Resource>, KernelError> {
     let template = match t.get(address).map(|r| &r.spec) {
-        Some(Spec::Firewall(f)) => Some(f.clone()),
+        Some(Spec::Firewall(f)) => Some((**f).clone()),
         _ => None,
     };
     let mut fw = template.unwrap_or(r::Firewall {
@@ -149,7 +149,7 @@ pub(super) async fn table<M: Machine>(
     read_sysctls(k, ns, &mut fw.sysctls).await?;
     Ok(Some(Resource {
         address: address.clone(),
-        spec: Spec::Firewall(fw),
+        spec: Spec::Firewall(Box::new(fw)),
         depends_on: t.depends_on(address),
     }))
 }

@@ -133,7 +133,7 @@ mod tests {
     fn link(ifname: &str, bridge: &str) -> Resource {
         Resource {
             address: ResourceId::Link(ReplicaId::new("web", 1), "front".into()),
-            spec: Spec::Link(Link {
+            spec: Spec::Link(Box::new(Link {
                 link_type: LinkType::Veth,
                 network: "front".into(),
                 namespace: "p-web-1".into(),
@@ -147,7 +147,7 @@ mod tests {
                 mtu: 1500,
                 qos: None,
                 down: false,
-            }),
+            })),
             depends_on: vec![],
         }
     }

@@ -62,7 +62,7 @@ fn web_link(desired: &[Resource]) -> Link {
     desired
         .iter()
         .find_map(|r| match &r.spec {
-            Spec::Link(l) if l.namespace == "q-web-1" => Some(l.clone()),
+            Spec::Link(l) if l.namespace == "q-web-1" => Some((**l).clone()),
             _ => None,
         })
         .unwrap()

@@ -77,7 +77,7 @@ pub fn resources(
     }
     vec![Resource {
         address: ResourceId::HostFirewall,
-        spec: Spec::Firewall(Firewall {
+        spec: Spec::Firewall(Box::new(Firewall {
             namespace: None,
             table: host_table(project),
             sysctls,
@@ -87,7 +87,7 @@ pub fn resources(
             maps: vip_maps(dispatch),
             sets: vec![],
             foreign_rules: vec![],
-        }),
+        })),
         depends_on,
     }]
 }

@@ -128,7 +128,7 @@ pub fn resources(
                 .join("-");
             Some(Resource {
                 address: ResourceId::ReplicaFirewall(rep.id()),
-                spec: Spec::Firewall(Firewall {
+                spec: Spec::Firewall(Box::new(Firewall {
                     namespace: Some(ns),
                     table: REPLICA_TABLE.into(),
                     sysctls: BTreeMap::new(),
@@ -138,7 +138,7 @@ pub fn resources(
                     maps: vec![],
                     sets: sets.into_values().collect(),
                     foreign_rules: vec![],
-                }),
+                })),
                 // The namespace alone: rules name interfaces, which need not exist yet, so the
                 // table is written beside the links instead of in a wave after them.
                 depends_on: vec![rep.address()],
