@@ -173,9 +173,20 @@ fn body(c: &Change, st: &Style) -> String {
     let (before, after) = c.sides();
     let shown = if c.after.is_some() { &after } else { &before };
     if c.before.is_none() || c.after.is_none() {
+        // A table's chains as the diff found them: not read back from their JSON.
+        let typed = match c.after.as_ref().or(c.before.as_ref()) {
+            Some(super::Attributes::Spec(spec)) => match spec.as_ref() {
+                crate::model::Spec::Firewall(f) => Some(&f.chains),
+                _ => None,
+            },
+            Some(super::Attributes::Value(_)) | None => None,
+        };
         for (key, value) in shown.iter().filter(|(k, _)| *k != "kind") {
             if key == "chains" {
-                chains(out, None, value, st);
+                match typed {
+                    Some(list) => listed(out, list),
+                    None => chains(out, None, value, st),
+                }
             } else if key == "maps" {
                 maps::maps(out, None, Some(value), st);
             } else if key == "sets" {
@@ -238,12 +249,7 @@ fn chains(out: &mut String, old: Option<&Value>, new: &Value, st: &Style) {
     let parse = |v: &Value| <Vec<Chain> as serde::Deserialize>::deserialize(v).unwrap_or_default();
     let new = parse(new);
     let Some(old) = old.map(parse) else {
-        for chain in &new {
-            let _ = writeln!(out, "      {}", header(chain));
-            for rule in &chain.rules {
-                let _ = writeln!(out, "        {rule}");
-            }
-        }
+        listed(out, &new);
         return;
     };
     let mut unchanged = 0;
@@ -310,6 +316,16 @@ fn chains(out: &mut String, old: Option<&Value>, new: &Value, st: &Style) {
     }
     if let Some(line) = collections::hidden(unchanged, "chain", st) {
         let _ = writeln!(out, "      {line}");
+    }
+}
+
+/// Chains that are all new (or all gone): each header and every rule.
+fn listed(out: &mut String, chains: &[Chain]) {
+    for chain in chains {
+        let _ = writeln!(out, "      {}", header(chain));
+        for rule in &chain.rules {
+            let _ = writeln!(out, "        {rule}");
+        }
     }
 }
 
