@@ -10,17 +10,23 @@
 #
 #   bench/plan.sh                 # 5000 services x 3 replicas on 50 networks
 #   bench/plan.sh 1000 3 20
+#   NETCOMPOSE_BIN=/path/to/netcompose bench/plan.sh   # a binary built elsewhere (before/after)
 set -euo pipefail
 
 services=${1:-5000}
 replicas=${2:-3}
 networks=${3:-50}
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-(cd "$repo" && cargo build --release --quiet --bin netcompose)
-bin=$repo/target/release/netcompose
+if [[ -z ${NETCOMPOSE_BIN:-} ]]; then
+    (cd "$repo" && cargo build --release --quiet --bin netcompose)
+    NETCOMPOSE_BIN=$repo/target/release/netcompose
+fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# A copy, so that a concurrent build cannot swap the binary in the middle of the run.
+bin=$work/netcompose
+cp "$NETCOMPOSE_BIN" "$bin"
 python3 "$repo/bench/gen.py" -s "$services" -n "$networks" --replicas "$replicas" -o "$work/compose.yaml"
 # Plans run against a state that does not exist on this machine; -p keeps every run's project
 # name (and so every generated name) the same.
