@@ -219,11 +219,19 @@ fn against_file(
     others: &Others,
     events: &dyn Events,
 ) -> Result<Base, ReconcileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ReconcileError::Read {
+    let read = |source| ReconcileError::Read {
         path: path.display().to_string(),
         source,
-    })?;
+    };
     let name = format!("file:{}", path.display());
+    if let Some(desired) = desired_of_saved(path).map_err(read)? {
+        return Ok(Base {
+            name,
+            resources: desired.resources,
+            allocations: desired.allocations,
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(read)?;
     if text.trim_start().starts_with('{') {
         return saved_json(&text, name);
     }
@@ -260,6 +268,33 @@ fn desired_of_pretty(text: &str) -> Option<Desired> {
     let at = text.find(KEY)? + KEY.len();
     let mut value = serde_json::Deserializer::from_str(&text[at..]);
     serde::Deserialize::deserialize(&mut value).ok()
+}
+
+/// The desired state of a plan saved by `plan --out`, read from the file without holding the
+/// changes before it in memory: lines are skipped up to the `desired` key (see
+/// [`desired_of_pretty`]) and only the rest of the file is read and parsed. On a big project
+/// that is half of a 140 MB file never read into memory. None when the file is not laid out
+/// so (the caller then reads it whole).
+fn desired_of_saved(path: &Path) -> std::io::Result<Option<Desired>> {
+    use std::io::{BufRead, Read};
+    let mut file = std::io::BufReader::new(std::fs::File::open(path)?);
+    let mut line = String::new();
+    if file.read_line(&mut line)? == 0 || line.trim_end() != "{" {
+        return Ok(None);
+    }
+    loop {
+        line.clear();
+        if file.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        if line.starts_with("  \"desired\": ") {
+            break;
+        }
+    }
+    // From the newline before the key, as desired_of_pretty looks for it.
+    let mut rest = format!("\n{line}");
+    file.read_to_string(&mut rest)?;
+    Ok(desired_of_pretty(&rest))
 }
 
 /// A saved plan (its desired state) or a state file.
@@ -604,6 +639,14 @@ services:
         let compact = serde_json::to_string(&first).unwrap();
         assert_eq!(desired_of_pretty(&pretty).as_ref(), Some(&first.desired));
         assert_eq!(desired_of_pretty(&compact), None);
+        let saved = dir.path().join("saved.json");
+        std::fs::write(&saved, &pretty).unwrap();
+        assert_eq!(
+            desired_of_saved(&saved).unwrap().as_ref(),
+            Some(&first.desired)
+        );
+        std::fs::write(&saved, &compact).unwrap();
+        assert_eq!(desired_of_saved(&saved).unwrap(), None);
         let compact = saved_json(&compact, "compact".into()).unwrap();
         assert_eq!(compact.resources, first.desired.resources);
         assert_eq!(compact.allocations, first.desired.allocations);
