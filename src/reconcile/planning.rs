@@ -110,17 +110,22 @@ pub fn plan_for(
         Purpose::Shown => None,
     };
     stages.stage("daemon");
+    // A plan only shown needs no fingerprint: nothing applies it.
+    let planned = match purpose {
+        Purpose::Document => Plan::new,
+        Purpose::Shown => Plan::shown,
+    };
     let mut plan = match baseline {
         Baseline::Live => {
             let live = Session::open(&project)?.observe(&base.resources, &desired.resources)?;
             let mut drift = crate::plan::drift(&base.resources, &live);
             drift.extend(daemon_drift(&project, &live));
             stages.stage("observe");
-            let mut plan = Plan::new(desired, &live, "live");
+            let mut plan = planned(desired, &live, "live");
             plan.drift = drift;
             plan
         }
-        Baseline::File(_) | Baseline::State => Plan::new(desired, &base.resources, &base.name),
+        Baseline::File(_) | Baseline::State => planned(desired, &base.resources, &base.name),
     };
     stages.stage("diff");
     plan.daemon = daemon;
