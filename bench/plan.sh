@@ -7,6 +7,11 @@
 # changes (no JSON for a text plan, no daemon config for it, a saved plan's desired read
 # alone): from scratch 1.59 s and 311 MB, --json 1.80 s and 307 MB, against the baseline
 # 1.56 s and 419 MB. That morning: 3.0 s and 433 MB from scratch. Targets: 0.5 s, 250 MB.
+# Later that day, resources smaller and moved once, diff merged in address order, a saved
+# plan's changes not read (machine loaded 5-6 by other builds, best of three, back to back
+# with the binary before): from scratch 1.14 s and 265-273 MB (before 1.43 s, 303-322 MB),
+# --json 1.16 s and 279 MB (1.70 s, 291-333 MB), against the baseline 0.92 s and 327 MB
+# (1.51 s, 407-424 MB).
 #
 #   bench/plan.sh                 # 5000 services x 3 replicas on 50 networks
 #   bench/plan.sh 1000 3 20
