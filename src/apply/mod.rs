@@ -126,6 +126,8 @@ pub async fn apply<M: Machine>(
     sweep(k).await;
 
     let timings = Timings::from_env();
+    let doomed: Vec<&Resource> = observed.iter().filter(destroyed).collect();
+    let surveyed = &ops::survey_namespaces(k, &doomed).await;
     for wave in graph::build(observed)
         .map_err(|e| vec![e.into()])?
         .destroy_waves()
@@ -137,7 +139,7 @@ pub async fn apply<M: Machine>(
             .collect();
         let t = timings.start(&todo);
         out.deleted += run(todo, |r| async move {
-            timed("-", r, progress, ops::delete(k, r)).await
+            timed("-", r, progress, ops::delete(k, r, surveyed)).await
         })
         .await?;
         timings.wave("destroy", t);
@@ -321,7 +323,7 @@ async fn reap<M: Machine>(
         });
     }
     let deleted = run(left, |r| async move {
-        done("-", r, progress, ops::delete(k, r)).await
+        done("-", r, progress, ops::delete(k, r, &ops::Surveyed::new())).await
     })
     .await?;
     Ok(gone + deleted)

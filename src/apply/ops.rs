@@ -9,12 +9,14 @@ use crate::ipam::mac::parse_mac;
 use crate::kernel::machine::{Links, NetnsInit, NewMacvlan, NewVeth};
 use crate::kernel::netlink::{Link as KLink, MacvlanMode, LOOPBACK_INDEX};
 use crate::kernel::nftables::{self, reshaped};
+use crate::kernel::survey::Survey;
 use crate::kernel::{Kernel, KernelError, Machine};
 use crate::model::names::ownership_mark;
 use crate::model::resource::{
     Bridge, Firewall, Link, LinkType, Namespace, NetnsFiles, Resource, Route, Spec,
 };
 use ipnetwork::IpNetwork;
+use std::collections::HashMap;
 
 type Result<T> = std::result::Result<T, ApplyError>;
 
@@ -111,13 +113,15 @@ pub async fn update<M: Machine>(k: &Kernel<M>, old: &Resource, new: &Resource) -
     }
 }
 
-pub async fn delete<M: Machine>(k: &Kernel<M>, r: &Resource) -> Result<()> {
+/// Delete `r`; a namespace's ownership is taken from `surveyed` when it holds the namespace
+/// (see [`survey_namespaces`]), else read for it alone.
+pub async fn delete<M: Machine>(k: &Kernel<M>, r: &Resource, surveyed: &Surveyed) -> Result<()> {
     let a = &r.address.to_string();
     match &r.spec {
         Spec::Bridge(b) => delete_named_link(k, a, &b.name).await,
         Spec::Vxlan(v) => delete_named_link(k, a, &v.name).await,
         Spec::Remote(e) => super::overlay::delete_remote(k, a, e).await,
-        Spec::Namespace(n) => delete_namespace(k, a, n).await,
+        Spec::Namespace(n) => delete_namespace(k, a, n, surveyed).await,
         Spec::Link(l) => delete_link(k, a, l).await,
         Spec::Route(rt) => delete_route(k, a, rt).await,
         Spec::Files(f) => remove_files(k, a, f).await,
@@ -287,27 +291,81 @@ async fn namespace_owned<M: Machine>(k: &Kernel<M>, a: &str, n: &Namespace) -> R
         .survey(std::slice::from_ref(&n.name), false)
         .await
         .map_err(kernel_err(a))?;
-    let Some(found) = surveyed.into_iter().flatten().next() else {
-        return Err(ApplyError::Missing {
-            address: a.to_string(),
-            object: format!("network namespace {}", n.name),
-        });
-    };
-    let lo = found.links.into_iter().find(|l| l.index == LOOPBACK_INDEX);
-    if lo.and_then(|l| l.alias) == Some(mark(k, a)) {
-        return Ok(());
-    }
-    Err(ApplyError::NotOurs {
-        address: a.to_string(),
-        object: format!("network namespace {}", n.name),
-    })
+    let found = surveyed.into_iter().next().flatten();
+    owner_verdict(k, a, n, found.as_ref().map(lo_alias))
 }
 
-async fn delete_namespace<M: Machine>(k: &Kernel<M>, a: &str, n: &Namespace) -> Result<()> {
+/// The alias of each namespace's lo, by namespace name, as one survey read them just before
+/// the namespaces are deleted (None: a pin file with nothing mounted on it). Empty when the
+/// survey failed: each namespace is then read alone.
+pub type Surveyed = HashMap<String, Option<Option<String>>>;
+
+/// Survey the namespaces among `rs` in one go, so that each is checked to be ours just before
+/// it goes without a survey of its own: one per namespace (a thread each, with fresh pages of
+/// the allocator) cost more than the survey of all of them.
+pub async fn survey_namespaces<M: Machine>(k: &Kernel<M>, rs: &[&Resource]) -> Surveyed {
+    let names: Vec<String> = rs
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::Namespace(n) => Some(n.name.clone()),
+            _ => None,
+        })
+        .collect();
+    if names.is_empty() {
+        return Surveyed::new();
+    }
+    let Ok(found) = k.survey(&names, false).await else {
+        return Surveyed::new();
+    };
+    names
+        .into_iter()
+        .zip(found)
+        .map(|(name, f)| (name, f.as_ref().map(lo_alias)))
+        .collect()
+}
+
+fn lo_alias(found: &Survey) -> Option<String> {
+    found
+        .links
+        .iter()
+        .find(|l| l.index == LOOPBACK_INDEX)
+        .and_then(|l| l.alias.clone())
+}
+
+/// Ours when lo carries our mark for `a`; `lo` is None for a pin file with no namespace.
+fn owner_verdict<M>(
+    k: &Kernel<M>,
+    a: &str,
+    n: &Namespace,
+    lo: Option<Option<String>>,
+) -> Result<()> {
+    let object = format!("network namespace {}", n.name);
+    match lo {
+        None => Err(ApplyError::Missing {
+            address: a.to_string(),
+            object,
+        }),
+        Some(alias) if alias == Some(mark(k, a)) => Ok(()),
+        Some(_) => Err(ApplyError::NotOurs {
+            address: a.to_string(),
+            object,
+        }),
+    }
+}
+
+async fn delete_namespace<M: Machine>(
+    k: &Kernel<M>,
+    a: &str,
+    n: &Namespace,
+    surveyed: &Surveyed,
+) -> Result<()> {
     if !k.netns_exists(&n.name).await {
         return Ok(());
     }
-    namespace_owned(k, a, n).await?;
+    match surveyed.get(&n.name) {
+        Some(lo) => owner_verdict(k, a, n, lo.clone())?,
+        None => namespace_owned(k, a, n).await?,
+    }
     // The files first: a run killed in between leaves the (marked) namespace, which the next
     // run finds and deletes, rather than files nothing points to any more.
     k.remove_dir(&n.name).await.map_err(kernel_err(a))?;
@@ -707,5 +765,55 @@ mod tests {
         let (before, after) = changed_parts(&old, &new).unwrap();
         assert_eq!((before.sets.len(), after.sets.len()), (3, 3));
         assert_eq!(after.chains[0].rules.len(), 2);
+    }
+
+    /// One survey gives each namespace its verdict: ours, somebody else's, or only a pin
+    /// file; a namespace it did not cover is read alone.
+    #[tokio::test]
+    async fn a_survey_of_the_doomed_namespaces_gives_each_its_verdict() {
+        use crate::kernel::fake::Fake;
+        use crate::kernel::machine::Namespaces;
+        use crate::model::{ReplicaId, ResourceId};
+        let k = Kernel::new("p", Fake::new());
+        let ns = |i: u32| Resource {
+            address: ResourceId::Replica(ReplicaId::new("web", i)),
+            spec: Spec::Namespace(Namespace {
+                name: format!("p-web-{i}"),
+                service: "web".into(),
+                replica: i,
+                sysctls: BTreeMap::new(),
+            }),
+            depends_on: vec![],
+        };
+        let (ours, foreign, left) = (ns(1), ns(2), ns(3));
+        for (r, alias) in [(&ours, mark(&k, "service.web[1]")), (&foreign, "x".into())] {
+            let Spec::Namespace(n) = &r.spec else {
+                unreachable!()
+            };
+            let init = NetnsInit {
+                lo_alias: alias,
+                sysctls: vec![],
+            };
+            k.create_netns(&n.name, &init).await.unwrap();
+        }
+        let surveyed = survey_namespaces(&k, &[&ours, &foreign]).await;
+        assert_eq!(surveyed.len(), 2);
+        assert!(delete(&k, &ours, &surveyed).await.is_ok());
+        assert!(matches!(
+            delete(&k, &foreign, &surveyed).await,
+            Err(ApplyError::NotOurs { .. })
+        ));
+        let object = |r: &Resource| match &r.spec {
+            Spec::Namespace(n) => n.clone(),
+            _ => unreachable!(),
+        };
+        assert!(matches!(
+            owner_verdict(&k, "service.web[3]", &object(&left), None),
+            Err(ApplyError::Missing { .. })
+        ));
+        k.with(|w| {
+            let names: Vec<&String> = w.namespaces.keys().collect();
+            assert_eq!(names, ["p-web-2"]);
+        });
     }
 }
