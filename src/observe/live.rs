@@ -135,7 +135,23 @@ pub async fn observe_to<M: Machine>(
 ) -> Result<Vec<Resource>, KernelError> {
     let started = std::time::Instant::now();
     let t = Templates::new(state, desired);
-    let (host_links, host_addrs) = futures::try_join!(k.host().links(), k.host().addresses())?;
+    let prefix = format!("{}-", k.project);
+    // One round: every namespace's links, addresses and routes in one survey (then what else
+    // each holds read concurrently, below), while the host's links and addresses are dumped.
+    let namespaces = async {
+        let pinned: Vec<String> = k
+            .list_netns()
+            .await?
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        let surveyed = k.survey(&pinned, depth == Depth::Full).await?;
+        Ok::<_, KernelError>((pinned, surveyed))
+    };
+    let ((host_links, host_addrs), (pinned, surveyed)) = futures::try_join!(
+        async { futures::try_join!(k.host().links(), k.host().addresses()) },
+        namespaces
+    )?;
     let mut out = Vec::new();
     let ours = |l: &KLink| match l.alias.as_deref().filter(|a| !a.is_empty()) {
         Some(alias) => parse_mark(alias)
@@ -177,16 +193,6 @@ pub async fn observe_to<M: Machine>(
     for r in t.by_kind(|s| matches!(s, Spec::Macvlan(_) | Spec::External(_))) {
         out.push(r.clone());
     }
-    let prefix = format!("{}-", k.project);
-    let pinned: Vec<String> = k
-        .list_netns()
-        .await?
-        .into_iter()
-        .filter(|n| n.starts_with(&prefix))
-        .collect();
-    // One round: every namespace's links, addresses and routes in one survey, then what else
-    // each holds (files, table) read concurrently.
-    let surveyed = k.survey(&pinned, depth == Depth::Full).await?;
     let scans: Vec<_> = stream::iter(pinned.iter().zip(surveyed))
         .map(|(ns, found)| namespace(k, &t, ns, found, &host_ends, depth))
         .buffered(PARALLEL)

@@ -24,6 +24,7 @@ impl Session {
     pub(super) fn open(project: &ProjectName) -> Result<Session, ReconcileError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(4)
+            .max_blocking_threads(blocking_threads())
             .enable_all()
             .build()
             .map_err(ReconcileError::Runtime)?;
@@ -131,6 +132,10 @@ impl Session {
     /// device could not come up on them. A port an up VXLAN device already has is not taken:
     /// the kernel shares its socket between devices.
     pub(super) fn udp_ports_taken(&self, ports: &[u16]) -> Result<Vec<u16>, ReconcileError> {
+        // No VXLAN port to check: no dump of the host's links (hundreds of veth host ends).
+        if ports.is_empty() {
+            return Ok(Vec::new());
+        }
         self.rt.block_on(async {
             let links = self.kernel.host().links().await?;
             let mut taken = Vec::new();
@@ -188,6 +193,15 @@ impl Session {
             progress,
         ))
     }
+}
+
+/// Threads of the runtime's blocking pool. What runs there is mostly the kernel's work (a
+/// namespace made, an nfnetlink batch committed), so a few per CPU keep it busy; tokio's
+/// default (512) let a wave of 32 operations at once start 32 threads, each paying for its
+/// creation and for the first touch of its own allocator pages and receive buffers (in a
+/// scale's 200 table updates, more time went to zeroing fresh pages than to encoding).
+fn blocking_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) * 4
 }
 
 /// Whether a namespace of this name is pinned on the machine (`ls` counts the live ones
