@@ -42,6 +42,14 @@
 # (1.24-1.32x), scale by one replica 134 / 94 / 127 ms, up with no change 61 / 53 / 61 ms,
 # down 321 / 219 / 350 ms (1.1-1.75 ms per endpoint). Still above the targets.
 #
+# On main with 2 Dec's third round of branches merged (mimalloc without transparent huge
+# pages, which had zeroed a 2 MiB page per fresh region; tokio's blocking pool capped; the
+# host's links dumped alongside the survey; main routing table only; down's ownership check in
+# one survey; release build, quiet machine, load under 2, three runs): up 602 / 595 / 562 ms
+# against 401 / 421 / 390 ms without VIPs or policies (1.41-1.50x: the plain up gained more),
+# scale by one replica 97 / 104 / 83 ms, up with no change 50 / 51 / 41 ms, down 214 / 215 /
+# 244 ms (1.07-1.22 ms per endpoint).
+#
 #   bench/lb.sh            # 20 services x 10 replicas
 #   NETCOMPOSE_BIN=/path/to/netcompose bench/lb.sh   # a binary built elsewhere (before/after)
 set -euo pipefail
