@@ -12,6 +12,10 @@
 # with the binary before): from scratch 1.14 s and 265-273 MB (before 1.43 s, 303-322 MB),
 # --json 1.16 s and 279 MB (1.70 s, 291-333 MB), against the baseline 0.92 s and 327 MB
 # (1.51 s, 407-424 MB).
+# After a plan only shown took its desired specs into its changes (load 5.5, non-root, two runs
+# alternated with the binary before): from scratch 1.03-1.11 s and 239-241 MB (before
+# 1.06-1.16 s, 252-262 MB; its diff stage 86 -> 51 ms). --json and --out copy as before; the
+# plan against the baseline, a few changes, stays at 326 MB.
 #
 #   bench/plan.sh                 # 5000 services x 3 replicas on 50 networks
 #   bench/plan.sh 1000 3 20

@@ -11,46 +11,65 @@ use std::cmp::Ordering;
 /// sort of the changes. Where one address is on a side several times, each resource of `after`
 /// is compared with the last one of `before`.
 pub fn diff(before: &[Resource], after: &[Resource]) -> Vec<Change> {
+    let (mut changes, takes) = walk(before, after);
+    for (at, j) in takes {
+        changes[at].after = Some(spec(after[j].spec.clone()));
+    }
+    changes
+}
+
+/// [`diff`], each change holding the spec of `after` that it creates or updates to instead of
+/// a copy of it: a plan only shown has no use for its desired resources once diffed, and a
+/// copy of every created spec of a big project is tens of megabytes.
+pub fn diff_taking(before: &[Resource], after: Vec<Resource>) -> Vec<Change> {
+    let (mut changes, mut takes) = walk(before, &after);
+    // Each resource of `after` is taken by one change at most.
+    takes.sort_unstable_by_key(|&(_, j)| j);
+    let mut takes = takes.into_iter().peekable();
+    for (j, r) in after.into_iter().enumerate() {
+        if let Some((at, _)) = takes.next_if(|&(_, k)| k == j) {
+            changes[at].after = Some(spec(r.spec));
+        }
+    }
+    changes
+}
+
+/// The changes, each without its `after` side, and where that side comes from: (index of the
+/// change, index in `after`).
+fn walk(before: &[Resource], after: &[Resource]) -> (Vec<Change>, Vec<(usize, usize)>) {
     let (old, new) = (by_address(before), by_address(after));
     let mut changes = Vec::new();
+    let mut takes = Vec::new();
     let (mut i, mut j) = (0, 0);
     while i < old.len() || j < new.len() {
         let order = match (old.get(i), new.get(j)) {
-            (Some(o), Some(n)) => o.address.cmp(&n.address),
+            (Some(&o), Some(&n)) => before[o].address.cmp(&after[n].address),
             (Some(_), None) => Ordering::Less,
             (None, Some(_)) | (None, None) => Ordering::Greater,
         };
         match order {
             Ordering::Less => {
-                let prev = old[i];
-                changes.push(change(
-                    prev,
-                    vec![Action::Delete],
-                    Some(&prev.spec),
-                    None,
-                    None,
-                ));
+                let prev = &before[old[i]];
+                changes.push(change(prev, vec![Action::Delete], Some(&prev.spec), None));
                 i += 1;
             }
             Ordering::Greater => {
-                let next = new[j];
-                changes.push(change(
-                    next,
-                    vec![Action::Create],
-                    None,
-                    Some(&next.spec),
-                    None,
-                ));
+                takes.push((changes.len(), new[j]));
+                changes.push(change(&after[new[j]], vec![Action::Create], None, None));
                 j += 1;
             }
             Ordering::Equal => {
-                while old.get(i + 1).is_some_and(|o| o.address == old[i].address) {
+                while old
+                    .get(i + 1)
+                    .is_some_and(|&o| before[o].address == before[old[i]].address)
+                {
                     i += 1;
                 }
-                let prev = old[i];
-                while let Some(next) = new.get(j).filter(|n| n.address == prev.address) {
-                    if prev.spec != next.spec {
-                        changes.push(compare(prev, next));
+                let prev = &before[old[i]];
+                while let Some(&k) = new.get(j).filter(|&&k| after[k].address == prev.address) {
+                    if prev.spec != after[k].spec {
+                        takes.push((changes.len(), k));
+                        changes.push(compare(prev, &after[k]));
                     }
                     j += 1;
                 }
@@ -58,19 +77,20 @@ pub fn diff(before: &[Resource], after: &[Resource]) -> Vec<Change> {
             }
         }
     }
-    changes
+    (changes, takes)
 }
 
-/// `resources` in address order (stable), sorted only if they are not already.
-fn by_address(resources: &[Resource]) -> Vec<&Resource> {
-    let mut sorted: Vec<&Resource> = resources.iter().collect();
-    if !sorted.is_sorted_by(|a, b| a.address <= b.address) {
-        sorted.sort_by(|a, b| a.address.cmp(&b.address));
+/// The indexes of `resources` in address order (stable), sorted only if they are not already.
+fn by_address(resources: &[Resource]) -> Vec<usize> {
+    let mut sorted: Vec<usize> = (0..resources.len()).collect();
+    if !resources.is_sorted_by(|a, b| a.address <= b.address) {
+        sorted.sort_by(|&a, &b| resources[a].address.cmp(&resources[b].address));
     }
     sorted
 }
 
 fn compare(prev: &Resource, new: &Resource) -> Change {
+    let before = Some(&prev.spec);
     let Some(forcing) = prev.spec.replacement_fields(&new.spec) else {
         let reason = format!(
             "kind changed from {} to {}",
@@ -80,48 +100,43 @@ fn compare(prev: &Resource, new: &Resource) -> Change {
         return change(
             new,
             vec![Action::Delete, Action::Create],
-            Some(&prev.spec),
-            Some(&new.spec),
+            before,
             Some(reason),
         );
     };
     if forcing.is_empty() {
-        change(
-            new,
-            vec![Action::Update],
-            Some(&prev.spec),
-            Some(&new.spec),
-            None,
-        )
+        change(new, vec![Action::Update], before, None)
     } else {
         let names: Vec<String> = forcing.iter().map(ToString::to_string).collect();
         let reason = format!("{} changed (cannot change in place)", names.join(", "));
         change(
             new,
             vec![Action::Delete, Action::Create],
-            Some(&prev.spec),
-            Some(&new.spec),
+            before,
             Some(reason),
         )
     }
 }
 
+/// A change of `r` without its `after` side, which [`diff`] and [`diff_taking`] fill in.
 fn change(
     r: &Resource,
     actions: Vec<Action>,
     before: Option<&Spec>,
-    after: Option<&Spec>,
     reason: Option<String>,
 ) -> Change {
-    let value = |s: Option<&Spec>| s.map(|s| Attributes::Spec(Box::new(s.clone())));
     Change {
         address: r.address.clone(),
         kind: r.spec.kind().into(),
         actions,
-        before: value(before),
-        after: value(after),
+        before: before.map(|s| spec(s.clone())),
+        after: None,
         reason,
     }
+}
+
+fn spec(s: Spec) -> Attributes {
+    Attributes::Spec(Box::new(s))
 }
 
 #[cfg(test)]
@@ -196,6 +211,15 @@ mod tests {
             panic!("one change expected");
         };
         assert_eq!(c.actions, [Action::Update]);
+    }
+
+    /// Taking the specs of `after` gives the changes that copying them does.
+    #[test]
+    fn taking_the_desired_specs_gives_the_same_changes() {
+        let before = [at("d", 1), at("b", 1), at("a", 1), at("c", 1)];
+        let after = [at("e", 1), at("c", 2), at("a", 1), at("b0", 1), at("c", 3)];
+        assert_eq!(diff_taking(&before, after.to_vec()), diff(&before, &after));
+        assert_eq!(diff_taking(&[], after.to_vec()), diff(&[], &after));
     }
 
     #[test]

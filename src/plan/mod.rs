@@ -96,9 +96,22 @@ impl Plan {
 
     /// [`Plan::new`] for a plan that is only shown as text, never saved: its fingerprint is
     /// left empty. Only `up --plan` reads one, and it costs every baseline resource written
-    /// out as JSON into a hash (100-150 ms against a saved plan of a big project).
+    /// out as JSON into a hash (100-150 ms against a saved plan of a big project). Its desired
+    /// resources end up in its changes rather than copied into them, and its `desired` keeps
+    /// none: nothing reads them from a plan only shown.
     pub fn shown(desired: Desired, baseline: &[Resource], baseline_name: &str) -> Plan {
-        Plan::fingerprinted(desired, baseline, baseline_name, String::new())
+        let Desired {
+            project,
+            resources,
+            allocations,
+        } = desired;
+        let changes = diff::diff_taking(baseline, resources);
+        let desired = Desired {
+            project,
+            resources: Vec::new(),
+            allocations,
+        };
+        Plan::with_changes(desired, changes, baseline_name, String::new())
     }
 
     fn fingerprinted(
@@ -108,6 +121,15 @@ impl Plan {
         fingerprint: String,
     ) -> Plan {
         let changes = diff(baseline, &desired.resources);
+        Plan::with_changes(desired, changes, baseline_name, fingerprint)
+    }
+
+    fn with_changes(
+        desired: Desired,
+        changes: Vec<Change>,
+        baseline_name: &str,
+        fingerprint: String,
+    ) -> Plan {
         Plan {
             format_version: FORMAT_VERSION.into(),
             project: desired.project.clone(),
