@@ -10,7 +10,7 @@ mod qos;
 use crate::graph;
 use crate::kernel::machine::Links;
 use crate::kernel::{Kernel, KernelError, Machine};
-use crate::model::tables::replica::{expand_all, vip_maps_changed};
+use crate::model::tables::replica::{expand_where, vip_maps_changed};
 use crate::model::{Resource, ResourceId, Spec};
 use crate::plan::{Action, Change};
 use futures::stream::{self, StreamExt};
@@ -92,21 +92,33 @@ pub async fn apply<M: Machine>(
         by_action(Action::Create),
         by_action(Action::Update),
     );
-    // Replica tables name their networks' VIPs; the kernel needs the chains themselves.
-    let (observed, desired) = (&expand_all(observed), &expand_all(desired));
     let mut updates = updates;
     updates.extend(
         vip_maps_changed(observed, desired)
             .into_iter()
             .filter(|a| !creates.contains(a) && !deletes.contains(a)),
     );
-    let gone = deleted_namespaces(observed, &deletes);
-    let old: HashMap<&ResourceId, &Resource> = observed.iter().map(|r| (&r.address, r)).collect();
     let rebuilt = taken_along(observed, desired, &deletes, &creates);
+    let gone = deleted_namespaces(observed, &deletes);
+    let (observed_graph, desired_graph) = (graph::build(observed), graph::build(desired));
+    // Replica tables name their networks' VIPs; the kernel needs the chains themselves, in
+    // the tables this run deletes, updates or builds (the others are not looked at).
+    let observed = expand_where(observed, |r| {
+        deletes.contains(&r.address) || updates.contains(&r.address)
+    });
+    let desired = expand_where(desired, |r| {
+        creates.contains(&r.address) || updates.contains(&r.address) || rebuilt.contains(&r.address)
+    });
+    let (observed, desired): (Vec<&Resource>, Vec<&Resource>) = (
+        observed.iter().map(|r| &**r).collect(),
+        desired.iter().map(|r| &**r).collect(),
+    );
+    let old: HashMap<&ResourceId, &Resource> = observed.iter().map(|r| (&r.address, *r)).collect();
     // What goes with the deleted namespaces counts as deleted; the veth host ends are waited
     // for (they must be gone before a link of the same name is created again).
     let with_namespaces: Vec<&Resource> = observed
         .iter()
+        .copied()
         .filter(|r| deletes.contains(&r.address) && inside_gone(r, &gone))
         .collect();
     let host_ends: Vec<&Resource> = with_namespaces
@@ -119,22 +131,19 @@ pub async fn apply<M: Machine>(
         creates.contains(&r.address) || updates.contains(&r.address) || rebuilt.contains(&r.address)
     };
     progress(Step::Planned(
-        observed.iter().filter(destroyed).count()
+        observed.iter().copied().filter(destroyed).count()
             + host_ends.len()
-            + desired.iter().filter(built).count(),
+            + desired.iter().copied().filter(built).count(),
     ));
     sweep(k).await;
 
     let timings = Timings::from_env();
-    let doomed: Vec<&Resource> = observed.iter().filter(destroyed).collect();
+    let doomed: Vec<&Resource> = observed.iter().copied().filter(destroyed).collect();
     let surveyed = &ops::survey_namespaces(k, &doomed).await;
-    for wave in graph::build(observed)
-        .map_err(|e| vec![e.into()])?
-        .destroy_waves()
-    {
+    for wave in observed_graph.map_err(|e| vec![e.into()])?.destroy_waves() {
         let todo: Vec<&Resource> = wave
             .into_iter()
-            .map(|i| &observed[i])
+            .map(|i| observed[i])
             .filter(destroyed)
             .collect();
         let t = timings.start(&todo);
@@ -148,12 +157,8 @@ pub async fn apply<M: Machine>(
     out.deleted += with_namespaces.len() - host_ends.len();
     out.deleted += reap(k, &host_ends, progress).await?;
     timings.wave("reap", t);
-    for wave in graph::build(desired).map_err(|e| vec![e.into()])?.waves() {
-        let todo: Vec<&Resource> = wave
-            .into_iter()
-            .map(|i| &desired[i])
-            .filter(built)
-            .collect();
+    for wave in desired_graph.map_err(|e| vec![e.into()])?.waves() {
+        let todo: Vec<&Resource> = wave.into_iter().map(|i| desired[i]).filter(built).collect();
         let t = timings.start(&todo);
         let n = run(todo.clone(), |r| {
             let prev = old

@@ -14,6 +14,7 @@ use crate::model::resource::{Firewall, Resource, ResourceId, Spec, Vip};
 use crate::spec::{Peer, PolicyEntry, Project, Rules, Spanned};
 use ipnetwork::IpNetwork;
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 /// The name of the table inside every replica namespace.
@@ -42,11 +43,7 @@ pub fn expand(fw: &Firewall, vips: &VipIndex) -> (Vec<Chain>, Vec<Map>) {
 /// depends on the networks alone, so every replica on the same networks has the same: callers
 /// that expand many tables work it out once per list of networks.
 pub fn expand_vips(networks: &[String], vips: &VipIndex) -> (Vec<Chain>, Vec<Map>) {
-    let dispatch = Dispatch::new(
-        networks
-            .iter()
-            .flat_map(|n| vips.get(n.as_str()).into_iter().flatten().copied()),
-    );
+    let dispatch = dispatch(networks, vips);
     let mut chains = Vec::new();
     let dispatch_rules = dispatch.rules();
     if !dispatch_rules.is_empty() {
@@ -54,6 +51,15 @@ pub fn expand_vips(networks: &[String], vips: &VipIndex) -> (Vec<Chain>, Vec<Map
         chains.extend(vip_chains(&dispatch));
     }
     (chains, vip_maps(&dispatch))
+}
+
+/// The VIP dispatch of a replica table on `networks`.
+fn dispatch(networks: &[String], vips: &VipIndex) -> Dispatch {
+    Dispatch::new(
+        networks
+            .iter()
+            .flat_map(|n| vips.get(n.as_str()).into_iter().flatten().copied()),
+    )
 }
 
 /// A short digest of what one network's VIPs make of a replica table's chains: each VIP's
@@ -327,15 +333,25 @@ fn entry(
 /// The resources with every replica table's VIP part spelled out, for the applier. A table
 /// whose live VIP chains were found damaged (empty digest) is marked for a full reload.
 pub fn expand_all(resources: &[Resource]) -> Vec<Resource> {
-    let vips = vip_index(resources.iter().filter_map(|r| match &r.spec {
-        Spec::Vip(v) => Some(v),
-        _ => None,
-    }));
+    expand_where(resources, |_| true)
+        .into_iter()
+        .map(Cow::into_owned)
+        .collect()
+}
+
+/// [`expand_all`] for the resources that `wanted` picks (those a run hands to the kernel);
+/// the others are borrowed as they are. A scale of a project of hundreds of replicas touches
+/// few tables: copying the VIP part into every one cost more than the scale's own work.
+pub fn expand_where(
+    resources: &[Resource],
+    wanted: impl Fn(&Resource) -> bool,
+) -> Vec<Cow<'_, Resource>> {
+    let vips = vips_of(resources);
     let mut parts: HashMap<&[String], (Vec<Chain>, Vec<Map>)> = HashMap::new();
     resources
         .iter()
         .map(|r| match &r.spec {
-            Spec::Firewall(f) if !f.vip_networks.is_empty() => {
+            Spec::Firewall(f) if !f.vip_networks.is_empty() && wanted(r) => {
                 let (chains, maps) = parts
                     .entry(f.vip_networks.as_slice())
                     .or_insert_with(|| expand_vips(&f.vip_networks, &vips));
@@ -347,19 +363,29 @@ pub fn expand_all(resources: &[Resource]) -> Vec<Resource> {
                         .push("vip chains changed outside netcompose".into());
                 }
                 full.vip_networks.clear();
-                Resource {
+                Cow::Owned(Resource {
                     spec: Spec::Firewall(full),
                     ..r.clone()
-                }
+                })
             }
-            _ => r.clone(),
+            _ => Cow::Borrowed(r),
         })
         .collect()
 }
 
-/// Replica tables (of two lists expanded by [`expand_all`]) that the plan leaves unchanged but
-/// whose VIP maps differ: a VIP's backends are elements of its map in every namespace that
-/// dispatches it, so the VIP's change is applied there, element by element.
+/// The VIPs among `resources`, by network.
+fn vips_of(resources: &[Resource]) -> VipIndex<'_> {
+    vip_index(resources.iter().filter_map(|r| match &r.spec {
+        Spec::Vip(v) => Some(v),
+        _ => None,
+    }))
+}
+
+/// Replica tables (of two lists before [`expand_all`]) that the plan leaves unchanged but
+/// whose VIP maps, once expanded, differ: a VIP's backends are elements of its map in every
+/// namespace that dispatches it, so the VIP's change is applied there, element by element.
+/// The maps are worked out once per list of networks on each side, not copied into every
+/// table.
 pub fn vip_maps_changed<'a>(observed: &[Resource], desired: &'a [Resource]) -> Vec<&'a ResourceId> {
     fn replica_table(r: &Resource) -> Option<(&ResourceId, &Firewall)> {
         let Spec::Firewall(f) = &r.spec else {
@@ -368,10 +394,123 @@ pub fn vip_maps_changed<'a>(observed: &[Resource], desired: &'a [Resource]) -> V
         f.namespace.is_some().then_some((&r.address, f))
     }
     let old: HashMap<&ResourceId, &Firewall> = observed.iter().filter_map(replica_table).collect();
+    let (mut before, mut after) = (Maps::new(observed), Maps::new(desired));
     desired
         .iter()
         .filter_map(replica_table)
-        .filter(|(address, f)| old.get(address).is_some_and(|o| o.maps != f.maps))
+        .filter(|(address, f)| {
+            old.get(address)
+                .is_some_and(|o| before.of(o) != after.of(f))
+        })
         .map(|(address, _)| address)
         .collect()
+}
+
+/// The VIP maps that [`expand_where`] gives the replica tables of one list of resources,
+/// worked out once per list of networks.
+struct Maps<'r> {
+    vips: VipIndex<'r>,
+    by_networks: HashMap<&'r [String], Vec<Map>>,
+}
+
+impl<'r> Maps<'r> {
+    fn new(resources: &'r [Resource]) -> Self {
+        Self {
+            vips: vips_of(resources),
+            by_networks: HashMap::new(),
+        }
+    }
+
+    /// The maps of `f` once expanded: its own when it names no networks.
+    fn of(&mut self, f: &'r Firewall) -> &[Map] {
+        if f.vip_networks.is_empty() {
+            return &f.maps;
+        }
+        let vips = &self.vips;
+        self.by_networks
+            .entry(f.vip_networks.as_slice())
+            .or_insert_with(|| vip_maps(&dispatch(&f.vip_networks, vips)))
+    }
+}
+
+#[cfg(test)]
+mod expand_tests {
+    use super::*;
+    use crate::load::LoadOptions;
+
+    fn quickstart() -> Vec<Resource> {
+        let opts = LoadOptions {
+            files: vec![concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/quickstart/compose.yaml"
+            )
+            .into()],
+            environment: Some(Default::default()),
+            ..Default::default()
+        };
+        let checked = crate::pipeline::checked_project(&opts).unwrap();
+        crate::model::build(&checked.project, &Default::default())
+            .unwrap()
+            .resources
+    }
+
+    fn is_replica_table(r: &Resource) -> bool {
+        matches!(&r.spec, Spec::Firewall(f) if !f.vip_networks.is_empty())
+    }
+
+    #[test]
+    fn only_the_picked_tables_are_expanded_as_expand_all_does() {
+        let rs = quickstart();
+        let picked = rs
+            .iter()
+            .find(|r| is_replica_table(r))
+            .unwrap()
+            .address
+            .clone();
+        let all = expand_all(&rs);
+        let some = expand_where(&rs, |r| r.address == picked);
+        for ((r, full), got) in rs.iter().zip(&all).zip(&some) {
+            match got {
+                Cow::Owned(x) => {
+                    assert_eq!(r.address, picked);
+                    assert_eq!(x, full);
+                }
+                Cow::Borrowed(x) => assert_eq!(*x, r),
+            }
+        }
+        assert!(some.iter().any(|r| matches!(r, Cow::Owned(_))));
+    }
+
+    #[test]
+    fn a_vip_with_one_more_backend_changes_the_maps_of_the_tables_that_dispatch_it() {
+        let before = quickstart();
+        let mut after = before.clone();
+        let vip = after
+            .iter_mut()
+            .find_map(|r| match &mut r.spec {
+                Spec::Vip(v) => Some(v),
+                _ => None,
+            })
+            .unwrap();
+        vip.backends.push("172.31.255.254".parse().unwrap());
+        // What comparing every table's expanded maps finds.
+        let (old, new) = (expand_all(&before), expand_all(&after));
+        let maps = |r: &Resource| match &r.spec {
+            Spec::Firewall(f) if f.namespace.is_some() => Some((r.address.clone(), f.maps.clone())),
+            _ => None,
+        };
+        let old: HashMap<ResourceId, Vec<Map>> = old.iter().filter_map(maps).collect();
+        let mut expected: Vec<&ResourceId> = new
+            .iter()
+            .filter_map(maps)
+            .filter(|(a, m)| old.get(a).is_some_and(|o| o != m))
+            .filter_map(|(a, _)| after.iter().map(|r| &r.address).find(|x| **x == a))
+            .collect();
+        let mut got = vip_maps_changed(&before, &after);
+        expected.sort();
+        got.sort();
+        assert!(!got.is_empty());
+        assert_eq!(got, expected);
+        assert!(vip_maps_changed(&before, &before).is_empty());
+    }
 }
