@@ -19,6 +19,14 @@
 # the service's own name (`app`) for SCALE_DURATION seconds while `up --scale` adds a replica
 # and takes it away again, over and over; every query must be answered, with NOERROR.
 # Then the daemon's peak RSS (VmHWM) is read with RSS_REPLICAS replicas up.
+# Each round also prints the client's CPU (dnsperf's user + system time over its run; 1.00 is
+# one core busy throughout). CLIENT_THREADS sets dnsperf's threads (-T, default 1).
+#
+# Measured on 2 Dec (release build, 2 CPUs, load about 2): against netcompose the client is at
+# its limit (client CPU 0.92-0.98), against dnsmasq less so (0.83-0.92), so the rate measures
+# dnsperf as much as the server. netcompose 107-128k queries/s, dnsmasq 81-100k, ratios 1.07 /
+# 1.41 / 1.49 (median 1.41); with 5 rounds of 15 s an hour earlier, 1.01-1.29 (median 1.13).
+# Two client threads only share the same two CPUs with the server: 74-83k against 79-94k.
 #
 # Everything happens in a private mount and network namespace (unshare): /run, /etc/netns and
 # /var/lib/netcompose are tmpfs there, the "host" is a fresh network namespace, and all of it
@@ -32,20 +40,21 @@ RECORDS=${RECORDS:-50}
 RSS_REPLICAS=${RSS_REPLICAS:-1000}
 ROUNDS=${ROUNDS:-3}
 SCALE_DURATION=${SCALE_DURATION:-10}
+CLIENT_THREADS=${CLIENT_THREADS:-1}
 
 if [[ ${1:-} != --inside ]]; then
     if [[ $EUID -ne 0 ]]; then
         echo "bench/dns.sh needs root (namespaces)" >&2
         exit 1
     fi
-    for t in dnsperf dnsmasq python3 unshare; do
-        command -v "$t" >/dev/null || { echo "missing $t (apt-get install dnsperf dnsmasq-base python3)" >&2; exit 1; }
+    for t in dnsperf dnsmasq python3 unshare /usr/bin/time; do
+        command -v "$t" >/dev/null || { echo "missing $t (apt-get install dnsperf dnsmasq-base python3 time)" >&2; exit 1; }
     done
     if [[ -z ${NETCOMPOSE_BIN:-} ]]; then
         (cd "$repo" && cargo build --release --quiet --bin netcompose)
         NETCOMPOSE_BIN=$repo/target/release/netcompose
     fi
-    export NETCOMPOSE_BIN DURATION RECORDS RSS_REPLICAS ROUNDS SCALE_DURATION
+    export NETCOMPOSE_BIN DURATION RECORDS RSS_REPLICAS ROUNDS SCALE_DURATION CLIENT_THREADS
     # /etc/netns and /var/lib/netcompose get a tmpfs inside; they must exist to be mounted on.
     mkdir -p /etc/netns /var/lib/netcompose
     exec unshare --mount --net --propagation private bash "${BASH_SOURCE[0]}" --inside
@@ -147,16 +156,20 @@ ratios=""
 run() { # label server port extra-dnsperf-args...
     local label=$1 server=$2 port=$3
     shift 3
-    local out q l lost
-    out=$(inns dnsperf -s "$server" -p "$port" -d "$work/queries" -c 4 -q 100 -l "$DURATION" "$@" 2>&1)
+    local out q l lost cpu
+    out=$(inns /usr/bin/time -f "cpu %U %S %e" dnsperf -s "$server" -p "$port" -d "$work/queries" \
+        -c 4 -T "$CLIENT_THREADS" -q 100 -l "$DURATION" "$@" 2>&1)
     q=$(awk '/Queries per second:/ { printf "%.0f", $4 }' <<<"$out")
     l=$(awk '/Average Latency/ { printf "%.3f", $4 * 1000 }' <<<"$out")
     lost=$(awk '/Queries lost:/ { print $3 }' <<<"$out")
-    echo "  round $round $label: $q queries/s, average latency $l ms, lost $lost"
+    # The client's CPU over its run (1.00 = one core busy throughout): a client at the limit of
+    # its threads measures itself, not the server.
+    cpu=$(awk '/^cpu / { printf "%.2f", ($2 + $3) / $4 }' <<<"$out")
+    echo "  round $round $label: $q queries/s, average latency $l ms, lost $lost, client CPU $cpu"
     results[$label]+="$q $l $lost"$'\n'
     rate[$label]=$q
 }
-echo "dnsperf -c 4 -q 100 -l $DURATION, $ROUNDS rounds, one server at a time:"
+echo "dnsperf -c 4 -T $CLIENT_THREADS -q 100 -l $DURATION, $ROUNDS rounds, one server at a time:"
 for round in $(seq "$ROUNDS"); do
     run netcompose 127.0.0.11 53
     if ((have_aardvark)); then run aardvark-dns 127.0.0.12 5533 -a "$client_ip"; fi
@@ -165,7 +178,7 @@ for round in $(seq "$ROUNDS"); do
     echo "  round $round netcompose/dnsmasq: ${ratio}x"
     ratios+="$ratio"$'\n'
 done
-echo "median of $ROUNDS rounds ($RECORDS records, dnsperf -c 4 -q 100 from a replica namespace):"
+echo "median of $ROUNDS rounds ($RECORDS records, dnsperf -c 4 -T $CLIENT_THREADS -q 100 from a replica namespace):"
 for label in netcompose aardvark-dns dnsmasq; do
     [[ -n ${results[$label]:-} ]] || continue
     sort -n <<<"${results[$label]}" | sed '/^$/d' | awk -v label="$label" -v n="$ROUNDS" \
