@@ -50,6 +50,11 @@
 # scale by one replica 97 / 104 / 83 ms, up with no change 50 / 51 / 41 ms, down 214 / 215 /
 # 244 ms (1.07-1.22 ms per endpoint).
 #
+# The same with two more branches (replica tables expanded only where written; a shown plan
+# takes its specs), release build, load about 2, three runs: up 632 / 535 / 481 ms against
+# 455 / 422 / 381 ms (1.26-1.39x), scale 106 / 78 / 75 ms, no change 62 / 44 / 45 ms, down
+# 270 / 298 / 261 ms (1.3-1.5 ms per endpoint; the run before gave 214-244 ms).
+#
 #   bench/lb.sh            # 20 services x 10 replicas
 #   NETCOMPOSE_BIN=/path/to/netcompose bench/lb.sh   # a binary built elsewhere (before/after)
 set -euo pipefail
