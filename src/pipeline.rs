@@ -69,3 +69,21 @@ pub fn render_plain(diags: &Diagnostics, sources: &Sources) -> String {
     }
     out
 }
+
+/// The model of examples/quickstart, for unit tests that need a realistic list of resources.
+#[cfg(test)]
+pub(crate) fn quickstart_resources() -> Vec<crate::model::resource::Resource> {
+    let opts = LoadOptions {
+        files: vec![concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/quickstart/compose.yaml"
+        )
+        .into()],
+        environment: Some(Default::default()),
+        ..Default::default()
+    };
+    let checked = checked_project(&opts).expect("the quickstart example is valid");
+    crate::model::build(&checked.project, &Default::default())
+        .expect("the quickstart example builds")
+        .resources
+}

@@ -3,6 +3,8 @@
 //! in parallel. Each operation is idempotent enough that an interrupted run, run again,
 //! converges: the next `observe` sees what the last one left, by its ownership marks.
 
+#[cfg(test)]
+mod expand_tests;
 mod ops;
 mod overlay;
 mod qos;
@@ -490,28 +492,11 @@ impl Timings {
 #[cfg(test)]
 mod taken_along_tests {
     use super::*;
-    use crate::load::LoadOptions;
     use crate::model::{ReplicaId, ResourceId};
-
-    fn quickstart() -> Vec<Resource> {
-        let opts = LoadOptions {
-            files: vec![concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/examples/quickstart/compose.yaml"
-            )
-            .into()],
-            environment: Some(Default::default()),
-            ..Default::default()
-        };
-        let checked = crate::pipeline::checked_project(&opts).unwrap();
-        crate::model::build(&checked.project, &Default::default())
-            .unwrap()
-            .resources
-    }
 
     #[test]
     fn a_replaced_namespace_or_bridge_takes_what_lives_on_it_along() {
-        let rs = quickstart();
+        let rs = crate::pipeline::quickstart_resources();
         let db = ReplicaId::new("db", 1);
         let ns = ResourceId::Replica(db.clone());
         let replaced: HashSet<&ResourceId> = [&ns].into();

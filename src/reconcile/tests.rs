@@ -97,23 +97,10 @@ fn plans_avoid_other_projects_and_report_unreadable_ones() {
 /// Lives here, not in model/, because it loads an example through the pipeline.
 #[test]
 fn every_spec_reads_back_with_its_kind_first_or_later() {
-    let opts = crate::load::LoadOptions {
-        files: vec![concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/examples/quickstart/compose.yaml"
-        )
-        .into()],
-        environment: Some(Default::default()),
-        ..Default::default()
-    };
-    let checked = crate::pipeline::checked_project(&opts).unwrap();
-    let specs: Vec<crate::model::resource::Spec> =
-        crate::model::build(&checked.project, &Default::default())
-            .unwrap()
-            .resources
-            .into_iter()
-            .map(|r| r.spec)
-            .collect();
+    let specs: Vec<crate::model::resource::Spec> = crate::pipeline::quickstart_resources()
+        .into_iter()
+        .map(|r| r.spec)
+        .collect();
     let kinds: std::collections::BTreeSet<&str> = specs
         .iter()
         .map(crate::model::resource::Spec::kind)
