@@ -108,9 +108,10 @@ pub async fn apply<M: Machine>(
     let observed = expand_where(observed, |r| {
         deletes.contains(&r.address) || updates.contains(&r.address)
     });
-    let desired = expand_where(desired, |r| {
+    let built = |r: &&Resource| {
         creates.contains(&r.address) || updates.contains(&r.address) || rebuilt.contains(&r.address)
-    });
+    };
+    let desired = expand_where(desired, |r| built(&r));
     let (observed, desired): (Vec<&Resource>, Vec<&Resource>) = (
         observed.iter().map(|r| &**r).collect(),
         desired.iter().map(|r| &**r).collect(),
@@ -129,9 +130,6 @@ pub async fn apply<M: Machine>(
         .filter(|r| matches!(&r.spec, Spec::Link(l) if l.host_ifname.is_some()))
         .collect();
     let destroyed = |r: &&Resource| deletes.contains(&r.address) && !inside_gone(r, &gone);
-    let built = |r: &&Resource| {
-        creates.contains(&r.address) || updates.contains(&r.address) || rebuilt.contains(&r.address)
-    };
     progress(Step::Planned(
         observed.iter().copied().filter(destroyed).count()
             + host_ends.len()
