@@ -314,3 +314,61 @@ fn a_killed_daemon_is_restarted_by_the_next_up() {
     assert!(out.contains("Daemon: stopped"), "{out}");
     assert!(pids_of(&lab, "^sleep 602").is_empty());
 }
+
+/// A replica scaled away: its process says, when its stop signal comes, which addresses it
+/// still has.
+fn stop_yaml(n: u32) -> String {
+    format!(
+        r#"
+name: dq
+networks:
+  front:
+    ipam: {{config: [{{subnet: 10.76.1.0/24}}]}}
+services:
+  w:
+    deploy: {{replicas: {n}}}
+    networks: [front]
+    x-run: [sh, -c, "trap 'echo term: $(ip -4 -o addr show scope global); exit 0' TERM; echo ready; sleep 603 & wait"]
+"#
+    )
+}
+
+/// As Compose stops a container before it takes its network away, `up` has the daemon stop a
+/// scaled-away replica's process (and close its sockets there) before the namespace is
+/// deleted: the process still has its address when the signal comes, and the namespace is
+/// freed at once (not kept alive by the daemon until the apply gives up waiting for it).
+#[test]
+fn a_replica_scaled_away_stops_with_its_network_still_up() {
+    require_root("a_replica_scaled_away_stops_with_its_network_still_up");
+    let lab = Lab::new("nc-dstop-");
+    let f = lab.file("compose.yaml", &stop_yaml(2));
+    lab.nc_ok(&f, &["up"]);
+    assert!(
+        wait_for(Duration::from_secs(10), || logs(&lab, &f, &["w"])
+            .matches("| ready")
+            .count()
+            == 2),
+        "{}",
+        logs(&lab, &f, &[])
+    );
+    std::fs::write(&f, stop_yaml(1)).unwrap();
+    lab.nc_ok(&f, &["up"]);
+    assert!(
+        wait_for(Duration::from_secs(10), || logs(&lab, &f, &["w"])
+            .contains("w-2 | term:")),
+        "{}",
+        logs(&lab, &f, &[])
+    );
+    let term = logs(&lab, &f, &["w"]);
+    let line = term.lines().find(|l| l.contains("w-2 | term:")).unwrap();
+    assert!(
+        line.contains("inet 10.76.1."),
+        "stopped without its network: {line}"
+    );
+    assert!(
+        !term.contains("w-1 | term:"),
+        "the kept replica stopped: {term}"
+    );
+    lab.nc_ok(&f, &["down"]);
+    assert!(pids_of(&lab, "^sleep 603").is_empty());
+}

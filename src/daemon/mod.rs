@@ -165,6 +165,11 @@ pub enum Request {
     Status,
     /// Serve the configuration `up` wrote, and start what `stop` held.
     Reload,
+    /// Close the sockets in these namespaces and stop the processes running in them (`up`
+    /// deletes them next); serve the rest as before.
+    Release {
+        namespaces: Vec<String>,
+    },
     Stop,
     /// `netcompose stop|start|restart`: the x-run processes of `services` (all when empty).
     Processes {
@@ -223,6 +228,24 @@ pub fn request(
         .read_line(&mut reply)
         .map_err(|e| no_answer(e.to_string()))?;
     serde_json::from_str(&reply).map_err(|e| no_answer(format!("{e} in {reply:?}")))
+}
+
+/// Make a running daemon let go of `namespaces` before they are deleted ([`Request::Release`]);
+/// nothing to do when no daemon runs. A daemon that does not answer is an error, which the
+/// caller may survive: the deletion then waits for the kernel, or deletes the links itself.
+pub fn release(project: &ProjectName, namespaces: Vec<String>) -> Result<(), DaemonError> {
+    if namespaces.is_empty() || status(project) == Status::Stopped {
+        return Ok(());
+    }
+    let reply = request(project, &Request::Release { namespaces }, START_TIMEOUT)?;
+    if reply.ok {
+        Ok(())
+    } else {
+        Err(DaemonError::NoAnswer {
+            project: project.to_string(),
+            reason: reply.errors.join("; "),
+        })
+    }
 }
 
 /// What [`ensure`] did.

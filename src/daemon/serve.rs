@@ -108,21 +108,47 @@ impl Daemon {
     /// Read the configuration again and serve it; `release`: also start what `netcompose stop`
     /// held (the reload of an `up`, not of a SIGHUP).
     async fn reload(&mut self, release: bool) -> Reply {
+        match self.read_config() {
+            Ok(cfg) => self.serve(cfg, release).await,
+            Err(e) => self.failed(e),
+        }
+    }
+
+    /// Let go of `namespaces`, which `up` deletes next: the resolver's sockets and the x-run
+    /// processes in a namespace keep it alive once its pin is gone, and with it the host end
+    /// of its veth, which `up` waits for. The rest of the configuration is served as before.
+    async fn release(&mut self, namespaces: &[String]) -> Reply {
+        let mut cfg = match self.read_config() {
+            Ok(cfg) => cfg,
+            Err(e) => return self.failed(e),
+        };
+        let doomed = |ns: &String| namespaces.contains(ns);
+        cfg.namespaces.retain(|ns, _| !doomed(ns));
+        cfg.processes
+            .retain(|p| !p.netns.as_ref().is_some_and(doomed));
+        self.serve(cfg, false).await
+    }
+
+    /// The configuration `up` wrote, or why it cannot be read.
+    fn read_config(&self) -> Result<DaemonConfig, String> {
         let path = config_path(&self.project);
-        let cfg: DaemonConfig = match std::fs::read(&path)
+        std::fs::read(&path)
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-        {
-            Ok(c) => c,
-            Err(e) => {
-                let msg = format!("cannot read {}: {e}", path.display());
-                say!("{msg}");
-                let mut r = self.reply();
-                r.ok = false;
-                r.errors = vec![msg];
-                return r;
-            }
-        };
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+    }
+
+    /// A failed reply, logged.
+    fn failed(&self, msg: String) -> Reply {
+        say!("{msg}");
+        let mut r = self.reply();
+        r.ok = false;
+        r.errors = vec![msg];
+        r
+    }
+
+    /// Serve `cfg`; `release`: also start what `netcompose stop` held.
+    async fn serve(&mut self, cfg: DaemonConfig, release: bool) -> Reply {
         self.generation += 1;
         let report = self.resolver.apply(&cfg, self.generation).await;
         let mut errors = report.errors.clone();
@@ -331,6 +357,7 @@ async fn control(
     let (reply, exit) = match serde_json::from_str::<Request>(&line) {
         Ok(Request::Status) => (d.reply(), false),
         Ok(Request::Reload) => (d.reload(true).await, false),
+        Ok(Request::Release { namespaces }) => (d.release(&namespaces).await, false),
         Ok(Request::Processes { action, services }) => {
             (d.processes(action, &services, events).await, false)
         }

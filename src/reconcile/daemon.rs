@@ -1,9 +1,13 @@
-//! The project daemon's part of a run: after the kernel matches, hand the daemon its new
-//! configuration (starting it if it died); before `down`, stop it and its processes.
+//! The project daemon's part of a run: before `up` deletes namespaces, make it let go of them;
+//! after the kernel matches, hand the daemon its new configuration (starting it if it died);
+//! before `down`, stop it and its processes.
 
 use super::{DaemonEvent, Events, ReconcileError};
 use crate::daemon::{self, DaemonConfig};
+use crate::model::{Resource, ResourceId, Spec};
+use crate::plan::{Action, Change};
 use crate::project_name::ProjectName;
+use std::collections::HashSet;
 
 /// Serve `cfg` (or stop the daemon when there is nothing to serve); without a configuration
 /// (a plan of format 1.0) leave the daemon as it is. When the kernel did not change
@@ -42,6 +46,36 @@ pub(super) fn after_up(
         errors: done.reply.errors,
     });
     Ok(())
+}
+
+/// Before `up` deletes namespaces (a scale-down, a replica made again): a running daemon lets
+/// go of them, or its sockets and processes inside would keep each one, and the host end of
+/// its veth, alive until the apply stops waiting for the kernel (two seconds) and deletes the
+/// link itself. A daemon that does not answer only costs that wait: a warning.
+pub(super) fn before_apply(
+    project: &ProjectName,
+    observed: &[Resource],
+    changes: &[Change],
+    events: &dyn Events,
+) {
+    let deleted: HashSet<&ResourceId> = changes
+        .iter()
+        .filter(|c| c.actions.contains(&Action::Delete))
+        .map(|c| &c.address)
+        .collect();
+    let doomed: Vec<String> = observed
+        .iter()
+        .filter(|r| deleted.contains(&r.address))
+        .filter_map(|r| match &r.spec {
+            Spec::Namespace(n) => Some(n.name.clone()),
+            _ => None,
+        })
+        .collect();
+    if let Err(e) = daemon::release(project, doomed) {
+        events.warning(&format!(
+            "{e}: the namespaces it serves are deleted without it"
+        ));
+    }
 }
 
 /// Before `down` deletes the namespaces: the daemon's processes live in them.

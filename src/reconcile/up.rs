@@ -361,6 +361,7 @@ fn converge(
     save(observed.clone())?;
     stages.stage("state save");
     events.applying(&plan::summarize(&changes));
+    daemon::before_apply(&project, &observed, &changes, events);
     let outcome = session
         .apply(&observed, &desired.resources, &changes, &|step| {
             super::report_step(events, step)
