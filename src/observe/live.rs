@@ -133,11 +133,27 @@ pub async fn observe_to<M: Machine>(
     desired: &[Resource],
     depth: Depth,
 ) -> Result<Vec<Resource>, KernelError> {
+    let read = read_ahead(k, depth).await?;
+    observe_read(k, read, state, desired).await
+}
+
+/// The first round of an observation, which needs nothing of the state or the desired state:
+/// the host's links and addresses, and every pinned namespace of the project surveyed. A run
+/// reads it while it builds its model ([`read_ahead`]), then finishes with [`observe_read`].
+pub struct ReadAhead {
+    depth: Depth,
+    started: std::time::Instant,
+    host_links: Vec<KLink>,
+    host_addrs: Vec<(u32, IpNetwork)>,
+    pinned: Vec<String>,
+    surveyed: Vec<Option<Survey>>,
+}
+
+/// Read the first round of an observation to `depth`: every namespace's links (and addresses
+/// and routes) in one survey, while the host's links and addresses are dumped.
+pub async fn read_ahead<M: Machine>(k: &Kernel<M>, depth: Depth) -> Result<ReadAhead, KernelError> {
     let started = std::time::Instant::now();
-    let t = Templates::new(state, desired);
     let prefix = format!("{}-", k.project);
-    // One round: every namespace's links, addresses and routes in one survey (then what else
-    // each holds read concurrently, below), while the host's links and addresses are dumped.
     let namespaces = async {
         let pinned: Vec<String> = k
             .list_netns()
@@ -152,6 +168,33 @@ pub async fn observe_to<M: Machine>(
         async { futures::try_join!(k.host().links(), k.host().addresses()) },
         namespaces
     )?;
+    Ok(ReadAhead {
+        depth,
+        started,
+        host_links,
+        host_addrs,
+        pinned,
+        surveyed,
+    })
+}
+
+/// The project's live objects from the first round `read` and what else each namespace
+/// holds, read concurrently now.
+pub async fn observe_read<M: Machine>(
+    k: &Kernel<M>,
+    read: ReadAhead,
+    state: &[Resource],
+    desired: &[Resource],
+) -> Result<Vec<Resource>, KernelError> {
+    let ReadAhead {
+        depth,
+        started,
+        host_links,
+        host_addrs,
+        pinned,
+        surveyed,
+    } = read;
+    let t = Templates::new(state, desired);
     let mut out = Vec::new();
     let ours = |l: &KLink| match l.alias.as_deref().filter(|a| !a.is_empty()) {
         Some(alias) => parse_mark(alias)

@@ -8,13 +8,19 @@ use crate::kernel::machine::{Links, Machine, Namespaces, Ports};
 use crate::kernel::Kernel;
 use crate::kernel::LinkKind;
 use crate::model::Resource;
+use crate::observe::live::{read_ahead, Depth, ReadAhead};
 use crate::plan::Change;
 use crate::project_name::ProjectName;
 use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+type Ahead = tokio::task::JoinHandle<Result<ReadAhead, crate::kernel::KernelError>>;
 
 pub(super) struct Session {
     rt: tokio::runtime::Runtime,
-    kernel: Kernel,
+    kernel: Arc<Kernel>,
+    /// The first round of the next observation, being read ([`Session::read_ahead`]).
+    ahead: Mutex<Option<Ahead>>,
     /// Where the tables' generations are kept between runs (see
     /// [`crate::kernel::generations`]): the project's run directory, which goes with `down`.
     generations: std::path::PathBuf,
@@ -28,12 +34,13 @@ impl Session {
             .enable_all()
             .build()
             .map_err(ReconcileError::Runtime)?;
-        let kernel = Kernel::open(project.as_str(), rt.handle().clone())?;
+        let kernel = Arc::new(Kernel::open(project.as_str(), rt.handle().clone())?);
         let generations = crate::daemon::run_dir(project).join("nftables-generations");
         kernel.load_generations(&generations);
         Ok(Session {
             rt,
             kernel,
+            ahead: Mutex::new(None),
             generations,
         })
     }
@@ -44,16 +51,37 @@ impl Session {
         let _ = self.kernel.save_generations(&self.generations);
     }
 
+    /// Start reading what the next [`Session::observe`] reads first (the host's links, every
+    /// namespace surveyed), which needs neither the state nor the model: the kernel's work
+    /// runs on the runtime's threads while the caller builds its model.
+    pub(super) fn read_ahead(&self) {
+        let k = self.kernel.clone();
+        let task = self
+            .rt
+            .spawn(async move { read_ahead(&k, Depth::Full).await });
+        *self.ahead.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+    }
+
     /// The project's live objects, rebuilt from their marks (`state` and `desired` fill in
-    /// what the kernel cannot tell).
+    /// what the kernel cannot tell), from what [`Session::read_ahead`] read if it was called.
     pub(super) fn observe(
         &self,
         state: &[Resource],
         desired: &[Resource],
     ) -> Result<Vec<Resource>, ReconcileError> {
-        Ok(self
-            .rt
-            .block_on(crate::observe::live::observe(&self.kernel, state, desired))?)
+        let ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let k = &*self.kernel;
+        Ok(self.rt.block_on(async {
+            let read = match ahead {
+                Some(task) => match task.await {
+                    Ok(read) => read?,
+                    // The reading task panicked: read again here.
+                    Err(_) => read_ahead(k, Depth::Full).await?,
+                },
+                None => read_ahead(k, Depth::Full).await?,
+            };
+            crate::observe::live::observe_read(k, read, state, desired).await
+        })?)
     }
 
     /// The first object of `recorded` (the state's resources) that is missing on the machine:

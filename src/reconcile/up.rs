@@ -79,6 +79,9 @@ pub fn up_with(
     let project = ProjectName::new(checked.project.name.clone())?;
     let lock = lock(store, &project, events)?;
     let session = Session::open(&project)?;
+    if observation == Observation::Full {
+        session.read_ahead();
+    }
     stages.stage("lock and session");
     let conflict =
         |e: &ReconcileError| matches!(e, ReconcileError::State(StateError::Conflict { .. }));
@@ -368,11 +371,17 @@ fn converge(
         })
         .map_err(ReconcileError::Apply)?;
     stages.stage("apply");
-    save(desired.resources.clone())?;
-    stages.stage("state save");
     events.applied(&Applied::Up(outcome));
-    daemon::after_up(&project, daemon.as_ref(), true, events)?;
+    // The record of what the kernel holds now and the daemon's new configuration do not
+    // depend on each other: the state is written while the daemon takes it.
+    let (saved, served) = std::thread::scope(|s| {
+        let serving = s.spawn(|| daemon::after_up(&project, daemon.as_ref(), true, events));
+        let saved = save(desired.resources.clone());
+        (saved, serving.join())
+    });
+    saved?;
+    served.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
     session.save_generations();
-    stages.stage("daemon");
+    stages.stage("state save and daemon");
     Ok((UpOutcome::Applied(outcome), observation))
 }
