@@ -41,6 +41,7 @@ RSS_REPLICAS=${RSS_REPLICAS:-1000}
 ROUNDS=${ROUNDS:-3}
 SCALE_DURATION=${SCALE_DURATION:-10}
 CLIENT_THREADS=${CLIENT_THREADS:-1}
+PIN=${PIN:-0}
 
 if [[ ${1:-} != --inside ]]; then
     if [[ $EUID -ne 0 ]]; then
@@ -54,7 +55,7 @@ if [[ ${1:-} != --inside ]]; then
         (cd "$repo" && cargo build --release --quiet --bin netcompose)
         NETCOMPOSE_BIN=$repo/target/release/netcompose
     fi
-    export NETCOMPOSE_BIN DURATION RECORDS RSS_REPLICAS ROUNDS SCALE_DURATION CLIENT_THREADS
+    export NETCOMPOSE_BIN DURATION RECORDS RSS_REPLICAS ROUNDS SCALE_DURATION CLIENT_THREADS PIN
     # /etc/netns and /var/lib/netcompose get a tmpfs inside; they must exist to be mounted on.
     mkdir -p /etc/netns /var/lib/netcompose
     exec unshare --mount --net --propagation private bash "${BASH_SOURCE[0]}" --inside
@@ -93,6 +94,16 @@ EOF
 nc up >/dev/null 2>"$work/up.log" || { cat "$work/up.log"; exit 1; }
 client=nb-client-1
 inns() { ip netns exec "$client" "$@"; }
+# PIN=1 (with 2 CPUs or more): the client runs on CPU 0, each server on CPU 1, so that the
+# client never takes the server's CPU (nor the server the client's) and every server gets the
+# same single CPU. Unpinned on 2 CPUs, the client used a whole core against netcompose and
+# measured itself.
+client_cpu=() server_cpu=()
+if ((PIN)) && (($(nproc) >= 2)); then
+    client_cpu=(taskset -c 0)
+    server_cpu=(taskset -c 1)
+    taskset -a -p -c 1 "$(cat /run/netcompose/nb/daemon.pid)" >/dev/null
+fi
 
 # Names and addresses, from ps --json.
 nc ps --json | python3 -c '
@@ -124,13 +135,13 @@ echo "records: $n names (one A record each), asked from $client ($client_ip)"
 aardvark=$(command -v aardvark-dns || echo /usr/lib/podman/aardvark-dns)
 have_aardvark=0
 if [[ -x $aardvark ]]; then
-    inns "$aardvark" --config "$work/aardvark" --port 5533 run >"$work/aardvark.log" 2>&1 &
+    inns "${server_cpu[@]}" "$aardvark" --config "$work/aardvark" --port 5533 run >"$work/aardvark.log" 2>&1 &
     echo $! >"$work/aardvark/aardvark.pid"
     have_aardvark=1
 else
     echo "aardvark-dns not installed: skipped (apt-get install aardvark-dns)"
 fi
-inns dnsmasq --keep-in-foreground --no-resolv --no-hosts --conf-file=/dev/null \
+inns "${server_cpu[@]}" dnsmasq --keep-in-foreground --no-resolv --no-hosts --conf-file=/dev/null \
     --addn-hosts="$work/hosts" --listen-address=127.0.0.13 --bind-interfaces \
     --pid-file="$work/dnsmasq.pid" --user=root --group=root >"$work/dnsmasq.log" 2>&1 &
 sleep 1
@@ -157,7 +168,7 @@ run() { # label server port extra-dnsperf-args...
     local label=$1 server=$2 port=$3
     shift 3
     local out q l lost cpu
-    out=$(inns /usr/bin/time -f "cpu %U %S %e" dnsperf -s "$server" -p "$port" -d "$work/queries" \
+    out=$(inns "${client_cpu[@]}" /usr/bin/time -f "cpu %U %S %e" dnsperf -s "$server" -p "$port" -d "$work/queries" \
         -c 4 -T "$CLIENT_THREADS" -q 100 -l "$DURATION" "$@" 2>&1)
     q=$(awk '/Queries per second:/ { printf "%.0f", $4 }' <<<"$out")
     l=$(awk '/Average Latency/ { printf "%.3f", $4 * 1000 }' <<<"$out")
@@ -169,7 +180,7 @@ run() { # label server port extra-dnsperf-args...
     results[$label]+="$q $l $lost"$'\n'
     rate[$label]=$q
 }
-echo "dnsperf -c 4 -T $CLIENT_THREADS -q 100 -l $DURATION, $ROUNDS rounds, one server at a time:"
+echo "dnsperf -c 4 -T $CLIENT_THREADS -q 100 -l $DURATION, $ROUNDS rounds, one server at a time${client_cpu[*]:+, client on CPU 0, servers on CPU 1}:"
 for round in $(seq "$ROUNDS"); do
     run netcompose 127.0.0.11 53
     if ((have_aardvark)); then run aardvark-dns 127.0.0.12 5533 -a "$client_ip"; fi
