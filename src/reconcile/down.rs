@@ -6,6 +6,7 @@ use super::timing::Stages;
 use super::{daemon, lock, Applied, Events, ReconcileError};
 use crate::apply::Outcome;
 use crate::model::Desired;
+use crate::observe::live::Depth;
 use crate::plan::{self, Plan};
 use crate::project_name::ProjectName;
 use crate::state::Store;
@@ -19,12 +20,14 @@ pub fn down(
 ) -> Result<DownOutcome, ReconcileError> {
     let stages = Stages::from_env("down");
     let lock = lock(store, project, events)?;
+    // The namespaces are read while the daemon stops (it does not change what they hold).
+    let session = Session::open(project)?;
+    session.read_ahead(Depth::Outline);
     // The daemon's processes live in the namespaces: stop them before the namespaces go.
     daemon::before_down(project, events)?;
-    stages.stage("daemon");
-    let session = Session::open(project)?;
+    stages.stage("session and daemon");
     let prior = store.load(project)?.unwrap_or_default();
-    stages.stage("session and state read");
+    stages.stage("state read");
     // Everything inside a namespace goes with it: its table, files and routes are not read.
     let observed = session.observe_outline(&prior.resources)?;
     stages.stage("observe");

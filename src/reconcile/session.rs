@@ -14,12 +14,15 @@ use crate::project_name::ProjectName;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-type Ahead = tokio::task::JoinHandle<Result<ReadAhead, crate::kernel::KernelError>>;
+type Ahead = (
+    Depth,
+    tokio::task::JoinHandle<Result<ReadAhead, crate::kernel::KernelError>>,
+);
 
 pub(super) struct Session {
     rt: tokio::runtime::Runtime,
     kernel: Arc<Kernel>,
-    /// The first round of the next observation, being read ([`Session::read_ahead`]).
+    /// The first round of the next observation, being read to a depth ([`Session::read_ahead`]).
     ahead: Mutex<Option<Ahead>>,
     /// Where the tables' generations are kept between runs (see
     /// [`crate::kernel::generations`]): the project's run directory, which goes with `down`.
@@ -51,15 +54,14 @@ impl Session {
         let _ = self.kernel.save_generations(&self.generations);
     }
 
-    /// Start reading what the next [`Session::observe`] reads first (the host's links, every
-    /// namespace surveyed), which needs neither the state nor the model: the kernel's work
-    /// runs on the runtime's threads while the caller builds its model.
-    pub(super) fn read_ahead(&self) {
+    /// Start reading what the next observation to `depth` ([`Session::observe`] or
+    /// [`Session::observe_outline`]) reads first (the host's links, every namespace
+    /// surveyed), which needs neither the state nor the model: the kernel's work runs on the
+    /// runtime's threads while the caller builds its model or stops the daemon.
+    pub(super) fn read_ahead(&self, depth: Depth) {
         let k = self.kernel.clone();
-        let task = self
-            .rt
-            .spawn(async move { read_ahead(&k, Depth::Full).await });
-        *self.ahead.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        let task = self.rt.spawn(async move { read_ahead(&k, depth).await });
+        *self.ahead.lock().unwrap_or_else(|p| p.into_inner()) = Some((depth, task));
     }
 
     /// The project's live objects, rebuilt from their marks (`state` and `desired` fill in
@@ -69,16 +71,34 @@ impl Session {
         state: &[Resource],
         desired: &[Resource],
     ) -> Result<Vec<Resource>, ReconcileError> {
+        self.observe_to(state, desired, Depth::Full)
+    }
+
+    /// What `down` deletes: the project's live objects, each namespace read only as far as
+    /// deleting it needs ([`Depth::Outline`]).
+    pub(super) fn observe_outline(
+        &self,
+        state: &[Resource],
+    ) -> Result<Vec<Resource>, ReconcileError> {
+        self.observe_to(state, &[], Depth::Outline)
+    }
+
+    fn observe_to(
+        &self,
+        state: &[Resource],
+        desired: &[Resource],
+        depth: Depth,
+    ) -> Result<Vec<Resource>, ReconcileError> {
         let ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner()).take();
         let k = &*self.kernel;
         Ok(self.rt.block_on(async {
-            let read = match ahead {
-                Some(task) => match task.await {
+            let read = match ahead.filter(|(d, _)| *d == depth) {
+                Some((_, task)) => match task.await {
                     Ok(read) => read?,
                     // The reading task panicked: read again here.
-                    Err(_) => read_ahead(k, Depth::Full).await?,
+                    Err(_) => read_ahead(k, depth).await?,
                 },
-                None => read_ahead(k, Depth::Full).await?,
+                None => read_ahead(k, depth).await?,
             };
             crate::observe::live::observe_read(k, read, state, desired).await
         })?)
@@ -129,18 +149,6 @@ impl Session {
             });
             Ok(link.map(|name| format!("link {name} is gone")))
         })
-    }
-
-    /// What `down` deletes: the project's live objects, each namespace read only as far as
-    /// deleting it needs ([`crate::observe::live::Depth::Outline`]).
-    pub(super) fn observe_outline(
-        &self,
-        state: &[Resource],
-    ) -> Result<Vec<Resource>, ReconcileError> {
-        use crate::observe::live::{observe_to, Depth};
-        Ok(self
-            .rt
-            .block_on(observe_to(&self.kernel, state, &[], Depth::Outline))?)
     }
 
     /// The names in `names` that no link of the host carries (external networks that were

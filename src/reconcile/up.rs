@@ -15,6 +15,7 @@ use crate::load::LoadOptions;
 use crate::model::cluster::ClusterView;
 use crate::model::daemon::DaemonConfig;
 use crate::model::{Desired, Resource, Spec};
+use crate::observe::live::Depth;
 use crate::pipeline::Checked;
 use crate::plan::{self, Plan};
 use crate::project_name::ProjectName;
@@ -80,7 +81,7 @@ pub fn up_with(
     let lock = lock(store, &project, events)?;
     let session = Session::open(&project)?;
     if observation == Observation::Full {
-        session.read_ahead();
+        session.read_ahead(Depth::Full);
     }
     stages.stage("lock and session");
     let conflict =
