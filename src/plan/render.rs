@@ -7,6 +7,7 @@
 
 mod alike;
 mod collections;
+mod fields;
 mod maps;
 mod rules;
 
@@ -170,6 +171,14 @@ fn head(out: &mut String, c: &Change, label: &str, st: &Style) {
 fn body(c: &Change, st: &Style) -> String {
     let mut text = String::new();
     let out = &mut text;
+    if let (None, Some(super::Attributes::Spec(spec)))
+    | (Some(super::Attributes::Spec(spec)), None) = (&c.before, &c.after)
+    {
+        if fields::attributes(out, spec, st).is_ok() {
+            out.push('\n');
+            return text;
+        }
+    }
     let (before, after) = c.sides();
     let shown = if c.after.is_some() { &after } else { &before };
     if c.before.is_none() || c.after.is_none() {
