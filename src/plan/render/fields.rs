@@ -76,7 +76,12 @@ impl ser::SerializeStruct for Fields<'_, '_> {
                 Ok(())
             }
             _ => {
-                let _ = write!(self.out, "      {key:<14} ");
+                // `{key:<14} `, without the formatting machinery: it is every line's start.
+                self.out.push_str("      ");
+                self.out.push_str(key);
+                let width = key.chars().count();
+                self.out
+                    .extend(std::iter::repeat_n(' ', 14usize.saturating_sub(width) + 1));
                 value.serialize(Multiline { out: self.out })?;
                 self.out.push('\n');
                 Ok(())
