@@ -19,6 +19,11 @@
 # Main with those branches and no transparent huge pages for mimalloc (quiet machine, as
 # root, one run): from scratch 1.00 s and 236 MB, --json 1.27 s and 265 MB, against the
 # baseline 1.00 s and 326 MB.
+# After typed attributes shown without JSON, the model's parts and the text's pieces on two
+# threads, addresses sorted by their text once (branch wt-plan; load 1.5-1.7 from others' builds,
+# as root, three runs alternated with main's binary): from scratch 0.93-0.98 s and 222-236 MB
+# (main 1.38-1.62 s, 235-240 MB), --json 1.53-1.94 s and 264-275 MB (1.86-2.07 s, 261-264 MB),
+# against the baseline 1.08-1.43 s and 312-323 MB (1.41-1.45 s, 321-326 MB).
 #
 #   bench/plan.sh                 # 5000 services x 3 replicas on 50 networks
 #   bench/plan.sh 1000 3 20

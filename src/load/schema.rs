@@ -45,7 +45,7 @@ fn collect_patterns(v: &J, out: &mut HashMap<String, Option<Regex>>) {
 /// Report every key of `root` that the Compose schema does not allow where it stands.
 pub fn check_keys(root: &Node, diags: &mut Diagnostics) {
     let s = schema();
-    Walker { schema: s, diags }.walk(root, &s.root, "the top level");
+    Walker { schema: s, diags }.walk(root, &s.root, &Place::Top);
 }
 
 struct Walker<'a> {
@@ -86,7 +86,7 @@ impl Walker<'_> {
         })
     }
 
-    fn walk(&mut self, node: &Node, sch: &'static J, place: &str) {
+    fn walk(&mut self, node: &Node, sch: &'static J, place: &Place) {
         let Some(sch) = self.branch(node, sch) else {
             return;
         };
@@ -101,22 +101,22 @@ impl Walker<'_> {
         }
     }
 
-    fn walk_map(&mut self, entries: &[(Node, Node)], sch: &'static J, place: &str) {
+    fn walk_map(&mut self, entries: &[(Node, Node)], sch: &'static J, place: &Place) {
         let props = sch.get("properties").and_then(J::as_object);
         let pattern_props = sch.get("patternProperties").and_then(J::as_object);
         let closed = sch.get("additionalProperties") == Some(&J::Bool(false));
         for (k, v) in entries {
             let key = k.as_str().unwrap_or_default();
             if let Some(child) = props.and_then(|p| p.get(key)) {
-                self.walk(v, child, &describe(place, key));
+                self.walk(v, child, &Place::Key(place, key));
                 continue;
             }
             let by_pattern =
                 pattern_props.and_then(|pp| pp.iter().find(|(p, _)| self.matches(p, key)));
             if let Some((_, child)) = by_pattern {
-                self.walk(v, child, &describe(place, key));
+                self.walk(v, child, &Place::Key(place, key));
             } else if let Some(extra) = sch.get("additionalProperties").filter(|a| a.is_object()) {
-                self.walk(v, extra, &describe(place, key));
+                self.walk(v, extra, &Place::Key(place, key));
             } else if closed {
                 self.unknown(key, k, props, place);
             }
@@ -132,7 +132,7 @@ impl Walker<'_> {
         key: &str,
         at: &Node,
         props: Option<&'static serde_json::Map<String, J>>,
-        place: &str,
+        place: &Place,
     ) {
         let names: Vec<&str> = props
             .map(|p| p.keys().map(String::as_str).collect())
@@ -152,27 +152,37 @@ impl Walker<'_> {
 
 /// Whether the node's shape is one the schema's `type` allows.
 fn fits(node: &Node, sch: &J) -> bool {
-    let types: Vec<&str> = match sch.get("type") {
-        Some(J::String(t)) => vec![t.as_str()],
-        Some(J::Array(ts)) => ts.iter().filter_map(J::as_str).collect(),
-        _ => return true,
-    };
     let shape = match &node.value {
         Value::Map(_) => "object",
         Value::Seq(_) => "array",
         Value::Null => "null",
         Value::Scalar { .. } => "scalar",
     };
-    types.iter().any(|t| match shape {
-        "scalar" => !matches!(*t, "object" | "array" | "null"),
-        s => *t == s,
-    })
+    let allows = |t: &str| match shape {
+        "scalar" => !matches!(t, "object" | "array" | "null"),
+        s => t == s,
+    };
+    match sch.get("type") {
+        Some(J::String(t)) => allows(t),
+        Some(J::Array(ts)) => ts.iter().filter_map(J::as_str).any(allows),
+        _ => true,
+    }
 }
 
-fn describe(place: &str, key: &str) -> String {
-    match place {
-        "the top level" => format!("`{key}`"),
-        _ => format!("{place} › `{key}`"),
+/// Where a key stands (`services › `web``), written out only for a key that is reported:
+/// the walk visits every key of the file.
+enum Place<'p> {
+    Top,
+    Key(&'p Place<'p>, &'p str),
+}
+
+impl std::fmt::Display for Place<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Top => f.write_str("the top level"),
+            Place::Key(Place::Top, key) => write!(f, "`{key}`"),
+            Place::Key(parent, key) => write!(f, "{parent} › `{key}`"),
+        }
     }
 }
 

@@ -64,20 +64,23 @@ impl Endpoint {
 /// Endpoints grouped by replica and by service, so that building resources stays linear in
 /// the number of endpoints.
 pub struct EndpointIndex<'a> {
-    by_replica: HashMap<(String, u32), Vec<&'a Endpoint>>,
-    by_service: HashMap<String, Vec<&'a Endpoint>>,
+    /// By service, then index, keyed by the endpoints' own names: a lookup allocates nothing.
+    by_replica: HashMap<&'a str, HashMap<u32, Vec<&'a Endpoint>>>,
+    by_service: HashMap<&'a str, Vec<&'a Endpoint>>,
 }
 
 impl<'a> EndpointIndex<'a> {
     pub fn new(eps: &'a [Endpoint]) -> Self {
-        let mut by_replica: HashMap<(String, u32), Vec<&Endpoint>> = HashMap::new();
-        let mut by_service: HashMap<String, Vec<&Endpoint>> = HashMap::new();
+        let mut by_replica: HashMap<&str, HashMap<u32, Vec<&Endpoint>>> = HashMap::new();
+        let mut by_service: HashMap<&str, Vec<&Endpoint>> = HashMap::new();
         for e in eps {
             by_replica
-                .entry((e.service.clone(), e.index))
+                .entry(e.service.as_str())
+                .or_default()
+                .entry(e.index)
                 .or_default()
                 .push(e);
-            by_service.entry(e.service.clone()).or_default().push(e);
+            by_service.entry(e.service.as_str()).or_default().push(e);
         }
         EndpointIndex {
             by_replica,
@@ -88,7 +91,8 @@ impl<'a> EndpointIndex<'a> {
     /// A replica's endpoints, in interface order.
     pub fn replica(&self, service: &str, index: u32) -> &[&'a Endpoint] {
         self.by_replica
-            .get(&(service.to_string(), index))
+            .get(service)
+            .and_then(|replicas| replicas.get(&index))
             .map_or(&[], Vec::as_slice)
     }
 
@@ -247,13 +251,14 @@ pub fn endpoints(project: &Project, replicas: &[Replica], alloc: &Allocations) -
     let mut out = Vec::new();
     for rep in replicas.iter().filter(|r| r.stack == Stack::Own) {
         let svc = &project.services[&rep.service];
+        let owner = rep.owner();
         for (i, (key, att)) in ordered_attachments(svc).into_iter().enumerate() {
             let Some(net_alloc) = alloc.networks.get(key) else {
                 continue;
             };
             let addresses = net_alloc
                 .addresses
-                .get(&rep.owner())
+                .get(&owner)
                 .into_iter()
                 .flatten()
                 .filter_map(|ip| {
@@ -272,11 +277,7 @@ pub fn endpoints(project: &Project, replicas: &[Replica], alloc: &Allocations) -
                 ifname: att
                     .ifname()
                     .map_or_else(|| format!("eth{i}"), |n| n.value.clone()),
-                mac: net_alloc
-                    .macs
-                    .get(&rep.owner())
-                    .cloned()
-                    .unwrap_or_default(),
+                mac: net_alloc.macs.get(&owner).cloned().unwrap_or_default(),
                 addresses,
             });
         }

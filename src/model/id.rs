@@ -78,7 +78,8 @@ pub enum RouteFamily {
 }
 
 impl RouteFamily {
-    fn suffix(self) -> &'static str {
+    /// What the route's address ends with: `default` or `default6`.
+    pub fn suffix(self) -> &'static str {
         match self {
             RouteFamily::V4 => "default",
             RouteFamily::V6 => "default6",
@@ -185,6 +186,25 @@ impl ResourceId {
         }
     }
 
+    /// The start of the printed form: the kind's prefix, which no other kind's prefix starts
+    /// with or is the start of, and the first name after it (empty for the ids without one).
+    fn head(&self) -> (&'static str, &str) {
+        match self {
+            ResourceId::Network(n)
+            | ResourceId::Vxlan(n)
+            | ResourceId::Remote { network: n, .. } => ("network.", n),
+            ResourceId::Dns(n) => ("dns.", n),
+            ResourceId::HostFirewall => ("firewall.host", ""),
+            ResourceId::Daemon => ("daemon", ""),
+            ResourceId::Replica(r)
+            | ResourceId::Link(r, _)
+            | ResourceId::Route(r, _)
+            | ResourceId::Files(r)
+            | ResourceId::ReplicaFirewall(r) => ("service.", &r.service),
+            ResourceId::Vip { service, .. } => ("service.", service),
+        }
+    }
+
     /// The printed form as byte slices (the replica number written into `digits`).
     fn segments<'a>(&'a self, digits: &'a mut [u8; 10]) -> [&'a [u8]; 6] {
         let number: &'a [u8] = match self.replica() {
@@ -279,6 +299,17 @@ impl Eq for ResourceId {}
 impl Ord for ResourceId {
     /// The order of the printed forms, as strings sort.
     fn cmp(&self, other: &Self) -> Ordering {
+        // Most ids compared differ in their kind or first name: that decides, unless one name
+        // is the start of the other (`svc1`, `svc17`), when what follows it counts.
+        let ((ka, na), (kb, nb)) = (self.head(), other.head());
+        if ka != kb {
+            return ka.cmp(kb);
+        }
+        let n = na.len().min(nb.len());
+        match na.as_bytes()[..n].cmp(&nb.as_bytes()[..n]) {
+            Ordering::Equal => {}
+            decided => return decided,
+        }
         let (mut da, mut db) = ([0; 10], [0; 10]);
         cmp_segments(&self.segments(&mut da), &other.segments(&mut db))
     }

@@ -82,11 +82,18 @@ pub fn build(project: &Project, ctx: &Context) -> Result<Desired, Vec<IpamError>
     };
     let local_eps = endpoints::endpoints(project, &replicas, &allocations);
     let local_index = endpoints::EndpointIndex::new(&local_eps);
-    let mut eps = local_eps.clone();
-    eps.extend(remote);
-    let index = endpoints::EndpointIndex::new(&eps);
+    // With no remote endpoints (one host), every endpoint is local: no second copy or index.
+    let all_eps;
+    let all_index;
+    let (eps, index) = if remote.is_empty() {
+        (local_eps.as_slice(), &local_index)
+    } else {
+        all_eps = [local_eps.as_slice(), &remote].concat();
+        all_index = endpoints::EndpointIndex::new(&all_eps);
+        (all_eps.as_slice(), &all_index)
+    };
     let networks = endpoints::network_resources(project, &allocations);
-    let vips = endpoints::vip_resources(project, &allocations, &index);
+    let vips = endpoints::vip_resources(project, &allocations, index);
     let vip_specs: Vec<&resource::Vip> = vips
         .iter()
         .filter_map(|r| match &r.spec {
@@ -112,13 +119,38 @@ pub fn build(project: &Project, ctx: &Context) -> Result<Desired, Vec<IpamError>
         ctx.cluster.as_ref(),
     );
     let dispatch = tables::vip::Dispatch::new(vip_specs.iter().copied());
+    // The parts are independent: half of them are built on a second thread (a big project's
+    // model is most of its plan's time). Each part is sorted where it is built, so that the
+    // sort of the whole merges a few sorted runs.
+    let (host, namespaces, others) = std::thread::scope(|s| {
+        let others = s.spawn(|| {
+            [
+                tables::replica::resources(project, &replicas, index, &vip_specs),
+                files::resources(project, &replicas, &local_index, ctx),
+                dns::resources(project, &replicas, eps, &allocations),
+            ]
+            .map(sorted_by_address)
+        });
+        let host = tables::host::resources(&project.name, &bridges, &dispatch, &publish);
+        let namespaces = sorted_by_address(endpoints::namespace_resources(
+            project,
+            &replicas,
+            &local_index,
+            &allocations,
+        ));
+        (host, namespaces, others.join())
+    });
+    let [replica_tables, files, zones] = match others {
+        Ok(parts) => parts,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
     let mut parts = vec![
-        tables::host::resources(&project.name, &bridges, &dispatch, &publish),
-        tables::replica::resources(project, &replicas, &index, &vip_specs),
-        endpoints::namespace_resources(project, &replicas, &local_index, &allocations),
-        files::resources(project, &replicas, &local_index, ctx),
-        dns::resources(project, &replicas, &eps, &allocations),
-        vips,
+        host,
+        replica_tables,
+        namespaces,
+        files,
+        zones,
+        sorted_by_address(vips),
         networks,
     ];
     if let Some(view) = &ctx.cluster {
@@ -131,7 +163,7 @@ pub fn build(project: &Project, ctx: &Context) -> Result<Desired, Vec<IpamError>
             overlay::guard_encrypted(project, tunnel, &allocations, &mut resources);
         }
     }
-    sort_by_address(&mut resources);
+    merge_by_address(&mut resources);
     Ok(Desired {
         project: project.name.clone(),
         resources,
@@ -155,6 +187,26 @@ fn concatenated(parts: Vec<Vec<Resource>>) -> Vec<Resource> {
 /// vector of them is made: sorting the resources themselves moves large structs at every step
 /// of the sort.
 fn sort_by_address(resources: &mut [Resource]) {
+    if resources.is_sorted_by(|a, b| a.address <= b.address) {
+        return;
+    }
+    let mut order: Vec<usize> = (0..resources.len()).collect();
+    // Each address printed once, then compared as text: comparing ids walks their printed
+    // forms piece by piece, and a sort compares each some seventeen times.
+    order.sort_by_cached_key(|&i| resources[i].address.to_string());
+    apply_order(resources, &mut order);
+}
+
+/// [`sort_by_address`], by value.
+fn sorted_by_address(mut resources: Vec<Resource>) -> Vec<Resource> {
+    sort_by_address(&mut resources);
+    resources
+}
+
+/// [`sort_by_address`] of parts that are (mostly) each in address order already, one after
+/// the other: the stable sort finds them as runs and merges them, comparing each address a few
+/// times, which costs less than printing every address again.
+fn merge_by_address(resources: &mut [Resource]) {
     let mut order: Vec<usize> = (0..resources.len()).collect();
     order.sort_by(|&a, &b| resources[a].address.cmp(&resources[b].address));
     apply_order(resources, &mut order);

@@ -7,6 +7,7 @@
 
 mod alike;
 mod collections;
+mod fields;
 mod maps;
 mod rules;
 
@@ -21,6 +22,15 @@ struct Style {
 }
 
 impl Style {
+    /// [`Style::paint`], appended to `out`.
+    fn paint_into(&self, out: &mut String, code: &str, s: &str) {
+        if self.color {
+            let _ = write!(out, "\x1b[{code}m{s}\x1b[0m");
+        } else {
+            out.push_str(s);
+        }
+    }
+
     fn paint(&self, code: &str, s: &str) -> String {
         if self.color {
             format!("\x1b[{code}m{s}\x1b[0m")
@@ -37,11 +47,15 @@ pub fn render(plan: &Plan, color: bool) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// [`render`], written to `w` a few blocks at a time: a plan of a hundred thousand changes is
-/// never held as text whole.
+/// [`render`], written to `w` a few hundred blocks at a time: a plan of a hundred thousand
+/// changes is never held as text whole. The pieces are shown on two threads, every other one
+/// on a second thread that keeps at most one piece ahead.
 pub fn write(w: &mut dyn std::io::Write, plan: &Plan, color: bool) -> std::io::Result<()> {
-    /// How much text is gathered before it is written.
-    const CHUNK: usize = 1 << 16;
+    /// About how many changes a piece holds.
+    const PIECE: usize = 256;
+    /// About how much text a change is shown as: a piece's text is made that large at once
+    /// rather than grown (each growth copies it, into pages that fault anew).
+    const CHANGE_TEXT: usize = 384;
     let st = Style { color };
     let mut out = String::new();
     let against = match plan.baseline.as_str() {
@@ -79,6 +93,8 @@ pub fn write(w: &mut dyn std::io::Write, plan: &Plan, color: bool) -> std::io::R
         }
         out.push('\n');
     }
+    w.write_all(out.as_bytes())?;
+    out.clear();
     let mut changes: Vec<&Change> = plan.resource_changes.iter().collect();
     // By group, then address. The diff leaves changes in address order, which a stable sort
     // by group keeps: comparing addresses is most of a sort's cost, and a hundred thousand
@@ -87,24 +103,45 @@ pub fn write(w: &mut dyn std::io::Write, plan: &Plan, color: bool) -> std::io::R
         changes.sort_by(|a, b| a.address.cmp(&b.address));
     }
     changes.sort_by_key(|c| group(&c.address));
-    let mut failed = None;
-    alike::each_group(
-        &changes,
-        |c| body(c, &st),
-        |shown| {
-            head(&mut out, shown.change, &shown.label, &st);
-            out.push_str(&shown.body);
-            if out.len() >= CHUNK {
-                if failed.is_none() {
-                    failed = w.write_all(out.as_bytes()).err();
+    let pieces = alike::pieces(&changes, PIECE);
+    let shown = |piece: &[&Change]| {
+        let mut text = String::with_capacity(piece.len() * CHANGE_TEXT);
+        alike::each_group(
+            piece,
+            |c| body(c, &st),
+            |shown| {
+                head(&mut text, shown.change, &shown.label, &st);
+                text.push_str(&shown.body);
+            },
+        );
+        text
+    };
+    std::thread::scope(|s| {
+        let (send, received) = std::sync::mpsc::sync_channel(1);
+        if pieces.len() > 1 {
+            let odd = &pieces;
+            s.spawn(move || {
+                for piece in odd.iter().skip(1).step_by(2) {
+                    // The writer stopped (it failed): nothing more to show.
+                    if send.send(shown(piece)).is_err() {
+                        return;
+                    }
                 }
-                out.clear();
-            }
-        },
-    );
-    if let Some(e) = failed {
-        return Err(e);
-    }
+            });
+        }
+        for (k, piece) in pieces.iter().enumerate() {
+            let text = match k % 2 {
+                0 => shown(piece),
+                // The second thread panicked: the scope passes its panic on.
+                _ => match received.recv() {
+                    Ok(text) => text,
+                    Err(_) => break,
+                },
+            };
+            w.write_all(text.as_bytes())?;
+        }
+        Ok::<(), std::io::Error>(())
+    })?;
     let s = plan.summary;
     if plan.has_changes() {
         let _ = writeln!(
@@ -151,25 +188,32 @@ fn head(out: &mut String, c: &Change, label: &str, st: &Style) {
             _ => ("-", "1;31"),
         }
     };
-    let reason = c
-        .reason
-        .as_ref()
-        .map(|r| format!("  # {r}"))
-        .unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "  {} {} ({}){}",
-        st.paint(code, symbol),
-        st.paint("1", label),
-        c.kind,
-        reason
-    );
+    out.push_str("  ");
+    st.paint_into(out, code, symbol);
+    out.push(' ');
+    st.paint_into(out, "1", label);
+    out.push_str(" (");
+    out.push_str(&c.kind);
+    out.push(')');
+    if let Some(reason) = &c.reason {
+        out.push_str("  # ");
+        out.push_str(reason);
+    }
+    out.push('\n');
 }
 
 /// A change's attributes: all of them for a create or delete, what changes for the rest.
 fn body(c: &Change, st: &Style) -> String {
     let mut text = String::new();
     let out = &mut text;
+    if let (None, Some(super::Attributes::Spec(spec)))
+    | (Some(super::Attributes::Spec(spec)), None) = (&c.before, &c.after)
+    {
+        if fields::attributes(out, spec, st).is_ok() {
+            out.push('\n');
+            return text;
+        }
+    }
     let (before, after) = c.sides();
     let shown = if c.after.is_some() { &after } else { &before };
     if c.before.is_none() || c.after.is_none() {

@@ -3,6 +3,7 @@
 //! Changes of one service whose text is the same but for the replica number become one block
 //! whose address lists the replicas (`service.web[1-3,7].firewall`).
 
+use crate::model::ResourceId;
 use crate::plan::Change;
 use std::collections::HashMap;
 
@@ -105,17 +106,54 @@ pub(super) fn each_group<'c>(
     flush(&mut groups, &mut by_key);
 }
 
+/// `changes` cut into pieces of about `size` changes, each cut where [`each_group`] closes
+/// every group (before a change that is not of the replicas of the service before it), so that
+/// the pieces shown one by one show what the whole would.
+pub(super) fn pieces<'a, 'c>(changes: &'a [&'c Change], size: usize) -> Vec<&'a [&'c Change]> {
+    fn service(c: &Change) -> Option<&str> {
+        c.address.replica().map(|r| r.service.as_str())
+    }
+    let mut pieces = Vec::new();
+    let mut rest = changes;
+    while rest.len() > size {
+        let cut = (size..rest.len()).find(|&i| {
+            let here = service(rest[i]);
+            here.is_none() || here != service(rest[i - 1])
+        });
+        let Some(cut) = cut else { break };
+        let (piece, after) = rest.split_at(cut);
+        pieces.push(piece);
+        rest = after;
+    }
+    if !rest.is_empty() {
+        pieces.push(rest);
+    }
+    pieces
+}
+
 fn hash(text: &str) -> u64 {
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
     BuildHasherDefault::<DefaultHasher>::default().hash_one(text)
 }
 
-/// A replica's resource as (the address after `[N]`, N).
+/// A replica's resource as (the address after `[N]`, N): what its printed address holds after
+/// `service.<service>[<N>]`.
 fn replica_parts(c: &Change) -> Option<(String, u32)> {
-    let r = c.address.replica()?;
-    let address = c.address.to_string();
-    let rest = address.strip_prefix(&format!("service.{}[{}]", r.service, r.index))?;
-    Some((rest.to_string(), r.index))
+    let rest = match &c.address {
+        ResourceId::Replica(_) => String::new(),
+        ResourceId::Link(_, network) => format!(".link.{network}"),
+        ResourceId::Route(_, family) => format!(".route.{}", family.suffix()),
+        ResourceId::Files(_) => ".files".to_string(),
+        ResourceId::ReplicaFirewall(_) => ".firewall".to_string(),
+        ResourceId::Network(_)
+        | ResourceId::Vxlan(_)
+        | ResourceId::Remote { .. }
+        | ResourceId::Dns(_)
+        | ResourceId::HostFirewall
+        | ResourceId::Daemon
+        | ResourceId::Vip { .. } => return None,
+    };
+    Some((rest, c.address.replica()?.index))
 }
 
 /// `1-3,7`: the indexes in order, runs as ranges.
@@ -144,7 +182,7 @@ fn ranges(indexes: &[u32]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ReplicaId, ResourceId};
+    use crate::model::ReplicaId;
     use crate::plan::Action;
     use serde_json::json;
 
@@ -184,6 +222,40 @@ mod tests {
                 ("service.web[3].firewall", "\"c\"")
             ]
         );
+    }
+
+    #[test]
+    fn pieces_show_what_the_whole_shows() {
+        let firewall_of = |service: &str, index, digest: &str| Change {
+            address: ResourceId::ReplicaFirewall(ReplicaId::new(service, index)),
+            ..firewall(index, digest)
+        };
+        let changes = [
+            firewall_of("a", 1, "b"),
+            firewall_of("a", 2, "b"),
+            firewall_of("a", 3, "c"),
+            firewall_of("b", 1, "b"),
+            Change {
+                address: ResourceId::network("n"),
+                ..firewall(1, "b")
+            },
+            firewall_of("c", 1, "b"),
+            firewall_of("c", 2, "b"),
+        ];
+        let refs: Vec<&Change> = changes.iter().collect();
+        let body = |c: &Change| c.sides().1["vip_digest"].to_string();
+        let labels = |shown: Vec<Shown>| -> Vec<(String, String)> {
+            shown.into_iter().map(|s| (s.label, s.body)).collect()
+        };
+        let whole = labels(group(&refs, body));
+        for size in 1..=refs.len() {
+            let pieces = pieces(&refs, size);
+            assert_eq!(pieces.concat(), refs, "{size}");
+            let shown: Vec<(String, String)> =
+                pieces.iter().flat_map(|p| labels(group(p, body))).collect();
+            assert_eq!(shown, whole, "{size}");
+        }
+        assert_eq!(pieces(&refs, 1).len(), 4);
     }
 
     #[test]
