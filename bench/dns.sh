@@ -27,6 +27,11 @@
 # dnsperf as much as the server. netcompose 107-128k queries/s, dnsmasq 81-100k, ratios 1.07 /
 # 1.41 / 1.49 (median 1.41); with 5 rounds of 15 s an hour earlier, 1.01-1.29 (median 1.13).
 # Two client threads only share the same two CPUs with the server: 74-83k against 79-94k.
+# PIN=1 (client on CPU 0, each server on CPU 1), quiet machine, 3 rounds of 10 s, same binary
+# as an unpinned run just before: netcompose 100-110k queries/s, dnsmasq 106-111k (0.90 /
+# 1.00 / 1.04x), with the client at 0.98 of its CPU against both: one dnsperf core cannot
+# saturate either server, so the rate is the client's. Latency tells them apart: 0.28-0.32 ms
+# against 0.65-0.71 ms. Unpinned in that run: 101-103k against 86-96k, 1.07 / 1.17 / 1.18x.
 #
 # Everything happens in a private mount and network namespace (unshare): /run, /etc/netns and
 # /var/lib/netcompose are tmpfs there, the "host" is a fresh network namespace, and all of it

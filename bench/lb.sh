@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark VIPs and policies (root): `up` of 200 replicas of 20 services, all with VIPs and
-# policies; the time to scale one service by one replica; an `up` with no change; iperf3
+# policies; the time to scale one service by one replica; an `up` with no change; the scale
+# back down (the project is at 200 replicas again for `down`); iperf3
 # throughput between two replicas through the VIP against the replica's own address; `down`;
 # and the same `up` without VIPs or policies (endpoint_mode dnsrr, no x-policy), to compare.
 # Everything runs inside a private network + mount namespace, so nothing reaches the real host.
@@ -55,6 +56,16 @@
 # 455 / 422 / 381 ms (1.26-1.39x), scale 106 / 78 / 75 ms, no change 62 / 44 / 45 ms, down
 # 270 / 298 / 261 ms (1.3-1.5 ms per endpoint; the run before gave 214-244 ms).
 #
+# 2 Dec, evening, with the daemon letting go of a scaled-away replica's namespace before it
+# is deleted (a scale back down had waited two seconds for it), namespaces surveyed while the
+# model is built, and model and plan rendering on two threads; alternated with the binary
+# before the last two (release build, load 1.4-2.2, three pairs): up 649 / 602 / 513 ms
+# against 491 / 524 / 464 ms without VIPs or policies (1.32 / 1.15 / 1.11x; before: 629 /
+# 600 / 581 against 588 / 466 / 436), scale 106 / 99 / 85 ms (before 98 / 78 / 97), no
+# change 48 / 55 / 40 ms (61 / 52 / 58), scale back down 127 / 128 / 102 ms (138 / 142 /
+# 128; before the daemon's release, about 2.1 s), down 324 / 287 / 266 ms (315 / 324 /
+# 185). The machine ran slower than in the morning (iperf3 10.5 against 15.3 Gbit/s).
+#
 #   bench/lb.sh            # 20 services x 10 replicas
 #   NETCOMPOSE_BIN=/path/to/netcompose bench/lb.sh   # a binary built elsewhere (before/after)
 set -euo pipefail
@@ -102,6 +113,9 @@ t0=$(ms); $NC -f "$WORK/compose.yaml" up >/dev/null; t1=$(ms)
 echo "scale svc0 by one replica: $(( (t1 - t0) / 1000000 )) ms"
 t0=$(ms); $NC -f "$WORK/compose.yaml" up >/dev/null; t1=$(ms)
 echo "up with no changes: $(( (t1 - t0) / 1000000 )) ms"
+gen "$REPLICAS" > "$WORK/compose.yaml"
+t0=$(ms); $NC -f "$WORK/compose.yaml" up >/dev/null; t1=$(ms)
+echo "scale svc0 back down by one replica: $(( (t1 - t0) / 1000000 )) ms"
 
 # Throughput: a client and a one-replica server; iperf3 to the server's own address, then
 # to its VIP (DNAT in the client's namespace).
