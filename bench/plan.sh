@@ -24,6 +24,12 @@
 # as root, three runs alternated with main's binary): from scratch 0.93-0.98 s and 222-236 MB
 # (main 1.38-1.62 s, 235-240 MB), --json 1.53-1.94 s and 264-275 MB (1.86-2.07 s, 261-264 MB),
 # against the baseline 1.08-1.43 s and 312-323 MB (1.41-1.45 s, 321-326 MB).
+# Main with that branch merged, load 1.7, two runs alternated with the binary before it: from
+# scratch 0.82 / 0.89 s and 232-235 MB (before 1.17 / 1.26 s), --json 1.27 / 1.31 s (1.58 /
+# 1.37 s), against the baseline 1.02 / 1.07 s and 314 MB (1.18 / 1.36 s, 326 MB): now slower
+# than from scratch, whose rendering of 99,561 creations got faster while the baseline's
+# read (about 350 ms for the desired half of a 140 MB plan) did not. Reading that half on a
+# thread of its own while the model is built gained nothing on two CPUs (tried, not kept).
 #
 #   bench/plan.sh                 # 5000 services x 3 replicas on 50 networks
 #   bench/plan.sh 1000 3 20
