@@ -69,6 +69,8 @@ pub enum DaemonError {
     },
     #[error("the daemon of project {project} did not answer: {reason}")]
     NoAnswer { project: String, reason: String },
+    #[error("the daemon of project {project} refused the request: {reason}")]
+    Refused { project: String, reason: String },
     #[error("the daemon of project {project} exited at start: {log}")]
     StartFailed { project: String, log: String },
     #[error("cannot contain the processes of project {project}: {source}")]
@@ -231,8 +233,9 @@ pub fn request(
 }
 
 /// Make a running daemon let go of `namespaces` before they are deleted ([`Request::Release`]);
-/// nothing to do when no daemon runs. A daemon that does not answer is an error, which the
-/// caller may survive: the deletion then waits for the kernel, or deletes the links itself.
+/// nothing to do when no daemon runs. A daemon that does not answer, or cannot, is an error,
+/// which the caller may survive: the deletion then waits for the kernel, or deletes the links
+/// itself.
 pub fn release(project: &ProjectName, namespaces: Vec<String>) -> Result<(), DaemonError> {
     if namespaces.is_empty() || status(project) == Status::Stopped {
         return Ok(());
@@ -241,7 +244,7 @@ pub fn release(project: &ProjectName, namespaces: Vec<String>) -> Result<(), Dae
     if reply.ok {
         Ok(())
     } else {
-        Err(DaemonError::NoAnswer {
+        Err(DaemonError::Refused {
             project: project.to_string(),
             reason: reply.errors.join("; "),
         })
