@@ -166,3 +166,37 @@ fn listening_sockets_are_read_only_for_published_ports() {
     let unpublished = context_of("  web:\n    networks: [front]\n");
     assert!(unpublished.listening.is_empty());
 }
+
+/// A plan shows a created or deleted spec's attributes from the typed spec
+/// (plan/render/fields.rs) exactly as it would from the spec's JSON, for every kind the
+/// quickstart example makes. Lives here, not in plan/, because it loads an example through the
+/// pipeline.
+#[test]
+fn created_and_deleted_specs_show_the_same_typed_as_through_their_json() {
+    use crate::plan::{render::render, Attributes, Plan};
+    let resources = crate::pipeline::quickstart_resources();
+    let desired = |resources| crate::model::Desired {
+        project: "quickstart".into(),
+        resources,
+        allocations: Default::default(),
+    };
+    let through_json = |plan: &Plan| {
+        let mut plan = plan.clone();
+        for c in &mut plan.resource_changes {
+            for side in [&mut c.before, &mut c.after] {
+                *side = side
+                    .take()
+                    .map(|a| Attributes::Value(serde_json::Value::Object(a.map().into_owned())));
+            }
+        }
+        plan
+    };
+    let created = Plan::shown(desired(resources.clone()), &[], "empty");
+    let deleted = Plan::shown(desired(Vec::new()), &resources, "state");
+    for plan in [created, deleted] {
+        assert_eq!(plan.resource_changes.len(), resources.len());
+        let typed = render(&plan, false);
+        assert!(typed.contains("      "), "no attribute shown: {typed}");
+        assert_eq!(typed, render(&through_json(&plan), false));
+    }
+}
