@@ -123,17 +123,7 @@ pub async fn observe<M: Machine>(
     state: &[Resource],
     desired: &[Resource],
 ) -> Result<Vec<Resource>, KernelError> {
-    observe_to(k, state, desired, Depth::Full).await
-}
-
-/// [`observe`], each namespace read to `depth`.
-pub async fn observe_to<M: Machine>(
-    k: &Kernel<M>,
-    state: &[Resource],
-    desired: &[Resource],
-    depth: Depth,
-) -> Result<Vec<Resource>, KernelError> {
-    let read = read_ahead(k, depth).await?;
+    let read = read_ahead(k, Depth::Full).await?;
     observe_read(k, read, state, desired).await
 }
 
