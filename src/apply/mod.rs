@@ -82,17 +82,10 @@ pub async fn apply<M: Machine>(
 ) -> Result<Outcome, Vec<ApplyError>> {
     let start = Instant::now();
     let mut out = Outcome::default();
-    let by_action = |a: Action| -> HashSet<&ResourceId> {
-        changes
-            .iter()
-            .filter(|c| c.actions.contains(&a))
-            .map(|c| &c.address)
-            .collect()
-    };
     let (deletes, creates, updates) = (
-        by_action(Action::Delete),
-        by_action(Action::Create),
-        by_action(Action::Update),
+        with_action(changes, Action::Delete),
+        with_action(changes, Action::Create),
+        with_action(changes, Action::Update),
     );
     let mut updates = updates;
     updates.extend(
@@ -236,6 +229,20 @@ where
     } else {
         Err(errors)
     }
+}
+
+/// The addresses of the changes that take `action`.
+fn with_action(changes: &[Change], action: Action) -> HashSet<&ResourceId> {
+    changes
+        .iter()
+        .filter(|c| c.actions.contains(&action))
+        .map(|c| &c.address)
+        .collect()
+}
+
+/// The names of the namespaces of `observed` that `changes` delete (or replace).
+pub fn namespaces_deleted<'a>(observed: &'a [Resource], changes: &[Change]) -> HashSet<&'a str> {
+    deleted_namespaces(observed, &with_action(changes, Action::Delete))
 }
 
 /// Namespaces being deleted: what lives inside them goes with them.

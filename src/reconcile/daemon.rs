@@ -4,10 +4,9 @@
 
 use super::{DaemonEvent, Events, ReconcileError};
 use crate::daemon::{self, DaemonConfig};
-use crate::model::{Resource, ResourceId, Spec};
-use crate::plan::{Action, Change};
+use crate::model::Resource;
+use crate::plan::Change;
 use crate::project_name::ProjectName;
-use std::collections::HashSet;
 
 /// Serve `cfg` (or stop the daemon when there is nothing to serve); without a configuration
 /// (a plan of format 1.0) leave the daemon as it is. When the kernel did not change
@@ -58,18 +57,9 @@ pub(super) fn before_apply(
     changes: &[Change],
     events: &dyn Events,
 ) {
-    let deleted: HashSet<&ResourceId> = changes
-        .iter()
-        .filter(|c| c.actions.contains(&Action::Delete))
-        .map(|c| &c.address)
-        .collect();
-    let doomed: Vec<String> = observed
-        .iter()
-        .filter(|r| deleted.contains(&r.address))
-        .filter_map(|r| match &r.spec {
-            Spec::Namespace(n) => Some(n.name.clone()),
-            _ => None,
-        })
+    let doomed: Vec<String> = crate::apply::namespaces_deleted(observed, changes)
+        .into_iter()
+        .map(str::to_string)
         .collect();
     if let Err(e) = daemon::release(project, doomed) {
         events.warning(&format!(
