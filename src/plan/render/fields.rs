@@ -137,6 +137,13 @@ impl<'o> Items<'o> {
         Ok(())
     }
 
+    /// A map's key, before its value ([`Items::item`]).
+    fn key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result {
+        key.serialize(Key { out: self.out })?;
+        self.ends.push(self.out.len());
+        Ok(())
+    }
+
     /// The items written again, joined: `open`, each item (a map's as `key sep value`)
     /// followed by `between` but the last, `close`.
     fn join(self, open: &str, between: &str, sep: Option<&str>, close: &str) {
@@ -174,6 +181,69 @@ impl<'o> Items<'o> {
     }
 }
 
+/// serde's list traits for a writer of items (`.0`, [`Items`]) with an `end` of its own.
+macro_rules! list_of {
+    ($writer:ident) => {
+        impl ser::SerializeSeq for $writer<'_> {
+            type Ok = Kind;
+            type Error = Unsupported;
+            fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
+                self.0.item(value)
+            }
+            fn end(self) -> Result<Kind> {
+                $writer::end(self)
+            }
+        }
+
+        impl ser::SerializeTuple for $writer<'_> {
+            type Ok = Kind;
+            type Error = Unsupported;
+            fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
+                self.0.item(value)
+            }
+            fn end(self) -> Result<Kind> {
+                $writer::end(self)
+            }
+        }
+    };
+}
+
+/// serde's map traits (a map's entries, a struct's fields) for a writer of items as
+/// [`list_of`] takes it.
+macro_rules! map_of {
+    ($writer:ident) => {
+        impl ser::SerializeMap for $writer<'_> {
+            type Ok = Kind;
+            type Error = Unsupported;
+            fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result {
+                self.0.key(key)
+            }
+            fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
+                self.0.item(value)
+            }
+            fn end(self) -> Result<Kind> {
+                $writer::end(self)
+            }
+        }
+
+        impl ser::SerializeStruct for $writer<'_> {
+            type Ok = Kind;
+            type Error = Unsupported;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result {
+                self.0.key(key)?;
+                self.0.item(value)
+            }
+            fn end(self) -> Result<Kind> {
+                $writer::end(self)
+            }
+        }
+    };
+}
+
 /// A list at the top of an attribute.
 struct ListLines<'o>(Items<'o>);
 
@@ -189,38 +259,12 @@ impl ListLines<'_> {
     }
 }
 
-impl ser::SerializeSeq for ListLines<'_> {
-    type Ok = Kind;
-    type Error = Unsupported;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
-        self.0.item(value)
-    }
-    fn end(self) -> Result<Kind> {
-        ListLines::end(self)
-    }
-}
-
-impl ser::SerializeTuple for ListLines<'_> {
-    type Ok = Kind;
-    type Error = Unsupported;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
-        self.0.item(value)
-    }
-    fn end(self) -> Result<Kind> {
-        ListLines::end(self)
-    }
-}
+list_of!(ListLines);
 
 /// A map or struct at the top of an attribute.
 struct MapLines<'o>(Items<'o>);
 
 impl MapLines<'_> {
-    fn key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result {
-        key.serialize(Key { out: self.0.out })?;
-        self.0.ends.push(self.0.out.len());
-        Ok(())
-    }
-
     fn end(self) -> Result<Kind> {
         let items = self.0.relative();
         if items.ends.len() > 2 {
@@ -232,42 +276,12 @@ impl MapLines<'_> {
     }
 }
 
-impl ser::SerializeMap for MapLines<'_> {
-    type Ok = Kind;
-    type Error = Unsupported;
-    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result {
-        self.key(key)
-    }
-    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
-        self.0.item(value)
-    }
-    fn end(self) -> Result<Kind> {
-        MapLines::end(self)
-    }
-}
-
-impl ser::SerializeStruct for MapLines<'_> {
-    type Ok = Kind;
-    type Error = Unsupported;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result {
-        self.key(key)?;
-        self.0.item(value)
-    }
-    fn end(self) -> Result<Kind> {
-        MapLines::end(self)
-    }
-}
+map_of!(MapLines);
 
 /// A list or map inside a value, on one line: `[a, b]`, `{k=v, ...}`.
 struct Inline<'o>(Items<'o>, bool);
 
 impl Inline<'_> {
-    fn key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result {
-        key.serialize(Key { out: self.0.out })?;
-        self.0.ends.push(self.0.out.len());
-        Ok(())
-    }
-
     fn end(self) -> Result<Kind> {
         let is_map = self.1;
         let items = self.0.relative();
@@ -280,53 +294,9 @@ impl Inline<'_> {
     }
 }
 
-impl ser::SerializeSeq for Inline<'_> {
-    type Ok = Kind;
-    type Error = Unsupported;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
-        self.0.item(value)
-    }
-    fn end(self) -> Result<Kind> {
-        Inline::end(self)
-    }
-}
+list_of!(Inline);
 
-impl ser::SerializeTuple for Inline<'_> {
-    type Ok = Kind;
-    type Error = Unsupported;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
-        self.0.item(value)
-    }
-    fn end(self) -> Result<Kind> {
-        Inline::end(self)
-    }
-}
-
-impl ser::SerializeMap for Inline<'_> {
-    type Ok = Kind;
-    type Error = Unsupported;
-    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result {
-        self.key(key)
-    }
-    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
-        self.0.item(value)
-    }
-    fn end(self) -> Result<Kind> {
-        Inline::end(self)
-    }
-}
-
-impl ser::SerializeStruct for Inline<'_> {
-    type Ok = Kind;
-    type Error = Unsupported;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result {
-        self.key(key)?;
-        self.0.item(value)
-    }
-    fn end(self) -> Result<Kind> {
-        Inline::end(self)
-    }
-}
+map_of!(Inline);
 
 /// What a scalar was in the JSON: only a string with whitespace changes how a list is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
