@@ -7,31 +7,47 @@
 #   NETCOMPOSE_BIN=/path/to/netcompose sudo bench/dns.sh
 #
 # What runs: a project with 50 replicas (50 names, one A record each) and a client, brought up
-# by netcompose. From the client's namespace, `dnsperf -c 4 -q 100` asks for the 50 names in
-# turn for DURATION seconds: first netcompose's resolver (127.0.0.11:53), then aardvark-dns
-# (Podman's, from Debian's aardvark-dns package, configured by hand with the same 50 records,
-# listening on 127.0.0.12:5533) and dnsmasq (dnsmasq-base, the same records as a hosts file,
-# on 127.0.0.13:53), each alone, in turn, ROUNDS times (the median round is reported, and
-# each round's ratio of netcompose's rate to dnsmasq's, with their median: the two run
-# back to back, so the ratio is steadier than either rate on a busy machine). Every server is
-# checked to answer the names correctly first.
+# by netcompose. From the client's namespace, a load generator asks for the 50 names in turn
+# for DURATION seconds, keeping WINDOW queries outstanding over 4 sockets: first netcompose's
+# resolver (127.0.0.11:53), then aardvark-dns (Podman's, from Debian's aardvark-dns package,
+# configured by hand with the same 50 records, listening on 127.0.0.12:5533) and dnsmasq
+# (dnsmasq-base, the same records as a hosts file, on 127.0.0.13:53), each alone, in turn,
+# ROUNDS times (the median round is reported, and each round's ratio of netcompose's rate to
+# dnsmasq's, with their median: the two run back to back, so the ratio is steadier than either
+# rate on a busy machine). Every server is checked to answer the names correctly first.
+# The load generator is bench/dnsload.rs (CLIENT=dnsload, the default; built with `cargo build
+# --release --example dnsload`, or given as DNSLOAD=path): it sends and reads its queries in
+# batches, so that it costs less than the servers it measures. CLIENT=dnsperf uses `dnsperf
+# -c 4 -q 100` instead (CLIENT_THREADS sets its -T), which on 2 CPUs measured itself (below).
+# WINDOW (default 100, as dnsperf's -q 100) stays under what a server's default socket buffer
+# holds: at 256, dnsmasq and aardvark-dns dropped about 125 queries a run.
+# Each round prints the client's and the server's CPU over the run (1.00 is one core busy
+# throughout) and the server's CPU per answer, which compares servers whether or not any of
+# them is at its limit.
 # Then loss while the service scales: dnsperf asks netcompose's resolver for the 50 names and
 # the service's own name (`app`) for SCALE_DURATION seconds while `up --scale` adds a replica
 # and takes it away again, over and over; every query must be answered, with NOERROR.
 # Then the daemon's peak RSS (VmHWM) is read with RSS_REPLICAS replicas up.
-# Each round also prints the client's CPU (dnsperf's user + system time over its run; 1.00 is
-# one core busy throughout). CLIENT_THREADS sets dnsperf's threads (-T, default 1).
 #
-# Measured on 2 Dec (release build, 2 CPUs, load about 2): against netcompose the client is at
-# its limit (client CPU 0.92-0.98), against dnsmasq less so (0.83-0.92), so the rate measures
-# dnsperf as much as the server. netcompose 107-128k queries/s, dnsmasq 81-100k, ratios 1.07 /
-# 1.41 / 1.49 (median 1.41); with 5 rounds of 15 s an hour earlier, 1.01-1.29 (median 1.13).
-# Two client threads only share the same two CPUs with the server: 74-83k against 79-94k.
-# PIN=1 (client on CPU 0, each server on CPU 1), quiet machine, 3 rounds of 10 s, same binary
-# as an unpinned run just before: netcompose 100-110k queries/s, dnsmasq 106-111k (0.90 /
-# 1.00 / 1.04x), with the client at 0.98 of its CPU against both: one dnsperf core cannot
-# saturate either server, so the rate is the client's. Latency tells them apart: 0.28-0.32 ms
-# against 0.65-0.71 ms. Unpinned in that run: 101-103k against 86-96k, 1.07 / 1.17 / 1.18x.
+# Measured on 2 Dec (release build, 2 CPUs, load about 2), with dnsperf: against netcompose the
+# client is at its limit (client CPU 0.92-0.98), against dnsmasq less so (0.83-0.92), so the
+# rate measures dnsperf as much as the server. netcompose 107-128k queries/s, dnsmasq 81-100k,
+# ratios 1.07 / 1.41 / 1.49 (median 1.41); with 5 rounds of 15 s an hour earlier, 1.01-1.29
+# (median 1.13). Two client threads only share the same two CPUs with the server: 74-83k
+# against 79-94k. PIN=1 (client on CPU 0, each server on CPU 1), quiet machine, 3 rounds of
+# 10 s, same binary as an unpinned run just before: netcompose 100-110k queries/s, dnsmasq
+# 106-111k (0.90 / 1.00 / 1.04x), with the client at 0.98 of its CPU against both: one dnsperf
+# core cannot saturate either server, so the rate is the client's. Latency tells them apart:
+# 0.28-0.32 ms against 0.65-0.71 ms. Unpinned in that run: 101-103k against 86-96k, 1.07 /
+# 1.17 / 1.18x.
+# 2 Dec, evening, with dnsload (PIN=1, 3 rounds of 8 s, load about 1.5): the client uses 0.26-
+# 0.48 of its core, so the rate is the servers'. WINDOW=64: netcompose 74-96k queries/s,
+# dnsmasq 33-36k, aardvark-dns 29-47k (netcompose/dnsmasq 2.34 / 2.94 / 2.02x); WINDOW=128:
+# 68-92k, 38-46k, 28-35k (1.69 / 1.96 / 2.42x); no query lost. Server CPU per answer:
+# netcompose 4.5-6.6 us, dnsmasq 7.1-9.1 us, aardvark-dns 13-18 us. Neither server used more
+# than about half of its CPU: at this depth each waits on wake-ups across the two CPUs;
+# netcompose reads and answers its queue 32 at a time (recvmmsg/sendmmsg), which is likely why
+# it turns a full queue round faster.
 #
 # Everything happens in a private mount and network namespace (unshare): /run, /etc/netns and
 # /var/lib/netcompose are tmpfs there, the "host" is a fresh network namespace, and all of it
@@ -47,6 +63,8 @@ ROUNDS=${ROUNDS:-3}
 SCALE_DURATION=${SCALE_DURATION:-10}
 CLIENT_THREADS=${CLIENT_THREADS:-1}
 PIN=${PIN:-0}
+CLIENT=${CLIENT:-dnsload}
+WINDOW=${WINDOW:-100}
 
 if [[ ${1:-} != --inside ]]; then
     if [[ $EUID -ne 0 ]]; then
@@ -60,7 +78,11 @@ if [[ ${1:-} != --inside ]]; then
         (cd "$repo" && cargo build --release --quiet --bin netcompose)
         NETCOMPOSE_BIN=$repo/target/release/netcompose
     fi
-    export NETCOMPOSE_BIN DURATION RECORDS RSS_REPLICAS ROUNDS SCALE_DURATION CLIENT_THREADS PIN
+    if [[ $CLIENT == dnsload && -z ${DNSLOAD:-} ]]; then
+        (cd "$repo" && cargo build --release --quiet --example dnsload)
+        DNSLOAD=$repo/target/release/examples/dnsload
+    fi
+    export NETCOMPOSE_BIN DURATION RECORDS RSS_REPLICAS ROUNDS SCALE_DURATION CLIENT_THREADS PIN CLIENT WINDOW DNSLOAD
     # /etc/netns and /var/lib/netcompose get a tmpfs inside; they must exist to be mounted on.
     mkdir -p /etc/netns /var/lib/netcompose
     exec unshare --mount --net --propagation private bash "${BASH_SOURCE[0]}" --inside
@@ -167,34 +189,57 @@ fi
 
 # Each server is measured ROUNDS times, in turn (so that a burst of load from elsewhere on the
 # machine hits all three alike); the round with the median rate is reported.
-declare -A results rate
+declare -A results rate pid
+pid[netcompose]=$(cat /run/netcompose/nb/daemon.pid)
+pid[dnsmasq]=$(cat "$work/dnsmasq.pid")
+((have_aardvark)) && pid[aardvark-dns]=$(cat "$work/aardvark/aardvark.pid")
+# A process's CPU time (user + system) in clock ticks, all its threads.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
 ratios=""
 run() { # label server port extra-dnsperf-args...
     local label=$1 server=$2 port=$3
     shift 3
-    local out q l lost cpu
-    out=$(inns "${client_cpu[@]}" /usr/bin/time -f "cpu %U %S %e" dnsperf -s "$server" -p "$port" -d "$work/queries" \
-        -c 4 -T "$CLIENT_THREADS" -q 100 -l "$DURATION" "$@" 2>&1)
+    local out q l lost cpu before scpu
+    before=$(ticks "${pid[$label]}")
+    if [[ $CLIENT == dnsperf ]]; then
+        out=$(inns "${client_cpu[@]}" /usr/bin/time -f "cpu %U %S %e" dnsperf -s "$server" -p "$port" -d "$work/queries" \
+            -c 4 -T "$CLIENT_THREADS" -q 100 -l "$DURATION" "$@" 2>&1)
+    else
+        out=$(inns "${client_cpu[@]}" /usr/bin/time -f "cpu %U %S %e" "$DNSLOAD" -s "$server" -p "$port" -d "$work/queries" \
+            -c 4 -w "$WINDOW" -l "$DURATION" "$@" 2>&1)
+    fi
     q=$(awk '/Queries per second:/ { printf "%.0f", $4 }' <<<"$out")
     l=$(awk '/Average Latency/ { printf "%.3f", $4 * 1000 }' <<<"$out")
     lost=$(awk '/Queries lost:/ { print $3 }' <<<"$out")
-    # The client's CPU over its run (1.00 = one core busy throughout): a client at the limit of
-    # its threads measures itself, not the server.
+    # The client's and the server's CPU over the run (1.00 = one core busy throughout): a
+    # client at its limit while the server is not measures itself, not the server.
     cpu=$(awk '/^cpu / { printf "%.2f", ($2 + $3) / $4 }' <<<"$out")
-    echo "  round $round $label: $q queries/s, average latency $l ms, lost $lost, client CPU $cpu"
+    # The server's CPU per answer is its cost whether or not anything saturated.
+    read -r scpu per < <(awk -v a="$before" -v b="$(ticks "${pid[$label]}")" -v hz="$hz" -v d="$DURATION" -v q="$q" \
+        'BEGIN { printf "%.2f %.1f\n", (b - a) / hz / d, (b - a) / hz / d / q * 1e6 }')
+    echo "  round $round $label: $q queries/s, average latency $l ms, lost $lost, client CPU $cpu, server CPU $scpu ($per us per answer)"
     results[$label]+="$q $l $lost"$'\n'
     rate[$label]=$q
 }
-echo "dnsperf -c 4 -T $CLIENT_THREADS -q 100 -l $DURATION, $ROUNDS rounds, one server at a time${client_cpu[*]:+, client on CPU 0, servers on CPU 1}:"
+if [[ $CLIENT == dnsperf ]]; then
+    client_desc="dnsperf -c 4 -T $CLIENT_THREADS -q 100 -l $DURATION"
+else
+    client_desc="dnsload -c 4 -w $WINDOW -l $DURATION"
+fi
+echo "$client_desc, $ROUNDS rounds, one server at a time${client_cpu[*]:+, client on CPU 0, servers on CPU 1}:"
 for round in $(seq "$ROUNDS"); do
     run netcompose 127.0.0.11 53
-    if ((have_aardvark)); then run aardvark-dns 127.0.0.12 5533 -a "$client_ip"; fi
+    if ((have_aardvark)); then
+        # aardvark-dns answers only the network's own addresses (-a: the client's source).
+        run aardvark-dns 127.0.0.12 5533 -a "$client_ip"
+    fi
     run dnsmasq 127.0.0.13 53
     ratio=$(awk -v a="${rate[netcompose]}" -v b="${rate[dnsmasq]}" 'BEGIN { printf "%.2f", a / b }')
     echo "  round $round netcompose/dnsmasq: ${ratio}x"
     ratios+="$ratio"$'\n'
 done
-echo "median of $ROUNDS rounds ($RECORDS records, dnsperf -c 4 -T $CLIENT_THREADS -q 100 from a replica namespace):"
+echo "median of $ROUNDS rounds ($RECORDS records, $client_desc from a replica namespace):"
 for label in netcompose aardvark-dns dnsmasq; do
     [[ -n ${results[$label]:-} ]] || continue
     sort -n <<<"${results[$label]}" | sed '/^$/d' | awk -v label="$label" -v n="$ROUNDS" \
