@@ -481,6 +481,10 @@ pub struct Firewall {
     /// A digest of those VIPs and their backends: it changes when they do.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub vip_digest: String,
+    /// VIPs of those networks that this table drops instead of spreading: their service's
+    /// policy turns this replica's service away on every port ([`crate::model::tables::reach`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vip_refused: Vec<RefusedVip>,
     pub chains: Vec<crate::firewall::rule::Chain>,
     /// Named maps: each VIP's backends (the host table; replica tables get theirs expanded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -491,6 +495,14 @@ pub struct Firewall {
     /// Tags of rules found in the live table that netcompose did not write (observe only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub foreign_rules: Vec<String>,
+}
+
+/// The VIPs of one family of a service that a replica table drops (`VIP : drop` in its dispatch)
+/// rather than sending to a chain and a map of backends that would all refuse the packet.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RefusedVip {
+    pub service: String,
+    pub ipv6: bool,
 }
 
 /// A published port: a host port (range) balanced over the service's replicas. It becomes
