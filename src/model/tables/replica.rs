@@ -113,6 +113,8 @@ pub fn resources(
         .keys()
         .map(|n| (*n, network_digest(n, &by_network)))
         .collect();
+    // The VIPs each service's replicas on the same networks drop: the same for all of them.
+    let mut refused: HashMap<(&str, Vec<String>), Vec<RefusedVip>> = HashMap::new();
     replicas
         .iter()
         .filter(|r| r.stack == Stack::Own)
@@ -124,13 +126,18 @@ pub fn resources(
                 .map(|e| e.network.clone())
                 .collect();
             vip_networks.sort();
-            let vip_refused = reach::refused(
-                project,
-                &rep.service,
-                vip_networks
-                    .iter()
-                    .flat_map(|n| by_network.get(n.as_str()).into_iter().flatten().copied()),
-            );
+            let vip_refused = refused
+                .entry((rep.service.as_str(), vip_networks.clone()))
+                .or_insert_with(|| {
+                    reach::refused(
+                        project,
+                        &rep.service,
+                        vip_networks.iter().flat_map(|n| {
+                            by_network.get(n.as_str()).into_iter().flatten().copied()
+                        }),
+                    )
+                })
+                .clone();
             let mut chains = Vec::new();
             let mut sets = PeerSets::new();
             for (dir, name, hook) in [
