@@ -66,6 +66,23 @@
 # 128; before the daemon's release, about 2.1 s), down 324 / 287 / 266 ms (315 / 324 /
 # 185). The machine ran slower than in the morning (iperf3 10.5 against 15.3 Gbit/s).
 #
+# 2 Dec 2026, evening: perf record -a around the VIP up put a quarter of netcompose's CPU in
+# nf_tables (set elements first: two rbtree nodes a range and a zeroed array per interval set
+# on this 6.18 kernel; then rules): every namespace had a chain and a map for all 20 VIPs,
+# though the bench's default-deny policies let a replica use two. Tables now drop a VIP whose
+# policy refuses their service on every port (`VIP : drop`, no chain, no map); CPU 1.54x the
+# plain up -> 1.2x (medians of 8 alternated ups). Alternated with main (release, 6 pairs at
+# load 2-5 before the last commit, then 6 at load 5-7 after it, iperf3 at 5-8 Gbit/s): up 572 /
+# 603 / 564 / 508 / 554 / 663 ms against 761 / 747 / 603 / 764 / 648 / 652, without VIPs or
+# policies 609 / 599 / 510 / 474 / 579 / 476 (main's runs 491 / 508 / 507 / 433 / 511 / 660):
+# 1.01-1.39x, median 1.10, against 0.99-1.76x, median 1.37; loaded: 723 / 745 / 771 / 796 / 734
+# / 729 against 748 / 1011 / 852 / 1085 / 1076 / 1089, ratios 0.87-1.29 (median 1.08) against
+# 1.05-1.74 (1.34). Scale 108 / 80 / 107 / 77 / 105 / 155 ms (main 125 / 144 / 102 / 141 / 95 /
+# 109), no change 89 / 66 / 69 / 46 / 94 / 78 (47 / 72 / 79 / 73 / 59 / 63), scale back down
+# 143 / 144 / 203 / 140 / 173 / 167 (101 / 196 / 163 / 151 / 113 / 128), down 358 / 316 / 292 /
+# 275 / 316 / 312 (239 / 337 / 396 / 306 / 295 / 300): within the noise. Still not reliably
+# under 1.1x.
+#
 #   bench/lb.sh            # 20 services x 10 replicas
 #   NETCOMPOSE_BIN=/path/to/netcompose bench/lb.sh   # a binary built elsewhere (before/after)
 set -euo pipefail

@@ -444,6 +444,43 @@ fn scaling_a_policy_peer_changes_its_set_and_no_rule() {
     );
 }
 
+/// A VIP whose service's policy turns a client's service away on every port is dropped in the
+/// client's own dispatch, with no chain or map of the backends there; a client the policy lets
+/// in still reaches the service through it.
+#[test]
+fn a_vip_refused_by_its_policy_is_dropped_at_the_client() {
+    require_root("a_vip_refused_by_its_policy_is_dropped_at_the_client");
+    let sb = Sandbox::new();
+    let compose = PEERS.replace(
+        "\nnetworks:\n  front: {}",
+        "\n  other:\n    networks: [front]\nnetworks:\n  front: {}",
+    );
+    let p = Project::new(&sb, "refused", &compose);
+    p.up();
+    let _servers = [p.serve("db", 1, 80)];
+    let vip = p.vip("db", "front");
+    p.wait_open(Some(("api", 1)), &vip, 80);
+    let table = sb.run_ok(&[
+        "ip",
+        "netns",
+        "exec",
+        &p.ns("other", 1),
+        "nft",
+        "list",
+        "table",
+        "inet",
+        "netcompose",
+    ]);
+    assert!(table.contains(&format!("{vip} : drop")), "{table}");
+    assert!(!table.contains("vip.db.front"), "{table}");
+    assert!(
+        p.probe(Some(("other", 1)), &["tcp", &vip, "80"])
+            .first()
+            .is_some_and(|l| l == "blocked"),
+        "a refused client is kept out through the VIP"
+    );
+}
+
 /// An `up` trusts a table without reading it only while its namespace's ruleset generation is
 /// the one a run recorded after reading or writing it: a rule added or a policy set's element
 /// deleted by hand moves the generation on, so the next `up` reads the table, sees the change

@@ -1,9 +1,10 @@
 //! nft as an oracle for the in-process nftables writer: every table that the examples (and a
-//! dual-stack project with policies) produce, the host's and each replica's with its VIP
-//! chains spelled out, is written over nfnetlink into a namespace of a [`Sandbox`]; then `nft
-//! -j list table` must show each chain with the rules in the plan's order (known by their
-//! comment, the rule's tag), and `nft list table` each rule as the plan prints it (`Display`),
-//! up to nft's normal form. Needs root and the `nft` binary.
+//! dual-stack project with policies, one of which drops a VIP in a client's dispatch) produce,
+//! the host's and each replica's with its VIP chains spelled out, is written over nfnetlink
+//! into a namespace of a [`Sandbox`]; then `nft -j list table` must show each chain with the
+//! rules in the plan's order (known by their comment, the rule's tag), and `nft list table`
+//! each rule as the plan prints it (`Display`), up to nft's normal form. Needs root and the
+//! `nft` binary.
 
 mod common;
 
@@ -38,6 +39,12 @@ services:
   db:
     deploy: {endpoint_mode: dnsrr}
     networks: [back]
+  cache:
+    networks: [front]
+    x-policy:
+      ingress:
+        allow: [web]
+        deny: [\"0.0.0.0/0\", \"::/0\"]
 networks:
   front:
     enable_ipv6: true
@@ -181,6 +188,7 @@ fn nft_lists_every_rule_shape_as_the_plan_prints_it() {
     let ns = "oracle";
     sb.enter(|| netns::create(ns).unwrap());
     let mut checked = 0;
+    let mut drops_checked = 0;
     let mut maps_checked = 0;
     let mut sets_checked = 0;
     for (i, (address, chains, maps, sets)) in tables.iter().enumerate() {
@@ -253,10 +261,15 @@ fn nft_lists_every_rule_shape_as_the_plan_prints_it() {
                     c.name
                 );
                 checked += 1;
+                drops_checked += usize::from(r.to_string().contains(" : drop"));
             }
         }
     }
     assert!(checked > 50, "{checked} rules checked");
+    assert!(
+        drops_checked >= 2,
+        "{drops_checked} dispatches with a refused VIP checked"
+    );
     assert!(maps_checked > 5, "{maps_checked} maps checked");
     assert!(sets_checked > 3, "{sets_checked} policy sets checked");
 }

@@ -717,6 +717,7 @@ mod tests {
             sysctls: BTreeMap::new(),
             vip_networks: vec![],
             vip_digest: String::new(),
+            vip_refused: vec![],
             chains: vec![Chain::base(
                 "ingress",
                 "filter",

@@ -495,7 +495,10 @@ fn verdict(v: &Verdict, out: &mut Vec<Expr>) {
                         .map(|(ip, chain)| Element {
                             key: addr_bytes(*ip),
                             last: None,
-                            data: Some(Data::Verdict(KVerdict::Goto(chain.clone()))),
+                            data: Some(Data::Verdict(match chain {
+                                Some(c) => KVerdict::Goto(c.clone()),
+                                None => KVerdict::Drop,
+                            })),
                         })
                         .collect(),
                 })),

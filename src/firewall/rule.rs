@@ -68,8 +68,9 @@ pub enum Verdict {
         port: Option<u16>,
     },
     /// `ip daddr vmap { VIP : goto CHAIN, ... }` (`ip6` for IPv6 VIPs): one lookup dispatches
-    /// every VIP of a family. The entries are all of one family.
-    VipMap(Vec<(IpAddr, String)>),
+    /// every VIP of a family. The entries are all of one family; one with no chain is dropped
+    /// (`VIP : drop`).
+    VipMap(Vec<(IpAddr, Option<String>)>),
     /// Spread new connections over the backends in the named [`Map`] of the table
     /// (`numgen random mod 65536` looked up in its slots), keeping the destination port.
     DnatMap {
@@ -258,7 +259,7 @@ fn family(n: &IpNetwork) -> &'static str {
 }
 
 /// The family of a VIP map, from its entries (all of one family).
-fn vmap_family(entries: &[(IpAddr, String)]) -> &'static str {
+fn vmap_family(entries: &[(IpAddr, Option<String>)]) -> &'static str {
     match entries.first() {
         Some((IpAddr::V6(_), _)) => "ip6",
         Some((IpAddr::V4(_), _)) | None => "ip",
@@ -348,7 +349,10 @@ impl fmt::Display for Verdict {
             Verdict::VipMap(entries) => {
                 let map: Vec<String> = entries
                     .iter()
-                    .map(|(ip, c)| format!("{ip} : goto {c}"))
+                    .map(|(ip, c)| match c {
+                        Some(c) => format!("{ip} : goto {c}"),
+                        None => format!("{ip} : drop"),
+                    })
                     .collect();
                 write!(
                     f,
@@ -457,11 +461,14 @@ mod tests {
                 port: Some(80),
             });
         assert_eq!(d.to_string(), "fib daddr type local meta l4proto tcp th dport 8080 dnat ip to numgen random mod 2 map { 0 : 10.0.0.2, 1 : 10.0.0.3 } : 80");
-        let v = rule().then(Verdict::VipMap(vec![(
-            "10.0.0.9".parse().unwrap(),
-            "svc_web".into(),
-        )]));
-        assert_eq!(v.to_string(), "ip daddr vmap { 10.0.0.9 : goto svc_web }");
+        let v = rule().then(Verdict::VipMap(vec![
+            ("10.0.0.9".parse().unwrap(), Some("svc_web".into())),
+            ("10.0.0.10".parse().unwrap(), None),
+        ]));
+        assert_eq!(
+            v.to_string(),
+            "ip daddr vmap { 10.0.0.9 : goto svc_web, 10.0.0.10 : drop }"
+        );
         let s = rule().saddr_set("from.web", false).accept();
         assert_eq!(s.to_string(), "ip saddr @from.web accept");
         let s6 = rule().daddr_set("to6.web", true).count_drop();

@@ -481,6 +481,10 @@ pub struct Firewall {
     /// A digest of those VIPs and their backends: it changes when they do.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub vip_digest: String,
+    /// VIPs of those networks that this table drops instead of spreading: their service's
+    /// policy turns this replica's service away on every port ([`crate::model::tables::reach`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vip_refused: Vec<RefusedVip>,
     pub chains: Vec<crate::firewall::rule::Chain>,
     /// Named maps: each VIP's backends (the host table; replica tables get theirs expanded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -491,6 +495,44 @@ pub struct Firewall {
     /// Tags of rules found in the live table that netcompose did not write (observe only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub foreign_rules: Vec<String>,
+}
+
+/// The VIPs of one family of a service that a replica table drops (`VIP : drop` in its dispatch)
+/// rather than sending to a chain and a map of backends that would all refuse the packet.
+/// Written `ip web` or `ip6 web`: a string each, as a plan lists them and a state holds them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct RefusedVip {
+    pub service: String,
+    pub ipv6: bool,
+}
+
+impl From<RefusedVip> for String {
+    fn from(r: RefusedVip) -> String {
+        let family = if r.ipv6 { "ip6" } else { "ip" };
+        format!("{family} {}", r.service)
+    }
+}
+
+/// A refused VIP that is not `ip SERVICE` or `ip6 SERVICE`.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not `ip SERVICE` or `ip6 SERVICE`")]
+pub struct RefusedVipError(String);
+
+impl TryFrom<String> for RefusedVip {
+    type Error = RefusedVipError;
+
+    fn try_from(text: String) -> Result<RefusedVip, RefusedVipError> {
+        let parsed = match text.split_once(' ') {
+            Some(("ip", s)) => Some((s.to_string(), false)),
+            Some(("ip6", s)) => Some((s.to_string(), true)),
+            _ => None,
+        };
+        match parsed {
+            Some((service, ipv6)) if !service.is_empty() => Ok(RefusedVip { service, ipv6 }),
+            _ => Err(RefusedVipError(text)),
+        }
+    }
 }
 
 /// A published port: a host port (range) balanced over the service's replicas. It becomes
@@ -517,6 +559,20 @@ pub struct Publish {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_vip_is_written_with_its_family() {
+        let r = RefusedVip {
+            service: "web".into(),
+            ipv6: true,
+        };
+        let json = serde_json::to_string(std::slice::from_ref(&r)).unwrap();
+        assert_eq!(json, r#"["ip6 web"]"#);
+        let back: Vec<RefusedVip> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, [r]);
+        assert!(serde_json::from_str::<RefusedVip>(r#""web""#).is_err());
+        assert!(serde_json::from_str::<RefusedVip>(r#""ip ""#).is_err());
+    }
 
     #[test]
     fn a_vip_recorded_with_one_address_still_reads() {

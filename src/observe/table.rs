@@ -3,7 +3,8 @@
 //! hold exactly their elements. A rule's tag is a hash of its text: the tags of a chain are
 //! worked out once per run for each distinct chain (every replica of a service has the same
 //! policy chains), and the VIP part of a table (its dispatch chains' tags, its maps'
-//! elements) once per list of networks (every replica on the same networks has the same).
+//! elements) once per list of networks and of VIPs dropped (every replica of a service on the
+//! same networks has the same).
 
 use super::live::{read_sysctls, Templates};
 use crate::firewall::compile::{backend_slots, peer_set};
@@ -11,8 +12,8 @@ use crate::firewall::rule::{rule_tag, Chain, Map, Set};
 use crate::kernel::generations::{Digest, TableRead};
 use crate::kernel::nftables::{Element, LiveTable, SetSpec};
 use crate::kernel::{Kernel, KernelError, Machine};
-use crate::model::resource::{self as r, Resource, ResourceId, Spec};
-use crate::model::tables::replica::{expand_vips, VipIndex};
+use crate::model::resource::{self as r, RefusedVip, Resource, ResourceId, Spec};
+use crate::model::tables::replica::{expand_vips, vip_key, VipIndex, VipKey};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -45,17 +46,21 @@ pub(super) struct VipPart {
     digest: Digest,
 }
 
-/// The VIP part of each distinct list of networks seen in a run.
+/// A [`VipKey`] held by the memo: the networks and the VIPs dropped.
+type OwnedVipKey = (Vec<String>, Vec<RefusedVip>);
+
+/// The VIP part of each distinct [`VipKey`] seen in a run.
 #[derive(Default)]
-pub struct VipParts(Mutex<HashMap<Vec<String>, Arc<VipPart>>>);
+pub struct VipParts(Mutex<HashMap<OwnedVipKey, Arc<VipPart>>>);
 
 impl VipParts {
-    fn of(&self, networks: &[String], vips: &VipIndex, tags: &Tags) -> Arc<VipPart> {
+    fn of(&self, key: VipKey, vips: &VipIndex, tags: &Tags) -> Arc<VipPart> {
         let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(part) = memo.get(networks) {
+        let owned: OwnedVipKey = (key.0.to_vec(), key.1.to_vec());
+        if let Some(part) = memo.get(&owned) {
             return part.clone();
         }
-        let (chains, maps) = expand_vips(networks, vips);
+        let (chains, maps) = expand_vips(key, vips);
         let chains: Vec<(String, ChainTags)> = chains
             .iter()
             .map(|c| (c.name.clone(), tags.of(c)))
@@ -73,7 +78,7 @@ impl VipParts {
             maps,
             digest,
         });
-        memo.insert(networks.to_vec(), part.clone());
+        memo.insert(owned, part.clone());
         part
     }
 }
@@ -115,13 +120,14 @@ pub(super) async fn table<M: Machine>(
         sysctls: BTreeMap::new(),
         vip_networks: vec![],
         vip_digest: String::new(),
+        vip_refused: vec![],
         chains: vec![],
         maps: vec![],
         sets: vec![],
         foreign_rules: vec![],
     });
     // What the table should hold, VIP chains and maps included, as the last apply wrote it.
-    let vip = t.vip_parts.of(&fw.vip_networks, &t.vips, &t.tags);
+    let vip = t.vip_parts.of(vip_key(&fw), &t.vips, &t.tags);
     let tag_sets: Vec<(String, ChainTags)> = vip
         .chains
         .iter()

@@ -83,6 +83,7 @@ pub fn resources(
             sysctls,
             vip_networks: vec![],
             vip_digest: String::new(),
+            vip_refused: vec![],
             chains,
             maps: vip_maps(dispatch),
             sets: vec![],

@@ -4,5 +4,6 @@
 //! knows nothing of the model.
 
 pub mod host;
+pub mod reach;
 pub mod replica;
 pub mod vip;

@@ -6,11 +6,15 @@
 //! The VIP part is the same for every replica on the same networks, so the resource names the
 //! networks (and a digest of their VIPs) instead of spelling out the chains: a project of N
 //! replicas would otherwise describe N × VIPs chains. The applier expands it ([`expand`]).
+//! The VIPs that the service's policies make useless to the replica are named too: the
+//! dispatch drops them ([`reach`]). Every replica of a service on the same networks has the
+//! same VIP part, worked out once per [`VipKey`].
 
+use super::reach;
 use super::vip::{vip_chains, vip_maps, Dispatch};
 use crate::firewall::rule::{rule, Chain, Map, Rule, RuleBuilder, Set};
 use crate::model::endpoints::{Endpoint, EndpointIndex, Replica, Stack};
-use crate::model::resource::{Firewall, Resource, ResourceId, Spec, Vip};
+use crate::model::resource::{Firewall, RefusedVip, Resource, ResourceId, Spec, Vip};
 use crate::spec::{Peer, PolicyEntry, Project, Rules, Spanned};
 use ipnetwork::IpNetwork;
 use sha2::{Digest, Sha256};
@@ -23,6 +27,14 @@ pub const REPLICA_TABLE: &str = "netcompose";
 /// VIPs by network, for expanding replica tables.
 pub type VipIndex<'a> = HashMap<&'a str, Vec<&'a Vip>>;
 
+/// What a replica table's VIP part depends on: its networks and the VIPs it drops.
+pub type VipKey<'a> = (&'a [String], &'a [RefusedVip]);
+
+/// The [`VipKey`] of a replica table.
+pub fn vip_key(fw: &Firewall) -> VipKey<'_> {
+    (&fw.vip_networks, &fw.vip_refused)
+}
+
 pub fn vip_index<'a>(vips: impl IntoIterator<Item = &'a Vip>) -> VipIndex<'a> {
     let mut index: VipIndex = HashMap::new();
     for v in vips {
@@ -34,16 +46,16 @@ pub fn vip_index<'a>(vips: impl IntoIterator<Item = &'a Vip>) -> VipIndex<'a> {
 /// A replica table's full chains (the VIP dispatch of its networks, then its own chains) and
 /// its VIPs' maps.
 pub fn expand(fw: &Firewall, vips: &VipIndex) -> (Vec<Chain>, Vec<Map>) {
-    let (mut chains, maps) = expand_vips(&fw.vip_networks, vips);
+    let (mut chains, maps) = expand_vips(vip_key(fw), vips);
     chains.extend(fw.chains.iter().cloned());
     (chains, maps)
 }
 
-/// The VIP part of a replica table on `networks`: the dispatch chains and the VIPs' maps. It
-/// depends on the networks alone, so every replica on the same networks has the same: callers
-/// that expand many tables work it out once per list of networks.
-pub fn expand_vips(networks: &[String], vips: &VipIndex) -> (Vec<Chain>, Vec<Map>) {
-    let dispatch = dispatch(networks, vips);
+/// The VIP part of a replica table of `key`: the dispatch chains and the VIPs' maps. It
+/// depends on the key alone, so every replica of a service on the same networks has the same:
+/// callers that expand many tables work it out once per key.
+pub fn expand_vips(key: VipKey, vips: &VipIndex) -> (Vec<Chain>, Vec<Map>) {
+    let dispatch = dispatch(key, vips);
     let mut chains = Vec::new();
     let dispatch_rules = dispatch.rules();
     if !dispatch_rules.is_empty() {
@@ -53,12 +65,13 @@ pub fn expand_vips(networks: &[String], vips: &VipIndex) -> (Vec<Chain>, Vec<Map
     (chains, vip_maps(&dispatch))
 }
 
-/// The VIP dispatch of a replica table on `networks`.
-fn dispatch(networks: &[String], vips: &VipIndex) -> Dispatch {
-    Dispatch::new(
+/// The VIP dispatch of a replica table of `key`.
+fn dispatch((networks, refused): VipKey, vips: &VipIndex) -> Dispatch {
+    Dispatch::refusing(
         networks
             .iter()
             .flat_map(|n| vips.get(n.as_str()).into_iter().flatten().copied()),
+        refused,
     )
 }
 
@@ -100,6 +113,8 @@ pub fn resources(
         .keys()
         .map(|n| (*n, network_digest(n, &by_network)))
         .collect();
+    // The VIPs each service's replicas on the same networks drop: the same for all of them.
+    let mut refused: HashMap<(&str, Vec<String>), Vec<RefusedVip>> = HashMap::new();
     replicas
         .iter()
         .filter(|r| r.stack == Stack::Own)
@@ -111,6 +126,18 @@ pub fn resources(
                 .map(|e| e.network.clone())
                 .collect();
             vip_networks.sort();
+            let vip_refused = refused
+                .entry((rep.service.as_str(), vip_networks.clone()))
+                .or_insert_with(|| {
+                    reach::refused(
+                        project,
+                        &rep.service,
+                        vip_networks.iter().flat_map(|n| {
+                            by_network.get(n.as_str()).into_iter().flatten().copied()
+                        }),
+                    )
+                })
+                .clone();
             let mut chains = Vec::new();
             let mut sets = PeerSets::new();
             for (dir, name, hook) in [
@@ -140,6 +167,7 @@ pub fn resources(
                     sysctls: BTreeMap::new(),
                     vip_networks,
                     vip_digest,
+                    vip_refused,
                     chains,
                     maps: vec![],
                     sets: sets.into_values().collect(),
@@ -347,14 +375,14 @@ pub fn expand_where(
     wanted: impl Fn(&Resource) -> bool,
 ) -> Vec<Cow<'_, Resource>> {
     let vips = vips_of(resources);
-    let mut parts: HashMap<&[String], (Vec<Chain>, Vec<Map>)> = HashMap::new();
+    let mut parts: HashMap<VipKey, (Vec<Chain>, Vec<Map>)> = HashMap::new();
     resources
         .iter()
         .map(|r| match &r.spec {
             Spec::Firewall(f) if !f.vip_networks.is_empty() && wanted(r) => {
                 let (chains, maps) = parts
-                    .entry(f.vip_networks.as_slice())
-                    .or_insert_with(|| expand_vips(&f.vip_networks, &vips));
+                    .entry(vip_key(f))
+                    .or_insert_with(|| expand_vips(vip_key(f), &vips));
                 let mut full = f.clone();
                 full.chains = chains.iter().chain(&f.chains).cloned().collect();
                 full.maps = maps.clone();
@@ -363,6 +391,7 @@ pub fn expand_where(
                         .push("vip chains changed outside netcompose".into());
                 }
                 full.vip_networks.clear();
+                full.vip_refused.clear();
                 Cow::Owned(Resource {
                     spec: Spec::Firewall(full),
                     ..r.clone()
@@ -384,8 +413,7 @@ fn vips_of(resources: &[Resource]) -> VipIndex<'_> {
 /// Replica tables (of two lists before [`expand_all`]) that the plan leaves unchanged but
 /// whose VIP maps, once expanded, differ: a VIP's backends are elements of its map in every
 /// namespace that dispatches it, so the VIP's change is applied there, element by element.
-/// The maps are worked out once per list of networks on each side, not copied into every
-/// table.
+/// The maps are worked out once per [`VipKey`] on each side, not copied into every table.
 pub fn vip_maps_changed<'a>(observed: &[Resource], desired: &'a [Resource]) -> Vec<&'a ResourceId> {
     fn replica_table(r: &Resource) -> Option<(&ResourceId, &Firewall)> {
         let Spec::Firewall(f) = &r.spec else {
@@ -407,17 +435,17 @@ pub fn vip_maps_changed<'a>(observed: &[Resource], desired: &'a [Resource]) -> V
 }
 
 /// The VIP maps that [`expand_where`] gives the replica tables of one list of resources,
-/// worked out once per list of networks.
+/// worked out once per [`VipKey`].
 struct Maps<'r> {
     vips: VipIndex<'r>,
-    by_networks: HashMap<&'r [String], Vec<Map>>,
+    by_key: HashMap<VipKey<'r>, Vec<Map>>,
 }
 
 impl<'r> Maps<'r> {
     fn new(resources: &'r [Resource]) -> Self {
         Self {
             vips: vips_of(resources),
-            by_networks: HashMap::new(),
+            by_key: HashMap::new(),
         }
     }
 
@@ -427,8 +455,8 @@ impl<'r> Maps<'r> {
             return &f.maps;
         }
         let vips = &self.vips;
-        self.by_networks
-            .entry(f.vip_networks.as_slice())
-            .or_insert_with(|| vip_maps(&dispatch(&f.vip_networks, vips)))
+        self.by_key
+            .entry(vip_key(f))
+            .or_insert_with(|| vip_maps(&dispatch(vip_key(f), vips)))
     }
 }

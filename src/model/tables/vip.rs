@@ -5,10 +5,11 @@
 //! real address, and conntrack keeps established flows on their replica when the set changes.
 //! A VIP forwards every port, as Swarm's do: Compose files rarely list all the ports a service
 //! listens on. A dual-stack network gives a service an IPv4 and an IPv6 VIP, dispatched alike
-//! (`ip daddr vmap` and `ip6 daddr vmap` in the same inet table).
+//! (`ip daddr vmap` and `ip6 daddr vmap` in the same inet table). A VIP whose service's
+//! policy refuses the table's replica is dropped by the dispatch itself ([`super::reach`]).
 
 use crate::firewall::rule::{rule, Chain, Map, Rule, Verdict};
-use crate::model::resource::Vip;
+use crate::model::resource::{RefusedVip, Vip};
 use std::net::IpAddr;
 
 /// The VIPs one namespace (or the host) can reach, with their backends of the same family.
@@ -17,27 +18,46 @@ pub struct Dispatch {
     pub entries: Vec<Entry>,
 }
 
-/// One VIP address: its chain, its map and its backends of the same family.
+/// One VIP address: its chain, its map and its backends of the same family; or, refused, none
+/// of them.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Entry {
     pub address: IpAddr,
     pub chain: String,
     pub map: String,
     pub backends: Vec<IpAddr>,
+    pub refused: bool,
 }
 
 impl Dispatch {
     pub fn new<'a>(vips: impl IntoIterator<Item = &'a Vip>) -> Dispatch {
+        Dispatch::refusing(vips, &[])
+    }
+
+    /// The dispatch of `vips` with those in `refused` dropped.
+    pub fn refusing<'a>(
+        vips: impl IntoIterator<Item = &'a Vip>,
+        refused: &[RefusedVip],
+    ) -> Dispatch {
+        let is_refused = |service: &str, address: IpAddr| {
+            refused
+                .iter()
+                .any(|r| r.service == service && r.ipv6 == address.is_ipv6())
+        };
         let mut entries: Vec<_> = vips
             .into_iter()
             .flat_map(|v| {
                 v.families()
                     .filter(|(_, backends)| !backends.is_empty())
-                    .map(|(address, backends)| Entry {
-                        address,
-                        chain: chain_name(&v.service, &v.network, address),
-                        map: map_name(&v.service, &v.network, address),
-                        backends,
+                    .map(|(address, backends)| {
+                        let refused = is_refused(&v.service, address);
+                        Entry {
+                            address,
+                            chain: chain_name(&v.service, &v.network, address),
+                            map: map_name(&v.service, &v.network, address),
+                            backends: if refused { vec![] } else { backends },
+                            refused,
+                        }
                     })
             })
             .collect();
@@ -50,11 +70,11 @@ impl Dispatch {
         [true, false]
             .into_iter()
             .filter_map(|v4| {
-                let map: Vec<(IpAddr, String)> = self
+                let map: Vec<(IpAddr, Option<String>)> = self
                     .entries
                     .iter()
                     .filter(|e| e.address.is_ipv4() == v4)
-                    .map(|e| (e.address, e.chain.clone()))
+                    .map(|e| (e.address, (!e.refused).then(|| e.chain.clone())))
                     .collect();
                 (!map.is_empty()).then(|| rule().then(Verdict::VipMap(map)))
             })
@@ -74,10 +94,11 @@ pub fn chain_name(service: &str, network: &str, address: IpAddr) -> String {
     format!("{prefix}_{}_{}", clean(service), clean(network))
 }
 
-/// One regular chain per VIP address, which DNATs to a backend of the VIP's map.
+/// One regular chain per VIP address not refused, which DNATs to a backend of the VIP's map.
 pub fn vip_chains(d: &Dispatch) -> Vec<Chain> {
     d.entries
         .iter()
+        .filter(|e| !e.refused)
         .map(|e| {
             Chain::regular(
                 &e.chain,
@@ -98,10 +119,11 @@ pub fn map_name(service: &str, network: &str, address: IpAddr) -> String {
     format!("{prefix}.{service}.{network}")
 }
 
-/// One map per VIP address: its backends, which a scale changes element by element.
+/// One map per VIP address not refused: its backends, which a scale changes element by element.
 pub fn vip_maps(d: &Dispatch) -> Vec<Map> {
     d.entries
         .iter()
+        .filter(|e| !e.refused)
         .map(|e| Map {
             name: e.map.clone(),
             backends: e.backends.clone(),
@@ -170,6 +192,30 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn a_refused_vip_is_dropped_with_no_chain_or_map() {
+        let mut other = vip(&["172.16.0.8"], &["172.16.0.4"]);
+        other.service = "db".into();
+        let web = vip(&["172.16.0.9", "fd00::9"], &["172.16.0.2", "fd00::2"]);
+        let refused = [RefusedVip {
+            service: "web".into(),
+            ipv6: false,
+        }];
+        let d = Dispatch::refusing([&web, &other], &refused);
+        let rules: Vec<String> = d.rules().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            rules,
+            vec![
+                "ip daddr vmap { 172.16.0.8 : goto vip_db_front, 172.16.0.9 : drop }",
+                "ip6 daddr vmap { fd00::9 : goto vip6_web_front }",
+            ]
+        );
+        let chains: Vec<String> = vip_chains(&d).into_iter().map(|c| c.name).collect();
+        assert_eq!(chains, ["vip_db_front", "vip6_web_front"]);
+        let maps: Vec<String> = vip_maps(&d).into_iter().map(|m| m.name).collect();
+        assert_eq!(maps, ["vip.db.front", "vip6.web.front"]);
     }
 
     #[test]
