@@ -30,7 +30,7 @@ pub(super) struct Saved {
 pub(super) struct Changed {
     pub before: Vec<Resource>,
     pub after: Vec<Resource>,
-    /// The desired resources that the saved plan holds as they are.
+    /// The desired resources that the saved plan holds as they are, in no useful order.
     pub unchanged: Vec<Resource>,
 }
 
@@ -114,18 +114,20 @@ impl Saved {
                 Seen::Not | Seen::Differs => before.push(self.parse(range)?),
             }
         }
-        let mut changed = Changed {
+        // The few that differ are taken out, the last first; the unchanged stay in place,
+        // not copied into a vector of their own (their order is of no use).
+        let mut unchanged = desired;
+        let mut after: Vec<Resource> = (0..unchanged.len())
+            .rev()
+            .filter(|&j| !same[j])
+            .map(|j| unchanged.swap_remove(j))
+            .collect();
+        after.reverse();
+        Ok(Changed {
             before,
-            after: Vec::new(),
-            unchanged: Vec::with_capacity(desired.len()),
-        };
-        for (r, same) in desired.into_iter().zip(same) {
-            match same {
-                true => changed.unchanged.push(r),
-                false => changed.after.push(r),
-            }
-        }
-        Ok(changed)
+            after,
+            unchanged,
+        })
     }
 
     /// Every saved resource, in the file's order: those written as a desired one is, copied
