@@ -30,6 +30,17 @@
 # than from scratch, whose rendering of 99,561 creations got faster while the baseline's
 # read (about 350 ms for the desired half of a 140 MB plan) did not. Reading that half on a
 # thread of its own while the model is built gained nothing on two CPUs (tried, not kept).
+# 2 Dec 2026 evening, branch wt-baseline: a saved plan's resources stay text until the desired
+# ones are built, each desired resource is written out as --out nests it and compared with the
+# saved bytes (two threads), only those that differ are parsed; the file is read and indexed
+# while the Compose file loads. Load 3-6 from another helper's builds, as root, six runs
+# alternated with main's binary: against the baseline 1.58 1.69 2.15 2.08 2.99 2.85 / 1.60 1.21
+# 1.28 s and 293-321 MB (main 1.87 2.50 2.53 3.18 3.25 2.62 / 1.32 1.53 1.49 s, 306-320 MB);
+# from scratch in the same runs 1.42 1.38 2.31 2.26 1.20 1.76 / 1.27 1.43 1.22 s (main 0.91
+# 1.78 1.86 1.97 1.60 2.68 / 0.90 1.42 1.21 s). By stages (three runs): the baseline read
+# 370-750 ms -> hidden in the load (load 215-255 -> 315-420 ms on a busy machine), the diff
+# 130-145 -> 215-280 ms (the comparison), peak 306-310 -> 288-293 MB; against the baseline
+# 1.31-1.42 s where from scratch is 1.05-1.39 s (main: 1.54-1.85 against 1.28-1.41 s).
 #
 #   bench/plan.sh                 # 5000 services x 3 replicas on 50 networks
 #   bench/plan.sh 1000 3 20

@@ -10,6 +10,7 @@ mod down;
 mod drill;
 mod planning;
 mod projects;
+mod saved;
 mod session;
 mod timing;
 mod up;

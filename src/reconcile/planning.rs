@@ -2,6 +2,7 @@
 //! compared with (a file given with --against, the state, or the live machine), and the
 //! desired state built against the machine's routes and other projects' subnets.
 
+use super::saved::{Changed, Saved};
 use super::timing::Stages;
 use super::{load, session::Session, Events, ReconcileError};
 use crate::diag::{ConfigError, Diagnostics};
@@ -31,8 +32,44 @@ pub enum Baseline {
 /// A baseline's resources, with the allocations that keep addresses sticky.
 struct Base {
     name: String,
-    resources: Vec<Resource>,
+    resources: Resources,
     allocations: Allocations,
+}
+
+/// The resources of a baseline.
+enum Resources {
+    /// Read whole: a state, an older Compose file, a plan not laid out as `--out` writes it.
+    Read(Vec<Resource>),
+    /// A plan saved by `plan --out`, its resources left as text until the desired ones are
+    /// built (see [`Saved`]).
+    Saved { saved: Saved, name: String },
+}
+
+impl Resources {
+    /// Every resource of the baseline.
+    fn whole(self, desired: &[Resource]) -> Result<Vec<Resource>, ReconcileError> {
+        match self {
+            Resources::Read(resources) => Ok(resources),
+            Resources::Saved { saved, name } => saved
+                .whole(desired)
+                .map_err(|source| ReconcileError::NotAPlanOrState { name, source }),
+        }
+    }
+
+    /// The resources of the baseline and of `desired` that the diff needs: for a saved plan,
+    /// not those it writes exactly as desired (unchanged, given back apart); else all of them.
+    fn changed(self, desired: Vec<Resource>) -> Result<Changed, ReconcileError> {
+        match self {
+            Resources::Read(before) => Ok(Changed {
+                before,
+                after: desired,
+                unchanged: Vec::new(),
+            }),
+            Resources::Saved { saved, name } => saved
+                .changed(desired)
+                .map_err(|source| ReconcileError::NotAPlanOrState { name, source }),
+        }
+    }
 }
 
 /// What to do about other projects whose state cannot be read.
@@ -49,6 +86,10 @@ pub(super) enum Unreadable {
 pub struct Planning {
     pub checked: Checked,
     pub plan: Plan,
+    /// Desired resources that a saved baseline holds as they are, which a plan only shown
+    /// leaves out: kept rather than freed one by one before the plan is shown (the CLI ends
+    /// without freeing a plan).
+    pub unchanged: Vec<Resource>,
 }
 
 /// `netcompose plan`: the plan document, including what the daemon will serve.
@@ -92,13 +133,30 @@ pub fn plan_for(
     events: &dyn Events,
 ) -> Result<Planning, ReconcileError> {
     let stages = Stages::from_env("plan");
-    let checked = load_on(opts, cluster, events)?;
+    // A saved plan is read on a second thread while the Compose file is loaded on this one
+    // (tens of megabytes of a big project's plan, read and indexed in about half the time
+    // of the load).
+    let (checked, saved) = std::thread::scope(|s| {
+        let saved = match baseline {
+            Baseline::File(path) => Some(s.spawn(|| read_saved(path))),
+            Baseline::State | Baseline::Live => None,
+        };
+        let checked = load_on(opts, cluster, events);
+        (checked, saved.map(|read| read.join()))
+    });
+    let checked = checked?;
     stages.stage("load");
     let project = ProjectName::new(checked.project.name.clone())?;
     let others = others_taken(store, &project, Unreadable::Warn, events)?;
-    let base = match baseline {
-        Baseline::File(path) => against_file(opts, &project, path, &others, events)?,
-        Baseline::State | Baseline::Live => from_state(store, &project, events),
+    let base = match (baseline, saved) {
+        (Baseline::File(path), Some(Ok(saved))) => {
+            against_file(opts, &project, path, saved, &others, events)?
+        }
+        (Baseline::File(path), None) => {
+            against_file(opts, &project, path, read_saved(path), &others, events)?
+        }
+        (_, Some(Err(panic))) => std::panic::resume_unwind(panic),
+        (Baseline::State | Baseline::Live, _) => from_state(store, &project, events),
     };
     stages.stage("baseline");
     let ctx = context(&checked, &base.allocations, &others, cluster)?;
@@ -115,17 +173,33 @@ pub fn plan_for(
         Purpose::Document => Plan::new,
         Purpose::Shown => Plan::shown,
     };
-    let mut plan = match baseline {
-        Baseline::Live => {
-            let live = Session::open(&project)?.observe(&base.resources, &desired.resources)?;
-            let mut drift = crate::plan::drift(&base.resources, &live);
+    let mut unchanged = Vec::new();
+    let mut plan = match (baseline, purpose) {
+        (Baseline::Live, _) => {
+            let resources = base.resources.whole(&desired.resources)?;
+            let live = Session::open(&project)?.observe(&resources, &desired.resources)?;
+            let mut drift = crate::plan::drift(&resources, &live);
             drift.extend(daemon_drift(&project, &live));
             stages.stage("observe");
             let mut plan = planned(desired, &live, "live");
             plan.drift = drift;
             plan
         }
-        Baseline::File(_) | Baseline::State => planned(desired, &base.resources, &base.name),
+        // A plan only shown diffs what a saved plan does not hold as it is; a document holds
+        // every desired resource, and its fingerprint is of the whole baseline.
+        (Baseline::File(_) | Baseline::State, Purpose::Shown) => {
+            let changed = base.resources.changed(desired.resources)?;
+            unchanged = changed.unchanged;
+            let desired = Desired {
+                resources: changed.after,
+                ..desired
+            };
+            Plan::shown(desired, &changed.before, &base.name)
+        }
+        (Baseline::File(_) | Baseline::State, Purpose::Document) => {
+            let before = base.resources.whole(&desired.resources)?;
+            Plan::new(desired, &before, &base.name)
+        }
     };
     stages.stage("diff");
     plan.daemon = daemon;
@@ -138,7 +212,11 @@ pub fn plan_for(
             notes
         }
     };
-    Ok(Planning { checked, plan })
+    Ok(Planning {
+        checked,
+        plan,
+        unchanged,
+    })
 }
 
 /// [`load`], with a cluster project's global services numbered as its placement runs them
@@ -197,7 +275,7 @@ fn from_state(store: &dyn Store, project: &ProjectName, events: &dyn Events) -> 
     match store.load(project) {
         Ok(Some(s)) => Base {
             name: "state".into(),
-            resources: s.resources,
+            resources: Resources::Read(s.resources),
             allocations: s.allocations,
         },
         Ok(None) => empty(),
@@ -211,16 +289,28 @@ fn from_state(store: &dyn Store, project: &ProjectName, events: &dyn Events) -> 
 fn empty() -> Base {
     Base {
         name: "empty".into(),
-        resources: Vec::new(),
+        resources: Resources::Read(Vec::new()),
         allocations: Allocations::default(),
     }
 }
 
-/// `--against FILE`: a saved plan, a state file, or an older Compose file.
+/// What [`read_saved`] found in a file given with `--against`: the resources and allocations
+/// of a plan saved by `plan --out`, else that plan's `desired` as text to be parsed whole, else
+/// nothing (another layout, or not a plan).
+type SavedRead = std::io::Result<Option<Result<(Saved, Allocations), Vec<u8>>>>;
+
+/// A plan saved by `plan --out` in `path`, read and indexed ([`Saved`]).
+fn read_saved(path: &Path) -> SavedRead {
+    Ok(desired_of_saved(path)?.map(Saved::read))
+}
+
+/// `--against FILE`: a saved plan (`saved`, as [`read_saved`] read it), a state file, or an
+/// older Compose file.
 fn against_file(
     opts: &LoadOptions,
     project: &ProjectName,
     path: &Path,
+    saved: SavedRead,
     others: &Others,
     events: &dyn Events,
 ) -> Result<Base, ReconcileError> {
@@ -229,12 +319,24 @@ fn against_file(
         source,
     };
     let name = format!("file:{}", path.display());
-    if let Some(desired) = desired_of_saved(path).map_err(read)? {
-        return Ok(Base {
-            name,
-            resources: desired.resources,
-            allocations: desired.allocations,
-        });
+    if let Some(saved) = saved.map_err(read)? {
+        let desired = match saved {
+            Ok((saved, allocations)) => {
+                return Ok(Base {
+                    name: name.clone(),
+                    resources: Resources::Saved { saved, name },
+                    allocations,
+                })
+            }
+            Err(text) => std::str::from_utf8(&text).ok().and_then(desired_of_pretty),
+        };
+        if let Some(desired) = desired {
+            return Ok(Base {
+                name,
+                resources: Resources::Read(desired.resources),
+                allocations: desired.allocations,
+            });
+        }
     }
     let text = std::fs::read_to_string(path).map_err(read)?;
     if text.trim_start().starts_with('{') {
@@ -248,7 +350,7 @@ fn against_file(
     let desired = build(&old, &ctx)?;
     Ok(Base {
         name,
-        resources: desired.resources,
+        resources: Resources::Read(desired.resources),
         allocations: desired.allocations,
     })
 }
@@ -275,31 +377,42 @@ fn desired_of_pretty(text: &str) -> Option<Desired> {
     serde::Deserialize::deserialize(&mut value).ok()
 }
 
-/// The desired state of a plan saved by `plan --out`, read from the file without holding the
-/// changes before it in memory: lines are skipped up to the `desired` key (see
-/// [`desired_of_pretty`]) and only the rest of the file is read and parsed. On a big project
-/// that is half of a 140 MB file never read into memory. None when the file is not laid out
-/// so (the caller then reads it whole).
-fn desired_of_saved(path: &Path) -> std::io::Result<Option<Desired>> {
-    use std::io::{BufRead, Read};
-    let mut file = std::io::BufReader::new(std::fs::File::open(path)?);
-    let mut line = String::new();
-    if file.read_line(&mut line)? == 0 || line.trim_end() != "{" {
-        return Ok(None);
-    }
+/// The desired state of a plan saved by `plan --out` as text, from the newline before its
+/// key (see [`desired_of_pretty`]) to the end of the file, read without holding the changes
+/// before it in memory: they are searched block by block for that key. On a big project that
+/// is half of a 140 MB file never kept. None when the file is not laid out so (the caller
+/// then reads it whole).
+fn desired_of_saved(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    const KEY: &[u8] = b"\n  \"desired\": ";
+    let mut file = std::fs::File::open(path)?;
+    let size = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+    let finder = memchr::memmem::Finder::new(KEY);
+    let mut block = vec![0; 1 << 20];
+    // The end of the block before, where the key may begin.
+    let mut kept = 0;
+    let mut read = 0;
     loop {
-        line.clear();
-        if file.read_line(&mut line)? == 0 {
+        let n = file.read(&mut block[kept..])?;
+        if n == 0 {
             return Ok(None);
         }
-        if line.starts_with("  \"desired\": ") {
-            break;
+        let filled = kept + n;
+        if read == 0 && !block.starts_with(b"{\n") {
+            return Ok(None);
         }
+        if let Some(at) = finder.find(&block[..filled]) {
+            // Sized once: the desired half of a big plan is tens of megabytes.
+            let mut rest = Vec::with_capacity(size.saturating_sub(read + at - kept) + 1);
+            rest.extend_from_slice(&block[at..filled]);
+            file.read_to_end(&mut rest)?;
+            return Ok(Some(rest));
+        }
+        let keep = filled.min(KEY.len() - 1);
+        block.copy_within(filled - keep..filled, 0);
+        read += n;
+        kept = keep;
     }
-    // From the newline before the key, as desired_of_pretty looks for it.
-    let mut rest = format!("\n{line}");
-    file.read_to_string(&mut rest)?;
-    Ok(desired_of_pretty(&rest))
 }
 
 /// A saved plan (its desired state) or a state file.
@@ -307,21 +420,21 @@ fn saved_json(text: &str, name: String) -> Result<Base, ReconcileError> {
     if let Some(desired) = desired_of_pretty(text) {
         return Ok(Base {
             name,
-            resources: desired.resources,
+            resources: Resources::Read(desired.resources),
             allocations: desired.allocations,
         });
     }
     if let Ok(plan) = serde_json::from_str::<SavedDesired>(text) {
         return Ok(Base {
             name,
-            resources: plan.desired.resources,
+            resources: Resources::Read(plan.desired.resources),
             allocations: plan.desired.allocations,
         });
     }
     match serde_json::from_str::<State>(text) {
         Ok(s) => Ok(Base {
             name,
-            resources: s.resources,
+            resources: Resources::Read(s.resources),
             allocations: s.allocations,
         }),
         Err(source) => Err(ReconcileError::NotAPlanOrState { name, source }),
@@ -646,19 +759,148 @@ services:
         assert_eq!(desired_of_pretty(&compact), None);
         let saved = dir.path().join("saved.json");
         std::fs::write(&saved, &pretty).unwrap();
-        assert_eq!(
-            desired_of_saved(&saved).unwrap().as_ref(),
-            Some(&first.desired)
-        );
+        let Ok((text, allocations)) = Saved::read(desired_of_saved(&saved).unwrap().unwrap())
+        else {
+            panic!("a plan saved pretty is read as text");
+        };
+        assert_eq!(text.whole(&[]).unwrap(), first.desired.resources);
+        assert_eq!(allocations, first.desired.allocations);
         std::fs::write(&saved, &compact).unwrap();
         assert_eq!(desired_of_saved(&saved).unwrap(), None);
         let compact = saved_json(&compact, "compact".into()).unwrap();
-        assert_eq!(compact.resources, first.desired.resources);
+        let Resources::Read(resources) = compact.resources else {
+            panic!("a compact plan is read whole");
+        };
+        assert_eq!(resources, first.desired.resources);
         assert_eq!(compact.allocations, first.desired.allocations);
         let cut = &pretty[..pretty.len() - 3];
         assert!(matches!(
             saved_json(cut, "cut".into()),
             Err(ReconcileError::NotAPlanOrState { .. })
         ));
+    }
+
+    /// A plan saved by `plan --out`, read back as [`Saved`].
+    fn saved(dir: &Path, plan: &Plan) -> Saved {
+        let path = dir.join("saved.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(plan).unwrap()).unwrap();
+        let text = desired_of_saved(&path).unwrap().unwrap();
+        Saved::read(text).ok().unwrap().0
+    }
+
+    /// The diff of `desired` against `saved` without what it holds unchanged.
+    fn diffed(saved: &Saved, desired: &[Resource]) -> Vec<Change> {
+        let changed = saved.changed(desired.to_vec()).unwrap();
+        assert_eq!(changed.after.len() + changed.unchanged.len(), desired.len());
+        crate::plan::diff(&changed.before, &changed.after)
+    }
+
+    fn first_plan(dir: &Path) -> Plan {
+        let file = dir.join("compose.yaml");
+        std::fs::write(&file, PROJECT).unwrap();
+        let opts = LoadOptions {
+            files: vec![file],
+            environment: Some(Default::default()),
+            ..Default::default()
+        };
+        let store = crate::state::FileStore::new(dir.join("state"));
+        plan(&store, &opts, &Baseline::State, &Quiet).unwrap().plan
+    }
+
+    /// Against a saved plan, only what it does not write as desired is parsed and diffed: the
+    /// changes are those of the whole sides, and a changed resource still shows its before.
+    #[test]
+    fn a_saved_plan_diffs_as_a_whole_baseline_with_only_what_differs_parsed() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = first_plan(dir.path());
+        let saved = saved(dir.path(), &first);
+        let old = &first.desired.resources;
+        let mut new = old.clone();
+        let changed = new
+            .iter_mut()
+            .find_map(|r| match &mut r.spec {
+                Spec::Link(link) => {
+                    link.mtu = 9000;
+                    Some(r.address.clone())
+                }
+                _ => None,
+            })
+            .unwrap();
+        let gone = new.remove(0).address;
+        let changes = diffed(&saved, &new);
+        assert_eq!(changes, crate::plan::diff(old, &new));
+        let addresses: Vec<_> = changes.iter().map(|c| c.address.clone()).collect();
+        assert_eq!(addresses, [gone, changed.clone()]);
+        let before = old.iter().find(|r| r.address == changed).unwrap();
+        assert_eq!(
+            changes[1].before,
+            Some(crate::plan::Attributes::Spec(Box::new(before.spec.clone())))
+        );
+        let whole = saved.changed(old.clone()).unwrap();
+        assert_eq!((whole.before.len(), whole.after.len()), (0, 0));
+        assert_eq!(saved.whole(&new).unwrap(), *old);
+    }
+
+    /// A saved resource written otherwise than this version writes it (here one character of
+    /// its address escaped) is not the same text: it is parsed, and compared as a value, so
+    /// that an equal one is no change; one that differs is, with the saved value as before.
+    #[test]
+    fn a_resource_written_otherwise_is_parsed_and_compared_as_a_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = first_plan(dir.path());
+        let old = first.desired.resources.clone();
+        let path = dir.path().join("saved.json");
+        let last = old.last().unwrap().address.to_string();
+        let escaped = format!("{}\\u{:04x}", &last[..1], u32::from(last.as_bytes()[1]));
+        let pretty = serde_json::to_string_pretty(&first).unwrap();
+        let (changes, desired) = pretty.split_once("\n  \"desired\": ").unwrap();
+        let desired = desired.replacen(
+            &format!("\"address\": \"{last}\""),
+            &format!("\"address\": \"{escaped}{}\"", &last[2..]),
+            1,
+        );
+        std::fs::write(&path, format!("{changes}\n  \"desired\": {desired}")).unwrap();
+        let (written, _) = Saved::read(desired_of_saved(&path).unwrap().unwrap())
+            .ok()
+            .unwrap();
+        let changed = written.changed(old.clone()).unwrap();
+        assert_eq!(changed.before, [old.last().unwrap().clone()]);
+        assert_eq!(crate::plan::diff(&changed.before, &changed.after), []);
+
+        // The saved value differs: shown as it was saved.
+        let Spec::Namespace(namespace) = &mut first.desired.resources[1..]
+            .iter_mut()
+            .find(|r| matches!(r.spec, Spec::Namespace(_)))
+            .unwrap()
+            .spec
+        else {
+            unreachable!()
+        };
+        namespace.name.push('x');
+        let edited = first.desired.resources.clone();
+        let saved = saved(dir.path(), &first);
+        let changes = diffed(&saved, &old);
+        assert_eq!(changes, crate::plan::diff(&edited, &old));
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].actions, [Action::Delete, Action::Create]);
+    }
+
+    /// An address saved twice: the diff compares with the last of them, as with a baseline
+    /// read whole, and nothing is left out as unchanged.
+    #[test]
+    fn an_address_saved_twice_diffs_as_a_whole_baseline() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = first_plan(dir.path());
+        let new = first.desired.resources.clone();
+        let mut twice = new[3].clone();
+        if let Spec::Link(link) = &mut twice.spec {
+            link.mtu = 9000;
+        }
+        first.desired.resources.insert(4, twice);
+        let saved = saved(dir.path(), &first);
+        let changed = saved.changed(new.clone()).unwrap();
+        assert!(changed.unchanged.is_empty());
+        let changes = crate::plan::diff(&changed.before, &changed.after);
+        assert_eq!(changes, crate::plan::diff(&first.desired.resources, &new));
     }
 }
