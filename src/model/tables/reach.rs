@@ -19,10 +19,14 @@ pub fn refuses(project: &Project, server: &str, client: &str, ipv6: bool) -> boo
     if server == client {
         return false;
     }
-    let Some(svc) = project.services.get(server) else {
-        return false;
-    };
-    let Some(policy) = &svc.policy else {
+    may_refuse(project, server, ipv6)
+        && !ingress(project, server).any(|e| matches!(&e.peer, Peer::Service(s) if s == client))
+}
+
+/// The part of [`refuses`] that does not depend on the client: a catch-all deny for the
+/// family, and no CIDR allowed, at the service or on its networks.
+fn may_refuse(project: &Project, server: &str, ipv6: bool) -> bool {
+    let Some(policy) = project.services.get(server).and_then(|s| s.policy.as_ref()) else {
         return false;
     };
     let catch_all = |e: &PolicyEntry| {
@@ -30,22 +34,38 @@ pub fn refuses(project: &Project, server: &str, client: &str, ipv6: bool) -> boo
             && e.protocol.is_none()
             && matches!(e.peer, Peer::Cidr(c) if c.prefix() == 0 && c.is_ipv6() == ipv6)
     };
-    if !policy.ingress.deny.iter().any(|e| catch_all(&e.value)) {
-        return false;
-    }
-    // Each attached network's policy may allow on its interface what the service's denies.
+    policy.ingress.deny.iter().any(|e| catch_all(&e.value))
+        && !ingress(project, server).any(|e| matches!(e.peer, Peer::Cidr(_)))
+}
+
+/// The ingress allows of `server`'s policy and of its networks' (each attached network's
+/// policy may allow on its interface what the service's denies).
+fn ingress<'a>(project: &'a Project, server: &str) -> impl Iterator<Item = &'a PolicyEntry> {
+    let svc = project.services.get(server);
     let networks = svc
-        .networks
-        .keys()
+        .into_iter()
+        .flat_map(|s| s.networks.keys())
         .filter_map(|n| project.networks.get(n)?.policy.as_ref());
-    let may_allow = |e: &PolicyEntry| match &e.peer {
-        Peer::Service(s) => s == client,
-        Peer::Cidr(_) => true,
-    };
-    !std::iter::once(policy)
+    svc.and_then(|s| s.policy.as_ref())
+        .into_iter()
         .chain(networks)
         .flat_map(|p| &p.ingress.allow)
-        .any(|e| may_allow(&e.value))
+        .map(|e| &e.value)
+}
+
+/// The VIPs among `vips` that some client may be refused ([`refuses`]), for either family:
+/// worked out once per network, so that each list of networks checks only these (in a big
+/// project few services deny everything, and every service's tables would otherwise check
+/// every VIP of their networks).
+pub fn strict<'a>(project: &Project, vips: &[&'a Vip]) -> Vec<&'a Vip> {
+    vips.iter()
+        .copied()
+        .filter(|v| {
+            v.addresses
+                .iter()
+                .any(|a| may_refuse(project, &v.service, a.is_ipv6()))
+        })
+        .collect()
 }
 
 /// The VIPs among `vips` that a replica of `client` drops, sorted, each service and family once.

@@ -113,6 +113,12 @@ pub fn resources(
         .keys()
         .map(|n| (*n, network_digest(n, &by_network)))
         .collect();
+    // Only VIPs whose service may turn a client away can be dropped: far fewer to check.
+    let strict: VipIndex = by_network
+        .iter()
+        .map(|(n, vips)| (*n, reach::strict(project, vips)))
+        .filter(|(_, vips)| !vips.is_empty())
+        .collect();
     // The VIPs each service's replicas on the same networks drop: the same for all of them.
     let mut refused: HashMap<(&str, Vec<String>), Vec<RefusedVip>> = HashMap::new();
     replicas
@@ -132,9 +138,9 @@ pub fn resources(
                     reach::refused(
                         project,
                         &rep.service,
-                        vip_networks.iter().flat_map(|n| {
-                            by_network.get(n.as_str()).into_iter().flatten().copied()
-                        }),
+                        vip_networks
+                            .iter()
+                            .flat_map(|n| strict.get(n.as_str()).into_iter().flatten().copied()),
                     )
                 })
                 .clone();
