@@ -82,6 +82,12 @@
 # 143 / 144 / 203 / 140 / 173 / 167 (101 / 196 / 163 / 151 / 113 / 128), down 358 / 316 / 292 /
 # 275 / 316 / 312 (239 / 337 / 396 / 306 / 295 / 300): within the noise. Still not reliably
 # under 1.1x.
+# Main with that branch merged (and the refused VIPs found once per network), alternated with
+# 4c20c77's binary, release build, load about 2, three pairs: up 594 / 638 / 535 ms against
+# 487 / 502 / 460 ms without VIPs or policies (1.22 / 1.27 / 1.16x; 4c20c77: 772 / 658 / 609
+# against 707 / 714 / 457), scale 91 / 95 / 80 ms (114 / 97 / 85), no change 63 / 54 / 50 ms
+# (55 / 48 / 39), scale back down 134 / 136 / 119 ms (135 / 153 / 136), down 297 / 316 / 328
+# ms (365 / 310 / 284). The VIP up is 3-23% faster than 4c20c77's; the ratio stays above 1.1x.
 #
 #   bench/lb.sh            # 20 services x 10 replicas
 #   NETCOMPOSE_BIN=/path/to/netcompose bench/lb.sh   # a binary built elsewhere (before/after)

@@ -41,6 +41,11 @@
 # 370-750 ms -> hidden in the load (load 215-255 -> 315-420 ms on a busy machine), the diff
 # 130-145 -> 215-280 ms (the comparison), peak 306-310 -> 288-293 MB; against the baseline
 # 1.31-1.42 s where from scratch is 1.05-1.39 s (main: 1.54-1.85 against 1.28-1.41 s).
+# Main with that branch merged, alternated with 4c20c77's binary (release build, load about 2,
+# three pairs): from scratch 0.69 / 0.77 / 0.91 s and 228-234 MB (4c20c77: 0.74 / 0.78 / 1.05
+# s), --json 1.54 / 1.34 / 1.37 s (1.22 / 1.33 / 1.74 s), against the baseline 0.83 / 1.04 /
+# 0.86 s and 315-318 MB (1.00 / 1.12 / 1.18 s, 314-324 MB): 1.20 / 1.35 / 0.95x the plan
+# from scratch of the same run, where 4c20c77's was 1.35 / 1.44 / 1.12x.
 #
 #   bench/plan.sh                 # 5000 services x 3 replicas on 50 networks
 #   bench/plan.sh 1000 3 20
