@@ -245,20 +245,7 @@ fn run(args: &Args) -> Result<Report, String> {
                 }
                 idle &= sent == 0;
             }
-            let got = mmsg::recv(socket.as_raw_fd(), &mut inbox, &mut lens)
-                .map_err(|e| format!("recvmmsg: {e}"))?;
-            let now = Instant::now();
-            for (reply, &len) in inbox.iter().zip(&lens).take(got) {
-                if len < 4 {
-                    continue;
-                }
-                let id = u16::from_be_bytes([reply[0], reply[1]]);
-                if let Some(sent) = flight.answer(id) {
-                    report.completed += 1;
-                    report.latency += now.duration_since(sent);
-                    *report.rcodes.entry(reply[3] & 0x0f).or_default() += 1;
-                }
-            }
+            let got = collect(socket, flight, &mut inbox, &mut lens, &mut report)?;
             idle &= got == 0;
         }
         if idle {
@@ -275,23 +262,37 @@ fn run(args: &Args) -> Result<Report, String> {
     let grace = Instant::now() + Duration::from_millis(200);
     while flights.iter().any(|f| f.outstanding > 0) && Instant::now() < grace {
         for (socket, flight) in sockets.iter().zip(&mut flights) {
-            let got = mmsg::recv(socket.as_raw_fd(), &mut inbox, &mut lens)
-                .map_err(|e| format!("recvmmsg: {e}"))?;
-            for (reply, &len) in inbox.iter().zip(&lens).take(got) {
-                if len >= 4
-                    && flight
-                        .answer(u16::from_be_bytes([reply[0], reply[1]]))
-                        .is_some()
-                {
-                    report.completed += 1;
-                    *report.rcodes.entry(reply[3] & 0x0f).or_default() += 1;
-                }
-            }
+            collect(socket, flight, &mut inbox, &mut lens, &mut report)?;
         }
         mmsg::wait(&sockets, Duration::from_millis(10));
     }
     report.lost += flights.iter().map(|f| f.outstanding as u64).sum::<u64>();
     Ok(report)
+}
+
+/// Reads the replies waiting on `socket` and counts those to queries in `flight`; returns how
+/// many datagrams it read.
+fn collect(
+    socket: &UdpSocket,
+    flight: &mut Flight,
+    inbox: &mut [Vec<u8>],
+    lens: &mut [usize],
+    report: &mut Report,
+) -> Result<usize, String> {
+    let got = mmsg::recv(socket.as_raw_fd(), inbox, lens).map_err(|e| format!("recvmmsg: {e}"))?;
+    let now = Instant::now();
+    for (reply, &len) in inbox.iter().zip(lens.iter()).take(got) {
+        // The ID is the header's first two bytes, the rcode the low half of its fourth.
+        if len < 4 {
+            continue;
+        }
+        if let Some(sent) = flight.answer(u16::from_be_bytes([reply[0], reply[1]])) {
+            report.completed += 1;
+            report.latency += now.duration_since(sent);
+            *report.rcodes.entry(reply[3] & 0x0f).or_default() += 1;
+        }
+    }
+    Ok(got)
 }
 
 /// `sendmmsg`, `recvmmsg` and `poll` on connected, non-blocking sockets.
