@@ -404,15 +404,22 @@ services:
   grouped:
     deploy: {{replicas: 2}}
     networks: [front]
-    x-run: "sh -c 'trap \"echo term > {dir}/$(hostname); exit 0\" TERM; while :; do sleep 0.1; done' & wait"
+    x-run: "sh -c 'trap \"echo term > {dir}/$(hostname); exit 0\" TERM; touch {dir}/ready-$(hostname); while :; do sleep 0.1; done' & wait"
 "#
     );
     let p = Project::new(&sb, &name, &yaml);
     p.up();
-    // The daemon, two outer shells, two inner ones in their loops (so with their traps set),
-    // and a sleep of each.
+    let ready = || {
+        std::fs::read_dir(marks.path())
+            .map(|d| d.flatten().count())
+            .unwrap_or(0)
+    };
+    // Both inner shells have set their traps (a count of processes alone can be met while
+    // the trap's own `$(hostname)` runs, before the trap is set), and the cgroup holds the
+    // daemon, two outer shells, two inner ones and a sleep of each.
     assert!(
-        wait_for(Duration::from_secs(10), || cg.pids().len() == 1 + 2 * 3),
+        wait_for(Duration::from_secs(10), || ready() == 2
+            && cg.pids().len() == 1 + 2 * 3),
         "{:?}",
         cg.pids()
     );
@@ -422,6 +429,7 @@ services:
         .expect("the marks directory")
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|m| !m.starts_with("ready-"))
         .collect();
     marked.sort();
     assert_eq!(marked.len(), 2, "SIGTERM reached {marked:?}\n{out}");
