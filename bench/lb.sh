@@ -4,8 +4,15 @@
 # back down (the project is at 200 replicas again for `down`); iperf3
 # throughput between two replicas through the VIP against the replica's own address; `down`;
 # and the same `up` without VIPs or policies (endpoint_mode dnsrr, no x-policy), to compare.
+# All of it but iperf3 runs ROUNDS times (default 3), the two kinds of `up` alternated, and
+# the summary gives each figure's median with every round's value: one `up` of each kind
+# differs by 10-30% from run to run on a shared 2-CPU machine, more than what is measured.
 # Everything runs inside a private network + mount namespace, so nothing reaches the real host.
 # NETCOMPOSE_TIMINGS=1 adds each run's stages on stderr.
+#
+#   sudo bench/lb.sh              # 20 services x 10 replicas, 3 rounds
+#   sudo ROUNDS=7 bench/lb.sh 20 10
+#   sudo NETCOMPOSE_BIN=/path/to/netcompose bench/lb.sh   # a binary built elsewhere
 #
 # Measured (release build, 2 CPUs shared with four other builds, load average 5-8), after table
 # generations, element-only updates, per-chain tags and down's outline read: up 983 ms, scale
@@ -103,7 +110,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # A copy, so that a concurrent build cannot swap the binary in the middle of the run.
 cp "$NETCOMPOSE_BIN" "$work/netcompose"
-export NC=$work/netcompose SERVICES=$services REPLICAS=$replicas WORK=$work
+export NC=$work/netcompose SERVICES=$services REPLICAS=$replicas WORK=$work ROUNDS=${ROUNDS:-3}
 
 unshare --net --mount --propagation private bash -euo pipefail <<'INNER'
 mkdir -p /run/netns /etc/netns /var/lib/netcompose /run/netcompose
@@ -126,49 +133,66 @@ gen() { # $1: replicas of svc0; $2: "plain" for no VIPs and no policies
     fi
   done
 }
-ms() { date +%s%N; }
-gen "$REPLICAS" > "$WORK/compose.yaml"
-n=$((SERVICES * REPLICAS))
-t0=$(ms); $NC -f "$WORK/compose.yaml" up >/dev/null; t1=$(ms)
-echo "up: $n replicas of $SERVICES services with VIPs and policies: $(( (t1 - t0) / 1000000 )) ms, $(( (t1 - t0) / 1000 / n )) us per endpoint"
-gen "$((REPLICAS + 1))" > "$WORK/compose.yaml"
-t0=$(ms); $NC -f "$WORK/compose.yaml" up >/dev/null; t1=$(ms)
-echo "scale svc0 by one replica: $(( (t1 - t0) / 1000000 )) ms"
-t0=$(ms); $NC -f "$WORK/compose.yaml" up >/dev/null; t1=$(ms)
-echo "up with no changes: $(( (t1 - t0) / 1000000 )) ms"
-gen "$REPLICAS" > "$WORK/compose.yaml"
-t0=$(ms); $NC -f "$WORK/compose.yaml" up >/dev/null; t1=$(ms)
-echo "scale svc0 back down by one replica: $(( (t1 - t0) / 1000000 )) ms"
-
-# Throughput: a client and a one-replica server; iperf3 to the server's own address, then
-# to its VIP (DNAT in the client's namespace).
-cat > "$WORK/pair.yaml" <<'YAML'
+iperf_pair() { # throughput between two replicas, direct and through the VIP
+  cat > "$WORK/pair.yaml" <<'YAML'
 name: iperf
 services:
   server: {networks: [net]}
   client: {networks: [net]}
 networks: {net: {}}
 YAML
-$NC -f "$WORK/pair.yaml" up >/dev/null
-ip netns exec iperf-server-1 iperf3 -s >/dev/null &
-server=$!
-sleep 0.5
-vip=$($NC -f "$WORK/pair.yaml" ps --json | python3 -c 'import json,sys; print([v["address"] for v in json.load(sys.stdin)["vips"] if v["service"]=="server"][0])')
-direct=$($NC -f "$WORK/pair.yaml" ps --json | python3 -c 'import json,sys; print([i["addresses"][0].split("/")[0] for r in json.load(sys.stdin)["replicas"] if r["service"]=="server" for i in r["interfaces"]][0])')
-gbits() { ip netns exec iperf-client-1 iperf3 -c "$1" -t 3 -J | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9)'; }
-# Alternate the two paths so that machine noise hits both alike.
-d=0; v=0
-for _ in 1 2 3; do
-  d=$(python3 -c "print($d + $(gbits "$direct"))")
-  v=$(python3 -c "print($v + $(gbits "$vip"))")
-done
-echo "iperf3 client->server, mean of 3 alternating 3 s runs: direct $(python3 -c "print(round($d/3, 2))") Gbit/s, through the VIP $(python3 -c "print(round($v/3, 2))") Gbit/s"
-kill "$server"
-$NC -f "$WORK/pair.yaml" down >/dev/null
-t0=$(ms); $NC -f "$WORK/compose.yaml" down >/dev/null; t1=$(ms)
-echo "down: $(( (t1 - t0) / 1000000 )) ms"
+  $NC -f "$WORK/pair.yaml" up >/dev/null
+  ip netns exec iperf-server-1 iperf3 -s >/dev/null &
+  server=$!
+  sleep 0.5
+  vip=$($NC -f "$WORK/pair.yaml" ps --json | python3 -c 'import json,sys; print([v["address"] for v in json.load(sys.stdin)["vips"] if v["service"]=="server"][0])')
+  direct=$($NC -f "$WORK/pair.yaml" ps --json | python3 -c 'import json,sys; print([i["addresses"][0].split("/")[0] for r in json.load(sys.stdin)["replicas"] if r["service"]=="server" for i in r["interfaces"]][0])')
+  gbits() { ip netns exec iperf-client-1 iperf3 -c "$1" -t 3 -J | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9)'; }
+  # Alternate the two paths so that machine noise hits both alike.
+  d=0; v=0
+  for _ in 1 2 3; do
+    d=$(python3 -c "print($d + $(gbits "$direct"))")
+    v=$(python3 -c "print($v + $(gbits "$vip"))")
+  done
+  echo "iperf3 client->server, mean of 3 alternating 3 s runs: direct $(python3 -c "print(round($d/3, 2))") Gbit/s, through the VIP $(python3 -c "print(round($v/3, 2))") Gbit/s"
+  kill "$server"
+  $NC -f "$WORK/pair.yaml" down >/dev/null
+}
+ms() { date +%s%N; }
+# Each timed command's milliseconds go to a file of its kind, a line per round; the summary
+# gives each kind's median.
+timed() { # $1: kind; the rest: the command
+  local kind=$1 t0 t1; shift
+  t0=$(ms); "$@" >/dev/null; t1=$(ms)
+  echo $(( (t1 - t0) / 1000000 )) >> "$WORK/ms.$kind"
+  tail -1 "$WORK/ms.$kind"
+}
+median() { sort -n "$WORK/ms.$1" | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+all() { paste -sd/ "$WORK/ms.$1" | sed 's|/| / |g'; }
+n=$((SERVICES * REPLICAS))
 gen "$REPLICAS" plain > "$WORK/plain.yaml"
-t0=$(ms); $NC -f "$WORK/plain.yaml" up >/dev/null; t1=$(ms)
-echo "up: $n replicas of $SERVICES services without VIPs or policies: $(( (t1 - t0) / 1000000 )) ms"
-$NC -f "$WORK/plain.yaml" down >/dev/null
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round:"
+  gen "$REPLICAS" > "$WORK/compose.yaml"
+  t=$(timed vip $NC -f "$WORK/compose.yaml" up)
+  echo "  up: $n replicas of $SERVICES services with VIPs and policies: $t ms, $(( t * 1000 / n )) us per endpoint"
+  gen "$((REPLICAS + 1))" > "$WORK/compose.yaml"
+  echo "  scale svc0 by one replica: $(timed scale $NC -f "$WORK/compose.yaml" up) ms"
+  echo "  up with no changes: $(timed same $NC -f "$WORK/compose.yaml" up) ms"
+  gen "$REPLICAS" > "$WORK/compose.yaml"
+  echo "  scale svc0 back down by one replica: $(timed back $NC -f "$WORK/compose.yaml" up) ms"
+  if [ "$round" = 1 ]; then iperf_pair; fi
+  echo "  down: $(timed down $NC -f "$WORK/compose.yaml" down) ms"
+  echo "  up: $n replicas of $SERVICES services without VIPs or policies: $(timed plain $NC -f "$WORK/plain.yaml" up) ms"
+  $NC -f "$WORK/plain.yaml" down >/dev/null
+done
+vip=$(median vip) plain=$(median plain) down=$(median down)
+echo "medians of $ROUNDS rounds (each round's figures in order after the colon):"
+echo "  up with VIPs and policies $vip ms: $(all vip)"
+echo "  up without them $plain ms: $(all plain)"
+echo "  ratio of the medians: $(awk -v a="$vip" -v b="$plain" 'BEGIN {printf "%.2f", a / b}')x"
+echo "  scale by one replica $(median scale) ms: $(all scale)"
+echo "  up with no changes $(median same) ms: $(all same)"
+echo "  scale back down $(median back) ms: $(all back)"
+echo "  down $down ms, $(( down * 1000 / n )) us per endpoint: $(all down)"
 INNER
