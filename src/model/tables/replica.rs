@@ -353,8 +353,10 @@ fn entry(
                         r.saddr_set(&name, ipv6)
                     }
                 }
-                Peer::Cidr(_) if egress => r.daddr_in(set),
-                Peer::Cidr(_) => r.saddr_in(set),
+                // One network: a prefix match, not an anonymous set of one element (the
+                // kernel builds an interval set for that, a tree and its nodes per table).
+                Peer::Cidr(c) if egress => r.daddr(*c),
+                Peer::Cidr(c) => r.saddr(*c),
             };
             match (e.port, e.protocol) {
                 (Some(p), Some(proto)) => r.dport(&proto.to_string(), p.start, p.end),
