@@ -119,6 +119,12 @@ pub fn build(project: &Project, ctx: &Context) -> Result<Desired, Vec<IpamError>
         ctx.cluster.as_ref(),
     );
     let dispatch = tables::vip::Dispatch::new(vip_specs.iter().copied());
+    // From here on the replicas only give each its own resources: in the order of their
+    // addresses (`web[10]` before `web[2]`, `svc10` before `svc1[`), so that the parts built
+    // replica by replica come out in address order, not sorted again (a big project's
+    // namespaces and their links and routes, printed and sorted, were a tenth of its model).
+    let mut replicas = replicas;
+    replicas.sort_by_cached_key(|r| r.address().to_string());
     // The parts are independent: about half of the work is done on a second thread (a big
     // project's model is most of its plan's time). The replica tables and the zones there,
     // the namespaces and the files here: on a big project that splits it about evenly (the
