@@ -46,6 +46,26 @@
 # s), --json 1.54 / 1.34 / 1.37 s (1.22 / 1.33 / 1.74 s), against the baseline 0.83 / 1.04 /
 # 0.86 s and 315-318 MB (1.00 / 1.12 / 1.18 s, 314-324 MB): 1.20 / 1.35 / 0.95x the plan
 # from scratch of the same run, where 4c20c77's was 1.35 / 1.44 / 1.12x.
+# 2/3 Dec 2026, branch wt-plan: the model's two threads given even shares (the files built on
+# the first), its sorted parts merged once, its replicas put in address order so that the
+# parts built replica by replica need no sort, IPAM and the endpoints split over two threads;
+# the check for a dependency cycle done over the ranks of the resources (only namespaces put
+# in a graph); a machine with nothing of the project's observed without the templates or the
+# host table's digest; the diff's changes given room at once; replicas' text blocks grouped
+# by borrowed keys and aHash; the host table's piece of text shown on a third thread. Output
+# byte for byte as main's (plan, --json, --out, --against). Load 1.7-2.3, as root, six runs
+# alternated with main's binary (5c246bc): from scratch 0.50 0.63 0.51 0.63 0.63 0.60 s and
+# 203-212 MB (main 0.85 0.91 0.63 0.71 0.79 0.80 s, 226-238 MB), --json 1.07 1.11 1.05 1.12
+# 1.41 1.25 s and 265-267 MB (1.44 1.23 1.24 1.13 1.54 1.37 s, 280-282 MB), against the
+# baseline 0.92 0.57 0.73 0.74 0.64 0.73 s and 311-316 MB (0.68 0.66 0.68 0.65 0.93 0.88 s,
+# 304-318 MB). By stages (alternated, load 2-3): observe 50-62 -> 2-7 ms, diff 52-69 -> 28-42
+# ms, model 380-436 -> 270-346 ms with the cycle check (by perf samples 55-75 ms -> about 30).
+# Against the baseline is now slower than from scratch (0.90-1.84x; main 0.73-1.18x): its
+# comparison, every desired resource written out as JSON (about 100-130 ms on two threads),
+# costs more than the text of 99,561 creations now does. Tried and dropped: mimalloc with
+# transparent huge pages for this plan (0.72-1.55 s against 1.03-1.29 s, its system time
+# 0.06-0.48 s by whether the kernel had huge pages at hand; 221-231 MB), a zone's names in a
+# hash map (no change).
 #
 #   bench/plan.sh                 # 5000 services x 3 replicas on 50 networks
 #   bench/plan.sh 1000 3 20

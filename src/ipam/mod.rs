@@ -120,12 +120,45 @@ pub fn allocate(
 ) -> Result<Allocations, Vec<IpamError>> {
     let mut errors = Vec::new();
     let mut chosen = subnets::choose(requests, previous, taken, pools, &mut errors);
-    let mut out = Allocations::default();
+    let (mut even, mut odd) = (Vec::new(), Vec::new());
     for req in requests {
-        let Some(subnets) = chosen.remove(&req.key) else {
-            continue;
-        };
-        match network(req, subnets, previous.networks.get(&req.key), &taken.macs) {
+        if let Some(subnets) = chosen.remove(&req.key) {
+            match even.len() > odd.len() {
+                true => odd.push((req, subnets)),
+                false => even.push((req, subnets)),
+            }
+        }
+    }
+    let order: Vec<&NetworkRequest> = (0..even.len())
+        .flat_map(|k| [even.get(k), odd.get(k)])
+        .flatten()
+        .map(|(req, _)| *req)
+        .collect();
+    // Each network's addresses and MACs are its own: every other network is allocated on a
+    // second thread (a big project's are tens of thousands, on the model's path).
+    let allocate = |work: Vec<(&NetworkRequest, _)>| -> Vec<Result<NetworkAllocation, IpamError>> {
+        work.into_iter()
+            .map(|(req, subnets)| {
+                network(req, subnets, previous.networks.get(&req.key), &taken.macs)
+            })
+            .collect()
+    };
+    let (even, odd) = std::thread::scope(|s| {
+        let odd = s.spawn(|| allocate(odd));
+        (allocate(even), odd.join())
+    });
+    let odd = match odd {
+        Ok(odd) => odd,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    let mut out = Allocations::default();
+    // In the requests' order, as the errors are reported.
+    let mut odd = odd.into_iter();
+    let allocated = even
+        .into_iter()
+        .flat_map(|first| std::iter::once(first).chain(odd.next()));
+    for (req, allocated) in order.into_iter().zip(allocated) {
+        match allocated {
             Ok(a) => {
                 out.networks.insert(req.key.clone(), a);
             }

@@ -7,6 +7,7 @@
 
 use crate::firewall::host_table;
 use crate::ipam::mac::format_mac;
+use crate::kernel::generations::{Digest, TableRead};
 use crate::kernel::machine::{Links, Survey};
 use crate::kernel::netlink::{Link as KLink, LinkKind, LOOPBACK_INDEX};
 use crate::kernel::{Kernel, KernelError, Machine};
@@ -25,7 +26,9 @@ const PARALLEL: usize = 64;
 /// Earlier knowledge of each resource, by address: the state's, else the desired one. Indexed
 /// once, so that scanning a namespace costs what is in it, not what the project holds.
 pub struct Templates<'a> {
-    by_address: HashMap<&'a ResourceId, &'a Resource>,
+    /// aHash rather than std's SipHash: the addresses are the project's own, and hashing a big
+    /// project's hundred thousand with SipHash was a third of observing a machine without them.
+    by_address: ahash::AHashMap<&'a ResourceId, &'a Resource>,
     /// Bridge name → the lowest address of a bridge of that name.
     bridges: HashMap<&'a str, &'a ResourceId>,
     pub(super) vips: VipIndex<'a>,
@@ -37,8 +40,8 @@ pub struct Templates<'a> {
 
 impl<'a> Templates<'a> {
     pub fn new(state: &'a [Resource], desired: &'a [Resource]) -> Self {
-        let mut by_address: HashMap<&ResourceId, &Resource> =
-            desired.iter().map(|r| (&r.address, r)).collect();
+        let mut by_address = ahash::AHashMap::with_capacity(desired.len().max(state.len()));
+        by_address.extend(desired.iter().map(|r| (&r.address, r)));
         by_address.extend(state.iter().map(|r| (&r.address, r)));
         // Only bridges and VIPs are looked up by something other than their address: sorting
         // those alone keeps this linear in the project's size.
@@ -184,6 +187,24 @@ pub async fn observe_read<M: Machine>(
         pinned,
         surveyed,
     } = read;
+    // Nothing of the project's on the machine, as before a first `up`: no namespace, no link,
+    // no host table. The templates (every desired resource indexed by address) and the digest
+    // of the host table's rules are then not worked out: on a big project that was most of
+    // observing. A host table alone is read again below, as any other.
+    let marked = |l: &KLink| match l.alias.as_deref().filter(|a| !a.is_empty()) {
+        Some(alias) => parse_mark(alias).is_some_and(|(p, _)| p == k.project),
+        None => l.kind == LinkKind::Bridge && l.mac == Some(k.owner_mac(&l.name)),
+    };
+    if pinned.is_empty() && !host_links.iter().any(marked) {
+        let host = k
+            .read_table(None, &host_table(&k.project), Digest::default())
+            .await?;
+        if matches!(host, TableRead::Missing) {
+            let out = none_live(state, desired);
+            timed(started, 0, &out);
+            return Ok(out);
+        }
+    }
     let t = Templates::new(state, desired);
     let mut out = Vec::new();
     let ours = |l: &KLink| match l.alias.as_deref().filter(|a| !a.is_empty()) {
@@ -256,15 +277,50 @@ pub async fn observe_read<M: Machine>(
             .cloned(),
     );
     out.sort_by(|a, b| a.address.cmp(&b.address));
+    timed(started, live, &out);
+    Ok(out)
+}
+
+/// `NETCOMPOSE_TIMINGS`: how many namespaces and resources an observation found, and how long
+/// it took since `started`.
+fn timed(started: std::time::Instant, namespaces: usize, out: &[Resource]) {
     if std::env::var_os("NETCOMPOSE_TIMINGS").is_some_and(|v| !v.is_empty() && v != "0") {
         eprintln!(
             "timing: observe: {} namespaces, {} resources in {:.1} ms",
-            live,
+            namespaces,
             out.len(),
             started.elapsed().as_secs_f64() * 1e3
         );
     }
-    Ok(out)
+}
+
+/// What [`observe_read`] finds where nothing of the project exists: what it takes from the
+/// templates alone (macvlan and external networks, which are not the project's to make; the
+/// state's, else the desired ones), and the state's VIPs and zones, in address order.
+fn none_live(state: &[Resource], desired: &[Resource]) -> Vec<Resource> {
+    let outside = |r: &&Resource| matches!(r.spec, Spec::Macvlan(_) | Spec::External(_));
+    // As in the templates, a resource of the state stands for the desired one of its address.
+    let mut known: BTreeMap<&ResourceId, &Resource> = desired
+        .iter()
+        .filter(outside)
+        .map(|r| (&r.address, r))
+        .collect();
+    for r in state {
+        if outside(&r) {
+            known.insert(&r.address, r);
+        } else if !known.is_empty() {
+            known.remove(&r.address);
+        }
+    }
+    let mut out: Vec<Resource> = known.into_values().cloned().collect();
+    out.extend(
+        state
+            .iter()
+            .filter(|r| matches!(r.spec, Spec::Vip(_) | Spec::Dns(_)))
+            .cloned(),
+    );
+    out.sort_by(|a, b| a.address.cmp(&b.address));
+    out
 }
 
 /// Veth host ends of the project whose other end no scanned namespace holds: the namespace was
@@ -626,4 +682,75 @@ fn files(
         spec,
         depends_on,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::none_live;
+    use crate::model::resource::{ExternalNetwork, Resource, ResourceId, Spec, Vip};
+
+    fn external(key: &str, name: &str) -> Resource {
+        Resource {
+            address: ResourceId::network(key),
+            spec: Spec::External(ExternalNetwork {
+                network: key.into(),
+                name: name.into(),
+            }),
+            depends_on: vec![],
+        }
+    }
+
+    fn vip(service: &str, network: &str) -> Resource {
+        Resource {
+            address: ResourceId::vip(service, network),
+            spec: Spec::Vip(Vip {
+                service: service.into(),
+                network: network.into(),
+                addresses: vec![],
+                backends: vec![],
+            }),
+            depends_on: vec![],
+        }
+    }
+
+    /// Where nothing exists, the networks not the project's to make are found as the state,
+    /// else the desired state, knows them, with the state's VIPs; a network the state knows
+    /// as another kind is not one of them (as the templates index it: by address, the state's
+    /// last).
+    #[test]
+    fn nothing_live_keeps_outside_networks_and_the_state_vips() {
+        let desired = [
+            external("a", "desired"),
+            external("b", "desired"),
+            external("c", "desired"),
+            vip("web", "a"),
+        ];
+        let state = [
+            vip("web", "b"),
+            external("b", "state"),
+            Resource {
+                address: ResourceId::network("c"),
+                ..vip("web", "c")
+            },
+        ];
+        let found: Vec<(String, &str)> = none_live(&state, &desired)
+            .iter()
+            .map(|r| {
+                let what = match &r.spec {
+                    Spec::External(n) if n.name == "state" => "state",
+                    Spec::External(_) => "desired",
+                    _ => "vip",
+                };
+                (r.address.to_string(), what)
+            })
+            .collect();
+        let expected = [
+            ("network.a", "desired"),
+            ("network.b", "state"),
+            // The state's VIPs are all found, whatever their address.
+            ("network.c", "vip"),
+            ("service.web.vip.b", "vip"),
+        ];
+        assert_eq!(found, expected.map(|(a, w)| (a.to_string(), w)).to_vec());
+    }
 }

@@ -38,8 +38,12 @@ pub fn diff_taking(before: &[Resource], after: Vec<Resource>) -> Vec<Change> {
 /// change, index in `after`).
 fn walk(before: &[Resource], after: &[Resource]) -> (Vec<Change>, Vec<(usize, usize)>) {
     let (old, new) = (by_address(before), by_address(after));
-    let mut changes = Vec::new();
-    let mut takes = Vec::new();
+    // Room made at once for as many changes as `after` has resources more than `before`
+    // (from scratch, each of a big project's hundred thousand is created): growing to that
+    // many copies the changes again at each doubling.
+    let created = after.len().saturating_sub(before.len());
+    let mut changes = Vec::with_capacity(created);
+    let mut takes = Vec::with_capacity(created);
     let (mut i, mut j) = (0, 0);
     while i < old.len() || j < new.len() {
         let order = match (old.get(i), new.get(j)) {

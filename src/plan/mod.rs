@@ -19,7 +19,7 @@ use std::borrow::Cow;
 /// Version of the JSON plan document (docs/plan-format.md).
 pub const FORMAT_VERSION: &str = "1.2";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Create,

@@ -103,7 +103,14 @@ pub fn write(w: &mut dyn std::io::Write, plan: &Plan, color: bool) -> std::io::R
         changes.sort_by(|a, b| a.address.cmp(&b.address));
     }
     changes.sort_by_key(|c| group(&c.address));
-    let pieces = alike::pieces(&changes, PIECE);
+    let mut pieces = alike::pieces(&changes, PIECE);
+    // The last piece holds the project's host table, on a big project one change shown as
+    // megabytes of text: it is shown from the start on a thread of its own rather than at the
+    // end on one of the two while the other waits.
+    let last = match pieces.len() {
+        n if n > 2 => pieces.pop(),
+        _ => None,
+    };
     let shown = |piece: &[&Change]| {
         let mut text = String::with_capacity(piece.len() * CHANGE_TEXT);
         alike::each_group(
@@ -117,6 +124,7 @@ pub fn write(w: &mut dyn std::io::Write, plan: &Plan, color: bool) -> std::io::R
         text
     };
     std::thread::scope(|s| {
+        let last = last.map(|piece| s.spawn(move || shown(piece)));
         let (send, received) = std::sync::mpsc::sync_channel(1);
         if pieces.len() > 1 {
             let odd = &pieces;
@@ -139,6 +147,11 @@ pub fn write(w: &mut dyn std::io::Write, plan: &Plan, color: bool) -> std::io::R
                 },
             };
             w.write_all(text.as_bytes())?;
+        }
+        match last.map(std::thread::ScopedJoinHandle::join) {
+            Some(Ok(text)) => w.write_all(text.as_bytes())?,
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            None => {}
         }
         Ok::<(), std::io::Error>(())
     })?;

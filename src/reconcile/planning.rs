@@ -586,7 +586,7 @@ pub(super) fn build(checked: &Checked, ctx: &Context) -> Result<Desired, Reconci
     crate::validate::ports_in_use(&checked.project, &ctx.listening, &mut diags);
     let errors = match model::build(&checked.project, ctx) {
         Ok(d) if !diags.has_errors() => {
-            crate::graph::build(&d.resources)?;
+            crate::graph::check(&d.resources)?;
             return Ok(d);
         }
         Ok(_) => Vec::new(),

@@ -4,8 +4,9 @@
 //! whose address lists the replicas (`service.web[1-3,7].firewall`).
 
 use crate::model::ResourceId;
-use crate::plan::Change;
+use crate::plan::{Action, Change};
 use std::collections::HashMap;
+use std::fmt;
 
 /// A block to print: the first change of its group (for the symbol, kind and reason), the
 /// address or addresses it stands for, and its attributes.
@@ -40,15 +41,18 @@ pub(super) fn each_group<'c>(
         change: &'c Change,
         body: String,
         /// (what follows the replica's index, the indexes) of a replica's resource.
-        replicas: Option<(String, Vec<u32>)>,
+        replicas: Option<(Tail<'c>, Vec<u32>)>,
     }
     let mut groups: Vec<Group<'c>> = Vec::new();
     // The service whose replicas' groups are open.
     let mut open: Option<&'c str> = None;
-    // By (address without the index, header, hash of the body): the groups whose bodies may
-    // match, each compared against the group's own copy rather than kept a second time as a key.
-    let mut by_key: HashMap<(String, String, u64), Vec<usize>> = HashMap::new();
-    let mut flush = |groups: &mut Vec<Group<'c>>, by_key: &mut HashMap<_, _>| {
+    // aHash, of the bodies and of the keys: the texts are the plan's own, and a big project's
+    // hundred thousand bodies were hashed with SipHash.
+    let hasher = ahash::RandomState::new();
+    // By what they must share: the groups whose bodies may match, each compared against the
+    // group's own copy rather than kept a second time as a key.
+    let mut by_key: HashMap<Key<'c>, Vec<usize>, _> = HashMap::with_hasher(hasher.clone());
+    let mut flush = |groups: &mut Vec<Group<'c>>, by_key: &mut HashMap<_, _, _>| {
         by_key.clear();
         for g in groups.drain(..) {
             let label = match &g.replicas {
@@ -80,12 +84,13 @@ pub(super) fn each_group<'c>(
             });
             continue;
         };
-        // The header's symbol, kind and reason are part of what must be alike.
-        let key = (
-            rest.clone(),
-            format!("{:?} {} {:?}", c.actions, c.kind, c.reason),
-            hash(&body),
-        );
+        let key = Key {
+            rest,
+            actions: &c.actions,
+            kind: &c.kind,
+            reason: c.reason.as_deref(),
+            body: hasher.hash_one(&body),
+        };
         let candidates = by_key.entry(key).or_default();
         match candidates.iter().copied().find(|&i| groups[i].body == body) {
             Some(i) => {
@@ -131,20 +136,40 @@ pub(super) fn pieces<'a, 'c>(changes: &'a [&'c Change], size: usize) -> Vec<&'a 
     pieces
 }
 
-fn hash(text: &str) -> u64 {
-    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(text)
+/// What two changes of one service's replicas must share to be one block: the address after
+/// the replica's index, the header's symbol (from the actions), kind and reason, and the body
+/// (its hash; the bodies themselves are compared when the keys are equal).
+#[derive(PartialEq, Eq, Hash)]
+struct Key<'c> {
+    rest: Tail<'c>,
+    actions: &'c [Action],
+    kind: &'c str,
+    reason: Option<&'c str>,
+    body: u64,
+}
+
+/// What a replica's resource's address holds after `[N]` (`.link.front`), in two pieces, as
+/// written one after the other: two tails are the same text exactly when their pieces are the
+/// same (each first piece starts differently).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Tail<'c>(&'static str, &'c str);
+
+impl fmt::Display for Tail<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)?;
+        f.write_str(self.1)
+    }
 }
 
 /// A replica's resource as (the address after `[N]`, N): what its printed address holds after
 /// `service.<service>[<N>]`.
-fn replica_parts(c: &Change) -> Option<(String, u32)> {
+fn replica_parts(c: &Change) -> Option<(Tail<'_>, u32)> {
     let rest = match &c.address {
-        ResourceId::Replica(_) => String::new(),
-        ResourceId::Link(_, network) => format!(".link.{network}"),
-        ResourceId::Route(_, family) => format!(".route.{}", family.suffix()),
-        ResourceId::Files(_) => ".files".to_string(),
-        ResourceId::ReplicaFirewall(_) => ".firewall".to_string(),
+        ResourceId::Replica(_) => Tail("", ""),
+        ResourceId::Link(_, network) => Tail(".link.", network),
+        ResourceId::Route(_, family) => Tail(".route.", family.suffix()),
+        ResourceId::Files(_) => Tail(".files", ""),
+        ResourceId::ReplicaFirewall(_) => Tail(".firewall", ""),
         ResourceId::Network(_)
         | ResourceId::Vxlan(_)
         | ResourceId::Remote { .. }
