@@ -96,6 +96,23 @@
 # (55 / 48 / 39), scale back down 134 / 136 / 119 ms (135 / 153 / 136), down 297 / 316 / 328
 # ms (365 / 310 / 284). The VIP up is 3-23% faster than 4c20c77's; the ratio stays above 1.1x.
 #
+# 2/3 Dec 2026, night (branch wt-down): where down's time goes, traced on this 6.18 kernel
+# (workqueue and umount tracepoints, perf -a, ip monitor). Deleting the bridge detaches its 200
+# ports one at a time, each with an expedited RCU grace period under the RTNL lock: 62-115 ms.
+# The 200 unmounts take 15-25 ms; the kernel frees the namespaces in two cleanup_net batches
+# (the first starts with the first namespace to die and waits for the bridge's lock), and the
+# large one unregisters its 400 devices under the RTNL lock for 100-170 ms; the link dump that
+# reap polls queues for that lock, so the host ends are seen gone as soon as the batch is done.
+# The same steps with ip alone (ip -batch, no netcompose) took 194-254 ms: down's apply is at
+# that floor, the rest being start-up, the daemon's stop and two surveys. Bridge before the
+# namespaces, alongside the reap or after it (each port's removal then recomputes the bridge:
+# worst), reap polling every 2 ms, the daemon stopped while state and namespaces are read, the
+# bridge set down before it is deleted: none measurably faster. Tables of deleted namespaces
+# are no longer expanded (1.5 ms). Alternated with main (release, load 2-4, three pairs): down
+# 257 / 245 / 296 ms against 315 / 279 / 315; six more pairs of down alone gave 351 / 340 / 312
+# / 255 / 303 / 337 against 275 / 297 / 292 / 323 / 295 / 378: within the noise, still above
+# the 200 ms target.
+#
 #   bench/lb.sh            # 20 services x 10 replicas
 #   NETCOMPOSE_BIN=/path/to/netcompose bench/lb.sh   # a binary built elsewhere (before/after)
 set -euo pipefail

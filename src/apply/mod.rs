@@ -97,9 +97,11 @@ pub async fn apply<M: Machine>(
     let gone = deleted_namespaces(observed, &deletes);
     let (observed_graph, desired_graph) = (graph::build(observed), graph::build(desired));
     // Replica tables name their networks' VIPs; the kernel needs the chains themselves, in
-    // the tables this run deletes, updates or builds (the others are not looked at).
+    // the tables this run deletes, updates or builds (the others are not looked at). A table
+    // whose namespace is deleted goes with it, unread: `down` of 200 replicas spent 1.5 ms
+    // copying chains into tables that nothing looked at.
     let observed = expand_where(observed, |r| {
-        deletes.contains(&r.address) || updates.contains(&r.address)
+        (deletes.contains(&r.address) && !inside_gone(r, &gone)) || updates.contains(&r.address)
     });
     let built = |r: &&Resource| {
         creates.contains(&r.address) || updates.contains(&r.address) || rebuilt.contains(&r.address)
@@ -291,7 +293,9 @@ fn namespace_of(spec: &Spec) -> Option<&str> {
 /// there once the kernel stops making progress (a process that still holds a namespace keeps
 /// it alive). Freeing namespaces in one batch is much cheaper for the kernel than deleting each
 /// veth: every link deletion waits for an RCU grace period under the RTNL lock, while the
-/// namespace cleanup unregisters all the devices of all dying namespaces at once.
+/// namespace cleanup unregisters all the devices of all dying namespaces at once. The wait is
+/// the kernel's, not the polling's: the link dump queues for the RTNL lock that the cleanup
+/// holds while it unregisters a batch, and returns as soon as the batch is done.
 async fn reap<M: Machine>(
     k: &Kernel<M>,
     links: &[&Resource],
