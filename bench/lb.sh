@@ -113,8 +113,11 @@
 # / 255 / 303 / 337 against 275 / 297 / 292 / 323 / 295 / 378: within the noise, still above
 # the 200 ms target.
 #
-#   bench/lb.sh            # 20 services x 10 replicas
-#   NETCOMPOSE_BIN=/path/to/netcompose bench/lb.sh   # a binary built elsewhere (before/after)
+# 3 Dec 2026, main with the night's branches merged (a policy's CIDR a prefix match, wt-plan,
+# wt-down), release build, load about 2, ROUNDS=3: up 578 / 632 / 527 ms against 568 / 441 /
+# 458 ms without VIPs or policies (ratio of medians 1.26x; four earlier 3-round runs that
+# night gave 1.13 / 1.01 / 1.19 / 1.08x), scale 103 / 78 / 74 ms, no change 59 / 55 / 47 ms,
+# scale back down 137 / 134 / 149 ms, down 283 / 308 / 261 ms (1.4 ms per endpoint).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 services=${1:-20}
