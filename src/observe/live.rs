@@ -270,6 +270,14 @@ pub async fn observe_read<M: Machine>(
         )
         .await?,
     );
+    with_vips_and_zones(&mut out, state);
+    timed(started, live, &out);
+    Ok(out)
+}
+
+/// The state's VIPs and DNS zones, taken as recorded, added to `out`, which is then put in
+/// address order.
+fn with_vips_and_zones(out: &mut Vec<Resource>, state: &[Resource]) {
     out.extend(
         state
             .iter()
@@ -277,8 +285,6 @@ pub async fn observe_read<M: Machine>(
             .cloned(),
     );
     out.sort_by(|a, b| a.address.cmp(&b.address));
-    timed(started, live, &out);
-    Ok(out)
 }
 
 /// `NETCOMPOSE_TIMINGS`: how many namespaces and resources an observation found, and how long
@@ -313,13 +319,7 @@ fn none_live(state: &[Resource], desired: &[Resource]) -> Vec<Resource> {
         }
     }
     let mut out: Vec<Resource> = known.into_values().cloned().collect();
-    out.extend(
-        state
-            .iter()
-            .filter(|r| matches!(r.spec, Spec::Vip(_) | Spec::Dns(_)))
-            .cloned(),
-    );
-    out.sort_by(|a, b| a.address.cmp(&b.address));
+    with_vips_and_zones(&mut out, state);
     out
 }
 
