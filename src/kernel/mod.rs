@@ -13,7 +13,11 @@
 //!   namespace, with typed operations on links, addresses, routes, FDB and neighbours.
 //! - [`sysctl`]: read and write `net.*` sysctls inside a namespace.
 //! - [`survey`]: many namespaces read in one go (links, addresses, routes) on a few threads
-//!   that enter each in turn, for `observe`.
+//!   that enter each in turn, for `observe`; or taken from a process that keeps them
+//!   ([`survey::SurveySource`]).
+//! - [`watch`]: change notifications of namespaces (rtnetlink, nf_tables, inotify), for a
+//!   process that keeps surveys between runs.
+//! - [`nft_opener`]: nfnetlink sockets opened in namespaces on demand by dedicated threads.
 //! - [`machine`]: those mechanisms as traits (what `observe` and `apply` use), implemented by
 //!   [`system::System`] and, in memory, by [`fake::Fake`]; [`handle::Kernel`] pairs a machine
 //!   with the project it works for.
@@ -31,7 +35,8 @@
 //!
 //! Threading rule: a thread's network namespace is per-thread state, so this module never calls
 //! `setns` on a caller's thread (in particular never on a tokio worker). Code that must run
-//! inside a namespace runs on a short-lived dedicated thread ([`netns::run_in`]); a netlink socket
+//! inside a namespace runs on a short-lived dedicated thread ([`netns::run_in`]), or on a thread
+//! whose only work is to enter namespaces ([`survey`], [`nft_opener`]); a netlink socket
 //! is created on such a thread and then keeps operating in that namespace from anywhere.
 
 pub mod cgroup;
@@ -44,10 +49,12 @@ pub mod l2echo;
 pub mod machine;
 pub mod netlink;
 pub mod netns;
+pub mod nft_opener;
 pub mod nftables;
 pub mod survey;
 pub mod sysctl;
 pub mod system;
+pub mod watch;
 pub mod wireguard;
 
 use std::fmt;

@@ -7,6 +7,10 @@
 //!
 //! The threads are this module's own and end with the survey, so the namespace each was left
 //! in holds nothing alive after it.
+//!
+//! A run may take some surveys from a process that keeps them between runs instead
+//! ([`SurveySource`]: the project daemon, which follows each namespace's changes); it then
+//! surveys only the namespaces that process does not follow.
 
 use super::netlink::{BlockingNetlink, Link, Route};
 use super::netns::NetnsDir;
@@ -20,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// What a namespace holds, as one survey read it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Survey {
     pub links: Vec<Link>,
     /// Every address as (ifindex, address/prefix); empty unless the read was full.
@@ -47,6 +51,21 @@ pub struct Nft {
     pub generation: Option<(u64, u32)>,
 }
 
+/// A full survey kept by a process that follows the namespace's changes, with the namespace's
+/// cookie and ruleset generation as they are now (None when the kernel would not tell).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Kept {
+    pub survey: Survey,
+    pub generation: Option<(u64, u32)>,
+}
+
+/// Where a run takes the full surveys of namespaces that another process keeps up to date.
+pub trait SurveySource: Send + Sync {
+    /// The surveys kept of `names`, in their order: None for a namespace not followed (or
+    /// none at all when the keeper does not answer), which the run then surveys itself.
+    fn surveys(&self, names: &[String]) -> Vec<Option<Kept>>;
+}
+
 /// At most this many threads survey at once: the work is the kernel's (dumps, socket
 /// creation), so a few per CPU keep it busy.
 const MAX_THREADS: usize = 8;
@@ -59,19 +78,36 @@ pub fn survey(
     names: &[String],
     full: bool,
 ) -> Vec<Result<Surveyed, KernelError>> {
+    survey_after(dir, etc, names, full, |_, _| Ok(()))
+        .into_iter()
+        .map(|a| a.map(|found| found.map(|((), survey, nft)| (survey, nft))))
+        .collect()
+}
+
+/// [`survey`], with `first` called inside each namespace (with the namespace's file) before
+/// it is read: the daemon subscribes to a namespace's changes there, so that nothing that
+/// changes after the read is missed, without a thread made per namespace for it.
+#[allow(clippy::type_complexity)]
+pub fn survey_after<T: Send>(
+    dir: &NetnsDir,
+    etc: &Path,
+    names: &[String],
+    full: bool,
+    first: impl Fn(&str, &OwnedFd) -> Result<T, KernelError> + Sync,
+) -> Vec<Result<Option<(T, Survey, Option<Nft>)>, KernelError>> {
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get() * 2)
         .min(MAX_THREADS)
         .min(names.len());
     let next = AtomicUsize::new(0);
-    let answers: Mutex<Vec<Option<Result<Surveyed, KernelError>>>> =
+    let answers: Mutex<Vec<Option<Result<Option<(T, Survey, Option<Nft>)>, KernelError>>>> =
         Mutex::new((0..names.len()).map(|_| None).collect());
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(name) = names.get(i) else { break };
-                let answer = one(dir, etc, name, full);
+                let answer = one(dir, etc, name, full, &first);
                 answers.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(answer);
             });
         }
@@ -87,7 +123,13 @@ pub fn survey(
 }
 
 /// One namespace, on the calling thread (which this moves into it: a survey thread).
-fn one(dir: &NetnsDir, etc: &Path, name: &str, full: bool) -> Result<Surveyed, KernelError> {
+fn one<T>(
+    dir: &NetnsDir,
+    etc: &Path,
+    name: &str,
+    full: bool,
+    first: &impl Fn(&str, &OwnedFd) -> Result<T, KernelError>,
+) -> Result<Option<(T, Survey, Option<Nft>)>, KernelError> {
     let fd = match dir.open(Some(name)) {
         Ok(fd) => fd,
         Err(_) if !dir.exists(name) => return Ok(None),
@@ -95,13 +137,14 @@ fn one(dir: &NetnsDir, etc: &Path, name: &str, full: bool) -> Result<Surveyed, K
     };
     setns(&fd, CloneFlags::CLONE_NEWNET)
         .map_err(|e| Ctx::new("enter netns", name, None).errno(e))?;
+    let before = first(name, &fd)?;
     let mut nl = BlockingNetlink::open_current(Some(name))?;
     let mut found = Survey {
         links: nl.links()?,
         ..Survey::default()
     };
     if !full {
-        return Ok(Some((found, None)));
+        return Ok(Some((before, found, None)));
     }
     found.addresses = nl.addresses()?;
     found.routes = nl.routes()?;
@@ -113,7 +156,7 @@ fn one(dir: &NetnsDir, etc: &Path, name: &str, full: bool) -> Result<Surveyed, K
     let generation = nftables::wire::netns_cookie(&ctx, &socket)
         .and_then(|cookie| Ok((cookie, nftables::read::generation_on(&ctx, &socket)?)))
         .ok();
-    Ok(Some((found, Some(Nft { socket, generation }))))
+    Ok(Some((before, found, Some(Nft { socket, generation }))))
 }
 
 /// Every regular file of `dir` with its text, in name order; none when there is no `dir`.

@@ -13,11 +13,12 @@ use super::netlink::{
     FdbEntry, Link, MacvlanSpec, Neighbour, Netlink, Route, VethSpec, VxlanSpec, LOOPBACK_INDEX,
 };
 use super::netns::{NetnsDir, ETC_NETNS};
+use super::nft_opener::NftOpener;
 use super::nftables::{self, read};
-use super::survey::{self, Survey};
+use super::survey::{self, Survey, SurveySource};
 use super::{sysctl, Ctx, KernelError};
 use ipnetwork::IpNetwork;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -41,6 +42,12 @@ pub struct System {
     /// Each namespace's cookie and ruleset generation as the last survey read them, for the
     /// table read that follows it (taken by that read, so never used after a write).
     surveyed: Mutex<HashMap<String, (u64, u32)>>,
+    /// The process that keeps full surveys between runs, if this run may ask it.
+    source: Option<Arc<dyn SurveySource>>,
+    /// The namespaces whose survey came from [`System::source`]: this run has no socket in
+    /// them yet, and opens only an nfnetlink one when it writes a table there.
+    kept: Mutex<HashSet<String>>,
+    opener: NftOpener,
 }
 
 /// A namespace's netlink sockets, with the directory that names the namespaces a veth peer or
@@ -66,7 +73,6 @@ impl System {
             nftables::wire::open(&Ctx::new("open netlink socket", "NETLINK_NETFILTER", None))?;
         let host = Net::new(Netlink::open_in(&dir, None, &rt)?, nft, &dir);
         Ok(System {
-            dir,
             etc: PathBuf::from(ETC_NETNS),
             rt,
             host,
@@ -74,7 +80,16 @@ impl System {
             nft_sockets: Mutex::new(HashMap::new()),
             generations: Arc::new(Mutex::new(Generations::default())),
             surveyed: Mutex::new(HashMap::new()),
+            source: None,
+            kept: Mutex::new(HashSet::new()),
+            opener: NftOpener::new(dir.clone()),
+            dir,
         })
+    }
+
+    /// Take full surveys from `source` where it keeps them (see [`SurveySource`]).
+    pub fn take_surveys_from(&mut self, source: Arc<dyn SurveySource>) {
+        self.source = Some(source);
     }
 
     /// Take what an earlier run recorded in `path` of its tables (see [`generations`]).
@@ -130,10 +145,20 @@ impl System {
             .lock()
             .ok()
             .and_then(|m| m.get(ns).cloned());
-        match surveyed {
-            Some(nft) => Ok(nft),
-            None => Ok(self.netns(ns).await?.nft),
+        if let Some(nft) = surveyed {
+            return Ok(nft);
         }
+        let kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(ns);
+        if !kept || self.cached(ns).is_some() {
+            return Ok(self.netns(ns).await?.nft);
+        }
+        let nft = Arc::new(Mutex::new(self.opener.open(ns).await?));
+        let mut m = self.nft_sockets.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(m.entry(ns.to_string()).or_insert(nft).clone())
     }
 }
 
@@ -682,15 +707,50 @@ impl Machine for System {
     }
 
     async fn survey(&self, names: &[String], full: bool) -> Res<Vec<Option<Survey>>> {
-        let (dir, etc, owned) = (self.dir.clone(), self.etc.clone(), names.to_vec());
-        let found = blocking(Ctx::new("survey", "namespaces", None), move || {
-            Ok(survey::survey(&dir, &etc, &owned, full))
-        })
-        .await?;
+        let mut kept = match (&self.source, full) {
+            (Some(source), true) => {
+                let (source, owned) = (source.clone(), names.to_vec());
+                blocking(Ctx::new("ask for surveys", "namespaces", None), move || {
+                    Ok(source.surveys(&owned))
+                })
+                .await?
+            }
+            _ => Vec::new(),
+        };
+        kept.resize(names.len(), None);
+        let missing: Vec<String> = names
+            .iter()
+            .zip(&kept)
+            .filter(|(_, k)| k.is_none())
+            .map(|(n, _)| n.clone())
+            .collect();
+        let (dir, etc) = (self.dir.clone(), self.etc.clone());
+        let mut found = match missing.is_empty() {
+            true => Vec::new(),
+            false => {
+                blocking(Ctx::new("survey", "namespaces", None), move || {
+                    Ok(survey::survey(&dir, &etc, &missing, full))
+                })
+                .await?
+            }
+        }
+        .into_iter();
         let mut out = Vec::with_capacity(names.len());
         let mut surveyed = self.surveyed.lock().unwrap_or_else(|p| p.into_inner());
         surveyed.clear();
-        for (name, answer) in names.iter().zip(found) {
+        let mut from_source = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, kept) in names.iter().zip(kept) {
+            if let Some(kept) = kept {
+                if let Some(generation) = kept.generation {
+                    surveyed.insert(name.clone(), generation);
+                }
+                from_source.insert(name.clone());
+                out.push(Some(kept.survey));
+                continue;
+            }
+            let answer = found.next().unwrap_or_else(|| {
+                Err(Ctx::new("survey netns", name, None).protocol("not surveyed"))
+            });
             let Some((found, nft)) = answer? else {
                 out.push(None);
                 continue;

@@ -60,7 +60,7 @@ use super::{Ctx, KernelError};
 pub const LOOPBACK_INDEX: u32 = 1;
 
 /// What kind of device a link is (`IFLA_INFO_KIND`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum LinkKind {
     Bridge,
     Veth,
@@ -73,7 +73,7 @@ pub enum LinkKind {
 }
 
 /// The VXLAN parameters of a vxlan link.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct VxlanInfo {
     pub vni: Option<u32>,
     pub local: Option<IpAddr>,
@@ -85,14 +85,14 @@ pub struct VxlanInfo {
 }
 
 /// Bridge-port settings of a link enslaved to a bridge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct BridgePortInfo {
     pub isolated: Option<bool>,
     pub learning: Option<bool>,
 }
 
 /// A link as reported by the kernel.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Link {
     pub index: u32,
     pub name: String,
@@ -135,7 +135,7 @@ pub struct LinkStats {
 }
 
 /// A route of the main table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Route {
     pub dst: IpNetwork,
     pub gateway: Option<IpAddr>,
@@ -148,7 +148,7 @@ pub struct Route {
 }
 
 /// Macvlan modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MacvlanMode {
     Private,
     Vepa,
