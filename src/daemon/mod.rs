@@ -28,6 +28,7 @@
 
 pub mod contain;
 pub mod health;
+pub mod informer;
 mod init;
 pub mod logs;
 mod metrics_http;
@@ -44,6 +45,7 @@ pub mod stats;
 pub use crate::model::daemon::DaemonConfig;
 pub use serve::run;
 
+use crate::kernel::survey::{Kept, SurveySource};
 use crate::project_name::ProjectName;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
@@ -183,6 +185,10 @@ pub enum Request {
     Stats,
     /// The same figures in Prometheus text format.
     Metrics,
+    /// The full surveys the daemon keeps of these namespaces ([`informer`]).
+    Surveys {
+        namespaces: Vec<String>,
+    },
 }
 
 /// The reply to every request.
@@ -205,6 +211,9 @@ pub struct Reply {
     /// The answer to [`Request::Metrics`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<String>,
+    /// The answer to [`Request::Surveys`], in the order asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub surveys: Option<Vec<Option<Kept>>>,
 }
 
 /// One request, one reply.
@@ -248,6 +257,35 @@ pub fn release(project: &ProjectName, namespaces: Vec<String>) -> Result<(), Dae
             project: project.to_string(),
             reason: reply.errors.join("; "),
         })
+    }
+}
+
+/// The project daemon as a [`SurveySource`] for a run of the project: the surveys its
+/// informer keeps, or none when no daemon runs or it does not answer (the run then surveys
+/// every namespace itself, as without a daemon).
+pub struct KeptSurveys {
+    pub project: ProjectName,
+}
+
+/// How long a run waits for the daemon's surveys before it reads the namespaces itself.
+const SURVEYS_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl SurveySource for KeptSurveys {
+    fn surveys(&self, names: &[String]) -> Vec<Option<Kept>> {
+        if status(&self.project) == Status::Stopped {
+            return Vec::new();
+        }
+        let req = Request::Surveys {
+            namespaces: names.to_vec(),
+        };
+        match request(&self.project, &req, SURVEYS_TIMEOUT) {
+            Ok(Reply {
+                ok: true,
+                surveys: Some(kept),
+                ..
+            }) if kept.len() == names.len() => kept,
+            _ => Vec::new(),
+        }
     }
 }
 

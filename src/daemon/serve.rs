@@ -2,6 +2,7 @@
 //! joins the project's cgroup, then serves the resolver and the `x-run` processes and answers
 //! the control socket until told to stop.
 
+use super::informer::Informer;
 use super::{
     config_path, contain, logs, pid_path, relay, resolver, run_log_path, runner, socket_path,
     stats, write_atomic, DaemonConfig, DaemonError, Reply, Request,
@@ -102,6 +103,8 @@ struct Daemon {
     stats: Arc<stats::Collector>,
     /// The `x-metrics` listener being served, and its task.
     metrics: Option<(std::net::SocketAddr, tokio::task::AbortHandle)>,
+    /// The surveys kept of the namespaces served, for the next `up`.
+    informer: Arc<std::sync::Mutex<Informer>>,
 }
 
 impl Daemon {
@@ -157,6 +160,7 @@ impl Daemon {
             errors.extend(self.runner.release_all());
         }
         errors.extend(self.relays.apply(&cfg).await);
+        self.follow(cfg.namespaces.keys().cloned().collect()).await;
         self.stats.set_inputs(stats::Inputs {
             project: self.project.to_string(),
             namespaces: cfg
@@ -189,6 +193,27 @@ impl Daemon {
         r.reload = Some(report);
         r.errors = errors;
         r
+    }
+
+    /// Make the informer follow `namespaces`: it lets go of the others before this returns
+    /// (a release's namespaces are deleted next), and surveys the new ones in the background.
+    async fn follow(&self, namespaces: std::collections::BTreeSet<String>) {
+        let informer = self.informer.clone();
+        let _ = tokio::task::spawn_blocking(move || lock(&informer).want(namespaces)).await;
+        let informer = self.informer.clone();
+        tokio::task::spawn_blocking(move || lock(&informer).catch_up());
+    }
+
+    /// The surveys kept of `namespaces` ([`Request::Surveys`]).
+    async fn surveys(&self, namespaces: Vec<String>) -> Reply {
+        let informer = self.informer.clone();
+        match tokio::task::spawn_blocking(move || lock(&informer).surveys(&namespaces)).await {
+            Ok(kept) => Reply {
+                surveys: Some(kept),
+                ..self.reply()
+            },
+            Err(e) => self.failed(format!("surveys: {e}")),
+        }
     }
 
     /// Serve the metrics on `listen` (and nowhere else), as `x-metrics` asks.
@@ -229,6 +254,7 @@ impl Daemon {
             errors: self.last_errors.clone(),
             stats: None,
             metrics: None,
+            surveys: None,
         }
     }
 
@@ -297,6 +323,10 @@ async fn main_loop(
         uncontained,
         stats: Arc::new(stats::Collector::new(tokio::runtime::Handle::current())),
         metrics: None,
+        informer: Arc::new(std::sync::Mutex::new(Informer::new(
+            crate::kernel::NetnsDir::system(),
+            crate::kernel::ETC_NETNS.into(),
+        ))),
     };
     say!(
         "netcompose daemon for project {project}, pid {}",
@@ -340,6 +370,12 @@ async fn main_loop(
     Ok(())
 }
 
+/// The informer, even if a thread panicked holding it: at worst a survey was dropped, and is
+/// read again.
+fn lock(informer: &std::sync::Mutex<Informer>) -> std::sync::MutexGuard<'_, Informer> {
+    informer.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Serve one control connection; true when the daemon must exit.
 async fn control(
     d: &mut Daemon,
@@ -378,6 +414,7 @@ async fn control(
             },
             false,
         ),
+        Ok(Request::Surveys { namespaces }) => (d.surveys(namespaces).await, false),
         Ok(Request::Stop) => {
             say!("stop requested");
             d.shutdown(events).await;

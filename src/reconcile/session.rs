@@ -37,7 +37,16 @@ impl Session {
             .enable_all()
             .build()
             .map_err(ReconcileError::Runtime)?;
-        let kernel = Arc::new(Kernel::open(project.as_str(), rt.handle().clone())?);
+        let mut kernel = Kernel::open(project.as_str(), rt.handle().clone())?;
+        // The daemon keeps the surveys of the namespaces it serves: taken from it, not read.
+        if crate::daemon::status(project) != crate::daemon::Status::Stopped {
+            kernel
+                .machine
+                .take_surveys_from(Arc::new(crate::daemon::KeptSurveys {
+                    project: project.clone(),
+                }));
+        }
+        let kernel = Arc::new(kernel);
         let generations = crate::daemon::run_dir(project).join("nftables-generations");
         kernel.load_generations(&generations);
         Ok(Session {
