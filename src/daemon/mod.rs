@@ -1,6 +1,7 @@
 //! The project daemon: one background process per project that hosts the embedded resolver
 //! (127.0.0.11:53 in every replica namespace), the replicas' `x-run` processes and the
-//! published ports relayed on [::1] ([`relay`]).
+//! published ports relayed on [::1] ([`relay`]), and keeps what its namespaces hold between
+//! runs ([`informer`]), so that an `up` does not read every namespace again.
 //!
 //! Files, all under `/run/netcompose/<project>/` (a tmpfs: nothing of it survives a reboot,
 //! and neither do the namespaces it serves). The directories are 0700 and the files 0600,
