@@ -78,12 +78,15 @@ impl Informer {
         let Some(files) = &mut self.files else {
             return;
         };
-        let new: Vec<String> = self
+        let mut new: Vec<String> = self
             .wanted
             .iter()
             .filter(|n| !self.followed.contains_key(*n))
             .cloned()
             .collect();
+        // Half of the descriptors left stay the resolver's, which needs them more: beyond
+        // that, namespaces are surveyed by each run.
+        new.truncate(spare_descriptors() / 2 / DESCRIPTORS_PER_NAMESPACE);
         // Subscribed first (the files here, the kernel's notifications on the survey's thread
         // in the namespace), read after: a change in between is then seen twice, not missed.
         // A namespace that cannot be followed is surveyed by each run.
@@ -176,6 +179,19 @@ impl Informer {
             .map(|n| self.followed.get(n).and_then(|f| f.kept.clone()))
             .collect()
     }
+}
+
+/// The sockets a followed namespace costs ([`NsWatch`]).
+const DESCRIPTORS_PER_NAMESPACE: usize = 2;
+
+/// How many more descriptors this process may open (its soft limit less those it has open).
+fn spare_descriptors() -> usize {
+    use nix::sys::resource::{getrlimit, Resource};
+    let limit = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(open)
 }
 
 /// What is kept of a namespace after a drain that `seen` it: nothing once its links,

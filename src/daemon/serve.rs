@@ -201,7 +201,17 @@ impl Daemon {
         let informer = self.informer.clone();
         let _ = tokio::task::spawn_blocking(move || lock(&informer).want(namespaces)).await;
         let informer = self.informer.clone();
-        tokio::task::spawn_blocking(move || lock(&informer).catch_up());
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let mut informer = lock(&informer);
+            let before = informer.reads();
+            informer.catch_up();
+            say!(
+                "informer: {} namespaces read in {:.1} ms",
+                informer.reads() - before,
+                started.elapsed().as_secs_f64() * 1e3
+            );
+        });
     }
 
     /// The surveys kept of `namespaces` ([`Request::Surveys`]).

@@ -84,8 +84,7 @@ impl NsWatch {
     /// Whether pin `name` of `dir` still names this watch's namespace (not another one made
     /// under the same name, nor nothing).
     pub fn pinned_as(&self, dir: &NetnsDir, name: &str) -> bool {
-        nix::sys::stat::stat(&dir.path(name))
-            .is_ok_and(|st| (st.st_dev, st.st_ino) == self.inode)
+        nix::sys::stat::stat(&dir.path(name)).is_ok_and(|st| (st.st_dev, st.st_ino) == self.inode)
     }
 
     /// Read every notification queued since the last drain, without blocking.
