@@ -8,14 +8,18 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 use std::process::Command;
 
+use common::project::Project;
 use common::{require_root, Sandbox};
 use netcompose::daemon::informer::Informer;
+use netcompose::kernel::nftables::read::generation_on;
+use netcompose::kernel::nftables::wire::{self, Msg, MsgType};
 use netcompose::kernel::survey::{survey, Kept};
-use netcompose::kernel::{netns, Netlink, NetnsDir, VethSpec};
+use netcompose::kernel::{netns, Ctx, Netlink, NetnsDir, VethSpec};
+use nix::sys::socket::{recv, send, MsgFlags};
 
 /// What a survey of the kernel reads of each of `names` now (None: no namespace).
 fn direct(dir: &NetnsDir, etc: &Path, names: &[String]) -> Vec<Option<Kept>> {
@@ -144,9 +148,108 @@ fn the_informer_answers_what_the_kernel_holds_and_reads_only_what_changed() {
         others[6] = None;
         assert_eq!(kept, others);
 
+        // The socket lent is the namespace's, with nothing left on it by an earlier borrower.
+        let kept = informer.surveys(&names[..1]).remove(0).expect("kept");
+        let lent = informer.lend(&names[..1]).remove(0).expect("a socket lent");
+        let ctx = Ctx::new("test", "lent socket", Some(&names[0]));
+        let cookie = wire::netns_cookie(&ctx, &lent).unwrap();
+        assert_eq!(kept.generation.map(|g| g.0), Some(cookie));
+        assert_eq!(
+            kept.generation.map(|g| g.1),
+            Some(generation_on(&ctx, &lent).unwrap())
+        );
+        let unread = Msg::new(MsgType::GetGen, wire::NLM_F_REQUEST | wire::NLM_F_ACK, 9);
+        send(lent.as_raw_fd(), &unread.finish(), MsgFlags::empty()).unwrap();
+        let again = informer.lend(&names[..1]).remove(0).expect("lent again");
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            recv(again.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT),
+            Err(nix::errno::Errno::EAGAIN),
+            "the answer a borrower left unread is gone"
+        );
+
         // A namespace no longer wanted is let go (its sockets closed) and not answered for.
         let wanted: BTreeSet<String> = names[..7].iter().cloned().collect();
         informer.want(wanted);
         assert!(informer.surveys(&names)[7].is_none());
     });
+}
+
+const LENT: &str = r#"
+networks: {front: {ipam: {config: [{subnet: 10.93.0.0/24}]}}}
+services:
+  web: {networks: [front], deploy: {replicas: 2}}
+  api:
+    networks: [front]
+    deploy: {replicas: 2}
+    x-policy: {ingress: {allow: [web], deny: ["0.0.0.0/0"]}}
+"#;
+
+/// `up` with `NETCOMPOSE_TIMINGS`, which must succeed; returns its observe line.
+fn timed_up(p: &Project) -> String {
+    let out =
+        p.sb.command(
+            env!("CARGO_BIN_EXE_netcompose"),
+            &["-f", p.file.to_str().unwrap(), "up"],
+        )
+        .env("NETCOMPOSE_TIMINGS", "1")
+        .output()
+        .expect("run netcompose");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "up failed: {err}");
+    err.lines()
+        .find(|l| l.starts_with("timing: observe:"))
+        .unwrap_or_else(|| panic!("no observe timing in {err}"))
+        .to_string()
+}
+
+#[test]
+fn up_takes_surveys_and_sockets_from_the_daemon_and_does_without_it() {
+    require_root("up_takes_surveys_and_sockets_from_the_daemon_and_does_without_it");
+    let sb = Sandbox::new();
+    let p = Project::new(&sb, "lent", LENT);
+    p.up();
+    let again = timed_up(&p);
+    assert!(
+        again.contains("4 namespaces (4 kept by the daemon, 4 sockets lent)"),
+        "{again}"
+    );
+    // A scale writes every api table with the sockets lent: the new web replica is let in.
+    p.rewrite(&LENT.replace("replicas: 2}}\n  api", "replicas: 3}}\n  api"));
+    let scaled = timed_up(&p);
+    assert!(
+        scaled.contains("(4 kept by the daemon, 4 sockets lent)"),
+        "{scaled}"
+    );
+    let web3 = p.addr("web", 3, "front");
+    for n in 1..=2 {
+        let set = sb.run_ok(&[
+            "ip",
+            "netns",
+            "exec",
+            &p.ns("api", n),
+            "nft",
+            "list",
+            "set",
+            "inet",
+            "netcompose",
+            "from.web",
+        ]);
+        assert!(set.contains(&web3), "api-{n} lets web-3 ({web3}) in: {set}");
+    }
+    assert_eq!(p.nc(&["plan"]).status.code(), Some(0), "nothing left to do");
+    // Without a daemon (killed), a run reads every namespace itself, and starts it again.
+    let pid = sb.run_ok(&["cat", "/run/netcompose/lent/daemon.pid"]);
+    sb.run_ok(&["kill", "-9", pid.trim()]);
+    let alone = timed_up(&p);
+    assert!(
+        alone.contains("5 namespaces (0 kept by the daemon, 0 sockets lent)"),
+        "{alone}"
+    );
+    let back = timed_up(&p);
+    assert!(
+        back.contains("5 namespaces (5 kept by the daemon, 5 sockets lent)"),
+        "{back}"
+    );
+    p.nc_ok(&["down"]);
 }

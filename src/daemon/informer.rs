@@ -9,11 +9,18 @@
 //! namespace followed, is surveyed again (or, for the pin, answered as not followed). The
 //! ruleset generation is followed from the transactions' own notifications: a run that only
 //! wrote tables leaves the surveys as they were.
+//!
+//! One field may lag: a link's carrier (`lower_up`) is notified by the kernel's linkwatch
+//! work, up to a second after it changed, while a dump reads it at once. No decision of a run
+//! reads it; everything a run compares (names, marks, MTUs, masters, addresses, routes,
+//! files, generations) is notified before the change is acknowledged.
 
 use crate::kernel::netns::NetnsDir;
-use crate::kernel::survey::{self, Kept};
+use crate::kernel::nftables::wire;
+use crate::kernel::survey::{self, Kept, Nft, Survey};
 use crate::kernel::watch::{FilesSeen, FilesWatch, NsWatch, Seen};
 use std::collections::{BTreeSet, HashMap};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 /// The largest notification datagram (the kernel's own cap on netlink messages is 32 KiB).
@@ -37,6 +44,9 @@ struct Followed {
     watch: NsWatch,
     /// None until surveyed, and again once something it holds changed.
     kept: Option<Kept>,
+    /// The nfnetlink socket the last survey opened in the namespace, lent to the run that
+    /// writes its table next ([`Informer::lend`]); the daemon itself never uses it.
+    writer: Option<OwnedFd>,
 }
 
 impl Informer {
@@ -54,8 +64,8 @@ impl Informer {
     }
 
     /// Follow `wanted` from now on: stop following the others at once (their sockets hold
-    /// their namespaces alive, and `up` is about to delete them); [`Informer::catch_up`]
-    /// starts on the new ones.
+    /// their namespaces alive, and `up` is about to delete them); the new ones are followed
+    /// by [`Informer::catch_up`] or by the first request for them.
     pub fn want(&mut self, wanted: BTreeSet<String>) {
         let gone: Vec<String> = self
             .followed
@@ -75,13 +85,19 @@ impl Informer {
     /// Follow every wanted namespace not followed yet, then survey whatever is not kept, so
     /// that the next run finds it ready.
     pub fn catch_up(&mut self) {
+        let all: Vec<String> = self.wanted.iter().cloned().collect();
+        self.surveys(&all);
+    }
+
+    /// Subscribe to the changes of those of `names` that are wanted and not followed yet,
+    /// and survey them.
+    fn follow_new(&mut self, names: &[String]) {
         let Some(files) = &mut self.files else {
             return;
         };
-        let mut new: Vec<String> = self
-            .wanted
+        let mut new: Vec<String> = names
             .iter()
-            .filter(|n| !self.followed.contains_key(*n))
+            .filter(|n| self.wanted.contains(*n) && !self.followed.contains_key(*n))
             .cloned()
             .collect();
         // Half of the descriptors left stay the resolver's, which needs them more: beyond
@@ -98,17 +114,20 @@ impl Informer {
         for (name, answer) in new.into_iter().zip(found) {
             match answer {
                 Ok(Some((watch, survey, nft))) => {
-                    let kept = Some(Kept {
-                        survey,
-                        generation: nft.and_then(|n| n.generation),
-                    });
-                    self.followed.insert(name, Followed { watch, kept });
+                    let (kept, writer) = keep(survey, nft);
+                    let kept = Some(kept);
+                    self.followed.insert(
+                        name,
+                        Followed {
+                            watch,
+                            kept,
+                            writer,
+                        },
+                    );
                 }
                 Ok(None) | Err(_) => files.forget(&name),
             }
         }
-        let all: Vec<String> = self.followed.keys().cloned().collect();
-        self.surveys(&all);
     }
 
     /// How many namespace surveys it has read so far.
@@ -116,8 +135,10 @@ impl Informer {
         self.reads
     }
 
-    /// The kept survey of each of `names`, in order (None for one not followed).
+    /// The kept survey of each of `names`, in order (None for one not followed); those
+    /// wanted and not followed yet are followed first.
     pub fn surveys(&mut self, names: &[String]) -> Vec<Option<Kept>> {
+        self.follow_new(names);
         let Some(files) = &mut self.files else {
             return vec![None; names.len()];
         };
@@ -168,10 +189,9 @@ impl Informer {
         self.reads += dirty.len();
         for (name, answer) in dirty.iter().zip(found) {
             if let (Some(f), Ok(Some((survey, nft)))) = (self.followed.get_mut(name), answer) {
-                f.kept = Some(Kept {
-                    survey,
-                    generation: nft.and_then(|n| n.generation),
-                });
+                let (kept, writer) = keep(survey, nft);
+                f.kept = Some(kept);
+                f.writer = writer;
             }
         }
         names
@@ -179,10 +199,35 @@ impl Informer {
             .map(|n| self.followed.get(n).and_then(|f| f.kept.clone()))
             .collect()
     }
+
+    /// A copy of the nfnetlink socket of each of `names` whose survey is kept, for the run
+    /// that asked for the surveys (None where there is none): the run writes tables with it
+    /// instead of entering the namespace to open one. Whatever a run killed mid-transaction
+    /// left unread on it is thrown away first.
+    pub fn lend(&self, names: &[String]) -> Vec<Option<OwnedFd>> {
+        names
+            .iter()
+            .map(|n| {
+                let f = self.followed.get(n).filter(|f| f.kept.is_some())?;
+                let writer = f.writer.as_ref()?;
+                wire::discard_pending(writer).ok()?;
+                writer.try_clone().ok()
+            })
+            .collect()
+    }
 }
 
-/// The sockets a followed namespace costs ([`NsWatch`]).
-const DESCRIPTORS_PER_NAMESPACE: usize = 2;
+/// What is kept of a survey, and the nfnetlink socket it opened.
+fn keep(survey: Survey, nft: Option<Nft>) -> (Kept, Option<OwnedFd>) {
+    let (generation, writer) = match nft {
+        Some(n) => (n.generation, Some(n.socket)),
+        None => (None, None),
+    };
+    (Kept { survey, generation }, writer)
+}
+
+/// The sockets a followed namespace costs ([`NsWatch`], and the socket lent).
+const DESCRIPTORS_PER_NAMESPACE: usize = 3;
 
 /// How many more descriptors this process may open (its soft limit less those it has open).
 fn spare_descriptors() -> usize {

@@ -31,6 +31,7 @@ pub mod contain;
 pub mod health;
 pub mod informer;
 mod init;
+mod lending;
 pub mod logs;
 mod metrics_http;
 mod order;
@@ -50,6 +51,7 @@ use crate::kernel::survey::{Kept, SurveySource};
 use crate::project_name::ProjectName;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -186,9 +188,12 @@ pub enum Request {
     Stats,
     /// The same figures in Prometheus text format.
     Metrics,
-    /// The full surveys the daemon keeps of these namespaces ([`informer`]).
+    /// The full surveys the daemon keeps of these namespaces ([`informer`]); `sockets`: with
+    /// a copy of each one's nfnetlink socket (see [`KeptSurveys::lend`]).
     Surveys {
         namespaces: Vec<String>,
+        #[serde(default)]
+        sockets: bool,
     },
 }
 
@@ -215,6 +220,10 @@ pub struct Reply {
     /// The answer to [`Request::Surveys`], in the order asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub surveys: Option<Vec<Option<Kept>>>,
+    /// Which of the namespaces asked for (their indices) have their socket sent after this
+    /// reply, in that order ([`Request::Surveys`] with `sockets`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lent: Vec<usize>,
 }
 
 /// One request, one reply.
@@ -266,27 +275,41 @@ pub fn release(project: &ProjectName, namespaces: Vec<String>) -> Result<(), Dae
 /// every namespace itself, as without a daemon).
 pub struct KeptSurveys {
     pub project: ProjectName,
+    /// Borrow the daemon's nfnetlink socket of each namespace too: only for a run that holds
+    /// the project's lock (an `up`), so that no two processes talk on one socket at once.
+    pub lend: bool,
 }
 
 /// How long a run waits for the daemon's surveys before it reads the namespaces itself.
 const SURVEYS_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl SurveySource for KeptSurveys {
-    fn surveys(&self, names: &[String]) -> Vec<Option<Kept>> {
+    fn surveys(&self, names: &[String]) -> Vec<Option<(Kept, Option<OwnedFd>)>> {
         if status(&self.project) == Status::Stopped {
             return Vec::new();
         }
         let req = Request::Surveys {
             namespaces: names.to_vec(),
+            sockets: self.lend,
         };
-        match request(&self.project, &req, SURVEYS_TIMEOUT) {
-            Ok(Reply {
-                ok: true,
-                surveys: Some(kept),
-                ..
-            }) if kept.len() == names.len() => kept,
-            _ => Vec::new(),
+        let Ok((reply, sockets)) = lending::request(&self.project, &req, SURVEYS_TIMEOUT) else {
+            return Vec::new();
+        };
+        let kept = match reply.surveys {
+            Some(kept) if reply.ok && kept.len() == names.len() => kept,
+            _ => return Vec::new(),
+        };
+        let mut lent: Vec<Option<OwnedFd>> =
+            std::iter::repeat_with(|| None).take(names.len()).collect();
+        for (i, socket) in reply.lent.into_iter().zip(sockets) {
+            if let Some(slot) = lent.get_mut(i) {
+                *slot = Some(socket);
+            }
         }
+        kept.into_iter()
+            .zip(lent)
+            .map(|(k, socket)| k.map(|k| (k, socket)))
+            .collect()
     }
 }
 

@@ -8,6 +8,7 @@ use super::{
     stats, write_atomic, DaemonConfig, DaemonError, Reply, Request,
 };
 use crate::project_name::ProjectName;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -214,15 +215,35 @@ impl Daemon {
         });
     }
 
-    /// The surveys kept of `namespaces` ([`Request::Surveys`]).
-    async fn surveys(&self, namespaces: Vec<String>) -> Reply {
+    /// The surveys kept of `namespaces` ([`Request::Surveys`]), and with `sockets` a copy
+    /// of the nfnetlink socket of each that has one, sent after the reply.
+    async fn surveys(&self, namespaces: Vec<String>, sockets: bool) -> (Reply, Vec<OwnedFd>) {
         let informer = self.informer.clone();
-        match tokio::task::spawn_blocking(move || lock(&informer).surveys(&namespaces)).await {
-            Ok(kept) => Reply {
-                surveys: Some(kept),
-                ..self.reply()
-            },
-            Err(e) => self.failed(format!("surveys: {e}")),
+        let asked = tokio::task::spawn_blocking(move || {
+            let mut informer = lock(&informer);
+            let kept = informer.surveys(&namespaces);
+            let lent = match sockets {
+                true => informer.lend(&namespaces),
+                false => Vec::new(),
+            };
+            (kept, lent)
+        })
+        .await;
+        match asked {
+            Ok((kept, lent)) => {
+                let (indices, fds): (Vec<usize>, Vec<OwnedFd>) = lent
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(i, fd)| Some((i, fd?)))
+                    .unzip();
+                let reply = Reply {
+                    surveys: Some(kept),
+                    lent: indices,
+                    ..self.reply()
+                };
+                (reply, fds)
+            }
+            Err(e) => (self.failed(format!("surveys: {e}")), Vec::new()),
         }
     }
 
@@ -265,6 +286,7 @@ impl Daemon {
             stats: None,
             metrics: None,
             surveys: None,
+            lent: Vec::new(),
         }
     }
 
@@ -400,6 +422,7 @@ async fn control(
     if !matches!(read, Ok(Ok(n)) if n > 0) {
         return false;
     }
+    let mut lent = Vec::new();
     let (reply, exit) = match serde_json::from_str::<Request>(&line) {
         Ok(Request::Status) => (d.reply(), false),
         Ok(Request::Reload) => (d.reload(true).await, false),
@@ -424,7 +447,14 @@ async fn control(
             },
             false,
         ),
-        Ok(Request::Surveys { namespaces }) => (d.surveys(namespaces).await, false),
+        Ok(Request::Surveys {
+            namespaces,
+            sockets,
+        }) => {
+            let (reply, fds) = d.surveys(namespaces, sockets).await;
+            lent = fds;
+            (reply, false)
+        }
         Ok(Request::Stop) => {
             say!("stop requested");
             d.shutdown(events).await;
@@ -442,5 +472,11 @@ async fn control(
     let mut out = serde_json::to_string(&reply).unwrap_or_default();
     out.push('\n');
     let _ = tokio::time::timeout(Duration::from_secs(5), w.write_all(out.as_bytes())).await;
+    if !lent.is_empty() {
+        let sent = super::lending::send(&mut reader, w.as_ref(), lent);
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), sent).await {
+            say!("lending sockets: {e}");
+        }
+    }
     exit
 }

@@ -17,7 +17,6 @@
 //!   ([`survey::SurveySource`]).
 //! - [`watch`]: change notifications of namespaces (rtnetlink, nf_tables, inotify), for a
 //!   process that keeps surveys between runs.
-//! - [`nft_opener`]: nfnetlink sockets opened in namespaces on demand by dedicated threads.
 //! - [`machine`]: those mechanisms as traits (what `observe` and `apply` use), implemented by
 //!   [`system::System`] and, in memory, by [`fake::Fake`]; [`handle::Kernel`] pairs a machine
 //!   with the project it works for.
@@ -36,7 +35,7 @@
 //! Threading rule: a thread's network namespace is per-thread state, so this module never calls
 //! `setns` on a caller's thread (in particular never on a tokio worker). Code that must run
 //! inside a namespace runs on a short-lived dedicated thread ([`netns::run_in`]), or on a thread
-//! whose only work is to enter namespaces ([`survey`], [`nft_opener`]); a netlink socket
+//! whose only work is to enter namespaces ([`survey`]); a netlink socket
 //! is created on such a thread and then keeps operating in that namespace from anywhere.
 
 pub mod cgroup;
@@ -49,7 +48,6 @@ pub mod l2echo;
 pub mod machine;
 pub mod netlink;
 pub mod netns;
-pub mod nft_opener;
 pub mod nftables;
 pub mod survey;
 pub mod sysctl;

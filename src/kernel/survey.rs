@@ -61,9 +61,10 @@ pub struct Kept {
 
 /// Where a run takes the full surveys of namespaces that another process keeps up to date.
 pub trait SurveySource: Send + Sync {
-    /// The surveys kept of `names`, in their order: None for a namespace not followed (or
-    /// none at all when the keeper does not answer), which the run then surveys itself.
-    fn surveys(&self, names: &[String]) -> Vec<Option<Kept>>;
+    /// The surveys kept of `names`, in their order, each with an nfnetlink socket of the
+    /// namespace when the keeper lends one: None for a namespace not followed (or none at all
+    /// when the keeper does not answer), which the run then surveys itself.
+    fn surveys(&self, names: &[String]) -> Vec<Option<(Kept, Option<OwnedFd>)>>;
 }
 
 /// At most this many threads survey at once: the work is the kernel's (dumps, socket

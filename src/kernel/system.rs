@@ -1,6 +1,7 @@
 //! The real [`Machine`]: an rtnetlink and an nfnetlink socket per namespace (opened together,
 //! once, on a thread inside it, then reused from the runtime and the blocking pool; a survey
-//! opens only the nfnetlink one, for the table read and write that follow it), the
+//! opens only the nfnetlink one, for the table read and write that follow it, and the project
+//! daemon lends its own with the surveys it keeps), the
 //! namespace directory, sysctls and /etc/netns. Whatever blocks (a thread entering a namespace, a file, an nfnetlink batch)
 //! runs on tokio's blocking pool, so that many namespaces are worked on at once.
 
@@ -13,12 +14,11 @@ use super::netlink::{
     FdbEntry, Link, MacvlanSpec, Neighbour, Netlink, Route, VethSpec, VxlanSpec, LOOPBACK_INDEX,
 };
 use super::netns::{NetnsDir, ETC_NETNS};
-use super::nft_opener::NftOpener;
 use super::nftables::{self, read};
 use super::survey::{self, Survey, SurveySource};
 use super::{sysctl, Ctx, KernelError};
 use ipnetwork::IpNetwork;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -44,10 +44,8 @@ pub struct System {
     surveyed: Mutex<HashMap<String, (u64, u32)>>,
     /// The process that keeps full surveys between runs, if this run may ask it.
     source: Option<Arc<dyn SurveySource>>,
-    /// The namespaces whose survey came from [`System::source`]: this run has no socket in
-    /// them yet, and opens only an nfnetlink one when it writes a table there.
-    kept: Mutex<HashSet<String>>,
-    opener: NftOpener,
+    /// What the last survey took from [`System::source`]: surveys, and sockets lent.
+    last_kept: Mutex<(usize, usize)>,
 }
 
 /// A namespace's netlink sockets, with the directory that names the namespaces a veth peer or
@@ -81,8 +79,7 @@ impl System {
             generations: Arc::new(Mutex::new(Generations::default())),
             surveyed: Mutex::new(HashMap::new()),
             source: None,
-            kept: Mutex::new(HashSet::new()),
-            opener: NftOpener::new(dir.clone()),
+            last_kept: Mutex::new((0, 0)),
             dir,
         })
     }
@@ -145,20 +142,10 @@ impl System {
             .lock()
             .ok()
             .and_then(|m| m.get(ns).cloned());
-        if let Some(nft) = surveyed {
-            return Ok(nft);
+        match surveyed {
+            Some(nft) => Ok(nft),
+            None => Ok(self.netns(ns).await?.nft),
         }
-        let kept = self
-            .kept
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(ns);
-        if !kept || self.cached(ns).is_some() {
-            return Ok(self.netns(ns).await?.nft);
-        }
-        let nft = Arc::new(Mutex::new(self.opener.open(ns).await?));
-        let mut m = self.nft_sockets.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(m.entry(ns.to_string()).or_insert(nft).clone())
     }
 }
 
@@ -706,6 +693,10 @@ impl Machine for System {
         Ok(self.remember(ns, sockets))
     }
 
+    fn kept_by_source(&self) -> (usize, usize) {
+        *self.last_kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     async fn survey(&self, names: &[String], full: bool) -> Res<Vec<Option<Survey>>> {
         let mut kept = match (&self.source, full) {
             (Some(source), true) => {
@@ -717,7 +708,7 @@ impl Machine for System {
             }
             _ => Vec::new(),
         };
-        kept.resize(names.len(), None);
+        kept.resize_with(names.len(), || None);
         let missing: Vec<String> = names
             .iter()
             .zip(&kept)
@@ -738,13 +729,20 @@ impl Machine for System {
         let mut out = Vec::with_capacity(names.len());
         let mut surveyed = self.surveyed.lock().unwrap_or_else(|p| p.into_inner());
         surveyed.clear();
-        let mut from_source = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        let counts = (
+            kept.iter().flatten().count(),
+            kept.iter().flatten().filter(|(_, s)| s.is_some()).count(),
+        );
+        *self.last_kept.lock().unwrap_or_else(|p| p.into_inner()) = counts;
         for (name, kept) in names.iter().zip(kept) {
-            if let Some(kept) = kept {
+            if let Some((kept, socket)) = kept {
                 if let Some(generation) = kept.generation {
                     surveyed.insert(name.clone(), generation);
                 }
-                from_source.insert(name.clone());
+                if let (Some(socket), Ok(mut m)) = (socket, self.nft_sockets.lock()) {
+                    m.entry(name.clone())
+                        .or_insert_with(|| Arc::new(Mutex::new(socket)));
+                }
                 out.push(Some(kept.survey));
                 continue;
             }

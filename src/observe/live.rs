@@ -201,7 +201,7 @@ pub async fn observe_read<M: Machine>(
             .await?;
         if matches!(host, TableRead::Missing) {
             let out = none_live(state, desired);
-            timed(started, 0, &out);
+            timed(started, 0, (0, 0), &out);
             return Ok(out);
         }
     }
@@ -271,7 +271,7 @@ pub async fn observe_read<M: Machine>(
         .await?,
     );
     with_vips_and_zones(&mut out, state);
-    timed(started, live, &out);
+    timed(started, live, k.kept_by_source(), &out);
     Ok(out)
 }
 
@@ -287,13 +287,21 @@ fn with_vips_and_zones(out: &mut Vec<Resource>, state: &[Resource]) {
     out.sort_by(|a, b| a.address.cmp(&b.address));
 }
 
-/// `NETCOMPOSE_TIMINGS`: how many namespaces and resources an observation found, and how long
-/// it took since `started`.
-fn timed(started: std::time::Instant, namespaces: usize, out: &[Resource]) {
+/// `NETCOMPOSE_TIMINGS`: how many namespaces and resources an observation found (and how
+/// many namespaces' surveys, and sockets, the project daemon gave), and how long it took
+/// since `started`.
+fn timed(
+    started: std::time::Instant,
+    namespaces: usize,
+    (kept, lent): (usize, usize),
+    out: &[Resource],
+) {
     if std::env::var_os("NETCOMPOSE_TIMINGS").is_some_and(|v| !v.is_empty() && v != "0") {
         eprintln!(
-            "timing: observe: {} namespaces, {} resources in {:.1} ms",
+            "timing: observe: {} namespaces ({} kept by the daemon, {} sockets lent), {} resources in {:.1} ms",
             namespaces,
+            kept,
+            lent,
             out.len(),
             started.elapsed().as_secs_f64() * 1e3
         );

@@ -31,6 +31,22 @@ pub(super) struct Session {
 
 impl Session {
     pub(super) fn open(project: &ProjectName) -> Result<Session, ReconcileError> {
+        Session::opened(project, None)
+    }
+
+    /// [`Session::open`] for a run that holds the project's `lock` and writes: it may borrow
+    /// the daemon's sockets in the namespaces (no other process uses them meanwhile).
+    pub(super) fn open_locked(
+        project: &ProjectName,
+        lock: &crate::state::Lock,
+    ) -> Result<Session, ReconcileError> {
+        Session::opened(project, Some(lock))
+    }
+
+    fn opened(
+        project: &ProjectName,
+        lock: Option<&crate::state::Lock>,
+    ) -> Result<Session, ReconcileError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(4)
             .max_blocking_threads(blocking_threads())
@@ -44,6 +60,7 @@ impl Session {
                 .machine
                 .take_surveys_from(Arc::new(crate::daemon::KeptSurveys {
                     project: project.clone(),
+                    lend: lock.is_some(),
                 }));
         }
         let kernel = Arc::new(kernel);

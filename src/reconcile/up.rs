@@ -79,7 +79,7 @@ pub fn up_with(
     stages.stage("load");
     let project = ProjectName::new(checked.project.name.clone())?;
     let lock = lock(store, &project, events)?;
-    let session = Session::open(&project)?;
+    let session = Session::open_locked(&project, &lock)?;
     if observation == Observation::Full {
         session.read_ahead(Depth::Full);
     }
@@ -164,7 +164,7 @@ pub fn up_plan(
         }
     }
     let lock = lock(store, &project, events)?;
-    let session = Session::open(&project)?;
+    let session = Session::open_locked(&project, &lock)?;
     // A saved plan's allocations are fixed: a conflict here is an error, not a retry.
     let prior = store.read(&lock)?.state.unwrap_or_default();
     let missing = session.missing_links(&externals(&saved.desired))?;

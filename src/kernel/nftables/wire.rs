@@ -249,6 +249,18 @@ pub fn netns_cookie(ctx: &Ctx, fd: &OwnedFd) -> Result<u64, KernelError> {
     }
 }
 
+/// Read and drop whatever is queued on `fd`, without blocking: what a process killed in the
+/// middle of a conversation left there would otherwise be taken for the next one's answers.
+pub fn discard_pending(fd: &OwnedFd) -> Result<(), nix::errno::Errno> {
+    with_recv_buffer(|buf| loop {
+        match recv(fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) | Err(nix::errno::Errno::EAGAIN) => return Ok(()),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    })
+}
+
 /// Send a batch and wait for the ack of each message. The first error the kernel reports
 /// (with its errno and extended-ack text) is returned; the transaction was then aborted.
 pub fn commit(ctx: &Ctx, fd: &OwnedFd, batch: Batch) -> Result<(), KernelError> {
