@@ -10,6 +10,9 @@
 //! ruleset generation is followed from the transactions' own notifications: a run that only
 //! wrote tables leaves the surveys as they were.
 //!
+//! It also keeps the nfnetlink socket each survey opened in its namespace, and lends a copy
+//! to the `up` that asks ([`super::lending`]), which writes tables with it.
+//!
 //! One field may lag: a link's carrier (`lower_up`) is notified by the kernel's linkwatch
 //! work, up to a second after it changed, while a dump reads it at once. No decision of a run
 //! reads it; everything a run compares (names, marks, MTUs, masters, addresses, routes,
