@@ -11,7 +11,8 @@
 //! wrote tables leaves the surveys as they were.
 //!
 //! It also keeps the nfnetlink socket each survey opened in its namespace, and lends a copy
-//! to the `up` that asks ([`super::lending`]), which writes tables with it.
+//! to the `up` that asks (over the control socket: `daemon::lending`), which writes tables
+//! with it.
 //!
 //! One field may lag: a link's carrier (`lower_up`) is notified by the kernel's linkwatch
 //! work, up to a second after it changed, while a dump reads it at once. No decision of a run
