@@ -118,6 +118,24 @@
 # 458 ms without VIPs or policies (ratio of medians 1.26x; four earlier 3-round runs that
 # night gave 1.13 / 1.01 / 1.19 / 1.08x), scale 103 / 78 / 74 ms, no change 59 / 55 / 47 ms,
 # scale back down 137 / 134 / 149 ms, down 283 / 308 / 261 ms (1.4 ms per endpoint).
+#
+# 3 Dec 2026, morning (branch wt-state): a scale's work besides the survey, from perf record
+# of six scales: the two state saves took 11.6 ms of CPU (a copy of a thousand resources for
+# each, IPv4 set elements encoded through the formatter, a buffer doubled to 470 KB), the
+# apply's expansion of 2 x 202 tables 6 ms (whole tables copied, then their chains and maps
+# dropped), mimalloc's exit handler 3 ms (200 madvise calls giving free pages back just
+# before exit), reading the state 7.5 ms (half of it first touches of fresh pages). Now the
+# resources move in and out of the saved record, a state is encoded straight to its file,
+# set elements are written and read from their text in one piece, expanded tables are built
+# field by field, and a successful run ends with _exit once stdout is flushed; states and
+# outputs byte-identical. Alternated with main (release, load 3-4 from another helper's runs,
+# four pairs of ROUNDS=3 twice, medians of 12 rounds): scale 98 ms against 117.5, no change
+# 56.5 against 70, scale back down 139.5 against 145.5; then, with the state read's change
+# too, 77.5 against 82.5, 47.5 against 51, 113 against 121. Stages of a scale (medians of 12
+# alternated, same load): state save 4.8 -> 2.3 ms, apply 22.9 -> 19.9 ms (waves 11.7 ->
+# 11.1), state save and daemon 6.5 -> 5.6 ms; an up's CPU 120 -> 108 ms (scale), 74.5 ->
+# 70.5 ms (no change). Still above the targets on this noisy machine; the survey and the
+# state read (parse and fresh pages) are the largest parts left on the main thread.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 services=${1:-20}

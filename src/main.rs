@@ -7,6 +7,18 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> std::process::ExitCode {
-    netcompose::cli::main()
+use std::io::Write;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let code = netcompose::cli::main();
+    if code == ExitCode::SUCCESS {
+        // All that is left at a normal exit is mimalloc's handler, which hands every free page
+        // back to the OS, one madvise per range (two hundred after an `up` of 200 replicas,
+        // 3 ms of a 60 ms run), just before the OS takes the whole address space back.
+        let _ = std::io::stdout().flush();
+        // SAFETY: _exit only ends the process; stdout is flushed and stderr is unbuffered.
+        unsafe { libc::_exit(0) }
+    }
+    code
 }

@@ -14,7 +14,7 @@ use crate::diag::{ConfigError, Diagnostics};
 use crate::load::LoadOptions;
 use crate::model::cluster::ClusterView;
 use crate::model::daemon::DaemonConfig;
-use crate::model::{Desired, Resource, Spec};
+use crate::model::{Desired, Spec};
 use crate::observe::live::Depth;
 use crate::pipeline::Checked;
 use crate::plan::{self, Plan};
@@ -338,20 +338,21 @@ fn converge(
     }
     let changes = plan::diff(&observed, &desired.resources);
     stages.stage("diff");
-    let recorded = |resources: Vec<Resource>| State {
+    // One record, saved up to twice: the resources are moved in and out of it rather than
+    // copied (a copy of a thousand resources for each save cost more than writing it).
+    let mut record = State {
         format_version: state::FORMAT_VERSION,
         project: project.to_string(),
-        allocations: desired.allocations.clone(),
-        resources,
-        files: files.clone(),
-        scale: scale.clone(),
+        allocations: desired.allocations,
+        resources: Vec::new(),
+        files,
+        scale,
     };
-    let save = |resources: Vec<Resource>| store.save(lock, &recorded(resources));
     if changes.is_empty() {
         // An `up` with nothing to do rewrites (and syncs) the state only if it differs.
-        let state = recorded(desired.resources.clone());
-        if state != *prior {
-            store.save(lock, &state)?;
+        record.resources = desired.resources;
+        if record != *prior {
+            store.save(lock, &record)?;
         }
         stages.stage("state save");
         events.applied(&Applied::NoChanges);
@@ -362,7 +363,9 @@ fn converge(
         return Ok((UpOutcome::NoChanges, observation));
     }
     // Allocations first: an interrupted run keeps its addresses on the next try.
-    save(observed.clone())?;
+    record.resources = observed;
+    store.save(lock, &record)?;
+    let observed = std::mem::take(&mut record.resources);
     stages.stage("state save");
     events.applying(&plan::summarize(&changes));
     daemon::before_apply(&project, &observed, &changes, events);
@@ -375,9 +378,10 @@ fn converge(
     events.applied(&Applied::Up(outcome));
     // The record of what the kernel holds now and the daemon's new configuration do not
     // depend on each other: the state is written while the daemon takes it.
+    record.resources = desired.resources;
     let (saved, served) = std::thread::scope(|s| {
         let serving = s.spawn(|| daemon::after_up(&project, daemon.as_ref(), true, events));
-        let saved = save(desired.resources.clone());
+        let saved = store.save(lock, &record);
         (saved, serving.join())
     });
     saved?;

@@ -391,18 +391,28 @@ pub fn expand_where(
                 let (chains, maps) = parts
                     .entry(vip_key(f))
                     .or_insert_with(|| expand_vips(vip_key(f), &vips));
-                let mut full = f.clone();
-                full.chains = chains.iter().chain(&f.chains).cloned().collect();
-                full.maps = maps.clone();
+                let mut foreign_rules = f.foreign_rules.clone();
                 if f.vip_digest.is_empty() {
-                    full.foreign_rules
-                        .push("vip chains changed outside netcompose".into());
+                    foreign_rules.push("vip chains changed outside netcompose".into());
                 }
-                full.vip_networks.clear();
-                full.vip_refused.clear();
+                // Field by field: a copy of the whole table (and of the whole resource) would
+                // copy chains and maps only to drop them, for each of a scale's 200 tables.
+                let full = Firewall {
+                    namespace: f.namespace.clone(),
+                    table: f.table.clone(),
+                    sysctls: f.sysctls.clone(),
+                    vip_networks: Vec::new(),
+                    vip_digest: f.vip_digest.clone(),
+                    vip_refused: Vec::new(),
+                    chains: chains.iter().chain(&f.chains).cloned().collect(),
+                    maps: maps.clone(),
+                    sets: f.sets.clone(),
+                    foreign_rules,
+                };
                 Cow::Owned(Resource {
-                    spec: Spec::Firewall(full),
-                    ..r.clone()
+                    address: r.address.clone(),
+                    spec: Spec::Firewall(Box::new(full)),
+                    depends_on: r.depends_on.clone(),
                 })
             }
             _ => Cow::Borrowed(r),
