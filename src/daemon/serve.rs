@@ -106,7 +106,12 @@ struct Daemon {
     metrics: Option<(std::net::SocketAddr, tokio::task::AbortHandle)>,
     /// The surveys kept of the namespaces served, for the next `up`.
     informer: Arc<std::sync::Mutex<Informer>>,
+    /// A reload changed what the informer follows ([`Daemon::catch_up`]).
+    catch_up_due: bool,
 }
+
+/// The nice value of the informer's catch-up thread.
+const CATCH_UP_NICE: nix::libc::c_int = 10;
 
 impl Daemon {
     /// Read the configuration again and serve it; `release`: also start what `netcompose stop`
@@ -197,22 +202,40 @@ impl Daemon {
     }
 
     /// Make the informer follow `namespaces`: it lets go of the others before this returns
-    /// (a release's namespaces are deleted next), and surveys the new ones in the background.
-    async fn follow(&self, namespaces: std::collections::BTreeSet<String>) {
+    /// (a release's namespaces are deleted next); [`Daemon::catch_up`] surveys the new ones.
+    async fn follow(&mut self, namespaces: std::collections::BTreeSet<String>) {
         let informer = self.informer.clone();
         let _ = tokio::task::spawn_blocking(move || lock(&informer).want(namespaces)).await;
+        self.catch_up_due = true;
+    }
+
+    /// After a reload has been answered: survey what the informer does not keep yet, on a
+    /// thread of its own at a lower priority, so that it takes no CPU from the run that
+    /// waited for the reload and may already be building its next model.
+    fn catch_up(&mut self) {
+        if !std::mem::take(&mut self.catch_up_due) {
+            return;
+        }
         let informer = self.informer.clone();
-        tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            let mut informer = lock(&informer);
-            let before = informer.reads();
-            informer.catch_up();
-            say!(
-                "informer: {} namespaces read in {:.1} ms",
-                informer.reads() - before,
-                started.elapsed().as_secs_f64() * 1e3
-            );
-        });
+        let spawned = std::thread::Builder::new()
+            .name("informer".into())
+            .spawn(move || {
+                // Per thread on Linux, and inherited by the survey's threads.
+                // SAFETY: setpriority only reads its arguments; 0 is the calling thread.
+                unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, CATCH_UP_NICE) };
+                let started = std::time::Instant::now();
+                let mut informer = lock(&informer);
+                let before = informer.reads();
+                informer.catch_up();
+                say!(
+                    "informer: {} namespaces read in {:.1} ms",
+                    informer.reads() - before,
+                    started.elapsed().as_secs_f64() * 1e3
+                );
+            });
+        if let Err(e) = spawned {
+            say!("informer: no thread to catch up ({e}): the next run reads its namespaces");
+        }
     }
 
     /// The surveys kept of `namespaces` ([`Request::Surveys`]), and with `sockets` a copy
@@ -359,6 +382,7 @@ async fn main_loop(
             crate::kernel::NetnsDir::system(),
             crate::kernel::ETC_NETNS.into(),
         ))),
+        catch_up_due: false,
     };
     say!(
         "netcompose daemon for project {project}, pid {}",
@@ -368,6 +392,7 @@ async fn main_loop(
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     d.reload(false).await;
+    d.catch_up();
 
     let sock = socket_path(project);
     let _ = std::fs::remove_file(&sock);
@@ -388,8 +413,9 @@ async fn main_loop(
                 if control(&mut d, stream, &mut events).await {
                     break;
                 }
+                d.catch_up();
             }
-            _ = hup.recv() => { d.reload(false).await; }
+            _ = hup.recv() => { d.reload(false).await; d.catch_up(); }
             _ = term.recv() => { say!("SIGTERM: stopping"); d.shutdown(&mut events).await; break; }
             _ = int.recv() => { say!("SIGINT: stopping"); d.shutdown(&mut events).await; break; }
             Some(ev) = events.recv() => d.runner.on_event(ev),
