@@ -136,6 +136,20 @@
 # 11.1), state save and daemon 6.5 -> 5.6 ms; an up's CPU 120 -> 108 ms (scale), 74.5 ->
 # 70.5 ms (no change). Still above the targets on this noisy machine; the survey and the
 # state read (parse and fresh pages) are the largest parts left on the main thread.
+#
+# 3 Dec 2026, morning: the project daemon keeps every served namespace's survey (its informer
+# follows rtnetlink, nf_tables and inotify notifications) and lends its nfnetlink sockets, so
+# an up reads no namespace the daemon follows; with wt-state merged. Alternated with 8e9139d
+# (release, load 2-3, the VM slower than at dawn: ups of 600-700 ms), three pairs of ROUNDS=3:
+# scale 75 / 97 / 84 ms against 90 / 94 / 106, no change 40 / 45 / 43 against 58 / 54 / 69,
+# scale back down 130 / 105 / 117 against 159 / 135 / 148, ratio of the VIP up to the plain
+# one 1.07 / 0.96 / 1.04x against 1.24 / 1.28 / 1.06x, down 387 / 319 / 330 against 305 / 351
+# / 356 ms. The scale here comes right after the up, and waits for the daemon's first
+# surveys of the 200 namespaces (33-45 ms, now after the up's reload is answered, at nice
+# 10). Scales a second after the up (two pairs, six scales each): 57-80 ms against 72-116;
+# a no-change up (perf stat -r 10) 34-36 ms and 37 ms of CPU against 41-56 ms and 62-72 ms.
+# A scale's stages now: state read 6, model 7-8, observe 9, diff 3, state save 2.5, apply 23-25
+# (the 202 table writes about 12), state save and daemon 5-9 ms; still above 30 ms.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 services=${1:-20}
