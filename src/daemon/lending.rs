@@ -1,4 +1,5 @@
-//! Sockets lent over the control socket (`SCM_RIGHTS`): the daemon's nfnetlink socket of each
+//! One request and its reply on the control socket ([`request`], for every client), and the
+//! sockets the daemon may lend after the reply (`SCM_RIGHTS`): its nfnetlink socket of each
 //! namespace whose survey it keeps, for the `up` that asked, which then writes tables without
 //! entering the namespaces to open its own.
 //!

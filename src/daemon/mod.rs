@@ -50,10 +50,9 @@ pub use serve::run;
 use crate::kernel::survey::{Kept, SurveySource};
 use crate::project_name::ProjectName;
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -226,29 +225,14 @@ pub struct Reply {
     pub lent: Vec<usize>,
 }
 
-/// One request, one reply.
+/// One request, one reply (sockets the daemon lends with it are taken and closed: see
+/// `lending::request` for a caller that keeps them).
 pub fn request(
     project: &ProjectName,
     req: &Request,
     timeout: Duration,
 ) -> Result<Reply, DaemonError> {
-    let no_answer = |reason: String| DaemonError::NoAnswer {
-        project: project.to_string(),
-        reason,
-    };
-    let path = socket_path(project);
-    let mut s = UnixStream::connect(&path).map_err(|e| no_answer(e.to_string()))?;
-    s.set_read_timeout(Some(timeout)).ok();
-    s.set_write_timeout(Some(timeout)).ok();
-    let mut line = serde_json::to_string(req).map_err(|e| no_answer(e.to_string()))?;
-    line.push('\n');
-    s.write_all(line.as_bytes())
-        .map_err(|e| no_answer(e.to_string()))?;
-    let mut reply = String::new();
-    BufReader::new(s)
-        .read_line(&mut reply)
-        .map_err(|e| no_answer(e.to_string()))?;
-    serde_json::from_str(&reply).map_err(|e| no_answer(format!("{e} in {reply:?}")))
+    lending::request(project, req, timeout).map(|(reply, _)| reply)
 }
 
 /// Make a running daemon let go of `namespaces` before they are deleted ([`Request::Release`]);
