@@ -184,10 +184,9 @@ impl Informer {
             .filter(|n| self.followed.get(*n).is_some_and(|f| f.kept.is_none()))
             .cloned()
             .collect();
+        // A directory made since the namespace was followed is watched from now on.
         for name in &dirty {
-            if !files.follows(name) {
-                files.follow(name);
-            }
+            files.follow(name);
         }
         let found = survey::survey(&self.dir, &self.etc, &dirty, true);
         self.reads += dirty.len();

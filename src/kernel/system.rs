@@ -71,6 +71,7 @@ impl System {
             nftables::wire::open(&Ctx::new("open netlink socket", "NETLINK_NETFILTER", None))?;
         let host = Net::new(Netlink::open_in(&dir, None, &rt)?, nft, &dir);
         Ok(System {
+            dir,
             etc: PathBuf::from(ETC_NETNS),
             rt,
             host,
@@ -80,7 +81,6 @@ impl System {
             surveyed: Mutex::new(HashMap::new()),
             source: None,
             last_kept: Mutex::new((0, 0)),
-            dir,
         })
     }
 

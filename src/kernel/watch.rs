@@ -213,11 +213,6 @@ impl FilesWatch {
         }
     }
 
-    /// Whether namespace `name`'s directory is watched.
-    pub fn follows(&self, name: &str) -> bool {
-        self.dirs.values().any(|n| n == name)
-    }
-
     /// Every event queued since the last drain, without blocking.
     pub fn drain(&mut self) -> Result<FilesSeen, KernelError> {
         let mut names = HashSet::new();
