@@ -18,6 +18,35 @@ fn net(s: &str) -> IpNetwork {
     s.parse().expect("a CIDR")
 }
 
+/// Wait (up to 5 s) until each namespace's eth0 has its carrier and its IPv6 link-local
+/// address: the kernel adds both a moment after the link comes up (linkwatch, then addrconf),
+/// and a survey that raced them would differ from the listing after it.
+fn settle(rt: &tokio::runtime::Runtime, names: &[String]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    for n in names {
+        let inner = Netlink::open(Some(n), rt.handle()).unwrap();
+        rt.block_on(async {
+            while std::time::Instant::now() < deadline {
+                let eth0 = inner.link_index("eth0").await.unwrap();
+                let carrier = inner
+                    .links()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|l| Some(l.index) == eth0 && l.lower_up);
+                let link_local = inner.addresses().await.unwrap().iter().any(|(i, a)| {
+                    Some(*i) == eth0
+                        && matches!(a, IpNetwork::V6(v6) if v6.ip().segments()[0] == 0xfe80)
+                });
+                if carrier && link_local {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        });
+    }
+}
+
 #[test]
 fn a_survey_reads_what_each_namespace_holds_and_skips_stale_pins() {
     require_root("a_survey_reads_what_each_namespace_holds_and_skips_stale_pins");
@@ -75,6 +104,7 @@ fn a_survey_reads_what_each_namespace_holds_and_skips_stale_pins() {
             "nameserver 127.0.0.11\n",
         )
         .unwrap();
+        settle(&rt, &names);
         let mut asked = names.clone();
         asked.insert(3, "sv-stale-1".into());
         let found = survey(&dir, etc.path(), &asked, true);
@@ -136,5 +166,85 @@ fn a_survey_reads_what_each_namespace_holds_and_skips_stale_pins() {
             assert!(got.addresses.is_empty() && got.routes.is_empty() && got.files.is_empty());
             assert!(nft.is_none());
         }
+    });
+}
+
+/// The real machine holds each namespace its survey read: while a pin still names that very
+/// namespace, the mark of its lo is answered from the survey (even one rewritten since), a
+/// namespace made again under the name is read again, and a deleted namespace stays held, with
+/// the host end of its veth, until the machine lets go of it.
+#[test]
+fn a_surveyed_namespace_is_held_until_let_go() {
+    use netcompose::kernel::machine::{Machine, Namespaces, NetnsInit};
+    use netcompose::kernel::System;
+    use std::time::{Duration, Instant};
+    require_root("a_surveyed_namespace_is_held_until_let_go");
+    let sb = Sandbox::new();
+    sb.enter(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let sys = System::open(rt.handle().clone()).unwrap();
+        let host = Netlink::open(None, rt.handle()).unwrap();
+        let mark = |alias: &str| NetnsInit {
+            lo_alias: alias.into(),
+            sysctls: vec![],
+        };
+        let (a, b) = ("hd-web-1".to_string(), "hd-web-2".to_string());
+        let names = vec![a.clone(), b.clone(), "hd-none-1".to_string()];
+        rt.block_on(async {
+            sys.create_netns(&a, &mark("netcompose:hd/one"))
+                .await
+                .unwrap();
+            sys.create_netns(&b, &mark("netcompose:hd/two"))
+                .await
+                .unwrap();
+            let fd = netns::open(Some(&a)).unwrap();
+            host.create_veth(&VethSpec {
+                name: "hd-vh1".into(),
+                peer_name: "eth0".into(),
+                peer_ns: Some(fd.as_fd()),
+                ..VethSpec::default()
+            })
+            .await
+            .unwrap();
+            drop(fd);
+            let surveyed = sys.survey(&names, false).await.unwrap();
+            assert_eq!(surveyed.iter().flatten().count(), 2);
+
+            // Behind the survey's back: a's lo renamed, b unpinned and made again.
+            let inner = Netlink::open(Some(&a), rt.handle()).unwrap();
+            inner.set_alias(1, Some("rewritten")).await.unwrap();
+            drop(inner);
+            assert!(netns::delete(&b).unwrap());
+            sys.create_netns(&b, &mark("netcompose:hd/three"))
+                .await
+                .unwrap();
+            let marks = sys.netns_marks(&names).await.unwrap();
+            assert_eq!(
+                marks,
+                vec![
+                    Some(Some("netcompose:hd/one".to_string())),
+                    Some(Some("netcompose:hd/three".to_string())),
+                    None,
+                ]
+            );
+
+            assert!(sys.delete_netns(&a).await.unwrap());
+            assert!(!netns::exists(&a));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(
+                host.link_index("hd-vh1").await.unwrap().is_some(),
+                "a deleted namespace is held until let go"
+            );
+            sys.let_go();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while host.link_index("hd-vh1").await.unwrap().is_some() {
+                assert!(Instant::now() < deadline, "the kernel never freed it");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
     });
 }

@@ -306,6 +306,7 @@ async fn reap<M: Machine>(
         _ => String::new(),
     };
     // Each host end is in flight from now: the kernel frees it, or it is deleted below.
+    k.let_go();
     let started = Instant::now();
     for r in links {
         progress(Step::Started {

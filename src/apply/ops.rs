@@ -9,7 +9,6 @@ use crate::ipam::mac::parse_mac;
 use crate::kernel::machine::{Links, NetnsInit, NewMacvlan, NewVeth};
 use crate::kernel::netlink::{Link as KLink, MacvlanMode, LOOPBACK_INDEX};
 use crate::kernel::nftables::{self, reshaped};
-use crate::kernel::survey::Survey;
 use crate::kernel::{Kernel, KernelError, Machine};
 use crate::model::names::ownership_mark;
 use crate::model::resource::{
@@ -283,26 +282,25 @@ async fn set_sysctls<M: Machine>(k: &Kernel<M>, a: &str, n: &Namespace) -> Resul
     Ok(())
 }
 
-/// Refuse to go on when an existing namespace is not ours (its lo lacks our mark). Its links
-/// are surveyed rather than asked through its handle: a namespace about to be deleted needs no
-/// connection of its own.
+/// Refuse to go on when an existing namespace is not ours (its lo lacks our mark). The mark is
+/// asked of the machine rather than through the namespace's handle: a namespace about to be
+/// deleted needs no connection of its own.
 async fn namespace_owned<M: Machine>(k: &Kernel<M>, a: &str, n: &Namespace) -> Result<()> {
-    let surveyed = k
-        .survey(std::slice::from_ref(&n.name), false)
+    let marks = k
+        .netns_marks(std::slice::from_ref(&n.name))
         .await
         .map_err(kernel_err(a))?;
-    let found = surveyed.into_iter().next().flatten();
-    owner_verdict(k, a, n, found.as_ref().map(lo_alias))
+    owner_verdict(k, a, n, marks.into_iter().next().flatten())
 }
 
-/// The alias of each namespace's lo, by namespace name, as one survey read them just before
-/// the namespaces are deleted (None: a pin file with nothing mounted on it). Empty when the
-/// survey failed: each namespace is then read alone.
+/// The alias of each namespace's lo, by namespace name, as the machine told them just before
+/// the namespaces are deleted (None: no live namespace pinned under that name). Empty when
+/// asking failed: each namespace is then asked alone.
 pub type Surveyed = HashMap<String, Option<Option<String>>>;
 
-/// Survey the namespaces among `rs` in one go, so that each is checked to be ours just before
-/// it goes without a survey of its own: one per namespace (a thread each, with fresh pages of
-/// the allocator) cost more than the survey of all of them.
+/// The marks of the namespaces among `rs`, asked in one go, so that each is checked to be ours
+/// just before it goes without a read of its own: one read per namespace (a thread each, with
+/// fresh pages of the allocator) cost more than one of all of them.
 pub async fn survey_namespaces<M: Machine>(k: &Kernel<M>, rs: &[&Resource]) -> Surveyed {
     let names: Vec<String> = rs
         .iter()
@@ -314,22 +312,10 @@ pub async fn survey_namespaces<M: Machine>(k: &Kernel<M>, rs: &[&Resource]) -> S
     if names.is_empty() {
         return Surveyed::new();
     }
-    let Ok(found) = k.survey(&names, false).await else {
+    let Ok(marks) = k.netns_marks(&names).await else {
         return Surveyed::new();
     };
-    names
-        .into_iter()
-        .zip(found)
-        .map(|(name, f)| (name, f.as_ref().map(lo_alias)))
-        .collect()
-}
-
-fn lo_alias(found: &Survey) -> Option<String> {
-    found
-        .links
-        .iter()
-        .find(|l| l.index == LOOPBACK_INDEX)
-        .and_then(|l| l.alias.clone())
+    names.into_iter().zip(marks).collect()
 }
 
 /// Ours when lo carries our mark for `a`; `lo` is None for a pin file with no namespace.
@@ -359,12 +345,11 @@ async fn delete_namespace<M: Machine>(
     n: &Namespace,
     surveyed: &Surveyed,
 ) -> Result<()> {
-    if !k.netns_exists(&n.name).await {
-        return Ok(());
-    }
     match surveyed.get(&n.name) {
-        Some(lo) => owner_verdict(k, a, n, lo.clone())?,
-        None => namespace_owned(k, a, n).await?,
+        // Told live a moment ago: no need to ask whether it exists.
+        Some(Some(lo)) => owner_verdict(k, a, n, Some(lo.clone()))?,
+        Some(None) | None if !k.netns_exists(&n.name).await => return Ok(()),
+        Some(None) | None => namespace_owned(k, a, n).await?,
     }
     // The files first: a run killed in between leaves the (marked) namespace, which the next
     // run finds and deletes, rather than files nothing points to any more.

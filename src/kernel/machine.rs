@@ -182,8 +182,21 @@ pub trait Namespaces: Send + Sync {
     /// [`Namespaces::list_netns`], each name with whether it is a live namespace, in one go.
     fn list_netns_live(&self) -> impl Future<Output = Res<Vec<(String, bool)>>> + Send;
     /// Unpin `name` (live or stale); false when there was nothing. The kernel frees the
-    /// namespace, with every link in it and the peers of its veths, once nothing holds it.
+    /// namespace, with every link in it and the peers of its veths, once nothing holds it:
+    /// what this machine holds of it is let go by [`Namespaces::let_go`].
     fn delete_netns(&self, name: &str) -> impl Future<Output = Res<bool>> + Send;
+    /// Let go of every namespace deleted so far, all at once: the kernel frees the namespaces
+    /// let go together in one pass (one round of RCU grace periods and one batch of device
+    /// unregistrations for all of them), and the unpinning before was not slowed by a cleanup
+    /// running alongside.
+    fn let_go(&self);
+    /// The alias of each namespace's lo (the mark of its owner), in the order of `names`:
+    /// None for a name under which no live namespace is pinned. A run checks it just before
+    /// it deletes a namespace.
+    fn netns_marks(
+        &self,
+        names: &[String],
+    ) -> impl Future<Output = Res<Vec<Option<Option<String>>>>> + Send;
 }
 
 /// nftables tables of family inet, in a namespace (`None`: the host).

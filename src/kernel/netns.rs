@@ -334,6 +334,39 @@ pub fn namespace_id(fd: BorrowedFd<'_>) -> Result<u64, KernelError> {
         .map_err(|e| Ctx::new("stat netns", format!("fd {}", fd.as_raw_fd()), None).errno(e))
 }
 
+/// Which namespace a descriptor or a pin refers to: its nsfs inode (device and number). Two
+/// refer to the same namespace exactly when their identities are equal, as long as that
+/// namespace lives: the kernel gives a freed namespace's number to a later one, so whoever
+/// keeps an identity to compare with keeps the namespace alive (a descriptor, a socket in it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NsIdentity {
+    dev: u64,
+    ino: u64,
+}
+
+impl NsIdentity {
+    /// The identity of the namespace `fd` refers to.
+    pub fn of(fd: BorrowedFd<'_>) -> Result<NsIdentity, Errno> {
+        nix::sys::stat::fstat(fd).map(|st| NsIdentity {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        })
+    }
+}
+
+impl NetnsDir {
+    /// The identity of what is pinned as `name` now (a stale pin file's is no namespace's);
+    /// None when there is no such pin.
+    pub fn pinned(&self, name: &str) -> Option<NsIdentity> {
+        nix::sys::stat::stat(&self.path(name))
+            .ok()
+            .map(|st| NsIdentity {
+                dev: st.st_dev,
+                ino: st.st_ino,
+            })
+    }
+}
+
 fn open_ro(path: &Path) -> io::Result<OwnedFd> {
     fs::OpenOptions::new()
         .read(true)

@@ -13,7 +13,7 @@ use super::machine::{
 use super::netlink::{
     FdbEntry, Link, MacvlanSpec, Neighbour, Netlink, Route, VethSpec, VxlanSpec, LOOPBACK_INDEX,
 };
-use super::netns::{NetnsDir, ETC_NETNS};
+use super::netns::{NetnsDir, NsIdentity, ETC_NETNS};
 use super::nftables::{self, read};
 use super::survey::{self, Survey, SurveySource};
 use super::{sysctl, Ctx, KernelError};
@@ -46,6 +46,23 @@ pub struct System {
     source: Option<Arc<dyn SurveySource>>,
     /// What the last survey took from [`System::source`]: surveys, and sockets lent.
     last_kept: Mutex<(usize, usize)>,
+    /// Each namespace this run surveyed itself, held (see [`Held`]).
+    held: Mutex<HashMap<String, Held>>,
+    /// What this run held of the namespaces it deleted, until [`Namespaces::let_go`].
+    parting: Mutex<Vec<Parting>>,
+}
+
+/// A deleted namespace's sockets and descriptor, kept a little longer.
+type Parting = (Option<Net>, Option<Arc<Mutex<OwnedFd>>>, Option<Held>);
+
+/// A namespace a survey of this run read, held open so that no other namespace can take its
+/// identity, with the mark its lo carried. While its pin shows that identity, the pin names
+/// the very namespace the survey read, and [`Namespaces::netns_marks`] answers without
+/// entering it again: lo's alias is written when the namespace is made, before it is pinned.
+struct Held {
+    _fd: OwnedFd,
+    identity: NsIdentity,
+    lo_alias: Option<String>,
 }
 
 /// A namespace's netlink sockets, with the directory that names the namespaces a veth peer or
@@ -81,6 +98,8 @@ impl System {
             surveyed: Mutex::new(HashMap::new()),
             source: None,
             last_kept: Mutex::new((0, 0)),
+            held: Mutex::new(HashMap::new()),
+            parting: Mutex::new(Vec::new()),
         })
     }
 
@@ -118,14 +137,16 @@ impl System {
         net
     }
 
-    /// Drop this process's sockets in `ns`: a socket holds its namespace alive.
-    fn forget(&self, ns: &str) {
-        if let Ok(mut m) = self.sockets.lock() {
-            m.remove(ns);
-        }
-        if let Ok(mut m) = self.nft_sockets.lock() {
-            m.remove(ns);
-        }
+    /// Take this process's sockets and descriptor in `ns`: each holds its namespace alive.
+    fn forget(&self, ns: &str) -> Parting {
+        let net = self.sockets.lock().ok().and_then(|mut m| m.remove(ns));
+        let nft = self.nft_sockets.lock().ok().and_then(|mut m| m.remove(ns));
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(ns);
+        (net, nft, held)
     }
 
     fn etc_dir(&self, ns: &str) -> PathBuf {
@@ -175,6 +196,14 @@ fn open_sockets(label: Option<&str>, rt: &tokio::runtime::Handle) -> Res<(Netlin
 fn with_nft<T>(nft: &Mutex<OwnedFd>, f: impl FnOnce(&OwnedFd) -> Res<T>) -> Res<T> {
     let fd = nft.lock().unwrap_or_else(|p| p.into_inner());
     f(&fd)
+}
+
+/// A namespace's descriptor (a copy of the survey's) and identity, taken as the survey enters.
+fn hold(name: &str, ns: &OwnedFd) -> Res<(OwnedFd, NsIdentity)> {
+    let ctx = || Ctx::new("hold netns", name, None);
+    let identity = NsIdentity::of(ns.as_fd()).map_err(|e| ctx().errno(e))?;
+    let fd = ns.try_clone().map_err(|e| ctx().os(e))?;
+    Ok((fd, identity))
 }
 
 /// Run `f` on the blocking pool. A panic there is carried over to the caller.
@@ -465,13 +494,61 @@ impl Namespaces for System {
     }
 
     async fn delete_netns(&self, name: &str) -> Res<bool> {
-        self.forget(name);
+        let parting = self.forget(name);
+        self.parting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(parting);
         let (dir, owned) = (self.dir.clone(), name.to_string());
         blocking(Ctx::new("delete netns", name, None), move || {
             dir.delete(&owned)
         })
         .await
     }
+
+    fn let_go(&self) {
+        let parting = std::mem::take(&mut *self.parting.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(parting);
+    }
+
+    async fn netns_marks(&self, names: &[String]) -> Res<Vec<Option<Option<String>>>> {
+        let (dir, owned) = (self.dir.clone(), names.to_vec());
+        let pinned: Vec<Option<NsIdentity>> =
+            blocking(Ctx::new("stat netns", "namespaces", None), move || {
+                Ok(owned.iter().map(|n| dir.pinned(n)).collect())
+            })
+            .await?;
+        let mut out = Vec::with_capacity(names.len());
+        let (mut unread, mut slots) = (Vec::new(), Vec::new());
+        {
+            let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, (name, now)) in names.iter().zip(pinned).enumerate() {
+                match held.get(name).filter(|h| Some(h.identity) == now) {
+                    Some(h) => out.push(Some(h.lo_alias.clone())),
+                    None => {
+                        unread.push(name.clone());
+                        slots.push(i);
+                        out.push(None);
+                    }
+                }
+            }
+        }
+        if !unread.is_empty() {
+            let read = self.survey(&unread, false).await?;
+            for (i, found) in slots.into_iter().zip(read) {
+                out[i] = found.map(|found| lo_alias(&found));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn lo_alias(found: &Survey) -> Option<String> {
+    found
+        .links
+        .iter()
+        .find(|l| l.index == LOOPBACK_INDEX)
+        .and_then(|l| l.alias.clone())
 }
 
 impl Firewall for System {
@@ -720,7 +797,7 @@ impl Machine for System {
             true => Vec::new(),
             false => {
                 blocking(Ctx::new("survey", "namespaces", None), move || {
-                    Ok(survey::survey(&dir, &etc, &missing, full))
+                    Ok(survey::survey_after(&dir, &etc, &missing, full, hold))
                 })
                 .await?
             }
@@ -749,10 +826,19 @@ impl Machine for System {
             let answer = found.next().unwrap_or_else(|| {
                 Err(Ctx::new("survey netns", name, None).protocol("not surveyed"))
             });
-            let Some((found, nft)) = answer? else {
+            let Some(((fd, identity), found, nft)) = answer? else {
                 out.push(None);
                 continue;
             };
+            let held = Held {
+                _fd: fd,
+                identity,
+                lo_alias: lo_alias(&found),
+            };
+            self.held
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.clone(), held);
             if let Some(nft) = nft {
                 if let Some(generation) = nft.generation {
                     surveyed.insert(name.clone(), generation);

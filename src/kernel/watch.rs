@@ -10,7 +10,7 @@
 //! writer has its answers, a drain sees what it did: a cache drained before it answers is as
 //! fresh as a read of the kernel.
 
-use super::netns::NetnsDir;
+use super::netns::{NetnsDir, NsIdentity};
 use super::nftables::wire;
 use super::{Ctx, KernelError};
 use nix::errno::Errno;
@@ -51,9 +51,9 @@ pub struct Seen {
 pub struct NsWatch {
     rtnl: OwnedFd,
     nft: OwnedFd,
-    /// The namespace's (device, inode): while this watch holds it alive no other namespace
-    /// can have that inode, so a pin that shows it is this namespace.
-    inode: (u64, u64),
+    /// The namespace's identity: this watch's sockets hold the namespace alive, so a pin
+    /// that shows it is this namespace.
+    identity: NsIdentity,
     cookie: Option<u64>,
     label: String,
 }
@@ -62,15 +62,15 @@ impl NsWatch {
     /// Subscribe inside namespace `name`, whose file is `ns`, on a thread that is in it (a
     /// survey's: see [`super::survey::survey_after`]).
     pub fn open_here(name: &str, ns: &OwnedFd) -> Result<NsWatch, KernelError> {
-        let st = nix::sys::stat::fstat(ns.as_fd())
-            .map_err(|e| Ctx::new("stat netns", name, None).errno(e))?;
+        let identity =
+            NsIdentity::of(ns.as_fd()).map_err(|e| Ctx::new("stat netns", name, None).errno(e))?;
         let rtnl = subscribe(name, SockProtocol::NetlinkRoute, RTNL_GROUPS)?;
         let nft = subscribe(name, SockProtocol::NetlinkNetFilter, NFT_GROUPS)?;
         let cookie = wire::netns_cookie(&Ctx::new("netns cookie", name, None), &nft).ok();
         Ok(NsWatch {
             rtnl,
             nft,
-            inode: (st.st_dev, st.st_ino),
+            identity,
             cookie,
             label: name.to_string(),
         })
@@ -84,7 +84,7 @@ impl NsWatch {
     /// Whether pin `name` of `dir` still names this watch's namespace (not another one made
     /// under the same name, nor nothing).
     pub fn pinned_as(&self, dir: &NetnsDir, name: &str) -> bool {
-        nix::sys::stat::stat(&dir.path(name)).is_ok_and(|st| (st.st_dev, st.st_ino) == self.inode)
+        dir.pinned(name) == Some(self.identity)
     }
 
     /// Read every notification queued since the last drain, without blocking.

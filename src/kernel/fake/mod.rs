@@ -248,6 +248,21 @@ impl Namespaces for Fake {
             .collect())
     }
 
+    fn let_go(&self) {}
+
+    async fn netns_marks(&self, names: &[String]) -> Res<Vec<Option<Option<String>>>> {
+        let w = lock(&self.world);
+        Ok(names
+            .iter()
+            .map(|n| {
+                w.namespaces.get(n).map(|space| {
+                    let lo = space.links.get(&LOOPBACK_INDEX);
+                    lo.and_then(|l| l.link.alias.clone())
+                })
+            })
+            .collect())
+    }
+
     async fn delete_netns(&self, name: &str) -> Res<bool> {
         let mut w = lock(&self.world);
         if w.stale_pins.remove(name) {
