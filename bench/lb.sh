@@ -162,7 +162,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # A copy, so that a concurrent build cannot swap the binary in the middle of the run.
 cp "$NETCOMPOSE_BIN" "$work/netcompose"
-export NC=$work/netcompose SERVICES=$services REPLICAS=$replicas WORK=$work ROUNDS=${ROUNDS:-3}
+export NC=$work/netcompose REPO=$repo SERVICES=$services REPLICAS=$replicas WORK=$work ROUNDS=${ROUNDS:-3}
 
 unshare --net --mount --propagation private bash -euo pipefail <<'INNER'
 mkdir -p /run/netns /etc/netns /var/lib/netcompose /run/netcompose
@@ -235,6 +235,15 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "  scale svc0 back down by one replica: $(timed back $NC -f "$WORK/compose.yaml" up) ms"
   if [ "$round" = 1 ]; then iperf_pair; fi
   echo "  down: $(timed down $NC -f "$WORK/compose.yaml" down) ms"
+  # The same teardown with the bare syscalls, after the project is made again and its daemon
+  # (which holds the namespaces) killed: what the kernel takes, whoever asks.
+  $NC -f "$WORK/compose.yaml" up >/dev/null 2>&1
+  pkill -KILL --ns $$ --nslist net -f "daemon --project lbbench$" || true
+  while pgrep --ns $$ --nslist net -f "daemon --project lbbench$" >/dev/null; do sleep 0.05; done
+  bridge=$(ip -o link show type bridge | awk -F': ' 'NR == 1 {print $2}')
+  python3 "$REPO/bench/down_floor.py" lbbench "$bridge" >> "$WORK/ms.floor"
+  echo "  the kernel's floor for that down (bench/down_floor.py): $(tail -1 "$WORK/ms.floor") ms"
+  $NC -f "$WORK/compose.yaml" down >/dev/null 2>&1
   echo "  up: $n replicas of $SERVICES services without VIPs or policies: $(timed plain $NC -f "$WORK/plain.yaml" up) ms"
   $NC -f "$WORK/plain.yaml" down >/dev/null
 done
@@ -247,4 +256,6 @@ echo "  scale by one replica $(median scale) ms: $(all scale)"
 echo "  up with no changes $(median same) ms: $(all same)"
 echo "  scale back down $(median back) ms: $(all back)"
 echo "  down $down ms, $(( down * 1000 / n )) us per endpoint: $(all down)"
+floor=$(median floor)
+echo "  the kernel's floor for down $floor ms, $(( floor * 1000 / n )) us per endpoint: $(all floor)"
 INNER
