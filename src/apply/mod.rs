@@ -305,7 +305,8 @@ async fn reap<M: Machine>(
         Spec::Link(l) => l.host_ifname.clone().unwrap_or_default(),
         _ => String::new(),
     };
-    // Each host end is in flight from now: the kernel frees it, or it is deleted below.
+    // Each host end is in flight from now: the kernel frees it (once the run lets go of the
+    // deleted namespaces, all at once), or it is deleted below.
     k.let_go();
     let started = Instant::now();
     for r in links {

@@ -495,26 +495,93 @@ fn start(project: &ProjectName, lock: contain::DaemonLock) -> Result<(u32, Reply
 /// Stop the daemon and every process of the project, then remove its directory; returns once
 /// no process of the project is left. Returns the pid the daemon had.
 pub fn stop(project: &ProjectName) -> Result<Option<u32>, DaemonError> {
-    let was = match status(project) {
-        Status::Running { pid } => Some(pid),
-        Status::Stopped => None,
-    };
-    let dir = run_dir(project);
-    let lock = match dir.is_dir() {
-        true => contain::DaemonLock::try_acquire(project)?,
-        false => None,
-    };
-    // Only a live daemon (it holds the lock) is asked: a dead one's socket cannot answer. It
-    // gives its processes their stop signal and grace period; the kill below is for what is
-    // left.
-    if lock.is_none() && dir.is_dir() {
-        let _ = request(project, &Request::Stop, processes::stop_timeout(project));
+    Stopping::asked(project)?.finish()
+}
+
+/// [`stop`] for `down`, which needs the project's processes stopped before the namespaces go
+/// but not the daemon's own exit: the daemon is asked to stop now (its processes get their
+/// stop signal and grace period before it answers); the kill of what is left, the wait for it
+/// and the removal of the run directory go on on a thread of their own, joined by
+/// [`StopWait::wait`]. The exit of a daemon that serves 200 namespaces (a few sockets in each
+/// to close) took 20-30 ms of such a `down`.
+pub fn stop_then_wait(project: &ProjectName) -> Result<StopWait, DaemonError> {
+    let stopping = Stopping::asked(project)?;
+    Ok(StopWait(Some(std::thread::spawn(move || {
+        stopping.finish()
+    }))))
+}
+
+/// The rest of [`stop_then_wait`], running; dropped, it is waited for all the same (a `down`
+/// that fails half-way leaves no process behind either).
+pub struct StopWait(Option<std::thread::JoinHandle<Result<Option<u32>, DaemonError>>>);
+
+impl StopWait {
+    /// Once no process of the project is left and its directory is gone: the pid the daemon
+    /// had.
+    pub fn wait(mut self) -> Result<Option<u32>, DaemonError> {
+        match self.0.take() {
+            Some(thread) => thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            None => Ok(None),
+        }
     }
-    contain::kill_project(project, was.or_else(|| pid_in_file(project)))?;
-    drop(lock);
-    match std::fs::remove_dir_all(&dir) {
-        Ok(()) => Ok(was),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(was),
-        Err(e) => Err(io_err(&dir)(e)),
+}
+
+impl Drop for StopWait {
+    fn drop(&mut self) {
+        if let Some(thread) = self.0.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A daemon asked to stop, whose remains are not yet killed.
+struct Stopping {
+    project: ProjectName,
+    was: Option<u32>,
+    dir: PathBuf,
+    lock: Option<contain::DaemonLock>,
+}
+
+impl Stopping {
+    fn asked(project: &ProjectName) -> Result<Stopping, DaemonError> {
+        let was = match status(project) {
+            Status::Running { pid } => Some(pid),
+            Status::Stopped => None,
+        };
+        let dir = run_dir(project);
+        let lock = match dir.is_dir() {
+            true => contain::DaemonLock::try_acquire(project)?,
+            false => None,
+        };
+        // Only a live daemon (it holds the lock) is asked: a dead one's socket cannot answer.
+        // It gives its processes their stop signal and grace period; the kill that follows is
+        // for what is left.
+        if lock.is_none() && dir.is_dir() {
+            let _ = request(project, &Request::Stop, processes::stop_timeout(project));
+        }
+        Ok(Stopping {
+            project: project.clone(),
+            was,
+            dir,
+            lock,
+        })
+    }
+
+    fn finish(self) -> Result<Option<u32>, DaemonError> {
+        let Stopping {
+            project,
+            was,
+            dir,
+            lock,
+        } = self;
+        contain::kill_project(&project, was.or_else(|| pid_in_file(&project)))?;
+        drop(lock);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(was),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(was),
+            Err(e) => Err(io_err(&dir)(e)),
+        }
     }
 }

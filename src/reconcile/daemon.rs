@@ -1,6 +1,6 @@
 //! The project daemon's part of a run: before `up` deletes namespaces, make it let go of them;
 //! after the kernel matches, hand the daemon its new configuration (starting it if it died);
-//! before `down`, stop it and its processes.
+//! before `down`, stop its processes, and after it, make sure the daemon is gone.
 
 use super::{DaemonEvent, Events, ReconcileError};
 use crate::daemon::{self, DaemonConfig};
@@ -68,12 +68,18 @@ pub(super) fn before_apply(
     }
 }
 
-/// Before `down` deletes the namespaces: the daemon's processes live in them.
-pub(super) fn before_down(
-    project: &ProjectName,
+/// Before `down` deletes the namespaces: the daemon's processes live in them, so they are
+/// stopped now; the daemon's own exit is waited for by [`after_down`].
+pub(super) fn before_down(project: &ProjectName) -> Result<daemon::StopWait, ReconcileError> {
+    daemon::stop_then_wait(project).map_err(ReconcileError::DaemonStop)
+}
+
+/// Once `down` has deleted what it could: no process of the project is left.
+pub(super) fn after_down(
+    stopping: daemon::StopWait,
     events: &dyn Events,
 ) -> Result<(), ReconcileError> {
-    if let Some(pid) = daemon::stop(project).map_err(ReconcileError::DaemonStop)? {
+    if let Some(pid) = stopping.wait().map_err(ReconcileError::DaemonStop)? {
         events.daemon(&DaemonEvent::Stopped {
             pid,
             nothing_to_serve: false,

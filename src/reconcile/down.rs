@@ -23,8 +23,10 @@ pub fn down(
     // The namespaces are read while the daemon stops (it does not change what they hold).
     let session = Session::open(project)?;
     session.read_ahead(Depth::Outline);
-    // The daemon's processes live in the namespaces: stop them before the namespaces go.
-    daemon::before_down(project, events)?;
+    // The daemon's processes live in the namespaces: they are stopped before the namespaces
+    // go. The daemon's own exit goes on meanwhile; until it is done, its sockets keep the
+    // deleted namespaces alive, which the apply waits for anyway.
+    let stopping = daemon::before_down(project)?;
     stages.stage("session and daemon");
     let prior = store.load(project)?.unwrap_or_default();
     stages.stage("state read");
@@ -32,12 +34,13 @@ pub fn down(
     let observed = session.observe_outline(&prior.resources)?;
     stages.stage("observe");
     let changes = plan::diff(&observed, &[]);
-    let outcome = session
-        .apply(&observed, &[], &changes, &|step| {
-            super::report_step(events, step)
-        })
-        .map_err(ReconcileError::Apply)?;
+    let applied = session.apply(&observed, &[], &changes, &|step| {
+        super::report_step(events, step)
+    });
     stages.stage("apply");
+    daemon::after_down(stopping, events)?;
+    let outcome = applied.map_err(ReconcileError::Apply)?;
+    stages.stage("daemon");
     store.remove(&lock)?;
     stages.stage("state remove");
     events.applied(&Applied::Down {
