@@ -11,9 +11,13 @@ use memchr::memmem;
 use serde_json::ser::Formatter;
 use std::io::Write;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// How deep `plan --out` writes a resource: in the top-level object, `desired`, `resources`.
 const DEPTH: usize = 3;
+
+/// How many desired resources a thread writes out at a time ([`Saved::compare`]).
+const RUN: usize = 512;
 
 /// A newline and a resource's own indentation, as `plan --out` writes it.
 const NESTED: &[u8] = b"\n      ";
@@ -159,11 +163,23 @@ impl Saved {
             }
         }
         // Writing the desired resources out is most of the time, and each is written alone:
-        // half of them on a second thread.
-        let half = desired.len().div_ceil(2);
+        // two threads take runs of them in turn, as each is done with the one before (halves
+        // were uneven: the host table and the zones, a sixth of the text, come first).
+        let taken = AtomicUsize::new(0);
+        let runs = || {
+            let mut found = Vec::new();
+            loop {
+                let start = taken.fetch_add(RUN, Ordering::Relaxed).min(desired.len());
+                let end = (start + RUN).min(desired.len());
+                if start == end {
+                    return Some(found);
+                }
+                found.extend(self.written_as(&at, &desired[start..end], start)?);
+            }
+        };
         let (first, second) = std::thread::scope(|s| {
-            let second = s.spawn(|| self.written_as(&at, &desired[half..], half));
-            (self.written_as(&at, &desired[..half], 0), second.join())
+            let second = s.spawn(runs);
+            (runs(), second.join())
         });
         let second = match second {
             Ok(second) => second,
@@ -192,16 +208,29 @@ impl Saved {
     ) -> Option<Vec<(usize, usize, bool)>> {
         let mut found = Vec::with_capacity(desired.len());
         let mut written = Vec::new();
+        // Both sides are in address order, most often with the same addresses: the saved
+        // resource after the one found last is the likely one, checked before the map (whose
+        // lookups, each a miss in the cache, were a fifth of the comparison's time). An
+        // address is saved once (see `compare`), so either finds the same.
+        let mut next = None;
         for (j, r) in desired.iter().enumerate() {
             written.clear();
             let mut writer = serde_json::Serializer::with_formatter(&mut written, Nested::new());
             serde::Serialize::serialize(r, &mut writer).ok()?;
-            if let Some(&k) = at.get(address(&written, b"{\n        ")?) {
+            let wanted = address(&written, b"{\n        ")?;
+            let likely = next.filter(|&k: &usize| {
+                self.resources
+                    .get(k)
+                    .and_then(|range| address(&self.text[range.clone()], b"{\n        "))
+                    == Some(wanted)
+            });
+            if let Some(k) = likely.or_else(|| at.get(wanted).copied()) {
                 found.push((
                     k,
                     first + j,
                     written == self.text[self.resources[k].clone()],
                 ));
+                next = Some(k + 1);
             }
         }
         Some(found)
