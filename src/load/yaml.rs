@@ -77,9 +77,10 @@ enum Frame {
     },
     Map {
         entries: Vec<(Node, Node)>,
-        /// The keys of `entries`, so that finding a duplicate is not a scan of the mapping
-        /// (which made a file of thousands of services quadratic to parse).
-        keys: HashSet<Option<String>>,
+        /// The hashes of the keys of `entries`, so that finding a duplicate is not a scan of
+        /// the mapping (which made a file of thousands of services quadratic to parse), nor a
+        /// copy of every key: a hash seen before is a duplicate only if the key is there.
+        keys: HashSet<u64, ahash::RandomState>,
         pending_key: Option<Node>,
         anchor: usize,
         tag: Option<Tag>,
@@ -183,7 +184,7 @@ impl Builder<'_> {
             }),
             Event::MappingStart(anchor, tag) => self.stack.push(Frame::Map {
                 entries: Vec::new(),
-                keys: HashSet::new(),
+                keys: HashSet::default(),
                 pending_key: None,
                 anchor,
                 tag: compose_tag(tag.as_deref()),
@@ -269,8 +270,11 @@ impl Builder<'_> {
                     *pending_key = Some(node)
                 }
                 Some(key) => {
-                    let duplicate =
-                        !is_merge_key(&key) && !keys.insert(key.as_str().map(String::from));
+                    let duplicate = !is_merge_key(&key)
+                        && !keys.insert(keys.hasher().hash_one(key.as_str()))
+                        && entries
+                            .iter()
+                            .any(|(k, _)| !is_merge_key(k) && k.as_str() == key.as_str());
                     if duplicate {
                         return Err(SyntaxError {
                             message: format!(
