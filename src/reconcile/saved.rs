@@ -39,15 +39,21 @@ pub(super) struct Changed {
 }
 
 /// How a saved resource compares with the desired one at its address.
-#[derive(Clone, Copy)]
 enum Seen {
     /// No desired resource has its address (yet).
     Not,
     /// Written exactly as desired resource `j`.
     Same(usize),
-    /// The desired resource at its address is written otherwise.
-    Differs,
+    /// The desired resource at its address is written otherwise: the saved one, parsed.
+    Differs(Box<Parsed>),
 }
+
+/// A saved resource read from its text.
+type Parsed = Result<Resource, serde_json::Error>;
+
+/// A desired resource whose address is saved: the saved one's number, its own, and the saved
+/// one parsed unless it is written exactly as the desired one is ([`Saved::written_as`]).
+type Found = (usize, usize, Option<Box<Parsed>>);
 
 impl Saved {
     /// The resources and the allocations of `text`, a pretty plan's `desired` to the end of
@@ -115,7 +121,8 @@ impl Saved {
         for (range, seen) in self.resources.iter().zip(seen) {
             match seen {
                 Seen::Same(j) => same[j] = true,
-                Seen::Not | Seen::Differs => before.push(self.parse(range)?),
+                Seen::Not => before.push(self.parse(range)?),
+                Seen::Differs(parsed) => before.push((*parsed)?),
             }
         }
         // The few that differ are taken out, the last first; the unchanged stay in place,
@@ -145,7 +152,8 @@ impl Saved {
             .zip(seen)
             .map(|(range, seen)| match seen {
                 Seen::Same(j) => Ok(desired[j].clone()),
-                Seen::Not | Seen::Differs => self.parse(range),
+                Seen::Not => self.parse(range),
+                Seen::Differs(parsed) => *parsed,
             })
             .collect()
     }
@@ -185,27 +193,33 @@ impl Saved {
             Ok(second) => second,
             Err(panic) => std::panic::resume_unwind(panic),
         };
-        let mut seen = vec![Seen::Not; self.resources.len()];
-        for (k, j, same) in first?.into_iter().chain(second?) {
-            seen[k] = match (seen[k], same) {
-                (Seen::Not, true) => Seen::Same(j),
-                (Seen::Not, false) => Seen::Differs,
-                (Seen::Same(_) | Seen::Differs, _) => return None,
+        let mut seen: Vec<Seen> = std::iter::repeat_with(|| Seen::Not)
+            .take(self.resources.len())
+            .collect();
+        for (k, j, differs) in first?.into_iter().chain(second?) {
+            if !matches!(seen[k], Seen::Not) {
+                return None;
+            }
+            seen[k] = match differs {
+                None => Seen::Same(j),
+                Some(parsed) => Seen::Differs(parsed),
             };
         }
         Some(seen)
     }
 
     /// For each of `desired` (numbered from `first`) that has an address saved at `at`: that
-    /// saved resource, its own number, and whether it is written exactly as saved. Equal text
-    /// is an equal value; other text (a different value, or the same one as another version
-    /// wrote it) is parsed and compared as a value.
+    /// saved resource, its own number, and the saved one parsed unless it is written exactly
+    /// so. Equal text is an equal value; other text (a different value, or the same one as
+    /// another version wrote it) is compared as a value by the diff. It is parsed here, on
+    /// the thread that found it: the host table, megabytes of text that a scale changes, is
+    /// parsed while the other thread goes on writing.
     fn written_as(
         &self,
         at: &ahash::AHashMap<&[u8], usize>,
         desired: &[Resource],
         first: usize,
-    ) -> Option<Vec<(usize, usize, bool)>> {
+    ) -> Option<Vec<Found>> {
         let mut found = Vec::with_capacity(desired.len());
         let mut written = Vec::new();
         // Both sides are in address order, most often with the same addresses: the saved
@@ -225,11 +239,10 @@ impl Saved {
                     == Some(wanted)
             });
             if let Some(k) = likely.or_else(|| at.get(wanted).copied()) {
-                found.push((
-                    k,
-                    first + j,
-                    written == self.text[self.resources[k].clone()],
-                ));
+                let saved = &self.resources[k];
+                let differs =
+                    (written != self.text[saved.clone()]).then(|| Box::new(self.parse(saved)));
+                found.push((k, first + j, differs));
                 next = Some(k + 1);
             }
         }
