@@ -69,6 +69,24 @@
 # 3 Dec 2026, main with wt-plan merged, release build, load about 2, alternated with 5c246bc:
 # from scratch 0.77 / 0.67 / 0.64 s and 199-208 MB (5c246bc 1.08 / 0.98 s, 225 MB), against
 # the baseline 0.73 / 0.77 / 0.88 s (5c246bc 0.91 / 0.91 s).
+# 3 Dec 2026, session 14, branch wt-plan2: a table's update shown from its typed sides (the host
+# table's chains and maps compared typed, not written out as JSON twice and read back), the saved
+# plan's next resource tried before its address map and the comparison's threads given runs of
+# 512 in turn (halves were uneven), a saved resource that differs parsed by the thread that finds
+# it, the host's sockets read during the load, the baseline's allocations moved not copied, a file
+# of 256 KiB or more parsed on two threads (events in batches to the tree's builder), duplicate
+# keys found by hashes, IPAM validation in one pass over the services. Output byte for byte as
+# main's (plan, --json, --out, --against, the corpus, and against saved plans scaled down, to zero,
+# with ports, with a policy). Load 1.5-2.9 from others, as root, four runs alternated with main's
+# binary (eaf1b32): from scratch 0.69 0.74 0.67 0.54 s and 203-220 MB (main 0.74 0.70 0.73 0.71 s,
+# 203-207 MB), --json 1.30 1.45 1.23 1.24 s and 252-269 MB (1.36 1.37 1.40 1.45 s, 265-266 MB),
+# against the baseline 0.65 0.70 0.59 0.61 s and 288-293 MB (0.77 0.82 0.80 0.93 s, 310-319 MB):
+# 0.94 0.95 0.88 1.13x the plan from scratch of the same run (main 1.04 1.17 1.10 1.31x). By
+# stages (three pairs, load about 1.7): host facts 11-21 -> 0.2 ms, against the baseline's diff
+# 119 161 155 -> 122 81 73 ms and its wall 0.74 0.88 0.75 -> 0.64 0.54 0.52 s (from scratch in the
+# same runs 0.57 0.66 0.62 s); eight runs from scratch: load median 200 -> 174 ms, wall median
+# 0.77 -> 0.72 s. Still above 0.5 s from scratch on this busy machine. Tried and dropped: the
+# services decoded half on a second thread (load medians 174 -> 173 ms over eight runs).
 #
 #   bench/plan.sh                 # 5000 services x 3 replicas on 50 networks
 #   bench/plan.sh 1000 3 20

@@ -1,24 +1,22 @@
 //! How many addresses a network must hold: every replica attached to it, plus one virtual IP
 //! per service in `vip` endpoint mode.
 
-use crate::spec::{EndpointMode, Project};
+use crate::spec::{EndpointMode, Service};
 use ipnetwork::IpNetwork;
 
-pub fn addresses_on(project: &Project, network: &str) -> u64 {
-    project
-        .services
-        .values()
-        .filter(|s| s.network_mode.is_none() && s.networks.contains_key(network))
-        .map(|s| {
-            let vip = s
-                .deploy
-                .endpoint_mode
-                .as_ref()
-                .map_or(EndpointMode::Vip, |m| m.value)
-                == EndpointMode::Vip;
-            u64::from(s.replicas()) + u64::from(vip)
-        })
-        .sum()
+/// The addresses a service takes on each network it is attached to: one a replica, and a
+/// VIP unless its endpoint mode is dnsrr (none for a service in another's network namespace).
+pub fn addresses_of(s: &Service) -> u64 {
+    if s.network_mode.is_some() {
+        return 0;
+    }
+    let vip = s
+        .deploy
+        .endpoint_mode
+        .as_ref()
+        .map_or(EndpointMode::Vip, |m| m.value)
+        == EndpointMode::Vip;
+    u64::from(s.replicas()) + u64::from(vip)
 }
 
 /// The number of addresses in a block (saturating for large IPv6 blocks).

@@ -23,8 +23,25 @@ pub struct SyntaxError {
     pub span: Span,
 }
 
+/// Texts at least this long are parsed on two threads ([`parse_on`]).
+const TWO_THREADS: usize = 256 * 1024;
+
+/// How many of the parser's events are handed from one thread to the other at a time.
+const BATCH: usize = 1024;
+
+/// One of the parser's events with where it was read, or the error that ends the parse.
+type Item<'t> = Result<(Event<'t>, saphyr_parser::Span), ScanError>;
+
 /// Parse one YAML document. An empty file gives an empty mapping.
 pub fn parse(text: &str, file: FileId) -> Result<Node, SyntaxError> {
+    parse_on(text, file, text.len() >= TWO_THREADS)
+}
+
+/// [`parse`], the parser's events read on a second thread while this one builds the tree
+/// (`two_threads`) or on this one: a big project's file is parsed in about two thirds of
+/// the time, the tree built in the other third. The events are taken in the order they come
+/// either way, so the tree and the first error are the same.
+fn parse_on(text: &str, file: FileId, two_threads: bool) -> Result<Node, SyntaxError> {
     let offsets = CharOffsets::new(text);
     let mut builder = Builder {
         file,
@@ -34,10 +51,33 @@ pub fn parse(text: &str, file: FileId) -> Result<Node, SyntaxError> {
         stack: Vec::new(),
         root: None,
     };
-    for item in Parser::new_from_str(text) {
-        let (event, span) = item.map_err(|e| builder.scan_error(&e, text))?;
-        let span = builder.span(span.start.index(), span.end.index());
-        builder.event(event, span)?;
+    if two_threads {
+        std::thread::scope(|s| {
+            let (send, batches) = std::sync::mpsc::sync_channel::<Vec<Item>>(8);
+            s.spawn(move || {
+                let mut batch = Vec::with_capacity(BATCH);
+                for item in Parser::new_from_str(text) {
+                    let failed = item.is_err();
+                    batch.push(item);
+                    if failed || batch.len() == BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                        // The builder stopped (an error): nothing more to read.
+                        if send.send(full).is_err() || failed {
+                            return;
+                        }
+                    }
+                }
+                let _ = send.send(batch);
+            });
+            batches
+                .into_iter()
+                .flatten()
+                .try_for_each(|item| builder.take(item, text))
+        })?;
+    } else {
+        for item in Parser::new_from_str(text) {
+            builder.take(item, text)?;
+        }
     }
     Ok(builder
         .root
@@ -77,9 +117,10 @@ enum Frame {
     },
     Map {
         entries: Vec<(Node, Node)>,
-        /// The keys of `entries`, so that finding a duplicate is not a scan of the mapping
-        /// (which made a file of thousands of services quadratic to parse).
-        keys: HashSet<Option<String>>,
+        /// The hashes of the keys of `entries`, so that finding a duplicate is not a scan of
+        /// the mapping (which made a file of thousands of services quadratic to parse), nor a
+        /// copy of every key: a hash seen before is a duplicate only if the key is there.
+        keys: HashSet<u64, ahash::RandomState>,
         pending_key: Option<Node>,
         anchor: usize,
         tag: Option<Tag>,
@@ -102,6 +143,13 @@ impl Builder<'_> {
     fn span(&self, start: usize, end: usize) -> Span {
         let (s, e) = (self.offsets.byte(start), self.offsets.byte(end));
         Span::new(self.file, s, e.saturating_sub(s))
+    }
+
+    /// One item from the parser: its event added to the tree, or its error reported.
+    fn take(&mut self, item: Item<'_>, text: &str) -> Result<(), SyntaxError> {
+        let (event, span) = item.map_err(|e| self.scan_error(&e, text))?;
+        let span = self.span(span.start.index(), span.end.index());
+        self.event(event, span)
     }
 
     fn scan_error(&self, e: &ScanError, text: &str) -> SyntaxError {
@@ -183,7 +231,7 @@ impl Builder<'_> {
             }),
             Event::MappingStart(anchor, tag) => self.stack.push(Frame::Map {
                 entries: Vec::new(),
-                keys: HashSet::new(),
+                keys: HashSet::default(),
                 pending_key: None,
                 anchor,
                 tag: compose_tag(tag.as_deref()),
@@ -269,8 +317,11 @@ impl Builder<'_> {
                     *pending_key = Some(node)
                 }
                 Some(key) => {
-                    let duplicate =
-                        !is_merge_key(&key) && !keys.insert(key.as_str().map(String::from));
+                    let duplicate = !is_merge_key(&key)
+                        && !keys.insert(keys.hasher().hash_one(key.as_str()))
+                        && entries
+                            .iter()
+                            .any(|(k, _)| !is_merge_key(k) && k.as_str() == key.as_str());
                     if duplicate {
                         return Err(SyntaxError {
                             message: format!(
@@ -464,6 +515,35 @@ mod tests {
             )
         );
         assert!(n.get("a").unwrap().is_null());
+    }
+
+    /// A big file, valid or broken near its end in several ways, reads the same on two
+    /// threads as on one: the same tree, or the same first error at the same place.
+    #[test]
+    fn two_threads_read_what_one_reads() {
+        let mut big = String::from("name: big\nx-base: &base {a: 1}\nservices:\n");
+        for k in 0..3000 {
+            big += &format!("  s{k}:\n    <<: *base\n    networks: [n{}]\n", k % 7);
+        }
+        assert!(big.len() > 2 * BATCH);
+        let broken = [
+            String::new(),
+            "  s1:\n    image: again\n".to_string(),
+            "  t:\n    networks: [a, b\n  u: {}\n".to_string(),
+            "  t:\n\timage: x\n".to_string(),
+            "  t: *nowhere\n".to_string(),
+            "---\nsecond: 1\n".to_string(),
+        ];
+        for tail in broken {
+            let text = format!("{big}{tail}");
+            match (parse_on(&text, 0, true), parse_on(&text, 0, false)) {
+                (Ok(two), Ok(one)) => assert_eq!(two, one),
+                (Err(two), Err(one)) => {
+                    assert_eq!((two.message, two.span), (one.message, one.span))
+                }
+                (two, one) => panic!("{tail:?}: {:?} / {:?}", two.is_ok(), one.is_ok()),
+            }
+        }
     }
 
     #[test]

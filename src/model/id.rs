@@ -205,6 +205,25 @@ impl ResourceId {
         }
     }
 
+    /// For the parts of a replica: the replica, and the text that follows its number (`]`,
+    /// `].link.` and the network, ...), as [`ResourceId::pieces`] has it.
+    fn replica_tail(&self) -> Option<(&ReplicaId, [&str; 2])> {
+        match self {
+            ResourceId::Replica(r) => Some((r, ["]", ""])),
+            ResourceId::Link(r, n) => Some((r, ["].link.", n])),
+            ResourceId::Route(r, family) => Some((r, ["].route.", family.suffix()])),
+            ResourceId::Files(r) => Some((r, ["].files", ""])),
+            ResourceId::ReplicaFirewall(r) => Some((r, ["].firewall", ""])),
+            ResourceId::Network(_)
+            | ResourceId::Vxlan(_)
+            | ResourceId::Remote { .. }
+            | ResourceId::Dns(_)
+            | ResourceId::HostFirewall
+            | ResourceId::Daemon
+            | ResourceId::Vip { .. } => None,
+        }
+    }
+
     /// The printed form as byte slices (the replica number written into `digits`).
     fn segments<'a>(&'a self, digits: &'a mut [u8; 10]) -> [&'a [u8]; 6] {
         let number: &'a [u8] = match self.replica() {
@@ -299,8 +318,15 @@ impl Eq for ResourceId {}
 impl Ord for ResourceId {
     /// The order of the printed forms, as strings sort.
     fn cmp(&self, other: &Self) -> Ordering {
-        // Most ids compared differ in their kind or first name: that decides, unless one name
-        // is the start of the other (`svc1`, `svc17`), when what follows it counts.
+        // Ids next to each other in a sorted list are most often parts of one replica (its
+        // namespace, links, route, files and table): only what follows the replica differs.
+        if let (Some((ra, ta)), Some((rb, tb))) = (self.replica_tail(), other.replica_tail()) {
+            if ra == rb {
+                return cmp_segments(&ta.map(str::as_bytes), &tb.map(str::as_bytes));
+            }
+        }
+        // Most other ids compared differ in their kind or first name: that decides, unless
+        // one name is the start of the other (`svc1`, `svc17`), when what follows it counts.
         let ((ka, na), (kb, nb)) = (self.head(), other.head());
         if ka != kb {
             return ka.cmp(kb);
@@ -590,6 +616,29 @@ mod tests {
         fn order_is_the_order_of_the_text(a in id(), b in id()) {
             prop_assert_eq!(a.cmp(&b), a.to_string().cmp(&b.to_string()));
             prop_assert_eq!(a == b, a.to_string() == b.to_string());
+        }
+
+        /// Parts of one replica, and of replicas of one service, which random ids rarely are.
+        #[test]
+        fn parts_of_a_replica_order_as_their_text(
+            r in replica(),
+            other in 0u32..20,
+            parts in (0usize..5, 0usize..5),
+            networks in (name(), name()),
+        ) {
+            let part = |k: usize, r: &ReplicaId, n: &str| match k {
+                0 => ResourceId::Replica(r.clone()),
+                1 => ResourceId::Link(r.clone(), n.to_string()),
+                2 => ResourceId::Route(r.clone(), RouteFamily::V6),
+                3 => ResourceId::Files(r.clone()),
+                _ => ResourceId::ReplicaFirewall(r.clone()),
+            };
+            let near = ReplicaId::new(r.service.clone(), other);
+            let a = part(parts.0, &r, &networks.0);
+            for b in [part(parts.1, &r, &networks.1), part(parts.1, &near, &networks.1)] {
+                prop_assert_eq!(a.cmp(&b), a.to_string().cmp(&b.to_string()));
+                prop_assert_eq!(a == b, a.to_string() == b.to_string());
+            }
         }
     }
 }

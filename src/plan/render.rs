@@ -10,10 +10,11 @@ mod collections;
 mod fields;
 mod maps;
 mod rules;
+mod table;
 
 use super::{Change, Plan};
 use crate::firewall::rule::Chain;
-use crate::model::ResourceId;
+use crate::model::{ResourceId, Spec};
 use serde_json::Value;
 use std::fmt::Write;
 
@@ -227,6 +228,15 @@ fn body(c: &Change, st: &Style) -> String {
             return text;
         }
     }
+    if let (Some(super::Attributes::Spec(old)), Some(super::Attributes::Spec(new))) =
+        (&c.before, &c.after)
+    {
+        if let (Spec::Firewall(old), Spec::Firewall(new)) = (old.as_ref(), new.as_ref()) {
+            table::update(out, old, new, st);
+            out.push('\n');
+            return text;
+        }
+    }
     let (before, after) = c.sides();
     let shown = if c.after.is_some() { &after } else { &before };
     if c.before.is_none() || c.after.is_none() {
@@ -304,13 +314,17 @@ fn multiline(v: &Value) -> String {
 /// changed chain only the rules that come and go.
 fn chains(out: &mut String, old: Option<&Value>, new: &Value, st: &Style) {
     let parse = |v: &Value| <Vec<Chain> as serde::Deserialize>::deserialize(v).unwrap_or_default();
-    let new = parse(new);
-    let Some(old) = old.map(parse) else {
-        listed(out, &new);
+    typed_chains(out, old.map(parse).as_deref(), &parse(new), st);
+}
+
+/// [`chains`] of typed chains.
+fn typed_chains(out: &mut String, old: Option<&[Chain]>, new: &[Chain], st: &Style) {
+    let Some(old) = old else {
+        listed(out, new);
         return;
     };
     let mut unchanged = 0;
-    for chain in &new {
+    for chain in new {
         let Some(prev) = old.iter().find(|c| c.name == chain.name) else {
             let _ = writeln!(
                 out,

@@ -135,20 +135,26 @@ pub fn plan_for(
     let stages = Stages::from_env("plan");
     // A saved plan is read on a second thread while the Compose file is loaded on this one
     // (tens of megabytes of a big project's plan, read and indexed in about half the time
-    // of the load).
-    let (checked, saved) = std::thread::scope(|s| {
+    // of the load), and so are the host's sockets (the kernel's socket tables walked, most
+    // of the host facts' time), which only a project that publishes ports needs.
+    let (checked, saved, sockets) = std::thread::scope(|s| {
         let saved = match baseline {
             Baseline::File(path) => Some(s.spawn(|| read_saved(path))),
             Baseline::State | Baseline::Live => None,
         };
+        let sockets = s.spawn(crate::observe::host::listening);
         let checked = load_on(opts, cluster, events);
-        (checked, saved.map(|read| read.join()))
+        (checked, saved.map(|read| read.join()), sockets.join())
     });
     let checked = checked?;
+    let sockets = match sockets {
+        Ok(sockets) => sockets,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
     stages.stage("load");
     let project = ProjectName::new(checked.project.name.clone())?;
     let others = others_taken(store, &project, Unreadable::Warn, events)?;
-    let base = match (baseline, saved) {
+    let mut base = match (baseline, saved) {
         (Baseline::File(path), Some(Ok(saved))) => {
             against_file(opts, &project, path, saved, &others, events)?
         }
@@ -159,7 +165,13 @@ pub fn plan_for(
         (Baseline::State | Baseline::Live, _) => from_state(store, &project, events),
     };
     stages.stage("baseline");
-    let ctx = context(&checked, &base.allocations, &others, cluster)?;
+    // The baseline's allocations are moved into the context, not copied: a big project's
+    // are tens of thousands of entries.
+    let previous = match cluster {
+        Some(view) => view.allocations.clone(),
+        None => std::mem::take(&mut base.allocations),
+    };
+    let ctx = context_read(&checked, previous, &others, cluster, Some(sockets))?;
     stages.stage("host facts");
     let desired = build(&checked, &ctx)?;
     stages.stage("model");
@@ -516,6 +528,19 @@ pub(super) fn context(
     others: &Others,
     cluster: Option<&ClusterView>,
 ) -> Result<Context, ReconcileError> {
+    let previous = cluster.map_or(previous, |c| &c.allocations).clone();
+    context_read(checked, previous, others, cluster, None)
+}
+
+/// [`context`], with the allocations to keep (a cluster's, else the previous ones) given,
+/// and the host's sockets already read (`sockets`) or read here (None).
+fn context_read(
+    checked: &Checked,
+    previous: Allocations,
+    others: &Others,
+    cluster: Option<&ClusterView>,
+    sockets: Option<Result<Vec<model::Listening>, crate::observe::host::HostError>>,
+) -> Result<Context, ReconcileError> {
     let project = &checked.project;
     let own_bridges: Vec<String> = project
         .networks
@@ -536,14 +561,14 @@ pub(super) fn context(
     taken.vnis = others.vnis.clone();
     taken.macs = others.macs.clone();
     Ok(Context {
-        previous: cluster.map_or(previous, |c| &c.allocations).clone(),
+        previous,
         taken,
         pools: Default::default(),
         host_nameservers: crate::observe::host::nameservers()?,
         // Only published ports meet the host's sockets, and reading those walks the kernel's
         // socket tables (several ms): not for a project that publishes none.
         listening: match project.services.values().any(|s| !s.ports.is_empty()) {
-            true => host_listening(project)?,
+            true => host_listening(project, sockets)?,
             false => Vec::new(),
         },
         port_range: Some(crate::observe::host::local_port_range()?),
@@ -570,11 +595,15 @@ fn port_span(project: &crate::spec::Project, key: &str) -> crate::source::Span {
 
 /// The host's listening sockets, without those of the project's own daemon on [::1] (its
 /// relays of published ports): they would otherwise collide with the ports they relay.
-fn host_listening(project: &crate::spec::Project) -> Result<Vec<model::Listening>, ReconcileError> {
+fn host_listening(
+    project: &crate::spec::Project,
+    sockets: Option<Result<Vec<model::Listening>, crate::observe::host::HostError>>,
+) -> Result<Vec<model::Listening>, ReconcileError> {
     let relays = ProjectName::new(project.name.clone())
         .map(|name| crate::daemon::relays(&name))
         .unwrap_or_default();
-    Ok(crate::observe::host::listening()?
+    Ok(sockets
+        .unwrap_or_else(crate::observe::host::listening)?
         .into_iter()
         .filter(|l| !relays.iter().any(|r| r.holds(l)))
         .collect())

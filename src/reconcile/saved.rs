@@ -11,9 +11,13 @@ use memchr::memmem;
 use serde_json::ser::Formatter;
 use std::io::Write;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// How deep `plan --out` writes a resource: in the top-level object, `desired`, `resources`.
 const DEPTH: usize = 3;
+
+/// How many desired resources a thread writes out at a time ([`Saved::compare`]).
+const RUN: usize = 512;
 
 /// A newline and a resource's own indentation, as `plan --out` writes it.
 const NESTED: &[u8] = b"\n      ";
@@ -35,15 +39,21 @@ pub(super) struct Changed {
 }
 
 /// How a saved resource compares with the desired one at its address.
-#[derive(Clone, Copy)]
 enum Seen {
     /// No desired resource has its address (yet).
     Not,
     /// Written exactly as desired resource `j`.
     Same(usize),
-    /// The desired resource at its address is written otherwise.
-    Differs,
+    /// The desired resource at its address is written otherwise: the saved one, parsed.
+    Differs(Box<Parsed>),
 }
+
+/// A saved resource read from its text.
+type Parsed = Result<Resource, serde_json::Error>;
+
+/// A desired resource whose address is saved: the saved one's number, its own, and the saved
+/// one parsed unless it is written exactly as the desired one is ([`Saved::written_as`]).
+type Found = (usize, usize, Option<Box<Parsed>>);
 
 impl Saved {
     /// The resources and the allocations of `text`, a pretty plan's `desired` to the end of
@@ -111,7 +121,8 @@ impl Saved {
         for (range, seen) in self.resources.iter().zip(seen) {
             match seen {
                 Seen::Same(j) => same[j] = true,
-                Seen::Not | Seen::Differs => before.push(self.parse(range)?),
+                Seen::Not => before.push(self.parse(range)?),
+                Seen::Differs(parsed) => before.push((*parsed)?),
             }
         }
         // The few that differ are taken out, the last first; the unchanged stay in place,
@@ -141,7 +152,8 @@ impl Saved {
             .zip(seen)
             .map(|(range, seen)| match seen {
                 Seen::Same(j) => Ok(desired[j].clone()),
-                Seen::Not | Seen::Differs => self.parse(range),
+                Seen::Not => self.parse(range),
+                Seen::Differs(parsed) => *parsed,
             })
             .collect()
     }
@@ -159,49 +171,79 @@ impl Saved {
             }
         }
         // Writing the desired resources out is most of the time, and each is written alone:
-        // half of them on a second thread.
-        let half = desired.len().div_ceil(2);
+        // two threads take runs of them in turn, as each is done with the one before (halves
+        // were uneven: the host table and the zones, a sixth of the text, come first).
+        let taken = AtomicUsize::new(0);
+        let runs = || {
+            let mut found = Vec::new();
+            loop {
+                let start = taken.fetch_add(RUN, Ordering::Relaxed).min(desired.len());
+                let end = (start + RUN).min(desired.len());
+                if start == end {
+                    return Some(found);
+                }
+                found.extend(self.written_as(&at, &desired[start..end], start)?);
+            }
+        };
         let (first, second) = std::thread::scope(|s| {
-            let second = s.spawn(|| self.written_as(&at, &desired[half..], half));
-            (self.written_as(&at, &desired[..half], 0), second.join())
+            let second = s.spawn(runs);
+            (runs(), second.join())
         });
         let second = match second {
             Ok(second) => second,
             Err(panic) => std::panic::resume_unwind(panic),
         };
-        let mut seen = vec![Seen::Not; self.resources.len()];
-        for (k, j, same) in first?.into_iter().chain(second?) {
-            seen[k] = match (seen[k], same) {
-                (Seen::Not, true) => Seen::Same(j),
-                (Seen::Not, false) => Seen::Differs,
-                (Seen::Same(_) | Seen::Differs, _) => return None,
+        let mut seen: Vec<Seen> = std::iter::repeat_with(|| Seen::Not)
+            .take(self.resources.len())
+            .collect();
+        for (k, j, differs) in first?.into_iter().chain(second?) {
+            if !matches!(seen[k], Seen::Not) {
+                return None;
+            }
+            seen[k] = match differs {
+                None => Seen::Same(j),
+                Some(parsed) => Seen::Differs(parsed),
             };
         }
         Some(seen)
     }
 
     /// For each of `desired` (numbered from `first`) that has an address saved at `at`: that
-    /// saved resource, its own number, and whether it is written exactly as saved. Equal text
-    /// is an equal value; other text (a different value, or the same one as another version
-    /// wrote it) is parsed and compared as a value.
+    /// saved resource, its own number, and the saved one parsed unless it is written exactly
+    /// so. Equal text is an equal value; other text (a different value, or the same one as
+    /// another version wrote it) is compared as a value by the diff. It is parsed here, on
+    /// the thread that found it: the host table, megabytes of text that a scale changes, is
+    /// parsed while the other thread goes on writing.
     fn written_as(
         &self,
         at: &ahash::AHashMap<&[u8], usize>,
         desired: &[Resource],
         first: usize,
-    ) -> Option<Vec<(usize, usize, bool)>> {
+    ) -> Option<Vec<Found>> {
         let mut found = Vec::with_capacity(desired.len());
         let mut written = Vec::new();
+        // Both sides are in address order, most often with the same addresses: the saved
+        // resource after the one found last is the likely one, checked before the map (whose
+        // lookups, each a miss in the cache, were a fifth of the comparison's time). An
+        // address is saved once (see `compare`), so either finds the same.
+        let mut next = None;
         for (j, r) in desired.iter().enumerate() {
             written.clear();
             let mut writer = serde_json::Serializer::with_formatter(&mut written, Nested::new());
             serde::Serialize::serialize(r, &mut writer).ok()?;
-            if let Some(&k) = at.get(address(&written, b"{\n        ")?) {
-                found.push((
-                    k,
-                    first + j,
-                    written == self.text[self.resources[k].clone()],
-                ));
+            let wanted = address(&written, b"{\n        ")?;
+            let likely = next.filter(|&k: &usize| {
+                self.resources
+                    .get(k)
+                    .and_then(|range| address(&self.text[range.clone()], b"{\n        "))
+                    == Some(wanted)
+            });
+            if let Some(k) = likely.or_else(|| at.get(wanted).copied()) {
+                let saved = &self.resources[k];
+                let differs =
+                    (written != self.text[saved.clone()]).then(|| Box::new(self.parse(saved)));
+                found.push((k, first + j, differs));
+                next = Some(k + 1);
             }
         }
         Some(found)

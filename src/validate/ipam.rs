@@ -5,18 +5,29 @@
 use crate::diag::{same_file, ConfigError, Diagnostics};
 use crate::ipam::{demand, overlap};
 use crate::source::Span;
-use crate::spec::{IpamConfig, Network, Project};
+use crate::spec::{Attachment, IpamConfig, Network, Project, Service};
 use ipnetwork::IpNetwork;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
 pub(super) fn check(project: &Project, diags: &mut Diagnostics) {
+    // Each network's services, in the file's order, found in one pass over the services
+    // rather than one per network (a big project's thousands of services on tens of networks).
+    let mut members: HashMap<&str, Vec<(&Service, &Attachment)>> = HashMap::new();
+    for svc in project.services.values() {
+        for (key, att) in &svc.networks {
+            members.entry(key.as_str()).or_default().push((svc, att));
+        }
+    }
     for net in project.networks.values().filter(|n| n.external.is_none()) {
         for pool in &net.ipam.config {
             pool_bounds(pool, diags);
         }
-        static_addresses(project, net, diags);
-        capacity(project, net, diags);
+        let members = members
+            .get(net.key.value.as_str())
+            .map_or(&[][..], Vec::as_slice);
+        static_addresses(members, net, diags);
+        capacity(members, net, diags);
     }
     overlaps(project, diags);
 }
@@ -110,17 +121,15 @@ pub fn is_reserved(subnet: &IpNetwork, addr: IpAddr) -> bool {
     }
 }
 
-fn static_addresses(project: &Project, net: &Network, diags: &mut Diagnostics) {
+/// The static addresses of `members` (the network's services and their attachments).
+fn static_addresses(members: &[(&Service, &Attachment)], net: &Network, diags: &mut Diagnostics) {
     let mut taken: HashMap<IpAddr, Span> = HashMap::new();
     for pool in &net.ipam.config {
         for addr in pool.gateway.iter().chain(pool.aux_addresses.values()) {
             taken.entry(addr.value).or_insert(addr.span);
         }
     }
-    for svc in project.services.values() {
-        let Some(att) = svc.networks.get(&net.key.value) else {
-            continue;
-        };
+    for (_, att) in members {
         for addr in att.ipv4_address.iter().chain(att.ipv6_address.iter()) {
             if let Some(first) = taken.get(&addr.value) {
                 diags.push(ConfigError::DuplicateAddress {
@@ -160,8 +169,12 @@ fn static_addresses(project: &Project, net: &Network, diags: &mut Diagnostics) {
     }
 }
 
-fn capacity(project: &Project, net: &Network, diags: &mut Diagnostics) {
-    let needed = demand::addresses_on(project, &net.key.value);
+/// Whether the network's subnets hold the addresses of `members` (its services).
+fn capacity(members: &[(&Service, &Attachment)], net: &Network, diags: &mut Diagnostics) {
+    let needed: u64 = members
+        .iter()
+        .map(|(svc, _)| demand::addresses_of(svc))
+        .sum();
     for pool in &net.ipam.config {
         let Some(subnet) = pool.subnet.as_ref().filter(|s| s.value.is_ipv4()) else {
             continue;

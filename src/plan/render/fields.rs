@@ -67,14 +67,17 @@ impl ser::SerializeStruct for Fields<'_, '_> {
                 }
                 _ => Err(Unsupported),
             },
-            "maps" | "sets" => {
-                let value = serde_json::to_value(value).map_err(|_| Unsupported)?;
-                match key {
-                    "maps" => super::maps::maps(self.out, None, Some(&value), self.st),
-                    _ => super::maps::sets(self.out, None, Some(&value), self.st),
+            // And its maps and sets, not written out as JSON to be read back.
+            "maps" | "sets" => match self.spec {
+                Spec::Firewall(f) => {
+                    match key {
+                        "maps" => super::maps::typed_maps(self.out, &[], &f.maps, self.st),
+                        _ => super::maps::typed_sets(self.out, &[], &f.sets, self.st),
+                    }
+                    Ok(())
                 }
-                Ok(())
-            }
+                _ => Err(Unsupported),
+            },
             _ => {
                 // `{key:<14} `, without the formatting machinery: it is every line's start.
                 self.out.push_str("      ");

@@ -8,66 +8,87 @@ use ipnetwork::IpNetwork;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
+use std::net::IpAddr;
 
-/// A named map or set as the plan lists it: its name and its elements.
-type Named = (String, Vec<String>);
-
-fn parse_maps(v: Option<&Value>) -> Vec<Named> {
+fn parse_maps(v: Option<&Value>) -> Vec<Map> {
     v.and_then(|v| <Vec<Map> as serde::Deserialize>::deserialize(v).ok())
         .unwrap_or_default()
-        .into_iter()
-        .map(|m| (m.name, m.backends.iter().map(ToString::to_string).collect()))
-        .collect()
 }
 
-/// A policy's set lists addresses as the VIP maps do (a host's network without its /32).
-fn parse_sets(v: Option<&Value>) -> Vec<Named> {
-    let element = |n: &IpNetwork| match n.prefix() == if n.is_ipv4() { 32 } else { 128 } {
-        true => n.ip().to_string(),
-        false => n.to_string(),
-    };
+fn parse_sets(v: Option<&Value>) -> Vec<Set> {
     v.and_then(|v| <Vec<Set> as serde::Deserialize>::deserialize(v).ok())
         .unwrap_or_default()
-        .into_iter()
-        .map(|s| (s.name, s.elements.iter().map(element).collect()))
-        .collect()
 }
 
 /// Every map of a table created or deleted, or the maps that change between `old` and `new`.
 pub(super) fn maps(out: &mut String, old: Option<&Value>, new: Option<&Value>, st: &Style) {
-    named(out, parse_maps(old), parse_maps(new), st);
+    typed_maps(out, &parse_maps(old), &parse_maps(new), st);
 }
 
 /// A table's named sets (the services its policy names), as [`maps`] shows maps:
 /// `~ from.web: + 172.16.1.8`.
 pub(super) fn sets(out: &mut String, old: Option<&Value>, new: Option<&Value>, st: &Style) {
-    named(out, parse_sets(old), parse_sets(new), st);
+    typed_sets(out, &parse_sets(old), &parse_sets(new), st);
 }
 
-fn named(out: &mut String, old: Vec<Named>, new: Vec<Named>, st: &Style) {
-    // By name: the host table holds a map per VIP, thousands of them in a large project.
-    let by_name: HashMap<&str, &Vec<String>> = old.iter().map(|(n, e)| (n.as_str(), e)).collect();
-    let new_names: HashSet<&str> = new.iter().map(|(n, _)| n.as_str()).collect();
-    for (name, elements) in &new {
-        match by_name.get(name.as_str()).map(|was| (name, *was)) {
+/// [`maps`] of typed maps (none on the side where the table has none).
+pub(super) fn typed_maps(out: &mut String, old: &[Map], new: &[Map], st: &Style) {
+    fn named(maps: &[Map]) -> Vec<(&str, &[IpAddr])> {
+        maps.iter()
+            .map(|m| (m.name.as_str(), m.backends.as_slice()))
+            .collect()
+    }
+    named_changes(out, &named(old), &named(new), IpAddr::to_string, st);
+}
+
+/// [`sets`] of typed sets. A policy's set lists addresses as the VIP maps do (a host's network
+/// without its /32).
+pub(super) fn typed_sets(out: &mut String, old: &[Set], new: &[Set], st: &Style) {
+    fn named(sets: &[Set]) -> Vec<(&str, &[IpNetwork])> {
+        sets.iter()
+            .map(|s| (s.name.as_str(), s.elements.as_slice()))
+            .collect()
+    }
+    let element = |n: &IpNetwork| match n.prefix() == if n.is_ipv4() { 32 } else { 128 } {
+        true => n.ip().to_string(),
+        false => n.to_string(),
+    };
+    named_changes(out, &named(old), &named(new), element, st);
+}
+
+/// Named maps or sets, each its name and its elements: those that come, go or change. The
+/// elements are compared as values (equal values are equal text) and written as text only
+/// when shown: the host table holds a map per VIP, thousands of them in a large project.
+fn named_changes<E: PartialEq>(
+    out: &mut String,
+    old: &[(&str, &[E])],
+    new: &[(&str, &[E])],
+    text: impl Fn(&E) -> String,
+    st: &Style,
+) {
+    let by_name: HashMap<&str, &[E]> = old.iter().copied().collect();
+    let new_names: HashSet<&str> = new.iter().map(|(n, _)| *n).collect();
+    let joined = |items: &mut dyn Iterator<Item = String>| items.collect::<Vec<_>>().join(", ");
+    for &(name, elements) in new {
+        match by_name.get(name) {
             None => {
                 let _ = writeln!(
                     out,
                     "      {} {name}: {}",
                     st.paint("32", "+"),
-                    elements.join(", ")
+                    joined(&mut elements.iter().map(&text))
                 );
             }
-            Some((_, was)) if was != elements => {
+            Some(was) if *was != elements => {
                 let mut items: Vec<String> = elements
                     .iter()
                     .filter(|e| !was.contains(e))
-                    .map(|e| format!("+ {e}"))
+                    .map(|e| format!("+ {}", text(e)))
                     .collect();
                 items.extend(
                     was.iter()
                         .filter(|e| !elements.contains(e))
-                        .map(|e| format!("- {e}")),
+                        .map(|e| format!("- {}", text(e))),
                 );
                 if items.is_empty() {
                     items.push("(reordered)".into());
@@ -82,7 +103,7 @@ fn named(out: &mut String, old: Vec<Named>, new: Vec<Named>, st: &Style) {
             Some(_) => {}
         }
     }
-    for (name, _) in old.iter().filter(|(o, _)| !new_names.contains(o.as_str())) {
+    for (name, _) in old.iter().filter(|(o, _)| !new_names.contains(o)) {
         let _ = writeln!(out, "      {} {name}", st.paint("31", "-"));
     }
 }
