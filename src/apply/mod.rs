@@ -142,10 +142,15 @@ pub async fn apply<M: Machine>(
             .filter(destroyed)
             .collect();
         let t = timings.start(&todo);
-        out.deleted += run(todo, |r| async move {
-            timed("-", r, progress, ops::delete(k, r, surveyed)).await
-        })
-        .await?;
+        // The namespaces first, then let go of: the kernel frees them while the rest of the
+        // wave (a bridge releasing its ports, each after an RCU grace period) is deleted.
+        let (namespaces, rest): (Vec<&Resource>, Vec<&Resource>) = todo
+            .into_iter()
+            .partition(|r| matches!(r.spec, Spec::Namespace(_)));
+        let delete = |r| async move { timed("-", r, progress, ops::delete(k, r, surveyed)).await };
+        let first = run(namespaces, delete).await;
+        k.let_go();
+        out.deleted += both(first, run(rest, delete).await)?;
         timings.wave("destroy", t);
     }
     let t = timings.start(&host_ends);
@@ -230,6 +235,21 @@ where
         Ok(n)
     } else {
         Err(errors)
+    }
+}
+
+/// What two groups of operations did together: how many were done, or every error of both.
+fn both(
+    a: Result<usize, Vec<ApplyError>>,
+    b: Result<usize, Vec<ApplyError>>,
+) -> Result<usize, Vec<ApplyError>> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok(a + b),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+        (Err(mut a), Err(b)) => {
+            a.extend(b);
+            Err(a)
+        }
     }
 }
 
