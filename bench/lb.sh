@@ -150,6 +150,19 @@
 # a no-change up (perf stat -r 10) 34-36 ms and 37 ms of CPU against 41-56 ms and 62-72 ms.
 # A scale's stages now: state read 6, model 7-8, observe 9, diff 3, state save 2.5, apply 23-25
 # (the 202 table writes about 12), state save and daemon 5-9 ms; still above 30 ms.
+#
+# 3 Dec 2026, session 14: each round also tears the project down with the bare syscalls
+# (bench/down_floor.py: what down asks of the kernel and nothing else). perf record -a put that
+# floor in the kernel: a bridge port released after an RCU grace period each (under the RTNL
+# lock), then the namespaces' cleanup (devices' sysfs, sysctls and addrconf; CPU-bound, on one
+# worker). down now asks for lo's marks once (the run holds every namespace its survey read
+# and answers from it while the pin names the same namespace), unpins the namespaces before
+# the bridge goes and lets go of them at once, and waits for the daemon's own exit after its
+# apply. Alternated with eaf1b32 (release, load 1.5-3, three pairs of ROUNDS=3): down 300 /
+# 276 / 355 ms against 349 / 297 / 295, the floor in the same runs 259 / 252 / 368 against 259 /
+# 212 / 230 ms: down is 0.96-1.16x its floor against 1.28-1.40x. Scale 74 / 82 / 80 ms against
+# 84 / 82 / 75, no change 45 / 38 / 45 against 46 / 41 / 38, the VIP up's ratio 1.11 / 1.17 /
+# 0.88x against 0.96 / 1.08 / 1.07x (the same code for both; noise of the plain up).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 services=${1:-20}
