@@ -136,20 +136,7 @@ impl ResourceId {
 
     /// The replica this id belongs to (itself or one of its parts), if any.
     pub fn replica(&self) -> Option<&ReplicaId> {
-        match self {
-            ResourceId::Replica(r)
-            | ResourceId::Link(r, _)
-            | ResourceId::Route(r, _)
-            | ResourceId::Files(r)
-            | ResourceId::ReplicaFirewall(r) => Some(r),
-            ResourceId::Network(_)
-            | ResourceId::Vxlan(_)
-            | ResourceId::Remote { .. }
-            | ResourceId::Dns(_)
-            | ResourceId::HostFirewall
-            | ResourceId::Daemon
-            | ResourceId::Vip { .. } => None,
-        }
+        self.replica_tail().map(|(r, _)| r)
     }
 
     /// The printed form in pieces, padded with empty text: what Display writes and what
@@ -207,7 +194,7 @@ impl ResourceId {
 
     /// For the parts of a replica: the replica, and the text that follows its number (`]`,
     /// `].link.` and the network, ...), as [`ResourceId::pieces`] has it.
-    fn replica_tail(&self) -> Option<(&ReplicaId, [&str; 2])> {
+    pub fn replica_tail(&self) -> Option<(&ReplicaId, [&str; 2])> {
         match self {
             ResourceId::Replica(r) => Some((r, ["]", ""])),
             ResourceId::Link(r, n) => Some((r, ["].link.", n])),

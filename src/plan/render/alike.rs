@@ -3,7 +3,6 @@
 //! Changes of one service whose text is the same but for the replica number become one block
 //! whose address lists the replicas (`service.web[1-3,7].firewall`).
 
-use crate::model::ResourceId;
 use crate::plan::{Action, Change};
 use std::collections::HashMap;
 use std::fmt;
@@ -152,7 +151,7 @@ struct Key<'c> {
 /// written one after the other: two tails are the same text exactly when their pieces are the
 /// same (each first piece starts differently).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Tail<'c>(&'static str, &'c str);
+struct Tail<'c>(&'c str, &'c str);
 
 impl fmt::Display for Tail<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -164,21 +163,10 @@ impl fmt::Display for Tail<'_> {
 /// A replica's resource as (the address after `[N]`, N): what its printed address holds after
 /// `service.<service>[<N>]`.
 fn replica_parts(c: &Change) -> Option<(Tail<'_>, u32)> {
-    let rest = match &c.address {
-        ResourceId::Replica(_) => Tail("", ""),
-        ResourceId::Link(_, network) => Tail(".link.", network),
-        ResourceId::Route(_, family) => Tail(".route.", family.suffix()),
-        ResourceId::Files(_) => Tail(".files", ""),
-        ResourceId::ReplicaFirewall(_) => Tail(".firewall", ""),
-        ResourceId::Network(_)
-        | ResourceId::Vxlan(_)
-        | ResourceId::Remote { .. }
-        | ResourceId::Dns(_)
-        | ResourceId::HostFirewall
-        | ResourceId::Daemon
-        | ResourceId::Vip { .. } => return None,
-    };
-    Some((rest, c.address.replica()?.index))
+    let (replica, [after, last]) = c.address.replica_tail()?;
+    // The id's tail starts with the `]` that closes `[N]`.
+    let after = after.strip_prefix(']').unwrap_or(after);
+    Some((Tail(after, last), replica.index))
 }
 
 /// `1-3,7`: the indexes in order, runs as ranges.
@@ -207,7 +195,7 @@ fn ranges(indexes: &[u32]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ReplicaId;
+    use crate::model::{ReplicaId, ResourceId};
     use crate::plan::Action;
     use serde_json::json;
 
