@@ -347,10 +347,14 @@ pub struct NsIdentity {
 impl NsIdentity {
     /// The identity of the namespace `fd` refers to.
     pub fn of(fd: BorrowedFd<'_>) -> Result<NsIdentity, Errno> {
-        nix::sys::stat::fstat(fd).map(|st| NsIdentity {
+        nix::sys::stat::fstat(fd).map(|st| NsIdentity::from_stat(&st))
+    }
+
+    fn from_stat(st: &nix::sys::stat::FileStat) -> NsIdentity {
+        NsIdentity {
             dev: st.st_dev,
             ino: st.st_ino,
-        })
+        }
     }
 }
 
@@ -358,12 +362,8 @@ impl NetnsDir {
     /// The identity of what is pinned as `name` now (a stale pin file's is no namespace's);
     /// None when there is no such pin.
     pub fn pinned(&self, name: &str) -> Option<NsIdentity> {
-        nix::sys::stat::stat(&self.path(name))
-            .ok()
-            .map(|st| NsIdentity {
-                dev: st.st_dev,
-                ino: st.st_ino,
-            })
+        let st = nix::sys::stat::stat(&self.path(name)).ok()?;
+        Some(NsIdentity::from_stat(&st))
     }
 }
 
