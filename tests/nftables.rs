@@ -166,3 +166,37 @@ fn a_map_changes_element_by_element_and_reads_back() {
         );
     });
 }
+
+/// A commit learns its transaction's generation from the kernel (the echo of NFT_MSG_NEWGEN),
+/// the one a GETGEN reads after it; a refused batch commits nothing and announces none.
+#[test]
+fn a_commit_reports_the_generation_of_its_own_transaction() {
+    require_root("a_commit_reports_the_generation_of_its_own_transaction");
+    let sb = Sandbox::new();
+    sb.enter(|| {
+        let ns = "kt-gen";
+        netns::create(ns).unwrap();
+        let fd = netns::run_in(Some(ns), || nft::wire::open(&ctx()))
+            .unwrap()
+            .unwrap();
+        let before = nfnl::generation_on(&ctx(), &fd).unwrap();
+        let first = nft::replace_table_on(&fd, Some(ns), "t", &table(&["nc:a1"])).unwrap();
+        assert_eq!(first, Some(before.wrapping_add(1)));
+        assert_eq!(first, Some(nfnl::generation_on(&ctx(), &fd).unwrap()));
+        let old = table(&["nc:a1"]);
+        let second = nft::update_table_on(&fd, Some(ns), "t", &old, &table(&["nc:b2"])).unwrap();
+        assert_eq!(second, first.map(|g| g.wrapping_add(1)));
+
+        let mut bad = table(&[]);
+        bad.chains[0].base.as_mut().unwrap().hook = "sideways".into();
+        assert!(nft::replace_table_on(&fd, Some(ns), "t", &bad).is_err());
+        assert_eq!(nfnl::generation_on(&ctx(), &fd).unwrap(), second.unwrap());
+        // Nothing of the refused batch is left to be taken for the next one's answers.
+        let third = nft::replace_table_on(&fd, Some(ns), "t", &old).unwrap();
+        assert_eq!(third, second.map(|g| g.wrapping_add(1)));
+    });
+}
+
+fn ctx() -> netcompose::kernel::Ctx {
+    netcompose::kernel::Ctx::new("test", "generation", Some("kt-gen"))
+}

@@ -254,44 +254,43 @@ pub enum Write<'a> {
     Update { old: &'a Table, new: &'a Table },
 }
 
-/// Run `commit` (one transaction on `fd`, in namespace `ns`) and record what the table holds
-/// after it, when that is certain: no other commit came between the generation it started
-/// from and its own, and (for an update) the table before it was known.
+/// Run `commit` (one transaction on `fd`, in namespace `ns`, which gives the generation the
+/// kernel announced for it) and record what the table holds after it, when that is certain:
+/// a replacement made the table whole at that generation; an update changed a known table,
+/// and no other commit came between the generation it was read at and its own.
 pub fn write(
     gens: &Mutex<Generations>,
     fd: &OwnedFd,
     ns: Option<&str>,
     table: &str,
     how: Write<'_>,
-    commit: impl FnOnce() -> Result<(), KernelError>,
+    commit: impl FnOnce() -> Result<Option<u32>, KernelError>,
 ) -> Result<(), KernelError> {
     let ctx = Ctx::new("load rules", table, ns);
     let k = key(ns);
     let cookie = netns_cookie(&ctx, fd)?;
-    let before = match how {
-        Write::Replace(_) => Some(generation_on(&ctx, fd)?),
-        // The generation this run read the table at: the update assumed that table.
-        Write::Update { .. } => lock(gens)
-            .now
-            .get(&k)
-            .filter(|s| s.cookie == cookie)
-            .map(|s| s.generation),
-    };
-    let known = lock(gens).now.get(&k).map(|s| s.digest);
+    let known = lock(gens)
+        .now
+        .get(&k)
+        .filter(|s| s.cookie == cookie)
+        .map(|s| (s.generation, s.digest));
     let outcome = commit();
-    let after = generation_on(&ctx, fd);
-    let digest = match how {
-        Write::Replace(t) => Some(Digest::of_table(t)),
-        Write::Update { old, new } => known.map(|d| updated(d, old, new)),
+    let digest = match (&outcome, how) {
+        (Ok(Some(_)), Write::Replace(t)) => Some(Digest::of_table(t)),
+        // The update assumed the table this run read, at the generation it read it at.
+        (Ok(Some(after)), Write::Update { old, new }) => known
+            .filter(|(before, _)| *after == before.wrapping_add(1))
+            .map(|(_, d)| updated(d, old, new)),
+        (Ok(None) | Err(_), _) => None,
     };
     let mut g = lock(gens);
-    match (&outcome, after, before, digest) {
-        (Ok(()), Ok(after), Some(before), Some(digest)) if after == before.wrapping_add(1) => {
+    match (&outcome, digest) {
+        (Ok(Some(generation)), Some(digest)) => {
             g.now.insert(
                 k,
                 Seen {
                     cookie,
-                    generation: after,
+                    generation: *generation,
                     digest,
                 },
             );
@@ -300,7 +299,7 @@ pub fn write(
             g.now.remove(&k);
         }
     }
-    outcome
+    outcome.map(drop)
 }
 
 /// The digest of a table of digest `known` after an update from `old` to `new`.

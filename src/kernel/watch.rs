@@ -28,9 +28,6 @@ use std::path::{Path, PathBuf};
 const RTNL_GROUPS: u32 = 0x1 | 0x10 | 0x40 | 0x100 | 0x400;
 /// `NFNLGRP_NFTABLES` (7) as `bind`'s bit mask.
 const NFT_GROUPS: u32 = 1 << (7 - 1);
-/// `NFT_MSG_NEWGEN`: the last message of every committed transaction, with its generation.
-const NFT_MSG_NEWGEN: u16 = wire::NFNL_SUBSYS_NFTABLES << 8 | 15;
-const NFTA_GEN_ID: u16 = 1;
 /// Room for a burst of notifications between two drains (capped by `net.core.rmem_max`);
 /// beyond it the kernel drops them and says so (ENOBUFS), which makes the namespace read again.
 const RCVBUF: usize = 1 << 20;
@@ -99,14 +96,7 @@ impl NsWatch {
                 return false;
             };
             for (kind, _, body) in messages {
-                if kind != NFT_MSG_NEWGEN || body.len() < wire::NFGENMSG_LEN {
-                    continue;
-                }
-                let attrs = wire::attributes(&body[wire::NFGENMSG_LEN..]);
-                if let Some(id) = wire::attr(&attrs, NFTA_GEN_ID)
-                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                    .map(u32::from_be_bytes)
-                {
+                if let Some(id) = wire::new_generation(kind, body) {
                     generation = Some(id);
                 }
             }

@@ -42,17 +42,18 @@ pub fn replace_table(
     let ctx = Ctx::new("load rules", table, ns);
     dir.run_in(ns, move || {
         let fd = wire::open(&ctx)?;
-        replace_table_on(&fd, ns, table, contents)
+        replace_table_on(&fd, ns, table, contents).map(drop)
     })?
 }
 
-/// [`replace_table`] on a socket already open in the table's namespace ([`wire::open_in`]).
+/// [`replace_table`] on a socket already open in the table's namespace ([`wire::open_in`]):
+/// the generation of the transaction, when the kernel announced it ([`wire::commit`]).
 pub fn replace_table_on(
     fd: &OwnedFd,
     ns: Option<&str>,
     table: &str,
     contents: &Table,
-) -> Result<(), KernelError> {
+) -> Result<Option<u32>, KernelError> {
     let ctx = Ctx::new("load rules", table, ns);
     let batch = table::replace(table, &contents.chains, &contents.sets)
         .map_err(|e| ctx.invalid(e.to_string()))?;
@@ -71,18 +72,19 @@ pub fn update_table(
     let ctx = Ctx::new("update rules", table, ns);
     dir.run_in(ns, move || {
         let fd = wire::open(&ctx)?;
-        update_table_on(&fd, ns, table, old, new)
+        update_table_on(&fd, ns, table, old, new).map(drop)
     })?
 }
 
-/// [`update_table`] on a socket already open in the table's namespace ([`wire::open_in`]).
+/// [`update_table`] on a socket already open in the table's namespace ([`wire::open_in`]):
+/// the generation of the transaction, when the kernel announced it ([`wire::commit`]).
 pub fn update_table_on(
     fd: &OwnedFd,
     ns: Option<&str>,
     table: &str,
     old: &Table,
     new: &Table,
-) -> Result<(), KernelError> {
+) -> Result<Option<u32>, KernelError> {
     let ctx = Ctx::new("update rules", table, ns);
     let batch = table::update(table, (&old.chains, &old.sets), (&new.chains, &new.sets))
         .map_err(|e| ctx.invalid(e.to_string()))?;

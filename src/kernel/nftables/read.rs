@@ -203,7 +203,7 @@ pub fn delete_table_on(fd: &OwnedFd, ns: Option<&str>, table: &str) -> Result<bo
     let mut w = Writer::new(table);
     w.delete_table();
     match wire::commit(&ctx, fd, w.batch) {
-        Ok(()) => Ok(true),
+        Ok(_) => Ok(true),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }

@@ -21,12 +21,16 @@ const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 pub const NLM_F_REQUEST: u16 = 0x1;
 pub const NLM_F_ACK: u16 = 0x4;
+const NLM_F_ECHO: u16 = 0x8;
 pub const NLM_F_DUMP: u16 = 0x300;
 pub const NLM_F_CREATE: u16 = 0x400;
 pub const NLM_F_APPEND: u16 = 0x800;
 pub const NLMSG_HDRLEN: usize = 16;
 pub const NFGENMSG_LEN: usize = 4;
 const NLA_F_NESTED: u16 = 0x8000;
+/// `NFT_MSG_NEWGEN`: the message that ends every committed transaction, with its generation.
+pub const NFT_MSG_NEWGEN: u16 = NFNL_SUBSYS_NFTABLES << 8 | 15;
+const NFTA_GEN_ID: u16 = 1;
 
 /// nf_tables message types (`enum nf_tables_msg_types`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,9 +174,15 @@ impl Batch {
         }
     }
 
-    /// A message of the batch, acknowledged; `build` adds its attributes.
+    /// A message of the batch, acknowledged; `build` adds its attributes. The first one asks
+    /// for an echo: the kernel then sends the transaction's NFT_MSG_NEWGEN to the writer too
+    /// (`nf_tables_gen_notify` reports to the sender when the first message it commits, the
+    /// one after the begin, has NLM_F_ECHO; that message's own notification comes back as
+    /// well), so a writer learns the generation of its own commit without asking for it, and
+    /// without a race with the next writer's.
     pub fn push(&mut self, kind: MsgType, flags: u16, build: impl FnOnce(&mut Msg)) {
-        let mut m = Msg::new(kind, NLM_F_REQUEST | NLM_F_ACK | flags, self.seq);
+        let echo = if self.count == 0 { NLM_F_ECHO } else { 0 };
+        let mut m = Msg::new(kind, NLM_F_REQUEST | NLM_F_ACK | echo | flags, self.seq);
         build(&mut m);
         self.buf.extend(m.finish());
         self.seq += 1;
@@ -261,11 +271,13 @@ pub fn discard_pending(fd: &OwnedFd) -> Result<(), nix::errno::Errno> {
     })
 }
 
-/// Send a batch and wait for the ack of each message. The first error the kernel reports
-/// (with its errno and extended-ack text) is returned; the transaction was then aborted.
-pub fn commit(ctx: &Ctx, fd: &OwnedFd, batch: Batch) -> Result<(), KernelError> {
+/// Send a batch and wait for the ack of each message: the generation of the committed
+/// transaction when the kernel announced it (it does so before the acks). The first error
+/// the kernel reports (with its errno and extended-ack text) is returned; the transaction was
+/// then aborted.
+pub fn commit(ctx: &Ctx, fd: &OwnedFd, batch: Batch) -> Result<Option<u32>, KernelError> {
     if batch.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let (bytes, first, count) = batch.finish();
     let mut sent = 0;
@@ -275,6 +287,7 @@ pub fn commit(ctx: &Ctx, fd: &OwnedFd, batch: Batch) -> Result<(), KernelError> 
     }
     let last = first + count - 1;
     let mut error: Option<KernelError> = None;
+    let mut generation = None;
     with_recv_buffer(|buf| loop {
         let n = recv(fd.as_raw_fd(), buf, MsgFlags::empty()).map_err(|e| ctx.errno(e))?;
         if n == 0 {
@@ -282,6 +295,7 @@ pub fn commit(ctx: &Ctx, fd: &OwnedFd, batch: Batch) -> Result<(), KernelError> 
         }
         for (kind, seq, body) in messages(ctx, &buf[..n])? {
             if kind != NLMSG_ERROR {
+                generation = generation.or(new_generation(kind, body));
                 continue;
             }
             let code = error_code(ctx, body)?;
@@ -290,10 +304,22 @@ pub fn commit(ctx: &Ctx, fd: &OwnedFd, batch: Batch) -> Result<(), KernelError> 
             }
             // A batch refused whole is answered on the begin message's sequence number.
             if seq == last || (code != 0 && seq < first) {
-                return error.take().map_or(Ok(()), Err);
+                return error.take().map_or(Ok(generation), Err);
             }
         }
     })
+}
+
+/// The generation that a message announces, if it is an NFT_MSG_NEWGEN (a message `kind`
+/// with its `body`).
+pub fn new_generation(kind: u16, body: &[u8]) -> Option<u32> {
+    if kind != NFT_MSG_NEWGEN {
+        return None;
+    }
+    let attrs = attributes(body.get(NFGENMSG_LEN..)?);
+    attr(&attrs, NFTA_GEN_ID)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_be_bytes)
 }
 
 /// Bytes a receive may take: the kernel's largest netlink datagram for nf_tables.
