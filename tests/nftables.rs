@@ -200,3 +200,55 @@ fn a_commit_reports_the_generation_of_its_own_transaction() {
 fn ctx() -> netcompose::kernel::Ctx {
     netcompose::kernel::Ctx::new("test", "generation", Some("kt-gen"))
 }
+
+/// What a write leaves known of its table: a replacement at the generation the kernel
+/// announced for it; an update only when no other commit came between the table's read and
+/// the update, from the announced generation or, when none was announced, the one read after.
+#[test]
+fn a_write_records_its_table_only_when_the_generation_proves_it() {
+    use netcompose::kernel::generations::{self, Digest, Generations, Write};
+    use std::sync::Mutex;
+    require_root("a_write_records_its_table_only_when_the_generation_proves_it");
+    let sb = Sandbox::new();
+    sb.enter(|| {
+        let ns = "kt-gen";
+        netns::create(ns).unwrap();
+        let fd = netns::run_in(Some(ns), || nft::wire::open(&ctx()))
+            .unwrap()
+            .unwrap();
+        let gens = Mutex::new(Generations::default());
+        let known = |t: &Table| {
+            let cookie = nft::wire::netns_cookie(&ctx(), &fd).unwrap();
+            let generation = nfnl::generation_on(&ctx(), &fd).unwrap();
+            generations::known(&gens, Some(ns), cookie, generation, Digest::of_table(t))
+        };
+        let write = |how: Write<'_>, announced: bool| {
+            generations::write(&gens, &fd, Some(ns), "t", how, || {
+                let generation = match how {
+                    Write::Replace(t) => nft::replace_table_on(&fd, Some(ns), "t", t),
+                    Write::Update { old, new } => {
+                        nft::update_table_on(&fd, Some(ns), "t", old, new)
+                    }
+                }?;
+                Ok(generation.filter(|_| announced))
+            })
+            .unwrap()
+        };
+        let (a, b, c) = (table(&["nc:a1"]), table(&["nc:b2"]), table(&["nc:c3"]));
+
+        write(Write::Replace(&a), true);
+        assert!(known(&a), "a replacement, announced");
+        write(Write::Update { old: &a, new: &b }, false);
+        assert!(known(&b), "an update, the generation read after it");
+        // Someone else commits in the namespace: the update no longer knows its table.
+        nfnl::delete_table(&NetnsDir::system(), Some(ns), "other").unwrap();
+        nft::replace_table(&NetnsDir::system(), Some(ns), "other", &table(&[])).unwrap();
+        write(Write::Update { old: &b, new: &c }, true);
+        assert!(!known(&c), "an update after another writer's commit");
+        write(Write::Replace(&a), false);
+        assert!(
+            !known(&a),
+            "a replacement whose generation was not announced"
+        );
+    });
+}

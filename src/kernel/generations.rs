@@ -246,6 +246,7 @@ pub fn known(
 }
 
 /// How a write changes the table: what it holds afterwards, given what it held before.
+#[derive(Clone, Copy)]
 pub enum Write<'a> {
     /// The whole table, whatever it held.
     Replace(&'a Table),
@@ -256,7 +257,7 @@ pub enum Write<'a> {
 
 /// Run `commit` (one transaction on `fd`, in namespace `ns`, which gives the generation the
 /// kernel announced for it) and record what the table holds after it, when that is certain:
-/// a replacement made the table whole at that generation; an update changed a known table,
+/// a replacement made the table whole at its own generation; an update changed a known table,
 /// and no other commit came between the generation it was read at and its own.
 pub fn write(
     gens: &Mutex<Generations>,
@@ -275,31 +276,50 @@ pub fn write(
         .filter(|s| s.cookie == cookie)
         .map(|s| (s.generation, s.digest));
     let outcome = commit();
-    let digest = match (&outcome, how) {
-        (Ok(Some(_)), Write::Replace(t)) => Some(Digest::of_table(t)),
+    let after = match &outcome {
+        Ok(Some(generation)) => After::Announced(*generation),
+        // A kernel that did not announce it: the generation now, which is this commit's only
+        // if nobody else committed since (an update checks that; a replacement cannot).
+        Ok(None) => generation_on(&ctx, fd).map_or(After::Unknown, After::Read),
+        Err(_) => After::Unknown,
+    };
+    let digest = match (after, how) {
+        (After::Announced(_), Write::Replace(t)) => Some(Digest::of_table(t)),
+        (After::Read(_) | After::Unknown, Write::Replace(_)) => None,
         // The update assumed the table this run read, at the generation it read it at.
-        (Ok(Some(after)), Write::Update { old, new }) => known
-            .filter(|(before, _)| *after == before.wrapping_add(1))
+        (After::Announced(g) | After::Read(g), Write::Update { old, new }) => known
+            .filter(|(before, _)| g == before.wrapping_add(1))
             .map(|(_, d)| updated(d, old, new)),
-        (Ok(None) | Err(_), _) => None,
+        (After::Unknown, Write::Update { .. }) => None,
     };
     let mut g = lock(gens);
-    match (&outcome, digest) {
-        (Ok(Some(generation)), Some(digest)) => {
+    match (after, digest) {
+        (After::Announced(generation) | After::Read(generation), Some(digest)) => {
             g.now.insert(
                 k,
                 Seen {
                     cookie,
-                    generation: *generation,
+                    generation,
                     digest,
                 },
             );
         }
-        _ => {
+        (After::Unknown, _) | (_, None) => {
             g.now.remove(&k);
         }
     }
     outcome.map(drop)
+}
+
+/// The generation of a namespace's ruleset after a commit of ours.
+#[derive(Debug, Clone, Copy)]
+enum After {
+    /// Announced by the kernel for this very commit.
+    Announced(u32),
+    /// Read after it: this commit's, or a later one's.
+    Read(u32),
+    /// The commit failed, or the generation could not be read.
+    Unknown,
 }
 
 /// The digest of a table of digest `known` after an update from `old` to `new`.
