@@ -163,6 +163,19 @@
 # 212 / 230 ms: down is 0.96-1.16x its floor against 1.28-1.40x. Scale 74 / 82 / 80 ms against
 # 84 / 82 / 75, no change 45 / 38 / 45 against 46 / 41 / 38, the VIP up's ratio 1.11 / 1.17 /
 # 0.88x against 0.96 / 1.08 / 1.07x (the same code for both; noise of the plain up).
+#
+# 3 Dec 2026, session 15: the daemon no longer lists /proc/self/fd (some 1,600 descriptors)
+# at every survey request, and a table write learns its commit's generation from the
+# kernel's echo instead of two GETGENs. The VM ran at two speeds that day. Slow (load 1.5-2.5,
+# two pairs of ROUNDS=3, cacf704 against 8ed6525): scale 66 / 68 ms against 74 / 79, no change
+# 32 / 32 against 30 / 49, down 202 / 233 against 206 / 338 ms, VIP ratio 1.22 / 1.16 against
+# 0.99 / 1.12x. Fast (ROUNDS=7; cacf704, 8ed6525, cacf704, then the final 3ea4580): up with VIPs
+# and policies 397 / 383 / 397 / 417 ms against 348 / 339 / 348 / 369 without (1.14 / 1.13 /
+# 1.14 / 1.13x), scale 45 / 46 / 44 / 44 ms, no change 22 / 21 / 22 / 22 ms, scale back down
+# 74 / 75 / 73 / 81 ms, down 181 / 198 / 196 / 182 ms (905 / 990 / 980 / 910 us per endpoint),
+# the floor 172 / 155 / 171 / 113 ms. The VIP up's extra 50 ms is mostly the kernel's, on both
+# CPUs: perf puts 35% of nf_tables' time in the 201 tables' set elements and 29% in their rules,
+# half of that in looking each expression's type up by name.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 services=${1:-20}
