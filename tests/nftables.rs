@@ -174,11 +174,7 @@ fn a_commit_reports_the_generation_of_its_own_transaction() {
     require_root("a_commit_reports_the_generation_of_its_own_transaction");
     let sb = Sandbox::new();
     sb.enter(|| {
-        let ns = "kt-gen";
-        netns::create(ns).unwrap();
-        let fd = netns::run_in(Some(ns), || nft::wire::open(&ctx()))
-            .unwrap()
-            .unwrap();
+        let (ns, fd) = (GEN_NS, generation_namespace());
         let before = nfnl::generation_on(&ctx(), &fd).unwrap();
         let first = nft::replace_table_on(&fd, Some(ns), "t", &table(&["nc:a1"])).unwrap();
         assert_eq!(first, Some(before.wrapping_add(1)));
@@ -197,8 +193,19 @@ fn a_commit_reports_the_generation_of_its_own_transaction() {
     });
 }
 
+/// The namespace of the generation tests.
+const GEN_NS: &str = "kt-gen";
+
+/// [`GEN_NS`], made, and an nfnetlink socket inside it.
+fn generation_namespace() -> std::os::fd::OwnedFd {
+    netns::create(GEN_NS).unwrap();
+    netns::run_in(Some(GEN_NS), || nft::wire::open(&ctx()))
+        .unwrap()
+        .unwrap()
+}
+
 fn ctx() -> netcompose::kernel::Ctx {
-    netcompose::kernel::Ctx::new("test", "generation", Some("kt-gen"))
+    netcompose::kernel::Ctx::new("test", "generation", Some(GEN_NS))
 }
 
 /// What a write leaves known of its table: a replacement at the generation the kernel
@@ -211,11 +218,7 @@ fn a_write_records_its_table_only_when_the_generation_proves_it() {
     require_root("a_write_records_its_table_only_when_the_generation_proves_it");
     let sb = Sandbox::new();
     sb.enter(|| {
-        let ns = "kt-gen";
-        netns::create(ns).unwrap();
-        let fd = netns::run_in(Some(ns), || nft::wire::open(&ctx()))
-            .unwrap()
-            .unwrap();
+        let (ns, fd) = (GEN_NS, generation_namespace());
         let gens = Mutex::new(Generations::default());
         let known = |t: &Table| {
             let cookie = nft::wire::netns_cookie(&ctx(), &fd).unwrap();
