@@ -7,8 +7,8 @@
 //! are all queued by then: see `kernel::watch`). A namespace whose links, addresses, routes or
 //! files were notified, whose notifications were dropped, or whose pin no longer names the
 //! namespace followed, is surveyed again (or, for the pin, answered as not followed). The
-//! ruleset generation is followed from the transactions' own notifications: a run that only
-//! wrote tables leaves the surveys as they were.
+//! ruleset generation is asked for at each drain (`kernel::watch` says why nf_tables itself is
+//! not subscribed to): a run that only wrote tables leaves the surveys as they were.
 //!
 //! It also keeps the nfnetlink socket each survey opened in its namespace, and lends a copy
 //! to the `up` that asks (over the control socket: `daemon::lending`), which writes tables
@@ -258,8 +258,8 @@ fn fd_slots(status: &str) -> Option<u64> {
 }
 
 /// What is kept of a namespace after a drain that `seen` it: nothing once its links,
-/// addresses or routes changed or notifications were lost; else the same survey, at the last
-/// generation committed (a table written changes nothing a survey reads but that).
+/// addresses or routes changed or notifications were lost; else the same survey, at the
+/// generation the drain read (a table written changes nothing a survey reads but that).
 fn after(kept: Option<Kept>, seen: Seen, cookie: Option<u64>) -> Option<Kept> {
     if seen.links || seen.lost {
         return None;
@@ -308,7 +308,7 @@ mod tests {
             ..Seen::default()
         };
         assert_eq!(after(kept(Some((7, 3))), seen, Some(7)), kept(Some((7, 9))));
-        // A survey that could not read the generation now knows it from the notification.
+        // A survey that could not read the generation now knows it from the drain.
         assert_eq!(after(kept(None), seen, Some(7)), kept(Some((7, 9))));
         // Without a cookie a generation cannot be told apart from another namespace's.
         assert_eq!(after(kept(None), seen, None), kept(None));

@@ -1,17 +1,25 @@
 //! Change notifications of namespaces, for a process that keeps what it once read of them (the
 //! project daemon's survey cache, `crate::daemon::informer`): per namespace an rtnetlink socket
-//! subscribed to link, address and route changes and an nfnetlink socket subscribed to
-//! nf_tables changes, both opened inside it and read without blocking; and one inotify
-//! instance over the namespaces' files in /etc/netns.
+//! subscribed to link, address and route changes and an nfnetlink socket that asks for the
+//! ruleset's generation at each drain; and one inotify instance over the namespaces' files in
+//! /etc/netns.
 //!
 //! The kernel queues a notification on every subscribed socket while it makes the change,
-//! before it acknowledges the change to its writer (`rtnl_notify` and nf_tables' commit
-//! broadcast synchronously), and inotify queues its event inside the writing syscall. Once a
-//! writer has its answers, a drain sees what it did: a cache drained before it answers is as
-//! fresh as a read of the kernel.
+//! before it acknowledges the change to its writer (`rtnl_notify` broadcasts synchronously),
+//! and inotify queues its event inside the writing syscall. Once a writer has its answers, a
+//! drain sees what it did: a cache drained before it answers is as fresh as a read of the
+//! kernel.
+//!
+//! nf_tables is not subscribed to: a listener on `NFNLGRP_NFTABLES` makes every commit in the
+//! namespace build and broadcast a notification for each object it touched (each set element
+//! of a scale, in every table that can reach the service), paid by the writer inside its
+//! commit and again by the drain that reads them; all the cache needs is the generation,
+//! which one `NFT_MSG_GETGEN` per drain tells
+//! ([nf_tables_setelem_notify](https://elixir.bootlin.com/linux/v6.12/C/ident/nf_tables_setelem_notify)
+//! builds nothing when no one listens).
 
 use super::netns::{NetnsDir, NsIdentity};
-use super::nftables::wire;
+use super::nftables::{read, wire};
 use super::{Ctx, KernelError};
 use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
@@ -26,8 +34,6 @@ use std::path::{Path, PathBuf};
 /// rtnetlink groups as `bind`'s bit mask (linux/rtnetlink.h): links, IPv4 and IPv6 addresses
 /// and routes, which is what a survey reads.
 const RTNL_GROUPS: u32 = 0x1 | 0x10 | 0x40 | 0x100 | 0x400;
-/// `NFNLGRP_NFTABLES` (7) as `bind`'s bit mask.
-const NFT_GROUPS: u32 = 1 << (7 - 1);
 /// Room for a burst of notifications between two drains (capped by `net.core.rmem_max`);
 /// beyond it the kernel drops them and says so (ENOBUFS), which makes the namespace read again.
 const RCVBUF: usize = 1 << 20;
@@ -37,16 +43,17 @@ const RCVBUF: usize = 1 << 20;
 pub struct Seen {
     /// A link, address or route was notified.
     pub links: bool,
-    /// The ruleset generation of the last transaction committed since, if any was.
+    /// The ruleset generation now (None when the kernel would not tell).
     pub generation: Option<u32>,
     /// The kernel dropped notifications (ENOBUFS): anything may have changed.
     pub lost: bool,
 }
 
-/// The subscribed sockets of one namespace. They hold the namespace alive: a watch is dropped
+/// The sockets of one namespace. They hold the namespace alive: a watch is dropped
 /// before its namespace is deleted.
 pub struct NsWatch {
     rtnl: OwnedFd,
+    /// Not subscribed: asked for the generation (see the module's notes).
     nft: OwnedFd,
     /// The namespace's identity: this watch's sockets hold the namespace alive, so a pin
     /// that shows it is this namespace.
@@ -62,7 +69,7 @@ impl NsWatch {
         let identity =
             NsIdentity::of(ns.as_fd()).map_err(|e| Ctx::new("stat netns", name, None).errno(e))?;
         let rtnl = subscribe(name, SockProtocol::NetlinkRoute, RTNL_GROUPS)?;
-        let nft = subscribe(name, SockProtocol::NetlinkNetFilter, NFT_GROUPS)?;
+        let nft = wire::open(&Ctx::new("open", "NETLINK_NETFILTER", Some(name)))?;
         let cookie = wire::netns_cookie(&Ctx::new("netns cookie", name, None), &nft).ok();
         Ok(NsWatch {
             rtnl,
@@ -84,27 +91,17 @@ impl NsWatch {
         dir.pinned(name) == Some(self.identity)
     }
 
-    /// Read every notification queued since the last drain, without blocking.
+    /// Read every notification queued since the last drain, without blocking, and the
+    /// ruleset's generation.
     pub fn drain(&self, buf: &mut [u8]) -> Result<Seen, KernelError> {
         let mut seen = Seen::default();
-        drain(&self.label, &self.rtnl, buf, &mut seen, |_| true)?;
-        let (mut generation, mut malformed) = (None, false);
-        let ctx = Ctx::new("read notifications", "NETLINK_NETFILTER", Some(&self.label));
-        drain(&self.label, &self.nft, buf, &mut seen, |bytes| {
-            let Ok(messages) = wire::messages(&ctx, bytes) else {
-                malformed = true;
-                return false;
-            };
-            for (kind, _, body) in messages {
-                if let Some(id) = wire::new_generation(kind, body) {
-                    generation = Some(id);
-                }
-            }
-            false
-        })?;
-        seen.generation = generation;
-        // A datagram that does not parse hides what it said: as good as lost.
-        seen.lost |= malformed;
+        drain(&self.label, &self.rtnl, buf, &mut seen)?;
+        let ctx = Ctx::new("read generation", "NETLINK_NETFILTER", Some(&self.label));
+        match read::generation_on(&ctx, &self.nft) {
+            Ok(generation) => seen.generation = Some(generation),
+            // Not told: whatever the cache holds may be stale.
+            Err(_) => seen.lost = true,
+        }
         Ok(seen)
     }
 }
@@ -124,19 +121,13 @@ fn subscribe(label: &str, proto: SockProtocol, groups: u32) -> Result<OwnedFd, K
     Ok(fd)
 }
 
-/// Read `fd` until it has nothing queued; `got` sees each datagram and says whether it is a
-/// change of links, addresses or routes.
-fn drain(
-    label: &str,
-    fd: &OwnedFd,
-    buf: &mut [u8],
-    seen: &mut Seen,
-    mut got: impl FnMut(&[u8]) -> bool,
-) -> Result<(), KernelError> {
+/// Read `fd` until it has nothing queued: any datagram is a change of links, addresses or
+/// routes.
+fn drain(label: &str, fd: &OwnedFd, buf: &mut [u8], seen: &mut Seen) -> Result<(), KernelError> {
     loop {
         match recv(fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
             Ok(0) => return Ok(()),
-            Ok(n) => seen.links |= got(&buf[..n]),
+            Ok(_) => seen.links = true,
             Err(Errno::EAGAIN) => return Ok(()),
             Err(Errno::ENOBUFS) => seen.lost = true,
             Err(Errno::EINTR) => {}

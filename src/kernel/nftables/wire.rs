@@ -312,7 +312,7 @@ pub fn commit(ctx: &Ctx, fd: &OwnedFd, batch: Batch) -> Result<Option<u32>, Kern
 
 /// The generation that a message announces, if it is an NFT_MSG_NEWGEN (a message `kind`
 /// with its `body`).
-pub fn new_generation(kind: u16, body: &[u8]) -> Option<u32> {
+fn new_generation(kind: u16, body: &[u8]) -> Option<u32> {
     if kind != NFT_MSG_NEWGEN {
         return None;
     }
