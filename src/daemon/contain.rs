@@ -126,7 +126,8 @@ fn is_the_file(fd: RawFd, path: &Path) -> bool {
     nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_dev == want.dev() && st.st_ino == want.ino())
 }
 
-/// Between fork and exec: let the lock descriptor survive exec (a single fcntl).
+/// Between fork and exec: let a descriptor meant for the daemon (its lock, its end of the
+/// readiness pipe) survive exec (a single fcntl).
 pub fn pass_to_child(fd: RawFd) -> std::io::Result<()> {
     // SAFETY: the descriptor stays open in the parent until the child has exec'd.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };

@@ -37,6 +37,7 @@ mod metrics_http;
 mod order;
 mod privileges;
 pub mod processes;
+mod readiness;
 pub mod ready;
 mod relay;
 pub mod resolver;
@@ -443,6 +444,8 @@ fn start(project: &ProjectName, lock: contain::DaemonLock) -> Result<(u32, Reply
         }
     };
     let exe = std::env::current_exe().map_err(io_err(Path::new("/proc/self/exe")))?;
+    let mut ready = readiness::Waiter::new().map_err(io_err(Path::new("pipe")))?;
+    let ready_fd = ready.child_end();
     let mut cmd = Command::new(exe);
     let lock_fd = lock.raw_fd();
     cmd.args(["daemon", "--project", project])
@@ -451,6 +454,9 @@ fn start(project: &ProjectName, lock: contain::DaemonLock) -> Result<(u32, Reply
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(io_err(&log_path))?)
         .stderr(log);
+    if let Some(fd) = ready_fd {
+        cmd.env(readiness::READY_FD_ENV, fd.to_string());
+    }
     // SAFETY: setsid, fcntl and write are async-signal-safe single system calls.
     unsafe {
         cmd.pre_exec(move || {
@@ -458,6 +464,9 @@ fn start(project: &ProjectName, lock: contain::DaemonLock) -> Result<(u32, Reply
                 crate::kernel::cgroup::enter(procs)?;
             }
             nix::unistd::setsid()?;
+            if let Some(fd) = ready_fd {
+                contain::pass_to_child(fd)?;
+            }
             contain::pass_to_child(lock_fd)
         });
     }
@@ -466,6 +475,7 @@ fn start(project: &ProjectName, lock: contain::DaemonLock) -> Result<(u32, Reply
         .map_err(io_err(Path::new("netcompose daemon")))?;
     // The child holds the same open file, hence the lock, from now on.
     drop(lock);
+    ready.spawned();
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if let Ok(Some(_)) = child.try_wait() {
@@ -488,7 +498,7 @@ fn start(project: &ProjectName, lock: contain::DaemonLock) -> Result<(u32, Reply
                 reason: format!("not ready after {} s", START_TIMEOUT.as_secs()),
             });
         }
-        std::thread::sleep(Duration::from_millis(20));
+        ready.wait(Duration::from_millis(20));
     }
 }
 

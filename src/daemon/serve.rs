@@ -3,6 +3,7 @@
 //! the control socket until told to stop.
 
 use super::informer::Informer;
+use super::readiness::Notifier;
 use super::{
     config_path, contain, logs, pid_path, relay, resolver, run_log_path, runner, socket_path,
     stats, write_atomic, DaemonConfig, DaemonError, Reply, Request,
@@ -49,6 +50,8 @@ pub fn run(project: &ProjectName) -> Result<(), String> {
         }
         .to_string());
     };
+    // Taken before any child exists, which must not inherit it.
+    let ready = Notifier::inherit();
     // Before any thread or child exists, so that everything the daemon starts is inside.
     let (x_run, uncontained) = match enter_cgroups(project) {
         Ok(x_run) => (Some(x_run), None),
@@ -74,7 +77,7 @@ pub fn run(project: &ProjectName) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     // The main loop runs on this (main) thread: x-run children are forked here.
-    rt.block_on(main_loop(project, x_run, uncontained))
+    rt.block_on(main_loop(project, x_run, uncontained, ready))
 }
 
 /// Join the daemon's cgroup and make the parent of the x-run leaves; returns that parent.
@@ -364,6 +367,7 @@ async fn main_loop(
     project: &ProjectName,
     x_run: Option<crate::kernel::cgroup::Cgroup>,
     uncontained: Option<String>,
+    ready: Option<Notifier>,
 ) -> Result<(), String> {
     use tokio::signal::unix::{signal, SignalKind};
     let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
@@ -405,6 +409,9 @@ async fn main_loop(
         format!("{}\n", std::process::id()).as_bytes(),
     )
     .map_err(|e| e.to_string())?;
+    if let Some(ready) = ready {
+        ready.ready();
+    }
 
     loop {
         tokio::select! {
