@@ -176,6 +176,19 @@
 # the floor 172 / 155 / 171 / 113 ms. The VIP up's extra 50 ms is mostly the kernel's, on both
 # CPUs: perf puts 35% of nf_tables' time in the 201 tables' set elements and 29% in their rules,
 # half of that in looking each expression's type up by name.
+#
+# 3 Dec 2026, session 16 (the VM fast, ups near 300 ms): the daemon no longer listens to
+# nf_tables (a listener makes every commit in its namespace build a notification per object:
+# a scale's 202 table updates paid for one per set element) but asks each namespace's
+# generation when it drains; and `up` learns that the daemon it started is ready from a pipe
+# instead of looking for its pid file every 20 ms. Scale cycles in one sandbox (scale, no
+# change, back; 3 x 5 alternated with 71e2de9, fastrel builds): CPU of the scaling up 53.8 ms
+# against 64.2, wall 49.8 against 55.3 ms. ROUNDS=5, two pairs against the binary before the
+# pipe: up with VIPs and policies 295 / 307 ms against 334 / 320, without them 265 / 269
+# against 283 / 285. Release build of the final head, ROUNDS=7: up 298 ms against 264 without
+# VIPs or policies (1.13x), scale 46 ms (right after the up: it now meets the daemon's first
+# surveys of the 200 namespaces, about 22 ms at nice 10, which the up had waited out before),
+# no change 20 ms, scale back down 65 ms, down 154 ms (770 us per endpoint), the floor 132 ms.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 services=${1:-20}
