@@ -193,6 +193,38 @@ fn a_commit_reports_the_generation_of_its_own_transaction() {
     });
 }
 
+/// Only a batch's last message asks for an ack: a message the kernel refuses before it still
+/// has its error reported, the batch commits nothing, and nothing of it is left on the socket
+/// to be taken for the next batch's answers.
+#[test]
+fn an_error_early_in_a_batch_is_reported_and_nothing_is_left_behind() {
+    use nft::wire::{Batch, MsgType, NLM_F_CREATE};
+    require_root("an_error_early_in_a_batch_is_reported_and_nothing_is_left_behind");
+    let sb = Sandbox::new();
+    sb.enter(|| {
+        let (ns, fd) = (GEN_NS, generation_namespace());
+        let before = nfnl::generation_on(&ctx(), &fd).unwrap();
+        const NAME: u16 = 1; // NFTA_TABLE_NAME, NFTA_CHAIN_TABLE
+        const CHAIN_NAME: u16 = 3; // NFTA_CHAIN_NAME
+        let mut batch = Batch::new();
+        batch.push(MsgType::NewChain, NLM_F_CREATE, |m| {
+            m.str(NAME, "no-such-table").str(CHAIN_NAME, "c");
+        });
+        batch.push(MsgType::NewTable, NLM_F_CREATE, |m| {
+            m.str(NAME, "fine");
+        });
+        let refused = nft::wire::commit(&ctx(), &fd, batch).unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::NotFound, "{refused}");
+        assert_eq!(
+            nfnl::generation_on(&ctx(), &fd).unwrap(),
+            before,
+            "nothing committed"
+        );
+        let next = nft::replace_table_on(&fd, Some(ns), "t", &table(&["nc:a1"])).unwrap();
+        assert_eq!(next, Some(before.wrapping_add(1)));
+    });
+}
+
 /// The namespace of the generation tests.
 const GEN_NS: &str = "kt-gen";
 

@@ -143,12 +143,20 @@ impl Msg {
 }
 
 /// Messages sent as one transaction: all of them take effect, or none.
+///
+/// Only the last message asks for an ack. nfnetlink reports a message's error whether or not
+/// it asked for an ack, goes on through the rest of the batch, and acknowledges the last one
+/// after the errors ([nfnetlink_rcv_batch](https://elixir.bootlin.com/linux/v6.12/C/ident/nfnetlink_rcv_batch)),
+/// so that ack still ends the reading; an ack per message had cost the kernel a datagram
+/// each, and the writer a receive each: some twenty for every table made.
 pub struct Batch {
     buf: Vec<u8>,
     seq: u32,
-    /// The sequence number of the first and the last message that asks for an ack.
+    /// The sequence number of the first message.
     first: u32,
     count: u32,
+    /// Where the last message starts in `buf`.
+    last_at: usize,
 }
 
 impl Default for Batch {
@@ -171,10 +179,11 @@ impl Batch {
             seq: 2,
             first: 2,
             count: 0,
+            last_at: 0,
         }
     }
 
-    /// A message of the batch, acknowledged; `build` adds its attributes. The first one asks
+    /// A message of the batch; `build` adds its attributes. The first one asks
     /// for an echo: the kernel then sends the transaction's NFT_MSG_NEWGEN to the writer too
     /// (`nf_tables_gen_notify` reports to the sender when the first message it commits, the
     /// one after the begin, has NLM_F_ECHO; that message's own notification comes back as
@@ -182,8 +191,9 @@ impl Batch {
     /// without a race with the next writer's.
     pub fn push(&mut self, kind: MsgType, flags: u16, build: impl FnOnce(&mut Msg)) {
         let echo = if self.count == 0 { NLM_F_ECHO } else { 0 };
-        let mut m = Msg::new(kind, NLM_F_REQUEST | NLM_F_ACK | echo | flags, self.seq);
+        let mut m = Msg::new(kind, NLM_F_REQUEST | echo | flags, self.seq);
         build(&mut m);
+        self.last_at = self.buf.len();
         self.buf.extend(m.finish());
         self.seq += 1;
         self.count += 1;
@@ -198,8 +208,15 @@ impl Batch {
         self.count == 0
     }
 
-    /// The bytes to send: begin, the messages, end.
+    /// The bytes to send: begin, the messages (the last one asking for an ack), end; and
+    /// the first message's sequence number and how many there are.
     pub fn finish(mut self) -> (Vec<u8>, u32, u32) {
+        if self.count > 0 {
+            // nlmsg_flags: the u16 after nlmsg_len and nlmsg_type, in host order.
+            let at = self.last_at + 6;
+            let flags = u16::from_ne_bytes([self.buf[at], self.buf[at + 1]]) | NLM_F_ACK;
+            self.buf[at..at + 2].copy_from_slice(&flags.to_ne_bytes());
+        }
         let end = Msg::raw(
             NFNL_MSG_BATCH_END,
             NLM_F_REQUEST,
@@ -271,8 +288,8 @@ pub fn discard_pending(fd: &OwnedFd) -> Result<(), nix::errno::Errno> {
     })
 }
 
-/// Send a batch and wait for the ack of each message: the generation of the committed
-/// transaction when the kernel announced it (it does so before the acks). The first error
+/// Send a batch and wait for the ack of its last message: the generation of the committed
+/// transaction when the kernel announced it (it does so before the ack). The first error
 /// the kernel reports (with its errno and extended-ack text) is returned; the transaction was
 /// then aborted.
 pub fn commit(ctx: &Ctx, fd: &OwnedFd, batch: Batch) -> Result<Option<u32>, KernelError> {
@@ -509,5 +526,34 @@ mod tests {
             ]
         );
         assert_eq!(&msgs[0].2[2..4], &NFNL_SUBSYS_NFTABLES.to_be_bytes());
+    }
+
+    #[test]
+    fn only_the_last_message_of_a_batch_asks_for_an_ack() {
+        let mut batch = Batch::new();
+        for name in ["a", "b", "c"] {
+            batch.push(MsgType::NewTable, NLM_F_CREATE, |m| {
+                m.str(1, name);
+            });
+        }
+        let (bytes, first, count) = batch.finish();
+        assert_eq!((first, count), (2, 3));
+        let flags: Vec<(u32, u16)> = {
+            let mut rest = &bytes[..];
+            let mut out = Vec::new();
+            while rest.len() >= NLMSG_HDRLEN {
+                let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                let flags = u16::from_ne_bytes([rest[6], rest[7]]);
+                let seq = u32::from_ne_bytes([rest[8], rest[9], rest[10], rest[11]]);
+                out.push((seq, flags & (NLM_F_ACK | NLM_F_ECHO)));
+                rest = &rest[len..];
+            }
+            out
+        };
+        assert_eq!(
+            flags,
+            [(1, 0), (2, NLM_F_ECHO), (3, 0), (4, NLM_F_ACK), (5, 0)],
+            "begin, the echoed first, a plain one, the acked last, end"
+        );
     }
 }
