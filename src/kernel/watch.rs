@@ -63,8 +63,9 @@ pub struct NsWatch {
 }
 
 impl NsWatch {
-    /// Subscribe inside namespace `name`, whose file is `ns`, on a thread that is in it (a
-    /// survey's: see [`super::survey::survey_after`]).
+    /// Subscribe to namespace `name`'s link, address and route changes and open the socket
+    /// that asks its generation, on a thread that is in it (`ns` is its file; a survey's
+    /// thread: see [`super::survey::survey_after`]).
     pub fn open_here(name: &str, ns: &OwnedFd) -> Result<NsWatch, KernelError> {
         let identity =
             NsIdentity::of(ns.as_fd()).map_err(|e| Ctx::new("stat netns", name, None).errno(e))?;
