@@ -12,7 +12,7 @@ use common::Servers;
 use common::agents::{compose, node, ok, placement, project, until, values, Agents, ROOT};
 use common::cluster::{underlay_ip, Cluster};
 use common::project::Project;
-use common::require_root;
+use common::{require_root, Sandbox};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
@@ -291,6 +291,25 @@ fn pairs_are(
     })
 }
 
+/// Host `h` drops what `matches` as it comes in (an input chain in its own table,
+/// `inet probe_test`).
+fn drop_on(h: &Sandbox, matches: &[&str]) {
+    h.run_ok(&["nft", "add", "table", "inet", "probe_test"]);
+    h.run_ok(&[
+        "nft",
+        "add",
+        "chain",
+        "inet",
+        "probe_test",
+        "in",
+        "{ type filter hook input priority 0; }",
+    ]);
+    let mut rule = vec!["nft", "add", "rule", "inet", "probe_test", "in"];
+    rule.extend_from_slice(matches);
+    rule.push("drop");
+    h.run_ok(&rule);
+}
+
 #[test]
 fn nodes_shows_the_vxlan_probe_ok_filtered_port_and_mtu_blackhole() {
     require_root("nodes_shows_the_vxlan_probe_ok_filtered_port_and_mtu_blackhole");
@@ -311,28 +330,7 @@ fn nodes_shows_the_vxlan_probe_ok_filtered_port_and_mtu_blackhole() {
 
     // Host 2 drops VXLAN's port: every pair with n2 is unreachable, n0 and n1 still ok.
     let h2 = cluster.host(2);
-    h2.run_ok(&["nft", "add", "table", "inet", "probe_test"]);
-    h2.run_ok(&[
-        "nft",
-        "add",
-        "chain",
-        "inet",
-        "probe_test",
-        "in",
-        "{ type filter hook input priority 0; }",
-    ]);
-    h2.run_ok(&[
-        "nft",
-        "add",
-        "rule",
-        "inet",
-        "probe_test",
-        "in",
-        "udp",
-        "dport",
-        "4789",
-        "drop",
-    ]);
+    drop_on(h2, &["udp", "dport", "4789"]);
     until(&agents, "pairs with n2 unreachable", || {
         pairs_are(&matrix(&cluster, &agents), |a, b| {
             if a == 2 || b == 2 {
@@ -353,33 +351,10 @@ fn nodes_shows_the_vxlan_probe_ok_filtered_port_and_mtu_blackhole() {
     // on the way would: small frames pass, full-size ones not. (Lowering the MTU of host 1's
     // own link instead blackholed etcd's traffic to and from its member as well: in CI its
     // agent lost its lease and could not record its probes.)
-    let h1 = cluster.host(1);
-    h1.run_ok(&["nft", "add", "table", "inet", "probe_test"]);
-    h1.run_ok(&[
-        "nft",
-        "add",
-        "chain",
-        "inet",
-        "probe_test",
-        "in",
-        "{ type filter hook input priority 0; }",
-    ]);
-    h1.run_ok(&[
-        "nft",
-        "add",
-        "rule",
-        "inet",
-        "probe_test",
-        "in",
-        "udp",
-        "dport",
-        "4789",
-        "meta",
-        "length",
-        "gt",
-        "1400",
-        "drop",
-    ]);
+    drop_on(
+        cluster.host(1),
+        &["udp", "dport", "4789", "meta", "length", "gt", "1400"],
+    );
     until(&agents, "pairs with n1 too big", || {
         pairs_are(&matrix(&cluster, &agents), |a, b| {
             if a == 1 || b == 1 {
