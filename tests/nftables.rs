@@ -171,26 +171,26 @@ fn a_map_changes_element_by_element_and_reads_back() {
 /// the one a GETGEN reads after it; a refused batch commits nothing and announces none.
 #[test]
 fn a_commit_reports_the_generation_of_its_own_transaction() {
-    require_root("a_commit_reports_the_generation_of_its_own_transaction");
-    let sb = Sandbox::new();
-    sb.enter(|| {
-        let (ns, fd) = (GEN_NS, generation_namespace());
-        let before = nfnl::generation_on(&ctx(), &fd).unwrap();
-        let first = nft::replace_table_on(&fd, Some(ns), "t", &table(&["nc:a1"])).unwrap();
-        assert_eq!(first, Some(before.wrapping_add(1)));
-        assert_eq!(first, Some(nfnl::generation_on(&ctx(), &fd).unwrap()));
-        let old = table(&["nc:a1"]);
-        let second = nft::update_table_on(&fd, Some(ns), "t", &old, &table(&["nc:b2"])).unwrap();
-        assert_eq!(second, first.map(|g| g.wrapping_add(1)));
+    in_generation_namespace(
+        "a_commit_reports_the_generation_of_its_own_transaction",
+        |ns, fd| {
+            let before = nfnl::generation_on(&ctx(), fd).unwrap();
+            let first = nft::replace_table_on(fd, Some(ns), "t", &table(&["nc:a1"])).unwrap();
+            assert_eq!(first, Some(before.wrapping_add(1)));
+            assert_eq!(first, Some(nfnl::generation_on(&ctx(), fd).unwrap()));
+            let old = table(&["nc:a1"]);
+            let second = nft::update_table_on(fd, Some(ns), "t", &old, &table(&["nc:b2"])).unwrap();
+            assert_eq!(second, first.map(|g| g.wrapping_add(1)));
 
-        let mut bad = table(&[]);
-        bad.chains[0].base.as_mut().unwrap().hook = "sideways".into();
-        assert!(nft::replace_table_on(&fd, Some(ns), "t", &bad).is_err());
-        assert_eq!(nfnl::generation_on(&ctx(), &fd).unwrap(), second.unwrap());
-        // Nothing of the refused batch is left to be taken for the next one's answers.
-        let third = nft::replace_table_on(&fd, Some(ns), "t", &old).unwrap();
-        assert_eq!(third, second.map(|g| g.wrapping_add(1)));
-    });
+            let mut bad = table(&[]);
+            bad.chains[0].base.as_mut().unwrap().hook = "sideways".into();
+            assert!(nft::replace_table_on(fd, Some(ns), "t", &bad).is_err());
+            assert_eq!(nfnl::generation_on(&ctx(), fd).unwrap(), second.unwrap());
+            // Nothing of the refused batch is left to be taken for the next one's answers.
+            let third = nft::replace_table_on(fd, Some(ns), "t", &old).unwrap();
+            assert_eq!(third, second.map(|g| g.wrapping_add(1)));
+        },
+    );
 }
 
 /// Only a batch's last message asks for an ack: a message the kernel refuses before it still
@@ -199,41 +199,47 @@ fn a_commit_reports_the_generation_of_its_own_transaction() {
 #[test]
 fn an_error_early_in_a_batch_is_reported_and_nothing_is_left_behind() {
     use nft::wire::{Batch, MsgType, NLM_F_CREATE};
-    require_root("an_error_early_in_a_batch_is_reported_and_nothing_is_left_behind");
-    let sb = Sandbox::new();
-    sb.enter(|| {
-        let (ns, fd) = (GEN_NS, generation_namespace());
-        let before = nfnl::generation_on(&ctx(), &fd).unwrap();
-        const NAME: u16 = 1; // NFTA_TABLE_NAME, NFTA_CHAIN_TABLE
-        const CHAIN_NAME: u16 = 3; // NFTA_CHAIN_NAME
-        let mut batch = Batch::new();
-        batch.push(MsgType::NewChain, NLM_F_CREATE, |m| {
-            m.str(NAME, "no-such-table").str(CHAIN_NAME, "c");
-        });
-        batch.push(MsgType::NewTable, NLM_F_CREATE, |m| {
-            m.str(NAME, "fine");
-        });
-        let refused = nft::wire::commit(&ctx(), &fd, batch).unwrap_err();
-        assert_eq!(refused.kind(), ErrorKind::NotFound, "{refused}");
-        assert_eq!(
-            nfnl::generation_on(&ctx(), &fd).unwrap(),
-            before,
-            "nothing committed"
-        );
-        let next = nft::replace_table_on(&fd, Some(ns), "t", &table(&["nc:a1"])).unwrap();
-        assert_eq!(next, Some(before.wrapping_add(1)));
-    });
+    in_generation_namespace(
+        "an_error_early_in_a_batch_is_reported_and_nothing_is_left_behind",
+        |ns, fd| {
+            let before = nfnl::generation_on(&ctx(), fd).unwrap();
+            const NAME: u16 = 1; // NFTA_TABLE_NAME, NFTA_CHAIN_TABLE
+            const CHAIN_NAME: u16 = 3; // NFTA_CHAIN_NAME
+            let mut batch = Batch::new();
+            batch.push(MsgType::NewChain, NLM_F_CREATE, |m| {
+                m.str(NAME, "no-such-table").str(CHAIN_NAME, "c");
+            });
+            batch.push(MsgType::NewTable, NLM_F_CREATE, |m| {
+                m.str(NAME, "fine");
+            });
+            let refused = nft::wire::commit(&ctx(), fd, batch).unwrap_err();
+            assert_eq!(refused.kind(), ErrorKind::NotFound, "{refused}");
+            assert_eq!(
+                nfnl::generation_on(&ctx(), fd).unwrap(),
+                before,
+                "nothing committed"
+            );
+            let next = nft::replace_table_on(fd, Some(ns), "t", &table(&["nc:a1"])).unwrap();
+            assert_eq!(next, Some(before.wrapping_add(1)));
+        },
+    );
 }
 
 /// The namespace of the generation tests.
 const GEN_NS: &str = "kt-gen";
 
-/// [`GEN_NS`], made, and an nfnetlink socket inside it.
-fn generation_namespace() -> std::os::fd::OwnedFd {
-    netns::create(GEN_NS).unwrap();
-    netns::run_in(Some(GEN_NS), || nft::wire::open(&ctx()))
-        .unwrap()
-        .unwrap()
+/// `body` in a sandbox of its own, with [`GEN_NS`] made and an nfnetlink socket inside it
+/// (`test` is the test's name, for [`require_root`]).
+fn in_generation_namespace(test: &str, body: impl FnOnce(&str, &std::os::fd::OwnedFd) + Send) {
+    require_root(test);
+    let sb = Sandbox::new();
+    sb.enter(|| {
+        netns::create(GEN_NS).unwrap();
+        let fd = netns::run_in(Some(GEN_NS), || nft::wire::open(&ctx()))
+            .unwrap()
+            .unwrap();
+        body(GEN_NS, &fd)
+    });
 }
 
 fn ctx() -> netcompose::kernel::Ctx {
@@ -247,43 +253,43 @@ fn ctx() -> netcompose::kernel::Ctx {
 fn a_write_records_its_table_only_when_the_generation_proves_it() {
     use netcompose::kernel::generations::{self, Digest, Generations, Write};
     use std::sync::Mutex;
-    require_root("a_write_records_its_table_only_when_the_generation_proves_it");
-    let sb = Sandbox::new();
-    sb.enter(|| {
-        let (ns, fd) = (GEN_NS, generation_namespace());
-        let gens = Mutex::new(Generations::default());
-        let known = |t: &Table| {
-            let cookie = nft::wire::netns_cookie(&ctx(), &fd).unwrap();
-            let generation = nfnl::generation_on(&ctx(), &fd).unwrap();
-            generations::known(&gens, Some(ns), cookie, generation, Digest::of_table(t))
-        };
-        let write = |how: Write<'_>, announced: bool| {
-            generations::write(&gens, &fd, Some(ns), "t", how, || {
-                let generation = match how {
-                    Write::Replace(t) => nft::replace_table_on(&fd, Some(ns), "t", t),
-                    Write::Update { old, new } => {
-                        nft::update_table_on(&fd, Some(ns), "t", old, new)
-                    }
-                }?;
-                Ok(generation.filter(|_| announced))
-            })
-            .unwrap()
-        };
-        let (a, b, c) = (table(&["nc:a1"]), table(&["nc:b2"]), table(&["nc:c3"]));
+    in_generation_namespace(
+        "a_write_records_its_table_only_when_the_generation_proves_it",
+        |ns, fd| {
+            let gens = Mutex::new(Generations::default());
+            let known = |t: &Table| {
+                let cookie = nft::wire::netns_cookie(&ctx(), fd).unwrap();
+                let generation = nfnl::generation_on(&ctx(), fd).unwrap();
+                generations::known(&gens, Some(ns), cookie, generation, Digest::of_table(t))
+            };
+            let write = |how: Write<'_>, announced: bool| {
+                generations::write(&gens, fd, Some(ns), "t", how, || {
+                    let generation = match how {
+                        Write::Replace(t) => nft::replace_table_on(fd, Some(ns), "t", t),
+                        Write::Update { old, new } => {
+                            nft::update_table_on(fd, Some(ns), "t", old, new)
+                        }
+                    }?;
+                    Ok(generation.filter(|_| announced))
+                })
+                .unwrap()
+            };
+            let (a, b, c) = (table(&["nc:a1"]), table(&["nc:b2"]), table(&["nc:c3"]));
 
-        write(Write::Replace(&a), true);
-        assert!(known(&a), "a replacement, announced");
-        write(Write::Update { old: &a, new: &b }, false);
-        assert!(known(&b), "an update, the generation read after it");
-        // Someone else commits in the namespace: the update no longer knows its table.
-        nfnl::delete_table(&NetnsDir::system(), Some(ns), "other").unwrap();
-        nft::replace_table(&NetnsDir::system(), Some(ns), "other", &table(&[])).unwrap();
-        write(Write::Update { old: &b, new: &c }, true);
-        assert!(!known(&c), "an update after another writer's commit");
-        write(Write::Replace(&a), false);
-        assert!(
-            !known(&a),
-            "a replacement whose generation was not announced"
-        );
-    });
+            write(Write::Replace(&a), true);
+            assert!(known(&a), "a replacement, announced");
+            write(Write::Update { old: &a, new: &b }, false);
+            assert!(known(&b), "an update, the generation read after it");
+            // Someone else commits in the namespace: the update no longer knows its table.
+            nfnl::delete_table(&NetnsDir::system(), Some(ns), "other").unwrap();
+            nft::replace_table(&NetnsDir::system(), Some(ns), "other", &table(&[])).unwrap();
+            write(Write::Update { old: &b, new: &c }, true);
+            assert!(!known(&c), "an update after another writer's commit");
+            write(Write::Replace(&a), false);
+            assert!(
+                !known(&a),
+                "a replacement whose generation was not announced"
+            );
+        },
+    );
 }
