@@ -79,11 +79,7 @@ fn ifname(name: &str) -> Vec<u8> {
 
 /// `meta nfproto ipv4|ipv6`, then the address field loaded into register 1.
 fn load_addr(v4: bool, source: bool, out: &mut Vec<Expr>) {
-    out.push(load_meta(MetaKey::NfProto));
-    out.push(cmp(
-        CmpOp::Eq,
-        vec![if v4 { NFPROTO_IPV4 } else { NFPROTO_IPV6 }],
-    ));
+    nfproto(v4, out);
     let (offset, len) = match (v4, source) {
         (true, true) => (12, 4),
         (true, false) => (16, 4),
@@ -96,6 +92,15 @@ fn load_addr(v4: bool, source: bool, out: &mut Vec<Expr>) {
         len,
         dreg: Reg::R1,
     });
+}
+
+/// The packet is of the family: in an inet table, what makes an address's offset mean it.
+fn nfproto(v4: bool, out: &mut Vec<Expr>) {
+    out.push(load_meta(MetaKey::NfProto));
+    out.push(cmp(
+        CmpOp::Eq,
+        vec![if v4 { NFPROTO_IPV4 } else { NFPROTO_IPV6 }],
+    ));
 }
 
 fn addr_bytes(ip: IpAddr) -> Vec<u8> {
@@ -274,6 +279,7 @@ fn matches(m: &Match, out: &mut Vec<Expr>) -> Result<(), CompileError> {
             load_addr(n.is_ipv4(), false, out);
             addr_match(n, matches!(m, Match::NotDaddr(_)), out);
         }
+        Match::Family { ipv6 } => nfproto(!ipv6, out),
         Match::SaddrIn(s) => addr_set(s, true, out),
         Match::DaddrIn(s) => addr_set(s, false, out),
         Match::SaddrSet { set, ipv6 } => named_set(set, !ipv6, true, out),
@@ -562,6 +568,25 @@ mod tests {
         assert_eq!(e[1], cmp(CmpOp::Eq, vec![NFPROTO_IPV4]));
         assert!(matches!(e[3], Expr::Bitwise { .. }));
         assert_eq!(e[4], cmp(CmpOp::Eq, vec![10, 0, 0, 0]));
+    }
+
+    #[test]
+    fn a_match_on_a_whole_family_is_its_nfproto_alone() {
+        for (all, proto, text) in [
+            ("0.0.0.0/0", NFPROTO_IPV4, "meta nfproto ipv4 counter drop"),
+            ("::/0", NFPROTO_IPV6, "meta nfproto ipv6 counter drop"),
+        ] {
+            let r = rule().saddr(all.parse().unwrap()).count_drop();
+            assert_eq!(r.to_string(), text);
+            let e = compile(&r).unwrap();
+            assert_eq!(
+                e[..2],
+                [load_meta(MetaKey::NfProto), cmp(CmpOp::Eq, vec![proto])]
+            );
+            assert!(matches!(e[2], Expr::Counter { .. }));
+        }
+        let d = rule().daddr("::/0".parse().unwrap()).accept();
+        assert_eq!(d.to_string(), "meta nfproto ipv6 accept");
     }
 
     #[test]

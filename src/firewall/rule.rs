@@ -21,6 +21,11 @@ pub enum Match {
     NotSaddr(IpNetwork),
     Daddr(IpNetwork),
     NotDaddr(IpNetwork),
+    /// `meta nfproto ipv4|ipv6`: every packet of one family, which is what an address match
+    /// on a prefix of length 0 comes to.
+    Family {
+        ipv6: bool,
+    },
     /// Source address in a set of networks.
     SaddrIn(Vec<IpNetwork>),
     /// Destination address in a set of networks.
@@ -242,10 +247,10 @@ impl RuleBuilder {
         self.with(Match::NotOif(n.into()))
     }
     pub fn saddr(self, n: IpNetwork) -> Self {
-        self.with(Match::Saddr(n))
+        self.with(whole_family(n).unwrap_or(Match::Saddr(n)))
     }
     pub fn daddr(self, n: IpNetwork) -> Self {
-        self.with(Match::Daddr(n))
+        self.with(whole_family(n).unwrap_or(Match::Daddr(n)))
     }
     pub fn not_daddr(self, n: IpNetwork) -> Self {
         self.with(Match::NotDaddr(n))
@@ -317,6 +322,13 @@ impl RuleBuilder {
     }
 }
 
+/// `0.0.0.0/0` or `::/0` as the family match it comes to. Every packet of the family passes
+/// an address match on it, yet the kernel would load, mask and compare the address: three
+/// expressions of the seven of a policy's `deny: [0.0.0.0/0]`, in every replica's table.
+fn whole_family(n: IpNetwork) -> Option<Match> {
+    (n.prefix() == 0).then_some(Match::Family { ipv6: n.is_ipv6() })
+}
+
 fn set_family(ipv6: bool) -> &'static str {
     if ipv6 {
         "ip6"
@@ -357,6 +369,8 @@ impl fmt::Display for Match {
             Match::NotSaddr(n) => write!(f, "{} saddr != {n}", family(n)),
             Match::Daddr(n) => write!(f, "{} daddr {n}", family(n)),
             Match::NotDaddr(n) => write!(f, "{} daddr != {n}", family(n)),
+            Match::Family { ipv6: false } => f.write_str("meta nfproto ipv4"),
+            Match::Family { ipv6: true } => f.write_str("meta nfproto ipv6"),
             Match::SaddrIn(s) => write!(
                 f,
                 "{} saddr {}",
