@@ -12,6 +12,8 @@ use crate::observe::live::{read_ahead, Depth, ReadAhead};
 use crate::plan::Change;
 use crate::project_name::ProjectName;
 use std::collections::HashSet;
+use std::mem::ManuallyDrop;
+use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 
 type Ahead = (
@@ -20,7 +22,7 @@ type Ahead = (
 );
 
 pub(super) struct Session {
-    rt: tokio::runtime::Runtime,
+    rt: Unjoined,
     kernel: Arc<Kernel>,
     /// The first round of the next observation, being read to a depth ([`Session::read_ahead`]).
     ahead: Mutex<Option<Ahead>>,
@@ -67,7 +69,7 @@ impl Session {
         let generations = crate::daemon::run_dir(project).join("nftables-generations");
         kernel.load_generations(&generations);
         Ok(Session {
-            rt,
+            rt: Unjoined(ManuallyDrop::new(rt)),
             kernel,
             ahead: Mutex::new(None),
             generations,
@@ -264,6 +266,29 @@ impl Session {
 /// scale's 200 table updates, more time went to zeroing fresh pages than to encoding).
 fn blocking_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get()) * 4
+}
+
+/// The session's runtime, which its drop stops without waiting for its threads to end. By
+/// then its writes are over (an apply waits for every operation it started, failed or not);
+/// at most a read ahead that no observation took is still reading. A runtime dropped the
+/// usual way wakes each of its idle threads and waits for it to exit: 1-3 ms at the end of an
+/// `up` of 200 replicas, before the process could exit and take the threads with it.
+struct Unjoined(ManuallyDrop<tokio::runtime::Runtime>);
+
+impl Deref for Unjoined {
+    type Target = tokio::runtime::Runtime;
+
+    fn deref(&self) -> &tokio::runtime::Runtime {
+        &self.0
+    }
+}
+
+impl Drop for Unjoined {
+    fn drop(&mut self) {
+        // SAFETY: the runtime is taken once, here, and the field is not used after it.
+        let rt = unsafe { ManuallyDrop::take(&mut self.0) };
+        rt.shutdown_background();
+    }
 }
 
 /// Whether a namespace of this name is pinned on the machine (`ls` counts the live ones
