@@ -5,6 +5,7 @@
 
 #[cfg(test)]
 mod expand_tests;
+mod flow;
 mod ops;
 mod overlay;
 mod qos;
@@ -151,36 +152,37 @@ pub async fn apply<M: Machine>(
         let first = run(namespaces, delete).await;
         k.let_go();
         out.deleted += both(first, run(rest, delete).await)?;
-        timings.wave("destroy", t);
+        timings.phase("destroy wave", t);
     }
     let t = timings.start(&host_ends);
     out.deleted += with_namespaces.len() - host_ends.len();
     out.deleted += reap(k, &host_ends, progress).await?;
-    timings.wave("reap", t);
-    for wave in desired_graph.map_err(|e| vec![e.into()])?.waves() {
-        let todo: Vec<&Resource> = wave.into_iter().map(|i| desired[i]).filter(built).collect();
-        let t = timings.start(&todo);
-        let n = run(todo.clone(), |r| {
-            let prev = old
-                .get(&r.address)
-                .copied()
-                .filter(|_| updates.contains(&r.address) && !rebuilt.contains(&r.address));
-            async move {
-                match prev {
-                    Some(p) => timed("~", r, progress, ops::update(k, p, r)).await,
-                    None => timed("+", r, progress, ops::create(k, r)).await,
-                }
+    timings.phase("reap", t);
+    let graph = desired_graph.map_err(|e| vec![e.into()])?;
+    let marked: Vec<bool> = desired.iter().map(built).collect();
+    let todo: Vec<&Resource> = desired.iter().copied().filter(built).collect();
+    let t = timings.start(&todo);
+    let n = flow::flow(&graph, &marked, |i| {
+        let r = desired[i];
+        let prev = old
+            .get(&r.address)
+            .copied()
+            .filter(|_| updates.contains(&r.address) && !rebuilt.contains(&r.address));
+        async move {
+            match prev {
+                Some(p) => timed("~", r, progress, ops::update(k, p, r)).await,
+                None => timed("+", r, progress, ops::create(k, r)).await,
             }
-        })
-        .await?;
-        let upd = todo
-            .iter()
-            .filter(|r| updates.contains(&r.address) && !rebuilt.contains(&r.address))
-            .count();
-        out.updated += upd;
-        out.created += n - upd;
-        timings.wave("build", t);
-    }
+        }
+    })
+    .await?;
+    let upd = todo
+        .iter()
+        .filter(|r| updates.contains(&r.address) && !rebuilt.contains(&r.address))
+        .count();
+    out.updated += upd;
+    out.created += n - upd;
+    timings.phase("build", t);
     out.elapsed = start.elapsed();
     Ok(out)
 }
@@ -487,8 +489,9 @@ async fn sweep<M: Machine>(k: &Kernel<M>) {
     }
 }
 
-/// `NETCOMPOSE_TIMINGS=1`: a line per wave on stderr (`timing: build wave: 200 link in 812
-/// ms`), to see where an apply spends its time.
+/// `NETCOMPOSE_TIMINGS=1`: a line per destroy wave, for the reap and for the build on stderr
+/// (`timing: build: 200 link, 200 namespace in 812 ms`), to see where an apply spends its
+/// time.
 struct Timings(bool);
 
 impl Timings {
@@ -496,7 +499,7 @@ impl Timings {
         Timings(std::env::var_os("NETCOMPOSE_TIMINGS").is_some_and(|v| !v.is_empty() && v != "0"))
     }
 
-    /// What the wave holds (counts by kind) and when it started.
+    /// What the phase does (counts by kind) and when it started.
     fn start(&self, todo: &[&Resource]) -> Option<(String, Instant)> {
         if !self.0 || todo.is_empty() {
             return None;
@@ -509,10 +512,10 @@ impl Timings {
         Some((what.join(", "), Instant::now()))
     }
 
-    fn wave(&self, phase: &str, started: Option<(String, Instant)>) {
+    fn phase(&self, phase: &str, started: Option<(String, Instant)>) {
         if let Some((what, t)) = started {
             eprintln!(
-                "timing: {phase} wave: {what} in {:.1} ms",
+                "timing: {phase}: {what} in {:.1} ms",
                 t.elapsed().as_secs_f64() * 1e3
             );
         }

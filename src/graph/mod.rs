@@ -1,6 +1,7 @@
 //! The `graph` stage: resources as a petgraph DAG whose edges mean "must exist before".
-//! Apply walks it in waves (every resource of a wave is independent of the others, so a wave
-//! runs in parallel); destroy walks the waves backwards.
+//! Apply builds along it, each resource once its dependencies are built; destroy walks it in
+//! waves backwards (every resource of a wave is independent of the others, so a wave runs in
+//! parallel).
 
 use crate::model::{Resource, ResourceId};
 use petgraph::algo::{tarjan_scc, toposort};
@@ -111,28 +112,71 @@ fn dag(nodes: &[Node]) -> Result<DiGraph<usize, ()>, CycleError> {
 }
 
 impl Graph {
-    /// Resource indices grouped in waves: a resource's wave is one more than the latest wave
-    /// among its dependencies.
-    pub fn waves(&self) -> Vec<Vec<usize>> {
+    /// How many resources the graph holds (indices `0..len`).
+    pub fn len(&self) -> usize {
+        self.dag.node_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dag.node_count() == 0
+    }
+
+    /// The resources that depend on resource `i` directly.
+    pub fn dependents(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
+        self.dag
+            .neighbors_directed(NodeIndex::new(i), petgraph::Direction::Outgoing)
+            .map(|n| self.dag[n])
+    }
+
+    /// How many resources resource `i` depends on directly.
+    pub fn dependencies(&self, i: usize) -> usize {
+        self.dag
+            .neighbors_directed(NodeIndex::new(i), petgraph::Direction::Incoming)
+            .count()
+    }
+
+    /// Each resource's level, by index: 0 for one that depends on nothing, else one more than
+    /// the highest level among its dependencies.
+    pub fn levels(&self) -> Vec<usize> {
         let order = toposort(&self.dag, None).unwrap_or_default();
-        // By node index: every node gets its level before any node that depends on it.
+        // Every node gets its level before any node that depends on it.
         let mut level: Vec<usize> = vec![0; self.dag.node_count()];
-        let mut waves: Vec<Vec<usize>> = Vec::new();
         for n in order {
-            let l = self
+            level[self.dag[n]] = self
                 .dag
                 .neighbors_directed(n, petgraph::Direction::Incoming)
-                .map(|p| level[p.index()] + 1)
+                .map(|p| level[self.dag[p]] + 1)
                 .max()
                 .unwrap_or(0);
-            level[n.index()] = l;
+        }
+        level
+    }
+
+    /// Each resource's height, by index: 0 for one that nothing depends on, else one more than
+    /// the highest height among the resources that depend on it (the longest chain of
+    /// operations that must follow its own).
+    pub fn heights(&self) -> Vec<usize> {
+        let order = toposort(&self.dag, None).unwrap_or_default();
+        let mut height: Vec<usize> = vec![0; self.dag.node_count()];
+        for n in order.into_iter().rev() {
+            height[self.dag[n]] = self
+                .dag
+                .neighbors_directed(n, petgraph::Direction::Outgoing)
+                .map(|d| height[self.dag[d]] + 1)
+                .max()
+                .unwrap_or(0);
+        }
+        height
+    }
+
+    /// Resource indices grouped in waves by their [`Graph::levels`].
+    pub fn waves(&self) -> Vec<Vec<usize>> {
+        let mut waves: Vec<Vec<usize>> = Vec::new();
+        for (i, l) in self.levels().into_iter().enumerate() {
             if waves.len() <= l {
                 waves.resize_with(l + 1, Vec::new);
             }
-            waves[l].push(self.dag[n]);
-        }
-        for w in &mut waves {
-            w.sort_unstable();
+            waves[l].push(i);
         }
         waves
     }
@@ -172,6 +216,7 @@ mod tests {
         ];
         let g = build(&rs).unwrap();
         assert_eq!(g.waves(), vec![vec![1, 2], vec![0], vec![3]]);
+        assert_eq!(g.heights(), [1, 2, 2, 0]);
         assert_eq!(g.destroy_waves()[0], vec![3]);
     }
 
