@@ -439,7 +439,8 @@ pub fn vip_maps_changed<'a>(observed: &[Resource], desired: &'a [Resource]) -> V
         };
         f.namespace.is_some().then_some((&r.address, f))
     }
-    let old: HashMap<&ResourceId, &Firewall> = observed.iter().filter_map(replica_table).collect();
+    let old: ahash::AHashMap<&ResourceId, &Firewall> =
+        observed.iter().filter_map(replica_table).collect();
     let (mut before, mut after) = (Maps::new(observed), Maps::new(desired));
     desired
         .iter()
