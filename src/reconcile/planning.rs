@@ -171,7 +171,12 @@ pub fn plan_for(
         Some(view) => view.allocations.clone(),
         None => std::mem::take(&mut base.allocations),
     };
-    let ctx = context_read(&checked, previous, &others, cluster, Some(sockets))?;
+    let ctx = context_from(
+        previous,
+        &others,
+        cluster,
+        host_facts(&checked, Some(sockets))?,
+    );
     stages.stage("host facts");
     let desired = build(&checked, &ctx)?;
     stages.stage("model");
@@ -528,53 +533,94 @@ pub(super) fn context(
     others: &Others,
     cluster: Option<&ClusterView>,
 ) -> Result<Context, ReconcileError> {
-    let previous = cluster.map_or(previous, |c| &c.allocations).clone();
-    context_read(checked, previous, others, cluster, None)
+    Ok(context_with(
+        previous,
+        others,
+        cluster,
+        host_facts(checked, None)?,
+    ))
 }
 
-/// [`context`], with the allocations to keep (a cluster's, else the previous ones) given,
-/// and the host's sockets already read (`sockets`) or read here (None).
-fn context_read(
-    checked: &Checked,
-    previous: Allocations,
+/// [`context`], with the host's facts already read.
+pub(super) fn context_with(
+    previous: &Allocations,
     others: &Others,
     cluster: Option<&ClusterView>,
+    facts: HostFacts,
+) -> Context {
+    let previous = cluster.map_or(previous, |c| &c.allocations).clone();
+    context_from(previous, others, cluster, facts)
+}
+
+/// What the model needs to know of the host: none of it depends on the state, so `up` reads
+/// it while it reads the state.
+#[derive(Debug, Clone)]
+pub(super) struct HostFacts {
+    /// The host's routes, but those of this project's own bridges, as taken subnets.
+    routes: Vec<(IpNetwork, String)>,
+    nameservers: Vec<String>,
+    listening: Vec<model::Listening>,
+    port_range: (u16, u16),
+}
+
+/// The host's facts, with its sockets already read (`sockets`) or read here (None).
+pub(super) fn host_facts(
+    checked: &Checked,
     sockets: Option<Result<Vec<model::Listening>, crate::observe::host::HostError>>,
-) -> Result<Context, ReconcileError> {
+) -> Result<HostFacts, ReconcileError> {
     let project = &checked.project;
     let own_bridges: Vec<String> = project
         .networks
         .keys()
         .map(|k| model::endpoints_bridge_name(project, k))
         .collect();
-    let mut taken = Taken::default();
-    for r in crate::observe::host::routes()?
+    let routes = crate::observe::host::routes()?
         .into_iter()
         .filter(|r| !own_bridges.contains(&r.device))
-    {
-        taken.entries.push((
-            r.destination,
-            format!("a route of the host via {}", r.device),
-        ));
-    }
-    taken.entries.extend(others.subnets.iter().cloned());
-    taken.vnis = others.vnis.clone();
-    taken.macs = others.macs.clone();
-    Ok(Context {
-        previous,
-        taken,
-        pools: Default::default(),
-        host_nameservers: crate::observe::host::nameservers()?,
+        .map(|r| {
+            (
+                r.destination,
+                format!("a route of the host via {}", r.device),
+            )
+        })
+        .collect();
+    Ok(HostFacts {
+        routes,
+        nameservers: crate::observe::host::nameservers()?,
         // Only published ports meet the host's sockets, and reading those walks the kernel's
         // socket tables (several ms): not for a project that publishes none.
         listening: match project.services.values().any(|s| !s.ports.is_empty()) {
             true => host_listening(project, sockets)?,
             false => Vec::new(),
         },
-        port_range: Some(crate::observe::host::local_port_range()?),
+        port_range: crate::observe::host::local_port_range()?,
+    })
+}
+
+/// The context of a model: the allocations to keep (a cluster's, else the previous ones),
+/// what other projects and the host take, and the host's facts.
+fn context_from(
+    previous: Allocations,
+    others: &Others,
+    cluster: Option<&ClusterView>,
+    facts: HostFacts,
+) -> Context {
+    let mut entries = facts.routes;
+    entries.extend(others.subnets.iter().cloned());
+    Context {
+        previous,
+        taken: Taken {
+            entries,
+            vnis: others.vnis.clone(),
+            macs: others.macs.clone(),
+        },
+        pools: Default::default(),
+        host_nameservers: facts.nameservers,
+        listening: facts.listening,
+        port_range: Some(facts.port_range),
         other_ports: others.ports.clone(),
         cluster: cluster.cloned(),
-    })
+    }
 }
 
 /// Where the `ports:` entry of an allocation key was written.

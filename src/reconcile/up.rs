@@ -5,7 +5,9 @@
 //! A caller that alone changed the project since its last run (the agent) may start from
 //! what that run recorded instead of observing every namespace ([`Observation::Recorded`]).
 
-use super::planning::{build, context, daemon_config, load_on, taken_by, Unreadable};
+use super::planning::{
+    build, context_with, daemon_config, host_facts, load_on, taken_by, Unreadable,
+};
 use super::session::Session;
 use super::timing::Stages;
 use super::{daemon, lock, Applied, Events, ReconcileError};
@@ -84,15 +86,30 @@ pub fn up_with(
         session.read_ahead(Depth::Full);
     }
     stages.stage("lock and session");
+    // The host's facts (routes, nameservers, sockets, port range) need nothing of the state:
+    // read on a thread of their own while this one reads the state, rather than after it.
+    let facts = std::thread::scope(|s| {
+        let facts = s.spawn(|| host_facts(&checked, None));
+        let first = store.read(&lock);
+        facts
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            .map(|facts| (facts, first))
+    });
+    let (facts, first) = facts?;
+    let mut first = Some(first);
+    stages.stage("state read and host facts");
     let conflict =
         |e: &ReconcileError| matches!(e, ReconcileError::State(StateError::Conflict { .. }));
     state::retry_on_conflict(&project, conflict, || {
-        let snapshot = store.read(&lock)?;
+        // A retry after a conflict reads the state again.
+        let snapshot = match first.take() {
+            Some(read) => read?,
+            None => store.read(&lock)?,
+        };
         let prior = snapshot.state.unwrap_or_default();
         let others = taken_by(snapshot.others, Unreadable::Refuse, events)?;
-        stages.stage("state read");
-        let ctx = context(&checked, &prior.allocations, &others, cluster)?;
-        stages.stage("host facts");
+        let ctx = context_with(&prior.allocations, &others, cluster, facts.clone());
         let desired = build(&checked, &ctx)?;
         let daemon = daemon_config(&checked, &desired)?;
         stages.stage("model");
