@@ -1,6 +1,6 @@
 //! The `apply` stage: walk the changes in dependency order, deletes first (the reverse of the
-//! old graph), then creates and updates (the new graph), every wave's independent resources
-//! in parallel. Each operation is idempotent enough that an interrupted run, run again,
+//! old graph, a wave of independent resources at a time), then creates and updates along the
+//! new graph, each as soon as its dependencies are done ([`flow`]). Each operation is idempotent enough that an interrupted run, run again,
 //! converges: the next `observe` sees what the last one left, by its ownership marks.
 
 #[cfg(test)]

@@ -261,7 +261,7 @@ impl Session {
 
 /// Threads of the runtime's blocking pool. What runs there is mostly the kernel's work (a
 /// namespace made, an nfnetlink batch committed), so a few per CPU keep it busy; tokio's
-/// default (512) let a wave of 32 operations at once start 32 threads, each paying for its
+/// default (512) let 32 operations at once start 32 threads, each paying for its
 /// creation and for the first touch of its own allocator pages and receive buffers (in a
 /// scale's 200 table updates, more time went to zeroing fresh pages than to encoding).
 fn blocking_threads() -> usize {

@@ -180,7 +180,7 @@ pub fn resources(
                     foreign_rules: vec![],
                 })),
                 // The namespace alone: rules name interfaces, which need not exist yet, so the
-                // table is written beside the links instead of in a wave after them.
+                // table is written as soon as its namespace exists, beside the links.
                 depends_on: vec![rep.address()],
             })
         })
