@@ -49,6 +49,12 @@
 # netcompose reads and answers its queue 32 at a time (recvmmsg/sendmmsg), which is likely why
 # it turns a full queue round faster.
 #
+# 3 Dec 2026, session 18, release build of f92b472 on a fresh VM, defaults (dnsload, WINDOW
+# 100, 3 rounds of 10 s): netcompose 124-160k queries/s, dnsmasq 82-99k, aardvark-dns 52-59k;
+# netcompose/dnsmasq 1.61 / 1.83 / 1.48x (median 1.61x), no query lost; server CPU per answer
+# 6.0-7.6 us against dnsmasq's 10.0-12.1; 394,754 queries while the service scaled 116 times
+# in 10 s, all answered NOERROR; the daemon's peak RSS 17.7 MB at 51 replicas, 30.7 MB at 1000.
+#
 # Everything happens in a private mount and network namespace (unshare): /run, /etc/netns and
 # /var/lib/netcompose are tmpfs there, the "host" is a fresh network namespace, and all of it
 # vanishes when the script ends. Needs root, dnsperf, dnsmasq, python3 and (optionally)

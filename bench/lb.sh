@@ -202,6 +202,15 @@
 # 1.13x: this script's ratio still moves more between runs than the change), scale 44 / 40 ms
 # against 44 / 41, no change 17 / 17 ms against 16 / 16, scale back down 59 / 63 ms against
 # 63 / 59, down 137 / 130 ms against 174 / 148 (685 / 650 us per endpoint).
+#
+# 3 Dec 2026, session 18, a fresh VM about 2.4x slower than session 17's (plan.sh from scratch
+# 0.72-0.78 s against 0.29 s; the kernel's floor for down 232 ms against about 130): the
+# sweep's listings overlap the apply's preparation (within noise: scale cycles 78.3 against
+# 78.4 ms). Release build of f92b472, ROUNDS=5, one run: up 639 ms against 553 without VIPs or
+# policies (1.16x), scale 98 ms, no change 46 ms, scale back down 126 ms, down 268 ms (1340 us
+# per endpoint) with the kernel's floor at 232 ms (1160 us per endpoint: on this VM the
+# syscalls alone take more than the issue's 1 ms per endpoint); iperf3 11.8 Gbit/s direct,
+# 14.4 through the VIP.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 services=${1:-20}

@@ -87,6 +87,10 @@
 # same runs 0.57 0.66 0.62 s); eight runs from scratch: load median 200 -> 174 ms, wall median
 # 0.77 -> 0.72 s. Still above 0.5 s from scratch on this busy machine. Tried and dropped: the
 # services decoded half on a second thread (load medians 174 -> 173 ms over eight runs).
+# 3 Dec 2026, session 18, f92b472, release build, a fresh and slower VM (session 17 measured
+# 0.29 s from scratch on a fast one), three runs: from scratch 0.78 / 0.72 / 0.75 s and
+# 205-213 MB, --json 1.38 / 1.51 / 1.47 s and 256 MB, against the baseline 0.87 / 0.71 / 0.70 s
+# and 286-287 MB.
 #
 #   bench/plan.sh                 # 5000 services x 3 replicas on 50 networks
 #   bench/plan.sh 1000 3 20
