@@ -38,28 +38,16 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # A copy, so that a concurrent build cannot swap the binary in the middle of the run.
 cp "$NETCOMPOSE_BIN" "$work/netcompose"
-export NC=$work/netcompose SERVICES=$services REPLICAS=$replicas WORK=$work
+export NC=$work/netcompose REPO=$repo SERVICES=$services REPLICAS=$replicas WORK=$work
 
 # Everything runs inside a private network + mount namespace, as in bench/lb.sh.
 unshare --net --mount --propagation private bash -euo pipefail <<'INNER'
 mkdir -p /run/netns /etc/netns /var/lib/netcompose /run/netcompose
 for d in /run/netns /etc/netns /var/lib/netcompose /run/netcompose; do mount -t tmpfs tmpfs "$d"; done
 ip link set lo up
-gen() { # $1: replicas of svc0
-  echo "name: lbbench"
-  echo "networks: {front: {ipam: {config: [{subnet: 10.90.0.0/16}]}}}"
-  echo "services:"
-  for i in $(seq 0 $((SERVICES - 1))); do
-    r=$REPLICAS; [ "$i" = 0 ] && r=$1
-    prev=$(( (i + SERVICES - 1) % SERVICES ))
-    echo "  svc$i:"
-    echo "    networks: [front]"
-    echo "    deploy: {replicas: $r}"
-    echo "    x-policy: {ingress: {allow: [\"svc$prev\", \"svc0:5201/tcp\"], deny: [\"0.0.0.0/0\"]}}"
-  done
-}
-gen "$REPLICAS" > "$WORK/base.yaml"
-gen "$((REPLICAS + 1))" > "$WORK/more.yaml"
+source "$REPO/bench/lb_project.sh"
+lb_project "$REPLICAS" > "$WORK/base.yaml"
+lb_project "$((REPLICAS + 1))" > "$WORK/more.yaml"
 # Down on any exit: the daemon would otherwise outlive the sandbox.
 trap '"$NC" -f "$WORK/base.yaml" down >/dev/null 2>&1 || true' EXIT
 # Each stage: a label and the function that carries it, as callgrind_annotate names it.

@@ -229,23 +229,7 @@ unshare --net --mount --propagation private bash -euo pipefail <<'INNER'
 mkdir -p /run/netns /etc/netns /var/lib/netcompose /run/netcompose
 for d in /run/netns /etc/netns /var/lib/netcompose /run/netcompose; do mount -t tmpfs tmpfs "$d"; done
 ip link set lo up
-gen() { # $1: replicas of svc0; $2: "plain" for no VIPs and no policies
-  echo "name: lbbench${2:-}"
-  echo "networks: {front: {ipam: {config: [{subnet: 10.90.0.0/16}]}}}"
-  echo "services:"
-  for i in $(seq 0 $((SERVICES - 1))); do
-    r=$REPLICAS; [ "$i" = 0 ] && r=$1
-    prev=$(( (i + SERVICES - 1) % SERVICES ))
-    echo "  svc$i:"
-    echo "    networks: [front]"
-    if [ -n "${2:-}" ]; then
-      echo "    deploy: {replicas: $r, endpoint_mode: dnsrr}"
-    else
-      echo "    deploy: {replicas: $r}"
-      echo "    x-policy: {ingress: {allow: [\"svc$prev\", \"svc0:5201/tcp\"], deny: [\"0.0.0.0/0\"]}}"
-    fi
-  done
-}
+source "$REPO/bench/lb_project.sh"
 iperf_pair() { # throughput between two replicas, direct and through the VIP
   cat > "$WORK/pair.yaml" <<'YAML'
 name: iperf
@@ -283,16 +267,16 @@ timed() { # $1: kind; the rest: the command
 median() { sort -n "$WORK/ms.$1" | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 all() { paste -sd/ "$WORK/ms.$1" | sed 's|/| / |g'; }
 n=$((SERVICES * REPLICAS))
-gen "$REPLICAS" plain > "$WORK/plain.yaml"
+lb_project "$REPLICAS" plain > "$WORK/plain.yaml"
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round:"
-  gen "$REPLICAS" > "$WORK/compose.yaml"
+  lb_project "$REPLICAS" > "$WORK/compose.yaml"
   t=$(timed vip $NC -f "$WORK/compose.yaml" up)
   echo "  up: $n replicas of $SERVICES services with VIPs and policies: $t ms, $(( t * 1000 / n )) us per endpoint"
-  gen "$((REPLICAS + 1))" > "$WORK/compose.yaml"
+  lb_project "$((REPLICAS + 1))" > "$WORK/compose.yaml"
   echo "  scale svc0 by one replica: $(timed scale $NC -f "$WORK/compose.yaml" up) ms"
   echo "  up with no changes: $(timed same $NC -f "$WORK/compose.yaml" up) ms"
-  gen "$REPLICAS" > "$WORK/compose.yaml"
+  lb_project "$REPLICAS" > "$WORK/compose.yaml"
   echo "  scale svc0 back down by one replica: $(timed back $NC -f "$WORK/compose.yaml" up) ms"
   if [ "$round" = 1 ]; then iperf_pair; fi
   echo "  down: $(timed down $NC -f "$WORK/compose.yaml" down) ms"
