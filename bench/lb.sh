@@ -230,6 +230,17 @@ mkdir -p /run/netns /etc/netns /var/lib/netcompose /run/netcompose
 for d in /run/netns /etc/netns /var/lib/netcompose /run/netcompose; do mount -t tmpfs tmpfs "$d"; done
 ip link set lo up
 source "$REPO/bench/lb_project.sh"
+# On any exit, the projects down and iperf3 stopped: a daemon or a server would otherwise
+# outlive the sandbox, in a namespace nothing names any more (each step `|| true`: errexit
+# holds inside a trap too, and would end it at the first step with nothing to do).
+cleanup() {
+  kill $(jobs -p) 2>/dev/null || true
+  for f in compose plain pair; do
+    if [ -f "$WORK/$f.yaml" ]; then "$NC" -f "$WORK/$f.yaml" down >/dev/null 2>&1 || true; fi
+  done
+}
+trap cleanup EXIT
+trap 'exit 1' HUP INT PIPE TERM
 iperf_pair() { # throughput between two replicas, direct and through the VIP
   cat > "$WORK/pair.yaml" <<'YAML'
 name: iperf
