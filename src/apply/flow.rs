@@ -118,20 +118,9 @@ impl<'g> Flow<'g> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::resource::{ExternalNetwork, Spec};
-    use crate::model::{Resource, ResourceId};
+    use crate::graph::tests::res;
+    use crate::model::Resource;
     use std::sync::Mutex;
-
-    fn res(name: &str, deps: &[&str]) -> Resource {
-        Resource {
-            address: ResourceId::network(name),
-            spec: Spec::External(ExternalNetwork {
-                network: name.into(),
-                name: name.into(),
-            }),
-            depends_on: deps.iter().map(|d| ResourceId::network(*d)).collect(),
-        }
-    }
 
     fn graph(rs: &[Resource]) -> Graph {
         crate::graph::build(rs).unwrap()

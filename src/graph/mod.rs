@@ -6,6 +6,7 @@
 use crate::model::{Resource, ResourceId};
 use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::Direction;
 use std::collections::HashMap;
 
 /// aHash rather than std's SipHash: the addresses come from the project's own Compose file,
@@ -124,49 +125,50 @@ impl Graph {
     /// The resources that depend on resource `i` directly.
     pub fn dependents(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
         self.dag
-            .neighbors_directed(NodeIndex::new(i), petgraph::Direction::Outgoing)
+            .neighbors_directed(NodeIndex::new(i), Direction::Outgoing)
             .map(|n| self.dag[n])
     }
 
     /// How many resources resource `i` depends on directly.
     pub fn dependencies(&self, i: usize) -> usize {
         self.dag
-            .neighbors_directed(NodeIndex::new(i), petgraph::Direction::Incoming)
+            .neighbors_directed(NodeIndex::new(i), Direction::Incoming)
             .count()
     }
 
     /// Each resource's level, by index: 0 for one that depends on nothing, else one more than
     /// the highest level among its dependencies.
     pub fn levels(&self) -> Vec<usize> {
-        let order = toposort(&self.dag, None).unwrap_or_default();
-        // Every node gets its level before any node that depends on it.
-        let mut level: Vec<usize> = vec![0; self.dag.node_count()];
-        for n in order {
-            level[self.dag[n]] = self
-                .dag
-                .neighbors_directed(n, petgraph::Direction::Incoming)
-                .map(|p| level[self.dag[p]] + 1)
-                .max()
-                .unwrap_or(0);
-        }
-        level
+        self.longest_chains(Direction::Incoming)
     }
 
     /// Each resource's height, by index: 0 for one that nothing depends on, else one more than
     /// the highest height among the resources that depend on it (the longest chain of
     /// operations that must follow its own).
     pub fn heights(&self) -> Vec<usize> {
-        let order = toposort(&self.dag, None).unwrap_or_default();
-        let mut height: Vec<usize> = vec![0; self.dag.node_count()];
-        for n in order.into_iter().rev() {
-            height[self.dag[n]] = self
+        self.longest_chains(Direction::Outgoing)
+    }
+
+    /// By index: how many edges the longest path has that reaches each resource from its
+    /// `towards` side (Incoming: its dependencies, for [`Graph::levels`]; Outgoing: what
+    /// depends on it, for [`Graph::heights`]). Each resource is worked out after every one on
+    /// that side of it: in topological order, or in its reverse.
+    fn longest_chains(&self, towards: Direction) -> Vec<usize> {
+        let mut order = toposort(&self.dag, None).unwrap_or_default();
+        match towards {
+            Direction::Incoming => {}
+            Direction::Outgoing => order.reverse(),
+        }
+        let mut length: Vec<usize> = vec![0; self.dag.node_count()];
+        for n in order {
+            length[self.dag[n]] = self
                 .dag
-                .neighbors_directed(n, petgraph::Direction::Outgoing)
-                .map(|d| height[self.dag[d]] + 1)
+                .neighbors_directed(n, towards)
+                .map(|m| length[self.dag[m]] + 1)
                 .max()
                 .unwrap_or(0);
         }
-        height
+        length
     }
 
     /// Resource indices grouped in waves by their [`Graph::levels`].
@@ -190,12 +192,14 @@ impl Graph {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::resource::{ExternalNetwork, Spec};
     use crate::model::ReplicaId;
 
-    fn res(net: &str, deps: &[&str]) -> Resource {
+    /// An external network `net` that depends on the networks `deps`: a node with edges and
+    /// nothing else.
+    pub(crate) fn res(net: &str, deps: &[&str]) -> Resource {
         Resource {
             address: ResourceId::network(net),
             spec: Spec::External(ExternalNetwork {
