@@ -547,10 +547,18 @@ fn remove_empty_cgroups(projects: &[String]) {
             continue;
         };
         if let Ok(cg) = netcompose::daemon::contain::Cgroups::find(&name) {
+            // A process just killed leaves its namespaces, where the kill above looked for it,
+            // before the kernel takes it out of its cgroup (do_exit calls
+            // exit_task_namespaces before cgroup_exit, kernel/exit.c): an rmdir in between is
+            // refused (EBUSY), which left an empty project cgroup after two tests of a CI run.
+            let _ = cg.project().wait_empty(CGROUP_EXIT_WAIT);
             let _ = cg.project().remove();
         }
     }
 }
+
+/// How long the guard waits for the killed processes to leave a project's cgroup.
+const CGROUP_EXIT_WAIT: Duration = Duration::from_secs(2);
 
 /// Remove the `ip netns` pins of sandboxes whose test process is gone (a SIGKILLed run).
 fn reap_stale() {
