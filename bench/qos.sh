@@ -80,6 +80,12 @@ inner() {
     done
     ip link set lo up
 
+    # On any exit, the project down: its daemon would otherwise outlive the sandbox, in a
+    # namespace nothing names any more (`|| true`: errexit holds inside a trap too). Globals,
+    # which the trap still sees once inner has returned.
+    bench_nc=$work/netcompose bench_up=""
+    trap '[[ -z $bench_up ]] || "$bench_nc" -f "$bench_up" down >/dev/null 2>&1 || true' EXIT
+    trap 'exit 1' HUP INT PIPE TERM
     local nc=$work/netcompose
     now() { date +%s%N; }
     median() { printf '%s\n' "$@" | sort -n | sed -n "$((($# + 1) / 2))p"; }
@@ -90,11 +96,13 @@ inner() {
             for variant in plain qos; do
                 local f=$work/$variant-$n.yaml t0 t1 took
                 t0=$(now)
+                bench_up=$f
                 "$nc" -f "$f" up >"$work/up.log" 2>&1 || { cat "$work/up.log" >&2; exit 1; }
                 t1=$(now)
                 took=$((($t1 - $t0) / 1000000))
                 echo "== N=$n $variant (round $round): up $took ms" >&2
                 "$nc" -f "$f" down >"$work/down.log" 2>&1 || { cat "$work/down.log" >&2; exit 1; }
+                bench_up=""
                 sleep "${SETTLE:-2}"
                 if [[ $variant == plain ]]; then
                     plain+=("$took")

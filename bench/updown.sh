@@ -102,6 +102,12 @@ inner() {
     done
     ip link set lo up
 
+    # On any exit, the project down: its daemon would otherwise outlive the sandbox, in a
+    # namespace nothing names any more (`|| true`: errexit holds inside a trap too). Globals,
+    # which the trap still sees once inner has returned.
+    bench_nc=$work/netcompose bench_up=""
+    trap '[[ -z $bench_up ]] || "$bench_nc" -f "$bench_up" down >/dev/null 2>&1 || true' EXIT
+    trap 'exit 1' HUP INT PIPE TERM
     local nc=$work/netcompose
     now() { date +%s%N; }
     ms() { echo $((($2 - $1) / 1000000)); }
@@ -119,6 +125,7 @@ inner() {
         local f=$work/compose-$n.yaml t0 t1 up down fup fns fdown
         echo "== N=$n (round $round)" >&2
         t0=$(now)
+        bench_up=$f
         "$nc" -f "$f" up >"$work/up-$n.log" 2>&1 || { cat "$work/up-$n.log" >&2; exit 1; }
         t1=$(now)
         up=$(ms "$t0" "$t1")
@@ -128,6 +135,7 @@ inner() {
         settle
         t0=$(now)
         "$nc" -f "$f" down >"$work/down-$n.log" 2>&1 || { cat "$work/down-$n.log" >&2; exit 1; }
+        bench_up=""
         t1=$(now)
         down=$(ms "$t0" "$t1")
         echo "   netcompose down: $down ms" >&2
