@@ -1,7 +1,8 @@
 //! The `apply` stage: walk the changes in dependency order, deletes first (the reverse of the
 //! old graph, a wave of independent resources at a time), then creates and updates along the
-//! new graph, each as soon as its dependencies are done ([`flow`]). Each operation is idempotent enough that an interrupted run, run again,
-//! converges: the next `observe` sees what the last one left, by its ownership marks.
+//! new graph, each as soon as its dependencies are done ([`flow`]). Each operation is
+//! idempotent enough that an interrupted run, run again, converges: the next `observe` sees
+//! what the last one left, by its ownership marks.
 
 #[cfg(test)]
 mod expand_tests;
@@ -500,9 +501,9 @@ async fn sweep<M: Machine>(k: &Kernel<M>) {
     }
 }
 
-/// `NETCOMPOSE_TIMINGS=1`: a line per destroy wave, for the reap and for the build on stderr
-/// (`timing: build: 200 link, 200 namespace in 812 ms`), to see where an apply spends its
-/// time.
+/// `NETCOMPOSE_TIMINGS=1`: a line on stderr for each destroy wave, for the reap and for the
+/// build (`timing: build: 200 link, 200 namespace in 812 ms`), to see where an apply spends
+/// its time.
 struct Timings(bool);
 
 impl Timings {
