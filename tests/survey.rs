@@ -1,7 +1,8 @@
 //! `kernel::survey` against the real kernel, inside a [`Sandbox`]: many namespaces read in one
 //! go answer exactly what the asynchronous listings of each namespace answer (and its files
-//! and ruleset generation what they are), a pin file with nothing mounted on it is no
-//! namespace, and a read of links only leaves addresses, routes and files out. Needs root; fails, saying so, otherwise.
+//! and ruleset generation what they are; the host's links likewise), a pin file with nothing
+//! mounted on it is no namespace, and a read of links only leaves addresses, routes and files
+//! out. Needs root; fails, saying so, otherwise.
 
 mod common;
 
@@ -9,10 +10,11 @@ use std::os::fd::AsFd;
 
 use common::{require_root, Sandbox};
 use ipnetwork::IpNetwork;
+use netcompose::kernel::netlink::BlockingNetlink;
 use netcompose::kernel::nftables::read::generation_on;
 use netcompose::kernel::nftables::wire;
 use netcompose::kernel::survey::survey;
-use netcompose::kernel::{netns, Ctx, Netlink, NetnsDir, VethSpec};
+use netcompose::kernel::{netns, Ctx, LinkKind, Netlink, NetnsDir, VethSpec};
 
 fn net(s: &str) -> IpNetwork {
     s.parse().expect("a CIDR")
@@ -158,6 +160,16 @@ fn a_survey_reads_what_each_namespace_holds_and_skips_stale_pins() {
                 .iter()
                 .any(|l| l.alias.as_deref() == Some("netcompose:sv/mark")));
         }
+        // The host's links read on a blocking socket (attributes parsed only where read) are
+        // what the asynchronous listing (every attribute parsed) gives: the bridge, and the
+        // veths' host ends with their bridge port flags.
+        let lean = BlockingNetlink::open_current(None)
+            .unwrap()
+            .links()
+            .unwrap();
+        assert_eq!(lean, rt.block_on(host.links()).unwrap());
+        assert!(lean.iter().any(|l| l.kind == LinkKind::Bridge));
+        assert_eq!(lean.iter().filter(|l| l.bridge_port.is_some()).count(), 12);
         // Links only: what `down` needs.
         let outline = survey(&dir, etc.path(), &names[..2], false);
         for answer in outline {

@@ -11,7 +11,8 @@ use super::machine::{
     Qdisc, ReplicaFiles, Sysctls, Table, TrafficControl,
 };
 use super::netlink::{
-    FdbEntry, Link, MacvlanSpec, Neighbour, Netlink, Route, VethSpec, VxlanSpec, LOOPBACK_INDEX,
+    BlockingNetlink, FdbEntry, Link, MacvlanSpec, Neighbour, Netlink, Route, VethSpec, VxlanSpec,
+    LOOPBACK_INDEX,
 };
 use super::netns::{NetnsDir, NsIdentity, ETC_NETNS};
 use super::nftables::{self, read};
@@ -76,6 +77,11 @@ pub struct Net {
     /// The kernel runs one dump at a time per socket (a second one is EBUSY): the dumps of
     /// the clones of this handle take turns.
     dumps: Arc<tokio::sync::Mutex<()>>,
+    /// The host's links are listed on a blocking socket of their own, whose replies are
+    /// parsed only as far as netcompose reads them ([`BlockingNetlink::links`]): the host has
+    /// a veth end per replica, and the connection parses every attribute of every one.
+    /// None for a replica's namespace, which its survey lists.
+    link_dumps: Option<Arc<Mutex<BlockingNetlink>>>,
 }
 
 impl System {
@@ -86,7 +92,9 @@ impl System {
         let dir = NetnsDir::system();
         let nft =
             nftables::wire::open(&Ctx::new("open netlink socket", "NETLINK_NETFILTER", None))?;
-        let host = Net::new(Netlink::open_in(&dir, None, &rt)?, nft, &dir);
+        let mut host = Net::new(Netlink::open_in(&dir, None, &rt)?, nft, &dir);
+        // Opened on this thread, like the connection above: in the namespace it runs in.
+        host.link_dumps = Some(Arc::new(Mutex::new(BlockingNetlink::open_current(None)?)));
         Ok(System {
             dir,
             etc: PathBuf::from(ETC_NETNS),
@@ -225,6 +233,7 @@ impl Net {
             nft: Arc::new(Mutex::new(nft)),
             dir: dir.clone(),
             dumps: Arc::new(tokio::sync::Mutex::new(())),
+            link_dumps: None,
         }
     }
 
@@ -264,8 +273,14 @@ impl TrafficControl for Net {
 
 impl Links for Net {
     async fn links(&self) -> Res<Vec<Link>> {
-        let _turn = self.dumps.lock().await;
-        self.nl.links().await
+        let Some(socket) = self.link_dumps.clone() else {
+            let _turn = self.dumps.lock().await;
+            return self.nl.links().await;
+        };
+        blocking(Ctx::new("list", "links", None), move || {
+            socket.lock().unwrap_or_else(|p| p.into_inner()).links()
+        })
+        .await
     }
 
     async fn link_by_name(&self, name: &str) -> Res<Option<Link>> {

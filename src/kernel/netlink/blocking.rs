@@ -1,27 +1,42 @@
 //! rtnetlink dumps on a plain blocking socket, for a thread that reads a namespace in one go
 //! (see [`crate::kernel::survey`]): no connection task, no runtime, no channel between the
 //! request and its replies; the thread sends a dump, reads it to its end, sends the next.
-//! What the replies mean is parsed exactly as [`Netlink`]'s listings parse it.
+//! The replies give what [`Netlink`]'s listings give; links are parsed only as far as they are
+//! read ([`BlockingNetlink::links`]).
 
 use super::addrs::{parse_address, parse_route};
-use super::links::{links_of, links_request};
+use super::links::{links_request, parse_link_payload};
 use super::*;
 use nix::sys::socket::{
     bind, recv, send, socket, AddressFamily as SockFamily, MsgFlags, NetlinkAddr, SockFlag,
     SockProtocol, SockType,
 };
-use rtnetlink::packet_core::NetlinkHeader;
+use rtnetlink::packet_core::{NetlinkBuffer, NetlinkHeader};
 use std::os::fd::OwnedFd;
 
+/// The length of a netlink message's header (`struct nlmsghdr`).
+const NLMSG_HEADER_LEN: usize = 16;
+/// Message types below this one are netlink's own (`NLMSG_DONE`, `NLMSG_ERROR`, ...).
+const NLMSG_MIN_TYPE: u16 = 0x10;
 /// The largest datagram a dump sends (the kernel caps its dump buffers at 32 KiB), with room.
 const RECV_LEN: usize = 64 * 1024;
 
-/// A NETLINK_ROUTE socket of the calling thread's namespace, used from that thread only.
+/// A NETLINK_ROUTE socket of the namespace of the thread that opened it (a netlink socket
+/// keeps its namespace), one dump at a time.
 pub struct BlockingNetlink {
     fd: OwnedFd,
     seq: u32,
     label: Option<String>,
     buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for BlockingNetlink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockingNetlink")
+            .field("fd", &self.fd)
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
 }
 
 impl BlockingNetlink {
@@ -50,8 +65,9 @@ impl BlockingNetlink {
 
     /// Every link, without statistics (as [`Netlink::links`]).
     pub fn links(&mut self) -> Result<Vec<Link>, KernelError> {
-        let replies = self.dump("links", links_request())?;
-        Ok(links_of(replies))
+        self.dump_with("links", links_request(), |raw| {
+            parse_link_payload(raw.get(NLMSG_HEADER_LEN..)?)
+        })
     }
 
     /// Every address (as [`Netlink::addresses`]).
@@ -104,15 +120,38 @@ impl BlockingNetlink {
         };
     }
 
-    /// One dump, taken again when a concurrent change interrupted it (`NLM_F_DUMP_INTR`).
+    /// One dump, taken again when a concurrent change interrupted it (`NLM_F_DUMP_INTR`),
+    /// its replies parsed whole.
     fn dump(
         &mut self,
         what: &str,
         msg: RouteNetlinkMessage,
     ) -> Result<Vec<RouteNetlinkMessage>, KernelError> {
+        self.dump_with(
+            what,
+            msg,
+            |raw| match NetlinkMessage::<RouteNetlinkMessage>::deserialize(raw)
+                .ok()?
+                .payload
+            {
+                NetlinkPayload::InnerMessage(m) => Some(m),
+                _ => None,
+            },
+        )
+    }
+
+    /// [`BlockingNetlink::dump`], each reply given to `parse` as its bytes (header included):
+    /// what it returns is kept. A reply it cannot read is skipped, as the connection's codec
+    /// skips a message it does not know for the asynchronous listings.
+    fn dump_with<T>(
+        &mut self,
+        what: &str,
+        msg: RouteNetlinkMessage,
+        parse: impl Fn(&[u8]) -> Option<T>,
+    ) -> Result<Vec<T>, KernelError> {
         let ctx = self.ctx(what);
         for _ in 0..8 {
-            let (out, interrupted) = self.dump_once(&ctx, msg.clone())?;
+            let (out, interrupted) = self.dump_once(&ctx, msg.clone(), &parse)?;
             if !interrupted {
                 return Ok(out);
             }
@@ -120,11 +159,12 @@ impl BlockingNetlink {
         Err(ctx.protocol("the dump kept being interrupted by concurrent changes"))
     }
 
-    fn dump_once(
+    fn dump_once<T>(
         &mut self,
         ctx: &Ctx,
         msg: RouteNetlinkMessage,
-    ) -> Result<(Vec<RouteNetlinkMessage>, bool), KernelError> {
+        parse: &impl Fn(&[u8]) -> Option<T>,
+    ) -> Result<(Vec<T>, bool), KernelError> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let mut header = NetlinkHeader::default();
@@ -144,24 +184,27 @@ impl BlockingNetlink {
                 return Err(ctx.protocol("the kernel closed the dump"));
             }
             let mut rest = &self.buf[..n];
-            while rest.len() >= 16 {
-                let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-                if len < 16 || len > rest.len() {
+            while rest.len() >= NLMSG_HEADER_LEN {
+                let Ok(head) = NetlinkBuffer::new_checked(rest) else {
                     return Err(ctx.protocol("truncated netlink message"));
-                }
+                };
+                let len = head.length() as usize;
+                let (kind, flags) = (head.message_type(), head.flags());
+                let reply_seq = head.sequence_number();
                 let raw = &rest[..len];
                 rest = &rest[((len + 3) & !3).min(rest.len())..];
-                // A message the parser does not know is skipped, as the connection's codec
-                // skips it for the asynchronous listings.
-                let Ok(reply) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(raw) else {
-                    continue;
-                };
-                if reply.header.sequence_number != seq {
+                if reply_seq != seq {
                     continue;
                 }
-                interrupted |= reply.header.flags & NLM_F_DUMP_INTR != 0;
-                match reply.payload {
-                    NetlinkPayload::InnerMessage(m) => out.push(m),
+                interrupted |= flags & NLM_F_DUMP_INTR != 0;
+                if kind >= NLMSG_MIN_TYPE {
+                    out.extend(parse(raw));
+                    continue;
+                }
+                let Ok(control) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(raw) else {
+                    continue;
+                };
+                match control.payload {
                     NetlinkPayload::Done(d) if d.code == 0 => return Ok((out, interrupted)),
                     NetlinkPayload::Done(d) => {
                         return Err(ctx.os(std::io::Error::from_raw_os_error(d.code.abs())))
