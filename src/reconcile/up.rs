@@ -121,7 +121,7 @@ pub fn up_with(
         if !taken.is_empty() {
             return Err(vxlan_ports_taken(&checked, &desired, &taken));
         }
-        converge(
+        let converged = converge(
             store,
             &lock,
             &session,
@@ -140,7 +140,9 @@ pub fn up_with(
             },
             events,
             &stages,
-        )
+        );
+        super::drop_later(prior);
+        converged
     })
 }
 
@@ -376,6 +378,7 @@ fn converge(
         // The daemon (DNS, x-run) is not in the kernel diff: start it if it died, update it.
         daemon::after_up(&project, daemon.as_ref(), false, events)?;
         session.save_generations();
+        super::drop_later((record, observed));
         stages.stage("daemon");
         return Ok((UpOutcome::NoChanges, observation));
     }
@@ -404,6 +407,7 @@ fn converge(
     saved?;
     served.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
     session.save_generations();
+    super::drop_later((record, observed, changes));
     stages.stage("state save and daemon");
     Ok((UpOutcome::Applied(outcome), observation))
 }
