@@ -14,7 +14,7 @@ mod qos;
 use crate::graph;
 use crate::kernel::machine::Links;
 use crate::kernel::{Kernel, KernelError, Machine};
-use crate::model::tables::replica::{expand_where, vip_maps_changed};
+use crate::model::tables::replica::{vip_maps_changed, Expander};
 use crate::model::{Resource, ResourceId, Spec};
 use crate::plan::{Action, Change};
 // aHash rather than std's SipHash: the sets of a run's changes are asked about every resource
@@ -107,20 +107,15 @@ pub async fn apply<M: Machine>(
     let gone = deleted_namespaces(observed, &deletes);
     let (observed_graph, desired_graph) = (graph::build(observed), graph::build(desired));
     // Replica tables name their networks' VIPs; the kernel needs the chains themselves, in
-    // the tables this run deletes, updates or builds (the others are not looked at). A table
-    // whose namespace is deleted goes with it, unread: `down` of 200 replicas spent 1.5 ms
-    // copying chains into tables that nothing looked at.
-    let observed = expand_where(observed, |r| {
-        (deletes.contains(&r.address) && !inside_gone(r, &gone)) || updates.contains(&r.address)
-    });
+    // the tables this run updates or builds. Each is spelled out when it is written, and
+    // freed after: spelled out all at once before the first write, the 2 x 202 tables of a
+    // scale took 1.6 ms and 1.5 MB of fresh memory.
+    let (old_vips, new_vips) = (Expander::new(observed), Expander::new(desired));
     let built = |r: &&Resource| {
         creates.contains(&r.address) || updates.contains(&r.address) || rebuilt.contains(&r.address)
     };
-    let desired = expand_where(desired, |r| built(&r));
-    let (observed, desired): (Vec<&Resource>, Vec<&Resource>) = (
-        observed.iter().map(|r| &**r).collect(),
-        desired.iter().map(|r| &**r).collect(),
-    );
+    let (observed, desired): (Vec<&Resource>, Vec<&Resource>) =
+        (observed.iter().collect(), desired.iter().collect());
     let old: HashMap<&ResourceId, &Resource> = observed.iter().map(|r| (&r.address, *r)).collect();
     // What goes with the deleted namespaces counts as deleted; the veth host ends are waited
     // for (they must be gone before a link of the same name is created again).
@@ -179,10 +174,15 @@ pub async fn apply<M: Machine>(
             .get(&r.address)
             .copied()
             .filter(|_| updates.contains(&r.address) && !rebuilt.contains(&r.address));
+        let (old_vips, new_vips) = (&old_vips, &new_vips);
         async move {
+            let new = new_vips.expand(r);
             match prev {
-                Some(p) => timed("~", r, progress, ops::update(k, p, r)).await,
-                None => timed("+", r, progress, ops::create(k, r)).await,
+                Some(p) => {
+                    let old = old_vips.expand(p);
+                    timed("~", r, progress, ops::update(k, &old, &new)).await
+                }
+                None => timed("+", r, progress, ops::create(k, &new)).await,
             }
         }
     })

@@ -5,7 +5,8 @@
 //!
 //! The VIP part is the same for every replica on the same networks, so the resource names the
 //! networks (and a digest of their VIPs) instead of spelling out the chains: a project of N
-//! replicas would otherwise describe N × VIPs chains. The applier expands it ([`expand`]).
+//! replicas would otherwise describe N × VIPs chains. The applier expands it, a table at a time
+//! ([`Expander`]).
 //! The VIPs that the service's policies make useless to the replica are named too: the
 //! dispatch drops them ([`reach`]). Every replica of a service on the same networks has the
 //! same VIP part, worked out once per [`VipKey`].
@@ -20,6 +21,7 @@ use ipnetwork::IpNetwork;
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 /// The name of the table inside every replica namespace.
 pub const REPLICA_TABLE: &str = "netcompose";
@@ -41,14 +43,6 @@ pub fn vip_index<'a>(vips: impl IntoIterator<Item = &'a Vip>) -> VipIndex<'a> {
         index.entry(v.network.as_str()).or_default().push(v);
     }
     index
-}
-
-/// A replica table's full chains (the VIP dispatch of its networks, then its own chains) and
-/// its VIPs' maps.
-pub fn expand(fw: &Firewall, vips: &VipIndex) -> (Vec<Chain>, Vec<Map>) {
-    let (mut chains, maps) = expand_vips(vip_key(fw), vips);
-    chains.extend(fw.chains.iter().cloned());
-    (chains, maps)
 }
 
 /// The VIP part of a replica table of `key`: the dispatch chains and the VIPs' maps. It
@@ -366,58 +360,73 @@ fn entry(
         .collect()
 }
 
-/// The resources with every replica table's VIP part spelled out, for the applier. A table
-/// whose live VIP chains were found damaged (empty digest) is marked for a full reload.
+/// The resources with every replica table's VIP part spelled out ([`Expander::expand`] of
+/// each).
 pub fn expand_all(resources: &[Resource]) -> Vec<Resource> {
-    expand_where(resources, |_| true)
-        .into_iter()
-        .map(Cow::into_owned)
+    let expander = Expander::new(resources);
+    resources
+        .iter()
+        .map(|r| expander.expand(r).into_owned())
         .collect()
 }
 
-/// [`expand_all`] for the resources that `wanted` picks (those a run hands to the kernel);
-/// the others are borrowed as they are. A scale of a project of hundreds of replicas touches
-/// few tables: copying the VIP part into every one cost more than the scale's own work.
-pub fn expand_where(
-    resources: &[Resource],
-    wanted: impl Fn(&Resource) -> bool,
-) -> Vec<Cow<'_, Resource>> {
-    let vips = vips_of(resources);
-    let mut parts: HashMap<VipKey, (Vec<Chain>, Vec<Map>)> = HashMap::new();
-    resources
-        .iter()
-        .map(|r| match &r.spec {
-            Spec::Firewall(f) if !f.vip_networks.is_empty() && wanted(r) => {
-                let (chains, maps) = parts
-                    .entry(vip_key(f))
-                    .or_insert_with(|| expand_vips(vip_key(f), &vips));
-                let mut foreign_rules = f.foreign_rules.clone();
-                if f.vip_digest.is_empty() {
-                    foreign_rules.push("vip chains changed outside netcompose".into());
-                }
-                // Field by field: a copy of the whole table (and of the whole resource) would
-                // copy chains and maps only to drop them, for each of a scale's 200 tables.
-                let full = Firewall {
-                    namespace: f.namespace.clone(),
-                    table: f.table.clone(),
-                    sysctls: f.sysctls.clone(),
-                    vip_networks: Vec::new(),
-                    vip_digest: f.vip_digest.clone(),
-                    vip_refused: Vec::new(),
-                    chains: chains.iter().chain(&f.chains).cloned().collect(),
-                    maps: maps.clone(),
-                    sets: f.sets.clone(),
-                    foreign_rules,
-                };
-                Cow::Owned(Resource {
-                    address: r.address.clone(),
-                    spec: Spec::Firewall(Box::new(full)),
-                    depends_on: r.depends_on.clone(),
-                })
-            }
-            _ => Cow::Borrowed(r),
+/// The VIP dispatch chains and the VIPs' maps of a replica table ([`expand_vips`]).
+type VipPart = (Vec<Chain>, Vec<Map>);
+
+/// Replica tables of one list of resources with their VIP part spelled out, one table at a
+/// time: the VIP part of each [`VipKey`] is worked out once, and a table is copied when it is
+/// asked for, so that the applier holds a table's full chains only while it writes them.
+pub struct Expander<'a> {
+    vips: VipIndex<'a>,
+    parts: Mutex<HashMap<VipKey<'a>, VipPart>>,
+}
+
+impl<'a> Expander<'a> {
+    pub fn new(resources: &'a [Resource]) -> Expander<'a> {
+        Expander {
+            vips: vips_of(resources),
+            parts: Mutex::default(),
+        }
+    }
+
+    /// `r` as the kernel takes it: a replica table with its VIP chains and maps, marked for a
+    /// full reload if its live VIP chains were found damaged (empty digest); anything else
+    /// as it is.
+    pub fn expand(&self, r: &'a Resource) -> Cow<'a, Resource> {
+        let Spec::Firewall(f) = &r.spec else {
+            return Cow::Borrowed(r);
+        };
+        if f.vip_networks.is_empty() {
+            return Cow::Borrowed(r);
+        }
+        let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+        let (chains, maps) = parts
+            .entry(vip_key(f))
+            .or_insert_with(|| expand_vips(vip_key(f), &self.vips));
+        let mut foreign_rules = f.foreign_rules.clone();
+        if f.vip_digest.is_empty() {
+            foreign_rules.push("vip chains changed outside netcompose".into());
+        }
+        // Field by field: a copy of the whole table (and of the whole resource) would copy
+        // chains and maps only to drop them.
+        let full = Firewall {
+            namespace: f.namespace.clone(),
+            table: f.table.clone(),
+            sysctls: f.sysctls.clone(),
+            vip_networks: Vec::new(),
+            vip_digest: f.vip_digest.clone(),
+            vip_refused: Vec::new(),
+            chains: chains.iter().chain(&f.chains).cloned().collect(),
+            maps: maps.clone(),
+            sets: f.sets.clone(),
+            foreign_rules,
+        };
+        Cow::Owned(Resource {
+            address: r.address.clone(),
+            spec: Spec::Firewall(Box::new(full)),
+            depends_on: r.depends_on.clone(),
         })
-        .collect()
+    }
 }
 
 /// The VIPs among `resources`, by network.
@@ -453,7 +462,7 @@ pub fn vip_maps_changed<'a>(observed: &[Resource], desired: &'a [Resource]) -> V
         .collect()
 }
 
-/// The VIP maps that [`expand_where`] gives the replica tables of one list of resources,
+/// The VIP maps that [`Expander`] gives the replica tables of one list of resources,
 /// worked out once per [`VipKey`].
 struct Maps<'r> {
     vips: VipIndex<'r>,
