@@ -94,6 +94,7 @@
 #
 #   bench/plan.sh                 # 5000 services x 3 replicas on 50 networks
 #   bench/plan.sh 1000 3 20
+#   ROUNDS=5 bench/plan.sh        # each kind timed five times (default three)
 #   NETCOMPOSE_BIN=/path/to/netcompose bench/plan.sh   # a binary built elsewhere (before/after)
 set -euo pipefail
 
@@ -113,20 +114,28 @@ bin=$work/netcompose
 cp "$NETCOMPOSE_BIN" "$bin"
 python3 "$repo/bench/gen.py" -s "$services" -n "$networks" --replicas "$replicas" -o "$work/compose.yaml"
 # Plans run against a state that does not exist on this machine; -p keeps every run's project
-# name (and so every generated name) the same.
-measure() {
-    local label=$1
+# name (and so every generated name) the same. Each kind is timed ROUNDS times (default 3), the
+# kinds alternated so that machine noise hits them alike; the summary gives each one's median
+# with every round's value.
+measure() { # $1: kind; the rest: the arguments
+    local kind=$1
     shift
-    /usr/bin/time -f "%e s  %M KiB" -o "$work/time" "$bin" -p bench "$@" >"$work/out" 2>"$work/err" || {
+    /usr/bin/time -f "%e %M" -o "$work/time" "$bin" -p bench "$@" >"$work/out" 2>"$work/err" || {
         cat "$work/err"
         exit 1
     }
-    printf '%-34s %s   %s\n' "$label" "$(cat "$work/time")" "$(tail -1 "$work/out")"
+    read -r secs kib <"$work/time"
+    echo "$secs" >>"$work/s.$kind"
+    echo "$kib" >>"$work/kib.$kind"
+    tail -1 "$work/out" >"$work/last.$kind"
+}
+median() { sort -n "$1" | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+summary() { # $1: kind; $2: label
+    printf '%-34s %s s  %s KiB   %s   (seconds: %s)\n' "$2" "$(median "$work/s.$1")" \
+        "$(median "$work/kib.$1")" "$(cat "$work/last.$1")" "$(paste -sd' ' "$work/s.$1")"
 }
 
 echo "project: $services services x $replicas replicas on $networks networks"
-measure "plan from scratch" -f "$work/compose.yaml" plan
-measure "plan --json from scratch" -f "$work/compose.yaml" plan --json
 "$bin" -p bench -f "$work/compose.yaml" plan --out "$work/base.json" >/dev/null 2>&1
 # One service changes: svc17 gets one more replica.
 python3 - "$work/compose.yaml" "$work/changed.yaml" <<'PY'
@@ -136,4 +145,14 @@ head, sep, tail = text.partition("  svc17:\n")
 tail = tail.replace("replicas: ", "replicas: 1", 1) if "replicas: " in tail.split("  svc18:")[0] else tail
 open(sys.argv[2], "w").write(head + sep + tail)
 PY
-measure "plan against baseline (1 changed)" -f "$work/changed.yaml" plan --against "$work/base.json"
+# The baseline (140 MB at the default size) is on disk before anything is timed: its writeback
+# would otherwise land in the first run after it.
+sync
+for _ in $(seq 1 "${ROUNDS:-3}"); do
+    measure scratch -f "$work/compose.yaml" plan
+    measure json -f "$work/compose.yaml" plan --json
+    measure against -f "$work/changed.yaml" plan --against "$work/base.json"
+done
+summary scratch "plan from scratch"
+summary json "plan --json from scratch"
+summary against "plan against baseline (1 changed)"
