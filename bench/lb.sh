@@ -211,6 +211,17 @@
 # per endpoint) with the kernel's floor at 232 ms (1160 us per endpoint: on this VM the
 # syscalls alone take more than the issue's 1 ms per endpoint); iperf3 11.8 Gbit/s direct,
 # 14.4 through the VIP.
+#
+# 3 Dec 2026, session 19, a fast VM again (plan.sh from scratch 0.32 s): link dumps parse only
+# the attributes read (the host's 400 links), the run's resources freed on a thread of their
+# own, replica tables spelled out as they are written. Release build of 5ec381f, ROUNDS=5, two
+# runs: up with VIPs and policies 293 / 299 ms against 251 / 258 without (1.17 / 1.16x), scale
+# 38 / 43 ms, no change 17 / 18 ms, scale back down 63 / 62 ms, down 157 / 158 ms (785 / 790 us
+# per endpoint; the floor 91 / 141 ms); iperf3 15.4 / 16.1 Gbit/s direct, 15.7 / 16.3 through the
+# VIP. Alternated with session 18's head (9a6e9d4) in one sandbox, 12 scale cycles (medians):
+# scale 44 against 43 ms, no change 22 against 23, back 67.5 against 73.5; the up's CPU (perf
+# stat, 10 cycles) 39.1 against 39.4 ms (scale), 20.8 against 22.4 (no change), 40.5 against
+# 46.2 (back): the scale is where it was.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 services=${1:-20}

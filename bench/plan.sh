@@ -91,6 +91,10 @@
 # 0.29 s from scratch on a fast one), three runs: from scratch 0.78 / 0.72 / 0.75 s and
 # 205-213 MB, --json 1.38 / 1.51 / 1.47 s and 256 MB, against the baseline 0.87 / 0.71 / 0.70 s
 # and 286-287 MB.
+# 3 Dec 2026, session 19 (a fast VM), release build of 5ec381f, ROUNDS=5, with the baseline
+# synced before the timed runs: from scratch 0.32 s (0.32-0.34) and 203 MiB, --json 0.64 s and
+# 268 MiB, against the baseline 0.33 s (0.32-0.34) and 283 MiB. Before the sync, three one-round
+# runs had given 0.37-0.64 s against the baseline (its writeback in the timed run).
 #
 #   bench/plan.sh                 # 5000 services x 3 replicas on 50 networks
 #   bench/plan.sh 1000 3 20
