@@ -159,7 +159,6 @@ pub enum DaemonEvent {
     NotUpdated { project: String },
 }
 
-/// An apply's step, as the [`Events`] of the run.
 /// Drop `value` on a thread of its own. Freeing a project's resources (observed, desired and
 /// recorded: three thousand specs with their strings and tables at 200 replicas) took a run
 /// 2 ms after its work was done; a CLI run exits without waiting for that thread, and a
@@ -171,6 +170,7 @@ fn drop_later<T: Send + 'static>(value: T) {
         .spawn(move || drop(value));
 }
 
+/// An apply's step, as the [`Events`] of the run.
 fn report_step(events: &dyn Events, step: Step<'_>) {
     match step {
         Step::Planned(total) => events.operations(total),
