@@ -86,10 +86,8 @@ if [[ ${1:-} != --inside ]]; then
     for t in dnsperf dnsmasq python3 unshare /usr/bin/time; do
         command -v "$t" >/dev/null || { echo "missing $t (apt-get install dnsperf dnsmasq-base python3 time)" >&2; exit 1; }
     done
-    if [[ -z ${NETCOMPOSE_BIN:-} ]]; then
-        (cd "$repo" && cargo build --release --quiet --bin netcompose)
-        NETCOMPOSE_BIN=$repo/target/release/netcompose
-    fi
+    source "$repo/bench/binary.sh"
+    bench_binary
     if [[ $CLIENT == dnsload && -z ${DNSLOAD:-} ]]; then
         (cd "$repo" && cargo build --release --quiet --example dnsload)
         DNSLOAD=$repo/target/release/examples/dnsload

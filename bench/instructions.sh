@@ -32,14 +32,8 @@ replicas=${2:-10}
 for t in valgrind callgrind_annotate unshare; do
     command -v "$t" >/dev/null || { echo "missing $t (apt-get install valgrind util-linux)" >&2; exit 1; }
 done
-if [[ -z ${NETCOMPOSE_BIN:-} ]]; then
-    (cd "$repo" && cargo build --release --quiet --bin netcompose)
-    NETCOMPOSE_BIN=$repo/target/release/netcompose
-fi
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-# A copy, so that a concurrent build cannot swap the binary in the middle of the run.
-cp "$NETCOMPOSE_BIN" "$work/netcompose"
+source "$repo/bench/binary.sh"
+bench_work
 export NC=$work/netcompose REPO=$repo SERVICES=$services REPLICAS=$replicas WORK=$work
 
 # Everything runs inside a private network + mount namespace, as in bench/lb.sh.

@@ -226,14 +226,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 services=${1:-20}
 replicas=${2:-10}
-if [[ -z ${NETCOMPOSE_BIN:-} ]]; then
-    (cd "$repo" && cargo build --release --quiet --bin netcompose)
-    NETCOMPOSE_BIN=$repo/target/release/netcompose
-fi
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-# A copy, so that a concurrent build cannot swap the binary in the middle of the run.
-cp "$NETCOMPOSE_BIN" "$work/netcompose"
+source "$repo/bench/binary.sh"
+bench_work
 export NC=$work/netcompose REPO=$repo SERVICES=$services REPLICAS=$replicas WORK=$work ROUNDS=${ROUNDS:-3}
 
 unshare --net --mount --propagation private bash -euo pipefail <<'INNER'

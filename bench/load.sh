@@ -15,10 +15,8 @@ networks=${2:-50}
 runs=${RUNS:-5}
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-if [[ -z ${NETCOMPOSE_BIN:-} ]]; then
-    (cd "$repo" && cargo build --release --quiet --bin netcompose)
-    NETCOMPOSE_BIN=$repo/target/release/netcompose
-fi
+source "$repo/bench/binary.sh"
+bench_binary
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -31,13 +31,8 @@ fi
 command -v iperf3 >/dev/null || { echo "bench/overlay.sh needs iperf3" >&2; exit 1; }
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-if [[ -z ${NETCOMPOSE_BIN:-} ]]; then
-    (cd "$repo" && cargo build --release --quiet --bin netcompose)
-    NETCOMPOSE_BIN=$repo/target/release/netcompose
-fi
-work=$(mktemp -d /tmp/nc-overlay.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-cp "$NETCOMPOSE_BIN" "$work/netcompose"
+source "$repo/bench/binary.sh"
+bench_work /tmp/nc-overlay.XXXXXX
 for h in 0 1; do
     cat >"$work/ov$h.yaml" <<EOF
 name: ov$h

@@ -106,16 +106,9 @@ services=${1:-5000}
 replicas=${2:-3}
 networks=${3:-50}
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-if [[ -z ${NETCOMPOSE_BIN:-} ]]; then
-    (cd "$repo" && cargo build --release --quiet --bin netcompose)
-    NETCOMPOSE_BIN=$repo/target/release/netcompose
-fi
-
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-# A copy, so that a concurrent build cannot swap the binary in the middle of the run.
+source "$repo/bench/binary.sh"
+bench_work
 bin=$work/netcompose
-cp "$NETCOMPOSE_BIN" "$bin"
 python3 "$repo/bench/gen.py" -s "$services" -n "$networks" --replicas "$replicas" -o "$work/compose.yaml"
 # Plans run against a state that does not exist on this machine; -p keeps every run's project
 # name (and so every generated name) the same. Each kind is timed ROUNDS times (default 3), the

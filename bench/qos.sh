@@ -29,13 +29,8 @@ fi
 sizes=${SIZES:-"200"}
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-if [[ -z ${NETCOMPOSE_BIN:-} ]]; then
-    (cd "$repo" && cargo build --release --quiet --bin netcompose)
-    NETCOMPOSE_BIN=$repo/target/release/netcompose
-fi
-work=$(mktemp -d /tmp/nc-qos.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-cp "$NETCOMPOSE_BIN" "$work/netcompose"
+source "$repo/bench/binary.sh"
+bench_work /tmp/nc-qos.XXXXXX
 
 for n in $sizes; do
     for variant in plain qos; do

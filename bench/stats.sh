@@ -35,10 +35,8 @@ if [[ ${1:-} != --inside ]]; then
         echo "bench/stats.sh needs root (namespaces)" >&2
         exit 1
     fi
-    if [[ -z ${NETCOMPOSE_BIN:-} ]]; then
-        (cd "$repo" && cargo build --release --quiet --bin netcompose)
-        NETCOMPOSE_BIN=$repo/target/release/netcompose
-    fi
+    source "$repo/bench/binary.sh"
+    bench_binary
     export NETCOMPOSE_BIN REPLICAS RUNS
     mkdir -p /etc/netns /var/lib/netcompose
     exec unshare --mount --net --propagation private bash "${BASH_SOURCE[0]}" --inside

@@ -33,14 +33,8 @@ fi
 sizes=${SIZES:-"50 200 1000"}
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-if [[ -z ${NETCOMPOSE_BIN:-} ]]; then
-    (cd "$repo" && cargo build --release --quiet --bin netcompose)
-    NETCOMPOSE_BIN=$repo/target/release/netcompose
-fi
-# A copy, so that a concurrent build cannot swap the binary in the middle of the run.
-work=$(mktemp -d /tmp/nc-updown.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-cp "$NETCOMPOSE_BIN" "$work/netcompose"
+source "$repo/bench/binary.sh"
+bench_work /tmp/nc-updown.XXXXXX
 
 for n in $sizes; do
     {
