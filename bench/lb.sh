@@ -218,10 +218,11 @@
 # runs: up with VIPs and policies 293 / 299 ms against 251 / 258 without (1.17 / 1.16x), scale
 # 38 / 43 ms, no change 17 / 18 ms, scale back down 63 / 62 ms, down 157 / 158 ms (785 / 790 us
 # per endpoint; the floor 91 / 141 ms); iperf3 15.4 / 16.1 Gbit/s direct, 15.7 / 16.3 through the
-# VIP. Alternated with session 18's head (9a6e9d4) in one sandbox, 12 scale cycles (medians):
-# scale 44 against 43 ms, no change 22 against 23, back 67.5 against 73.5; the up's CPU (perf
-# stat, 10 cycles) 39.1 against 39.4 ms (scale), 20.8 against 22.4 (no change), 40.5 against
-# 46.2 (back): the scale is where it was.
+# VIP. Against session 18's head (9a6e9d4), alternated in one sandbox (bench/ab.sh, medians):
+# 12 cycles, scale 40 against 40 ms, no change 20 against 21, back 66 against 68; CPU=1, 10
+# cycles, the up's CPU 38.1 against 43.0 ms (scale), 20.8 against 22.4 (no change), 42.4
+# against 49.0 (back). An earlier alternation of the same kind gave 39.1 against 39.4 ms for
+# the scale's CPU: the scale's wall time is where it was.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 services=${1:-20}
