@@ -11,7 +11,7 @@ use std::cmp::Ordering;
 /// sort of the changes. Where one address is on a side several times, each resource of `after`
 /// is compared with the last one of `before`.
 pub fn diff(before: &[Resource], after: &[Resource]) -> Vec<Change> {
-    let (mut changes, takes) = walk(before, after);
+    let (mut changes, takes) = walk(before, after, Sides::Copied);
     for (at, j) in takes {
         changes[at].after = Some(spec(after[j].spec.clone()));
     }
@@ -22,7 +22,7 @@ pub fn diff(before: &[Resource], after: &[Resource]) -> Vec<Change> {
 /// a copy of it: a plan only shown has no use for its desired resources once diffed, and a
 /// copy of every created spec of a big project is tens of megabytes.
 pub fn diff_taking(before: &[Resource], after: Vec<Resource>) -> Vec<Change> {
-    let (mut changes, mut takes) = walk(before, &after);
+    let (mut changes, mut takes) = walk(before, &after, Sides::Copied);
     // Each resource of `after` is taken by one change at most.
     takes.sort_unstable_by_key(|&(_, j)| j);
     let mut takes = takes.into_iter().peekable();
@@ -34,9 +34,28 @@ pub fn diff_taking(before: &[Resource], after: Vec<Resource>) -> Vec<Change> {
     changes
 }
 
+/// [`diff`] as a run that applies the changes needs it: each change's address, kind, actions
+/// and reason, without the specs on either side, which only a shown plan reads. A scale of 200
+/// replicas updates 203 resources, most of them replica tables: copying both sides of each cost
+/// `up` some 400 copies of a table, and `down` a copy of every resource it deletes.
+pub fn diff_to_apply(before: &[Resource], after: &[Resource]) -> Vec<Change> {
+    walk(before, after, Sides::Left).0
+}
+
+/// Whether the changes carry copies of the specs on their two sides.
+#[derive(Debug, Clone, Copy)]
+enum Sides {
+    Copied,
+    Left,
+}
+
 /// The changes, each without its `after` side, and where that side comes from: (index of the
-/// change, index in `after`).
-fn walk(before: &[Resource], after: &[Resource]) -> (Vec<Change>, Vec<(usize, usize)>) {
+/// change, index in `after`). With [`Sides::Left`], without its `before` side either.
+fn walk(
+    before: &[Resource],
+    after: &[Resource],
+    sides: Sides,
+) -> (Vec<Change>, Vec<(usize, usize)>) {
     let (old, new) = (by_address(before), by_address(after));
     // Room made at once for as many changes as `after` has resources more than `before`
     // (from scratch, each of a big project's hundred thousand is created): growing to that
@@ -54,12 +73,24 @@ fn walk(before: &[Resource], after: &[Resource]) -> (Vec<Change>, Vec<(usize, us
         match order {
             Ordering::Less => {
                 let prev = &before[old[i]];
-                changes.push(change(prev, vec![Action::Delete], Some(&prev.spec), None));
+                changes.push(change(
+                    prev,
+                    vec![Action::Delete],
+                    Some(&prev.spec),
+                    None,
+                    sides,
+                ));
                 i += 1;
             }
             Ordering::Greater => {
                 takes.push((changes.len(), new[j]));
-                changes.push(change(&after[new[j]], vec![Action::Create], None, None));
+                changes.push(change(
+                    &after[new[j]],
+                    vec![Action::Create],
+                    None,
+                    None,
+                    sides,
+                ));
                 j += 1;
             }
             Ordering::Equal => {
@@ -73,7 +104,7 @@ fn walk(before: &[Resource], after: &[Resource]) -> (Vec<Change>, Vec<(usize, us
                 while let Some(&k) = new.get(j).filter(|&&k| after[k].address == prev.address) {
                     if prev.spec != after[k].spec {
                         takes.push((changes.len(), k));
-                        changes.push(compare(prev, &after[k]));
+                        changes.push(compare(prev, &after[k], sides));
                     }
                     j += 1;
                 }
@@ -93,7 +124,7 @@ fn by_address(resources: &[Resource]) -> Vec<usize> {
     sorted
 }
 
-fn compare(prev: &Resource, new: &Resource) -> Change {
+fn compare(prev: &Resource, new: &Resource, sides: Sides) -> Change {
     let before = Some(&prev.spec);
     let Some(forcing) = prev.spec.replacement_fields(&new.spec) else {
         let reason = format!(
@@ -106,10 +137,11 @@ fn compare(prev: &Resource, new: &Resource) -> Change {
             vec![Action::Delete, Action::Create],
             before,
             Some(reason),
+            sides,
         );
     };
     if forcing.is_empty() {
-        change(new, vec![Action::Update], before, None)
+        change(new, vec![Action::Update], before, None, sides)
     } else {
         let names: Vec<String> = forcing.iter().map(ToString::to_string).collect();
         let reason = format!("{} changed (cannot change in place)", names.join(", "));
@@ -118,6 +150,7 @@ fn compare(prev: &Resource, new: &Resource) -> Change {
             vec![Action::Delete, Action::Create],
             before,
             Some(reason),
+            sides,
         )
     }
 }
@@ -128,12 +161,16 @@ fn change(
     actions: Vec<Action>,
     before: Option<&Spec>,
     reason: Option<String>,
+    sides: Sides,
 ) -> Change {
     Change {
         address: r.address.clone(),
         kind: r.spec.kind().into(),
         actions,
-        before: before.map(|s| spec(s.clone())),
+        before: match sides {
+            Sides::Copied => before.map(|s| spec(s.clone())),
+            Sides::Left => None,
+        },
         after: None,
         reason,
     }
@@ -224,6 +261,25 @@ mod tests {
         let after = [at("e", 1), at("c", 2), at("a", 1), at("b0", 1), at("c", 3)];
         assert_eq!(diff_taking(&before, after.to_vec()), diff(&before, &after));
         assert_eq!(diff_taking(&[], after.to_vec()), diff(&[], &after));
+    }
+
+    /// The changes to apply are the changes, without their sides.
+    #[test]
+    fn the_changes_to_apply_are_the_changes_without_their_sides() {
+        let before = [at("d", 1), at("b", 1), at("a", 1), at("c", 1)];
+        let mut moved = link("eth1", "br1");
+        moved.address = ResourceId::network("a");
+        let after = [at("e", 1), at("c", 2), moved, at("b0", 1)];
+        let bare: Vec<Change> = diff(&before, &after)
+            .into_iter()
+            .map(|c| Change {
+                before: None,
+                after: None,
+                ..c
+            })
+            .collect();
+        assert!(bare.iter().any(Change::is_replace));
+        assert_eq!(diff_to_apply(&before, &after), bare);
     }
 
     #[test]

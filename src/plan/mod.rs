@@ -7,7 +7,7 @@ mod diff;
 pub mod render;
 
 pub use attributes::{Attributes, Side};
-pub use diff::diff;
+pub use diff::{diff, diff_to_apply};
 
 use crate::model::daemon::DaemonConfig;
 use crate::model::{Desired, Resource, ResourceId};

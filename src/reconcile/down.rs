@@ -33,7 +33,7 @@ pub fn down(
     // Everything inside a namespace goes with it: its table, files and routes are not read.
     let observed = session.observe_outline(&prior.resources)?;
     stages.stage("observe");
-    let changes = plan::diff(&observed, &[]);
+    let changes = plan::diff_to_apply(&observed, &[]);
     let applied = session.apply(&observed, &[], &changes, &|step| {
         super::report_step(events, step)
     });

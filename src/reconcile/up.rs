@@ -355,7 +355,7 @@ fn converge(
     for d in plan::drift(&prior.resources, &observed) {
         events.drift(&d);
     }
-    let changes = plan::diff(&observed, &desired.resources);
+    let changes = plan::diff_to_apply(&observed, &desired.resources);
     stages.stage("diff");
     // One record, saved up to twice: the resources are moved in and out of it rather than
     // copied (a copy of a thousand resources for each save cost more than writing it).
