@@ -34,10 +34,8 @@ echo "b: $2"
 export REPO=$repo WORK=$work SERVICES=${SERVICES:-20} REPLICAS=${REPLICAS:-10} CYCLES=${CYCLES:-12}
 
 unshare --net --mount --propagation private bash -euo pipefail <<'INNER'
-mkdir -p /run/netns /etc/netns /var/lib/netcompose /run/netcompose
-for d in /run/netns /etc/netns /var/lib/netcompose /run/netcompose; do mount -t tmpfs tmpfs "$d"; done
-ip link set lo up
 source "$REPO/bench/lb_project.sh"
+lb_sandbox
 lb_project "$REPLICAS" > "$WORK/base.yaml"
 lb_project "$((REPLICAS + 1))" > "$WORK/more.yaml"
 # On any exit, the project down: its daemon would otherwise outlive the sandbox.

@@ -38,10 +38,8 @@ export NC=$work/netcompose REPO=$repo SERVICES=$services REPLICAS=$replicas WORK
 
 # Everything runs inside a private network + mount namespace, as in bench/lb.sh.
 unshare --net --mount --propagation private bash -euo pipefail <<'INNER'
-mkdir -p /run/netns /etc/netns /var/lib/netcompose /run/netcompose
-for d in /run/netns /etc/netns /var/lib/netcompose /run/netcompose; do mount -t tmpfs tmpfs "$d"; done
-ip link set lo up
 source "$REPO/bench/lb_project.sh"
+lb_sandbox
 lb_project "$REPLICAS" > "$WORK/base.yaml"
 lb_project "$((REPLICAS + 1))" > "$WORK/more.yaml"
 # Down on any exit: the daemon would otherwise outlive the sandbox.

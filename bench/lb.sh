@@ -232,10 +232,8 @@ bench_work
 export NC=$work/netcompose REPO=$repo SERVICES=$services REPLICAS=$replicas WORK=$work ROUNDS=${ROUNDS:-3}
 
 unshare --net --mount --propagation private bash -euo pipefail <<'INNER'
-mkdir -p /run/netns /etc/netns /var/lib/netcompose /run/netcompose
-for d in /run/netns /etc/netns /var/lib/netcompose /run/netcompose; do mount -t tmpfs tmpfs "$d"; done
-ip link set lo up
 source "$REPO/bench/lb_project.sh"
+lb_sandbox
 # On any exit, the projects down and iperf3 stopped: a daemon or a server would otherwise
 # outlive the sandbox, in a namespace nothing names any more (each step `|| true`: errexit
 # holds inside a trap too, and would end it at the first step with nothing to do).
