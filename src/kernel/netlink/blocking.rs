@@ -16,7 +16,8 @@ use std::os::fd::OwnedFd;
 
 /// The length of a netlink message's header (`struct nlmsghdr`).
 const NLMSG_HEADER_LEN: usize = 16;
-/// Message types below this one are netlink's own (`NLMSG_DONE`, `NLMSG_ERROR`, ...).
+/// Message types below this one are netlink's own (`NLMSG_DONE`, `NLMSG_ERROR`, ...:
+/// linux/netlink.h).
 const NLMSG_MIN_TYPE: u16 = 0x10;
 /// The largest datagram a dump sends (the kernel caps its dump buffers at 32 KiB), with room.
 const RECV_LEN: usize = 64 * 1024;
@@ -65,8 +66,8 @@ impl BlockingNetlink {
 
     /// Every link, without statistics (as [`Netlink::links`]).
     pub fn links(&mut self) -> Result<Vec<Link>, KernelError> {
-        self.dump_with("links", links_request(), |raw| {
-            parse_link_payload(raw.get(NLMSG_HEADER_LEN..)?)
+        self.dump_with("links", links_request(), |reply| {
+            parse_link_payload(reply.payload())
         })
     }
 
@@ -127,27 +128,25 @@ impl BlockingNetlink {
         what: &str,
         msg: RouteNetlinkMessage,
     ) -> Result<Vec<RouteNetlinkMessage>, KernelError> {
-        self.dump_with(
-            what,
-            msg,
-            |raw| match NetlinkMessage::<RouteNetlinkMessage>::deserialize(raw)
+        self.dump_with(what, msg, |reply| {
+            match NetlinkMessage::<RouteNetlinkMessage>::deserialize(reply.buffer)
                 .ok()?
                 .payload
             {
                 NetlinkPayload::InnerMessage(m) => Some(m),
                 _ => None,
-            },
-        )
+            }
+        })
     }
 
-    /// [`BlockingNetlink::dump`], each reply given to `parse` as its bytes (header included):
-    /// what it returns is kept. A reply it cannot read is skipped, as the connection's codec
+    /// [`BlockingNetlink::dump`], each reply given to `parse` as it came: what it returns is
+    /// kept. A reply it cannot read is skipped, as the connection's codec
     /// skips a message it does not know for the asynchronous listings.
     fn dump_with<T>(
         &mut self,
         what: &str,
         msg: RouteNetlinkMessage,
-        parse: impl Fn(&[u8]) -> Option<T>,
+        parse: impl Fn(&NetlinkBuffer<&[u8]>) -> Option<T>,
     ) -> Result<Vec<T>, KernelError> {
         let ctx = self.ctx(what);
         for _ in 0..8 {
@@ -163,7 +162,7 @@ impl BlockingNetlink {
         &mut self,
         ctx: &Ctx,
         msg: RouteNetlinkMessage,
-        parse: &impl Fn(&[u8]) -> Option<T>,
+        parse: &impl Fn(&NetlinkBuffer<&[u8]>) -> Option<T>,
     ) -> Result<(Vec<T>, bool), KernelError> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
@@ -185,23 +184,21 @@ impl BlockingNetlink {
             }
             let mut rest = &self.buf[..n];
             while rest.len() >= NLMSG_HEADER_LEN {
-                let Ok(head) = NetlinkBuffer::new_checked(rest) else {
+                let Ok(len) = NetlinkBuffer::new_checked(rest).map(|h| h.length() as usize) else {
                     return Err(ctx.protocol("truncated netlink message"));
                 };
-                let len = head.length() as usize;
-                let (kind, flags) = (head.message_type(), head.flags());
-                let reply_seq = head.sequence_number();
-                let raw = &rest[..len];
+                let reply = NetlinkBuffer::new(&rest[..len]);
                 rest = &rest[((len + 3) & !3).min(rest.len())..];
-                if reply_seq != seq {
+                if reply.sequence_number() != seq {
                     continue;
                 }
-                interrupted |= flags & NLM_F_DUMP_INTR != 0;
-                if kind >= NLMSG_MIN_TYPE {
-                    out.extend(parse(raw));
+                interrupted |= reply.flags() & NLM_F_DUMP_INTR != 0;
+                if reply.message_type() >= NLMSG_MIN_TYPE {
+                    out.extend(parse(&reply));
                     continue;
                 }
-                let Ok(control) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(raw) else {
+                let Ok(control) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(reply.buffer)
+                else {
                     continue;
                 };
                 match control.payload {
