@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Compare two netcompose binaries on the scale steps of bench/lb.sh (root), alternated in one
-# sandbox: the project (SERVICES services x REPLICAS replicas, VIPs and policies) is brought
-# up once, then each cycle runs, with each binary in turn, a scale of svc0 by one replica, an
-# `up` with no change and the scale back down. Prints each binary's median milliseconds per
-# step, with every cycle's value; with CPU=1, also the CPU of each run (perf stat's task-clock:
-# all the up's threads, not the daemon's).
+# Compare two netcompose binaries on the steps of bench/lb.sh (root), alternated in one
+# sandbox. By default, the scale steps: the project (SERVICES services x REPLICAS replicas,
+# VIPs and policies) is brought up once, then each cycle runs, with each binary in turn, a
+# scale of svc0 by one replica, an `up` with no change and the scale back down. STEPS=ups: each
+# cycle runs, with each binary in turn, the `up` of the project with VIPs and policies and the
+# same `up` without them (each followed by an untimed down), and the ratio of their medians is
+# given per binary. Prints each binary's median milliseconds per step, with every cycle's
+# value; with CPU=1, also the CPU of each run (perf stat's task-clock: all the up's threads,
+# not the daemon's).
 #
 # Why: one run of bench/lb.sh per binary compares runs minutes apart, and this kind of VM moves
 # by more than most changes do; alternating in one sandbox puts both binaries under the same
@@ -13,6 +16,7 @@
 #   sudo bench/ab.sh OLD NEW            # 12 cycles
 #   sudo CYCLES=20 CPU=1 bench/ab.sh OLD NEW
 #   sudo SERVICES=10 REPLICAS=5 bench/ab.sh OLD NEW
+#   sudo STEPS=ups CYCLES=20 bench/ab.sh OLD NEW
 #
 # Figures: bench/lb.sh's header (session 19 onwards).
 set -euo pipefail
@@ -31,15 +35,24 @@ trap 'rm -rf "$work"' EXIT
 cp "$1" "$work/a" && cp "$2" "$work/b"
 echo "a: $1"
 echo "b: $2"
-export REPO=$repo WORK=$work SERVICES=${SERVICES:-20} REPLICAS=${REPLICAS:-10} CYCLES=${CYCLES:-12}
+case ${STEPS:=scale} in
+    scale | ups) ;;
+    *) echo "STEPS is scale or ups, not $STEPS" >&2; exit 2 ;;
+esac
+export REPO=$repo WORK=$work SERVICES=${SERVICES:-20} REPLICAS=${REPLICAS:-10} CYCLES=${CYCLES:-12} STEPS
 
 unshare --net --mount --propagation private bash -euo pipefail <<'INNER'
 source "$REPO/bench/lb_project.sh"
 lb_sandbox
 lb_project "$REPLICAS" > "$WORK/base.yaml"
 lb_project "$((REPLICAS + 1))" > "$WORK/more.yaml"
-# On any exit, the project down: its daemon would otherwise outlive the sandbox.
-trap '"$WORK/a" -f "$WORK/base.yaml" down >/dev/null 2>&1 || true' EXIT
+lb_project "$REPLICAS" plain > "$WORK/plain.yaml"
+# On any exit, the projects down: their daemons would otherwise outlive the sandbox.
+down_all() {
+    "$WORK/a" -f "$WORK/base.yaml" down >/dev/null 2>&1 || true
+    "$WORK/a" -f "$WORK/plain.yaml" down >/dev/null 2>&1 || true
+}
+trap down_all EXIT
 trap 'exit 1' HUP INT PIPE TERM
 # One timed run: its milliseconds (and CPU) appended to the files of its binary and step.
 timed() { # $1: binary (a or b); $2: step; $3: Compose file
@@ -56,22 +69,44 @@ timed() { # $1: binary (a or b); $2: step; $3: Compose file
     # The daemon's updates settle before the next step.
     sleep 0.3
 }
-"$WORK/a" -f "$WORK/base.yaml" up >/dev/null
-sleep 1
+# An untimed down, and time for the kernel to free the namespaces before the next step.
+down() { # $1: binary; $2: Compose file
+    "$WORK/$1" -f "$2" down >/dev/null 2>&1
+    sleep 0.5
+}
+if [[ $STEPS == scale ]]; then
+  steps="scale same back"
+  "$WORK/a" -f "$WORK/base.yaml" up >/dev/null
+  sleep 1
+else
+  steps="vip plain"
+fi
 for _ in $(seq 1 "$CYCLES"); do
   for bin in a b; do
-    timed "$bin" scale "$WORK/more.yaml"
-    timed "$bin" same "$WORK/more.yaml"
-    timed "$bin" back "$WORK/base.yaml"
+    if [[ $STEPS == scale ]]; then
+      timed "$bin" scale "$WORK/more.yaml"
+      timed "$bin" same "$WORK/more.yaml"
+      timed "$bin" back "$WORK/base.yaml"
+    else
+      timed "$bin" vip "$WORK/base.yaml"
+      down "$bin" "$WORK/base.yaml"
+      timed "$bin" plain "$WORK/plain.yaml"
+      down "$bin" "$WORK/plain.yaml"
+    fi
   done
 done
 median() { sort -n "$1" | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 echo "medians of $CYCLES cycles ($((SERVICES * REPLICAS)) replicas; wall ms${CPU:+, then CPU ms}):"
-for step in scale same back; do
+for step in $steps; do
   for bin in a b; do
     line="  $step $bin: $(median "$WORK/ms.$bin.$step") ms ($(paste -sd' ' "$WORK/ms.$bin.$step"))"
     if [[ -n ${CPU:-} ]]; then line="$line; CPU $(median "$WORK/cpu.$bin.$step") ms"; fi
     echo "$line"
   done
 done
+if [[ $STEPS == ups ]]; then
+  for bin in a b; do
+    echo "  ratio $bin: $(awk -v v="$(median "$WORK/ms.$bin.vip")" -v p="$(median "$WORK/ms.$bin.plain")" 'BEGIN {printf "%.3f", v / p}')x (up with VIPs and policies / without)"
+  done
+fi
 INNER
