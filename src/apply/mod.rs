@@ -168,7 +168,8 @@ pub async fn apply<M: Machine>(
     let marked: Vec<bool> = desired.iter().map(built).collect();
     let todo: Vec<&Resource> = desired.iter().copied().filter(built).collect();
     let t = timings.start(&todo);
-    let n = flow::flow(&graph, &marked, |i| {
+    let contention: Vec<flow::Contention> = desired.iter().map(|r| contention(&r.spec)).collect();
+    let n = flow::flow(&graph, &marked, &contention, |i| {
         let r = desired[i];
         let prev = old
             .get(&r.address)
@@ -196,6 +197,24 @@ pub async fn apply<M: Machine>(
     timings.phase("build", t);
     out.elapsed = start.elapsed();
     Ok(out)
+}
+
+/// What the operation on `spec` waits for in the kernel besides the CPU.
+fn contention(spec: &Spec) -> flow::Contention {
+    use flow::Contention::{MachineWide, OwnOnly};
+    match spec {
+        Spec::Firewall(_) | Spec::Files(_) => OwnOnly,
+        // The daemon serves these: no kernel work of their own.
+        Spec::Vip(_) | Spec::Dns(_) => OwnOnly,
+        Spec::Namespace(_)
+        | Spec::Bridge(_)
+        | Spec::Link(_)
+        | Spec::Route(_)
+        | Spec::Macvlan(_)
+        | Spec::External(_)
+        | Spec::Vxlan(_)
+        | Spec::Remote(_) => MachineWide,
+    }
 }
 
 /// One operation, reported as it starts and when it is done.
