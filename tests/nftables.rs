@@ -246,6 +246,9 @@ fn ctx() -> netcompose::kernel::Ctx {
     netcompose::kernel::Ctx::new("test", "generation", Some(GEN_NS))
 }
 
+/// What a commit gives back: the generation the kernel announced for it, if it did.
+type CommitResult = Result<Option<u32>, netcompose::kernel::KernelError>;
+
 /// What a write leaves known of its table: a replacement at the generation the kernel
 /// announced for it; an update only when no other commit came between the table's read and
 /// the update, from the announced generation or, when none was announced, the one read after.
@@ -262,30 +265,34 @@ fn a_write_records_its_table_only_when_the_generation_proves_it() {
                 let generation = nfnl::generation_on(&ctx(), fd).unwrap();
                 generations::known(&gens, Some(ns), cookie, generation, Digest::of_table(t))
             };
-            let write = |how: Write<'_>, announced: bool| {
+            let write = |how: Write<'_>, announced: bool, commit: &dyn Fn() -> CommitResult| {
                 generations::write(&gens, fd, Some(ns), "t", how, || {
-                    let generation = match how {
-                        Write::Replace(t) => nft::replace_table_on(fd, Some(ns), "t", t),
-                        Write::Update { old, new } => {
-                            nft::update_table_on(fd, Some(ns), "t", old, new)
-                        }
-                    }?;
-                    Ok(generation.filter(|_| announced))
+                    Ok(commit()?.filter(|_| announced))
                 })
                 .unwrap()
             };
+            let replace = |t: &Table, announced: bool| {
+                write(Write::Replace(Digest::of_table(t)), announced, &|| {
+                    nft::replace_table_on(fd, Some(ns), "t", t)
+                })
+            };
+            let update = |old: &Table, new: &Table, announced: bool| {
+                write(Write::Update { old, new }, announced, &|| {
+                    nft::update_table_on(fd, Some(ns), "t", old, new)
+                })
+            };
             let (a, b, c) = (table(&["nc:a1"]), table(&["nc:b2"]), table(&["nc:c3"]));
 
-            write(Write::Replace(&a), true);
+            replace(&a, true);
             assert!(known(&a), "a replacement, announced");
-            write(Write::Update { old: &a, new: &b }, false);
+            update(&a, &b, false);
             assert!(known(&b), "an update, the generation read after it");
             // Someone else commits in the namespace: the update no longer knows its table.
             nfnl::delete_table(&NetnsDir::system(), Some(ns), "other").unwrap();
             nft::replace_table(&NetnsDir::system(), Some(ns), "other", &table(&[])).unwrap();
-            write(Write::Update { old: &b, new: &c }, true);
+            update(&b, &c, true);
             assert!(!known(&c), "an update after another writer's commit");
-            write(Write::Replace(&a), false);
+            replace(&a, false);
             assert!(
                 !known(&a),
                 "a replacement whose generation was not announced"

@@ -248,8 +248,8 @@ pub fn known(
 /// How a write changes the table: what it holds afterwards, given what it held before.
 #[derive(Clone, Copy)]
 pub enum Write<'a> {
-    /// The whole table, whatever it held.
-    Replace(&'a Table),
+    /// The whole table, whatever it held: one of this digest.
+    Replace(Digest),
     /// From `old` to `new`: the chains are left alone when both lists are empty, and so are
     /// the sets that neither names (sets only in `old` are deleted).
     Update { old: &'a Table, new: &'a Table },
@@ -284,7 +284,7 @@ pub fn write(
         Err(_) => After::Unknown,
     };
     let digest = match (after, how) {
-        (After::Announced(_), Write::Replace(t)) => Some(Digest::of_table(t)),
+        (After::Announced(_), Write::Replace(digest)) => Some(digest),
         (After::Read(_) | After::Unknown, Write::Replace(_)) => None,
         // The update assumed the table this run read, at the generation it read it at.
         (After::Announced(g) | After::Read(g), Write::Update { old, new }) => known

@@ -49,6 +49,7 @@ pub mod machine;
 pub mod netlink;
 pub mod netns;
 pub mod nftables;
+pub mod replacements;
 pub mod survey;
 pub mod sysctl;
 pub mod system;

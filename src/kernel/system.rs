@@ -15,7 +15,8 @@ use super::netlink::{
     LOOPBACK_INDEX,
 };
 use super::netns::{NetnsDir, NsIdentity, ETC_NETNS};
-use super::nftables::{self, read};
+use super::nftables::{self, read, wire};
+use super::replacements::Replacements;
 use super::survey::{self, Survey, SurveySource};
 use super::{sysctl, Ctx, KernelError};
 use ipnetwork::IpNetwork;
@@ -40,6 +41,8 @@ pub struct System {
     nft_sockets: Mutex<HashMap<String, Arc<Mutex<OwnedFd>>>>,
     /// The tables known unchanged since a read or a write (see [`generations`]).
     generations: Arc<Mutex<Generations>>,
+    /// Tables written whole, encoded once each.
+    replacements: Replacements,
     /// Each namespace's cookie and ruleset generation as the last survey read them, for the
     /// table read that follows it (taken by that read, so never used after a write).
     surveyed: Mutex<HashMap<String, (u64, u32)>>,
@@ -103,6 +106,7 @@ impl System {
             sockets: Mutex::new(HashMap::new()),
             nft_sockets: Mutex::new(HashMap::new()),
             generations: Arc::new(Mutex::new(Generations::default())),
+            replacements: Replacements::default(),
             surveyed: Mutex::new(HashMap::new()),
             source: None,
             last_kept: Mutex::new((0, 0)),
@@ -568,14 +572,19 @@ fn lo_alias(found: &Survey) -> Option<String> {
 
 impl Firewall for System {
     async fn replace_table(&self, ns: Option<&str>, table: &str, contents: &Table) -> Res<()> {
+        let ctx = Ctx::new("load rules", table, ns);
+        let write = self
+            .replacements
+            .of(table, contents)
+            .map_err(|e| ctx.invalid(e.to_string()))?;
         let nft = self.nft(ns).await?;
         let gens = self.generations.clone();
-        let (ns, table, contents) = (ns.map(str::to_string), table.to_string(), contents.clone());
-        blocking(Ctx::new("load rules", &table, ns.as_deref()), move || {
+        let (ns, table) = (ns.map(str::to_string), table.to_string());
+        blocking(ctx.clone(), move || {
             with_nft(&nft, |fd| {
                 let ns = ns.as_deref();
-                generations::write(&gens, fd, ns, &table, Write::Replace(&contents), || {
-                    nftables::replace_table_on(fd, ns, &table, &contents)
+                generations::write(&gens, fd, ns, &table, Write::Replace(write.digest), || {
+                    wire::commit_finished(&ctx, fd, &write.batch)
                 })
             })
         })

@@ -208,9 +208,8 @@ impl Batch {
         self.count == 0
     }
 
-    /// The bytes to send: begin, the messages (the last one asking for an ack), end; and
-    /// the first message's sequence number and how many there are.
-    pub fn finish(mut self) -> (Vec<u8>, u32, u32) {
+    /// The bytes to send: begin, the messages (the last one asking for an ack), end.
+    pub fn finish(mut self) -> Finished {
         if self.count > 0 {
             // nlmsg_flags: the u16 after nlmsg_len and nlmsg_type, in host order.
             let at = self.last_at + 6;
@@ -225,7 +224,11 @@ impl Batch {
             NFNL_SUBSYS_NFTABLES,
         );
         self.buf.extend(end.finish());
-        (self.buf, self.first, self.count)
+        Finished {
+            bytes: self.buf,
+            first: self.first,
+            count: self.count,
+        }
     }
 }
 
@@ -293,10 +296,33 @@ pub fn discard_pending(fd: &OwnedFd) -> Result<(), nix::errno::Errno> {
 /// the kernel reports (with its errno and extended-ack text) is returned; the transaction was
 /// then aborted.
 pub fn commit(ctx: &Ctx, fd: &OwnedFd, batch: Batch) -> Result<Option<u32>, KernelError> {
-    if batch.is_empty() {
+    commit_finished(ctx, fd, &batch.finish())
+}
+
+/// A batch ready to send. Its bytes name no namespace and no socket (sequence numbers start
+/// over in each batch, the kernel fills the port in), so one batch can be sent to many.
+#[derive(Debug)]
+pub struct Finished {
+    bytes: Vec<u8>,
+    /// The first message's sequence number, and how many messages there are.
+    first: u32,
+    count: u32,
+}
+
+/// [`commit`] of a batch already finished.
+pub fn commit_finished(
+    ctx: &Ctx,
+    fd: &OwnedFd,
+    batch: &Finished,
+) -> Result<Option<u32>, KernelError> {
+    let Finished {
+        ref bytes,
+        first,
+        count,
+    } = *batch;
+    if count == 0 {
         return Ok(None);
     }
-    let (bytes, first, count) = batch.finish();
     let mut sent = 0;
     while sent < bytes.len() {
         sent +=
@@ -512,7 +538,11 @@ mod tests {
             m.str(1, "t");
         });
         assert_eq!(batch.len(), 1);
-        let (bytes, first, count) = batch.finish();
+        let Finished {
+            bytes,
+            first,
+            count,
+        } = batch.finish();
         assert_eq!((first, count), (2, 1));
         let ctx = Ctx::new("t", "t", None);
         let msgs = messages(&ctx, &bytes).unwrap();
@@ -536,7 +566,11 @@ mod tests {
                 m.str(1, name);
             });
         }
-        let (bytes, first, count) = batch.finish();
+        let Finished {
+            bytes,
+            first,
+            count,
+        } = batch.finish();
         assert_eq!((first, count), (2, 3));
         let flags: Vec<(u32, u16)> = {
             let mut rest = &bytes[..];
