@@ -2,10 +2,11 @@
 //! rather than once the whole wave of the graph before its own is. In waves, the nftables
 //! tables of a wave (kernel CPU, under no lock of the kernel's but their namespace's) waited
 //! for the last namespaces of the wave before, whose making the kernel partly serializes on
-//! its locks, and a core was left idle meanwhile. Among the resources ready, those whose
-//! operation takes no machine-wide lock go first (see [`Contention`]), then those with the
-//! longest chain of operations still to follow (a namespace before a link before a route), so
-//! that the chains that take longest are not held up.
+//! its locks, and a core was left idle meanwhile. Among the resources ready, those under
+//! locks of their own only go first, but one under a machine-wide lock starts whenever none
+//! is running (see [`Contention`]); among either, those with the longest chain of operations
+//! still to follow first (a namespace before a link before a route), so that the chains that
+//! take longest are not held up.
 
 use super::{ApplyError, PARALLEL};
 use crate::graph::Graph;
@@ -31,15 +32,23 @@ where
     let mut state = Flow::new(graph, build, contention);
     let op = &op;
     let mut running = FuturesUnordered::new();
-    let (mut done, mut errors) = (0, Vec::new());
+    let (mut done, mut errors, mut machine_wide) = (0, Vec::new(), 0);
     loop {
         while errors.is_empty() && running.len() < PARALLEL {
-            let Some(i) = state.next() else { break };
+            let Some(i) = state.next(machine_wide == 0) else {
+                break;
+            };
+            if state.contention(i) == Contention::MachineWide {
+                machine_wide += 1;
+            }
             running.push(async move { (i, op(i).await) });
         }
         let Some((i, result)) = running.next().await else {
             break;
         };
+        if state.contention(i) == Contention::MachineWide {
+            machine_wide -= 1;
+        }
         match result {
             Ok(()) => {
                 done += 1;
@@ -55,14 +64,15 @@ where
     }
 }
 
-/// What an operation mostly waits for in the kernel besides the CPU. Ready operations that
-/// take no machine-wide lock go first: they run on the cores that the serialized ones leave
-/// idle. Last, a replica's nftables table waited for every link, address and route of the
-/// project (all ready before it, all with longer chains to follow), and its kernel CPU, a
-/// tenth of a 200-replica `up`'s, came after them on both cores; first, it runs while the
-/// namespaces and links queue for the RTNL lock (`STEPS=ups bench/ab.sh`, 20 cycles: the `up`
-/// of 200 replicas with VIPs and policies 253 -> 244 ms, the one without them 222 / 228 ms).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// What an operation mostly waits for in the kernel besides the CPU. Operations under the
+/// RTNL lock run one at a time machine-wide, so one of them always runs when one is ready: the
+/// lock is never left idle. Other ready operations go before further ones: left to the order
+/// of their chains, a replica's nftables table (whose chain ends with it) waited until the
+/// last link and route of a 200-replica `up` had started, and the tables' kernel CPU, a tenth
+/// of the `up`'s, came after them on both cores (perf record -a); going first, they run while
+/// the links queue for the lock. Capping the RTNL operations in flight instead (at 4 or 8)
+/// made that `up` 5-20% slower: their work outside the lock runs in parallel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Contention {
     /// Under the RTNL mutex, one holder at a time machine-wide: links, addresses, routes,
     /// and a namespace (its loopback device).
@@ -80,10 +90,14 @@ struct Flow<'g> {
     heights: Vec<usize>,
     /// By index: how many of its dependencies are not done yet.
     waiting: Vec<usize>,
-    /// Ready to build: what takes no machine-wide lock first, then the longest chain of what
-    /// must follow, then in index order.
-    ready: BinaryHeap<(Contention, usize, Reverse<usize>)>,
+    /// Ready to build, by contention: each the longest chain of what must follow first, then
+    /// in index order.
+    ready_machine_wide: Ready,
+    ready_own_only: Ready,
 }
+
+/// Resources ready to build, as (height, index).
+type Ready = BinaryHeap<(usize, Reverse<usize>)>;
 
 impl<'g> Flow<'g> {
     fn new(graph: &'g Graph, build: &'g [bool], contention: &'g [Contention]) -> Flow<'g> {
@@ -93,7 +107,8 @@ impl<'g> Flow<'g> {
             contention,
             heights: graph.heights(),
             waiting: (0..graph.len()).map(|i| graph.dependencies(i)).collect(),
-            ready: BinaryHeap::new(),
+            ready_machine_wide: BinaryHeap::new(),
+            ready_own_only: BinaryHeap::new(),
         };
         let free: Vec<usize> = (0..graph.len()).filter(|&i| flow.waiting[i] == 0).collect();
         for i in free {
@@ -102,9 +117,23 @@ impl<'g> Flow<'g> {
         flow
     }
 
-    /// The next resource to build, if one is ready.
-    fn next(&mut self) -> Option<usize> {
-        self.ready.pop().map(|(_, _, Reverse(i))| i)
+    fn contention(&self, i: usize) -> Contention {
+        self.contention
+            .get(i)
+            .copied()
+            .unwrap_or(Contention::MachineWide)
+    }
+
+    /// The next resource to build, if one is ready: under a machine-wide lock if `idle` (none
+    /// such is running) or nothing else is ready, else under its own locks only; of either,
+    /// the first in [`Ready`]'s order.
+    fn next(&mut self, idle: bool) -> Option<usize> {
+        let wide = idle || self.ready_own_only.is_empty();
+        let ready = match wide && !self.ready_machine_wide.is_empty() {
+            true => &mut self.ready_machine_wide,
+            false => &mut self.ready_own_only,
+        };
+        ready.pop().map(|(_, Reverse(i))| i)
     }
 
     /// Resource `i` is built: what depends on it waits on one less.
@@ -131,12 +160,11 @@ impl<'g> Flow<'g> {
     fn enqueue(&mut self, i: usize) -> bool {
         let built = self.build.get(i).copied().unwrap_or(false);
         if built {
-            let contention = self
-                .contention
-                .get(i)
-                .copied()
-                .unwrap_or(Contention::MachineWide);
-            self.ready.push((contention, self.heights[i], Reverse(i)));
+            let ready = match self.contention(i) {
+                Contention::MachineWide => &mut self.ready_machine_wide,
+                Contention::OwnOnly => &mut self.ready_own_only,
+            };
+            ready.push((self.heights[i], Reverse(i)));
         }
         built
     }
@@ -156,7 +184,7 @@ mod tests {
 
     /// What `flow` makes ready next, by name.
     fn next(f: &mut Flow, rs: &[Resource]) -> Option<String> {
-        f.next().map(|i| rs[i].address.to_string())
+        f.next(true).map(|i| rs[i].address.to_string())
     }
 
     #[test]
@@ -189,7 +217,7 @@ mod tests {
     }
 
     #[test]
-    fn what_takes_no_machine_wide_lock_goes_first_however_short_its_chain() {
+    fn what_needs_no_machine_wide_lock_goes_first_unless_none_that_does_runs() {
         let rs = [
             res("ns1", &[]),
             res("ns2", &[]),
@@ -208,15 +236,18 @@ mod tests {
             OwnOnly,
         ];
         let mut f = Flow::new(&g, &[true; 6], &contention);
-        assert_eq!(next(&mut f, &rs).as_deref(), Some("network.ns1"));
+        assert_eq!(f.next(true), Some(0), "ns1 starts the longest chain");
+        assert_eq!(f.next(false), Some(1), "nothing else is ready");
         f.finished(0);
-        // ns1's table before its link, which has a route to follow, and before ns2.
-        assert_eq!(next(&mut f, &rs).as_deref(), Some("network.table1"));
-        assert_eq!(next(&mut f, &rs).as_deref(), Some("network.ns2"));
+        // While ns2 runs, table1 before link1, though link1 has a route to follow ...
+        assert_eq!(f.next(false), Some(4));
+        assert_eq!(f.next(false), Some(2), "nothing else is ready");
         f.finished(1);
-        assert_eq!(next(&mut f, &rs).as_deref(), Some("network.table2"));
-        assert_eq!(next(&mut f, &rs).as_deref(), Some("network.link1"));
-        assert_eq!(next(&mut f, &rs), None);
+        assert_eq!(f.next(false), Some(5));
+        f.finished(2);
+        // ... and once no machine-wide one runs, route1 goes first.
+        assert_eq!(f.next(true), Some(3));
+        assert_eq!(f.next(true), None);
     }
 
     #[test]
