@@ -254,7 +254,7 @@ type CommitResult = Result<Option<u32>, netcompose::kernel::KernelError>;
 /// the update, from the announced generation or, when none was announced, the one read after.
 #[test]
 fn a_write_records_its_table_only_when_the_generation_proves_it() {
-    use netcompose::kernel::generations::{self, Digest, Generations, Write};
+    use netcompose::kernel::generations::{self, Change, Digest, Generations, Write};
     use std::sync::Mutex;
     in_generation_namespace(
         "a_write_records_its_table_only_when_the_generation_proves_it",
@@ -265,7 +265,7 @@ fn a_write_records_its_table_only_when_the_generation_proves_it() {
                 let generation = nfnl::generation_on(&ctx(), fd).unwrap();
                 generations::known(&gens, Some(ns), cookie, generation, Digest::of_table(t))
             };
-            let write = |how: Write<'_>, announced: bool, commit: &dyn Fn() -> CommitResult| {
+            let write = |how: Write, announced: bool, commit: &dyn Fn() -> CommitResult| {
                 generations::write(&gens, fd, Some(ns), "t", how, || {
                     Ok(commit()?.filter(|_| announced))
                 })
@@ -277,7 +277,7 @@ fn a_write_records_its_table_only_when_the_generation_proves_it() {
                 })
             };
             let update = |old: &Table, new: &Table, announced: bool| {
-                write(Write::Update { old, new }, announced, &|| {
+                write(Write::Update(Change::of(old, new)), announced, &|| {
                     nft::update_table_on(fd, Some(ns), "t", old, new)
                 })
             };

@@ -75,11 +75,6 @@ impl Digest {
         self.sets = self.sets.wrapping_add(set_hash(name, elements));
     }
 
-    /// Take out a set that [`Digest::add_set`] added.
-    pub fn remove_set(&mut self, name: &str, elements: &[Element]) {
-        self.sets = self.sets.wrapping_sub(set_hash(name, elements));
-    }
-
     /// Both digests' chains and sets together (of two disjoint parts of a table).
     pub fn plus(self, other: Digest) -> Digest {
         Digest {
@@ -246,13 +241,49 @@ pub fn known(
 }
 
 /// How a write changes the table: what it holds afterwards, given what it held before.
-#[derive(Clone, Copy)]
-pub enum Write<'a> {
+#[derive(Debug, Clone, Copy)]
+pub enum Write {
     /// The whole table, whatever it held: one of this digest.
     Replace(Digest),
-    /// From `old` to `new`: the chains are left alone when both lists are empty, and so are
-    /// the sets that neither names (sets only in `old` are deleted).
-    Update { old: &'a Table, new: &'a Table },
+    /// Some chains and sets changed in place ([`Change::of`]).
+    Update(Change),
+}
+
+/// What an update from `old` to `new` does to a table's digest, worked out once for every
+/// table it goes to: the chains are left alone when both lists are empty (else they become
+/// `new`'s), and so are the sets that neither names (sets only in `old` are deleted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    chains: Option<u64>,
+    removed: u64,
+    added: u64,
+}
+
+impl Change {
+    pub fn of(old: &Table, new: &Table) -> Change {
+        let sum = |t: &Table| {
+            t.sets.iter().fold(0u64, |acc, s| {
+                acc.wrapping_add(set_hash(&s.name, &s.elements))
+            })
+        };
+        Change {
+            chains: (!(old.chains.is_empty() && new.chains.is_empty()))
+                .then(|| Digest::of_table(new).chains),
+            removed: sum(old),
+            added: sum(new),
+        }
+    }
+
+    /// The digest of a table of digest `known` after the update.
+    fn applied_to(self, known: Digest) -> Digest {
+        Digest {
+            chains: self.chains.unwrap_or(known.chains),
+            sets: known
+                .sets
+                .wrapping_sub(self.removed)
+                .wrapping_add(self.added),
+        }
+    }
 }
 
 /// Run `commit` (one transaction on `fd`, in namespace `ns`, which gives the generation the
@@ -264,7 +295,7 @@ pub fn write(
     fd: &OwnedFd,
     ns: Option<&str>,
     table: &str,
-    how: Write<'_>,
+    how: Write,
     commit: impl FnOnce() -> Result<Option<u32>, KernelError>,
 ) -> Result<(), KernelError> {
     let ctx = Ctx::new("load rules", table, ns);
@@ -287,10 +318,10 @@ pub fn write(
         (After::Announced(_), Write::Replace(digest)) => Some(digest),
         (After::Read(_) | After::Unknown, Write::Replace(_)) => None,
         // The update assumed the table this run read, at the generation it read it at.
-        (After::Announced(g) | After::Read(g), Write::Update { old, new }) => known
+        (After::Announced(g) | After::Read(g), Write::Update(change)) => known
             .filter(|(before, _)| g == before.wrapping_add(1))
-            .map(|(_, d)| updated(d, old, new)),
-        (After::Unknown, Write::Update { .. }) => None,
+            .map(|(_, d)| change.applied_to(d)),
+        (After::Unknown, Write::Update(_)) => None,
     };
     let mut g = lock(gens);
     match (after, digest) {
@@ -320,21 +351,6 @@ enum After {
     Read(u32),
     /// The commit failed, or the generation could not be read.
     Unknown,
-}
-
-/// The digest of a table of digest `known` after an update from `old` to `new`.
-fn updated(known: Digest, old: &Table, new: &Table) -> Digest {
-    let mut d = known;
-    if !(old.chains.is_empty() && new.chains.is_empty()) {
-        d.chains = Digest::of_table(new).chains;
-    }
-    for s in &old.sets {
-        d.remove_set(&s.name, &s.elements);
-    }
-    for s in &new.sets {
-        d.add_set(&s.name, &s.elements);
-    }
-    d
 }
 
 #[cfg(test)]
@@ -390,7 +406,7 @@ mod tests {
         // The update names the changed set, the dropped one and the new one only.
         let old = table(vec![set("b", &[3]), set("c", &[4])]);
         let new = table(vec![set("b", &[3, 5]), set("d", &[6])]);
-        let d = updated(Digest::of_table(&before), &old, &new);
+        let d = Change::of(&old, &new).applied_to(Digest::of_table(&before));
         assert_eq!(d, Digest::of_table(&after));
         let parts =
             Digest::of_table(&table(vec![set("a", &[1, 2])])).plus(Digest::of_table(&table(vec![

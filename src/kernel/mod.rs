@@ -40,6 +40,7 @@
 
 pub mod cgroup;
 pub mod ctnl;
+pub mod encoded;
 #[cfg(test)]
 pub mod fake;
 pub mod generations;
@@ -49,7 +50,6 @@ pub mod machine;
 pub mod netlink;
 pub mod netns;
 pub mod nftables;
-pub mod replacements;
 pub mod survey;
 pub mod sysctl;
 pub mod system;

@@ -5,6 +5,7 @@
 //! namespace directory, sysctls and /etc/netns. Whatever blocks (a thread entering a namespace, a file, an nfnetlink batch)
 //! runs on tokio's blocking pool, so that many namespaces are worked on at once.
 
+use super::encoded::Encoded;
 use super::generations::{self, Digest, Generations, TableRead, Write};
 use super::machine::{
     Firewall, HtbClass, Links, Machine, Namespaces, NetnsInit, NewMacvlan, NewVeth, Overlay, Ports,
@@ -16,7 +17,6 @@ use super::netlink::{
 };
 use super::netns::{NetnsDir, NsIdentity, ETC_NETNS};
 use super::nftables::{self, read, wire};
-use super::replacements::Replacements;
 use super::survey::{self, Survey, SurveySource};
 use super::{sysctl, Ctx, KernelError};
 use ipnetwork::IpNetwork;
@@ -41,8 +41,8 @@ pub struct System {
     nft_sockets: Mutex<HashMap<String, Arc<Mutex<OwnedFd>>>>,
     /// The tables known unchanged since a read or a write (see [`generations`]).
     generations: Arc<Mutex<Generations>>,
-    /// Tables written whole, encoded once each.
-    replacements: Replacements,
+    /// Table writes, encoded once each.
+    encoded: Encoded,
     /// Each namespace's cookie and ruleset generation as the last survey read them, for the
     /// table read that follows it (taken by that read, so never used after a write).
     surveyed: Mutex<HashMap<String, (u64, u32)>>,
@@ -106,7 +106,7 @@ impl System {
             sockets: Mutex::new(HashMap::new()),
             nft_sockets: Mutex::new(HashMap::new()),
             generations: Arc::new(Mutex::new(Generations::default())),
-            replacements: Replacements::default(),
+            encoded: Encoded::default(),
             surveyed: Mutex::new(HashMap::new()),
             source: None,
             last_kept: Mutex::new((0, 0)),
@@ -574,8 +574,8 @@ impl Firewall for System {
     async fn replace_table(&self, ns: Option<&str>, table: &str, contents: &Table) -> Res<()> {
         let ctx = Ctx::new("load rules", table, ns);
         let write = self
-            .replacements
-            .of(table, contents)
+            .encoded
+            .replacement(table, contents)
             .map_err(|e| ctx.invalid(e.to_string()))?;
         let nft = self.nft(ns).await?;
         let gens = self.generations.clone();
@@ -598,23 +598,20 @@ impl Firewall for System {
         old: &Table,
         new: &Table,
     ) -> Res<()> {
+        let ctx = Ctx::new("update rules", table, ns);
+        let write = self
+            .encoded
+            .update(table, old, new)
+            .map_err(|e| ctx.invalid(e.to_string()))?;
         let nft = self.nft(ns).await?;
         let gens = self.generations.clone();
-        let (ns, table, old, new) = (
-            ns.map(str::to_string),
-            table.to_string(),
-            old.clone(),
-            new.clone(),
-        );
-        blocking(Ctx::new("update rules", &table, ns.as_deref()), move || {
+        let (ns, table) = (ns.map(str::to_string), table.to_string());
+        blocking(ctx.clone(), move || {
             with_nft(&nft, |fd| {
                 let ns = ns.as_deref();
-                let how = Write::Update {
-                    old: &old,
-                    new: &new,
-                };
+                let how = Write::Update(write.change);
                 generations::write(&gens, fd, ns, &table, how, || {
-                    nftables::update_table_on(fd, ns, &table, &old, &new)
+                    wire::commit_finished(&ctx, fd, &write.batch)
                 })
             })
         })
