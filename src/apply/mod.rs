@@ -85,6 +85,20 @@ pub async fn apply<M: Machine>(
     changes: &[Change],
     progress: Progress<'_>,
 ) -> Result<Outcome, Vec<ApplyError>> {
+    apply_once(k, observed, desired, changes, progress, async { true }).await
+}
+
+/// [`apply`], whose first operation waits for `ready`: what the caller must finish before
+/// the kernel changes (the state saved with the run's allocations) runs meanwhile with the
+/// working out of what to do. When `ready` gives false, nothing is done.
+pub async fn apply_once<M: Machine>(
+    k: &Kernel<M>,
+    observed: &[Resource],
+    desired: &[Resource],
+    changes: &[Change],
+    progress: Progress<'_>,
+    ready: impl std::future::Future<Output = bool>,
+) -> Result<Outcome, Vec<ApplyError>> {
     let start = Instant::now();
     // The sweep reads, and removes leftovers, on the blocking pool: polled once here, its
     // listings of the pins and of /etc/netns run while this thread works out what to do (2-3
@@ -130,6 +144,9 @@ pub async fn apply<M: Machine>(
         .filter(|r| matches!(&r.spec, Spec::Link(l) if l.host_ifname.is_some()))
         .collect();
     let destroyed = |r: &&Resource| deletes.contains(&r.address) && !inside_gone(r, &gone);
+    if !ready.await {
+        return Ok(Outcome::default());
+    }
     progress(Step::Planned(
         observed.iter().copied().filter(destroyed).count()
             + host_ends.len()

@@ -2,7 +2,7 @@
 //! pure pipeline from a Compose text is applied, observed back, drifted and repaired, and
 //! taken down, without root.
 
-use crate::apply::{apply, ApplyError, Step};
+use crate::apply::{apply, apply_once, ApplyError, Step};
 use crate::kernel::fake::Fake;
 use crate::kernel::machine::{Namespaces, NetnsInit};
 use crate::kernel::netlink::{LinkKind, LOOPBACK_INDEX};
@@ -314,6 +314,30 @@ async fn a_foreign_object_of_the_same_name_is_refused() {
         assert!(w.link_named(None, &b.name).unwrap().link.alias.is_none());
         assert!(w.namespaces.contains_key("t-db-1"));
     });
+}
+
+/// An apply whose caller's work before the kernel changes (the state's save) failed does
+/// nothing, and reports no operation.
+#[tokio::test]
+async fn an_apply_that_is_not_let_start_changes_nothing() {
+    let desired = desired();
+    let k = Kernel::new(PROJECT, Fake::new());
+    let changes = plan::diff(&[], &desired);
+    let steps = std::sync::Mutex::new(0);
+    let count = |_: Step<'_>| *steps.lock().unwrap() += 1;
+    let outcome = apply_once(&k, &[], &desired, &changes, &count, async { false })
+        .await
+        .unwrap();
+    assert_eq!(
+        (outcome.created, outcome.updated, outcome.deleted),
+        (0, 0, 0)
+    );
+    assert_eq!(*steps.lock().unwrap(), 0, "no step reported");
+    k.with(|w| assert!(w.namespaces.is_empty(), "no namespace made"));
+    let outcome = apply_once(&k, &[], &desired, &changes, &count, async { true })
+        .await
+        .unwrap();
+    assert!(outcome.created > 0);
 }
 
 /// `down` checks that each namespace is ours just before deleting it: one that another

@@ -249,12 +249,25 @@ impl Session {
         changes: &[Change],
         progress: apply::Progress<'_>,
     ) -> Result<Outcome, Vec<ApplyError>> {
-        self.rt.block_on(apply::apply(
+        self.apply_once(observed, desired, changes, progress, async { true })
+    }
+
+    /// [`Session::apply`], whose first operation waits for `ready` ([`apply::apply_once`]).
+    pub(super) fn apply_once(
+        &self,
+        observed: &[Resource],
+        desired: &[Resource],
+        changes: &[Change],
+        progress: apply::Progress<'_>,
+        ready: impl std::future::Future<Output = bool>,
+    ) -> Result<Outcome, Vec<ApplyError>> {
+        self.rt.block_on(apply::apply_once(
             &self.kernel,
             observed,
             desired,
             changes,
             progress,
+            ready,
         ))
     }
 }

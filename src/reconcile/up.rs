@@ -382,19 +382,43 @@ fn converge(
         stages.stage("daemon");
         return Ok((UpOutcome::NoChanges, observation));
     }
-    // Allocations first: an interrupted run keeps its addresses on the next try.
+    // Allocations first: an interrupted run keeps its addresses on the next try. The record is
+    // written while the apply works out what to do (1-1.5 ms each for a scale of 200
+    // replicas), and the apply's first operation waits for it.
     record.resources = observed;
-    store.save(lock, &record)?;
+    let summary = plan::summarize(&changes);
+    let (saved, applied) = std::thread::scope(|s| {
+        let (done, written) = tokio::sync::oneshot::channel();
+        let record = &record;
+        let saving = s.spawn(move || {
+            let saved = store.save(lock, record);
+            let _ = done.send(saved.is_ok());
+            saved
+        });
+        daemon::before_apply(&project, &record.resources, &changes, events);
+        let ready = async {
+            let ok = written.await.unwrap_or(false);
+            if ok {
+                events.applying(&summary);
+            }
+            ok
+        };
+        let applied = session.apply_once(
+            &record.resources,
+            &desired.resources,
+            &changes,
+            &|step| super::report_step(events, step),
+            ready,
+        );
+        let saved = saving
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (saved, applied)
+    });
+    saved?;
+    let outcome = applied.map_err(ReconcileError::Apply)?;
     let observed = std::mem::take(&mut record.resources);
-    stages.stage("state save");
-    events.applying(&plan::summarize(&changes));
-    daemon::before_apply(&project, &observed, &changes, events);
-    let outcome = session
-        .apply(&observed, &desired.resources, &changes, &|step| {
-            super::report_step(events, step)
-        })
-        .map_err(ReconcileError::Apply)?;
-    stages.stage("apply");
+    stages.stage("state save and apply");
     events.applied(&Applied::Up(outcome));
     // The record of what the kernel holds now and the daemon's new configuration do not
     // depend on each other: the state is written while the daemon takes it.

@@ -78,7 +78,8 @@ pub struct KvStore<K> {
 /// What a lock of this store holds: the KV's hold on the lock key, and what the last read
 /// under the lock saw (the revision a save is compared with).
 struct Held {
-    _hold: Box<dyn Any + Send>,
+    /// Only dropped; in a mutex so that a lock can be shared with a thread that saves.
+    _hold: Mutex<Box<dyn Any + Send>>,
     seen: Mutex<Option<Seen>>,
 }
 
@@ -327,7 +328,7 @@ impl<K: Kv> Store for KvStore<K> {
             match self.kv.hold(&key)? {
                 Ok(hold) => {
                     let held = Held {
-                        _hold: hold,
+                        _hold: Mutex::new(hold),
                         seen: Mutex::new(None),
                     };
                     return Ok(Lock::new(project.clone(), Box::new(held)));

@@ -98,12 +98,12 @@ pub struct Snapshot {
 /// writer owns the project.
 pub struct Lock {
     project: ProjectName,
-    held: Box<dyn Any + Send>,
+    held: Box<dyn Any + Send + Sync>,
 }
 
 impl Lock {
     /// For [`Store`] implementations: `held` releases the lock when dropped.
-    pub fn new(project: ProjectName, held: Box<dyn Any + Send>) -> Lock {
+    pub fn new(project: ProjectName, held: Box<dyn Any + Send + Sync>) -> Lock {
         Lock { project, held }
     }
 
@@ -112,7 +112,7 @@ impl Lock {
     }
 
     /// What the store keeps while the lock is held (a file lock, a lease).
-    pub fn held(&self) -> &(dyn Any + Send) {
+    pub fn held(&self) -> &(dyn Any + Send + Sync) {
         self.held.as_ref()
     }
 }
