@@ -223,6 +223,17 @@
 # cycles, the up's CPU 38.1 against 43.0 ms (scale), 20.8 against 22.4 (no change), 42.4
 # against 49.0 (back). An earlier alternation of the same kind gave 39.1 against 39.4 ms for
 # the scale's CPU: the scale's wall time is where it was.
+#
+# 3 Dec 2026, session 20 (the VM fast; plan.sh from scratch 0.30 s): ready tables and files go
+# before RTNL-bound operations unless none of those runs, whole tables and updates are encoded
+# once per distinct write, the pre-apply save overlaps the apply's preparation. Release build of
+# 931b760, ROUNDS=5, two runs: up with VIPs and policies 279 / 281 ms against 244 / 253 without
+# (1.14 / 1.11x; two runs of the build before the last two commits gave 1.19 / 1.07x), scale 40 /
+# 38 ms, no change 19 / 17 ms, scale back down 58 / 59 ms, down 157 / 137 ms (785 / 685 us per
+# endpoint; the floor 148 / 90 ms); iperf3 17.0 Gbit/s direct, 17.2 through the VIP. Against
+# 2246d9c alternated in one sandbox (bench/ab.sh, fastrel builds): STEPS=ups, 16 cycles, up with
+# VIPs and policies 255 -> 245 ms, without 232 / 228 (1.099 -> 1.075x); 12 scale cycles, scale
+# 36 / 36 ms, no change 20 / 21, back 64 / 63: the scale's wall time is where it was.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 services=${1:-20}
