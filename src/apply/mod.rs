@@ -85,13 +85,13 @@ pub async fn apply<M: Machine>(
     changes: &[Change],
     progress: Progress<'_>,
 ) -> Result<Outcome, Vec<ApplyError>> {
-    apply_once(k, observed, desired, changes, progress, async { true }).await
+    apply_when_ready(k, observed, desired, changes, progress, async { true }).await
 }
 
 /// [`apply`], whose first operation waits for `ready`: what the caller must finish before
 /// the kernel changes (the state saved with the run's allocations) runs meanwhile with the
 /// working out of what to do. When `ready` gives false, nothing is done.
-pub async fn apply_once<M: Machine>(
+pub async fn apply_when_ready<M: Machine>(
     k: &Kernel<M>,
     observed: &[Resource],
     desired: &[Resource],

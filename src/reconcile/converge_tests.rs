@@ -2,7 +2,7 @@
 //! pure pipeline from a Compose text is applied, observed back, drifted and repaired, and
 //! taken down, without root.
 
-use crate::apply::{apply, apply_once, ApplyError, Step};
+use crate::apply::{apply, apply_when_ready, ApplyError, Step};
 use crate::kernel::fake::Fake;
 use crate::kernel::machine::{Namespaces, NetnsInit};
 use crate::kernel::netlink::{LinkKind, LOOPBACK_INDEX};
@@ -325,7 +325,7 @@ async fn an_apply_that_is_not_let_start_changes_nothing() {
     let changes = plan::diff(&[], &desired);
     let steps = std::sync::Mutex::new(0);
     let count = |_: Step<'_>| *steps.lock().unwrap() += 1;
-    let outcome = apply_once(&k, &[], &desired, &changes, &count, async { false })
+    let outcome = apply_when_ready(&k, &[], &desired, &changes, &count, async { false })
         .await
         .unwrap();
     assert_eq!(
@@ -334,7 +334,7 @@ async fn an_apply_that_is_not_let_start_changes_nothing() {
     );
     assert_eq!(*steps.lock().unwrap(), 0, "no step reported");
     k.with(|w| assert!(w.namespaces.is_empty(), "no namespace made"));
-    let outcome = apply_once(&k, &[], &desired, &changes, &count, async { true })
+    let outcome = apply_when_ready(&k, &[], &desired, &changes, &count, async { true })
         .await
         .unwrap();
     assert!(outcome.created > 0);

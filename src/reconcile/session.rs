@@ -249,11 +249,11 @@ impl Session {
         changes: &[Change],
         progress: apply::Progress<'_>,
     ) -> Result<Outcome, Vec<ApplyError>> {
-        self.apply_once(observed, desired, changes, progress, async { true })
+        self.apply_when_ready(observed, desired, changes, progress, async { true })
     }
 
-    /// [`Session::apply`], whose first operation waits for `ready` ([`apply::apply_once`]).
-    pub(super) fn apply_once(
+    /// [`Session::apply`], whose first operation waits for `ready` ([`apply::apply_when_ready`]).
+    pub(super) fn apply_when_ready(
         &self,
         observed: &[Resource],
         desired: &[Resource],
@@ -261,7 +261,7 @@ impl Session {
         progress: apply::Progress<'_>,
         ready: impl std::future::Future<Output = bool>,
     ) -> Result<Outcome, Vec<ApplyError>> {
-        self.rt.block_on(apply::apply_once(
+        self.rt.block_on(apply::apply_when_ready(
             &self.kernel,
             observed,
             desired,

@@ -383,19 +383,21 @@ fn converge(
         return Ok((UpOutcome::NoChanges, observation));
     }
     // Allocations first: an interrupted run keeps its addresses on the next try. The record is
-    // written while the apply works out what to do (1-1.5 ms each for a scale of 200
-    // replicas), and the apply's first operation waits for it.
+    // written, and the daemon lets go of the namespaces to delete, while the apply works out
+    // what to do (1-1.5 ms each for a scale of 200 replicas); its first operation waits.
     record.resources = observed;
     let summary = plan::summarize(&changes);
     let (saved, applied) = std::thread::scope(|s| {
         let (done, written) = tokio::sync::oneshot::channel();
-        let record = &record;
+        let (record, project, changes) = (&record, &project, &changes);
         let saving = s.spawn(move || {
             let saved = store.save(lock, record);
+            if saved.is_ok() {
+                daemon::before_apply(project, &record.resources, changes, events);
+            }
             let _ = done.send(saved.is_ok());
             saved
         });
-        daemon::before_apply(&project, &record.resources, &changes, events);
         let ready = async {
             let ok = written.await.unwrap_or(false);
             if ok {
@@ -403,10 +405,10 @@ fn converge(
             }
             ok
         };
-        let applied = session.apply_once(
+        let applied = session.apply_when_ready(
             &record.resources,
             &desired.resources,
-            &changes,
+            changes,
             &|step| super::report_step(events, step),
             ready,
         );
