@@ -7,7 +7,7 @@
 //! replica tables, 2.5 ms once they were encoded once per distinct table (the lookups'
 //! comparisons included).
 
-use super::generations::{Change, Digest};
+use super::generations::{Change, Digest, Write};
 use super::nftables::{table, wire, Table};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -24,6 +24,30 @@ pub struct Replacement {
 pub struct Update {
     pub batch: wire::Finished,
     pub change: Change,
+}
+
+/// A write ready to send to any namespace: its batch, and what it does to the table's digest.
+pub trait EncodedWrite: Send + Sync + 'static {
+    fn batch(&self) -> &wire::Finished;
+    fn how(&self) -> Write;
+}
+
+impl EncodedWrite for Replacement {
+    fn batch(&self) -> &wire::Finished {
+        &self.batch
+    }
+    fn how(&self) -> Write {
+        Write::Replace(self.digest)
+    }
+}
+
+impl EncodedWrite for Update {
+    fn batch(&self) -> &wire::Finished {
+        &self.batch
+    }
+    fn how(&self) -> Write {
+        Write::Update(self.change)
+    }
 }
 
 /// How many distinct writes of each kind are kept: the replica tables of a large project's

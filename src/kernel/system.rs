@@ -5,8 +5,8 @@
 //! namespace directory, sysctls and /etc/netns. Whatever blocks (a thread entering a namespace, a file, an nfnetlink batch)
 //! runs on tokio's blocking pool, so that many namespaces are worked on at once.
 
-use super::encoded::Encoded;
-use super::generations::{self, Digest, Generations, TableRead, Write};
+use super::encoded::{Encoded, EncodedWrite};
+use super::generations::{self, Digest, Generations, TableRead};
 use super::machine::{
     Firewall, HtbClass, Links, Machine, Namespaces, NetnsInit, NewMacvlan, NewVeth, Overlay, Ports,
     Qdisc, ReplicaFiles, Sysctls, Table, TrafficControl,
@@ -570,6 +570,30 @@ fn lo_alias(found: &Survey) -> Option<String> {
         .and_then(|l| l.alias.clone())
 }
 
+impl System {
+    /// Send `write` (encoded once, [`Encoded`]) to table `table` of namespace `ns`, and record
+    /// what the table holds after it ([`generations::write`]).
+    async fn send_write(
+        &self,
+        ctx: Ctx,
+        ns: Option<&str>,
+        table: &str,
+        write: Arc<impl EncodedWrite>,
+    ) -> Res<()> {
+        let nft = self.nft(ns).await?;
+        let gens = self.generations.clone();
+        let (ns, table) = (ns.map(str::to_string), table.to_string());
+        blocking(ctx.clone(), move || {
+            with_nft(&nft, |fd| {
+                generations::write(&gens, fd, ns.as_deref(), &table, write.how(), || {
+                    wire::commit_finished(&ctx, fd, write.batch())
+                })
+            })
+        })
+        .await
+    }
+}
+
 impl Firewall for System {
     async fn replace_table(&self, ns: Option<&str>, table: &str, contents: &Table) -> Res<()> {
         let ctx = Ctx::new("load rules", table, ns);
@@ -577,18 +601,7 @@ impl Firewall for System {
             .encoded
             .replacement(table, contents)
             .map_err(|e| ctx.invalid(e.to_string()))?;
-        let nft = self.nft(ns).await?;
-        let gens = self.generations.clone();
-        let (ns, table) = (ns.map(str::to_string), table.to_string());
-        blocking(ctx.clone(), move || {
-            with_nft(&nft, |fd| {
-                let ns = ns.as_deref();
-                generations::write(&gens, fd, ns, &table, Write::Replace(write.digest), || {
-                    wire::commit_finished(&ctx, fd, &write.batch)
-                })
-            })
-        })
-        .await
+        self.send_write(ctx, ns, table, write).await
     }
 
     async fn update_table(
@@ -603,19 +616,7 @@ impl Firewall for System {
             .encoded
             .update(table, old, new)
             .map_err(|e| ctx.invalid(e.to_string()))?;
-        let nft = self.nft(ns).await?;
-        let gens = self.generations.clone();
-        let (ns, table) = (ns.map(str::to_string), table.to_string());
-        blocking(ctx.clone(), move || {
-            with_nft(&nft, |fd| {
-                let ns = ns.as_deref();
-                let how = Write::Update(write.change);
-                generations::write(&gens, fd, ns, &table, how, || {
-                    wire::commit_finished(&ctx, fd, &write.batch)
-                })
-            })
-        })
-        .await
+        self.send_write(ctx, ns, table, write).await
     }
 
     async fn delete_table(&self, ns: Option<&str>, table: &str) -> Res<()> {
