@@ -77,7 +77,12 @@ fn tables_of(file: PathBuf) -> Tables {
     expand_all(&desired.resources)
         .into_iter()
         .filter_map(|r| match r.spec {
-            Spec::Firewall(f) => Some((r.address.to_string(), f.chains, f.maps, f.sets)),
+            Spec::Firewall(f) => Some((
+                r.address.to_string(),
+                (*f.chains).clone(),
+                f.maps,
+                (*f.sets).clone(),
+            )),
             _ => None,
         })
         .collect()

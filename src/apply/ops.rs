@@ -709,7 +709,8 @@ mod tests {
                 "input",
                 0,
                 vec![rule().saddr_set("from.db", false).accept()],
-            )],
+            )]
+            .into(),
             maps: ["vip.web.front", "vip.db.front"]
                 .into_iter()
                 .map(|name| Map {
@@ -720,7 +721,8 @@ mod tests {
             sets: vec![Set {
                 name: "from.db".into(),
                 elements: peers.iter().map(|a| a.parse().unwrap()).collect(),
-            }],
+            }]
+            .into(),
             foreign_rules: vec![],
         }
     }
@@ -747,7 +749,7 @@ mod tests {
     fn an_update_whose_chains_change_carries_the_whole_tables() {
         let old = fw(&["10.0.0.5/32"]);
         let mut new = old.clone();
-        new.chains[0].rules.push(rule().count_drop());
+        new.chains.make_mut()[0].rules.push(rule().count_drop());
         let (before, after) = changed_parts(&old, &new).unwrap();
         assert_eq!((before.sets.len(), after.sets.len()), (3, 3));
         assert_eq!(after.chains[0].rules.len(), 2);

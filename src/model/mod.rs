@@ -15,6 +15,7 @@ pub mod ports;
 pub mod qos;
 pub mod relay;
 pub mod resource;
+pub mod shared;
 pub mod tables;
 
 use crate::ipam::{self, Allocations, IpamError, SubnetPools, Taken};

@@ -225,6 +225,7 @@ pub fn guard_encrypted(
     if let Some(table) = host {
         table
             .chains
+            .make_mut()
             .push(Chain::base("input", "filter", "input", 0, rules));
     }
 }

@@ -3,6 +3,7 @@
 //! attributes. The plan diffs them, the graph orders them, the applier builds them.
 
 pub use super::id::{ReplicaId, ResourceId, RouteFamily};
+use super::shared::Shared;
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -485,13 +486,13 @@ pub struct Firewall {
     /// policy turns this replica's service away on every port ([`crate::model::tables::reach`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vip_refused: Vec<RefusedVip>,
-    pub chains: Vec<crate::firewall::rule::Chain>,
+    pub chains: Shared<Vec<crate::firewall::rule::Chain>>,
     /// Named maps: each VIP's backends (the host table; replica tables get theirs expanded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub maps: Vec<crate::firewall::rule::Map>,
     /// Named sets: the addresses of each service a policy names (replica tables).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub sets: Vec<crate::firewall::rule::Set>,
+    #[serde(default, skip_serializing_if = "super::shared::is_empty")]
+    pub sets: Shared<Vec<crate::firewall::rule::Set>>,
     /// Tags of rules found in the live table that netcompose did not write (observe only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub foreign_rules: Vec<String>,

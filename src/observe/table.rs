@@ -130,9 +130,9 @@ pub(super) async fn table<M: Machine>(
         vip_networks: vec![],
         vip_digest: String::new(),
         vip_refused: vec![],
-        chains: vec![],
+        chains: Default::default(),
         maps: vec![],
-        sets: vec![],
+        sets: Default::default(),
         foreign_rules: vec![],
     });
     // What the table should hold, VIP chains and maps included, as the last apply wrote it.
@@ -212,11 +212,12 @@ fn compare(
         fw.foreign_rules
             .push("policy sets changed outside netcompose".into());
     }
-    for chain in fw.chains.iter_mut() {
+    let chains = fw.chains.make_mut();
+    for chain in chains.iter_mut() {
         let live = live_of(&chain.name);
         let tags = memo.of(chain);
         let mut kept = tags.iter().map(|tag| live.contains(tag));
         chain.rules.retain(|_| kept.next().unwrap_or(false));
     }
-    fw.chains.retain(|c| tags.iter().any(|(n, _)| n == &c.name));
+    chains.retain(|c| tags.iter().any(|(n, _)| n == &c.name));
 }

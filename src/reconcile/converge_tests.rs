@@ -427,3 +427,50 @@ fn not_ours(errors: &[ApplyError]) -> Vec<&str> {
         })
         .collect()
 }
+
+/// The replica tables of `service` in `resources`.
+fn replica_tables<'a>(
+    resources: &'a [Resource],
+    service: &str,
+) -> Vec<&'a crate::model::resource::Firewall> {
+    resources
+        .iter()
+        .filter_map(|r| match (&r.address, &r.spec) {
+            (ResourceId::ReplicaFirewall(id), Spec::Firewall(f)) if id.service == service => {
+                Some(&**f)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_replicas_of_a_service_hold_one_copy_of_their_chains_and_sets_and_a_state_one_too() {
+    let desired = desired();
+    let tables = replica_tables(&desired, "web");
+    let [one, two] = tables[..] else {
+        panic!("two replica tables: {tables:?}")
+    };
+    assert_ne!(one.namespace, two.namespace);
+    assert!(std::ptr::eq(&*one.chains, &*two.chains));
+    assert!(std::ptr::eq(&*one.sets, &*two.sets));
+    assert!(!one.chains.is_empty());
+
+    let state = crate::state::State {
+        format_version: crate::state::FORMAT_VERSION,
+        project: PROJECT.into(),
+        resources: desired.clone(),
+        ..Default::default()
+    };
+    let text = crate::state::encode(&state).unwrap();
+    let whole = serde_json::to_vec(&state).unwrap();
+    let chains = serde_json::to_string(&*one.chains).unwrap();
+    let count = |hay: &[u8]| String::from_utf8_lossy(hay).matches(&chains).count();
+    assert_eq!((count(&text), count(&whole)), (1, 2));
+    let back = crate::state::decode(&text).unwrap();
+    assert_eq!(back, state);
+    let tables = replica_tables(&back.resources, "web");
+    assert!(std::ptr::eq(&*tables[0].chains, &*tables[1].chains));
+    // A state written before parts were shared spells every one out, and reads the same.
+    assert_eq!(crate::state::decode(&whole).unwrap(), state);
+}

@@ -14,7 +14,7 @@ use crate::model::{self, Context, Desired, Resource, Spec};
 use crate::pipeline::Checked;
 use crate::plan::{Action, Change, Plan};
 use crate::project_name::ProjectName;
-use crate::state::{State, Store};
+use crate::state::Store;
 use ipnetwork::IpNetwork;
 use std::path::{Path, PathBuf};
 
@@ -448,7 +448,7 @@ fn saved_json(text: &str, name: String) -> Result<Base, ReconcileError> {
             allocations: plan.desired.allocations,
         });
     }
-    match serde_json::from_str::<State>(text) {
+    match crate::state::decode(text.as_bytes()) {
         Ok(s) => Ok(Base {
             name,
             resources: Resources::Read(s.resources),

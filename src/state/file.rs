@@ -121,7 +121,7 @@ fn private_file(path: &Path, truncate: bool) -> std::io::Result<File> {
 }
 
 fn read_state(path: &Path) -> Result<Option<State>, StateError> {
-    let text = match fs::read_to_string(path) {
+    let text = match fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(source) => {
@@ -131,7 +131,7 @@ fn read_state(path: &Path) -> Result<Option<State>, StateError> {
             })
         }
     };
-    serde_json::from_str(&text)
+    super::decode(&text)
         .map(Some)
         .map_err(|source| StateError::Parse {
             path: path.display().to_string(),
@@ -176,7 +176,7 @@ impl Store for FileStore {
         // Written as it is encoded: a state of a thousand resources is half a megabyte, which
         // a buffer of its own would grow to by doubling, copying and faulting in fresh pages.
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, f);
-        serde_json::to_writer(&mut out, state)
+        super::encode_to(&mut out, state)
             .map_err(std::io::Error::from)
             .and_then(|_| out.into_inner().map_err(|e| e.into_error()))
             .and_then(|f| f.sync_all())

@@ -200,7 +200,7 @@ impl<K: Kv> KvStore<K> {
         ]);
         let mut ops = vec![
             Op::Put {
-                value: encode(serde_json::to_vec(&desired), &desired_key)?,
+                value: encode(super::encode(&desired), &desired_key)?,
                 key: desired_key,
             },
             Op::Put {
@@ -246,8 +246,9 @@ impl<K: Kv> KvStore<K> {
                 continue;
             };
             let parsed = match leaf {
-                DESIRED => serde_json::from_slice::<State>(&e.value)
-                    .map(|s| drop(desired.insert(project.to_string(), s))),
+                DESIRED => {
+                    super::decode(&e.value).map(|s| drop(desired.insert(project.to_string(), s)))
+                }
                 ALLOCATIONS => serde_json::from_slice::<Allocations>(&e.value)
                     .map(|a| drop(allocations.insert(project.to_string(), a))),
                 // The lock and keys of later versions hold no state.

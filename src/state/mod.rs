@@ -17,7 +17,7 @@ pub use file::FileStore;
 pub use url::StoreUrl;
 
 use crate::ipam::Allocations;
-use crate::model::Resource;
+use crate::model::{shared, Resource};
 use crate::project_name::ProjectName;
 use serde::{Deserialize, Serialize};
 use std::any::Any;
@@ -25,7 +25,8 @@ use std::collections::BTreeMap;
 use thiserror::Error;
 
 pub const STATE_ROOT: &str = "/var/lib/netcompose";
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: a part that many resources hold alike is written once, then by number ([`encode`]).
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
@@ -41,6 +42,22 @@ pub struct State {
     /// show the replicas that exist, not only those the file names.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub scale: BTreeMap<String, u32>,
+}
+
+/// `state` as JSON, each part that resources share (the chains and sets of a service's
+/// replica tables) spelled out once and then named by its number ([`crate::model::shared`]).
+pub fn encode_to(out: impl std::io::Write, state: &State) -> serde_json::Result<()> {
+    shared::writing(|| serde_json::to_writer(out, state))
+}
+
+/// [`encode_to`], into bytes.
+pub fn encode(state: &State) -> serde_json::Result<Vec<u8>> {
+    shared::writing(|| serde_json::to_vec(state))
+}
+
+/// A state that [`encode_to`] wrote (or an earlier version, which spells every part out).
+pub fn decode(json: &[u8]) -> serde_json::Result<State> {
+    shared::reading(|| serde_json::from_slice(json))
 }
 
 #[derive(Debug, Error)]

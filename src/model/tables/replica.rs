@@ -16,6 +16,7 @@ use super::vip::{vip_chains, vip_maps, Dispatch};
 use crate::firewall::rule::{rule, Chain, Map, Rule, RuleBuilder, Set};
 use crate::model::endpoints::{Endpoint, EndpointIndex, Replica, Stack};
 use crate::model::resource::{Firewall, RefusedVip, Resource, ResourceId, Spec, Vip};
+use crate::model::shared::Runs;
 use crate::spec::{Peer, PolicyEntry, Project, Rules, Spanned};
 use ipnetwork::IpNetwork;
 use sha2::{Digest, Sha256};
@@ -115,6 +116,8 @@ pub fn resources(
         .collect();
     // The VIPs each service's replicas on the same networks drop: the same for all of them.
     let mut refused: HashMap<(&str, Vec<String>), Vec<RefusedVip>> = HashMap::new();
+    // The replicas of a service come one after another, with equal chains and sets: held once.
+    let (mut chain_runs, mut set_runs) = (Runs::default(), Runs::default());
     replicas
         .iter()
         .filter(|r| r.stack == Stack::Own)
@@ -168,9 +171,9 @@ pub fn resources(
                     vip_networks,
                     vip_digest,
                     vip_refused,
-                    chains,
+                    chains: chain_runs.share(chains),
                     maps: vec![],
-                    sets: sets.into_values().collect(),
+                    sets: set_runs.share(sets.into_values().collect()),
                     foreign_rules: vec![],
                 })),
                 // The namespace alone: rules name interfaces, which need not exist yet, so the
@@ -416,7 +419,12 @@ impl<'a> Expander<'a> {
             vip_networks: Vec::new(),
             vip_digest: f.vip_digest.clone(),
             vip_refused: Vec::new(),
-            chains: chains.iter().chain(&f.chains).cloned().collect(),
+            chains: chains
+                .iter()
+                .chain(f.chains.iter())
+                .cloned()
+                .collect::<Vec<_>>()
+                .into(),
             maps: maps.clone(),
             sets: f.sets.clone(),
             foreign_rules,

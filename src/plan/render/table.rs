@@ -91,9 +91,9 @@ fn light(table: &Firewall) -> Map<String, Value> {
         vip_networks: vip_networks.clone(),
         vip_digest: vip_digest.clone(),
         vip_refused: vip_refused.clone(),
-        chains: Vec::new(),
+        chains: Default::default(),
         maps: Vec::new(),
-        sets: Vec::new(),
+        sets: Default::default(),
         foreign_rules: foreign_rules.clone(),
     };
     match serde_json::to_value(Spec::Firewall(Box::new(light))) {
@@ -118,7 +118,7 @@ mod tests {
             vip_networks: Vec::new(),
             vip_digest: String::new(),
             vip_refused: Vec::new(),
-            chains,
+            chains: chains.into(),
             maps: maps
                 .iter()
                 .map(|(name, backends)| Map {
@@ -132,7 +132,8 @@ mod tests {
                     name: name.to_string(),
                     elements: elements.iter().map(|e| e.parse().unwrap()).collect(),
                 })
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
             foreign_rules: Vec::new(),
         }
     }
@@ -172,11 +173,13 @@ mod tests {
         let mut variants = Vec::new();
         let mut scaled = base.clone();
         scaled.maps[0].backends.push("10.0.0.4".parse().unwrap());
-        scaled.sets[0].elements.push("10.0.1.0/24".parse().unwrap());
+        scaled.sets.make_mut()[0]
+            .elements
+            .push("10.0.1.0/24".parse().unwrap());
         variants.push(scaled);
         let mut rechained = base.clone();
-        rechained.chains[1] = chain("b", "z");
-        rechained.chains.push(chain("c", "x"));
+        rechained.chains.make_mut()[1] = chain("b", "z");
+        rechained.chains.make_mut().push(chain("c", "x"));
         variants.push(rechained);
         variants.push(table(vec![chain("a", "x")], &[], &[]));
         let mut other = table(Vec::new(), &[("vip.api", &["10.0.0.5"])], &[]);
