@@ -80,7 +80,7 @@ fn tables_of(file: PathBuf) -> Tables {
             Spec::Firewall(f) => Some((
                 r.address.to_string(),
                 (*f.chains).clone(),
-                f.maps,
+                (*f.maps).clone(),
                 (*f.sets).clone(),
             )),
             _ => None,

@@ -4,6 +4,7 @@
 
 use crate::firewall::rule::Map;
 use crate::model::resource::{Resource, ResourceId, Spec};
+use crate::model::shared::Shared;
 use crate::model::tables::replica::{expand_all, vip_maps_changed, Expander};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -51,7 +52,7 @@ fn a_vip_with_one_more_backend_changes_the_maps_of_the_tables_that_dispatch_it()
         Spec::Firewall(f) if f.namespace.is_some() => Some((r.address.clone(), f.maps.clone())),
         _ => None,
     };
-    let old: HashMap<ResourceId, Vec<Map>> = old.iter().filter_map(maps).collect();
+    let old: HashMap<ResourceId, Shared<Vec<Map>>> = old.iter().filter_map(maps).collect();
     let mut expected: Vec<&ResourceId> = new
         .iter()
         .filter_map(maps)

@@ -717,7 +717,8 @@ mod tests {
                     name: name.into(),
                     backends: vec!["10.0.0.2".parse().unwrap()],
                 })
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
             sets: vec![Set {
                 name: "from.db".into(),
                 elements: peers.iter().map(|a| a.parse().unwrap()).collect(),
@@ -731,7 +732,9 @@ mod tests {
     fn an_update_carries_only_the_maps_and_sets_that_changed() {
         let old = fw(&["10.0.0.5/32"]);
         let mut new = old.clone();
-        new.maps[0].backends.push("10.0.0.3".parse().unwrap());
+        new.maps.make_mut()[0]
+            .backends
+            .push("10.0.0.3".parse().unwrap());
         let (before, after) = changed_parts(&old, &new).unwrap();
         let names = |t: &nftables::Table| t.sets.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(&before), ["vip.web.front"]);
@@ -739,7 +742,7 @@ mod tests {
         assert!(before.chains.is_empty() && after.chains.is_empty());
         // A map dropped is named by the old side only; a changed set by both.
         let mut fewer = fw(&["10.0.0.5/32", "10.0.0.6/32"]);
-        fewer.maps.truncate(1);
+        fewer.maps.make_mut().truncate(1);
         let (before, after) = changed_parts(&old, &fewer).unwrap();
         assert_eq!(names(&before), ["vip.db.front", "from.db"]);
         assert_eq!(names(&after), ["from.db"]);

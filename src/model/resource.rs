@@ -488,8 +488,8 @@ pub struct Firewall {
     pub vip_refused: Vec<RefusedVip>,
     pub chains: Shared<Vec<crate::firewall::rule::Chain>>,
     /// Named maps: each VIP's backends (the host table; replica tables get theirs expanded).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub maps: Vec<crate::firewall::rule::Map>,
+    #[serde(default, skip_serializing_if = "super::shared::is_empty")]
+    pub maps: Shared<Vec<crate::firewall::rule::Map>>,
     /// Named sets: the addresses of each service a policy names (replica tables).
     #[serde(default, skip_serializing_if = "super::shared::is_empty")]
     pub sets: Shared<Vec<crate::firewall::rule::Set>>,

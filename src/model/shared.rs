@@ -28,6 +28,14 @@ impl<T> Shared<T> {
     }
 }
 
+impl<T> Shared<T> {
+    /// Which value this is: the same for every clone of it while one is held, and for no
+    /// other value then (a memo keyed by it must outlive none of its values).
+    pub fn id(&self) -> usize {
+        Arc::as_ptr(&self.0) as *const () as usize
+    }
+}
+
 impl<T: Clone> Shared<T> {
     /// The value, to change: copied first if another resource holds it too.
     pub fn make_mut(&mut self) -> &mut T {

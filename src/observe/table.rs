@@ -131,7 +131,7 @@ pub(super) async fn table<M: Machine>(
         vip_digest: String::new(),
         vip_refused: vec![],
         chains: Default::default(),
-        maps: vec![],
+        maps: Default::default(),
         sets: Default::default(),
         foreign_rules: vec![],
     });

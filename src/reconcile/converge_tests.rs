@@ -474,3 +474,22 @@ fn the_replicas_of_a_service_hold_one_copy_of_their_chains_and_sets_and_a_state_
     // A state written before parts were shared spells every one out, and reads the same.
     assert_eq!(crate::state::decode(&whole).unwrap(), state);
 }
+
+#[test]
+fn the_replicas_of_a_service_are_expanded_to_one_list_of_chains_and_maps() {
+    let desired = desired();
+    let expander = crate::model::tables::replica::Expander::new(&desired);
+    let full: Vec<Resource> = desired
+        .iter()
+        .filter(|r| matches!(&r.address, ResourceId::ReplicaFirewall(id) if id.service == "web"))
+        .map(|r| expander.expand(r).into_owned())
+        .collect();
+    let tables = replica_tables(&full, "web");
+    let [one, two] = tables[..] else {
+        panic!("two replica tables: {tables:?}")
+    };
+    assert!(std::ptr::eq(&*one.chains, &*two.chains));
+    assert!(std::ptr::eq(&*one.maps, &*two.maps));
+    assert!(one.chains.len() > replica_tables(&desired, "web")[0].chains.len());
+    assert!(!one.maps.is_empty());
+}

@@ -85,7 +85,7 @@ pub fn resources(
             vip_digest: String::new(),
             vip_refused: vec![],
             chains: chains.into(),
-            maps: vip_maps(dispatch),
+            maps: vip_maps(dispatch).into(),
             sets: Default::default(),
             foreign_rules: vec![],
         })),

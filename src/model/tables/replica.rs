@@ -16,7 +16,7 @@ use super::vip::{vip_chains, vip_maps, Dispatch};
 use crate::firewall::rule::{rule, Chain, Map, Rule, RuleBuilder, Set};
 use crate::model::endpoints::{Endpoint, EndpointIndex, Replica, Stack};
 use crate::model::resource::{Firewall, RefusedVip, Resource, ResourceId, Spec, Vip};
-use crate::model::shared::Runs;
+use crate::model::shared::{Runs, Shared};
 use crate::spec::{Peer, PolicyEntry, Project, Rules, Spanned};
 use ipnetwork::IpNetwork;
 use sha2::{Digest, Sha256};
@@ -172,7 +172,7 @@ pub fn resources(
                     vip_digest,
                     vip_refused,
                     chains: chain_runs.share(chains),
-                    maps: vec![],
+                    maps: Default::default(),
                     sets: set_runs.share(sets.into_values().collect()),
                     foreign_rules: vec![],
                 })),
@@ -373,8 +373,14 @@ pub fn expand_all(resources: &[Resource]) -> Vec<Resource> {
         .collect()
 }
 
-/// The VIP dispatch chains and the VIPs' maps of a replica table ([`expand_vips`]).
-type VipPart = (Vec<Chain>, Vec<Map>);
+/// The VIP dispatch chains and the VIPs' maps of a replica table ([`expand_vips`]), and the
+/// full chains made with them of each list of a table's own chains seen, by its
+/// [`Shared::id`]: the replicas of a service hold one list, and get one full list too.
+struct VipPart {
+    chains: Vec<Chain>,
+    maps: Shared<Vec<Map>>,
+    full: HashMap<usize, Shared<Vec<Chain>>>,
+}
 
 /// Replica tables of one list of resources with their VIP part spelled out, one table at a
 /// time: the VIP part of each [`VipKey`] is worked out once, and a table is copied when it is
@@ -403,15 +409,29 @@ impl<'a> Expander<'a> {
             return Cow::Borrowed(r);
         }
         let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
-        let (chains, maps) = parts
-            .entry(vip_key(f))
-            .or_insert_with(|| expand_vips(vip_key(f), &self.vips));
+        let part = parts.entry(vip_key(f)).or_insert_with(|| {
+            let (chains, maps) = expand_vips(vip_key(f), &self.vips);
+            VipPart {
+                chains,
+                maps: maps.into(),
+                full: HashMap::new(),
+            }
+        });
+        let chains = part
+            .full
+            .entry(f.chains.id())
+            .or_insert_with(|| {
+                let full: Vec<Chain> = part.chains.iter().chain(f.chains.iter()).cloned().collect();
+                full.into()
+            })
+            .clone();
         let mut foreign_rules = f.foreign_rules.clone();
         if f.vip_digest.is_empty() {
             foreign_rules.push("vip chains changed outside netcompose".into());
         }
         // Field by field: a copy of the whole table (and of the whole resource) would copy
-        // chains and maps only to drop them.
+        // chains and maps only to drop them. The memo's keys stay valid while `self` lives:
+        // it borrows the resources that hold those values.
         let full = Firewall {
             namespace: f.namespace.clone(),
             table: f.table.clone(),
@@ -419,13 +439,8 @@ impl<'a> Expander<'a> {
             vip_networks: Vec::new(),
             vip_digest: f.vip_digest.clone(),
             vip_refused: Vec::new(),
-            chains: chains
-                .iter()
-                .chain(f.chains.iter())
-                .cloned()
-                .collect::<Vec<_>>()
-                .into(),
-            maps: maps.clone(),
+            chains,
+            maps: part.maps.clone(),
             sets: f.sets.clone(),
             foreign_rules,
         };

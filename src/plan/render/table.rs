@@ -92,7 +92,7 @@ fn light(table: &Firewall) -> Map<String, Value> {
         vip_digest: vip_digest.clone(),
         vip_refused: vip_refused.clone(),
         chains: Default::default(),
-        maps: Vec::new(),
+        maps: Default::default(),
         sets: Default::default(),
         foreign_rules: foreign_rules.clone(),
     };
@@ -125,7 +125,8 @@ mod tests {
                     name: name.to_string(),
                     backends: backends.iter().map(|b| b.parse().unwrap()).collect(),
                 })
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
             sets: sets
                 .iter()
                 .map(|(name, elements)| Set {
@@ -172,7 +173,9 @@ mod tests {
         );
         let mut variants = Vec::new();
         let mut scaled = base.clone();
-        scaled.maps[0].backends.push("10.0.0.4".parse().unwrap());
+        scaled.maps.make_mut()[0]
+            .backends
+            .push("10.0.0.4".parse().unwrap());
         scaled.sets.make_mut()[0]
             .elements
             .push("10.0.1.0/24".parse().unwrap());
