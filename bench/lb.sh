@@ -234,6 +234,19 @@
 # 2246d9c alternated in one sandbox (bench/ab.sh, fastrel builds): STEPS=ups, 16 cycles, up with
 # VIPs and policies 255 -> 245 ms, without 232 / 228 (1.099 -> 1.075x); 12 scale cycles, scale
 # 36 / 36 ms, no change 20 / 21, back 64 / 63: the scale's wall time is where it was.
+#
+# 3 Dec 2026, session 21 (the VM fast; plan.sh from scratch 0.29 s): the replicas of a service
+# hold one copy of their tables' chains, sets and VIP maps, and a state writes each once (468
+# -> 319 KB for this project). Release builds of ee0079e and 87dfe84, ROUNDS=5, one run each:
+# up with VIPs and policies 264 / 270 ms against 240 / 243 without (1.10 / 1.11x), scale 39 /
+# 38 ms, no change 15 / 15 ms, scale back down 54 / 52 ms, down 158 / 149 ms (790 / 745 us per
+# endpoint; the floor 93 / 128 ms); iperf3 17.3 / 17.7 Gbit/s direct, 17.5 / 17.6 through the
+# VIP. CPU of a scale (perf stat, 10 cycles, twice each): 33.5 / 34.5 ms before, 31.0 / 33.3
+# with shared parts, 32.7 / 33.3 with shared expansions; of an up with no change 19.4 / 19.7 ->
+# 18.0 / 18.5. Of a scale's ~37 ms in a sandbox, the stages take 24-28 ms; the rest is bash's
+# own forks (~1.9 ms for a date pair), start-up (~1 ms) and the end of the process: its
+# session's runtime and the 200 lent sockets closed, 1-11 ms, which moved to the exit when
+# the session was dropped on a thread (not kept).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 services=${1:-20}

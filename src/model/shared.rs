@@ -1,5 +1,5 @@
-//! [`Shared`]: a part of a resource that many resources hold alike (the policy chains and the
-//! peer sets of every replica of a service), held once behind an `Arc`. A clone is a reference
+//! [`Shared`]: a part of a resource that many resources hold alike (the chains, peer sets and
+//! VIP maps of every replica table of a service), held once behind an `Arc`. A clone is a reference
 //! count, two handles of one value compare by pointer, and a state encoded inside [`writing`]
 //! spells each value out once: a later handle of the same value is written as the number of
 //! the value's first appearance, which [`reading`] turns back into the same `Arc`. The 200
@@ -26,11 +26,9 @@ impl<T> Shared<T> {
     pub fn new(value: T) -> Shared<T> {
         Shared(Arc::new(value))
     }
-}
 
-impl<T> Shared<T> {
-    /// Which value this is: the same for every clone of it while one is held, and for no
-    /// other value then (a memo keyed by it must outlive none of its values).
+    /// Which value this is: the same for every clone of it, and for no other value while one
+    /// of them is held (a memo keyed by it must not outlive the values it keys).
     pub fn id(&self) -> usize {
         Arc::as_ptr(&self.0) as *const () as usize
     }
@@ -94,7 +92,7 @@ impl<T: PartialEq> Runs<T> {
 }
 
 thread_local! {
-    /// The values written so far in the [`writing`] scope of this thread, by address.
+    /// The values written so far in the [`writing`] scope of this thread, by [`Shared::id`].
     static WRITTEN: RefCell<Option<HashMap<usize, u64>>> = const { RefCell::new(None) };
     /// The values read so far in the [`reading`] scope of this thread, in order.
     static READ: RefCell<Option<Vec<Arc<dyn Any + Send + Sync>>>> = const { RefCell::new(None) };
@@ -135,7 +133,7 @@ pub fn reading<R>(decode: impl FnOnce() -> R) -> R {
 
 impl<T: Serialize> Serialize for Shared<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let at = Arc::as_ptr(&self.0) as usize;
+        let at = self.id();
         if let Some(n) = WRITTEN.with(|w| w.borrow().as_ref().and_then(|w| w.get(&at).copied())) {
             return s.serialize_u64(n);
         }
