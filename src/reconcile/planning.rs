@@ -855,6 +855,30 @@ services:
         ));
     }
 
+    /// A state file as a baseline: the parts its replica tables share, written once, are read
+    /// back in every table that holds them.
+    #[test]
+    fn a_state_file_is_read_as_a_baseline_with_its_shared_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = first_plan(dir.path());
+        let state = crate::state::State {
+            format_version: crate::state::FORMAT_VERSION,
+            project: first.project.clone(),
+            allocations: first.desired.allocations.clone(),
+            resources: first.desired.resources.clone(),
+            ..Default::default()
+        };
+        let text = crate::state::encode(&state).unwrap();
+        assert!(text.len() < serde_json::to_vec(&state).unwrap().len());
+        let text = String::from_utf8(text).unwrap();
+        let base = saved_json(&text, "state".into()).unwrap();
+        let Resources::Read(resources) = base.resources else {
+            panic!("a state is read whole");
+        };
+        assert_eq!(resources, first.desired.resources);
+        assert_eq!(base.allocations, first.desired.allocations);
+    }
+
     /// A plan saved by `plan --out`, read back as [`Saved`].
     fn saved(dir: &Path, plan: &Plan) -> Saved {
         let path = dir.join("saved.json");
