@@ -241,12 +241,16 @@
 # up with VIPs and policies 264 / 270 ms against 240 / 243 without (1.10 / 1.11x), scale 39 /
 # 38 ms, no change 15 / 15 ms, scale back down 54 / 52 ms, down 158 / 149 ms (790 / 745 us per
 # endpoint; the floor 93 / 128 ms); iperf3 17.3 / 17.7 Gbit/s direct, 17.5 / 17.6 through the
-# VIP. CPU of a scale (perf stat, 10 cycles, twice each): 33.5 / 34.5 ms before, 31.0 / 33.3
+# VIP. A third run, of d5f038b (the same code): 259 against 242 ms (1.07x), scale 33 ms (32-36),
+# no change 15, back 54, down 154 ms (770 us per endpoint); iperf3 17.7 / 17.7 Gbit/s. The
+# ratio and the scale move by more between runs than this session's changes did to them.
+# CPU of a scale (perf stat, 10 cycles, twice each): 33.5 / 34.5 ms before, 31.0 / 33.3
 # with shared parts, 32.7 / 33.3 with shared expansions; of an up with no change 19.4 / 19.7 ->
 # 18.0 / 18.5. Of a scale's ~37 ms in a sandbox, the stages take 24-28 ms; the rest is bash's
 # own forks (~1.9 ms for a date pair), start-up (~1 ms) and the end of the process: its
-# session's runtime and the 200 lent sockets closed, 1-11 ms, which moved to the exit when
-# the session was dropped on a thread (not kept).
+# session's runtime and the 200 lent sockets closed, 1-11 ms, paid at the exit all the same
+# when the session was dropped on a thread or leaked (neither kept: scale 33.7 against 34.5 ms
+# leaked, medians of 12 alternated).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 services=${1:-20}
