@@ -178,7 +178,7 @@ impl<K: Kv> KvStore<K> {
             project_key(project, DESIRED),
             project_key(project, ALLOCATIONS),
         );
-        let encode = |v: serde_json::Result<Vec<u8>>, key: &str| {
+        let or_write_error = |v: serde_json::Result<Vec<u8>>, key: &str| {
             v.map_err(|e| StateError::Write {
                 path: key.to_string(),
                 source: std::io::Error::other(e),
@@ -200,11 +200,11 @@ impl<K: Kv> KvStore<K> {
         ]);
         let mut ops = vec![
             Op::Put {
-                value: encode(super::encode(&desired), &desired_key)?,
+                value: or_write_error(super::encode(&desired), &desired_key)?,
                 key: desired_key,
             },
             Op::Put {
-                value: encode(serde_json::to_vec(&state.allocations), &alloc_key)?,
+                value: or_write_error(serde_json::to_vec(&state.allocations), &alloc_key)?,
                 key: alloc_key,
             },
         ];
