@@ -417,6 +417,7 @@ impl<'a> Expander<'a> {
                 full: HashMap::new(),
             }
         });
+        // Keyed by id: valid while `self` lives, since it borrows the resources holding them.
         let chains = part
             .full
             .entry(f.chains.id())
@@ -430,8 +431,7 @@ impl<'a> Expander<'a> {
             foreign_rules.push("vip chains changed outside netcompose".into());
         }
         // Field by field: a copy of the whole table (and of the whole resource) would copy
-        // chains and maps only to drop them. The memo's keys stay valid while `self` lives:
-        // it borrows the resources that hold those values.
+        // chains and maps only to drop them.
         let full = Firewall {
             namespace: f.namespace.clone(),
             table: f.table.clone(),
