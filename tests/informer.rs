@@ -185,7 +185,8 @@ services:
     x-policy: {ingress: {allow: [web], deny: ["0.0.0.0/0"]}}
 "#;
 
-/// `up` with `NETCOMPOSE_TIMINGS`, which must succeed; returns its observe line.
+/// `up` with `NETCOMPOSE_TIMINGS`, which must succeed; returns its observe line and the
+/// notes that follow its stages.
 fn timed_up(p: &Project) -> String {
     let out =
         p.sb.command(
@@ -197,10 +198,64 @@ fn timed_up(p: &Project) -> String {
         .expect("run netcompose");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "up failed: {err}");
-    err.lines()
+    let observe = err
+        .lines()
         .find(|l| l.starts_with("timing: observe:"))
-        .unwrap_or_else(|| panic!("no observe timing in {err}"))
-        .to_string()
+        .unwrap_or_else(|| panic!("no observe timing in {err}"));
+    let notes = err
+        .lines()
+        .filter(|l| l.starts_with("timing: up:") && !l.contains(" ms ("));
+    std::iter::once(observe)
+        .chain(notes)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The inode numbers of the sockets process `pid` holds.
+fn sockets_of(sb: &Sandbox, pid: &str) -> BTreeSet<String> {
+    sb.enter(|| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("the daemon's descriptors")
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .map(|l| l.display().to_string())
+            .filter(|l| l.starts_with("socket:"))
+            .collect()
+    })
+}
+
+#[test]
+fn the_daemon_holds_sockets_handed_to_it_until_the_connection_closes() {
+    require_root("the_daemon_holds_sockets_handed_to_it_until_the_connection_closes");
+    let sb = Sandbox::new();
+    let p = Project::new(&sb, "held", LENT);
+    p.up();
+    let pid = sb.run_ok(&["cat", "/run/netcompose/held/daemon.pid"]);
+    let pid = pid.trim();
+    let project = netcompose::project_name::ProjectName::new("held").unwrap();
+    let (holding, inode) = sb.enter(|| {
+        let ctx = Ctx::new("test", "handed socket", None);
+        let socket = wire::open(&ctx).expect("an nfnetlink socket");
+        let inode = nix::sys::stat::fstat(socket.as_fd()).unwrap().st_ino;
+        let holding = netcompose::daemon::hand_over(&project, std::slice::from_ref(&socket))
+            .expect("the daemon takes the socket");
+        (holding, format!("socket:[{inode}]"))
+    });
+    // Ours is closed: the daemon's copy is what keeps the socket open now.
+    assert!(
+        sockets_of(&sb, pid).contains(&inode),
+        "the daemon holds {inode}"
+    );
+    drop(holding);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while sockets_of(&sb, pid).contains(&inode) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon still holds {inode} 5 s after the connection closed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    p.nc_ok(&["down"]);
 }
 
 #[test]
@@ -219,6 +274,11 @@ fn up_takes_surveys_and_sockets_from_the_daemon_and_does_without_it() {
     let scaled = timed_up(&p);
     assert!(
         scaled.contains("(4 kept by the daemon, 4 sockets lent)"),
+        "{scaled}"
+    );
+    // Its own sockets (the host's, the new replica's) go to the daemon rather than closed.
+    assert!(
+        scaled.contains("timing: up: 2 nfnetlink sockets handed to the daemon"),
         "{scaled}"
     );
     let web3 = p.addr("web", 3, "front");

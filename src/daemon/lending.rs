@@ -1,23 +1,35 @@
 //! One request and its reply on the control socket ([`request`], for every client), and the
-//! sockets the daemon may lend after the reply (`SCM_RIGHTS`): its nfnetlink socket of each
-//! namespace whose survey it keeps, for the `up` that asked, which then writes tables without
-//! entering the namespaces to open its own.
+//! descriptors that may cross it after the reply (`SCM_RIGHTS`), one way or the other:
 //!
-//! The reply line comes first. The client, once it has read it, sends one byte; only then do
-//! the sockets follow, in batches of at most [`BATCH`] with one byte each: a buffered read
-//! of the reply line could otherwise consume a batch's byte, and the kernel would close the
-//! descriptors that came with it.
+//! - lent by the daemon ([`request`] with [`Request::Surveys`]): its nfnetlink socket of each
+//!   namespace whose survey it keeps, for the `up` that asked, which then writes tables without
+//!   entering the namespaces to open its own. The client, once it has read the reply line,
+//!   sends one byte; only then do the sockets follow, in batches of at most [`BATCH`] with one
+//!   byte each: a buffered read of the reply line could otherwise consume a batch's byte, and
+//!   the kernel would close the descriptors that came with it.
+//! - handed to the daemon ([`hand_over`] with [`Request::Hold`]): the client's own nfnetlink
+//!   sockets, which the daemon holds until the client closes the connection, and then closes
+//!   itself. Closing the last descriptor of an nfnetlink socket runs nf_tables' release
+//!   notifier, which (Linux 6.x, net/netfilter/nf_tables_api.c: `nft_rcv_nl_event`) first
+//!   waits for the transactions committed before it to be freed: a grace period of RCU, 4 to
+//!   11 ms on a 2-CPU VM, that an `up` which wrote tables paid at its end. The batches follow
+//!   the reply line here too, for the same reason.
 
 use super::{socket_path, DaemonError, Reply, Request};
 use crate::project_name::ProjectName;
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use std::io::{BufRead, BufReader, IoSlice, IoSliceMut, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 /// Descriptors per message: the kernel takes at most 253 (`SCM_MAX_FD`).
 const BATCH: usize = 250;
+
+/// How long the daemon holds descriptors handed to it when the client neither closes the
+/// connection nor exits: a hung client then pays the release itself, and no namespace stays
+/// pinned by the daemon for longer.
+const HOLD_LIMIT: Duration = Duration::from_secs(60);
 
 /// One request, its reply, and the sockets lent after it (as many as `reply.lent` says, or
 /// an error).
@@ -26,6 +38,66 @@ pub fn request(
     req: &Request,
     timeout: Duration,
 ) -> Result<(Reply, Vec<OwnedFd>), DaemonError> {
+    let no_answer = |reason: String| DaemonError::NoAnswer {
+        project: project.to_string(),
+        reason,
+    };
+    let (reply, mut s) = exchange(project, req, timeout)?;
+    if reply.lent.is_empty() {
+        return Ok((reply, Vec::new()));
+    }
+    s.write_all(b"\n").map_err(|e| no_answer(e.to_string()))?;
+    let mut fds = Vec::with_capacity(reply.lent.len());
+    while fds.len() < reply.lent.len() {
+        let got = receive(s.as_fd()).map_err(|e| no_answer(format!("lent sockets: {e}")))?;
+        if got.is_empty() {
+            return Err(no_answer("lent sockets: the daemon stopped sending".into()));
+        }
+        fds.extend(got);
+    }
+    Ok((reply, fds))
+}
+
+/// Hand copies of `fds` to the daemon, which holds them until the returned connection is
+/// closed (or [`HOLD_LIMIT`]): the caller closes its own copies first, so that none of its
+/// closes is the last.
+pub fn hand_over(
+    project: &ProjectName,
+    fds: &[OwnedFd],
+    timeout: Duration,
+) -> Result<UnixStream, DaemonError> {
+    let no_answer = |reason: String| DaemonError::NoAnswer {
+        project: project.to_string(),
+        reason,
+    };
+    let req = Request::Hold { sockets: fds.len() };
+    let (reply, s) = exchange(project, &req, timeout)?;
+    if !reply.ok {
+        return Err(DaemonError::Refused {
+            project: project.to_string(),
+            reason: reply.errors.join("; "),
+        });
+    }
+    for batch in fds.chunks(BATCH) {
+        let raw: Vec<RawFd> = batch.iter().map(AsRawFd::as_raw_fd).collect();
+        sendmsg::<()>(
+            s.as_raw_fd(),
+            &[IoSlice::new(b"h")],
+            &[ControlMessage::ScmRights(&raw)],
+            MsgFlags::empty(),
+            None,
+        )
+        .map_err(|e| no_answer(format!("handing sockets over: {e}")))?;
+    }
+    Ok(s)
+}
+
+/// Connect, send `req` and read the reply line; the connection stays open for what follows.
+fn exchange(
+    project: &ProjectName,
+    req: &Request,
+    timeout: Duration,
+) -> Result<(Reply, UnixStream), DaemonError> {
     let no_answer = |reason: String| DaemonError::NoAnswer {
         project: project.to_string(),
         reason,
@@ -43,23 +115,11 @@ pub fn request(
         .map_err(|e| no_answer(e.to_string()))?;
     let reply: Reply =
         serde_json::from_str(&text).map_err(|e| no_answer(format!("{e} in {text:?}")))?;
-    if reply.lent.is_empty() {
-        return Ok((reply, Vec::new()));
-    }
-    s.write_all(b"\n").map_err(|e| no_answer(e.to_string()))?;
-    let mut fds = Vec::with_capacity(reply.lent.len());
-    while fds.len() < reply.lent.len() {
-        let got = receive(&s).map_err(|e| no_answer(format!("lent sockets: {e}")))?;
-        if got.is_empty() {
-            return Err(no_answer("lent sockets: the daemon stopped sending".into()));
-        }
-        fds.extend(got);
-    }
-    Ok((reply, fds))
+    Ok((reply, s))
 }
 
 /// The descriptors of one batch (none at the end of the stream).
-fn receive(s: &UnixStream) -> nix::Result<Vec<OwnedFd>> {
+fn receive(s: BorrowedFd<'_>) -> nix::Result<Vec<OwnedFd>> {
     let mut byte = [0u8; 1];
     let mut iov = [IoSliceMut::new(&mut byte)];
     let mut space = nix::cmsg_space!([RawFd; BATCH]);
@@ -113,5 +173,37 @@ pub async fn send(
             }
         }
     }
+    Ok(())
+}
+
+/// Take the `count` descriptors a client hands over after the reply ([`hand_over`]), and hold
+/// them until it closes the connection: they are closed then, on the blocking pool (each
+/// close may wait for a grace period; see the module's comment). Returns once they are taken.
+pub async fn hold(
+    mut reader: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    stream: tokio::net::unix::OwnedWriteHalf,
+    count: usize,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut fds = Vec::with_capacity(count);
+    while fds.len() < count {
+        let got = stream
+            .as_ref()
+            .async_io(tokio::io::Interest::READABLE, || {
+                receive(stream.as_ref().as_fd()).map_err(std::io::Error::from)
+            })
+            .await?;
+        if got.is_empty() {
+            break;
+        }
+        fds.extend(got);
+    }
+    tokio::spawn(async move {
+        let mut rest = [0u8; 1];
+        // Any byte or none (the end): the client has closed its copies by then.
+        let _ = tokio::time::timeout(HOLD_LIMIT, reader.read(&mut rest)).await;
+        drop(stream);
+        let _ = tokio::task::spawn_blocking(move || drop(fds)).await;
+    });
     Ok(())
 }

@@ -188,6 +188,11 @@ pub enum Request {
     Stats,
     /// The same figures in Prometheus text format.
     Metrics,
+    /// Hold this many descriptors, sent after the reply, until the connection closes (see
+    /// [`hand_over`]).
+    Hold {
+        sockets: usize,
+    },
     /// The full surveys the daemon keeps of these namespaces ([`informer`]); `sockets`: with
     /// a copy of each one's nfnetlink socket (see [`KeptSurveys::lend`]).
     Surveys {
@@ -235,6 +240,23 @@ pub fn request(
 ) -> Result<Reply, DaemonError> {
     lending::request(project, req, timeout).map(|(reply, _)| reply)
 }
+
+/// Descriptors held by the daemon for this process ([`hand_over`]) until it is dropped.
+pub struct Holding {
+    _connection: std::os::unix::net::UnixStream,
+}
+
+/// Hand copies of `fds` to the project's daemon, which holds them until the [`Holding`] is
+/// dropped: an `up` hands over its nfnetlink sockets at its end, so that none of its own
+/// closes is the last of a socket, which waits for a grace period of RCU (`lending` says why).
+/// The caller drops its copies before the [`Holding`].
+pub fn hand_over(project: &ProjectName, fds: &[OwnedFd]) -> Result<Holding, DaemonError> {
+    lending::hand_over(project, fds, HAND_OVER_TIMEOUT).map(|c| Holding { _connection: c })
+}
+
+/// A daemon that does not take the sockets at once only costs the wait that handing them over
+/// saves.
+const HAND_OVER_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Make a running daemon let go of `namespaces` before they are deleted ([`Request::Release`]);
 /// nothing to do when no daemon runs. A daemon that does not answer, or cannot, is an error,

@@ -456,6 +456,7 @@ async fn control(
         return false;
     }
     let mut lent = Vec::new();
+    let mut held = 0;
     let (reply, exit) = match serde_json::from_str::<Request>(&line) {
         Ok(Request::Status) => (d.reply(), false),
         Ok(Request::Reload) => (d.reload(true).await, false),
@@ -488,6 +489,10 @@ async fn control(
             lent = fds;
             (reply, false)
         }
+        Ok(Request::Hold { sockets }) => {
+            held = sockets;
+            (d.reply(), false)
+        }
         Ok(Request::Stop) => {
             say!("stop requested");
             d.shutdown(events).await;
@@ -509,6 +514,12 @@ async fn control(
         let sent = super::lending::send(&mut reader, w.as_ref(), lent);
         if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), sent).await {
             say!("lending sockets: {e}");
+        }
+    }
+    if held > 0 {
+        let taken = super::lending::hold(reader, w, held);
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), taken).await {
+            say!("holding sockets: {e}");
         }
     }
     exit

@@ -20,7 +20,8 @@ use super::nftables::{self, read, wire};
 use super::survey::{self, Survey, SurveySource};
 use super::{sysctl, Ctx, KernelError};
 use ipnetwork::IpNetwork;
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -39,6 +40,9 @@ pub struct System {
     /// The nfnetlink socket of each namespace known so far: those of [`System::sockets`], and
     /// those a survey opened in namespaces whose rtnetlink connection nothing needed.
     nft_sockets: Mutex<HashMap<String, Arc<Mutex<OwnedFd>>>>,
+    /// The namespaces of [`System::nft_sockets`] whose socket the daemon lent (it holds the
+    /// socket itself too).
+    lent: Mutex<HashSet<String>>,
     /// The tables known unchanged since a read or a write (see [`generations`]).
     generations: Arc<Mutex<Generations>>,
     /// Table writes, encoded once each.
@@ -105,6 +109,7 @@ impl System {
             host,
             sockets: Mutex::new(HashMap::new()),
             nft_sockets: Mutex::new(HashMap::new()),
+            lent: Mutex::new(HashSet::new()),
             generations: Arc::new(Mutex::new(Generations::default())),
             encoded: Encoded::default(),
             surveyed: Mutex::new(HashMap::new()),
@@ -134,6 +139,31 @@ impl System {
             .save(path)
     }
 
+    /// Copies of the nfnetlink sockets this run opened itself (the host's, and those of the
+    /// namespaces it made or surveyed), for a holder that outlives the run: the last close of
+    /// such a socket waits for a grace period of RCU once tables were written (see
+    /// `daemon::hand_over`). The daemon's lent sockets are not among them: it holds those.
+    pub fn own_nft_sockets(&self) -> Vec<OwnedFd> {
+        let lent = self.lent.lock().unwrap_or_else(|p| p.into_inner());
+        let namespaces: Vec<Arc<Mutex<OwnedFd>>> = self
+            .nft_sockets
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .filter(|(name, _)| !lent.contains(*name))
+                    .map(|(_, nft)| nft.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        std::iter::once(&self.host.nft)
+            .chain(&namespaces)
+            .filter_map(|nft| {
+                let fd = nft.lock().unwrap_or_else(|p| p.into_inner());
+                fd.try_clone().ok()
+            })
+            .collect()
+    }
+
     fn cached(&self, ns: &str) -> Option<Net> {
         self.sockets.lock().ok().and_then(|m| m.get(ns).cloned())
     }
@@ -153,6 +183,10 @@ impl System {
     fn forget(&self, ns: &str) -> Parting {
         let net = self.sockets.lock().ok().and_then(|mut m| m.remove(ns));
         let nft = self.nft_sockets.lock().ok().and_then(|mut m| m.remove(ns));
+        self.lent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(ns);
         let held = self
             .held
             .lock()
@@ -839,8 +873,13 @@ impl Machine for System {
                     surveyed.insert(name.clone(), generation);
                 }
                 if let (Some(socket), Ok(mut m)) = (socket, self.nft_sockets.lock()) {
-                    m.entry(name.clone())
-                        .or_insert_with(|| Arc::new(Mutex::new(socket)));
+                    if let Entry::Vacant(e) = m.entry(name.clone()) {
+                        e.insert(Arc::new(Mutex::new(socket)));
+                        self.lent
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(name.clone());
+                    }
                 }
                 out.push(Some(kept.survey));
                 continue;

@@ -29,6 +29,9 @@ pub(super) struct Session {
     /// Where the tables' generations are kept between runs (see
     /// [`crate::kernel::generations`]): the project's run directory, which goes with `down`.
     generations: std::path::PathBuf,
+    /// This run's own nfnetlink sockets, held by the daemon from [`Session::hand_over_sockets`]
+    /// until the session is dropped: last, after the kernel's copies.
+    handed: Mutex<Option<crate::daemon::Holding>>,
 }
 
 impl Session {
@@ -73,6 +76,7 @@ impl Session {
             kernel,
             ahead: Mutex::new(None),
             generations,
+            handed: Mutex::new(None),
         })
     }
 
@@ -80,6 +84,22 @@ impl Session {
     /// cannot be written (no run directory yet), the next run reads every table in full.
     pub(super) fn save_generations(&self) {
         let _ = self.kernel.save_generations(&self.generations);
+    }
+
+    /// At the end of a run that wrote tables: hand this run's own nfnetlink sockets to the
+    /// project's daemon, which closes them once the session is dropped, so that the run does
+    /// not wait for the kernel to free its transactions (see [`crate::daemon::hand_over`]).
+    /// Without a daemon that takes them, the session closes them itself, as before. How many
+    /// were handed over.
+    pub(super) fn hand_over_sockets(&self, project: &ProjectName) -> usize {
+        let fds = self.kernel.own_nft_sockets();
+        match crate::daemon::hand_over(project, &fds) {
+            Ok(holding) => {
+                *self.handed.lock().unwrap_or_else(|p| p.into_inner()) = Some(holding);
+                fds.len()
+            }
+            Err(_) => 0,
+        }
     }
 
     /// Start reading what the next observation to `depth` ([`Session::observe`] or

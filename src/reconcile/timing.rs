@@ -11,6 +11,7 @@ pub(super) struct Stages {
     on: bool,
     last: RefCell<Instant>,
     done: RefCell<Vec<(&'static str, f64, Option<Memory>)>>,
+    notes: RefCell<Vec<String>>,
 }
 
 impl Stages {
@@ -20,6 +21,7 @@ impl Stages {
             on: std::env::var_os("NETCOMPOSE_TIMINGS").is_some_and(|v| !v.is_empty() && v != "0"),
             last: RefCell::new(Instant::now()),
             done: RefCell::new(Vec::new()),
+            notes: RefCell::new(Vec::new()),
         }
     }
 
@@ -33,6 +35,15 @@ impl Stages {
         self.done
             .borrow_mut()
             .push((name, took.as_secs_f64() * 1e3, memory()));
+    }
+}
+
+impl Stages {
+    /// A fact of the run worth a line of its own after the stages (`timing: up: <note>`).
+    pub(super) fn note(&self, note: impl FnOnce() -> String) {
+        if self.on {
+            self.notes.borrow_mut().push(note());
+        }
     }
 }
 
@@ -51,6 +62,9 @@ impl Drop for Stages {
             })
             .collect();
         eprintln!("timing: {}: {}", self.run, stages.join(", "));
+        for note in self.notes.borrow().iter() {
+            eprintln!("timing: {}: {note}", self.run);
+        }
     }
 }
 

@@ -433,6 +433,8 @@ fn converge(
     saved?;
     served.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
     session.save_generations();
+    let handed = session.hand_over_sockets(&project);
+    stages.note(|| format!("{handed} nfnetlink sockets handed to the daemon"));
     super::drop_later((record, observed, changes));
     stages.stage("state save and daemon");
     Ok((UpOutcome::Applied(outcome), observation))
