@@ -14,18 +14,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The descriptor table's size from the start (`kernel::descriptors`): a project of about
+/// 1,000 replicas.
+const DESCRIPTORS: usize = 8192;
+
 /// Worker threads of the daemon's runtime (TCP queries, forwards, x-run, control); UDP queries
 /// have threads of their own (`resolver::udp`).
 pub const WORKER_THREADS: usize = 2;
-
-/// Raise the soft limit of open files to the hard one: a namespace costs a socket per UDP
-/// worker thread and two more.
-fn raise_nofile() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
-}
 
 fn now() -> String {
     let t = std::time::SystemTime::now()
@@ -70,7 +65,8 @@ pub fn run(project: &ProjectName) -> Result<(), String> {
         }
         Err(e) => return Err(e.to_string()),
     };
-    raise_nofile();
+    // A namespace costs a socket per UDP worker thread, two more, and the informer's three.
+    crate::kernel::descriptors::reserve(DESCRIPTORS);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
         .enable_all()

@@ -21,6 +21,7 @@
 //!   [`system::System`] and, in memory, by [`fake::Fake`]; [`handle::Kernel`] pairs a machine
 //!   with the project it works for.
 //! - [`cgroup`]: cgroup v2 directories: make, enter, kill until empty, remove.
+//! - [`descriptors`]: this process's descriptor table, grown before threads share it.
 //! - [`nftables`]: nftables tables (inet) over nfnetlink: written in one transaction from a
 //!   neutral description of chains, typed rule expressions and maps; read back (chains, rule
 //!   tags, counters, map elements) and deleted.
@@ -40,6 +41,7 @@
 
 pub mod cgroup;
 pub mod ctnl;
+pub mod descriptors;
 pub mod encoded;
 #[cfg(test)]
 pub mod fake;

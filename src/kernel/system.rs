@@ -95,7 +95,8 @@ impl System {
     /// The system's namespaces (/run/netns) and files (/etc/netns). Opens the host's socket,
     /// whose connection task runs on `rt`.
     pub fn open(rt: tokio::runtime::Handle) -> Res<System> {
-        raise_open_files();
+        // Two sockets stay open per namespace for the run.
+        super::descriptors::raise_limit();
         let dir = NetnsDir::system();
         let nft =
             nftables::wire::open(&Ctx::new("open netlink socket", "NETLINK_NETFILTER", None))?;
@@ -212,19 +213,6 @@ impl System {
         match surveyed {
             Some(nft) => Ok(nft),
             None => Ok(self.netns(ns).await?.nft),
-        }
-    }
-}
-
-/// Two sockets stay open per namespace for the run: allow as many descriptors as the hard
-/// limit does (as the daemon does), so that a project of thousands of replicas does not hit a
-/// soft limit of 1024.
-fn raise_open_files() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            // Best effort: at worst the run meets the old limit, as before.
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
     }
 }

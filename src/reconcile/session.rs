@@ -21,6 +21,10 @@ type Ahead = (
     tokio::task::JoinHandle<Result<ReadAhead, crate::kernel::KernelError>>,
 );
 
+/// The descriptor table's size from the start: a run holds about four descriptors per
+/// namespace, so a project of about 1,000 replicas never grows it.
+const DESCRIPTORS: usize = 4096;
+
 pub(super) struct Session {
     rt: Unjoined,
     kernel: Arc<Kernel>,
@@ -52,6 +56,8 @@ impl Session {
         project: &ProjectName,
         lock: Option<&crate::state::Lock>,
     ) -> Result<Session, ReconcileError> {
+        // Before the runtime's threads exist (see `kernel::descriptors`).
+        crate::kernel::descriptors::reserve(DESCRIPTORS);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(4)
             .max_blocking_threads(blocking_threads())
