@@ -278,7 +278,7 @@ fn up_takes_surveys_and_sockets_from_the_daemon_and_does_without_it() {
     );
     // Its own sockets (the host's, the new replica's) go to the daemon rather than closed.
     assert!(
-        scaled.contains("timing: up: 2 nfnetlink sockets handed to the daemon"),
+        scaled.contains("timing: up: 2 nfnetlink sockets handed to the daemon in "),
         "{scaled}"
     );
     let web3 = p.addr("web", 3, "front");

@@ -10,10 +10,11 @@
 //! - handed to the daemon ([`hand_over`] with [`Request::Hold`]): the client's own nfnetlink
 //!   sockets, which the daemon holds until the client closes the connection, and then closes
 //!   itself. Closing the last descriptor of an nfnetlink socket runs nf_tables' release
-//!   notifier, which (Linux 6.x, net/netfilter/nf_tables_api.c: `nft_rcv_nl_event`) first
-//!   waits for the transactions committed before it to be freed: a grace period of RCU, 4 to
-//!   11 ms on a 2-CPU VM, that an `up` which wrote tables paid at its end. The batches follow
-//!   the reply line here too, for the same reason.
+//!   notifier, which waits for the transactions committed before it to be freed (seen on this
+//!   machine's 6.18 kernel: `netlink_release` -> `nft_rcv_nl_event` -> `__flush_work` of the
+//!   destroy work, which calls `synchronize_rcu`; net/netfilter/nf_tables_api.c): a grace
+//!   period, 3-5 ms on a 2-CPU VM, that an `up` which wrote tables paid at its end. The
+//!   batches follow the reply line here too, for the same reason.
 
 use super::{socket_path, DaemonError, Reply, Request};
 use crate::project_name::ProjectName;

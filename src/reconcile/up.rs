@@ -433,8 +433,14 @@ fn converge(
     saved?;
     served.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
     session.save_generations();
+    let handing = std::time::Instant::now();
     let handed = session.hand_over_sockets(&project);
-    stages.note(|| format!("{handed} nfnetlink sockets handed to the daemon"));
+    stages.note(|| {
+        format!(
+            "{handed} nfnetlink sockets handed to the daemon in {:.1} ms",
+            handing.elapsed().as_secs_f64() * 1e3
+        )
+    });
     super::drop_later((record, observed, changes));
     stages.stage("state save and daemon");
     Ok((UpOutcome::Applied(outcome), observation))
