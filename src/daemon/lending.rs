@@ -186,7 +186,8 @@ pub async fn hold(
     count: usize,
 ) -> std::io::Result<()> {
     use tokio::io::AsyncReadExt;
-    let mut fds = Vec::with_capacity(count);
+    // The count is the client's word: room for one batch, more as they come.
+    let mut fds = Vec::with_capacity(count.min(BATCH));
     while fds.len() < count {
         let got = stream
             .as_ref()
