@@ -251,6 +251,26 @@
 # session's runtime and the 200 lent sockets closed, 1-11 ms, paid at the exit all the same
 # when the session was dropped on a thread or leaked (neither kept: scale 33.7 against 34.5 ms
 # leaked, medians of 12 alternated).
+#
+# 4 Dec 2026, session 22 (the VM fast; plan.sh from scratch 0.28 s). Two grace periods of RCU
+# were found waited for in a scale's trace (perf sched_switch with kernel stacks): closing the
+# run's own nfnetlink sockets ran nf_tables' release notifier, which flushes the transactions'
+# destroy work (3-5 ms blocked in `nft_rcv_nl_event`); the up now hands copies of them to the
+# daemon, which closes them once the up's connection closes. And the descriptor table grew
+# while threads shared it, each doubling a `synchronize_rcu` (copying 201 sockets took 11 ms;
+# an up of 200 replicas doubled it four times, the daemon too): sessions and the daemon now
+# size it before their threads start. Release builds, ROUNDS=5: 4aee768 (the session's start)
+# up with VIPs and policies 268 ms against 241 without (1.11x), scale 38 ms (34-44), no change
+# 14, back 56, down 152 ms (760 us per endpoint). With the hand-over (76e69bc): 283 against 248
+# (1.14x), scale 27 ms (26-29), no change 16, back 52, down 133 ms (665 us). With the table
+# sized too (910c225; a5bac3a, the same code): 245 / 246 against 214 / 218 (1.14 / 1.13x),
+# scale 25 / 28 ms (24-31), no change 15 / 16, back 51 / 53, down 160 / 137 ms (800 / 685 us per
+# endpoint; the floor 135-143); iperf3 16.9 Gbit/s direct and through the VIP. Both ups gained
+# about 22 ms, so the ratio rose. bench/ab.sh STEPS=ups, 10 cycles, 4aee768 against 910c225:
+# up with VIPs and policies 251 -> 228 ms, without 235 -> 216 (1.068 -> 1.056x); the same
+# against 76e69bc alone: 249 -> 256 and 225 -> 244 ms, the 201 copies' table growth eating the
+# gain until the table was sized. lb.sh puts each up right after the other project's down
+# (the kernel still freeing 200 namespaces); ab.sh sleeps after each down: its ratio is lower.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 services=${1:-20}
