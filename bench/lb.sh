@@ -258,8 +258,8 @@
 # destroy work (3-5 ms blocked in `nft_rcv_nl_event`); the up now hands copies of them to the
 # daemon, which closes them once the up's connection closes. And the descriptor table grew
 # while threads shared it, each doubling a `synchronize_rcu` (copying 201 sockets took 11 ms;
-# an up of 200 replicas doubled it four times, the daemon too): sessions and the daemon now
-# size it before their threads start. Release builds, ROUNDS=5: 4aee768 (the session's start)
+# an up of 200 replicas doubled it from 64 slots step by step, the daemon too): sessions and
+# the daemon now size it before their threads start. Release builds, ROUNDS=5: 4aee768 (the session's start)
 # up with VIPs and policies 268 ms against 241 without (1.11x), scale 38 ms (34-44), no change
 # 14, back 56, down 152 ms (760 us per endpoint). With the hand-over (76e69bc): 283 against 248
 # (1.14x), scale 27 ms (26-29), no change 16, back 52, down 133 ms (665 us). With the table
