@@ -80,15 +80,8 @@ pub fn hand_over(
         });
     }
     for batch in fds.chunks(BATCH) {
-        let raw: Vec<RawFd> = batch.iter().map(AsRawFd::as_raw_fd).collect();
-        sendmsg::<()>(
-            s.as_raw_fd(),
-            &[IoSlice::new(b"h")],
-            &[ControlMessage::ScmRights(&raw)],
-            MsgFlags::empty(),
-            None,
-        )
-        .map_err(|e| no_answer(format!("handing sockets over: {e}")))?;
+        send_batch(s.as_fd(), batch)
+            .map_err(|e| no_answer(format!("handing sockets over: {e}")))?;
     }
     Ok(s)
 }
@@ -144,6 +137,19 @@ fn receive(s: BorrowedFd<'_>) -> nix::Result<Vec<OwnedFd>> {
     Ok(out)
 }
 
+/// One batch of descriptors (at most [`BATCH`]), with the byte that carries them.
+fn send_batch(s: BorrowedFd<'_>, batch: &[OwnedFd]) -> nix::Result<()> {
+    let raw: Vec<RawFd> = batch.iter().map(AsRawFd::as_raw_fd).collect();
+    sendmsg::<()>(
+        s.as_raw_fd(),
+        &[IoSlice::new(b"s")],
+        &[ControlMessage::ScmRights(&raw)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map(drop)
+}
+
 /// Send `fds` on `stream` after the client's byte, in batches (the daemon's side).
 pub async fn send(
     reader: &mut (impl tokio::io::AsyncRead + Unpin),
@@ -154,18 +160,10 @@ pub async fn send(
     let mut byte = [0u8; 1];
     reader.read_exact(&mut byte).await?;
     for batch in fds.chunks(BATCH) {
-        let raw: Vec<RawFd> = batch.iter().map(AsRawFd::as_raw_fd).collect();
         loop {
             stream.writable().await?;
             let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
-                sendmsg::<()>(
-                    stream.as_raw_fd(),
-                    &[IoSlice::new(b"s")],
-                    &[ControlMessage::ScmRights(&raw)],
-                    MsgFlags::empty(),
-                    None,
-                )
-                .map_err(std::io::Error::from)
+                send_batch(stream.as_fd(), batch).map_err(std::io::Error::from)
             });
             match sent {
                 Ok(_) => break,
