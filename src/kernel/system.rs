@@ -145,11 +145,12 @@ impl System {
     /// such a socket waits for a grace period of RCU once tables were written (see
     /// `daemon::hand_over`). The daemon's lent sockets are not among them: it holds those.
     pub fn own_nft_sockets(&self) -> Vec<OwnedFd> {
-        let lent = self.lent.lock().unwrap_or_else(|p| p.into_inner());
+        // The same order of locks as the survey's: the sockets, then the lent ones.
         let namespaces: Vec<Arc<Mutex<OwnedFd>>> = self
             .nft_sockets
             .lock()
             .map(|m| {
+                let lent = self.lent.lock().unwrap_or_else(|p| p.into_inner());
                 m.iter()
                     .filter(|(name, _)| !lent.contains(*name))
                     .map(|(_, nft)| nft.clone())

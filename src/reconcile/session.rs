@@ -92,9 +92,9 @@ impl Session {
         let _ = self.kernel.save_generations(&self.generations);
     }
 
-    /// At the end of a run that wrote tables: hand this run's own nfnetlink sockets to the
-    /// project's daemon, which closes them once the session is dropped, so that the run does
-    /// not wait for the kernel to free its transactions (see [`crate::daemon::hand_over`]).
+    /// At the end of a run that changed the kernel: hand this run's own nfnetlink sockets to
+    /// the project's daemon, which closes them once the session is dropped, so that the run
+    /// does not wait for the kernel to free its transactions (see [`crate::daemon::hand_over`]).
     /// Without a daemon that takes them, the session closes them itself, as before. How many
     /// were handed over.
     pub(super) fn hand_over_sockets(&self, project: &ProjectName) -> usize {

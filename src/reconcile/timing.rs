@@ -36,9 +36,7 @@ impl Stages {
             .borrow_mut()
             .push((name, took.as_secs_f64() * 1e3, memory()));
     }
-}
 
-impl Stages {
     /// A fact of the run worth a line of its own after the stages (`timing: up: <note>`).
     pub(super) fn note(&self, note: impl FnOnce() -> String) {
         if self.on {
