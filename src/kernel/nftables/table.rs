@@ -129,12 +129,14 @@ const NFTA_SET_KEY_TYPE: u16 = 4;
 const NFTA_SET_KEY_LEN: u16 = 5;
 const NFTA_SET_DATA_TYPE: u16 = 6;
 const NFTA_SET_DATA_LEN: u16 = 7;
+const NFTA_SET_DESC: u16 = 9;
 const NFTA_SET_ID: u16 = 10;
 const NFTA_SET_USERDATA: u16 = 13;
 /// libnftnl's set user data TLV saying in which byte order nft shows the keys.
 const NFTNL_UDATA_SET_KEYBYTEORDER: u8 = 0;
 /// nft's `BYTEORDER_HOST_ENDIAN`.
 const BYTEORDER_HOST_ENDIAN: u32 = 1;
+const NFTA_SET_DESC_SIZE: u16 = 1;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -302,6 +304,15 @@ impl<'t> Writer<'t> {
                 None => {}
             }
             m.u32(NFTA_SET_ID, id);
+            // A constant set says how many elements it holds, as nft does: with a size the
+            // kernel gives a hash set a table of that size (`nft_hash_fast` for 4-byte keys)
+            // instead of a resizable rhashtable that starts at 4 buckets and grows on a
+            // worker as the elements arrive. A named set gets none: the size is also a limit.
+            if anonymous {
+                m.begin(NFTA_SET_DESC)
+                    .u32(NFTA_SET_DESC_SIZE, wire_elements(s))
+                    .end();
+            }
             if s.key.host_order() {
                 let order = BYTEORDER_HOST_ENDIAN.to_ne_bytes();
                 let udata = [&[NFTNL_UDATA_SET_KEYBYTEORDER, 4][..], &order].concat();
@@ -367,6 +378,16 @@ impl<'t> Writer<'t> {
             m.end();
         });
     }
+}
+
+/// How many elements the kernel holds for `s`: with an interval set's range ends.
+fn wire_elements(s: &SetSpec) -> u32 {
+    let ends = s
+        .elements
+        .iter()
+        .filter(|e| s.interval && e.last.as_deref().and_then(successor).is_some())
+        .count();
+    (s.elements.len() + ends) as u32
 }
 
 fn element(m: &mut Msg, key: &[u8], data: Option<&Data>, end: bool) {
@@ -618,6 +639,74 @@ mod tests {
         let b = update("t", (&old, &[set]), (&[new], &[])).unwrap();
         // The table, the chain's flush, then the set's deletion.
         assert_eq!(b.len(), 3);
+    }
+
+    /// The size of each set the batch creates, as (name, NFTA_SET_DESC_SIZE if any).
+    fn set_sizes(b: Batch) -> Vec<(String, Option<u32>)> {
+        use super::super::wire::{attr, attributes, messages, string, Finished, NFGENMSG_LEN};
+        let Finished { bytes, .. } = b.finish();
+        let ctx = crate::kernel::Ctx::new("t", "t", None);
+        let new_set = (super::super::wire::NFNL_SUBSYS_NFTABLES << 8) | MsgType::NewSet as u16;
+        messages(&ctx, &bytes)
+            .unwrap()
+            .into_iter()
+            .filter(|(kind, _, _)| *kind == new_set)
+            .map(|(_, _, body)| {
+                let attrs = attributes(&body[NFGENMSG_LEN..]);
+                let size = attr(&attrs, NFTA_SET_DESC).map(|desc| {
+                    let desc = attributes(desc);
+                    let size = attr(&desc, NFTA_SET_DESC_SIZE).unwrap();
+                    u32::from_be_bytes(size.try_into().unwrap())
+                });
+                (string(&attrs, NFTA_SET_NAME).unwrap(), size)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_anonymous_set_is_sized_to_its_elements_a_named_one_is_not() {
+        let range = |first: u8, last: u8| Element {
+            key: vec![10, 0, 0, first],
+            last: Some(vec![10, 0, 0, last]),
+            data: None,
+        };
+        let to_the_top = Element {
+            key: vec![192, 0, 0, 0],
+            last: Some(vec![0xff; 4]),
+            data: None,
+        };
+        let set = SetSpec {
+            name: String::new(),
+            key: KeyType::Ipv4Addr,
+            data: None,
+            interval: true,
+            // Two ranges with an end element each, one that ends at the top with none.
+            elements: vec![range(1, 2), range(8, 15), to_the_top],
+        };
+        let mut w = Writer::new("t");
+        w.add_rule(
+            "input",
+            &Rule {
+                expr: vec![Expr::Lookup {
+                    sreg: super::super::expr::Reg::R1,
+                    dreg: None,
+                    set: SetRef::Anonymous(Box::new(set.clone())),
+                    invert: false,
+                }],
+                tag: "nc:0123456789ab".into(),
+            },
+        );
+        w.add_set(&SetSpec {
+            name: "from.web".into(),
+            ..set
+        });
+        assert_eq!(
+            set_sizes(w.batch),
+            [
+                (ANONYMOUS_NAME.to_string(), Some(5)),
+                ("from.web".to_string(), None)
+            ]
+        );
     }
 
     #[test]

@@ -303,7 +303,7 @@ pub fn commit(ctx: &Ctx, fd: &OwnedFd, batch: Batch) -> Result<Option<u32>, Kern
 /// over in each batch, the kernel fills the port in), so one batch can be sent to many.
 #[derive(Debug)]
 pub struct Finished {
-    bytes: Vec<u8>,
+    pub(super) bytes: Vec<u8>,
     /// The first message's sequence number, and how many messages there are.
     first: u32,
     count: u32,
