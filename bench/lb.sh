@@ -329,11 +329,18 @@ timed() { # $1: kind; the rest: the command
 }
 median() { sort -n "$WORK/ms.$1" | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 all() { paste -sd/ "$WORK/ms.$1" | sed 's|/| / |g'; }
+# The kernel goes on freeing a project's namespaces for some 30-50 ms after `down` returns
+# (cleanup_net on a worker: both CPUs busy, /proc/stat), and an `up` started meanwhile pays
+# for it. The up with VIPs came right after the plain project's down, the plain one after the
+# floor's teardown and a `down` with little left to do, so the ratio was weighed against the
+# VIP up: each of the two now starts on a settled kernel.
+settle() { sleep 1; }
 n=$((SERVICES * REPLICAS))
 lb_project "$REPLICAS" plain > "$WORK/plain.yaml"
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round:"
   lb_project "$REPLICAS" > "$WORK/compose.yaml"
+  settle
   t=$(timed vip $NC -f "$WORK/compose.yaml" up)
   echo "  up: $n replicas of $SERVICES services with VIPs and policies: $t ms, $(( t * 1000 / n )) us per endpoint"
   lb_project "$((REPLICAS + 1))" > "$WORK/compose.yaml"
@@ -352,6 +359,7 @@ for round in $(seq 1 "$ROUNDS"); do
   python3 "$REPO/bench/down_floor.py" lbbench "$bridge" >> "$WORK/ms.floor"
   echo "  the kernel's floor for that down (bench/down_floor.py): $(tail -1 "$WORK/ms.floor") ms"
   $NC -f "$WORK/compose.yaml" down >/dev/null 2>&1
+  settle
   echo "  up: $n replicas of $SERVICES services without VIPs or policies: $(timed plain $NC -f "$WORK/plain.yaml" up) ms"
   $NC -f "$WORK/plain.yaml" down >/dev/null
 done
