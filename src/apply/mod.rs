@@ -125,6 +125,7 @@ pub async fn apply_when_ready<M: Machine>(
     // freed after: spelled out all at once before the first write, the 2 x 202 tables of a
     // scale took 1.6 ms and 1.5 MB of fresh memory.
     let (old_vips, new_vips) = (Expander::new(observed), Expander::new(desired));
+    let compiled = ops::Compiled::default();
     let built = |r: &&Resource| {
         creates.contains(&r.address) || updates.contains(&r.address) || rebuilt.contains(&r.address)
     };
@@ -192,15 +193,15 @@ pub async fn apply_when_ready<M: Machine>(
             .get(&r.address)
             .copied()
             .filter(|_| updates.contains(&r.address) && !rebuilt.contains(&r.address));
-        let (old_vips, new_vips) = (&old_vips, &new_vips);
+        let (old_vips, new_vips, compiled) = (&old_vips, &new_vips, &compiled);
         async move {
             let new = new_vips.expand(r);
             match prev {
                 Some(p) => {
                     let old = old_vips.expand(p);
-                    timed("~", r, progress, ops::update(k, &old, &new)).await
+                    timed("~", r, progress, ops::update(k, &old, &new, compiled)).await
                 }
-                None => timed("+", r, progress, ops::create(k, &new)).await,
+                None => timed("+", r, progress, ops::create(k, &new, compiled)).await,
             }
         }
     })

@@ -58,19 +58,26 @@ const KEPT: usize = 64;
 /// The last [`KEPT`] distinct writes of each kind, with their encoding.
 #[derive(Debug, Default)]
 pub struct Encoded {
-    replacements: Recent<(String, Table), Replacement>,
+    replacements: Recent<(String, Arc<Table>), Replacement>,
     updates: Recent<(String, Table, Table), Update>,
 }
 
 impl Encoded {
     /// The write of `contents` as table `name`: a table equal to one written before reuses
-    /// its encoding (compared whole: equal tables only, whatever the cost of comparing).
+    /// its encoding (compared whole: equal tables only, whatever the cost of comparing). The
+    /// very table written before is found by its address first: the replicas of a service
+    /// hand over one compiled table, and comparing it whole with each of the other services'
+    /// tables kept (alike but for a few set elements deep inside) cost more than compiling it.
     pub fn replacement(
         &self,
         name: &str,
-        contents: &Table,
+        contents: &Arc<Table>,
     ) -> Result<Arc<Replacement>, table::BuildError> {
-        if let Some(r) = self.replacements.find(|(n, t)| n == name && t == contents) {
+        let kept = self
+            .replacements
+            .find(|(n, t)| Arc::ptr_eq(t, contents) && n == name)
+            .or_else(|| self.replacements.find(|(n, t)| n == name && t == contents));
+        if let Some(r) = kept {
             return Ok(r);
         }
         // Encoded outside the lock: two threads that miss the same table both encode it,
@@ -175,21 +182,36 @@ mod tests {
         }
     }
 
+    fn whole(elements: &[u8]) -> Arc<Table> {
+        Arc::new(table(elements))
+    }
+
     #[test]
     fn an_equal_table_reuses_the_encoding_and_any_difference_does_not() {
         let e = Encoded::default();
-        let a = e.replacement("t", &table(&[1, 2])).unwrap();
+        let a = e.replacement("t", &whole(&[1, 2])).unwrap();
         assert!(Arc::ptr_eq(
             &a,
-            &e.replacement("t", &table(&[1, 2])).unwrap()
+            &e.replacement("t", &whole(&[1, 2])).unwrap()
         ));
-        let other = e.replacement("t", &table(&[1, 3])).unwrap();
+        let other = e.replacement("t", &whole(&[1, 3])).unwrap();
         assert!(!Arc::ptr_eq(&a, &other));
         assert_ne!(a.digest, other.digest);
         assert!(!Arc::ptr_eq(
             &a,
-            &e.replacement("u", &table(&[1, 2])).unwrap()
+            &e.replacement("u", &whole(&[1, 2])).unwrap()
         ));
+    }
+
+    #[test]
+    fn the_same_table_under_another_name_is_another_write() {
+        let e = Encoded::default();
+        let same = whole(&[1, 2]);
+        let t = e.replacement("t", &same).unwrap();
+        assert!(Arc::ptr_eq(&t, &e.replacement("t", &same).unwrap()));
+        let u = e.replacement("u", &same).unwrap();
+        assert!(!Arc::ptr_eq(&t, &u));
+        assert!(Arc::ptr_eq(&u, &e.replacement("u", &same).unwrap()));
     }
 
     #[test]
@@ -211,18 +233,18 @@ mod tests {
     #[test]
     fn the_oldest_write_goes_once_enough_others_came_after_it() {
         let e = Encoded::default();
-        let first = e.replacement("t0", &table(&[1])).unwrap();
+        let first = e.replacement("t0", &whole(&[1])).unwrap();
         for i in 1..KEPT {
-            e.replacement(&format!("t{i}"), &table(&[1])).unwrap();
+            e.replacement(&format!("t{i}"), &whole(&[1])).unwrap();
         }
         assert!(Arc::ptr_eq(
             &first,
-            &e.replacement("t0", &table(&[1])).unwrap()
+            &e.replacement("t0", &whole(&[1])).unwrap()
         ));
-        e.replacement("one more", &table(&[1])).unwrap();
+        e.replacement("one more", &whole(&[1])).unwrap();
         assert!(!Arc::ptr_eq(
             &first,
-            &e.replacement("t0", &table(&[1])).unwrap()
+            &e.replacement("t0", &whole(&[1])).unwrap()
         ));
     }
 }

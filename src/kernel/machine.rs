@@ -20,6 +20,7 @@ use super::KernelError;
 use ipnetwork::IpNetwork;
 use std::future::Future;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// What tc holds on a link.
 pub use super::netlink::tc::{HtbClass, HtbShape, NetemShape, Qdisc, QdiscKind, Shaper, TreeState};
@@ -201,12 +202,13 @@ pub trait Namespaces: Send + Sync {
 
 /// nftables tables of family inet, in a namespace (`None`: the host).
 pub trait Firewall: Send + Sync {
-    /// Replace the table with `contents` in one transaction (created if missing).
+    /// Replace the table with `contents` in one transaction (created if missing). Shared: the
+    /// replicas of a service hand over one table, which a machine may know again by address.
     fn replace_table(
         &self,
         ns: Option<&str>,
         table: &str,
-        contents: &Table,
+        contents: &Arc<Table>,
     ) -> impl Future<Output = Res<()>> + Send;
     /// Turn the live table from `old` into `new` in one transaction: chain by chain, and a
     /// map element by element.

@@ -618,7 +618,7 @@ impl System {
 }
 
 impl Firewall for System {
-    async fn replace_table(&self, ns: Option<&str>, table: &str, contents: &Table) -> Res<()> {
+    async fn replace_table(&self, ns: Option<&str>, table: &str, contents: &Arc<Table>) -> Res<()> {
         let ctx = Ctx::new("load rules", table, ns);
         let write = self
             .encoded

@@ -322,7 +322,7 @@ impl Fake {
 }
 
 impl Firewall for Fake {
-    async fn replace_table(&self, ns: Option<&str>, table: &str, contents: &Table) -> Res<()> {
+    async fn replace_table(&self, ns: Option<&str>, table: &str, contents: &Arc<Table>) -> Res<()> {
         self.tables_of(Ctx::new("load table", table, ns), |t, _| {
             t.insert(table.to_string(), live(contents));
             Ok(())
