@@ -271,6 +271,21 @@
 # against 76e69bc alone: 249 -> 256 and 225 -> 244 ms, the 201 copies' table growth eating the
 # gain until the table was sized. lb.sh puts each up right after the other project's down
 # (the kernel still freeing 200 namespaces); ab.sh sleeps after each down: its ratio is lower.
+#
+# 4 Dec 2026, session 23 (the VM fast; plan.sh from scratch 0.29 s). The VIP up had run while
+# the kernel still freed the plain project's namespaces (see `settle` below): the same binary
+# (64dd98e) gave 1.12x as the script was and 1.08x with both ups settled. A trace of each
+# operation's start and end put all of the VIP up's extra time in the namespaces' phase, where
+# the tables' kernel CPU (nf_tables: set elements, then rules) competes with namespace
+# creation; held back until the namespaces were made, then written 4 or 8 at a time beside
+# the links, the tables cost the same there (bench/ab.sh, 12 cycles: 226 against 226 ms): the
+# up is CPU-bound on both cores. An anonymous set now says its size (a hash of that size,
+# not a growing rhashtable), and a service's replicas share one compiled table (4.6 ms less
+# user CPU on the apply's thread). Release builds, ROUNDS=5, settled: a51fac9 up with VIPs and
+# policies 231 / 231 / 227 ms against 209 / 210 / 213 without (1.11 / 1.10 / 1.07x); b902487 225
+# / 232 against 208 / 209 (1.08 / 1.11x), scale 26 / 29 ms, no change 16 / 15, back 47 / 51,
+# down 143 / 152 ms (715 / 760 us per endpoint; the floor 130 / 136); iperf3 17.6-17.9 Gbit/s
+# direct, 17.6-18.3 through the VIP. The ratio sits at the issue's 1.1x, not reliably under it.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 services=${1:-20}
