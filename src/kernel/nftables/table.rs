@@ -369,10 +369,8 @@ impl<'t> Writer<'t> {
             m.begin(NFTA_SET_ELEM_LIST_ELEMENTS);
             for e in elements {
                 element(m, &e.key, e.data.as_ref(), false);
-                // A range ends with an element one past its last key, flagged as an end; a
-                // range that reaches the top of the key space has none.
-                if let Some(next) = e.last.as_deref().and_then(successor).filter(|_| interval) {
-                    element(m, &next, None, true);
+                if let Some(end) = range_end(e, interval) {
+                    element(m, &end, None, true);
                 }
             }
             m.end();
@@ -380,12 +378,18 @@ impl<'t> Writer<'t> {
     }
 }
 
+/// The key of the element that ends `e`'s range in an interval set: one past its last key,
+/// flagged as an end. A range that reaches the top of the key space has none.
+fn range_end(e: &Element, interval: bool) -> Option<Vec<u8>> {
+    e.last.as_deref().and_then(successor).filter(|_| interval)
+}
+
 /// How many elements the kernel holds for `s`: with an interval set's range ends.
 fn wire_elements(s: &SetSpec) -> u32 {
     let ends = s
         .elements
         .iter()
-        .filter(|e| s.interval && e.last.as_deref().and_then(successor).is_some())
+        .filter(|e| range_end(e, s.interval).is_some())
         .count();
     (s.elements.len() + ends) as u32
 }
