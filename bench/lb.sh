@@ -285,7 +285,9 @@
 # policies 231 / 231 / 227 ms against 209 / 210 / 213 without (1.11 / 1.10 / 1.07x); b902487 225
 # / 232 against 208 / 209 (1.08 / 1.11x), scale 26 / 29 ms, no change 16 / 15, back 47 / 51,
 # down 143 / 152 ms (715 / 760 us per endpoint; the floor 130 / 136); iperf3 17.6-17.9 Gbit/s
-# direct, 17.6-18.3 through the VIP. The ratio sits at the issue's 1.1x, not reliably under it.
+# direct, 17.6-18.3 through the VIP; e7f49fe (the same code) 225 against 215 ms (1.05x), scale
+# 27 ms, no change 16, back 53, down 146 ms (730 us per endpoint). The ratio sits at the
+# issue's 1.1x (1.05-1.11x over six settled runs), not reliably under it.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 services=${1:-20}
