@@ -692,7 +692,7 @@ mod tests {
             "input",
             &Rule {
                 expr: vec![Expr::Lookup {
-                    sreg: super::super::expr::Reg::R1,
+                    sreg: Reg::R1,
                     dreg: None,
                     set: SetRef::Anonymous(Box::new(set.clone())),
                     invert: false,
