@@ -288,6 +288,28 @@
 # direct, 17.6-18.3 through the VIP; e7f49fe (the same code) 225 against 215 ms (1.05x), scale
 # 27 ms, no change 16, back 53, down 146 ms (730 us per endpoint). The ratio sits at the
 # issue's 1.1x (1.05-1.11x over six settled runs), not reliably under it.
+#
+# 4 Dec 2026, session 24 (the VM fast). A temporary build whose `up` skipped the replica
+# tables' kernel writes, doing all else (expanding, compiling and encoding them), took as long
+# as the up without VIPs or policies (bench/ab.sh STEPS=ups, 12 cycles: 221 against 220 ms,
+# 238 with the writes): the VIP up's extra time is the kernel's work on those 200 tables,
+# about 150 us of CPU each, and nothing in user space. bench/table_cost.sh splits it: the two
+# backend interval maps 31%, the policy (ingress chain and peer sets) 42%, the refused VIPs'
+# drop entries 7%, the ct rule 5%; one interval map for both VIPs costs as much as two. Left
+# as they are: a backend map per VIP updated element by element is what a scale needs, the
+# policy and the drops are what the user asked for. Also tried, none measurably faster: at
+# most two table writes at a time (the writers wait on the kernel's global conntrack and NAT
+# hook mutexes, some 9 ms a run, but capping them changed nothing) and namespaces no longer
+# held to one at a time while tables are ready (bench/ab.sh, 10-16 cycles each); host-side
+# veth ends without IPv6 link-local addresses (addr_gen_mode none in the sandbox, eight plain
+# ups and downs each way: 219 against 222 ms, down 162 against 166). Release build of
+# 2ec71b1, ROUNDS=5: up with VIPs and policies 228 ms against 210 without (1.09x; rounds 1.09
+# / 1.11 / 1.09 / 0.95 / 1.04), scale 25 ms, no change 16, back 51, down 109 ms (545 us per
+# endpoint; the floor 79); again: 230 against 217 ms (1.06x; rounds 1.05 / 1.11 / 1.14 / 1.05
+# / 1.08), scale 27 ms, no change 15, back 49, down 136 ms (680 us per endpoint; the floor
+# 116). The ratio's true value on this VM is about 1.07-1.08x (the tables' kernel CPU alone,
+# 20-30 ms a run over two cores, puts it at 1.05-1.07x); a run of five rounds lands anywhere
+# between 1.05 and 1.11x.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 services=${1:-20}
