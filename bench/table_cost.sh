@@ -20,14 +20,15 @@
 # address: no interval maps); `no-policy` (no ingress chain, no peer sets); `no-ct` (the ingress
 # chain without `ct state established,related accept`); `policy-only` (no VIP parts at all).
 #
-# Measured (4 Dec 2026, 2 CPUs, 6.18 kernel, 150 namespaces, two rounds, samples at 10 kHz):
-# full 149 us of kernel CPU per table; without the drop entries 136-140 (-7%); without the
-# backend maps 102 (-31%: two named interval maps of 19 elements, inserted one by one with
-# the rbtree's overlap checks, each transaction also allocating and zeroing its lookup array);
-# without the policy 85-88 (-42%); without the ct rule 134-145 (-5%); the policy alone 74-79
-# (the VIP parts half of the table). The two VIPs' ranges in one interval map, each VIP's
-# chain reading its own window (`numgen random mod 65536 offset K`), cost the same as two maps
-# (134 / 156 against 148 / 148 us, by hand): the cost is per element, not per set.
+# Measured (4 Dec 2026, 2 CPUs, 6.18 kernel, 150 namespaces, two runs of two rounds, samples
+# at 10 kHz): full 144-149 us of kernel CPU per table; without the drop entries 126-140 (-7 to
+# -12%); without the backend maps 102-104 (-30%: two named interval maps of 19 elements,
+# inserted one by one with the rbtree's overlap checks, each transaction also allocating and
+# zeroing its lookup array); without the policy 85-88 (-40%); without the ct rule 134-145
+# (-5%); the policy alone 70-79 (the VIP parts half of the table). The two VIPs' ranges in
+# one interval map, each VIP's chain reading its own window (`numgen random mod 65536 offset
+# K`), cost the same as two maps (134 / 156 against 148 / 148 us, by hand): the cost is per
+# element, not per set.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 for t in perf nft python3 unshare; do
@@ -56,6 +57,7 @@ maps = re.compile(r"\tmap vip\.\S+ \{.*?\n\t\}\n\n", re.S)
 variants = {
     "full": full,
     "no-drops": re.sub(r"(, )?[\d.]+ : drop(, )?", lambda m: ", " if m[1] and m[2] else "", full),
+    # Each VIP's chain a dnat to one address of the network instead of its map.
     "no-backend-maps": re.sub(
         r"numgen random mod 65536 map @vip\.\S+", "10.90.0.140", maps.sub("", full)),
     "no-policy": re.sub(r"\tset from\.\S+ \{.*?\n\t\}\n\n", "",
@@ -67,23 +69,25 @@ for name, text in variants.items():
     open(f"{work}/{name}.nft", "w").write(text)
 PY
 variants="full no-drops no-backend-maps no-policy no-ct policy-only"
+hz=10000 # perf's sampling rate: each sample is 1e6 / hz us of a CPU
+per_table() { echo $(($1 * 1000000 / hz / N)); }
 for v in $variants; do nft -c -f "$WORK/$v.nft"; done
 for round in $(seq 1 "$ROUNDS"); do
   for v in $variants; do
     for i in $(seq 1 "$N"); do ip netns add "tc$i"; done
-    perf record -q -a -g -F 10000 -o "$WORK/perf.data" -- \
+    perf record -q -a -g -F "$hz" -o "$WORK/perf.data" -- \
       bash -c 'for i in $(seq 1 "$N"); do ip netns exec "tc$i" nft -f "$WORK/'"$v"'.nft"; done'
     for i in $(seq 1 "$N"); do ip netns del "tc$i"; done
     samples=$(perf script -i "$WORK/perf.data" -F ip,sym 2>/dev/null \
       | awk 'BEGIN {RS = ""} /nfnetlink_rcv_batch/ {n++} END {print n + 0}')
     echo "$samples" >> "$WORK/samples.$v"
-    echo "round $round $v: $((samples * 100000 / N / 1000)) us of kernel CPU per table"
+    echo "round $round $v: $(per_table "$samples") us of kernel CPU per table"
     sleep 1 # the namespaces freed before the next variant
   done
 done
 echo "medians of $ROUNDS rounds, $N tables each (kernel CPU under the table's transaction):"
 for v in $variants; do
   m=$(sort -n "$WORK/samples.$v" | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}')
-  echo "  $v: $((m * 100000 / N / 1000)) us per table"
+  echo "  $v: $(per_table "$m") us per table"
 done
 INNER
