@@ -42,8 +42,11 @@ unshare --net --mount --propagation private bash -euo pipefail <<'INNER'
 source "$REPO/bench/lb_project.sh"
 lb_sandbox
 SERVICES=20 REPLICAS=10 lb_project 10 > "$WORK/compose.yaml"
-"$NC" -f "$WORK/compose.yaml" up >/dev/null 2>&1
+# Set before the up: a daemon it started would otherwise outlive the sandbox if the up failed
+# halfway (as in bench/lb.sh).
 trap '"$NC" -f "$WORK/compose.yaml" down >/dev/null 2>&1 || true; for i in $(seq 1 "$N"); do ip netns del "tc$i" 2>/dev/null || true; done' EXIT
+trap 'exit 1' HUP INT PIPE TERM
+"$NC" -f "$WORK/compose.yaml" up >/dev/null 2>&1
 ip netns exec lbbench-svc3-1 nft list table inet netcompose > "$WORK/full.nft"
 "$NC" -f "$WORK/compose.yaml" down >/dev/null 2>&1
 python3 - "$WORK" <<'PY'
