@@ -5,8 +5,9 @@
 # throughput between two replicas through the VIP against the replica's own address; `down`;
 # and the same `up` without VIPs or policies (endpoint_mode dnsrr, no x-policy), to compare.
 # All of it but iperf3 runs ROUNDS times (default 3), the two kinds of `up` alternated, and
-# the summary gives each figure's median with every round's value: one `up` of each kind
-# differs by 10-30% from run to run on a shared 2-CPU machine, more than what is measured.
+# the summary gives each figure's median with every round's value, and each round's ratio of
+# the two ups: one `up` of each kind differs by 10-30% from run to run on a shared 2-CPU
+# machine, more than what is measured.
 # Everything runs inside a private network + mount namespace, so nothing reaches the real host.
 # NETCOMPOSE_TIMINGS=1 adds each run's stages on stderr.
 #
@@ -310,6 +311,19 @@
 # 116). The ratio's true value on this VM is about 1.07-1.08x (the tables' kernel CPU alone,
 # 20-30 ms a run over two cores, puts it at 1.05-1.07x); a run of five rounds lands anywhere
 # between 1.05 and 1.11x.
+#
+# 4 Dec 2026, session 25 (the VM slower: the up without VIPs 219-224 ms where it was 210-217).
+# Release build of 6572ffb (the code of 2ec71b1), ROUNDS=5, three runs: up with VIPs and
+# policies 249 / 244 / 246 ms against 224 / 222 / 219 without (1.11 / 1.10 / 1.12x; the last
+# run's rounds 1.13 / 1.05 / 1.17 / 1.10 / 1.06), scale 29 / 30 / 28 ms, no change 16 / 16 /
+# 16, back 55 / 56 / 53, down 172 / 174 / 150 ms (860 / 870 / 750 us per endpoint; the floor
+# 87 / 84 / 128). Measured again, nothing changed: the table's kernel CPU (bench/table_cost.sh
+# and by hand: 147-155 us whole; its base chains alone 18-22, the named sets' 60 elements
+# about 50, an `ip` table instead of `inet` 131-143 against 150-155, the refused VIPs' drop
+# entries coalesced into ranges of an interval map 145-158, no better); the table writes at
+# SCHED_IDLE (bench/ab.sh STEPS=ups, 10 cycles: ratio 1.08 against 1.06x, no better; likely
+# because this kernel is PREEMPT_NONE: a task woken on a CPU in the middle of a table's batch
+# waits for the batch to end, whatever the two priorities).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 services=${1:-20}
@@ -407,6 +421,8 @@ echo "medians of $ROUNDS rounds (each round's figures in order after the colon):
 echo "  up with VIPs and policies $vip ms: $(all vip)"
 echo "  up without them $plain ms: $(all plain)"
 echo "  ratio of the medians: $(awk -v a="$vip" -v b="$plain" 'BEGIN {printf "%.2f", a / b}')x"
+# Each round's own ratio shows how far one round's noise moves it.
+echo "  each round's ratio: $(paste "$WORK/ms.vip" "$WORK/ms.plain" | awk '{printf "%s%.2f", (NR > 1 ? " / " : ""), $1 / $2}')"
 echo "  scale by one replica $(median scale) ms: $(all scale)"
 echo "  up with no changes $(median same) ms: $(all same)"
 echo "  scale back down $(median back) ms: $(all back)"
