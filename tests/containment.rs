@@ -10,7 +10,7 @@
 mod common;
 
 use common::project::Project;
-use common::{require_root, Sandbox};
+use common::{require_root, wait_for, Sandbox};
 use netcompose::daemon::contain::Cgroups;
 use std::collections::HashSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -62,17 +62,6 @@ impl Drop for CgroupGuard {
             eprintln!("cleanup of {}: {e}", self.0.project().path().display());
         }
     }
-}
-
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
 }
 
 fn alive(pid: i32) -> bool {

@@ -10,8 +10,8 @@ mod common;
 #[path = "dns/lab.rs"]
 mod lab;
 
-use common::require_root;
-use lab::{text, wait_for, Lab};
+use common::{require_root, wait_for};
+use lab::{text, Lab};
 use std::io::Read;
 use std::time::Duration;
 

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::project::Project;
-use common::{require_root, Sandbox};
+use common::{require_root, wait_for, Sandbox};
 use netcompose::daemon::informer::Informer;
 use netcompose::kernel::nftables::read::generation_on;
 use netcompose::kernel::nftables::wire::{self, Msg, MsgType};
@@ -224,15 +224,6 @@ fn sockets_of(sb: &Sandbox, pid: &str) -> BTreeSet<String> {
     })
 }
 
-/// Poll `done` for up to 5 s; past that, fail with `why`.
-fn wait_until(mut done: impl FnMut() -> bool, why: impl Fn() -> String) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !done() {
-        assert!(std::time::Instant::now() < deadline, "{}", why());
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn the_daemon_holds_sockets_handed_to_it_until_the_connection_closes() {
     require_root("the_daemon_holds_sockets_handed_to_it_until_the_connection_closes");
@@ -252,14 +243,15 @@ fn the_daemon_holds_sockets_handed_to_it_until_the_connection_closes() {
     });
     // Ours is closed: the daemon's copy is what keeps the socket open now, once the daemon
     // has read it off the connection (until then the kernel holds it in flight).
-    wait_until(
-        || sockets_of(&sb, pid).contains(&inode),
-        || format!("the daemon does not hold {inode} 5 s after it was handed over"),
+    let five = std::time::Duration::from_secs(5);
+    assert!(
+        wait_for(five, || sockets_of(&sb, pid).contains(&inode)),
+        "the daemon does not hold {inode} 5 s after it was handed over"
     );
     drop(holding);
-    wait_until(
-        || !sockets_of(&sb, pid).contains(&inode),
-        || format!("the daemon still holds {inode} 5 s after the connection closed"),
+    assert!(
+        wait_for(five, || !sockets_of(&sb, pid).contains(&inode)),
+        "the daemon still holds {inode} 5 s after the connection closed"
     );
     p.nc_ok(&["down"]);
 }

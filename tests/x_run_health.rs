@@ -87,7 +87,7 @@ fn a_passing_healthcheck_lets_up_wait_return_and_the_dependent_start() {
     let cgroups = netcompose::daemon::contain::Cgroups::find(&name).unwrap();
     let mut pids = Vec::new();
     assert!(
-        lab::wait_for(Duration::from_secs(10), || {
+        common::wait_for(Duration::from_secs(10), || {
             pids = cgroups.project().pids().unwrap();
             pids.len() == 3
         }),
@@ -156,7 +156,7 @@ fn a_failing_healthcheck_fails_up_wait_and_holds_the_dependent_back() {
     assert_eq!(replica_health(&lab, &f, "db", 1), "unhealthy");
     // A probe that outlives its timeout is killed and counts as a failure.
     assert!(
-        lab::wait_for(Duration::from_secs(20), || {
+        common::wait_for(Duration::from_secs(20), || {
             replica_health(&lab, &f, "hang", 1) == "unhealthy"
         }),
         "hang-1 never became unhealthy"

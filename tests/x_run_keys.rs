@@ -8,8 +8,8 @@ mod common;
 #[path = "dns/lab.rs"]
 mod lab;
 
-use common::require_root;
-use lab::{wait_for, Lab};
+use common::{require_root, wait_for};
+use lab::Lab;
 use std::time::Duration;
 
 const KEYS: &str = r#"

@@ -18,6 +18,20 @@ pub fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Poll `f` until it is true or `timeout` passes; whether it became true.
+pub fn wait_for(timeout: std::time::Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Processes a test started (echo servers, iperf3), killed and reaped when the guard is
 /// dropped, panic included.
 pub struct Servers(pub Vec<std::process::Child>);
