@@ -18,15 +18,22 @@ pub struct Dispatch {
     pub entries: Vec<Entry>,
 }
 
-/// One VIP address: its chain, its map and its backends of the same family; or, refused, none
-/// of them.
+/// One VIP address and what the dispatch does with it: balance it over its backends, or, refused,
+/// drop it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Entry {
     pub address: IpAddr,
+    /// None for a refused VIP, which has no chain or map: only its address is dispatched (most
+    /// of a replica's VIPs under default-deny policies, so their names are not worked out).
+    pub balanced: Option<Balanced>,
+}
+
+/// A VIP's chain, its map and its backends of the VIP's family.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Balanced {
     pub chain: String,
     pub map: String,
     pub backends: Vec<IpAddr>,
-    pub refused: bool,
 }
 
 impl Dispatch {
@@ -49,15 +56,13 @@ impl Dispatch {
             .flat_map(|v| {
                 v.families()
                     .filter(|(_, backends)| !backends.is_empty())
-                    .map(|(address, backends)| {
-                        let refused = is_refused(&v.service, address);
-                        Entry {
-                            address,
+                    .map(|(address, backends)| Entry {
+                        address,
+                        balanced: (!is_refused(&v.service, address)).then(|| Balanced {
                             chain: chain_name(&v.service, &v.network, address),
                             map: map_name(&v.service, &v.network, address),
-                            backends: if refused { vec![] } else { backends },
-                            refused,
-                        }
+                            backends,
+                        }),
                     })
             })
             .collect();
@@ -74,7 +79,7 @@ impl Dispatch {
                     .entries
                     .iter()
                     .filter(|e| e.address.is_ipv4() == v4)
-                    .map(|e| (e.address, (!e.refused).then(|| e.chain.clone())))
+                    .map(|e| (e.address, e.balanced.as_ref().map(|b| b.chain.clone())))
                     .collect();
                 (!map.is_empty()).then(|| rule().then(Verdict::VipMap(map)))
             })
@@ -98,15 +103,15 @@ pub fn chain_name(service: &str, network: &str, address: IpAddr) -> String {
 pub fn vip_chains(d: &Dispatch) -> Vec<Chain> {
     d.entries
         .iter()
-        .filter(|e| !e.refused)
-        .map(|e| {
-            Chain::regular(
-                &e.chain,
+        .filter_map(|e| {
+            let b = e.balanced.as_ref()?;
+            Some(Chain::regular(
+                &b.chain,
                 vec![rule().then(Verdict::DnatMap {
-                    map: e.map.clone(),
+                    map: b.map.clone(),
                     ipv6: e.address.is_ipv6(),
                 })],
-            )
+            ))
         })
         .collect()
 }
@@ -123,10 +128,10 @@ pub fn map_name(service: &str, network: &str, address: IpAddr) -> String {
 pub fn vip_maps(d: &Dispatch) -> Vec<Map> {
     d.entries
         .iter()
-        .filter(|e| !e.refused)
-        .map(|e| Map {
-            name: e.map.clone(),
-            backends: e.backends.clone(),
+        .filter_map(|e| e.balanced.as_ref())
+        .map(|b| Map {
+            name: b.map.clone(),
+            backends: b.backends.clone(),
         })
         .collect()
 }
