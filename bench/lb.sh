@@ -324,6 +324,26 @@
 # SCHED_IDLE (bench/ab.sh STEPS=ups, 10 cycles: ratio 1.08 against 1.06x, no better; likely
 # because this kernel is PREEMPT_NONE: a task woken on a CPU in the middle of a table's batch
 # waits for the batch to end, whatever the two priorities).
+#
+# 4 Dec 2026, session 26, on another VM (AMD EPYC, the kernel's SRSO mitigation in force: the
+# same code as session 25's gave plan.sh 0.54 s against 0.29 and DNS 181k queries/s against
+# 397k). Release build of 6b7eb0b, ROUNDS=5, six runs: up with VIPs and policies 407 / 419 /
+# 383 / 436 / 460 / 374 ms against 379 / 356 / 361 / 403 / 431 / 359 without (1.07 / 1.18 /
+# 1.06 / 1.08 / 1.07 / 1.04x), scale 54 / 48 / 44 / 51 / 62 / 40 ms, no change 26 / 26 / 23 /
+# 26 / 31 / 25, back 72 / 64 / 71 / 88 / 83 / 70, down 225 / 183 / 196 / 259 / 280 / 204 ms
+# (0.9-1.4 ms per endpoint; the floor 0.7-1.05). perf record -a of four ups of each kind: the
+# VIP up's extra CPU (61 ms an up here) is nf_tables' (set elements 35%, rules 35%, half of
+# that the expression types looked up by name, the commit 14%); both kinds spend about 8% of
+# their CPU spinning on the RTNL mutex (mutex_spin_on_owner under rtnl_setlink, newaddr,
+# newroute). A temporary build whose replica tables waited for their replica's link (so that
+# they ran in the links' phase, 30-40% idle, not the namespaces', 5-15%): the tables moved
+# there, the ups did not change (bench/ab.sh STEPS=ups, 10 cycles: 1.111 against 1.112x). A
+# scale's user-space work by instruction count (valgrind --tool=callgrind, deterministic
+# where wall time moves by 10 ms): 145.5 M; the refused VIPs' chain and map names, their
+# strings in the state and SipHash in the VIP part memos and the table digests were 10.7 M
+# of them, gone in c3fb5a1 (134.8 M; an up from scratch 157.1 -> 154.0 M). Two alternated
+# pairs of runs of 6b7eb0b and c3fb5a1 (ROUNDS=5): scale 40 / 52 against 44 / 51 ms, up 374 /
+# 421 against 370 / 420 ms: within this VM's noise.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 services=${1:-20}
