@@ -341,7 +341,8 @@
 # scale's user-space work by instruction count (valgrind --tool=callgrind, deterministic
 # where wall time moves by 10 ms): 145.5 M; the refused VIPs' chain and map names, their
 # strings in the state and SipHash in the VIP part memos and the table digests were 10.7 M
-# of them, gone in c3fb5a1 (134.8 M; an up from scratch 157.1 -> 154.0 M). Two alternated
+# of them, gone in c3fb5a1 (134.8 M; an up from scratch 157.1 -> 154.0 M); the ids and refused
+# VIPs of the state written as one string each (4dda3e6): 131.4 M, the up 152.1 M. Two alternated
 # pairs of runs of 6b7eb0b and c3fb5a1 (ROUNDS=5): scale 40 / 52 against 44 / 51 ms, up 374 /
 # 421 against 370 / 420 ms: within this VM's noise.
 set -euo pipefail
