@@ -282,15 +282,27 @@ fn cmp_segments(a: &[&[u8]], b: &[&[u8]]) -> Ordering {
     }
 }
 
-impl fmt::Display for ResourceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl ResourceId {
+    /// The printed form, piece by piece: what Display shows and what a state holds.
+    fn write_to(&self, out: &mut impl fmt::Write) -> fmt::Result {
         for piece in self.pieces() {
             match piece {
-                Piece::Text(t) => f.write_str(t)?,
-                Piece::Number(n) => write!(f, "{n}")?,
+                Piece::Text(t) => out.write_str(t)?,
+                Piece::Number(n) => {
+                    let mut digits = [0; 10];
+                    for &d in decimal(n, &mut digits) {
+                        out.write_char(char::from(d))?;
+                    }
+                }
             }
         }
         Ok(())
+    }
+}
+
+impl fmt::Display for ResourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_to(f)
     }
 }
 
@@ -437,15 +449,8 @@ fn parse(text: &str) -> Result<ResourceId, ParseIdReason> {
 impl Serialize for ResourceId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut text = String::with_capacity(64);
-        for piece in self.pieces() {
-            match piece {
-                Piece::Text(t) => text.push_str(t),
-                Piece::Number(n) => {
-                    let mut digits = [0; 10];
-                    text.extend(decimal(n, &mut digits).iter().map(|&d| char::from(d)));
-                }
-            }
-        }
+        self.write_to(&mut text)
+            .map_err(serde::ser::Error::custom)?;
         s.serialize_str(&text)
     }
 }
