@@ -46,7 +46,7 @@ fn strings(v: &[netcompose::spec::Spanned<String>]) -> Vec<&str> {
     v.iter().map(|s| s.value.as_str()).collect()
 }
 
-fn keys<V>(m: &indexmap::IndexMap<String, V>) -> Vec<&str> {
+fn keys<V>(m: &netcompose::spec::Keyed<V>) -> Vec<&str> {
     m.keys().map(String::as_str).collect()
 }
 
