@@ -5,6 +5,7 @@ use super::names::{bridge_name, netns_name, veth_host_name};
 use super::resource::{self as r, LinkType, ReplicaId, Resource, ResourceId, RouteFamily, Spec};
 use crate::ipam::{AddressRequest, Allocations, ExplicitPool, NetworkRequest};
 use crate::spec::{EndpointMode, Network, NetworkMode, Project, Service};
+use ahash::AHashMap;
 use ipnetwork::IpNetwork;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -62,17 +63,18 @@ impl Endpoint {
 }
 
 /// Endpoints grouped by replica and by service, so that building resources stays linear in
-/// the number of endpoints.
+/// the number of endpoints. Hashed with aHash: a plan of 15,000 replicas looks a replica up
+/// 100,000 times.
 pub struct EndpointIndex<'a> {
     /// By service, then index, keyed by the endpoints' own names: a lookup allocates nothing.
-    by_replica: HashMap<&'a str, HashMap<u32, Vec<&'a Endpoint>>>,
-    by_service: HashMap<&'a str, Vec<&'a Endpoint>>,
+    by_replica: AHashMap<&'a str, AHashMap<u32, Vec<&'a Endpoint>>>,
+    by_service: AHashMap<&'a str, Vec<&'a Endpoint>>,
 }
 
 impl<'a> EndpointIndex<'a> {
     pub fn new(eps: &'a [Endpoint]) -> Self {
-        let mut by_replica: HashMap<&str, HashMap<u32, Vec<&Endpoint>>> = HashMap::new();
-        let mut by_service: HashMap<&str, Vec<&Endpoint>> = HashMap::new();
+        let mut by_replica: AHashMap<&str, AHashMap<u32, Vec<&Endpoint>>> = AHashMap::new();
+        let mut by_service: AHashMap<&str, Vec<&Endpoint>> = AHashMap::new();
         for e in eps {
             by_replica
                 .entry(e.service.as_str())
@@ -168,7 +170,7 @@ fn vip_mode(svc: &Service) -> bool {
 pub fn network_requests(project: &Project, replicas: &[Replica]) -> Vec<NetworkRequest> {
     // Every network's holders in one pass over the replicas (in replica order), then the VIPs
     // (in service order).
-    let mut holders: HashMap<&str, Vec<AddressRequest>> = HashMap::new();
+    let mut holders: AHashMap<&str, Vec<AddressRequest>> = AHashMap::new();
     for rep in replicas.iter().filter(|r| r.stack == Stack::Own) {
         let svc = &project.services[&rep.service];
         let first = ordered_attachments(svc).first().map(|(k, _)| *k);
