@@ -345,6 +345,22 @@
 # VIPs of the state written as one string each (4dda3e6): 131.4 M, the up 152.1 M. Two alternated
 # pairs of runs of 6b7eb0b and c3fb5a1 (ROUNDS=5): scale 40 / 52 against 44 / 51 ms, up 374 /
 # 421 against 370 / 420 ms: within this VM's noise.
+# 4 Dec 2026, session 27, the same kind of VM. Release builds of 677975b (the Compose schema
+# compiled once, aHash for the project's keyed maps and the endpoint index, MACs formatted
+# without a String per byte) and 25b1b30 before it, four runs each, alternated, ROUNDS=5: up
+# with VIPs and policies 421 / 454 / 393 / 440 ms against 388 / 403 / 343 / 392 without
+# (1.09 / 1.13 / 1.15 / 1.12x; 25b1b30: 1.12 / 1.09 / 0.96 / 1.13x), scale 56 / 56 / 42 / 51 ms
+# (53 / 44 / 47 / 50), no change 26 / 29 / 23 / 29 (30 / 25 / 25 / 28), back 77 / 72 / 69 / 75
+# (76 / 79 / 65 / 73), down 1.13 / 1.27 / 1.16 / 1.10 ms per endpoint (1.21 / 1.07 / 1.02 /
+# 1.10), the floor 0.92-1.05 (0.81-1.04): those changes are for plan.sh, and a scale's
+# instructions moved 131.4 -> 129.2 M. A scale's stages (NETCOMPOSE_TIMINGS): load 1.7, lock
+# 0.9, state read 3.3-5.9, model 5.6-8.3, observe 5.3-7.2, diff 0.8, save and apply 16 (the
+# apply 13.4), save and daemon 5-12 ms (the save 1.6, the daemon's reload 4.0 in one run);
+# perf stat: 60 ms of CPU, 35 of it the kernel's (page faults 16% of the process's samples,
+# netlink sends 11%, dumps 6%). In the daemon, the answer to an up's survey request is mostly
+# its NFT_MSG_GETGEN per namespace (about 3 ms an up on this VM); a subscription to
+# NFNLGRP_NFTABLES would replace it but make every writer build a notification per object
+# (watch.rs), so it stays.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 services=${1:-20}

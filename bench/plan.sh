@@ -95,6 +95,16 @@
 # synced before the timed runs: from scratch 0.32 s (0.32-0.34) and 203 MiB, --json 0.64 s and
 # 268 MiB, against the baseline 0.33 s (0.32-0.34) and 283 MiB. Before the sync, three one-round
 # runs had given 0.37-0.64 s against the baseline (its writeback in the timed run).
+# 4 Dec 2026, session 27, a slower VM (AMD EPYC, SRSO mitigation; 25b1b30 gave 0.47-0.55 s
+# from scratch here). Callgrind of the plan from scratch: 3,589 M instructions at 25b1b30;
+# format_mac without a String per byte and aHash for the project's keyed maps 3,411 M, the
+# Compose schema compiled once into shapes instead of looked up in serde_json maps at every
+# key 3,270 M (load 317 -> 175 M), aHash for the endpoint index 3,234 M (-9.9%). perf stat -r
+# 8-10, alternated with 25b1b30, four pairs: CPU 544 / 678 / 582 / 543 ms against 650 / 774 /
+# 676 / 770 ms, wall 0.44 / 0.52 / 0.51 / 0.44 s against 0.55 / 0.56 / 0.55 / 0.47 s. ROUNDS=5,
+# three alternated pairs: from scratch 0.51 / 0.41 / 0.46 s against 0.47 / 0.43 / 0.48 s (the
+# rounds of one run spread over 0.38-0.58 s), 201-202 MB against 206-208; against the baseline
+# 0.45 / 0.45 / 0.46 s and 282-291 MB.
 #
 #   bench/plan.sh                 # 5000 services x 3 replicas on 50 networks
 #   bench/plan.sh 1000 3 20
