@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 /// Keyed entries in the order the file wrote them. Hashed with aHash rather than std's
 /// SipHash: the model looks services and networks up by key a few times for each endpoint
-/// (some 600,000 lookups in a plan of 15,000 replicas), on short keys where SipHash costs
+/// (some 400,000 lookups in a plan of 15,000 replicas), on short keys where SipHash costs
 /// several times more.
 pub type Keyed<V> = IndexMap<String, V, ahash::RandomState>;
 

@@ -5,6 +5,7 @@
 
 use super::node::{Node, Value};
 use crate::diag::{did_you_mean, ConfigError, Diagnostics};
+use crate::spec::Keyed;
 use regex::Regex;
 use serde_json::Value as J;
 use std::collections::HashMap;
@@ -32,7 +33,7 @@ struct Shape {
     /// Its `oneOf` (else `anyOf`) alternatives, in order.
     alternatives: Vec<ShapeId>,
     /// `properties`, in the schema's order (the order suggestions are taken in).
-    properties: indexmap::IndexMap<String, ShapeId, ahash::RandomState>,
+    properties: Keyed<ShapeId>,
     /// `patternProperties`: an index into [`Schema::patterns`] and the schema of its keys.
     patterns: Vec<(usize, ShapeId)>,
     additional: Additional,
