@@ -218,7 +218,10 @@ fn head(out: &mut String, c: &Change, label: &str, st: &Style) {
 
 /// A change's attributes: all of them for a create or delete, what changes for the rest.
 fn body(c: &Change, st: &Style) -> String {
-    let mut text = String::new();
+    // Room for most bodies at once: grown from empty, the bodies of a plan of 99,561
+    // creations took 517,000 reallocations, and only one service's bodies are held at a time
+    // (alike.rs), so the room left over costs little.
+    let mut text = String::with_capacity(512);
     let out = &mut text;
     if let (None, Some(super::Attributes::Spec(spec)))
     | (Some(super::Attributes::Spec(spec)), None) = (&c.before, &c.after)
