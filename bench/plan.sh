@@ -104,7 +104,10 @@
 # 676 / 770 ms, wall 0.44 / 0.52 / 0.51 / 0.44 s against 0.55 / 0.56 / 0.55 / 0.47 s. ROUNDS=5,
 # three alternated pairs: from scratch 0.51 / 0.41 / 0.46 s against 0.47 / 0.43 / 0.48 s (the
 # rounds of one run spread over 0.38-0.58 s), 201-202 MB against 206-208; against the baseline
-# 0.45 / 0.45 / 0.46 s and 282-291 MB.
+# 0.45 / 0.45 / 0.46 s and 282-291 MB. Then a change's body given 512 bytes of room at once
+# (81d9448): 3,112 M instructions; perf stat -r 10, three pairs alternated with 677975b: CPU
+# 535 / 563 / 539 ms against 588 / 664 / 680; ROUNDS=5, two pairs: from scratch 0.45 / 0.41 s
+# against 0.44 / 0.42 s, 202-204 MB; against the baseline 0.45 / 0.45 s.
 #
 #   bench/plan.sh                 # 5000 services x 3 replicas on 50 networks
 #   bench/plan.sh 1000 3 20
