@@ -323,6 +323,18 @@ impl Ord for ResourceId {
             if ra == rb {
                 return cmp_segments(&ta.map(str::as_bytes), &tb.map(str::as_bytes));
             }
+            // Replicas of one service (a sorted project's most common pair after the above):
+            // `service.<name>[` alike, the numbers decide. When one's digits start the other's,
+            // the shorter goes on with `]`, which sorts after every digit.
+            if ra.service == rb.service {
+                let (mut da, mut db) = ([0; 10], [0; 10]);
+                let (x, y) = (decimal(ra.index, &mut da), decimal(rb.index, &mut db));
+                let n = x.len().min(y.len());
+                return match x[..n].cmp(&y[..n]) {
+                    Ordering::Equal => y.len().cmp(&x.len()),
+                    decided => decided,
+                };
+            }
         }
         // Most other ids compared differ in their kind or first name: that decides, unless
         // one name is the start of the other (`svc1`, `svc17`), when what follows it counts.
