@@ -57,6 +57,7 @@ pub mod sysctl;
 pub mod system;
 pub mod watch;
 pub mod wireguard;
+pub mod writer;
 
 use std::fmt;
 use std::io;

@@ -2,8 +2,9 @@
 //! once, on a thread inside it, then reused from the runtime and the blocking pool; a survey
 //! opens only the nfnetlink one, for the table read and write that follow it, and the project
 //! daemon lends its own with the surveys it keeps), the
-//! namespace directory, sysctls and /etc/netns. Whatever blocks (a thread entering a namespace, a file, an nfnetlink batch)
-//! runs on tokio's blocking pool, so that many namespaces are worked on at once.
+//! namespace directory, sysctls and /etc/netns. Whatever blocks (a thread entering a
+//! namespace, a file, a table read) runs on tokio's blocking pool, so that many namespaces are
+//! worked on at once; table writes go to the run's writer thread ([`super::writer`]).
 
 use super::encoded::{Encoded, EncodedWrite};
 use super::generations::{self, Digest, Generations, TableRead};
@@ -18,6 +19,7 @@ use super::netlink::{
 use super::netns::{NetnsDir, NsIdentity, ETC_NETNS};
 use super::nftables::{self, read, wire};
 use super::survey::{self, Survey, SurveySource};
+use super::writer::Writer;
 use super::{sysctl, Ctx, KernelError};
 use ipnetwork::IpNetwork;
 use std::collections::hash_map::Entry;
@@ -47,6 +49,8 @@ pub struct System {
     generations: Arc<Mutex<Generations>>,
     /// Table writes, encoded once each.
     encoded: Encoded,
+    /// The threads that commit them.
+    writer: Writer,
     /// Each namespace's cookie and ruleset generation as the last survey read them, for the
     /// table read that follows it (taken by that read, so never used after a write).
     surveyed: Mutex<HashMap<String, (u64, u32)>>,
@@ -113,6 +117,7 @@ impl System {
             lent: Mutex::new(HashSet::new()),
             generations: Arc::new(Mutex::new(Generations::default())),
             encoded: Encoded::default(),
+            writer: Writer::default(),
             surveyed: Mutex::new(HashMap::new()),
             source: None,
             last_kept: Mutex::new((0, 0)),
@@ -606,14 +611,15 @@ impl System {
         let nft = self.nft(ns).await?;
         let gens = self.generations.clone();
         let (ns, table) = (ns.map(str::to_string), table.to_string());
-        blocking(ctx.clone(), move || {
-            with_nft(&nft, |fd| {
-                generations::write(&gens, fd, ns.as_deref(), &table, write.how(), || {
-                    wire::commit_finished(&ctx, fd, write.batch())
+        self.writer
+            .run(move || {
+                with_nft(&nft, |fd| {
+                    generations::write(&gens, fd, ns.as_deref(), &table, write.how(), || {
+                        wire::commit_finished(&ctx, fd, write.batch())
+                    })
                 })
             })
-        })
-        .await
+            .await
     }
 }
 
