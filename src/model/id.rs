@@ -635,7 +635,8 @@ mod tests {
             prop_assert_eq!(a == b, a.to_string() == b.to_string());
         }
 
-        /// Parts of one replica, and of replicas of one service, which random ids rarely are.
+        /// Parts of one replica, of replicas of one service, and of a service whose name starts
+        /// with another's, which random ids rarely are.
         #[test]
         fn parts_of_a_replica_order_as_their_text(
             r in replica(),
@@ -651,8 +652,13 @@ mod tests {
                 _ => ResourceId::ReplicaFirewall(r.clone()),
             };
             let near = ReplicaId::new(r.service.clone(), other);
+            let longer = ReplicaId::new(format!("{}{}", r.service, networks.1), other);
             let a = part(parts.0, &r, &networks.0);
-            for b in [part(parts.1, &r, &networks.1), part(parts.1, &near, &networks.1)] {
+            for b in [
+                part(parts.1, &r, &networks.1),
+                part(parts.1, &near, &networks.1),
+                part(parts.1, &longer, &networks.1),
+            ] {
                 prop_assert_eq!(a.cmp(&b), a.to_string().cmp(&b.to_string()));
                 prop_assert_eq!(a == b, a.to_string() == b.to_string());
             }
