@@ -266,7 +266,8 @@ fn a_write_records_its_table_only_when_the_generation_proves_it() {
                 generations::known(&gens, Some(ns), cookie, generation, Digest::of_table(t))
             };
             let write = |how: Write, announced: bool, commit: &dyn Fn() -> CommitResult| {
-                generations::write(&gens, fd, Some(ns), "t", how, || {
+                let cookie = nft::wire::netns_cookie(&ctx(), fd).unwrap();
+                generations::write(&gens, (fd, cookie), Some(ns), "t", how, || {
                     Ok(commit()?.filter(|_| announced))
                 })
                 .unwrap()

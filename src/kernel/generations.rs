@@ -15,7 +15,6 @@
 //! just before the update's own commit.
 
 use super::nftables::read::{generation_on, read_table_on};
-use super::nftables::wire::netns_cookie;
 use super::nftables::{Element, LiveTable, Table};
 use super::{Ctx, KernelError};
 use std::collections::HashMap;
@@ -192,18 +191,17 @@ fn lock(g: &Mutex<Generations>) -> std::sync::MutexGuard<'_, Generations> {
     g.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Table `table` through `fd` (a socket in namespace `ns`): [`TableRead::Unchanged`] when
-/// the namespace's ruleset has not changed since a read or write left a table of digest
-/// `expected`, else what a full read finds.
+/// Table `table` through `fd` (a socket in namespace `ns`, whose cookie is `cookie`):
+/// [`TableRead::Unchanged`] when the namespace's ruleset has not changed since a read or
+/// write left a table of digest `expected`, else what a full read finds.
 pub fn read(
     gens: &Mutex<Generations>,
-    fd: &OwnedFd,
+    (fd, cookie): (&OwnedFd, u64),
     ns: Option<&str>,
     table: &str,
     expected: Digest,
 ) -> Result<TableRead, KernelError> {
     let ctx = Ctx::new("list table", table, ns);
-    let cookie = netns_cookie(&ctx, fd)?;
     let generation = generation_on(&ctx, fd)?;
     let at = |digest| Seen {
         cookie,
@@ -294,13 +292,14 @@ impl Change {
     }
 }
 
-/// Run `commit` (one transaction on `fd`, in namespace `ns`, which gives the generation the
-/// kernel announced for it) and record what the table holds after it, when that is certain:
-/// a replacement made the table whole at its own generation; an update changed a known table,
-/// and no other commit came between the generation it was read at and its own.
+/// Run `commit` (one transaction on `fd`, in namespace `ns` of cookie `cookie`, which gives
+/// the generation the kernel announced for it) and record what the table holds after it, when
+/// that is certain: a replacement made the table whole at its own generation; an update
+/// changed a known table, and no other commit came between the generation it was read at and
+/// its own.
 pub fn write(
     gens: &Mutex<Generations>,
-    fd: &OwnedFd,
+    (fd, cookie): (&OwnedFd, u64),
     ns: Option<&str>,
     table: &str,
     how: Write,
@@ -308,7 +307,6 @@ pub fn write(
 ) -> Result<(), KernelError> {
     let ctx = Ctx::new("load rules", table, ns);
     let k = key(ns);
-    let cookie = netns_cookie(&ctx, fd)?;
     let known = lock(gens)
         .now
         .get(&k)
