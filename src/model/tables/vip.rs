@@ -200,6 +200,22 @@ mod tests {
     }
 
     #[test]
+    fn names_keep_what_nft_allows_of_compose_names() {
+        let (v4, v6): (IpAddr, IpAddr) =
+            ("172.16.0.9".parse().unwrap(), "fd00::9".parse().unwrap());
+        assert_eq!(
+            chain_name("my-web.1", "front_2", v4),
+            "vip_my_web_1_front_2"
+        );
+        assert_eq!(
+            chain_name("my-web.1", "front_2", v6),
+            "vip6_my_web_1_front_2"
+        );
+        assert_eq!(map_name("my-web.1", "front_2", v4), "vip.my-web.1.front_2");
+        assert_eq!(map_name("my-web.1", "front_2", v6), "vip6.my-web.1.front_2");
+    }
+
+    #[test]
     fn a_refused_vip_is_dropped_with_no_chain_or_map() {
         let mut other = vip(&["172.16.0.8"], &["172.16.0.4"]);
         other.service = "db".into();
