@@ -361,6 +361,24 @@
 # its NFT_MSG_GETGEN per namespace (about 3 ms an up on this VM); a subscription to
 # NFNLGRP_NFTABLES would replace it but make every writer build a notification per object
 # (watch.rs), so it stays.
+# 4 Dec 2026, session 28, the same VM. A trace of each operation of a scale (timestamps,
+# temporary build): its apply took 15-18 ms, of which the new replica's namespace and link 6-8
+# ms and 6-10 ms, against 1.4-2.3 and 2-3 ms in a scale of the project without VIPs: the 202
+# table writes, each a task of tokio's blocking pool, kept up to eight threads runnable on two
+# cores. Capping the writes in flight beside a namespace or link (at 1 or 2) made the chain
+# fast again but the writes slower, the scale no faster (20 alternated cycles): a write alone
+# took 240 us from start to end for some 30 us of CPU, the rest thread hand-offs. The writes
+# now go to one writer thread, back to back (kernel/writer.rs), and a socket's namespace cookie
+# is read once, not per write (202 getsockopt fewer). perf stat of 16 alternated scale cycles,
+# 0e594cf against e3d449d, twice: CPU of the scaling up 46.4 / 50.4 ms against 52.3 / 56.5
+# (medians), context switches 257 / 232 against 502 / 469, page faults 2,538 against 2,729; an
+# up from scratch the same CPU (611 against 609 ms). Wall time moves less than this VM's noise:
+# ROUNDS=5, two alternated pairs: scale 46 / 43 ms against 39 / 47, no change 25 / 24 against 22
+# / 24, back 79 / 67 against 61 / 74, up with VIPs and policies 372 / 365 ms against 360 / 338
+# without (1.03 / 1.08x; e3d449d 1.05 / 1.08x), down 1,055 / 1,060 us per endpoint (the floor
+# 805 / 915). Also measured, not taken: MADV_POPULATE_WRITE costs 1.4-1.65 us a page against
+# 1.7-1.9 for a fault (a C test of 64 MiB), so prefaulting the heap saves little; 2 tokio
+# workers instead of 4, or 4 blocking threads instead of 8, within noise (perf stat).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 services=${1:-20}
