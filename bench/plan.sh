@@ -108,6 +108,11 @@
 # (81d9448): 3,112 M instructions; perf stat -r 10, three pairs alternated with 677975b: CPU
 # 535 / 563 / 539 ms against 588 / 664 / 680; ROUNDS=5, two pairs: from scratch 0.45 / 0.41 s
 # against 0.44 / 0.42 s, 202-204 MB; against the baseline 0.45 / 0.45 s.
+# Session 28 (the same VM, slower in the afternoon): two ids of replicas of one service compared
+# by their numbers alone, 3,111.9 -> 3,064.1 M instructions; perf stat -r 8, two pairs
+# alternated with e3d449d: CPU 553 / 565 ms against 570 / 613; ROUNDS=5, one pair: from scratch
+# 0.56 s against 0.59 s (0.49 s in a run earlier the same day), 201-202 MB; against the
+# baseline 0.57 against 0.53 s.
 #
 #   bench/plan.sh                 # 5000 services x 3 replicas on 50 networks
 #   bench/plan.sh 1000 3 20
