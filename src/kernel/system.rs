@@ -235,7 +235,7 @@ fn open_sockets(label: Option<&str>, rt: &tokio::runtime::Handle) -> Res<(Netlin
 /// the namespace it was opened in, so a run asks once per socket rather than once per table
 /// read or write (a scale of 200 replicas writes 202 tables).
 #[derive(Debug)]
-pub struct NftSocket {
+struct NftSocket {
     fd: OwnedFd,
     cookie: Option<u64>,
 }
@@ -635,6 +635,7 @@ impl System {
         let nft = self.nft(ns).await?;
         let gens = self.generations.clone();
         let (ns, table) = (ns.map(str::to_string), table.to_string());
+        let unrun = ctx.clone();
         self.writer
             .run(move || {
                 with_nft(&nft, |socket| {
@@ -650,6 +651,7 @@ impl System {
                 })
             })
             .await
+            .unwrap_or_else(|| Err(unrun.errno(nix::errno::Errno::ECANCELED)))
     }
 }
 

@@ -29,8 +29,12 @@ pub struct Writer {
 impl Writer {
     /// Run `write` on a writer thread and wait, without blocking the caller's thread, for what
     /// it returns; a panic in it is resumed here. When no writer thread can be started, it runs
-    /// on tokio's blocking pool instead.
-    pub async fn run<T: Send + 'static>(&self, write: impl FnOnce() -> T + Send + 'static) -> T {
+    /// on tokio's blocking pool instead. None if it was dropped unrun (a runtime shutting down
+    /// drops the blocking pool's queue).
+    pub async fn run<T: Send + 'static>(
+        &self,
+        write: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
         let (done, outcome) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
             let _ = done.send(catch_unwind(AssertUnwindSafe(write)));
@@ -47,11 +51,9 @@ impl Writer {
             let _ = tokio::task::spawn_blocking(job).await;
         }
         match outcome.await {
-            Ok(Ok(value)) => value,
+            Ok(Ok(value)) => Some(value),
             Ok(Err(panic)) => resume_unwind(panic),
-            // The job was dropped unrun: only when its thread died, which a caught panic does
-            // not make it do.
-            Err(_) => resume_unwind(Box::new("an nftables writer thread ended")),
+            Err(_) => None,
         }
     }
 
@@ -62,15 +64,14 @@ impl Writer {
         if queue.is_none() {
             let (tx, rx) = channel::<Job>();
             let rx = Arc::new(Mutex::new(rx));
-            let started = (0..WRITERS)
-                .filter(|i| {
-                    let rx = rx.clone();
-                    std::thread::Builder::new()
-                        .name(format!("nft-writer-{i}"))
-                        .spawn(move || serve(&rx))
-                        .is_ok()
-                })
-                .count();
+            let mut started = 0;
+            for i in 0..WRITERS {
+                let rx = rx.clone();
+                let thread = std::thread::Builder::new().name(format!("nft-writer-{i}"));
+                if thread.spawn(move || serve(&rx)).is_ok() {
+                    started += 1;
+                }
+            }
             if started == 0 {
                 return None;
             }
@@ -108,6 +109,7 @@ mod tests {
                         i * 2
                     })
                     .await
+                    .unwrap()
             }
         });
         let values = futures::future::join_all(writes).await;
@@ -123,6 +125,6 @@ mod tests {
         let w = writer.clone();
         let panicked = tokio::spawn(async move { w.run(|| panic!("refused")).await }).await;
         assert!(panicked.is_err_and(|e| e.is_panic()));
-        assert_eq!(writer.run(|| 7).await, 7);
+        assert_eq!(writer.run(|| 7).await, Some(7));
     }
 }
