@@ -49,7 +49,7 @@ pub struct System {
     generations: Arc<Mutex<Generations>>,
     /// Table writes, encoded once each.
     encoded: Encoded,
-    /// The threads that commit them.
+    /// The thread that commits them.
     writer: Writer,
     /// Each namespace's cookie and ruleset generation as the last survey read them, for the
     /// table read that follows it (taken by that read, so never used after a write).

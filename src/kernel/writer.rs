@@ -11,24 +11,20 @@
 //! (medians); an `up` from scratch the same (609 / 611 ms of CPU).
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex};
-
-/// How many threads write: one leaves a core to the namespaces and links being made at the
-/// same time.
-const WRITERS: usize = 1;
+use std::sync::mpsc::{channel, Sender};
+use std::sync::Mutex;
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// A queue of writes and the threads that run them, started with the first write.
+/// A queue of writes and the thread that runs them, started with the first write.
 #[derive(Default)]
 pub struct Writer {
     queue: Mutex<Option<Sender<Job>>>,
 }
 
 impl Writer {
-    /// Run `write` on a writer thread and wait, without blocking the caller's thread, for what
-    /// it returns; a panic in it is resumed here. When no writer thread can be started, it runs
+    /// Run `write` on the writer thread and wait, without blocking the caller's thread, for what
+    /// it returns; a panic in it is resumed here. When the thread cannot be started, it runs
     /// on tokio's blocking pool instead. None if it was dropped unrun (a runtime shutting down
     /// drops the blocking pool's queue).
     pub async fn run<T: Send + 'static>(
@@ -57,44 +53,27 @@ impl Writer {
         }
     }
 
-    /// The queue, with its threads started if this is the first write; None if no thread
-    /// could be started.
+    /// The queue, with its thread started if this is the first write; None if the thread
+    /// could not be started. The thread ends when the queue is dropped (with the [`Writer`],
+    /// at the end of the run).
     fn sender(&self) -> Option<Sender<Job>> {
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         if queue.is_none() {
             let (tx, rx) = channel::<Job>();
-            let rx = Arc::new(Mutex::new(rx));
-            let mut started = 0;
-            for i in 0..WRITERS {
-                let rx = rx.clone();
-                let thread = std::thread::Builder::new().name(format!("nft-writer-{i}"));
-                if thread.spawn(move || serve(&rx)).is_ok() {
-                    started += 1;
-                }
-            }
-            if started == 0 {
-                return None;
-            }
+            std::thread::Builder::new()
+                .name("nft-writer".into())
+                .spawn(move || rx.into_iter().for_each(|job| job()))
+                .ok()?;
             *queue = Some(tx);
         }
         queue.clone()
     }
 }
 
-/// Run the queue's jobs until it is dropped (with the [`Writer`], at the end of the run).
-fn serve(queue: &Mutex<Receiver<Job>>) {
-    loop {
-        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
-        match next {
-            Ok(job) => job(),
-            Err(_) => return,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_write_runs_once_and_returns_its_value() {
