@@ -29,7 +29,6 @@ use crate::model::daemon::{DaemonConfig, Upstream};
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -238,8 +237,16 @@ impl Resolver {
         // What has to be opened, and where: new namespaces, namespaces made again (another
         // inode), and new upstreams of kept namespaces.
         let mut work: Vec<(String, bool, Vec<Upstream>)> = Vec::new();
-        for (name, view) in &cfg.namespaces {
-            let ino = std::fs::metadata(dir.path(name)).map(|m| m.ino()).ok();
+        let (names, pins) = (
+            cfg.namespaces.keys().cloned().collect::<Vec<_>>(),
+            dir.clone(),
+        );
+        let pinned =
+            tokio::task::spawn_blocking(move || pins.pinned_each(names.iter().map(String::as_str)))
+                .await
+                .unwrap_or_default();
+        for (i, (name, view)) in cfg.namespaces.iter().enumerate() {
+            let ino = pinned.get(i).copied().flatten().map(|p| p.ino());
             let existing = self.spaces.get(name).filter(|h| Some(h.ino) == ino);
             let wanted: Vec<Upstream> = view
                 .upstreams
