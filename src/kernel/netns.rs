@@ -385,8 +385,8 @@ impl NetnsDir {
         names
             .into_iter()
             .map(|name| {
-                // A name with a slash would leave the directory: none is pinned so.
-                if name.contains('/') {
+                // As `exists`: a name that could leave the directory (`..`, `a/b`) pins nothing.
+                if check_name(&Ctx::new("", name, None), name).is_err() {
                     return None;
                 }
                 let st = match &dir {
