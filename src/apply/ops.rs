@@ -4,7 +4,7 @@
 
 use super::ApplyError;
 use crate::firewall::compile::CompileError;
-use crate::firewall::rule::{kernel_table, Chain, Map, Set};
+use crate::firewall::rule::{kernel_table, Map, Set};
 use crate::ipam::mac::parse_mac;
 use crate::kernel::machine::{Links, NetnsInit, NewMacvlan, NewVeth};
 use crate::kernel::netlink::{Link as KLink, MacvlanMode, LOOPBACK_INDEX};
@@ -12,9 +12,8 @@ use crate::kernel::nftables::{self, reshaped};
 use crate::kernel::{Kernel, KernelError, Machine};
 use crate::model::names::ownership_mark;
 use crate::model::resource::{
-    Bridge, Firewall, Link, LinkType, Namespace, NetnsFiles, Resource, Route, Spec,
+    Bridge, Firewall, FirewallParts, Link, LinkType, Namespace, NetnsFiles, Resource, Route, Spec,
 };
-use crate::model::shared::Shared;
 use ipnetwork::IpNetwork;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -650,8 +649,8 @@ async fn load_firewall<M: Machine>(
     // map elements.
     match old.filter(|o| o.foreign_rules.is_empty()) {
         Some(o) => {
-            let (old, new) = changed_parts(o, f).map_err(internal)?;
-            k.update_table(ns, &f.table, &old, &new).await
+            let update = compiled.update(o, f).map_err(internal)?;
+            k.update_table(ns, &f.table, &update.0, &update.1).await
         }
         None => {
             let contents = compiled.table(f).map_err(internal)?;
@@ -666,45 +665,23 @@ async fn load_firewall<M: Machine>(
 /// compiled, compared with the tables already encoded and dropped once per replica, it cost
 /// the thread that drives the apply about 20 us a table: compiled once, the user CPU of that
 /// thread in bench/lb.sh's up with VIPs (200 replica tables, 20 distinct) fell by 4.6 ms
-/// (perf record -e cpu-clock:u, five ups each). Holds the parts it was compiled from, so that
-/// their addresses, its keys, name nothing else while it lives.
+/// (perf record -e cpu-clock:u, five ups each). An update's two sides likewise, once per
+/// distinct pair of tables: a scale updates every table that can reach the service, and
+/// comparing each pair's chains, maps and sets (the old ones read back, the new ones built,
+/// so never the same copies) was a tenth of the apply's instructions.
 #[derive(Default)]
 pub(super) struct Compiled {
-    tables: Mutex<HashMap<Parts, Arc<nftables::Table>>>,
+    tables: Mutex<HashMap<FirewallParts, Arc<nftables::Table>>>,
+    updates: Mutex<HashMap<(FirewallParts, FirewallParts), Arc<Update>>>,
 }
 
-/// A table's chains, maps and sets, compared by address ([`Shared::id`]), and held so that
-/// those addresses name nothing else while the memo lives.
-struct Parts(Shared<Vec<Chain>>, Shared<Vec<Map>>, Shared<Vec<Set>>);
-
-impl Parts {
-    fn of(f: &Firewall) -> Parts {
-        Parts(f.chains.clone(), f.maps.clone(), f.sets.clone())
-    }
-
-    fn ids(&self) -> (usize, usize, usize) {
-        (self.0.id(), self.1.id(), self.2.id())
-    }
-}
-
-impl PartialEq for Parts {
-    fn eq(&self, other: &Parts) -> bool {
-        self.ids() == other.ids()
-    }
-}
-
-impl Eq for Parts {}
-
-impl std::hash::Hash for Parts {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.ids().hash(state);
-    }
-}
+/// An update's old and new sides ([`changed_parts`]).
+type Update = (nftables::Table, nftables::Table);
 
 impl Compiled {
     /// `f`'s table, compiled the first time its parts are asked for.
     fn table(&self, f: &Firewall) -> std::result::Result<Arc<nftables::Table>, CompileError> {
-        let parts = Parts::of(f);
+        let parts = FirewallParts::of(f);
         let lock = || self.tables.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = lock().get(&parts) {
             return Ok(t.clone());
@@ -713,6 +690,23 @@ impl Compiled {
         let table = Arc::new(kernel_table(&f.chains, &f.maps, &f.sets)?);
         lock().insert(parts, table.clone());
         Ok(table)
+    }
+
+    /// The two sides of the update from `old` to `new`, worked out the first time the pair of
+    /// their parts is asked for.
+    fn update(
+        &self,
+        old: &Firewall,
+        new: &Firewall,
+    ) -> std::result::Result<Arc<Update>, CompileError> {
+        let parts = (FirewallParts::of(old), FirewallParts::of(new));
+        let lock = || self.updates.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(u) = lock().get(&parts) {
+            return Ok(u.clone());
+        }
+        let update = Arc::new(changed_parts(old, new)?);
+        lock().insert(parts, update.clone());
+        Ok(update)
     }
 }
 
@@ -806,6 +800,28 @@ mod tests {
         (replica.chains, replica.maps, replica.sets) =
             (one.chains.clone(), one.maps.clone(), one.sets.clone());
         assert!(Arc::ptr_eq(&first, &compiled.table(&replica).unwrap()));
+    }
+
+    #[test]
+    fn the_updates_of_tables_holding_the_same_parts_are_worked_out_once() {
+        let old = fw(&["10.0.0.5/32"]);
+        let mut new = old.clone();
+        new.maps.make_mut()[0]
+            .backends
+            .push("10.0.0.3".parse().unwrap());
+        let compiled = Compiled::default();
+        let first = compiled.update(&old, &new).unwrap();
+        assert_eq!(*first, changed_parts(&old, &new).unwrap());
+        // Another replica's table: other names, the same parts on both sides.
+        let (mut old2, mut new2) = (old.clone(), new.clone());
+        old2.namespace = Some("p-web-2".into());
+        new2.namespace = Some("p-web-2".into());
+        assert!(Arc::ptr_eq(&first, &compiled.update(&old2, &new2).unwrap()));
+        // A new side whose sets are other (equal) copies is worked out on its own.
+        new2.sets = new2.sets.to_vec().into();
+        let apart = compiled.update(&old2, &new2).unwrap();
+        assert!(!Arc::ptr_eq(&first, &apart));
+        assert_eq!(first, apart);
     }
 
     #[test]

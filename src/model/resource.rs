@@ -498,6 +498,48 @@ pub struct Firewall {
     pub foreign_rules: Vec<String>,
 }
 
+/// A table's chains, maps and sets, compared by identity ([`Shared::id`]): the replica tables of
+/// a service hold one copy of each, so that what is worked out from a table's parts (its rules
+/// compiled, its digest) is worked out once per service when memoized by this. An empty part
+/// is like any other (a state reads, and the model makes, a fresh one for each table). Holds
+/// the parts, so that their addresses name nothing else while a memo keyed by them lives.
+pub struct FirewallParts(
+    Shared<Vec<crate::firewall::rule::Chain>>,
+    Shared<Vec<crate::firewall::rule::Map>>,
+    Shared<Vec<crate::firewall::rule::Set>>,
+);
+
+impl FirewallParts {
+    pub fn of(f: &Firewall) -> FirewallParts {
+        FirewallParts(f.chains.clone(), f.maps.clone(), f.sets.clone())
+    }
+
+    fn ids(&self) -> [usize; 3] {
+        fn id<T>(part: &Shared<Vec<T>>) -> usize {
+            if part.is_empty() {
+                0
+            } else {
+                part.id()
+            }
+        }
+        [id(&self.0), id(&self.1), id(&self.2)]
+    }
+}
+
+impl PartialEq for FirewallParts {
+    fn eq(&self, other: &FirewallParts) -> bool {
+        self.ids() == other.ids()
+    }
+}
+
+impl Eq for FirewallParts {}
+
+impl std::hash::Hash for FirewallParts {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.ids().hash(state);
+    }
+}
+
 /// The VIPs of one family of a service that a replica table drops (`VIP : drop` in its dispatch)
 /// rather than sending to a chain and a map of backends that would all refuse the packet.
 /// Written `ip web` or `ip6 web`: a string each, as a plan lists them and a state holds them.
@@ -591,5 +633,28 @@ mod tests {
         assert_eq!(old.addresses, vec!["10.0.0.9".parse::<IpAddr>().unwrap()]);
         let new = serde_json::to_value(&old).unwrap();
         assert_eq!(new["addresses"], serde_json::json!(["10.0.0.9"]));
+    }
+
+    #[test]
+    fn tables_have_the_same_parts_when_they_hold_the_same_copies_or_nothing() {
+        let chain = crate::firewall::rule::Chain::base("ingress", "filter", "input", 0, vec![]);
+        let table = |chains: Shared<Vec<crate::firewall::rule::Chain>>| Firewall {
+            namespace: Some("p-web-1".into()),
+            table: "netcompose".into(),
+            sysctls: Default::default(),
+            vip_networks: vec![],
+            vip_digest: String::new(),
+            vip_refused: vec![],
+            chains,
+            maps: Default::default(),
+            sets: Default::default(),
+            foreign_rules: vec![],
+        };
+        let chains: Shared<Vec<_>> = vec![chain.clone()].into();
+        // Replicas of one service: the same chains, and maps and sets each empty on its own.
+        let (one, two) = (table(chains.clone()), table(chains));
+        assert!(FirewallParts::of(&one) == FirewallParts::of(&two));
+        // Equal chains held apart are other parts.
+        assert!(FirewallParts::of(&one) != FirewallParts::of(&table(vec![chain].into())));
     }
 }
