@@ -36,6 +36,8 @@ pub struct Templates<'a> {
     pub(super) tags: super::table::Tags,
     /// The VIP part of the replica tables, by list of networks.
     pub(super) vip_parts: super::table::VipParts,
+    /// The part of each table its own resource spells out, by its chains, maps and sets.
+    pub(super) own_parts: super::table::OwnParts,
 }
 
 impl<'a> Templates<'a> {
@@ -67,6 +69,7 @@ impl<'a> Templates<'a> {
             vips,
             tags: Default::default(),
             vip_parts: Default::default(),
+            own_parts: Default::default(),
         }
     }
 

@@ -12,7 +12,7 @@ use crate::firewall::rule::{rule_tag, Chain, Map, Set};
 use crate::kernel::generations::{Digest, TableRead};
 use crate::kernel::nftables::{Element, LiveTable, SetSpec};
 use crate::kernel::{Kernel, KernelError, Machine};
-use crate::model::resource::{self as r, RefusedVip, Resource, ResourceId, Spec};
+use crate::model::resource::{self as r, FirewallParts, RefusedVip, Resource, ResourceId, Spec};
 use crate::model::tables::replica::{expand_vips, vip_key, VipIndex, VipKey};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -92,6 +92,49 @@ impl VipParts {
     }
 }
 
+/// The part of a table that its own resource spells out (its chains with their rule tags, its
+/// maps and policy sets) as a read compares it, and its digest.
+pub(super) struct OwnPart {
+    chains: Vec<(String, ChainTags)>,
+    digest: Digest,
+}
+
+/// The own part of each distinct table seen in a run: the replica tables of a service hold
+/// one copy of its chains, maps and sets, so their tags and the elements' hashes are worked
+/// out once per service, not once per table.
+#[derive(Default)]
+pub struct OwnParts(Mutex<HashMap<FirewallParts, Arc<OwnPart>>>);
+
+impl OwnParts {
+    fn of(&self, fw: &r::Firewall, tags: &Tags) -> Arc<OwnPart> {
+        let parts = FirewallParts::of(fw);
+        let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(part) = memo.get(&parts) {
+            return part.clone();
+        }
+        let chains: Vec<(String, ChainTags)> = fw
+            .chains
+            .iter()
+            .map(|c| (c.name.clone(), tags.of(c)))
+            .collect();
+        let mut digest = Digest::default();
+        for (name, tags) in &chains {
+            digest.add_chain(name, tags.iter().map(String::as_str));
+        }
+        for s in fw
+            .maps
+            .iter()
+            .map(backend_slots)
+            .chain(fw.sets.iter().map(peer_set))
+        {
+            digest.add_set(&s.name, &s.elements);
+        }
+        let part = Arc::new(OwnPart { chains, digest });
+        memo.insert(parts, part.clone());
+        part
+    }
+}
+
 /// Whether each map holds, live, exactly the elements netcompose writes for it.
 fn maps_intact(maps: &[Map], live: &[(String, Vec<Element>)]) -> bool {
     maps.iter().map(backend_slots).all(|m| intact(&m, live))
@@ -137,29 +180,12 @@ pub(super) async fn table<M: Machine>(
     });
     // What the table should hold, VIP chains and maps included, as the last apply wrote it.
     let vip = t.vip_parts.of(vip_key(&fw), &t.vips, &t.tags);
-    let tag_sets: Vec<(String, ChainTags)> = vip
-        .chains
-        .iter()
-        .cloned()
-        .chain(fw.chains.iter().map(|c| (c.name.clone(), t.tags.of(c))))
-        .collect();
-    let mut own = Digest::default();
-    for (name, tags) in &tag_sets[vip.chains.len()..] {
-        own.add_chain(name, tags.iter().map(String::as_str));
-    }
-    for s in fw
-        .maps
-        .iter()
-        .map(backend_slots)
-        .chain(fw.sets.iter().map(peer_set))
-    {
-        own.add_set(&s.name, &s.elements);
-    }
-    match k.read_table(ns, name, vip.digest.plus(own)).await? {
+    let own = t.own_parts.of(&fw, &t.tags);
+    match k.read_table(ns, name, vip.digest.plus(own.digest)).await? {
         TableRead::Missing => return Ok(None),
         // Exactly what the last apply wrote: every rule in place, nothing of anyone else's.
         TableRead::Unchanged => fw.foreign_rules.clear(),
-        TableRead::Live(live) => compare(&mut fw, &live, &tag_sets, &vip, &t.tags),
+        TableRead::Live(live) => compare(&mut fw, &live, &vip, &own, &t.tags),
     }
     read_sysctls(k, ns, &mut fw.sysctls).await?;
     Ok(Some(Resource {
@@ -172,13 +198,8 @@ pub(super) async fn table<M: Machine>(
 /// `fw` (the template) narrowed to what the live table holds: the rules whose tags are there,
 /// the tags of rules netcompose did not write, and marks for VIP chains, maps or policy sets
 /// changed outside.
-fn compare(
-    fw: &mut r::Firewall,
-    live: &LiveTable,
-    tag_sets: &[(String, ChainTags)],
-    vip: &VipPart,
-    memo: &Tags,
-) {
+fn compare(fw: &mut r::Firewall, live: &LiveTable, vip: &VipPart, own: &OwnPart, memo: &Tags) {
+    let tag_sets: Vec<&(String, ChainTags)> = vip.chains.iter().chain(&own.chains).collect();
     let tags = &live.chains;
     let known: HashSet<&String> = tag_sets.iter().flat_map(|(_, t)| t.iter()).collect();
     fw.foreign_rules = tags
@@ -193,10 +214,9 @@ fn compare(
             .map(|(_, l)| l.clone())
             .unwrap_or_default()
     };
-    let own: Vec<String> = fw.chains.iter().map(|c| c.name.clone()).collect();
     let vip_intact = tag_sets
         .iter()
-        .filter(|(n, _)| !own.iter().any(|o| o == n))
+        .filter(|(n, _)| !own.chains.iter().any(|(o, _)| o == n))
         .all(|(n, want)| live_of(n) == **want);
     if !vip_intact || !vip.maps.iter().all(|m| intact(m, &live.sets)) {
         fw.vip_digest = String::new();
