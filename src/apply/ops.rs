@@ -759,7 +759,7 @@ mod tests {
             sysctls: BTreeMap::new(),
             vip_networks: vec![],
             vip_digest: String::new(),
-            vip_refused: vec![],
+            vip_refused: Default::default(),
             chains: vec![Chain::base(
                 "ingress",
                 "filter",

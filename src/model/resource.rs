@@ -484,8 +484,12 @@ pub struct Firewall {
     pub vip_digest: String,
     /// VIPs of those networks that this table drops instead of spreading: their service's
     /// policy turns this replica's service away on every port ([`crate::model::tables::reach`]).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub vip_refused: Vec<RefusedVip>,
+    #[serde(
+        default,
+        skip_serializing_if = "super::shared::is_empty",
+        deserialize_with = "vips_dropped"
+    )]
+    pub vip_refused: Shared<Vec<RefusedVip>>,
     pub chains: Shared<Vec<crate::firewall::rule::Chain>>,
     /// Named maps: each VIP's backends (the host table; replica tables get theirs expanded).
     #[serde(default, skip_serializing_if = "super::shared::is_empty")]
@@ -496,6 +500,17 @@ pub struct Firewall {
     /// Tags of rules found in the live table that netcompose did not write (observe only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub foreign_rules: Vec<String>,
+}
+
+/// A table's VIPs dropped: shared from the state's format 3 on; a state written before spells
+/// each table's out, unnumbered ([`super::shared::reading_format`]).
+fn vips_dropped<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Shared<Vec<RefusedVip>>, D::Error> {
+    match super::shared::format_read() {
+        Some(format) if format < 3 => Vec::deserialize(d).map(Shared::new),
+        Some(_) | None => Shared::deserialize(d),
+    }
 }
 
 /// A table's chains, maps and sets, compared by identity ([`Shared::id`]): the replica tables of
@@ -644,7 +659,7 @@ mod tests {
             sysctls: Default::default(),
             vip_networks: vec![],
             vip_digest: String::new(),
-            vip_refused: vec![],
+            vip_refused: Default::default(),
             chains,
             maps: Default::default(),
             sets: Default::default(),

@@ -172,7 +172,7 @@ pub(super) async fn table<M: Machine>(
         sysctls: BTreeMap::new(),
         vip_networks: vec![],
         vip_digest: String::new(),
-        vip_refused: vec![],
+        vip_refused: Default::default(),
         chains: Default::default(),
         maps: Default::default(),
         sets: Default::default(),

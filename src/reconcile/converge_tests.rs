@@ -476,6 +476,44 @@ fn the_replicas_of_a_service_hold_one_copy_of_their_chains_and_sets_and_a_state_
 }
 
 #[test]
+fn the_replicas_of_a_service_hold_one_list_of_the_vips_they_drop_and_a_state_one_too() {
+    let desired = desired_of(
+        "
+name: t
+services:
+  web:
+    deploy: {replicas: 2}
+    networks: [front]
+  db:
+    networks: [front]
+    x-policy: {ingress: {allow: [api], deny: [0.0.0.0/0]}}
+  api:
+    networks: [front]
+networks:
+  front: {}
+",
+    );
+    let same = |resources: &[Resource]| {
+        let tables = replica_tables(resources, "web");
+        let [one, two] = tables[..] else {
+            panic!("two replica tables: {tables:?}")
+        };
+        assert_eq!(one.vip_refused.len(), 1, "{one:?}");
+        std::ptr::eq(&*one.vip_refused, &*two.vip_refused)
+    };
+    assert!(same(&desired));
+    let state = crate::state::State {
+        format_version: crate::state::FORMAT_VERSION,
+        project: PROJECT.into(),
+        resources: desired,
+        ..Default::default()
+    };
+    let back = crate::state::decode(&crate::state::encode(&state).unwrap()).unwrap();
+    assert_eq!(back, state);
+    assert!(same(&back.resources));
+}
+
+#[test]
 fn the_replicas_of_a_service_are_expanded_to_one_list_of_chains_and_maps() {
     let desired = desired();
     let expander = crate::model::tables::replica::Expander::new(&desired);

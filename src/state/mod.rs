@@ -26,10 +26,14 @@ use thiserror::Error;
 
 pub const STATE_ROOT: &str = "/var/lib/netcompose";
 /// 2: a part that many resources hold alike is written once, then by number ([`encode`]).
-pub const FORMAT_VERSION: u32 = 2;
+/// 3: a replica table's VIPs dropped too.
+pub const FORMAT_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
+    /// The format the state was read in; always written as [`FORMAT_VERSION`], the only one
+    /// this version writes.
+    #[serde(serialize_with = "current_format")]
     pub format_version: u32,
     pub project: String,
     pub allocations: Allocations,
@@ -44,6 +48,10 @@ pub struct State {
     pub scale: BTreeMap<String, u32>,
 }
 
+fn current_format<S: serde::Serializer>(_: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u32(FORMAT_VERSION)
+}
+
 /// `state` as JSON, each part that resources share (the chains and sets of a service's
 /// replica tables) spelled out once and then named by its number ([`crate::model::shared`]).
 pub fn encode_to(out: impl std::io::Write, state: &State) -> serde_json::Result<()> {
@@ -55,9 +63,31 @@ pub fn encode(state: &State) -> serde_json::Result<Vec<u8>> {
     shared::writing(|| serde_json::to_vec(state))
 }
 
-/// A state that [`encode_to`] wrote (or an earlier version, which spells every part out).
+/// A state that [`encode_to`] wrote (or an earlier version, which spells out the parts that
+/// were not yet shared in its format).
 pub fn decode(json: &[u8]) -> serde_json::Result<State> {
-    shared::reading(|| serde_json::from_slice(json))
+    shared::reading_format(written_format(json)?, || serde_json::from_slice(json))
+}
+
+/// The `format_version` of a state: taken from its first bytes, where [`encode_to`] writes it
+/// (and every version before), else read from the whole document.
+fn written_format(json: &[u8]) -> serde_json::Result<u32> {
+    const HEAD: &[u8] = br#"{"format_version":"#;
+    if let Some(rest) = json.strip_prefix(HEAD) {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if let Some(format) = std::str::from_utf8(&rest[..digits])
+            .ok()
+            .and_then(|d| d.parse().ok())
+        {
+            return Ok(format);
+        }
+    }
+    #[derive(Deserialize)]
+    struct Head {
+        #[serde(default)]
+        format_version: u32,
+    }
+    serde_json::from_slice::<Head>(json).map(|h| h.format_version)
 }
 
 #[derive(Debug, Error)]
@@ -224,4 +254,59 @@ fn check_lock(lock: &Lock, state: &State) -> Result<(), StateError> {
         project: state.project.clone(),
         lock: lock.project().to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Spec;
+
+    /// Two replica tables of one service in format 2: the VIPs each drops spelled out and not
+    /// numbered, the second table's chains and sets as the numbers of the first's.
+    const FORMAT_2: &str = r#"{"format_version":2,"project":"p","allocations":{"networks":{}},"resources":[
+        {"address":"service.web[1].firewall","spec":{"kind":"firewall","namespace":"p-web-1",
+         "table":"netcompose","vip_refused":["ip db"],"chains":[],"sets":[]}},
+        {"address":"service.web[2].firewall","spec":{"kind":"firewall","namespace":"p-web-2",
+         "table":"netcompose","vip_refused":["ip db"],"chains":0,"sets":1}}]}"#;
+
+    fn refused(state: &State) -> Vec<Vec<String>> {
+        state
+            .resources
+            .iter()
+            .map(|r| match &r.spec {
+                Spec::Firewall(f) => f.vip_refused.iter().map(|v| v.service.clone()).collect(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_state_of_format_2_reads_with_its_numbers_naming_what_they_named() {
+        let state = decode(FORMAT_2.as_bytes()).unwrap();
+        assert_eq!(refused(&state), [["db"], ["db"]]);
+        // Written again, it is written in this format (the two lists read are two values, each
+        // written whole) and reads back the same.
+        let text = String::from_utf8(encode(&state).unwrap()).unwrap();
+        assert!(text.starts_with(r#"{"format_version":3,"#), "{text}");
+        let again = decode(text.as_bytes()).unwrap();
+        assert_eq!(
+            (again.format_version, &again.resources),
+            (3, &state.resources)
+        );
+    }
+
+    #[test]
+    fn the_format_is_found_wherever_it_is_written() {
+        let moved = FORMAT_2.replacen(r#""format_version":2,"#, "", 1).replacen(
+            r#""resources":"#,
+            r#""format_version": 2, "resources":"#,
+            1,
+        );
+        assert_eq!(written_format(moved.as_bytes()).unwrap(), 2);
+        assert_eq!(
+            refused(&decode(moved.as_bytes()).unwrap()),
+            [["db"], ["db"]]
+        );
+        assert_eq!(written_format(br#"{"project":"p"}"#).unwrap(), 0);
+    }
 }

@@ -83,7 +83,7 @@ pub fn resources(
             sysctls,
             vip_networks: vec![],
             vip_digest: String::new(),
-            vip_refused: vec![],
+            vip_refused: Default::default(),
             chains: chains.into(),
             maps: vip_maps(dispatch).into(),
             sets: Default::default(),

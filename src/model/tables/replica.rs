@@ -36,7 +36,7 @@ pub type VipKey<'a> = (&'a [String], &'a [RefusedVip]);
 
 /// The [`VipKey`] of a replica table.
 pub fn vip_key(fw: &Firewall) -> VipKey<'_> {
-    (&fw.vip_networks, &fw.vip_refused)
+    (&fw.vip_networks, &fw.vip_refused[..])
 }
 
 pub fn vip_index<'a>(vips: impl IntoIterator<Item = &'a Vip>) -> VipIndex<'a> {
@@ -116,7 +116,7 @@ pub fn resources(
         .filter(|(_, vips)| !vips.is_empty())
         .collect();
     // The VIPs each service's replicas on the same networks drop: the same for all of them.
-    let mut refused: HashMap<(&str, Vec<String>), Vec<RefusedVip>> = HashMap::new();
+    let mut refused: HashMap<(&str, Vec<String>), Shared<Vec<RefusedVip>>> = HashMap::new();
     // The replicas of a service come one after another, with equal chains and sets: held once.
     let (mut chain_runs, mut set_runs) = (Runs::default(), Runs::default());
     replicas
@@ -133,13 +133,13 @@ pub fn resources(
             let vip_refused = refused
                 .entry((rep.service.as_str(), vip_networks.clone()))
                 .or_insert_with(|| {
-                    reach::refused(
+                    Shared::new(reach::refused(
                         project,
                         &rep.service,
                         vip_networks
                             .iter()
                             .flat_map(|n| strict.get(n.as_str()).into_iter().flatten().copied()),
-                    )
+                    ))
                 })
                 .clone();
             let mut chains = Vec::new();
@@ -441,7 +441,7 @@ impl<'a> Expander<'a> {
             sysctls: f.sysctls.clone(),
             vip_networks: Vec::new(),
             vip_digest: f.vip_digest.clone(),
-            vip_refused: Vec::new(),
+            vip_refused: Default::default(),
             chains,
             maps: part.maps.clone(),
             sets: f.sets.clone(),

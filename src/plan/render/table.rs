@@ -117,7 +117,7 @@ mod tests {
             sysctls: Default::default(),
             vip_networks: Vec::new(),
             vip_digest: String::new(),
-            vip_refused: Vec::new(),
+            vip_refused: Default::default(),
             chains: chains.into(),
             maps: maps
                 .iter()
