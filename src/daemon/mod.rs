@@ -352,8 +352,10 @@ pub fn current(cfg: &DaemonConfig) -> Option<Ensured> {
     )
 }
 
+/// Compact: every `up` that changes the project writes it and the daemon reads it back (94 KB
+/// pretty for bench/lb.sh's 200 replicas, a thousand lines of their zone's names).
 fn config_bytes(cfg: &DaemonConfig) -> Vec<u8> {
-    serde_json::to_vec_pretty(cfg).unwrap_or_default()
+    serde_json::to_vec(cfg).unwrap_or_default()
 }
 
 /// Write `cfg` and make the daemon serve it: reload a running daemon, or start one.
