@@ -379,6 +379,26 @@
 # 805 / 915). Also measured, not taken: MADV_POPULATE_WRITE costs 1.4-1.65 us a page against
 # 1.7-1.9 for a fault (a C test of 64 MiB), so prefaulting the heap saves little; 2 tokio
 # workers instead of 4, or 4 blocking threads instead of 8, within noise (perf stat).
+# 4 Dec 2026, session 29, the same VM (quieter). perf record of a scale-up: 57% of its CPU in
+# the kernel (page faults 16%, nfnetlink and rtnetlink sends 14.6%, receives 6.4%). In user
+# space, callgrind: 126-128 M instructions at 5013a71; a replica table's own part and digest
+# (observe) and an update's two sides (apply) worked out once per distinct table, 124.3 M; the
+# namespaces' resources put in address order before the final sort, 122.5 M; the VIPs a
+# replica table drops held once per service (state format 3; the state 319 -> 287 KB), 115.9
+# M; the daemon's configuration compact, 114.3 M. perf stat, ten scale-ups: CPU 33.0 / 33.1 ms
+# against 36.8 / 36.1 before the VIPs dropped were shared. ROUNDS=5 at 5013a71: scale 41 ms
+# (36-45), no change 22, back 66, down 1,065 us per endpoint (the floor 785), up 1.05x; at
+# 870bb59, two runs: scale 34 / 33 ms (30-40), no change 20 / 19, back 58 / 48, down 950 /
+# 895 us per endpoint (the floor 755 / 775), up 315 / 341 ms against 305 / 296 without VIPs
+# or policies (1.03 / 1.15x; each round 0.97-1.21x). Measured, not taken: a state in
+# MessagePack (rmp-serde) or read and written by sonic-rs decodes 10-20% faster than
+# serde_json and encodes 15% faster (the data model, not JSON, costs the most); two writer
+# threads instead of one, the scale the same (33.6 against 34.3 ms, 12 alternated cycles:
+# every CPU is busy then); the daemon's configuration built on a thread while observing, no
+# difference beyond noise (14 alternated cycles). A scale back down waits 28-44 ms for the
+# kernel to free the replica's namespace and its veth (`ip link del` of a veth alone takes
+# 21-34 ms here, moving it into the namespace 20-47 ms: grace periods), so it stays about
+# twice a scale up.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 services=${1:-20}

@@ -113,6 +113,10 @@
 # alternated with e3d449d: CPU 553 / 565 ms against 570 / 613; ROUNDS=5, one pair: from scratch
 # 0.56 s against 0.59 s (0.49 s in a run earlier the same day), 201-202 MB; against the
 # baseline 0.57 against 0.53 s.
+# Session 29 (the same VM, quieter at night), ROUNDS=5, alternated with 5013a71: from scratch
+# 0.37 s (0.35-0.39) and 202 MB against 0.36 s, --json 0.82 against 0.84 s, against the
+# baseline 0.39 s (0.37-0.40) and 287 MB against 0.38 s: the session's changes are for a scale
+# and leave the plan as it was. At 5013a71 earlier the same evening: 0.48 s from scratch.
 #
 #   bench/plan.sh                 # 5000 services x 3 replicas on 50 networks
 #   bench/plan.sh 1000 3 20
