@@ -502,13 +502,17 @@ pub struct Firewall {
     pub foreign_rules: Vec<String>,
 }
 
-/// A table's VIPs dropped: shared from the state's format 3 on; a state written before spells
-/// each table's out, unnumbered ([`super::shared::reading_format`]).
+/// The first format of the state (its `format_version`) that writes a table's VIPs dropped as
+/// a [`Shared`] value, numbered.
+pub const VIPS_DROPPED_SHARED_FROM: u32 = 3;
+
+/// A table's VIPs dropped: a state written in a format before [`VIPS_DROPPED_SHARED_FROM`]
+/// spells each table's out, unnumbered ([`super::shared::reading_format`]).
 fn vips_dropped<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Shared<Vec<RefusedVip>>, D::Error> {
     match super::shared::format_read() {
-        Some(format) if format < 3 => Vec::deserialize(d).map(Shared::new),
+        Some(format) if format < VIPS_DROPPED_SHARED_FROM => Vec::deserialize(d).map(Shared::new),
         Some(_) | None => Shared::deserialize(d),
     }
 }

@@ -92,8 +92,8 @@ impl VipParts {
     }
 }
 
-/// The part of a table that its own resource spells out (its chains with their rule tags, its
-/// maps and policy sets) as a read compares it, and its digest.
+/// The part of a table that its own resource spells out, as a read compares it: its chains
+/// with their rule tags, and the digest of those chains and of its maps and policy sets.
 pub(super) struct OwnPart {
     chains: Vec<(String, ChainTags)>,
     digest: Digest,

@@ -26,8 +26,10 @@ use thiserror::Error;
 
 pub const STATE_ROOT: &str = "/var/lib/netcompose";
 /// 2: a part that many resources hold alike is written once, then by number ([`encode`]).
-/// 3: a replica table's VIPs dropped too.
+/// 3: a replica table's VIPs dropped too ([`crate::model::resource::VIPS_DROPPED_SHARED_FROM`]).
 pub const FORMAT_VERSION: u32 = 3;
+// What this version writes, it must read as it wrote it.
+const _: () = assert!(FORMAT_VERSION >= crate::model::resource::VIPS_DROPPED_SHARED_FROM);
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
