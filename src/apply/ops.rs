@@ -802,13 +802,19 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &compiled.table(&replica).unwrap()));
     }
 
-    #[test]
-    fn the_updates_of_tables_holding_the_same_parts_are_worked_out_once() {
+    /// A replica table, and the same after its first VIP gained a backend (a scale).
+    fn scaled() -> (Firewall, Firewall) {
         let old = fw(&["10.0.0.5/32"]);
         let mut new = old.clone();
         new.maps.make_mut()[0]
             .backends
             .push("10.0.0.3".parse().unwrap());
+        (old, new)
+    }
+
+    #[test]
+    fn the_updates_of_tables_holding_the_same_parts_are_worked_out_once() {
+        let (old, new) = scaled();
         let compiled = Compiled::default();
         let first = compiled.update(&old, &new).unwrap();
         assert_eq!(*first, changed_parts(&old, &new).unwrap());
@@ -826,11 +832,7 @@ mod tests {
 
     #[test]
     fn an_update_carries_only_the_maps_and_sets_that_changed() {
-        let old = fw(&["10.0.0.5/32"]);
-        let mut new = old.clone();
-        new.maps.make_mut()[0]
-            .backends
-            .push("10.0.0.3".parse().unwrap());
+        let (old, new) = scaled();
         let (before, after) = changed_parts(&old, &new).unwrap();
         let names = |t: &nftables::Table| t.sets.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(&before), ["vip.web.front"]);
