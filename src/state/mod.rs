@@ -66,9 +66,16 @@ pub fn encode(state: &State) -> serde_json::Result<Vec<u8>> {
 }
 
 /// A state that [`encode_to`] wrote (or an earlier version, which spells out the parts that
-/// were not yet shared in its format).
+/// were not yet shared in its format). A state of a later format is refused: its numbers may
+/// name other values in this version's reading.
 pub fn decode(json: &[u8]) -> serde_json::Result<State> {
-    shared::reading_format(written_format(json)?, || serde_json::from_slice(json))
+    let format = written_format(json)?;
+    if format > FORMAT_VERSION {
+        return Err(serde::de::Error::custom(format!(
+            "it was written by a newer netcompose (state format {format}; this one reads up to {FORMAT_VERSION})"
+        )));
+    }
+    shared::reading_format(format, || serde_json::from_slice(json))
 }
 
 /// The `format_version` of a state: taken from its first bytes, where [`encode_to`] writes it
@@ -310,5 +317,16 @@ mod tests {
             [["db"], ["db"]]
         );
         assert_eq!(written_format(br#"{"project":"p"}"#).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_state_of_a_later_format_is_refused() {
+        let later = FORMAT_2.replacen(
+            r#""format_version":2"#,
+            &format!(r#""format_version":{}"#, FORMAT_VERSION + 1),
+            1,
+        );
+        let refused = decode(later.as_bytes()).unwrap_err().to_string();
+        assert!(refused.contains("newer netcompose"), "{refused}");
     }
 }
