@@ -5,37 +5,39 @@ use super::*;
 impl Netlink {
     // ---------------------------------------------------------------- reading
 
-    /// All addresses (IPv4 and IPv6) of the namespace, as (ifindex, address/prefix).
+    /// All addresses (IPv4 and IPv6) of the namespace, as (ifindex, address/prefix): one dump
+    /// per family ([`LISTED_FAMILIES`]).
     pub async fn addresses(&self) -> Result<Vec<(u32, IpNetwork)>, KernelError> {
         let ctx = self.ctx("list", "addresses");
-        let replies = self
-            .dump(
-                &ctx,
-                RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-            )
-            .await?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewAddress(a) => parse_address(&a),
-                _ => None,
-            })
-            .collect())
+        let mut out = Vec::new();
+        for family in LISTED_FAMILIES {
+            let replies = self
+                .dump(
+                    &ctx,
+                    RouteNetlinkMessage::GetAddress(address_request(family)),
+                )
+                .await?;
+            out.extend(
+                replies
+                    .into_iter()
+                    .filter_map(|m| listed_address(family, m)),
+            );
+        }
+        Ok(out)
     }
 
-    /// Unicast routes of the main table (IPv4 and IPv6).
+    /// Unicast routes of the main table (IPv4 and IPv6): one dump per family
+    /// ([`LISTED_FAMILIES`]).
     pub async fn routes(&self) -> Result<Vec<Route>, KernelError> {
         let ctx = self.ctx("list", "routes");
-        let replies = self
-            .dump(&ctx, RouteNetlinkMessage::GetRoute(RouteMessage::default()))
-            .await?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(r) => parse_route(r),
-                _ => None,
-            })
-            .collect())
+        let mut out = Vec::new();
+        for family in LISTED_FAMILIES {
+            let replies = self
+                .dump(&ctx, RouteNetlinkMessage::GetRoute(route_request(family)))
+                .await?;
+            out.extend(replies.into_iter().filter_map(|m| listed_route(family, m)));
+        }
+        Ok(out)
     }
 
     // ---------------------------------------------------------------- changing
@@ -185,9 +187,55 @@ impl Netlink {
     }
 }
 
+/// The families whose addresses and routes are listed, one dump each. A dump of every family at
+/// once (AF_UNSPEC) runs through `rtnl_dump_all`, which holds the RTNL mutex, shared by every
+/// namespace of the machine, for the whole dump; the IPv4 and IPv6 dumps of addresses and
+/// routes take no lock on recent kernels (`RTNL_FLAG_DUMP_UNLOCKED`, Linux 6.9/6.10), so that
+/// the daemon's survey of hundreds of namespaces on several threads no longer queues behind
+/// (and spins on) the lock that every link change of a run needs. A kernel without a family's
+/// handler answers its dump as one of AF_UNSPEC
+/// ([rtnetlink_rcv_msg](https://elixir.bootlin.com/linux/v6.12/source/net/core/rtnetlink.c#L6615)),
+/// so a reply is kept only when it is of the family asked for.
+pub(super) const LISTED_FAMILIES: [AddressFamily; 2] = [AddressFamily::Inet, AddressFamily::Inet6];
+
+/// The dump request of `family`'s addresses.
+pub(super) fn address_request(family: AddressFamily) -> AddressMessage {
+    let mut msg = AddressMessage::default();
+    msg.header.family = family;
+    msg
+}
+
+/// The dump request of `family`'s routes.
+pub(super) fn route_request(family: AddressFamily) -> RouteMessage {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = family;
+    msg
+}
+
+/// An address of a dump of `family`'s addresses (one of another family is dropped: see
+/// [`LISTED_FAMILIES`]).
+pub(super) fn listed_address(
+    family: AddressFamily,
+    m: RouteNetlinkMessage,
+) -> Option<(u32, IpNetwork)> {
+    match m {
+        RouteNetlinkMessage::NewAddress(a) if a.header.family == family => parse_address(&a),
+        _ => None,
+    }
+}
+
+/// A route of a dump of `family`'s routes (one of another family is dropped: see
+/// [`LISTED_FAMILIES`]).
+pub(super) fn listed_route(family: AddressFamily, m: RouteNetlinkMessage) -> Option<Route> {
+    match m {
+        RouteNetlinkMessage::NewRoute(r) if r.header.address_family == family => parse_route(r),
+        _ => None,
+    }
+}
+
 /// An address as (ifindex, address/prefix): the local address of a point-to-point link, else
 /// the address.
-pub(super) fn parse_address(a: &AddressMessage) -> Option<(u32, IpNetwork)> {
+fn parse_address(a: &AddressMessage) -> Option<(u32, IpNetwork)> {
     let mut local = None;
     let mut address = None;
     for attr in &a.attributes {
@@ -201,7 +249,7 @@ pub(super) fn parse_address(a: &AddressMessage) -> Option<(u32, IpNetwork)> {
     Some((a.header.index, net))
 }
 
-pub(super) fn parse_route(r: RouteMessage) -> Option<Route> {
+fn parse_route(r: RouteMessage) -> Option<Route> {
     let mut table = u32::from(r.header.table);
     let mut dst = None;
     let mut gateway = None;

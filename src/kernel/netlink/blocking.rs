@@ -4,7 +4,7 @@
 //! The replies give what [`Netlink`]'s listings give; links are parsed only as far as they are
 //! read ([`BlockingNetlink::links`]).
 
-use super::addrs::{parse_address, parse_route};
+use super::addrs::{address_request, listed_address, listed_route, route_request, LISTED_FAMILIES};
 use super::links::{links_request, parse_link_payload};
 use super::*;
 use nix::sys::socket::{
@@ -73,34 +73,38 @@ impl BlockingNetlink {
 
     /// Every address (as [`Netlink::addresses`]).
     pub fn addresses(&mut self) -> Result<Vec<(u32, IpNetwork)>, KernelError> {
-        let msg = RouteNetlinkMessage::GetAddress(AddressMessage::default());
-        Ok(self
-            .dump("addresses", msg)?
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewAddress(a) => parse_address(&a),
-                _ => None,
-            })
-            .collect())
+        let mut out = Vec::new();
+        for family in LISTED_FAMILIES {
+            let msg = RouteNetlinkMessage::GetAddress(address_request(family));
+            let replies = self.dump("addresses", msg)?;
+            out.extend(
+                replies
+                    .into_iter()
+                    .filter_map(|m| listed_address(family, m)),
+            );
+        }
+        Ok(out)
     }
 
     /// Unicast routes of the main table (as [`Netlink::routes`]). The kernel is asked for
     /// that table only (strict checking, Linux 4.20): a namespace's local table holds most of
     /// its routes, which would be sent and parsed to be dropped. A kernel that cannot filter
-    /// sends every table, and the parse keeps the main one as before.
+    /// sends every table, and the parse keeps the main one as before. A family whose main
+    /// table was never made (no route of it yet) is answered ENOENT when it is asked for alone
+    /// ([inet_dump_fib](https://elixir.bootlin.com/linux/v6.12/C/ident/inet_dump_fib)): none.
     pub fn routes(&mut self) -> Result<Vec<Route>, KernelError> {
         self.strict_checking();
-        let mut msg = RouteMessage::default();
-        msg.header.table = RouteHeader::RT_TABLE_MAIN;
-        let msg = RouteNetlinkMessage::GetRoute(msg);
-        Ok(self
-            .dump("routes", msg)?
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(r) => parse_route(r),
-                _ => None,
-            })
-            .collect())
+        let mut out = Vec::new();
+        for family in LISTED_FAMILIES {
+            let mut msg = route_request(family);
+            msg.header.table = RouteHeader::RT_TABLE_MAIN;
+            let replies = match self.dump("routes", RouteNetlinkMessage::GetRoute(msg)) {
+                Err(e) if e.errno() == Some(nix::libc::ENOENT) => Vec::new(),
+                replies => replies?,
+            };
+            out.extend(replies.into_iter().filter_map(|m| listed_route(family, m)));
+        }
+        Ok(out)
     }
 
     /// Ask the kernel to honour the filters of the dump requests that follow
