@@ -2,8 +2,8 @@
 //! changing their state, MTU, MAC, alias, master and bridge-port flags.
 
 use super::*;
-use netlink_packet_route::link::LinkHeader;
-use rtnetlink::packet_core::{Emitable, NlasIterator, ParseableParametrized};
+use netlink_packet_route::link::{InfoPortKind, LinkHeader};
+use rtnetlink::packet_core::{Emitable, NlaBuffer, NlasIterator, Parseable, ParseableParametrized};
 
 impl Netlink {
     // ---------------------------------------------------------------- reading
@@ -412,6 +412,8 @@ pub(super) fn parse_link(m: LinkMessage) -> Link {
     link
 }
 
+/// A link's kind and its kind's data (linux/if_link.h).
+const IFLA_LINKINFO: u16 = 18;
 /// The attributes [`read_attribute`] reads (linux/if_link.h).
 const READ_ATTRIBUTES: [u16; 8] = [
     1,  // IFLA_ADDRESS
@@ -419,7 +421,7 @@ const READ_ATTRIBUTES: [u16; 8] = [
     4,  // IFLA_MTU
     5,  // IFLA_LINK
     10, // IFLA_MASTER
-    18, // IFLA_LINKINFO
+    IFLA_LINKINFO,
     20, // IFLA_IFALIAS
     37, // IFLA_LINK_NETNSID
 ];
@@ -434,12 +436,74 @@ pub(super) fn parse_link_payload(payload: &[u8]) -> Option<Link> {
     let mut link = link_of_header(&header);
     for nla in NlasIterator::new(payload.get(header.buffer_len()..)?) {
         let nla = nla.ok()?;
+        if nla.kind() == IFLA_LINKINFO && read_link_info(&mut link, &nla)? {
+            continue;
+        }
         if READ_ATTRIBUTES.contains(&nla.kind()) {
             let attr = LinkAttribute::parse_with_param(&nla, header.interface_family).ok()?;
             read_attribute(&mut link, attr);
         }
     }
     Some(link)
+}
+
+/// IFLA_LINKINFO's nested attributes (linux/if_link.h).
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_PORT_KIND: u16 = 4;
+const IFLA_INFO_PORT_DATA: u16 = 5;
+/// The bridge port attributes that [`parse_link_info`] reads.
+const IFLA_BRPORT_LEARNING: u16 = 8;
+const IFLA_BRPORT_ISOLATED: u16 = 33;
+
+/// A link's IFLA_LINKINFO read as far as [`parse_link_info`] reads it, one nested attribute at
+/// a time: its kind and, for a bridge port, the two flags read. A veth host end carries some
+/// forty bridge port attributes, which a whole parse turns into a vector of values to drop:
+/// that was most of the parse of a host's links. Whether it was read (Some(false): a kind
+/// whose data is read, macvlan or VXLAN, which the caller parses whole); None if malformed.
+fn read_link_info(link: &mut Link, nla: &NlaBuffer<&[u8]>) -> Option<bool> {
+    let mut bridge_port = false;
+    for inner in NlasIterator::new(nla.value()) {
+        let inner = inner.ok()?;
+        match inner.kind() {
+            IFLA_INFO_KIND => match InfoKind::parse(&inner).ok()? {
+                InfoKind::MacVlan | InfoKind::Vxlan => return Some(false),
+                kind => link.kind = link_kind(kind),
+            },
+            IFLA_INFO_PORT_KIND => {
+                bridge_port = InfoPortKind::parse(&inner).ok()? == InfoPortKind::Bridge;
+            }
+            IFLA_INFO_PORT_DATA if bridge_port => {
+                let mut port = BridgePortInfo::default();
+                for attr in NlasIterator::new(inner.value()) {
+                    let attr = attr.ok()?;
+                    if matches!(attr.kind(), IFLA_BRPORT_LEARNING | IFLA_BRPORT_ISOLATED) {
+                        read_bridge_port(&mut port, InfoBridgePort::parse(&attr).ok()?);
+                    }
+                }
+                link.bridge_port = Some(port);
+            }
+            _ => {}
+        }
+    }
+    Some(true)
+}
+
+fn link_kind(kind: InfoKind) -> LinkKind {
+    match kind {
+        InfoKind::Bridge => LinkKind::Bridge,
+        InfoKind::Veth => LinkKind::Veth,
+        InfoKind::MacVlan => LinkKind::Macvlan,
+        InfoKind::Vxlan => LinkKind::Vxlan,
+        other => LinkKind::Other(other.to_string()),
+    }
+}
+
+fn read_bridge_port(port: &mut BridgePortInfo, attr: InfoBridgePort) {
+    match attr {
+        InfoBridgePort::Isolated(on) => port.isolated = Some(on),
+        InfoBridgePort::Learning(on) => port.learning = Some(on),
+        _ => {}
+    }
 }
 
 fn link_of_header(header: &LinkHeader) -> Link {
@@ -479,15 +543,7 @@ fn read_attribute(link: &mut Link, attr: LinkAttribute) {
 fn parse_link_info(link: &mut Link, infos: Vec<LinkInfo>) {
     for info in infos {
         match info {
-            LinkInfo::Kind(kind) => {
-                link.kind = match kind {
-                    InfoKind::Bridge => LinkKind::Bridge,
-                    InfoKind::Veth => LinkKind::Veth,
-                    InfoKind::MacVlan => LinkKind::Macvlan,
-                    InfoKind::Vxlan => LinkKind::Vxlan,
-                    other => LinkKind::Other(other.to_string()),
-                }
-            }
+            LinkInfo::Kind(kind) => link.kind = link_kind(kind),
             LinkInfo::Data(InfoData::MacVlan(data)) => {
                 for d in data {
                     if let InfoMacVlan::Mode(m) = d {
@@ -514,11 +570,7 @@ fn parse_link_info(link: &mut Link, infos: Vec<LinkInfo>) {
             LinkInfo::PortData(InfoPortData::BridgePort(data)) => {
                 let mut p = BridgePortInfo::default();
                 for d in data {
-                    match d {
-                        InfoBridgePort::Isolated(on) => p.isolated = Some(on),
-                        InfoBridgePort::Learning(on) => p.learning = Some(on),
-                        _ => {}
-                    }
+                    read_bridge_port(&mut p, d);
                 }
                 link.bridge_port = Some(p);
             }
@@ -549,8 +601,7 @@ fn links_of(replies: Vec<RouteNetlinkMessage>) -> Vec<Link> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netlink_packet_route::link::{InfoPortKind, State};
-    use rtnetlink::packet_core::Parseable;
+    use netlink_packet_route::link::State;
 
     #[test]
     fn a_link_parsed_in_part_is_the_link_parsed_whole() {
@@ -597,5 +648,86 @@ mod tests {
         // Cut in its header, or in the middle of an attribute that is read: no link.
         assert_eq!(parse_link_payload(&bytes[..10]), None);
         assert_eq!(parse_link_payload(&bytes[..24]), None);
+    }
+
+    /// A link message of `info` (and a name), parsed in part and whole.
+    fn parsed_both_ways(info: Vec<LinkInfo>) -> (Link, Link) {
+        let mut m = LinkMessage::default();
+        m.header.index = 9;
+        m.attributes = vec![
+            LinkAttribute::IfName("l".into()),
+            LinkAttribute::LinkInfo(info),
+        ];
+        let mut bytes = vec![0; m.buffer_len()];
+        m.emit(&mut bytes);
+        let part = parse_link_payload(&bytes).expect("a well-formed message");
+        (part, parse_link(LinkMessage::parse(&bytes).unwrap()))
+    }
+
+    #[test]
+    fn link_info_read_in_part_reads_what_the_whole_parse_reads() {
+        let port_data = || {
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![
+                InfoBridgePort::Priority(32),
+                InfoBridgePort::Cost(100),
+                InfoBridgePort::Learning(true),
+                InfoBridgePort::Isolated(false),
+            ]))
+        };
+        let cases = [
+            // A veth host end with every port attribute but the two read skipped.
+            vec![
+                LinkInfo::Kind(InfoKind::Veth),
+                LinkInfo::PortKind(InfoPortKind::Bridge),
+                port_data(),
+            ],
+            vec![LinkInfo::Kind(InfoKind::Bridge)],
+            vec![LinkInfo::Kind(InfoKind::Other("ifb".into()))],
+            // Kinds whose data is read are parsed whole.
+            vec![
+                LinkInfo::Kind(InfoKind::Vxlan),
+                LinkInfo::Data(InfoData::Vxlan(vec![
+                    InfoVxlan::Id(42),
+                    InfoVxlan::Port(4789),
+                    InfoVxlan::Learning(false),
+                ])),
+                LinkInfo::PortKind(InfoPortKind::Bridge),
+                port_data(),
+            ],
+            vec![
+                LinkInfo::Kind(InfoKind::MacVlan),
+                LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(
+                    netlink_packet_route::link::MacVlanMode::Bridge,
+                )])),
+            ],
+            // A port of another kind of controller: no bridge port read.
+            vec![
+                LinkInfo::Kind(InfoKind::Veth),
+                LinkInfo::PortKind(InfoPortKind::Bond),
+                LinkInfo::PortData(InfoPortData::BondPort(vec![
+                    netlink_packet_route::link::InfoBondPort::QueueId(1),
+                ])),
+            ],
+        ];
+        for info in cases {
+            let shown = format!("{info:?}");
+            let (part, whole) = parsed_both_ways(info);
+            assert_eq!(part, whole, "{shown}");
+        }
+        let (veth, _) = parsed_both_ways(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::PortKind(InfoPortKind::Bridge),
+            port_data(),
+        ]);
+        let port = veth.bridge_port.expect("bridge port data");
+        assert_eq!(
+            (veth.kind, port.learning, port.isolated),
+            (LinkKind::Veth, Some(true), Some(false))
+        );
+        let (vxlan, _) = parsed_both_ways(vec![
+            LinkInfo::Kind(InfoKind::Vxlan),
+            LinkInfo::Data(InfoData::Vxlan(vec![InfoVxlan::Id(42)])),
+        ]);
+        assert_eq!(vxlan.vxlan.and_then(|v| v.vni), Some(42));
     }
 }
