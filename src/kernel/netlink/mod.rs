@@ -91,17 +91,23 @@ pub struct BridgePortInfo {
     pub learning: Option<bool>,
 }
 
-/// A link as reported by the kernel.
+/// A link as reported by the kernel. Here and in [`Route`], what the kernel did not report
+/// is left out of the JSON that carries surveys from the project daemon to a run (a fifth of a
+/// survey was `null`s).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Link {
     pub index: u32,
     pub name: String,
     pub kind: LinkKind,
     /// `IFLA_IFALIAS` (where netcompose puts its ownership mark).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub alias: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub mac: Option<[u8; 6]>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub mtu: Option<u32>,
     /// Index of the bridge this link is enslaved to.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub master: Option<u32>,
     /// Administratively up (`IFF_UP`).
     pub up: bool,
@@ -109,11 +115,16 @@ pub struct Link {
     pub lower_up: bool,
     /// `IFLA_LINK`: the veth peer's index or the macvlan/vxlan parent's index (in the namespace
     /// named by `link_netnsid` when that is present).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub link: Option<u32>,
     /// `IFLA_LINK_NETNSID`: the peer/parent lives in another namespace with this id.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub link_netnsid: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub macvlan_mode: Option<MacvlanMode>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub vxlan: Option<VxlanInfo>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub bridge_port: Option<BridgePortInfo>,
 }
 
@@ -138,12 +149,15 @@ pub struct LinkStats {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Route {
     pub dst: IpNetwork,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub gateway: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub oif: Option<u32>,
     /// `RTPROT_*` (2 kernel, 3 boot, 4 static).
     pub protocol: u8,
     /// `RT_SCOPE_*` (0 universe, 253 link, 254 host).
     pub scope: u8,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub metric: Option<u32>,
 }
 
@@ -544,6 +558,46 @@ pub fn fmt_mac(mac: &[u8; 6]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_survey_leaves_out_what_the_kernel_did_not_report_and_reads_it_either_way() {
+        let link = Link {
+            index: 2,
+            name: "eth0".into(),
+            kind: LinkKind::Veth,
+            alias: None,
+            mac: Some([2, 0, 0, 0, 0, 1]),
+            mtu: Some(1500),
+            master: None,
+            up: true,
+            lower_up: true,
+            link: Some(4),
+            link_netnsid: None,
+            macvlan_mode: None,
+            vxlan: None,
+            bridge_port: None,
+        };
+        let route = Route {
+            dst: "0.0.0.0/0".parse().unwrap(),
+            gateway: None,
+            oif: Some(2),
+            protocol: 4,
+            scope: 0,
+            metric: None,
+        };
+        let json = serde_json::to_string(&(&link, &route)).unwrap();
+        assert!(!json.contains("null"), "{json}");
+        assert_eq!(
+            serde_json::from_str::<(Link, Route)>(&json).unwrap(),
+            (link.clone(), route.clone())
+        );
+        // As a daemon before this one wrote them: every field, null when absent.
+        let written_whole = r#"[{"index":2,"name":"eth0","kind":"Veth","alias":null,"mac":[2,0,0,0,0,1],"mtu":1500,"master":null,"up":true,"lower_up":true,"link":4,"link_netnsid":null,"macvlan_mode":null,"vxlan":null,"bridge_port":null},{"dst":"0.0.0.0/0","gateway":null,"oif":2,"protocol":4,"scope":0,"metric":null}]"#;
+        assert_eq!(
+            serde_json::from_str::<(Link, Route)>(written_whole).unwrap(),
+            (link, route)
+        );
+    }
 
     #[test]
     fn extack_is_parsed_from_capped_and_uncapped_acks() {
