@@ -179,7 +179,8 @@ fn a_commit_reports_the_generation_of_its_own_transaction() {
             assert_eq!(first, Some(before.wrapping_add(1)));
             assert_eq!(first, Some(nfnl::generation_on(&ctx(), fd).unwrap()));
             let old = table(&["nc:a1"]);
-            let second = nft::update_table_on(fd, Some(ns), "t", &old, &table(&["nc:b2"])).unwrap();
+            let second =
+                nft::update_table_on(fd, Some(ns), "t", (&old, &table(&["nc:b2"])), None).unwrap();
             assert_eq!(second, first.map(|g| g.wrapping_add(1)));
 
             let mut bad = table(&[]);
@@ -225,6 +226,48 @@ fn an_error_early_in_a_batch_is_reported_and_nothing_is_left_behind() {
     );
 }
 
+/// An update sent checked against the generation its table was read at commits only at that
+/// generation, and its own is the next one, without an echo; checked against a generation the
+/// ruleset has moved on from, the kernel refuses it and it is sent again unchecked, its
+/// generation announced. A batch that changes nothing is never sent checked: it would leave
+/// the generation where it was.
+#[test]
+fn a_checked_update_commits_at_its_generation_or_is_sent_again() {
+    in_generation_namespace(
+        "a_checked_update_commits_at_its_generation_or_is_sent_again",
+        |ns, fd| {
+            let generation = || nfnl::generation_on(&ctx(), fd).unwrap();
+            let live = || {
+                nfnl::read_table_on(fd, Some(ns), "t")
+                    .unwrap()
+                    .unwrap()
+                    .chains
+            };
+            let (a, b, c) = (table(&["nc:a1"]), table(&["nc:b2"]), table(&["nc:c3"]));
+            nft::replace_table_on(fd, Some(ns), "t", &a).unwrap();
+            let read_at = generation();
+            let checked = nft::update_table_on(fd, Some(ns), "t", (&a, &b), Some(read_at));
+            assert_eq!(checked.unwrap(), Some(nft::wire::next_generation(read_at)));
+            assert_eq!(generation(), nft::wire::next_generation(read_at));
+            assert_eq!(live(), tags(&["nc:b2"]));
+
+            let stale = nft::update_table_on(fd, Some(ns), "t", (&b, &c), Some(read_at)).unwrap();
+            assert_eq!(
+                stale,
+                Some(generation()),
+                "sent again, its generation announced"
+            );
+            assert_eq!(stale, Some(nft::wire::next_generation(read_at + 1)));
+            assert_eq!(live(), tags(&["nc:c3"]));
+
+            let now = generation();
+            let nothing = nft::update_table_on(fd, Some(ns), "t", (&c, &c), Some(now)).unwrap();
+            assert_eq!(nothing, None, "no transaction, no generation");
+            assert_eq!(generation(), now);
+        },
+    );
+}
+
 /// The namespace of the generation tests.
 const GEN_NS: &str = "kt-gen";
 
@@ -265,21 +308,22 @@ fn a_write_records_its_table_only_when_the_generation_proves_it() {
                 let generation = nfnl::generation_on(&ctx(), fd).unwrap();
                 generations::known(&gens, Some(ns), cookie, generation, Digest::of_table(t))
             };
-            let write = |how: Write, announced: bool, commit: &dyn Fn() -> CommitResult| {
-                let cookie = nft::wire::netns_cookie(&ctx(), fd).unwrap();
-                generations::write(&gens, (fd, cookie), Some(ns), "t", how, || {
-                    Ok(commit()?.filter(|_| announced))
-                })
-                .unwrap()
-            };
+            let write =
+                |how: Write, announced: bool, commit: &dyn Fn(Option<u32>) -> CommitResult| {
+                    let cookie = nft::wire::netns_cookie(&ctx(), fd).unwrap();
+                    generations::write(&gens, (fd, cookie), Some(ns), "t", how, |at| {
+                        Ok(commit(at)?.filter(|_| announced))
+                    })
+                    .unwrap()
+                };
             let replace = |t: &Table, announced: bool| {
-                write(Write::Replace(Digest::of_table(t)), announced, &|| {
+                write(Write::Replace(Digest::of_table(t)), announced, &|_| {
                     nft::replace_table_on(fd, Some(ns), "t", t)
                 })
             };
             let update = |old: &Table, new: &Table, announced: bool| {
-                write(Write::Update(Change::of(old, new)), announced, &|| {
-                    nft::update_table_on(fd, Some(ns), "t", old, new)
+                write(Write::Update(Change::of(old, new)), announced, &|at| {
+                    nft::update_table_on(fd, Some(ns), "t", (old, new), at)
                 })
             };
             let (a, b, c) = (table(&["nc:a1"]), table(&["nc:b2"]), table(&["nc:c3"]));

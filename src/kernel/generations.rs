@@ -15,6 +15,7 @@
 //! just before the update's own commit.
 
 use super::nftables::read::{generation_on, read_table_on};
+use super::nftables::wire::next_generation;
 use super::nftables::{Element, LiveTable, Table};
 use super::{Ctx, KernelError};
 use std::collections::HashMap;
@@ -293,17 +294,22 @@ impl Change {
 }
 
 /// Run `commit` (one transaction on `fd`, in namespace `ns` of cookie `cookie`, which gives
-/// the generation the kernel announced for it) and record what the table holds after it, when
-/// that is certain: a replacement made the table whole at its own generation; an update
-/// changed a known table, and no other commit came between the generation it was read at and
-/// its own.
+/// the generation of its transaction when it is known) and record what the table holds after
+/// it, when that is certain: a replacement made the table whole at its own generation; an
+/// update changed a known table, and no other commit came between the generation it was read
+/// at and its own.
+///
+/// `commit` is given that generation for an update of a known table, to send the update
+/// checked against it ([`wire::commit_at`](super::nftables::wire::commit_at)). Such an update
+/// moves the generation on: it is sent only for a table that differs from what it should hold,
+/// and holds exactly the differences from the table read at that generation.
 pub fn write(
     gens: &Mutex<Generations>,
     (fd, cookie): (&OwnedFd, u64),
     ns: Option<&str>,
     table: &str,
     how: Write,
-    commit: impl FnOnce() -> Result<Option<u32>, KernelError>,
+    commit: impl FnOnce(Option<u32>) -> Result<Option<u32>, KernelError>,
 ) -> Result<(), KernelError> {
     let ctx = Ctx::new("load rules", table, ns);
     let k = key(ns);
@@ -312,7 +318,10 @@ pub fn write(
         .get(&k)
         .filter(|s| s.cookie == cookie)
         .map(|s| (s.generation, s.digest));
-    let outcome = commit();
+    let outcome = commit(match how {
+        Write::Update(_) => known.map(|(generation, _)| generation),
+        Write::Replace(_) => None,
+    });
     let after = match &outcome {
         Ok(Some(generation)) => After::Announced(*generation),
         // A kernel that did not announce it: the generation now, which is this commit's only
@@ -325,7 +334,7 @@ pub fn write(
         (After::Read(_) | After::Unknown, Write::Replace(_)) => None,
         // The update assumed the table this run read, at the generation it read it at.
         (After::Announced(g) | After::Read(g), Write::Update(change)) => known
-            .filter(|(before, _)| g == before.wrapping_add(1))
+            .filter(|(before, _)| g == next_generation(*before))
             .map(|(_, d)| change.applied_to(d)),
         (After::Unknown, Write::Update(_)) => None,
     };
@@ -351,7 +360,8 @@ pub fn write(
 /// The generation of a namespace's ruleset after a commit of ours.
 #[derive(Debug, Clone, Copy)]
 enum After {
-    /// Announced by the kernel for this very commit.
+    /// Announced by the kernel for this very commit, or known from a commit checked against
+    /// the generation before it.
     Announced(u32),
     /// Read after it: this commit's, or a later one's.
     Read(u32),

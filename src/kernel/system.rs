@@ -646,7 +646,7 @@ impl System {
                         ns.as_deref(),
                         &table,
                         write.how(),
-                        || wire::commit_finished(&ctx, fd, write.batch()),
+                        |at| wire::commit_at(&ctx, fd, write.batch(), at),
                     )
                 })
             })

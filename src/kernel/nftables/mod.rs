@@ -72,21 +72,22 @@ pub fn update_table(
     let ctx = Ctx::new("update rules", table, ns);
     dir.run_in(ns, move || {
         let fd = wire::open(&ctx)?;
-        update_table_on(&fd, ns, table, old, new).map(drop)
+        update_table_on(&fd, ns, table, (old, new), None).map(drop)
     })?
 }
 
 /// [`update_table`] on a socket already open in the table's namespace ([`wire::open_in`]):
-/// the generation of the transaction, when the kernel announced it ([`wire::commit`]).
+/// the generation of the transaction, when it is known ([`wire::commit_at`]; `at`: the
+/// generation the caller knows the namespace's ruleset to be at).
 pub fn update_table_on(
     fd: &OwnedFd,
     ns: Option<&str>,
     table: &str,
-    old: &Table,
-    new: &Table,
+    (old, new): (&Table, &Table),
+    at: Option<u32>,
 ) -> Result<Option<u32>, KernelError> {
     let ctx = Ctx::new("update rules", table, ns);
     let batch = table::update(table, (&old.chains, &old.sets), (&new.chains, &new.sets))
         .map_err(|e| ctx.invalid(e.to_string()))?;
-    wire::commit(&ctx, fd, batch)
+    wire::commit_at(&ctx, fd, &batch.finish(), at)
 }

@@ -31,6 +31,9 @@ const NLA_F_NESTED: u16 = 0x8000;
 /// `NFT_MSG_NEWGEN`: the message that ends every committed transaction, with its generation.
 pub const NFT_MSG_NEWGEN: u16 = NFNL_SUBSYS_NFTABLES << 8 | 15;
 const NFTA_GEN_ID: u16 = 1;
+/// `NFNL_BATCH_GENID` (linux/netfilter/nfnetlink.h): the begin message's attribute naming the
+/// generation a batch was made for.
+const NFNL_BATCH_GENID: u16 = 1;
 
 /// nf_tables message types (`enum nf_tables_msg_types`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,15 +170,8 @@ impl Default for Batch {
 
 impl Batch {
     pub fn new() -> Batch {
-        let begin = Msg::raw(
-            NFNL_MSG_BATCH_BEGIN,
-            NLM_F_REQUEST,
-            1,
-            0,
-            NFNL_SUBSYS_NFTABLES,
-        );
         Batch {
-            buf: begin.finish(),
+            buf: batch_begin().finish(),
             seq: 2,
             first: 2,
             count: 0,
@@ -211,10 +207,7 @@ impl Batch {
     /// The bytes to send: begin, the messages (the last one asking for an ack), end.
     pub fn finish(mut self) -> Finished {
         if self.count > 0 {
-            // nlmsg_flags: the u16 after nlmsg_len and nlmsg_type, in host order.
-            let at = self.last_at + 6;
-            let flags = u16::from_ne_bytes([self.buf[at], self.buf[at + 1]]) | NLM_F_ACK;
-            self.buf[at..at + 2].copy_from_slice(&flags.to_ne_bytes());
+            set_flags(&mut self.buf[self.last_at..], |f| f | NLM_F_ACK);
         }
         let end = Msg::raw(
             NFNL_MSG_BATCH_END,
@@ -309,17 +302,93 @@ pub struct Finished {
     count: u32,
 }
 
+impl Finished {
+    /// The batch made for a ruleset at `generation`: its begin message names that generation,
+    /// and its first message no longer asks for an echo.
+    fn checked(&self, generation: u32) -> Vec<u8> {
+        let mut begin = batch_begin();
+        begin.u32(NFNL_BATCH_GENID, generation);
+        let mut out = begin.finish();
+        let begin_len =
+            u32::from_ne_bytes([self.bytes[0], self.bytes[1], self.bytes[2], self.bytes[3]])
+                as usize;
+        let first_at = out.len();
+        out.extend_from_slice(&self.bytes[begin_len..]);
+        set_flags(&mut out[first_at..], |f| f & !NLM_F_ECHO);
+        out
+    }
+}
+
+/// The message that begins a batch of nf_tables messages (sequence number 1).
+fn batch_begin() -> Msg {
+    Msg::raw(
+        NFNL_MSG_BATCH_BEGIN,
+        NLM_F_REQUEST,
+        1,
+        0,
+        NFNL_SUBSYS_NFTABLES,
+    )
+}
+
+/// Change the flags of the message at the start of `msg` (`nlmsg_flags`: the u16 after
+/// `nlmsg_len` and `nlmsg_type`, in host order).
+fn set_flags(msg: &mut [u8], change: impl FnOnce(u16) -> u16) {
+    let flags = change(u16::from_ne_bytes([msg[6], msg[7]]));
+    msg[6..8].copy_from_slice(&flags.to_ne_bytes());
+}
+
+/// The generation that follows `generation`: the kernel counts one per committed transaction
+/// and skips 0 when it wraps (`nf_tables_commit`).
+pub fn next_generation(generation: u32) -> u32 {
+    generation.checked_add(1).unwrap_or(1)
+}
+
+/// [`commit_finished`] of a batch for a namespace whose ruleset the caller knows to be at
+/// generation `at`. The batch is then sent checked against it (`NFNL_BATCH_GENID`) and
+/// without its echo: the kernel commits it only if no other transaction came in between, and
+/// its generation is then the next one, known without the NFT_MSG_NEWGEN that an echo costs
+/// the kernel to build and the writer to receive (some 20% of a writer's time when a scale
+/// updates a set element in 200 namespaces). A ruleset that moved on makes the kernel refuse
+/// the batch whole (`nf_tables_valid_genid`: ERESTART), and it is sent again unchecked.
+///
+/// Only a batch that changes something moves the generation on: the caller passes `at` for
+/// such a batch alone. A batch of one message is sent unchecked in any case: the table alone
+/// that an update begins with changes nothing.
+pub fn commit_at(
+    ctx: &Ctx,
+    fd: &OwnedFd,
+    batch: &Finished,
+    at: Option<u32>,
+) -> Result<Option<u32>, KernelError> {
+    if let Some(at) = at.filter(|g| *g != 0 && batch.count > 1) {
+        let checked = batch.checked(at);
+        match send_and_wait(ctx, fd, &checked, batch.first, batch.count) {
+            Ok(_) => return Ok(Some(next_generation(at))),
+            Err(e) if e.errno() == Some(nix::errno::Errno::ERESTART as i32) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    commit_finished(ctx, fd, batch)
+}
+
 /// [`commit`] of a batch already finished.
 pub fn commit_finished(
     ctx: &Ctx,
     fd: &OwnedFd,
     batch: &Finished,
 ) -> Result<Option<u32>, KernelError> {
-    let Finished {
-        ref bytes,
-        first,
-        count,
-    } = *batch;
+    send_and_wait(ctx, fd, &batch.bytes, batch.first, batch.count)
+}
+
+/// Send a batch's `bytes` (its messages numbered from `first`, `count` of them) and wait for
+/// the ack of the last one (see [`commit`]).
+fn send_and_wait(
+    ctx: &Ctx,
+    fd: &OwnedFd,
+    bytes: &[u8],
+    first: u32,
+    count: u32,
+) -> Result<Option<u32>, KernelError> {
     if count == 0 {
         return Ok(None);
     }
