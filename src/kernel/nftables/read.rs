@@ -213,11 +213,9 @@ pub fn delete_table_on(fd: &OwnedFd, ns: Option<&str>, table: &str) -> Result<bo
 /// committed there, by anyone, moves it on by one.
 pub fn generation_on(ctx: &Ctx, fd: &OwnedFd) -> Result<u32, KernelError> {
     const NFTA_GEN_ID: u16 = 1;
-    let m = Msg::new(MsgType::GetGen, NLM_F_REQUEST | NLM_F_ACK, 1);
-    let replies = wire::request_family(ctx, fd, m, 1, None)?;
-    replies
-        .iter()
-        .find_map(|attrs| attr(attrs, NFTA_GEN_ID))
+    let m = Msg::new(MsgType::GetGen, NLM_F_REQUEST, 1);
+    let answer = wire::request_one(ctx, fd, m, 1)?;
+    attr(&answer, NFTA_GEN_ID)
         .and_then(|b| <[u8; 4]>::try_from(b).ok())
         .map(u32::from_be_bytes)
         .ok_or_else(|| ctx.protocol("no generation in the reply to NFT_MSG_GETGEN"))

@@ -505,6 +505,25 @@ pub fn request(
     request_family(ctx, fd, msg, seq, Some(NFPROTO_INET))
 }
 
+/// One request that the kernel answers with one message (a GET of one object), sent without
+/// asking for an ack: the answer's attributes, or the error the kernel sent instead. An ack
+/// would be a second message to build and a second receive, for nothing the answer does not
+/// say already (the daemon asks each namespace's ruleset generation at every survey it
+/// answers: hundreds of requests).
+pub fn request_one(ctx: &Ctx, fd: &OwnedFd, msg: Msg, seq: u32) -> Result<Attributes, KernelError> {
+    converse(ctx, fd, msg, seq, |kind, body| match kind {
+        NLMSG_ERROR => match error_code(ctx, body)? {
+            0 => Err(ctx.protocol("an ack instead of an answer")),
+            code => Err(os_error(ctx, code, body)),
+        },
+        NLMSG_DONE => Err(ctx.protocol("no answer")),
+        _ => body
+            .get(NFGENMSG_LEN..)
+            .map(|attrs| Some(attributes(attrs)))
+            .ok_or_else(|| ctx.protocol("truncated nfnetlink answer")),
+    })
+}
+
 /// [`request`] for objects of `family` (None: of any family, as a conntrack dump of both).
 pub fn request_family(
     ctx: &Ctx,
@@ -513,29 +532,42 @@ pub fn request_family(
     seq: u32,
     family: Option<u8>,
 ) -> Result<Vec<Attributes>, KernelError> {
-    send(fd.as_raw_fd(), &msg.finish(), MsgFlags::empty()).map_err(|e| ctx.errno(e))?;
     let mut out = Vec::new();
+    converse(ctx, fd, msg, seq, |kind, body| match kind {
+        NLMSG_ERROR => match error_code(ctx, body)? {
+            0 => Ok(Some(std::mem::take(&mut out))),
+            code => Err(os_error(ctx, code, body)),
+        },
+        NLMSG_DONE => Ok(Some(std::mem::take(&mut out))),
+        _ if body.len() >= NFGENMSG_LEN && family.is_none_or(|f| body[0] == f) => {
+            out.push(attributes(&body[NFGENMSG_LEN..]));
+            Ok(None)
+        }
+        _ => Ok(None),
+    })
+}
+
+/// Send `msg` and read the replies numbered `seq`, each given to `take` (its type and body),
+/// until `take` has what it waited for.
+fn converse<T>(
+    ctx: &Ctx,
+    fd: &OwnedFd,
+    msg: Msg,
+    seq: u32,
+    mut take: impl FnMut(u16, &[u8]) -> Result<Option<T>, KernelError>,
+) -> Result<T, KernelError> {
+    send(fd.as_raw_fd(), &msg.finish(), MsgFlags::empty()).map_err(|e| ctx.errno(e))?;
     with_recv_buffer(|buf| loop {
         let n = recv(fd.as_raw_fd(), buf, MsgFlags::empty()).map_err(|e| ctx.errno(e))?;
         if n == 0 {
-            return Err(ctx.protocol("nfnetlink closed the dump"));
+            return Err(ctx.protocol("nfnetlink closed the socket"));
         }
         for (kind, got_seq, body) in messages(ctx, &buf[..n])? {
             if got_seq != seq {
                 continue;
             }
-            match kind {
-                NLMSG_ERROR => {
-                    return match error_code(ctx, body)? {
-                        0 => Ok(std::mem::take(&mut out)),
-                        code => Err(os_error(ctx, code, body)),
-                    }
-                }
-                NLMSG_DONE => return Ok(std::mem::take(&mut out)),
-                _ if body.len() >= NFGENMSG_LEN && family.is_none_or(|f| body[0] == f) => {
-                    out.push(attributes(&body[NFGENMSG_LEN..]));
-                }
-                _ => {}
+            if let Some(done) = take(kind, body)? {
+                return Ok(done);
             }
         }
     })
