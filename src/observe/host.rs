@@ -65,17 +65,26 @@ pub fn parse_v4(text: &str) -> Vec<HostRoute> {
         .collect()
 }
 
-/// /proc/net/ipv6_route: `dest prefix_len src src_len next_hop metric refcnt use flags dev`.
+/// /proc/net/ipv6_route: `dest prefix_len src src_len next_hop metric refcnt use flags dev`,
+/// without link-local (fe80::) and multicast routes. An interface with IPv6 has one of each,
+/// and a project's veth host ends are hundreds of interfaces: those lines are left out by
+/// their first characters (the kernel prints a destination already cut to its prefix, in
+/// lowercase hex) before anything else of them is read.
 pub fn parse_v6(text: &str) -> Vec<HostRoute> {
     text.lines()
+        .filter(|line| !line.starts_with("fe80") && !line.starts_with("ff"))
         .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let dst = u128::from_str_radix(f.first()?, 16).ok()?;
-            let prefix = u8::from_str_radix(f.get(1)?, 16).ok()?;
+            let mut f = line.split_whitespace();
+            let dst = u128::from_str_radix(f.next()?, 16).ok()?;
+            let prefix = u8::from_str_radix(f.next()?, 16).ok()?;
+            // The device is the tenth field: seven after the prefix length.
+            let device = f.nth(7)?.to_string();
             let destination = IpNetwork::V6(Ipv6Network::new(Ipv6Addr::from(dst), prefix).ok()?);
-            Some(HostRoute { destination, device: f.get(9)?.to_string() })
+            Some(HostRoute {
+                destination,
+                device,
+            })
         })
-        .filter(|r| !matches!(r.destination, IpNetwork::V6(n) if n.network().segments()[0] == 0xfe80 || n.network().is_multicast()))
         .collect()
 }
 
@@ -182,8 +191,23 @@ mod tests {
         let r = parse_v4(v4);
         assert_eq!(r[1].destination.to_string(), "192.168.0.0/24");
         assert_eq!(r[1].device, "eth0");
-        let v6 = "fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001 br0\n";
-        assert_eq!(parse_v6(v6)[0].destination.to_string(), "fd00::/64");
+        let v6 = "fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001 br0\n\
+                  fe800000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001 veth1\n\
+                  ff000000000000000000000000000000 08 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001 veth1\n\
+                  fe000000000000000000000000000000 07 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001 wg0\n";
+        let r = parse_v6(v6);
+        let shown: Vec<(String, &str)> = r
+            .iter()
+            .map(|r| (r.destination.to_string(), r.device.as_str()))
+            .collect();
+        // Link-local and multicast routes are left out; fc00::/7 is neither.
+        assert_eq!(
+            shown,
+            [
+                ("fd00::/64".to_string(), "br0"),
+                ("fe00::/7".to_string(), "wg0")
+            ]
+        );
     }
 
     #[test]
