@@ -399,6 +399,26 @@
 # kernel to free the replica's namespace and its veth (`ip link del` of a veth alone takes
 # 21-34 ms here, moving it into the namespace 20-47 ms: grace periods), so it stays about
 # twice a scale up.
+# 5 Dec 2026, session 30, the same VM (busier than the night before: 2395c64 gave scale 39 ms
+# in the same hour). perf sched of a scale-up: the writer of the 202 table updates ran 5.4-6.3
+# ms of CPU, a fifth of it the NFT_MSG_NEWGEN echo each commit asked for; an update of a table
+# known at a generation is now checked against it (NFNL_BATCH_GENID) and echoes nothing (3.6
+# ms). Callgrind of a scale, 114.8 -> 109.0 M instructions: a link's bridge port attributes
+# read alone (host links 5.69 -> 3.89 M), link-local and multicast IPv6 routes of
+# /proc/net/ipv6_route skipped unparsed (host facts 3.14 -> 0.46 M), surveys without nulls
+# (a fifth of their JSON). The daemon's answer to a run's surveys, 2.1-4.1 -> 1.85-3.3 ms
+# (GETGEN without an ack). ROUNDS=5 at 05460ff, three runs: scale 35 / 38 / 35 ms (30-50), no
+# change 22 / 20 / 21, back 63 / 64 / 61, down 955 / 975 / 910 us per endpoint (the floor 785
+# / 825 / 645), up 1.09 / 1.01 / 1.06x; 2395c64 just before the third: scale 39 ms (35-39),
+# down 960 us. The scale here comes right after the up, while the daemon surveys the 200 new
+# namespaces it now serves (about 37 ms of CPU at nice 10, 16-28 ms): a scale then waits for
+# that survey, 37 ms (29-40, ten fresh ups) against 31.7-32 ms for scale cycles in a settled
+# sandbox (30 alternated). Measured, not taken: the state's resources decoded on a thread
+# while the model is built from its allocations (the same 31.8 against 31.7 ms in 30
+# alternated cycles: the run waits as long for the daemon's surveys, 7.5-10.5 ms after it
+# asks). A listener of NFNLGRP_NFTABLES anywhere on the machine (an `nft monitor` in another
+# namespace: netlink_has_listeners is not per namespace) makes every commit in every
+# namespace build its notifications: profile with none running.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 services=${1:-20}
