@@ -39,24 +39,52 @@ pub fn request(
     req: &Request,
     timeout: Duration,
 ) -> Result<(Reply, Vec<OwnedFd>), DaemonError> {
-    let no_answer = |reason: String| DaemonError::NoAnswer {
-        project: project.to_string(),
-        reason,
-    };
-    let (reply, mut s) = exchange(project, req, timeout)?;
-    if reply.lent.is_empty() {
-        return Ok((reply, Vec::new()));
-    }
-    s.write_all(b"\n").map_err(|e| no_answer(e.to_string()))?;
-    let mut fds = Vec::with_capacity(reply.lent.len());
-    while fds.len() < reply.lent.len() {
-        let got = receive(s.as_fd()).map_err(|e| no_answer(format!("lent sockets: {e}")))?;
-        if got.is_empty() {
-            return Err(no_answer("lent sockets: the daemon stopped sending".into()));
+    ask(project, req, timeout)?.answer()
+}
+
+/// A request sent, whose reply (and the sockets lent after it) is read by [`Asked::answer`]:
+/// the daemon works on it meanwhile. Dropped unanswered, it closes the connection, and the
+/// daemon's reply goes nowhere (nothing is lent before the client asks for it).
+pub struct Asked {
+    project: ProjectName,
+    stream: UnixStream,
+}
+
+/// Connect and send `req`; its reply is read by [`Asked::answer`].
+pub fn ask(project: &ProjectName, req: &Request, timeout: Duration) -> Result<Asked, DaemonError> {
+    let stream = send_request(project, req, timeout)?;
+    Ok(Asked {
+        project: project.clone(),
+        stream,
+    })
+}
+
+impl Asked {
+    /// The reply, and the sockets lent after it (as many as `reply.lent` says, or an error).
+    pub fn answer(self) -> Result<(Reply, Vec<OwnedFd>), DaemonError> {
+        let Asked {
+            project,
+            stream: mut s,
+        } = self;
+        let no_answer = |reason: String| DaemonError::NoAnswer {
+            project: project.to_string(),
+            reason,
+        };
+        let reply = read_reply(&project, &s)?;
+        if reply.lent.is_empty() {
+            return Ok((reply, Vec::new()));
         }
-        fds.extend(got);
+        s.write_all(b"\n").map_err(|e| no_answer(e.to_string()))?;
+        let mut fds = Vec::with_capacity(reply.lent.len());
+        while fds.len() < reply.lent.len() {
+            let got = receive(s.as_fd()).map_err(|e| no_answer(format!("lent sockets: {e}")))?;
+            if got.is_empty() {
+                return Err(no_answer("lent sockets: the daemon stopped sending".into()));
+            }
+            fds.extend(got);
+        }
+        Ok((reply, fds))
     }
-    Ok((reply, fds))
 }
 
 /// Hand copies of `fds` to the daemon, which holds them until the returned connection is
@@ -92,6 +120,16 @@ fn exchange(
     req: &Request,
     timeout: Duration,
 ) -> Result<(Reply, UnixStream), DaemonError> {
+    let s = send_request(project, req, timeout)?;
+    Ok((read_reply(project, &s)?, s))
+}
+
+/// Connect and send `req`.
+fn send_request(
+    project: &ProjectName,
+    req: &Request,
+    timeout: Duration,
+) -> Result<UnixStream, DaemonError> {
     let no_answer = |reason: String| DaemonError::NoAnswer {
         project: project.to_string(),
         reason,
@@ -103,13 +141,20 @@ fn exchange(
     line.push('\n');
     s.write_all(line.as_bytes())
         .map_err(|e| no_answer(e.to_string()))?;
+    Ok(s)
+}
+
+/// The reply line to the request sent on `s`.
+fn read_reply(project: &ProjectName, s: &UnixStream) -> Result<Reply, DaemonError> {
+    let no_answer = |reason: String| DaemonError::NoAnswer {
+        project: project.to_string(),
+        reason,
+    };
     let mut text = String::new();
-    BufReader::new(&s)
+    BufReader::new(s)
         .read_line(&mut text)
         .map_err(|e| no_answer(e.to_string()))?;
-    let reply: Reply =
-        serde_json::from_str(&text).map_err(|e| no_answer(format!("{e} in {text:?}")))?;
-    Ok((reply, s))
+    serde_json::from_str(&text).map_err(|e| no_answer(format!("{e} in {text:?}")))
 }
 
 /// The descriptors of one batch (none at the end of the stream).

@@ -48,7 +48,7 @@ pub mod stats;
 pub use crate::model::daemon::DaemonConfig;
 pub use serve::run;
 
-use crate::kernel::survey::{Kept, SurveySource};
+use crate::kernel::survey::{Answer, Kept, SurveySource};
 use crate::project_name::ProjectName;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -291,33 +291,46 @@ pub struct KeptSurveys {
 const SURVEYS_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl SurveySource for KeptSurveys {
-    fn surveys(&self, names: &[String]) -> Vec<Option<(Kept, Option<OwnedFd>)>> {
+    fn ask(&self, names: &[String]) -> Answer {
         if status(&self.project) == Status::Stopped {
-            return Vec::new();
+            return Box::new(Vec::new);
         }
         let req = Request::Surveys {
             namespaces: names.to_vec(),
             sockets: self.lend,
         };
-        let Ok((reply, sockets)) = lending::request(&self.project, &req, SURVEYS_TIMEOUT) else {
-            return Vec::new();
+        let Ok(asked) = lending::ask(&self.project, &req, SURVEYS_TIMEOUT) else {
+            return Box::new(Vec::new);
         };
-        let kept = match reply.surveys {
-            Some(kept) if reply.ok && kept.len() == names.len() => kept,
-            _ => return Vec::new(),
-        };
-        let mut lent: Vec<Option<OwnedFd>> =
-            std::iter::repeat_with(|| None).take(names.len()).collect();
-        for (i, socket) in reply.lent.into_iter().zip(sockets) {
-            if let Some(slot) = lent.get_mut(i) {
-                *slot = Some(socket);
-            }
-        }
-        kept.into_iter()
-            .zip(lent)
-            .map(|(k, socket)| k.map(|k| (k, socket)))
-            .collect()
+        let asked_for = names.len();
+        Box::new(move || match asked.answer() {
+            Ok((reply, sockets)) => kept_with_sockets(reply, sockets, asked_for),
+            Err(_) => Vec::new(),
+        })
     }
+}
+
+/// The daemon's answer to [`Request::Surveys`] for `asked_for` namespaces, each survey with
+/// the socket lent for it, if any (none at all for an answer that does not fit the request).
+fn kept_with_sockets(
+    reply: Reply,
+    sockets: Vec<OwnedFd>,
+    asked_for: usize,
+) -> Vec<Option<(Kept, Option<OwnedFd>)>> {
+    let kept = match reply.surveys {
+        Some(kept) if reply.ok && kept.len() == asked_for => kept,
+        _ => return Vec::new(),
+    };
+    let mut lent: Vec<Option<OwnedFd>> = std::iter::repeat_with(|| None).take(asked_for).collect();
+    for (i, socket) in reply.lent.into_iter().zip(sockets) {
+        if let Some(slot) = lent.get_mut(i) {
+            *slot = Some(socket);
+        }
+    }
+    kept.into_iter()
+        .zip(lent)
+        .map(|(k, socket)| k.map(|k| (k, socket)))
+        .collect()
 }
 
 /// What [`ensure`] did.

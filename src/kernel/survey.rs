@@ -61,11 +61,17 @@ pub struct Kept {
 
 /// Where a run takes the full surveys of namespaces that another process keeps up to date.
 pub trait SurveySource: Send + Sync {
-    /// The surveys kept of `names`, in their order, each with an nfnetlink socket of the
-    /// namespace when the keeper lends one: None for a namespace not followed (or none at all
-    /// when the keeper does not answer), which the run then surveys itself.
-    fn surveys(&self, names: &[String]) -> Vec<Option<(Kept, Option<OwnedFd>)>>;
+    /// Ask for the surveys kept of `names`: the request leaves now, and the keeper works on it
+    /// while the caller goes on; calling the [`Answer`] reads what it answered.
+    fn ask(&self, names: &[String]) -> Answer;
 }
+
+/// What a [`SurveySource`] answered, read when called (it waits for the answer): the surveys
+/// kept of the names asked for, in their order, each with an nfnetlink socket of the
+/// namespace when the keeper lends one; None for a namespace not followed (or none at all
+/// when the keeper does not answer), which the run then surveys itself. Dropped uncalled, it
+/// leaves the answer unread.
+pub type Answer = Box<dyn FnOnce() -> Vec<Option<(Kept, Option<OwnedFd>)>> + Send>;
 
 /// At most this many threads survey at once: the work is the kernel's (dumps, socket
 /// creation), so a few per CPU keep it busy.

@@ -149,7 +149,7 @@ pub struct ReadAhead {
 /// and routes) in one survey, while the host's links and addresses are dumped.
 pub async fn read_ahead<M: Machine>(k: &Kernel<M>, depth: Depth) -> Result<ReadAhead, KernelError> {
     let started = std::time::Instant::now();
-    let prefix = format!("{}-", k.project);
+    let prefix = netns_prefix(&k.project);
     let namespaces = async {
         let pinned: Vec<String> = k
             .list_netns()
@@ -172,6 +172,11 @@ pub async fn read_ahead<M: Machine>(k: &Kernel<M>, depth: Depth) -> Result<ReadA
         pinned,
         surveyed,
     })
+}
+
+/// What the pin of each of `project`'s namespaces begins with.
+pub fn netns_prefix(project: &str) -> String {
+    format!("{project}-")
 }
 
 /// The project's live objects from the first round `read` and what else each namespace

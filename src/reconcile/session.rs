@@ -113,6 +113,11 @@ impl Session {
     /// surveyed), which needs neither the state nor the model: the kernel's work runs on the
     /// runtime's threads while the caller builds its model or stops the daemon.
     pub(super) fn read_ahead(&self, depth: Depth) {
+        if depth == Depth::Full {
+            self.kernel
+                .machine
+                .ask_ahead(&crate::observe::live::netns_prefix(&self.kernel.project));
+        }
         let k = self.kernel.clone();
         let task = self.rt.spawn(async move { read_ahead(&k, depth).await });
         *self.ahead.lock().unwrap_or_else(|p| p.into_inner()) = Some((depth, task));
