@@ -144,27 +144,35 @@ pub async fn apply_when_ready<M: Machine>(
         .copied()
         .filter(|r| matches!(&r.spec, Spec::Link(l) if l.host_ifname.is_some()))
         .collect();
-    let destroyed = |r: &&Resource| deletes.contains(&r.address) && !inside_gone(r, &gone);
+    // Which resources are destroyed and which built, looked up once each.
+    let destroyed: Vec<bool> = observed
+        .iter()
+        .map(|r| deletes.contains(&r.address) && !inside_gone(r, &gone))
+        .collect();
+    let marked: Vec<bool> = desired.iter().map(built).collect();
     if !ready.await {
         return Ok(Outcome::default());
     }
+    let count = |flags: &[bool]| flags.iter().filter(|f| **f).count();
     progress(Step::Planned(
-        observed.iter().copied().filter(destroyed).count()
-            + host_ends.len()
-            + desired.iter().copied().filter(built).count(),
+        count(&destroyed) + host_ends.len() + count(&marked),
     ));
     if !swept {
         sweeping.await;
     }
 
     let timings = Timings::from_env();
-    let doomed: Vec<&Resource> = observed.iter().copied().filter(destroyed).collect();
+    let doomed: Vec<&Resource> = observed
+        .iter()
+        .zip(&destroyed)
+        .filter_map(|(r, d)| d.then_some(*r))
+        .collect();
     let surveyed = &ops::survey_namespaces(k, &doomed).await;
     for wave in observed_graph.map_err(|e| vec![e.into()])?.destroy_waves() {
         let todo: Vec<&Resource> = wave
             .into_iter()
+            .filter(|i| destroyed[*i])
             .map(|i| observed[i])
-            .filter(destroyed)
             .collect();
         let t = timings.start(&todo);
         // The namespaces first, then let go of: the kernel frees them while the rest of the
@@ -183,8 +191,11 @@ pub async fn apply_when_ready<M: Machine>(
     out.deleted += reap(k, &host_ends, progress).await?;
     timings.phase("reap", t);
     let graph = desired_graph.map_err(|e| vec![e.into()])?;
-    let marked: Vec<bool> = desired.iter().map(built).collect();
-    let todo: Vec<&Resource> = desired.iter().copied().filter(built).collect();
+    let todo: Vec<&Resource> = desired
+        .iter()
+        .zip(&marked)
+        .filter_map(|(r, m)| m.then_some(*r))
+        .collect();
     let t = timings.start(&todo);
     let contention: Vec<flow::Contention> = desired.iter().map(|r| contention(&r.spec)).collect();
     let n = flow::flow(&graph, &marked, &contention, |i| {
@@ -431,12 +442,17 @@ fn taken_along<'a>(
     deletes: &HashSet<&ResourceId>,
     creates: &HashSet<&ResourceId>,
 ) -> HashSet<&'a ResourceId> {
+    let mut out: HashSet<&ResourceId> = HashSet::new();
+    // Most runs replace nothing (a scale only creates, or only deletes): then nothing is
+    // looked up per resource, each lookup hashing a whole address.
+    if !deletes.iter().any(|a| creates.contains(*a)) {
+        return out;
+    }
     let mut parents: Vec<&Resource> = observed
         .iter()
         .chain(desired)
         .filter(|r| deletes.contains(&r.address) && creates.contains(&r.address))
         .collect();
-    let mut out: HashSet<&ResourceId> = HashSet::new();
     loop {
         let more: Vec<&Resource> = desired
             .iter()
