@@ -419,6 +419,24 @@
 # asks). A listener of NFNLGRP_NFTABLES anywhere on the machine (an `nft monitor` in another
 # namespace: netlink_has_listeners is not per namespace) makes every commit in every
 # namespace build its notifications: profile with none running.
+# 5 Dec 2026, session 31, the same VM, its speed moving by a fifth from one quarter hour to
+# the next (ups of 250 then 300-330 ms). Stamps of a scale (CLOCK_MONOTONIC, run and daemon):
+# the run asked the daemon for its surveys 4.6-8.4 ms after it started, two hops to the
+# blocking pool after its session opened (the pool's new threads waiting for a CPU while the
+# state was decoded), and got them 0.3-3 ms before its model was built. The request now
+# leaves from the run's own thread (SurveySource::ask) as the session opens, at 1.8-2.6 ms,
+# and the answer is in at 6-10 ms. Ten alternated rounds: scale right after the up 39.7 ->
+# 35.3 ms, settled 38.5 -> 34.9. Which resources are built or destroyed is looked up once each
+# (12,000 address hashes before the first operation of a scale): callgrind of a scale 109.4
+# -> 106.3 M instructions, scale 39.2 -> 37.8 ms right after up. ROUNDS=5 at 52d2858: scale 35
+# ms (27-40), no change 20, back 62, down 825 us per endpoint (floor 720), up 1.25x (0.87-1.40;
+# earlier runs 1.02-1.14x). Measured, not taken: the state's resources decoded on a thread
+# while the model is built (its head alone read first): no gain, the run is CPU-bound from
+# its start to its model (perf sched: one CPU idle 46% over a settled scale, but the other
+# threads' work then only moves); the catch-up's survey threads raised to nice 0 once a run
+# waits for them (scale right after up 33.5 -> 40.4 ms: they take the CPU from the run's main
+# thread); the Compose schema compiled on a thread while the files are read (1-2 ms slower in
+# every column); IPv6 off on the veth host ends (no difference beyond the noise).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 services=${1:-20}
