@@ -66,10 +66,7 @@ impl Asked {
             project,
             stream: mut s,
         } = self;
-        let no_answer = |reason: String| DaemonError::NoAnswer {
-            project: project.to_string(),
-            reason,
-        };
+        let no_answer = no_answer_from(&project);
         let reply = read_reply(&project, &s)?;
         if reply.lent.is_empty() {
             return Ok((reply, Vec::new()));
@@ -95,10 +92,7 @@ pub fn hand_over(
     fds: &[OwnedFd],
     timeout: Duration,
 ) -> Result<UnixStream, DaemonError> {
-    let no_answer = |reason: String| DaemonError::NoAnswer {
-        project: project.to_string(),
-        reason,
-    };
+    let no_answer = no_answer_from(project);
     let req = Request::Hold { sockets: fds.len() };
     let (reply, s) = exchange(project, &req, timeout)?;
     if !reply.ok {
@@ -130,10 +124,7 @@ fn send_request(
     req: &Request,
     timeout: Duration,
 ) -> Result<UnixStream, DaemonError> {
-    let no_answer = |reason: String| DaemonError::NoAnswer {
-        project: project.to_string(),
-        reason,
-    };
+    let no_answer = no_answer_from(project);
     let mut s = UnixStream::connect(socket_path(project)).map_err(|e| no_answer(e.to_string()))?;
     s.set_read_timeout(Some(timeout)).ok();
     s.set_write_timeout(Some(timeout)).ok();
@@ -146,15 +137,20 @@ fn send_request(
 
 /// The reply line to the request sent on `s`.
 fn read_reply(project: &ProjectName, s: &UnixStream) -> Result<Reply, DaemonError> {
-    let no_answer = |reason: String| DaemonError::NoAnswer {
-        project: project.to_string(),
-        reason,
-    };
+    let no_answer = no_answer_from(project);
     let mut text = String::new();
     BufReader::new(s)
         .read_line(&mut text)
         .map_err(|e| no_answer(e.to_string()))?;
     serde_json::from_str(&text).map_err(|e| no_answer(format!("{e} in {text:?}")))
+}
+
+/// The error of a request to `project`'s daemon that got no (usable) answer, and why.
+fn no_answer_from(project: &ProjectName) -> impl Fn(String) -> DaemonError + '_ {
+    move |reason| DaemonError::NoAnswer {
+        project: project.to_string(),
+        reason,
+    }
 }
 
 /// The descriptors of one batch (none at the end of the stream).
